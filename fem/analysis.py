@@ -1,0 +1,239 @@
+"""``fem.solve`` (this module is fem.analysis): checks, assembly, constraints, linear solve and the :class:`~fem.result.Result`.
+
+Constraints are applied without copying the stiffness matrix:
+
+* rigid plates eliminate the coupled (slave) dofs through ``u = T z``, where the plate's six dofs
+  join the unknowns (only when a model has plates);
+* prescribed dofs are eliminated symmetrically in place: their rows and columns are zeroed, the
+  diagonal set to the mean stiffness diagonal and the right-hand side corrected, so the system
+  stays symmetric positive definite for CG and AMG.
+
+The rows of the constrained dofs are kept aside before that, so reactions ``K u - f`` at the
+supports come from the unmodified matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from . import assembly, system as _system
+from .errors import SolverError
+from .kernels.backend import BackendError, get_backend
+from .model import Model
+from .result import Result
+from .solvers import AMGPreconditioner, SolveInfo, cg, direct, rigid_body_modes
+
+logger = logging.getLogger(__name__)
+
+SOLVERS = ("auto", "direct", "amg", "cg")
+#: with solver="auto", models up to this many dofs are solved directly, larger ones by AMG-CG
+DIRECT_MAX_DOF = 30_000
+
+
+def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: float = 1e-8,
+          atol: float = 0.0, maxiter: int | None = None, precision: str = "double",
+          callback=None) -> Result:
+    """Solve the linear static problem of ``model`` (mm, N, MPa); returns a :class:`Result`.
+
+    ``solver``: "direct" (sparse LU), "amg" (CG with a smoothed-aggregation AMG preconditioner),
+    "cg" (Jacobi-preconditioned CG, for tests) or "auto" (direct up to 30 000 dofs, else amg).
+    ``rtol``/``atol``/``maxiter`` control the iterative solvers; ``precision="mixed"`` keeps the
+    AMG hierarchy in float32. Raises a :class:`~fem.ModelError` subclass for bad input.
+    """
+    if solver not in SOLVERS:
+        raise SolverError(f"unknown solver {solver!r}: choose one of {', '.join(SOLVERS)}")
+    if not (0.0 < rtol < 1.0):
+        raise SolverError(f"rtol must lie in (0, 1), got {rtol}")
+    try:
+        be = get_backend(backend)
+    except BackendError as exc:
+        raise SolverError(str(exc)) from None
+    xp = be.xp
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    model.check_materials()
+    sysm = _system.compile_conditions(model)
+    _system.check_constraints(model, sysm)
+    pts = xp.asarray(model.points)
+    assembly.check_geometry(model, xp, pts)
+    times["checks"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    pattern, data = assembly.assemble_stiffness(model, be)
+    K = assembly.to_matrix(pattern, data, be)
+    times["assembly"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    f = xp.asarray(sysm.f)
+    T = _coupling_matrix(model, sysm, be) if sysm.plates else None
+    if T is not None:
+        K = T.T @ K.tocsr() @ T
+        # keep a stored diagonal on the eliminated (slave) dofs, whose rows are now empty
+        K = K + be.sparse.diags(xp.asarray(_dof_mask(sysm.n_dof, _dead_dofs(model, sysm)),
+                                           dtype=float))
+        K = K.tobsr(blocksize=(3, 3)) if be.name == "numpy" else K.tocsr()
+        K.sort_indices()
+        f = T.T @ f
+    n_eq = K.shape[0]
+    dead = _dead_dofs(model, sysm)  # slave dofs and dofs of nodes in no element
+    fixed = xp.asarray(sysm.fixed_dofs)
+    g = xp.zeros(n_eq)
+    g[fixed] = xp.asarray(sysm.fixed_values)
+    K_rows = _rows(K, sysm.fixed_dofs, be)  # unmodified rows for the reactions
+    rhs = f - K @ g
+    mask = np.zeros(n_eq, dtype=bool)
+    mask[sysm.fixed_dofs] = True
+    mask[dead] = True
+    diag_scale = _eliminate(K, xp.asarray(mask), be)
+    rhs[xp.asarray(mask)] = 0.0
+    rhs[fixed] = diag_scale * g[fixed]
+    times["constraints"] = time.perf_counter() - t
+
+    name = solver
+    if solver == "auto":
+        name = "direct" if n_eq <= DIRECT_MAX_DOF else "amg"
+    info = SolveInfo(solver=name, backend=be.name, n_dof=model.n_dof, n_equations=n_eq,
+                     precision=precision if name == "amg" else "double")
+    t = time.perf_counter()
+    if name == "direct":
+        z = direct(K, rhs)
+        times["solve"] = time.perf_counter() - t
+        info.residual = float(xp.linalg.norm(rhs - K @ z) / max(float(xp.linalg.norm(rhs)), 1e-300))
+    else:
+        if name == "amg":
+            if be.name != "numpy":
+                raise SolverError("the AMG preconditioner needs the numpy backend for now")
+            extra = [p.reference for p in sysm.plates]
+            B = rigid_body_modes(model.points, np, extra)
+            M = AMGPreconditioner(K, B, precision=precision)
+            info.times["setup"] = M.setup_time
+        else:
+            d = K.diagonal()
+            M = _Jacobi(1.0 / d)
+        times["setup"] = time.perf_counter() - t
+        t = time.perf_counter()
+        z, its, hist = cg(K, rhs, rtol=rtol, atol=atol, maxiter=maxiter, M=M, callback=callback)
+        times["solve"] = time.perf_counter() - t
+        info.iterations, info.residuals, info.residual = its, hist, hist[-1]
+
+    t = time.perf_counter()
+    u_full = T @ z if T is not None else z
+    u = u_full[: 3 * model.n_nodes].reshape(-1, 3)
+    r_fixed = K_rows @ z - f[xp.asarray(sysm.fixed_dofs)] if len(sysm.fixed_dofs) else xp.zeros(0)
+    result = Result(model, u, backend=be, system=sysm, reaction_dofs=sysm.fixed_dofs,
+                    reaction_values=r_fixed, plate_dofs=z[3 * model.n_nodes:] if T is not None
+                    else None, info=info)
+    times["reactions"] = time.perf_counter() - t
+    info.times.update(times)
+    info.times["total"] = time.perf_counter() - t0
+    logger.info("solved %d dofs: %s", model.n_dof, info.summary())
+    return result
+
+
+class _Jacobi:
+    def __init__(self, dinv):
+        self.dinv = dinv
+
+    def matvec(self, r):
+        return self.dinv * r
+
+
+def _dof_mask(n: int, dofs) -> np.ndarray:
+    m = np.zeros(n, dtype=bool)
+    m[dofs] = True
+    return m
+
+
+def _dead_dofs(model: Model, sysm) -> np.ndarray:
+    dead = [3 * sysm.slave_nodes[:, None] + np.arange(3)]
+    orphan = np.nonzero(~sysm.active_nodes)[0]
+    dead.append(3 * orphan[:, None] + np.arange(3))
+    return np.concatenate([d.ravel() for d in dead]).astype(np.int64)
+
+
+def _coupling_matrix(model: Model, sysm, be):
+    """T (3n, 3n + 6p): identity on free mesh dofs, rigid-body kinematics on coupled nodes."""
+    import scipy.sparse as sp
+
+    n3 = 3 * model.n_nodes
+    rows, cols, vals = [], [], []
+    slave = np.zeros(model.n_nodes, dtype=bool)
+    for p in sysm.plates:
+        slave[p.nodes] = True
+        d = model.points[p.nodes] - p.reference  # (s, 3)
+        s = len(p.nodes)
+        base = 3 * p.nodes
+        for i in range(3):  # translations
+            rows.append(base + i)
+            cols.append(np.full(s, p.first_dof + i))
+            vals.append(np.ones(s))
+        # u = theta x d: ux = ty dz - tz dy, uy = tz dx - tx dz, uz = tx dy - ty dx
+        for i, (j, k, sgn) in enumerate(((1, 2, 1.0), (2, 0, 1.0), (0, 1, 1.0))):
+            # row i gets +theta_j d_k - theta_k d_j
+            rows += [base + i, base + i]
+            cols += [np.full(s, p.first_dof + 3 + j), np.full(s, p.first_dof + 3 + k)]
+            vals += [sgn * d[:, k], -sgn * d[:, j]]
+    free = np.nonzero(~np.repeat(slave, 3))[0]
+    rows.append(free)
+    cols.append(free)
+    vals.append(np.ones(len(free)))
+    T = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(n3, sysm.n_dof))
+    if be.name != "numpy":
+        T = be.sparse.csr_matrix(T)
+    return T
+
+
+def _rows(K, dofs, be):
+    """The rows ``dofs`` of K as a CSR matrix (kept before constraints modify K)."""
+    if len(dofs) == 0:
+        return None
+    if be.name == "numpy" and K.format == "bsr":
+        import scipy.sparse as sp
+
+        dofs = np.asarray(dofs)
+        nodes = np.unique(dofs // 3)
+        starts = K.indptr[nodes]
+        counts = K.indptr[nodes + 1] - starts
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        idx = np.repeat(starts - offsets[:-1], counts) + np.arange(offsets[-1])
+        sub = sp.bsr_matrix((K.data[idx], K.indices[idx], offsets),
+                            shape=(3 * len(nodes), K.shape[1]))
+        local = np.searchsorted(nodes, dofs // 3) * 3 + dofs % 3
+        return sub.tocsr()[local]
+    return K.tocsr()[be.xp.asarray(dofs)]
+
+
+def _eliminate(K, mask, be) -> float:
+    """Zero the rows and columns of masked dofs in place and put a scaled 1 on their diagonal."""
+    xp = be.xp
+    d = K.diagonal()
+    keep = ~mask
+    scale = float(d[keep].mean()) if bool(xp.any(keep)) else 1.0
+    if be.name == "numpy" and K.format == "bsr":
+        n = K.shape[0] // 3
+        m3 = mask.reshape(n, 3)
+        indptr, indices, data = K.indptr, K.indices, K.data
+        brow = np.repeat(np.arange(n), np.diff(indptr))
+        rm = m3[brow]  # (nnzb, 3)
+        cm = m3[indices]
+        hit = np.nonzero(rm.any(axis=1) | cm.any(axis=1))[0]
+        blk = data[hit]
+        blk[rm[hit][:, :, None] | cm[hit][:, None, :]] = 0.0
+        diag_blk = brow[hit] == indices[hit]
+        for i in range(3):
+            sel = diag_blk & rm[hit][:, i]
+            blk[sel, i, i] = scale
+        data[hit] = blk
+    else:
+        Kc = K
+        rows = xp.repeat(xp.arange(K.shape[0]), xp.diff(Kc.indptr))
+        kill = mask[rows] | mask[Kc.indices]
+        Kc.data[kill] = 0.0
+        on_diag = kill & (rows == Kc.indices) & mask[rows]
+        Kc.data[on_diag] = scale
+    return scale

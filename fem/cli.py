@@ -1,0 +1,110 @@
+"""``vfem``: the command line.
+
+    vfem solve INPUT --out OUT.vtu [--backend auto|numpy|cupy] [--rtol R] [--solver S]
+    vfem example [--out example.vtu]
+
+Errors in the input are printed as one line ``error: ...`` on stderr with exit status 2; no
+traceback and no partial output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .errors import ModelError
+
+logger = logging.getLogger("fem.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vfem", description="vertebra-fem: linear-elastic FE of "
+                                "vertebrae before and after cement augmentation (mm, N, MPa)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress and timings")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("solve", help="solve an Abaqus/CalculiX deck or a mesh file, write VTU")
+    s.add_argument("input", help="an .inp deck or a mesh file meshio reads (materials and "
+                   "loads come from the deck; a mesh file needs --E/--nu and gets no loads)")
+    s.add_argument("--out", required=True, help="output .vtu file")
+    _solver_args(s)
+    s.add_argument("--E", type=float, default=None, help="Young's modulus (MPa) for a mesh file")
+    s.add_argument("--nu", type=float, default=None, help="Poisson's ratio for a mesh file")
+
+    e = sub.add_parser("example", help="solve the bundled example (an osteoporotic lumbar "
+                       "vertebral body under 0.6 MPa endplate pressure) and write VTU")
+    e.add_argument("--out", default="example.vtu", help="output .vtu file (default example.vtu)")
+    _solver_args(e)
+    return p
+
+
+def _solver_args(p):
+    p.add_argument("--backend", choices=["auto", "numpy", "cupy"], default="auto")
+    p.add_argument("--solver", choices=["auto", "direct", "amg", "cg"], default="auto")
+    p.add_argument("--rtol", type=float, default=1e-8, help="relative residual tolerance of the "
+                   "iterative solver (default 1e-8)")
+    p.add_argument("--precision", choices=["double", "mixed"], default="double",
+                   help="mixed: float32 AMG hierarchy inside float64 CG")
+
+
+def _solve_and_write(model, args) -> int:
+    from .analysis import solve
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".vtu":
+        raise ModelError(f"--out {out}: the output file must end in .vtu")
+    if not out.parent.exists():
+        raise ModelError(f"--out {out}: folder {out.parent} does not exist")
+    t = time.perf_counter()
+    result = solve(model, backend=args.backend, solver=args.solver, rtol=args.rtol,
+                   precision=args.precision)
+    result.write(out)
+    print(result.summary())
+    print(f"wrote {out} ({time.perf_counter() - t:.2f} s)")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "solve":
+            from .model import Model
+
+            if not (0.0 < args.rtol < 1.0):
+                raise ModelError(f"--rtol must lie in (0, 1), got {args.rtol}")
+            path = Path(args.input)
+            if path.suffix.lower() == ".inp":
+                model = Model.from_inp(path)
+            else:
+                model = Model.from_file(path, E=args.E, nu=args.nu)
+            return _solve_and_write(model, args)
+        if args.command == "example":
+            from .meshes.example import example_deck
+            from .model import Model
+
+            model = Model.from_inp(example_deck())
+            print(f"example: {example_deck().name} ({model})")
+            return _solve_and_write(model, args)
+    except ModelError as exc:
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # writing the output: disk full, permission denied
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,877 @@
+"""Abaqus/CalculiX input decks: the linear static subset, read into a :class:`fem.Model`, and written.
+
+Supported keywords (case-insensitive; ``**`` starts a comment):
+
+``*HEADING``, ``*NODE`` (``NSET=``), ``*ELEMENT`` (``TYPE=C3D4|C3D10|C3D8``, ``ELSET=``),
+``*NSET`` and ``*ELSET`` (``GENERATE``; members may be labels or other set names), ``*MATERIAL``
+with ``*ELASTIC`` (isotropic E, nu), ``*SOLID SECTION`` (``ELSET=``, ``MATERIAL=``), ``*STEP`` with
+``*STATIC`` and ``*END STEP`` (one linear static step), ``*BOUNDARY`` (dofs 1-3, zero or prescribed;
+``ENCASTRE``/``PINNED``/``XSYMM``/``YSYMM``/``ZSYMM``), ``*CLOAD``, ``*DLOAD`` with face pressure
+``P1``..``P6``, ``*SURFACE`` (``TYPE=ELEMENT``) with ``*DSLOAD`` (``P``), and ``*INCLUDE``
+(``INPUT=``, relative to the including file). Output requests (``*NODE PRINT``, ``*EL PRINT``,
+``*NODE FILE``, ``*EL FILE``, ``*OUTPUT``, ``*NODE OUTPUT``, ``*ELEMENT OUTPUT``) are accepted and
+ignored. Any other keyword is an error naming it and its line.
+
+Node and element labels need not be contiguous. Set, material and surface names are
+case-insensitive, as in Abaqus; the first spelling is kept. An element's data may continue on the
+following lines (a line ending in a comma, or too few nodes on the line); a keyword line ending in
+a comma continues on the next.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import loads as L
+from ..elements import ABAQUS_TO_TYPE, ELEMENT_TYPES
+from ..errors import DeckError, InputFileError, ModelError, format_labels
+from ..model import Model
+from .atomic import atomic_path
+from .meshio_io import check_readable
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_KEYWORDS = {"NODE PRINT", "EL PRINT", "NODE FILE", "EL FILE", "OUTPUT", "NODE OUTPUT",
+                   "ELEMENT OUTPUT"}
+KNOWN = {"HEADING", "NODE", "ELEMENT", "NSET", "ELSET", "MATERIAL", "ELASTIC", "SOLID SECTION",
+         "STEP", "STATIC", "END STEP", "BOUNDARY", "CLOAD", "DLOAD", "SURFACE", "DSLOAD",
+         "INCLUDE"} | OUTPUT_KEYWORDS
+BOUNDARY_TYPES = {"ENCASTRE": (1, 3), "PINNED": (1, 3), "XSYMM": (1, 1), "YSYMM": (2, 2),
+                  "ZSYMM": (3, 3)}
+MAX_INCLUDE_DEPTH = 20
+
+
+@dataclass
+class Card:
+    """One keyword with its parameters and data lines (each line: its number and fields)."""
+
+    keyword: str
+    params: dict
+    path: str
+    line: int
+    data: list = field(default_factory=list)  # [(line number, raw text)]
+
+    def error(self, message: str, line: int | None = None) -> DeckError:
+        return DeckError(message, self.path, line if line is not None else self.line)
+
+
+# ------------------------------------------------------------------------------------- lexing
+
+
+def _read_text(path: Path, where: tuple[str, int] | None) -> str:
+    try:
+        check_readable(path)
+    except InputFileError as exc:
+        if where is not None:
+            raise DeckError(f"*INCLUDE: {exc}", *where) from None
+        raise
+    raw = path.read_bytes()
+    if b"\x00" in raw[:65536]:
+        raise InputFileError(f"{path}: binary file, not an Abaqus/CalculiX text deck")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _parse_params(text: str, card_path: str, line: int) -> tuple[str, dict]:
+    parts = [p.strip() for p in text.split(",")]
+    keyword = " ".join(parts[0][1:].split()).upper()
+    if not keyword:
+        raise DeckError("empty keyword ('*' alone)", card_path, line)
+    params = {}
+    for p in parts[1:]:
+        if not p:
+            continue
+        if "=" in p:
+            k, v = p.split("=", 1)
+            params[" ".join(k.split()).upper()] = v.strip()
+        else:
+            params[" ".join(p.split()).upper()] = None
+    return keyword, params
+
+
+def lex(path, _depth: int = 0, _where=None, _stack=()) -> list[Card]:
+    """Split a deck (following ``*INCLUDE``) into keyword cards with their data lines."""
+    path = Path(path)
+    if _depth > MAX_INCLUDE_DEPTH:
+        raise DeckError(f"*INCLUDE nested more than {MAX_INCLUDE_DEPTH} deep (a cycle?)", *_where)
+    resolved = path.resolve()
+    if resolved in _stack:
+        raise DeckError(f"*INCLUDE cycle: {path} includes itself", *_where)
+    text = _read_text(path, _where)
+    spath = str(path)
+    cards: list[Card] = []
+    lines = text.splitlines()
+    i = 0
+    n = len(lines)
+    current = None
+    while i < n:
+        raw = lines[i].strip()
+        lineno = i + 1
+        i += 1
+        if not raw or raw.startswith("**"):
+            continue
+        if raw.startswith("*"):
+            while raw.endswith(",") and i < n and lines[i].strip() and not lines[i].strip().startswith("*"):
+                raw = raw + lines[i].strip()
+                i += 1
+            keyword, params = _parse_params(raw, spath, lineno)
+            if keyword == "INCLUDE":
+                inp = params.get("INPUT")
+                if not inp:
+                    raise DeckError("*INCLUDE needs INPUT=file", spath, lineno)
+                inc = Path(inp.strip('"').strip("'"))
+                if not inc.is_absolute():
+                    inc = path.parent / inc
+                cards.extend(lex(inc, _depth + 1, (spath, lineno), _stack + (resolved,)))
+                current = None
+                continue
+            current = Card(keyword, params, spath, lineno)
+            cards.append(current)
+        else:
+            if current is None:
+                raise DeckError(f"data line before any keyword: {raw[:60]!r}", spath, lineno)
+            current.data.append((lineno, raw))
+    if _depth == 0 and not cards:
+        raise InputFileError(f"{path}: no keyword lines (*NODE, *ELEMENT, ...): not an "
+                             "Abaqus/CalculiX deck")
+    return cards
+
+
+def _fields(raw: str) -> list[str]:
+    f = [x.strip() for x in raw.split(",")]
+    while f and f[-1] == "":
+        f.pop()
+    return f
+
+
+def _number(tok: str, card: Card, line: int, what: str) -> float:
+    try:
+        v = float(tok.replace("D", "E").replace("d", "e"))
+    except ValueError:
+        raise card.error(f"{what}: {tok!r} is not a number", line) from None
+    if not np.isfinite(v):
+        raise card.error(f"{what}: {tok!r} is not a finite number", line)
+    return v
+
+
+def _label(tok: str, card: Card, line: int, what: str) -> int:
+    v = _number(tok, card, line, what)
+    if v != int(v) or v <= 0:
+        raise card.error(f"{what}: {tok!r} is not a positive integer label", line)
+    return int(v)
+
+
+def _table(card: Card, width: int, what: str) -> np.ndarray:
+    """Data lines as a float table (rows, width); an element's data may span several lines."""
+    texts = [t for _, t in card.data]
+    if not texts:
+        return np.zeros((0, width))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            arr = np.loadtxt(texts, delimiter=",", ndmin=2, dtype=float)
+        if arr.shape[1] == width and np.isfinite(arr).all():
+            return arr
+    except (ValueError, UserWarning):
+        pass
+    # careful path: continuation lines and exact error positions
+    rows = []
+    pending: list[str] = []
+    start = None
+    for ln, text in card.data:
+        toks = [x.strip() for x in text.split(",")]
+        cont = toks[-1] == ""
+        toks = [t for t in toks if t != ""] if cont else toks
+        if start is None:
+            start = ln
+        if "" in toks:
+            raise card.error(f"{what}: empty field", ln)
+        pending += toks
+        if len(pending) < width and (cont or card.keyword == "ELEMENT"):
+            continue
+        if len(pending) != width:
+            raise card.error(f"{what}: expected {width} values, got {len(pending)}", start)
+        rows.append([_number(t, card, start, what) for t in pending])
+        pending, start = [], None
+    if pending:
+        raise card.error(f"{what}: incomplete data at the end of the block (expected {width} "
+                         f"values, got {len(pending)})", start)
+    return np.asarray(rows, dtype=float)
+
+
+def _labels(col: np.ndarray, card: Card, what: str) -> np.ndarray:
+    bad = (col != np.round(col)) | (col <= 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise card.error(f"{what}: {col[i]:g} is not a positive integer label", _row_line(card, i))
+    return col.astype(np.int64)
+
+
+def _row_line(card: Card, row: int) -> int:
+    """Best-effort line number of data row ``row`` (exact when each row is one line)."""
+    return card.data[min(row, len(card.data) - 1)][0] if card.data else card.line
+
+
+# ------------------------------------------------------------------------------------- reading
+
+
+class _Names:
+    """Case-insensitive names that remember their first spelling."""
+
+    def __init__(self):
+        self.items: dict[str, object] = {}
+        self.spelling: dict[str, str] = {}
+
+    def key(self, name: str) -> str:
+        return name.strip().strip('"').upper()
+
+    def get(self, name: str):
+        return self.items.get(self.key(name))
+
+    def __contains__(self, name: str) -> bool:
+        return self.key(name) in self.items
+
+    def set(self, name: str, value) -> None:
+        k = self.key(name)
+        self.spelling.setdefault(k, name.strip().strip('"'))
+        self.items[k] = value
+
+    def name(self, name: str) -> str:
+        return self.spelling.get(self.key(name), name)
+
+
+def read_inp(path) -> Model:
+    """Read an Abaqus/CalculiX deck into a :class:`~fem.model.Model` (see the module docstring).
+
+    Raises :class:`~fem.errors.DeckError` (file and line in the message) for faults in the deck
+    and :class:`~fem.errors.InputFileError` for files that cannot be read.
+    """
+    cards = lex(path)
+    return _Builder(cards, str(path)).build()
+
+
+class _Builder:
+    def __init__(self, cards: list[Card], path: str):
+        self.cards = cards
+        self.path = path
+        self.node_blocks: list[tuple[np.ndarray, np.ndarray, Card]] = []
+        self.elem_blocks: list[tuple[str, np.ndarray, np.ndarray, Card]] = []
+        self.nsets = _Names()  # name -> list of (kind, payload, card, line)
+        self.elsets = _Names()
+        self.surfaces = _Names()  # name -> list of (element token, face, card, line)
+        self.materials = _Names()
+        self.sections: list[tuple[str, str, Card]] = []
+        self.conditions: list[tuple[str, object, Card, int]] = []  # (family, cond, card, line)
+        self.heading: list[str] = []
+
+    # ----------------------------------------------------------------- pass 1: collect
+
+    def build(self) -> Model:
+        in_step = None
+        step_seen = False
+        has_static = False
+        material = None
+        for card in self.cards:
+            kw = card.keyword
+            if kw not in KNOWN:
+                raise card.error(f"unsupported keyword *{kw}: vertebra-fem reads the linear "
+                                 "static subset (see fem.io.inp); remove it or replace it")
+            if kw in OUTPUT_KEYWORDS:
+                continue
+            if kw == "HEADING":
+                self.heading += [t for _, t in card.data]
+            elif kw == "NODE":
+                self._node(card)
+            elif kw == "ELEMENT":
+                self._element(card)
+            elif kw in ("NSET", "ELSET"):
+                self._set(card)
+            elif kw == "MATERIAL":
+                name = card.params.get("NAME")
+                if not name:
+                    raise card.error("*MATERIAL needs NAME=")
+                material = name
+                self.materials.set(name, None)
+            elif kw == "ELASTIC":
+                if material is None:
+                    raise card.error("*ELASTIC outside a *MATERIAL")
+                self.materials.set(material, self._elastic(card))
+            elif kw == "SOLID SECTION":
+                self._section(card)
+            elif kw == "SURFACE":
+                self._surface(card)
+            elif kw == "STEP":
+                if step_seen:
+                    raise card.error("a second *STEP: vertebra-fem solves one linear static step")
+                nl = (card.params.get("NLGEOM") or "NO").upper()
+                if "NLGEOM" in card.params and nl not in ("NO",):
+                    raise card.error("*STEP, NLGEOM: geometric nonlinearity is not supported "
+                                     "(linear static analysis only)")
+                in_step, step_seen = card, True
+            elif kw == "STATIC":
+                if in_step is None:
+                    raise card.error("*STATIC outside a *STEP")
+                has_static = True
+            elif kw == "END STEP":
+                if in_step is None:
+                    raise card.error("*END STEP without *STEP")
+                if not has_static:
+                    raise in_step.error("the *STEP has no *STATIC procedure")
+                in_step = None
+            elif kw == "BOUNDARY":
+                self._boundary(card)
+            elif kw in ("CLOAD", "DLOAD", "DSLOAD"):
+                if in_step is None:
+                    raise card.error(f"*{kw} outside a *STEP: loads belong to a step")
+                getattr(self, "_" + kw.lower())(card)
+            if material is not None and kw not in ("MATERIAL", "ELASTIC"):
+                material = None
+        if in_step is not None:
+            raise in_step.error("*STEP without *END STEP")
+        return self._assemble()
+
+    def _node(self, card: Card):
+        arr = _table(card, 4, "*NODE data (label, x, y, z)")
+        labels = _labels(arr[:, 0], card, "*NODE label")
+        self.node_blocks.append((labels, arr[:, 1:4], card))
+        if card.params.get("NSET"):
+            self._add_members(self.nsets, card.params["NSET"], ("labels", labels), card, card.line)
+
+    def _element(self, card: Card):
+        etype = (card.params.get("TYPE") or "").upper()
+        if not etype:
+            raise card.error("*ELEMENT needs TYPE=")
+        if etype not in ABAQUS_TO_TYPE:
+            raise card.error(f"element type {etype} is not supported: use C3D4, C3D10 or C3D8")
+        name = ABAQUS_TO_TYPE[etype]
+        k = ELEMENT_TYPES[name].n_nodes
+        arr = _table(card, k + 1, f"*ELEMENT, TYPE={etype} data (label and {k} nodes)")
+        labels = _labels(arr[:, 0], card, "element label")
+        nodes = arr[:, 1:]
+        bad = (nodes != np.round(nodes)) | (nodes <= 0)
+        if bad.any():
+            row = int(np.argmax(bad.any(axis=1)))
+            raise card.error(f"element {labels[row]}: node {nodes[row][bad[row]][0]:g} is not a "
+                             "positive integer label", _row_line(card, row))
+        conn = nodes.astype(np.int64)
+        self.elem_blocks.append((name, labels, conn, card))
+        if card.params.get("ELSET"):
+            self._add_members(self.elsets, card.params["ELSET"], ("labels", labels), card, card.line)
+
+    def _add_members(self, names: _Names, name: str, member, card: Card, line: int):
+        cur = names.get(name)
+        if cur is None:
+            cur = []
+            names.set(name, cur)
+        cur.append((member, card, line))
+
+    def _set(self, card: Card):
+        kind = card.keyword
+        key = kind  # NSET= or ELSET=
+        name = card.params.get(key)
+        if not name:
+            raise card.error(f"*{kind} needs {key}=name")
+        names = self.nsets if kind == "NSET" else self.elsets
+        if "GENERATE" in card.params:
+            for ln, text in card.data:
+                f = _fields(text)
+                if len(f) not in (2, 3):
+                    raise card.error("GENERATE data must be: first, last[, increment]", ln)
+                a, b = _label(f[0], card, ln, "first"), _label(f[1], card, ln, "last")
+                inc = _label(f[2], card, ln, "increment") if len(f) == 3 else 1
+                if b < a:
+                    raise card.error(f"GENERATE: last ({b}) is smaller than first ({a})", ln)
+                self._add_members(names, name, ("labels", np.arange(a, b + 1, inc)), card, ln)
+        else:
+            for ln, text in card.data:
+                labels, refs = [], []
+                for tok in _fields(text):
+                    if tok == "":
+                        continue
+                    if re.fullmatch(r"[+-]?\d+(\.0*)?", tok):
+                        labels.append(_label(tok, card, ln, f"*{kind} member"))
+                    else:
+                        refs.append(tok)
+                if labels:
+                    self._add_members(names, name, ("labels", np.asarray(labels, np.int64)), card, ln)
+                for r in refs:
+                    self._add_members(names, name, ("set", r), card, ln)
+        if names.get(name) is None:
+            names.set(name, [])
+
+    def _elastic(self, card: Card):
+        typ = (card.params.get("TYPE") or "ISOTROPIC").upper()
+        if typ != "ISOTROPIC":
+            raise card.error(f"*ELASTIC, TYPE={typ} is not supported (isotropic only)")
+        if not card.data:
+            raise card.error("*ELASTIC needs a data line: E, nu")
+        if len(card.data) > 1:
+            raise card.error("temperature-dependent *ELASTIC (several data lines) is not supported",
+                             card.data[1][0])
+        ln, text = card.data[0]
+        f = _fields(text)
+        if len(f) < 2 or len(f) > 3:
+            raise card.error("*ELASTIC data must be: E, nu[, temperature]", ln)
+        E = _number(f[0], card, ln, "Young's modulus")
+        nu = _number(f[1], card, ln, "Poisson's ratio")
+        if E <= 0:
+            raise card.error(f"Young's modulus must be > 0, got {E:g}", ln)
+        if not (-1.0 < nu < 0.5):
+            raise card.error(f"Poisson's ratio must lie in (-1, 0.5), got {nu:g}", ln)
+        return (E, nu, ln)
+
+    def _section(self, card: Card):
+        elset = card.params.get("ELSET")
+        mat = card.params.get("MATERIAL")
+        if not elset or not mat:
+            raise card.error("*SOLID SECTION needs ELSET= and MATERIAL=")
+        if "ORIENTATION" in card.params:
+            raise card.error("*SOLID SECTION, ORIENTATION is not supported (isotropic materials)")
+        self.sections.append((elset, mat, card))
+
+    def _surface(self, card: Card):
+        name = card.params.get("NAME")
+        if not name:
+            raise card.error("*SURFACE needs NAME=")
+        typ = (card.params.get("TYPE") or "ELEMENT").upper()
+        if typ != "ELEMENT":
+            raise card.error(f"*SURFACE, TYPE={typ} is not supported: use TYPE=ELEMENT "
+                             "(element faces S1..S6), or an *NSET for nodes")
+        items = self.surfaces.get(name)
+        if items is None:
+            items = []
+            self.surfaces.set(name, items)
+        for ln, text in card.data:
+            f = _fields(text)
+            if len(f) != 2:
+                raise card.error("*SURFACE data must be: element or element set, face (S1..S6)", ln)
+            m = re.fullmatch(r"S([1-6])", f[1].upper())
+            if not m:
+                raise card.error(f"face {f[1]!r} is not one of S1..S6", ln)
+            items.append((f[0], int(m.group(1)) - 1, card, ln))
+
+    def _boundary(self, card: Card):
+        if "AMPLITUDE" in card.params:
+            raise card.error("*BOUNDARY, AMPLITUDE is not supported (linear static, one step)")
+        typ = (card.params.get("TYPE") or "DISPLACEMENT").upper()
+        if typ != "DISPLACEMENT":
+            raise card.error(f"*BOUNDARY, TYPE={typ} is not supported")
+        if (card.params.get("OP") or "MOD").upper() == "NEW":
+            self.conditions = [c for c in self.conditions if c[0] != "BOUNDARY"]
+        for ln, text in card.data:
+            f = _fields(text)
+            if len(f) < 2 or len(f) > 4:
+                raise card.error("*BOUNDARY data must be: node or set, first dof[, last dof"
+                                 "[, magnitude]] or node or set, ENCASTRE|PINNED|XSYMM|...", ln)
+            if f[1].upper() in BOUNDARY_TYPES:
+                if len(f) != 2:
+                    raise card.error(f"*BOUNDARY {f[1].upper()} takes no further values", ln)
+                first, last = BOUNDARY_TYPES[f[1].upper()]
+                value = 0.0
+            else:
+                first = _label(f[1], card, ln, "first dof")
+                last = _label(f[2], card, ln, "last dof") if len(f) > 2 and f[2] else first
+                value = _number(f[3], card, ln, "magnitude") if len(f) > 3 else 0.0
+            if last < first or first > 6 or last > 6:
+                raise card.error(f"dofs {first}..{last} are not a valid range within 1..6", ln)
+            if first > 3:
+                warnings.warn(f"{card.path}, line {ln}: rotational dofs {first}-{last} ignored "
+                              "(solid elements have translations only)", stacklevel=2)
+                continue
+            if last > 3:
+                warnings.warn(f"{card.path}, line {ln}: rotational dofs 4-{last} ignored "
+                              "(solid elements have translations only)", stacklevel=2)
+                last = 3
+            comps = "".join("xyz"[d - 1] for d in range(first, last + 1))
+            vals = tuple(value if a in comps else None for a in "xyz")
+            self.conditions.append(("BOUNDARY", ("disp", f[0], vals), card, ln))
+
+    def _cload(self, card: Card):
+        if (card.params.get("OP") or "MOD").upper() == "NEW":
+            self.conditions = [c for c in self.conditions if c[0] != "CLOAD"]
+        for ln, text in card.data:
+            f = _fields(text)
+            if len(f) != 3:
+                raise card.error("*CLOAD data must be: node or set, dof, magnitude", ln)
+            dof = _label(f[1], card, ln, "dof")
+            if dof > 3:
+                raise card.error(f"*CLOAD dof {dof}: solid nodes take forces in dofs 1-3 only "
+                                 "(no moments)", ln)
+            mag = _number(f[2], card, ln, "magnitude")
+            force = tuple(mag if i == dof - 1 else 0.0 for i in range(3))
+            self.conditions.append(("CLOAD", ("force", f[0], force), card, ln))
+
+    def _dload(self, card: Card):
+        if (card.params.get("OP") or "MOD").upper() == "NEW":
+            self.conditions = [c for c in self.conditions if c[0] != "DLOAD"]
+        for ln, text in card.data:
+            f = _fields(text)
+            if len(f) != 3:
+                raise card.error("*DLOAD data must be: element or set, P1..P6, magnitude", ln)
+            m = re.fullmatch(r"P([1-6])", f[1].upper())
+            if not m:
+                raise card.error(f"*DLOAD type {f[1]!r} is not supported: face pressures P1..P6 "
+                                 "only", ln)
+            mag = _number(f[2], card, ln, "magnitude")
+            self.conditions.append(("DLOAD", ("dload", f[0], int(m.group(1)) - 1, mag), card, ln))
+
+    def _dsload(self, card: Card):
+        if (card.params.get("OP") or "MOD").upper() == "NEW":
+            self.conditions = [c for c in self.conditions if c[0] != "DSLOAD"]
+        for ln, text in card.data:
+            f = _fields(text)
+            if len(f) != 3:
+                raise card.error("*DSLOAD data must be: surface, P, magnitude", ln)
+            if f[1].upper() != "P":
+                raise card.error(f"*DSLOAD type {f[1]!r} is not supported: uniform pressure P "
+                                 "only", ln)
+            mag = _number(f[2], card, ln, "magnitude")
+            self.conditions.append(("DSLOAD", ("dsload", f[0], mag), card, ln))
+
+    # ----------------------------------------------------------------- pass 2: build the model
+
+    def _assemble(self) -> Model:
+        if not self.node_blocks:
+            raise DeckError("the deck defines no nodes (*NODE)", self.path)
+        if not self.elem_blocks:
+            raise DeckError("the deck defines no elements (*ELEMENT)", self.path)
+        node_labels = np.concatenate([b[0] for b in self.node_blocks])
+        coords = np.concatenate([b[1] for b in self.node_blocks])
+        order = np.argsort(node_labels, kind="stable")
+        sl = node_labels[order]
+        dup = np.nonzero(sl[1:] == sl[:-1])[0]
+        if len(dup):
+            raise DeckError(f"node {sl[dup[0]]} is defined twice", self.path)
+        self.node_sorted, self.node_order = sl, order
+
+        elem_labels = np.concatenate([b[1] for b in self.elem_blocks])
+        eorder = np.argsort(elem_labels, kind="stable")
+        el = elem_labels[eorder]
+        dup = np.nonzero(el[1:] == el[:-1])[0]
+        if len(dup):
+            raise DeckError(f"element {el[dup[0]]} is defined twice", self.path)
+        self.elem_sorted, self.elem_order = el, eorder
+
+        cells = []
+        for name, labels, conn, card in self.elem_blocks:
+            idx = self._node_index(conn.ravel())
+            if (idx < 0).any():
+                bad = int(np.argmax(idx < 0))
+                row = bad // conn.shape[1]
+                raise card.error(f"element {labels[row]} refers to undefined node "
+                                 f"{conn.ravel()[bad]}", _row_line(card, row))
+            cells.append((name, idx.reshape(conn.shape)))
+        model = Model.from_arrays(coords, cells, node_ids=node_labels, element_ids=elem_labels,
+                                  source=self.path)
+        model.metadata["heading"] = "\n".join(self.heading)
+
+        for key, members in self.elsets.items.items():
+            name = self.elsets.spelling[key]
+            model.add_region(name, self._resolve(self.elsets, name, "element", set()))
+        for key, members in self.nsets.items.items():
+            name = self.nsets.spelling[key]
+            model.add_node_set(name, self._resolve(self.nsets, name, "node", set()))
+        for key, items in self.surfaces.items.items():
+            name = self.surfaces.spelling[key]
+            e, f = self._surface_faces(items)
+            model.add_face_set(name, e, f)
+
+        owner = np.full(model.n_elements, -1)
+        for elset, mat, card in self.sections:
+            if elset not in self.elsets:
+                raise card.error(f"*SOLID SECTION: unknown element set {elset!r}")
+            if mat not in self.materials:
+                raise card.error(f"*SOLID SECTION: unknown material {mat!r}")
+            props = self.materials.get(mat)
+            if props is None:
+                raise card.error(f"material {mat!r} has no *ELASTIC properties")
+            name = self.elsets.name(elset)
+            elems = model.regions[name]
+            if len(elems) == 0:
+                raise card.error(f"*SOLID SECTION: element set {elset!r} is empty")
+            clash = elems[owner[elems] >= 0]
+            if len(clash):
+                raise card.error(f"element(s) {format_labels(model.element_ids[clash])} already "
+                                 f"have a *SOLID SECTION (line {self.sections[owner[clash[0]]][2].line})")
+            owner[elems] = [i for i, s in enumerate(self.sections) if s[2] is card][0]
+            model.set_material(name, E=props[0], nu=props[1])
+
+        for family, spec, card, ln in self.conditions:
+            model.conditions.append(self._condition(model, spec, card, ln))
+        return model
+
+    def _node_index(self, labels: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.node_sorted, labels)
+        pos = np.clip(pos, 0, len(self.node_sorted) - 1)
+        ok = self.node_sorted[pos] == labels
+        return np.where(ok, self.node_order[pos], -1)
+
+    def _elem_index(self, labels: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.elem_sorted, labels)
+        pos = np.clip(pos, 0, len(self.elem_sorted) - 1)
+        ok = self.elem_sorted[pos] == labels
+        return np.where(ok, self.elem_order[pos], -1)
+
+    def _resolve(self, names: _Names, name: str, kind: str, seen: set) -> np.ndarray:
+        key = names.key(name)
+        if key in seen:
+            raise DeckError(f"set {name!r} refers to itself", self.path)
+        seen = seen | {key}
+        out = []
+        for (mtype, payload), card, ln in names.get(name):
+            if mtype == "labels":
+                idx = self._node_index(payload) if kind == "node" else self._elem_index(payload)
+                if (idx < 0).any():
+                    bad = payload[int(np.argmax(idx < 0))]
+                    raise card.error(f"{'*NSET' if kind == 'node' else '*ELSET'} {name!r}: "
+                                     f"{kind} {bad} is not defined", ln)
+                out.append(idx)
+            else:
+                if payload not in names:
+                    what = "node set" if kind == "node" else "element set"
+                    raise card.error(f"{name!r} refers to unknown {what} {payload!r}", ln)
+                out.append(self._resolve(names, payload, kind, seen))
+        return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
+
+    def _elements_of(self, token: str, card: Card, ln: int) -> np.ndarray:
+        if re.fullmatch(r"\d+", token):
+            idx = self._elem_index(np.array([int(token)]))
+            if idx[0] < 0:
+                raise card.error(f"element {token} is not defined", ln)
+            return idx
+        if token not in self.elsets:
+            raise card.error(f"unknown element set {token!r}", ln)
+        idx = self._resolve(self.elsets, token, "element", set())
+        if len(idx) == 0:
+            raise card.error(f"element set {token!r} is empty", ln)
+        return idx
+
+    def _nodes_of(self, token: str, card: Card, ln: int) -> tuple[object, np.ndarray]:
+        if re.fullmatch(r"\d+", token):
+            idx = self._node_index(np.array([int(token)]))
+            if idx[0] < 0:
+                raise card.error(f"node {token} is not defined", ln)
+            return None, idx
+        if token not in self.nsets:
+            raise card.error(f"unknown node set {token!r}", ln)
+        idx = self._resolve(self.nsets, token, "node", set())
+        if len(idx) == 0:
+            raise card.error(f"node set {token!r} is empty", ln)
+        return self.nsets.name(token), idx
+
+    def _surface_faces(self, items):
+        es, fs = [], []
+        for token, face, card, ln in items:
+            e = self._elements_of(token, card, ln)
+            es.append(e)
+            fs.append(np.full(len(e), face))
+        if not es:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(es), np.concatenate(fs)
+
+    def _condition(self, model: Model, spec, card: Card, ln: int):
+        kind = spec[0]
+        try:
+            if kind in ("disp", "force"):
+                name, nodes = self._nodes_of(spec[1], card, ln)
+                target = name if name is not None else nodes
+                used = model.used_nodes()[nodes]
+                if kind == "force" and not used.all():
+                    raise card.error(f"load on node {model.node_ids[nodes[~used][0]]}, which "
+                                     "belongs to no element", ln)
+                if kind == "force":
+                    return L.NodalForce(target, spec[2])
+                vals = spec[2]
+                if all(v in (None, 0.0) for v in vals):
+                    return L.Fixed(target, "".join(a for a, v in zip("xyz", vals) if v is not None))
+                return L.Displacement(target, vals)
+            if kind == "dload":
+                e = self._elements_of(spec[1], card, ln)
+                f = np.full(len(e), spec[2])
+                self._check_faces(model, e, f, card, ln)
+                return L.Pressure((e, f), spec[3])
+            if kind == "dsload":
+                if spec[1] not in self.surfaces:
+                    raise card.error(f"unknown surface {spec[1]!r}", ln)
+                name = self.surfaces.name(spec[1])
+                if len(model.face_sets[name]) == 0:
+                    raise card.error(f"surface {spec[1]!r} is empty", ln)
+                return L.Pressure(name, spec[2])
+        except DeckError:
+            raise
+        except ModelError as exc:
+            raise card.error(str(exc), ln) from None
+        raise AssertionError(kind)
+
+    def _check_faces(self, model: Model, e, f, card, ln):
+        nf = np.array([b.etype.n_faces for b in model.blocks])[model.element_type_of(e)]
+        bad = f >= nf
+        if bad.any():
+            raise card.error(f"element {model.element_ids[e[bad][0]]} has no face "
+                             f"P{f[0] + 1}/S{f[0] + 1}", ln)
+
+
+# ------------------------------------------------------------------------------------- writing
+
+
+def _labels_lines(labels, per_line: int = 16) -> str:
+    labels = np.asarray(labels)
+    out = []
+    for i in range(0, len(labels), per_line):
+        out.append(", ".join(str(int(x)) for x in labels[i:i + per_line]))
+    return "\n".join(out)
+
+
+def write_inp(model: Model, path, *, heading: str = "") -> Path:
+    """Write the model as a deck that :func:`read_inp` and CalculiX both read.
+
+    Materials are grouped by unique (E, nu); face sets become element-face ``*SURFACE``s;
+    fixed/prescribed displacements become ``*BOUNDARY``, nodal forces ``*CLOAD``, pressures
+    ``*DSLOAD``; tractions and total forces are written as their consistent nodal forces
+    (``*CLOAD``); rigid plates become a reference node and a rotation node tied to the coupled
+    nodes by linear ``*EQUATION``s. The file appears atomically.
+    """
+    from ..system import face_integrals
+
+    path = Path(path)
+    model.check_materials()
+    ids, eids = model.node_ids, model.element_ids
+    parts = [f"*HEADING\n{heading or model.metadata.get('heading') or 'vertebra-fem model'}"]
+    parts.append("** units: mm, N, MPa")
+    node_txt = "\n".join(
+        f"{int(i)}, {x:.14g}, {y:.14g}, {z:.14g}" for i, (x, y, z) in zip(ids, model.points.tolist()))
+    parts.append("*NODE, NSET=NALL\n" + node_txt)
+    for b in model.blocks:
+        rows = np.column_stack([eids[b.start:b.stop], ids[b.conn]])
+        txt = "\n".join(", ".join(str(int(v)) for v in r) for r in rows.tolist())
+        parts.append(f"*ELEMENT, TYPE={b.etype.abaqus}, ELSET=EALL\n{txt}")
+    reserved = {"NALL", "EALL"}
+    for name, elems in model.regions.items():
+        if len(elems) and name.upper() not in reserved:
+            parts.append(f"*ELSET, ELSET={_inp_name(name)}\n{_labels_lines(eids[elems])}")
+    for name, nodes in model.node_sets.items():
+        if len(nodes) and name.upper() not in reserved:
+            parts.append(f"*NSET, NSET={_inp_name(name)}\n{_labels_lines(ids[nodes])}")
+    for name, fs in model.face_sets.items():
+        if len(fs):
+            lines = "\n".join(f"{int(eids[e])}, S{int(f) + 1}" for e, f in zip(fs.elements, fs.faces))
+            parts.append(f"*SURFACE, NAME={_inp_name(name)}, TYPE=ELEMENT\n{lines}")
+    pairs, inv = np.unique(np.column_stack([model.E, model.nu]), axis=0, return_inverse=True)
+    inv = inv.ravel()
+    for k, (E, nu) in enumerate(pairs.tolist()):
+        parts.append(f"*ELSET, ELSET=VFEM_MAT{k}\n{_labels_lines(eids[inv == k])}")
+        parts.append(f"*MATERIAL, NAME=VFEM_MAT{k}\n*ELASTIC\n{E:.14g}, {nu:.14g}")
+        parts.append(f"*SOLID SECTION, ELSET=VFEM_MAT{k}, MATERIAL=VFEM_MAT{k}")
+
+    extra_nodes, equations, bnd, cld, dsl = [], [], [], [], []
+    next_node = int(ids.max()) + 1
+    ncount = 0
+
+    def nset_for(target) -> str:
+        nonlocal ncount
+        if isinstance(target, str) and target in model.node_sets:
+            return _inp_name(target)
+        nodes = model.nodes_of(target)
+        ncount += 1
+        name = f"VFEM_N{ncount}"
+        parts.append(f"*NSET, NSET={name}\n{_labels_lines(ids[nodes])}")
+        return name
+
+    for c in model.conditions:
+        if isinstance(c, L.CONSTRAINTS):
+            s = nset_for(c.target)
+            vals = c.values()
+            d = 0
+            while d < 3:  # runs of equal values become one "first, last" line
+                if vals[d] is None:
+                    d += 1
+                    continue
+                e = d
+                while e + 1 < 3 and vals[e + 1] == vals[d]:
+                    e += 1
+                bnd.append(f"{s}, {d + 1}, {e + 1}, {float(vals[d]):.14g}")
+                d = e + 1
+        elif isinstance(c, L.NodalForce):
+            s = nset_for(c.target)
+            for d, v in enumerate(c.force):
+                if v:
+                    cld.append(f"{s}, {d + 1}, {float(v):.14g}")
+        elif isinstance(c, L.Pressure) and isinstance(c.target, str):
+            dsl.append(f"{_inp_name(c.target)}, P, {c.pressure:.14g}")
+        elif isinstance(c, L.FACE_LOADS):
+            fs = model.faces_of(c.target)
+            fv = np.zeros((model.n_nodes, 3))
+            ints = face_integrals(model, fs)
+            if isinstance(c, L.Pressure):
+                for conn, nvec, _ in ints:
+                    np.add.at(fv, conn.ravel(), (-c.pressure * nvec).reshape(-1, 3))
+            else:
+                t = np.asarray(c.traction if isinstance(c, L.Traction) else c.force, float)
+                if isinstance(c, L.TotalForce):
+                    t = t / sum(a.sum() for _, _, a in ints)
+                for conn, _, area in ints:
+                    np.add.at(fv, conn.ravel(), (area[..., None] * t).reshape(-1, 3))
+            for node in np.nonzero(np.abs(fv).sum(1))[0]:
+                for d in range(3):
+                    if fv[node, d]:
+                        cld.append(f"{int(ids[node])}, {d + 1}, {float(fv[node, d]):.14g}")
+        elif isinstance(c, L.RigidPlate):
+            nodes = model.nodes_of(c.target)
+            ref = np.asarray(c.reference if c.reference is not None else model.points[nodes].mean(0))
+            rn, rot = next_node, next_node + 1
+            next_node += 2
+            xyz = ", ".join(f"{float(v):.14g}" for v in ref)
+            extra_nodes += [f"{rn}, {xyz}", f"{rot}, {xyz}"]
+            for node in nodes.tolist():
+                d = model.points[node] - ref
+                nid = int(ids[node])
+                # u_i - u_ref_i - (theta x d)_i = 0
+                for i, (j, k) in enumerate(((1, 2), (2, 0), (0, 1))):
+                    terms = [(nid, i + 1, 1.0), (rn, i + 1, -1.0)]
+                    if d[k]:
+                        terms.append((rot, j + 1, -float(d[k])))
+                    if d[j]:
+                        terms.append((rot, k + 1, float(d[j])))
+                    equations.append(f"{len(terms)}\n" + ", ".join(
+                        f"{a}, {b}, {v:.14g}" for a, b, v in terms))
+            for d in range(3):
+                if c.displacement[d] is not None:
+                    bnd.append(f"{rn}, {d + 1}, {d + 1}, {float(c.displacement[d]):.14g}")
+                elif c.force[d]:
+                    cld.append(f"{rn}, {d + 1}, {float(c.force[d]):.14g}")
+                if c.rotation[d] is not None:
+                    bnd.append(f"{rot}, {d + 1}, {d + 1}, {float(c.rotation[d]):.14g}")
+                elif c.moment[d]:
+                    cld.append(f"{rot}, {d + 1}, {float(c.moment[d]):.14g}")
+    if extra_nodes:
+        parts.append("*NODE\n" + "\n".join(extra_nodes))
+    if equations:
+        parts.append("*EQUATION\n" + "\n".join(equations))
+    step = ["*STEP", "*STATIC"]
+    if bnd:
+        step.append("*BOUNDARY\n" + "\n".join(bnd))
+    if cld:
+        step.append("*CLOAD\n" + "\n".join(cld))
+    if dsl:
+        step.append("*DSLOAD\n" + "\n".join(dsl))
+    step += ["*NODE PRINT, NSET=NALL\nU", "*EL PRINT, ELSET=EALL\nS", "*END STEP"]
+    text = "\n".join(parts + step) + "\n"
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+    return path
+
+
+def _inp_name(name: str) -> str:
+    """A set name Abaqus and CalculiX accept (letters, digits, _ and -; at most 80 chars)."""
+    clean = re.sub(r"[^A-Za-z0-9_\-]", "_", name)
+    if not clean or clean[0].isdigit():
+        clean = "S_" + clean
+    return clean[:80]

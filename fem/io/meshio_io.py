@@ -1,0 +1,176 @@
+"""Conversion between :class:`fem.Model` and :class:`meshio.Mesh`, and reading mesh files.
+
+Solid cells (tetra, tetra10, hexahedron) become elements. Cell sets and gmsh physical groups of
+solid cells become regions; those of surface cells (triangle, triangle6, quad) become face sets,
+matched to the faces of the solid elements; point sets become node sets. Cell data ``E`` and
+``nu`` (as written by :meth:`fem.Result.write`) become the materials, ``element_id``/``node_id``
+the labels, and ``region`` codes with their ``region N: name`` field data the material regions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..elements import MESHIO_TO_TYPE
+from ..errors import InputFileError, MeshError, SetError
+from ..model import Model
+from ..topology import match_faces
+
+logger = logging.getLogger(__name__)
+
+SURFACE_TYPES = {"triangle": 3, "triangle6": 3, "quad": 4, "quad8": 4, "quad9": 4}
+IGNORED_TYPES = {"vertex", "line", "line3"}
+
+
+def model_from_meshio(mesh, *, E=None, nu=None) -> Model:
+    """A model from a meshio mesh (see the module docstring for what is kept)."""
+    pts = np.asarray(mesh.points, dtype=float)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise MeshError(f"the mesh must have 3-D points, got shape {pts.shape}")
+    solid, surface = [], []
+    for bi, cb in enumerate(mesh.cells):
+        if cb.type in MESHIO_TO_TYPE:
+            solid.append(bi)
+        elif cb.type in SURFACE_TYPES:
+            surface.append(bi)
+        elif cb.type in IGNORED_TYPES:
+            continue
+        else:
+            raise MeshError(f"unsupported cell type {cb.type!r} in cell block {bi}: vertebra-fem "
+                            "solves tetra, tetra10 and hexahedron cells")
+    if not solid:
+        raise MeshError("the mesh has no solid cells (tetra, tetra10 or hexahedron)")
+    cd = mesh.cell_data
+    ids = None
+    if "element_id" in cd:
+        ids = np.concatenate([np.asarray(cd["element_id"][bi]).ravel() for bi in solid])
+    nids = mesh.point_data.get("node_id")
+    model = Model.from_arrays(
+        pts, [(mesh.cells[bi].type, mesh.cells[bi].data) for bi in solid],
+        node_ids=None if nids is None else np.asarray(nids).ravel(), element_ids=ids,
+        source="<meshio>")
+    offsets = {bi: model.blocks[i].start for i, bi in enumerate(solid)}
+
+    # gmsh physical groups
+    names_by_tag = {}
+    for name, v in (mesh.field_data or {}).items():
+        v = np.asarray(v).ravel()
+        if len(v) >= 2 and not name.startswith("region "):
+            names_by_tag[(int(v[1]), int(v[0]))] = name
+    if "gmsh:physical" in cd:
+        tags = cd["gmsh:physical"]
+        for bi in solid:
+            t = np.asarray(tags[bi]).ravel()
+            for tag in np.unique(t):
+                name = names_by_tag.get((3, int(tag)), f"physical {int(tag)}")
+                _extend_region(model, name, offsets[bi] + np.nonzero(t == tag)[0])
+        for bi in surface:
+            t = np.asarray(tags[bi]).ravel()
+            for tag in np.unique(t):
+                name = names_by_tag.get((2, int(tag)), f"physical {int(tag)}")
+                _add_surface(model, name, mesh.cells[bi], np.nonzero(t == tag)[0])
+    # cell sets
+    for name, per_block in (mesh.cell_sets or {}).items():
+        if name.startswith("gmsh:"):
+            continue
+        for bi, idx in enumerate(per_block):
+            idx = np.asarray(idx if idx is not None else [], dtype=np.int64).ravel()
+            if not len(idx):
+                continue
+            if bi in offsets:
+                _extend_region(model, name, offsets[bi] + idx)
+            elif bi in surface:
+                _add_surface(model, name, mesh.cells[bi], idx)
+    for name, idx in (mesh.point_sets or {}).items():
+        model.add_node_set(name, np.asarray(idx, dtype=np.int64))
+    # materials and material regions written by Result.write
+    if "E" in cd and "nu" in cd:
+        model.E = np.concatenate([np.asarray(cd["E"][bi], dtype=float).ravel() for bi in solid])
+        model.nu = np.concatenate([np.asarray(cd["nu"][bi], dtype=float).ravel() for bi in solid])
+    if "region" in cd:
+        codes = np.concatenate([np.asarray(cd["region"][bi]).ravel() for bi in solid]).astype(int)
+        names = {}
+        for key in mesh.field_data or {}:
+            m = re.match(r"region (\d+): (.*)$", key)
+            if m:
+                names[int(m.group(1))] = m.group(2)
+        if names:
+            model.region_names = [names.get(i, f"region {i}") for i in range(max(names) + 1)]
+            model.element_region = codes
+            for code, name in enumerate(model.region_names):
+                sel = np.nonzero(codes == code)[0]
+                if len(sel) and name not in model.regions:
+                    model.add_region(name, sel)
+    if E is not None or nu is not None:
+        model.set_material(None, E=E, nu=nu)
+    return model
+
+
+def _extend_region(model: Model, name: str, elements) -> None:
+    old = model.regions.get(name)
+    e = np.asarray(elements) if old is None else np.concatenate([old, elements])
+    model.add_region(name, e)
+
+
+def _add_surface(model: Model, name: str, cb, rows) -> None:
+    ncorner = SURFACE_TYPES[cb.type]
+    corners = np.asarray(cb.data)[rows, :ncorner]
+    e, f, found = match_faces(model, corners)
+    if not found.all():
+        miss = int(np.argmin(found))
+        raise SetError(f"surface {name!r}: {cb.type} cell {int(rows[miss])} with nodes "
+                       f"{corners[miss].tolist()} is not a face of any solid element")
+    if name in model.face_sets:
+        old = model.face_sets[name]
+        e = np.concatenate([old.elements, e])
+        f = np.concatenate([old.faces, f])
+    model.add_face_set(name, e, f)
+
+
+def model_to_meshio(model: Model):
+    """A meshio mesh of the model: cells, labels, E, nu and region codes as cell data."""
+    import meshio
+
+    cells = [(b.etype.meshio, b.conn) for b in model.blocks]
+
+    def per_block(a):
+        return [a[b.start:b.stop] for b in model.blocks]
+
+    cell_data = {"element_id": per_block(model.element_ids), "E": per_block(model.E),
+                 "nu": per_block(model.nu), "region": per_block(model.element_region)}
+    field_data = {f"region {i}: {n}": np.array([i]) for i, n in enumerate(model.region_names)}
+    return meshio.Mesh(model.points, cells, point_data={"node_id": model.node_ids},
+                       cell_data=cell_data, field_data=field_data)
+
+
+def check_readable(path) -> Path:
+    """Raise :class:`InputFileError` if ``path`` is missing, a folder, empty or unreadable."""
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputFileError(f"{p}: is a folder, not a file")
+    if not os.access(p, os.R_OK):
+        raise InputFileError(f"{p}: permission denied")
+    if p.stat().st_size == 0:
+        raise InputFileError(f"{p}: the file is empty")
+    return p
+
+
+def read_mesh_file(path, *, E=None, nu=None) -> Model:
+    """Read any mesh file meshio understands into a model (materials optional)."""
+    import meshio
+
+    p = check_readable(path)
+    try:
+        mesh = meshio.read(p)
+    except Exception as exc:  # meshio raises many types for unreadable input
+        raise InputFileError(f"{p}: cannot read as a mesh ({type(exc).__name__}: {exc})") from None
+    model = model_from_meshio(mesh, E=E, nu=nu)
+    model.source = str(p)
+    return model

@@ -1,0 +1,459 @@
+"""The finite-element model: nodes, cells, named sets, materials, boundary conditions and loads.
+
+Units are mm, N and MPa throughout. Cells are tet4, tet10 or hex8 in VTK node order (which is
+also Abaqus order for these types). Elements are numbered globally in input order; ``E`` and
+``nu`` are per element, so a CT-mapped model can give every element its own modulus.
+
+Named sets are first-class: ``regions`` (element sets), ``node_sets`` and ``face_sets``
+(element, local face) are addressed by name, e.g. ``"L2/trabecular"``. Each element may also
+carry one *material region* (``element_region``), the region its material came from; it is what
+the output's ``region`` cell array shows.
+"""
+
+from __future__ import annotations
+
+import copy as _copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import loads as _loads
+from .elements import ELEMENT_TYPES, MESHIO_TO_TYPE, ElementType
+from .errors import MaterialError, MeshError, ModelError, SetError, format_labels
+from .validate import finite_array
+
+logger = logging.getLogger(__name__)
+
+HEX8_FORMULATIONS = ("auto", "full", "bbar")
+#: with hex8_formulation="auto", hex8 elements with nu at or above this use B-bar
+BBAR_NU_THRESHOLD = 0.45
+
+
+@dataclass
+class CellBlock:
+    """Consecutive elements of one type: ``conn`` (m, k) node indices, first global index ``start``."""
+
+    type: str
+    conn: np.ndarray
+    start: int
+
+    @property
+    def etype(self) -> ElementType:
+        return ELEMENT_TYPES[self.type]
+
+    @property
+    def stop(self) -> int:
+        return self.start + len(self.conn)
+
+
+@dataclass
+class FaceSet:
+    """Element faces: global element indices and local face numbers (0-based, Abaqus S1 = 0)."""
+
+    elements: np.ndarray
+    faces: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.elements)
+
+
+def _type_name(t: str) -> str:
+    if t in ELEMENT_TYPES:
+        return t
+    if t in MESHIO_TO_TYPE:
+        return MESHIO_TO_TYPE[t]
+    raise MeshError(
+        f"unsupported cell type {t!r}: vertebra-fem solves tet4 (tetra), tet10 (tetra10) and "
+        "hex8 (hexahedron) cells"
+    )
+
+
+class Model:
+    """Nodes, cells, named sets, per-element isotropic materials, boundary conditions and loads.
+
+    Build one with :meth:`from_arrays`, :meth:`from_meshio`, :meth:`from_inp` or
+    :meth:`from_file`; then :meth:`set_material`, add sets and conditions, and
+    ``fem.solve(model)``.
+    """
+
+    def __init__(self):
+        self.points = np.zeros((0, 3))
+        self.blocks: list[CellBlock] = []
+        self.node_ids = np.zeros(0, dtype=np.int64)
+        self.element_ids = np.zeros(0, dtype=np.int64)
+        self.E = np.zeros(0)
+        self.nu = np.zeros(0)
+        self.element_region = np.zeros(0, dtype=np.int64)
+        self.region_names: list[str] = []
+        self.regions: dict[str, np.ndarray] = {}
+        self.node_sets: dict[str, np.ndarray] = {}
+        self.face_sets: dict[str, FaceSet] = {}
+        self.conditions: list = []
+        self.metadata: dict = {}
+        self.hex8_formulation = "auto"
+        self.source = "<arrays>"
+
+    # ---------------------------------------------------------------- constructors
+
+    @classmethod
+    def from_arrays(cls, points, cells, *, node_ids=None, element_ids=None, E=None, nu=None,
+                    source: str = "<arrays>") -> Model:
+        """A model from node coordinates (n, 3) and cells.
+
+        ``cells`` is a list of ``(type, connectivity)`` pairs or a dict ``{type: connectivity}``
+        with 0-based node indices in VTK order; types are "tet4", "tet10", "hex8" (or meshio's
+        "tetra", "tetra10", "hexahedron"). Labels default to 1..n; E (MPa) and nu may be scalars
+        or per-element arrays and may be given later with :meth:`set_material`.
+        """
+        m = cls()
+        m.source = source
+        pts = np.asarray(points, dtype=float)
+        if pts.ndim != 2 or pts.shape[1] != 3:
+            raise MeshError(f"points must be an (n, 3) array of coordinates in mm, got shape {pts.shape}")
+        m.points = finite_array("node coordinates", pts, MeshError)
+        n = len(pts)
+        if isinstance(cells, dict):
+            cells = list(cells.items())
+        start = 0
+        for t, conn in cells:
+            name = _type_name(t)
+            c = np.asarray(conn)
+            k = ELEMENT_TYPES[name].n_nodes
+            if c.ndim != 2 or c.shape[1] != k:
+                raise MeshError(f"{name} connectivity must have shape (m, {k}), got {c.shape}")
+            if c.size and c.dtype.kind not in "iu":
+                raise MeshError(f"{name} connectivity must be integer node indices")
+            c = c.astype(np.int64)
+            if len(c) == 0:
+                continue
+            m.blocks.append(CellBlock(name, c, start))
+            start += len(c)
+        if start == 0:
+            raise MeshError("the model has no solid (tet4, tet10, hex8) elements")
+        m.node_ids = (np.arange(1, n + 1, dtype=np.int64) if node_ids is None
+                      else np.asarray(node_ids, dtype=np.int64))
+        m.element_ids = (np.arange(1, start + 1, dtype=np.int64) if element_ids is None
+                         else np.asarray(element_ids, dtype=np.int64))
+        if len(m.node_ids) != n or len(m.element_ids) != start:
+            raise MeshError("node_ids / element_ids must have one label per node / element")
+        for b in m.blocks:
+            bad = (b.conn < 0) | (b.conn >= n)
+            if bad.any():
+                e = np.nonzero(bad.any(axis=1))[0] + b.start
+                raise MeshError(
+                    f"element(s) {format_labels(m.element_ids[e])} refer to undefined nodes "
+                    f"(node indices outside 0..{n - 1})"
+                )
+        m.E = np.full(start, np.nan)
+        m.nu = np.full(start, np.nan)
+        m.element_region = np.full(start, -1, dtype=np.int64)
+        if E is not None or nu is not None:
+            m.set_material(None, E=E, nu=nu)
+        return m
+
+    @classmethod
+    def from_meshio(cls, mesh, *, E=None, nu=None) -> Model:
+        """A model from a :class:`meshio.Mesh`; see :func:`fem.io.meshio_io.model_from_meshio`."""
+        from .io.meshio_io import model_from_meshio
+
+        return model_from_meshio(mesh, E=E, nu=nu)
+
+    @classmethod
+    def from_inp(cls, path) -> Model:
+        """A model (mesh, sets, materials, boundary conditions, loads) from an Abaqus/CalculiX deck."""
+        from .io.inp import read_inp
+
+        return read_inp(path)
+
+    @classmethod
+    def from_file(cls, path, **kwargs) -> Model:
+        """An ``.inp`` deck, or any mesh file meshio reads (VTU, gmsh .msh, ...)."""
+        from .io.meshio_io import read_mesh_file
+
+        if str(path).lower().endswith(".inp"):
+            return cls.from_inp(path)
+        return read_mesh_file(path, **kwargs)
+
+    def copy(self) -> Model:
+        """A deep copy (augmentation procedures return modified copies)."""
+        return _copy.deepcopy(self)
+
+    # ---------------------------------------------------------------- sizes
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.points)
+
+    @property
+    def n_elements(self) -> int:
+        return sum(len(b.conn) for b in self.blocks)
+
+    @property
+    def n_dof(self) -> int:
+        return 3 * self.n_nodes
+
+    @property
+    def cell_types(self) -> list[str]:
+        return sorted({b.type for b in self.blocks})
+
+    def __repr__(self) -> str:
+        types = ", ".join(f"{len(b.conn)} {b.type}" for b in self.blocks)
+        return (f"<Model {self.n_nodes} nodes, {types}; {len(self.regions)} regions, "
+                f"{len(self.node_sets)} node sets, {len(self.face_sets)} face sets, "
+                f"{len(self.conditions)} conditions>")
+
+    def element_nodes(self, elements) -> np.ndarray:
+        """Node indices used by the given elements (sorted, unique)."""
+        elements = np.asarray(elements, dtype=np.int64)
+        out = []
+        for b in self.blocks:
+            sel = elements[(elements >= b.start) & (elements < b.stop)] - b.start
+            if len(sel):
+                out.append(b.conn[sel].ravel())
+        return np.unique(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
+
+    def used_nodes(self) -> np.ndarray:
+        """Boolean mask of nodes referenced by at least one element."""
+        used = np.zeros(self.n_nodes, dtype=bool)
+        for b in self.blocks:
+            used[b.conn.ravel()] = True
+        return used
+
+    def element_type_of(self, elements) -> np.ndarray:
+        """The block index of each global element index."""
+        starts = np.array([b.start for b in self.blocks])
+        return np.searchsorted(starts, np.asarray(elements), side="right") - 1
+
+    # ---------------------------------------------------------------- sets
+
+    def _check_name(self, name: str) -> str:
+        if not isinstance(name, str) or not name.strip():
+            raise SetError(f"set names must be non-empty strings, got {name!r}")
+        return name
+
+    def add_region(self, name: str, elements) -> Model:
+        """Name a set of elements (global element indices, 0-based)."""
+        e = np.unique(np.asarray(elements, dtype=np.int64).ravel())
+        if len(e) and (e[0] < 0 or e[-1] >= self.n_elements):
+            raise SetError(f"region {name!r} refers to element indices outside 0..{self.n_elements - 1}")
+        self.regions[self._check_name(name)] = e
+        return self
+
+    def add_node_set(self, name: str, nodes) -> Model:
+        """Name a set of nodes (node indices, 0-based)."""
+        n = np.unique(np.asarray(nodes, dtype=np.int64).ravel())
+        if len(n) and (n[0] < 0 or n[-1] >= self.n_nodes):
+            raise SetError(f"node set {name!r} refers to node indices outside 0..{self.n_nodes - 1}")
+        self.node_sets[self._check_name(name)] = n
+        return self
+
+    def add_face_set(self, name: str, elements, faces) -> Model:
+        """Name a set of element faces: global element indices and 0-based local face numbers."""
+        e = np.asarray(elements, dtype=np.int64).ravel()
+        f = np.asarray(faces, dtype=np.int64).ravel()
+        if e.shape != f.shape:
+            raise SetError(f"face set {name!r}: elements and faces must have the same length")
+        if len(e) and (e.min() < 0 or e.max() >= self.n_elements):
+            raise SetError(f"face set {name!r} refers to element indices outside 0..{self.n_elements - 1}")
+        if len(e):
+            nf = np.array([b.etype.n_faces for b in self.blocks])[self.element_type_of(e)]
+            bad = (f < 0) | (f >= nf)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise SetError(f"face set {name!r}: element {self.element_ids[e[i]]} has no face "
+                               f"S{f[i] + 1}")
+        pairs = np.unique(np.stack([e, f], axis=1), axis=0) if len(e) else np.zeros((0, 2), np.int64)
+        self.face_sets[self._check_name(name)] = FaceSet(pairs[:, 0].copy(), pairs[:, 1].copy())
+        return self
+
+    def _unknown(self, kind: str, name: str, known) -> SetError:
+        avail = ", ".join(sorted(known)) or "none"
+        return SetError(f"unknown {kind} {name!r} (defined: {avail})")
+
+    def region(self, name: str) -> np.ndarray:
+        if name not in self.regions:
+            raise self._unknown("region (element set)", name, self.regions)
+        return self.regions[name]
+
+    def face_set(self, name: str) -> FaceSet:
+        if name not in self.face_sets:
+            raise self._unknown("face set", name, self.face_sets)
+        return self.face_sets[name]
+
+    def face_nodes(self, fs: FaceSet) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """Face connectivity grouped by face type: [(face type, nodes (nf, kf), rows into fs)]."""
+        out: dict[str, list] = {}
+        blk = self.element_type_of(fs.elements)
+        for bi, b in enumerate(self.blocks):
+            rows = np.nonzero(blk == bi)[0]
+            if not len(rows):
+                continue
+            local = fs.elements[rows] - b.start
+            table = np.array(b.etype.faces)  # (n_faces, kf)
+            conn = b.conn[local[:, None], table[fs.faces[rows]]]
+            out.setdefault(b.etype.face_type, []).append((conn, rows))
+        return [(ft, np.concatenate([c for c, _ in v]), np.concatenate([r for _, r in v]))
+                for ft, v in out.items()]
+
+    def nodes_of(self, target) -> np.ndarray:
+        """Node indices of a target: a node set, face set or region name, or node indices."""
+        if isinstance(target, str):
+            if target in self.node_sets:
+                nodes = self.node_sets[target]
+            elif target in self.face_sets:
+                fs = self.face_sets[target]
+                nodes = np.unique(np.concatenate([c.ravel() for _, c, _ in self.face_nodes(fs)])
+                                  ) if len(fs) else np.zeros(0, np.int64)
+            elif target in self.regions:
+                nodes = self.element_nodes(self.regions[target])
+            else:
+                raise self._unknown("node set", target,
+                                    list(self.node_sets) + list(self.face_sets))
+            if len(nodes) == 0:
+                raise SetError(f"set {target!r} is empty")
+            return nodes
+        if isinstance(target, tuple):
+            fs = FaceSet(*target)
+            self._check_faces(fs, "face target")
+            return np.unique(np.concatenate([c.ravel() for _, c, _ in self.face_nodes(fs)]))
+        nodes = np.asarray(target, dtype=np.int64)
+        if len(nodes) == 0:
+            raise SetError("a node target is empty")
+        bad = (nodes < 0) | (nodes >= self.n_nodes)
+        if bad.any():
+            raise SetError(f"node indices {format_labels(nodes[bad])} do not exist "
+                           f"(the model has {self.n_nodes} nodes)")
+        return np.unique(nodes)
+
+    def faces_of(self, target) -> FaceSet:
+        """The face set of a target: a face set name or an ``(elements, faces)`` pair."""
+        if isinstance(target, str):
+            if target not in self.face_sets:
+                hint = " (it is a node set; surface loads need a face set)" if target in self.node_sets else ""
+                raise SetError(str(self._unknown("face set", target, self.face_sets)) + hint)
+            fs = self.face_sets[target]
+            if len(fs) == 0:
+                raise SetError(f"face set {target!r} is empty")
+            return fs
+        if isinstance(target, tuple):
+            fs = FaceSet(*target)
+            self._check_faces(fs, "face target")
+            return fs
+        raise SetError("surface loads need a face set name or (elements, faces) arrays")
+
+    def _check_faces(self, fs: FaceSet, what: str):
+        if len(fs) == 0:
+            raise SetError(f"{what} is empty")
+        if fs.elements.min() < 0 or fs.elements.max() >= self.n_elements:
+            raise SetError(f"{what} refers to element indices outside 0..{self.n_elements - 1}")
+
+    # ---------------------------------------------------------------- materials
+
+    def set_material(self, region, E=None, nu=None) -> Model:
+        """Isotropic material (E in MPa, nu) for a region name, element indices, or all (None).
+
+        Scalars apply to every element of the region; arrays give one value per element.
+        Assigning by region name also makes it those elements' material region.
+        """
+        if region is None:
+            idx = np.arange(self.n_elements)
+        elif isinstance(region, str):
+            idx = self.region(region)
+            if len(idx) == 0:
+                raise SetError(f"region {region!r} is empty")
+        else:
+            idx = np.asarray(region, dtype=np.int64).ravel()
+            if len(idx) and (idx.min() < 0 or idx.max() >= self.n_elements):
+                raise SetError(f"element indices outside 0..{self.n_elements - 1}")
+        where = f" of region {region!r}" if isinstance(region, str) else ""
+        for name, value, arr in (("E", E, self.E), ("nu", nu, self.nu)):
+            if value is None:
+                continue
+            v = np.asarray(value, dtype=float)
+            if v.ndim and v.shape != (len(idx),):
+                raise MaterialError(f"{name}{where} needs one value per element ({len(idx)}), "
+                                    f"got shape {v.shape}")
+            arr[idx] = v
+        if isinstance(region, str):
+            if region not in self.region_names:
+                self.region_names.append(region)
+            self.element_region[idx] = self.region_names.index(region)
+        return self
+
+    def check_materials(self) -> None:
+        """Raise :class:`MaterialError` for missing or impossible E and nu, naming the elements."""
+        for name, arr in (("E", self.E), ("nu", self.nu)):
+            missing = np.isnan(arr)
+            if missing.any():
+                raise MaterialError(
+                    f"element(s) {format_labels(self.element_ids[missing])} have no material "
+                    f"({name} undefined): assign one with set_material or *SOLID SECTION")
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                raise MaterialError(f"{name} is infinite for element(s) "
+                                    f"{format_labels(self.element_ids[bad])}")
+        bad = self.E <= 0
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise MaterialError(f"Young's modulus must be > 0 MPa; E = {self.E[i]:g} for element(s) "
+                                f"{format_labels(self.element_ids[bad])}")
+        bad = (self.nu >= 0.5) | (self.nu <= -1.0)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise MaterialError(f"Poisson's ratio must lie in (-1, 0.5); nu = {self.nu[i]:g} for "
+                                f"element(s) {format_labels(self.element_ids[bad])}")
+
+    def bbar_mask(self) -> np.ndarray:
+        """Per element: True where the hex8 B-bar (mean-dilatation) formulation is used."""
+        if self.hex8_formulation not in HEX8_FORMULATIONS:
+            raise ModelError(f"hex8_formulation must be one of {HEX8_FORMULATIONS}, "
+                             f"got {self.hex8_formulation!r}")
+        mask = np.zeros(self.n_elements, dtype=bool)
+        if self.hex8_formulation == "full":
+            return mask
+        for b in self.blocks:
+            if b.type == "hex8":
+                if self.hex8_formulation == "bbar":
+                    mask[b.start:b.stop] = True
+                else:
+                    mask[b.start:b.stop] = self.nu[b.start:b.stop] >= BBAR_NU_THRESHOLD
+        return mask
+
+    # ---------------------------------------------------------------- conditions
+
+    def add(self, *conditions) -> Model:
+        """Add boundary conditions and loads (see :mod:`fem.loads`), checking their targets."""
+        for c in conditions:
+            if not isinstance(c, _loads.CONSTRAINTS + _loads.NODE_LOADS + _loads.FACE_LOADS
+                              + (_loads.RigidPlate,)):
+                raise ModelError(f"not a boundary condition or load: {c!r}")
+            if isinstance(c, _loads.FACE_LOADS):
+                self.faces_of(c.target)
+            else:
+                self.nodes_of(c.target)
+            self.conditions.append(c)
+        return self
+
+    def fix(self, target, dofs: str = "xyz") -> Model:
+        """Shorthand for ``add(Fixed(target, dofs))``."""
+        return self.add(_loads.Fixed(target, dofs))
+
+    def clear_conditions(self) -> Model:
+        self.conditions = []
+        return self
+
+    # ---------------------------------------------------------------- output
+
+    def to_meshio(self):
+        """A :class:`meshio.Mesh` with the cells, E, nu, labels and region as cell data."""
+        from .io.meshio_io import model_to_meshio
+
+        return model_to_meshio(self)
+
+    def to_inp(self, path, *, heading: str = "") -> Path:
+        """Write the model as an Abaqus/CalculiX deck that :meth:`from_inp` and ``ccx`` both read."""
+        from .io.inp import write_inp
+
+        return write_inp(self, path, heading=heading)

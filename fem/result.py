@@ -1,0 +1,316 @@
+"""Results of a linear static solve: displacements, strains, stresses, derived fields, reactions.
+
+Units: displacement mm, stress MPa, strain mm/mm, strain energy density MPa (= mJ/mm^3), force N.
+Tensors are stored as 6 components in the order xx, yy, zz, xy, yz, xz (tensor components, not
+engineering shear strains). "Element averages" are the arithmetic means over the element's
+integration points (the usual post-processing of CalculiX's integration-point output).
+Arrays live on the solve's backend; they are copied to the host only for output.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from . import assembly
+from .errors import InputFileError
+from .io.atomic import atomic_path
+from .kernels import elastic
+
+logger = logging.getLogger(__name__)
+
+VOIGT = ((0, 0), (1, 1), (2, 2), (0, 1), (1, 2), (0, 2))
+UNITS_NOTE = "units: length mm, force N, stress MPa, strain mm/mm, energy density mJ/mm^3"
+
+
+def _to_voigt(t, xp):
+    return xp.stack([t[..., i, j] for i, j in VOIGT], axis=-1)
+
+
+def _from_voigt(v, xp):
+    t = xp.empty(v.shape[:-1] + (3, 3), dtype=v.dtype)
+    for c, (i, j) in enumerate(VOIGT):
+        t[..., i, j] = v[..., c]
+        t[..., j, i] = v[..., c]
+    return t
+
+
+class Result:
+    """The solution of :func:`fem.solve` on a :class:`~fem.model.Model`."""
+
+    def __init__(self, model, displacement, *, backend, system, reaction_dofs, reaction_values,
+                 plate_dofs=None, info=None):
+        self.model = model
+        self.backend = backend
+        self.displacement = displacement  # (n, 3), mm
+        self.system = system
+        self.info = info
+        self._reaction_dofs = np.asarray(reaction_dofs)
+        self._reaction_values = backend.to_host(reaction_values)
+        self._plate_dofs = plate_dofs
+
+    @property
+    def xp(self):
+        return self.backend.xp
+
+    # ------------------------------------------------------------ integration points
+
+    @cached_property
+    def _ip(self):
+        """Per cell block: strain and stress at the integration points (m, g, 6), w det J (m, g)."""
+        xp = self.xp
+        model = self.model
+        pts = xp.asarray(model.points)
+        u = self.displacement
+        lam_all, mu_all = assembly.lame(xp.asarray(model.E), xp.asarray(model.nu))
+        bbar_all = xp.asarray(model.bbar_mask())
+        out = []
+        for bi, b in enumerate(model.blocks):
+            k = b.etype.n_nodes
+            step = max(1, assembly.CHUNK_ENTRIES // (k * k * 9))
+            eps_c, sig_c, w_c = [], [], []
+            for s0 in range(0, len(b.conn), step):
+                sl = slice(s0, min(len(b.conn), s0 + step))
+                G, wdet, _ = assembly.element_geometry(model, bi, sl, xp, pts)
+                gsl = slice(b.start + sl.start, b.start + sl.stop)
+                ue = u[xp.asarray(b.conn[sl])]
+                bbar = bbar_all[gsl] if b.type == "hex8" else None
+                eps = elastic.strains(G, wdet, ue, bbar)
+                sig = elastic.isotropic_stress(eps, lam_all[gsl], mu_all[gsl])
+                eps_c.append(_to_voigt(eps, xp))
+                sig_c.append(_to_voigt(sig, xp))
+                w_c.append(wdet)
+            out.append((xp.concatenate(eps_c), xp.concatenate(sig_c), xp.concatenate(w_c)))
+        return out
+
+    def integration_point_stress(self) -> list:
+        """Stress at the integration points, one (m, g, 6) array per cell block (MPa)."""
+        return [s for _, s, _ in self._ip]
+
+    def integration_point_strain(self) -> list:
+        """Strain at the integration points, one (m, g, 6) array per cell block."""
+        return [e for e, _, _ in self._ip]
+
+    @cached_property
+    def strain(self):
+        """Element-average strain (n_elements, 6): xx, yy, zz, xy, yz, xz."""
+        return self.xp.concatenate([e.mean(axis=1) for e, _, _ in self._ip])
+
+    @cached_property
+    def stress(self):
+        """Element-average Cauchy stress (n_elements, 6) in MPa: xx, yy, zz, xy, yz, xz."""
+        return self.xp.concatenate([s.mean(axis=1) for _, s, _ in self._ip])
+
+    @cached_property
+    def element_volume(self):
+        """Element volumes (mm^3) by the same quadrature as the stiffness."""
+        return self.xp.concatenate([w.sum(axis=1) for _, _, w in self._ip])
+
+    @cached_property
+    def strain_energy_density(self):
+        """Element-average strain energy density 1/2 sigma:epsilon (MPa = mJ/mm^3)."""
+        return self.xp.concatenate([_sed(e, s).mean(axis=1) for e, s, _ in self._ip])
+
+    def strain_energy(self) -> float:
+        """Total strain energy (N mm), integrated with the stiffness quadrature (= 1/2 u.K.u)."""
+        return float(sum((_sed(e, s) * w).sum() for e, s, w in self._ip))
+
+    @cached_property
+    def von_mises(self):
+        """Von Mises equivalent stress of the element-average stress (MPa)."""
+        return von_mises(self.stress)
+
+    @cached_property
+    def principal_stress(self):
+        """Principal stresses of the element-average stress (n, 3), descending (MPa)."""
+        return principal(self.stress)
+
+    @cached_property
+    def principal_strain(self):
+        """Principal strains of the element-average strain (n, 3), descending."""
+        return principal(self.strain)
+
+    def nodal_average(self, values):
+        """Average element values (n_elements, ...) at the nodes, for smooth contour plots."""
+        xp = self.xp
+        values = xp.asarray(values)
+        flat = values.reshape(values.shape[0], -1)
+        acc = xp.zeros((self.model.n_nodes, flat.shape[1]))
+        cnt = xp.zeros(self.model.n_nodes)
+        for b in self.model.blocks:
+            conn = xp.asarray(b.conn)
+            v = flat[b.start:b.stop]
+            idx = conn.ravel()
+            for c in range(flat.shape[1]):
+                acc[:, c] += xp.bincount(idx, weights=xp.repeat(v[:, c], conn.shape[1]),
+                                         minlength=self.model.n_nodes)
+            cnt += xp.bincount(idx, minlength=self.model.n_nodes)
+        acc /= xp.maximum(cnt, 1)[:, None]
+        return acc.reshape((self.model.n_nodes,) + values.shape[1:])
+
+    # ------------------------------------------------------------ reactions
+
+    @cached_property
+    def reactions(self) -> dict:
+        """Support reactions per constrained set: name -> force (3,) in N, the sum over the dofs that
+        conditions on that set constrain; rigid plates with prescribed components give (6,):
+        force (N) and moment (N mm) about the reference point, zero where not prescribed."""
+        out = {}
+        rd, rv = self._reaction_dofs, self._reaction_values
+        pos = np.full(self.system.n_dof, -1, dtype=np.int64)
+        pos[rd] = np.arange(len(rd))
+        dofs_by_name: dict[str, set] = {}
+        for name, nodes, mask in self.system.constraint_sets:
+            acc = dofs_by_name.setdefault(name, set())
+            for comp in np.nonzero(mask)[0]:
+                acc.update((3 * nodes + comp).tolist())
+        for name, dofs in dofs_by_name.items():
+            d = np.array(sorted(dofs), dtype=np.int64)
+            force = np.zeros(3)
+            np.add.at(force, d % 3, rv[pos[d]])
+            out[name] = force
+        for p in self.system.plates:
+            fm = np.zeros(6)
+            for comp in p.prescribed:
+                fm[comp] = rv[pos[p.first_dof + comp]]
+            if p.prescribed:
+                out[p.name] = fm
+        return out
+
+    def reaction_total(self) -> np.ndarray:
+        """Sum of all support reaction forces (N), each constrained dof counted once."""
+        rd, rv = self._reaction_dofs, self._reaction_values
+        total = np.zeros(3)
+        n3 = 3 * self.model.n_nodes
+        mesh = rd < n3
+        np.add.at(total, rd[mesh] % 3, rv[mesh])
+        for p in self.system.plates:
+            for comp in p.prescribed:
+                if comp < 3:
+                    total[comp] += rv[list(rd).index(p.first_dof + comp)]
+        return total
+
+    def applied_total(self) -> np.ndarray:
+        """Sum of all applied forces (N): nodal forces, surface loads and plate forces."""
+        f = self.system.f
+        n3 = 3 * self.model.n_nodes
+        total = f[:n3].reshape(-1, 3).sum(axis=0)
+        for p in self.system.plates:
+            total = total + f[p.first_dof:p.first_dof + 3]
+        return total
+
+    def plate_motion(self, name: str) -> np.ndarray:
+        """Displacement (mm) and rotation (rad) of a rigid plate's reference point, (6,)."""
+        for p in self.system.plates:
+            if p.name == name:
+                z = self.backend.to_host(self._plate_dofs)
+                off = p.first_dof - 3 * self.model.n_nodes
+                return z[off:off + 6]
+        raise KeyError(f"no rigid plate named {name!r}")
+
+    # ------------------------------------------------------------ output
+
+    def cell_fields(self) -> dict:
+        """Host arrays of the per-element output fields, in the model's element order."""
+        h = self.backend.to_host
+        m = self.model
+        return {
+            "element_id": m.element_ids,
+            "stress": h(self.stress),
+            "strain": h(self.strain),
+            "von_mises": h(self.von_mises),
+            "principal_stress": h(self.principal_stress),
+            "principal_strain": h(self.principal_strain),
+            "strain_energy_density": h(self.strain_energy_density),
+            "E": m.E,
+            "nu": m.nu,
+            "region": m.element_region,
+        }
+
+    def point_fields(self) -> dict:
+        h = self.backend.to_host
+        return {
+            "displacement": h(self.displacement),
+            "node_id": self.model.node_ids,
+            "von_mises_nodal": h(self.nodal_average(self.von_mises)),
+        }
+
+    def to_meshio(self):
+        """A :class:`meshio.Mesh` with every output field (what :meth:`write` writes)."""
+        import meshio
+
+        m = self.model
+        cells = [(b.etype.meshio, b.conn) for b in m.blocks]
+        cf = self.cell_fields()
+        cell_data = {k: [v[b.start:b.stop] for b in m.blocks] for k, v in cf.items()}
+        field_data = {UNITS_NOTE: np.array([1])}
+        for code, name in enumerate(m.region_names):
+            field_data[f"region {code}: {name}"] = np.array([code])
+        return meshio.Mesh(m.points, cells, point_data=self.point_fields(), cell_data=cell_data,
+                           field_data=field_data)
+
+    def write(self, path, *, compression: str | None = "zlib") -> Path:
+        """Write a VTU file atomically (temporary file, then rename); returns the path."""
+        import meshio
+
+        path = Path(path)
+        if path.suffix.lower() != ".vtu":
+            raise InputFileError(f"output file {path} must end in .vtu")
+        mesh = self.to_meshio()
+        with atomic_path(path) as tmp:
+            meshio.write(tmp, mesh, file_format="vtu", compression=compression)
+        return path
+
+    def to_pyvista(self):
+        """A :class:`pyvista.UnstructuredGrid` with all fields plus nodal averages for contours."""
+        import pyvista as pv
+
+        m = self.model
+        grid = pv.from_meshio(self.to_meshio())
+        h = self.backend.to_host
+        grid.point_data["stress_nodal"] = h(self.nodal_average(self.stress))
+        grid.point_data["displacement_magnitude"] = np.linalg.norm(h(self.displacement), axis=1)
+        grid.field_data["units"] = [UNITS_NOTE]
+        grid.field_data["region_names"] = list(m.region_names) or [""]
+        return grid
+
+    def summary(self) -> str:
+        h = self.backend.to_host
+        u = np.linalg.norm(h(self.displacement), axis=1)
+        vm = h(self.von_mises)
+        lines = [
+            f"nodes {self.model.n_nodes}, elements {self.model.n_elements}, dofs {self.model.n_dof}",
+            f"max displacement {u.max():.6g} mm, max von Mises {vm.max():.6g} MPa",
+            f"applied force {np.array2string(self.applied_total(), precision=4)} N, "
+            f"reaction total {np.array2string(self.reaction_total(), precision=4)} N",
+        ]
+        if self.info is not None:
+            lines.append(self.info.summary())
+        return "\n".join(lines)
+
+
+def _sed(eps, sig):
+    # 1/2 sigma:eps with tensor components: shear terms count twice
+    return 0.5 * ((sig[..., :3] * eps[..., :3]).sum(-1) + 2.0 * (sig[..., 3:] * eps[..., 3:]).sum(-1))
+
+
+def von_mises(s):
+    """Von Mises stress of Voigt-ordered tensors (..., 6)."""
+    from .kernels.backend import array_module
+
+    xp = array_module(s)
+    a, b, c = s[..., 0], s[..., 1], s[..., 2]
+    return xp.sqrt(0.5 * ((a - b) ** 2 + (b - c) ** 2 + (c - a) ** 2)
+                   + 3.0 * (s[..., 3] ** 2 + s[..., 4] ** 2 + s[..., 5] ** 2))
+
+
+def principal(s):
+    """Principal values of Voigt-ordered symmetric tensors (..., 6), descending (..., 3)."""
+    from .kernels.backend import array_module
+
+    xp = array_module(s)
+    w = xp.linalg.eigvalsh(_from_voigt(s, xp))
+    return w[..., ::-1]

@@ -1,0 +1,313 @@
+"""From boundary conditions and loads to the algebraic system.
+
+:func:`compile_conditions` turns a model's conditions into a load vector, prescribed degrees of
+freedom and rigid-plate couplings; :func:`check_constraints` finds, before any solve, rigid-body
+motions that the supports leave free. Face loads are integrated with the face quadrature of
+:mod:`fem.elements`, giving consistent nodal loads.
+
+Degrees of freedom are numbered ``3 * node + component``. A rigid plate adds two pseudo-nodes
+after the mesh nodes: one carrying its three translations, one its three rotations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import loads as L
+from .elements import FACE_TYPES
+from .errors import BoundaryConditionError, UnderConstrainedError, format_labels
+from .model import FaceSet, Model
+
+MOTIONS = ("translation x", "translation y", "translation z",
+           "rotation about x", "rotation about y", "rotation about z")
+
+
+@dataclass
+class Plate:
+    """A compiled rigid plate: coupled nodes, reference point, loads and prescribed components."""
+
+    name: str
+    nodes: np.ndarray
+    reference: np.ndarray
+    force: np.ndarray
+    moment: np.ndarray
+    prescribed: dict  # local dof 0..5 -> value
+    first_dof: int  # the plate's 6 dofs are first_dof .. first_dof + 5
+
+
+@dataclass
+class System:
+    """The model's conditions in algebraic form (host arrays)."""
+
+    n_mesh_dof: int
+    n_dof: int
+    f: np.ndarray
+    fixed_dofs: np.ndarray
+    fixed_values: np.ndarray
+    plates: list = field(default_factory=list)
+    constraint_sets: list = field(default_factory=list)  # (name, node indices, dofs mask (3,))
+    active_nodes: np.ndarray | None = None
+
+    @property
+    def slave_nodes(self) -> np.ndarray:
+        if not self.plates:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([p.nodes for p in self.plates])
+
+
+def face_integrals(model: Model, fs: FaceSet):
+    """Per face type: (face node indices (nf, kf), N-weighted area vectors (nf, kf, 3) and
+    N-weighted areas (nf, kf)), i.e. the integrals of N_a n dA and N_a dA over each face."""
+    out = []
+    for ft_name, conn, _ in model.face_nodes(fs):
+        ft = FACE_TYPES[ft_name]
+        X = model.points[conn]  # (nf, kf, 3)
+        # tangents dx/dxi, dx/deta at the face Gauss points: (nf, g, 3)
+        t1 = np.einsum("gk,nkc->ngc", ft.dN[:, :, 0], X)
+        t2 = np.einsum("gk,nkc->ngc", ft.dN[:, :, 1], X)
+        nvec = np.cross(t1, t2)  # outward normal times the area scale
+        area = np.linalg.norm(nvec, axis=-1)
+        Nw = ft.N * ft.weights[:, None]  # (g, kf)
+        out.append((conn, np.einsum("gk,ngc->nkc", Nw, nvec), np.einsum("gk,ng->nk", Nw, area)))
+    return out
+
+
+def face_area(model: Model, fs: FaceSet) -> float:
+    return float(sum(a.sum() for _, _, a in face_integrals(model, fs)))
+
+
+def compile_conditions(model: Model) -> System:
+    """Load vector, prescribed dofs and plates from ``model.conditions`` (raises on conflicts)."""
+    n = model.n_nodes
+    plates_in = [c for c in model.conditions if isinstance(c, L.RigidPlate)]
+    n_dof = 3 * n + 6 * len(plates_in)
+    f = np.zeros(n_dof)
+    prescribed: dict[int, tuple[float, str]] = {}
+    constraint_sets = []
+    used = model.used_nodes()
+
+    def prescribe(dof: int, value: float, who: str):
+        if dof in prescribed and prescribed[dof][0] != value:
+            node, comp = divmod(dof, 3)
+            raise BoundaryConditionError(
+                f"conflicting prescribed displacement at node {model.node_ids[node]} "
+                f"({'xyz'[comp]}): {prescribed[dof][0]:g} mm from {prescribed[dof][1]!r} and "
+                f"{value:g} mm from {who!r}")
+        prescribed[dof] = (value, who)
+
+    for c in model.conditions:
+        name = L.describe(c)
+        if isinstance(c, L.CONSTRAINTS):
+            nodes = model.nodes_of(c.target)
+            vals = c.values()
+            mask = np.array([v is not None for v in vals])
+            for comp, v in enumerate(vals):
+                if v is None:
+                    continue
+                for node in nodes.tolist():
+                    prescribe(3 * node + comp, float(v), name)
+            constraint_sets.append((name, nodes, mask))
+        elif isinstance(c, L.NodalForce):
+            nodes = model.nodes_of(c.target)
+            orphan = nodes[~used[nodes]]
+            if len(orphan):
+                raise BoundaryConditionError(
+                    f"load {name!r} acts on node(s) {format_labels(model.node_ids[orphan])} that "
+                    "belong to no element")
+            f[:3 * n].reshape(n, 3)[nodes] += np.asarray(c.force)
+        elif isinstance(c, L.FACE_LOADS):
+            fs = model.faces_of(c.target)
+            ints = face_integrals(model, fs)
+            fv = f[:3 * n].reshape(n, 3)
+            if isinstance(c, L.Pressure):
+                for conn, nvec, _ in ints:
+                    np.add.at(fv, conn.ravel(), (-c.pressure * nvec).reshape(-1, 3))
+            else:
+                t = np.asarray(c.traction if isinstance(c, L.Traction) else c.force, dtype=float)
+                if isinstance(c, L.TotalForce):
+                    t = t / sum(a.sum() for _, _, a in ints)
+                for conn, _, area in ints:
+                    np.add.at(fv, conn.ravel(), (area[..., None] * t).reshape(-1, 3))
+
+    plates = []
+    owner: dict[int, str] = {}
+    for pi, c in enumerate(plates_in):
+        name = c.name or L.describe(c)
+        nodes = model.nodes_of(c.target)
+        for node in nodes.tolist():
+            if node in owner:
+                raise BoundaryConditionError(
+                    f"node {model.node_ids[node]} is coupled to two rigid plates "
+                    f"({owner[node]!r} and {name!r})")
+            owner[node] = name
+        ref = np.asarray(c.reference if c.reference is not None else model.points[nodes].mean(0))
+        first = 3 * n + 6 * pi
+        pres = {}
+        for comp, v in enumerate(tuple(c.displacement) + tuple(c.rotation)):
+            if v is not None:
+                pres[comp] = float(v)
+                prescribe(first + comp, float(v), name)
+        f[first:first + 3] += c.force
+        f[first + 3:first + 6] += c.moment
+        plates.append(Plate(name, nodes, ref, np.asarray(c.force), np.asarray(c.moment),
+                            pres, first))
+    coupled = np.array(sorted(owner), dtype=np.int64)
+    if len(coupled):
+        clash = [d for d in prescribed if d < 3 * n and d // 3 in owner]
+        if clash:
+            node = clash[0] // 3
+            raise BoundaryConditionError(
+                f"node {model.node_ids[node]} is coupled to rigid plate {owner[node]!r} and also "
+                f"has a boundary condition from {prescribed[clash[0]][1]!r}: over-constrained")
+        # loads on coupled nodes go to the plate (they are transferred by the coupling)
+
+    dofs = np.array(sorted(prescribed), dtype=np.int64)
+    values = np.array([prescribed[d][0] for d in dofs.tolist()])
+    return System(3 * n, n_dof, f, dofs, values, plates, constraint_sets, used)
+
+
+# ------------------------------------------------------------------ rigid-body checks
+
+
+def _components(model: Model, system: System) -> tuple[int, np.ndarray]:
+    """Connected components of the element graph (plates join what they couple)."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    n = model.n_nodes
+    rows, cols = [], []
+    for b in model.blocks:
+        c = b.conn
+        rows.append(np.repeat(c[:, :1], c.shape[1], axis=1).ravel())
+        cols.append(c.ravel())
+    for p in system.plates:
+        rows.append(np.full(len(p.nodes), p.nodes[0]))
+        cols.append(p.nodes)
+    r = np.concatenate(rows)
+    cc = np.concatenate(cols)
+    g = sp.coo_matrix((np.ones(len(r), dtype=np.int8), (r, cc)), shape=(n, n))
+    return connected_components(g, directed=False)
+
+
+def _rigid_rows(x: np.ndarray, centre: np.ndarray, L: float) -> np.ndarray:
+    """Rows (3 per point) of the six rigid-body modes about ``centre``; rotations scaled by L."""
+    d = (x - centre) / L
+    R = np.zeros((len(x), 3, 6))
+    R[:, 0, 0] = R[:, 1, 1] = R[:, 2, 2] = 1.0
+    # u = theta x d
+    R[:, 1, 3], R[:, 2, 3] = -d[:, 2], d[:, 1]
+    R[:, 0, 4], R[:, 2, 4] = d[:, 2], -d[:, 0]
+    R[:, 0, 5], R[:, 1, 5] = -d[:, 1], d[:, 0]
+    return R
+
+
+def check_constraints(model: Model, system: System) -> None:
+    """Raise :class:`UnderConstrainedError` if supports leave a rigid-body motion free.
+
+    For each connected part of the mesh the six rigid-body modes are restricted to the
+    constrained degrees of freedom; what remains in their null space is free and is named
+    (translations, rotations about axes through the supported points).
+    """
+    n = model.n_nodes
+    ncomp, labels = _components(model, system)
+    used = system.active_nodes if system.active_nodes is not None else np.ones(n, bool)
+    fixed = system.fixed_dofs
+    mesh_fixed = fixed[fixed < 3 * n]
+    fixed_mask = np.zeros(3 * n, dtype=bool)
+    fixed_mask[mesh_fixed] = True
+    problems = []
+    for comp in range(ncomp):
+        nodes = np.nonzero((labels == comp) & used)[0]
+        if len(nodes) == 0:
+            continue
+        x = model.points[nodes]
+        L = float(np.max(np.ptp(x, axis=0))) or 1.0
+        rows = []
+        cmask = fixed_mask.reshape(n, 3)[nodes]
+        cnodes = nodes[cmask.any(axis=1)]
+        anchor_pts = [model.points[cnodes]] if len(cnodes) else []
+        centre = x.mean(axis=0)
+        R = _rigid_rows(x, centre, L)
+        rows.append(R[cmask])
+        for p in system.plates:
+            if p.prescribed and labels[p.nodes[0]] == comp:
+                Rp = _rigid_rows(p.reference[None], centre, L)[0]  # (3, 6)
+                for k, _ in p.prescribed.items():
+                    if k < 3:
+                        rows.append(Rp[k][None])
+                    else:
+                        r = np.zeros((1, 6))
+                        r[0, k] = 1.0
+                        rows.append(r)
+                anchor_pts.append(p.reference[None])
+        C = np.concatenate(rows) if rows else np.zeros((0, 6))
+        free = _free_motions(C, centre, L, anchor_pts)
+        if free:
+            where = "" if ncomp == 1 else f" of the part containing node {model.node_ids[nodes[0]]}"
+            problems.append((where, free))
+    if problems:
+        where, free = problems[0]
+        more = f" ({len(problems)} unsupported parts in all)" if len(problems) > 1 else ""
+        raise UnderConstrainedError(
+            f"the model is under-constrained: rigid-body motion(s) {', '.join(free)}{where} are "
+            f"free{more}; add supports (Fixed/Displacement or *BOUNDARY) that stop them",
+            free_motions=free)
+
+
+def _free_motions(C: np.ndarray, centre, L, anchor_pts) -> list[str]:
+    """Names of the rigid-body motions in the null space of the constraint rows C (k, 6)."""
+    if len(C):
+        s = np.linalg.svd(C, compute_uv=False)
+        tol = 1e-9 * max(1.0, s[0])
+        _, s, vt = np.linalg.svd(C)
+        rank = int((s > tol).sum())
+        null = vt[rank:]
+    else:
+        null = np.eye(6)
+    if len(null) == 0:
+        return []
+    anchor = np.concatenate(anchor_pts).mean(0) if anchor_pts else centre
+    # candidate motions: pure translations and rotations about axes through the anchor
+    d = (anchor - centre) / L
+    cands = []
+    for k in range(3):
+        v = np.zeros(6)
+        v[k] = 1.0
+        cands.append((MOTIONS[k], v))
+    for k in range(3):
+        theta = np.zeros(3)
+        theta[k] = 1.0
+        t = -np.cross(theta, d)  # so that the point `anchor` does not move
+        cands.append((MOTIONS[3 + k] + (" through " + _fmt_pt(anchor) if anchor_pts else ""),
+                      np.concatenate([t, theta])))
+    names = []
+    P = null.T @ null  # projector onto the null space
+    basis = []
+    for name, v in cands:
+        v = v / np.linalg.norm(v)
+        if np.linalg.norm(P @ v - v) < 1e-6:
+            names.append(name)
+            basis.append(v)
+    if len(basis) < len(null):
+        # the remaining free motions are combinations: describe them by their vectors
+        Q = np.array(basis).T if basis else np.zeros((6, 0))
+        for v in null:
+            w = v - (Q @ (Q.T @ v) if Q.size else 0)
+            if np.linalg.norm(w) > 1e-6:
+                w = w / np.linalg.norm(w)
+                names.append("a combined motion (translation " + _fmt_vec(w[:3]) +
+                             ", rotation " + _fmt_vec(w[3:]) + ")")
+                Q = np.column_stack([Q, w])
+            if len(names) >= len(null):
+                break
+    return names
+
+
+def _fmt_pt(p) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in p) + ") mm"
+
+
+def _fmt_vec(v) -> str:
+    return "(" + ", ".join(f"{x:.3f}" for x in v) + ")"

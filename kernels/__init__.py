@@ -1,0 +1,1 @@
+"""Backend choice and element kernels (installed as ``fem.kernels``); imports nothing of the project."""

@@ -1,0 +1,145 @@
+"""Batched isotropic linear-elastic element kernels (NumPy/CuPy twin, written against ``xp``).
+
+All functions work on a batch of ``m`` elements of one type with ``k`` nodes and ``g`` Gauss
+points, vectorised over elements; the only loops are over the 3x3 components of small tensors.
+
+Stiffness in 3x3 node blocks. For an isotropic material with Lame constants lambda and mu,
+
+    K_ab,ij = sum_g w_g detJ_g [ lambda dNa_i dNb_j + mu dNa_j dNb_i + mu delta_ij (dNa . dNb) ],
+
+i.e. with ``A_ab,ij = sum_g w_g detJ_g dNa_i dNb_j``:  ``K = lambda A + mu (A^T_ij + delta_ij tr A)``.
+
+The B-bar (mean-dilatation, Hughes 1980) hex8 replaces the dilatation at each point by its
+element mean, computed from ``bbar_a = (1/V) sum_g w_g detJ_g dNa``. For an isotropic material this
+gives, exactly,
+
+    K = kappa V bbar_a (x) bbar_b + mu (A^T_ij + delta_ij tr A - 2/3 A),   kappa = lambda + 2 mu / 3,
+
+so the deviatoric part keeps full integration and only the volumetric part is averaged: the
+element does not lock as nu -> 0.5. Both forms are ``c1 A + mu (A^T + delta tr A) + c2 V bbar bbar``
+with ``(c1, c2) = (lambda, 0)`` or ``(-2 mu / 3, kappa)``.
+"""
+
+from __future__ import annotations
+
+from .backend import array_module
+
+
+def inv3(J):
+    """Inverse and determinant of a stack of 3x3 matrices (..., 3, 3) by cofactors."""
+    xp = array_module(J)
+    a, b, c = J[..., 0, 0], J[..., 0, 1], J[..., 0, 2]
+    d, e, f = J[..., 1, 0], J[..., 1, 1], J[..., 1, 2]
+    g, h, i = J[..., 2, 0], J[..., 2, 1], J[..., 2, 2]
+    c00 = e * i - f * h
+    c01 = f * g - d * i
+    c02 = d * h - e * g
+    det = a * c00 + b * c01 + c * c02
+    inv = xp.empty_like(J)
+    inv[..., 0, 0] = c00
+    inv[..., 1, 0] = c01
+    inv[..., 2, 0] = c02
+    inv[..., 0, 1] = c * h - b * i
+    inv[..., 1, 1] = a * i - c * g
+    inv[..., 2, 1] = b * g - a * h
+    inv[..., 0, 2] = b * f - c * e
+    inv[..., 1, 2] = c * d - a * f
+    inv[..., 2, 2] = a * e - b * d
+    with _errstate(xp):
+        inv /= det[..., None, None]
+    return inv, det
+
+
+class _errstate:
+    def __init__(self, xp):
+        self.ctx = xp.errstate(divide="ignore", invalid="ignore") if hasattr(xp, "errstate") else None
+
+    def __enter__(self):
+        if self.ctx is not None:
+            self.ctx.__enter__()
+
+    def __exit__(self, *exc):
+        if self.ctx is not None:
+            self.ctx.__exit__(*exc)
+
+
+def jacobians(X, dN_ref):
+    """Jacobian matrices J[m, g, a, b] = d x_b / d xi_a for nodes X (m, k, 3), dN_ref (g, k, 3)."""
+    xp = array_module(X)
+    dN = xp.asarray(dN_ref)
+    m, k, _ = X.shape
+    g = dN.shape[0]
+    # one GEMM: (m*3, k) @ (k, g*3) -> J^T stacked as (m, 3[b], g, 3[a])
+    Xt = xp.reshape(xp.swapaxes(X, 1, 2), (m * 3, k))
+    D = xp.reshape(xp.transpose(dN, (1, 0, 2)), (k, g * 3))
+    Jt = xp.reshape(Xt @ D, (m, 3, g, 3))
+    return xp.transpose(Jt, (0, 2, 3, 1))
+
+
+def gradients(X, dN_ref):
+    """Physical shape-function gradients G (m, g, k, 3) and det J (m, g)."""
+    xp = array_module(X)
+    inv, det = inv3(jacobians(X, dN_ref))
+    dN = xp.asarray(dN_ref)
+    # G[m,g,k,b] = sum_a invJ[m,g,b,a] dN[g,k,a]
+    G = dN[None, :, :, 0, None] * inv[:, :, None, :, 0]
+    G += dN[None, :, :, 1, None] * inv[:, :, None, :, 1]
+    G += dN[None, :, :, 2, None] * inv[:, :, None, :, 2]
+    return G, det
+
+
+def stiffness_matrices(G, wdetJ, lam, mu, bbar=None):
+    """Element stiffness matrices, shape (m, k, 3, k, 3): entry [a, i, b, j] couples dof i of
+    node a with dof j of node b (reshape to (m, 3k, 3k) for the usual element matrix).
+
+    G: (m, g, k, 3) gradients; wdetJ: (m, g) weights times det J; lam, mu: (m,) Lame constants;
+    bbar: optional (m,) boolean, True where the B-bar (mean-dilatation) form is wanted.
+    """
+    xp = array_module(G)
+    m, g, k, _ = G.shape
+    H = xp.reshape(G * xp.sqrt(wdetJ)[:, :, None, None], (m, g, 3 * k))
+    A = xp.reshape(xp.matmul(xp.swapaxes(H, 1, 2), H), (m, k, 3, k, 3))  # [a, i, b, j]
+    trace = A[:, :, 0, :, 0] + A[:, :, 1, :, 1] + A[:, :, 2, :, 2]  # (m, k, k)
+    c1 = lam
+    if bbar is not None:
+        c1 = xp.where(bbar, -2.0 * mu / 3.0, lam)
+    K = xp.multiply(A, c1[:, None, None, None, None])
+    K += mu[:, None, None, None, None] * xp.transpose(A, (0, 1, 4, 3, 2))
+    mt = mu[:, None, None] * trace
+    for i in range(3):
+        K[:, :, i, :, i] += mt
+    if bbar is not None and bool(xp.any(bbar)):
+        V = wdetJ.sum(axis=1)
+        b = (G * wdetJ[:, :, None, None]).sum(axis=1) / V[:, None, None]  # (m, k, 3)
+        kappa = xp.where(bbar, lam + 2.0 * mu / 3.0, 0.0) * V
+        K += kappa[:, None, None, None, None] * (b[:, :, :, None, None] * b[:, None, None, :, :])
+    return K
+
+
+def strains(G, wdetJ, u, bbar=None):
+    """Small-strain tensors at the Gauss points, (m, g, 3, 3).
+
+    u: element nodal displacements (m, k, 3). With ``bbar`` (m,) True the dilatation at each point
+    is replaced by the element's mean dilatation, consistently with :func:`stiffness_blocks`.
+    """
+    xp = array_module(G)
+    # grad[m,g,i,j] = sum_k u[m,k,i] G[m,g,k,j]
+    grad = xp.matmul(xp.swapaxes(u, 1, 2)[:, None], G)
+    eps = 0.5 * (grad + xp.swapaxes(grad, -1, -2))
+    if bbar is not None and bool(xp.any(bbar)):
+        V = wdetJ.sum(axis=1)
+        b = (G * wdetJ[:, :, None, None]).sum(axis=1) / V[:, None, None]
+        theta_bar = (b * u).sum(axis=(1, 2))  # (m,)
+        theta = eps[..., 0, 0] + eps[..., 1, 1] + eps[..., 2, 2]
+        corr = xp.where(bbar[:, None], (theta_bar[:, None] - theta) / 3.0, 0.0)
+        eps = eps + corr[..., None, None] * xp.eye(3, dtype=G.dtype)
+    return eps
+
+
+def isotropic_stress(eps, lam, mu):
+    """Cauchy stress sigma = lambda tr(eps) I + 2 mu eps for strains (m, g, 3, 3)."""
+    xp = array_module(eps)
+    tr = eps[..., 0, 0] + eps[..., 1, 1] + eps[..., 2, 2]
+    sig = 2.0 * mu[:, None, None, None] * eps
+    sig += (lam[:, None] * tr)[..., None, None] * xp.eye(3, dtype=eps.dtype)
+    return sig

@@ -1,0 +1,1 @@
+"""Model builders and bundled example meshes (installed as ``fem.meshes``)."""
