@@ -764,24 +764,49 @@ def write_inp(model: Model, path, *, heading: str = "") -> Path:
         if len(fs):
             lines = "\n".join(f"{int(eids[e])}, S{int(f) + 1}" for e, f in zip(fs.elements, fs.faces))
             parts.append(f"*SURFACE, NAME={_inp_name(name)}, TYPE=ELEMENT\n{lines}")
-    pairs, inv = np.unique(np.column_stack([model.E, model.nu]), axis=0, return_inverse=True)
-    inv = inv.ravel()
-    for k, (E, nu) in enumerate(pairs.tolist()):
-        parts.append(f"*ELSET, ELSET=VFEM_MAT{k}\n{_labels_lines(eids[inv == k])}")
-        parts.append(f"*MATERIAL, NAME=VFEM_MAT{k}\n*ELASTIC\n{E:.14g}, {nu:.14g}")
-        parts.append(f"*SOLID SECTION, ELSET=VFEM_MAT{k}, MATERIAL=VFEM_MAT{k}")
+    # one section per material region whose elements share E and nu (keeps its name), the rest
+    # grouped by unique (E, nu)
+    done = np.zeros(model.n_elements, dtype=bool)
+    for code, name in enumerate(model.region_names):
+        sel = np.nonzero(model.element_region == code)[0]
+        if len(sel) == 0 or name not in model.regions or not np.array_equal(
+                np.sort(model.regions[name]), sel):
+            continue
+        E, nu = model.E[sel], model.nu[sel]
+        if np.all(E == E[0]) and np.all(nu == nu[0]):
+            elset = _inp_name(name)
+            parts.append(f"*MATERIAL, NAME=M_{elset}\n*ELASTIC\n{E[0]:.14g}, {nu[0]:.14g}")
+            parts.append(f"*SOLID SECTION, ELSET={elset}, MATERIAL=M_{elset}")
+            done[sel] = True
+    rest = np.nonzero(~done)[0]
+    if len(rest):
+        pairs, inv = np.unique(np.column_stack([model.E[rest], model.nu[rest]]), axis=0,
+                               return_inverse=True)
+        inv = inv.ravel()
+        for k, (E, nu) in enumerate(pairs.tolist()):
+            parts.append(f"*ELSET, ELSET=VFEM_MAT{k}\n{_labels_lines(eids[rest[inv == k]])}")
+            parts.append(f"*MATERIAL, NAME=VFEM_MAT{k}\n*ELASTIC\n{E:.14g}, {nu:.14g}")
+            parts.append(f"*SOLID SECTION, ELSET=VFEM_MAT{k}, MATERIAL=VFEM_MAT{k}")
 
     extra_nodes, equations, bnd, cld, dsl = [], [], [], [], []
     next_node = int(ids.max()) + 1
     ncount = 0
 
+    written: dict[str, str] = {}
+
     def nset_for(target) -> str:
         nonlocal ncount
         if isinstance(target, str) and target in model.node_sets:
             return _inp_name(target)
+        if isinstance(target, str) and target in written:
+            return written[target]
         nodes = model.nodes_of(target)
-        ncount += 1
-        name = f"VFEM_N{ncount}"
+        if isinstance(target, str):  # a face set or region: its nodes, under a derived name
+            name = _inp_name(f"{target}_nodes")
+            written[target] = name
+        else:
+            ncount += 1
+            name = f"VFEM_N{ncount}"
         parts.append(f"*NSET, NSET={name}\n{_labels_lines(ids[nodes])}")
         return name
 
@@ -870,8 +895,9 @@ def write_inp(model: Model, path, *, heading: str = "") -> Path:
 
 
 def _inp_name(name: str) -> str:
-    """A set name Abaqus and CalculiX accept (letters, digits, _ and -; at most 80 chars)."""
-    clean = re.sub(r"[^A-Za-z0-9_\-]", "_", name)
+    """A set name Abaqus and CalculiX accept: no commas, '=', '*', quotes or blanks; not starting
+    with a digit; at most 80 characters. '/' as in "L3/cortex" is kept."""
+    clean = re.sub(r"[,=*\"'\s]", "_", name)
     if not clean or clean[0].isdigit():
         clean = "S_" + clean
     return clean[:80]

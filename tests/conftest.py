@@ -1,0 +1,47 @@
+"""Shared fixtures: backends, CalculiX, small models.
+
+CalculiX (``ccx``) is required: the agreement tests are a deliverable and run in CI. Set
+``FEM_SKIP_CCX=1`` to skip them (visibly) on a machine without it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from fem.io.calculix import ccx_executable
+from fem.kernels.backend import cupy_unavailable_reason
+
+_CUPY_REASON = cupy_unavailable_reason()
+
+BACKENDS = [
+    "numpy",
+    pytest.param("cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(
+        _CUPY_REASON is not None, reason=f"GPU test: {_CUPY_REASON}")]),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Each test using this runs once per backend; CuPy shows as a visible skip without a GPU."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def ccx():
+    """Path of the CalculiX executable; fails (not skips) when it is missing, unless
+    FEM_SKIP_CCX=1 is set, because the CalculiX comparisons are part of the suite."""
+    exe = ccx_executable()
+    if exe is None:
+        if os.environ.get("FEM_SKIP_CCX") == "1":
+            pytest.skip("CalculiX (ccx) not installed and FEM_SKIP_CCX=1")
+        pytest.fail("CalculiX (ccx) is not installed: apt-get install calculix-ccx "
+                    "(or set FEM_SKIP_CCX=1 to skip the CalculiX comparisons)")
+    return exe
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261123)
