@@ -77,7 +77,11 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
                                            dtype=float))
         K = K.tobsr(blocksize=(3, 3)) if be.name == "numpy" else K.tocsr()
         K.sort_indices()
-        f = T.T @ f
+        # loads on coupled nodes move to the plate; the plate's own force and moment stay
+        n3 = 3 * model.n_nodes
+        f_plate = f[n3:]
+        f = T.T @ f[:n3]
+        f[n3:] += f_plate
     n_eq = K.shape[0]
     dead = _dead_dofs(model, sysm)  # slave dofs and dofs of nodes in no element
     fixed = xp.asarray(sysm.fixed_dofs)
