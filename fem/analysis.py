@@ -19,12 +19,15 @@ import time
 
 import numpy as np
 
+from .arrays import unique_sorted
 from . import assembly, system as _system
 from .errors import SolverError
 from .kernels.backend import BackendError, get_backend
 from .model import Model
 from .result import Result
-from .solvers import AMGPreconditioner, SolveInfo, cg, direct, rigid_body_modes
+from .amg import SmoothedAggregationAMG
+from .parallel import RowSplit
+from .solvers import SolveInfo, cg, direct, rigid_body_modes
 
 logger = logging.getLogger(__name__)
 
@@ -113,14 +116,15 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
                 raise SolverError("the AMG preconditioner needs the numpy backend for now")
             extra = [p.reference for p in sysm.plates]
             B = rigid_body_modes(model.points, np, extra)
-            M = AMGPreconditioner(K, B, precision=precision)
-            info.times["setup"] = M.setup_time
+            M = SmoothedAggregationAMG(K, B, precision=precision)
+            logger.info("AMG: %s", M.describe())
         else:
             d = K.diagonal()
             M = _Jacobi(1.0 / d)
         times["setup"] = time.perf_counter() - t
         t = time.perf_counter()
-        z, its, hist = cg(K, rhs, rtol=rtol, atol=atol, maxiter=maxiter, M=M, callback=callback)
+        op = RowSplit(K) if be.name == "numpy" else K
+        z, its, hist = cg(op, rhs, rtol=rtol, atol=atol, maxiter=maxiter, M=M, callback=callback)
         times["solve"] = time.perf_counter() - t
         info.iterations, info.residuals, info.residual = its, hist, hist[-1]
 
@@ -200,7 +204,7 @@ def _rows(K, dofs, be):
         import scipy.sparse as sp
 
         dofs = np.asarray(dofs)
-        nodes = np.unique(dofs // 3)
+        nodes = unique_sorted(dofs // 3)
         starts = K.indptr[nodes]
         counts = K.indptr[nodes + 1] - starts
         offsets = np.concatenate([[0], np.cumsum(counts)])

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .arrays import unique_sorted
 from . import loads as _loads
 from .elements import ELEMENT_TYPES, MESHIO_TO_TYPE, ElementType
 from .errors import MaterialError, MeshError, ModelError, SetError, format_labels
@@ -212,7 +213,7 @@ class Model:
             sel = elements[(elements >= b.start) & (elements < b.stop)] - b.start
             if len(sel):
                 out.append(b.conn[sel].ravel())
-        return np.unique(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
+        return unique_sorted(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
 
     def used_nodes(self) -> np.ndarray:
         """Boolean mask of nodes referenced by at least one element."""
@@ -235,7 +236,7 @@ class Model:
 
     def add_region(self, name: str, elements) -> Model:
         """Name a set of elements (global element indices, 0-based)."""
-        e = np.unique(np.asarray(elements, dtype=np.int64).ravel())
+        e = unique_sorted(np.asarray(elements, dtype=np.int64).ravel())
         if len(e) and (e[0] < 0 or e[-1] >= self.n_elements):
             raise SetError(f"region {name!r} refers to element indices outside 0..{self.n_elements - 1}")
         self.regions[self._check_name(name)] = e
@@ -243,7 +244,7 @@ class Model:
 
     def add_node_set(self, name: str, nodes) -> Model:
         """Name a set of nodes (node indices, 0-based)."""
-        n = np.unique(np.asarray(nodes, dtype=np.int64).ravel())
+        n = unique_sorted(np.asarray(nodes, dtype=np.int64).ravel())
         if len(n) and (n[0] < 0 or n[-1] >= self.n_nodes):
             raise SetError(f"node set {name!r} refers to node indices outside 0..{self.n_nodes - 1}")
         self.node_sets[self._check_name(name)] = n
@@ -264,8 +265,8 @@ class Model:
                 i = int(np.argmax(bad))
                 raise SetError(f"face set {name!r}: element {self.element_ids[e[i]]} has no face "
                                f"S{f[i] + 1}")
-        pairs = np.unique(np.stack([e, f], axis=1), axis=0) if len(e) else np.zeros((0, 2), np.int64)
-        self.face_sets[self._check_name(name)] = FaceSet(pairs[:, 0].copy(), pairs[:, 1].copy())
+        key = unique_sorted(e * 8 + f)  # at most 6 faces per element
+        self.face_sets[self._check_name(name)] = FaceSet(key // 8, key % 8)
         return self
 
     def _unknown(self, kind: str, name: str, known) -> SetError:
@@ -304,7 +305,7 @@ class Model:
                 nodes = self.node_sets[target]
             elif target in self.face_sets:
                 fs = self.face_sets[target]
-                nodes = np.unique(np.concatenate([c.ravel() for _, c, _ in self.face_nodes(fs)])
+                nodes = unique_sorted(np.concatenate([c.ravel() for _, c, _ in self.face_nodes(fs)])
                                   ) if len(fs) else np.zeros(0, np.int64)
             elif target in self.regions:
                 nodes = self.element_nodes(self.regions[target])
@@ -317,7 +318,7 @@ class Model:
         if isinstance(target, tuple):
             fs = FaceSet(*target)
             self._check_faces(fs, "face target")
-            return np.unique(np.concatenate([c.ravel() for _, c, _ in self.face_nodes(fs)]))
+            return unique_sorted(np.concatenate([c.ravel() for _, c, _ in self.face_nodes(fs)]))
         nodes = np.asarray(target, dtype=np.int64)
         if len(nodes) == 0:
             raise SetError("a node target is empty")
@@ -325,7 +326,7 @@ class Model:
         if bad.any():
             raise SetError(f"node indices {format_labels(nodes[bad])} do not exist "
                            f"(the model has {self.n_nodes} nodes)")
-        return np.unique(nodes)
+        return unique_sorted(nodes)
 
     def faces_of(self, target) -> FaceSet:
         """The face set of a target: a face set name or an ``(elements, faces)`` pair."""

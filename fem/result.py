@@ -19,6 +19,7 @@ from . import assembly
 from .errors import InputFileError
 from .io.atomic import atomic_path
 from .kernels import elastic
+from .parallel import map_ordered
 
 logger = logging.getLogger(__name__)
 
@@ -67,24 +68,25 @@ class Result:
         u = self.displacement
         lam_all, mu_all = assembly.lame(xp.asarray(model.E), xp.asarray(model.nu))
         bbar_all = xp.asarray(model.bbar_mask())
-        out = []
-        for bi, b in enumerate(model.blocks):
-            k = b.etype.n_nodes
-            step = max(1, assembly.CHUNK_ENTRIES // (k * k * 9))
-            eps_c, sig_c, w_c = [], [], []
-            for s0 in range(0, len(b.conn), step):
-                sl = slice(s0, min(len(b.conn), s0 + step))
-                G, wdet, _ = assembly.element_geometry(model, bi, sl, xp, pts)
-                gsl = slice(b.start + sl.start, b.start + sl.stop)
-                ue = u[xp.asarray(b.conn[sl])]
-                bbar = bbar_all[gsl] if b.type == "hex8" else None
-                eps = elastic.strains(G, wdet, ue, bbar)
-                sig = elastic.isotropic_stress(eps, lam_all[gsl], mu_all[gsl])
-                eps_c.append(_to_voigt(eps, xp))
-                sig_c.append(_to_voigt(sig, xp))
-                w_c.append(wdet)
-            out.append((xp.concatenate(eps_c), xp.concatenate(sig_c), xp.concatenate(w_c)))
-        return out
+
+        def recover(item):
+            bi, sl = item
+            b = model.blocks[bi]
+            G, wdet, _ = assembly.element_geometry(model, bi, sl, xp, pts)
+            gsl = slice(b.start + sl.start, b.start + sl.stop)
+            ue = u[xp.asarray(b.conn[sl])]
+            bbar = bbar_all[gsl] if b.type == "hex8" else None
+            eps = elastic.strains(G, wdet, ue, bbar)
+            sig = elastic.isotropic_stress(eps, lam_all[gsl], mu_all[gsl])
+            return bi, _to_voigt(eps, xp), _to_voigt(sig, xp), wdet
+
+        parts = [([], [], []) for _ in model.blocks]
+        work = assembly.chunks(model, xp, per_element=96)
+        for bi, e, s, w in (map_ordered(recover, work) if xp is np else map(recover, work)):
+            parts[bi][0].append(e)
+            parts[bi][1].append(s)
+            parts[bi][2].append(w)
+        return [tuple(xp.concatenate(p) for p in blk) for blk in parts]
 
     def integration_point_stress(self) -> list:
         """Stress at the integration points, one (m, g, 6) array per cell block (MPa)."""

@@ -3,16 +3,13 @@
 * :func:`direct` -- sparse direct (SuperLU on the CPU), for small models.
 * :func:`cg` -- preconditioned conjugate gradients on any backend; raises
   :class:`~fem.errors.ConvergenceError` with the residual history when it does not converge.
-* :class:`AMGPreconditioner` -- smoothed-aggregation AMG (pyamg) for elasticity, with the six
-  rigid-body modes as near-null space; a V-cycle per application. Its hierarchy may be kept in
-  float32 (``precision="mixed"``), which halves its memory traffic while the outer CG stays in
-  float64 and reaches the same tolerance.
+* :func:`rigid_body_modes` -- the near-null space handed to the AMG preconditioner
+  (:class:`fem.amg.SmoothedAggregationAMG`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -153,50 +150,3 @@ def _modes_at(d):
     B[:, 0, 4], B[:, 2, 4] = d[:, 2], -d[:, 0]
     B[:, 0, 5], B[:, 1, 5] = -d[:, 1], d[:, 0]
     return B.reshape(3 * n, 6)
-
-
-class AMGPreconditioner:
-    """Smoothed-aggregation AMG (pyamg) V-cycle for 3-D elasticity.
-
-    Set-up choices (measured in ``bench/``): symmetric strength of connection with theta 0,
-    no candidate improvement, Jacobi prolongation smoothing with a local (Gershgorin) spectral
-    radius estimate, one forward Gauss-Seidel sweep before and one backward sweep after each
-    coarse-grid correction, so the V-cycle is symmetric; coarsening down to at most 100 nodes,
-    solved by sparse LU. ``precision="mixed"`` builds and applies the hierarchy in float32.
-    """
-
-    def __init__(self, A, B, *, precision: str = "double", max_coarse: int = 100, **options):
-        import pyamg
-
-        if precision not in ("double", "mixed"):
-            raise SolverError(f"precision must be 'double' or 'mixed', got {precision!r}")
-        self.dtype = np.float32 if precision == "mixed" else np.float64
-        A = A if A.dtype == self.dtype else A.astype(self.dtype)
-        opts = dict(
-            strength=("symmetric", {"theta": 0.0}),
-            improve_candidates=None,
-            smooth=("jacobi", {"omega": 4.0 / 3.0, "weighting": "local"}),
-            presmoother=("gauss_seidel", {"sweep": "forward"}),
-            postsmoother=("gauss_seidel", {"sweep": "backward"}),
-            max_coarse=max_coarse,  # in nodes (blocks) of the coarsest level, not dofs
-            coarse_solver="splu",
-        )
-        opts.update(options)
-        t0 = time.perf_counter()
-        self.ml = pyamg.smoothed_aggregation_solver(A, B=np.asarray(B, dtype=self.dtype), **opts)
-        self.setup_time = time.perf_counter() - t0
-        self.shape = A.shape
-
-    @property
-    def levels(self) -> int:
-        return len(self.ml.levels)
-
-    @property
-    def operator_complexity(self) -> float:
-        return float(self.ml.operator_complexity())
-
-    def matvec(self, r):
-        x = self.ml.solve(r.astype(self.dtype, copy=False), maxiter=1, cycle="V", tol=1e-30)
-        return x.astype(np.float64, copy=False)
-
-    __call__ = matvec

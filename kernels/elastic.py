@@ -63,6 +63,13 @@ class _errstate:
             self.ctx.__exit__(*exc)
 
 
+def det3(J):
+    """Determinants of a stack of 3x3 matrices (..., 3, 3)."""
+    return (J[..., 0, 0] * (J[..., 1, 1] * J[..., 2, 2] - J[..., 1, 2] * J[..., 2, 1])
+            - J[..., 0, 1] * (J[..., 1, 0] * J[..., 2, 2] - J[..., 1, 2] * J[..., 2, 0])
+            + J[..., 0, 2] * (J[..., 1, 0] * J[..., 2, 1] - J[..., 1, 1] * J[..., 2, 0]))
+
+
 def jacobians(X, dN_ref):
     """Jacobian matrices J[m, g, a, b] = d x_b / d xi_a for nodes X (m, k, 3), dN_ref (g, k, 3)."""
     xp = array_module(X)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arrays import unique_sorted
 from .. import loads as L
 from ..elements import ABAQUS_TO_TYPE, ELEMENT_TYPES
 from ..errors import DeckError, InputFileError, ModelError, format_labels
@@ -49,13 +50,19 @@ MAX_INCLUDE_DEPTH = 20
 
 @dataclass
 class Card:
-    """One keyword with its parameters and data lines (each line: its number and fields)."""
+    """One keyword with its parameters and data lines (texts and their line numbers)."""
 
     keyword: str
     params: dict
     path: str
     line: int
-    data: list = field(default_factory=list)  # [(line number, raw text)]
+    texts: list = field(default_factory=list)
+    numbers: object = field(default_factory=list)  # a list, or a range for contiguous lines
+
+    @property
+    def data(self) -> list:
+        """[(line number, text)] of the data lines."""
+        return list(zip(self.numbers, self.texts))
 
     def error(self, message: str, line: int | None = None) -> DeckError:
         return DeckError(message, self.path, line if line is not None else self.line)
@@ -108,20 +115,30 @@ def lex(path, _depth: int = 0, _where=None, _stack=()) -> list[Card]:
     text = _read_text(path, _where)
     spath = str(path)
     cards: list[Card] = []
-    lines = text.splitlines()
-    i = 0
+    lines = [ln.strip() for ln in text.splitlines()]
     n = len(lines)
+    # lines starting with '*': keywords and '**' comments; between them only data and blanks
+    stars = [i for i, ln in enumerate(lines) if ln[:1] == "*"] + [n]
     current = None
-    while i < n:
-        raw = lines[i].strip()
-        lineno = i + 1
-        i += 1
-        if not raw or raw.startswith("**"):
-            continue
-        if raw.startswith("*"):
-            while raw.endswith(",") and i < n and lines[i].strip() and not lines[i].strip().startswith("*"):
-                raw = raw + lines[i].strip()
-                i += 1
+    if stars[0] > 0:
+        first = next((i for i in range(stars[0]) if lines[i]), None)
+        if first is not None:
+            raise DeckError(f"data line before any keyword: {lines[first][:60]!r}", spath,
+                            first + 1)
+    k = 0
+    while k < len(stars) - 1:
+        i = stars[k]
+        raw = lines[i]
+        nxt = stars[k + 1]
+        k += 1
+        if raw.startswith("**"):
+            a = i + 1
+        else:
+            lineno = i + 1
+            a = i + 1
+            while raw.endswith(",") and a < nxt and lines[a]:  # keyword line continued
+                raw += lines[a]
+                a += 1
             keyword, params = _parse_params(raw, spath, lineno)
             if keyword == "INCLUDE":
                 inp = params.get("INPUT")
@@ -132,13 +149,28 @@ def lex(path, _depth: int = 0, _where=None, _stack=()) -> list[Card]:
                     inc = path.parent / inc
                 cards.extend(lex(inc, _depth + 1, (spath, lineno), _stack + (resolved,)))
                 current = None
-                continue
-            current = Card(keyword, params, spath, lineno)
-            cards.append(current)
-        else:
+            else:
+                current = Card(keyword, params, spath, lineno)
+                cards.append(current)
+        if a < nxt:  # data lines of the current card
+            seg = lines[a:nxt]
             if current is None:
-                raise DeckError(f"data line before any keyword: {raw[:60]!r}", spath, lineno)
-            current.data.append((lineno, raw))
+                j = next((j for j, t in enumerate(seg) if t), None)
+                if j is not None:
+                    raise DeckError(f"data line after *INCLUDE or a comment, before any keyword: "
+                                    f"{seg[j][:60]!r}", spath, a + j + 1)
+                continue
+            if "" in seg:
+                keep = [j for j, t in enumerate(seg) if t]
+                current.texts += [seg[j] for j in keep]
+                nums = [a + j + 1 for j in keep]
+            else:
+                current.texts += seg
+                nums = range(a + 1, nxt + 1)
+            if isinstance(current.numbers, range) or current.numbers:
+                current.numbers = list(current.numbers) + list(nums)
+            else:
+                current.numbers = nums
     if _depth == 0 and not cards:
         raise InputFileError(f"{path}: no keyword lines (*NODE, *ELEMENT, ...): not an "
                              "Abaqus/CalculiX deck")
@@ -171,7 +203,7 @@ def _label(tok: str, card: Card, line: int, what: str) -> int:
 
 def _table(card: Card, width: int, what: str) -> np.ndarray:
     """Data lines as a float table (rows, width); an element's data may span several lines."""
-    texts = [t for _, t in card.data]
+    texts = card.texts
     if not texts:
         return np.zeros((0, width))
     try:
@@ -207,6 +239,17 @@ def _table(card: Card, width: int, what: str) -> np.ndarray:
     return np.asarray(rows, dtype=float)
 
 
+def _tokens(card: Card) -> tuple[list[str], list[int]]:
+    """All non-empty comma-separated tokens of a card's data lines, with their line numbers."""
+    toks: list[str] = []
+    lines: list[int] = []
+    for ln, text in card.data:
+        parts = [t for t in (x.strip() for x in text.split(",")) if t]
+        toks += parts
+        lines += [ln] * len(parts)
+    return toks, lines
+
+
 def _labels(col: np.ndarray, card: Card, what: str) -> np.ndarray:
     bad = (col != np.round(col)) | (col <= 0)
     if bad.any():
@@ -217,7 +260,7 @@ def _labels(col: np.ndarray, card: Card, what: str) -> np.ndarray:
 
 def _row_line(card: Card, row: int) -> int:
     """Best-effort line number of data row ``row`` (exact when each row is one line)."""
-    return card.data[min(row, len(card.data) - 1)][0] if card.data else card.line
+    return card.numbers[min(row, len(card.texts) - 1)] if card.texts else card.line
 
 
 # ------------------------------------------------------------------------------------- reading
@@ -287,7 +330,7 @@ class _Builder:
             if kw in OUTPUT_KEYWORDS:
                 continue
             if kw == "HEADING":
-                self.heading += [t for _, t in card.data]
+                self.heading += list(card.texts)
             elif kw == "NODE":
                 self._node(card)
             elif kw == "ELEMENT":
@@ -391,19 +434,25 @@ class _Builder:
                     raise card.error(f"GENERATE: last ({b}) is smaller than first ({a})", ln)
                 self._add_members(names, name, ("labels", np.arange(a, b + 1, inc)), card, ln)
         else:
-            for ln, text in card.data:
-                labels, refs = [], []
-                for tok in _fields(text):
-                    if tok == "":
-                        continue
+            toks, lines = _tokens(card)
+            try:  # fast path: every member is an integer label
+                labels = np.array(toks, dtype=np.int64) if toks else np.zeros(0, np.int64)
+            except (ValueError, OverflowError):
+                labels = None
+            if labels is not None:
+                if (labels <= 0).any():
+                    i = int(np.argmax(labels <= 0))
+                    raise card.error(f"*{kind} member: {toks[i]!r} is not a positive integer "
+                                     "label", lines[i])
+                if len(labels):
+                    self._add_members(names, name, ("labels", labels), card, np.asarray(lines))
+            else:
+                for tok, ln in zip(toks, lines):
                     if re.fullmatch(r"[+-]?\d+(\.0*)?", tok):
-                        labels.append(_label(tok, card, ln, f"*{kind} member"))
+                        lab = np.array([_label(tok, card, ln, f"*{kind} member")])
+                        self._add_members(names, name, ("labels", lab), card, ln)
                     else:
-                        refs.append(tok)
-                if labels:
-                    self._add_members(names, name, ("labels", np.asarray(labels, np.int64)), card, ln)
-                for r in refs:
-                    self._add_members(names, name, ("set", r), card, ln)
+                        self._add_members(names, name, ("set", tok), card, ln)
         if names.get(name) is None:
             names.set(name, [])
 
@@ -630,16 +679,17 @@ class _Builder:
             if mtype == "labels":
                 idx = self._node_index(payload) if kind == "node" else self._elem_index(payload)
                 if (idx < 0).any():
-                    bad = payload[int(np.argmax(idx < 0))]
+                    i = int(np.argmax(idx < 0))
+                    line = int(ln[i]) if np.ndim(ln) else ln
                     raise card.error(f"{'*NSET' if kind == 'node' else '*ELSET'} {name!r}: "
-                                     f"{kind} {bad} is not defined", ln)
+                                     f"{kind} {payload[i]} is not defined", line)
                 out.append(idx)
             else:
                 if payload not in names:
                     what = "node set" if kind == "node" else "element set"
                     raise card.error(f"{name!r} refers to unknown {what} {payload!r}", ln)
                 out.append(self._resolve(names, payload, kind, seen))
-        return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
+        return unique_sorted(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
     def _elements_of(self, token: str, card: Card, ln: int) -> np.ndarray:
         if re.fullmatch(r"\d+", token):
@@ -669,10 +719,20 @@ class _Builder:
 
     def _surface_faces(self, items):
         es, fs = [], []
+        numeric = [(int(t), f, c, ln) for t, f, c, ln in items if t.isdigit()]
+        if numeric:
+            labels = np.array([x[0] for x in numeric], dtype=np.int64)
+            idx = self._elem_index(labels)
+            if (idx < 0).any():
+                _, _, card, ln = numeric[int(np.argmax(idx < 0))]
+                raise card.error(f"element {labels[int(np.argmax(idx < 0))]} is not defined", ln)
+            es.append(idx)
+            fs.append(np.array([x[1] for x in numeric], dtype=np.int64))
         for token, face, card, ln in items:
-            e = self._elements_of(token, card, ln)
-            es.append(e)
-            fs.append(np.full(len(e), face))
+            if not token.isdigit():
+                e = self._elements_of(token, card, ln)
+                es.append(e)
+                fs.append(np.full(len(e), face))
         if not es:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(es), np.concatenate(fs)
