@@ -17,7 +17,7 @@ import numpy as np
 
 from . import assembly
 from .errors import InputFileError
-from .io.atomic import atomic_path
+from .io.atomic import write_vtu
 from .kernels import elastic
 from .parallel import map_ordered
 
@@ -256,15 +256,10 @@ class Result:
 
     def write(self, path, *, compression: str | None = "zlib") -> Path:
         """Write a VTU file atomically (temporary file, then rename); returns the path."""
-        import meshio
-
         path = Path(path)
         if path.suffix.lower() != ".vtu":
             raise InputFileError(f"output file {path} must end in .vtu")
-        mesh = self.to_meshio()
-        with atomic_path(path) as tmp:
-            meshio.write(tmp, mesh, file_format="vtu", compression=compression)
-        return path
+        return write_vtu(path, self.to_meshio(), compression=compression)
 
     def to_pyvista(self):
         """A :class:`pyvista.UnstructuredGrid` with all fields plus nodal averages for contours."""

@@ -226,8 +226,6 @@ def check_constraints(model: Model, system: System) -> None:
         L = float(np.max(np.ptp(x, axis=0))) or 1.0
         rows = []
         cmask = fixed_mask.reshape(n, 3)[nodes]
-        cnodes = nodes[cmask.any(axis=1)]
-        anchor_pts = [model.points[cnodes]] if len(cnodes) else []
         centre = x.mean(axis=0)
         R = _rigid_rows(x, centre, L)
         rows.append(R[cmask])
@@ -241,9 +239,8 @@ def check_constraints(model: Model, system: System) -> None:
                         r = np.zeros((1, 6))
                         r[0, k] = 1.0
                         rows.append(r)
-                anchor_pts.append(p.reference[None])
         C = np.concatenate(rows) if rows else np.zeros((0, 6))
-        free = _free_motions(C, centre, L, anchor_pts)
+        free = _free_motions(C, centre, L)
         if free:
             where = "" if ncomp == 1 else f" of the part containing node {model.node_ids[nodes[0]]}"
             problems.append((where, free))
@@ -256,53 +253,53 @@ def check_constraints(model: Model, system: System) -> None:
             free_motions=free)
 
 
-def _free_motions(C: np.ndarray, centre, L, anchor_pts) -> list[str]:
-    """Names of the rigid-body motions in the null space of the constraint rows C (k, 6)."""
+def _free_motions(C: np.ndarray, centre, L) -> list[str]:
+    """Names of the rigid-body motions in the null space of the constraint rows C (k, 6).
+
+    A motion is (t, theta) with u(x) = t + theta x (x - centre) / L. Free translations along x, y, z
+    and free rotations about axes parallel to x, y, z are named with a point of their axis; what
+    else is free is described by its direction.
+    """
     if len(C):
-        s = np.linalg.svd(C, compute_uv=False)
-        tol = 1e-9 * max(1.0, s[0])
         _, s, vt = np.linalg.svd(C)
-        rank = int((s > tol).sum())
+        rank = int((s > 1e-9 * max(1.0, s[0])).sum())
         null = vt[rank:]
     else:
         null = np.eye(6)
     if len(null) == 0:
         return []
-    anchor = np.concatenate(anchor_pts).mean(0) if anchor_pts else centre
-    # candidate motions: pure translations and rotations about axes through the anchor
-    d = (anchor - centre) / L
-    cands = []
+    Q = np.eye(6) - null.T @ null  # residual of the projection onto the free motions
+    names, found = [], []
     for k in range(3):
-        v = np.zeros(6)
-        v[k] = 1.0
-        cands.append((MOTIONS[k], v))
+        if np.linalg.norm(Q[:, k]) < 1e-6:
+            names.append(MOTIONS[k])
+            found.append(np.eye(6)[k])
     for k in range(3):
-        theta = np.zeros(3)
-        theta[k] = 1.0
-        t = -np.cross(theta, d)  # so that the point `anchor` does not move
-        cands.append((MOTIONS[3 + k] + (" through " + _fmt_pt(anchor) if anchor_pts else ""),
-                      np.concatenate([t, theta])))
-    names = []
-    P = null.T @ null  # projector onto the null space
-    basis = []
-    for name, v in cands:
-        v = v / np.linalg.norm(v)
-        if np.linalg.norm(P @ v - v) < 1e-6:
-            names.append(name)
-            basis.append(v)
-    if len(basis) < len(null):
-        # the remaining free motions are combinations: describe them by their vectors
-        Q = np.array(basis).T if basis else np.zeros((6, 0))
-        for v in null:
-            w = v - (Q @ (Q.T @ v) if Q.size else 0)
-            if np.linalg.norm(w) > 1e-6:
-                w = w / np.linalg.norm(w)
-                names.append("a combined motion (translation " + _fmt_vec(w[:3]) +
-                             ", rotation " + _fmt_vec(w[3:]) + ")")
-                Q = np.column_stack([Q, w])
-            if len(names) >= len(null):
-                break
+        theta = np.eye(3)[k]
+        t = np.linalg.lstsq(Q[:, :3], -Q[:, 3:] @ theta, rcond=None)[0]
+        v = np.concatenate([t, theta])
+        if np.linalg.norm(Q @ v) < 1e-6 * np.linalg.norm(v):
+            names.append(f"{MOTIONS[3 + k]} through {_fmt_pt(_axis_point(t, theta, centre, L))}")
+            found.append(v)
+    if len(found) < len(null):
+        F = np.linalg.qr(np.array(found).T)[0] if found else np.zeros((6, 0))
+        rest = null.T - F @ (F.T @ null.T)
+        u, sv, _ = np.linalg.svd(rest, full_matrices=False)
+        for w in u[:, sv > 1e-6].T[: len(null) - len(found)]:
+            t, theta = w[:3], w[3:]
+            if np.linalg.norm(theta) < 1e-9:
+                names.append(f"translation along {_fmt_vec(t / np.linalg.norm(t))}")
+            else:
+                names.append(f"rotation about an axis along {_fmt_vec(theta / np.linalg.norm(theta))}"
+                             f" through {_fmt_pt(_axis_point(t, theta, centre, L))}")
     return names
+
+
+def _axis_point(t, theta, centre, L):
+    """A point of the rotation axis of the motion u(x) = t + theta x (x - centre) / L."""
+    p = centre + L * np.cross(theta, t) / float(theta @ theta)
+    p[np.abs(p) < 1e-9 * L] = 0.0
+    return p
 
 
 def _fmt_pt(p) -> str:
