@@ -261,7 +261,7 @@ def _free_motions(C: np.ndarray, centre, L) -> list[str]:
     else is free is described by its direction.
     """
     if len(C):
-        _, s, vt = np.linalg.svd(C)
+        _, s, vt = np.linalg.svd(C, full_matrices=False)
         rank = int((s > 1e-9 * max(1.0, s[0])).sum())
         null = vt[rank:]
     else:
