@@ -157,23 +157,20 @@ class Result:
 
     @cached_property
     def reactions(self) -> dict:
-        """Support reactions per constrained set: name -> force (3,) in N, the sum over the dofs that
-        conditions on that set constrain; rigid plates with prescribed components give (6,):
-        force (N) and moment (N mm) about the reference point, zero where not prescribed."""
+        """Support reactions per constrained set: name -> force (3,) in N. Each constrained dof
+        counts once, for the first condition that constrained it (sets sharing an edge do not
+        count it twice), so the forces add up to :meth:`reaction_total`. Rigid plates with
+        prescribed components give (6,): force (N) and moment (N mm) about the reference point,
+        zero where not prescribed."""
         out = {}
         rd, rv = self._reaction_dofs, self._reaction_values
-        pos = np.full(self.system.n_dof, -1, dtype=np.int64)
-        pos[rd] = np.arange(len(rd))
-        dofs_by_name: dict[str, set] = {}
-        for name, nodes, mask in self.system.constraint_sets:
-            acc = dofs_by_name.setdefault(name, set())
-            for comp in np.nonzero(mask)[0]:
-                acc.update((3 * nodes + comp).tolist())
-        for name, dofs in dofs_by_name.items():
-            d = np.array(sorted(dofs), dtype=np.int64)
-            force = np.zeros(3)
-            np.add.at(force, d % 3, rv[pos[d]])
-            out[name] = force
+        n3 = 3 * self.model.n_nodes
+        for name, _, _ in self.system.constraint_sets:
+            out.setdefault(name, np.zeros(3))
+        for d, v, owner in zip(rd.tolist(), rv.tolist(), self.system.fixed_owners):
+            if d < n3:
+                out[owner][d % 3] += v
+        pos = {d: i for i, d in enumerate(rd.tolist()) if d >= n3}
         for p in self.system.plates:
             fm = np.zeros(6)
             for comp in p.prescribed:

@@ -49,6 +49,7 @@ class System:
     plates: list = field(default_factory=list)
     constraint_sets: list = field(default_factory=list)  # (name, node indices, dofs mask (3,))
     active_nodes: np.ndarray | None = None
+    fixed_owners: list = field(default_factory=list)  # the condition name that fixed each dof
 
     @property
     def slave_nodes(self) -> np.ndarray:
@@ -165,7 +166,8 @@ def compile_conditions(model: Model) -> System:
 
     dofs = np.array(sorted(prescribed), dtype=np.int64)
     values = np.array([prescribed[d][0] for d in dofs.tolist()])
-    return System(3 * n, n_dof, f, dofs, values, plates, constraint_sets, used)
+    owners = [prescribed[d][1] for d in dofs.tolist()]
+    return System(3 * n, n_dof, f, dofs, values, plates, constraint_sets, used, owners)
 
 
 # ------------------------------------------------------------------ rigid-body checks
@@ -261,6 +263,8 @@ def _free_motions(C: np.ndarray, centre, L) -> list[str]:
     else is free is described by its direction.
     """
     if len(C):
+        if len(C) < 6:  # the thin SVD of fewer than six rows would hide the null space
+            C = np.vstack([C, np.zeros((6 - len(C), 6))])
         _, s, vt = np.linalg.svd(C, full_matrices=False)
         rank = int((s > 1e-9 * max(1.0, s[0])).sum())
         null = vt[rank:]
