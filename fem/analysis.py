@@ -59,10 +59,10 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     t0 = time.perf_counter()
 
     model.check_materials()
-    sysm = _system.compile_conditions(model)
-    _system.check_constraints(model, sysm)
     pts = xp.asarray(model.points)
     assembly.check_geometry(model, xp, pts)
+    sysm = _system.compile_conditions(model)
+    _system.check_constraints(model, sysm)
     times["checks"] = time.perf_counter() - t0
 
     t = time.perf_counter()

@@ -13,6 +13,7 @@ import argparse
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from .errors import ModelError
@@ -20,8 +21,15 @@ from .errors import ModelError
 logger = logging.getLogger("fem.cli")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one ``error: ...`` line (exit 2)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {_one_line(message)} (see vfem -h)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vfem", description="vertebra-fem: linear-elastic FE of "
+    p = _Parser(prog="vfem", description="vertebra-fem: linear-elastic FE of "
                                 "vertebrae before and after cement augmentation (mm, N, MPa)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress and timings")
     sub = p.add_subparsers(dest="command", required=True)
@@ -71,6 +79,17 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # warnings are shown after a successful run only, so a failing run prints one line
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        status = _run(args)
+    if status == 0:
+        for w in caught:
+            print(f"warning: {_one_line(str(w.message))}", file=sys.stderr)
+    return status
+
+
+def _run(args) -> int:
     try:
         if args.command == "solve":
             from .model import Model

@@ -110,7 +110,10 @@ class Model:
         """
         m = cls()
         m.source = source
-        pts = np.asarray(points, dtype=float)
+        try:
+            pts = np.asarray(points, dtype=float)
+        except (TypeError, ValueError):
+            raise MeshError("points must be numbers (an (n, 3) array of coordinates in mm)") from None
         if pts.ndim != 2 or pts.shape[1] != 3:
             raise MeshError(f"points must be an (n, 3) array of coordinates in mm, got shape {pts.shape}")
         m.points = finite_array("node coordinates", pts, MeshError)
@@ -139,6 +142,11 @@ class Model:
                          else np.asarray(element_ids, dtype=np.int64))
         if len(m.node_ids) != n or len(m.element_ids) != start:
             raise MeshError("node_ids / element_ids must have one label per node / element")
+        for what, ids in (("node", m.node_ids), ("element", m.element_ids)):
+            srt = np.sort(ids)
+            dup = srt[1:][srt[1:] == srt[:-1]]
+            if len(dup):
+                raise MeshError(f"{what} label(s) {format_labels(unique_sorted(dup))} are used twice")
         for b in m.blocks:
             bad = (b.conn < 0) | (b.conn >= n)
             if bad.any():
@@ -372,7 +380,11 @@ class Model:
         for name, value, arr in (("E", E, self.E), ("nu", nu, self.nu)):
             if value is None:
                 continue
-            v = np.asarray(value, dtype=float)
+            try:
+                v = np.asarray(value, dtype=float)
+            except (TypeError, ValueError):
+                raise MaterialError(f"{name}{where} must be a number or an array of numbers, "
+                                    f"got {value!r}") from None
             if v.ndim and v.shape != (len(idx),):
                 raise MaterialError(f"{name}{where} needs one value per element ({len(idx)}), "
                                     f"got shape {v.shape}")

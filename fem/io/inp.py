@@ -43,6 +43,7 @@ OUTPUT_KEYWORDS = {"NODE PRINT", "EL PRINT", "NODE FILE", "EL FILE", "OUTPUT", "
 KNOWN = {"HEADING", "NODE", "ELEMENT", "NSET", "ELSET", "MATERIAL", "ELASTIC", "SOLID SECTION",
          "STEP", "STATIC", "END STEP", "BOUNDARY", "CLOAD", "DLOAD", "SURFACE", "DSLOAD",
          "INCLUDE"} | OUTPUT_KEYWORDS
+NO_DATA = {"STEP", "END STEP", "MATERIAL", "INCLUDE"}
 BOUNDARY_TYPES = {"ENCASTRE": (1, 3), "PINNED": (1, 3), "XSYMM": (1, 1), "YSYMM": (2, 2),
                   "ZSYMM": (3, 3)}
 MAX_INCLUDE_DEPTH = 20
@@ -82,7 +83,7 @@ def _read_text(path: Path, where: tuple[str, int] | None) -> str:
     if b"\x00" in raw[:65536]:
         raise InputFileError(f"{path}: binary file, not an Abaqus/CalculiX text deck")
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # tolerates a byte-order mark
     except UnicodeDecodeError:
         return raw.decode("latin-1")
 
@@ -96,11 +97,13 @@ def _parse_params(text: str, card_path: str, line: int) -> tuple[str, dict]:
     for p in parts[1:]:
         if not p:
             continue
-        if "=" in p:
-            k, v = p.split("=", 1)
-            params[" ".join(k.split()).upper()] = v.strip()
-        else:
-            params[" ".join(p.split()).upper()] = None
+        k, v = (p.split("=", 1) + [None])[:2] if "=" in p else (p, None)
+        key = " ".join(k.split()).upper()
+        if not key:
+            raise DeckError(f"*{keyword}: parameter without a name ({p!r})", card_path, line)
+        if key in params:
+            raise DeckError(f"*{keyword}: parameter {key} given twice", card_path, line)
+        params[key] = v.strip() if v is not None else None
     return keyword, params
 
 
@@ -194,10 +197,15 @@ def _number(tok: str, card: Card, line: int, what: str) -> float:
     return v
 
 
+#: largest node or element label (CalculiX and Abaqus store labels as 32-bit integers)
+MAX_LABEL = 2**31 - 1
+
+
 def _label(tok: str, card: Card, line: int, what: str) -> int:
     v = _number(tok, card, line, what)
-    if v != int(v) or v <= 0:
-        raise card.error(f"{what}: {tok!r} is not a positive integer label", line)
+    if v != int(v) or v <= 0 or v > MAX_LABEL:
+        raise card.error(f"{what}: {tok!r} is not a positive integer label (1..{MAX_LABEL})",
+                         line)
     return int(v)
 
 
@@ -251,10 +259,11 @@ def _tokens(card: Card) -> tuple[list[str], list[int]]:
 
 
 def _labels(col: np.ndarray, card: Card, what: str) -> np.ndarray:
-    bad = (col != np.round(col)) | (col <= 0)
+    bad = (col != np.round(col)) | (col <= 0) | (col > MAX_LABEL)
     if bad.any():
         i = int(np.argmax(bad))
-        raise card.error(f"{what}: {col[i]:g} is not a positive integer label", _row_line(card, i))
+        raise card.error(f"{what}: {col[i]:.15g} is not a positive integer label (1..{MAX_LABEL})",
+                         _row_line(card, i))
     return col.astype(np.int64)
 
 
@@ -329,6 +338,9 @@ class _Builder:
                                  "static subset (see fem.io.inp); remove it or replace it")
             if kw in OUTPUT_KEYWORDS:
                 continue
+            if kw in NO_DATA and card.texts:
+                raise card.error(f"*{kw} takes no data lines, found {card.texts[0][:40]!r}",
+                                 card.numbers[0])
             if kw == "HEADING":
                 self.heading += list(card.texts)
             elif kw == "NODE":
@@ -354,7 +366,7 @@ class _Builder:
             elif kw == "STEP":
                 if step_seen:
                     raise card.error("a second *STEP: vertebra-fem solves one linear static step")
-                nl = (card.params.get("NLGEOM") or "NO").upper()
+                nl = (card.params.get("NLGEOM") or "YES").upper()  # bare NLGEOM means YES
                 if "NLGEOM" in card.params and nl not in ("NO",):
                     raise card.error("*STEP, NLGEOM: geometric nonlinearity is not supported "
                                      "(linear static analysis only)")
@@ -399,11 +411,11 @@ class _Builder:
         arr = _table(card, k + 1, f"*ELEMENT, TYPE={etype} data (label and {k} nodes)")
         labels = _labels(arr[:, 0], card, "element label")
         nodes = arr[:, 1:]
-        bad = (nodes != np.round(nodes)) | (nodes <= 0)
+        bad = (nodes != np.round(nodes)) | (nodes <= 0) | (nodes > MAX_LABEL)
         if bad.any():
             row = int(np.argmax(bad.any(axis=1)))
-            raise card.error(f"element {labels[row]}: node {nodes[row][bad[row]][0]:g} is not a "
-                             "positive integer label", _row_line(card, row))
+            raise card.error(f"element {labels[row]}: node {nodes[row][bad[row]][0]:.15g} is not a "
+                             f"positive integer label (1..{MAX_LABEL})", _row_line(card, row))
         conn = nodes.astype(np.int64)
         self.elem_blocks.append((name, labels, conn, card))
         if card.params.get("ELSET"):
@@ -428,11 +440,12 @@ class _Builder:
                 f = _fields(text)
                 if len(f) not in (2, 3):
                     raise card.error("GENERATE data must be: first, last[, increment]", ln)
-                a, b = _label(f[0], card, ln, "first"), _label(f[1], card, ln, "last")
-                inc = _label(f[2], card, ln, "increment") if len(f) == 3 else 1
+                what = f"*{kind} {name}, GENERATE"
+                a, b = _label(f[0], card, ln, f"{what}: first"), _label(f[1], card, ln, f"{what}: last")
+                inc = _label(f[2], card, ln, f"{what}: increment") if len(f) == 3 else 1
                 if b < a:
                     raise card.error(f"GENERATE: last ({b}) is smaller than first ({a})", ln)
-                self._add_members(names, name, ("labels", np.arange(a, b + 1, inc)), card, ln)
+                self._add_members(names, name, ("range", (a, b, inc)), card, ln)
         else:
             toks, lines = _tokens(card)
             try:  # fast path: every member is an integer label
@@ -588,10 +601,10 @@ class _Builder:
     # ----------------------------------------------------------------- pass 2: build the model
 
     def _assemble(self) -> Model:
-        if not self.node_blocks:
-            raise DeckError("the deck defines no nodes (*NODE)", self.path)
-        if not self.elem_blocks:
-            raise DeckError("the deck defines no elements (*ELEMENT)", self.path)
+        if not sum(len(b[0]) for b in self.node_blocks):
+            raise DeckError("the deck defines no nodes (*NODE with data lines)", self.path)
+        if not sum(len(b[1]) for b in self.elem_blocks):
+            raise DeckError("the deck defines no elements (*ELEMENT with data lines)", self.path)
         node_labels = np.concatenate([b[0] for b in self.node_blocks])
         coords = np.concatenate([b[1] for b in self.node_blocks])
         order = np.argsort(node_labels, kind="stable")
@@ -676,6 +689,13 @@ class _Builder:
         seen = seen | {key}
         out = []
         for (mtype, payload), card, ln in names.get(name):
+            if mtype == "range":
+                a, b, inc = payload
+                defined = self.node_sorted if kind == "node" else self.elem_sorted
+                if (b - a) // inc + 1 > len(defined):
+                    raise card.error(f"set {name!r}, GENERATE {a}..{b}: more {kind} labels than "
+                                     f"the deck defines ({len(defined)}): some are undefined", ln)
+                mtype, payload = "labels", np.arange(a, b + 1, inc)
             if mtype == "labels":
                 idx = self._node_index(payload) if kind == "node" else self._elem_index(payload)
                 if (idx < 0).any():

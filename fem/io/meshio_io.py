@@ -9,6 +9,8 @@ the labels, and ``region`` codes with their ``region N: name`` field data the ma
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import re
@@ -151,14 +153,17 @@ def model_to_meshio(model: Model):
 def check_readable(path) -> Path:
     """Raise :class:`InputFileError` if ``path`` is missing, a folder, empty or unreadable."""
     p = Path(path)
-    if not p.exists():
-        raise InputFileError(f"{p}: no such file")
-    if p.is_dir():
-        raise InputFileError(f"{p}: is a folder, not a file")
-    if not os.access(p, os.R_OK):
-        raise InputFileError(f"{p}: permission denied")
-    if p.stat().st_size == 0:
-        raise InputFileError(f"{p}: the file is empty")
+    try:
+        if not p.exists():
+            raise InputFileError(f"{p}: no such file")
+        if p.is_dir():
+            raise InputFileError(f"{p}: is a folder, not a file")
+        if not os.access(p, os.R_OK):
+            raise InputFileError(f"{p}: permission denied")
+        if p.stat().st_size == 0:
+            raise InputFileError(f"{p}: the file is empty")
+    except OSError as exc:  # a name too long, a broken mount
+        raise InputFileError(f"{p}: cannot be opened ({exc.strerror or exc})") from None
     return p
 
 
@@ -168,8 +173,10 @@ def read_mesh_file(path, *, E=None, nu=None) -> Model:
 
     p = check_readable(path)
     try:
-        mesh = meshio.read(p)
-    except Exception as exc:  # meshio raises many types for unreadable input
+        # meshio prints its own complaints (and sys.exit()s on some files): keep them quiet
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            mesh = meshio.read(p)
+    except (Exception, SystemExit) as exc:  # meshio raises many types, and sys.exit()s on some
         raise InputFileError(f"{p}: cannot read as a mesh ({type(exc).__name__}: {exc})") from None
     model = model_from_meshio(mesh, E=E, nu=nu)
     model.source = str(p)
