@@ -1,6 +1,6 @@
 """Smoothed-aggregation AMG for 3-D elasticity: pyamg builds the hierarchy, we run the V-cycle.
 
-pyamg (Olson & Schroder) coarsens the block (3x3 per node) matrix by smoothed aggregation with the
+pyamg (Olson & Schroder) supplies the aggregation of the block (3x3 per node) matrix, with the
 six rigid-body modes as near-null space. Its own cycle smooths with Gauss-Seidel, which is
 sequential; here each level is smoothed instead by a Chebyshev polynomial in the block-Jacobi
 preconditioned operator (Adams, Brezina, Hu & Tuminaro 2003), built from sparse products only.
@@ -8,9 +8,9 @@ That makes every operation of the cycle a sparse product or a vector update: it 
 CPU threads (:class:`fem.parallel.RowSplit`) and unchanged on a GPU array backend.
 
 Set-up choices, measured with ``bench/bench_hex_block.py``: symmetric strength of connection with
-theta 0; no candidate improvement; Jacobi-smoothed prolongation with a local (Gershgorin) spectral
-radius estimate; coarsening down to at most 100 nodes, solved directly; Chebyshev of degree 2 on
-[lambda_max / 4, 1.1 lambda_max] with lambda_max from 10 Lanczos steps.
+theta 0; standard aggregation; Jacobi-smoothed prolongation with omega 4/3 over lambda_max of the
+block-Jacobi operator; coarsening down to at most 100 nodes, solved directly; Chebyshev of degree
+2 on [lambda_max / 4, 1.1 lambda_max] with lambda_max from 10 Lanczos steps.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from .errors import SolverError
-from .parallel import RowSplit
+from .parallel import RowSplit, map_ordered, map_parts, rmatvec
 
 
 def _block_diagonal(A):
@@ -98,8 +98,8 @@ class Chebyshev:
     def __init__(self, A, op, degree: int = 2, lower: float = 0.25, upper: float = 1.1):
         self.op = op
         self.prec = BlockJacobi(A)
-        lmax = lanczos_max_eig(op.__matmul__, A.shape[0], self.prec)
-        self.a, self.b = lower * lmax, upper * lmax
+        self.lmax = lanczos_max_eig(op.__matmul__, A.shape[0], self.prec)
+        self.a, self.b = lower * self.lmax, upper * self.lmax
         self.degree = degree
 
     def __call__(self, x, b, zero_guess: bool = False):
@@ -123,47 +123,61 @@ class Chebyshev:
 
 
 class SmoothedAggregationAMG:
-    """A V-cycle preconditioner (``.matvec``) for SPD elasticity matrices in BSR form."""
+    """A V-cycle preconditioner (``.matvec``) for SPD elasticity matrices in BSR form.
+
+    The hierarchy is built level by level from pyamg's parts (symmetric strength of connection,
+    standard aggregation, fitting the near-null space B into a tentative prolongator T), with the
+    two sparse products that dominate time and memory done here on row parts of A, on the
+    worker threads: the smoothed prolongator P = T - (4/3) / lambda_max D^{-1} A T (lambda_max of
+    the block-Jacobi operator, from the same Lanczos estimate the Chebyshev smoother uses) and
+    the Galerkin product P^T A P. Only P is stored; P^T r is computed from P's row parts.
+    """
 
     def __init__(self, A, B, *, precision: str = "double", max_coarse: int = 100,
-                 degree: int = 2, **pyamg_options):
-        import pyamg
+                 degree: int = 2, theta: float = 0.0, max_levels: int = 12, omega: float = 4 / 3):
         import scipy.sparse.linalg as sla
 
         if precision not in ("double", "mixed"):
             raise SolverError(f"precision must be 'double' or 'mixed', got {precision!r}")
         t0 = time.perf_counter()
         self.dtype = np.float32 if precision == "mixed" else np.float64
-        opts = dict(
-            strength=("symmetric", {"theta": 0.0}),
-            improve_candidates=None,
-            smooth=("jacobi", {"omega": 4.0 / 3.0, "weighting": "local"}),
-            max_coarse=max_coarse,  # in nodes (blocks) of the coarsest level, not dofs
-            keep=False,
-        )
-        opts.update(pyamg_options)
-        Ah = A if A.dtype == self.dtype else A.astype(self.dtype)
-        ml = pyamg.smoothed_aggregation_solver(Ah, B=np.asarray(B, dtype=self.dtype), **opts)
         self.levels = []
-        for lvl in ml.levels[:-1]:
-            op = RowSplit(lvl.A)
-            self.levels.append((op, Chebyshev(lvl.A, op, degree), lvl.P.tocsr(), lvl.R.tocsr()))
-        Ac = ml.levels[-1].A.tocsc()
-        self.coarse = sla.splu(Ac.astype(np.float64))
-        self.n_levels = len(ml.levels)
-        self.operator_complexity = float(ml.operator_complexity())
-        self.sizes = [lvl.A.shape[0] for lvl in ml.levels]
+        self.sizes = [A.shape[0]]
+        nnz = [A.nnz]
+        Al = A
+        Bl = np.asarray(B, dtype=np.float64)
+        while Al.shape[0] // Al.blocksize[0] > max_coarse and len(self.levels) < max_levels - 1:
+            op = RowSplit(Al)
+            smoother = Chebyshev(Al, op, degree)
+            T, Bc = _tentative(Al, Bl, theta)
+            if T.shape[1] >= Al.shape[0]:  # aggregation stalled
+                break
+            P = _smooth_prolongator(op, T, smoother.prec.Dinv, omega / smoother.lmax)
+            Ac = _galerkin(Al, P)
+            Pc = RowSplit(P.tocsr())
+            del P, T
+            Ah = Al if Al.dtype == self.dtype else Al.astype(self.dtype)
+            if Ah is not Al:
+                op = RowSplit(Ah)
+                smoother = Chebyshev(Ah, op, degree)
+            self.levels.append((op, smoother, Pc))
+            Al, Bl = Ac, Bc
+            self.sizes.append(Al.shape[0])
+            nnz.append(Al.nnz)
+        self.coarse = sla.splu(Al.tocsc().astype(np.float64))
+        self.n_levels = len(self.levels) + 1
+        self.operator_complexity = float(sum(nnz) / nnz[0])
         self.shape = A.shape
         self.setup_time = time.perf_counter() - t0
 
     def _cycle(self, level: int, b):
         if level == len(self.levels):
             return self.coarse.solve(b.astype(np.float64)).astype(b.dtype)
-        op, smooth, P, R = self.levels[level]
+        op, smooth, P = self.levels[level]
         x = np.zeros_like(b)
         smooth(x, b, zero_guess=True)
         r = b - op @ x
-        x += P @ self._cycle(level + 1, R @ r)
+        x += P @ self._cycle(level + 1, rmatvec(P, r))
         smooth(x, b)
         return x
 
@@ -176,3 +190,80 @@ class SmoothedAggregationAMG:
     def describe(self) -> str:
         return (f"{self.n_levels} levels {self.sizes}, operator complexity "
                 f"{self.operator_complexity:.2f}")
+
+
+def _tentative(A, B, theta: float):
+    """Tentative prolongator T (BSR, R x 6 blocks) and coarse near-null space, by pyamg."""
+    from pyamg.aggregation.aggregate import standard_aggregation
+    from pyamg.aggregation.tentative import fit_candidates
+    from pyamg.strength import symmetric_strength_of_connection
+
+    C = symmetric_strength_of_connection(A, theta)
+    AggOp = standard_aggregation(C)[0]
+    T, Bc = fit_candidates(AggOp, B)
+    return T, Bc
+
+
+def _bsr_rows(M, a: int, b: int):
+    """Block rows a..b of a BSR matrix as a BSR matrix sharing its data."""
+    import scipy.sparse as sp
+
+    R = M.blocksize[0]
+    ip = M.indptr
+    lo, hi = ip[a], ip[b]
+    return sp.bsr_matrix((M.data[lo:hi], M.indices[lo:hi], ip[a:b + 1] - lo),
+                         shape=(R * (b - a), M.shape[1]))
+
+
+def _smooth_prolongator(op: RowSplit, T, Dinv, scale: float):
+    """P = T - scale D^{-1} A T, computed on the row parts of A (threads)."""
+    R = T.blocksize[0]
+    T.sort_indices()
+
+    def part(Ak, rows):
+        a, b = rows[0] // R, rows[1] // R
+        AT = (Ak @ T).tobsr(blocksize=T.blocksize)
+        AT.sort_indices()
+        brow = np.repeat(np.arange(a, b), np.diff(AT.indptr))
+        AT.data[:] = np.matmul(Dinv[brow], AT.data) * scale
+        return (_bsr_rows(T, a, b) - AT).tobsr(blocksize=T.blocksize)
+
+    parts = map_parts(part, op)
+    return _bsr_vstack(parts, T.blocksize, T.shape[1])
+
+
+def _bsr_vstack(parts, blocksize, ncols: int):
+    """Stack BSR matrices of one block size by concatenating their arrays (no COO detour)."""
+    import scipy.sparse as sp
+
+    parts = [p.tobsr(blocksize=blocksize) for p in parts]
+    for p in parts:
+        p.sort_indices()
+    offsets = np.cumsum([0] + [p.indptr[-1] for p in parts[:-1]])
+    indptr = np.concatenate([parts[0].indptr[:1]] + [p.indptr[1:] + o for p, o in zip(parts, offsets)])
+    return sp.bsr_matrix((np.concatenate([p.data for p in parts]),
+                          np.concatenate([p.indices for p in parts]), indptr),
+                         shape=(sum(p.shape[0] for p in parts), ncols))
+
+
+def _galerkin(A, P, parts: int = 8):
+    """The coarse operator P^T A P, as the sum over row parts of A of P_k^T (A_k P).
+
+    The parts run on the worker threads, a few at a time, and are summed as they come, so only a
+    few slices of the large intermediate A P exist at once.
+    """
+    R = P.blocksize[0]
+    C = P.blocksize[1]
+    split = RowSplit(A, parts=parts)
+
+    def part(item):
+        Ak, (r0, r1) = item
+        AP = Ak @ P
+        return (_bsr_rows(P, r0 // R, r1 // R).T @ AP).tobsr(blocksize=(C, C))
+
+    Ac = None
+    for partial in map_ordered(part, list(zip(split.parts, split.rows))):
+        Ac = partial if Ac is None else Ac + partial
+    Ac = Ac.tobsr(blocksize=(C, C))
+    Ac.sort_indices()
+    return Ac

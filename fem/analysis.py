@@ -68,6 +68,7 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     t = time.perf_counter()
     pattern, data = assembly.assemble_stiffness(model, be)
     K = assembly.to_matrix(pattern, data, be)
+    del pattern, data  # the element positions are not needed any more
     times["assembly"] = time.perf_counter() - t
 
     t = time.perf_counter()

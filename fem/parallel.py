@@ -71,10 +71,11 @@ class RowSplit:
         self.A = A
         self.shape = A.shape
         self.dtype = A.dtype
-        parts = parts or n_threads()
         R = A.blocksize[0] if A.format == "bsr" else 1
         nrows = A.shape[0] // R
-        parts = max(1, min(parts, nrows // max(1, MIN_ROWS_PER_THREAD // R)))
+        if parts is None:
+            parts = max(1, min(n_threads(), nrows // max(1, MIN_ROWS_PER_THREAD // R)))
+        parts = max(1, min(parts, nrows))
         ip = A.indptr
         cuts = np.searchsorted(ip, np.linspace(0, ip[-1], parts + 1)).astype(np.int64)
         cuts[0], cuts[-1] = 0, nrows
@@ -110,3 +111,28 @@ class RowSplit:
 
     def matvec(self, x):
         return self @ x
+
+
+def _rmatvec_part(part, r):
+    return part.T @ r
+
+
+def rmatvec(split: RowSplit, r):
+    """``A.T @ r`` for a :class:`RowSplit` matrix: partial products of the row parts, summed."""
+    if len(split.parts) == 1:
+        return split.parts[0].T @ r
+    ex = pool()
+    futures = [ex.submit(_rmatvec_part, split.parts[i], r[a:b])
+               for i, (a, b) in enumerate(split.rows) if i > 0]
+    a, b = split.rows[0]
+    y = split.parts[0].T @ r[a:b]
+    for f in futures:
+        y += f.result()
+    return y
+
+
+def map_parts(func, split: RowSplit):
+    """``[func(part, (row0, row1)) for each row part]`` on the thread pool."""
+    ex = pool()
+    futures = [ex.submit(func, p, rows) for p, rows in zip(split.parts, split.rows)]
+    return [f.result() for f in futures]
