@@ -135,8 +135,6 @@ class SmoothedAggregationAMG:
 
     def __init__(self, A, B, *, precision: str = "double", max_coarse: int = 100,
                  degree: int = 2, theta: float = 0.0, max_levels: int = 12, omega: float = 4 / 3):
-        import scipy.sparse.linalg as sla
-
         if precision not in ("double", "mixed"):
             raise SolverError(f"precision must be 'double' or 'mixed', got {precision!r}")
         t0 = time.perf_counter()
@@ -164,7 +162,7 @@ class SmoothedAggregationAMG:
             Al, Bl = Ac, Bc
             self.sizes.append(Al.shape[0])
             nnz.append(Al.nnz)
-        self.coarse = sla.splu(Al.tocsc().astype(np.float64))
+        self.coarse = _CoarseSolver(Al)
         self.n_levels = len(self.levels) + 1
         self.operator_complexity = float(sum(nnz) / nnz[0])
         self.shape = A.shape
@@ -172,7 +170,7 @@ class SmoothedAggregationAMG:
 
     def _cycle(self, level: int, b):
         if level == len(self.levels):
-            return self.coarse.solve(b.astype(np.float64)).astype(b.dtype)
+            return self.coarse(b.astype(np.float64)).astype(b.dtype)
         op, smooth, P = self.levels[level]
         x = np.zeros_like(b)
         smooth(x, b, zero_guess=True)
@@ -190,6 +188,34 @@ class SmoothedAggregationAMG:
     def describe(self) -> str:
         return (f"{self.n_levels} levels {self.sizes}, operator complexity "
                 f"{self.operator_complexity:.2f}")
+
+
+class _CoarseSolver:
+    """Direct solve on the coarsest level: dense Cholesky when small, else sparse LU; a singular
+    coarse matrix (possible with unusual aggregates) falls back to the pseudo-inverse."""
+
+    DENSE_MAX = 3000
+
+    def __init__(self, A):
+        import scipy.linalg as la
+
+        n = A.shape[0]
+        if n <= self.DENSE_MAX:
+            M = A.toarray().astype(np.float64)
+            try:
+                self._cho = la.cho_factor(M)
+                self._solve = lambda b: la.cho_solve(self._cho, b)
+            except la.LinAlgError:
+                Minv = la.pinvh(M)
+                self._solve = lambda b: Minv @ b
+        else:
+            import scipy.sparse.linalg as sla
+
+            lu = sla.splu(A.tocsc().astype(np.float64))
+            self._solve = lu.solve
+
+    def __call__(self, b):
+        return self._solve(b)
 
 
 def _tentative(A, B, theta: float):

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 SOLVERS = ("auto", "direct", "amg", "cg")
 #: with solver="auto", models up to this many dofs are solved directly, larger ones by AMG-CG
-DIRECT_MAX_DOF = 30_000
+DIRECT_MAX_DOF = 5_000
 
 
 def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: float = 1e-8,
@@ -42,7 +42,8 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     """Solve the linear static problem of ``model`` (mm, N, MPa); returns a :class:`Result`.
 
     ``solver``: "direct" (sparse LU), "amg" (CG with a smoothed-aggregation AMG preconditioner),
-    "cg" (Jacobi-preconditioned CG, for tests) or "auto" (direct up to 30 000 dofs, else amg).
+    "cg" (Jacobi-preconditioned CG, for tests) or "auto" (direct up to 5 000 equations, else amg:
+    SuperLU fill-in grows fast on 3-D meshes, AMG-CG is faster from a few thousand dofs on).
     ``rtol``/``atol``/``maxiter`` control the iterative solvers; ``precision="mixed"`` keeps the
     AMG hierarchy in float32. Raises a :class:`~fem.ModelError` subclass for bad input.
     """
