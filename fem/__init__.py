@@ -9,7 +9,36 @@ Quick use::
     result.write("out.vtu")
 """
 
-from .errors import (
+def _map_source_tree() -> None:
+    """Make ``fem.kernels`` and ``fem.meshes`` importable from a source checkout.
+
+    Installed, they are subpackages (setuptools maps ``kernels/`` and ``meshes/`` into ``fem``);
+    run from the repository without installing (``python -m fem.cli`` in the checkout, where the
+    checkout's ``fem/`` shadows the installed one), they live beside ``fem/``.
+    """
+    import importlib.util
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(here)
+    if not os.path.isfile(os.path.join(root, "pyproject.toml")):
+        return
+    for sub in ("kernels", "meshes"):
+        name = f"{__name__}.{sub}"
+        init = os.path.join(root, sub, "__init__.py")
+        if name in sys.modules or os.path.isdir(os.path.join(here, sub)) or not os.path.isfile(init):
+            continue
+        spec = importlib.util.spec_from_file_location(
+            name, init, submodule_search_locations=[os.path.join(root, sub)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
+_map_source_tree()
+
+from .errors import (  # noqa: E402
     BoundaryConditionError,
     ConvergenceError,
     DeckError,
@@ -21,7 +50,7 @@ from .errors import (
     SolverError,
     UnderConstrainedError,
 )
-from .loads import (
+from .loads import (  # noqa: E402
     Displacement,
     Fixed,
     NodalForce,
@@ -30,9 +59,9 @@ from .loads import (
     TotalForce,
     Traction,
 )
-from .model import FaceSet, Model
-from .result import Result
-from .analysis import solve
+from .model import FaceSet, Model  # noqa: E402
+from .result import Result  # noqa: E402
+from .analysis import solve  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -41,6 +41,11 @@ class SolveInfo:
                 f"{t}")
 
 
+#: smallest/largest pivot ratio below which the factorised stiffness counts as singular: a hinge
+#: between two hex8 gives 1e-16, a slender bar with a 10^6 stiffness contrast 8e-12
+PIVOT_TOL = 1e-14
+
+
 def direct(A, b):
     """Solve A x = b with a sparse direct factorisation; raises SolverError if singular."""
     xp = array_module(b)
@@ -55,6 +60,12 @@ def direct(A, b):
         except RuntimeError as exc:
             raise SolverError(f"the stiffness matrix is singular ({exc}): look for elements "
                               "or parts connected by a single node or edge") from None
+        pivots = np.abs(lu.U.diagonal())
+        ratio = pivots.min() / max(pivots.max(), 1e-300)
+        if ratio < PIVOT_TOL:
+            raise SolverError(
+                f"the stiffness matrix is singular (smallest/largest pivot {ratio:.1e}): a "
+                "mechanism, e.g. parts joined by a single node or edge, or unsupported parts")
         x = lu.solve(b)
     else:
         import cupyx.scipy.sparse.linalg as csla

@@ -1,0 +1,133 @@
+"""Solvers: choice by size, AMG-CG against the direct solve, tolerances, failures and records."""
+
+import numpy as np
+import pytest
+
+import fem
+from fem import analysis
+from fem.amg import SmoothedAggregationAMG, lanczos_max_eig
+from fem.meshes.blocks import hex_block, tet_block
+
+
+def _block(n, distort=0.2, tet=False):
+    if tet:
+        m = tet_block((n, n, 2 * n), (10.0, 10.0, 20.0), order=2, distort=distort, E=500.0, nu=0.3)
+    else:
+        m = hex_block((n, n, 2 * n), (10.0, 10.0, 20.0), distort=distort, E=500.0, nu=0.3)
+    # a stiff layer (cement-like) makes the problem heterogeneous
+    top = np.nonzero(m.points[m.blocks[0].conn].mean(axis=1)[:, 2] > 10.0)[0]
+    m.add_region("cement", top)
+    m.set_material("cement", E=3000.0, nu=0.35)
+    m.add(fem.Fixed("zmin"), fem.Pressure("zmax", 1.0), fem.TotalForce("xmax", (0.0, 5.0, 0.0)))
+    return m
+
+
+@pytest.mark.parametrize("tet", [False, True])
+def test_amg_cg_agrees_with_direct(tet):
+    m = _block(5 if tet else 8, tet=tet)
+    ref = fem.solve(m, solver="direct")
+    res = fem.solve(m, solver="amg", rtol=1e-10)
+    scale = np.abs(ref.displacement).max()
+    assert np.abs(res.displacement - ref.displacement).max() < 1e-8 * scale
+    assert res.info.solver == "amg" and res.info.iterations > 0
+    assert res.info.residual <= 1e-10
+    assert res.info.residuals[0] == pytest.approx(1.0)
+    assert len(res.info.residuals) == res.info.iterations + 1
+    for phase in ("checks", "assembly", "constraints", "setup", "solve", "total"):
+        assert res.info.times[phase] >= 0.0
+
+
+def test_amg_iterations_do_not_grow_with_the_mesh():
+    """Smoothed aggregation with the rigid-body modes: iterations stay nearly flat under
+    refinement (8x the elements), unlike Jacobi-preconditioned CG."""
+    its = [fem.solve(_block(n), solver="amg", rtol=1e-8).info.iterations for n in (6, 12)]
+    assert its[1] <= 1.5 * its[0] + 2, its
+    jac = [fem.solve(_block(n), solver="cg", rtol=1e-8).info.iterations for n in (6, 12)]
+    assert jac[1] > 1.6 * jac[0], jac
+    assert its[1] < jac[1] / 5
+
+
+def test_mixed_precision_reaches_the_same_tolerance():
+    m = _block(8)
+    d = fem.solve(m, solver="amg", rtol=1e-10)
+    x = fem.solve(m, solver="amg", rtol=1e-10, precision="mixed")
+    assert x.info.residual <= 1e-10
+    assert x.info.precision == "mixed"
+    scale = np.abs(d.displacement).max()
+    assert np.abs(x.displacement - d.displacement).max() < 1e-8 * scale
+
+
+def test_rtol_is_respected_and_tighter_costs_more():
+    m = _block(8)
+    loose = fem.solve(m, solver="amg", rtol=1e-4)
+    tight = fem.solve(m, solver="amg", rtol=1e-11)
+    assert loose.info.residual <= 1e-4 and tight.info.residual <= 1e-11
+    assert tight.info.iterations > loose.info.iterations
+
+
+def test_non_convergence_raises_with_the_history():
+    m = _block(8)
+    with pytest.raises(fem.ConvergenceError) as info:
+        fem.solve(m, solver="cg", rtol=1e-12, maxiter=5)
+    err = info.value
+    assert len(err.residuals) == 6 and err.residuals[0] == pytest.approx(1.0)
+    assert err.residuals[-1] > 1e-12
+    assert "did not converge in 5 iterations" in str(err)
+
+
+def test_auto_chooses_by_size():
+    small = _block(3)  # 3 (4*4*7) = 336 dofs
+    big = _block(10)
+    assert big.n_dof > analysis.DIRECT_MAX_DOF >= small.n_dof
+    assert fem.solve(small).info.solver == "direct"
+    assert fem.solve(big).info.solver == "amg"
+
+
+def test_hinge_mechanism_is_reported_by_the_direct_solver():
+    """Two cubes sharing a single corner node pass the rigid-body check (the mesh is connected)
+    but the upper cube can rotate about the shared node: the factorisation reports it."""
+    a = hex_block((1, 1, 1), (1.0, 1.0, 1.0))
+    corners = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0],
+                        [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], dtype=float)
+    shared = int(np.nonzero(np.all(np.isclose(a.points, 1.0), axis=1))[0][0])
+    pts = np.vstack([a.points, corners[1:] + 1.0])
+    conn_b = np.r_[shared, len(a.points) + np.arange(7)][None]
+    model = fem.Model.from_arrays(pts, [("hex8", a.blocks[0].conn), ("hex8", conn_b)],
+                                  E=100.0, nu=0.3)
+    model.add(fem.Fixed(np.nonzero(pts[:, 2] < 1e-9)[0]))
+    with pytest.raises(fem.SolverError, match="singular"):
+        fem.solve(model, solver="direct")
+
+
+def test_lanczos_estimate_brackets_the_spectrum():
+    """The Chebyshev smoother's lambda_max estimate is close to the true largest eigenvalue of
+    the block-Jacobi operator and never far below it (which would make the smoother diverge)."""
+    from fem.amg import BlockJacobi
+    from fem.assembly import assemble_stiffness, to_matrix
+    from fem.kernels.backend import get_backend
+
+    m = hex_block((4, 4, 4), distort=0.2, E=100.0, nu=0.3)
+    be = get_backend("numpy")
+    A = to_matrix(*assemble_stiffness(m, be), be)
+    prec = BlockJacobi(A)
+    est = lanczos_max_eig(lambda v: A @ v, A.shape[0], prec)
+    Dinv = np.zeros(A.shape)
+    for i in range(A.shape[0] // 3):
+        Dinv[3 * i:3 * i + 3, 3 * i:3 * i + 3] = prec.Dinv[i]
+    true = np.max(np.real(np.linalg.eigvals(Dinv @ A.toarray())))
+    assert 0.9 * true <= est <= 1.0001 * true
+
+
+def test_amg_hierarchy_coarsens():
+    from fem.assembly import assemble_stiffness, to_matrix
+    from fem.kernels.backend import get_backend
+    from fem.solvers import rigid_body_modes
+
+    m = hex_block((12, 12, 12), distort=0.2, E=100.0, nu=0.3)
+    be = get_backend("numpy")
+    A = to_matrix(*assemble_stiffness(m, be), be)
+    M = SmoothedAggregationAMG(A, rigid_body_modes(m.points))
+    assert M.n_levels >= 2
+    assert all(b < a for a, b in zip(M.sizes, M.sizes[1:]))
+    assert M.sizes[-1] <= 6 * 100
+    assert 1.0 < M.operator_complexity < 2.0
