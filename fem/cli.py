@@ -35,12 +35,23 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("solve", help="solve an Abaqus/CalculiX deck or a mesh file, write VTU")
-    s.add_argument("input", help="an .inp deck or a mesh file meshio reads (materials and "
-                   "loads come from the deck; a mesh file needs --E/--nu and gets no loads)")
+    s.add_argument("input", help="an .inp deck (mesh, materials, supports and loads) or a mesh "
+                   "file meshio reads (VTU, gmsh .msh, ...: give --E/--nu unless it carries E and "
+                   "nu cell data, and supports and loads with the options below)")
     s.add_argument("--out", required=True, help="output .vtu file")
     _solver_args(s)
-    s.add_argument("--E", type=float, default=None, help="Young's modulus (MPa) for a mesh file")
-    s.add_argument("--nu", type=float, default=None, help="Poisson's ratio for a mesh file")
+    g = s.add_argument_group("materials, supports and loads (added to those of a deck; SET "
+                             "names a node set, face set or region of the input)")
+    g.add_argument("--E", type=float, default=None, help="Young's modulus (MPa) of all elements")
+    g.add_argument("--nu", type=float, default=None, help="Poisson's ratio of all elements")
+    g.add_argument("--fix", action="append", default=[], metavar="SET[:xyz]",
+                   help="zero displacement of SET (all components, or those listed)")
+    g.add_argument("--displace", action="append", default=[], metavar="SET=ux,uy,uz",
+                   help="prescribed displacement (mm) of SET; '-' leaves a component free")
+    g.add_argument("--pressure", action="append", default=[], metavar="FACESET=p",
+                   help="uniform pressure (MPa) on a face set, positive into the body")
+    g.add_argument("--force", action="append", default=[], metavar="FACESET=Fx,Fy,Fz",
+                   help="total force (N) spread over a face set by area")
 
     e = sub.add_parser("example", help="solve the bundled example (an osteoporotic lumbar "
                        "vertebral body under 0.6 MPa endplate pressure) and write VTU")
@@ -97,10 +108,10 @@ def _run(args) -> int:
             if not (0.0 < args.rtol < 1.0):
                 raise ModelError(f"--rtol must lie in (0, 1), got {args.rtol}")
             path = Path(args.input)
-            if path.suffix.lower() == ".inp":
-                model = Model.from_inp(path)
-            else:
-                model = Model.from_file(path, E=args.E, nu=args.nu)
+            model = Model.from_inp(path) if path.suffix.lower() == ".inp" else Model.from_file(path)
+            if args.E is not None or args.nu is not None:
+                model.set_material(None, E=args.E, nu=args.nu)
+            model.add(*_conditions(args))
             return _solve_and_write(model, args)
         if args.command == "example":
             from .meshes.example import example_deck
@@ -119,6 +130,43 @@ def _run(args) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     return 1
+
+
+def _conditions(args) -> list:
+    """Supports and loads from --fix, --displace, --pressure and --force."""
+    from . import loads as L
+
+    out = []
+    for spec in args.fix:
+        name, _, dofs = spec.partition(":")
+        out.append(L.Fixed(name, dofs or "xyz"))
+    for spec in args.displace:
+        name, vals = _split("--displace", spec, "SET=ux,uy,uz")
+        out.append(L.Displacement(name, tuple(None if v == "-" else _float("--displace", v)
+                                              for v in vals)))
+    for spec in args.pressure:
+        name, vals = _split("--pressure", spec, "FACESET=p")
+        out.append(L.Pressure(name, _float("--pressure", vals[0])))
+    for spec in args.force:
+        name, vals = _split("--force", spec, "FACESET=Fx,Fy,Fz")
+        out.append(L.TotalForce(name, tuple(_float("--force", v) for v in vals)))
+    return out
+
+
+def _split(opt: str, spec: str, form: str):
+    """'NAME=a,b,c' -> ('NAME', ['a', 'b', 'c']), as many values as ``form`` has."""
+    name, eq, rest = spec.partition("=")
+    vals = [v.strip() for v in rest.split(",")] if eq else []
+    if not name or len(vals) != form.count(",") + 1:
+        raise ModelError(f"{opt} {spec!r}: expected {form}")
+    return name, vals
+
+
+def _float(opt: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ModelError(f"{opt}: {text!r} is not a number") from None
 
 
 def _one_line(text: str) -> str:

@@ -15,44 +15,11 @@ import numpy as np
 import pytest
 
 import fem
+from decks import TWO_HEX
 from fem.meshes.blocks import hex_block, name_planes, tet_block
 
 # two hexes; labels non-contiguous. Line numbers below are looked up, never hard-coded.
-BASE = """\
-*HEADING
-two hexes
-*NODE, NSET=NALL
-101, 0, 0, 0
-102, 1, 0, 0
-103, 1, 1, 0
-104, 0, 1, 0
-105, 0, 0, 1
-106, 1, 0, 1
-107, 1, 1, 1
-108, 0, 1, 1
-109, 2, 0, 0
-110, 2, 1, 0
-111, 2, 0, 1
-112, 2, 1, 1
-*ELEMENT, TYPE=C3D8, ELSET=EALL
-7, 101, 102, 103, 104, 105, 106, 107, 108
-3, 102, 109, 110, 103, 106, 111, 112, 107
-*NSET, NSET=LEFT
-101, 104, 105, 108
-*NSET, NSET=RIGHT
-109, 110, 111, 112
-*MATERIAL, NAME=BONE
-*ELASTIC
-1000., 0.3
-*SOLID SECTION, ELSET=EALL, MATERIAL=BONE
-*STEP
-*STATIC
-*BOUNDARY
-LEFT, ENCASTRE
-*CLOAD
-RIGHT, 1, 2.5
-*END STEP
-"""
+BASE = TWO_HEX
 
 
 def edit(old: str, new: str, text: str = BASE) -> str:
@@ -819,3 +786,11 @@ def test_bad_solver_options(kwargs, what):
     with pytest.raises(fem.SolverError) as info:
         fem.solve(m, **kwargs)
     assert what in str(info.value)
+
+
+def test_surface_elements_exported_beside_the_volume_get_a_hint(tmp_path):
+    """gmsh writes CPS3/T3D2 blocks beside the C3D4 volume; the error says what to delete."""
+    text = edit("*NSET, NSET=LEFT", "*ELEMENT, TYPE=CPS3, ELSET=Surface1\n"
+                "20, 101, 102, 103\n*NSET, NSET=LEFT")
+    deck_fault(tmp_path, text, fem.DeckError, "CPS3", "surface or line element",
+               line=line_of(text, "*ELEMENT, TYPE=CPS3"))

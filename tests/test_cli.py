@@ -397,3 +397,70 @@ def test_bad_option_values_are_usage_errors(tmp_path, args, fragment):
     last = proc.stderr.strip().splitlines()[-1]
     assert "error:" in last and fragment in last
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ mesh files with CLI loads
+
+
+def _gmsh_block(folder: Path) -> Path:
+    """A hex8 block as a gmsh file: physical volume 'bone', physical surfaces 'bottom', 'top'."""
+    m = hex_block((2, 2, 4), (2.0, 2.0, 4.0))
+    conn = m.blocks[0].conn
+    faces = {}
+    for name in ("zmin", "zmax"):
+        fs = m.face_sets[name]
+        faces[name] = np.array([conn[e][list(m.blocks[0].etype.faces[f])] for e, f in
+                                zip(fs.elements, fs.faces)])
+    mesh = meshio.Mesh(
+        m.points,
+        [("quad", faces["zmin"]), ("quad", faces["zmax"]), ("hexahedron", conn)],
+        cell_data={"gmsh:physical": [np.full(len(faces["zmin"]), 1), np.full(len(faces["zmax"]), 2),
+                                     np.full(len(conn), 3)],
+                   "gmsh:geometrical": [np.ones(len(faces["zmin"]), int),
+                                        np.full(len(faces["zmax"]), 2), np.ones(len(conn), int)]},
+        field_data={"bottom": np.array([1, 2]), "top": np.array([2, 2]),
+                    "bone": np.array([3, 3])})
+    path = folder / "block.msh"
+    meshio.write(path, mesh, file_format="gmsh22", binary=False)
+    return path
+
+
+def test_mesh_file_supported_only_along_z_is_refused(tmp_path, capsys):
+    """Fixing only z on the bottom face leaves x, y translations and the rotation about z free."""
+    msh = _gmsh_block(tmp_path)
+    out = tmp_path / "bar.vtu"
+    rc, _, err = run_cli(capsys, ["solve", str(msh), "--out", str(out), "--E", "200",
+                                  "--nu", "0.25", "--fix", "bottom:z", "--pressure", "top=2"])
+    assert rc == 2 and err.count("\n") == 1
+    assert "under-constrained" in err and "translation x" in err and "rotation about z" in err
+    assert not out.exists()
+
+
+def test_mesh_file_solved_from_options(tmp_path, capsys):
+    msh = _gmsh_block(tmp_path)
+    out = tmp_path / "bar.vtu"
+    rc, stdout, err = run_cli(capsys, ["solve", str(msh), "--out", str(out), "--E", "200",
+                                       "--nu", "0.0", "--fix", "bottom", "--force",
+                                       "top=0,0,-8"])
+    assert rc == 0, err
+    res = meshio.read(out)
+    u = res.point_data["displacement"]
+    top = np.isclose(res.points[:, 2], 4.0)
+    # nu = 0: the fixed bottom face adds no lateral constraint; sigma_zz = -8 N / 4 mm^2
+    assert np.allclose(u[top, 2], -2.0 * 4.0 / 200.0, rtol=1e-9)
+    assert np.allclose(np.concatenate(res.cell_data["stress"])[:, 2], -2.0, rtol=1e-9)
+
+
+@pytest.mark.parametrize("opt, value, fragment", [("--pressure", "top", "FACESET"),
+                                                  ("--force", "top=1,2", "FACESET=Fx,Fy,Fz"),
+                                                  ("--displace", "nosuch=0,0,0", "nosuch"),
+                                                  ("--fix", "bottom:q", "dofs")])
+def test_bad_load_options_are_one_line_errors(tmp_path, capsys, opt, value, fragment):
+    msh = _gmsh_block(tmp_path)
+    out = tmp_path / "x.vtu"
+    rc, _, err = run_cli(capsys, ["solve", str(msh), "--out", str(out), "--E", "200",
+                                  "--nu", "0.3", opt, value])
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert fragment in err or fragment.lower() in err.lower()
+    assert not out.exists()

@@ -20,25 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fem
+from decks import TWO_HEX_NODES
 from fem.meshes.blocks import hex_block, tet_block
 from fem.system import compile_conditions
 
 VALID = """\
 *HEADING
 fuzz seed deck
-*NODE, NSET=NALL
-101, 0, 0, 0
-102, 1, 0, 0
-103, 1, 1, 0
-104, 0, 1, 0
-105, 0, 0, 1
-106, 1, 0, 1
-107, 1, 1, 1
-108, 0, 1, 1
-112, 2, 1, 1
-109, 2, 0, 0
-110, 2, 1, 0
-111, 2, 0, 1
+""" + TWO_HEX_NODES + """\
 *ELEMENT, TYPE=C3D8, ELSET=EALL
 7, 101, 102, 103, 104, 105, 106, 107, 108
 3, 102, 109, 110, 103, 106, 111, 112,

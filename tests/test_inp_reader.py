@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import fem
+from decks import TWO_HEX
 from fem.system import compile_conditions
 
 # Abaqus face definitions, 1-based node positions within the element
@@ -31,41 +32,6 @@ TET10_XYZ = np.vstack([TET_XYZ, [(TET_XYZ[a] + TET_XYZ[b]) / 2 for a, b in TET10
 SINGLE = {"C3D8": HEX_XYZ, "C3D4": TET_XYZ, "C3D10": TET10_XYZ}
 
 # two hexes side by side along x; labels are non-contiguous and not sorted
-TWO_HEX = """\
-*HEADING
-two hexes, non-contiguous labels
-*NODE, NSET=NALL
-101, 0, 0, 0
-102, 1, 0, 0
-103, 1, 1, 0
-104, 0, 1, 0
-105, 0, 0, 1
-106, 1, 0, 1
-107, 1, 1, 1
-108, 0, 1, 1
-112, 2, 1, 1
-109, 2, 0, 0
-110, 2, 1, 0
-111, 2, 0, 1
-*ELEMENT, TYPE=C3D8, ELSET=EALL
-7, 101, 102, 103, 104, 105, 106, 107, 108
-3, 102, 109, 110, 103, 106, 111, 112, 107
-*NSET, NSET=LEFT
-101, 104, 105, 108
-*NSET, NSET=RIGHT
-109, 110, 111, 112
-*MATERIAL, NAME=BONE
-*ELASTIC
-1000., 0.3
-*SOLID SECTION, ELSET=EALL, MATERIAL=BONE
-*STEP
-*STATIC
-*BOUNDARY
-LEFT, ENCASTRE
-*CLOAD
-RIGHT, 1, 2.5
-*END STEP
-"""
 
 
 def write(folder: Path, text: str, name: str = "deck.inp") -> Path:
@@ -632,3 +598,9 @@ def test_dload_and_dsload_op_new(tmp_path):
     # only element 3's top (1 mm^2, 1 MPa) and the 2 mm^2 top surface at 0.5 MPa remain
     np.testing.assert_allclose(f.sum(0), [0, 0, -2.0], atol=1e-14)
     np.testing.assert_allclose(f[m.points[:, 2] == 0], 0.0, atol=0)
+
+
+def test_elastic_type_iso_abbreviation(tmp_path):
+    """CalculiX and Abaqus accept TYPE=ISO for isotropic elasticity."""
+    m = read(tmp_path, TWO_HEX.replace("*ELASTIC\n", "*ELASTIC, TYPE=ISO\n"))
+    assert np.allclose(m.E, 1000.0) and np.allclose(m.nu, 0.3)

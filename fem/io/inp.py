@@ -405,7 +405,12 @@ class _Builder:
         if not etype:
             raise card.error("*ELEMENT needs TYPE=")
         if etype not in ABAQUS_TO_TYPE:
-            raise card.error(f"element type {etype} is not supported: use C3D4, C3D10 or C3D8")
+            hint = ""
+            if re.match(r"(CPS|CPE|CAX|S|M3D|T3D|T2D|B3|R3D|SFM3D)\d", etype):
+                hint = " (a surface or line element: mesh generators such as gmsh export them " \
+                       "beside the volume; delete that *ELEMENT block)"
+            raise card.error(f"element type {etype} is not supported: use C3D4, C3D10 or C3D8"
+                             + hint)
         name = ABAQUS_TO_TYPE[etype]
         k = ELEMENT_TYPES[name].n_nodes
         arr = _table(card, k + 1, f"*ELEMENT, TYPE={etype} data (label and {k} nodes)")
@@ -471,7 +476,7 @@ class _Builder:
 
     def _elastic(self, card: Card):
         typ = (card.params.get("TYPE") or "ISOTROPIC").upper()
-        if typ != "ISOTROPIC":
+        if typ not in ("ISOTROPIC", "ISO"):
             raise card.error(f"*ELASTIC, TYPE={typ} is not supported (isotropic only)")
         if not card.data:
             raise card.error("*ELASTIC needs a data line: E, nu")
