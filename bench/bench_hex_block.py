@@ -151,8 +151,7 @@ def run_skfem(deck: Path, out: Path, tag: str, amg: str) -> dict:
     import meshio
     import pyamg
     import scipy.sparse.linalg as sla
-    from skfem import (Basis, ElementHex1, ElementVector, FacetBasis, LinearForm, asm,
-                       condense)
+    from skfem import Basis, ElementHex1, ElementVector, FacetBasis, LinearForm, asm, condense
     from skfem.helpers import dot
     from skfem.io.meshio import from_meshio
     from skfem.models.elasticity import lame_parameters, linear_elasticity
@@ -333,7 +332,7 @@ def table(rows: list, comparisons: dict, decks: dict) -> str:
     head = f"{'code':<13}{'DOF':>9}" + "".join(f"{p:>10}" for p in PHASES + ("other", "total")) \
         + f"{'peak MB':>9}{'CG its':>8}"
     lines = [head, "-" * len(head)]
-    for code, dofs, r in rows:
+    for code, _, r in rows:
         other = r["total"] - sum(r[p] for p in PHASES)
         lines.append(f"{code:<13}{r['n_dof']:>9}"
                      + "".join(f"{v:>9.2f}s" for v in [r[p] for p in PHASES] + [other, r["total"]])

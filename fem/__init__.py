@@ -38,6 +38,7 @@ def _map_source_tree() -> None:
 
 _map_source_tree()
 
+from .analysis import solve  # noqa: E402
 from .errors import (  # noqa: E402
     BoundaryConditionError,
     ConvergenceError,
@@ -61,7 +62,6 @@ from .loads import (  # noqa: E402
 )
 from .model import FaceSet, Model  # noqa: E402
 from .result import Result  # noqa: E402
-from .analysis import solve  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
+from . import assembly
+from . import system as _system
+from .amg import SmoothedAggregationAMG
 from .arrays import unique_sorted
-from . import assembly, system as _system
 from .errors import SolverError
 from .kernels.backend import BackendError, get_backend
 from .model import Model
-from .result import Result
-from .amg import SmoothedAggregationAMG
 from .parallel import RowSplit
+from .result import Result
 from .solvers import SolveInfo, cg, direct, rigid_body_modes
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,8 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     "cg" (Jacobi-preconditioned CG, for tests) or "auto" (direct up to 5 000 equations, else amg:
     SuperLU fill-in grows fast on 3-D meshes, AMG-CG is faster from a few thousand dofs on).
     ``rtol``/``atol``/``maxiter`` control the iterative solvers; ``precision="mixed"`` keeps the
-    AMG hierarchy in float32. Raises a :class:`~fem.ModelError` subclass for bad input.
+    AMG hierarchy in float32; ``callback(x)`` is called after every CG iteration. Raises a
+    :class:`~fem.ModelError` subclass for bad input.
     """
     if solver not in SOLVERS:
         raise SolverError(f"unknown solver {solver!r}: choose one of {', '.join(SOLVERS)}")
@@ -73,13 +76,59 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     times["assembly"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    lin = _constrain(model, sysm, K, be)
+    del K
+    times["constraints"] = time.perf_counter() - t
+
+    name = solver
+    if solver == "auto":
+        name = "direct" if lin.n_eq <= DIRECT_MAX_DOF else "amg"
+    info = SolveInfo(solver=name, backend=be.name, n_dof=model.n_dof, n_equations=lin.n_eq,
+                     precision=precision if name == "amg" else "double")
+    z = _linear_solve(name, lin, model, sysm, be, info, times, rtol=rtol, atol=atol,
+                      maxiter=maxiter, precision=precision, callback=callback)
+
+    t = time.perf_counter()
+    n3 = 3 * model.n_nodes
+    u = (lin.T @ z if lin.T is not None else z)[:n3].reshape(-1, 3)
+    fixed = xp.asarray(sysm.fixed_dofs)
+    r_fixed = lin.K_rows @ z - lin.f[fixed] if len(sysm.fixed_dofs) else xp.zeros(0)
+    result = Result(model, u, backend=be, system=sysm, reaction_dofs=sysm.fixed_dofs,
+                    reaction_values=r_fixed, plate_dofs=z[n3:] if lin.T is not None else None,
+                    info=info)
+    times["reactions"] = time.perf_counter() - t
+    info.times.update(times)
+    info.times["total"] = time.perf_counter() - t0
+    logger.info("solved %d dofs: %s", model.n_dof, info.summary())
+    return result
+
+
+@dataclass
+class _Constrained:
+    """The system after the supports: K z = rhs; u = T z (T None without plates); the load
+    vector f and the unmodified rows of the constrained dofs, for the reactions."""
+
+    K: object
+    rhs: object
+    f: object
+    K_rows: object
+    T: object
+
+    @property
+    def n_eq(self) -> int:
+        return self.K.shape[0]
+
+
+def _constrain(model: Model, sysm, K, be) -> _Constrained:
+    """Eliminate rigid-plate slave dofs (through T) and prescribed dofs (in place)."""
+    xp = be.xp
     f = xp.asarray(sysm.f)
     T = _coupling_matrix(model, sysm, be) if sysm.plates else None
+    dead = _dead_dofs(model, sysm)  # slave dofs and dofs of nodes in no element
     if T is not None:
         K = T.T @ K.tocsr() @ T
         # keep a stored diagonal on the eliminated (slave) dofs, whose rows are now empty
-        K = K + be.sparse.diags(xp.asarray(_dof_mask(sysm.n_dof, _dead_dofs(model, sysm)),
-                                           dtype=float))
+        K = K + be.sparse.diags(xp.asarray(_dof_mask(sysm.n_dof, dead), dtype=float))
         K = K.tobsr(blocksize=(3, 3)) if be.name == "numpy" else K.tocsr()
         K.sort_indices()
         # loads on coupled nodes move to the plate; the plate's own force and moment stay
@@ -87,61 +136,44 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
         f_plate = f[n3:]
         f = T.T @ f[:n3]
         f[n3:] += f_plate
-    n_eq = K.shape[0]
-    dead = _dead_dofs(model, sysm)  # slave dofs and dofs of nodes in no element
     fixed = xp.asarray(sysm.fixed_dofs)
-    g = xp.zeros(n_eq)
+    g = xp.zeros(K.shape[0])
     g[fixed] = xp.asarray(sysm.fixed_values)
-    K_rows = _rows(K, sysm.fixed_dofs, be)  # unmodified rows for the reactions
+    K_rows = _rows(K, sysm.fixed_dofs, be)
     rhs = f - K @ g
-    mask = np.zeros(n_eq, dtype=bool)
-    mask[sysm.fixed_dofs] = True
-    mask[dead] = True
-    diag_scale = _eliminate(K, xp.asarray(mask), be)
-    rhs[xp.asarray(mask)] = 0.0
+    mask = xp.asarray(_dof_mask(K.shape[0], np.concatenate([sysm.fixed_dofs, dead])))
+    diag_scale = _eliminate(K, mask, be)
+    rhs[mask] = 0.0
     rhs[fixed] = diag_scale * g[fixed]
-    times["constraints"] = time.perf_counter() - t
+    return _Constrained(K, rhs, f, K_rows, T)
 
-    name = solver
-    if solver == "auto":
-        name = "direct" if n_eq <= DIRECT_MAX_DOF else "amg"
-    info = SolveInfo(solver=name, backend=be.name, n_dof=model.n_dof, n_equations=n_eq,
-                     precision=precision if name == "amg" else "double")
+
+def _linear_solve(name, lin: _Constrained, model, sysm, be, info, times, *, rtol, atol, maxiter,
+                  precision, callback):
+    """Run the chosen solver on the constrained system; fills ``info`` and ``times``."""
+    xp = be.xp
     t = time.perf_counter()
     if name == "direct":
-        z = direct(K, rhs)
+        z = direct(lin.K, lin.rhs)
         times["solve"] = time.perf_counter() - t
-        info.residual = float(xp.linalg.norm(rhs - K @ z) / max(float(xp.linalg.norm(rhs)), 1e-300))
+        res = xp.linalg.norm(lin.rhs - lin.K @ z) / max(float(xp.linalg.norm(lin.rhs)), 1e-300)
+        info.residual = float(res)
+        return z
+    if name == "amg":
+        if be.name != "numpy":
+            raise SolverError("the AMG preconditioner needs the numpy backend for now")
+        B = rigid_body_modes(model.points, np, [p.reference for p in sysm.plates])
+        M = SmoothedAggregationAMG(lin.K, B, precision=precision)
+        logger.info("AMG: %s", M.describe())
     else:
-        if name == "amg":
-            if be.name != "numpy":
-                raise SolverError("the AMG preconditioner needs the numpy backend for now")
-            extra = [p.reference for p in sysm.plates]
-            B = rigid_body_modes(model.points, np, extra)
-            M = SmoothedAggregationAMG(K, B, precision=precision)
-            logger.info("AMG: %s", M.describe())
-        else:
-            d = K.diagonal()
-            M = _Jacobi(1.0 / d)
-        times["setup"] = time.perf_counter() - t
-        t = time.perf_counter()
-        op = RowSplit(K) if be.name == "numpy" else K
-        z, its, hist = cg(op, rhs, rtol=rtol, atol=atol, maxiter=maxiter, M=M, callback=callback)
-        times["solve"] = time.perf_counter() - t
-        info.iterations, info.residuals, info.residual = its, hist, hist[-1]
-
+        M = _Jacobi(1.0 / lin.K.diagonal())
+    times["setup"] = time.perf_counter() - t
     t = time.perf_counter()
-    u_full = T @ z if T is not None else z
-    u = u_full[: 3 * model.n_nodes].reshape(-1, 3)
-    r_fixed = K_rows @ z - f[xp.asarray(sysm.fixed_dofs)] if len(sysm.fixed_dofs) else xp.zeros(0)
-    result = Result(model, u, backend=be, system=sysm, reaction_dofs=sysm.fixed_dofs,
-                    reaction_values=r_fixed, plate_dofs=z[3 * model.n_nodes:] if T is not None
-                    else None, info=info)
-    times["reactions"] = time.perf_counter() - t
-    info.times.update(times)
-    info.times["total"] = time.perf_counter() - t0
-    logger.info("solved %d dofs: %s", model.n_dof, info.summary())
-    return result
+    op = RowSplit(lin.K) if be.name == "numpy" else lin.K
+    z, its, hist = cg(op, lin.rhs, rtol=rtol, atol=atol, maxiter=maxiter, M=M, callback=callback)
+    times["solve"] = time.perf_counter() - t
+    info.iterations, info.residuals, info.residual = its, hist, hist[-1]
+    return z
 
 
 class _Jacobi:

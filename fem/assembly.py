@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import MeshError, format_labels
-from .model import Model
 from .kernels import elastic
-from .kernels.backend import Backend, array_module, scatter_add
+from .kernels.backend import Backend, scatter_add
+from .model import Model
 from .parallel import map_ordered
 
 logger = logging.getLogger(__name__)
@@ -37,14 +37,14 @@ DEGENERATE_TOL = 1e-6
 
 @dataclass
 class Pattern:
-    """Block sparsity pattern: block-CSR (``indptr``, ``indices``) over nodes, and per cell block
-    the position of every element's (a, b) node block in the data array, shape (m, k, k)."""
+    """Block sparsity pattern: block-CSR (``indptr``, ``indices``) over nodes (every diagonal
+    block included), and per cell block the position of every element's (a, b) node block in
+    the data array, shape (m, k, k)."""
 
     n_nodes: int
     indptr: object
     indices: object
     positions: list
-    diagonal: object
 
     @property
     def nnzb(self) -> int:
@@ -94,8 +94,7 @@ def build_pattern(model: Model, xp) -> Pattern:
         k = b.etype.n_nodes
         positions.append(inverse[start:start + size].reshape(-1, k, k))
         start += size
-    diagonal = inverse[start:]
-    return Pattern(n, indptr, cols, positions, diagonal)
+    return Pattern(n, indptr, cols, positions)
 
 
 def chunks(model: Model, xp, per_element: int | None = None):

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .arrays import unique_sorted
 from . import loads as _loads
+from .arrays import unique_sorted
 from .elements import ELEMENT_TYPES, MESHIO_TO_TYPE, ElementType
 from .errors import MaterialError, MeshError, ModelError, SetError, format_labels
 from .validate import finite_array

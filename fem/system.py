@@ -75,10 +75,6 @@ def face_integrals(model: Model, fs: FaceSet):
     return out
 
 
-def face_area(model: Model, fs: FaceSet) -> float:
-    return float(sum(a.sum() for _, _, a in face_integrals(model, fs)))
-
-
 def compile_conditions(model: Model) -> System:
     """Load vector, prescribed dofs and plates from ``model.conditions`` (raises on conflicts)."""
     n = model.n_nodes

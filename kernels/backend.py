@@ -35,9 +35,6 @@ class Backend:
     sparse: ModuleType
     splinalg: ModuleType
 
-    def asarray(self, a, dtype=None):
-        return self.xp.asarray(a, dtype=dtype)
-
     def to_host(self, a) -> np.ndarray:
         """Copy an array of this backend to a NumPy array (only at I/O boundaries)."""
         if self.name == "cupy":
@@ -126,10 +123,6 @@ def array_module(*arrays) -> ModuleType:
                 return cupy
     return np
 
-
-def backend_of(*arrays) -> Backend:
-    """The :class:`Backend` the arrays live on."""
-    return _cupy_backend() if array_module(*arrays) is not np else _numpy_backend()
 
 
 def scatter_add(target, indices, values) -> None:

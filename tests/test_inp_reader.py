@@ -540,7 +540,7 @@ def test_surface_and_dsload_match_dload(tmp_path, etype):
     nf = len(ABAQUS_FACES[etype])
     for face in range(nf):
         surf = f"*SURFACE, NAME=Top, TYPE=ELEMENT\n77, S{face + 1}\n"
-        d = single_element_deck(etype, f"*DSLOAD\ntop, P, -2.0")
+        d = single_element_deck(etype, "*DSLOAD\ntop, P, -2.0")
         d = d.replace("*MATERIAL", surf + "*MATERIAL")
         m = read(tmp_path, d, f"s{face}.inp")
         fs = m.face_sets["Top"]

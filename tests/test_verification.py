@@ -14,10 +14,20 @@ import pytest
 import fem
 from fem.assembly import assemble_stiffness, to_matrix
 from fem.kernels.backend import get_backend
-from verification_models import (block, cylinder_quarter, element_centroids, impose_field,
-                                 apply_nodal_forces, consistent_nodal_forces, lame_plane_strain,
-                                 observed_rates, polar_stress, rigid_body_modes, snap_plane,
-                                 solve_lame)
+from verification_models import (
+    apply_nodal_forces,
+    block,
+    consistent_nodal_forces,
+    cylinder_quarter,
+    element_centroids,
+    impose_field,
+    lame_plane_strain,
+    observed_rates,
+    polar_stress,
+    rigid_body_modes,
+    snap_plane,
+    solve_lame,
+)
 
 KINDS = ["tet4", "tet10", "hex8", "hex8-bbar"]
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..arrays import unique_sorted
 from .. import loads as L
+from ..arrays import unique_sorted
 from ..elements import ABAQUS_TO_TYPE, ELEMENT_TYPES
 from ..errors import DeckError, InputFileError, ModelError, format_labels
 from ..model import Model
@@ -640,10 +640,10 @@ class _Builder:
                                   source=self.path)
         model.metadata["heading"] = "\n".join(self.heading)
 
-        for key, members in self.elsets.items.items():
+        for key in self.elsets.items:
             name = self.elsets.spelling[key]
             model.add_region(name, self._resolve(self.elsets, name, "element", set()))
-        for key, members in self.nsets.items.items():
+        for key in self.nsets.items:
             name = self.nsets.spelling[key]
             model.add_node_set(name, self._resolve(self.nsets, name, "node", set()))
         for key, items in self.surfaces.items.items():
@@ -671,7 +671,7 @@ class _Builder:
             owner[elems] = [i for i, s in enumerate(self.sections) if s[2] is card][0]
             model.set_material(name, E=props[0], nu=props[1])
 
-        for family, spec, card, ln in self.conditions:
+        for _, spec, card, ln in self.conditions:
             model.conditions.append(self._condition(model, spec, card, ln))
         return model
 
