@@ -152,7 +152,7 @@ class SmoothedAggregationAMG:
                 break
             P = _smooth_prolongator(op, T, smoother.prec.Dinv, omega / smoother.lmax)
             Ac = _galerkin(Al, P)
-            Pc = RowSplit(P.tocsr())
+            Pc = RowSplit(P.tocsr().astype(self.dtype, copy=False))
             del P, T
             Ah = Al if Al.dtype == self.dtype else Al.astype(self.dtype)
             if Ah is not Al:

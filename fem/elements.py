@@ -12,9 +12,11 @@ listed so that the right-hand rule gives the outward normal (corner nodes first,
 nodes for tet10).
 
 Volume quadrature is full Gauss integration: tet4 one point, tet10 four points (degree 2),
-hex8 2x2x2. Face quadrature is exact for the consistent nodal loads of a uniform pressure on any
-face of the element's own geometry: 2x2 for the bilinear quadrilateral, 3 points (degree 2) for
-the linear triangle and 6 points (degree 4, Dunavant) for the quadratic triangle.
+hex8 2x2x2. Face loads are integrated as CalculiX integrates them: 2x2 points on the bilinear
+quadrilateral (exact for any hex8 face), and 3 points (degree 2, at (1/6, 1/6), (2/3, 1/6),
+(1/6, 2/3)) on triangles, exact for flat straight-sided faces; on curved tet10 faces the total
+force stays exact (the area vector is quadratic) and its split between the face nodes is the
+3-point rule's, the same as CalculiX's.
 """
 
 from __future__ import annotations
@@ -53,17 +55,6 @@ def _gauss_quad() -> tuple[np.ndarray, np.ndarray]:
 def _gauss_tri3() -> tuple[np.ndarray, np.ndarray]:
     pts = np.array([[1 / 6, 1 / 6], [2 / 3, 1 / 6], [1 / 6, 2 / 3]])
     return pts, np.full(3, 1.0 / 6.0)
-
-
-def _gauss_tri6() -> tuple[np.ndarray, np.ndarray]:
-    # Dunavant (1985) degree-4 rule, 6 points; weights sum to the reference area 1/2
-    a1, b1, w1 = 0.445948490915965, 0.108103018168070, 0.223381589678011
-    a2, b2, w2 = 0.091576213509771, 0.816847572980459, 0.109951743655322
-    bary = np.array(
-        [[b1, a1, a1], [a1, b1, a1], [a1, a1, b1], [b2, a2, a2], [a2, b2, a2], [a2, a2, b2]]
-    )
-    w = np.array([w1, w1, w1, w2, w2, w2]) / 2.0
-    return bary[:, 1:], w
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,7 +161,7 @@ def _face_type(name, shape, rule, meshio_name) -> FaceType:
 
 FACE_TYPES = {
     "tri3": _face_type("tri3", _tri3_shape, _gauss_tri3, "triangle"),
-    "tri6": _face_type("tri6", _tri6_shape, _gauss_tri6, "triangle6"),
+    "tri6": _face_type("tri6", _tri6_shape, _gauss_tri3, "triangle6"),
     "quad4": _face_type("quad4", _quad4_shape, _gauss_quad, "quad"),
 }
 

@@ -466,7 +466,8 @@ class Model:
         return model_to_meshio(self)
 
     def to_inp(self, path, *, heading: str = "") -> Path:
-        """Write the model as an Abaqus/CalculiX deck that :meth:`from_inp` and ``ccx`` both read."""
+        """Write the model as an Abaqus/CalculiX deck that :meth:`from_inp` and ``ccx`` both read
+        (rigid plates, written as ``*EQUATION`` constraints, are for CalculiX only)."""
         from .io.inp import write_inp
 
         return write_inp(self, path, heading=heading)

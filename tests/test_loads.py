@@ -63,7 +63,10 @@ def _loop_integral(phi, z, n=4):
 @pytest.mark.parametrize("kind", KINDS)
 def test_pressure_on_curved_faces_gives_projected_area_force(kind, rng):
     """sum f = -p int n dA = -p (0, 0, LX LY): the vector area of a surface depends only on its
-    boundary. The moment sum x_a x f_a = p oint |x|^2/2 dl is exact too, since x = sum N_a x_a."""
+    boundary. The moment sum x_a x f_a = p oint |x|^2/2 dl is exact too, since x = sum N_a x_a,
+    where the face rule integrates x (x) n exactly: on hex8 and tet4 faces. Curved tet10 faces use
+    CalculiX's 3-point rule (degree 2; the integrand is quartic), so there the moment is only
+    close, while the force (quadratic integrand) stays exact."""
     m = _bumpy_top(kind, rng, in_plane=0.2, bump=0.3)
     top_z = ORIGIN[2] + LZ
     assert np.ptp(m.points[m.node_sets["zmax"], 2]) > 0.05  # really curved
@@ -73,7 +76,8 @@ def test_pressure_on_curved_faces_gives_projected_area_force(kind, rng):
     assert np.allclose(f.sum(axis=0), [0.0, 0.0, -p * LX * LY], rtol=0, atol=1e-13 * p * LX * LY)
     moment = np.cross(m.points, f).sum(axis=0)
     expected = p * _loop_integral(lambda x: 0.5 * (x * x).sum(axis=1), top_z)
-    assert np.allclose(moment, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+    tol = 1e-4 if kind == "tet10" else 1e-12
+    assert np.allclose(moment, expected, rtol=0, atol=tol * np.abs(expected).max())
     assert np.all(f[np.setdiff1d(np.arange(m.n_nodes), m.nodes_of("zmax"))] == 0.0)
 
 

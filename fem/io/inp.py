@@ -822,7 +822,9 @@ def write_inp(model: Model, path, *, heading: str = "") -> Path:
     fixed/prescribed displacements become ``*BOUNDARY``, nodal forces ``*CLOAD``, pressures
     ``*DSLOAD``; tractions and total forces are written as their consistent nodal forces
     (``*CLOAD``); rigid plates become a reference node and a rotation node tied to the coupled
-    nodes by linear ``*EQUATION``s. The file appears atomically.
+    nodes by linear ``*EQUATION``s, which CalculiX solves exactly as vertebra-fem does but
+    :func:`read_inp` does not read (``*EQUATION`` is outside its subset). The file appears
+    atomically.
     """
     from ..system import face_integrals
 
