@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ from .amg import SmoothedAggregationAMG
 from .arrays import unique_sorted
 from .errors import SolverError
 from .kernels.backend import BackendError, get_backend
-from .model import Model
+from .model import BBAR_NU_THRESHOLD, Model
 from .parallel import RowSplit
 from .result import Result
 from .solvers import SolveInfo, cg, direct, rigid_body_modes
@@ -68,6 +69,14 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     sysm = _system.compile_conditions(model)
     _system.check_constraints(model, sysm)
     times["checks"] = time.perf_counter() - t0
+
+    if model.hex8_formulation == "auto":
+        n_bbar = int(model.bbar_mask().sum())
+        if n_bbar:
+            warnings.warn(
+                f"{n_bbar} hex8 element(s) with nu >= {BBAR_NU_THRESHOLD} use the B-bar "
+                "formulation, which does not lock (CalculiX's C3D8 does; "
+                "hex8_formulation='full' reproduces it)", stacklevel=2)
 
     t = time.perf_counter()
     pattern, data = assembly.assemble_stiffness(model, be)

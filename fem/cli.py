@@ -67,6 +67,9 @@ def _solver_args(p):
                    "iterative solver (default 1e-8)")
     p.add_argument("--precision", choices=["double", "mixed"], default="double",
                    help="mixed: float32 AMG hierarchy inside float64 CG")
+    p.add_argument("--hex8", choices=["auto", "full", "bbar"], default=None,
+                   help="hex8 formulation: full integration (CalculiX's C3D8), B-bar (no "
+                   "locking), or auto (B-bar where nu >= 0.45; the default)")
 
 
 def _solve_and_write(model, args) -> int:
@@ -77,6 +80,8 @@ def _solve_and_write(model, args) -> int:
         raise ModelError(f"--out {out}: the output file must end in .vtu")
     if not out.parent.exists():
         raise ModelError(f"--out {out}: folder {out.parent} does not exist")
+    if args.hex8 is not None:
+        model.hex8_formulation = args.hex8
     t = time.perf_counter()
     result = solve(model, backend=args.backend, solver=args.solver, rtol=args.rtol,
                    precision=args.precision)

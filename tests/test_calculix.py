@@ -369,3 +369,21 @@ def test_curved_tet10_faces_under_pressure_agree_with_calculix(ccx, tmp_path):
     ref = run_ccx(deck)
     back = fem.Model.from_inp(deck)
     _assert_agree(back, fem.solve(back, solver="direct"), ref)
+
+
+def test_nearly_incompressible_hex8_full_integration_is_calculix_c3d8(ccx, tmp_path):
+    """At nu = 0.499 CalculiX's C3D8 is plain full integration (it locks); vertebra-fem's
+    hex8_formulation="full" is the same element, while the default B-bar does not lock and so
+    gives a visibly different (larger) displacement."""
+    m = _block("hex8", (3, 3, 4), seed=5)
+    m.set_material(None, E=1.0, nu=0.499)  # a disc nucleus
+    m.add(Fixed("zmin"), Pressure("zmax", 0.01), Traction("xmax", (0.0, 0.004, 0.0)))
+    deck = m.to_inp(tmp_path / "nucleus.inp")
+    ref = run_ccx(deck)
+    back = fem.Model.from_inp(deck)
+    back.hex8_formulation = "full"
+    _assert_agree(back, fem.solve(back, solver="direct"), ref)
+    back.hex8_formulation = "auto"
+    with pytest.warns(UserWarning, match="B-bar"):
+        eu, _ = _errors(back, fem.solve(back, solver="direct"), ref)
+    assert eu > 1e-2
