@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from .errors import SolverError
-from .parallel import RowSplit, map_ordered, map_parts, rmatvec
+from .parallel import RowSplit, map_ordered, map_parts, rmatvec, row_block
 
 
 def _block_diagonal(A):
@@ -230,17 +230,6 @@ def _tentative(A, B, theta: float):
     return T, Bc
 
 
-def _bsr_rows(M, a: int, b: int):
-    """Block rows a..b of a BSR matrix as a BSR matrix sharing its data."""
-    import scipy.sparse as sp
-
-    R = M.blocksize[0]
-    ip = M.indptr
-    lo, hi = ip[a], ip[b]
-    return sp.bsr_matrix((M.data[lo:hi], M.indices[lo:hi], ip[a:b + 1] - lo),
-                         shape=(R * (b - a), M.shape[1]))
-
-
 def _smooth_prolongator(op: RowSplit, T, Dinv, scale: float):
     """P = T - scale D^{-1} A T, computed on the row parts of A (threads)."""
     R = T.blocksize[0]
@@ -252,7 +241,7 @@ def _smooth_prolongator(op: RowSplit, T, Dinv, scale: float):
         AT.sort_indices()
         brow = np.repeat(np.arange(a, b), np.diff(AT.indptr))
         AT.data[:] = np.matmul(Dinv[brow], AT.data) * scale
-        return (_bsr_rows(T, a, b) - AT).tobsr(blocksize=T.blocksize)
+        return (row_block(T, a, b) - AT).tobsr(blocksize=T.blocksize)
 
     parts = map_parts(part, op)
     return _bsr_vstack(parts, T.blocksize, T.shape[1])
@@ -285,7 +274,7 @@ def _galerkin(A, P, parts: int = 8):
     def part(item):
         Ak, (r0, r1) = item
         AP = Ak @ P
-        return (_bsr_rows(P, r0 // R, r1 // R).T @ AP).tobsr(blocksize=(C, C))
+        return (row_block(P, r0 // R, r1 // R).T @ AP).tobsr(blocksize=(C, C))
 
     Ac = None
     for partial in map_ordered(part, list(zip(split.parts, split.rows))):

@@ -58,6 +58,20 @@ def map_ordered(func, items):
         yield result
 
 
+def row_block(M, a: int, b: int):
+    """(Block) rows a..b of a SciPy CSR or BSR matrix, sharing its arrays."""
+    import scipy.sparse as sp
+
+    ip = M.indptr
+    lo, hi = ip[a], ip[b]
+    if M.format == "bsr":
+        R = M.blocksize[0]
+        return sp.bsr_matrix((M.data[lo:hi], M.indices[lo:hi], ip[a:b + 1] - lo),
+                             shape=(R * (b - a), M.shape[1]))
+    return sp.csr_matrix((M.data[lo:hi], M.indices[lo:hi], ip[a:b + 1] - lo),
+                         shape=(b - a, M.shape[1]))
+
+
 class RowSplit:
     """A SciPy BSR or CSR matrix whose product with a vector runs on several threads.
 
@@ -66,8 +80,6 @@ class RowSplit:
     """
 
     def __init__(self, A, parts: int | None = None):
-        import scipy.sparse as sp
-
         self.A = A
         self.shape = A.shape
         self.dtype = A.dtype
@@ -80,18 +92,8 @@ class RowSplit:
         cuts = np.searchsorted(ip, np.linspace(0, ip[-1], parts + 1)).astype(np.int64)
         cuts[0], cuts[-1] = 0, nrows
         cuts = np.unique(cuts)
-        self.rows = []
-        self.parts = []
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            lo, hi = ip[a], ip[b]
-            if A.format == "bsr":
-                sub = sp.bsr_matrix((A.data[lo:hi], A.indices[lo:hi], ip[a:b + 1] - lo),
-                                    shape=(R * (b - a), A.shape[1]))
-            else:
-                sub = sp.csr_matrix((A.data[lo:hi], A.indices[lo:hi], ip[a:b + 1] - lo),
-                                    shape=(b - a, A.shape[1]))
-            self.parts.append(sub)
-            self.rows.append((R * a, R * b))
+        self.rows = [(R * a, R * b) for a, b in zip(cuts[:-1], cuts[1:])]
+        self.parts = [row_block(A, a, b) for a, b in zip(cuts[:-1], cuts[1:])]
 
     def __matmul__(self, x):
         if len(self.parts) == 1:

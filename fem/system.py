@@ -75,6 +75,20 @@ def face_integrals(model: Model, fs: FaceSet):
     return out
 
 
+def add_face_load(model: Model, cond, fv: np.ndarray) -> None:
+    """Add the consistent nodal forces (N) of a Pressure, Traction or TotalForce to fv (n, 3)."""
+    ints = face_integrals(model, model.faces_of(cond.target))
+    if isinstance(cond, L.Pressure):
+        for conn, nvec, _ in ints:
+            np.add.at(fv, conn.ravel(), (-cond.pressure * nvec).reshape(-1, 3))
+        return
+    t = np.asarray(cond.traction if isinstance(cond, L.Traction) else cond.force, dtype=float)
+    if isinstance(cond, L.TotalForce):
+        t = t / sum(a.sum() for _, _, a in ints)
+    for conn, _, area in ints:
+        np.add.at(fv, conn.ravel(), (area[..., None] * t).reshape(-1, 3))
+
+
 def compile_conditions(model: Model) -> System:
     """Load vector, prescribed dofs and plates from ``model.conditions`` (raises on conflicts)."""
     n = model.n_nodes
@@ -115,18 +129,7 @@ def compile_conditions(model: Model) -> System:
                     "belong to no element")
             f[:3 * n].reshape(n, 3)[nodes] += np.asarray(c.force)
         elif isinstance(c, L.FACE_LOADS):
-            fs = model.faces_of(c.target)
-            ints = face_integrals(model, fs)
-            fv = f[:3 * n].reshape(n, 3)
-            if isinstance(c, L.Pressure):
-                for conn, nvec, _ in ints:
-                    np.add.at(fv, conn.ravel(), (-c.pressure * nvec).reshape(-1, 3))
-            else:
-                t = np.asarray(c.traction if isinstance(c, L.Traction) else c.force, dtype=float)
-                if isinstance(c, L.TotalForce):
-                    t = t / sum(a.sum() for _, _, a in ints)
-                for conn, _, area in ints:
-                    np.add.at(fv, conn.ravel(), (area[..., None] * t).reshape(-1, 3))
+            add_face_load(model, c, f[:3 * n].reshape(n, 3))
 
     plates = []
     owner: dict[int, str] = {}

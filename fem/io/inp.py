@@ -267,6 +267,12 @@ def _labels(col: np.ndarray, card: Card, what: str) -> np.ndarray:
     return col.astype(np.int64)
 
 
+def _lookup(sorted_labels: np.ndarray, order: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Indices of ``labels`` among the defined ones (-1 where undefined)."""
+    pos = np.clip(np.searchsorted(sorted_labels, labels), 0, len(sorted_labels) - 1)
+    return np.where(sorted_labels[pos] == labels, order[pos], -1)
+
+
 def _row_line(card: Card, row: int) -> int:
     """Best-effort line number of data row ``row`` (exact when each row is one line)."""
     return card.numbers[min(row, len(card.texts) - 1)] if card.texts else card.line
@@ -676,16 +682,10 @@ class _Builder:
         return model
 
     def _node_index(self, labels: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(self.node_sorted, labels)
-        pos = np.clip(pos, 0, len(self.node_sorted) - 1)
-        ok = self.node_sorted[pos] == labels
-        return np.where(ok, self.node_order[pos], -1)
+        return _lookup(self.node_sorted, self.node_order, labels)
 
     def _elem_index(self, labels: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(self.elem_sorted, labels)
-        pos = np.clip(pos, 0, len(self.elem_sorted) - 1)
-        ok = self.elem_sorted[pos] == labels
-        return np.where(ok, self.elem_order[pos], -1)
+        return _lookup(self.elem_sorted, self.elem_order, labels)
 
     def _resolve(self, names: _Names, name: str, kind: str, seen: set) -> np.ndarray:
         key = names.key(name)
@@ -826,7 +826,7 @@ def write_inp(model: Model, path, *, heading: str = "") -> Path:
     :func:`read_inp` does not read (``*EQUATION`` is outside its subset). The file appears
     atomically.
     """
-    from ..system import face_integrals
+    from ..system import add_face_load
 
     path = Path(path)
     model.check_materials()
@@ -919,18 +919,8 @@ def write_inp(model: Model, path, *, heading: str = "") -> Path:
         elif isinstance(c, L.Pressure) and isinstance(c.target, str):
             dsl.append(f"{_inp_name(c.target)}, P, {c.pressure:.14g}")
         elif isinstance(c, L.FACE_LOADS):
-            fs = model.faces_of(c.target)
             fv = np.zeros((model.n_nodes, 3))
-            ints = face_integrals(model, fs)
-            if isinstance(c, L.Pressure):
-                for conn, nvec, _ in ints:
-                    np.add.at(fv, conn.ravel(), (-c.pressure * nvec).reshape(-1, 3))
-            else:
-                t = np.asarray(c.traction if isinstance(c, L.Traction) else c.force, float)
-                if isinstance(c, L.TotalForce):
-                    t = t / sum(a.sum() for _, _, a in ints)
-                for conn, _, area in ints:
-                    np.add.at(fv, conn.ravel(), (area[..., None] * t).reshape(-1, 3))
+            add_face_load(model, c, fv)
             for node in np.nonzero(np.abs(fv).sum(1))[0]:
                 for d in range(3):
                     if fv[node, d]:
