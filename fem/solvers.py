@@ -144,20 +144,22 @@ def rigid_body_modes(points, xp=np, extra=()) -> np.ndarray:
     """
     pts = np.asarray(points, dtype=float)
     c = pts.mean(axis=0)
-    rows = [_modes_at(pts - c)]
+    rows = [rigid_modes_at(pts - c).reshape(-1, 6)]
     for ref in extra:
-        rows.append(_modes_at(np.asarray(ref, dtype=float)[None] - c))
+        rows.append(rigid_modes_at(np.asarray(ref, dtype=float)[None] - c).reshape(-1, 6))
         rot = np.zeros((3, 6))
         rot[:, 3:] = np.eye(3)
         rows.append(rot)
     return xp.asarray(np.concatenate(rows))
 
 
-def _modes_at(d):
+def rigid_modes_at(d) -> np.ndarray:
+    """The six rigid-body modes (3 translations, rotations theta x d) at offsets d (n, 3) from the
+    centre of rotation, as (n, 3, 6)."""
     n = len(d)
     B = np.zeros((n, 3, 6))
     B[:, 0, 0] = B[:, 1, 1] = B[:, 2, 2] = 1.0
     B[:, 1, 3], B[:, 2, 3] = -d[:, 2], d[:, 1]
     B[:, 0, 4], B[:, 2, 4] = d[:, 2], -d[:, 0]
     B[:, 0, 5], B[:, 1, 5] = -d[:, 1], d[:, 0]
-    return B.reshape(3 * n, 6)
+    return B

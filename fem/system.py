@@ -19,6 +19,7 @@ from . import loads as L
 from .elements import FACE_TYPES
 from .errors import BoundaryConditionError, UnderConstrainedError, format_labels
 from .model import FaceSet, Model
+from .solvers import rigid_modes_at
 
 MOTIONS = ("translation x", "translation y", "translation z",
            "rotation about x", "rotation about y", "rotation about z")
@@ -194,14 +195,7 @@ def _components(model: Model, system: System) -> tuple[int, np.ndarray]:
 
 def _rigid_rows(x: np.ndarray, centre: np.ndarray, L: float) -> np.ndarray:
     """Rows (3 per point) of the six rigid-body modes about ``centre``; rotations scaled by L."""
-    d = (x - centre) / L
-    R = np.zeros((len(x), 3, 6))
-    R[:, 0, 0] = R[:, 1, 1] = R[:, 2, 2] = 1.0
-    # u = theta x d
-    R[:, 1, 3], R[:, 2, 3] = -d[:, 2], d[:, 1]
-    R[:, 0, 4], R[:, 2, 4] = d[:, 2], -d[:, 0]
-    R[:, 0, 5], R[:, 1, 5] = -d[:, 1], d[:, 0]
-    return R
+    return rigid_modes_at((x - centre) / L)
 
 
 def check_constraints(model: Model, system: System) -> None:
