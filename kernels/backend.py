@@ -134,3 +134,48 @@ def scatter_add(target, indices, values) -> None:
         import cupyx
 
         cupyx.scatter_add(target, indices, values)
+
+
+def voxel_kernels(xp) -> ModuleType:
+    """The voxel-grid kernels (``voxel_matvec``, ``voxel_diagonal``, ``voxel_strain``) for the
+    array module ``xp``: the NumPy twins in :mod:`fem.kernels.voxel` or the CUDA launchers in
+    :mod:`fem.kernels.cuda`, which have the same signatures."""
+    if xp is np:
+        from . import voxel
+
+        return voxel
+    if getattr(xp, "__name__", "") == "cupy":
+        from . import cuda
+
+        return cuda
+    raise BackendError(f"no voxel kernels for the array module {getattr(xp, '__name__', xp)!r}")
+
+
+#: Every CuPy / cupyx name the CuPy path of fem/ and kernels/ calls beyond plain attribute access
+#: on arrays; tests/test_cuda_kernels.py checks that the installed CuPy has each one, so a CuPy
+#: upgrade that drops a name fails in CI (which has no GPU) rather than on a user's GPU.
+#: Add a name here when code on the CuPy path starts using it.
+CUPY_API_USED = (
+    # array module (xp.* in fem/ and kernels/)
+    "cupy.abs", "cupy.all", "cupy.any", "cupy.arange", "cupy.argsort", "cupy.array",
+    "cupy.asarray", "cupy.asnumpy", "cupy.bincount", "cupy.concatenate", "cupy.cumsum",
+    "cupy.diff", "cupy.dot", "cupy.empty", "cupy.empty_like", "cupy.eye", "cupy.float64",
+    "cupy.int32", "cupy.int64", "cupy.isfinite", "cupy.matmul", "cupy.maximum", "cupy.multiply",
+    "cupy.nonzero", "cupy.not_equal", "cupy.ones", "cupy.repeat", "cupy.reshape", "cupy.sort",
+    "cupy.sqrt", "cupy.stack", "cupy.swapaxes", "cupy.transpose", "cupy.where", "cupy.zeros",
+    "cupy.zeros_like", "cupy.ndarray",
+    "cupy.linalg.norm", "cupy.linalg.eigvalsh",
+    # kernels/cuda.py
+    "cupy.RawModule", "cupy.RawModule.get_function", "cupy.ascontiguousarray",
+    "cupy.cuda.Device", "cupy.is_available",
+    # kernels/backend.py
+    "cupyx.scatter_add",
+    # be.sparse.* and sparse-matrix methods (fem/analysis.py, fem/assembly.py)
+    "cupyx.scipy.sparse.coo_matrix", "cupyx.scipy.sparse.coo_matrix.tocsr",
+    "cupyx.scipy.sparse.csr_matrix", "cupyx.scipy.sparse.csr_matrix.tocsr",
+    "cupyx.scipy.sparse.csr_matrix.diagonal", "cupyx.scipy.sparse.csr_matrix.__getitem__",
+    "cupyx.scipy.sparse.csr_matrix.__matmul__", "cupyx.scipy.sparse.csr_matrix.T",
+    "cupyx.scipy.sparse.diags",
+    # be.splinalg.* (fem/solvers.py)
+    "cupyx.scipy.sparse.linalg.spsolve",
+)
