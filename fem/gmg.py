@@ -1,0 +1,668 @@
+"""Matrix-free geometric-multigrid CG for regular hex8 voxel grids, on any array backend.
+
+The fine operator is never assembled: ``A u`` is computed element by element from one reference
+24 x 24 stiffness scaled by each voxel's modulus (:mod:`fem.kernels.voxel`, CUDA twin
+:mod:`fem.kernels.cuda`). The preconditioner is one V-cycle of geometric multigrid on the voxel
+hierarchy:
+
+* coarse grids halve the number of voxels per axis (an odd count is padded with one empty voxel);
+  a coarse voxel's modulus is the mean of its eight children (empty children count as 0), so soft
+  and void regions stay soft and void on every level (rediscretisation, as in ParOSol);
+* trilinear prolongation P and restriction R = P^T, applied axis by axis with strided slices;
+* damped Jacobi smoothing, ``nu`` sweeps before and after the coarse correction (the same sweeps
+  in both, so the V-cycle is symmetric and CG stays CG), damping 4 / (3 lambda_max(D^-1 A)) with
+  lambda_max from a few power iterations per level;
+* a supported dof of the coarse grid is one whose fine node at the same place is supported; nodes
+  of no voxel are dropped on every level;
+* the coarsest grid (at most a few hundred dofs) is solved exactly with a dense pseudo-inverse.
+
+Memory. Everything streams through the grid in ranges of node planes, so that a Jacobi sweep
+updates ``z`` in place (a range is written back only after the next range has been computed, which
+is all a range's neighbours read) and the residual is restricted to the coarse grid range by range,
+without a full-size temporary. CG holds four vectors (x, r, p and q, which also receives the
+preconditioned residual); each level below holds two vectors of its size and its moduli; no
+diagonal is stored (it is recomputed range by range from the moduli). In float64 that is about
+36 bytes per dof; in mixed precision (float32 operator, preconditioner and work vectors r, p, q;
+float64 solution, scalars and reductions, and the true residual recomputed in float64 whenever the
+recursive one has dropped by 1e-3, and before stopping) about 22.
+
+Units as everywhere: mm, N, MPa.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ConvergenceError, SolverError
+from .kernels.backend import scatter_add, voxel_kernels
+from .kernels.voxel import reference_stiffness
+from .parallel import n_threads, pool
+
+logger = logging.getLogger(__name__)
+
+#: coarsening stops when the next grid would have fewer than this many voxels per axis or when the
+#: coarse grid has at most COARSE_MAX_DOF dofs (solved with a dense pseudo-inverse)
+COARSE_MAX_DOF = 200
+#: nodes per streamed range of node planes on the CPU (temporaries of about 24 x 8 x this bytes)
+CPU_RANGE_NODES = 120_000
+GPU_RANGE_NODES = 4_000_000
+#: mixed precision: recompute the true residual in float64 when the recursive one fell by this
+REPLACE_DROP = 1e-3
+FIXED_BITS = (1, 2, 4)
+INACTIVE = 8
+
+
+def _padded(n: int) -> int:
+    return n + (n % 2)
+
+
+@dataclass
+class Level:
+    """One grid of the hierarchy: moduli, supports and the work vectors of the V-cycle."""
+
+    E: object  # (nz, ny, nx)
+    bits: object  # (nz+1, ny+1, nx+1) uint8: bits 0-2 supported x/y/z, bit 3 no voxel
+    Ke: object  # (24, 24) in the level's dtype
+    kdiag: object  # (24,)
+    dtype: object
+    ranges: list
+    inv_sum: object = None  # (nz+1, ny+1, nx+1) float16: s_ref / (sum of the node's moduli)
+    inv_ref: float = 1.0  # 1 / s_ref
+    omega: float = 1.0
+    lam_max: float = 0.0
+    r: object = None
+    z: object = None
+    kinv: object = None  # coarsest only: dense (n, n) pseudo-inverse over all dofs
+    factors: tuple = (2, 2, 2)  # coarsening factor per axis (x, y, z) to the next level
+    spacing: tuple = (1.0, 1.0, 1.0)
+
+    @property
+    def shape(self):
+        nz, ny, nx = self.E.shape
+        return nx, ny, nz
+
+    @property
+    def node_shape(self):
+        nz, ny, nx = self.E.shape
+        return (nz + 1, ny + 1, nx + 1, 3)
+
+    @property
+    def n_dof(self) -> int:
+        nz, ny, nx = self.E.shape
+        return 3 * (nz + 1) * (ny + 1) * (nx + 1)
+
+
+@dataclass
+class GridProblem:
+    """A voxel-grid linear static problem in grid layout (host or device arrays of backend xp).
+
+    E (nz, ny, nx) MPa; nu; spacing (hx, hy, hz) mm; bits (nz+1, ny+1, nx+1) uint8 with bits 0-2
+    set on supported dofs; u0 (nz+1, ny+1, nx+1, 3) float64 prescribed displacements (zero
+    elsewhere) or None; load as (flat dof indices, values in N); bbar: B-bar reference stiffness.
+    """
+
+    E: object
+    nu: float
+    spacing: tuple
+    bits: object
+    load_index: object
+    load_value: object
+    u0: object = None
+    bbar: bool = False
+
+
+@dataclass
+class GMGInfo:
+    iterations: int = 0
+    residuals: list = field(default_factory=list)
+    residual: float = 0.0
+    levels: list = field(default_factory=list)
+    replacements: int = 0
+    times: dict = field(default_factory=dict)
+    held_bytes: int = 0
+
+
+def box_stiffness(spacing, nu: float, bbar: bool = False) -> np.ndarray:
+    """Reference 24x24 stiffness of a box voxel for E = 1 (full integration or B-bar)."""
+    if not bbar:
+        return reference_stiffness(spacing, nu)
+    from .kernels import elastic
+    from .kernels.voxel import _gauss_gradients
+
+    G, wdet = _gauss_gradients(spacing)
+    lam = nu / ((1.0 + nu) * (1.0 - 2.0 * nu))
+    mu = 1.0 / (2.0 * (1.0 + nu))
+    K = elastic.stiffness_matrices(G[None], wdet[None], np.array([lam]), np.array([mu]),
+                                   np.array([True]))
+    return K.reshape(24, 24)
+
+
+class VoxelSolver:
+    """Geometric-multigrid preconditioned CG on a regular voxel grid (see the module docstring).
+
+    ``precision`` "double" (everything float64) or "mixed" (float32 operator, preconditioner and
+    work vectors inside a float64 solution with float64 true-residual replacement).
+    """
+
+    def __init__(self, problem: GridProblem, xp, *, precision: str = "double", smoothing: int = 2,
+                 coarse_max_dof: int = COARSE_MAX_DOF, range_nodes: int | None = None):
+        if precision not in ("double", "mixed"):
+            raise SolverError(f"precision must be 'double' or 'mixed', got {precision!r}")
+        self.xp = xp
+        self.problem = problem
+        self.precision = precision
+        self.smoothing = int(smoothing)
+        self.kern = voxel_kernels(xp)
+        self.threads = n_threads() if xp is np else 1
+        self.range_nodes = range_nodes or (CPU_RANGE_NODES if xp is np else GPU_RANGE_NODES)
+        self.work_dtype = xp.float64 if precision == "double" else xp.float32
+        self.Ke_ref = box_stiffness(problem.spacing, problem.nu, problem.bbar)
+        self._Ke64 = xp.asarray(self.Ke_ref, dtype=xp.float64)
+        # the input moduli (not copied when already float64 on this backend): the true residual
+        # of mixed precision uses them, so both precisions solve the same problem
+        self._E64 = xp.asarray(problem.E)
+        self._buffers: dict = {}
+        t = time.perf_counter()
+        with _blas_limited(self.threads):
+            self.levels = self._hierarchy(coarse_max_dof)
+        self.setup_time = time.perf_counter() - t
+
+    # ------------------------------------------------------------------ hierarchy
+
+    def _level(self, E, bits, dtype, spacing) -> Level:
+        xp = self.xp
+        Ke_np = box_stiffness(spacing, self.problem.nu, self.problem.bbar)
+        Ke = xp.asarray(Ke_np, dtype=dtype)
+        nz, ny, nx = E.shape
+        plane = (ny + 1) * (nx + 1)
+        step = max(2, min(nz + 1, self.range_nodes // max(plane, 1)))
+        ranges = [(k, min(nz + 1, k + step)) for k in range(0, nz + 1, step)]
+        return Level(E=E, bits=bits, Ke=Ke, kdiag=xp.asarray(np.diag(Ke_np), dtype=dtype),
+                     dtype=dtype, ranges=ranges, spacing=tuple(spacing))
+
+    def _hierarchy(self, coarse_max_dof: int) -> list:
+        xp = self.xp
+        p = self.problem
+        fine_E = xp.asarray(p.E, dtype=self.work_dtype)
+        bits = xp.asarray(p.bits, dtype=xp.uint8) | _inactive_bits(xp, fine_E)
+        levels = [self._level(fine_E, bits, self.work_dtype, p.spacing)]
+        spacing = tuple(float(h) for h in p.spacing)
+        pdtype = self.work_dtype
+        while True:
+            lv = levels[-1]
+            nx, ny, nz = lv.shape
+            # halve every axis of at least 2 voxels (thin plates and rods coarsen in-plane)
+            factors = tuple(2 if n >= 2 else 1 for n in (nx, ny, nz))
+            if lv.n_dof <= coarse_max_dof or factors == (1, 1, 1):
+                break
+            lv.factors = factors
+            Ec = _coarsen_moduli(xp, lv.E, factors, pdtype)
+            bits_c = _coarsen_bits(xp, lv.bits, factors) | _inactive_bits(xp, Ec)
+            spacing = tuple(f * h for f, h in zip(factors, spacing))
+            levels.append(self._level(Ec, bits_c, pdtype, spacing))
+        for lv in levels:
+            lv.inv_sum, lv.inv_ref = _inverse_moduli_sum(xp, lv.E)
+        for lv in levels[1:]:
+            lv.r = xp.zeros(lv.node_shape, dtype=lv.dtype)
+            lv.z = xp.zeros(lv.node_shape, dtype=lv.dtype)
+        if len(levels) > 1:
+            self._coarsest(levels[-1])
+        for i, lv in enumerate(levels[:-1] if len(levels) > 1 else []):
+            self._damping(lv, fine=(i == 0))
+        if len(levels) == 1:
+            self._coarsest(levels[0])
+        return levels
+
+    def _coarsest(self, lv: Level) -> None:
+        """Dense pseudo-inverse of the coarsest operator over its free dofs (others map to 0)."""
+        xp = self.xp
+        nz, ny, nx = lv.E.shape
+        n = lv.n_dof
+        node = xp.reshape(xp.arange((nz + 1) * (ny + 1) * (nx + 1), dtype=xp.int64),
+                          (nz + 1, ny + 1, nx + 1))
+        from .kernels.voxel import CORNERS
+
+        conn = xp.stack([node[dk:dk + nz, dj:dj + ny, di:di + nx].reshape(-1)
+                         for di, dj, dk in CORNERS.tolist()], axis=1)  # (m, 8)
+        dofs = (3 * conn[:, :, None] + xp.arange(3, dtype=xp.int64)).reshape(-1, 24)
+        idx = (dofs[:, :, None] * n + dofs[:, None, :]).reshape(-1)
+        Ke = xp.asarray(lv.Ke, dtype=xp.float64)
+        vals = (xp.reshape(xp.asarray(lv.E, dtype=xp.float64), (-1, 1, 1)) * Ke).reshape(-1)
+        K = xp.zeros(n * n, dtype=xp.float64)
+        scatter_add(K, idx, vals)
+        K = K.reshape(n, n)
+        free = xp.reshape(_free_mask(xp, lv.bits, xp.float64), (-1,))
+        Kf = K * free[:, None] * free[None, :] + xp.diag(1.0 - free)
+        w, V = xp.linalg.eigh(Kf)
+        wmax = float(xp.max(xp.abs(w)))
+        winv = xp.where(w > 1e-12 * wmax, 1.0 / xp.where(w > 0, w, 1.0), 0.0)
+        kinv = (V * winv[None, :]) @ V.T
+        lv.kinv = xp.asarray(kinv * free[:, None] * free[None, :], dtype=lv.dtype)
+
+    def _damping(self, lv: Level, fine: bool) -> None:
+        """Jacobi damping 4 / (3 lambda_max(D^-1 A)), lambda_max by power iteration."""
+        xp = self.xp
+        rng = np.random.default_rng(12345)
+        v = xp.asarray(rng.standard_normal(lv.node_shape), dtype=lv.dtype)
+        w = xp.empty(lv.node_shape, dtype=lv.dtype)
+        lam = 1.0
+        for _ in range(6 if fine else 10):
+            self._mask_into(lv, v)
+            nv = math.sqrt(self._dot(lv, v, v))
+            if nv == 0.0:
+                break
+            v /= nv
+            for k0, k1, Au in self._stream(lv, v):
+                w[k0:k1] = Au * self._dinv(lv, k0, k1)
+            lam = self._dot(lv, v, w)
+            v, w = w, v
+        lv.lam_max = max(lam, 1e-30) * 1.05
+        lv.omega = 4.0 / (3.0 * lv.lam_max)
+
+    # ------------------------------------------------------------------ streaming operator
+
+    def _stream(self, lv: Level, u):
+        """Yield (k0, k1, (A u)[k0:k1]) range by range, in order. All ranges of a batch are
+        computed (on the worker threads) before any is yielded; a consumer must copy what it
+        keeps before asking for the next range."""
+        xp = self.xp
+        ranges = lv.ranges
+        T = self.threads
+        bufs = self._buffers.get(id(lv))
+        if bufs is None:
+            step = ranges[0][1] - ranges[0][0]
+            bufs = [xp.empty((step,) + lv.node_shape[1:], dtype=lv.dtype) for _ in range(T)]
+            self._buffers[id(lv)] = bufs
+
+        def compute(item):
+            (k0, k1), buf = item
+            out = buf[:k1 - k0]
+            self.kern.voxel_matvec(u, lv.E, lv.Ke, out, k0, k1)
+            return k0, k1, out
+
+        for start in range(0, len(ranges), T):
+            items = list(zip(ranges[start:start + T], bufs))
+            if len(items) > 1:
+                yield from pool().map(compute, items)
+            else:
+                yield compute(items[0])
+
+    def _dinv(self, lv: Level, k0: int, k1: int):
+        """D^-1 on the free dofs of node planes k0..k1-1 (0 on supported and empty ones). A box
+        voxel's stiffness diagonal is the same at its eight corners, so D = kdiag_c * sum of the
+        node's voxel moduli, kept as one float16 per node (relative to the largest sum; a
+        smoother's diagonal needs no more than 3 digits, and clipping at 65504 only damps the
+        sweep more at nodes 65504 times softer than the stiffest)."""
+        xp = self.xp
+        kd = xp.reshape(lv.kdiag[:3], (1, 1, 1, 3)) / lv.inv_ref
+        return (xp.astype(lv.inv_sum[k0:k1], lv.dtype)[..., None] / kd) \
+            * _free_mask(xp, lv.bits[k0:k1], lv.dtype)
+
+    def _mask_into(self, lv: Level, v) -> None:
+        xp = self.xp
+        for k0, k1 in lv.ranges:
+            v[k0:k1] *= _free_mask(xp, lv.bits[k0:k1], v.dtype)
+
+    def _dot(self, lv: Level, a, b) -> float:
+        xp = self.xp
+        s = 0.0
+        for k0, k1 in lv.ranges:
+            s += float(xp.sum(xp.astype(a[k0:k1], xp.float64) * xp.astype(b[k0:k1], xp.float64)))
+        return s
+
+    # ------------------------------------------------------------------ smoothing and transfer
+
+    def _jacobi(self, lv: Level, r, z) -> None:
+        """One damped Jacobi sweep z += omega D^-1 (r - A z), in place (lagged write-back)."""
+        pending = None
+        for k0, k1, Az in self._stream(lv, z):
+            upd = (r[k0:k1] - Az) * (lv.omega * self._dinv(lv, k0, k1))
+            if pending is not None:
+                pk0, pk1, pu = pending
+                z[pk0:pk1] += pu
+            pending = (k0, k1, upd)
+        if pending is not None:
+            pk0, pk1, pu = pending
+            z[pk0:pk1] += pu
+
+    def _first_sweep(self, lv: Level, r, z) -> None:
+        """z = omega D^-1 r (a Jacobi sweep from z = 0)."""
+        for k0, k1 in lv.ranges:
+            z[k0:k1] = r[k0:k1] * (lv.omega * self._dinv(lv, k0, k1))
+
+    def _residual_restrict(self, lv: Level, r, z, coarse: Level) -> None:
+        """coarse.r = R (r - A z), range by range."""
+        xp = self.xp
+        rc = coarse.r
+        rc[...] = 0
+        ncz, ncy, ncx = coarse.node_shape[:3]
+        fx, fy, fz = lv.factors
+        for k0, k1, Az in self._stream(lv, z):
+            t = (r[k0:k1] - Az) * _free_mask(xp, lv.bits[k0:k1], lv.dtype)
+            if fx == 2:
+                t = _restrict_axis(xp, t, 2, ncx)
+            if fy == 2:
+                t = _restrict_axis(xp, t, 1, ncy)
+            if fz == 1:
+                rc[k0:k1] += t
+                continue
+            # z: fine plane k -> coarse k/2 (even) or halves to (k-1)/2 and (k+1)/2 (odd)
+            e0 = k0 + (k0 % 2)
+            if e0 < k1:
+                rc[e0 // 2:(k1 - 1) // 2 + 1] += t[e0 - k0::2]
+            o0 = k0 + 1 - (k0 % 2)
+            if o0 < k1:
+                odd = 0.5 * t[o0 - k0::2]
+                c0 = (o0 - 1) // 2
+                rc[c0:c0 + odd.shape[0]] += odd
+                rc[c0 + 1:c0 + 1 + odd.shape[0]] += odd
+        self._mask_into(coarse, rc)
+
+    def _prolong_add(self, coarse: Level, lv: Level, z) -> None:
+        """z += P coarse.z on the free dofs of lv, range by range."""
+        xp = self.xp
+        zc = coarse.z
+        nfz, nfy, nfx = lv.node_shape[:3]
+        fx, fy, fz = lv.factors
+        for k0, k1 in lv.ranges:
+            if fz == 1:
+                f = zc[k0:k1]
+                if fy == 2:
+                    f = _prolong_axis(xp, f, 1, nfy)
+                if fx == 2:
+                    f = _prolong_axis(xp, f, 2, nfx)
+                z[k0:k1] += f * _free_mask(xp, lv.bits[k0:k1], lv.dtype)
+                continue
+            c0, c1 = k0 // 2, (k1 - 1 + 1) // 2 + 1  # coarse planes needed
+            c1 = min(c1, zc.shape[0])
+            sub = zc[c0:c1]
+            fzp = xp.empty((k1 - k0,) + sub.shape[1:], dtype=lv.dtype)
+            ev0 = k0 + (k0 % 2)
+            if ev0 < k1:
+                n_ev = len(range(ev0, k1, 2))
+                fzp[ev0 - k0::2] = sub[ev0 // 2 - c0:ev0 // 2 - c0 + n_ev]
+            od0 = k0 + 1 - (k0 % 2)
+            if od0 < k1:
+                n_od = len(range(od0, k1, 2))
+                a = (od0 - 1) // 2 - c0
+                fzp[od0 - k0::2] = 0.5 * (sub[a:a + n_od] + sub[a + 1:a + 1 + n_od])
+            f = fzp
+            if fy == 2:
+                f = _prolong_axis(xp, f, 1, nfy)
+            if fx == 2:
+                f = _prolong_axis(xp, f, 2, nfx)
+            z[k0:k1] += f * _free_mask(xp, lv.bits[k0:k1], lv.dtype)
+
+    def vcycle(self, r, z, level: int = 0) -> None:
+        """z = M^-1 r by one V-cycle from ``level`` down (z is overwritten)."""
+        xp = self.xp
+        lv = self.levels[level]
+        if lv.kinv is not None:
+            z[...] = xp.reshape(lv.kinv @ xp.reshape(xp.astype(r, lv.dtype), (-1,)), z.shape)
+            return
+        coarse = self.levels[level + 1]
+        self._first_sweep(lv, r, z)
+        for _ in range(self.smoothing - 1):
+            self._jacobi(lv, r, z)
+        self._residual_restrict(lv, r, z, coarse)
+        self.vcycle(coarse.r, coarse.z, level + 1)
+        self._prolong_add(coarse, lv, z)
+        for _ in range(self.smoothing):
+            self._jacobi(lv, r, z)
+
+    # ------------------------------------------------------------------ CG
+
+    def _matvec64(self, x, out, k0: int, k1: int) -> None:
+        """out = (A x)[k0:k1] in float64 (x float64), whatever the level's storage precision:
+        only the moduli of the touching element planes are converted (grid re-based at k0-1)."""
+        xp = self.xp
+        E = self._E64
+        nz = E.shape[0]
+        e0, e1 = max(k0 - 1, 0), min(k1, nz)
+        Ef = E[e0:e1] if E.dtype == xp.float64 else xp.astype(E[e0:e1], xp.float64)
+        self.kern.voxel_matvec(x[e0:e1 + 1], Ef, self._Ke64, out, k0 - e0, k1 - e0)
+
+    def _true_residual(self, x, out, load_index, load_value) -> None:
+        """out = F (b - A x) with A in float64 (x float64), written range by range."""
+        xp = self.xp
+        lv = self.levels[0]
+        for k0, k1 in lv.ranges:
+            Ax = xp.empty((k1 - k0,) + lv.node_shape[1:], dtype=xp.float64)
+            self._matvec64(x, Ax, k0, k1)
+            out[k0:k1] = xp.astype(-Ax * _free_mask(xp, lv.bits[k0:k1], xp.float64), out.dtype)
+        flat = xp.reshape(out, (-1,))
+        if load_index.shape[0]:
+            flat[load_index] = flat[load_index] + xp.astype(load_value, out.dtype)
+
+    def solve(self, *, rtol: float = 1e-8, atol: float = 0.0, maxiter: int | None = None,
+              callback=None):
+        """Run PCG; returns (u (nz+1, ny+1, nx+1, 3) float64, GMGInfo)."""
+        with _blas_limited(self.threads):
+            return self._solve(rtol=rtol, atol=atol, maxiter=maxiter, callback=callback)
+
+    def _solve(self, *, rtol, atol, maxiter, callback):
+        xp = self.xp
+        lv = self.levels[0]
+        p = self.problem
+        info = GMGInfo(levels=[(lv_.shape, lv_.n_dof) for lv_ in self.levels])
+        t0 = time.perf_counter()
+        shape = lv.node_shape
+        x = xp.zeros(shape, dtype=xp.float64) if p.u0 is None else xp.asarray(
+            p.u0, dtype=xp.float64).copy()
+        idx = xp.asarray(p.load_index, dtype=xp.int64)
+        val = xp.asarray(p.load_value, dtype=xp.float64)
+        # loads on supported dofs or on nodes of no voxel do nothing: drop them
+        if idx.shape[0]:
+            keep = xp.reshape(_free_mask(xp, lv.bits, xp.float64), (-1,))[idx] > 0
+            idx, val = idx[keep], val[keep]
+        r = xp.empty(shape, dtype=self.work_dtype)
+        self._true_residual(x, r, idx, val)
+        r0 = math.sqrt(self._dot(lv, r, r))
+        info.residuals = [1.0]
+        if r0 == 0.0:
+            info.times["solve"] = time.perf_counter() - t0
+            return x, info
+        target = max(rtol * r0, atol)
+        maxiter = maxiter or 1000
+        q = xp.empty(shape, dtype=self.work_dtype)
+        pv = xp.empty(shape, dtype=self.work_dtype)
+        info.held_bytes = self.held_bytes() + sum(int(a.nbytes) for a in (x, r, q, pv))
+        self.vcycle(r, q)
+        rz = self._dot(lv, r, q)
+        pv[...] = q
+        last_true = r0
+        mixed = self.precision == "mixed"
+        rnorm = r0
+        for it in range(1, maxiter + 1):
+            pq = 0.0
+            for k0, k1, Ap in self._stream(lv, pv):
+                qa = Ap * _free_mask(xp, lv.bits[k0:k1], lv.dtype)
+                q[k0:k1] = qa
+                pq += float(xp.sum(xp.astype(pv[k0:k1], xp.float64) * xp.astype(qa, xp.float64)))
+            if not pq > 0.0:
+                raise ConvergenceError(
+                    f"CG broke down at iteration {it}: p.Ap = {pq:.3e} <= 0; the voxel model "
+                    "is a mechanism (a part with no support?)", info.residuals)
+            alpha = rz / pq
+            rr = 0.0
+            for k0, k1 in lv.ranges:
+                x[k0:k1] += alpha * xp.astype(pv[k0:k1], xp.float64)
+                r[k0:k1] -= xp.astype(alpha * q[k0:k1], r.dtype)
+                rr += float(xp.sum(xp.astype(r[k0:k1], xp.float64) ** 2))
+            rnorm = math.sqrt(rr)
+            restart = False
+            if mixed and (rnorm < REPLACE_DROP * last_true or rnorm <= target):
+                # the float32 recursion drifts from b - A x: replace it by the true residual and
+                # restart the directions (the old ones are conjugate for the float32 operator)
+                self._true_residual(x, r, idx, val)
+                rnorm = math.sqrt(self._dot(lv, r, r))
+                last_true = rnorm
+                info.replacements += 1
+                restart = True
+            info.residuals.append(rnorm / r0)
+            if callback is not None:
+                callback(x)
+            if not math.isfinite(rnorm):
+                raise ConvergenceError(f"CG diverged at iteration {it}", info.residuals)
+            if rnorm <= target:
+                info.iterations = it
+                break
+            self.vcycle(r, q)
+            rz_new = self._dot(lv, r, q)
+            beta = 0.0 if restart else rz_new / rz
+            rz = rz_new
+            for k0, k1 in lv.ranges:
+                pv[k0:k1] *= beta
+                pv[k0:k1] += q[k0:k1]
+        else:
+            raise ConvergenceError(
+                f"CG did not converge in {maxiter} iterations: relative residual "
+                f"{info.residuals[-1]:.3e} > rtol {rtol:.1e}", info.residuals)
+        info.residual = info.residuals[-1]
+        info.times["solve"] = time.perf_counter() - t0
+        return x, info
+
+    def held_bytes(self) -> int:
+        """Bytes of the arrays the hierarchy holds (moduli, supports, coarse vectors)."""
+        total = 0
+        for lv in self.levels:
+            for a in (lv.E, lv.bits, lv.r, lv.z, lv.kinv, lv.inv_sum):
+                if a is not None:
+                    total += int(a.nbytes)
+        return total
+
+    def apply(self, u):
+        """(A u) over the whole grid, supported dofs included (for reactions), in float64."""
+        xp = self.xp
+        lv = self.levels[0]
+        out = xp.empty(lv.node_shape, dtype=xp.float64)
+        for k0, k1 in lv.ranges:
+            self._matvec64(u, out[k0:k1], k0, k1)
+        return out
+
+
+def _blas_limited(threads: int):
+    """One BLAS thread per worker thread while the voxel kernels run on the worker threads
+    (their small GEMMs gain nothing from BLAS threads, and 2 x 2 threads on 2 cores cost 1.7x)."""
+    import contextlib
+
+    if threads <= 1:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+# ---------------------------------------------------------------------- helpers (array API only)
+
+def _free_mask(xp, bits, dtype):
+    """(…, 3) 1.0 on free dofs, 0.0 on supported dofs and on nodes of no voxel."""
+    comps = [((bits & (FIXED_BITS[c] | INACTIVE)) == 0) for c in range(3)]
+    return xp.astype(xp.stack(comps, axis=-1), dtype)
+
+
+def _inverse_moduli_sum(xp, E):
+    """(s_ref / s, 1 / s_ref): s = sum of the moduli of the up to eight voxels around each node
+    (0 where there are none), s_ref the largest s; the first as float16, clipped at its maximum."""
+    nz, ny, nx = E.shape
+    S = xp.zeros((nz + 1, ny + 1, nx + 1), dtype=xp.float32)
+    for dk in (0, 1):
+        for dj in (0, 1):
+            for di in (0, 1):
+                S[dk:dk + nz, dj:dj + ny, di:di + nx] += xp.astype(E, xp.float32)
+    s_ref = float(xp.max(S))
+    if s_ref <= 0.0:
+        s_ref = 1.0
+    inv = xp.where(S > 0, s_ref / xp.where(S > 0, S, xp.ones_like(S)), xp.zeros_like(S))
+    inv = xp.minimum(inv, xp.asarray(65504.0, dtype=xp.float32))
+    return xp.astype(inv, xp.float16), 1.0 / s_ref
+
+
+def _inactive_bits(xp, E):
+    """INACTIVE on nodes none of whose (up to eight) voxels has a modulus > 0."""
+    nz, ny, nx = E.shape
+    solid = xp.astype(E > 0, xp.uint8)
+    touch = xp.zeros((nz + 1, ny + 1, nx + 1), dtype=xp.uint8)
+    for dk in (0, 1):
+        for dj in (0, 1):
+            for di in (0, 1):
+                touch[dk:dk + nz, dj:dj + ny, di:di + nx] |= solid
+    return xp.where(touch > 0, xp.zeros_like(touch), xp.full_like(touch, INACTIVE))
+
+
+def _coarsen_moduli(xp, E, factors, dtype):
+    """Coarse voxel moduli: mean of the children (2 per coarsened axis; an odd count is padded
+    with an empty voxel, which counts as 0)."""
+    fx, fy, fz = factors
+    nz, ny, nx = E.shape
+    pz, py, px = (_padded(n) if f == 2 else n for n, f in ((nz, fz), (ny, fy), (nx, fx)))
+    P = xp.zeros((pz, py, px), dtype=xp.float64)
+    P[:nz, :ny, :nx] = xp.astype(E, xp.float64)
+    Ec = xp.zeros((pz // fz, py // fy, px // fx), dtype=xp.float64)
+    for dk in range(fz):
+        for dj in range(fy):
+            for di in range(fx):
+                Ec += P[dk::fz, dj::fy, di::fx]
+    return xp.astype(Ec / float(fx * fy * fz), dtype)
+
+
+def _coarse_index(n_fine_nodes: int, factor: int) -> list:
+    """Fine node index at each coarse node: 2I (the last fine node where 2I lies beyond)."""
+    if factor == 1:
+        return list(range(n_fine_nodes))
+    n_coarse = _padded(n_fine_nodes - 1) // 2 + 1
+    return [min(2 * i, n_fine_nodes - 1) for i in range(n_coarse)]
+
+
+def _coarsen_bits(xp, bits, factors):
+    """Supported bits of the coarse nodes, injected from the fine node at the same place."""
+    b = bits & 7
+    fx, fy, fz = factors
+    for axis, f in ((0, fz), (1, fy), (2, fx)):
+        idx = xp.asarray(_coarse_index(b.shape[axis], f), dtype=xp.int64)
+        b = xp.take(b, idx, axis=axis)
+    return b
+
+
+def _restrict_axis(xp, f, axis: int, nc: int):
+    """R along one axis: c[I] = f[2I] + (f[2I-1] + f[2I+1]) / 2."""
+    shape = list(f.shape)
+    nf = shape[axis]
+    shape[axis] = nc
+    out = xp.zeros(tuple(shape), dtype=f.dtype)
+
+    def sl(s):
+        key = [slice(None)] * f.ndim
+        key[axis] = s
+        return tuple(key)
+
+    even = f[sl(slice(0, None, 2))]
+    odd = 0.5 * f[sl(slice(1, None, 2))]
+    ne, no = even.shape[axis], odd.shape[axis]
+    out[sl(slice(0, ne))] += even
+    out[sl(slice(0, no))] += odd
+    out[sl(slice(1, no + 1))] += odd
+    del nf
+    return out
+
+
+def _prolong_axis(xp, c, axis: int, nf: int):
+    """P along one axis: f[2I] = c[I], f[2I+1] = (c[I] + c[I+1]) / 2, for nf fine nodes."""
+    shape = list(c.shape)
+    shape[axis] = nf
+    out = xp.empty(tuple(shape), dtype=c.dtype)
+
+    def sl(s):
+        key = [slice(None)] * c.ndim
+        key[axis] = s
+        return tuple(key)
+
+    ne, no = (nf + 1) // 2, nf // 2
+    out[sl(slice(0, None, 2))] = c[sl(slice(0, ne))]
+    out[sl(slice(1, None, 2))] = 0.5 * (c[sl(slice(0, no))] + c[sl(slice(1, no + 1))])
+    return out

@@ -1,0 +1,149 @@
+"""Matrix-free kernels of the regular hex8 voxel grid: NumPy twins of ``voxel.cu``.
+
+A voxel model is a grid of ``nz x ny x nx`` identical box elements (spacing ``hx, hy, hz`` mm)
+of one Poisson's ratio, each with its own Young's modulus ``E[k, j, i]`` (MPa; 0 for an empty
+voxel). Every element stiffness is the same reference matrix ``Ke`` (24 x 24, for E = 1) scaled by
+the element's modulus, so the global product ``A u`` needs no assembled matrix: 8 bytes per voxel
+instead of about 1 KB per dof.
+
+Layout (C order, the same on the GPU): nodal vectors are ``(nz + 1, ny + 1, nx + 1, 3)``, i.e.
+node ``(i, j, k)`` has the flat index ``i + (nx + 1) * (j + (ny + 1) * k)`` and its three dofs
+follow each other; element dofs are ordered corner-major in the VTK hex8 corner order
+(:data:`CORNERS`), the same as :mod:`fem.kernels.elastic`.
+
+The kernels work on a range of node planes ``k0 <= k < k1`` (the GPU kernels launch one thread
+per node of the range) so that a solver can stream through the grid plane range by plane range
+and update vectors in place without a second full-size buffer. Each function here has the
+signature of its CUDA kernel's launcher in :mod:`fem.kernels.cuda` and gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: corner offsets (di, dj, dk) of the hex8 element in VTK (= Abaqus C3D8) node order
+CORNERS = np.array([(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0),
+                    (0, 0, 1), (1, 0, 1), (1, 1, 1), (0, 1, 1)], dtype=np.int64)
+
+#: strain components produced by :func:`voxel_strain` (tensor components, not engineering shear)
+STRAIN_ORDER = ("xx", "yy", "zz", "xy", "yz", "xz")
+
+#: voxels per GEMM in the NumPy matvec (keeps its temporaries near 3 MB and in cache)
+CHUNK_VOXELS = 8192
+
+
+def _gauss_gradients(spacing):
+    """Shape-function gradients (8 Gauss points, 8 nodes, 3) and weights x det J of the box."""
+    h = np.asarray(spacing, dtype=np.float64)
+    g = 1.0 / np.sqrt(3.0)
+    signs = 2.0 * CORNERS - 1.0  # natural coordinates of the corners, +-1
+    pts = signs * g  # 2x2x2 Gauss points in the same order
+    # N_a = prod_d (1 + s_ad xi_d) / 8 ; dN_a/dxi_d = s_ad prod_{e != d}(1 + s_ae xi_e) / 8
+    one = 1.0 + pts[:, None, :] * signs[None, :, :]  # (g, a, d)
+    dN = np.empty((8, 8, 3))
+    for d in range(3):
+        others = [e for e in range(3) if e != d]
+        dN[:, :, d] = signs[None, :, d] * one[:, :, others[0]] * one[:, :, others[1]] / 8.0
+    G = dN * (2.0 / h)[None, None, :]  # d/dx = (2/h) d/dxi for a box
+    wdet = np.full(8, np.prod(h) / 8.0)
+    return G, wdet
+
+
+def reference_stiffness(spacing, nu: float) -> np.ndarray:
+    """The 24 x 24 stiffness of one box element with E = 1 MPa and Poisson's ratio ``nu``
+    (full 2x2x2 integration, dofs corner-major in VTK order), in N/mm per MPa of modulus."""
+    G, wdet = _gauss_gradients(spacing)
+    lam = nu / ((1.0 + nu) * (1.0 - 2.0 * nu))
+    mu = 1.0 / (2.0 * (1.0 + nu))
+    H = (G * np.sqrt(wdet)[:, None, None]).reshape(8, 24)
+    A = (H.T @ H).reshape(8, 3, 8, 3)  # [a, i, b, j] = sum_g w dNa_i dNb_j
+    trace = A[:, 0, :, 0] + A[:, 1, :, 1] + A[:, 2, :, 2]
+    K = lam * A + mu * A.transpose(0, 3, 2, 1)
+    for i in range(3):
+        K[:, i, :, i] += mu * trace
+    return K.reshape(24, 24)
+
+
+def mean_strain_operator(spacing) -> np.ndarray:
+    """B (6, 24): element-average strain (xx, yy, zz, xy, yz, xz; tensor components) from the
+    element's 24 nodal displacements, averaged over the 8 Gauss points like :class:`fem.Result`."""
+    G, _ = _gauss_gradients(spacing)
+    Gm = G.mean(axis=0)  # (8 nodes, 3)
+    B = np.zeros((6, 8, 3))
+    for c, (i, j) in enumerate(((0, 0), (1, 1), (2, 2), (0, 1), (1, 2), (0, 2))):
+        B[c, :, i] += 0.5 * Gm[:, j]
+        B[c, :, j] += 0.5 * Gm[:, i]
+    return B.reshape(6, 24)
+
+
+def _grid(E):
+    nz, ny, nx = E.shape
+    return nx, ny, nz
+
+
+def voxel_matvec(u, E, Ke, out, k0: int, k1: int) -> None:
+    """``out[k - k0] = (A u)[k]`` for the node planes ``k0 <= k < k1``.
+
+    u: (nz+1, ny+1, nx+1, 3) nodal vector; E: (nz, ny, nx) moduli; Ke: (24, 24) reference
+    stiffness in the compute precision (the dtype of ``out``); out: (k1-k0, ny+1, nx+1, 3).
+    The product is element by element: gather the 24 dofs of each voxel in the element planes
+    that touch the node planes, one GEMM with Ke, scale by E, add back to the nodes.
+    """
+    nx, ny, nz = _grid(E)
+    e0, e1 = max(k0 - 1, 0), min(k1, nz)  # element planes touching node planes k0..k1-1
+    out[...] = 0
+    # rows of voxels per GEMM: bounded temporaries (about 2 x 24 x 8 bytes x CHUNK_VOXELS)
+    rows = max(1, min(ny, CHUNK_VOXELS // max(nx, 1)))
+    for e in range(e0, e1):
+        for j0 in range(0, ny, rows):
+            j1 = min(ny, j0 + rows)
+            _matvec_block(u, E, Ke, out, k0, k1, e, j0, j1)
+
+
+def _matvec_block(u, E, Ke, out, k0, k1, e, j0, j1):
+    """Add the products of the voxels (e, j0..j1-1, all i) to the node planes in [k0, k1)."""
+    nx = E.shape[2]
+    m = j1 - j0
+    ue = np.empty((m, nx, 8, 3), dtype=out.dtype)
+    for c, (di, dj, dk) in enumerate(CORNERS):
+        ue[:, :, c, :] = u[e + dk, j0 + dj:j1 + dj, di:di + nx]
+    fe = ue.reshape(-1, 24) @ Ke
+    fe *= E[e, j0:j1].reshape(-1, 1)
+    fe = fe.reshape(m, nx, 8, 3)
+    for c, (di, dj, dk) in enumerate(CORNERS):
+        k = e + dk
+        if k0 <= k < k1:
+            out[k - k0, j0 + dj:j1 + dj, di:di + nx] += fe[:, :, c]
+
+
+def voxel_diagonal(E, kdiag, out, k0: int, k1: int) -> None:
+    """``out[k - k0]`` = the diagonal of A at the node planes ``k0 <= k < k1``.
+
+    kdiag: (24,) the diagonal of the reference stiffness; out: (k1-k0, ny+1, nx+1, 3).
+    """
+    nx, ny, nz = _grid(E)
+    e0, e1 = max(k0 - 1, 0), min(k1, nz)
+    out[...] = 0
+    kd = kdiag.reshape(8, 3)
+    for c, (di, dj, dk) in enumerate(CORNERS):
+        lo = max(k0, e0 + dk)
+        hi = min(k1, e1 + dk)
+        if hi > lo:
+            Ec = E[lo - dk:hi - dk].astype(out.dtype, copy=False)
+            out[lo - k0:hi - k0, dj:dj + ny, di:di + nx] += Ec[..., None] * kd[c]
+
+
+def voxel_strain(u, B, out, e0: int, e1: int) -> None:
+    """Element-average strains of the element planes ``e0 <= e < e1``.
+
+    u: (nz+1, ny+1, nx+1, 3); B: (6, 24) from :func:`mean_strain_operator`;
+    out: (e1-e0, ny, nx, 6), components xx, yy, zz, xy, yz, xz.
+    """
+    ny, nx = out.shape[1], out.shape[2]
+    m = e1 - e0
+    if m <= 0:
+        return
+    ue = np.empty((m, ny, nx, 8, 3), dtype=out.dtype)
+    for c, (di, dj, dk) in enumerate(CORNERS):
+        ue[:, :, :, c, :] = u[e0 + dk:e1 + dk, dj:dj + ny, di:di + nx]
+    out[...] = (ue.reshape(-1, 24) @ B.T).reshape(m, ny, nx, 6)
