@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import assembly
+from . import assembly, voxel
 from . import system as _system
 from .amg import SmoothedAggregationAMG
 from .arrays import unique_sorted
@@ -34,7 +34,7 @@ from .solvers import SolveInfo, cg, direct, rigid_body_modes
 
 logger = logging.getLogger(__name__)
 
-SOLVERS = ("auto", "direct", "amg", "cg")
+SOLVERS = ("auto", "direct", "amg", "cg", "gmg")
 #: with solver="auto", models up to this many dofs are solved directly, larger ones by AMG-CG
 DIRECT_MAX_DOF = 5_000
 
@@ -45,8 +45,11 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     """Solve the linear static problem of ``model`` (mm, N, MPa); returns a :class:`Result`.
 
     ``solver``: "direct" (sparse LU), "amg" (CG with a smoothed-aggregation AMG preconditioner),
-    "cg" (Jacobi-preconditioned CG, for tests) or "auto" (direct up to 5 000 equations, else amg:
+    "gmg" (matrix-free geometric-multigrid CG, for hex8 models whose elements are the voxels of
+    a regular grid: :mod:`fem.voxel`), "cg" (Jacobi-preconditioned CG, for tests) or "auto"
+    (direct up to 5 000 equations; above that gmg for voxel grids without rigid plates, else amg:
     SuperLU fill-in grows fast on 3-D meshes, AMG-CG is faster from a few thousand dofs on).
+    ``model`` may also be a :class:`fem.voxel.VoxelModel`.
     ``rtol``/``atol``/``maxiter`` control the iterative solvers; ``precision="mixed"`` keeps the
     AMG hierarchy in float32; ``callback(x)`` is called after every CG iteration. Raises a
     :class:`~fem.ModelError` subclass for bad input.
@@ -62,6 +65,8 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     xp = be.xp
     times: dict[str, float] = {}
     t0 = time.perf_counter()
+    if hasattr(model, "to_model") and not isinstance(model, Model):  # a VoxelModel
+        model = model.to_model()
 
     model.check_materials()
     pts = xp.asarray(model.points)
@@ -77,6 +82,21 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
                 f"{n_bbar} hex8 element(s) with nu >= {BBAR_NU_THRESHOLD} use the B-bar "
                 "formulation, which does not lock (CalculiX's C3D8 does; "
                 "hex8_formulation='full' reproduces it)", stacklevel=2)
+
+    if solver in ("auto", "gmg"):
+        grid, why = None, ""
+        if solver == "gmg" or 3 * model.n_nodes > DIRECT_MAX_DOF:
+            grid, why = model.metadata.get("voxel_grid"), ""
+            if grid is None:
+                grid, why = voxel.grid_of(model)
+            if grid is not None and sysm.plates:
+                grid, why = None, "it has rigid plates"
+        if grid is not None:
+            return _solve_voxel(model, grid, sysm, be, times, t0, rtol=rtol, atol=atol,
+                                maxiter=maxiter, precision=precision, callback=callback)
+        if solver == "gmg":
+            raise SolverError(f"solver 'gmg' needs a hex8 model whose elements are the voxels of "
+                              f"a regular grid, and this one is not: {why}")
 
     t = time.perf_counter()
     pattern, data = assembly.assemble_stiffness(model, be)
@@ -106,6 +126,21 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
                     reaction_values=r_fixed, plate_dofs=z[n3:] if lin.T is not None else None,
                     info=info)
     times["reactions"] = time.perf_counter() - t
+    info.times.update(times)
+    info.times["total"] = time.perf_counter() - t0
+    logger.info("solved %d dofs: %s", model.n_dof, info.summary())
+    return result
+
+
+def _solve_voxel(model, grid, sysm, be, times, t0, *, rtol, atol, maxiter, precision, callback):
+    """The matrix-free multigrid path of :func:`solve` for models on a regular voxel grid."""
+    info = SolveInfo(solver="gmg", backend=be.name, n_dof=model.n_dof,
+                     n_equations=model.n_dof - len(sysm.fixed_dofs), precision=precision)
+    u, r_fixed = voxel.solve_on_grid(model, grid, sysm, be, rtol=rtol, atol=atol,
+                                     maxiter=maxiter, precision=precision, callback=callback,
+                                     info=info)
+    result = Result(model, u, backend=be, system=sysm, reaction_dofs=sysm.fixed_dofs,
+                    reaction_values=r_fixed, info=info)
     info.times.update(times)
     info.times["total"] = time.perf_counter() - t0
     logger.info("solved %d dofs: %s", model.n_dof, info.summary())

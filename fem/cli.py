@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _solver_args(p):
     p.add_argument("--backend", choices=["auto", "numpy", "cupy"], default="auto")
-    p.add_argument("--solver", choices=["auto", "direct", "amg", "cg"], default="auto")
+    p.add_argument("--solver", choices=["auto", "direct", "amg", "cg", "gmg"], default="auto")
     p.add_argument("--rtol", type=float, default=1e-8, help="relative residual tolerance of the "
                    "iterative solver (default 1e-8)")
     p.add_argument("--precision", choices=["double", "mixed"], default="double",

@@ -33,6 +33,8 @@ class SolveInfo:
     n_dof: int = 0
     n_equations: int = 0
     precision: str = "double"
+    levels: list = field(default_factory=list)  # geometric multigrid: grid shapes, fine first
+    held_bytes: int = 0  # geometric multigrid: bytes its vectors and levels hold
 
     def summary(self) -> str:
         t = ", ".join(f"{k} {v:.2f} s" for k, v in self.times.items())
