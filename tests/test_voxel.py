@@ -1,0 +1,190 @@
+"""Voxel models and the automatic matrix-free path of fem.solve: conversion, recognition of
+regular grids, agreement with the assembled solvers and with CalculiX, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fem
+from fem.analysis import DIRECT_MAX_DOF
+from fem.errors import MaterialError, MeshError, SetError, SolverError
+from fem.meshes.blocks import hex_block, tet_block
+from fem.meshes.voxel import bone_like_block
+from fem.voxel import VoxelModel, grid_of
+
+
+def rel(a, b) -> float:
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def random_voxels(rng, shape=(7, 6, 9), empty=0.15):
+    E = rng.uniform(100.0, 10_000.0, shape)
+    E[rng.random(shape) < empty] = 0.0
+    return E
+
+
+def test_to_model_layout_and_sets(rng):
+    E = random_voxels(rng, (3, 4, 5))
+    vm = VoxelModel(E, spacing=(0.5, 0.6, 0.7), origin=(1.0, 2.0, 3.0), nu=0.25)
+    m = vm.to_model()
+    assert m.n_elements == int((E > 0).sum())
+    # every element is the box of its voxel, with the voxel's modulus
+    conn = m.blocks[0].conn
+    lo = m.points[conn].min(axis=1)
+    ijk = np.rint((lo - [1.0, 2.0, 3.0]) / [0.5, 0.6, 0.7]).astype(int)
+    assert np.allclose(m.E, E[ijk[:, 0], ijk[:, 1], ijk[:, 2]])
+    assert np.allclose(m.points[conn].max(axis=1) - lo, [0.5, 0.6, 0.7])
+    # the xmax face set lies on x = 1 + 3 * 0.5 and its faces are outward +x
+    fs = m.face_set("xmax")
+    nodes = np.unique(np.concatenate([c.ravel() for _, c, _ in m.face_nodes(fs)]))
+    assert np.allclose(m.points[nodes, 0], 2.5)
+    assert len(fs) == int((E[-1] > 0).sum())
+    g, why = grid_of(m)
+    assert why == "" and g.shape == (3, 4, 5) and np.allclose(g.spacing, (0.5, 0.6, 0.7))
+
+
+def test_round_trip_through_model(rng):
+    E = random_voxels(rng)
+    vm = VoxelModel(E, spacing=(1.0, 0.5, 2.0), origin=(-1.0, 0.0, 4.0), nu=0.3)
+    vm.add_node_set("corner", [(0, 0, 0)])
+    back = VoxelModel.from_model(vm.to_model())
+    assert back.shape == vm.shape
+    assert np.array_equal(back.E, vm.E)
+    assert np.allclose(back.spacing, vm.spacing) and np.allclose(back.origin, vm.origin)
+    assert back.nu == vm.nu
+    if E[0, 0, 0] > 0:
+        assert list(back.node_sets["corner"]) == [0]
+
+
+@pytest.mark.parametrize("precision", ["double", "mixed"])
+def test_gmg_equals_direct_on_heterogeneous_voxels(rng, precision):
+    E = random_voxels(rng)
+    vm = VoxelModel(E, spacing=(0.5, 0.6, 0.7), nu=0.3)
+    vm.fix("zmin", "z").fix("xmin", "x").fix("ymin", "y")
+    vm.add(fem.Pressure("zmax", 2.0), fem.Displacement("xmax", (0.001, None, None)),
+           fem.TotalForce("ymax", (0.0, 5.0, -3.0)))
+    m = vm.to_model()
+    ref = fem.solve(m, solver="direct")
+    rtol = 1e-12 if precision == "double" else 1e-9
+    r = fem.solve(m, solver="gmg", rtol=rtol, precision=precision)
+    assert r.info.solver == "gmg"
+    tol = 1e-9 if precision == "double" else 1e-7
+    assert rel(r.displacement, ref.displacement) < tol
+    assert rel(r.stress, ref.stress) < tol
+    for name, force in ref.reactions.items():
+        assert np.allclose(r.reactions[name], force, atol=tol * np.abs(force).max() + 1e-9)
+    # equilibrium: reactions balance the applied loads
+    assert np.allclose(r.reaction_total() + r.applied_total(), 0.0,
+                       atol=1e-6 * np.abs(r.applied_total()).max())
+
+
+def test_auto_takes_voxel_path_for_regular_hex_mesh():
+    """A hex8 mesh built with another node order (z fastest) is still recognised as a grid."""
+    m = hex_block(shape=(20, 15, 18), size=(2.0, 1.5, 1.8), E=1000.0, nu=0.3)
+    assert 3 * m.n_nodes > DIRECT_MAX_DOF
+    m.fix("zmin").add(fem.Pressure("zmax", 1.0))
+    auto = fem.solve(m, rtol=1e-11)
+    assert auto.info.solver == "gmg" and len(auto.info.levels) >= 3
+    amg = fem.solve(m, solver="amg", rtol=1e-11)
+    assert rel(auto.displacement, amg.displacement) < 1e-8
+    assert rel(auto.von_mises, amg.von_mises) < 1e-8
+
+
+def test_small_models_stay_direct_and_distorted_meshes_are_not_grids():
+    m = hex_block(shape=(4, 4, 4), size=(1, 1, 1), E=1000.0, nu=0.3)
+    m.fix("zmin").add(fem.Pressure("zmax", 1.0))
+    assert fem.solve(m).info.solver == "direct"
+    d = hex_block(shape=(4, 4, 4), size=(1, 1, 1), distort=0.1, E=1000.0, nu=0.3)
+    g, why = grid_of(d)
+    assert g is None and "boxes" in why
+    d.fix("zmin").add(fem.Pressure("zmax", 1.0))
+    with pytest.raises(SolverError, match="regular grid.*boxes"):
+        fem.solve(d, solver="gmg")
+    t = tet_block(shape=(2, 2, 2), size=(1, 1, 1), E=1.0, nu=0.3)
+    assert grid_of(t) == (None, "the model has elements other than hex8")
+
+
+def test_bbar_voxels_match_assembled_bbar():
+    vm = bone_like_block((6, 5, 7), nu=0.49)
+    m = vm.to_model()  # nu >= 0.45: auto hex8 formulation is B-bar
+    assert m.bbar_mask().all()
+    with pytest.warns(UserWarning, match="B-bar"):
+        ref = fem.solve(m, solver="direct")
+    with pytest.warns(UserWarning, match="B-bar"):
+        r = fem.solve(m, solver="gmg", rtol=1e-12)
+    assert rel(r.displacement, ref.displacement) < 1e-8
+
+
+def test_rigid_plates_fall_back_to_amg():
+    m = hex_block(shape=(20, 15, 18), size=(2.0, 1.5, 1.8), E=1000.0, nu=0.3)
+    m.fix("zmin").add(fem.RigidPlate("zmax", force=(0.0, 0.0, -100.0)))
+    assert fem.solve(m, rtol=1e-10).info.solver == "amg"
+    with pytest.raises(SolverError, match="rigid plates"):
+        fem.solve(m, solver="gmg")
+
+
+def test_floating_voxel_part_is_reported():
+    E = np.ones((6, 4, 4)) * 1000.0
+    E[:, :, 2] = 0.0  # a gap cuts the block into two parts; only the lower one is supported
+    vm = VoxelModel(E)
+    vm.fix("zmin").add(fem.Pressure("zmax", 1.0))
+    with pytest.raises(fem.ModelError):
+        fem.solve(vm, solver="gmg")
+
+
+def test_voxel_path_agrees_with_calculix(tmp_path, ccx):
+    from fem.io.calculix import run_ccx
+
+    vm = bone_like_block((5, 4, 6), spacing=(0.8, 0.8, 1.0), pressure=1.5)
+    m = vm.to_model()
+    deck = m.to_inp(tmp_path / "voxels.inp")
+    out = run_ccx(deck)
+    r = fem.solve(m, solver="gmg", rtol=1e-12)
+    order = np.argsort(out.node_labels)
+    u_ccx = out.displacement[order]
+    u = r.displacement[np.argsort(m.node_ids)][: len(u_ccx)]
+    assert rel(u, u_ccx) < 1e-6
+    labels, s_ccx = out.element_average_stress()
+    s = r.stress[np.searchsorted(m.element_ids, labels)]
+    assert rel(s, s_ccx) < 1e-5
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.ones((2, 2)), "3-D"),
+    (np.full((2, 2, 2), -1.0), r"E\[0, 0, 0\].*>= 0"),
+    (np.full((2, 2, 2), np.nan), "finite"),
+    (np.zeros((2, 2, 2)), "every voxel is empty"),
+])
+def test_bad_voxel_moduli(bad, match):
+    with pytest.raises(MaterialError, match=match):
+        VoxelModel(bad)
+
+
+def test_bad_voxel_parameters():
+    with pytest.raises(MeshError, match="spacing"):
+        VoxelModel(np.ones((2, 2, 2)), spacing=(1.0, 0.0, 1.0))
+    with pytest.raises(MaterialError, match="Poisson"):
+        VoxelModel(np.ones((2, 2, 2)), nu=0.5)
+    with pytest.raises(MaterialError, match="mask shape"):
+        VoxelModel(np.ones((2, 2, 2)), mask=np.ones((2, 2, 3), bool))
+    with pytest.raises(SetError, match="grid node indices"):
+        VoxelModel(np.ones((2, 2, 2))).add_node_set("far", [(3, 0, 0)])
+    with pytest.raises(MeshError, match="not a regular voxel grid"):
+        VoxelModel.from_model(hex_block(shape=(2, 2, 2), size=(1, 1, 1), distort=0.2, E=1.0,
+                                        nu=0.3))
+
+
+def test_cli_solves_voxel_deck_with_gmg(tmp_path):
+    import meshio
+
+    from fem.cli import main
+
+    m = bone_like_block((4, 4, 5)).to_model()
+    deck = m.to_inp(tmp_path / "v.inp")
+    out = tmp_path / "v.vtu"
+    assert main(["solve", str(deck), "--out", str(out), "--solver", "gmg", "--rtol", "1e-10"]) == 0
+    mesh = meshio.read(out)
+    ref = fem.solve(fem.Model.from_inp(deck), solver="direct")
+    assert rel(mesh.point_data["displacement"], ref.displacement) < 1e-7
