@@ -62,6 +62,7 @@ from .loads import (  # noqa: E402
 )
 from .model import FaceSet, Model  # noqa: E402
 from .result import Result  # noqa: E402
+from .voxel import VoxelModel  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -69,5 +70,5 @@ __all__ = [
     "BoundaryConditionError", "ConvergenceError", "DeckError", "Displacement", "FaceSet", "Fixed",
     "InputFileError", "MaterialError", "MeshError", "Model", "ModelError", "NodalForce",
     "Pressure", "Result", "RigidPlate", "SetError", "SolverError", "TotalForce", "Traction",
-    "UnderConstrainedError", "solve", "__version__",
+    "UnderConstrainedError", "VoxelModel", "solve", "__version__",
 ]
