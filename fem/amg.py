@@ -5,7 +5,8 @@ six rigid-body modes as near-null space. Its own cycle smooths with Gauss-Seidel
 sequential; here each level is smoothed instead by a Chebyshev polynomial in the block-Jacobi
 preconditioned operator (Adams, Brezina, Hu & Tuminaro 2003), built from sparse products only.
 That makes every operation of the cycle a sparse product or a vector update: it runs on several
-CPU threads (:class:`fem.parallel.RowSplit`) and unchanged on a GPU array backend.
+CPU threads (:class:`fem.parallel.RowSplit`) and, after
+:meth:`SmoothedAggregationAMG.to_backend`, on a GPU array backend.
 
 Set-up choices, measured with ``bench/bench_hex_block.py``: symmetric strength of connection with
 theta 0; standard aggregation; Jacobi-smoothed prolongation with omega 4/3 over lambda_max of the
@@ -15,11 +16,14 @@ block-Jacobi operator; coarsening down to at most 100 nodes, solved directly; Ch
 
 from __future__ import annotations
 
+import copy
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import SolverError
+from .kernels.backend import array_module
 from .parallel import RowSplit, map_ordered, map_parts, rmatvec, row_block
 
 
@@ -63,6 +67,24 @@ class BlockJacobi:
         return np.matmul(self.Dinv, r.reshape(-1, R, 1)).reshape(-1)
 
 
+class SparseBlockJacobi:
+    """x -> D^{-1} x as one product with a block-diagonal CSR matrix of any array backend.
+
+    The device form of :class:`BlockJacobi`: a sparse product needs no batched small-matrix
+    kernel, and it is the one operation the rest of the cycle is made of.
+    """
+
+    def __init__(self, Dinv, sparse):
+        import scipy.sparse as sp
+
+        nb, R, _ = Dinv.shape
+        D = sp.bsr_matrix((Dinv, np.arange(nb), np.arange(nb + 1)), shape=(nb * R, nb * R))
+        self.D = sparse.csr_matrix(D.tocsr())
+
+    def __call__(self, r):
+        return self.D @ r
+
+
 def lanczos_max_eig(matvec, n: int, prec, steps: int = 10, seed: int = 0) -> float:
     """Largest eigenvalue of M^{-1} A (A, M SPD) by a few Lanczos steps in the M inner product."""
     rng = np.random.default_rng(seed)
@@ -102,6 +124,13 @@ class Chebyshev:
         self.a, self.b = lower * self.lmax, upper * self.lmax
         self.degree = degree
 
+    def on(self, op, prec) -> Chebyshev:
+        """The same polynomial (degree and interval) applied with another operator and
+        preconditioner: the smoother of a level moved to an array backend."""
+        moved = copy.copy(self)
+        moved.op, moved.prec = op, prec
+        return moved
+
     def __call__(self, x, b, zero_guess: bool = False):
         """Smooth in place; with ``zero_guess`` the first residual is b itself (x = 0)."""
         theta = 0.5 * (self.b + self.a)
@@ -120,6 +149,26 @@ class Chebyshev:
             d += (2.0 * rho_new / delta) * self.prec(r)
             rho = rho_new
         return x
+
+
+@dataclass
+class _Level:
+    """One level of the V-cycle: its operator A, smoother, prolongation P and restriction R."""
+
+    A: object
+    smooth: Chebyshev
+    P: object
+    R: object
+
+
+class _Transposed:
+    """P^T r from the row parts of a :class:`RowSplit` P (threads), without storing P^T."""
+
+    def __init__(self, P: RowSplit):
+        self.P = P
+
+    def __matmul__(self, r):
+        return rmatvec(self.P, r)
 
 
 class SmoothedAggregationAMG:
@@ -158,7 +207,7 @@ class SmoothedAggregationAMG:
             if Ah is not Al:
                 op = RowSplit(Ah)
                 smoother = Chebyshev(Ah, op, degree)
-            self.levels.append((op, smoother, Pc))
+            self.levels.append(_Level(op, smoother, Pc, _Transposed(Pc)))
             Al, Bl = Ac, Bc
             self.sizes.append(Al.shape[0])
             nnz.append(Al.nnz)
@@ -168,16 +217,45 @@ class SmoothedAggregationAMG:
         self.shape = A.shape
         self.setup_time = time.perf_counter() - t0
 
+    def to_backend(self, backend, finest=None) -> SmoothedAggregationAMG:
+        """This preconditioner with its V-cycle on ``backend`` (a :class:`~fem.kernels.backend.
+        Backend`), e.g. CuPy; the host hierarchy is not changed.
+
+        The set-up runs on the host because its aggregation step (pyamg's strength of connection
+        and standard aggregation) is a sequential graph algorithm with no GPU counterpart, and
+        its cost is small next to the solve. The hierarchy then moves to the device once: every
+        level's A, P and R = P^T as CSR, the block-Jacobi inverse as a block-diagonal CSR, the
+        Chebyshev coefficients, and the coarse solve (see :meth:`_CoarseSolver.to_backend`). The
+        cycle is then nothing but device sparse products, vector updates and one dense product;
+        no transfer per cycle.
+
+        ``finest`` is the finest-level matrix already on the device (used instead of a second
+        copy when its dtype is the hierarchy's). With the NumPy backend the same code runs on
+        SciPy matrices without threads, which is how the CPU tests prove the device cycle.
+        """
+        sparse = backend.sparse
+        moved = copy.copy(self)
+        moved.levels = []
+        for i, lv in enumerate(self.levels):
+            if i == 0 and finest is not None and finest.dtype == self.dtype:
+                A = finest
+            else:
+                A = sparse.csr_matrix(lv.A.A.tocsr())
+            P = lv.P.A.tocsr()
+            prec = SparseBlockJacobi(lv.smooth.prec.Dinv, sparse)
+            moved.levels.append(_Level(A, lv.smooth.on(A, prec), sparse.csr_matrix(P),
+                                       sparse.csr_matrix(P.T.tocsr())))
+        moved.coarse = self.coarse.to_backend(backend)
+        return moved
+
     def _cycle(self, level: int, b):
         if level == len(self.levels):
             return self.coarse(b.astype(np.float64)).astype(b.dtype)
-        op, smooth, P = self.levels[level]
-        x = np.zeros_like(b)
-        smooth(x, b, zero_guess=True)
-        r = b - op @ x
-        x += P @ self._cycle(level + 1, rmatvec(P, r))
-        smooth(x, b)
-        return x
+        lv = self.levels[level]
+        x = lv.smooth(array_module(b).zeros_like(b), b, zero_guess=True)
+        r = b - lv.A @ x
+        x += lv.P @ self._cycle(level + 1, lv.R @ r)
+        return lv.smooth(x, b)
 
     def matvec(self, r):
         x = self._cycle(0, r.astype(self.dtype, copy=False))
@@ -199,6 +277,7 @@ class _CoarseSolver:
     def __init__(self, A):
         import scipy.linalg as la
 
+        self._cho = self._pinv = self._csc = None
         n = A.shape[0]
         if n <= self.DENSE_MAX:
             M = A.toarray().astype(np.float64)
@@ -206,16 +285,31 @@ class _CoarseSolver:
                 self._cho = la.cho_factor(M)
                 self._solve = lambda b: la.cho_solve(self._cho, b)
             except la.LinAlgError:
-                Minv = la.pinvh(M)
-                self._solve = lambda b: Minv @ b
+                self._pinv = la.pinvh(M)
+                self._solve = lambda b: self._pinv @ b
         else:
             import scipy.sparse.linalg as sla
 
-            lu = sla.splu(A.tocsc().astype(np.float64))
-            self._solve = lu.solve
+            self._csc = A.tocsc().astype(np.float64)
+            self._solve = sla.splu(self._csc).solve
 
     def __call__(self, b):
         return self._solve(b)
+
+    def to_backend(self, backend):
+        """The same solve on ``backend``: a product with the inverse (from the Cholesky factor;
+        at most 3000 x 3000, and one matrix-vector product is the fastest solve on a GPU) or the
+        pseudo-inverse, or else the backend's sparse LU (CuPy factorises on the host and solves
+        on the device)."""
+        import scipy.linalg as la
+
+        if self._cho is not None or self._pinv is not None:
+            inv = self._pinv
+            if inv is None:
+                inv = la.cho_solve(self._cho, np.eye(self._cho[0].shape[0]))
+            inv = backend.xp.asarray(inv)
+            return lambda b: inv @ b
+        return backend.splinalg.splu(backend.sparse.csc_matrix(self._csc)).solve
 
 
 def _tentative(A, B, theta: float):

@@ -24,7 +24,7 @@ import numpy as np
 from . import assembly, voxel
 from . import system as _system
 from .amg import SmoothedAggregationAMG
-from .arrays import unique_sorted
+from .arrays import row_of_entries, unique_sorted
 from .errors import SolverError
 from .kernels.backend import BackendError, get_backend
 from .model import BBAR_NU_THRESHOLD, Model
@@ -170,10 +170,11 @@ def _constrain(model: Model, sysm, K, be) -> _Constrained:
     T = _coupling_matrix(model, sysm, be) if sysm.plates else None
     dead = _dead_dofs(model, sysm)  # slave dofs and dofs of nodes in no element
     if T is not None:
+        block = K.format == "bsr"
         K = T.T @ K.tocsr() @ T
         # keep a stored diagonal on the eliminated (slave) dofs, whose rows are now empty
         K = K + be.sparse.diags(xp.asarray(_dof_mask(sysm.n_dof, dead), dtype=float))
-        K = K.tobsr(blocksize=(3, 3)) if be.name == "numpy" else K.tocsr()
+        K = K.tobsr(blocksize=(3, 3)) if block else K.tocsr()
         K.sort_indices()
         # loads on coupled nodes move to the plate; the plate's own force and moment stay
         n3 = 3 * model.n_nodes
@@ -204,10 +205,8 @@ def _linear_solve(name, lin: _Constrained, model, sysm, be, info, times, *, rtol
         info.residual = float(res)
         return z
     if name == "amg":
-        if be.name != "numpy":
-            raise SolverError("the AMG preconditioner needs the numpy backend for now")
         B = rigid_body_modes(model.points, np, [p.reference for p in sysm.plates])
-        M = SmoothedAggregationAMG(lin.K, B, precision=precision)
+        M = _amg(lin.K, B, be, precision)
         logger.info("AMG: %s", M.describe())
     else:
         M = _Jacobi(1.0 / lin.K.diagonal())
@@ -218,6 +217,16 @@ def _linear_solve(name, lin: _Constrained, model, sysm, be, info, times, *, rtol
     times["solve"] = time.perf_counter() - t
     info.iterations, info.residuals, info.residual = its, hist, hist[-1]
     return z
+
+
+def _amg(K, B, be, precision: str) -> SmoothedAggregationAMG:
+    """The AMG preconditioner of K. A NumPy block matrix gets the threaded host cycle; any other
+    (a CuPy CSR, or a SciPy CSR in the CPU tests of this path) is set up on the host and cycled
+    on its backend (:meth:`SmoothedAggregationAMG.to_backend` says why)."""
+    if be.name == "numpy" and K.format == "bsr":
+        return SmoothedAggregationAMG(K, B, precision=precision)
+    host = be.sparse_to_host(K).tobsr(blocksize=(3, 3))
+    return SmoothedAggregationAMG(host, B, precision=precision).to_backend(be, finest=K)
 
 
 class _Jacobi:
@@ -316,10 +325,8 @@ def _eliminate(K, mask, be) -> float:
             blk[sel, i, i] = scale
         data[hit] = blk
     else:
-        Kc = K
-        rows = xp.repeat(xp.arange(K.shape[0]), xp.diff(Kc.indptr))
-        kill = mask[rows] | mask[Kc.indices]
-        Kc.data[kill] = 0.0
-        on_diag = kill & (rows == Kc.indices) & mask[rows]
-        Kc.data[on_diag] = scale
+        rows = row_of_entries(K.indptr)
+        kill = mask[rows] | mask[K.indices]
+        K.data[kill] = 0.0
+        K.data[kill & (rows == K.indices) & mask[rows]] = scale
     return scale

@@ -18,3 +18,14 @@ def unique_sorted(a):
     keep[0] = True
     xp.not_equal(b[1:], b[:-1], out=keep[1:])
     return b[keep]
+
+
+def row_of_entries(indptr):
+    """Row index of every stored entry of a CSR (or block-CSR) matrix with row pointer ``indptr``.
+
+    By a search of the entry positions in ``indptr`` rather than ``repeat(arange, diff(indptr))``:
+    CuPy's ``repeat`` takes no array of counts.
+    """
+    xp = array_module(indptr)
+    nnz = int(indptr[-1])
+    return xp.searchsorted(indptr, xp.arange(nnz, dtype=indptr.dtype), side="right") - 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arrays import row_of_entries
 from .errors import MeshError, format_labels
 from .kernels import elastic
 from .kernels.backend import Backend, scatter_add
@@ -52,8 +53,7 @@ class Pattern:
 
     def block_rows(self, xp):
         """Block-row index of every stored block."""
-        counts = self.indptr[1:] - self.indptr[:-1]
-        return xp.repeat(xp.arange(self.n_nodes, dtype=xp.int64), counts)
+        return row_of_entries(xp.asarray(self.indptr)).astype(xp.int64)
 
 
 def build_pattern(model: Model, xp) -> Pattern:
@@ -151,7 +151,8 @@ def check_geometry(model: Model, xp, points=None) -> None:
         return found
 
     inverted, degenerate, corner = [], [], []
-    for gp, nodes in map_ordered(check, chunks(model, xp, per_element=64)):
+    work = chunks(model, xp, per_element=64)
+    for gp, nodes in (map_ordered(check, work) if xp is np else map(check, work)):
         inverted.append(gp[0])
         degenerate.append(gp[1])
         if nodes is not None:
@@ -231,11 +232,9 @@ def to_matrix(pattern: Pattern, data, backend: Backend):
         return sp.bsr_matrix((data, pattern.indices, pattern.indptr), shape=(n, n))
     xp = backend.xp
     # expand 3x3 blocks to scalar CSR rows: row 3r+i holds blocks of row r, columns 3c+j
-    counts = pattern.indptr[1:] - pattern.indptr[:-1]
     brow = pattern.block_rows(xp)
     rows = (3 * brow[:, None, None] + xp.arange(3)[None, :, None]) * xp.ones((1, 1, 3), xp.int64)
     cols = (3 * pattern.indices.astype(xp.int64)[:, None, None] + xp.arange(3)[None, None, :]) \
         * xp.ones((1, 3, 1), xp.int64)
-    del counts
     A = backend.sparse.coo_matrix((data.ravel(), (rows.ravel(), cols.ravel())), shape=(n, n))
     return A.tocsr()

@@ -86,6 +86,7 @@ def _solve_and_write(model, args) -> int:
     result = solve(model, backend=args.backend, solver=args.solver, rtol=args.rtol,
                    precision=args.precision)
     result.write(out)
+    print(f"backend: {result.backend.describe()}", file=sys.stderr)
     print(result.summary())
     print(f"wrote {out} ({time.perf_counter() - t:.2f} s)")
     return 0

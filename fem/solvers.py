@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ConvergenceError, SolverError
-from .kernels.backend import array_module
+from .kernels.backend import array_module, backend_of
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +69,8 @@ def direct(A, b):
                 f"the stiffness matrix is singular (smallest/largest pivot {ratio:.1e}): a "
                 "mechanism, e.g. parts joined by a single node or edge, or unsupported parts")
         x = lu.solve(b)
-    else:
-        import cupyx.scipy.sparse.linalg as csla
-
-        x = csla.spsolve(A.tocsr(), b)
+    else:  # cuSOLVER's sparse QR
+        x = backend_of(xp).splinalg.spsolve(A.tocsr(), b)
     if not bool(xp.all(xp.isfinite(x))):
         raise SolverError("the direct solver returned non-finite values: the stiffness matrix "
                           "is singular (a mechanism in the mesh?)")

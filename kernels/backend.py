@@ -28,12 +28,14 @@ class BackendError(RuntimeError):
 
 @dataclass(frozen=True)
 class Backend:
-    """An array module with its matching sparse and sparse-linear-algebra modules."""
+    """An array module with its matching sparse and sparse-linear-algebra modules; ``note`` says
+    why this backend was chosen (NumPy) or on which device it runs (CuPy)."""
 
     name: str
     xp: ModuleType
     sparse: ModuleType
     splinalg: ModuleType
+    note: str = ""
 
     def to_host(self, a) -> np.ndarray:
         """Copy an array of this backend to a NumPy array (only at I/O boundaries)."""
@@ -41,30 +43,42 @@ class Backend:
             return self.xp.asnumpy(a)
         return np.asarray(a)
 
+    def sparse_to_host(self, A):
+        """A SciPy copy of a sparse matrix of this backend (for set-up done on the host)."""
+        return A.get() if self.name == "cupy" else A
+
+    def describe(self) -> str:
+        """One line for logs and the command line: "numpy (why)" or "cupy (device name)"."""
+        return f"{self.name} ({self.note})" if self.note else self.name
+
 
 _announced: set[str] = set()
 
 
-def _numpy_backend() -> Backend:
+def _numpy_backend(note: str = "") -> Backend:
     import scipy.sparse
     import scipy.sparse.linalg
 
-    return Backend("numpy", np, scipy.sparse, scipy.sparse.linalg)
+    return Backend("numpy", np, scipy.sparse, scipy.sparse.linalg, note)
 
 
 def cupy_unavailable_reason() -> str | None:
-    """Why CuPy cannot be used here (``None`` when it can)."""
+    """Why CuPy cannot be used here, in one line (``None`` when it can)."""
     try:
         import cupy
         import cupyx.scipy.sparse.linalg  # noqa: F401
     except Exception as exc:  # ImportError, or a CUDA library failing to load
-        return f"cupy is not importable ({type(exc).__name__}: {exc})"
+        return f"cupy is not importable ({type(exc).__name__}: {_one_line(exc)})"
     try:
         if not cupy.is_available():
             return "cupy is installed but no CUDA GPU is available"
     except Exception as exc:
-        return f"cupy cannot reach a GPU ({type(exc).__name__}: {exc})"
+        return f"cupy cannot reach a GPU ({type(exc).__name__}: {_one_line(exc)})"
     return None
+
+
+def _one_line(exc) -> str:
+    return " ".join(str(exc).split())
 
 
 def _cupy_backend() -> Backend:
@@ -72,7 +86,14 @@ def _cupy_backend() -> Backend:
     import cupyx.scipy.sparse
     import cupyx.scipy.sparse.linalg
 
-    return Backend("cupy", cupy, cupyx.scipy.sparse, cupyx.scipy.sparse.linalg)
+    return Backend("cupy", cupy, cupyx.scipy.sparse, cupyx.scipy.sparse.linalg, _device_name(cupy))
+
+
+def _device_name(cupy) -> str:
+    dev = cupy.cuda.Device()
+    name = cupy.cuda.runtime.getDeviceProperties(dev.id)["name"]
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    return f"{name}, device {dev.id}"
 
 
 def get_backend(name: str | None = "auto") -> Backend:
@@ -88,21 +109,27 @@ def get_backend(name: str | None = "auto") -> Backend:
     if forced and forced not in ("numpy", "cupy", "auto"):
         raise BackendError(f"FEM_BACKEND={forced!r} is not a backend: use numpy, cupy or auto")
     if forced == "numpy":
-        name = "numpy"
-    elif forced == "cupy" and name == "auto":
+        return _numpy_backend("FEM_BACKEND=numpy" if name != "numpy" else "requested")
+    if forced == "cupy" and name == "auto":
         name = "cupy"
     if name == "numpy":
-        return _numpy_backend()
+        return _numpy_backend("requested")
     reason = cupy_unavailable_reason()
     if name == "cupy":
         if reason is not None:
             raise BackendError(f"backend 'cupy' requested but {reason}")
         return _cupy_backend()
     if reason is None:
-        _announce("cupy", "backend auto: using CuPy on the GPU")
-        return _cupy_backend()
+        be = _cupy_backend()
+        _announce("cupy", f"backend auto: using CuPy on the GPU ({be.note})")
+        return be
     _announce("numpy", f"backend auto: using NumPy on the CPU ({reason})")
-    return _numpy_backend()
+    return _numpy_backend(reason)
+
+
+def backend_of(xp) -> Backend:
+    """The backend whose array module is ``xp`` (for code that is handed arrays, not a backend)."""
+    return _cupy_backend() if getattr(xp, "__name__", "") == "cupy" else _numpy_backend()
 
 
 def _announce(key: str, message: str) -> None:
@@ -163,19 +190,22 @@ CUPY_API_USED = (
     "cupy.int32", "cupy.int64", "cupy.isfinite", "cupy.matmul", "cupy.maximum", "cupy.multiply",
     "cupy.nonzero", "cupy.not_equal", "cupy.ones", "cupy.repeat", "cupy.reshape", "cupy.sort",
     "cupy.sqrt", "cupy.stack", "cupy.swapaxes", "cupy.transpose", "cupy.where", "cupy.zeros",
-    "cupy.zeros_like", "cupy.ndarray",
+    "cupy.zeros_like", "cupy.ndarray", "cupy.searchsorted",
     "cupy.linalg.norm", "cupy.linalg.eigvalsh",
     # kernels/cuda.py
     "cupy.RawModule", "cupy.RawModule.get_function", "cupy.ascontiguousarray",
     "cupy.cuda.Device", "cupy.is_available",
     # kernels/backend.py
-    "cupyx.scatter_add",
+    "cupyx.scatter_add", "cupy.cuda.runtime.getDeviceProperties",
     # be.sparse.* and sparse-matrix methods (fem/analysis.py, fem/assembly.py)
     "cupyx.scipy.sparse.coo_matrix", "cupyx.scipy.sparse.coo_matrix.tocsr",
     "cupyx.scipy.sparse.csr_matrix", "cupyx.scipy.sparse.csr_matrix.tocsr",
     "cupyx.scipy.sparse.csr_matrix.diagonal", "cupyx.scipy.sparse.csr_matrix.__getitem__",
     "cupyx.scipy.sparse.csr_matrix.__matmul__", "cupyx.scipy.sparse.csr_matrix.T",
-    "cupyx.scipy.sparse.diags",
-    # be.splinalg.* (fem/solvers.py)
-    "cupyx.scipy.sparse.linalg.spsolve",
+    "cupyx.scipy.sparse.diags", "cupyx.scipy.sparse.csr_matrix.__add__",
+    "cupyx.scipy.sparse.csr_matrix.sort_indices", "cupyx.scipy.sparse.csr_matrix.get",
+    "cupyx.scipy.sparse.csr_matrix.format",
+    "cupyx.scipy.sparse.csc_matrix",
+    # be.splinalg.* (fem/solvers.py; the AMG coarse solve in fem/amg.py)
+    "cupyx.scipy.sparse.linalg.spsolve", "cupyx.scipy.sparse.linalg.splu",
 )
