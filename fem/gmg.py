@@ -16,6 +16,13 @@ hierarchy:
   of no voxel are dropped on every level;
 * the coarsest grid (at most a few hundred dofs) is solved exactly with a dense pseudo-inverse.
 
+Backends. All array code here calls only the Array API standard on the solver's namespace ``xp``
+(the tests run it under array-api-strict, which rejects anything else, so it calls nothing CuPy
+lacks): indexing names every axis, no array methods beyond ``.shape``/``.dtype``/``.T``, views are
+never written through. The one step beyond the standard, adding the loads at their dof indices, is
+:func:`fem.kernels.backend.add_at_flat`; the voxel products are the CUDA kernels on CuPy and their
+twins (also standard-only) everywhere else; worker threads are used on NumPy only.
+
 Memory. Everything streams through the grid in ranges of node planes, so that a Jacobi sweep
 updates ``z`` in place (a range is written back only after the next range has been computed, which
 is all a range's neighbours read) and the residual is restricted to the coarse grid range by range,
@@ -39,8 +46,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ConvergenceError, SolverError
-from .kernels.backend import scatter_add, voxel_kernels
-from .kernels.voxel import reference_stiffness
+from .kernels.backend import add_at_flat, voxel_kernels
+from .kernels.voxel import CORNER_OFFSETS, reference_stiffness
 from .parallel import n_threads, pool
 
 logger = logging.getLogger(__name__)
@@ -71,7 +78,7 @@ class Level:
     kdiag: object  # (24,)
     dtype: object
     ranges: list
-    inv_sum: object = None  # (nz+1, ny+1, nx+1) float16: s_ref / (sum of the node's moduli)
+    inv_sum: object = None  # (nz+1, ny+1, nx+1) float16 (float32 without it): s_ref / moduli sum
     inv_ref: float = 1.0  # 1 / s_ref
     omega: float = 1.0
     lam_max: float = 0.0
@@ -158,8 +165,9 @@ class VoxelSolver:
         self.precision = precision
         self.smoothing = int(smoothing)
         self.kern = voxel_kernels(xp)
+        on_gpu = getattr(xp, "__name__", "") == "cupy"
         self.threads = n_threads() if xp is np else 1
-        self.range_nodes = range_nodes or (CPU_RANGE_NODES if xp is np else GPU_RANGE_NODES)
+        self.range_nodes = range_nodes or (GPU_RANGE_NODES if on_gpu else CPU_RANGE_NODES)
         self.work_dtype = xp.float64 if precision == "double" else xp.float32
         self.Ke_ref = box_stiffness(problem.spacing, problem.nu, problem.bbar)
         self._Ke64 = xp.asarray(self.Ke_ref, dtype=xp.float64)
@@ -190,6 +198,9 @@ class VoxelSolver:
         p = self.problem
         fine_E = xp.asarray(p.E, dtype=self.work_dtype)
         bits = xp.asarray(p.bits, dtype=xp.uint8) | _inactive_bits(xp, fine_E)
+        if not bool(xp.any(((bits & 7) != 0) & ((bits & INACTIVE) == 0))):
+            raise SolverError("the voxel model has no support on any of its voxels: it is free to "
+                              "move as a rigid body (fix some of its nodes)")
         levels = [self._level(fine_E, bits, self.work_dtype, p.spacing)]
         spacing = tuple(float(h) for h in p.spacing)
         pdtype = self.work_dtype
@@ -221,34 +232,26 @@ class VoxelSolver:
     def _coarsest(self, lv: Level) -> None:
         """Dense pseudo-inverse of the coarsest operator over its free dofs (others map to 0)."""
         xp = self.xp
-        nz, ny, nx = lv.E.shape
         n = lv.n_dof
-        node = xp.reshape(xp.arange((nz + 1) * (ny + 1) * (nx + 1), dtype=xp.int64),
-                          (nz + 1, ny + 1, nx + 1))
-        from .kernels.voxel import CORNERS
-
-        conn = xp.stack([node[dk:dk + nz, dj:dj + ny, di:di + nx].reshape(-1)
-                         for di, dj, dk in CORNERS.tolist()], axis=1)  # (m, 8)
-        dofs = (3 * conn[:, :, None] + xp.arange(3, dtype=xp.int64)).reshape(-1, 24)
-        idx = (dofs[:, :, None] * n + dofs[:, None, :]).reshape(-1)
-        Ke = xp.asarray(lv.Ke, dtype=xp.float64)
-        vals = (xp.reshape(xp.asarray(lv.E, dtype=xp.float64), (-1, 1, 1)) * Ke).reshape(-1)
-        K = xp.zeros(n * n, dtype=xp.float64)
-        scatter_add(K, idx, vals)
-        K = K.reshape(n, n)
+        Ke = xp.asarray(box_stiffness(lv.spacing, self.problem.nu, self.problem.bbar),
+                        dtype=xp.float64)
+        K = _dense_stiffness(xp, xp.astype(lv.E, xp.float64), Ke)
         free = xp.reshape(_free_mask(xp, lv.bits, xp.float64), (-1,))
-        Kf = K * free[:, None] * free[None, :] + xp.diag(1.0 - free)
+        Kf = K * free[:, None] * free[None, :] + xp.eye(n, dtype=xp.float64) * (1.0 - free)
         w, V = xp.linalg.eigh(Kf)
         wmax = float(xp.max(xp.abs(w)))
-        winv = xp.where(w > 1e-12 * wmax, 1.0 / xp.where(w > 0, w, 1.0), 0.0)
+        winv = xp.where(w > 1e-12 * wmax, 1.0 / xp.where(w > 0, w, xp.ones_like(w)),
+                        xp.zeros_like(w))
         kinv = (V * winv[None, :]) @ V.T
-        lv.kinv = xp.asarray(kinv * free[:, None] * free[None, :], dtype=lv.dtype)
+        lv.kinv = xp.astype(kinv * free[:, None] * free[None, :], lv.dtype)
 
     def _damping(self, lv: Level, fine: bool) -> None:
         """Jacobi damping 4 / (3 lambda_max(D^-1 A)), lambda_max by power iteration."""
         xp = self.xp
-        rng = np.random.default_rng(12345)
-        v = xp.asarray(rng.standard_normal(lv.node_shape), dtype=lv.dtype)
+        v = xp.empty(lv.node_shape, dtype=lv.dtype)
+        per_plane = math.prod(lv.node_shape[1:])
+        for k0, k1 in lv.ranges:
+            v[k0:k1, ...] = _noise(xp, k0 * per_plane, (k1 - k0,) + lv.node_shape[1:], lv.dtype)
         w = xp.empty(lv.node_shape, dtype=lv.dtype)
         lam = 1.0
         for _ in range(6 if fine else 10):
@@ -258,7 +261,7 @@ class VoxelSolver:
                 break
             v /= nv
             for k0, k1, Au in self._stream(lv, v):
-                w[k0:k1] = Au * self._dinv(lv, k0, k1)
+                w[k0:k1, ...] = Au * self._dinv(lv, k0, k1)
             lam = self._dot(lv, v, w)
             v, w = w, v
         lv.lam_max = max(lam, 1e-30) * 1.05
@@ -281,7 +284,7 @@ class VoxelSolver:
 
         def compute(item):
             (k0, k1), buf = item
-            out = buf[:k1 - k0]
+            out = buf[:k1 - k0, ...]
             self.kern.voxel_matvec(u, lv.E, lv.Ke, out, k0, k1)
             return k0, k1, out
 
@@ -300,19 +303,20 @@ class VoxelSolver:
         sweep more at nodes 65504 times softer than the stiffest)."""
         xp = self.xp
         kd = xp.reshape(lv.kdiag[:3], (1, 1, 1, 3)) / lv.inv_ref
-        return (xp.astype(lv.inv_sum[k0:k1], lv.dtype)[..., None] / kd) \
-            * _free_mask(xp, lv.bits[k0:k1], lv.dtype)
+        return (xp.astype(lv.inv_sum[k0:k1, ...], lv.dtype)[..., None] / kd) \
+            * _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)
 
     def _mask_into(self, lv: Level, v) -> None:
         xp = self.xp
         for k0, k1 in lv.ranges:
-            v[k0:k1] *= _free_mask(xp, lv.bits[k0:k1], v.dtype)
+            v[k0:k1, ...] *= _free_mask(xp, lv.bits[k0:k1, ...], v.dtype)
 
     def _dot(self, lv: Level, a, b) -> float:
         xp = self.xp
         s = 0.0
         for k0, k1 in lv.ranges:
-            s += float(xp.sum(xp.astype(a[k0:k1], xp.float64) * xp.astype(b[k0:k1], xp.float64)))
+            s += float(xp.sum(xp.astype(a[k0:k1, ...], xp.float64)
+                              * xp.astype(b[k0:k1, ...], xp.float64)))
         return s
 
     # ------------------------------------------------------------------ smoothing and transfer
@@ -321,19 +325,19 @@ class VoxelSolver:
         """One damped Jacobi sweep z += omega D^-1 (r - A z), in place (lagged write-back)."""
         pending = None
         for k0, k1, Az in self._stream(lv, z):
-            upd = (r[k0:k1] - Az) * (lv.omega * self._dinv(lv, k0, k1))
+            upd = (r[k0:k1, ...] - Az) * (lv.omega * self._dinv(lv, k0, k1))
             if pending is not None:
                 pk0, pk1, pu = pending
-                z[pk0:pk1] += pu
+                z[pk0:pk1, ...] += pu
             pending = (k0, k1, upd)
         if pending is not None:
             pk0, pk1, pu = pending
-            z[pk0:pk1] += pu
+            z[pk0:pk1, ...] += pu
 
     def _first_sweep(self, lv: Level, r, z) -> None:
         """z = omega D^-1 r (a Jacobi sweep from z = 0)."""
         for k0, k1 in lv.ranges:
-            z[k0:k1] = r[k0:k1] * (lv.omega * self._dinv(lv, k0, k1))
+            z[k0:k1, ...] = r[k0:k1, ...] * (lv.omega * self._dinv(lv, k0, k1))
 
     def _residual_restrict(self, lv: Level, r, z, coarse: Level) -> None:
         """coarse.r = R (r - A z), range by range."""
@@ -343,24 +347,24 @@ class VoxelSolver:
         ncz, ncy, ncx = coarse.node_shape[:3]
         fx, fy, fz = lv.factors
         for k0, k1, Az in self._stream(lv, z):
-            t = (r[k0:k1] - Az) * _free_mask(xp, lv.bits[k0:k1], lv.dtype)
+            t = (r[k0:k1, ...] - Az) * _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)
             if fx == 2:
                 t = _restrict_axis(xp, t, 2, ncx)
             if fy == 2:
                 t = _restrict_axis(xp, t, 1, ncy)
             if fz == 1:
-                rc[k0:k1] += t
+                rc[k0:k1, ...] += t
                 continue
             # z: fine plane k -> coarse k/2 (even) or halves to (k-1)/2 and (k+1)/2 (odd)
             e0 = k0 + (k0 % 2)
             if e0 < k1:
-                rc[e0 // 2:(k1 - 1) // 2 + 1] += t[e0 - k0::2]
+                rc[e0 // 2:(k1 - 1) // 2 + 1, ...] += t[e0 - k0::2, ...]
             o0 = k0 + 1 - (k0 % 2)
             if o0 < k1:
-                odd = 0.5 * t[o0 - k0::2]
+                odd = 0.5 * t[o0 - k0::2, ...]
                 c0 = (o0 - 1) // 2
-                rc[c0:c0 + odd.shape[0]] += odd
-                rc[c0 + 1:c0 + 1 + odd.shape[0]] += odd
+                rc[c0:c0 + odd.shape[0], ...] += odd
+                rc[c0 + 1:c0 + 1 + odd.shape[0], ...] += odd
         self._mask_into(coarse, rc)
 
     def _prolong_add(self, coarse: Level, lv: Level, z) -> None:
@@ -371,32 +375,31 @@ class VoxelSolver:
         fx, fy, fz = lv.factors
         for k0, k1 in lv.ranges:
             if fz == 1:
-                f = zc[k0:k1]
+                f = zc[k0:k1, ...]
                 if fy == 2:
                     f = _prolong_axis(xp, f, 1, nfy)
                 if fx == 2:
                     f = _prolong_axis(xp, f, 2, nfx)
-                z[k0:k1] += f * _free_mask(xp, lv.bits[k0:k1], lv.dtype)
+                z[k0:k1, ...] += f * _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)
                 continue
-            c0, c1 = k0 // 2, (k1 - 1 + 1) // 2 + 1  # coarse planes needed
-            c1 = min(c1, zc.shape[0])
-            sub = zc[c0:c1]
+            c0, c1 = k0 // 2, min(k1 // 2 + 1, zc.shape[0])  # coarse planes needed
+            sub = zc[c0:c1, ...]
             fzp = xp.empty((k1 - k0,) + sub.shape[1:], dtype=lv.dtype)
             ev0 = k0 + (k0 % 2)
             if ev0 < k1:
                 n_ev = len(range(ev0, k1, 2))
-                fzp[ev0 - k0::2] = sub[ev0 // 2 - c0:ev0 // 2 - c0 + n_ev]
+                fzp[ev0 - k0::2, ...] = sub[ev0 // 2 - c0:ev0 // 2 - c0 + n_ev, ...]
             od0 = k0 + 1 - (k0 % 2)
             if od0 < k1:
                 n_od = len(range(od0, k1, 2))
                 a = (od0 - 1) // 2 - c0
-                fzp[od0 - k0::2] = 0.5 * (sub[a:a + n_od] + sub[a + 1:a + 1 + n_od])
+                fzp[od0 - k0::2, ...] = 0.5 * (sub[a:a + n_od, ...] + sub[a + 1:a + 1 + n_od, ...])
             f = fzp
             if fy == 2:
                 f = _prolong_axis(xp, f, 1, nfy)
             if fx == 2:
                 f = _prolong_axis(xp, f, 2, nfx)
-            z[k0:k1] += f * _free_mask(xp, lv.bits[k0:k1], lv.dtype)
+            z[k0:k1, ...] += f * _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)
 
     def vcycle(self, r, z, level: int = 0) -> None:
         """z = M^-1 r by one V-cycle from ``level`` down (z is overwritten)."""
@@ -424,20 +427,40 @@ class VoxelSolver:
         E = self._E64
         nz = E.shape[0]
         e0, e1 = max(k0 - 1, 0), min(k1, nz)
-        Ef = E[e0:e1] if E.dtype == xp.float64 else xp.astype(E[e0:e1], xp.float64)
-        self.kern.voxel_matvec(x[e0:e1 + 1], Ef, self._Ke64, out, k0 - e0, k1 - e0)
+        Ef = xp.astype(E[e0:e1, ...], xp.float64, copy=False)
+        self.kern.voxel_matvec(x[e0:e1 + 1, ...], Ef, self._Ke64, out, k0 - e0, k1 - e0)
 
-    def _true_residual(self, x, out, load_index, load_value) -> None:
-        """out = F (b - A x) with A in float64 (x float64), written range by range."""
+    def _loads_by_range(self):
+        """The loads (flat dof index, N) sorted by index, zeroed where they do nothing (supported
+        dofs, nodes of no voxel), and for each range of node planes its slice of them."""
+        xp = self.xp
+        p = self.problem
+        lv = self.levels[0]
+        idx = xp.asarray(p.load_index, dtype=xp.int64)
+        val = xp.asarray(p.load_value, dtype=xp.float64) * _free_at(xp, lv.bits, idx)
+        order = xp.argsort(idx)
+        idx, val = xp.take(idx, order), xp.take(val, order)
+        per_plane = math.prod(lv.node_shape[1:])
+        starts = [k0 * per_plane for k0, _ in lv.ranges] + [lv.n_dof]
+        cut = [int(c) for c in xp.searchsorted(idx, xp.asarray(starts, dtype=xp.int64))]
+        return idx, val, [(cut[i], cut[i + 1]) for i in range(len(lv.ranges))]
+
+    def _true_residual(self, x, out, loads) -> None:
+        """out = F (b - A x) in float64 (x float64), range by range, rounded to out's dtype only
+        after the subtraction (b - A x rounded to float32 term by term would carry an error of
+        1e-7 |b|, more than the residual that mixed precision must reach)."""
         xp = self.xp
         lv = self.levels[0]
-        for k0, k1 in lv.ranges:
+        idx, val, cuts = loads
+        per_plane = math.prod(lv.node_shape[1:])
+        for (k0, k1), (a, b) in zip(lv.ranges, cuts):
             Ax = xp.empty((k1 - k0,) + lv.node_shape[1:], dtype=xp.float64)
             self._matvec64(x, Ax, k0, k1)
-            out[k0:k1] = xp.astype(-Ax * _free_mask(xp, lv.bits[k0:k1], xp.float64), out.dtype)
-        flat = xp.reshape(out, (-1,))
-        if load_index.shape[0]:
-            flat[load_index] = flat[load_index] + xp.astype(load_value, out.dtype)
+            res = -Ax
+            if b > a:
+                add_at_flat(res, idx[a:b] - k0 * per_plane, val[a:b])
+            out[k0:k1, ...] = xp.astype(res * _free_mask(xp, lv.bits[k0:k1, ...], xp.float64),
+                                        out.dtype)
 
     def solve(self, *, rtol: float = 1e-8, atol: float = 0.0, maxiter: int | None = None,
               callback=None):
@@ -452,16 +475,12 @@ class VoxelSolver:
         info = GMGInfo(levels=[(lv_.shape, lv_.n_dof) for lv_ in self.levels])
         t0 = time.perf_counter()
         shape = lv.node_shape
-        x = xp.zeros(shape, dtype=xp.float64) if p.u0 is None else xp.asarray(
-            p.u0, dtype=xp.float64).copy()
-        idx = xp.asarray(p.load_index, dtype=xp.int64)
-        val = xp.asarray(p.load_value, dtype=xp.float64)
-        # loads on supported dofs or on nodes of no voxel do nothing: drop them
-        if idx.shape[0]:
-            keep = xp.reshape(_free_mask(xp, lv.bits, xp.float64), (-1,))[idx] > 0
-            idx, val = idx[keep], val[keep]
+        x = xp.zeros(shape, dtype=xp.float64)
+        if p.u0 is not None:
+            x[...] = xp.asarray(p.u0, dtype=xp.float64)
+        loads = self._loads_by_range()
         r = xp.empty(shape, dtype=self.work_dtype)
-        self._true_residual(x, r, idx, val)
+        self._true_residual(x, r, loads)
         r0 = math.sqrt(self._dot(lv, r, r))
         info.residuals = [1.0]
         if r0 == 0.0:
@@ -471,7 +490,7 @@ class VoxelSolver:
         maxiter = maxiter or 1000
         q = xp.empty(shape, dtype=self.work_dtype)
         pv = xp.empty(shape, dtype=self.work_dtype)
-        info.held_bytes = self.held_bytes() + sum(int(a.nbytes) for a in (x, r, q, pv))
+        info.held_bytes = self.held_bytes() + sum(_nbytes(xp, a) for a in (x, r, q, pv))
         self.vcycle(r, q)
         rz = self._dot(lv, r, q)
         pv[...] = q
@@ -481,9 +500,10 @@ class VoxelSolver:
         for it in range(1, maxiter + 1):
             pq = 0.0
             for k0, k1, Ap in self._stream(lv, pv):
-                qa = Ap * _free_mask(xp, lv.bits[k0:k1], lv.dtype)
-                q[k0:k1] = qa
-                pq += float(xp.sum(xp.astype(pv[k0:k1], xp.float64) * xp.astype(qa, xp.float64)))
+                qa = Ap * _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)
+                q[k0:k1, ...] = qa
+                pq += float(xp.sum(xp.astype(pv[k0:k1, ...], xp.float64)
+                                   * xp.astype(qa, xp.float64)))
             if not pq > 0.0:
                 raise ConvergenceError(
                     f"CG broke down at iteration {it}: p.Ap = {pq:.3e} <= 0; the voxel model "
@@ -491,15 +511,15 @@ class VoxelSolver:
             alpha = rz / pq
             rr = 0.0
             for k0, k1 in lv.ranges:
-                x[k0:k1] += alpha * xp.astype(pv[k0:k1], xp.float64)
-                r[k0:k1] -= xp.astype(alpha * q[k0:k1], r.dtype)
-                rr += float(xp.sum(xp.astype(r[k0:k1], xp.float64) ** 2))
+                x[k0:k1, ...] += alpha * xp.astype(pv[k0:k1, ...], xp.float64)
+                r[k0:k1, ...] -= alpha * q[k0:k1, ...]
+                rr += float(xp.sum(xp.astype(r[k0:k1, ...], xp.float64) ** 2))
             rnorm = math.sqrt(rr)
             restart = False
             if mixed and (rnorm < REPLACE_DROP * last_true or rnorm <= target):
                 # the float32 recursion drifts from b - A x: replace it by the true residual and
                 # restart the directions (the old ones are conjugate for the float32 operator)
-                self._true_residual(x, r, idx, val)
+                self._true_residual(x, r, loads)
                 rnorm = math.sqrt(self._dot(lv, r, r))
                 last_true = rnorm
                 info.replacements += 1
@@ -517,8 +537,8 @@ class VoxelSolver:
             beta = 0.0 if restart else rz_new / rz
             rz = rz_new
             for k0, k1 in lv.ranges:
-                pv[k0:k1] *= beta
-                pv[k0:k1] += q[k0:k1]
+                pv[k0:k1, ...] *= beta
+                pv[k0:k1, ...] += q[k0:k1, ...]
         else:
             raise ConvergenceError(
                 f"CG did not converge in {maxiter} iterations: relative residual "
@@ -533,7 +553,7 @@ class VoxelSolver:
         for lv in self.levels:
             for a in (lv.E, lv.bits, lv.r, lv.z, lv.kinv, lv.inv_sum):
                 if a is not None:
-                    total += int(a.nbytes)
+                    total += _nbytes(self.xp, a)
         return total
 
     def apply(self, u):
@@ -542,7 +562,9 @@ class VoxelSolver:
         lv = self.levels[0]
         out = xp.empty(lv.node_shape, dtype=xp.float64)
         for k0, k1 in lv.ranges:
-            self._matvec64(u, out[k0:k1], k0, k1)
+            part = xp.empty((k1 - k0,) + lv.node_shape[1:], dtype=xp.float64)
+            self._matvec64(u, part, k0, k1)
+            out[k0:k1, ...] = part
         return out
 
 
@@ -568,19 +590,77 @@ def _free_mask(xp, bits, dtype):
 
 def _inverse_moduli_sum(xp, E):
     """(s_ref / s, 1 / s_ref): s = sum of the moduli of the up to eight voxels around each node
-    (0 where there are none), s_ref the largest s; the first as float16, clipped at its maximum."""
+    (0 where there are none), s_ref the largest s; the first as float16, clipped at its maximum.
+    float16 is not in the Array API standard: a namespace without it gets float32 (same values)."""
     nz, ny, nx = E.shape
     S = xp.zeros((nz + 1, ny + 1, nx + 1), dtype=xp.float32)
+    E32 = xp.astype(E, xp.float32)
     for dk in (0, 1):
         for dj in (0, 1):
             for di in (0, 1):
-                S[dk:dk + nz, dj:dj + ny, di:di + nx] += xp.astype(E, xp.float32)
+                S[dk:dk + nz, dj:dj + ny, di:di + nx] += E32
     s_ref = float(xp.max(S))
     if s_ref <= 0.0:
         s_ref = 1.0
     inv = xp.where(S > 0, s_ref / xp.where(S > 0, S, xp.ones_like(S)), xp.zeros_like(S))
     inv = xp.minimum(inv, xp.asarray(65504.0, dtype=xp.float32))
-    return xp.astype(inv, xp.float16), 1.0 / s_ref
+    return xp.astype(inv, getattr(xp, "float16", xp.float32)), 1.0 / s_ref
+
+
+def _free_at(xp, bits, dof_index):
+    """1.0 where the flat dof indices are free, 0.0 where supported or on a node of no voxel."""
+    node = xp.astype(xp.take(xp.reshape(bits, (-1,)), dof_index // 3), xp.int64)
+    fixed = (node >> (dof_index % 3)) & 1
+    return xp.astype((fixed == 0) & ((node & INACTIVE) == 0), xp.float64)
+
+
+def _nbytes(xp, a) -> int:
+    """Bytes of an array's data (``.nbytes`` is not in the Array API standard)."""
+    try:
+        bits = xp.finfo(a.dtype).bits
+    except (TypeError, ValueError):
+        bits = xp.iinfo(a.dtype).bits
+    return math.prod(a.shape) * bits // 8
+
+
+def _noise(xp, start: int, shape, dtype):
+    """Deterministic noise in [-0.5, 0.5) for the flat positions start, start+1, ... (an integer
+    hash of the position): a power-iteration start vector with every frequency in it, the same
+    on every backend, from integer operations of the standard only (products stay below 2^63)."""
+    x = xp.arange(start, start + math.prod(shape), dtype=xp.int64)
+    for mult in (0x7FEB352D, 0x5BD1E995):
+        x = ((x ^ (x >> 16)) * mult) & 0xFFFFFFFF
+    x = x ^ (x >> 16)
+    return xp.astype(xp.reshape(xp.astype(x, xp.float64) / 2.0**32 - 0.5, shape), dtype)
+
+
+def _dense_stiffness(xp, E, Ke):
+    """The dense (n, n) stiffness of a small grid (float64 E and Ke), built without a scatter
+    (the standard has none): node p couples only with its neighbours p + s, s the flat offset of
+    one of 27 neighbour positions, and each offset is one strided diagonal of the flattened
+    (N * N, 3, 3) node-block matrix. A node at the grid's edge has zero coupling with the
+    neighbour positions outside the grid, so the entries that wrap around add nothing."""
+    nz, ny, nx = E.shape
+    nodes = (nz + 1, ny + 1, nx + 1)
+    N = math.prod(nodes)
+    Kb = xp.reshape(Ke, (8, 3, 8, 3))
+    Ee = E[..., None, None]
+    coupling = {}  # neighbour offset -> (nodes, 3, 3) block coupling node p with p + offset
+    for a, (ai, aj, ak) in enumerate(CORNER_OFFSETS):
+        for b, (bi, bj, bk) in enumerate(CORNER_OFFSETS):
+            off = (bi - ai, bj - aj, bk - ak)
+            if off not in coupling:
+                coupling[off] = xp.zeros(nodes + (3, 3), dtype=xp.float64)
+            coupling[off][ak:ak + nz, aj:aj + ny, ai:ai + nx, :, :] += Ee * Kb[a, :, b, :]
+    flat = xp.zeros((N * N, 3, 3), dtype=xp.float64)
+    for (oi, oj, ok), S in coupling.items():
+        s = oi + nodes[2] * (oj + nodes[1] * ok)
+        p0, p1 = max(0, -s), min(N, N - s)  # rows p whose p + s is a node
+        start = p0 * (N + 1) + s
+        flat[start:start + (p1 - p0 - 1) * (N + 1) + 1:N + 1, :, :] += \
+            xp.reshape(S, (N, 3, 3))[p0:p1, :, :]
+    K = xp.permute_dims(xp.reshape(flat, (N, N, 3, 3)), (0, 2, 1, 3))
+    return xp.reshape(K, (3 * N, 3 * N))
 
 
 def _inactive_bits(xp, E):
@@ -632,7 +712,6 @@ def _coarsen_bits(xp, bits, factors):
 def _restrict_axis(xp, f, axis: int, nc: int):
     """R along one axis: c[I] = f[2I] + (f[2I-1] + f[2I+1]) / 2."""
     shape = list(f.shape)
-    nf = shape[axis]
     shape[axis] = nc
     out = xp.zeros(tuple(shape), dtype=f.dtype)
 
@@ -647,7 +726,6 @@ def _restrict_axis(xp, f, axis: int, nc: int):
     out[sl(slice(0, ne))] += even
     out[sl(slice(0, no))] += odd
     out[sl(slice(1, no + 1))] += odd
-    del nf
     return out
 
 

@@ -151,6 +151,23 @@ def array_module(*arrays) -> ModuleType:
     return np
 
 
+def namespace(*arrays) -> ModuleType:
+    """The Array API namespace of the arrays: ``a.__array_namespace__()`` of the first array that
+    has one (NumPy >= 2, array-api-strict), else :func:`array_module` (CuPy arrays lack it).
+
+    Backend-neutral code (the voxel kernels' twins, :mod:`fem.gmg`) asks this and calls only the
+    standard on the answer, so the tests can run it under array-api-strict.
+    """
+    for a in arrays:
+        get = getattr(a, "__array_namespace__", None)
+        if get is not None:
+            return get()
+    return array_module(*arrays)
+
+
+def _is_cupy(xp) -> bool:
+    return getattr(xp, "__name__", "") == "cupy"
+
 
 def scatter_add(target, indices, values) -> None:
     """``target[indices] += values`` with repeated indices summed (np.add.at / cupyx.scatter_add)."""
@@ -163,19 +180,36 @@ def scatter_add(target, indices, values) -> None:
         cupyx.scatter_add(target, indices, values)
 
 
+def add_at_flat(target, flat_index, values) -> None:
+    """``target`` += ``values`` at the positions ``flat_index`` of its C-order flattening, in
+    place, repeated indices summed: the one scatter of :mod:`fem.gmg` (inserting the loads), which
+    the Array API standard lacks. On NumPy and CuPy through a flat view of the C-contiguous
+    ``target``; on any other namespace (array-api-strict in the tests) by a round trip through
+    NumPy, a full copy each way, which is only meant for tests."""
+    xp = namespace(target)
+    if xp is np or _is_cupy(xp):
+        if not target.flags.c_contiguous:
+            raise ValueError("add_at_flat needs a C-contiguous target")
+        scatter_add(target.reshape(-1), flat_index, values)
+        return
+    # beyond NumPy and CuPy: copy to the host, scatter there, write the whole array back
+    host = np.array(np.from_dlpack(target), copy=True)
+    np.add.at(host.reshape(-1), np.from_dlpack(flat_index), np.from_dlpack(values))
+    target[...] = xp.asarray(host)
+
+
 def voxel_kernels(xp) -> ModuleType:
     """The voxel-grid kernels (``voxel_matvec``, ``voxel_diagonal``, ``voxel_strain``) for the
-    array module ``xp``: the NumPy twins in :mod:`fem.kernels.voxel` or the CUDA launchers in
-    :mod:`fem.kernels.cuda`, which have the same signatures."""
-    if xp is np:
-        from . import voxel
-
-        return voxel
-    if getattr(xp, "__name__", "") == "cupy":
+    array namespace ``xp``: the CUDA launchers in :mod:`fem.kernels.cuda` for CuPy, else the
+    twins in :mod:`fem.kernels.voxel` (written against the Array API standard), which have the
+    same signatures."""
+    if _is_cupy(xp):
         from . import cuda
 
         return cuda
-    raise BackendError(f"no voxel kernels for the array module {getattr(xp, '__name__', xp)!r}")
+    from . import voxel
+
+    return voxel
 
 
 #: Every CuPy / cupyx name the CuPy path of fem/ and kernels/ calls beyond plain attribute access
@@ -192,6 +226,11 @@ CUPY_API_USED = (
     "cupy.sqrt", "cupy.stack", "cupy.swapaxes", "cupy.transpose", "cupy.where", "cupy.zeros",
     "cupy.zeros_like", "cupy.ndarray", "cupy.searchsorted",
     "cupy.linalg.norm", "cupy.linalg.eigvalsh",
+    # fem/gmg.py and add_at_flat, beyond the names above (gmg's array code is checked against
+    # the Array API standard by running it under array-api-strict; these are the names it uses)
+    "cupy.astype", "cupy.finfo", "cupy.float16", "cupy.float32", "cupy.full_like", "cupy.iinfo",
+    "cupy.max", "cupy.minimum", "cupy.ones_like", "cupy.permute_dims", "cupy.take", "cupy.uint8",
+    "cupy.linalg.eigh", "cupy.ndarray.reshape", "cupy.ndarray.flags",
     # kernels/cuda.py
     "cupy.RawModule", "cupy.RawModule.get_function", "cupy.ascontiguousarray",
     "cupy.cuda.Device", "cupy.is_available",

@@ -15,15 +15,22 @@ The kernels work on a range of node planes ``k0 <= k < k1`` (the GPU kernels lau
 per node of the range) so that a solver can stream through the grid plane range by plane range
 and update vectors in place without a second full-size buffer. Each function here has the
 signature of its CUDA kernel's launcher in :mod:`fem.kernels.cuda` and gives the same numbers.
+The twins use only the Array API standard, on the namespace of their ``out`` array (NumPy, or
+array-api-strict in the tests, which proves that they call nothing CuPy lacks); like the CUDA
+kernels they compute in the dtype of ``out``, converting ``u``, ``E`` and ``Ke`` to it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .backend import namespace
+
 #: corner offsets (di, dj, dk) of the hex8 element in VTK (= Abaqus C3D8) node order
 CORNERS = np.array([(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0),
                     (0, 0, 1), (1, 0, 1), (1, 1, 1), (0, 1, 1)], dtype=np.int64)
+#: the same as Python ints, to index arrays of any Array API namespace
+CORNER_OFFSETS = tuple(tuple(int(v) for v in c) for c in CORNERS)
 
 #: strain components produced by :func:`voxel_strain` (tensor components, not engineering shear)
 STRAIN_ORDER = ("xx", "yy", "zz", "xy", "yz", "xz")
@@ -85,35 +92,38 @@ def voxel_matvec(u, E, Ke, out, k0: int, k1: int) -> None:
     """``out[k - k0] = (A u)[k]`` for the node planes ``k0 <= k < k1``.
 
     u: (nz+1, ny+1, nx+1, 3) nodal vector; E: (nz, ny, nx) moduli; Ke: (24, 24) reference
-    stiffness in the compute precision (the dtype of ``out``); out: (k1-k0, ny+1, nx+1, 3).
+    stiffness; out: (k1-k0, ny+1, nx+1, 3), whose dtype is the compute precision.
     The product is element by element: gather the 24 dofs of each voxel in the element planes
     that touch the node planes, one GEMM with Ke, scale by E, add back to the nodes.
     """
+    xp = namespace(out)
     nx, ny, nz = _grid(E)
     e0, e1 = max(k0 - 1, 0), min(k1, nz)  # element planes touching node planes k0..k1-1
+    Ke = xp.astype(Ke, out.dtype, copy=False)
     out[...] = 0
     # rows of voxels per GEMM: bounded temporaries (about 2 x 24 x 8 bytes x CHUNK_VOXELS)
     rows = max(1, min(ny, CHUNK_VOXELS // max(nx, 1)))
     for e in range(e0, e1):
         for j0 in range(0, ny, rows):
             j1 = min(ny, j0 + rows)
-            _matvec_block(u, E, Ke, out, k0, k1, e, j0, j1)
+            _matvec_block(xp, u, E, Ke, out, k0, k1, e, j0, j1)
 
 
-def _matvec_block(u, E, Ke, out, k0, k1, e, j0, j1):
+def _matvec_block(xp, u, E, Ke, out, k0, k1, e, j0, j1):
     """Add the products of the voxels (e, j0..j1-1, all i) to the node planes in [k0, k1)."""
     nx = E.shape[2]
     m = j1 - j0
-    ue = np.empty((m, nx, 8, 3), dtype=out.dtype)
-    for c, (di, dj, dk) in enumerate(CORNERS):
-        ue[:, :, c, :] = u[e + dk, j0 + dj:j1 + dj, di:di + nx]
-    fe = ue.reshape(-1, 24) @ Ke
-    fe *= E[e, j0:j1].reshape(-1, 1)
-    fe = fe.reshape(m, nx, 8, 3)
-    for c, (di, dj, dk) in enumerate(CORNERS):
+    ue = xp.empty((m, nx, 8, 3), dtype=out.dtype)
+    for c, (di, dj, dk) in enumerate(CORNER_OFFSETS):
+        ue[:, :, c, :] = xp.astype(u[e + dk, j0 + dj:j1 + dj, di:di + nx, :], out.dtype,
+                                   copy=False)
+    fe = xp.reshape(ue, (m * nx, 24)) @ Ke
+    fe *= xp.reshape(xp.astype(E[e, j0:j1, :], out.dtype, copy=False), (m * nx, 1))
+    fe = xp.reshape(fe, (m, nx, 8, 3))
+    for c, (di, dj, dk) in enumerate(CORNER_OFFSETS):
         k = e + dk
         if k0 <= k < k1:
-            out[k - k0, j0 + dj:j1 + dj, di:di + nx] += fe[:, :, c]
+            out[k - k0, j0 + dj:j1 + dj, di:di + nx, :] += fe[:, :, c, :]
 
 
 def voxel_diagonal(E, kdiag, out, k0: int, k1: int) -> None:
@@ -121,16 +131,17 @@ def voxel_diagonal(E, kdiag, out, k0: int, k1: int) -> None:
 
     kdiag: (24,) the diagonal of the reference stiffness; out: (k1-k0, ny+1, nx+1, 3).
     """
+    xp = namespace(out)
     nx, ny, nz = _grid(E)
     e0, e1 = max(k0 - 1, 0), min(k1, nz)
     out[...] = 0
-    kd = kdiag.reshape(8, 3)
-    for c, (di, dj, dk) in enumerate(CORNERS):
+    kd = xp.reshape(xp.astype(kdiag, out.dtype, copy=False), (8, 3))
+    for c, (di, dj, dk) in enumerate(CORNER_OFFSETS):
         lo = max(k0, e0 + dk)
         hi = min(k1, e1 + dk)
         if hi > lo:
-            Ec = E[lo - dk:hi - dk].astype(out.dtype, copy=False)
-            out[lo - k0:hi - k0, dj:dj + ny, di:di + nx] += Ec[..., None] * kd[c]
+            Ec = xp.astype(E[lo - dk:hi - dk, ...], out.dtype, copy=False)
+            out[lo - k0:hi - k0, dj:dj + ny, di:di + nx, :] += Ec[..., None] * kd[c, :]
 
 
 def voxel_strain(u, B, out, e0: int, e1: int) -> None:
@@ -139,11 +150,14 @@ def voxel_strain(u, B, out, e0: int, e1: int) -> None:
     u: (nz+1, ny+1, nx+1, 3); B: (6, 24) from :func:`mean_strain_operator`;
     out: (e1-e0, ny, nx, 6), components xx, yy, zz, xy, yz, xz.
     """
+    xp = namespace(out)
     ny, nx = out.shape[1], out.shape[2]
     m = e1 - e0
     if m <= 0:
         return
-    ue = np.empty((m, ny, nx, 8, 3), dtype=out.dtype)
-    for c, (di, dj, dk) in enumerate(CORNERS):
-        ue[:, :, :, c, :] = u[e0 + dk:e1 + dk, dj:dj + ny, di:di + nx]
-    out[...] = (ue.reshape(-1, 24) @ B.T).reshape(m, ny, nx, 6)
+    ue = xp.empty((m, ny, nx, 8, 3), dtype=out.dtype)
+    for c, (di, dj, dk) in enumerate(CORNER_OFFSETS):
+        ue[:, :, :, c, :] = xp.astype(u[e0 + dk:e1 + dk, dj:dj + ny, di:di + nx, :], out.dtype,
+                                      copy=False)
+    Bt = xp.astype(B, out.dtype, copy=False).T
+    out[...] = xp.reshape(xp.reshape(ue, (m * ny * nx, 24)) @ Bt, (m, ny, nx, 6))
