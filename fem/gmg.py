@@ -58,6 +58,8 @@ COARSE_MAX_DOF = 200
 #: nodes per streamed range of node planes on the CPU (temporaries of about 24 x 8 x this bytes)
 CPU_RANGE_NODES = 120_000
 GPU_RANGE_NODES = 4_000_000
+#: semi-coarsening: halve only the axes whose spacing is this many times finer than the coarsest
+SEMI_RATIO = 1.9
 #: mixed precision: recompute the true residual in float64 when the recursive one fell by this
 REPLACE_DROP = 1e-3
 FIXED_BITS = (1, 2, 4)
@@ -207,8 +209,7 @@ class VoxelSolver:
         while True:
             lv = levels[-1]
             nx, ny, nz = lv.shape
-            # halve every axis of at least 2 voxels (thin plates and rods coarsen in-plane)
-            factors = tuple(2 if n >= 2 else 1 for n in (nx, ny, nz))
+            factors = _coarsening_factors((nx, ny, nz), spacing)
             if lv.n_dof <= coarse_max_dof or factors == (1, 1, 1):
                 break
             lv.factors = factors
@@ -566,6 +567,18 @@ class VoxelSolver:
             self._matvec64(u, part, k0, k1)
             out[k0:k1, ...] = part
         return out
+
+
+def _coarsening_factors(shape, spacing) -> tuple:
+    """Which axes to halve next: those of at least 2 voxels; where the spacing is anisotropic
+    (an axis at least SEMI_RATIO times finer than the coarsest), only the fine axes
+    (semi-coarsening, until the spacings are within SEMI_RATIO; point smoothers cannot smooth
+    across strongly anisotropic voxels, so the grid must make them isotropic first)."""
+    can = [n >= 2 for n in shape]
+    h_max = max(h for h, c in zip(spacing, can) if c) if any(can) else 0.0
+    fine = [c and SEMI_RATIO * h <= h_max for h, c in zip(spacing, can)]
+    pick = fine if any(fine) else can
+    return tuple(2 if p else 1 for p in pick)
 
 
 def _blas_limited(threads: int):
