@@ -28,10 +28,11 @@ updates ``z`` in place (a range is written back only after the next range has be
 is all a range's neighbours read) and the residual is restricted to the coarse grid range by range,
 without a full-size temporary. CG holds four vectors (x, r, p and q, which also receives the
 preconditioned residual); each level below holds two vectors of its size and its moduli; no
-diagonal is stored (it is recomputed range by range from the moduli). In float64 that is about
-36 bytes per dof; in mixed precision (float32 operator, preconditioner and work vectors r, p, q;
+diagonal is stored (it is recomputed range by range from the moduli). With the moduli (float64
+or float32) and one byte of support flags per node, that is about 38 bytes per dof in float64
+(:meth:`VoxelSolver.held_bytes` plus the CG vectors); in mixed precision (float32 operator, preconditioner and work vectors r, p, q;
 float64 solution, scalars and reductions, and the true residual recomputed in float64 whenever the
-recursive one has dropped by 1e-3, and before stopping) about 22.
+recursive one has dropped by 1e-3, and before stopping) about 23.
 
 Units as everywhere: mm, N, MPa.
 """
@@ -80,8 +81,6 @@ class Level:
     kdiag: object  # (24,)
     dtype: object
     ranges: list
-    inv_sum: object = None  # (nz+1, ny+1, nx+1) float16 (float32 without it): s_ref / moduli sum
-    inv_ref: float = 1.0  # 1 / s_ref
     omega: float = 1.0
     lam_max: float = 0.0
     r: object = None
@@ -217,8 +216,6 @@ class VoxelSolver:
             bits_c = _coarsen_bits(xp, lv.bits, factors) | _inactive_bits(xp, Ec)
             spacing = tuple(f * h for f, h in zip(factors, spacing))
             levels.append(self._level(Ec, bits_c, pdtype, spacing))
-        for lv in levels:
-            lv.inv_sum, lv.inv_ref = _inverse_moduli_sum(xp, lv.E)
         for lv in levels[1:]:
             lv.r = xp.zeros(lv.node_shape, dtype=lv.dtype)
             lv.z = xp.zeros(lv.node_shape, dtype=lv.dtype)
@@ -298,14 +295,25 @@ class VoxelSolver:
 
     def _dinv(self, lv: Level, k0: int, k1: int):
         """D^-1 on the free dofs of node planes k0..k1-1 (0 on supported and empty ones). A box
-        voxel's stiffness diagonal is the same at its eight corners, so D = kdiag_c * sum of the
-        node's voxel moduli, kept as one float16 per node (relative to the largest sum; a
-        smoother's diagonal needs no more than 3 digits, and clipping at 65504 only damps the
-        sweep more at nodes 65504 times softer than the stiffest)."""
+        voxel's stiffness diagonal is the same at its eight corners, so D = kdiag_c * (sum of
+        the moduli of the node's voxels): recomputed here from the moduli (8 shifted sums of one
+        range, a few percent of a product) rather than stored, which saves 8 bytes per node."""
         xp = self.xp
-        kd = xp.reshape(lv.kdiag[:3], (1, 1, 1, 3)) / lv.inv_ref
-        return (xp.astype(lv.inv_sum[k0:k1, ...], lv.dtype)[..., None] / kd) \
-            * _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)
+        E = lv.E
+        nz, ny, nx = E.shape
+        S = xp.zeros((k1 - k0, ny + 1, nx + 1), dtype=lv.dtype)
+        for dk in (0, 1):
+            # node plane k touches voxel plane k - dk
+            lo, hi = max(k0, dk), min(k1, nz + dk)
+            if hi <= lo:
+                continue
+            Ek = E[lo - dk:hi - dk, ...]
+            for dj in (0, 1):
+                for di in (0, 1):
+                    S[lo - k0:hi - k0, dj:dj + ny, di:di + nx] += Ek
+        inv = xp.where(S > 0, 1.0 / xp.where(S > 0, S, xp.ones_like(S)), xp.zeros_like(S))
+        kd = xp.reshape(lv.kdiag[:3], (1, 1, 1, 3))
+        return (inv[..., None] / kd) * _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)
 
     def _mask_into(self, lv: Level, v) -> None:
         xp = self.xp
@@ -552,7 +560,7 @@ class VoxelSolver:
         """Bytes of the arrays the hierarchy holds (moduli, supports, coarse vectors)."""
         total = 0
         for lv in self.levels:
-            for a in (lv.E, lv.bits, lv.r, lv.z, lv.kinv, lv.inv_sum):
+            for a in (lv.E, lv.bits, lv.r, lv.z, lv.kinv):
                 if a is not None:
                     total += _nbytes(self.xp, a)
         return total
@@ -599,25 +607,6 @@ def _free_mask(xp, bits, dtype):
     """(…, 3) 1.0 on free dofs, 0.0 on supported dofs and on nodes of no voxel."""
     comps = [((bits & (FIXED_BITS[c] | INACTIVE)) == 0) for c in range(3)]
     return xp.astype(xp.stack(comps, axis=-1), dtype)
-
-
-def _inverse_moduli_sum(xp, E):
-    """(s_ref / s, 1 / s_ref): s = sum of the moduli of the up to eight voxels around each node
-    (0 where there are none), s_ref the largest s; the first as float16, clipped at its maximum.
-    float16 is not in the Array API standard: a namespace without it gets float32 (same values)."""
-    nz, ny, nx = E.shape
-    S = xp.zeros((nz + 1, ny + 1, nx + 1), dtype=xp.float32)
-    E32 = xp.astype(E, xp.float32)
-    for dk in (0, 1):
-        for dj in (0, 1):
-            for di in (0, 1):
-                S[dk:dk + nz, dj:dj + ny, di:di + nx] += E32
-    s_ref = float(xp.max(S))
-    if s_ref <= 0.0:
-        s_ref = 1.0
-    inv = xp.where(S > 0, s_ref / xp.where(S > 0, S, xp.ones_like(S)), xp.zeros_like(S))
-    inv = xp.minimum(inv, xp.asarray(65504.0, dtype=xp.float32))
-    return xp.astype(inv, getattr(xp, "float16", xp.float32)), 1.0 / s_ref
 
 
 def _free_at(xp, bits, dof_index):
