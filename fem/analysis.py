@@ -69,8 +69,13 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
         model = model.to_model()
 
     model.check_materials()
-    pts = xp.asarray(model.points)
-    assembly.check_geometry(model, xp, pts)
+    grid, why = None, ""
+    if solver == "gmg" or (solver == "auto" and 3 * model.n_nodes > DIRECT_MAX_DOF):
+        grid = model.metadata.get("voxel_grid")
+        if grid is None:
+            grid, why = voxel.grid_of(model)
+    if grid is None:  # voxels are boxes by construction: nothing to check
+        assembly.check_geometry(model, xp, xp.asarray(model.points))
     sysm = _system.compile_conditions(model)
     _system.check_constraints(model, sysm)
     times["checks"] = time.perf_counter() - t0
@@ -84,13 +89,9 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
                 "hex8_formulation='full' reproduces it)", stacklevel=2)
 
     if solver in ("auto", "gmg"):
-        grid, why = None, ""
-        if solver == "gmg" or 3 * model.n_nodes > DIRECT_MAX_DOF:
-            grid, why = model.metadata.get("voxel_grid"), ""
-            if grid is None:
-                grid, why = voxel.grid_of(model)
-            if grid is not None and sysm.plates:
-                grid, why = None, "it has rigid plates"
+        if grid is not None and sysm.plates:
+            grid, why = None, "it has rigid plates"
+            assembly.check_geometry(model, xp, xp.asarray(model.points))
         if grid is not None:
             return _solve_voxel(model, grid, sysm, be, times, t0, rtol=rtol, atol=atol,
                                 maxiter=maxiter, precision=precision, callback=callback)

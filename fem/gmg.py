@@ -9,8 +9,10 @@ hierarchy:
   a coarse voxel's modulus is the mean of its eight children (empty children count as 0), so soft
   and void regions stay soft and void on every level (rediscretisation, as in ParOSol);
 * trilinear prolongation P and restriction R = P^T, applied axis by axis with strided slices;
-* damped Jacobi smoothing, ``nu`` sweeps before and after the coarse correction (the same sweeps
-  in both, so the V-cycle is symmetric and CG stays CG), damping 4 / (3 lambda_max(D^-1 A)) with
+* damped Jacobi smoothing, ``smoothing`` sweeps (default 1) before and after the coarse correction
+  (the same sweeps in both, so the V-cycle is symmetric and CG stays CG; one sweep each costs 3
+  products per CG iteration against 5 for two and takes about 30 % more iterations: 20 % faster
+  on the 1M-dof bench model), damping 4 / (3 lambda_max(D^-1 A)) with
   lambda_max from a few power iterations per level;
 * a supported dof of the coarse grid is one whose fine node at the same place is supported; nodes
   of no voxel are dropped on every level;
@@ -154,10 +156,11 @@ class VoxelSolver:
     """Geometric-multigrid preconditioned CG on a regular voxel grid (see the module docstring).
 
     ``precision`` "double" (everything float64) or "mixed" (float32 operator, preconditioner and
-    work vectors inside a float64 solution with float64 true-residual replacement).
+    work vectors inside a float64 solution with float64 true-residual replacement);
+    ``smoothing``: Jacobi sweeps before and after each coarse correction.
     """
 
-    def __init__(self, problem: GridProblem, xp, *, precision: str = "double", smoothing: int = 2,
+    def __init__(self, problem: GridProblem, xp, *, precision: str = "double", smoothing: int = 1,
                  coarse_max_dof: int = COARSE_MAX_DOF, range_nodes: int | None = None):
         if precision not in ("double", "mixed"):
             raise SolverError(f"precision must be 'double' or 'mixed', got {precision!r}")
