@@ -714,6 +714,13 @@ def _coarsen_bits(xp, bits, factors):
     return b
 
 
+def _axis_key(ndim: int, axis: int, s: slice) -> tuple:
+    """An index selecting ``s`` along ``axis`` and everything along the other axes."""
+    key = [slice(None)] * ndim
+    key[axis] = s
+    return tuple(key)
+
+
 def _restrict_axis(xp, f, axis: int, nc: int):
     """R along one axis: c[I] = f[2I] + (f[2I-1] + f[2I+1]) / 2."""
     shape = list(f.shape)
@@ -721,9 +728,7 @@ def _restrict_axis(xp, f, axis: int, nc: int):
     out = xp.zeros(tuple(shape), dtype=f.dtype)
 
     def sl(s):
-        key = [slice(None)] * f.ndim
-        key[axis] = s
-        return tuple(key)
+        return _axis_key(f.ndim, axis, s)
 
     even = f[sl(slice(0, None, 2))]
     odd = 0.5 * f[sl(slice(1, None, 2))]
@@ -741,9 +746,7 @@ def _prolong_axis(xp, c, axis: int, nf: int):
     out = xp.empty(tuple(shape), dtype=c.dtype)
 
     def sl(s):
-        key = [slice(None)] * c.ndim
-        key[axis] = s
-        return tuple(key)
+        return _axis_key(c.ndim, axis, s)
 
     ne, no = (nf + 1) // 2, nf // 2
     out[sl(slice(0, None, 2))] = c[sl(slice(0, ne))]
