@@ -1,0 +1,424 @@
+"""Parametric vertebrae and spine segments (T6-L5), defined implicitly and meshed as voxels.
+
+Geometry (one level, local axes of the project: x lateral, y antero-posterior with anterior at -y,
+z cranial; z = 0 at the inferior endplate's rim):
+
+* the body's cross-section is an ellipse (width x depth) whose posterior wall is flattened and
+  slightly concave (``y <= b (POSTERIOR_FLAT + (1 - POSTERIOR_FLAT) (x/a)^2)``), the usual
+  kidney shape;
+* its height varies linearly from anterior (``height_anterior``) to posterior
+  (``height_posterior``), which gives the level's wedge angle;
+* the endplates are concave: the superior surface dips by ``concavity_superior`` at the centre
+  and the inferior surface rises by ``concavity_inferior``, as paraboloids inside a rim (Wang
+  2012: about 1.5 mm cranial, 0.7 mm caudal; rim 3-7 mm wide);
+* a cortical shell of ``cortex`` mm on the side wall (0.38 +- 0.06 mm measured, Silva 1994 /
+  Eswaran 2007; FE models use 0.4 mm) and bony endplates of ``endplate`` mm (0.25 mm layers in FE
+  practice) enclose the trabecular core;
+* posterior elements: two pedicles (elliptic cylinders from the posterior wall, converging
+  towards the body at ``pedicle_angle``), a lamina joining them, a spinous process and two
+  transverse processes. The pedicle axes are the transpedicular paths into the body
+  (``model.metadata["anatomy"][level]["pedicle_axes"]``).
+
+Dimensions per level (:data:`LEVELS`). Sourced anchors: lumbar body height 20-30 mm, depth 30-35,
+width 40-50; L5 anterior height 30.3, posterior 26.3, superior depth 35.7 (reference table of
+../shared/reference/biomechanics.md, "Geometry"); disc mid-heights L1/2 10.0, L2/3 11.6, L3/4 12.5,
+L4/5 13.8 mm (MRI, same table). L2-L4 are interpolated linearly between L1 and L5. Assumptions
+(not sourced here, to be replaced by Panjabi et al. 1991/1992 or Kunkel et al. 2010, J Anat
+216:320, tables): L1 width 40, depth 30, heights 24.5 / 25.5 mm; T6 width 30, depth 26, heights
+18.0 / 19.0 mm with T7-T12 interpolated, thoracic discs 5-8 mm; pedicle sizes as fractions of the
+body. They are marked ``assumed`` in :data:`LEVELS`.
+
+Meshing: :func:`vertebra_model` and :func:`segment_model` sample the implicit regions at voxel
+centres and build a hex8 :class:`~fem.model.Model` on the grid (shared nodes at every interface,
+one region per part, face sets of the endplate surfaces). A layer thinner than the voxel size is
+kept one voxel thick (say so: with voxels of h mm the cortex is max(cortex, h) thick). Regions per
+level: ``"L2/cortex"``, ``"L2/trabecular"``, ``"L2/endplate_superior"``, ``"L2/endplate_inferior"``,
+``"L2/posterior"``; per disc ``"L1-L2/annulus"``, ``"L1-L2/nucleus"``. Face and node sets:
+``"L2/superior"``, ``"L2/inferior"`` (outer surfaces of the bony endplates), ``"top"`` and
+``"bottom"`` (those of the model's top and bottom level).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import MeshError
+from ..kernels.voxel import CORNERS
+from ..model import Model
+
+POSTERIOR_FLAT = 0.72
+#: nucleus semi-axes as a fraction of the disc's (area fraction 0.55^2 = 30 %, assumption within
+#: the 30-50 % usually modelled)
+NUCLEUS_FRACTION = 0.55
+
+#: default materials (E MPa, nu), reference table of ../shared/reference/biomechanics.md:
+#: osteoporotic cortex 8 040 (J Orthop Surg Res 2020), osteoporotic trabecular bone in the middle
+#: of the 34-146 MPa spread, bony endplate 1 000 / 0.2 as a thin layer (IJSS), posterior elements
+#: osteoporotic 2 800 / 0.25, annulus ground substance 4.2 / 0.45, nucleus 1 / 0.499
+DEFAULT_MATERIALS = {
+    "cortex": (8040.0, 0.3),
+    "trabecular": (90.0, 0.2),
+    "endplate_superior": (1000.0, 0.2),
+    "endplate_inferior": (1000.0, 0.2),
+    "posterior": (2800.0, 0.25),
+    "annulus": (4.2, 0.45),
+    "nucleus": (1.0, 0.499),
+}
+BONE_PARTS = ("cortex", "trabecular", "endplate_superior", "endplate_inferior", "posterior")
+DISC_PARTS = ("annulus", "nucleus")
+
+
+@dataclass(frozen=True)
+class LevelDims:
+    """Dimensions of one vertebra in mm (see the module docstring for sources)."""
+
+    name: str
+    width: float  # lateral endplate width
+    depth: float  # antero-posterior endplate depth
+    height_anterior: float
+    height_posterior: float
+    disc_below: float  # height of the disc under this level (mm)
+    concavity_superior: float = 1.5
+    concavity_inferior: float = 0.7
+    rim: float = 4.0  # width of the flat endplate rim
+    cortex: float = 0.4
+    endplate: float = 0.25
+    pedicle_width: float = 0.0  # 0: derived from the body
+    pedicle_height: float = 0.0
+    pedicle_angle: float = 10.0  # degrees, medial convergence towards anterior
+    assumed: bool = True
+
+    @property
+    def height(self) -> float:
+        return 0.5 * (self.height_anterior + self.height_posterior)
+
+    @property
+    def pedicle(self) -> tuple[float, float]:
+        w = self.pedicle_width or 0.2 * self.width
+        h = self.pedicle_height or 0.55 * self.height
+        return w, h
+
+
+def _interp(a: LevelDims, b: LevelDims, t: float, name: str, disc: float, assumed: bool):
+    f = {k: (1 - t) * getattr(a, k) + t * getattr(b, k)
+         for k in ("width", "depth", "height_anterior", "height_posterior")}
+    return LevelDims(name, disc_below=disc, assumed=assumed, **f)
+
+
+def _levels() -> dict[str, LevelDims]:
+    L1 = LevelDims("L1", 40.0, 30.0, 24.5, 25.5, disc_below=10.0, assumed=True)
+    L5 = LevelDims("L5", 50.0, 35.7, 30.3, 26.3, disc_below=13.8, assumed=False)
+    discs = {"L1": 10.0, "L2": 11.6, "L3": 12.5, "L4": 13.8, "L5": 13.8}
+    out = {"L1": L1}
+    for i, name in enumerate(("L2", "L3", "L4"), start=1):
+        out[name] = _interp(L1, L5, i / 4, name, discs[name], assumed=False)
+    out["L5"] = replace(L5, disc_below=discs["L5"], assumed=True)  # L5/S1 disc: assumption
+    T6 = LevelDims("T6", 30.0, 26.0, 18.0, 19.0, disc_below=5.0, pedicle_angle=5.0)
+    T12 = _interp(T6, L1, 6.5 / 7, "T12", 8.0, assumed=True)
+    for i, name in enumerate(("T6", "T7", "T8", "T9", "T10", "T11", "T12")):
+        lv = _interp(T6, T12, i / 6, name, 5.0 + 0.5 * i, assumed=True)
+        out[name] = replace(lv, pedicle_angle=5.0)
+    order = ["T6", "T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5"]
+    return {k: out[k] for k in order}
+
+
+#: level name -> dimensions, cranial to caudal
+LEVELS: dict[str, LevelDims] = _levels()
+ORDER = list(LEVELS)
+
+
+def level_range(spec: str) -> list[str]:
+    """"T12-L2" -> ["T12", "L1", "L2"] (cranial to caudal); a single name gives one level."""
+    parts = [p.strip().upper() for p in spec.split("-")]
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or any(p not in LEVELS for p in parts):
+        raise MeshError(f"unknown level range {spec!r}: use levels {ORDER[0]}..{ORDER[-1]}, "
+                        "e.g. 'L1' or 'T12-L2'")
+    i, j = ORDER.index(parts[0]), ORDER.index(parts[1])
+    if i > j:
+        raise MeshError(f"level range {spec!r} must run cranial to caudal, e.g. 'T12-L2'")
+    return ORDER[i:j + 1]
+
+
+# ---------------------------------------------------------------------- implicit geometry
+
+def _section(d: LevelDims, x, y, shrink: float = 0.0):
+    """Inside the body's cross-section shrunk by ``shrink`` mm (approximately a parallel
+    offset)."""
+    a, b = 0.5 * d.width - shrink, 0.5 * d.depth - shrink
+    ell = (x / a) ** 2 + (y / b) ** 2 <= 1.0
+    post = y <= b * (POSTERIOR_FLAT + (1.0 - POSTERIOR_FLAT) * (x / a) ** 2)
+    return ell & post
+
+
+def _rim_profile(d: LevelDims, x, y):
+    """1 at the centre, 0 on and outside the rim: the depth profile of the endplate concavity."""
+    a = max(0.5 * d.width - d.rim, 1e-3)
+    b = max(0.5 * d.depth - d.rim, 1e-3)
+    return np.clip(1.0 - (x / a) ** 2 - (y / b) ** 2, 0.0, 1.0)
+
+
+def _top(d: LevelDims, y):
+    """Height of the superior rim plane at antero-posterior position y (wedge)."""
+    t = np.clip(0.5 - y / d.depth, 0.0, 1.0)  # 1 at the anterior edge (y = -depth/2)
+    return d.height_posterior + (d.height_anterior - d.height_posterior) * t
+
+
+def surfaces(d: LevelDims, x, y):
+    """(z of the inferior bony surface, z of the superior bony surface) at (x, y), local frame."""
+    prof = _rim_profile(d, x, y)
+    return d.concavity_inferior * prof, _top(d, y) - d.concavity_superior * prof
+
+
+def pedicle_axes(d: LevelDims) -> dict:
+    """Transpedicular paths: entry point on the posterior surface of each pedicle's root at the
+    lamina and the unit direction into the body (towards anterior, converging medially)."""
+    w, h = d.pedicle
+    ang = np.radians(d.pedicle_angle)
+    zc = 0.55 * d.height
+    ybody = 0.5 * d.depth * POSTERIOR_FLAT
+    length = 0.3 * d.depth + 0.5 * h
+    out = {}
+    for side, s in (("left", 1.0), ("right", -1.0)):
+        x_root = s * (0.5 * d.width * 0.55)
+        entry = np.array([x_root + s * np.sin(ang) * length, ybody + np.cos(ang) * length, zc])
+        direction = np.array([-s * np.sin(ang), -np.cos(ang), 0.0])
+        out[side] = (entry, direction)
+    return out
+
+
+def _posterior(d: LevelDims, x, y, z):
+    """Posterior elements: pedicles, lamina, spinous and transverse processes (local frame)."""
+    w, h = d.pedicle
+    ybody = 0.5 * d.depth * POSTERIOR_FLAT
+    zc = 0.55 * d.height
+    inside = np.zeros(np.broadcast(x, y, z).shape, dtype=bool)
+    length = 0.3 * d.depth + 0.5 * h
+    for entry, direction in pedicle_axes(d).values():
+        # points along the axis from the body wall (t = length) back to the entry (t = 0)
+        rel = np.stack(np.broadcast_arrays(x - entry[0], y - entry[1], z - entry[2]), axis=-1)
+        along = rel @ direction  # distance from the entry towards the body
+        perp = rel - along[..., None] * direction
+        # ellipse of width w (horizontal) and height h (vertical) around the axis
+        horiz = perp[..., 0] * direction[1] - perp[..., 1] * direction[0]
+        ell = (horiz / (0.5 * w)) ** 2 + (perp[..., 2] / (0.5 * h)) ** 2 <= 1.0
+        inside |= ell & (along >= -0.5 * w) & (along <= length + 0.5 * w)
+    y_lam = ybody + length
+    half_lam = 0.5 * d.width * 0.55 + 0.5 * w
+    t_lam = 0.5 * w
+    lamina = (np.abs(x) <= half_lam) & (y >= y_lam - t_lam) & (y <= y_lam + t_lam) \
+        & (np.abs(z - zc) <= 0.5 * h)
+    spinous = (np.abs(x) <= 0.35 * w) & (y >= y_lam) & (y <= y_lam + 0.9 * d.depth) \
+        & (np.abs(z - (zc - 0.1 * h)) <= 0.45 * h)
+    transverse = (np.abs(x) >= half_lam - 0.5 * w) & (np.abs(x) <= half_lam + 0.45 * d.width) \
+        & (np.abs(y - (y_lam - 0.5 * w)) <= 0.35 * w) & (np.abs(z - zc) <= 0.3 * h)
+    return inside | lamina | spinous | transverse
+
+
+def classify_level(d: LevelDims, x, y, z):
+    """Part index (1-5 for BONE_PARTS, 0 outside) of points in the level's local frame."""
+    zi, zs = surfaces(d, x, y)
+    body = _section(d, x, y) & (z >= zi) & (z <= zs)
+    out = np.zeros(np.broadcast(x, y, z).shape, dtype=np.int8)
+    post = _posterior(d, x, y, z) & ~_section(d, x, y)
+    out[post] = 5
+    out[body] = 1  # cortex unless inner
+    core = body & _section(d, x, y, shrink=d.cortex)
+    out[core] = 2
+    out[body & (z > zs - d.endplate)] = 3
+    out[body & (z < zi + d.endplate)] = 4
+    return out
+
+
+# ---------------------------------------------------------------------- voxel meshing
+
+@dataclass
+class _Stack:
+    levels: list  # LevelDims cranial to caudal
+    z0: list  # z of each level's local origin in the model frame
+
+    @classmethod
+    def of(cls, names: list[str]) -> _Stack:
+        dims = [LEVELS[n] for n in names]
+        z0 = [0.0] * len(dims)
+        z = 0.0
+        for i in range(len(dims) - 1, -1, -1):  # caudal first
+            z0[i] = z
+            if i > 0:
+                z += _max_top(dims[i]) + dims[i - 1].disc_below
+        return cls(dims, z0)
+
+
+def _max_top(d: LevelDims) -> float:
+    """Rim height at the middle of the body (the disc above starts there)."""
+    return float(_top(d, 0.0))
+
+
+def _grid_labels(stack: _Stack, h: float, with_posterior: bool):
+    """Labels on a voxel grid (codes: level i part p -> 1 + 10 i + (p-1); disc i (below level i)
+    part q -> 1 + 10 i + 5 + q), the grid's origin and shape."""
+    xs, ys, zs = [], [], []
+    for d in stack.levels:
+        w, hp = d.pedicle
+        ext_post = 0.5 * d.depth * POSTERIOR_FLAT + 0.3 * d.depth + 0.5 * hp + 0.9 * d.depth + w
+        xs.append(0.5 * d.width + (0.5 * d.width if with_posterior else 0.0) + w)
+        ys.append(ext_post if with_posterior else 0.5 * d.depth)
+        zs.append(0.0)
+    half_x = max(xs)
+    y_min = -0.5 * max(d.depth for d in stack.levels)
+    y_max = max(ys)
+    z_max = stack.z0[0] + max(d.height_anterior, d.height_posterior) + 0.0
+    nx = int(np.ceil(2 * half_x / h))
+    ny = int(np.ceil((y_max - y_min) / h))
+    nz = int(np.ceil(z_max / h))
+    origin = np.array([-0.5 * nx * h, y_min, 0.0])
+    cx = origin[0] + (np.arange(nx) + 0.5) * h
+    cy = origin[1] + (np.arange(ny) + 0.5) * h
+    cz = origin[2] + (np.arange(nz) + 0.5) * h
+    X, Y = np.meshgrid(cx, cy, indexing="ij")
+    labels = np.zeros((nx, ny, nz), dtype=np.int16)
+    for i, d in enumerate(stack.levels):
+        dd = replace(d, cortex=max(d.cortex, h), endplate=max(d.endplate, h))
+        z_lo, z_hi = stack.z0[i], stack.z0[i] + max(d.height_anterior, d.height_posterior)
+        k0 = max(0, int(np.floor(z_lo / h)) - 1)
+        k1 = min(nz, int(np.ceil(z_hi / h)) + 1)
+        for k in range(k0, k1):
+            part = classify_level(dd, X, Y, cz[k] - stack.z0[i])
+            if not with_posterior:
+                part[part == 5] = 0
+            sel = part > 0
+            labels[:, :, k][sel] = 1 + 10 * i + part[sel] - 1
+        if i + 1 < len(stack.levels):  # the disc below level i, above level i+1
+            lo = stack.levels[i + 1]
+            zi_up, _ = surfaces(d, X, Y)
+            _, zs_lo = surfaces(lo, X, Y)
+            zi_up = zi_up + stack.z0[i]
+            zs_lo = zs_lo + stack.z0[i + 1]
+            sec = _section(lo, X, Y) & _section(d, X, Y)
+            a = 0.5 * min(lo.width, d.width) * NUCLEUS_FRACTION
+            b = 0.5 * min(lo.depth, d.depth) * NUCLEUS_FRACTION
+            nuc = (X / a) ** 2 + ((Y + 0.05 * lo.depth) / b) ** 2 <= 1.0
+            kk0 = max(0, int(np.floor(stack.z0[i + 1] / h)))
+            kk1 = min(nz, int(np.ceil((stack.z0[i] + d.concavity_inferior) / h)) + 1)
+            for k in range(kk0, kk1):
+                inside = sec & (cz[k] > zs_lo) & (cz[k] < zi_up) & (labels[:, :, k] == 0)
+                lab = labels[:, :, k]
+                lab[inside & ~nuc] = 1 + 10 * i + 5
+                lab[inside & nuc] = 1 + 10 * i + 6
+    return labels, origin
+
+
+def _model_from_labels(labels, origin, h, names: dict[int, str], materials: dict) -> Model:
+    """hex8 Model of the labelled voxels (label 0 empty), one region per label name."""
+    nx, ny, nz = labels.shape
+    occ = np.argwhere(labels > 0)  # (m, 3) i, j, k
+    if len(occ) == 0:
+        raise MeshError("the geometry produced no voxel: the voxel size is too large")
+    node = lambda i, j, k: i + (nx + 1) * (j + (ny + 1) * k)  # noqa: E731
+    gconn = np.stack([node(occ[:, 0] + di, occ[:, 1] + dj, occ[:, 2] + dk)
+                      for di, dj, dk in CORNERS], axis=1)
+    gnodes = np.unique(gconn)
+    conn = np.searchsorted(gnodes, gconn)
+    kk, r = np.divmod(gnodes, (nx + 1) * (ny + 1))
+    jj, ii = np.divmod(r, nx + 1)
+    pts = np.stack([origin[0] + ii * h, origin[1] + jj * h, origin[2] + kk * h], axis=1)
+    m = Model.from_arrays(pts, [("hex8", conn)], source="<parametric vertebra>")
+    lab = labels[occ[:, 0], occ[:, 1], occ[:, 2]]
+    for code, name in names.items():
+        sel = np.nonzero(lab == code)[0]
+        if len(sel):
+            m.add_region(name, sel)
+            part = name.split("/")[1]
+            E, nu = materials[part]
+            m.set_material(name, E=E, nu=nu)
+    m.metadata["voxel_labels"] = {"ijk": occ, "labels": lab, "spacing": h,
+                                  "origin": origin.tolist()}
+    return m
+
+
+def _endplate_faces(m: Model, labels, level_codes, up: bool):
+    """(elements, faces): faces of the given endplate voxels whose neighbour above (up) or below
+    is not bone of the same level."""
+    info = m.metadata["voxel_labels"]
+    occ, lab = info["ijk"], info["labels"]
+    sel = np.nonzero(np.isin(lab, [level_codes["endplate"]]))[0]
+    nz = labels.shape[2]
+    i, j, k = occ[sel].T
+    kn = k + (1 if up else -1)
+    inside = (kn >= 0) & (kn < nz)
+    nb = np.zeros(len(sel), dtype=labels.dtype)
+    nb[inside] = labels[i[inside], j[inside], kn[inside]]
+    same = np.isin(nb, level_codes["bone"])
+    keep = sel[~same]
+    return keep, np.full(len(keep), 1 if up else 0)  # hex8 face S2 (+z) or S1 (-z)
+
+
+def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
+                  materials: dict | None = None, posterior: bool = True) -> Model:
+    """A voxel (hex8) model of one vertebra or a segment of contiguous levels with their discs.
+
+    ``levels``: "L1", "T12-L2" or a list of names cranial to caudal; ``voxel_size`` mm;
+    ``materials``: {part: (E MPa, nu)} overriding :data:`DEFAULT_MATERIALS` (parts cortex,
+    trabecular, endplate_superior, endplate_inferior, posterior, annulus, nucleus), e.g. from
+    :class:`fem.meshes.bone.BoneQuality`; ``posterior``: include the posterior elements.
+    Regions, sets and metadata as in the module docstring.
+    """
+    names = level_range(levels) if isinstance(levels, str) else list(levels)
+    for n in names:
+        if n not in LEVELS:
+            raise MeshError(f"unknown level {n!r}: use {ORDER[0]}..{ORDER[-1]}")
+    idx = [ORDER.index(n) for n in names]
+    if idx != list(range(idx[0], idx[0] + len(idx))):
+        raise MeshError(f"levels {names} are not contiguous and cranial to caudal")
+    h = float(voxel_size)
+    if not (0.05 <= h <= 5.0):
+        raise MeshError(f"voxel_size must lie in 0.05..5 mm, got {voxel_size}")
+    mats = dict(DEFAULT_MATERIALS)
+    mats.update(materials or {})
+    stack = _Stack.of(names)
+    labels, origin = _grid_labels(stack, h, posterior)
+    code_names = {}
+    for i, n in enumerate(names):
+        for p, part in enumerate(BONE_PARTS):
+            code_names[1 + 10 * i + p] = f"{n}/{part}"
+        if i + 1 < len(names):
+            disc = f"{n}-{names[i + 1]}"
+            code_names[1 + 10 * i + 5] = f"{disc}/annulus"
+            code_names[1 + 10 * i + 6] = f"{disc}/nucleus"
+    m = _model_from_labels(labels, origin, h, code_names, mats)
+    anatomy = {}
+    for i, n in enumerate(names):
+        d = stack.levels[i]
+        bone = [1 + 10 * i + p for p in range(5)]
+        for key, code, up in (("superior", 1 + 10 * i + 2, True), ("inferior", 1 + 10 * i + 3,
+                                                                     False)):
+            e, f = _endplate_faces(m, labels, {"endplate": code, "bone": bone}, up)
+            m.add_face_set(f"{n}/{key}", e, f)
+            conn = m.blocks[0].conn[e]
+            m.add_node_set(f"{n}/{key}", np.unique(conn[:, 4:] if up else conn[:, :4]))
+        z0 = stack.z0[i]
+        axes = {s: (e + [0.0, 0.0, z0], dvec) for s, (e, dvec) in pedicle_axes(d).items()}
+        anatomy[n] = dict(centre=(0.0, 0.0, z0 + 0.5 * d.height), height=d.height,
+                          width=d.width, depth=d.depth,
+                          superior_centre=(0.0, 0.0, z0 + float(_top(d, 0.0))
+                                           - d.concavity_superior),
+                          inferior_centre=(0.0, 0.0, z0 + d.concavity_inferior),
+                          pedicle_axes=axes, dims=d)
+    top, bottom = names[0], names[-1]
+    fs = m.face_sets
+    m.add_face_set("top", fs[f"{top}/superior"].elements, fs[f"{top}/superior"].faces)
+    m.add_face_set("bottom", fs[f"{bottom}/inferior"].elements, fs[f"{bottom}/inferior"].faces)
+    m.add_node_set("top", m.node_sets[f"{top}/superior"])
+    m.add_node_set("bottom", m.node_sets[f"{bottom}/inferior"])
+    m.metadata["levels"] = names
+    m.metadata["anatomy"] = anatomy
+    m.metadata["voxel_size"] = h
+    return m
+
+
+def vertebra_model(level: str = "L1", **kwargs) -> Model:
+    """One vertebra (see :func:`segment_model`)."""
+    return segment_model([level.upper()], **kwargs)
