@@ -471,3 +471,7 @@ class Model:
         from .io.inp import write_inp
 
         return write_inp(self, path, heading=heading)
+
+    def write_inp(self, path, *, heading: str = "") -> Path:
+        """The same as :meth:`to_inp` (the name researchers look for)."""
+        return self.to_inp(path, heading=heading)

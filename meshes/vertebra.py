@@ -401,7 +401,7 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
             m.add_node_set(f"{n}/{key}", np.unique(conn[:, 4:] if up else conn[:, :4]))
         z0 = stack.z0[i]
         axes = {s: (e + [0.0, 0.0, z0], dvec) for s, (e, dvec) in pedicle_axes(d).items()}
-        anatomy[n] = dict(centre=(0.0, 0.0, z0 + 0.5 * d.height), height=d.height,
+        anatomy[n] = dict(centre=(0.0, 0.0, z0 + 0.5 * d.height), height=d.height, z0=z0,
                           width=d.width, depth=d.depth,
                           superior_centre=(0.0, 0.0, z0 + float(_top(d, 0.0))
                                            - d.concavity_superior),

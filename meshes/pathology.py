@@ -1,0 +1,244 @@
+"""Fractures and lesions: transformations of a vertebra or segment Model into another Model.
+
+They read the anatomy from the model (``model.metadata["anatomy"][level]``: the level's
+:class:`~fem.meshes.vertebra.LevelDims` as ``dims`` and its base height ``z0``; regions named
+``"<level>/<part>"``) and never touch the solver, so they apply to the voxel (hex8) and the tet10
+forms alike.
+
+Compression fractures (:func:`compress`), Genant semi-quantitative grading (reference table of
+../shared/reference/biomechanics.md, "Procedures"): grade 1 (mild) 20-25 % height loss, grade 2
+(moderate) 25-40 %, grade 3 (severe) > 40 %; shapes wedge (anterior height lost), biconcave
+(middle height lost, both endplates depressed) and crush (whole body). The body's nodes are moved
+vertically (the height loss is a field over the endplate, zero where the shape keeps the height:
+at the superior endplate for wedge and crush, half at each endplate for biconcave), the discs
+follow the moved endplates (their nodes are interpolated between the moved endplate and the
+unchanged vertebra beyond), and a damaged trabecular zone of
+``damage_depth`` mm under each collapsed endplate becomes region ``"<level>/damaged"`` with the
+trabecular modulus times ``damage_factor``. The defaults (5 mm, 0.5) are assumptions of this
+project: fractured trabecular bone under a collapsed endplate has lost stiffness, but no value for
+the extent and degree was sourced here. A burst fracture (``burst=True``) adds a breach of the
+posterior wall's cortex (region ``"<level>/posterior_wall_breach"``, damaged modulus): the path
+cement leaks along.
+
+Lesions (:func:`add_lesion`): an osteolytic metastasis is an ellipsoidal region of soft tissue
+(``"<level>/lesion"``, E 10 MPa, nu 0.45 by default: an assumption for tumour tissue, orders of
+magnitude softer than bone) replacing trabecular bone and, with ``breach_cortex=True``, the cortex
+it reaches; a haemangioma keeps the bone but reduces the trabecular modulus inside the ellipsoid
+(``"<level>/haemangioma"``, factor 0.5 by default, an assumption).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import MeshError, SetError
+from ..model import Model
+from .vertebra import POSTERIOR_FLAT, _rim_profile, _top
+
+GENANT_LOSS = {1: (0.20, 0.25), 2: (0.25, 0.40), 3: (0.40, 0.60)}
+SHAPES = ("wedge", "biconcave", "crush")
+
+
+def genant_loss(grade: int) -> float:
+    """The middle of a Genant grade's height-loss range (grade 3: 0.45, 'more than 40 %')."""
+    if grade not in GENANT_LOSS:
+        raise MeshError(f"Genant grade must be 1, 2 or 3, got {grade!r}")
+    lo, hi = GENANT_LOSS[grade]
+    return 0.45 if grade == 3 else 0.5 * (lo + hi)
+
+
+def _anatomy(model: Model, level: str) -> dict:
+    anat = model.metadata.get("anatomy", {})
+    if level not in anat:
+        raise SetError(f"level {level!r} is not in this model (levels: "
+                       f"{', '.join(anat) or 'none: build it with fem.meshes.vertebra'})")
+    return anat[level]
+
+
+def _centroids(model: Model, elements) -> np.ndarray:
+    conn = model.blocks[0].conn if len(model.blocks) == 1 else None
+    if conn is None:
+        raise MeshError("pathology transforms expect a model with one cell block")
+    return model.points[conn[elements]].mean(axis=1)
+
+
+def _loss_field(d, shape: str, loss: float, x, y):
+    """Fraction of the local height lost at (x, y) (posterior elements take the wall's value)."""
+    y_wall = 0.5 * d.depth * POSTERIOR_FLAT
+    yc = np.minimum(y, y_wall)
+    if shape == "crush":
+        return np.full(np.shape(x), loss)
+    if shape == "wedge":
+        # anterior edge loses `loss` of the anterior height, the posterior wall nothing
+        t = np.clip((y_wall - yc) / (y_wall + 0.5 * d.depth), 0.0, 1.0)
+        return loss * t
+    # biconcave: the middle loses `loss`, the rim keeps its height
+    return loss * _rim_profile(d, x, np.maximum(yc, -0.5 * d.depth))
+
+
+@dataclass(frozen=True)
+class Fracture:
+    """A compression fracture of one level: shape, fractional height loss, damage, burst."""
+
+    level: str
+    shape: str = "wedge"
+    height_loss: float = 0.325
+    damage_depth: float = 5.0
+    damage_factor: float = 0.5
+    burst: bool = False
+
+
+def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | None = 2,
+             height_loss: float | None = None, damage_depth: float = 5.0,
+             damage_factor: float = 0.5, burst: bool = False) -> Model:
+    """A copy of ``model`` with a compression fracture of ``level`` (see the module docstring).
+
+    ``height_loss`` (fraction, 0.05..0.8) overrides ``grade``. Returns the new model; its
+    ``metadata["fractures"]`` records what was done.
+    """
+    if shape not in SHAPES:
+        raise MeshError(f"fracture shape must be one of {', '.join(SHAPES)}, got {shape!r}")
+    loss = genant_loss(grade) if height_loss is None else float(height_loss)
+    if not (0.05 <= loss <= 0.8):
+        raise MeshError(f"height loss must lie in 0.05..0.8 (5-80 %), got {loss}")
+    if not (0.0 < damage_factor <= 1.0) or damage_depth < 0.0:
+        raise MeshError("damage_factor must lie in (0, 1] and damage_depth be >= 0 mm")
+    anat = _anatomy(model, level)
+    d, z0 = anat["dims"], float(anat["z0"])
+    out = model.copy()
+    pts = out.points.copy()
+    levels = model.metadata["levels"]
+    i = levels.index(level)
+    above = levels[i - 1] if i > 0 else None
+    lv_elems = np.concatenate([out.regions[r] for r in out.regions if r.startswith(level + "/")])
+    lv_nodes = out.element_nodes(lv_elems)
+    x, y, z = pts[lv_nodes].T
+    top = _top(d, np.minimum(y, 0.5 * d.depth * POSTERIOR_FLAT))
+    L = _loss_field(d, shape, loss, x, y)
+    zl = np.clip(z - z0, 0.0, None)
+    # body and posterior nodes: the level's local height scaled by (1 - L); a biconcave fracture
+    # loses half at each endplate (the inferior one rises), the others at the superior endplate
+    lift = 0.5 * L * top if shape == "biconcave" else 0.0 * L
+    pts[lv_nodes, 2] = z0 + lift + zl * (1.0 - L)
+    moved = np.zeros(out.n_nodes, dtype=bool)
+    moved[lv_nodes] = True
+
+    def follow(neighbour: str, disc_name: str, upper: bool):
+        """Move the disc between the fractured level and ``neighbour`` with the endplate."""
+        disc = [r for r in out.regions if r.startswith(disc_name + "/")]
+        if not disc:
+            return
+        dn = out.element_nodes(np.concatenate([out.regions[r] for r in disc]))
+        dn = dn[~moved[dn]]
+        xd, yd, zd = pts[dn].T
+        top_d = _top(d, np.minimum(yd, 0.5 * d.depth * POSTERIOR_FLAT))
+        Ld = _loss_field(d, shape, loss, xd, yd)
+        nb = model.metadata["anatomy"][neighbour]
+        if upper:  # disc above: its bottom follows the superior endplate down
+            shift = (0.5 if shape == "biconcave" else 1.0) * -Ld * top_d
+            z_fixed, z_moving = float(nb["z0"]), z0 + top_d
+        else:  # disc below: its top follows the inferior endplate up (biconcave only)
+            shift = 0.5 * Ld * top_d if shape == "biconcave" else 0.0 * Ld
+            nd = nb["dims"]
+            z_fixed = float(nb["z0"]) + _top(nd, np.minimum(yd, 0.5 * nd.depth * POSTERIOR_FLAT))
+            z_moving = np.full_like(zd, z0)
+        w = np.clip((z_fixed - zd) / np.where(np.abs(z_fixed - z_moving) > 1e-9,
+                                              z_fixed - z_moving, 1e-9), 0.0, 1.0)
+        pts[dn, 2] = zd + shift * w
+
+    if above is not None:
+        follow(above, f"{above}-{level}", upper=True)
+    below = levels[i + 1] if i + 1 < len(levels) else None
+    if below is not None:
+        follow(below, f"{level}-{below}", upper=False)
+    del top
+    out.points = pts
+    # damaged trabecular zone under the collapsed endplate(s)
+    trab = out.regions.get(f"{level}/trabecular")
+    if trab is None:
+        raise SetError(f"region {level}/trabecular not found")
+    c = _centroids(out, trab)
+    cl = c[:, 2] - z0
+    Lc = _loss_field(d, shape, loss, c[:, 0], c[:, 1])
+    top0 = _top(d, c[:, 1])
+    lift_c = 0.5 * Lc * top0 if shape == "biconcave" else 0.0
+    near = cl >= lift_c + top0 * (1.0 - Lc) - d.concavity_superior - damage_depth
+    if shape in ("biconcave", "crush"):
+        near |= cl <= lift_c + d.concavity_inferior + damage_depth
+    damaged = trab[near]
+    if len(damaged):
+        _move(out, damaged, f"{level}/damaged", factor=damage_factor)
+    if burst:
+        cort = out.regions.get(f"{level}/cortex")
+        cc = _centroids(out, cort)
+        w_p, _ = d.pedicle
+        y_wall = 0.5 * d.depth * POSTERIOR_FLAT
+        hole = (np.abs(cc[:, 0]) <= 0.5 * w_p) & (cc[:, 1] >= y_wall - 3.0) \
+            & (cc[:, 2] - z0 >= 0.3 * d.height) & (cc[:, 2] - z0 <= 0.8 * d.height)
+        if hole.any():
+            E_trab = float(np.median(out.E[trab]))
+            _move(out, cort[hole], f"{level}/posterior_wall_breach",
+                  E=E_trab * damage_factor, nu=0.2)
+    out.metadata.setdefault("fractures", []).append(
+        Fracture(level, shape, loss, damage_depth, damage_factor, burst))
+    return out
+
+
+def _move(model: Model, elements, region: str, *, factor: float | None = None, E=None, nu=None):
+    """Move elements from their regions into ``region`` (new) and set its material."""
+    elements = np.asarray(elements, dtype=np.int64)
+    for name in list(model.regions):
+        keep = np.setdiff1d(model.regions[name], elements, assume_unique=False)
+        model.regions[name] = keep
+    model.add_region(region, elements)
+    if factor is not None:
+        model.E[elements] = model.E[elements] * factor
+    else:
+        model.set_material(region, E=E, nu=nu)
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """An ellipsoidal lesion: kind "osteolytic" or "haemangioma", centre (mm, model frame),
+    semi-axes (mm)."""
+
+    level: str
+    kind: str
+    centre: tuple
+    semi_axes: tuple
+    breach_cortex: bool = False
+
+
+def add_lesion(model: Model, level: str, kind: str, centre, semi_axes, *,
+               breach_cortex: bool = False, E: float = 10.0, nu: float = 0.45,
+               factor: float = 0.5) -> Model:
+    """A copy of ``model`` with an osteolytic metastasis or a haemangioma in ``level`` (see the
+    module docstring). ``centre`` in the model frame (mm) or relative to the level's body centre
+    when given as a string "centre"; ``semi_axes`` (a, b, c) mm."""
+    if kind not in ("osteolytic", "haemangioma"):
+        raise MeshError(f"lesion kind must be 'osteolytic' or 'haemangioma', got {kind!r}")
+    anat = _anatomy(model, level)
+    ctr = np.asarray(anat["centre"] if isinstance(centre, str) else centre, dtype=float)
+    ax = np.asarray(semi_axes, dtype=float)
+    if ctr.shape != (3,) or ax.shape != (3,) or (ax <= 0).any():
+        raise MeshError("lesion centre must be (x, y, z) mm and semi_axes three lengths > 0 mm")
+    out = model.copy()
+    parts = ["trabecular", "damaged"] + (["cortex"] if breach_cortex and kind == "osteolytic"
+                                          else [])
+    cand = [out.regions[f"{level}/{p}"] for p in parts if f"{level}/{p}" in out.regions]
+    elems = np.concatenate(cand) if cand else np.zeros(0, np.int64)
+    c = _centroids(out, elems)
+    inside = (((c - ctr) / ax) ** 2).sum(axis=1) <= 1.0
+    hit = elems[inside]
+    if len(hit) == 0:
+        raise MeshError(f"the lesion at {tuple(ctr)} with semi-axes {tuple(ax)} mm contains no "
+                        f"trabecular element of {level}: move it into the body or enlarge it")
+    if kind == "osteolytic":
+        _move(out, hit, f"{level}/lesion", E=E, nu=nu)
+    else:
+        _move(out, hit, f"{level}/haemangioma", factor=factor)
+    out.metadata.setdefault("lesions", []).append(
+        Lesion(level, kind, tuple(ctr), tuple(ax), breach_cortex))
+    return out

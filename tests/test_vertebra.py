@@ -1,0 +1,180 @@
+"""Parametric vertebrae and segments (voxel form), fractures and lesions: geometry against its
+definition, regions and sets, equilibrium, and agreement with CalculiX on an exported deck."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fem
+from fem.errors import MeshError, SetError
+from fem.meshes import loadcases
+from fem.meshes.pathology import add_lesion, compress, genant_loss
+from fem.meshes.vertebra import (
+    LEVELS,
+    ORDER,
+    _section,
+    level_range,
+    segment_model,
+    surfaces,
+    vertebra_model,
+)
+
+
+def body_volume_exact(d, n=1200) -> float:
+    """Body volume of the parametric definition by a fine 2-D midpoint rule of the height between
+    the endplate surfaces (independent of the 3-D voxel labelling)."""
+    xs = np.linspace(-d.width / 2, d.width / 2, n + 1)
+    ys = np.linspace(-d.depth / 2, d.depth / 2, n + 1)
+    xc, yc = 0.5 * (xs[1:] + xs[:-1]), 0.5 * (ys[1:] + ys[:-1])
+    X, Y = np.meshgrid(xc, yc, indexing="ij")
+    zi, zs = surfaces(d, X, Y)
+    inside = _section(d, X, Y)
+    return float(((zs - zi) * inside).sum() * (xs[1] - xs[0]) * (ys[1] - ys[0]))
+
+
+def region_volume(m, prefix, parts) -> float:
+    h = m.metadata["voxel_size"]
+    return sum(len(m.regions[f"{prefix}/{p}"]) for p in parts) * h ** 3
+
+
+BODY = ("cortex", "trabecular", "endplate_superior", "endplate_inferior")
+
+
+def test_levels_table():
+    assert ORDER == ["T6", "T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5"]
+    widths = [LEVELS[n].width for n in ORDER]
+    assert all(b >= a for a, b in zip(widths, widths[1:]))  # bodies grow caudally
+    L5 = LEVELS["L5"]
+    assert (L5.height_anterior, L5.height_posterior, L5.depth) == (30.3, 26.3, 35.7)
+    assert [LEVELS[n].disc_below for n in ("L1", "L2", "L3", "L4")] == [10.0, 11.6, 12.5, 13.8]
+    assert level_range("T12-L2") == ["T12", "L1", "L2"]
+    with pytest.raises(MeshError, match="cranial to caudal"):
+        level_range("L2-T12")
+    with pytest.raises(MeshError, match="unknown level"):
+        level_range("L7")
+
+
+@pytest.mark.parametrize("level", ["T8", "L1", "L4"])
+def test_body_volume_converges_to_the_definition(level):
+    exact = body_volume_exact(LEVELS[level])
+    errs = []
+    for h in (1.0, 0.5):
+        m = vertebra_model(level, voxel_size=h, posterior=False)
+        errs.append(abs(region_volume(m, level, BODY) - exact) / exact)
+    assert errs[1] < 0.015, errs
+    assert errs[1] < errs[0] or errs[0] < 0.005, errs
+
+
+def test_regions_sets_and_metadata_of_a_segment():
+    m = segment_model("T12-L2", voxel_size=1.5)
+    for lv in ("T12", "L1", "L2"):
+        for part in ("cortex", "trabecular", "endplate_superior", "endplate_inferior",
+                     "posterior"):
+            assert len(m.regions[f"{lv}/{part}"]) > 0
+        assert len(m.face_sets[f"{lv}/superior"]) > 0 and len(m.face_sets[f"{lv}/inferior"]) > 0
+    for disc in ("T12-L1", "L1-L2"):
+        assert len(m.regions[f"{disc}/annulus"]) > len(m.regions[f"{disc}/nucleus"]) > 0
+        assert np.all(m.nu[m.regions[f"{disc}/nucleus"]] == 0.499)
+    assert m.metadata["levels"] == ["T12", "L1", "L2"]
+    # the disc shares its nodes with the endplates above and below (one conforming mesh)
+    disc_nodes = set(m.element_nodes(m.regions["L1-L2/annulus"]).tolist())
+    assert len(disc_nodes & set(m.node_sets["L1/inferior"].tolist())) > 50
+    assert len(disc_nodes & set(m.node_sets["L2/superior"].tolist())) > 50
+    # top and bottom are the outer endplate surfaces, facing up and down
+    top_z = m.points[m.node_sets["top"], 2]
+    assert top_z.min() > m.points[m.node_sets["L1/superior"], 2].max()
+    assert np.isclose(m.points[m.node_sets["bottom"], 2].min(), 0.0)
+    # the pedicle axes point from behind the body into it
+    for entry, direction in m.metadata["anatomy"]["L1"]["pedicle_axes"].values():
+        assert entry[1] > 0 and direction[1] < 0 and np.isclose(np.linalg.norm(direction), 1.0)
+
+
+def test_segment_under_standing_load_balances():
+    m = segment_model("L1-L2", voxel_size=2.0)
+    loadcases.apply(m, "flexion")
+    with pytest.warns(UserWarning, match="B-bar"):
+        r = fem.solve(m, rtol=1e-9)
+    applied = r.applied_total()
+    assert np.allclose(r.reaction_total() + applied, 0.0, atol=1e-6 * np.abs(applied).max())
+    assert np.isclose(applied[2], -500.0)
+    # compression shortens the segment: the plate moves down
+    assert r.plate_motion("load:flexion")[2] < 0.0
+
+
+def _edge_ratio(m) -> float:
+    X = m.points[m.blocks[0].conn]
+    edges = [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5),
+             (2, 6), (3, 7)]
+    L = np.stack([np.linalg.norm(X[:, a] - X[:, b], axis=1) for a, b in edges], axis=1)
+    return float((L.max(axis=1) / L.min(axis=1)).max())
+
+
+@pytest.mark.parametrize("shape", ["wedge", "biconcave", "crush"])
+def test_compression_fractures_lose_the_graded_height(shape):
+    m = segment_model("T12-L2", voxel_size=1.0)
+    f = compress(m, "L1", shape, grade=2, burst=(shape == "crush"))
+    loss = genant_loss(2)
+    assert loss == pytest.approx(0.325)
+    d = m.metadata["anatomy"]["L1"]["dims"]
+    body = np.concatenate([f.regions[r] for r in f.regions
+                           if r.startswith("L1/") and not r.endswith("posterior")])
+    nodes = f.element_nodes(body)
+
+    def height(P, y):
+        s = P[(np.abs(P[:, 1] - y) < 1.1) & (np.abs(P[:, 0]) < 1.1)]
+        return s[:, 2].max() - s[:, 2].min()
+
+    lost = {k: 1 - height(f.points[nodes], y) / height(m.points[nodes], y)
+            for k, y in (("anterior", -0.5 * d.depth + 3.0), ("middle", 0.0))}
+    expect = {"wedge": ("anterior", 0.27), "biconcave": ("middle", 0.32),
+              "crush": ("middle", 0.325)}[shape]
+    assert lost[expect[0]] == pytest.approx(expect[1], abs=0.03)
+    if shape == "wedge":
+        assert lost["middle"] < lost["anterior"] - 0.1
+    # a damaged trabecular zone with half the modulus, and still a valid mesh
+    dam = f.regions["L1/damaged"]
+    assert len(dam) > 500
+    assert np.allclose(f.E[dam], 0.5 * m.E[dam])
+    fem.assembly.check_geometry(f, np)
+    assert _edge_ratio(f) < 3.0
+    assert ("L1/posterior_wall_breach" in f.regions) == (shape == "crush")
+    assert "L1/damaged" not in m.regions  # the input model is unchanged
+
+
+def test_lesions():
+    m = vertebra_model("L2", voxel_size=1.0)
+    lyt = add_lesion(m, "L2", "osteolytic", "centre", (6.0, 5.0, 5.0))
+    les = lyt.regions["L2/lesion"]
+    h3 = 1.0
+    assert len(les) * h3 == pytest.approx(4 / 3 * np.pi * 6 * 5 * 5, rel=0.08)
+    assert np.all(lyt.E[les] == 10.0)
+    c = m.metadata["anatomy"]["L2"]["centre"]
+    wall = add_lesion(m, "L2", "osteolytic", (c[0], c[1] - 17.0, c[2]), (6.0, 6.0, 6.0),
+                      breach_cortex=True)
+    assert len(wall.regions["L2/cortex"]) < len(m.regions["L2/cortex"])
+    hem = add_lesion(m, "L2", "haemangioma", "centre", (8.0, 8.0, 6.0))
+    hr = hem.regions["L2/haemangioma"]
+    assert np.allclose(hem.E[hr], 0.5 * m.E[hr])
+    with pytest.raises(MeshError, match="no trabecular element"):
+        add_lesion(m, "L2", "osteolytic", (500.0, 0.0, 0.0), (2.0, 2.0, 2.0))
+    with pytest.raises(SetError, match="not in this model"):
+        add_lesion(m, "L3", "haemangioma", "centre", (2.0, 2.0, 2.0))
+    with pytest.raises(MeshError, match="grade"):
+        compress(m, "L2", "wedge", grade=4)
+
+
+def test_exported_vertebra_deck_agrees_with_calculix(tmp_path, ccx):
+    """Deliverable 9: a (fractured) model writes a deck that CalculiX solves to our answer."""
+    from fem.io.calculix import run_ccx
+
+    m = compress(vertebra_model("L1", voxel_size=2.5, posterior=False), "L1", "wedge", grade=1)
+    m.fix("bottom").add(fem.Pressure("top", 1.0))
+    deck = m.write_inp(tmp_path / "L1_wedge.inp")
+    out = run_ccx(deck)
+    r = fem.solve(m, solver="direct")
+    u = r.displacement[np.searchsorted(m.node_ids, out.node_labels)]
+    assert np.abs(u - out.displacement).max() / np.abs(u).max() < 1e-6
+    labels, s_ccx = out.element_average_stress()
+    s = r.stress[np.searchsorted(m.element_ids, labels)]
+    assert np.abs(s - s_ccx).max() / np.abs(s).max() < 1e-5
