@@ -25,7 +25,7 @@ from . import assembly, voxel
 from . import system as _system
 from .amg import SmoothedAggregationAMG
 from .arrays import row_of_entries, unique_sorted
-from .errors import SolverError
+from .errors import ConvergenceError, SolverError
 from .kernels.backend import BackendError, get_backend
 from .model import BBAR_NU_THRESHOLD, Model
 from .parallel import RowSplit
@@ -137,9 +137,22 @@ def _solve_voxel(model, grid, sysm, be, times, t0, *, rtol, atol, maxiter, preci
     """The matrix-free multigrid path of :func:`solve` for models on a regular voxel grid."""
     info = SolveInfo(solver="gmg", backend=be.name, n_dof=model.n_dof,
                      n_equations=model.n_dof - len(sysm.fixed_dofs), precision=precision)
-    u, r_fixed = voxel.solve_on_grid(model, grid, sysm, be, rtol=rtol, atol=atol,
-                                     maxiter=maxiter, precision=precision, callback=callback,
-                                     info=info)
+    try:
+        u, r_fixed = voxel.solve_on_grid(model, grid, sysm, be, rtol=rtol, atol=atol,
+                                         maxiter=maxiter, precision=precision,
+                                         callback=callback, info=info)
+    except ConvergenceError as exc:
+        if precision != "mixed":
+            raise
+        # float32 cannot resolve very ill-conditioned models (a thin stiff shell on a soft
+        # core): say so and solve again in float64 rather than give up
+        warnings.warn(f"mixed precision did not converge ({exc}); solving again in float64",
+                      stacklevel=3)
+        info = SolveInfo(solver="gmg", backend=be.name, n_dof=model.n_dof,
+                         n_equations=info.n_equations, precision="double")
+        u, r_fixed = voxel.solve_on_grid(model, grid, sysm, be, rtol=rtol, atol=atol,
+                                         maxiter=maxiter, precision="double",
+                                         callback=callback, info=info)
     result = Result(model, u, backend=be, system=sysm, reaction_dofs=sysm.fixed_dofs,
                     reaction_values=r_fixed, info=info)
     info.times.update(times)

@@ -61,6 +61,10 @@ COARSE_MAX_DOF = 200
 #: nodes per streamed range of node planes on the CPU (temporaries of about 24 x 8 x this bytes)
 CPU_RANGE_NODES = 120_000
 GPU_RANGE_NODES = 4_000_000
+#: mixed precision: check the true residual after this many iterations without a replacement;
+#: if it has not halved, float32 cannot make progress and the solve stops (fem.solve then
+#: repeats it in float64)
+STALL_ITERATIONS = 100
 #: semi-coarsening: halve only the axes whose spacing is this many times finer than the coarsest
 SEMI_RATIO = 1.9
 #: mixed precision: recompute the true residual in float64 when the recursive one fell by this
@@ -506,7 +510,7 @@ class VoxelSolver:
         self.vcycle(r, q)
         rz = self._dot(lv, r, q)
         pv[...] = q
-        last_true = r0
+        last_true, last_true_it = r0, 0
         mixed = self.precision == "mixed"
         rnorm = r0
         for it in range(1, maxiter + 1):
@@ -528,12 +532,19 @@ class VoxelSolver:
                 rr += float(xp.sum(xp.astype(r[k0:k1, ...], xp.float64) ** 2))
             rnorm = math.sqrt(rr)
             restart = False
-            if mixed and (rnorm < REPLACE_DROP * last_true or rnorm <= target):
+            stalled = mixed and it - last_true_it >= STALL_ITERATIONS
+            if mixed and (rnorm < REPLACE_DROP * last_true or rnorm <= target or stalled):
                 # the float32 recursion drifts from b - A x: replace it by the true residual and
                 # restart the directions (the old ones are conjugate for the float32 operator)
                 self._true_residual(x, r, loads)
                 rnorm = math.sqrt(self._dot(lv, r, r))
-                last_true = rnorm
+                if stalled and rnorm > 0.5 * last_true:
+                    raise ConvergenceError(
+                        f"mixed precision stalled: the true residual fell only from "
+                        f"{last_true / r0:.2e} to {rnorm / r0:.2e} in {it - last_true_it} "
+                        "iterations (float32 cannot resolve this model; use precision="
+                        "'double')", info.residuals + [rnorm / r0])
+                last_true, last_true_it = rnorm, it
                 info.replacements += 1
                 restart = True
             info.residuals.append(rnorm / r0)

@@ -31,7 +31,8 @@ body. They are marked ``assumed`` in :data:`LEVELS`.
 Meshing: :func:`vertebra_model` and :func:`segment_model` sample the implicit regions at voxel
 centres and build a hex8 :class:`~fem.model.Model` on the grid (shared nodes at every interface,
 one region per part, face sets of the endplate surfaces). A layer thinner than the voxel size is
-kept one voxel thick (say so: with voxels of h mm the cortex is max(cortex, h) thick). Regions per
+kept one voxel thick, with its modulus scaled by thickness / voxel size
+(:func:`thickness_compensated`) so that it carries the load its physical thickness would. Regions per
 level: ``"L2/cortex"``, ``"L2/trabecular"``, ``"L2/endplate_superior"``, ``"L2/endplate_inferior"``,
 ``"L2/posterior"``; per disc ``"L1-L2/annulus"``, ``"L1-L2/nucleus"``. Face and node sets:
 ``"L2/superior"``, ``"L2/inferior"`` (outer surfaces of the bony endplates), ``"top"`` and
@@ -356,14 +357,29 @@ def _endplate_faces(m: Model, labels, level_codes, up: bool):
     return keep, np.full(len(keep), 1 if up else 0)  # hex8 face S2 (+z) or S1 (-z)
 
 
+def thickness_compensated(materials: dict, d: LevelDims, h: float) -> dict:
+    """Moduli of the thin layers for a voxel size ``h``: a layer of physical thickness t < h is
+    one voxel thick in the voxel form, so its modulus is scaled by t / h to keep its membrane
+    stiffness (E t) and its share of the axial load. (Bending stiffness, E t^3, is then too high
+    by (h / t)^2; the layers carry load mostly in-plane and in compression.)"""
+    out = dict(materials)
+    for part, t in (("cortex", d.cortex), ("endplate_superior", d.endplate),
+                    ("endplate_inferior", d.endplate)):
+        if h > t:
+            E, nu = out[part]
+            out[part] = (E * t / h, nu)
+    return out
+
+
 def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
                   materials: dict | None = None, posterior: bool = True) -> Model:
     """A voxel (hex8) model of one vertebra or a segment of contiguous levels with their discs.
 
     ``levels``: "L1", "T12-L2" or a list of names cranial to caudal; ``voxel_size`` mm;
     ``materials``: {part: (E MPa, nu)} overriding :data:`DEFAULT_MATERIALS` (parts cortex,
-    trabecular, endplate_superior, endplate_inferior, posterior, annulus, nucleus), e.g. from
-    :class:`fem.meshes.bone.BoneQuality`; ``posterior``: include the posterior elements.
+    trabecular, endplate_superior, endplate_inferior or endplate for both, posterior, annulus,
+    nucleus), or a :class:`fem.meshes.bone.BoneQuality` (its ``materials()``); thin layers are
+    then :func:`thickness_compensated`; ``posterior``: include the posterior elements.
     Regions, sets and metadata as in the module docstring.
     """
     names = level_range(levels) if isinstance(levels, str) else list(levels)
@@ -377,7 +393,17 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
     if not (0.05 <= h <= 5.0):
         raise MeshError(f"voxel_size must lie in 0.05..5 mm, got {voxel_size}")
     mats = dict(DEFAULT_MATERIALS)
-    mats.update(materials or {})
+    if hasattr(materials, "materials"):  # a fem.meshes.bone.BoneQuality
+        materials = materials.materials()
+    for part, value in (materials or {}).items():
+        if part == "endplate":  # one value for both bony endplates
+            mats["endplate_superior"] = mats["endplate_inferior"] = tuple(value)
+        elif part in mats:
+            mats[part] = tuple(value)
+        else:
+            raise MeshError(f"unknown material part {part!r}: use {', '.join(mats)} or "
+                            "'endplate'")
+    mats = thickness_compensated(mats, LEVELS[names[0]], h)
     stack = _Stack.of(names)
     labels, origin = _grid_labels(stack, h, posterior)
     code_names = {}

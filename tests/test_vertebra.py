@@ -178,3 +178,21 @@ def test_exported_vertebra_deck_agrees_with_calculix(tmp_path, ccx):
     labels, s_ccx = out.element_average_stress()
     s = r.stress[np.searchsorted(m.element_ids, labels)]
     assert np.abs(s - s_ccx).max() / np.abs(s).max() < 1e-5
+
+
+def test_bone_quality_sets_the_materials_and_thin_layers_are_compensated():
+    from fem.meshes.bone import BoneQuality
+
+    bq = BoneQuality(bmd=70.0)
+    mats = bq.materials()
+    m = vertebra_model("L1", voxel_size=1.0, materials=bq)
+    E_trab = m.E[m.regions["L1/trabecular"]]
+    assert np.allclose(E_trab, mats["trabecular"][0])
+    # the 0.4 mm cortex is one 1 mm voxel thick: its modulus is scaled by 0.4 / 1.0
+    assert np.allclose(m.E[m.regions["L1/cortex"]], 0.4 * mats["cortex"][0])
+    assert np.allclose(m.E[m.regions["L1/endplate_superior"]], 0.25 * mats["endplate"][0])
+    fine = vertebra_model("T6", voxel_size=0.35, posterior=False,
+                          materials={"cortex": (8040.0, 0.3)})
+    assert np.allclose(fine.E[fine.regions["T6/cortex"]], 8040.0)  # thicker than a voxel
+    with pytest.raises(MeshError, match="unknown material part"):
+        vertebra_model("L1", materials={"bone": (1.0, 0.3)})

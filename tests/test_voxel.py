@@ -202,3 +202,23 @@ def test_voxel_path_on_each_backend(backend, precision):
     assert rel(u, ref.displacement) < 1e-7
     assert rel(r.backend.to_host(r.stress), ref.stress) < 1e-7
     assert abs(r.info.iterations - ref.info.iterations) <= 2
+
+
+@pytest.mark.slow
+def test_mixed_precision_falls_back_to_double_when_float32_stalls():
+    """A CT phantom with a one-voxel stiff shell is too ill-conditioned for float32: the solve
+    says so and is repeated in float64, which converges."""
+    from fem.meshes.ct import Calibration, ct_voxel_model, rod_means, synthetic_vertebra_phantom
+
+    image, truth = synthetic_vertebra_phantom((40, 40, 30), bmd=90.0, seed=1)
+    rods = truth["rods"]
+    cal = Calibration.from_phantom(rod_means(image, [r["centre"] for r in rods],
+                                             rods[0]["radius"]), [r["density"] for r in rods])
+    vm = ct_voxel_model(image, cal, threshold_mg_cm3=40.0)
+    vm.fix("zmin").add(fem.Pressure("zmax", 1.0))
+    m = vm.to_model()
+    with pytest.warns(UserWarning, match="mixed precision did not converge.*stalled"):
+        r = fem.solve(m, solver="gmg", precision="mixed")
+    assert r.info.precision == "double" and r.info.residual <= 1e-8
+    ref = fem.solve(m, solver="amg", rtol=1e-10)
+    assert rel(r.displacement, ref.displacement) < 1e-6

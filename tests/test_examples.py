@@ -1,0 +1,33 @@
+"""Every script in examples/ runs (at a small size) and prints what it promises."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+CASES = {
+    "parametric_vertebra.py": (["--voxel", "2.0"], ["intact", "wedge", "stiffness"]),
+    "segment_flexion.py": (["--voxel", "2.5"], ["T12", "L1", "L2", "reactions balance"]),
+    "ct_vertebra.py": (["--shape", "40", "40", "30"], ["calibration from 4 rods", "N/mm"]),
+}
+
+
+def test_every_example_is_covered():
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_example_runs(name, tmp_path, capsys):
+    args, expected = CASES[name]
+    spec = importlib.util.spec_from_file_location(name[:-3], EXAMPLES / name)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(args + ["--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for text in expected:
+        assert text in out
+    assert list(tmp_path.glob("*.vtu"))
