@@ -135,7 +135,8 @@ def test_compression_fractures_lose_the_graded_height(shape):
     # a damaged trabecular zone with half the modulus, and still a valid mesh
     dam = f.regions["L1/damaged"]
     assert len(dam) > 500
-    assert np.allclose(f.E[dam], 0.5 * m.E[dam])
+    assert np.allclose(f.E[dam], 0.2 * m.E[dam])
+    assert len(f.regions["L1/damaged_shell"]) > 50
     fem.assembly.check_geometry(f, np)
     assert _edge_ratio(f) < 3.0
     assert ("L1/posterior_wall_breach" in f.regions) == (shape == "crush")
@@ -196,3 +197,20 @@ def test_bone_quality_sets_the_materials_and_thin_layers_are_compensated():
     assert np.allclose(fine.E[fine.regions["T6/cortex"]], 8040.0)  # thicker than a voxel
     with pytest.raises(MeshError, match="unknown material part"):
         vertebra_model("L1", materials={"bone": (1.0, 0.3)})
+
+
+def test_fractured_stiffness_loss_matches_the_experiments():
+    """Wegrzyn et al. 2011 (J Bone Miner Res 26:739): after compression to 25 % deformity, human
+    L3 vertebrae were 53 +- 18 % less stiff. A 25 % crush of the parametric L1 with the default
+    damage must fall in that range (0.29-0.65 of the intact stiffness)."""
+    m = vertebra_model("L1", voxel_size=1.5)
+
+    def stiffness(model):
+        model = model.copy()
+        model.conditions = []
+        loadcases.apply(model, "standing")
+        r = fem.solve(model)
+        return 500.0 / -float(r.plate_motion("load:standing")[2])
+
+    ratio = stiffness(compress(m, "L1", "crush", height_loss=0.25)) / stiffness(m)
+    assert 0.29 <= ratio <= 0.65, ratio
