@@ -24,9 +24,13 @@ width 40-50; L5 anterior height 30.3, posterior 26.3, superior depth 35.7 (refer
 ../shared/reference/biomechanics.md, "Geometry"); disc mid-heights L1/2 10.0, L2/3 11.6, L3/4 12.5,
 L4/5 13.8 mm (MRI, same table). L2-L4 are interpolated linearly between L1 and L5. Assumptions
 (not sourced here, to be replaced by Panjabi et al. 1991/1992 or Kunkel et al. 2010, J Anat
-216:320, tables): L1 width 40, depth 30, heights 24.5 / 25.5 mm; T6 width 30, depth 26, heights
-18.0 / 19.0 mm with T7-T12 interpolated, thoracic discs 5-8 mm; pedicle sizes as fractions of the
-body. They are marked ``assumed`` in :data:`LEVELS`.
+216:320, tables): L1 width 40, depth 30, heights 24.5 / 25.5 mm; T6 width 30, depth 26 with
+T7-T12 widths and depths interpolated towards L1, thoracic discs 5-8 mm; pedicle sizes as
+fractions of the body. They are marked ``assumed`` in :data:`LEVELS`. Thoracic body heights
+follow Egwu et al. 2019 (J Anat Soc India 68:110; 208 adult male thoracic vertebrae: anterior
+height 16.9 mm at T2 rising to 18.8 at T9, posterior 17.6 to 20.5): T9 18.8 / 20.5 mm, T6
+18.0 / 19.3 (between their T2 and T9), T7-T8 interpolated, T10-T12 interpolated from T9 to the
+assumed L1.
 
 Meshing: :func:`vertebra_model` and :func:`segment_model` sample the implicit regions at voxel
 centres and build a hex8 :class:`~fem.model.Model` on the grid (shared nodes at every interface,
@@ -118,9 +122,14 @@ def _levels() -> dict[str, LevelDims]:
     out["L5"] = replace(L5, disc_below=discs["L5"], assumed=True)  # L5/S1 disc: assumption
     T6 = LevelDims("T6", 30.0, 26.0, 18.0, 19.0, disc_below=5.0, pedicle_angle=5.0)
     T12 = _interp(T6, L1, 6.5 / 7, "T12", 8.0, assumed=True)
+    # body heights: T9 measured (Egwu 2019), T6 between Egwu's T2 and T9, T10-T12 towards L1
+    heights = {"T6": (18.0, 19.3), "T9": (18.8, 20.5), "L1": (24.5, 25.5)}
     for i, name in enumerate(("T6", "T7", "T8", "T9", "T10", "T11", "T12")):
         lv = _interp(T6, T12, i / 6, name, 5.0 + 0.5 * i, assumed=True)
-        out[name] = replace(lv, pedicle_angle=5.0)
+        lo, hi, t = (("T6", "T9", i / 3) if i <= 3 else ("T9", "L1", (i - 3) / 4))
+        ha = (1 - t) * heights[lo][0] + t * heights[hi][0]
+        hp = (1 - t) * heights[lo][1] + t * heights[hi][1]
+        out[name] = replace(lv, height_anterior=ha, height_posterior=hp, pedicle_angle=5.0)
     order = ["T6", "T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5"]
     return {k: out[k] for k in order}
 
