@@ -190,6 +190,26 @@ def lame(E, nu):
     return lam, mu
 
 
+def materials(model: Model, xp):
+    """Per element on ``xp``: Lame constants (lambda, mu) of the isotropic fast path, the B-bar
+    mask, and for orthotropic elements their row in C (-1 elsewhere) and the Voigt stiffnesses
+    C (n_ortho, 6, 6) (:func:`fem.kernels.elastic.orthotropic_stiffness`)."""
+    ortho = model.orthotropic_mask()
+    nu = np.where(ortho, 0.0, model.nu)  # orthotropic rows: any finite value, overwritten later
+    lam, mu = lame(xp.asarray(model.E), xp.asarray(nu))
+    row = np.full(model.n_elements, -1, dtype=np.int64)
+    row[ortho] = np.arange(int(ortho.sum()))
+    C = elastic.orthotropic_stiffness(xp.asarray(model.ortho[ortho])) if ortho.any() else None
+    return lam, mu, xp.asarray(model.bbar_mask()), row, C
+
+
+def orthotropic_rows(row: np.ndarray, gsl: slice):
+    """(local element positions, rows of C) of the orthotropic elements of a slice, or None."""
+    r = row[gsl]
+    local = np.nonzero(r >= 0)[0]
+    return (local, r[local]) if len(local) else None
+
+
 def assemble_stiffness(model: Model, backend: Backend, pattern: Pattern | None = None):
     """Assemble the global stiffness matrix; returns (pattern, block data (nnzb, 3, 3)).
 
@@ -200,8 +220,7 @@ def assemble_stiffness(model: Model, backend: Backend, pattern: Pattern | None =
         pattern = build_pattern(model, xp)
     data = xp.zeros(pattern.nnzb * 9, dtype=xp.float64)
     pts = xp.asarray(model.points)
-    lam_all, mu_all = lame(xp.asarray(model.E), xp.asarray(model.nu))
-    bbar_all = xp.asarray(model.bbar_mask())
+    lam_all, mu_all, bbar_all, ortho_row, C_all = materials(model, xp)
     ij = 3 * xp.arange(3)[:, None, None] + xp.arange(3)[None, None, :]  # (3, 1, 3)
 
     def element_matrices(item):
@@ -211,6 +230,10 @@ def assemble_stiffness(model: Model, backend: Backend, pattern: Pattern | None =
         gsl = slice(b.start + sl.start, b.start + sl.stop)
         bbar = bbar_all[gsl] if b.type == "hex8" else None
         Ke = elastic.stiffness_matrices(G, wdet, lam_all[gsl], mu_all[gsl], bbar)
+        orth = orthotropic_rows(ortho_row, gsl)
+        if orth is not None:
+            loc, rows = (xp.asarray(a) for a in orth)
+            Ke[loc] = elastic.general_stiffness_matrices(G[loc], wdet[loc], C_all[rows])
         pos = pattern.positions[bi][sl].astype(xp.int64)  # (m, k, k)
         # flat data index of entry [a, i, b, j]: pos[a, b] * 9 + 3 i + j
         idx = pos[:, :, None, :, None] * 9 + ij[None, None]

@@ -8,6 +8,11 @@ Named sets are first-class: ``regions`` (element sets), ``node_sets`` and ``face
 (element, local face) are addressed by name, e.g. ``"L2/trabecular"``. Each element may also
 carry one *material region* (``element_region``), the region its material came from; it is what
 the output's ``region`` cell array shows.
+
+Orthotropic elements (:meth:`Model.set_orthotropic`) keep their nine engineering constants in the
+global axes in ``ortho`` (n_elements, 9): Ex, Ey, Ez, nu_xy, nu_xz, nu_yz, Gxy, Gxz, Gyz, NaN rows
+for isotropic elements. For them ``E`` holds Ez (the axial modulus of a vertebra, for outputs)
+and ``nu`` holds nu_zx = nu_xz Ez / Ex (the lateral contraction under axial load).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from .validate import finite_array
 logger = logging.getLogger(__name__)
 
 HEX8_FORMULATIONS = ("auto", "full", "bbar")
+#: columns of ``Model.ortho``
+ORTHO_CONSTANTS = ("Ex", "Ey", "Ez", "nu_xy", "nu_xz", "nu_yz", "Gxy", "Gxz", "Gyz")
 #: with hex8_formulation="auto", hex8 elements with nu at or above this use B-bar
 BBAR_NU_THRESHOLD = 0.45
 
@@ -72,7 +79,7 @@ def _type_name(t: str) -> str:
 
 
 class Model:
-    """Nodes, cells, named sets, per-element isotropic materials, boundary conditions and loads.
+    """Nodes, cells, named sets, per-element materials, boundary conditions and loads.
 
     Build one with :meth:`from_arrays`, :meth:`from_meshio`, :meth:`from_inp` or
     :meth:`from_file`; then :meth:`set_material`, add sets and conditions, and
@@ -86,6 +93,7 @@ class Model:
         self.element_ids = np.zeros(0, dtype=np.int64)
         self.E = np.zeros(0)
         self.nu = np.zeros(0)
+        self.ortho = np.zeros((0, 9))
         self.element_region = np.zeros(0, dtype=np.int64)
         self.region_names: list[str] = []
         self.regions: dict[str, np.ndarray] = {}
@@ -157,6 +165,7 @@ class Model:
                 )
         m.E = np.full(start, np.nan)
         m.nu = np.full(start, np.nan)
+        m.ortho = np.full((start, 9), np.nan)
         m.element_region = np.full(start, -1, dtype=np.int64)
         if E is not None or nu is not None:
             m.set_material(None, E=E, nu=nu)
@@ -360,12 +369,7 @@ class Model:
 
     # ---------------------------------------------------------------- materials
 
-    def set_material(self, region, E=None, nu=None) -> Model:
-        """Isotropic material (E in MPa, nu) for a region name, element indices, or all (None).
-
-        Scalars apply to every element of the region; arrays give one value per element.
-        Assigning by region name also makes it those elements' material region.
-        """
+    def _material_elements(self, region) -> np.ndarray:
         if region is None:
             idx = np.arange(self.n_elements)
         elif isinstance(region, str):
@@ -376,6 +380,22 @@ class Model:
             idx = np.asarray(region, dtype=np.int64).ravel()
             if len(idx) and (idx.min() < 0 or idx.max() >= self.n_elements):
                 raise SetError(f"element indices outside 0..{self.n_elements - 1}")
+        return idx
+
+    def _material_region(self, region, idx) -> None:
+        if isinstance(region, str):
+            if region not in self.region_names:
+                self.region_names.append(region)
+            self.element_region[idx] = self.region_names.index(region)
+
+    def set_material(self, region, E=None, nu=None) -> Model:
+        """Isotropic material (E in MPa, nu) for a region name, element indices, or all (None).
+
+        Scalars apply to every element of the region; arrays give one value per element.
+        Assigning by region name also makes it those elements' material region; giving E or nu
+        makes orthotropic elements isotropic again.
+        """
+        idx = self._material_elements(region)
         where = f" of region {region!r}" if isinstance(region, str) else ""
         for name, value, arr in (("E", E, self.E), ("nu", nu, self.nu)):
             if value is None:
@@ -389,11 +409,51 @@ class Model:
                 raise MaterialError(f"{name}{where} needs one value per element ({len(idx)}), "
                                     f"got shape {v.shape}")
             arr[idx] = v
-        if isinstance(region, str):
-            if region not in self.region_names:
-                self.region_names.append(region)
-            self.element_region[idx] = self.region_names.index(region)
+        if (E is not None or nu is not None) and len(self.ortho) == self.n_elements:
+            self.ortho[idx] = np.nan
+        self._material_region(region, idx)
         return self
+
+    def set_orthotropic(self, region, E, nu, G) -> Model:
+        """Orthotropic material in the global axes for a region name, element indices, or all.
+
+        ``E = (Ex, Ey, Ez)`` and ``G = (Gxy, Gxz, Gyz)`` in MPa, ``nu = (nu_xy, nu_xz, nu_yz)``
+        with nu_ij = -eps_j / eps_i under uniaxial stress along i (the Abaqus/CalculiX
+        ``*ELASTIC, TYPE=ENGINEERING CONSTANTS`` convention; nu_ji = nu_ij E_j / E_i). Each may be
+        three scalars or an (m, 3) array, one row per element. The compliance must be positive
+        definite. Orthotropic elements never use B-bar and cannot take the voxel path.
+        """
+        idx = self._material_elements(region)
+        where = f"region {region!r}" if isinstance(region, str) else "the elements"
+        cols = []
+        for name, value in (("E", E), ("nu", nu), ("G", G)):
+            try:
+                v = np.asarray(value, dtype=float)
+            except (TypeError, ValueError):
+                raise MaterialError(f"orthotropic {name} of {where} must be three numbers, "
+                                    f"got {value!r}") from None
+            if v.shape == (3,):
+                v = np.broadcast_to(v, (len(idx), 3))
+            if v.shape != (len(idx), 3):
+                raise MaterialError(f"orthotropic {name} of {where} must be three numbers or an "
+                                    f"({len(idx)}, 3) array, got shape {v.shape}")
+            cols.append(v)
+        c = np.concatenate(cols, axis=1)
+        _check_orthotropic(c, self.element_ids[idx], where)
+        if len(self.ortho) != self.n_elements:
+            self.ortho = np.full((self.n_elements, 9), np.nan)
+        self.ortho[idx] = c
+        self.E[idx] = c[:, 2]
+        self.nu[idx] = c[:, 4] * c[:, 2] / c[:, 0]
+        self._material_region(region, idx)
+        return self
+
+    def orthotropic_mask(self) -> np.ndarray:
+        """Per element: True where the material is orthotropic (:meth:`set_orthotropic`)."""
+        o = getattr(self, "ortho", None)
+        if o is None or len(o) != self.n_elements:
+            return np.zeros(self.n_elements, dtype=bool)
+        return ~np.isnan(o).any(axis=1)
 
     def check_materials(self) -> None:
         """Raise :class:`MaterialError` for missing or impossible E and nu, naming the elements."""
@@ -412,7 +472,10 @@ class Model:
             i = int(np.argmax(bad))
             raise MaterialError(f"Young's modulus must be > 0 MPa; E = {self.E[i]:g} for element(s) "
                                 f"{format_labels(self.element_ids[bad])}")
-        bad = (self.nu >= 0.5) | (self.nu <= -1.0)
+        ortho = self.orthotropic_mask()
+        if ortho.any():
+            _check_orthotropic(self.ortho[ortho], self.element_ids[ortho], "the elements")
+        bad = ((self.nu >= 0.5) | (self.nu <= -1.0)) & ~ortho
         if bad.any():
             i = int(np.argmax(bad))
             raise MaterialError(f"Poisson's ratio must lie in (-1, 0.5); nu = {self.nu[i]:g} for "
@@ -432,7 +495,7 @@ class Model:
                     mask[b.start:b.stop] = True
                 else:
                     mask[b.start:b.stop] = self.nu[b.start:b.stop] >= BBAR_NU_THRESHOLD
-        return mask
+        return mask & ~self.orthotropic_mask()
 
     # ---------------------------------------------------------------- conditions
 
@@ -475,3 +538,33 @@ class Model:
     def write_inp(self, path, *, heading: str = "") -> Path:
         """The same as :meth:`to_inp` (the name researchers look for)."""
         return self.to_inp(path, heading=heading)
+
+
+def _check_orthotropic(c: np.ndarray, labels: np.ndarray, where: str) -> None:
+    """Raise :class:`MaterialError` unless engineering constants (m, 9) are finite, the moduli
+    positive and the compliance positive definite (the strain energy of any stress positive)."""
+    bad = ~np.isfinite(c).all(axis=1)
+    if bad.any():
+        raise MaterialError(f"orthotropic constants of {where} are not finite numbers for "
+                            f"element(s) {format_labels(labels[bad])}")
+    moduli = c[:, [0, 1, 2, 6, 7, 8]]
+    bad = (moduli <= 0).any(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise MaterialError(f"orthotropic moduli of {where} must be > 0 MPa; (Ex, Ey, Ez, Gxy, Gxz, "
+                            f"Gyz) = {tuple(float(v) for v in moduli[i])} for element(s) "
+                            f"{format_labels(labels[bad])}")
+    Ex, Ey, Ez, nxy, nxz, nyz = (c[:, i] for i in range(6))
+    S = np.zeros((len(c), 3, 3))  # the normal block of the compliance, times Ex
+    S[:, 0, 0], S[:, 1, 1], S[:, 2, 2] = 1.0, Ex / Ey, Ex / Ez
+    S[:, 0, 1] = S[:, 1, 0] = -nxy
+    S[:, 0, 2] = S[:, 2, 0] = -nxz
+    S[:, 1, 2] = S[:, 2, 1] = -nyz * Ex / Ey
+    bad = np.linalg.eigvalsh(S)[:, 0] <= 1e-12 * np.abs(S).max(axis=(1, 2))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise MaterialError(f"orthotropic constants of {where} give a compliance that is not "
+                            f"positive definite (Poisson's ratios too large for the moduli: "
+                            f"nu_xy, nu_xz, nu_yz = {tuple(float(v) for v in c[i, 3:6])} with Ex, "
+                            f"Ey, Ez = {tuple(float(v) for v in c[i, :3])}) for element(s) "
+                            f"{format_labels(labels[bad])}")

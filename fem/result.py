@@ -66,8 +66,7 @@ class Result:
         model = self.model
         pts = xp.asarray(model.points)
         u = self.displacement
-        lam_all, mu_all = assembly.lame(xp.asarray(model.E), xp.asarray(model.nu))
-        bbar_all = xp.asarray(model.bbar_mask())
+        lam_all, mu_all, bbar_all, ortho_row, C_all = assembly.materials(model, xp)
 
         def recover(item):
             bi, sl = item
@@ -78,6 +77,10 @@ class Result:
             bbar = bbar_all[gsl] if b.type == "hex8" else None
             eps = elastic.strains(G, wdet, ue, bbar)
             sig = elastic.isotropic_stress(eps, lam_all[gsl], mu_all[gsl])
+            orth = assembly.orthotropic_rows(ortho_row, gsl)
+            if orth is not None:
+                loc, rows = (xp.asarray(a) for a in orth)
+                sig[loc] = elastic.general_stress(eps[loc], C_all[rows])
             return bi, _to_voigt(eps, xp), _to_voigt(sig, xp), wdet
 
         parts = [([], [], []) for _ in model.blocks]

@@ -75,6 +75,8 @@ def grid_of(model: Model) -> tuple[VoxelGrid | None, str]:
     """(grid, "") if the model's elements are voxels of one regular grid, else (None, why not)."""
     if len(model.blocks) != 1 or model.blocks[0].type != "hex8":
         return None, "the model has elements other than hex8"
+    if model.orthotropic_mask().any():
+        return None, "some elements are orthotropic (the voxel path has one isotropic material)"
     nu = np.asarray(model.nu)
     if nu.size == 0 or np.isnan(nu).any() or np.ptp(nu) != 0.0:
         return None, "Poisson's ratio differs between elements"

@@ -1,4 +1,5 @@
-"""Batched isotropic linear-elastic element kernels (NumPy/CuPy twin, written against ``xp``).
+"""Batched linear-elastic element kernels (NumPy/CuPy twin, written against ``xp``): a fast
+isotropic path and a general-stiffness path (any Voigt C) for orthotropic elements.
 
 All functions work on a batch of ``m`` elements of one type with ``k`` nodes and ``g`` Gauss
 points, vectorised over elements; the only loops are over the 3x3 components of small tensors.
@@ -149,4 +150,62 @@ def isotropic_stress(eps, lam, mu):
     tr = eps[..., 0, 0] + eps[..., 1, 1] + eps[..., 2, 2]
     sig = 2.0 * mu[:, None, None, None] * eps
     sig += (lam[:, None] * tr)[..., None, None] * xp.eye(3, dtype=eps.dtype)
+    return sig
+
+
+#: Voigt order of stresses and strains, as in :mod:`fem.result`: xx, yy, zz, xy, yz, xz
+VOIGT = ((0, 0), (1, 1), (2, 2), (0, 1), (1, 2), (0, 2))
+
+
+def orthotropic_stiffness(constants):
+    """Voigt stiffness C (m, 6, 6) from engineering constants (m, 9) in the global axes:
+    Ex, Ey, Ez, nu_xy, nu_xz, nu_yz, Gxy, Gxz, Gyz, with nu_ij = -eps_j / eps_i under uniaxial
+    stress along i (the Abaqus/CalculiX convention, so nu_ji = nu_ij E_j / E_i). C acts on
+    engineering shear strains (2 eps_xy, ...) in the order of :data:`VOIGT`."""
+    xp = array_module(constants)
+    c = constants
+    Ex, Ey, Ez, nxy, nxz, nyz, Gxy, Gxz, Gyz = (c[:, i] for i in range(9))
+    S = xp.zeros((c.shape[0], 6, 6), dtype=c.dtype)
+    S[:, 0, 0], S[:, 1, 1], S[:, 2, 2] = 1.0 / Ex, 1.0 / Ey, 1.0 / Ez
+    S[:, 0, 1] = S[:, 1, 0] = -nxy / Ex
+    S[:, 0, 2] = S[:, 2, 0] = -nxz / Ex
+    S[:, 1, 2] = S[:, 2, 1] = -nyz / Ey
+    S[:, 3, 3], S[:, 4, 4], S[:, 5, 5] = 1.0 / Gxy, 1.0 / Gyz, 1.0 / Gxz
+    return xp.linalg.inv(S)
+
+
+def strain_displacement(G):
+    """B matrices (m, g, 6, 3k) from gradients G (m, g, k, 3): Voigt rows of :data:`VOIGT` with
+    engineering shear strains, columns dof 3a + i (node a, direction i)."""
+    xp = array_module(G)
+    m, g, k, _ = G.shape
+    B = xp.zeros((m, g, 6, k, 3), dtype=G.dtype)
+    for row, (i, j) in enumerate(VOIGT):
+        B[:, :, row, :, i] = G[..., j]
+        if i != j:
+            B[:, :, row, :, j] = G[..., i]
+    return xp.reshape(B, (m, g, 6, 3 * k))
+
+
+def general_stiffness_matrices(G, wdetJ, C):
+    """Element stiffness K = sum_g w detJ B^T C B for any Voigt stiffness C (m, 6, 6), shaped
+    (m, k, 3, k, 3) like :func:`stiffness_matrices` (slower: for anisotropic elements only)."""
+    xp = array_module(G)
+    m, g, k, _ = G.shape
+    B = strain_displacement(G)
+    CB = xp.reshape(xp.matmul(C[:, None], B), (m, g * 6, 3 * k))
+    Bw = xp.reshape(B * wdetJ[:, :, None, None], (m, g * 6, 3 * k))
+    K = xp.matmul(xp.swapaxes(Bw, 1, 2), CB)
+    return xp.reshape(0.5 * (K + xp.swapaxes(K, 1, 2)), (m, k, 3, k, 3))
+
+
+def general_stress(eps, C):
+    """Cauchy stress tensors (m, g, 3, 3) from strain tensors (m, g, 3, 3) and Voigt C (m, 6, 6)."""
+    xp = array_module(eps)
+    ev = xp.stack([eps[..., i, j] * (1.0 if i == j else 2.0) for i, j in VOIGT], axis=-1)
+    sv = xp.matmul(C[:, None], ev[..., None])[..., 0]
+    sig = xp.empty_like(eps)
+    for row, (i, j) in enumerate(VOIGT):
+        sig[..., i, j] = sv[..., row]
+        sig[..., j, i] = sv[..., row]
     return sig

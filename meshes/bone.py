@@ -109,7 +109,7 @@ TRANSVERSE_LAWS = {
                               "Int J Spine Surg FE table (secondary)")),
 }
 """Transverse moduli (MPa) for orthotropic models, E = 1987 rho_app^1.56 and 1357 rho_app^1.56 with
-nu 0.2. Data only: the FE core solves isotropic materials (see :class:`BoneQuality`)."""
+nu 0.2 (see :func:`orthotropic_trabecular` for how they are assigned to the axes)."""
 
 ASH_RULES = ("equivalent", "keyak1994", "schileo2008")
 
@@ -216,6 +216,28 @@ def transverse_moduli(bmd_mg_cm3, law: str = "morgan2003", *, rule: str = "equiv
     return tuple(float(t(rho)) if np.ndim(rho) == 0 else t(rho) for t in TRANSVERSE_LAWS[law])
 
 
+def orthotropic_trabecular(bmd_mg_cm3, law: str = "morgan2003", *, rule: str = "equivalent",
+                           E_min: float = 1.0, nu: float = 0.2) -> dict:
+    """Engineering constants {E: (Ex, Ey, Ez), nu: (nu_xy, nu_xz, nu_yz), G: (Gxy, Gxz, Gyz)}
+    (MPa) of trabecular bone in the vertebra's axes (x lateral, y antero-posterior, z axial), for
+    :meth:`fem.Model.set_orthotropic`.
+
+    Ez is the axial law (:func:`trabecular_modulus`); the transverse moduli are the law's
+    (:func:`transverse_moduli`), the larger (1987 rho^1.56 for morgan2003) along x (lateral)
+    and the smaller along y: an ASSUMPTION, the source table does not say which transverse
+    direction is which. ``nu`` (0.2, IJSS table) is taken as the Poisson's ratio for loading
+    along the stiffer axis of each pair (nu_zx = nu_zy = nu_xy = 0.2, hence nu_xz = 0.2 Ex / Ez
+    and nu_yz = 0.2 Ey / Ez in the ccx convention nu_ij = -eps_j / eps_i): an ASSUMPTION too.
+    The shear moduli are the common approximation G_ij = sqrt(E_i E_j) / (2 (1 + nu))
+    (APPROXIMATION, not measured data).
+    """
+    Ez = float(trabecular_modulus(bmd_mg_cm3, law, rule=rule, E_min=E_min))
+    Ex, Ey = (max(float(e), E_min) for e in transverse_moduli(bmd_mg_cm3, law, rule=rule))
+    g = lambda a, b: float(np.sqrt(a * b) / (2.0 * (1.0 + nu)))  # noqa: E731
+    return {"E": (Ex, Ey, Ez), "nu": (nu, nu * Ex / Ez, nu * Ey / Ez),
+            "G": (g(Ex, Ey), g(Ex, Ez), g(Ey, Ez))}
+
+
 def _reference(reference):
     mean, sd = (float(v) for v in reference)
     if not (mean > 0 and sd > 0):
@@ -256,8 +278,10 @@ class BoneQuality:
 
     Osteoporosis scaling rule: with s = :func:`osteoporosis_scale` (0 at <= 80 mg/cm^3, 1 at
     >= 120), the cortex and bony endplates get E = 8040 + s (12000 - 8040) MPa and the posterior
-    elements E = 2800 + s (3500 - 2800) MPa. ``anisotropic=True`` is refused: the FE core solves
-    isotropic materials only (transverse moduli are available from :func:`transverse_moduli`).
+    elements E = 2800 + s (3500 - 2800) MPa. With ``anisotropic=True`` the trabecular entry of
+    :meth:`materials` is a dict of orthotropic engineering constants
+    (:func:`orthotropic_trabecular`, with its stated assumptions) instead of (E, nu); the law
+    must have transverse data.
     """
 
     bmd: float | None = None
@@ -270,12 +294,12 @@ class BoneQuality:
     _bmd: float = field(init=False, repr=False)
 
     def __post_init__(self):
-        if self.anisotropic:
-            raise MaterialError("anisotropic bone is not available: the FE core solves isotropic "
-                                "materials only (use transverse_moduli() for the data)")
         if (self.bmd is None) == (self.t_score is None):
             raise MaterialError("give exactly one of bmd (mg/cm^3) or t_score")
         get_law(self.law)
+        if self.anisotropic and self.law not in TRANSVERSE_LAWS:
+            raise MaterialError(f"anisotropic bone needs transverse moduli, which law {self.law!r} "
+                                f"does not give; laws with them: {', '.join(sorted(TRANSVERSE_LAWS))}")
         if self.rule not in ASH_RULES:
             raise MaterialError(f"unknown ash-density rule {self.rule!r}; known rules: "
                                 f"{', '.join(ASH_RULES)}")
@@ -292,7 +316,8 @@ class BoneQuality:
         return self._bmd < OSTEOPOROSIS_BMD
 
     def materials(self) -> dict:
-        """{part: (E MPa, nu)} for cortex, trabecular, endplate, posterior, annulus, nucleus."""
+        """{part: (E MPa, nu)} for cortex, trabecular, endplate, posterior, annulus, nucleus;
+        with ``anisotropic`` the trabecular entry is {E, nu, G} (:func:`orthotropic_trabecular`)."""
         s = osteoporosis_scale(self._bmd)
         r = REFERENCE_MATERIALS
 
@@ -300,10 +325,13 @@ class BoneQuality:
             (eh, nu), (eo, _) = r[name], r[name + "_osteoporotic"]
             return (eo + s * (eh - eo), nu)
 
+        nu = r["trabecular_nu"][1]
+        trab = (orthotropic_trabecular(self._bmd, self.law, rule=self.rule, E_min=self.E_min, nu=nu)
+                if self.anisotropic else
+                (trabecular_modulus(self._bmd, self.law, rule=self.rule, E_min=self.E_min), nu))
         return {
             "cortex": mix("cortex"),
-            "trabecular": (trabecular_modulus(self._bmd, self.law, rule=self.rule,
-                                              E_min=self.E_min), r["trabecular_nu"][1]),
+            "trabecular": trab,
             "endplate": mix("endplate"),
             "posterior": mix("posterior"),
             "annulus": r["annulus"],

@@ -221,6 +221,8 @@ def _move(model: Model, elements, region: str, *, factor: float | None = None, E
     model.add_region(region, elements)
     if factor is not None:
         model.E[elements] = model.E[elements] * factor
+        if model.orthotropic_mask()[elements].any():
+            model.ortho[np.ix_(elements, [0, 1, 2, 6, 7, 8])] *= factor
     else:
         model.set_material(region, E=E, nu=nu)
 

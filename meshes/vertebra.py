@@ -342,8 +342,11 @@ def _model_from_labels(labels, origin, h, names: dict[int, str], materials: dict
         if len(sel):
             m.add_region(name, sel)
             part = name.split("/")[1]
-            E, nu = materials[part]
-            m.set_material(name, E=E, nu=nu)
+            if isinstance(materials[part], dict):  # orthotropic engineering constants
+                m.set_orthotropic(name, **materials[part])
+            else:
+                E, nu = materials[part]
+                m.set_material(name, E=E, nu=nu)
     m.metadata["voxel_labels"] = {"ijk": occ, "labels": lab, "spacing": h,
                                   "origin": origin.tolist()}
     return m
@@ -375,6 +378,8 @@ def thickness_compensated(materials: dict, d: LevelDims, h: float) -> dict:
     for part, t in (("cortex", d.cortex), ("endplate_superior", d.endplate),
                     ("endplate_inferior", d.endplate)):
         if h > t:
+            if isinstance(out[part], dict):
+                raise MeshError(f"{part}: thin layers must be isotropic (E, nu) here")
             E, nu = out[part]
             out[part] = (E * t / h, nu)
     return out
@@ -388,7 +393,10 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
     ``materials``: {part: (E MPa, nu)} overriding :data:`DEFAULT_MATERIALS` (parts cortex,
     trabecular, endplate_superior, endplate_inferior or endplate for both, posterior, annulus,
     nucleus), or a :class:`fem.meshes.bone.BoneQuality` (its ``materials()``); thin layers are
-    then :func:`thickness_compensated`; ``posterior``: include the posterior elements.
+    then :func:`thickness_compensated`; ``posterior``: include the posterior elements. A part
+    given as a dict ``{E: (Ex, Ey, Ez), nu: (nu_xy, nu_xz, nu_yz), G: (Gxy, Gxz, Gyz)}`` (e.g.
+    the trabecular bone of ``BoneQuality(anisotropic=True)``) is orthotropic in the model's axes
+    (:meth:`fem.Model.set_orthotropic`); such a model has no voxel fast path.
     Regions, sets and metadata as in the module docstring.
     """
     names = level_range(levels) if isinstance(levels, str) else list(levels)
@@ -408,7 +416,7 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
         if part == "endplate":  # one value for both bony endplates
             mats["endplate_superior"] = mats["endplate_inferior"] = tuple(value)
         elif part in mats:
-            mats[part] = tuple(value)
+            mats[part] = dict(value) if isinstance(value, dict) else tuple(value)
         else:
             raise MeshError(f"unknown material part {part!r}: use {', '.join(mats)} or "
                             "'endplate'")

@@ -105,7 +105,7 @@ def test_materials_table():
     (dict(bmd=100.0, law="hooke"), "known laws: crawford2003, keller1994, kopperdahl1998, "
                                    "morgan2003"),
     (dict(bmd=100.0, rule="guess"), "known rules"),
-    (dict(bmd=100.0, anisotropic=True), "isotropic materials only"),
+    (dict(bmd=100.0, law="kopperdahl1998", anisotropic=True), "transverse moduli"),
 ])
 def test_bad_input(kwargs, match):
     with pytest.raises(fem.MaterialError, match=match):
@@ -115,3 +115,32 @@ def test_bad_input(kwargs, match):
 def test_bad_law_name_in_function():
     with pytest.raises(fem.MaterialError, match="known laws"):
         bone.trabecular_modulus(100.0, "carter1977")
+
+
+def test_anisotropic_trabecular_constants():
+    """Axial law along z, the transverse laws along x and y (stated assumption), Poisson's ratio
+    0.2 for loading along the stiffer axis, G_ij = sqrt(E_i E_j) / 2.4."""
+    q = bone.BoneQuality(bmd=110.0, anisotropic=True)
+    c = q.materials()["trabecular"]
+    Ex, Ey, Ez = c["E"]
+    assert Ez == pytest.approx(bone.trabecular_modulus(110.0), rel=1e-14)
+    assert (Ex / Ez, Ey / Ez) == pytest.approx((1987.0 / 4730.0, 1357.0 / 4730.0), rel=1e-12)
+    nxy, nxz, nyz = c["nu"]
+    assert (nxy, nxz * Ez / Ex, nyz * Ez / Ey) == pytest.approx((0.2, 0.2, 0.2), rel=1e-14)
+    assert c["G"] == pytest.approx([np.sqrt(a * b) / 2.4 for a, b in ((Ex, Ey), (Ex, Ez), (Ey, Ez))],
+                                   rel=1e-14)
+    assert q.materials()["cortex"] == bone.BoneQuality(bmd=110.0).materials()["cortex"]
+
+
+def test_anisotropic_segment_model_is_orthotropic_in_trabecular_only():
+    from fem.meshes.vertebra import vertebra_model
+
+    q = bone.BoneQuality(bmd=90.0, anisotropic=True)
+    m = vertebra_model("L1", voxel_size=3.0, materials=q, posterior=False)
+    trab = m.regions["L1/trabecular"]
+    ortho = m.orthotropic_mask()
+    assert len(trab) > 0 and np.array_equal(np.nonzero(ortho)[0], trab)
+    c = q.materials()["trabecular"]
+    assert np.allclose(m.ortho[trab], list(c["E"]) + list(c["nu"]) + list(c["G"]), rtol=1e-14)
+    assert np.allclose(m.E[trab], c["E"][2], rtol=1e-14)
+    assert fem.voxel.grid_of(m)[0] is None

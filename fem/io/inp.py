@@ -4,7 +4,7 @@ Supported keywords (case-insensitive; ``**`` starts a comment):
 
 ``*HEADING``, ``*NODE`` (``NSET=``), ``*ELEMENT`` (``TYPE=C3D4|C3D10|C3D8``, ``ELSET=``),
 ``*NSET`` and ``*ELSET`` (``GENERATE``; members may be labels or other set names), ``*MATERIAL``
-with ``*ELASTIC`` (isotropic E, nu), ``*SOLID SECTION`` (``ELSET=``, ``MATERIAL=``), ``*STEP`` with
+with ``*ELASTIC`` (isotropic E, nu, or ``TYPE=ENGINEERING CONSTANTS`` in the global axes), ``*SOLID SECTION`` (``ELSET=``, ``MATERIAL=``), ``*STEP`` with
 ``*STATIC`` and ``*END STEP`` (one linear static step), ``*BOUNDARY`` (dofs 1-3, zero or prescribed;
 ``ENCASTRE``/``PINNED``/``XSYMM``/``YSYMM``/``ZSYMM``), ``*CLOAD``, ``*DLOAD`` with face pressure
 ``P1``..``P6``, ``*SURFACE`` (``TYPE=ELEMENT``) with ``*DSLOAD`` (``P``), and ``*INCLUDE``
@@ -31,7 +31,7 @@ import numpy as np
 from .. import loads as L
 from ..arrays import unique_sorted
 from ..elements import ABAQUS_TO_TYPE, ELEMENT_TYPES
-from ..errors import DeckError, InputFileError, ModelError, format_labels
+from ..errors import DeckError, InputFileError, MaterialError, ModelError, format_labels
 from ..model import Model
 from .atomic import atomic_path
 from .meshio_io import check_readable
@@ -482,8 +482,11 @@ class _Builder:
 
     def _elastic(self, card: Card):
         typ = (card.params.get("TYPE") or "ISOTROPIC").upper()
+        if typ == "ENGINEERING CONSTANTS":
+            return self._engineering_constants(card)
         if typ not in ("ISOTROPIC", "ISO"):
-            raise card.error(f"*ELASTIC, TYPE={typ} is not supported (isotropic only)")
+            raise card.error(f"*ELASTIC, TYPE={typ} is not supported (ISOTROPIC or "
+                             "ENGINEERING CONSTANTS only)")
         if not card.data:
             raise card.error("*ELASTIC needs a data line: E, nu")
         if len(card.data) > 1:
@@ -500,6 +503,18 @@ class _Builder:
         if not (-1.0 < nu < 0.5):
             raise card.error(f"Poisson's ratio must lie in (-1, 0.5), got {nu:g}", ln)
         return (E, nu, ln)
+
+    def _engineering_constants(self, card: Card):
+        """(("ortho", 9 constants), line): E1, E2, E3, nu12, nu13, nu23, G12, G13 / G23[, T]."""
+        fields = [(ln, f) for ln, text in card.data for f in _fields(text)]
+        if len(fields) < 9:
+            raise card.error("*ELASTIC, TYPE=ENGINEERING CONSTANTS needs 9 values on two lines: "
+                             "E1, E2, E3, nu12, nu13, nu23, G12, G13 / G23")
+        if len(fields) > 10:
+            raise card.error("temperature-dependent *ELASTIC (several pairs of data lines) is not "
+                             "supported", fields[10][0])
+        c = tuple(_number(f, card, ln, "engineering constant") for ln, f in fields[:9])
+        return (("ortho", c), None, card.data[0][0])
 
     def _section(self, card: Card):
         elset = card.params.get("ELSET")
@@ -675,7 +690,14 @@ class _Builder:
                 raise card.error(f"element(s) {format_labels(model.element_ids[clash])} already "
                                  f"have a *SOLID SECTION (line {self.sections[owner[clash[0]]][2].line})")
             owner[elems] = [i for i, s in enumerate(self.sections) if s[2] is card][0]
-            model.set_material(name, E=props[0], nu=props[1])
+            if isinstance(props[0], tuple):
+                c = props[0][1]
+                try:
+                    model.set_orthotropic(name, E=c[:3], nu=c[3:6], G=c[6:])
+                except MaterialError as exc:
+                    raise card.error(f"material {mat!r}: {exc}", props[2]) from None
+            else:
+                model.set_material(name, E=props[0], nu=props[1])
 
         for _, spec, card, ln in self.conditions:
             model.conditions.append(self._condition(model, spec, card, ln))
@@ -851,28 +873,39 @@ def write_inp(model: Model, path, *, heading: str = "") -> Path:
         if len(fs):
             lines = "\n".join(f"{int(eids[e])}, S{int(f) + 1}" for e, f in zip(fs.elements, fs.faces))
             parts.append(f"*SURFACE, NAME={_inp_name(name)}, TYPE=ELEMENT\n{lines}")
-    # one section per material region whose elements share E and nu (keeps its name), the rest
-    # grouped by unique (E, nu)
+    # one section per material region whose elements share their constants (keeps its name),
+    # the rest grouped by unique constants; orthotropic materials in the global axes (no
+    # *ORIENTATION) as engineering constants E1, E2, E3, nu12, nu13, nu23, G12, G13 / G23
+    ortho = model.orthotropic_mask()
+    consts = np.where(ortho[:, None], model.ortho if ortho.any() else 0.0,
+                      np.column_stack([model.E, model.nu] + [np.full(model.n_elements, np.nan)] * 7))
+
+    def elastic(c) -> str:
+        if np.isnan(c[2]):
+            return f"*ELASTIC\n{c[0]:.14g}, {c[1]:.14g}"
+        return ("*ELASTIC, TYPE=ENGINEERING CONSTANTS\n" + ", ".join(f"{v:.14g}" for v in c[:8])
+                + f"\n{c[8]:.14g}")
+
     done = np.zeros(model.n_elements, dtype=bool)
     for code, name in enumerate(model.region_names):
         sel = np.nonzero(model.element_region == code)[0]
         if len(sel) == 0 or name not in model.regions or not np.array_equal(
                 np.sort(model.regions[name]), sel):
             continue
-        E, nu = model.E[sel], model.nu[sel]
-        if np.all(E == E[0]) and np.all(nu == nu[0]):
+        c = consts[sel]
+        if np.all((c == c[0]) | (np.isnan(c) & np.isnan(c[0]))):
             elset = _inp_name(name)
-            parts.append(f"*MATERIAL, NAME=M_{elset}\n*ELASTIC\n{E[0]:.14g}, {nu[0]:.14g}")
+            parts.append(f"*MATERIAL, NAME=M_{elset}\n{elastic(c[0])}")
             parts.append(f"*SOLID SECTION, ELSET={elset}, MATERIAL=M_{elset}")
             done[sel] = True
     rest = np.nonzero(~done)[0]
     if len(rest):
-        pairs, inv = np.unique(np.column_stack([model.E[rest], model.nu[rest]]), axis=0,
-                               return_inverse=True)
+        rows, inv = np.unique(np.nan_to_num(consts[rest], nan=-np.inf), axis=0,
+                              return_inverse=True)
         inv = inv.ravel()
-        for k, (E, nu) in enumerate(pairs.tolist()):
+        for k, c in enumerate(np.where(np.isneginf(rows), np.nan, rows)):
             parts.append(f"*ELSET, ELSET=VFEM_MAT{k}\n{_labels_lines(eids[rest[inv == k]])}")
-            parts.append(f"*MATERIAL, NAME=VFEM_MAT{k}\n*ELASTIC\n{E:.14g}, {nu:.14g}")
+            parts.append(f"*MATERIAL, NAME=VFEM_MAT{k}\n{elastic(c)}")
             parts.append(f"*SOLID SECTION, ELSET=VFEM_MAT{k}, MATERIAL=VFEM_MAT{k}")
 
     extra_nodes, equations, bnd, cld, dsl = [], [], [], [], []
