@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..assembly import check_geometry
 from ..errors import MeshError, SetError
 from ..model import Model
 from .vertebra import POSTERIOR_FLAT, _rim_profile, _top
@@ -160,6 +161,12 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
         follow(below, f"{level}-{below}", upper=False)
     del top
     out.points = pts
+    try:
+        check_geometry(out, np)
+    except MeshError as exc:
+        raise MeshError(f"the {shape} fracture of {level} ({loss:.0%} height loss) inverts "
+                        f"elements of this mesh ({exc}); use a finer or better-shaped mesh "
+                        "or a smaller height loss") from None
     # damaged trabecular zone under the collapsed endplate(s)
     trab = out.regions.get(f"{level}/trabecular")
     if trab is None:

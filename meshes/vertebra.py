@@ -432,9 +432,7 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
             code_names[1 + 10 * i + 5] = f"{disc}/annulus"
             code_names[1 + 10 * i + 6] = f"{disc}/nucleus"
     m = _model_from_labels(labels, origin, h, code_names, mats)
-    anatomy = {}
     for i, n in enumerate(names):
-        d = stack.levels[i]
         bone = [1 + 10 * i + p for p in range(5)]
         for key, code, up in (("superior", 1 + 10 * i + 2, True), ("inferior", 1 + 10 * i + 3,
                                                                      False)):
@@ -442,6 +440,19 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
             m.add_face_set(f"{n}/{key}", e, f)
             conn = m.blocks[0].conn[e]
             m.add_node_set(f"{n}/{key}", np.unique(conn[:, 4:] if up else conn[:, :4]))
+    annotate(m, names, stack)
+    m.metadata["voxel_size"] = h
+    return m
+
+
+def annotate(m: Model, names: list[str], stack: _Stack) -> None:
+    """Add what every vertebra or segment model carries whatever its mesh: the ``top`` and
+    ``bottom`` face and node sets (from the ``<level>/superior`` and ``<level>/inferior`` sets,
+    which must exist) and ``metadata["levels"]`` and ``metadata["anatomy"]`` (per level: centre,
+    height, base height z0, width, depth, endplate centres, pedicle axes and the dimensions)."""
+    anatomy = {}
+    for i, n in enumerate(names):
+        d = stack.levels[i]
         z0 = stack.z0[i]
         axes = {s: (e + [0.0, 0.0, z0], dvec) for s, (e, dvec) in pedicle_axes(d).items()}
         anatomy[n] = dict(centre=(0.0, 0.0, z0 + 0.5 * d.height), height=d.height, z0=z0,
@@ -458,8 +469,6 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
     m.add_node_set("bottom", m.node_sets[f"{bottom}/inferior"])
     m.metadata["levels"] = names
     m.metadata["anatomy"] = anatomy
-    m.metadata["voxel_size"] = h
-    return m
 
 
 def vertebra_model(level: str = "L1", **kwargs) -> Model:

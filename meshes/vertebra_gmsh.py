@@ -38,6 +38,7 @@ from .vertebra import (
     LevelDims,
     _Stack,
     _top,
+    annotate,
     level_range,
     pedicle_axes,
 )
@@ -392,9 +393,7 @@ def segment_model_tet10(levels: str | list[str] = "L1", *, mesh_size: float = 2.
             E, nu = mats[name.split("/")[1]]
             m.set_material(name, E=E, nu=nu)
 
-    anatomy = {}
-    for i, n in enumerate(names):
-        d = stack.levels[i]
+    for n in names:
         bone = np.concatenate([m.regions[f"{n}/{p}"] for p in BONE_PARTS
                                if f"{n}/{p}" in m.regions])
         for key, part, up in (("superior", "endplate_superior", True),
@@ -403,22 +402,7 @@ def segment_model_tet10(levels: str | list[str] = "L1", *, mesh_size: float = 2.
             m.add_face_set(f"{n}/{key}", e, f)
             table = np.array(m.blocks[0].etype.faces)
             m.add_node_set(f"{n}/{key}", np.unique(m.blocks[0].conn[e[:, None], table[f]]))
-        z0 = stack.z0[i]
-        axes = {s: (e + [0.0, 0.0, z0], dvec) for s, (e, dvec) in pedicle_axes(d).items()}
-        anatomy[n] = dict(centre=(0.0, 0.0, z0 + 0.5 * d.height), height=d.height,
-                          width=d.width, depth=d.depth,
-                          superior_centre=(0.0, 0.0, z0 + float(_top(d, 0.0))
-                                           - d.concavity_superior),
-                          inferior_centre=(0.0, 0.0, z0 + d.concavity_inferior),
-                          pedicle_axes=axes, dims=d)
-    top, bottom = names[0], names[-1]
-    fs = m.face_sets
-    m.add_face_set("top", fs[f"{top}/superior"].elements, fs[f"{top}/superior"].faces)
-    m.add_face_set("bottom", fs[f"{bottom}/inferior"].elements, fs[f"{bottom}/inferior"].faces)
-    m.add_node_set("top", m.node_sets[f"{top}/superior"])
-    m.add_node_set("bottom", m.node_sets[f"{bottom}/inferior"])
-    m.metadata["levels"] = names
-    m.metadata["anatomy"] = anatomy
+    annotate(m, names, stack)
     m.metadata["mesh"] = dict(mesh_size=h, min_layer=layer, cortex=dims[0].cortex,
                               endplate=dims[0].endplate, time_s=t_mesh,
                               straightened=n_straight)
