@@ -341,12 +341,7 @@ def _model_from_labels(labels, origin, h, names: dict[int, str], materials: dict
         sel = np.nonzero(lab == code)[0]
         if len(sel):
             m.add_region(name, sel)
-            part = name.split("/")[1]
-            if isinstance(materials[part], dict):  # orthotropic engineering constants
-                m.set_orthotropic(name, **materials[part])
-            else:
-                E, nu = materials[part]
-                m.set_material(name, E=E, nu=nu)
+            apply_material(m, name, materials[name.split("/")[1]])
     m.metadata["voxel_labels"] = {"ijk": occ, "labels": lab, "spacing": h,
                                   "origin": origin.tolist()}
     return m
@@ -367,6 +362,45 @@ def _endplate_faces(m: Model, labels, level_codes, up: bool):
     same = np.isin(nb, level_codes["bone"])
     keep = sel[~same]
     return keep, np.full(len(keep), 1 if up else 0)  # hex8 face S2 (+z) or S1 (-z)
+
+
+def level_names(levels: str | list[str]) -> list[str]:
+    """Validated level names, cranial to caudal: "T12-L2", "L1" or a list of contiguous names."""
+    names = level_range(levels) if isinstance(levels, str) else [str(n).upper() for n in levels]
+    for n in names:
+        if n not in LEVELS:
+            raise MeshError(f"unknown level {n!r}: use {ORDER[0]}..{ORDER[-1]}")
+    idx = [ORDER.index(n) for n in names]
+    if not idx or idx != list(range(idx[0], idx[0] + len(idx))):
+        raise MeshError(f"levels {names} are not contiguous and cranial to caudal")
+    return names
+
+
+def resolve_materials(materials=None) -> dict:
+    """{part: (E MPa, nu) or orthotropic constants}: :data:`DEFAULT_MATERIALS` overridden by
+    ``materials`` (a dict, ``"endplate"`` setting both bony endplates, or a
+    :class:`fem.meshes.bone.BoneQuality`)."""
+    mats = dict(DEFAULT_MATERIALS)
+    if hasattr(materials, "materials"):  # a fem.meshes.bone.BoneQuality
+        materials = materials.materials()
+    for part, value in (materials or {}).items():
+        if part == "endplate":  # one value for both bony endplates
+            mats["endplate_superior"] = mats["endplate_inferior"] = tuple(value)
+        elif part in mats:
+            mats[part] = dict(value) if isinstance(value, dict) else tuple(value)
+        else:
+            raise MeshError(f"unknown material part {part!r}: use {', '.join(mats)} or "
+                            "'endplate'")
+    return mats
+
+
+def apply_material(m: Model, region: str, value) -> None:
+    """Set a region's material: (E, nu), or a dict of orthotropic engineering constants."""
+    if isinstance(value, dict):
+        m.set_orthotropic(region, **value)
+    else:
+        E, nu = value
+        m.set_material(region, E=E, nu=nu)
 
 
 def thickness_compensated(materials: dict, d: LevelDims, h: float) -> dict:
@@ -399,28 +433,11 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
     (:meth:`fem.Model.set_orthotropic`); such a model has no voxel fast path.
     Regions, sets and metadata as in the module docstring.
     """
-    names = level_range(levels) if isinstance(levels, str) else list(levels)
-    for n in names:
-        if n not in LEVELS:
-            raise MeshError(f"unknown level {n!r}: use {ORDER[0]}..{ORDER[-1]}")
-    idx = [ORDER.index(n) for n in names]
-    if idx != list(range(idx[0], idx[0] + len(idx))):
-        raise MeshError(f"levels {names} are not contiguous and cranial to caudal")
+    names = level_names(levels)
     h = float(voxel_size)
     if not (0.05 <= h <= 5.0):
         raise MeshError(f"voxel_size must lie in 0.05..5 mm, got {voxel_size}")
-    mats = dict(DEFAULT_MATERIALS)
-    if hasattr(materials, "materials"):  # a fem.meshes.bone.BoneQuality
-        materials = materials.materials()
-    for part, value in (materials or {}).items():
-        if part == "endplate":  # one value for both bony endplates
-            mats["endplate_superior"] = mats["endplate_inferior"] = tuple(value)
-        elif part in mats:
-            mats[part] = dict(value) if isinstance(value, dict) else tuple(value)
-        else:
-            raise MeshError(f"unknown material part {part!r}: use {', '.join(mats)} or "
-                            "'endplate'")
-    mats = thickness_compensated(mats, LEVELS[names[0]], h)
+    mats = thickness_compensated(resolve_materials(materials), LEVELS[names[0]], h)
     stack = _Stack.of(names)
     labels, origin = _grid_labels(stack, h, posterior)
     code_names = {}

@@ -30,17 +30,16 @@ from ..errors import MeshError
 from ..model import Model
 from .vertebra import (
     BONE_PARTS,
-    DEFAULT_MATERIALS,
-    LEVELS,
     NUCLEUS_FRACTION,
-    ORDER,
     POSTERIOR_FLAT,
     LevelDims,
     _Stack,
     _top,
     annotate,
-    level_range,
+    apply_material,
+    level_names,
     pedicle_axes,
+    resolve_materials,
 )
 
 logger = logging.getLogger(__name__)
@@ -285,23 +284,17 @@ def segment_model_tet10(levels: str | list[str] = "L1", *, mesh_size: float = 2.
     ``metadata["levels"]``/``["anatomy"]`` are those of the voxel form; ``metadata["mesh"]``
     holds the mesh size, the layer thicknesses used, the meshing time and the number of elements
     whose mid-edge nodes were straightened. ``optimize``: gmsh's tetrahedron optimiser.
-    Known limitation: segments with discs fail to mesh at present (MeshError).
+    Known limitation: segments with discs mesh at 4 mm but gmsh fails on them at finer sizes
+    (MeshError).
     """
-    names = level_range(levels) if isinstance(levels, str) else [n.upper() for n in levels]
-    for n in names:
-        if n not in LEVELS:
-            raise MeshError(f"unknown level {n!r}: use {ORDER[0]}..{ORDER[-1]}")
-    idx = [ORDER.index(n) for n in names]
-    if idx != list(range(idx[0], idx[0] + len(idx))):
-        raise MeshError(f"levels {names} are not contiguous and cranial to caudal")
+    names = level_names(levels)
     h = float(mesh_size)
     if not (0.2 <= h <= 10.0):
         raise MeshError(f"mesh_size must lie in 0.2..10 mm, got {mesh_size}")
     layer = 0.5 * h if min_layer is None else float(min_layer)
     if layer <= 0:
         raise MeshError(f"min_layer must be positive, got {min_layer}")
-    mats = dict(DEFAULT_MATERIALS)
-    mats.update(materials or {})
+    mats = resolve_materials(materials)
     stack = _Stack.of(names)
     dims = [replace(d, cortex=max(d.cortex, layer), endplate=max(d.endplate, layer))
             for d in stack.levels]
@@ -390,8 +383,7 @@ def segment_model_tet10(levels: str | list[str] = "L1", *, mesh_size: float = 2.
         sel = np.nonzero(region_of == name)[0]
         if len(sel):
             m.add_region(name, sel)
-            E, nu = mats[name.split("/")[1]]
-            m.set_material(name, E=E, nu=nu)
+            apply_material(m, name, mats[name.split("/")[1]])
 
     for n in names:
         bone = np.concatenate([m.regions[f"{n}/{p}"] for p in BONE_PARTS
