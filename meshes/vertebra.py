@@ -158,9 +158,10 @@ def level_range(spec: str) -> list[str]:
 def _section(d: LevelDims, x, y, shrink: float = 0.0):
     """Inside the body's cross-section shrunk by ``shrink`` mm (approximately a parallel
     offset)."""
-    a, b = 0.5 * d.width - shrink, 0.5 * d.depth - shrink
+    a0, b0 = 0.5 * d.width, 0.5 * d.depth
+    a, b = a0 - shrink, b0 - shrink
     ell = (x / a) ** 2 + (y / b) ** 2 <= 1.0
-    post = y <= b * (POSTERIOR_FLAT + (1.0 - POSTERIOR_FLAT) * (x / a) ** 2)
+    post = y <= b0 * (POSTERIOR_FLAT + (1.0 - POSTERIOR_FLAT) * (x / a0) ** 2) - shrink
     return ell & post
 
 
