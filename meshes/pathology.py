@@ -102,7 +102,9 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     """A copy of ``model`` with a compression fracture of ``level`` (see the module docstring).
 
     ``height_loss`` (fraction, 0.05..0.8) overrides ``grade``. Returns the new model; its
-    ``metadata["fractures"]`` records what was done.
+    ``metadata["fractures"]`` records what was done and ``metadata["collapse"][level]`` the
+    (n_nodes, 3) displacement from the intact to the fractured points (what kyphoplasty's height
+    restoration undoes a share of).
     """
     if shape not in SHAPES:
         raise MeshError(f"fracture shape must be one of {', '.join(SHAPES)}, got {shape!r}")
@@ -111,6 +113,9 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
         raise MeshError(f"height loss must lie in 0.05..0.8 (5-80 %), got {loss}")
     if not (0.0 < damage_factor <= 1.0) or damage_depth < 0.0:
         raise MeshError("damage_factor must lie in (0, 1] and damage_depth be >= 0 mm")
+    if model.metadata.get("rotated"):
+        raise MeshError("compress() works in the builder's axes: fracture the model before "
+                        "rigid_transform() rotates it")
     anat = _anatomy(model, level)
     d, z0 = anat["dims"], float(anat["z0"])
     out = model.copy()
@@ -216,6 +221,8 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
                   E=E_trab * damage_factor, nu=0.2)
     out.metadata.setdefault("fractures", []).append(
         Fracture(level, shape, loss, damage_depth, damage_factor, burst))
+    collapse = out.metadata.setdefault("collapse", {})
+    collapse[level] = collapse.get(level, 0.0) + (out.points - model.points)
     return out
 
 
