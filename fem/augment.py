@@ -1,0 +1,652 @@
+"""Vertebroplasty (PVP) and balloon kyphoplasty (PKP): procedures that turn a Model into a new Model.
+
+A procedure reads the treated level's anatomy from the model (regions ``"<L>/<part>"``,
+``metadata["anatomy"][L]``: centre, endplate centres, pedicle axes) and never touches the solver,
+so it applies to every model that carries them (parametric voxel and tet10 vertebrae, segments).
+Units: mm, mL (= 1000 mm^3), MPa, Pa s.
+
+**Needles** (:func:`needles`). Transpedicular: each needle enters on its pedicle's axis. With the
+bipedicular approach each needle follows its pedicle's axis; with the unipedicular approach the
+single needle is angled from its pedicle's entry point to the midline, as clinicians do to reach
+the middle of the body from one side. The tip lies at ``tip_depth`` of the body's
+antero-posterior extent (0 = posterior wall, 1 = anterior wall; default 0.75, the anterior third
+where the needle is usually placed), on the entry's axial level, plus ``tip_offset`` (lateral,
+anterior, axial mm in the level's frame).
+
+**Cement spreading (PVP)**. Cement invades the trabecular bone along the path of least hydraulic
+resistance from the needle tips: the fillable elements (trabecular bone, its damaged and
+haemangioma zones, lytic lesions, posterior-wall breaches) form a graph over shared faces; an edge
+costs the centroid distance times the mean of 1/k of its two elements (Darcy: for a given pressure
+gradient the flow speed is proportional to the permeability k), and the elements fill in the
+order of their least-resistance path length from the nearest tip (multi-source Dijkstra) until the
+requested volume is placed (within half of the last element's capacity). The cortex and bony
+endplates are not in the graph, so the cement stops there. Each element takes cement in its pores:
+capacity porosity x volume, porosity 1 - rho_app / :data:`TISSUE_DENSITY`, the apparent density
+obtained from the element's modulus by inverting the density-modulus law that made it
+(:func:`fem.meshes.bone.get_law`, Morgan 2003 by default). Permeability follows the porosity by a
+Kozeny-Carman form k = K0 phi^3 / (1 - phi)^2, calibrated by :data:`PERMEABILITY_REFERENCE`, times a
+seeded log-normal factor (``heterogeneity``, standard deviation of ln k; an assumption standing for
+the local scatter of trabecular architecture) that makes the cloud irregular and reproducible.
+
+**Leakage**. A fillable element with a face on the model's outer surface or against a disc or
+another level is an exit: the cement it takes is outside the body's bony envelope (through a
+posterior-wall breach of a burst fracture, a cortex breached by a lytic lesion, or a fractured
+endplate). Such elements become ``"<L>/cement_leak"``; each connected cluster is reported as a
+:class:`Leak` with its location and volume. The reported volume is the cement in the breach
+itself, a lower bound: what flows on into the canal or the paravertebral tissue is not modelled.
+
+**Composite modulus** of cement-filled trabecular bone (:func:`composite_modulus`). The composite
+is two interpenetrating networks loaded in parallel: the bone keeps its apparent modulus and the
+cement, which fills the pores (volume fraction phi), is a porous solid whose modulus scales with
+the square of its volume fraction (Gibson and Ashby's open-cell law): ``E = E_bone + E_cement
+phi^2``. This follows the reference table's note that the cement's porosity, not the bone, governs
+the composite (Kinzl et al. 2012, J Biomech 45:1478); the exponent 2 is an assumption of this
+model. Poisson's ratio mixes by volume.
+
+**PKP** (:func:`pkp`). (1) Height restoration: a share of the fracture's collapse field
+(``metadata["collapse"][L]``, recorded by :func:`fem.meshes.pathology.compress`) is undone, which
+moves the body and the adjacent discs back towards their pre-fracture shape. (2) Balloons: one
+ellipsoid per needle centred at its tip, semi-axes 1.5 : 1 : 1 (along the needle, lateral,
+axial); the cavity is the set of fillable elements nearest the balloon centres in that metric,
+grown until it holds the inflation volume. (3) Compacted rim: the bone that stood in the cavity
+is pushed into a shell of ``rim_thickness`` mm around it (mass conservation): the rim's apparent
+density rises by the cavity's bone mass over the rim's volume and its modulus follows the
+density law's exponent. (4) The cavity is filled with a solid cement bolus (``"<L>/cement"``);
+cement beyond the balloon volume interdigitates from the cavity wall by the PVP front.
+
+**Injection pressure** (:func:`injection_pressure`): the pressure the filling model implies for
+cement of viscosity mu pushed at flow rate Q: Hagen-Poiseuille flow through the cannula,
+8 mu L Q / (pi r^4), plus radial Darcy flow from the tip into bone of permeability k,
+mu Q / (4 pi k) (1/r0 - 1/R), with k the harmonic mean over the filled bone and R the radius of a
+sphere of the filled bone's volume per needle. A PKP bolus flows into a cavity the balloon has
+already opened (no bone term) through a wider cannula, which is why it needs less pressure.
+These are order-of-magnitude estimates for comparing procedures; the setting of PMMA (its
+viscosity rises during injection) is not modelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse import csgraph
+from scipy.spatial import cKDTree
+
+from .assembly import check_geometry, element_geometry
+from .errors import MaterialError, MeshError, SetError
+from .model import Model
+
+#: Cement-volume unit: 1 mL = 1000 mm^3.
+ML = 1000.0
+
+#: Density of bone tissue (the material of the trabeculae), g/cm^3, to turn apparent density into
+#: porosity; ASSUMPTION pending a primary source (textbook values 1.8-2.1).
+TISSUE_DENSITY = 2.0
+
+#: (porosity, permeability m^2) anchoring the Kozeny-Carman form; ASSUMPTION pending a source
+#: (vertebral trabecular bone permeability is of the order 1e-9 m^2 at porosity ~0.9).
+PERMEABILITY_REFERENCE = (0.9, 1.0e-9)
+
+#: regions of a level the cement can enter, and the regions that are bone of the body
+FILLABLE = ("trabecular", "damaged", "haemangioma", "lesion", "posterior_wall_breach")
+APPROACHES = ("unipedicular", "bipedicular")
+
+
+@dataclass(frozen=True)
+class Cement:
+    """A bone cement: elastic modulus E (MPa), Poisson's ratio, viscosity during injection
+    (Pa s) and where the numbers come from."""
+
+    name: str
+    E: float
+    nu: float
+    viscosity: float = 100.0
+    source: str = "user-defined"
+
+    def __post_init__(self):
+        if not (np.isfinite(self.E) and self.E > 0):
+            raise MaterialError(f"cement {self.name!r}: E must be > 0 MPa, got {self.E}")
+        if not (-1.0 < self.nu < 0.5):
+            raise MaterialError(f"cement {self.name!r}: nu must lie in (-1, 0.5), got {self.nu}")
+        if not (np.isfinite(self.viscosity) and self.viscosity > 0):
+            raise MaterialError(f"cement {self.name!r}: viscosity must be > 0 Pa s, "
+                                f"got {self.viscosity}")
+
+
+CEMENTS = {c.name: c for c in (
+    Cement("pmma", 3000.0, 0.4, 100.0,
+           "PMMA as modelled in vertebral FE studies, 3 000 MPa / 0.4: Kosmopoulos & Keller "
+           "2004, Eur Spine J 13:617 (reference/biomechanics.md)"),
+    Cement("pmma_iso5833", 1937.0, 0.4, 100.0,
+           "standard PMMA measured to ISO 5833, 1 937 +- 478 MPa (PMC3698342, "
+           "reference/biomechanics.md); nu 0.4 as the FE convention"),
+    Cement("pmma_low_modulus", 954.0, 0.4, 100.0,
+           "low-modulus PMMA measured to ISO 5833, 954 +- 141 MPa (PMC3698342, "
+           "reference/biomechanics.md); nu 0.4 as the FE convention"),
+    Cement("calcium_phosphate", 2000.0, 0.3, 100.0,
+           "ASSUMPTION pending a source: calcium phosphate cement"),
+)}
+
+
+def get_cement(spec) -> Cement:
+    """A :class:`Cement` from a name in :data:`CEMENTS`, a Cement, or a dict
+    ``{"name", "E", "nu", "viscosity"}`` (user-defined)."""
+    if isinstance(spec, Cement):
+        return spec
+    if isinstance(spec, str):
+        if spec not in CEMENTS:
+            raise MaterialError(f"unknown cement {spec!r}; known: {', '.join(CEMENTS)}, or give "
+                                "fem.augment.Cement(name, E, nu)")
+        return CEMENTS[spec]
+    if isinstance(spec, dict):
+        try:
+            return Cement(**{"name": "user", **spec})
+        except TypeError as exc:
+            raise MaterialError(f"cement dict: {exc}; keys are name, E, nu, viscosity, "
+                                "source") from None
+    raise MaterialError(f"cement must be a name, a Cement or a dict, got {type(spec).__name__}")
+
+
+@dataclass(frozen=True)
+class Needle:
+    """A transpedicular needle: side ("left"/"right"), entry point, tip (mm, model frame) and
+    unit direction from entry to tip."""
+
+    side: str
+    entry: tuple
+    tip: tuple
+    direction: tuple
+
+
+@dataclass(frozen=True)
+class Leak:
+    """Cement outside the body's bony envelope: where it left (``site``: "posterior wall",
+    "endplate into <disc>", "outer surface"), its volume (mL) and centroid (mm, model frame)."""
+
+    site: str
+    volume_ml: float
+    centroid: tuple
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """What a procedure did (``model.metadata["augmentations"]``)."""
+
+    procedure: str
+    level: str
+    approach: str
+    cement: Cement
+    requested_ml: float
+    volume_ml: float
+    leak_ml: float
+    leaks: tuple
+    fill_fraction: float
+    height_restoration: float
+    injection_pressure_mpa: float
+    needles: tuple
+    cavity_ml: float = 0.0
+    seed: int = 0
+
+
+# ------------------------------------------------------------------------------- geometry
+
+def _single_block(model: Model):
+    if len(model.blocks) != 1:
+        raise MeshError("augmentation expects a model with one cell block (a vertebra or segment "
+                        "from fem.meshes)")
+    return model.blocks[0]
+
+
+def element_volumes(model: Model) -> np.ndarray:
+    """Element volumes (mm^3), by the stiffness quadrature."""
+    out = []
+    for bi, b in enumerate(model.blocks):
+        _, wdet, _ = element_geometry(model, bi, slice(0, len(b.conn)), np)
+        out.append(wdet.sum(axis=1))
+    return np.concatenate(out)
+
+
+def _centroids(model: Model, elements=None) -> np.ndarray:
+    b = _single_block(model)
+    conn = b.conn if elements is None else b.conn[elements]
+    return model.points[conn].mean(axis=1)
+
+
+def level_frame(model: Model, level: str):
+    """(centre, e_axial, e_anterior, e_lateral) of a level from its anatomy metadata (vectors
+    only, so the frame follows any rigid motion of the model)."""
+    anat = model.metadata.get("anatomy", {})
+    if level not in anat:
+        raise SetError(f"level {level!r} is not in this model (levels: "
+                       f"{', '.join(anat) or 'none: build it with fem.meshes.vertebra'})")
+    a = anat[level]
+    e_ax = np.subtract(a["superior_centre"], a["inferior_centre"]).astype(float)
+    e_ax /= np.linalg.norm(e_ax)
+    axes = a["pedicle_axes"]
+    ant = np.asarray(axes["left"][1], float) + np.asarray(axes["right"][1], float)
+    ant -= (ant @ e_ax) * e_ax
+    ant /= np.linalg.norm(ant)
+    return np.asarray(a["centre"], float), e_ax, ant, np.cross(e_ax, ant)
+
+
+def _regions_of(model: Model, level: str, parts) -> np.ndarray:
+    got = [model.regions[f"{level}/{p}"] for p in parts if f"{level}/{p}" in model.regions]
+    return np.unique(np.concatenate(got)) if got else np.zeros(0, np.int64)
+
+
+def needles(model: Model, level: str, approach: str = "bipedicular", *, tip_depth: float = 0.75,
+            tip_offset=(0.0, 0.0, 0.0), side: str = "left") -> list[Needle]:
+    """Needle placement for ``level`` (see the module docstring). ``side`` picks the pedicle of
+    a unipedicular approach."""
+    if approach not in APPROACHES:
+        raise MeshError(f"approach must be one of {', '.join(APPROACHES)}, got {approach!r}")
+    if not (0.0 <= tip_depth <= 1.0):
+        raise MeshError(f"tip_depth must lie in 0..1 (posterior wall..anterior wall), "
+                        f"got {tip_depth}")
+    off = np.asarray(tip_offset, dtype=float)
+    if off.shape != (3,) or not np.isfinite(off).all():
+        raise MeshError("tip_offset must be (lateral, anterior, axial) in mm")
+    centre, e_ax, e_ant, e_lat = level_frame(model, level)
+    body = _regions_of(model, level, FILLABLE)
+    if not len(body):
+        raise SetError(f"level {level} has no trabecular region to inject into")
+    a = (_centroids(model, body) - centre) @ e_ant
+    a_tip = a.min() + tip_depth * (a.max() - a.min())
+    axes = model.metadata["anatomy"][level]["pedicle_axes"]
+    sides = ["left", "right"] if approach == "bipedicular" else [side]
+    if side not in axes:
+        raise MeshError(f"side must be 'left' or 'right', got {side!r}")
+    shift = off[0] * e_lat + off[1] * e_ant + off[2] * e_ax
+    out = []
+    for s in sides:
+        entry, d = (np.asarray(v, float) for v in axes[s])
+        d = d / np.linalg.norm(d)
+        if approach == "bipedicular":
+            t = (a_tip - (entry - centre) @ e_ant) / (d @ e_ant)
+            tip = entry + t * d
+        else:
+            tip = centre + a_tip * e_ant + ((entry - centre) @ e_ax) * e_ax
+        tip = tip + shift
+        direction = (tip - entry) / np.linalg.norm(tip - entry)
+        out.append(Needle(s, tuple(entry), tuple(tip), tuple(direction)))
+    return out
+
+
+# ------------------------------------------------------------------------------- bone state
+
+def porosity(model: Model, elements, law: str = "morgan2003") -> np.ndarray:
+    """Porosity of trabecular elements from their axial modulus, by inverting the density law."""
+    from .meshes.bone import get_law
+
+    lw = get_law(law)
+    if lw.density != "apparent":
+        raise MaterialError(f"law {law!r} is not in apparent density; porosity needs one that is "
+                            "(e.g. morgan2003)")
+    E = np.maximum(model.E[elements] - lw.a, 1e-9)
+    rho = (E / lw.b) ** (1.0 / lw.c)
+    return np.clip(1.0 - rho / TISSUE_DENSITY, 0.05, 1.0)
+
+
+def permeability(phi) -> np.ndarray:
+    """Kozeny-Carman permeability (m^2) of porous bone of porosity phi, anchored at
+    :data:`PERMEABILITY_REFERENCE`."""
+    p0, k0 = PERMEABILITY_REFERENCE
+    phi = np.clip(np.asarray(phi, float), 1e-3, 0.999)
+    return k0 * (phi ** 3 / (1 - phi) ** 2) / (p0 ** 3 / (1 - p0) ** 2)
+
+
+def composite_modulus(E_bone, phi, cem: Cement):
+    """(E, nu) of trabecular bone whose pores (volume fraction phi) are filled with cement; see
+    the module docstring."""
+    phi = np.asarray(phi, float)
+    return E_bone + cem.E * phi ** 2, phi * cem.nu + (1 - phi) * 0.2
+
+
+# ------------------------------------------------------------------------------- graph
+
+def _face_graph(model: Model, elements: np.ndarray):
+    """Pairs (i, j) of positions in ``elements`` whose elements share a face, and per position
+    whether it has a face shared with no element of ``elements`` (its outside neighbours).
+
+    Returns (i, j, face_out, out_faces) where ``out_faces`` holds, for the faces of the subset
+    that are not internal to it, (position, sorted corner key)."""
+    b = _single_block(model)
+    et = b.etype
+    nc = 4 if et.face_type == "quad4" else 3
+    table = np.array([f[:nc] for f in et.faces])
+    keys = np.sort(b.conn[elements][:, table], axis=-1).reshape(-1, nc)
+    pos = np.repeat(np.arange(len(elements)), len(table))
+    order = np.lexsort(keys.T[::-1])
+    k, p = keys[order], pos[order]
+    same = np.all(k[1:] == k[:-1], axis=1)
+    i, j = p[:-1][same], p[1:][same]
+    internal = np.zeros(len(k), bool)
+    internal[1:] |= same
+    internal[:-1] |= same
+    return i, j, p[~internal], k[~internal]
+
+
+def _exit_sites(model: Model, level: str, elements, pos_out, keys_out) -> dict:
+    """For fillable elements with faces outside the fillable set: position -> site name, for
+    those faces that lie on the model's outer surface or touch an element of another level or
+    a disc ("" for faces against the level's own shell, which are not exits)."""
+    b = _single_block(model)
+    et = b.etype
+    nc = 4 if et.face_type == "quad4" else 3
+    table = np.array([f[:nc] for f in et.faces])
+    node_in = np.zeros(model.n_nodes, bool)
+    node_in[b.conn[elements].ravel()] = True
+    cand = np.flatnonzero(node_in[b.conn].any(axis=1))
+    cand = np.setdiff1d(cand, elements)
+    ck = np.sort(b.conn[cand][:, table], axis=-1).reshape(-1, nc)
+    owner = np.repeat(cand, len(table))
+    allk = np.concatenate([keys_out, ck])
+    _, inv = np.unique(allk, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    io, ic = inv[: len(keys_out)], inv[len(keys_out):]
+    neighbour = np.full(inv.max() + 1, -1, np.int64)
+    neighbour[ic] = owner
+    nb = neighbour[io]
+    own = np.zeros(model.n_elements, bool)
+    own[_regions_of(model, level, ("cortex", "endplate_superior", "endplate_inferior",
+                                   "posterior", "damaged_shell", "cement", "cement_composite",
+                                   "compacted", "cement_leak"))] = True
+    region_of = _region_lookup(model)
+    sites = {}
+    for p, e in zip(pos_out, nb):
+        if e >= 0 and own[e]:
+            continue
+        if e < 0:
+            site = ("posterior wall" if region_of.get(int(elements[p]), "").endswith(
+                "posterior_wall_breach") else "outer surface")
+        else:
+            name = region_of.get(int(e), "")
+            site = (f"endplate into {name.split('/')[0]}" if name.split("/")[-1] in
+                    ("annulus", "nucleus") else f"into {name or 'another part'}")
+        sites.setdefault(int(p), site)
+    return sites
+
+
+def _region_lookup(model: Model) -> dict:
+    out = {}
+    for name, el in model.regions.items():
+        for e in el.tolist():
+            out.setdefault(e, name)
+    return out
+
+
+def _fill_order(model, level, elements, sources_xyz, cap, k, *, source_positions=None):
+    """Elements (positions) in fill order and their path resistance from the sources."""
+    i, j, pos_out, keys_out = _face_graph(model, elements)
+    c = _centroids(model, elements)
+    w = np.linalg.norm(c[i] - c[j], axis=1) * 0.5 * (1.0 / k[i] + 1.0 / k[j])
+    w = w / np.median(w) if len(w) else w
+    n = len(elements)
+    g = sparse.coo_matrix((np.r_[w, w], (np.r_[i, j], np.r_[j, i])), shape=(n, n)).tocsr()
+    if source_positions is None:
+        _, src = cKDTree(c).query(np.asarray(sources_xyz, float))
+        source_positions = np.unique(np.atleast_1d(src))
+    dist = csgraph.dijkstra(g, indices=source_positions, min_only=True)
+    reach = np.isfinite(dist)
+    order = np.flatnonzero(reach)[np.argsort(dist[reach], kind="stable")]
+    return order, pos_out, keys_out
+
+
+def _take(order, cap, target):
+    """Prefix of ``order`` whose capacity reaches ``target`` (the last element kept when that
+    lands closer to the target)."""
+    cum = np.cumsum(cap[order])
+    n = int(np.searchsorted(cum, target))
+    if n >= len(order):
+        return None
+    if n > 0 and abs(cum[n - 1] - target) <= abs(cum[n] - target):
+        return order[:n]
+    return order[: n + 1]
+
+
+def _leaks(model, level, elements, taken, exits, cap) -> tuple:
+    """Leak records for the exit elements that took cement, clustered by shared nodes."""
+    hit = [p for p in taken if p in exits]
+    if not hit:
+        return ()
+    hit = np.asarray(hit)
+    b = _single_block(model)
+    conn = b.conn[elements[hit]]
+    n = len(hit)
+    # clusters: elements sharing a node
+    rows = np.repeat(np.arange(n), conn.shape[1])
+    inc = sparse.coo_matrix((np.ones(rows.size), (rows, conn.ravel())),
+                            shape=(n, model.n_nodes)).tocsr()
+    ncl, lab = csgraph.connected_components(inc @ inc.T, directed=False)
+    c = _centroids(model, elements[hit])
+    out = []
+    for q in range(ncl):
+        sel = lab == q
+        vol = float(cap[hit[sel]].sum()) / ML
+        sites = [exits[int(p)] for p in hit[sel]]
+        site = max(set(sites), key=sites.count)
+        cen = (c[sel] * cap[hit[sel], None]).sum(0) / cap[hit[sel]].sum()
+        out.append(Leak(site, vol, tuple(float(v) for v in cen)))
+    return tuple(sorted(out, key=lambda L: -L.volume_ml))
+
+
+# ------------------------------------------------------------------------------- pressure
+
+def injection_pressure(cem: Cement, *, flow_ml_min: float, cannula_diameter_mm: float,
+                       cannula_length_mm: float, k_bone=None, bone_volume_mm3: float = 0.0,
+                       n_needles: int = 1) -> float:
+    """Injection pressure (MPa) per needle: cannula (Hagen-Poiseuille) plus radial Darcy flow
+    into bone of permeability ``k_bone`` (m^2) out to a sphere of ``bone_volume_mm3 / n_needles``
+    (see the module docstring)."""
+    mu = cem.viscosity
+    Q = flow_ml_min * 1e-6 / 60.0 / n_needles
+    r = 0.5 * cannula_diameter_mm * 1e-3
+    p = 8.0 * mu * cannula_length_mm * 1e-3 * Q / (np.pi * r ** 4)
+    if k_bone is not None and bone_volume_mm3 > 0:
+        R = (3.0 * bone_volume_mm3 / n_needles / (4.0 * np.pi)) ** (1.0 / 3.0) * 1e-3
+        if R > r:
+            p += mu * Q / (4.0 * np.pi * k_bone) * (1.0 / r - 1.0 / R)
+    return float(p * 1e-6)
+
+
+# ------------------------------------------------------------------------------- procedures
+
+def _check_volume(volume_ml, name="volume_ml"):
+    v = float(volume_ml)
+    if not (np.isfinite(v) and v > 0):
+        raise MeshError(f"{name} must be > 0 mL, got {volume_ml}")
+    return v
+
+
+def _prepare(model, level, law, seed, heterogeneity):
+    if level not in model.metadata.get("levels", []):
+        raise SetError(f"level {level!r} is not in this model (levels: "
+                       f"{', '.join(model.metadata.get('levels', [])) or 'none'})")
+    fill = _regions_of(model, level, FILLABLE)
+    if not len(fill):
+        raise SetError(f"level {level} has no trabecular bone left to fill")
+    vol = element_volumes(model)
+    phi = porosity(model, fill, law)
+    rng = np.random.default_rng(seed)
+    k = permeability(phi) * np.exp(heterogeneity * rng.standard_normal(len(fill)))
+    core = _regions_of(model, level, ("trabecular", "damaged", "haemangioma", "lesion"))
+    return fill, vol, phi, k, float(vol[core].sum())
+
+
+def _apply_fill(out, level, fill, taken, phi, vol, exits, cem):
+    """Give the taken elements their cement materials and regions; return the placed volume
+    inside the body and the leak records."""
+    taken = np.asarray(taken, np.int64)
+    leak_pos = np.asarray([p for p in taken if p in exits], np.int64)
+    body_pos = np.setdiff1d(taken, leak_pos)
+    cap = phi * vol[fill]
+    cap[leak_pos] = vol[fill[leak_pos]]
+    if len(body_pos):
+        E, nu = composite_modulus(out.E[fill[body_pos]], phi[body_pos], cem)
+        _move(out, fill[body_pos], f"{level}/cement_composite", E=E, nu=nu)
+    if len(leak_pos):
+        _move(out, fill[leak_pos], f"{level}/cement_leak", E=cem.E, nu=cem.nu)
+    return float(cap[body_pos].sum()), cap
+
+
+def pvp(model: Model, level: str, volume_ml: float, *, approach: str = "bipedicular",
+        cement="pmma", tip_depth: float = 0.75, tip_offset=(0.0, 0.0, 0.0), side: str = "left",
+        seed: int = 0, heterogeneity: float = 0.5, law: str = "morgan2003",
+        flow_ml_min: float = 3.0, cannula_diameter_mm: float = 2.0,
+        cannula_length_mm: float = 120.0) -> Model:
+    """Percutaneous vertebroplasty of ``level`` with ``volume_ml`` of ``cement``: a copy of the
+    model with regions ``"<L>/cement_composite"`` (and ``"<L>/cement_leak"``) and an
+    :class:`Augmentation` record (see the module docstring)."""
+    v = _check_volume(volume_ml)
+    cem = get_cement(cement)
+    nds = needles(model, level, approach, tip_depth=tip_depth, tip_offset=tip_offset, side=side)
+    out = model.copy()
+    fill, vol, phi, k, core_vol = _prepare(out, level, law, seed, heterogeneity)
+    order, pos_out, keys_out = _fill_order(out, level, fill, [n.tip for n in nds], None, k)
+    exits = _exit_sites(out, level, fill, pos_out, keys_out)
+    cap = phi * vol[fill]
+    if exits:
+        cap[list(exits)] = vol[fill[list(exits)]]
+    taken = _take(order, cap, v * ML)
+    if taken is None:
+        raise MeshError(f"{level} can take only {cap[order].sum() / ML:.2f} mL of cement from "
+                        f"these needle tips; asked for {v} mL")
+    placed, cap = _apply_fill(out, level, fill, taken, phi, vol, exits, cem)
+    leaks = _leaks(out, level, fill, taken, exits, cap)
+    body = np.setdiff1d(taken, list(exits))
+    k_h = len(body) / np.sum(1.0 / k[body]) if len(body) else None
+    p = injection_pressure(cem, flow_ml_min=flow_ml_min, cannula_diameter_mm=cannula_diameter_mm,
+                           cannula_length_mm=cannula_length_mm, k_bone=k_h,
+                           bone_volume_mm3=float(vol[fill[body]].sum()), n_needles=len(nds))
+    leak_ml = sum(L.volume_ml for L in leaks)
+    out.metadata.setdefault("augmentations", []).append(Augmentation(
+        "PVP", level, approach, cem, v, placed / ML + leak_ml, leak_ml, leaks,
+        placed / core_vol, 0.0, p, tuple(nds), 0.0, seed))
+    return out
+
+
+def pkp(model: Model, level: str, volume_ml: float, *, balloon_ml: float | None = None,
+        approach: str = "bipedicular", height_restoration: float = 0.5, cement="pmma",
+        tip_depth: float = 0.6, tip_offset=(0.0, 0.0, 0.0), side: str = "left",
+        rim_thickness: float = 2.0, seed: int = 0, heterogeneity: float = 0.5,
+        law: str = "morgan2003", flow_ml_min: float = 3.0, cannula_diameter_mm: float = 3.0,
+        cannula_length_mm: float = 120.0) -> Model:
+    """Balloon kyphoplasty of ``level``: ``volume_ml`` of cement into a cavity of ``balloon_ml``
+    (default: the same volume), restoring ``height_restoration`` (0..1) of the fracture's lost
+    height; cement beyond the balloon volume interdigitates around the cavity. Regions
+    ``"<L>/cement"``, ``"<L>/compacted"``, ``"<L>/cement_composite"``; see the module docstring."""
+    v = _check_volume(volume_ml)
+    vb = v if balloon_ml is None else _check_volume(balloon_ml, "balloon_ml")
+    if vb > v * (1 + 1e-9):
+        raise MeshError(f"the cavity ({vb} mL) would not be filled by {v} mL of cement: give "
+                        "volume_ml >= balloon_ml")
+    s = float(height_restoration)
+    if not (0.0 <= s <= 1.0):
+        raise MeshError(f"height_restoration must lie in 0..1, got {height_restoration}")
+    if rim_thickness < 0:
+        raise MeshError(f"rim_thickness must be >= 0 mm, got {rim_thickness}")
+    cem = get_cement(cement)
+    out = model.copy()
+    collapse = out.metadata.get("collapse", {})
+    if s > 0:
+        if level not in collapse:
+            raise MeshError(f"{level} has no recorded fracture to restore (fracture it with "
+                            "fem.meshes.pathology.compress first, or give height_restoration=0)")
+        out.points = out.points - s * collapse[level]
+        try:
+            check_geometry(out, np)
+        except MeshError as exc:
+            raise MeshError(f"restoring {s:.0%} of {level}'s height inverts elements ({exc})") \
+                from None
+        out.metadata["collapse"] = {**collapse, level: (1.0 - s) * collapse[level]}
+    nds = needles(out, level, approach, tip_depth=tip_depth, tip_offset=tip_offset, side=side)
+    fill, vol, phi, k, core_vol = _prepare(out, level, law, seed, heterogeneity)
+    c = _centroids(out, fill)
+    i, j, pos_out, keys_out = _face_graph(out, fill)
+    exits = _exit_sites(out, level, fill, pos_out, keys_out)
+    # balloon metric: ellipsoid 1.5 : 1 : 1 along the needle, lateral, axial
+    _, e_ax, _, _ = level_frame(out, level)
+    r = np.full(len(fill), np.inf)
+    for nd in nds:
+        d = np.asarray(nd.direction)
+        lat = np.cross(e_ax, d)
+        x = c - np.asarray(nd.tip)
+        r = np.minimum(r, np.sqrt((x @ d / 1.5) ** 2 + (x @ lat) ** 2 + (x @ e_ax) ** 2))
+    r[list(exits)] = np.inf
+    order = np.argsort(r, kind="stable")
+    order = order[np.isfinite(r[order])]
+    cavity = _take(order, vol[fill], vb * ML)
+    if cavity is None:
+        raise MeshError(f"{level} cannot hold a {vb} mL balloon cavity")
+    cav_vol = float(vol[fill[cavity]].sum())
+    rest = np.setdiff1d(np.arange(len(fill)), cavity)
+    rim = np.zeros(0, np.int64)
+    if rim_thickness > 0 and len(rest):
+        dist, _ = cKDTree(c[cavity]).query(c[rest])
+        h = np.cbrt(np.median(vol[fill]))
+        rim = rest[(dist <= rim_thickness + 0.5 * h) & ~np.isin(rest, list(exits))]
+    rho_cav = (1.0 - phi[cavity]) * TISSUE_DENSITY
+    if len(rim):
+        rho_rim = (1.0 - phi[rim]) * TISSUE_DENSITY
+        gain = float((rho_cav * vol[fill[cavity]]).sum() / vol[fill[rim]].sum())
+        from .meshes.bone import get_law
+
+        ratio = ((rho_rim + gain) / rho_rim) ** get_law(law).c
+        phi[rim] = 1.0 - (rho_rim + gain) / TISSUE_DENSITY
+        _move(out, fill[rim], f"{level}/compacted", E=out.E[fill[rim]] * ratio,
+              nu=out.nu[fill[rim]])
+        k[rim] = permeability(phi[rim])
+    _move(out, fill[cavity], f"{level}/cement", E=cem.E, nu=cem.nu)
+    extra = v * ML - cav_vol
+    placed, leaks, p_bone_k, bone_vol = cav_vol, (), None, 0.0
+    if extra > 0.5 * float(np.median(phi * vol[fill])):
+        others = np.setdiff1d(np.arange(len(fill)), cavity)
+        sub = fill[others]
+        _, _, po2, ko2 = _face_graph(out, sub)
+        src = np.flatnonzero(np.isin(others, _neighbours(i, j, cavity)))
+        if not len(src):
+            raise MeshError(f"no bone around the {level} cavity to take the extra cement")
+        order2, _, _ = _fill_order(out, level, sub, None, None, k[others], source_positions=src)
+        exits2 = {int(np.flatnonzero(others == p)[0]): s_ for p, s_ in exits.items()}
+        cap2 = phi[others] * vol[sub]
+        if exits2:
+            cap2[list(exits2)] = vol[sub[list(exits2)]]
+        taken = _take(order2, cap2, extra)
+        if taken is None:
+            raise MeshError(f"{level} cannot take {extra / ML:.2f} mL beyond the cavity")
+        more, cap2 = _apply_fill(out, level, sub, taken, phi[others], vol, exits2, cem)
+        leaks = _leaks(out, level, sub, taken, exits2, cap2)
+        placed += more
+        body = np.setdiff1d(taken, list(exits2))
+        if len(body):
+            p_bone_k = len(body) / np.sum(1.0 / k[others][body])
+            bone_vol = float(vol[sub[body]].sum())
+    p = injection_pressure(cem, flow_ml_min=flow_ml_min, cannula_diameter_mm=cannula_diameter_mm,
+                           cannula_length_mm=cannula_length_mm, k_bone=p_bone_k,
+                           bone_volume_mm3=bone_vol, n_needles=len(nds))
+    leak_ml = sum(L.volume_ml for L in leaks)
+    out.metadata.setdefault("augmentations", []).append(Augmentation(
+        "PKP", level, approach, cem, v, placed / ML + leak_ml, leak_ml, leaks,
+        placed / core_vol, s, p, tuple(nds), cav_vol / ML, seed))
+    return out
+
+
+def _move(model: Model, elements, region: str, *, E, nu) -> None:
+    """Move elements out of their regions into ``region`` with an isotropic material."""
+    elements = np.asarray(elements, dtype=np.int64)
+    for name in list(model.regions):
+        model.regions[name] = np.setdiff1d(model.regions[name], elements)
+    model.add_region(region, np.union1d(model.regions.get(region, []), elements).astype(np.int64))
+    E_all, nu_all = model.E.copy(), model.nu.copy()
+    E_all[elements], nu_all[elements] = E, nu
+    el = model.regions[region]
+    model.set_material(region, E=E_all[el], nu=nu_all[el])
+
+
+def _neighbours(i, j, positions) -> np.ndarray:
+    """Positions adjacent (by a face) to any of ``positions``, excluding them."""
+    inside = np.zeros(max(i.max(initial=0), j.max(initial=0)) + 1, bool)
+    inside[positions] = True
+    nb = np.r_[j[inside[i]], i[inside[j]]]
+    return np.setdiff1d(nb, positions)

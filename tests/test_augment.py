@@ -1,0 +1,220 @@
+"""PVP and PKP procedures (fem.augment): volumes, reproducibility, leakage, restoration, materials."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import fem
+from fem import augment
+from fem.meshes import loadcases, pathology, vertebra
+
+
+@pytest.fixture(scope="module")
+def intact():
+    return vertebra.segment_model("L1-L3", voxel_size=2.0)
+
+
+@pytest.fixture(scope="module")
+def fractured(intact):
+    return pathology.compress(intact, "L2", "wedge", grade=2)
+
+
+def _record(model):
+    return model.metadata["augmentations"][-1]
+
+
+def _cement_volume(model, level="L2"):
+    """Cement actually in the model, recomputed from regions and moduli (not from the record)."""
+    vol = augment.element_volumes(model)
+    solid = vol[model.regions.get(f"{level}/cement", [])].sum()
+    leak = vol[model.regions.get(f"{level}/cement_leak", [])].sum()
+    return solid, leak
+
+
+@pytest.mark.parametrize("volume", [2.0, 4.0, 6.0])
+@pytest.mark.parametrize("approach", ["unipedicular", "bipedicular"])
+def test_pvp_places_the_requested_volume(fractured, volume, approach):
+    out = augment.pvp(fractured, "L2", volume, approach=approach, seed=3)
+    rec = _record(out)
+    assert rec.volume_ml == pytest.approx(volume, rel=0.05)
+    # independent recount: pores of the composite elements (porosity from the pre-fill moduli)
+    el = out.regions["L2/cement_composite"]
+    phi = augment.porosity(fractured, el)
+    placed = (phi * augment.element_volumes(fractured)[el]).sum() + _cement_volume(out)[1]
+    assert placed / augment.ML == pytest.approx(volume, rel=0.05)
+    assert rec.procedure == "PVP" and rec.approach == approach
+    assert len(rec.needles) == (2 if approach == "bipedicular" else 1)
+
+
+@pytest.mark.parametrize("volume,balloon", [(4.0, None), (5.0, 4.0), (3.0, 2.0)])
+def test_pkp_places_the_requested_volume(fractured, volume, balloon):
+    out = augment.pkp(fractured, "L2", volume, balloon_ml=balloon, height_restoration=0.5)
+    rec = _record(out)
+    solid, _ = _cement_volume(out)
+    assert solid / augment.ML == pytest.approx(balloon or volume, rel=0.05)
+    assert rec.cavity_ml == pytest.approx(balloon or volume, rel=0.05)
+    assert rec.volume_ml == pytest.approx(volume, rel=0.05)
+    assert ("L2/cement_composite" in out.regions) == (balloon is not None)
+
+
+def test_fill_is_reproducible_with_a_seed(fractured):
+    a = augment.pvp(fractured, "L2", 3.0, seed=7)
+    b = augment.pvp(fractured, "L2", 3.0, seed=7)
+    c = augment.pvp(fractured, "L2", 3.0, seed=8)
+    ra, rb, rc = (m.regions["L2/cement_composite"] for m in (a, b, c))
+    assert np.array_equal(ra, rb)
+    assert np.array_equal(a.E, b.E)
+    # another seed moves part of the cloud, not all of it
+    overlap = len(np.intersect1d(ra, rc)) / len(ra)
+    assert 0.3 < overlap < 0.999
+
+
+def test_cement_stays_inside_the_fillable_bone(fractured):
+    out = augment.pvp(fractured, "L2", 6.0, seed=1)
+    fill = augment._regions_of(fractured, "L2", augment.FILLABLE)
+    assert np.isin(out.regions["L2/cement_composite"], fill).all()
+    # the shell and the other levels keep their moduli
+    shell = augment._regions_of(fractured, "L2", ("cortex", "damaged_shell", "endplate_inferior"))
+    other = np.setdiff1d(np.arange(fractured.n_elements), fill)
+    assert np.array_equal(out.E[other], fractured.E[other])
+    assert len(shell) and np.array_equal(out.E[shell], fractured.E[shell])
+
+
+def test_leak_detected_through_a_posterior_wall_breach_and_not_otherwise(intact, fractured):
+    for model in (intact, fractured):
+        for approach in ("unipedicular", "bipedicular"):
+            rec = _record(augment.pvp(model, "L2", 6.0, approach=approach))
+            assert rec.leak_ml == 0.0 and rec.leaks == ()
+    burst = pathology.compress(intact, "L2", "wedge", grade=2, burst=True)
+    out = augment.pvp(burst, "L2", 6.0, tip_depth=0.3)
+    rec = _record(out)
+    assert rec.leak_ml > 0 and rec.leaks[0].site == "posterior wall"
+    breach = burst.regions["L2/posterior_wall_breach"]
+    assert np.isin(out.regions["L2/cement_leak"], breach).all()
+    # the leak is where the wall is: posterior of the body's centre, between the pedicles
+    centre, e_ax, e_ant, e_lat = augment.level_frame(burst, "L2")
+    rel = np.asarray(rec.leaks[0].centroid) - centre
+    assert rel @ e_ant < -0.3 * burst.metadata["anatomy"]["L2"]["depth"]
+    assert abs(rel @ e_lat) < 0.25 * burst.metadata["anatomy"]["L2"]["width"]
+    assert _cement_volume(out)[1] / augment.ML == pytest.approx(rec.leak_ml, rel=1e-9)
+
+
+def _heights(model, level="L2"):
+    """Anterior and posterior body height from the endplate node sets (builder axes)."""
+    p = model.points
+    d = model.metadata["anatomy"][level]["depth"]
+    out = []
+    for band in (lambda y: y < y.min() + 0.15 * d, lambda y: y > y.max() - 0.15 * d):
+        zs = []
+        for s in ("superior", "inferior"):
+            q = p[model.node_sets[f"{level}/{s}"]]
+            zs.append(q[band(q[:, 1]), 2].mean())
+        out.append(zs[0] - zs[1])
+    return out
+
+
+def test_pkp_restores_more_anterior_height_than_pvp(intact, fractured):
+    h0, _ = _heights(intact)
+    hf, _ = _heights(fractured)
+    pvp = augment.pvp(fractured, "L2", 4.0)
+    pkp = augment.pkp(fractured, "L2", 4.0, height_restoration=0.5)
+    full = augment.pkp(fractured, "L2", 4.0, height_restoration=1.0)
+    assert _heights(pvp)[0] == pytest.approx(hf, abs=1e-9)
+    assert _heights(pkp)[0] == pytest.approx(hf + 0.5 * (h0 - hf), rel=1e-6)
+    assert _heights(full)[0] == pytest.approx(h0, rel=1e-6)
+    assert _record(pkp).height_restoration == 0.5
+    # the collapse left for a later procedure is the unrestored half
+    assert np.allclose(pkp.metadata["collapse"]["L2"], 0.5 * fractured.metadata["collapse"]["L2"])
+
+
+def test_compacted_rim_conserves_bone_mass(fractured):
+    out = augment.pkp(fractured, "L2", 4.0, height_restoration=0.0)
+    vol = augment.element_volumes(out)
+    cav, rim = out.regions["L2/cement"], out.regions["L2/compacted"]
+
+    def mass(model, el):
+        return ((1 - augment.porosity(model, el)) * augment.TISSUE_DENSITY * vol[el]).sum()
+
+    assert mass(out, rim) == pytest.approx(mass(fractured, rim) + mass(fractured, cav), rel=1e-9)
+    assert (out.E[rim] > fractured.E[rim]).all()
+    assert np.allclose(out.E[cav], augment.CEMENTS["pmma"].E)
+
+
+def test_composite_modulus_rule():
+    cem = augment.Cement("test", 2000.0, 0.4)
+    E, nu = augment.composite_modulus(np.array([50.0, 50.0]), np.array([0.9, 0.5]), cem)
+    assert E == pytest.approx([50 + 2000 * 0.81, 50 + 2000 * 0.25])
+    assert nu == pytest.approx([0.9 * 0.4 + 0.1 * 0.2, 0.5 * 0.4 + 0.5 * 0.2])
+
+
+def test_injection_pressure_poiseuille_and_pkp_below_pvp(fractured):
+    cem = augment.Cement("c", 2000.0, 0.4, viscosity=50.0)
+    p = augment.injection_pressure(cem, flow_ml_min=6.0, cannula_diameter_mm=2.0,
+                                   cannula_length_mm=100.0)
+    Q = 6e-6 / 60
+    assert p == pytest.approx(8 * 50.0 * 0.1 * Q / (np.pi * 1e-3 ** 4) * 1e-6, rel=1e-12)
+    pv = _record(augment.pvp(fractured, "L2", 4.0)).injection_pressure_mpa
+    pk = _record(augment.pkp(fractured, "L2", 4.0)).injection_pressure_mpa
+    assert 0 < pk < pv
+
+
+def test_needle_tips_lie_in_the_body_at_the_requested_depth(fractured):
+    fill = augment._regions_of(fractured, "L2", augment.FILLABLE)
+    centre, e_ax, e_ant, e_lat = augment.level_frame(fractured, "L2")
+    a = (augment._centroids(fractured, fill) - centre) @ e_ant
+    for depth in (0.3, 0.75):
+        for approach in ("unipedicular", "bipedicular"):
+            for nd in augment.needles(fractured, "L2", approach, tip_depth=depth):
+                t = (np.asarray(nd.tip) - centre) @ e_ant
+                assert (t - a.min()) / (a.max() - a.min()) == pytest.approx(depth, abs=1e-9)
+                if approach == "unipedicular":
+                    assert abs((np.asarray(nd.tip) - centre) @ e_lat) < 1e-9
+
+
+def _l2_stiffness(model):
+    m = model.copy()
+    loadcases.apply(m, "standing")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = fem.solve(m, rtol=1e-8)
+    u = r.displacement[:, 2]
+    z = []
+    for s in ("superior", "inferior"):
+        n = m.node_sets[f"L2/{s}"]
+        A = np.c_[np.ones(len(n)), m.points[n, :2]]
+        z.append(np.linalg.lstsq(A, u[n], rcond=None)[0][0])
+    return 500.0 / (z[1] - z[0])
+
+
+@pytest.mark.slow
+def test_stiffness_rises_with_cement_volume_and_modulus():
+    m = pathology.compress(vertebra.segment_model("L2", voxel_size=2.0), "L2", "wedge", grade=2)
+    k = [_l2_stiffness(augment.pvp(m, "L2", v)) for v in (2.0, 4.0, 6.0)]
+    k0 = _l2_stiffness(m)
+    assert k0 < k[0] < k[1] < k[2]
+    soft = _l2_stiffness(augment.pvp(m, "L2", 4.0, cement="pmma_low_modulus"))
+    assert k0 < soft < k[1]
+
+
+def test_cements_and_bad_input(fractured):
+    assert set(augment.CEMENTS) >= {"pmma", "pmma_low_modulus", "calcium_phosphate"}
+    user = augment.get_cement({"name": "mine", "E": 1500.0, "nu": 0.35})
+    out = augment.pvp(fractured, "L2", 1.0, cement=user)
+    assert _record(out).cement.E == 1500.0
+    with pytest.raises(fem.MaterialError, match="unknown cement 'glue'"):
+        augment.pvp(fractured, "L2", 1.0, cement="glue")
+    with pytest.raises(fem.MaterialError, match="E must be > 0"):
+        augment.get_cement({"E": -1.0, "nu": 0.3})
+    with pytest.raises(fem.ModelError, match="volume_ml must be > 0"):
+        augment.pvp(fractured, "L2", -2.0)
+    with pytest.raises(fem.ModelError, match="level 'L9' is not in this model"):
+        augment.pvp(fractured, "L9", 2.0)
+    with pytest.raises(fem.ModelError, match="approach must be one of"):
+        augment.pvp(fractured, "L2", 2.0, approach="transoral")
+    with pytest.raises(fem.ModelError, match="can take only"):
+        augment.pvp(fractured, "L2", 60.0)
+    with pytest.raises(fem.ModelError, match="no recorded fracture"):
+        augment.pkp(vertebra.segment_model("L2", voxel_size=2.0), "L2", 3.0)
+    with pytest.raises(fem.ModelError, match="volume_ml >= balloon_ml"):
+        augment.pkp(fractured, "L2", 3.0, balloon_ml=4.0)
