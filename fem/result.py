@@ -230,6 +230,7 @@ class Result:
             "E": m.E,
             "nu": m.nu,
             "region": m.element_region,
+            **({"orthotropic": m.ortho} if m.orthotropic_mask().any() else {}),
         }
 
     def point_fields(self) -> dict:

@@ -110,6 +110,17 @@ def test_deck_round_trip_keeps_constants(tmp_path):
     assert np.allclose(back.ortho[ortho][0], list(E) + list(NU) + list(G), rtol=1e-14)
 
 
+def test_vtu_round_trip_keeps_constants(tmp_path):
+    m = _ccx_model("hex8")
+    r = fem.solve(m)
+    back = fem.Model.from_file(r.write(tmp_path / "o.vtu"))
+    ortho = back.orthotropic_mask()
+    assert np.array_equal(ortho, m.orthotropic_mask()) and ortho.any() and not ortho.all()
+    assert np.allclose(back.ortho[ortho], m.ortho[ortho], rtol=1e-14, atol=0)
+    back.node_sets, back.face_sets, back.conditions = m.node_sets, m.face_sets, m.conditions
+    assert np.allclose(fem.solve(back).displacement, r.displacement, rtol=1e-10, atol=1e-14)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(E=(1000.0, -5.0, 3000.0), nu=NU, G=G), "moduli of region 'all' must be > 0"),
     (dict(E=E, nu=NU, G=(500.0, 0.0, 700.0)), "must be > 0"),

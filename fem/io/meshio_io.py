@@ -3,8 +3,9 @@
 Solid cells (tetra, tetra10, hexahedron) become elements. Cell sets and gmsh physical groups of
 solid cells become regions; those of surface cells (triangle, triangle6, quad) become face sets,
 matched to the faces of the solid elements; point sets become node sets. Cell data ``E`` and
-``nu`` (as written by :meth:`fem.Result.write`) become the materials, ``element_id``/``node_id``
-the labels, and ``region`` codes with their ``region N: name`` field data the material regions.
+``nu`` (as written by :meth:`fem.Result.write`) become the materials, ``orthotropic`` (n, 9
+engineering constants, NaN rows for isotropic elements) the orthotropic ones,
+``element_id``/``node_id`` the labels, and ``region`` codes with their ``region N: name`` field data the material regions.
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ def model_from_meshio(mesh, *, E=None, nu=None) -> Model:
     if "E" in cd and "nu" in cd:
         model.E = np.concatenate([np.asarray(cd["E"][bi], dtype=float).ravel() for bi in solid])
         model.nu = np.concatenate([np.asarray(cd["nu"][bi], dtype=float).ravel() for bi in solid])
+    if "orthotropic" in cd:
+        c = np.concatenate([np.asarray(cd["orthotropic"][bi], dtype=float).reshape(-1, 9)
+                            for bi in solid])
+        rows = ~np.isnan(c).any(axis=1)
+        if rows.any():
+            model.set_orthotropic(np.nonzero(rows)[0], E=c[rows, :3], nu=c[rows, 3:6],
+                                  G=c[rows, 6:])
     if "region" in cd:
         codes = np.concatenate([np.asarray(cd["region"][bi]).ravel() for bi in solid]).astype(int)
         names = {}
