@@ -25,6 +25,11 @@ preload of PVP/PKP FE studies; lifting 20 kg with flexed knees 1.7 MPa -> 1700 N
 "forces up to 1650 N" telemetered on a vertebral body replacement when lifting weights from the
 ground (Rohlmann et al. 2014, PLoS One, doi:10.1371/journal.pone.0098510, abstract checked).
 
+Coughing. Wilke 1999 recorded sneezing and laughing, but the values are not in its abstract and
+could not be checked. The case uses Nachemson's relative disc loads instead, cough = 140 % of
+standing (secondary: the table as quoted at sittingsafely.com/loading, the primary 1960s studies
+not checked), on Wilke's relaxed-standing IDP 0.5 MPa: 0.7 MPa, i.e. 700 N.
+
 Applying a case (:func:`apply`) adds named conditions to a model: ``"support"`` fixes every
 displacement component (x, y and z) of the nodes of the ``"bottom"`` set, and ``"load:<case>"``
 is either a rigid loading plate on ``"top"`` (force and moment about the area centroid of the top
@@ -48,10 +53,15 @@ NACHEMSON_FACTOR = 1.5
 DISC_AREA = 1500.0
 PVP_MOMENT = 7500.0
 PVP_PRELOAD = 500.0
+RELAXED_STANDING_IDP = 0.5
 
 WILKE_1999 = ("Wilke H-J, Neef P, Caimi M, Hoogland T, Claes LE (1999) New in vivo measurements "
               "of pressures in the intervertebral disc in daily life. Spine 24(8):755-762 "
               "(abstract checked)")
+NACHEMSON_RELATIVE = ("Nachemson's relative lumbar disc loads (standing 100 %, lying supine 25 %, "
+                      "forward flexion 150 %, cough 140 %, laugh 150 %), as tabulated at "
+                      "http://sittingsafely.com/loading (secondary: the primary intradiscal "
+                      "pressure studies of Nachemson (1960s) were not checked)")
 PVP_FE = ("PVP/PKP finite-element convention, 500 N compressive preload + 7.5 N m in flexion, "
           "extension, lateral bending and axial rotation (reference/biomechanics.md, Loads; "
           "secondary)")
@@ -125,11 +135,21 @@ def _wilke(name, pressure, activity, notes=""):
                + notes).strip())
 
 
+def _nachemson(name, ratio, activity, notes=""):
+    f = ratio * force_from_disc_pressure(RELAXED_STANDING_IDP)
+    return LoadCase(
+        name, f,
+        source=(f"{NACHEMSON_RELATIVE}: {activity} {100 * ratio:g} % of standing, applied to the "
+                f"relaxed-standing IDP {RELAXED_STANDING_IDP} MPa at L4-L5 of {WILKE_1999}"),
+        notes=(f"force = {ratio:g} * IDP_standing * {DISC_AREA:g} mm^2 / {NACHEMSON_FACTOR:g} "
+               f"(module docstring). " + notes).strip())
+
+
 _CASES = [
     LoadCase("standing", PVP_PRELOAD, source=PVP_FE,
              notes="Upright standing as the axial preload of vertebral augmentation FE studies; "
                    "biomechanics.md gives 500-800 N for standing and 500-1175 N for FE preloads."),
-    _wilke("relaxed_standing", 0.5, "relaxed standing"),
+    _wilke("relaxed_standing", RELAXED_STANDING_IDP, "relaxed standing"),
     LoadCase("flexion", PVP_PRELOAD, mx=PVP_MOMENT, source=PVP_FE),
     LoadCase("extension", PVP_PRELOAD, mx=-PVP_MOMENT, source=PVP_FE),
     LoadCase("lateral_bending_left", PVP_PRELOAD, my=PVP_MOMENT, source=PVP_FE),
@@ -146,14 +166,11 @@ _CASES = [
            "Rohlmann et al. 2014 (PLoS One, doi:10.1371/journal.pone.0098510, abstract "
            "checked) telemetered up to 1650 N on a vertebral body replacement when lifting a "
            "weight from the ground."),
-    LoadCase("coughing_sneezing", force_from_disc_pressure(1.0),
-             source=("ASSUMPTION: Wilke et al. 1999 (Spine 24:755) recorded IDP during sneezing "
-                     "and laughing, but their peak value could not be checked here; 1.0 MPa "
-                     "(twice relaxed standing) is a placeholder, not a measured value"),
-             notes="A brief peak of trunk-muscle co-contraction. Replace the pressure once the "
-                   "measured sneezing peak is checked in Wilke 1999 (Table/Figure) or a "
-                   "musculoskeletal model (e.g. Bruno et al. 2017, JBMR, doi:10.1002/jbmr.3113) "
-                   "is consulted."),
+    _nachemson("coughing_sneezing", 1.4, "coughing",
+               "A brief peak of trunk-muscle co-contraction. Sneezing is not in the relative-load "
+               "table; Wilke et al. 1999 recorded IDP during sneezing and laughing, but their "
+               "peak values could not be checked here (abstract does not give them). Laughing is "
+               "listed at 150 % in the same table."),
 ]
 
 LOAD_CASES: dict[str, LoadCase] = {c.name: c for c in _CASES}

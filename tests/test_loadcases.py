@@ -171,3 +171,15 @@ def test_wilke_pressures_convert_in_order_of_the_activities():
     assert list(f.values()) == sorted(f.values())
     np.testing.assert_allclose(f["relaxed_standing"], lc.LOAD_CASES["standing"].axial_force)
     np.testing.assert_allclose(lc.force_from_disc_pressure(2.3, area=1800.0), 2760.0)
+
+
+def test_coughing_is_nachemsons_ratio_of_relaxed_standing():
+    """Nachemson's relative disc loads put coughing at 140 % of standing; on Wilke's relaxed
+    standing (0.5 MPa -> 500 N) that is 700 N, between standing and forward bending, and the
+    case cites its sources instead of the old placeholder assumption."""
+    case = lc.LOAD_CASES["coughing_sneezing"]
+    standing = lc.LOAD_CASES["relaxed_standing"].axial_force
+    np.testing.assert_allclose(case.axial_force, 1.4 * standing, rtol=1e-12)
+    assert standing < case.axial_force < lc.LOAD_CASES["forward_bending"].axial_force
+    assert "ASSUMPTION" not in case.source
+    assert "Nachemson" in case.source and "Wilke" in case.source
