@@ -19,18 +19,26 @@ z cranial; z = 0 at the inferior endplate's rim):
   transverse processes. The pedicle axes are the transpedicular paths into the body
   (``model.metadata["anatomy"][level]["pedicle_axes"]``).
 
-Dimensions per level (:data:`LEVELS`). Sourced anchors: lumbar body height 20-30 mm, depth 30-35,
-width 40-50; L5 anterior height 30.3, posterior 26.3, superior depth 35.7 (reference table of
-../shared/reference/biomechanics.md, "Geometry"); disc mid-heights L1/2 10.0, L2/3 11.6, L3/4 12.5,
-L4/5 13.8 mm (MRI, same table). L2-L4 are interpolated linearly between L1 and L5. Assumptions
-(not sourced here, to be replaced by Panjabi et al. 1991/1992 or Kunkel et al. 2010, J Anat
-216:320, tables): L1 width 40, depth 30, heights 24.5 / 25.5 mm; T6 width 30, depth 26 with
-T7-T12 widths and depths interpolated towards L1, thoracic discs 5-8 mm; pedicle sizes as
-fractions of the body. They are marked ``assumed`` in :data:`LEVELS`. Thoracic body heights
-follow Egwu et al. 2019 (J Anat Soc India 68:110; 208 adult male thoracic vertebrae: anterior
-height 16.9 mm at T2 rising to 18.8 at T9, posterior 17.6 to 20.5): T9 18.8 / 20.5 mm, T6
-18.0 / 19.3 (between their T2 and T9), T7-T8 interpolated, T10-T12 interpolated from T9 to the
-assumed L1.
+Dimensions per level (:data:`LEVELS`). Sourced: L5 anterior height 30.3, posterior 26.3, superior
+depth (VB superior length) 35.7 mm (Cook & Baker 2021, Int J Spine Surg 15(6):1072, Table 6: CT of
+196 patients; the values the reference table of ../shared/reference/biomechanics.md quotes); lumbar
+disc mid-heights L1/2 10.0, L2/3 11.6, L3/4 12.5, L4/5 13.8 mm (MRI, same reference table,
+secondary); thoracic body heights after Egwu et al. 2019 (J Anat Soc India 68:110; 208 adult male
+thoracic vertebrae: anterior height 16.9 mm at T2 rising to 18.8 at T9, posterior 17.6 to 20.5):
+T9 18.8 / 20.5 mm, T6 18.0 / 19.3 (between their T2 and T9), T7-T8 interpolated, T10-T12
+interpolated from T9 to the assumed L1; thoracic discs T6/T7 4.5 mm rising linearly to T12/L1
+7.2 mm, the range of anterior and posterior disc heights Kunkel et al. 2011 (J Anat 219:375,
+abstract checked; 72 thoracic segments of 30 donors, direct measurement) report for the thoracic
+spine, with the thinnest disc put at T6/T7 and the thickest at T12/L1 (ASSUMPTION: the abstract
+gives the range, not its levels; Fletcher et al. 2015, Eur Spine J, doi:10.1007/s00586-015-3925-y,
+CT, shows disc height rising caudally from T4-5 to T10-11). Assumptions (not sourced here: the
+per-level tables of Panjabi et al. 1991/1992, Zhou et al. 2000 and Kunkel et al. 2010, J Anat
+216:320, could not be read): L1 width 40, depth 30, heights 24.5 / 25.5 mm; L5 width 50 (the upper
+end of the 40-50 mm lumbar range of the reference table); T6 width 30, depth 26 with T7-T12 widths
+and depths interpolated towards L1; the L5/S1 disc (13.8 mm, unused: no model has a level below
+L5); pedicle sizes as fractions of the body. L2-L4 are interpolated linearly between L1 and L5, so
+they inherit L1's assumptions. Levels with any assumed dimension are marked ``assumed`` in
+:data:`LEVELS`.
 
 Meshing: :func:`vertebra_model` and :func:`segment_model` sample the implicit regions at voxel
 centres and build a hex8 :class:`~fem.model.Model` on the grid (shared nodes at every interface,
@@ -114,18 +122,19 @@ def _interp(a: LevelDims, b: LevelDims, t: float, name: str, disc: float, assume
 
 def _levels() -> dict[str, LevelDims]:
     L1 = LevelDims("L1", 40.0, 30.0, 24.5, 25.5, disc_below=10.0, assumed=True)
-    L5 = LevelDims("L5", 50.0, 35.7, 30.3, 26.3, disc_below=13.8, assumed=False)
+    L5 = LevelDims("L5", 50.0, 35.7, 30.3, 26.3, disc_below=13.8, assumed=True)
     discs = {"L1": 10.0, "L2": 11.6, "L3": 12.5, "L4": 13.8, "L5": 13.8}
     out = {"L1": L1}
     for i, name in enumerate(("L2", "L3", "L4"), start=1):
-        out[name] = _interp(L1, L5, i / 4, name, discs[name], assumed=False)
-    out["L5"] = replace(L5, disc_below=discs["L5"], assumed=True)  # L5/S1 disc: assumption
-    T6 = LevelDims("T6", 30.0, 26.0, 18.0, 19.0, disc_below=5.0, pedicle_angle=5.0)
-    T12 = _interp(T6, L1, 6.5 / 7, "T12", 8.0, assumed=True)
-    # body heights: T9 measured (Egwu 2019), T6 between Egwu's T2 and T9, T10-T12 towards L1
+        out[name] = _interp(L1, L5, i / 4, name, discs[name], assumed=True)
+    out["L5"] = replace(L5, disc_below=discs["L5"])
+    T6 = LevelDims("T6", 30.0, 26.0, 18.0, 19.0, disc_below=4.5, pedicle_angle=5.0)
+    T12 = _interp(T6, L1, 6.5 / 7, "T12", 7.2, assumed=True)
+    # body heights: T9 measured (Egwu 2019), T6 between Egwu's T2 and T9, T10-T12 towards L1;
+    # discs across the thoracic range of Kunkel 2011, thinnest at T6/T7, thickest at T12/L1
     heights = {"T6": (18.0, 19.3), "T9": (18.8, 20.5), "L1": (24.5, 25.5)}
     for i, name in enumerate(("T6", "T7", "T8", "T9", "T10", "T11", "T12")):
-        lv = _interp(T6, T12, i / 6, name, 5.0 + 0.5 * i, assumed=True)
+        lv = _interp(T6, T12, i / 6, name, 4.5 + (7.2 - 4.5) * i / 6, assumed=True)
         lo, hi, t = (("T6", "T9", i / 3) if i <= 3 else ("T9", "L1", (i - 3) / 4))
         ha = (1 - t) * heights[lo][0] + t * heights[hi][0]
         hp = (1 - t) * heights[lo][1] + t * heights[hi][1]
