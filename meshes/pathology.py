@@ -15,7 +15,8 @@ follow the moved endplates (their nodes are interpolated between the moved endpl
 unchanged vertebra beyond), and a damaged trabecular zone of
 ``damage_depth`` mm under each collapsed endplate becomes region ``"<level>/damaged"`` with the
 trabecular modulus times ``damage_factor``; with ``damage_shell`` (default) the cortex and bony
-endplate in the same band join ``"<level>/damaged_shell"`` with the same factor. The defaults
+endplate in the same band join ``"<level>/damaged_shell"`` (cortex) and
+``"<level>/damaged_endplate"`` (bony endplate) with the same factor. The defaults
 (5 mm, 0.2) are calibrated, not measured locally: Wegrzyn et al. 2011 (J Bone Miner Res 26:739,
 21 human L3 vertebrae compressed to 25 % deformity) found the post-fracture stiffness 53 +- 18 %
 lower than the initial one; a 25 % crush of the parametric L1 (1.5 mm voxels, standing load)
@@ -191,7 +192,6 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
         # the cortex and bony endplate crushed in the same band lose stiffness too
         parts = ["cortex", "endplate_superior"] + (["endplate_inferior"]
                                                    if shape in ("biconcave", "crush") else [])
-        shell = []
         for part in parts:
             el = out.regions.get(f"{level}/{part}")
             if el is None or not len(el):
@@ -204,10 +204,10 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
             hit = cl >= lift_c + top0 * (1.0 - Lc) - d.concavity_superior - damage_depth
             if shape in ("biconcave", "crush"):
                 hit |= cl <= lift_c + d.concavity_inferior + damage_depth
-            shell.append(el[hit])
-        shell = np.concatenate(shell) if shell else np.zeros(0, np.int64)
-        if len(shell):
-            _move(out, shell, f"{level}/damaged_shell", factor=damage_factor)
+            if hit.any():
+                name = "damaged_shell" if part == "cortex" else "damaged_endplate"
+                _move(out, el[hit], f"{level}/{name}", factor=damage_factor,
+                      keep=f"{level}/{name}")
     if burst:
         cort = out.regions.get(f"{level}/cortex")
         cc = _centroids(out, cort)
@@ -226,13 +226,15 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     return out
 
 
-def _move(model: Model, elements, region: str, *, factor: float | None = None, E=None, nu=None):
-    """Move elements from their regions into ``region`` (new) and set its material."""
+def _move(model: Model, elements, region: str, *, factor: float | None = None, E=None, nu=None,
+          keep: str | None = None):
+    """Move elements from their regions into ``region`` (new, or extended when it is ``keep``)
+    and set its material."""
     elements = np.asarray(elements, dtype=np.int64)
+    before = model.regions.get(keep, np.zeros(0, np.int64)) if keep else np.zeros(0, np.int64)
     for name in list(model.regions):
-        keep = np.setdiff1d(model.regions[name], elements, assume_unique=False)
-        model.regions[name] = keep
-    model.add_region(region, elements)
+        model.regions[name] = np.setdiff1d(model.regions[name], elements, assume_unique=False)
+    model.add_region(region, np.union1d(before, elements))
     if factor is not None:
         model.E[elements] = model.E[elements] * factor
         if model.orthotropic_mask()[elements].any():
