@@ -80,13 +80,20 @@ from .model import Model
 #: Cement-volume unit: 1 mL = 1000 mm^3.
 ML = 1000.0
 
-#: Density of bone tissue (the material of the trabeculae), g/cm^3, to turn apparent density into
-#: porosity; ASSUMPTION pending a primary source (textbook values 1.8-2.1).
-TISSUE_DENSITY = 2.0
+#: Mineral (ash) mass per unit volume of trabecular bone tissue, g/cm^3: 1.24 +- 0.16 (Tassani,
+#: Ohman & Baleani 2011, J Biomech 44:103, abstract checked).
+TISSUE_ASH_DENSITY = 1.24
+#: Wet density of bone tissue (the trabeculae's material), g/cm^3, to turn apparent density into
+#: porosity: the ash density above over the ash fraction of wet bone used by fem.meshes.bone
+#: (0.6, Schileo 2008, secondary), 2.07; derived here, not measured.
+TISSUE_DENSITY = TISSUE_ASH_DENSITY / 0.6
 
-#: (porosity, permeability m^2) anchoring the Kozeny-Carman form; ASSUMPTION pending a source
-#: (vertebral trabecular bone permeability is of the order 1e-9 m^2 at porosity ~0.9).
-PERMEABILITY_REFERENCE = (0.9, 1.0e-9)
+#: (porosity, permeability m^2) anchoring the Kozeny-Carman form: the superior-inferior
+#: permeability of human vertebral cancellous bone, 4.45 +- 1.72 e-8 m^2 (Baroud et al. 2004,
+#: J Biomech 37:189, abstract), at an ASSUMED porosity of 0.9 (the donors' porosity is not in the
+#: abstract). Nauman, Fong & Keaveny 1999 (Ann Biomed Eng 27:517) measured 2.7e-11 to 2.0e-8
+#: m^2 across sites, falling nonlinearly with the volume fraction.
+PERMEABILITY_REFERENCE = (0.9, 4.45e-8)
 
 #: regions of a level the cement can enter, and the regions that are bone of the body
 FILLABLE = ("trabecular", "damaged", "haemangioma", "lesion", "posterior_wall_breach")
@@ -117,16 +124,22 @@ class Cement:
 CEMENTS = {c.name: c for c in (
     Cement("pmma", 3000.0, 0.4, 100.0,
            "PMMA as modelled in vertebral FE studies, 3 000 MPa / 0.4: Kosmopoulos & Keller "
-           "2004, Eur Spine J 13:617 (reference/biomechanics.md)"),
+           "2004, Eur Spine J 13:617 (reference/biomechanics.md); vertebroplasty PMMA cements "
+           "measure 2-2.7 GPa in compression (Jasper et al. 2002, J Mater Sci Mater Med 13:1)"),
     Cement("pmma_iso5833", 1937.0, 0.4, 100.0,
            "standard PMMA measured to ISO 5833, 1 937 +- 478 MPa (PMC3698342, "
            "reference/biomechanics.md); nu 0.4 as the FE convention"),
     Cement("pmma_low_modulus", 954.0, 0.4, 100.0,
            "low-modulus PMMA measured to ISO 5833, 954 +- 141 MPa (PMC3698342, "
            "reference/biomechanics.md); nu 0.4 as the FE convention"),
-    Cement("calcium_phosphate", 2000.0, 0.3, 100.0,
-           "ASSUMPTION pending a source: calcium phosphate cement"),
+    Cement("calcium_phosphate", 13500.0, 0.21, 100.0,
+           "apatitic calcium phosphate cement, 13.5 +- 1.6 GPa / 0.21 by digital image "
+           "correlation (Ajaxon et al. 2017, J Mech Behav Biomed Mater 74:428; brushite 24.3, "
+           "monetite 7.1 GPa; platen-displacement moduli read up to 62 % lower)"),
 )}
+#: viscosity of every listed cement during injection (Pa s): an ASSUMPTION (PMMA's viscosity
+#: rises from tens to thousands of Pa s as it sets; no measured value was checked here)
+DEFAULT_VISCOSITY = 100.0
 
 
 def get_cement(spec) -> Cement:
@@ -350,7 +363,7 @@ def _exit_sites(model: Model, level: str, elements, pos_out, keys_out) -> dict:
     nb = neighbour[io]
     own = np.zeros(model.n_elements, bool)
     own[_regions_of(model, level, ("cortex", "endplate_superior", "endplate_inferior",
-                                   "posterior", "damaged_shell", "cement", "cement_composite",
+                                   "posterior", "damaged_shell", "damaged_endplate", "cement", "cement_composite",
                                    "compacted", "cement_leak"))] = True
     region_of = _region_lookup(model)
     sites = {}

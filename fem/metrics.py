@@ -1,0 +1,671 @@
+"""Predictions from a solved vertebra or segment model, per level, and comparisons of states.
+
+Units: mm, N, MPa; volumes in mL where the clinic uses them. Every length, force and angle is
+measured in the level's anatomical frame, built from ``model.metadata["anatomy"][level]`` vectors
+only, so the numbers do not change under a rigid motion of the whole model
+(:func:`fem.meshes.transform.rigid_transform`):
+
+* axial ``e_ax`` = normalise(superior_centre - inferior_centre);
+* anterior ``e_ant`` = the part of normalise(left + right pedicle direction) orthogonal to
+  ``e_ax`` (the pedicle directions point into the body, i.e. anteriorly);
+* lateral ``e_lat = e_ax x e_ant`` (the patient's left).
+
+Failure criteria (reference/biomechanics.md, "Yield and failure"):
+
+* Pistoia: effective strain ``sqrt(2 SED / E)`` per element over the level's body bone (without
+  the bony endplates: see :data:`BODY_PARTS`); failure
+  load = applied load x 0.007 / (effective strain at the 98th volume percentile), i.e. the load
+  at which 2 % of the bone volume exceeds 0.7 % strain (Pistoia et al. 2002, Bone 30:842, as in
+  the Numerics88 n88tools defaults).
+* Principal strain: the asymmetric yield strains of vertebral trabecular bone, 0.84 % in
+  compression and 0.78 % in tension (Kopperdahl & Keaveny 1998, J Biomech 31:601); per element
+  ``r = max(-eps_min / 0.0084, eps_max / 0.0078)`` over the trabecular-type bone; failure load =
+  load / (98th volume percentile of r). The 2 % rule is carried over from Pistoia: an
+  ASSUMPTION (the yield strains are tissue-level; no whole-body calibration of this criterion
+  is used here).
+* Factor of risk = applied load / strength; > 1 predicts fracture (Bouxsein et al. 2006,
+  J Bone Miner Res 21:1475).
+
+Both criteria are linear: the strength is a load scaled by a strain ratio, so it does not
+depend on the load applied, only on its direction and distribution. Volume percentiles are
+interpolated between the elements' cumulative-volume midpoints, so they change continuously
+with the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from .errors import ModelError, SetError
+from .result import von_mises
+
+#: parts of a level's vertebral body that count as bone for the Pistoia criterion: not the
+#: posterior elements, solid cement, leaked cement, lesions or discs, and not the bony
+#: endplates. The endplates (0.25 mm) are represented by elements thicker than they are, with
+#: the modulus scaled down by thickness / element size (voxel form) or by a layer half an element
+#: thick (tet10): that keeps their in-plane stiffness, but their through-thickness strain under
+#: the disc is inflated by about element size / thickness, and with them in, the 98th percentile
+#: was set by endplate voxels alone (intact L1-L3 at 2 mm: Phi 1.19 at 500 N). The cortical wall
+#: is loaded in its plane, where the scaled layer's strain is the physical one, so it stays. The
+#: burst fracture's ``posterior_wall_breach`` is the body's damaged cortex, so it counts too.
+BODY_PARTS = ("cortex", "trabecular", "damaged", "damaged_shell", "posterior_wall_breach",
+              "haemangioma", "compacted", "cement_composite")
+#: trabecular-type parts for the principal-strain criterion
+TRABECULAR_PARTS = ("trabecular", "damaged", "haemangioma", "compacted", "cement_composite")
+#: load-share groups through the mid-height cross-section
+SHARE_GROUPS = {
+    "cortex": ("cortex", "endplate_superior", "endplate_inferior", "damaged_shell",
+               "damaged_endplate", "posterior_wall_breach"),
+    "trabecular": ("trabecular", "damaged", "haemangioma", "compacted"),
+    "cement": ("cement", "cement_composite"),
+}
+CEMENT_PARTS = ("cement", "cement_composite")
+#: bone on the far side of the cement-bone interface
+INTERFACE_BONE = tuple(p for p in BODY_PARTS if p not in CEMENT_PARTS) + (
+    "endplate_superior", "endplate_inferior", "damaged_endplate")
+
+PISTOIA_STRAIN = 0.007
+PISTOIA_VOLUME = 0.02
+YIELD_COMPRESSION = 0.0084
+YIELD_TENSION = 0.0078
+#: width of the endplate rim (mm) where the anatomy does not give one (Wang 2012: 3-7 mm)
+DEFAULT_RIM = 4.0
+#: anterior and posterior bands for the body heights, as a fraction of the depth
+HEIGHT_BAND = 0.15
+
+COLUMNS = (
+    "level", "load_n", "stiffness_n_per_mm", "strength_pistoia_n", "strength_strain_n",
+    "factor_of_risk", "factor_of_risk_strain", "endplate_bulge_superior_mm",
+    "endplate_bulge_inferior_mm", "disc_pressure_mpa", "interface_stress_mpa",
+    "load_share_cortex", "load_share_trabecular", "load_share_cement", "height_anterior_mm",
+    "height_posterior_mm", "wedge_angle_deg", "cement_volume_ml", "fill_fraction", "leak_ml",
+    "leak_locations",
+)
+
+
+class MetricsError(ModelError):
+    """A metric or comparison that cannot be computed from what it was given."""
+
+
+# ---------------------------------------------------------------------- frame and geometry
+
+@dataclass(frozen=True)
+class LevelFrame:
+    """A level's anatomical frame: unit vectors (3,) and the anatomy it came from."""
+
+    axial: np.ndarray
+    anterior: np.ndarray
+    lateral: np.ndarray
+    centre: np.ndarray
+    width: float
+    depth: float
+    rim: float
+
+
+def _anatomy(model, level: str) -> dict:
+    anat = model.metadata.get("anatomy", {})
+    if level not in anat:
+        raise SetError(f"level {level!r} has no anatomy in this model (levels with one: "
+                       f"{', '.join(anat) or 'none'}); build models with fem.meshes.vertebra")
+    return anat[level]
+
+
+def _unit(v, what: str) -> np.ndarray:
+    v = np.asarray(v, dtype=float)
+    n = np.linalg.norm(v)
+    if not n > 0.0:
+        raise MetricsError(f"{what} is a zero vector: the level's anatomy is degenerate")
+    return v / n
+
+
+def level_frame(model, level: str) -> LevelFrame:
+    """The anatomical frame of ``level`` from ``metadata["anatomy"]`` (module docstring)."""
+    a = _anatomy(model, level)
+    try:
+        ax = _unit(np.subtract(a["superior_centre"], a["inferior_centre"]),
+                   f"{level} superior_centre - inferior_centre")
+        ped = a["pedicle_axes"]
+        d = _unit(np.add(ped["left"][1], ped["right"][1]), f"{level} pedicle directions")
+    except KeyError as exc:
+        raise MetricsError(f"anatomy of {level} lacks {exc.args[0]!r}: metrics need "
+                           "superior_centre, inferior_centre and pedicle_axes") from None
+    ant = _unit(d - (d @ ax) * ax, f"{level} pedicle directions orthogonal to the axis")
+    dims = a.get("dims")
+    rim = float(getattr(dims, "rim", DEFAULT_RIM) or DEFAULT_RIM)
+    return LevelFrame(ax, ant, np.cross(ax, ant), np.asarray(a["centre"], dtype=float),
+                      float(a["width"]), float(a["depth"]), rim)
+
+
+def _nodes(model, name: str) -> np.ndarray:
+    if name not in model.node_sets or not len(model.node_sets[name]):
+        raise SetError(f"node set {name!r} is missing or empty: level metrics need the "
+                       "'<level>/superior' and '<level>/inferior' endplate node sets")
+    return model.node_sets[name]
+
+
+def body_heights(model, level: str, points=None) -> tuple[float, float, float]:
+    """(anterior height mm, posterior height mm, wedge angle deg) of a level's body.
+
+    Nodes of ``"<level>/superior"`` and ``"<level>/inferior"`` within 15 % of the depth of the
+    anterior and of the posterior extreme (of both sets together); a height is the mean axial
+    coordinate of the superior band minus that of the inferior band; the wedge angle is
+    atan2(h_post - h_ant, distance between the band centres), positive for anterior wedging
+    (kyphotic). Geometric: ``points`` default to the model's (undisplaced) points.
+    """
+    f = level_frame(model, level)
+    pts = model.points if points is None else np.asarray(points)
+    sup = pts[_nodes(model, f"{level}/superior")]
+    inf = pts[_nodes(model, f"{level}/inferior")]
+    a_sup, a_inf = sup @ f.anterior, inf @ f.anterior
+    lo = min(a_sup.min(), a_inf.min())
+    hi = max(a_sup.max(), a_inf.max())
+    band = HEIGHT_BAND * f.depth
+    out = []
+    for sel_sup, sel_inf in ((a_sup >= hi - band, a_inf >= hi - band),
+                             (a_sup <= lo + band, a_inf <= lo + band)):
+        if not sel_sup.any() or not sel_inf.any():
+            out.append((math.nan, math.nan))
+            continue
+        h = (sup[sel_sup] @ f.axial).mean() - (inf[sel_inf] @ f.axial).mean()
+        centre = np.concatenate([a_sup[sel_sup], a_inf[sel_inf]]).mean()
+        out.append((float(h), float(centre)))
+    (h_ant, c_ant), (h_post, c_post) = out
+    wedge = math.degrees(math.atan2(h_post - h_ant, c_ant - c_post))
+    return h_ant, h_post, wedge
+
+
+# ---------------------------------------------------------------------- helpers
+
+def weighted_quantile(values, weights, q: float) -> float:
+    """The ``q`` quantile of ``values`` weighted by ``weights`` (e.g. element volumes),
+    interpolated linearly between the cumulative-weight midpoints of the sorted values."""
+    v = np.asarray(values, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    if not len(v):
+        return math.nan
+    order = np.argsort(v, kind="stable")
+    v, w = v[order], w[order]
+    cw = np.cumsum(w) - 0.5 * w
+    return float(np.interp(q * w.sum(), cw, v))
+
+
+def _parts(model, level: str, parts) -> np.ndarray:
+    sel = [model.regions[f"{level}/{p}"] for p in parts if f"{level}/{p}" in model.regions]
+    return np.unique(np.concatenate(sel)) if sel else np.zeros(0, dtype=np.int64)
+
+
+def _centroids(model) -> np.ndarray:
+    out = np.empty((model.n_elements, 3))
+    for b in model.blocks:
+        out[b.start:b.stop] = model.points[b.conn[:, :b.etype.n_corners]].mean(axis=1)
+    return out
+
+
+def _touching(model, elements: np.ndarray, node_mask: np.ndarray) -> np.ndarray:
+    """The elements among ``elements`` that have a node where ``node_mask`` is True."""
+    keep = np.zeros(len(elements), dtype=bool)
+    for b in model.blocks:
+        inb = (elements >= b.start) & (elements < b.stop)
+        keep[inb] = node_mask[b.conn[elements[inb] - b.start]].any(axis=1)
+    return elements[keep]
+
+
+def _node_mask(model, elements) -> np.ndarray:
+    mask = np.zeros(model.n_nodes, dtype=bool)
+    mask[model.element_nodes(elements)] = True
+    return mask
+
+
+def mesh_size(model, volumes) -> float:
+    """The model's element size (mm): the voxel size, the tet mesh size, or the cube root of the
+    median element volume (mm^3) when neither is recorded."""
+    h = model.metadata.get("voxel_size") or model.metadata.get("mesh", {}).get("mesh_size")
+    return float(h) if h else float(np.median(volumes) ** (1.0 / 3.0))
+
+
+def _records(model, level: str) -> list:
+    return [a for a in model.metadata.get("augmentations", []) if _get(a, "level") == level]
+
+
+def _get(record, name: str, default=None):
+    if isinstance(record, Mapping):
+        return record.get(name, default)
+    return getattr(record, name, default)
+
+
+def _axial_stress(stress: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """e . sigma . e for Voigt-ordered stresses (n, 6): xx, yy, zz, xy, yz, xz."""
+    return (stress[:, 0] * e[0] ** 2 + stress[:, 1] * e[1] ** 2 + stress[:, 2] * e[2] ** 2
+            + 2.0 * (stress[:, 3] * e[0] * e[1] + stress[:, 4] * e[1] * e[2]
+                     + stress[:, 5] * e[0] * e[2]))
+
+
+def _load_case_name(model) -> str:
+    names = [c.name[5:] for c in model.conditions
+             if isinstance(getattr(c, "name", None), str) and c.name.startswith("load:")]
+    return names[0] if len(names) == 1 else "default"
+
+
+class _Fields:
+    """Host copies of the result fields the metrics use, computed once per result."""
+
+    def __init__(self, result):
+        h = result.backend.to_host
+        m = result.model
+        self.model = m
+        self.u = np.asarray(h(result.displacement))
+        self.stress = np.asarray(h(result.stress))
+        self.volume = np.asarray(h(result.element_volume))
+        self.sed = np.asarray(h(result.strain_energy_density))
+        self.pstrain = np.asarray(h(result.principal_strain))
+        self.applied = np.asarray(h(result.applied_total()), dtype=float)[:3]
+        self.centroids = _centroids(m)
+
+
+# ---------------------------------------------------------------------- per-level metrics
+
+def _bulge(fd: _Fields, level: str, f: LevelFrame, superior: bool) -> float:
+    """Endplate centre deflection into the body relative to the plane through its rim (mm)."""
+    m = fd.model
+    nodes = _nodes(m, f"{level}/{'superior' if superior else 'inferior'}")
+    p = m.points[nodes]
+    rel = p - p.mean(axis=0)
+    lat, ant = rel @ f.lateral, rel @ f.anterior
+    rho = np.hypot(lat / (0.5 * f.width), ant / (0.5 * f.depth))
+    rim = rho >= 1.0 - 2.0 * f.rim / min(f.width, f.depth)
+    w = fd.u[nodes] @ f.axial
+    if rim.sum() < 3 or rim.all():
+        return math.nan
+    A = np.stack([np.ones(rim.sum()), lat[rim], ant[rim]], axis=1)
+    coef, *_ = np.linalg.lstsq(A, w[rim], rcond=None)
+    plane = coef[0] + coef[1] * lat[~rim] + coef[2] * ant[~rim]
+    d = w[~rim] - plane
+    return float((-d if superior else d).max())
+
+
+def _axial_at_centre(fd: _Fields, f: LevelFrame, node_set: str) -> float:
+    """Axial displacement of an endplate at the body's axis: a least-squares plane through its
+    nodes' axial displacements, evaluated where the axis through the level's centre crosses it.
+    Under pure compression this is the mean displacement; unlike the mean, it takes out the
+    rigid tilt of a bending segment, which would otherwise add tilt x (offset between the two
+    sets' centroids) to the shortening."""
+    nodes = _nodes(fd.model, node_set)
+    rel = fd.model.points[nodes] - f.centre
+    A = np.stack([np.ones(len(nodes)), rel @ f.lateral, rel @ f.anterior], axis=1)
+    coef, *_ = np.linalg.lstsq(A, fd.u[nodes] @ f.axial, rcond=None)
+    return float(coef[0])
+
+
+def _nucleus_pressure(fd: _Fields, disc: str) -> float:
+    el = fd.model.regions.get(f"{disc}/nucleus")
+    if el is None or not len(el):
+        return math.nan
+    p = -fd.stress[el, :3].sum(axis=1) / 3.0
+    return float((p * fd.volume[el]).sum() / fd.volume[el].sum())
+
+
+def _interface_stress(fd: _Fields, level: str) -> float:
+    m = fd.model
+    cement = _parts(m, level, CEMENT_PARTS)
+    bone = _parts(m, level, INTERFACE_BONE)
+    if not len(cement) or not len(bone):
+        return math.nan
+    shared = _node_mask(m, cement) & _node_mask(m, bone)
+    if not shared.any():
+        return math.nan
+    el = np.concatenate([_touching(m, cement, shared), _touching(m, bone, shared)])
+    return float(von_mises(fd.stress[el]).max())
+
+
+def _load_shares(fd: _Fields, level: str, f: LevelFrame) -> dict:
+    m = fd.model
+    t = max(2.0 * mesh_size(m, fd.volume), 2.0)
+    forces = {}
+    for group, parts in SHARE_GROUPS.items():
+        el = _parts(m, level, parts)
+        s = (fd.centroids[el] - f.centre) @ f.axial
+        el = el[(s >= -0.5 * t) & (s < 0.5 * t)]
+        forces[group] = float((_axial_stress(fd.stress[el], f.axial) * fd.volume[el]).sum()) / t
+    total = sum(forces.values())
+    return {f"load_share_{g}": (v / total + 0.0 if total != 0.0 else math.nan)
+            for g, v in forces.items()}
+
+
+def _cement(model, level: str) -> dict:
+    recs = _records(model, level)
+    leaks = [lk for r in recs for lk in (_get(r, "leaks", ()) or ())]
+    where = [str(_get(lk, "site", None) or _get(lk, "region", ""))
+             for lk in leaks if float(_get(lk, "volume_ml", 0.0) or 0.0) > 0]
+    return {
+        "cement_volume_ml": float(sum(float(_get(r, "volume_ml", 0.0) or 0.0) for r in recs)),
+        "fill_fraction": float(sum(float(_get(r, "fill_fraction", 0.0) or 0.0) for r in recs)),
+        "leak_ml": float(sum(float(_get(r, "leak_ml", 0.0) or 0.0) for r in recs)),
+        "leak_locations": "; ".join(dict.fromkeys(w for w in where if w)),
+    }
+
+
+def _level_row(fd: _Fields, level: str, below: str | None, load: float | None) -> dict:
+    m = fd.model
+    f = level_frame(m, level)
+    if load is None:
+        if not np.linalg.norm(fd.applied) > 0.0:
+            raise MetricsError("the model has no applied force (displacement-controlled?): pass "
+                               "load= (N), the axial compression through the levels")
+        load_n = float(-(fd.applied @ f.axial))
+    else:
+        load_n = float(load)
+    shortening = (_axial_at_centre(fd, f, f"{level}/inferior")
+                  - _axial_at_centre(fd, f, f"{level}/superior"))
+    row = {"level": level, "load_n": load_n,
+           "stiffness_n_per_mm": load_n / shortening if shortening != 0.0 else math.nan}
+
+    body = _parts(m, level, BODY_PARTS)
+    if len(body):
+        eff = np.sqrt(np.clip(2.0 * fd.sed[body] / m.E[body], 0.0, None))
+        e98 = weighted_quantile(eff, fd.volume[body], 1.0 - PISTOIA_VOLUME)
+        row["strength_pistoia_n"] = load_n * PISTOIA_STRAIN / e98 if e98 > 0 else math.nan
+    else:
+        row["strength_pistoia_n"] = math.nan
+    trab = _parts(m, level, TRABECULAR_PARTS)
+    if len(trab):
+        ps = fd.pstrain[trab]
+        r = np.maximum(-ps[:, 2] / YIELD_COMPRESSION, ps[:, 0] / YIELD_TENSION)
+        r98 = weighted_quantile(r, fd.volume[trab], 1.0 - PISTOIA_VOLUME)
+        row["strength_strain_n"] = load_n / r98 if r98 > 0 else math.nan
+    else:
+        row["strength_strain_n"] = math.nan
+    for key, strength in (("factor_of_risk", "strength_pistoia_n"),
+                          ("factor_of_risk_strain", "strength_strain_n")):
+        s = row[strength]
+        row[key] = load_n / s if s and np.isfinite(s) else math.nan
+    row["endplate_bulge_superior_mm"] = _bulge(fd, level, f, superior=True)
+    row["endplate_bulge_inferior_mm"] = _bulge(fd, level, f, superior=False)
+    row["disc_pressure_mpa"] = (_nucleus_pressure(fd, f"{level}-{below}") if below
+                                else math.nan)
+    row["interface_stress_mpa"] = _interface_stress(fd, level)
+    row.update(_load_shares(fd, level, f))
+    h_ant, h_post, wedge = body_heights(m, level)
+    row.update(height_anterior_mm=h_ant, height_posterior_mm=h_post, wedge_angle_deg=wedge)
+    row.update(_cement(m, level))
+    return row
+
+
+def level_metrics(result, *, levels=None, load: float | None = None):
+    """One row per level (cranial to caudal) of the predictions in :data:`COLUMNS`.
+
+    ``result``: a :class:`fem.Result` of a vertebra or segment model (``metadata["levels"]``,
+    ``["anatomy"]``, regions ``"<level>/<part>"``, node sets ``"<level>/superior"`` and
+    ``"/inferior"``). ``levels``: a subset (default all). ``load``: the axial compression (N)
+    through the levels; by default ``-(applied force . e_ax)`` of each level.
+
+    Columns (units in the names): ``load_n``; ``stiffness_n_per_mm`` = load / shortening of
+    the body, the axial displacement of the inferior endplate minus that of the superior one,
+    each from a least-squares plane through its nodes evaluated on the axis through the
+    level's centre (the mean displacement under pure compression, free of the tilt under
+    bending);
+    ``strength_pistoia_n``, ``strength_strain_n`` and the factors of risk (module docstring);
+    ``endplate_bulge_*_mm``, the centre's deflection into the body relative to a least-squares
+    plane through the rim nodes (normalised elliptic radius >= 1 - 2 rim / min(width, depth)
+    about the endplate set's centroid); ``disc_pressure_mpa``, the volume-mean hydrostatic
+    pressure -tr(sigma)/3 of the nucleus of the disc below; ``interface_stress_mpa``, the peak
+    von Mises stress of the cement and bone elements sharing a node across the cement-bone
+    interface (NaN without cement); ``load_share_*``, the axial force of cortex (with the bony
+    endplates and damaged shell), trabecular core (with damaged, haemangioma, compacted bone)
+    and cement (solid and composite) through a slab of thickness max(2 element sizes, 2 mm)
+    at the level's centre, as shares of their sum; ``height_*_mm`` and ``wedge_angle_deg``
+    (:func:`body_heights`); cement ``volume_ml`` (placed, including leaks), ``fill_fraction``,
+    ``leak_ml`` and ``leak_locations`` (the leaks' sites, "; "-separated) from
+    ``metadata["augmentations"]``.
+    The frame's ``attrs["load_case"]`` names the model's ``"load:<case>"`` condition.
+    """
+    import pandas as pd
+
+    m = result.model
+    order = list(m.metadata.get("levels", []))
+    if not order:
+        raise MetricsError("the model has no metadata['levels']: build it with "
+                           "fem.meshes.vertebra or give it levels, anatomy and endplate sets")
+    chosen = order if levels is None else ([levels] if isinstance(levels, str) else list(levels))
+    unknown = [lv for lv in chosen if lv not in order]
+    if unknown:
+        raise SetError(f"level(s) {', '.join(unknown)} are not in this model "
+                       f"(levels: {', '.join(order)})")
+    fd = _Fields(result)
+    rows = []
+    for lv in chosen:
+        i = order.index(lv)
+        rows.append(_level_row(fd, lv, order[i + 1] if i + 1 < len(order) else None, load))
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    df.attrs["load_case"] = _load_case_name(m)
+    return df
+
+
+def disc_metrics(result):
+    """One row per disc: ``disc``, ``nucleus_pressure_mpa`` (volume-mean -tr(sigma)/3) and
+    ``annulus_max_von_mises_mpa`` (NaN where the part is missing)."""
+    import pandas as pd
+
+    fd = _Fields(result)
+    m = result.model
+    levels = list(m.metadata.get("levels", []))
+    discs = [f"{a}-{b}" for a, b in zip(levels, levels[1:])]
+    discs += sorted({r.rsplit("/", 1)[0] for r in m.regions
+                     if r.endswith(("/nucleus", "/annulus"))} - set(discs))
+    rows = []
+    for d in discs:
+        ann = m.regions.get(f"{d}/annulus")
+        if f"{d}/nucleus" not in m.regions and ann is None:
+            continue
+        rows.append({"disc": d, "nucleus_pressure_mpa": _nucleus_pressure(fd, d),
+                     "annulus_max_von_mises_mpa": (float(von_mises(fd.stress[ann]).max())
+                                                   if ann is not None and len(ann)
+                                                   else math.nan)})
+    return pd.DataFrame(rows, columns=["disc", "nucleus_pressure_mpa",
+                                       "annulus_max_von_mises_mpa"])
+
+
+# ---------------------------------------------------------------------- comparison
+
+KEYS = ["state", "load_case", "level"]
+#: the changes :class:`Comparison` prints (its ``table`` has them for every numeric metric)
+HEADLINE = ("stiffness_n_per_mm", "strength_pistoia_n", "strength_strain_n", "factor_of_risk",
+            "endplate_bulge_superior_mm", "endplate_bulge_inferior_mm", "disc_pressure_mpa",
+            "load_share_cortex", "height_anterior_mm", "wedge_angle_deg")
+
+
+def _is_result(x) -> bool:
+    return hasattr(x, "displacement") and hasattr(x, "model")
+
+
+def _frame(name: str, case: str | None, value):
+    import pandas as pd
+
+    if _is_result(value):
+        df = level_metrics(value)
+    elif isinstance(value, pd.DataFrame):
+        df = value.copy()
+        if "level" not in df.columns:
+            raise MetricsError(f"state {name!r}: the table has no 'level' column; pass "
+                               "fem.metrics.level_metrics(result) or the Result itself")
+    else:
+        raise MetricsError(f"state {name!r}: expected a Result, a level_metrics table or a "
+                           f"mapping of load case -> either, got {type(value).__name__}")
+    lc = case if case is not None else df.attrs.get("load_case", "default")
+    df = df.drop(columns=[c for c in ("state", "load_case") if c in df.columns])
+    df.insert(0, "load_case", lc)
+    df.insert(0, "state", name)
+    return df
+
+
+def _change(x, base):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (x - base) / base * 100.0
+    return out.where(base != 0.0)
+
+
+@dataclass
+class Comparison:
+    """Model states side by side (see :func:`compare`)."""
+
+    table: object
+    reference: str
+    fractured: str
+    treated: str | None = None
+    levels: list = field(default_factory=list)
+
+    def _level(self) -> str:
+        if self.treated is None:
+            raise MetricsError("no augmentation found in the compared states, so the treated "
+                               "level is unknown: pass compare(..., treated_level='L2')")
+        if self.treated not in self.levels:
+            raise MetricsError(f"treated level {self.treated!r} is not among the compared levels "
+                               f"({', '.join(self.levels)})")
+        return self.treated
+
+    def _baseline(self) -> str:
+        return self.fractured if self.fractured in set(self.table["state"]) else self.reference
+
+    @cached_property
+    def collapse_prevention(self):
+        """The treated level per state and load case: stiffness and strengths, and their ratios
+        to the ``fractured`` state (NaN without one) and to the reference state."""
+        level = self._level()
+        t = self.table
+        cols = ["stiffness_n_per_mm", "strength_pistoia_n", "strength_strain_n"]
+        rows = t[t["level"] == level][KEYS + cols].reset_index(drop=True)
+        for base, tag in ((self.fractured, "fractured"), (self.reference, "reference")):
+            ref = t[(t["state"] == base) & (t["level"] == level)][["load_case"] + cols]
+            merged = rows[["load_case"]].merge(ref, on="load_case", how="left")
+            for c, name in zip(cols, ("stiffness", "strength_pistoia", "strength_strain")):
+                rows[f"{name}_ratio_{tag}"] = rows[c].to_numpy() / merged[c].to_numpy()
+        return rows
+
+    @cached_property
+    def adjacent_risk(self):
+        """The levels directly above and below the treated one, per state and load case: factor
+        of risk, bulge of the endplate facing the treated level and pressure of the disc between
+        them, with their change (%) relative to the ``fractured`` state (else the reference)."""
+        import pandas as pd
+
+        level = self._level()
+        i = self.levels.index(level)
+        t = self.table
+        base = self._baseline()
+        parts = []
+        for pos, j, endplate in (("above", i - 1, "inferior"), ("below", i + 1, "superior")):
+            if not (0 <= j < len(self.levels)):
+                continue
+            nb = self.levels[j]
+            upper = nb if pos == "above" else level
+            disc = f"{nb}-{level}" if pos == "above" else f"{level}-{nb}"
+            sel = t[t["level"] == nb][["state", "load_case", "factor_of_risk"]
+                                      + [f"endplate_bulge_{endplate}_mm"]]
+            press = t[t["level"] == upper][["state", "load_case", "disc_pressure_mpa"]]
+            df = sel.merge(press, on=["state", "load_case"], how="left")
+            df = df.rename(columns={f"endplate_bulge_{endplate}_mm": "endplate_bulge_mm"})
+            df.insert(2, "level", nb)
+            df.insert(3, "position", pos)
+            df.insert(5, "endplate", f"{nb}/{endplate}")
+            df.insert(7, "disc", disc)
+            ref = df[df["state"] == base][["load_case", "factor_of_risk", "endplate_bulge_mm",
+                                           "disc_pressure_mpa"]]
+            merged = df[["load_case"]].merge(ref, on="load_case", how="left")
+            for c in ("factor_of_risk", "endplate_bulge_mm", "disc_pressure_mpa"):
+                df[f"{c}_change_pct"] = _change(df[c], merged[c].set_axis(df.index))
+            parts.append(df)
+        if not parts:
+            raise MetricsError(f"the treated level {level} has no neighbour in the compared "
+                               "levels: compare a segment with the levels around it")
+        order = ["state", "load_case", "level", "position", "factor_of_risk",
+                 "factor_of_risk_change_pct", "endplate", "endplate_bulge_mm",
+                 "endplate_bulge_mm_change_pct", "disc", "disc_pressure_mpa",
+                 "disc_pressure_mpa_change_pct"]
+        return pd.concat(parts, ignore_index=True)[order]
+
+    def __str__(self) -> str:
+        import pandas as pd
+
+        fmt = {"float_format": lambda v: f"{v:.4g}", "index": False}
+        with pd.option_context("display.width", 250, "display.max_columns", None):
+            t = self.table
+            changes = [f"{c}_change_pct" for c in HEADLINE if f"{c}_change_pct" in t.columns]
+            out = ["Metrics per state, load case and level (units in the column names: N, mm, "
+                   "MPa, mL, deg)",
+                   t[[c for c in t.columns if not c.endswith("_change_pct")]].to_string(**fmt),
+                   "", f"Change (%) relative to {self.reference!r} (all metrics: .table)",
+                   t[KEYS + changes].to_string(**fmt)]
+            try:
+                cp, ar = self.collapse_prevention, self.adjacent_risk
+            except MetricsError as exc:
+                out += ["", f"Collapse prevention and adjacent-level risk: {exc}"]
+                return "\n".join(out)
+            out += ["", f"Collapse prevention at {self.treated} (stiffness N/mm, strength N; "
+                        f"ratios to {self.fractured!r} and to {self.reference!r})",
+                    cp.to_string(**fmt), "",
+                    f"Adjacent-level risk around {self.treated} (bulge mm into the body, disc "
+                    f"pressure MPa; change % relative to {self._baseline()!r})",
+                    ar.to_string(**fmt)]
+        return "\n".join(out)
+
+
+def _treated_level(states: dict) -> str | None:
+    for value in states.values():
+        if _is_result(value):
+            for a in value.model.metadata.get("augmentations", []):
+                return _get(a, "level")
+    for value in states.values():
+        if not _is_result(value) and "cement_volume_ml" in getattr(value, "columns", ()):
+            hit = value[value["cement_volume_ml"] > 0]
+            if len(hit):
+                return str(hit["level"].iloc[0])
+    return None
+
+
+def compare(states: Mapping, *, reference: str = "intact", treated_level: str | None = None,
+            fractured: str = "fractured") -> Comparison:
+    """Compare model states (e.g. intact, fractured, PVP 4 mL, PKP) level by level.
+
+    ``states``: state name -> a :class:`fem.Result`, a :func:`level_metrics` table, or a
+    mapping load-case name -> either. ``Comparison.table`` has one row per (state, load_case,
+    level), the metric columns and, for each numeric metric, ``<metric>_change_pct`` =
+    (x - x_ref) / x_ref x 100 against the same load case and level of ``reference`` (NaN where
+    x_ref is 0 or missing). A state given without load cases takes the name of its model's
+    ``"load:<case>"`` condition (else "default"). ``Comparison.collapse_prevention`` and
+    ``.adjacent_risk`` give the two headline predictions for ``treated_level`` (default: the
+    level of the first augmentation found in the states' models).
+    """
+    import pandas as pd
+
+    if not isinstance(states, Mapping) or not states:
+        raise MetricsError("compare() needs a non-empty mapping of state name -> Result")
+    if reference not in states:
+        raise MetricsError(f"unknown reference state {reference!r} (states: "
+                           f"{', '.join(map(str, states))}): pass reference= one of them")
+    frames, flat = [], {}
+    for name, value in states.items():
+        cases = value.items() if isinstance(value, Mapping) else [(None, value)]
+        for case, v in cases:
+            frames.append(_frame(str(name), case, v))
+            flat.setdefault(name, v)
+    table = pd.concat(frames, ignore_index=True)
+    numeric = [c for c in table.columns
+               if c not in KEYS and pd.api.types.is_numeric_dtype(table[c])]
+    ref = table[table["state"] == reference][["load_case", "level"] + numeric]
+    common = table[["load_case", "level"]].merge(ref[["load_case", "level"]], how="inner")
+    for name in table["state"].unique():
+        mine = table[table["state"] == name][["load_case", "level"]]
+        if not len(mine.merge(common, how="inner")):
+            raise MetricsError(f"state {name!r} shares no (load case, level) with the reference "
+                               f"{reference!r}: compare states of the same segment under the "
+                               "same load cases")
+    merged = table[["load_case", "level"]].merge(ref, on=["load_case", "level"], how="left")
+    for c in numeric:
+        table[f"{c}_change_pct"] = _change(table[c], merged[c].set_axis(table.index))
+    levels = list(dict.fromkeys(table["level"]))
+    treated = treated_level if treated_level is not None else _treated_level(flat)
+    return Comparison(table, reference, fractured, treated, levels)

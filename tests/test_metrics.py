@@ -1,0 +1,359 @@
+"""fem.metrics: per-level predictions against analytic solutions, invariance and comparisons.
+
+Blocks stand in for vertebrae where the answer is known in closed form: they get the regions,
+endplate node sets and ``metadata["levels"/"anatomy"]`` of a vertebra model by hand (anterior
+= -y, cranial = +z, as the builders do). Under a uniform traction on rollers a hex8 block is in
+exact uniaxial stress, so stiffness, strains and strengths follow from E, A and L alone.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fem
+from fem import metrics
+from fem.meshes import loadcases, pathology, vertebra
+from fem.meshes.blocks import hex_block
+from fem.meshes.transform import rigid_transform, rotation_matrix
+
+ANTERIOR = np.array([0.0, -1.0, 0.0])
+
+
+def anatomy(lo, hi, width, depth):
+    """Anatomy of a box level spanning lo..hi (3,) mm, anterior = -y."""
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    c = 0.5 * (lo + hi)
+    return dict(centre=tuple(c), width=width, depth=depth, height=float(hi[2] - lo[2]),
+                superior_centre=(c[0], c[1], hi[2]), inferior_centre=(c[0], c[1], lo[2]),
+                pedicle_axes={"left": (np.array([c[0] + 5, hi[1], c[2]]), ANTERIOR),
+                              "right": (np.array([c[0] - 5, hi[1], c[2]]), ANTERIOR)})
+
+
+def block_level(shape, size, *, E=1000.0, nu=0.3, level="L1", part="trabecular", h=None):
+    """A hex block dressed as one vertebra (region, endplate sets, levels, anatomy)."""
+    m = hex_block(shape, size, E=E, nu=nu)
+    m.add_region(f"{level}/{part}", np.arange(m.n_elements))
+    m.add_node_set(f"{level}/superior", m.node_sets["zmax"])
+    m.add_node_set(f"{level}/inferior", m.node_sets["zmin"])
+    m.metadata["levels"] = [level]
+    m.metadata["anatomy"] = {level: anatomy((0, 0, 0), size, size[0], size[1])}
+    if h is not None:
+        m.metadata["voxel_size"] = h
+    return m
+
+
+def rollers(m):
+    """Supports that leave a block free to contract laterally: exact uniaxial stress."""
+    m.fix("zmin", "z").fix("xmin", "x").fix("ymin", "y")
+    return m
+
+
+def solve(m, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fem.solve(m, backend="numpy", solver="direct", **kw)
+
+
+# ---------------------------------------------------------------------- uniaxial prism
+
+
+@pytest.fixture(scope="module")
+def prism():
+    E, nu, F, size = 1200.0, 0.3, 250.0, (20.0, 16.0, 12.0)
+    m = rollers(block_level((5, 4, 6), size, E=E, nu=nu))
+    m.add(fem.TotalForce("zmax", (0.0, 0.0, -F)))
+    return dict(E=E, nu=nu, F=F, A=size[0] * size[1], L=size[2], df=metrics.level_metrics(solve(m)))
+
+
+def test_prism_stiffness_is_EA_over_L(prism):
+    row = prism["df"].iloc[0]
+    assert row["load_n"] == pytest.approx(prism["F"], rel=1e-12)
+    assert row["stiffness_n_per_mm"] == pytest.approx(prism["E"] * prism["A"] / prism["L"],
+                                                      rel=1e-9)
+
+
+def test_prism_strengths_are_the_loads_at_the_yield_strains(prism):
+    row = prism["df"].iloc[0]
+    EA = prism["E"] * prism["A"]
+    # Pistoia: effective strain sqrt(2 SED / E) = axial strain in uniaxial stress
+    assert row["strength_pistoia_n"] == pytest.approx(EA * 0.007, rel=1e-9)
+    # principal strain: compression |eps_z| / 0.84 % beats lateral tension nu eps / 0.78 %
+    assert row["strength_strain_n"] == pytest.approx(EA * 0.0084, rel=1e-9)
+    assert row["factor_of_risk"] == pytest.approx(prism["F"] / (EA * 0.007), rel=1e-9)
+    assert row["factor_of_risk_strain"] == pytest.approx(prism["F"] / (EA * 0.0084), rel=1e-9)
+
+
+def test_prism_geometry_and_flat_endplates(prism):
+    row = prism["df"].iloc[0]
+    assert row["height_anterior_mm"] == pytest.approx(prism["L"], abs=1e-12)
+    assert row["height_posterior_mm"] == pytest.approx(prism["L"], abs=1e-12)
+    assert row["wedge_angle_deg"] == pytest.approx(0.0, abs=1e-12)
+    assert abs(row["endplate_bulge_superior_mm"]) < 1e-12
+    assert abs(row["endplate_bulge_inferior_mm"]) < 1e-12
+    assert math.isnan(row["disc_pressure_mpa"]) and math.isnan(row["interface_stress_mpa"])
+    assert row["load_share_trabecular"] == pytest.approx(1.0, abs=1e-12)
+    assert row["cement_volume_ml"] == 0.0 and row["leak_locations"] == ""
+
+
+def test_tension_uses_the_tensile_yield_strain():
+    E, nu, F, size = 800.0, 0.3, 90.0, (6.0, 6.0, 9.0)
+    m = rollers(block_level((3, 3, 3), size, E=E, nu=nu))
+    m.add(fem.TotalForce("zmax", (0.0, 0.0, +F)))  # pulls: load_n = -F
+    row = metrics.level_metrics(solve(m)).iloc[0]
+    EA = E * size[0] * size[1]
+    assert row["load_n"] == pytest.approx(-F, rel=1e-12)
+    assert row["strength_strain_n"] == pytest.approx(-EA * 0.0078, rel=1e-9)
+    assert row["strength_pistoia_n"] == pytest.approx(-EA * 0.007, rel=1e-9)
+
+
+def test_pistoia_strength_scales_linearly_with_the_modulus_field(rng):
+    m = block_level((6, 6, 5), (18.0, 18.0, 10.0), nu=0.25)
+    m.set_material(None, E=rng.lognormal(np.log(300.0), 0.6, m.n_elements))
+    m.fix("zmin")
+    m.add(fem.TotalForce("zmax", (10.0, -20.0, -300.0)))
+    m2 = m.copy()
+    m2.set_material(None, E=2.0 * m.E)
+    a = metrics.level_metrics(solve(m)).iloc[0]
+    b = metrics.level_metrics(solve(m2)).iloc[0]
+    for col in ("strength_pistoia_n", "strength_strain_n", "stiffness_n_per_mm"):
+        assert b[col] == pytest.approx(2.0 * a[col], rel=1e-9), col
+    assert b["factor_of_risk"] == pytest.approx(0.5 * a["factor_of_risk"], rel=1e-9)
+    assert b["endplate_bulge_superior_mm"] == pytest.approx(0.5 * a["endplate_bulge_superior_mm"],
+                                                            rel=1e-9, abs=1e-15)
+    # heterogeneous: the 98th percentile strain is above the mean strain, so below E A 0.007 / L
+    assert a["strength_pistoia_n"] > 0.0
+
+
+# ---------------------------------------------------------------------- parallel springs
+
+
+def test_load_shares_of_a_three_material_column_are_EA_shares():
+    """6 x 6 elements: cortex ring, trabecular ring, 2 x 2 cement core; nu = 0 and a rigid
+    plate give the same axial strain in every material (parallel springs)."""
+    h, n, L, F = 2.0, 6, 12.0, 400.0
+    E = {"cortex": 3000.0, "trabecular": 100.0, "cement_composite": 1500.0}
+    m = hex_block((n, n, 6), (n * h, n * h, L), nu=0.0)
+    c = m.points[m.blocks[0].conn].mean(axis=1)
+    ring = np.maximum(np.abs(c[:, 0] - n * h / 2), np.abs(c[:, 1] - n * h / 2)) // h
+    part = np.where(ring == 2, "cortex", np.where(ring == 1, "trabecular", "cement_composite"))
+    for p, e in E.items():
+        m.add_region(f"L1/{p}", np.nonzero(part == p)[0])
+        m.set_material(f"L1/{p}", E=e)
+    m.add_node_set("L1/superior", m.node_sets["zmax"])
+    m.add_node_set("L1/inferior", m.node_sets["zmin"])
+    m.metadata.update(levels=["L1"], voxel_size=h,
+                      anatomy={"L1": anatomy((0, 0, 0), (n * h, n * h, L), n * h, n * h)})
+    m.fix("zmin")
+    m.add(fem.RigidPlate("zmax", force=(0.0, 0.0, -F), name="load:standing"))
+    df = metrics.level_metrics(solve(m))
+    row = df.iloc[0]
+    EA = {p: E[p] * h * h * (part == p).sum() / 6 for p in E}
+    total = sum(EA.values())
+    assert row["load_share_cortex"] == pytest.approx(EA["cortex"] / total, rel=1e-9)
+    assert row["load_share_trabecular"] == pytest.approx(EA["trabecular"] / total, rel=1e-9)
+    assert row["load_share_cement"] == pytest.approx(EA["cement_composite"] / total, rel=1e-9)
+    assert (row["load_share_cortex"] + row["load_share_trabecular"]
+            + row["load_share_cement"]) == pytest.approx(1.0, abs=1e-12)
+    eps = F / total
+    assert row["stiffness_n_per_mm"] == pytest.approx(total / L, rel=1e-9)
+    assert row["strength_pistoia_n"] == pytest.approx(F * 0.007 / eps, rel=1e-9)
+    assert row["strength_strain_n"] == pytest.approx(F * 0.0084 / eps, rel=1e-9)
+    # the cement core touches the trabecular ring only: peak |sigma| there is E_cement eps
+    assert row["interface_stress_mpa"] == pytest.approx(E["cement_composite"] * eps, rel=1e-9)
+    assert df.attrs["load_case"] == "standing"
+
+
+# ---------------------------------------------------------------------- disc and endplates
+
+
+def disc_stack(E_upper=100.0, E_lower=100.0, nu_bone=0.3, nu_disc=0.45, p=0.5):
+    """L1 over an L1-L2 disc (nucleus core, annulus ring) over L2, 4 x 4 elements of 2 mm,
+    confined laterally: uniaxial strain, sigma_zz = -p in every layer."""
+    h, n = 2.0, 4
+    m = hex_block((n, n, 8), (n * h, n * h, 16.0), nu=nu_bone)
+    c = m.points[m.blocks[0].conn].mean(axis=1)
+    core = (np.abs(c[:, 0] - 4.0) < 2.0) & (np.abs(c[:, 1] - 4.0) < 2.0)
+    z = c[:, 2]
+    m.add_region("L2/trabecular", np.nonzero(z < 6.0)[0])
+    m.add_region("L1-L2/nucleus", np.nonzero((z > 6.0) & (z < 10.0) & core)[0])
+    m.add_region("L1-L2/annulus", np.nonzero((z > 6.0) & (z < 10.0) & ~core)[0])
+    m.add_region("L1/trabecular", np.nonzero(z > 10.0)[0])
+    m.set_material("L1/trabecular", E=E_upper)
+    m.set_material("L2/trabecular", E=E_lower)
+    for d in ("L1-L2/nucleus", "L1-L2/annulus"):
+        m.set_material(d, E=2.0, nu=nu_disc)
+    zn = m.points[:, 2]
+    for lv, lo, hi in (("L1", 10.0, 16.0), ("L2", 0.0, 6.0)):
+        m.add_node_set(f"{lv}/superior", np.nonzero(np.isclose(zn, hi))[0])
+        m.add_node_set(f"{lv}/inferior", np.nonzero(np.isclose(zn, lo))[0])
+    m.metadata.update(levels=["L1", "L2"], voxel_size=h, anatomy={
+        "L1": anatomy((0, 0, 10), (8, 8, 16), 8.0, 8.0),
+        "L2": anatomy((0, 0, 0), (8, 8, 6), 8.0, 8.0)})
+    for s in ("xmin", "xmax"):
+        m.fix(s, "x")
+    for s in ("ymin", "ymax"):
+        m.fix(s, "y")
+    m.fix("zmin", "z")
+    m.add(fem.Pressure("zmax", p))
+    return m
+
+
+def test_confined_nucleus_pressure_and_constrained_modulus():
+    p, nu_d, nu_b, E = 0.5, 0.45, 0.3, 100.0
+    r = solve(disc_stack(E, E, nu_b, nu_d, p))
+    df = metrics.level_metrics(r)
+    # uniaxial strain: lateral stress p nu / (1 - nu), mean pressure p (1 + nu) / (3 (1 - nu))
+    expect = p * (1 + nu_d) / (3 * (1 - nu_d))
+    assert df.loc[0, "disc_pressure_mpa"] == pytest.approx(expect, rel=1e-9)
+    assert math.isnan(df.loc[1, "disc_pressure_mpa"])  # no disc below L2
+    M = E * (1 - nu_b) / ((1 + nu_b) * (1 - 2 * nu_b))
+    assert df.loc[0, "load_n"] == pytest.approx(p * 64.0, rel=1e-12)
+    assert df.loc[0, "stiffness_n_per_mm"] == pytest.approx(M * 64.0 / 6.0, rel=1e-9)
+    dm = metrics.disc_metrics(r)
+    assert list(dm["disc"]) == ["L1-L2"]
+    assert dm.loc[0, "nucleus_pressure_mpa"] == pytest.approx(expect, rel=1e-9)
+    assert dm.loc[0, "annulus_max_von_mises_mpa"] == pytest.approx(
+        p * (1 - 2 * nu_d) / (1 - nu_d), rel=1e-9)
+
+
+def test_endplate_bulge_of_a_prescribed_dome_relative_to_a_tilted_rim():
+    """Endplates displaced by a tilt plus a dome that vanishes on the rim: the bulge is the
+    dome's depth, measured into the body at both endplates."""
+    n, h = 10, 2.0
+    m = block_level((n, n, 3), (n * h, n * h, 6.0), E=50.0, nu=0.3)
+    pts = m.points
+    rho2 = ((pts[:, 0] - 10.0) ** 2 + (pts[:, 1] - 10.0) ** 2) / 10.0 ** 2
+    rim_rho = 1.0 - 2.0 * metrics.DEFAULT_RIM / 20.0
+    dome = np.maximum(0.0, 1.0 - rho2 / rim_rho ** 2)
+    tilt = 0.01 + 0.002 * pts[:, 0] - 0.003 * pts[:, 1]
+    for i in m.node_sets["zmax"]:
+        m.add(fem.Displacement([i], (None, None, tilt[i] - 0.04 * dome[i])))
+    for i in m.node_sets["zmin"]:
+        m.add(fem.Displacement([i], (0.0, 0.0, -tilt[i] + 0.015 * dome[i])))
+    r = solve(m)
+    with pytest.raises(metrics.MetricsError, match="load="):
+        metrics.level_metrics(r)
+    row = metrics.level_metrics(r, load=100.0).iloc[0]
+    assert row["load_n"] == 100.0
+    assert row["endplate_bulge_superior_mm"] == pytest.approx(0.04, rel=1e-9)
+    assert row["endplate_bulge_inferior_mm"] == pytest.approx(0.015, rel=1e-9)
+
+
+# ---------------------------------------------------------------------- vertebra models
+
+
+def test_wedge_fracture_heights_and_angle():
+    intact = vertebra.segment_model("L1", voxel_size=2.0, posterior=False)
+    broken = pathology.compress(intact, "L1", "wedge", grade=2)
+    d = intact.metadata["anatomy"]["L1"]["dims"]
+    ha0, hp0, w0 = metrics.body_heights(intact, "L1")
+    ha1, hp1, w1 = metrics.body_heights(broken, "L1")
+    loss = pathology.genant_loss(2) * d.height_anterior
+    assert ha0 - ha1 == pytest.approx(loss, abs=2.0)  # within a voxel
+    assert hp1 == pytest.approx(hp0, abs=2.0)
+    # the bands' centres lie between 0.7 and 1 depth apart: bounds of the angle's rise
+    lo = math.degrees(math.atan((ha0 - ha1 - abs(hp1 - hp0)) / d.depth))
+    hi = math.degrees(math.atan((ha0 - ha1 + abs(hp1 - hp0)) / (0.7 * d.depth)))
+    assert lo < w1 - w0 < hi
+    assert abs(w0) < 5.0 < w1
+
+
+@pytest.fixture(scope="module", params=["standing", "flexion"])
+def segment_pair(request):
+    """An L1-L2 segment (2 mm voxels) and a rigidly moved copy under one load case."""
+    m = vertebra.segment_model("L1-L2", voxel_size=2.0)
+    loadcases.apply(m, request.param)
+    mr = rigid_transform(m, rotation_matrix((0.3, -0.5, 0.8), 37.0), (12.0, -4.0, 7.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [fem.solve(x, backend="numpy", solver="amg", rtol=1e-10) for x in (m, mr)]
+
+
+@pytest.mark.slow
+def test_metrics_are_invariant_to_a_rigid_motion(segment_pair):
+    a, b = (metrics.level_metrics(r) for r in segment_pair)
+    num = [c for c in a.columns if pd.api.types.is_numeric_dtype(a[c])]
+    assert list(a["level"]) == list(b["level"]) == ["L1", "L2"]
+    for c in num:
+        x, y = a[c].to_numpy(), b[c].to_numpy()
+        # entries that vanish by construction (the bulge of a plate-loaded or fixed endplate)
+        # are compared against a millionth of the column's largest value
+        scale = np.nanmax(np.abs(x)) if np.isfinite(x).any() else 0.0
+        np.testing.assert_allclose(y, x, rtol=1e-6, atol=1e-6 * scale, err_msg=c)
+    assert (a["leak_locations"] == b["leak_locations"]).all()
+    da, db = (metrics.disc_metrics(r) for r in segment_pair)
+    np.testing.assert_allclose(db.iloc[:, 1:].to_numpy(float), da.iloc[:, 1:].to_numpy(float),
+                               rtol=1e-6)
+    # sanity of the physics, not of stored numbers: compressed, positive stiffness and strength
+    assert (a["stiffness_n_per_mm"] > 0).all() and (a["strength_pistoia_n"] > 0).all()
+    np.testing.assert_allclose(a["load_n"], loadcases.PVP_PRELOAD, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------- comparison
+
+
+@pytest.fixture(scope="module")
+def three_states():
+    intact = solve(disc_stack(100.0, 100.0))
+    fractured = solve(disc_stack(50.0, 100.0))
+    tm = disc_stack(150.0, 100.0)
+    tm.metadata["augmentations"] = [dict(
+        procedure="PVP", level="L1", volume_ml=4.0, leak_ml=0.5, fill_fraction=0.3,
+        leaks=(dict(region="L1/cement_leak", volume_ml=0.5, centroid=(0.0, 9.0, 12.0)),))]
+    return {"intact": intact, "fractured": fractured, "treated": solve(tm)}
+
+
+def test_compare_change_columns_and_headlines(three_states):
+    states = dict(three_states)
+    states["fractured"] = {"default": metrics.level_metrics(states["fractured"])}
+    cmp = metrics.compare(states)
+    t = cmp.table
+    assert len(t) == 6 and list(t.columns[:3]) == ["state", "load_case", "level"]
+    ref = t[t.state == "intact"].set_index("level")
+    for _, row in t.iterrows():
+        for c in ("stiffness_n_per_mm", "strength_pistoia_n", "factor_of_risk",
+                  "disc_pressure_mpa"):
+            x, x0 = row[c], ref.loc[row["level"], c]
+            expect = (x - x0) / x0 * 100.0 if x0 else math.nan
+            assert row[f"{c}_change_pct"] == pytest.approx(expect, rel=1e-12, nan_ok=True)
+    # confined layers: stiffness of L1 proportional to its modulus; L2 untouched
+    l1 = t[t.level == "L1"].set_index("state")
+    assert l1.loc["fractured", "stiffness_n_per_mm_change_pct"] == pytest.approx(-50.0, rel=1e-9)
+    assert l1.loc["treated", "stiffness_n_per_mm_change_pct"] == pytest.approx(50.0, rel=1e-9)
+    assert l1.loc["treated", "cement_volume_ml"] == 4.0
+    assert l1.loc["treated", "leak_locations"] == "L1/cement_leak"
+    assert math.isnan(l1.loc["intact", "cement_volume_ml_change_pct"])  # 0 reference
+    cp = cmp.collapse_prevention.set_index("state")
+    assert cmp.treated == "L1"
+    assert cp.loc["treated", "stiffness_ratio_fractured"] == pytest.approx(3.0, rel=1e-9)
+    assert cp.loc["treated", "stiffness_ratio_reference"] == pytest.approx(1.5, rel=1e-9)
+    assert cp.loc["fractured", "strength_pistoia_ratio_reference"] == pytest.approx(0.5, rel=1e-9)
+    ar = cmp.adjacent_risk
+    assert list(ar["level"].unique()) == ["L2"] and set(ar["position"]) == {"below"}
+    assert (ar["disc"] == "L1-L2").all() and (ar["endplate"] == "L2/superior").all()
+    np.testing.assert_allclose(ar["factor_of_risk_change_pct"], 0.0, atol=1e-7)
+    np.testing.assert_allclose(ar["disc_pressure_mpa_change_pct"], 0.0, atol=1e-7)
+    text = str(cmp)
+    assert "Collapse prevention at L1" in text and "Adjacent-level risk around L1" in text
+    assert "stiffness_n_per_mm" in text and "MPa" in text
+
+
+def test_compare_errors_name_the_fix(three_states):
+    with pytest.raises(fem.ModelError, match="reference="):
+        metrics.compare(three_states, reference="healthy")
+    df = metrics.level_metrics(three_states["intact"])
+    other = df.assign(level=["T11", "T12"])
+    with pytest.raises(fem.ModelError, match="shares no"):
+        metrics.compare({"intact": df, "other": other})
+    no_cement = metrics.compare({"intact": three_states["intact"],
+                                 "fractured": three_states["fractured"]})
+    with pytest.raises(fem.ModelError, match="treated_level="):
+        _ = no_cement.collapse_prevention
+    assert "treated_level=" in str(no_cement)
+    with pytest.raises(fem.ModelError, match="levels"):
+        metrics.level_metrics(three_states["intact"], levels=["L4"])
