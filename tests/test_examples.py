@@ -14,10 +14,14 @@ CASES = {
     "segment_flexion.py": (["--voxel", "2.5"], ["T12", "L1", "L2", "reactions balance"]),
     "ct_vertebra.py": (["--shape", "40", "40", "30"], ["calibration from 4 rods", "N/mm"]),
 }
+#: examples run, with their numbers checked, by their own test file
+OWN_TESTS = {"augmentation_study.py": "test_canonical_study.py"}
 
 
 def test_every_example_is_covered():
-    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(CASES)
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted({**CASES, **OWN_TESTS})
+    here = Path(__file__).resolve().parent
+    assert all((here / t).exists() for t in OWN_TESTS.values())
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
