@@ -265,8 +265,14 @@ def test_wedge_fracture_heights_and_angle():
 
 @pytest.fixture(scope="module", params=["standing", "flexion"])
 def segment_pair(request):
-    """An L1-L2 segment (2 mm voxels) and a rigidly moved copy under one load case."""
-    m = vertebra.segment_model("L1-L2", voxel_size=2.0)
+    """An L1-L2 segment (2 mm voxels) with a burst-fractured, cemented L2 (so that the cement,
+    interface and leak metrics are checked too) and a rigidly moved copy under one load case."""
+    from fem import augment
+    from fem.meshes import pathology
+
+    m = pathology.compress(vertebra.segment_model("L1-L2", voxel_size=2.0), "L2", "wedge",
+                           grade=2, burst=True)
+    m = augment.pvp(m, "L2", 5.0, tip_depth=0.3)
     loadcases.apply(m, request.param)
     mr = rigid_transform(m, rotation_matrix((0.3, -0.5, 0.8), 37.0), (12.0, -4.0, 7.5))
     with warnings.catch_warnings():
@@ -286,6 +292,9 @@ def test_metrics_are_invariant_to_a_rigid_motion(segment_pair):
         scale = np.nanmax(np.abs(x)) if np.isfinite(x).any() else 0.0
         np.testing.assert_allclose(y, x, rtol=1e-6, atol=1e-6 * scale, err_msg=c)
     assert (a["leak_locations"] == b["leak_locations"]).all()
+    l2 = a[a["level"] == "L2"].iloc[0]
+    assert l2["cement_volume_ml"] > 4.7 and l2["leak_ml"] > 0 and l2["load_share_cement"] > 0
+    assert np.isfinite(l2["interface_stress_mpa"])
     da, db = (metrics.disc_metrics(r) for r in segment_pair)
     np.testing.assert_allclose(db.iloc[:, 1:].to_numpy(float), da.iloc[:, 1:].to_numpy(float),
                                rtol=1e-6)
