@@ -32,7 +32,10 @@ the local scatter of trabecular architecture) that makes the cloud irregular and
 another level is an exit: the cement it takes is outside the body's bony envelope (through a
 posterior-wall breach of a burst fracture, a cortex breached by a lytic lesion, or a fractured
 endplate). Such elements become ``"<L>/cement_leak"``; each connected cluster is reported as a
-:class:`Leak` with its location and volume. The reported volume is the cement in the breach
+:class:`Leak` with its location and volume. Cement entering a fracture cleft (``"<L>/cleft"``,
+:func:`fem.meshes.pathology.compress` with ``cleft=True``) is reported as a leak too (site
+"fracture cleft"), as the issue defines it; being a void inside the body, its cement is solid
+and joins ``"<L>/cement"``. The reported volume is the cement in the breach
 itself, a lower bound: what flows on into the canal or the paravertebral tissue is not modelled.
 
 **Composite modulus** of cement-filled trabecular bone (:func:`composite_modulus`). The composite
@@ -96,7 +99,7 @@ TISSUE_DENSITY = TISSUE_ASH_DENSITY / 0.6
 PERMEABILITY_REFERENCE = (0.9, 4.45e-8)
 
 #: regions of a level the cement can enter, and the regions that are bone of the body
-FILLABLE = ("trabecular", "damaged", "haemangioma", "lesion", "posterior_wall_breach")
+FILLABLE = ("trabecular", "damaged", "haemangioma", "lesion", "posterior_wall_breach", "cleft")
 APPROACHES = ("unipedicular", "bipedicular")
 
 
@@ -378,6 +381,10 @@ def _exit_sites(model: Model, level: str, elements, pos_out, keys_out) -> dict:
             site = (f"endplate into {name.split('/')[0]}" if name.split("/")[-1] in
                     ("annulus", "nucleus") else f"into {name or 'another part'}")
         sites.setdefault(int(p), site)
+    cleft = model.regions.get(f"{level}/cleft")
+    if cleft is not None and len(cleft):
+        for p in np.flatnonzero(np.isin(elements, cleft)):
+            sites[int(p)] = "fracture cleft"
     return sites
 
 
@@ -498,8 +505,11 @@ def _apply_fill(out, level, fill, taken, phi, vol, exits, cem):
     if len(body_pos):
         E, nu = composite_modulus(out.E[fill[body_pos]], phi[body_pos], cem)
         _move(out, fill[body_pos], f"{level}/cement_composite", E=E, nu=nu)
-    if len(leak_pos):
-        _move(out, fill[leak_pos], f"{level}/cement_leak", E=cem.E, nu=cem.nu)
+    in_cleft = np.asarray([exits[int(p)] == "fracture cleft" for p in leak_pos], bool)
+    if (~in_cleft).any():
+        _move(out, fill[leak_pos[~in_cleft]], f"{level}/cement_leak", E=cem.E, nu=cem.nu)
+    if in_cleft.any():  # a void inside the body: the cement in it is solid
+        _move(out, fill[leak_pos[in_cleft]], f"{level}/cement", E=cem.E, nu=cem.nu)
     return float(cap[body_pos].sum()), cap
 
 

@@ -23,7 +23,10 @@ lower than the initial one; a 25 % crush of the parametric L1 (1.5 mm voxels, st
 with these defaults is 50 % less stiff than the intact one (tested against the 0.29-0.65 range).
 Damaging the trabecular band alone barely changes the stiffness (the shell carries the load). A burst fracture (``burst=True``) adds a breach of the
 posterior wall's cortex (region ``"<level>/posterior_wall_breach"``, damaged modulus): the path
-cement leaks along.
+cement leaks along. ``cleft=True`` opens an intravertebral cleft (Kummell's): the damaged bone
+within ``cleft_thickness`` mm under the collapsed superior endplate, in the anterior 70 % of the
+depth and the middle 60 % of the width, becomes soft tissue (``"<level>/cleft"``, E 1 MPa, nu 0.45,
+an assumption) that cement fills readily.
 
 Lesions (:func:`add_lesion`): an osteolytic metastasis is an ellipsoidal region of soft tissue
 (``"<level>/lesion"``, E 10 MPa, nu 0.45 by default: an assumption for tumour tissue, orders of
@@ -37,12 +40,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
-from ..assembly import check_geometry
+from ..assembly import check_geometry, element_geometry
 from ..errors import MeshError, SetError
 from ..model import Model
 from .vertebra import POSTERIOR_FLAT, _rim_profile, _top
 
+#: intravertebral cleft (E MPa, nu): fluid and fibrous tissue, an ASSUMPTION (orders of magnitude
+#: softer than bone, nearly incompressible)
+CLEFT_MATERIAL = (1.0, 0.45)
 GENANT_LOSS = {1: (0.20, 0.25), 2: (0.25, 0.40), 3: (0.40, 0.60)}
 SHAPES = ("wedge", "biconcave", "crush")
 
@@ -94,12 +101,13 @@ class Fracture:
     damage_depth: float = 5.0
     damage_factor: float = 0.2
     burst: bool = False
+    cleft: bool = False
 
 
 def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | None = 2,
              height_loss: float | None = None, damage_depth: float = 5.0,
              damage_factor: float = 0.2, damage_shell: bool = True,
-             burst: bool = False) -> Model:
+             burst: bool = False, cleft: bool = False, cleft_thickness: float = 2.0) -> Model:
     """A copy of ``model`` with a compression fracture of ``level`` (see the module docstring).
 
     ``height_loss`` (fraction, 0.05..0.8) overrides ``grade``. Returns the new model; its
@@ -208,6 +216,20 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
                 name = "damaged_shell" if part == "cortex" else "damaged_endplate"
                 _move(out, el[hit], f"{level}/{name}", factor=damage_factor,
                       keep=f"{level}/{name}")
+    if cleft:
+        damaged = out.regions.get(f"{level}/damaged", np.zeros(0, np.int64))
+        c = _centroids(out, damaged)
+        top_nodes = out.points[out.node_sets[f"{level}/superior"]]
+        dist, _ = cKDTree(top_nodes).query(c)
+        h = float(np.cbrt(np.median(_volumes(out, damaged)))) if len(damaged) else 0.0
+        y_wall = 0.5 * d.depth * POSTERIOR_FLAT
+        gap = (dist <= d.endplate + cleft_thickness + 0.5 * h) \
+            & (c[:, 1] <= y_wall - 0.25 * d.depth) & (np.abs(c[:, 0]) <= 0.3 * d.width)
+        if not gap.any():
+            raise MeshError(f"no damaged bone of {level} lies within {cleft_thickness} mm of "
+                            "its superior endplate to open a cleft in: raise cleft_thickness or "
+                            "damage_depth")
+        _move(out, damaged[gap], f"{level}/cleft", E=CLEFT_MATERIAL[0], nu=CLEFT_MATERIAL[1])
     if burst:
         cort = out.regions.get(f"{level}/cortex")
         cc = _centroids(out, cort)
@@ -220,10 +242,16 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
             _move(out, cort[hole], f"{level}/posterior_wall_breach",
                   E=E_trab * damage_factor, nu=0.2)
     out.metadata.setdefault("fractures", []).append(
-        Fracture(level, shape, loss, damage_depth, damage_factor, burst))
+        Fracture(level, shape, loss, damage_depth, damage_factor, burst, cleft))
     collapse = out.metadata.setdefault("collapse", {})
     collapse[level] = collapse.get(level, 0.0) + (out.points - model.points)
     return out
+
+
+def _volumes(model: Model, elements) -> np.ndarray:
+    b = model.blocks[0]
+    _, wdet, _ = element_geometry(model, 0, slice(0, len(b.conn)), np)
+    return wdet.sum(axis=1)[elements]
 
 
 def _move(model: Model, elements, region: str, *, factor: float | None = None, E=None, nu=None,

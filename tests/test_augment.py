@@ -242,3 +242,19 @@ def test_augmented_deck_agrees_with_calculix(procedure, tmp_path, ccx):
     labels, s_ccx = out.element_average_stress()
     s = r.stress[np.searchsorted(m.element_ids, labels)]
     assert np.abs(s - s_ccx).max() / np.abs(s).max() < 1e-5
+
+
+def test_cement_entering_a_fracture_cleft_is_reported(intact):
+    cleft = pathology.compress(intact, "L2", "wedge", grade=2, cleft=True)
+    gap = cleft.regions["L2/cleft"]
+    assert len(gap) > 5 and np.allclose(cleft.E[gap], pathology.CLEFT_MATERIAL[0])
+    out = augment.pvp(cleft, "L2", 4.0)
+    rec = _record(out)
+    sites = {lk.site for lk in rec.leaks}
+    assert sites == {"fracture cleft"}
+    vol = augment.element_volumes(cleft)
+    filled = np.intersect1d(out.regions["L2/cement"], gap)
+    assert rec.leak_ml == pytest.approx(vol[filled].sum() / augment.ML, rel=1e-9)
+    # the cleft is the path of least resistance: it fills completely before much else
+    assert len(filled) == len(gap)
+    assert rec.volume_ml == pytest.approx(4.0, rel=0.05)
