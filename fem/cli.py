@@ -2,6 +2,8 @@
 
     vfem solve INPUT --out OUT.vtu [--backend auto|numpy|cupy] [--rtol R] [--solver S]
     vfem example [--out example.vtu]
+    vfem study SPEC.toml --out DIR [--scheduler ADDRESS | --workers N] [--retry-failed]
+    vfem results DIR [--format table|csv|json]
 
 Errors in the input are printed as one line ``error: ...`` on stderr with exit status 2; no
 traceback and no partial output file.
@@ -57,6 +59,24 @@ def _parser() -> argparse.ArgumentParser:
                        "vertebral body under 0.6 MPa endplate pressure) and write VTU")
     e.add_argument("--out", default="example.vtu", help="output .vtu file (default example.vtu)")
     _solver_args(e)
+
+    st = sub.add_parser("study", help="run (or resume) a study: every run of SPEC.toml into DIR "
+                        "(SQLite store, summary.csv, one VTU per run)")
+    st.add_argument("spec", help="study spec (TOML: [study], [base], [grid], [[runs]])")
+    st.add_argument("--out", required=True, help="study folder (created; re-running resumes)")
+    where = st.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="run on this Dask scheduler (e.g. tcp://host:8786)")
+    where.add_argument("--workers", type=int, metavar="N", default=None,
+                       help="run on a local Dask cluster of N worker processes")
+    where.add_argument("--processes", type=int, metavar="N", default=1,
+                       help="local worker processes, the default executor (default 1)")
+    st.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+
+    r = sub.add_parser("results", help="print a study's results, one row per run and level")
+    r.add_argument("folder", help="study folder (--out of vfem study)")
+    r.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    r.add_argument("--all", action="store_true", help="every column, not only the summary")
     return p
 
 
@@ -126,6 +146,10 @@ def _run(args) -> int:
             model = Model.from_inp(example_deck())
             print(f"example: {example_deck().name} ({model})")
             return _solve_and_write(model, args)
+        if args.command == "study":
+            return _study(args)
+        if args.command == "results":
+            return _results(args)
     except ModelError as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
@@ -136,6 +160,43 @@ def _run(args) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     return 1
+
+
+def _study(args) -> int:
+    from .study import Study
+
+    if args.workers is not None and args.workers < 1 or args.processes < 1:
+        raise ModelError("--workers and --processes must be >= 1")
+    study = Study(args.out, args.spec)
+    counts = study.run(processes=args.processes, workers=args.workers,
+                       scheduler=args.scheduler, retry_failed=args.retry_failed)
+    summary = study.export(Path(args.out) / "summary.csv")
+    print(f"store: {study.store.path}")
+    print(f"summary: {summary} ({len(study.results())} rows: run x level)")
+    print(f"fields: {study.runs_dir}/<run_id>.vtu")
+    return 0 if not counts.get("failed") else 1
+
+
+def _results(args) -> int:
+    from .study import RESULT_COLUMNS, Study
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise ModelError(f"study folder {folder} does not exist")
+    df = Study(folder).results()
+    if not args.all:
+        df = df[RESULT_COLUMNS]
+    if args.format == "csv":
+        df.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(df.to_json(orient="records", indent=1))
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.width", 250, "display.max_columns", None,
+                               "display.max_rows", None):
+            print(df.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+    return 0
 
 
 def _conditions(args) -> list:

@@ -1,0 +1,256 @@
+"""Running a study: local processes by default, or any Dask cluster; results from the store.
+
+``Study(folder, spec).run()`` claims runs from the store one at a time and executes them on
+``processes`` local worker processes (the embedded default: no server, nothing to install), on a
+local Dask cluster (``workers=N``) or on a running Dask scheduler (``scheduler="tcp://..."``). The
+same function (:func:`fem.study.recipe.execute`) runs every run whatever the executor, and the
+study process alone writes the store, so results are identical whichever way a run executes.
+Each finished run is recorded in one transaction; a run that raises is recorded as failed with
+its error and the study goes on; re-running a study skips what is done. VTU files are written by
+the run itself, atomically (temporary file, then rename); temporaries left by a killed process
+are removed when a study starts.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from ..errors import ModelError
+from .spec import StudySpec, run_id
+from .store import Store, StoreError
+
+#: the columns ``vfem results`` shows, one row per run and level
+RESULT_COLUMNS = ["run_id", "procedure", "approach", "cement_volume_ml", "load_case", "level",
+                  "stiffness_n_per_mm", "strength_n", "factor_of_risk", "endplate_bulge_mm",
+                  "disc_pressure_mpa"]
+
+
+class Study:
+    """A study folder: its spec, its SQLite store, its runs' VTU files (``runs/<id>.vtu``)."""
+
+    def __init__(self, folder, spec: StudySpec | dict | str | Path | None = None):
+        self.folder = Path(folder)
+        if spec is None:
+            self.store = Store(self.folder)
+            self.spec = StudySpec.from_dict(self.store.study()["spec"])
+        else:
+            if isinstance(spec, (str, Path)):
+                spec = StudySpec.from_toml(spec)
+            elif isinstance(spec, dict):
+                spec = StudySpec.from_dict(spec)
+            self.spec = spec
+            runs = spec.expand()  # every fault in the spec surfaces here, before anything
+            if self.folder.exists() and not self.folder.is_dir():
+                raise StoreError(f"--out {self.folder} is a file, not a folder")
+            self.store = Store(self.folder, create=True)
+            self.store.register(spec, runs)
+        self.runs_dir = self.folder / "runs"
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, *, processes: int = 1, workers: int | None = None,
+            scheduler: str | None = None, retry_failed: bool = False,
+            progress: bool | None = None, log=None) -> dict:
+        """Execute every pending run (and failed ones with ``retry_failed``); returns the
+        counts per status. ``processes``: local worker processes (default 1: a solve already
+        uses the machine's cores); ``workers``: a local Dask cluster of that many workers;
+        ``scheduler``: the address of a running Dask scheduler."""
+        if workers is not None and scheduler is not None:
+            raise ModelError("give either workers (a local Dask cluster) or scheduler (an "
+                             "existing one), not both")
+        if workers is not None and workers < 1 or processes < 1:
+            raise ModelError("workers and processes must be >= 1")
+        tty = sys.stderr.isatty() if progress is None else progress
+        log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.runs_dir.mkdir(exist_ok=True)
+        for tmp in self.runs_dir.glob(".*.part"):
+            tmp.unlink(missing_ok=True)
+        if n := self.store.recover():
+            log(f"{n} run(s) left unfinished by a stopped process will run again")
+        if retry_failed:
+            with self.store.transaction() as db:
+                db.execute("UPDATE runs SET status = 'pending' WHERE status = 'failed'")
+        todo = self.store.counts().get("pending", 0)
+        if todo == 0:
+            log(f"study {self.spec.name!r}: nothing to run ({self._status_line()})")
+            return self.store.counts()
+        executor, kind, slots, close = _executor(processes, workers, scheduler)
+        log(f"study {self.spec.name!r}: {todo} run(s) on {kind}")
+        bar = _bar(todo, tty)
+        try:
+            self._loop(executor, slots, bar, log, solve_bars=tty and slots == 1 and
+                       kind.startswith("1 local"))
+        finally:
+            if bar is not None:
+                bar.close()
+            close()
+        log(f"study {self.spec.name!r}: {self._status_line()}")
+        return self.store.counts()
+
+    def _loop(self, executor, slots, bar, log, solve_bars):
+        in_flight = {}
+        done = 0
+        try:
+            while True:
+                while len(in_flight) < slots:
+                    claimed = self.store.claim()
+                    if claimed is None:
+                        break
+                    rid, params = claimed
+                    vtu = str(self.runs_dir / f"{rid}.vtu") if self.spec.write_vtu else None
+                    fut = _submit(executor, params, vtu, solve_bars)
+                    in_flight[fut] = (rid, vtu, time.time())
+                if not in_flight:
+                    return
+                for fut in _first_completed(executor, list(in_flight)):
+                    rid, vtu, t0 = in_flight.pop(fut)
+                    try:
+                        out = fut.result()
+                    except Exception as exc:  # noqa: BLE001 (any failure of a run is recorded)
+                        err = f"{type(exc).__name__}: {exc}"
+                        self.store.fail(rid, err)
+                        msg = f"run {rid} failed: {err}"
+                    else:
+                        self.store.finish(rid, out, vtu)
+                        msg = f"run {rid} done in {time.time() - t0:.1f} s ({out['n_dof']} DOF)"
+                    done += 1
+                    if bar is not None:
+                        bar.update()
+                        bar.write(msg) if "failed" in msg else None
+                    else:
+                        log(f"[{done}] {msg}")
+        except BaseException:
+            for fut, (rid, _, _) in in_flight.items():
+                fut.cancel()
+                self.store.release(rid)
+            raise
+
+    def _status_line(self) -> str:
+        c = self.store.counts()
+        return ", ".join(f"{c.get(s, 0)} {s}" for s in ("done", "failed", "pending", "running")
+                         if c.get(s, 0) or s == "done")
+
+    # ------------------------------------------------------------------ results
+
+    def results(self):
+        """One row per finished run and level: the run's parameters, its status and timings,
+        and the metrics of :func:`fem.metrics.level_metrics` (units in the column names), with
+        the summary columns of :data:`RESULT_COLUMNS`."""
+        return results_frame(self.store)
+
+    def export(self, path) -> Path:
+        """Write :meth:`results` as CSV or Parquet (by the suffix), atomically."""
+        from ..io.atomic import atomic_path
+
+        path = Path(path)
+        df = self.results()
+        if path.suffix.lower() not in (".csv", ".parquet"):
+            raise ModelError(f"export to .csv or .parquet, not {path.name!r}")
+        with atomic_path(path) as tmp:
+            if path.suffix.lower() == ".csv":
+                df.to_csv(tmp, index=False)
+            else:
+                try:
+                    df.to_parquet(tmp, index=False)
+                except ImportError:
+                    raise ModelError("Parquet export needs pyarrow: pip install "
+                                     "'vertebra-fem[study]'") from None
+        return path
+
+
+def results_frame(store: Store):
+    import pandas as pd
+
+    runs = store.runs_frame()
+    mets = store.metrics_frame()
+    if not len(runs):
+        return pd.DataFrame(columns=RESULT_COLUMNS)
+    params = pd.DataFrame([json.loads(p) for p in runs["params"]])
+    base = pd.concat([runs[["run_id", "status", "error", "backend", "solver", "iterations",
+                            "n_dof", "attempts"]], params], axis=1)
+    base["seconds"] = [json.loads(t)["total"] if isinstance(t, str) else math.nan
+                       for t in runs["timings"]]
+    mets = mets.rename(columns={"cement_volume_ml": "cement_placed_ml"})
+    df = base.merge(mets, on="run_id", how="inner")
+    cemented = df["procedure"].isin(["pvp", "pkp"])
+    df["cement_volume_ml"] = df["cement_volume_ml"].where(cemented, 0.0)
+    df["strength_n"] = df["strength_pistoia_n"]
+    df["endplate_bulge_mm"] = df[["endplate_bulge_superior_mm",
+                                  "endplate_bulge_inferior_mm"]].max(axis=1)
+    order = RESULT_COLUMNS + [c for c in df.columns if c not in RESULT_COLUMNS]
+    level_rank = {lv: i for i, lv in enumerate(_level_order())}
+    df = df[order].sort_values(
+        ["run_id", "level"], key=lambda s: s.map(level_rank) if s.name == "level" else
+        s.map({r: i for i, r in enumerate(runs["run_id"])})).reset_index(drop=True)
+    return df
+
+
+def _level_order():
+    from ..meshes.vertebra import ORDER
+
+    return ORDER
+
+
+# ---------------------------------------------------------------------- executors
+
+class _LocalPool:
+    """A process pool that replaces itself when a worker dies (a killed or crashed run is
+    recorded as failed and the study goes on). Workers start by ``forkserver``: a script that
+    runs a study must guard its entry point with ``if __name__ == "__main__":``."""
+
+    def __init__(self, processes):
+        self.processes = processes
+        self.pool = self._new()
+
+    def _new(self):
+        import multiprocessing as mp
+
+        return cf.ProcessPoolExecutor(max_workers=self.processes,
+                                      mp_context=mp.get_context("forkserver"))
+
+    def submit(self, fn, *args, **kwargs):
+        try:
+            return self.pool.submit(fn, *args, **kwargs)
+        except cf.process.BrokenProcessPool:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._new()
+            return self.pool.submit(fn, *args, **kwargs)
+
+    def close(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _executor(processes, workers, scheduler):
+    """(executor, description, slots, close)"""
+    if scheduler is None and workers is None:
+        ex = _LocalPool(processes)
+        return ex, f"{processes} local process(es)", processes, ex.close
+def _submit(executor, params, vtu, solve_bars):
+    from .recipe import execute
+
+    if isinstance(executor, _LocalPool):
+        return executor.submit(execute, params, vtu, progress=solve_bars)
+    return executor.submit(execute, params, vtu, pure=False, key=f"run-{run_id(params)}-"
+                           f"{time.time_ns()}")
+
+
+def _first_completed(executor, futures):
+    if isinstance(executor, _LocalPool):
+        done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+        return done
+    from dask.distributed import wait
+
+    return wait(futures, return_when="FIRST_COMPLETED").done
+
+
+def _bar(total, tty):
+    if not tty:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="runs", unit="run", file=sys.stderr)

@@ -1,0 +1,334 @@
+"""Study specifications: a base recipe, parameters as a grid and/or a list, in Python or TOML.
+
+A study names a recipe (:data:`RECIPES`; ``"augmentation"``: a parametric segment, optionally
+fractured, optionally augmented, under one load case) and its parameters:
+
+* ``base``: values every run shares;
+* ``grid``: parameter -> list of values; every combination is a run;
+* ``runs``: a list of parameter tables; each is a run (combined with every grid point).
+
+In TOML::
+
+    [study]
+    name = "canonical"
+    recipe = "augmentation"
+
+    [base]
+    levels = "L1-L3"
+    fracture_level = "L2"
+
+    [grid]
+    load_case = ["standing", "flexion"]
+
+    [[runs]]
+    procedure = "intact"
+
+    [[runs]]
+    procedure = "pvp"
+    cement_volume_ml = 4.0
+
+Every run's parameters are completed with the defaults of :data:`PARAMETERS` and checked before
+any run starts; a fault raises :class:`SpecError` naming the file, line and key. A run's id is a
+hash of its complete parameters, so it is stable across restarts, machines and the order runs are
+listed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ModelError
+
+
+class SpecError(ModelError):
+    """A fault in a study specification, with the file, line and key where it is."""
+
+    def __init__(self, message: str, *, path=None, line: int | None = None, key: str | None = None):
+        self.path, self.line, self.key = path, line, key
+        where = []
+        if path is not None:
+            where.append(str(path))
+        if line is not None:
+            where.append(f"line {line}")
+        if key is not None:
+            where.append(f"key {key!r}")
+        super().__init__((", ".join(where) + ": " if where else "") + message)
+
+
+def _levels():
+    from ..meshes.vertebra import ORDER
+
+    return ORDER
+
+
+def _load_cases():
+    from ..meshes.loadcases import LOAD_CASES
+
+    return sorted(LOAD_CASES)
+
+
+def _cements():
+    from ..augment import CEMENTS
+
+    return sorted(CEMENTS)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One recipe parameter: type, default, check (returns an error text or None), help."""
+
+    kind: type
+    default: object
+    help: str
+    check: object = None
+    choices: object = None  # a list or a callable returning one
+
+
+def _range(lo, hi, unit=""):
+    def check(v):
+        return None if lo <= v <= hi else f"must lie in {lo}..{hi}{unit}, got {v}"
+    return check
+
+
+PROCEDURES = ("intact", "fractured", "pvp", "pkp")
+
+#: parameters of the "augmentation" recipe (units in the help)
+PARAMETERS = {
+    "levels": Param(str, "L1-L3", "contiguous levels, cranial to caudal, e.g. 'L1-L3'"),
+    "voxel_size": Param(float, 2.0, "voxel size (mm)", _range(0.3, 5.0, " mm")),
+    "bmd": Param(float, 70.0, "trabecular QCT BMD (mg/cm^3); < 80 is osteoporotic",
+                 _range(10.0, 400.0, " mg/cm^3")),
+    "procedure": Param(str, "intact", "model state", choices=PROCEDURES),
+    "fracture_level": Param(str, "", "fractured level (empty: none); fractured/pvp/pkp need one "
+                            "unless treated_level is given"),
+    "fracture_shape": Param(str, "wedge", "Genant shape", choices=("wedge", "biconcave", "crush")),
+    "fracture_grade": Param(int, 2, "Genant grade", _range(1, 3)),
+    "burst": Param(bool, False, "burst fracture (posterior-wall breach)"),
+    "treated_level": Param(str, "", "augmented level (empty: the fractured level)"),
+    "approach": Param(str, "bipedicular", "needle approach",
+                      choices=("unipedicular", "bipedicular")),
+    "cement": Param(str, "pmma", "cement name (fem.augment.CEMENTS)", choices=_cements),
+    "cement_volume_ml": Param(float, 4.0, "cement volume (mL); used by pvp and pkp",
+                              _range(0.1, 15.0, " mL")),
+    "balloon_ml": Param(float, 0.0, "PKP balloon volume (mL); 0: the cement volume",
+                        _range(0.0, 15.0, " mL")),
+    "height_restoration": Param(float, 0.5, "PKP share of the lost height restored (0..1)",
+                                _range(0.0, 1.0)),
+    "tip_depth": Param(float, 0.75, "needle tip depth, 0 posterior wall .. 1 anterior wall",
+                       _range(0.0, 1.0)),
+    "load_case": Param(str, "standing", "load case (fem.meshes.loadcases)", choices=_load_cases),
+    "seed": Param(int, 0, "seed of the cement fill"),
+    "solver": Param(str, "auto", "linear solver", choices=("auto", "direct", "amg")),
+    "backend": Param(str, "auto", "array backend", choices=("auto", "numpy", "cupy")),
+}
+RECIPES = {"augmentation": PARAMETERS}
+
+
+@dataclass
+class StudySpec:
+    """A study: name, recipe, base values, grid, list of runs, and whether runs write VTU."""
+
+    name: str
+    recipe: str = "augmentation"
+    base: dict = field(default_factory=dict)
+    grid: dict = field(default_factory=dict)
+    runs: list = field(default_factory=list)
+    write_vtu: bool = True
+    path: str | None = None
+    _lines: object = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_dict(cls, d: dict, *, path=None, lines=None) -> StudySpec:
+        """From the TOML layout: {"study": {name, recipe, write_vtu}, "base", "grid", "runs"}."""
+        where = _Where(path, lines)
+        if not isinstance(d, dict):
+            raise SpecError("a study spec is a table", path=path)
+        unknown = set(d) - {"study", "base", "grid", "runs"}
+        if unknown:
+            k = sorted(unknown)[0]
+            raise where.error(k, None, "unknown section; use [study], [base], [grid] and "
+                              "[[runs]]")
+        st = d.get("study", {})
+        if not isinstance(st, dict) or "name" not in st:
+            raise where.error("name", "study", "the [study] table needs a name")
+        for k in st:
+            if k not in ("name", "recipe", "write_vtu"):
+                raise where.error(k, "study", "unknown key in [study] (name, recipe, write_vtu)")
+        name = st["name"]
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise where.error("name", "study", "the study name must be 1-64 letters, digits, "
+                              f"'_', '.' or '-', got {name!r}")
+        recipe = st.get("recipe", "augmentation")
+        if recipe not in RECIPES:
+            raise where.error("recipe", "study", f"unknown recipe {recipe!r}; known: "
+                              f"{', '.join(RECIPES)}")
+        runs = d.get("runs", [])
+        if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+            raise where.error("runs", None, "runs must be a list of tables ([[runs]])")
+        grid = d.get("grid", {})
+        if not isinstance(grid, dict):
+            raise where.error("grid", None, "grid must be a table of lists")
+        spec = cls(name, recipe, dict(d.get("base", {})), dict(grid), [dict(r) for r in runs],
+                   bool(st.get("write_vtu", True)), None if path is None else str(path), where)
+        spec.expand()  # validate everything now, before any run starts
+        return spec
+
+    @classmethod
+    def from_toml(cls, path) -> StudySpec:
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise SpecError("study spec not found", path=path) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError(f"cannot read the study spec ({exc})", path=path) from None
+        try:
+            d = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            m = re.search(r"line (\d+)", str(exc))
+            raise SpecError(f"not valid TOML ({exc})", path=path,
+                            line=int(m.group(1)) if m else None) from None
+        return cls.from_dict(d, path=path, lines=text.splitlines())
+
+    def to_dict(self) -> dict:
+        return {"study": {"name": self.name, "recipe": self.recipe, "write_vtu": self.write_vtu},
+                "base": self.base, "grid": self.grid, "runs": self.runs}
+
+    # ------------------------------------------------------------------ runs
+
+    def expand(self) -> list[dict]:
+        """Every run's complete, checked parameters (in listing order, duplicates removed)."""
+        params = RECIPES[self.recipe]
+        where = self._lines if isinstance(self._lines, _Where) else _Where(self.path, None)
+        for k, v in self.base.items():
+            _check(params, k, v, where, "base")
+        for k, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise where.error(k, "grid", "a grid entry is a non-empty list of values")
+            for v in values:
+                _check(params, k, v, where, "grid")
+        for i, r in enumerate(self.runs):
+            for k, v in r.items():
+                _check(params, k, v, where, "runs", i)
+        keys = list(self.grid)
+        combos = list(itertools.product(*(self.grid[k] for k in keys))) or [()]
+        listed = self.runs or [{}]
+        out, seen = [], set()
+        for i, r in enumerate(listed):
+            for combo in combos:
+                p = {k: v.default for k, v in params.items()}
+                p.update(self.base)
+                p.update(r)
+                p.update(dict(zip(keys, combo)))
+                p = {k: params[k].kind(v) for k, v in p.items()}
+
+                def err(key, message, r=r, i=i):
+                    if key in keys:
+                        return where.error(key, "grid", message)
+                    if key in r:
+                        return where.error(key, "runs", message, i)
+                    if key in self.base:
+                        return where.error(key, "base", message)
+                    return SpecError(f"{message} (default of {key!r})", path=self.path)
+
+                _cross_check(p, err)
+                rid = run_id(p)
+                if rid not in seen:
+                    seen.add(rid)
+                    out.append(p)
+        return out
+
+
+def run_id(params: dict) -> str:
+    """A stable id: the first 12 hex digits of the SHA-256 of the sorted parameters."""
+    blob = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+class _Where:
+    """Finds the line of a key in the TOML text (tomllib keeps no positions)."""
+
+    def __init__(self, path, lines):
+        self.path, self.lines = path, lines
+
+    def line(self, key, table=None, index=None):
+        if not self.lines:
+            return None
+        current, count = None, -1
+        for no, raw in enumerate(self.lines, start=1):
+            s = raw.strip()
+            m = re.fullmatch(r"\[\[\s*([\w.-]+)\s*\]\]", s) or re.fullmatch(r"\[\s*([\w.-]+)\s*\]",
+                                                                            s)
+            if m:
+                current = m.group(1)
+                if s.startswith("[[") and current == table:
+                    count += 1
+                if table is None and current == key:
+                    return no
+                continue
+            if current == table and (index is None or count == index) \
+                    and re.match(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=", raw):
+                return no
+        return None
+
+    def error(self, key, table, message, index=None):
+        where_key = key if table is None else (f"{table}[{index}].{key}" if index is not None
+                                               else f"{table}.{key}")
+        return SpecError(message, path=self.path, line=self.line(key, table, index),
+                         key=where_key)
+
+
+def _check(params, key, value, where, table, index=None):
+    if key not in params:
+        near = [k for k in params if k.split("_")[0] == key.split("_")[0]]
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise where.error(key, table, f"unknown parameter{hint}; known: "
+                          f"{', '.join(sorted(params))}", index)
+    p = params[key]
+    ok = (isinstance(value, bool) if p.kind is bool else
+          isinstance(value, (int, float)) and not isinstance(value, bool) if p.kind is float else
+          isinstance(value, int) and not isinstance(value, bool) if p.kind is int else
+          isinstance(value, str))
+    if not ok:
+        raise where.error(key, table, f"must be {p.kind.__name__} ({p.help}), got "
+                          f"{value!r}", index)
+    choices = p.choices() if callable(p.choices) else p.choices
+    if choices is not None and value not in choices:
+        raise where.error(key, table, f"must be one of {', '.join(map(str, choices))}, got "
+                          f"{value!r}", index)
+    if p.check is not None:
+        msg = p.check(value)
+        if msg:
+            raise where.error(key, table, msg, index)
+
+
+def _cross_check(p, err):
+    from ..meshes.vertebra import level_range
+
+    try:
+        names = level_range(p["levels"])
+    except ModelError as exc:
+        raise err("levels", str(exc)) from None
+    for key in ("fracture_level", "treated_level"):
+        if p[key] and p[key] not in names:
+            raise err(key, f"level {p[key]!r} is not in levels {p['levels']!r} "
+                      f"({', '.join(names)})")
+    if p["procedure"] in ("fractured", "pkp") and not p["fracture_level"]:
+        raise err("procedure", f"procedure {p['procedure']!r} needs a fracture_level")
+    if p["procedure"] == "pvp" and not (p["fracture_level"] or p["treated_level"]):
+        raise err("procedure", "pvp needs a fracture_level or a treated_level")
+    if p["procedure"] == "pkp" and p["balloon_ml"] > p["cement_volume_ml"]:
+        raise err("balloon_ml", f"the balloon ({p['balloon_ml']} mL) would not be filled by "
+                  f"{p['cement_volume_ml']} mL of cement")

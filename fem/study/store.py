@@ -1,0 +1,243 @@
+"""The results store: one embedded SQLite database per study folder (``study.sqlite``).
+
+Tables: ``meta`` (schema version, package version), ``study`` (name, recipe, spec), ``runs``
+(one row per run: id, parameters, status pending | running | done | failed, error, owner, times,
+timings, backend, solver, package versions, attempts, VTU path) and ``metrics`` (one row per run
+and level, the columns of :data:`fem.metrics.COLUMNS`).
+
+Concurrency and crashes. The database runs in WAL mode with a long busy timeout, so several
+processes can share a folder. A process claims a run in one ``BEGIN IMMEDIATE`` transaction
+(pending -> running, with its host and pid as owner), so two processes never take the same run;
+a finished run's metrics and its status change are written in one transaction, so a crash
+(SIGKILL included) leaves either the whole run or none of it. A run left ``running`` by a process
+that no longer exists on this host is put back to pending when a study starts (:meth:`recover`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from pathlib import Path
+
+from ..errors import ModelError
+
+SCHEMA_VERSION = 1
+DB_NAME = "study.sqlite"
+
+
+class StoreError(ModelError):
+    """A study folder or store that cannot be used as it is."""
+
+
+def _versions() -> dict:
+    import numpy
+    import scipy
+
+    from .. import __version__
+
+    return {"vertebra-fem": __version__, "numpy": numpy.__version__, "scipy": scipy.__version__}
+
+
+def _metric_columns():
+    from ..metrics import COLUMNS
+
+    return [c for c in COLUMNS if c != "level"]
+
+
+class Store:
+    """The SQLite store of one study folder."""
+
+    def __init__(self, folder, *, create: bool = False):
+        self.folder = Path(folder)
+        self.path = self.folder / DB_NAME
+        if create:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the study folder {self.folder}: "
+                                 f"{exc.strerror}") from None
+            if not os.access(self.folder, os.W_OK | os.X_OK):
+                raise StoreError(f"the study folder {self.folder} is not writable")
+        elif not self.path.exists():
+            raise StoreError(f"{self.folder} holds no study (no {DB_NAME}); run "
+                             "`vfem study SPEC.toml --out DIR` first")
+        try:
+            self.db = sqlite3.connect(self.path, timeout=120.0, isolation_level=None)
+            self.db.execute("PRAGMA busy_timeout = 120000")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable SQLite database ({exc})") from None
+        self._schema()
+
+    def close(self):
+        self.db.close()
+
+    # ------------------------------------------------------------------ schema
+
+    def _schema(self):
+        cols = ", ".join(f'"{c}"' + (" TEXT" if c == "leak_locations" else " REAL")
+                         for c in _metric_columns())
+        try:
+            with self.transaction():
+                self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, "
+                                "value TEXT)")
+                row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'"
+                                      ).fetchone()
+                if row is None:
+                    self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)",
+                                    (str(SCHEMA_VERSION),))
+                    self.db.execute("INSERT INTO meta VALUES ('created_by', ?)",
+                                    (json.dumps(_versions()),))
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path} was written by a newer vertebra-fem (store schema "
+                        f"{row[0]}, this version reads up to {SCHEMA_VERSION}): upgrade "
+                        "vertebra-fem or use another --out folder")
+                self.db.execute(
+                    "CREATE TABLE IF NOT EXISTS study (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                    "name TEXT, recipe TEXT, spec TEXT, created REAL)")
+                self.db.execute(
+                    "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, idx INTEGER, "
+                    "params TEXT, status TEXT, error TEXT, owner TEXT, started REAL, "
+                    "finished REAL, timings TEXT, backend TEXT, solver TEXT, iterations "
+                    "INTEGER, n_dof INTEGER, versions TEXT, attempts INTEGER DEFAULT 0, "
+                    "vtu TEXT)")
+                self.db.execute(f"CREATE TABLE IF NOT EXISTS metrics (run_id TEXT, level TEXT, "
+                                f"{cols}, PRIMARY KEY (run_id, level))")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a vertebra-fem study store ({exc})") from None
+
+    def transaction(self):
+        return _Transaction(self.db)
+
+    # ------------------------------------------------------------------ study and runs
+
+    def register(self, spec, runs: list[dict]) -> int:
+        """Record the study (or check it is the same one) and add its runs; returns the number
+        of runs added."""
+        from .spec import run_id
+
+        with self.transaction():
+            row = self.db.execute("SELECT name FROM study").fetchone()
+            if row is None:
+                self.db.execute("INSERT INTO study VALUES (1, ?, ?, ?, ?)",
+                                (spec.name, spec.recipe, json.dumps(spec.to_dict()),
+                                 time.time()))
+            elif row[0] != spec.name:
+                raise StoreError(f"{self.folder} holds study {row[0]!r}, not {spec.name!r}: "
+                                 "use another --out folder")
+            n0 = self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            for i, p in enumerate(runs):
+                self.db.execute("INSERT OR IGNORE INTO runs (run_id, idx, params, status) "
+                                "VALUES (?, ?, ?, 'pending')",
+                                (run_id(p), n0 + i, json.dumps(p, sort_keys=True)))
+            return self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] - n0
+
+    def study(self) -> dict:
+        row = self.db.execute("SELECT name, recipe, spec, created FROM study").fetchone()
+        if row is None:
+            raise StoreError(f"{self.path} holds no study")
+        return {"name": row[0], "recipe": row[1], "spec": json.loads(row[2]), "created": row[3]}
+
+    def recover(self) -> int:
+        """Put runs left running by a process that no longer exists (this host) back to
+        pending; returns how many."""
+        host = socket.gethostname()
+        n = 0
+        with self.transaction():
+            for rid, owner in self.db.execute("SELECT run_id, owner FROM runs WHERE status = "
+                                              "'running'").fetchall():
+                h, _, pid = (owner or "").rpartition(":")
+                if h == host and pid.isdigit() and not _alive(int(pid)):
+                    self.db.execute("UPDATE runs SET status = 'pending', owner = NULL WHERE "
+                                    "run_id = ? AND status = 'running'", (rid,))
+                    n += 1
+        return n
+
+    def claim(self, *, retry_failed: bool = False):
+        """Take the next pending (or, with ``retry_failed``, failed) run: (run_id, params) or
+        None when there is none."""
+        states = ("pending", "failed") if retry_failed else ("pending",)
+        owner = f"{socket.gethostname()}:{os.getpid()}"
+        with self.transaction():
+            row = self.db.execute(
+                f"SELECT run_id, params FROM runs WHERE status IN "
+                f"({', '.join('?' * len(states))}) ORDER BY idx LIMIT 1", states).fetchone()
+            if row is None:
+                return None
+            self.db.execute("UPDATE runs SET status = 'running', owner = ?, started = ?, "
+                            "error = NULL, attempts = attempts + 1 WHERE run_id = ?",
+                            (owner, time.time(), row[0]))
+        return row[0], json.loads(row[1])
+
+    def finish(self, rid: str, out: dict, vtu: str | None):
+        """Record a finished run: its metrics rows and status, in one transaction."""
+        cols = ["level"] + _metric_columns()
+        names = ", ".join('"%s"' % c for c in cols)
+        with self.transaction():
+            self.db.execute("DELETE FROM metrics WHERE run_id = ?", (rid,))
+            self.db.executemany(
+                f"INSERT INTO metrics (run_id, {names}) "
+                f"VALUES (?, {', '.join('?' * len(cols))})",
+                [[rid] + [r.get(c) for c in cols] for r in out["rows"]])
+            self.db.execute(
+                "UPDATE runs SET status = 'done', finished = ?, timings = ?, backend = ?, "
+                "solver = ?, iterations = ?, n_dof = ?, versions = ?, vtu = ?, error = NULL "
+                "WHERE run_id = ?",
+                (time.time(), json.dumps(out["timings"]), out["backend"], out["solver"],
+                 out["iterations"], out["n_dof"], json.dumps(_versions()), vtu, rid))
+
+    def fail(self, rid: str, error: str):
+        with self.transaction():
+            self.db.execute("UPDATE runs SET status = 'failed', finished = ?, error = ?, "
+                            "versions = ? WHERE run_id = ?",
+                            (time.time(), error, json.dumps(_versions()), rid))
+
+    def release(self, rid: str):
+        """Give a claimed run back (the process is stopping before running it)."""
+        with self.transaction():
+            self.db.execute("UPDATE runs SET status = 'pending', owner = NULL, attempts = "
+                            "attempts - 1 WHERE run_id = ? AND status = 'running'", (rid,))
+
+    def counts(self) -> dict:
+        return dict(self.db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"
+                                    ).fetchall())
+
+    def runs_frame(self):
+        import pandas as pd
+
+        return pd.read_sql_query("SELECT * FROM runs ORDER BY idx", self.db)
+
+    def metrics_frame(self):
+        import pandas as pd
+
+        return pd.read_sql_query("SELECT * FROM metrics", self.db)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error): one writer at a time."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, kind, value, tb):
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
