@@ -166,7 +166,12 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
             z_moving = np.full_like(zd, z0)
         w = np.clip((z_fixed - zd) / np.where(np.abs(z_fixed - z_moving) > 1e-9,
                                               z_fixed - z_moving, 1e-9), 0.0, 1.0)
-        pts[dn, 2] = zd + shift * w
+        # disc nodes inside the level's span (the endplate concavity) move with the body's own
+        # map, so the disc cannot be pushed through the endplate surface beneath or above it
+        lift_d = 0.5 * Ld * top_d if shape == "biconcave" else 0.0
+        inside = zd <= z_moving if upper else zd >= z_moving
+        body = lift_d - Ld * np.clip(zd - z0, 0.0, None)
+        pts[dn, 2] = zd + np.where(inside, body, shift * w)
 
     if above is not None:
         follow(above, f"{above}-{level}", upper=True)

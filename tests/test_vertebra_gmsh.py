@@ -198,3 +198,17 @@ def test_two_level_segment_shares_disc_nodes(l1_l2):
     bone = np.unique(conn[np.concatenate([l1_l2.regions[f"L2/{p}"] for p in BODY])])
     assert len(np.intersect1d(disc, bone)) > 100
     assert np.isin(l1_l2.node_sets["L2/superior"], np.unique(conn)).all()
+
+
+@pytest.mark.parametrize("shape", ["wedge", "biconcave", "crush"])
+def test_fracture_of_a_tet10_segment_keeps_every_element_valid(l1_l2, shape):
+    """The disc above the fractured body follows its endplate without being pushed through it
+    (its nodes inside the endplate concavity move with the body's own map)."""
+    from fem.meshes.pathology import compress
+
+    f = compress(l1_l2, "L2", shape, grade=2)
+    _check_quadratic_elements(f)
+    moved = np.abs(f.points - l1_l2.points).max(axis=1) > 0
+    disc = f.element_nodes(np.concatenate([f.regions[r] for r in f.regions
+                                           if r.startswith("L1-L2/")]))
+    assert moved[disc].any() and not moved[f.node_sets["L1/superior"]].any()
