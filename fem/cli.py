@@ -167,6 +167,13 @@ def _study(args) -> int:
 
     if args.workers is not None and args.workers < 1 or args.processes < 1:
         raise ModelError("--workers and --processes must be >= 1")
+    if (args.workers is not None or args.scheduler is not None) and not args.verbose:
+        try:
+            import distributed  # noqa: F401 (importing it sets its loggers to INFO)
+
+            logging.getLogger("distributed").setLevel(logging.WARNING)
+        except ImportError:
+            pass  # Study.run says what to install
     study = Study(args.out, args.spec)
     counts = study.run(processes=args.processes, workers=args.workers,
                        scheduler=args.scheduler, retry_failed=args.retry_failed)

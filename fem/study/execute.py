@@ -28,6 +28,10 @@ from .store import Store, StoreError
 RESULT_COLUMNS = ["run_id", "procedure", "approach", "cement_volume_ml", "load_case", "level",
                   "stiffness_n_per_mm", "strength_n", "factor_of_risk", "endplate_bulge_mm",
                   "disc_pressure_mpa"]
+#: seconds to wait for a Dask scheduler given by address before giving up
+SCHEDULER_TIMEOUT_S = 10
+#: seconds between looks at a Dask scheduler's workers while runs are in flight
+DASK_POLL_S = 5
 
 
 class Study:
@@ -97,12 +101,14 @@ class Study:
         done = 0
         try:
             while True:
-                while len(in_flight) < slots:
+                while len(in_flight) < (slots() if callable(slots) else slots):
                     claimed = self.store.claim()
                     if claimed is None:
                         break
                     rid, params = claimed
-                    vtu = str(self.runs_dir / f"{rid}.vtu") if self.spec.write_vtu else None
+                    # absolute: a Dask worker may run in another folder (or on another host)
+                    vtu = (str((self.runs_dir / f"{rid}.vtu").absolute())
+                           if self.spec.write_vtu else None)
                     fut = _submit(executor, params, vtu, solve_bars)
                     in_flight[fut] = (rid, vtu, time.time())
                 if not in_flight:
@@ -225,11 +231,63 @@ class _LocalPool:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _end_with_parent():
+    """Worker initializer: end the worker when the study process is gone. A study process killed
+    with SIGKILL would otherwise leave each worker finishing its run and then waiting forever (the
+    forkserver and its workers hold each other's pipes open)."""
+    import multiprocessing as mp
+    import os
+    import threading
+
+    parent = mp.parent_process()  # the study process, through a pipe only it holds open
+    if parent is None:
+        return
+
+    def watch():
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-study", daemon=True).start()
+
+
 def _executor(processes, workers, scheduler):
     """(executor, description, slots, close)"""
     if scheduler is None and workers is None:
         ex = _LocalPool(processes)
         return ex, f"{processes} local process(es)", processes, ex.close
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise ModelError("running on Dask needs dask.distributed: pip install "
+                         "'vertebra-fem[study]'") from None
+    if workers is not None:
+        # one run per worker at a time; the dashboard on a free port (two studies may run)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=":0")
+        client = Client(cluster)
+
+        def close():
+            client.close()
+            cluster.close()
+
+        return client, f"a local Dask cluster of {workers} worker(s)", workers, close
+    try:
+        client = Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        raise ModelError(f"cannot reach the Dask scheduler at {scheduler!r} within "
+                         f"{SCHEDULER_TIMEOUT_S} s ({_one_line(exc)})") from None
+
+    def slots():
+        # workers of a scheduler come and go (dask-jobqueue scales by jobs): ask every time
+        return max(1, sum(client.nthreads().values()))
+
+    return client, f"the Dask scheduler at {scheduler}", slots, client.close
+
+
+def _one_line(exc) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _submit(executor, params, vtu, solve_bars):
     from .recipe import execute
 

@@ -11,6 +11,7 @@ returns plain data, so the study process can record it in one transaction.
 from __future__ import annotations
 
 import math
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -43,12 +44,14 @@ def build_model(p: dict):
 
 def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     """Run one study run; returns {"rows": metrics rows, "timings", "backend", "solver",
-    "iterations", "n_dof"}. ``vtu``: where to write the fields (atomically)."""
+    "iterations", "n_dof"}. ``vtu``: where to write the fields (atomically). Pins this
+    process's BLAS to one thread (so results are identical on every executor)."""
     import fem
 
     from .. import metrics
 
     t0 = time.perf_counter()
+    _prepare(p["backend"])
     model = build_model(p)
     t1 = time.perf_counter()
     bar = _solve_bar(model) if progress else None
@@ -72,7 +75,36 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
             "iterations": int(result.info.iterations), "n_dof": int(model.n_dof)}
 
 
+_PREPARE = threading.Lock()
+
+
+def _prepare(backend: str):
+    """Ready this (worker) process for a run, once per run, one thread at a time.
+
+    A Dask worker with several threads runs several runs at once: the backend is resolved
+    (``import cupy`` for "auto") before any model is built, because a thread that meets cupy
+    half-imported by another fails in ``fem.kernels.backend.array_module``. BLAS is pinned to one
+    thread, for good: the sums inside a dot product depend on the thread count, which differs
+    between executors (Dask's nanny sets 1, a local process inherits the machine's), and so would
+    the results in their last digits (4e-12 relative on an AMG-CG run); one BLAS thread was
+    also 1.2-5x the faster on 2 busy cores (the solver's own threads, ``FEM_THREADS``, split the
+    sparse products). Not a context manager: a restore by one run would unpin another."""
+    import scipy.linalg  # noqa: F401 (load every BLAS before pinning it)
+    import scipy.sparse.linalg  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    from ..kernels.backend import get_backend
+
+    with _PREPARE:
+        try:
+            get_backend(backend)
+        except Exception:  # noqa: BLE001 (fem.solve raises it again, as the run's error)
+            pass
+        threadpool_limits(limits=1, user_api="blas")
+
+
 def _solve_bar(model):
     from tqdm import tqdm
 
-    return tqdm(desc=f"  CG ({model.n_dof} DOF)", unit=" it", leave=False)
+    # on the line below the runs bar, which the study process draws
+    return tqdm(desc=f"  CG ({model.n_dof} DOF)", unit=" it", leave=False, position=1)
