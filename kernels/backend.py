@@ -144,9 +144,11 @@ def array_module(*arrays) -> ModuleType:
     Looks at ``sys.modules`` instead of importing cupy, so asking costs nothing on a CPU machine.
     """
     cupy = sys.modules.get("cupy")
-    if cupy is not None:
+    # another thread may be importing cupy right now: until it is done, no array is a CuPy one
+    ndarray = getattr(cupy, "ndarray", None) if cupy is not None else None
+    if ndarray is not None:
         for a in arrays:
-            if isinstance(a, cupy.ndarray):
+            if isinstance(a, ndarray):
                 return cupy
     return np
 
