@@ -4,6 +4,7 @@
     vfem example [--out example.vtu]
     vfem study SPEC.toml --out DIR [--scheduler ADDRESS | --workers N] [--retry-failed]
     vfem results DIR [--format table|csv|json]
+    vfem report DIR [--out report.html] [--runs ID ...]
 
 Errors in the input are printed as one line ``error: ...`` on stderr with exit status 2; no
 traceback and no partial output file.
@@ -72,11 +73,21 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--processes", type=int, metavar="N", default=1,
                        help="local worker processes, the default executor (default 1)")
     st.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    st.add_argument("--no-report", action="store_true", help="do not write the HTML report "
+                    "(DIR/report.html) at the end of a study without failed runs")
 
     r = sub.add_parser("results", help="print a study's results, one row per run and level")
     r.add_argument("folder", help="study folder (--out of vfem study)")
     r.add_argument("--format", choices=["table", "csv", "json"], default="table")
     r.add_argument("--all", action="store_true", help="every column, not only the summary")
+
+    rp = sub.add_parser("report", help="write a study's HTML report: table, plots and the "
+                        "standard views of chosen runs (figures as PNG in <out>_files/)")
+    rp.add_argument("folder", help="study folder (--out of vfem study)")
+    rp.add_argument("--out", default=None, help="the page (default DIR/report.html)")
+    rp.add_argument("--runs", nargs="+", metavar="ID", default=None,
+                    help="run ids whose views to show (default: the fractured run, one PVP and "
+                    "one PKP run)")
     return p
 
 
@@ -150,6 +161,8 @@ def _run(args) -> int:
             return _study(args)
         if args.command == "results":
             return _results(args)
+        if args.command == "report":
+            return _report(args)
     except ModelError as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
@@ -181,7 +194,30 @@ def _study(args) -> int:
     print(f"store: {study.store.path}")
     print(f"summary: {summary} ({len(study.results())} rows: run x level)")
     print(f"fields: {study.runs_dir}/<run_id>.vtu")
-    return 0 if not counts.get("failed") else 1
+    if counts.get("failed"):
+        return 1
+    if not args.no_report:
+        _study_report(args.out)
+    return 0
+
+
+def _study_report(folder):
+    """The report of a finished study; a failure to render it is a warning, not a failed study
+    (the store, summary and VTU files are complete)."""
+    try:
+        from .viz.report import write_report
+
+        print(f"report: {write_report(folder)}")
+    except Exception as exc:  # noqa: BLE001 (rendering needs a working OpenGL; say why not)
+        warnings.warn(f"the report was not written ({type(exc).__name__}: {exc}); "
+                      f"try vfem report {folder}")
+
+
+def _report(args) -> int:
+    from .viz.report import write_report
+
+    print(write_report(args.folder, args.out, args.runs))
+    return 0
 
 
 def _results(args) -> int:

@@ -1,0 +1,260 @@
+"""Study plots (matplotlib): metrics against cement volume per procedure, factor of risk per level.
+
+Both functions take the table of :meth:`fem.study.Study.results` (one row per run and level) and
+return a :class:`matplotlib.figure.Figure` built without pyplot, so nothing depends on a display
+or on pyplot's global state; the caller saves it (``fig.savefig("x.png")``) or shows it.
+Units: N, mm, MPa, mL; the factor of risk is load / strength (dimensionless).
+
+Runs are told apart by their procedure and by every other study parameter that varies among
+them (e.g. ``bmd``), so a study with a grid over such a parameter gets one line (or bar) per
+value instead of a zig-zag through them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import ModelError
+
+#: axis labels of the metrics that can be plotted (units in brackets)
+METRIC_LABELS = {
+    "stiffness_n_per_mm": "stiffness (N/mm)",
+    "strength_n": "strength, Pistoia (N)",
+    "strength_pistoia_n": "strength, Pistoia (N)",
+    "strength_strain_n": "strength, principal strain (N)",
+    "factor_of_risk": "factor of risk Φ = load / strength (-)",
+    "factor_of_risk_strain": "factor of risk Φ, principal strain (-)",
+    "endplate_bulge_mm": "endplate bulge (mm)",
+    "disc_pressure_mpa": "disc pressure (MPa)",
+    "wedge_angle_deg": "wedge angle (deg)",
+}
+X_LABELS = {"cement_volume_ml": "cement volume (mL)", "balloon_ml": "balloon volume (mL)",
+            "bmd": "trabecular BMD (mg/cm³)", "height_restoration": "height restored (-)",
+            "tip_depth": "needle tip depth (-)"}
+#: states without cement, drawn as horizontal reference lines
+REFERENCES = ("intact", "fractured")
+CEMENTED = ("pvp", "pkp")
+COLOURS = {"pvp": "tab:blue", "pkp": "tab:orange", "intact": "0.35", "fractured": "tab:red"}
+REF_STYLES = {"intact": "--", "fractured": ":"}
+#: what tells apart the lines of one procedure (or one reference state) at other parameters
+MARKERS = ("o", "s", "^", "D", "v", "P")
+LINE_STYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (1, 1)))
+REF_EXTRA_STYLES = ("-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)))
+#: parameters that never tell runs apart in a plot (how a run was computed, not what)
+_HOW = ("backend", "solver")
+
+
+def _table(df):
+    """The results without repeated column names (the store's and the spec's ``solver``)."""
+    if not len(df):
+        raise ModelError("the results table is empty: no finished runs to plot")
+    missing = [c for c in ("run_id", "procedure", "level", "load_case") if c not in df.columns]
+    if missing:
+        raise ModelError(f"the results table lacks column(s) {', '.join(missing)}: pass "
+                         "fem.study.Study(folder).results()")
+    return df.loc[:, ~df.columns.duplicated()]
+
+
+def _params():
+    from ..study import PARAMETERS
+
+    return list(PARAMETERS)
+
+
+def varying(df, exclude=()) -> list[str]:
+    """Study parameters (other than ``exclude`` and how runs were computed) whose value differs
+    between the runs of ``df``."""
+    runs = df.drop_duplicates("run_id")
+    return [p for p in _params() if p in runs.columns and p not in exclude and p not in _HOW
+            and runs[p].astype(str).nunique() > 1]
+
+
+def treated_levels(df) -> list[str]:
+    """The levels augmented in the study (else the fractured ones), in table order."""
+    df = _table(df)
+    rows = df[df["procedure"].isin(CEMENTED)]
+    if not len(rows):
+        rows = df[df["procedure"] == "fractured"]
+    out = []
+    for _, r in rows.drop_duplicates("run_id").iterrows():
+        lv = r.get("treated_level") or r.get("fracture_level")
+        if lv and lv not in out:
+            out.append(str(lv))
+    return out
+
+
+def _levels(df, level) -> list[str]:
+    present = list(dict.fromkeys(df["level"]))
+    if level is None:
+        chosen = [lv for lv in treated_levels(df) if lv in present] or present
+    elif level == "all":
+        chosen = present
+    else:
+        chosen = [level] if isinstance(level, str) else list(level)
+    unknown = [lv for lv in chosen if lv not in present]
+    if unknown:
+        raise ModelError(f"level(s) {', '.join(unknown)} are not in the results (levels: "
+                         f"{', '.join(present)})")
+    return chosen
+
+
+def _load_cases(df, load_case) -> list[str]:
+    present = list(dict.fromkeys(df["load_case"]))
+    chosen = present if load_case is None else (
+        [load_case] if isinstance(load_case, str) else list(load_case))
+    unknown = [c for c in chosen if c not in present]
+    if unknown:
+        raise ModelError(f"load case(s) {', '.join(unknown)} are not in the results (load "
+                         f"cases: {', '.join(present)})")
+    return chosen
+
+
+def _label(value, key: str) -> str:
+    if key == "procedure":
+        return str(value).upper() if value in CEMENTED else str(value)
+    if isinstance(value, float):
+        value = f"{value:g}"
+    return f"{key}={value}"
+
+
+def _group_label(keys, values) -> str:
+    return ", ".join(_label(v, k) for k, v in zip(keys, values))
+
+
+def state_label(row, extra=()) -> str:
+    """A run's short name: "intact", "fractured", "PVP 4 mL", "PKP 4 mL", then ``extra``
+    parameters (``"bmd=50"``)."""
+    proc = row["procedure"]
+    name = f"{proc.upper()} {row['cement_volume_ml']:g} mL" if proc in CEMENTED else str(proc)
+    return ", ".join([name] + [_label(row[k], k) for k in extra])
+
+
+def _grid(n_rows, n_cols, sharey):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(0.5 + 3.6 * n_cols, 0.6 + 3.0 * n_rows), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False, sharey=sharey)
+    return fig, axes
+
+
+def study_curves(df, metric: str = "factor_of_risk", level=None, x: str = "cement_volume_ml",
+                 by: str = "procedure", load_case=None):
+    """``metric`` against ``x`` (default the cement volume, mL), one line per value of ``by``
+    (default the procedure: PVP, PKP) among the cemented runs, with the intact and fractured
+    runs as horizontal reference lines.
+
+    ``level``: None (the treated level), ``"all"`` (one panel per level), a level or a list;
+    ``load_case``: None (one row of panels per load case in the table), a name or a list.
+    Lines are labelled "PVP", "PKP" (with any other varying parameter: "PVP, bmd=50"), reference
+    lines "intact" and "fractured"; points with a NaN metric are left out.
+    """
+    df = _table(df)
+    if metric not in df.columns:
+        raise ModelError(f"unknown metric {metric!r}; plot one of "
+                         f"{', '.join(c for c in METRIC_LABELS if c in df.columns)}")
+    if x not in df.columns or by not in df.columns:
+        raise ModelError(f"the results table has no column {x if x not in df.columns else by!r}")
+    levels, cases = _levels(df, level), _load_cases(df, load_case)
+    cemented = df[df["procedure"].isin(CEMENTED)]
+    keys = [by] + varying(cemented, exclude=(x, by, "procedure", "load_case"))
+    ref_keys = varying(df[df["procedure"].isin(REFERENCES)],
+                       exclude=(x, by, "procedure", "load_case", "cement_volume_ml",
+                                "approach", "cement", "balloon_ml", "height_restoration",
+                                "tip_depth", "seed", "treated_level"))
+    fig, axes = _grid(len(cases), len(levels), sharey="row")
+    for i, case in enumerate(cases):
+        for j, lv in enumerate(levels):
+            ax = axes[i, j]
+            here = df[(df["level"] == lv) & (df["load_case"] == case)]
+            lines = here[here["procedure"].isin(CEMENTED)]
+            seen = {}
+            for values, g in lines.groupby(keys, sort=False, dropna=False):
+                g = g.sort_values(x)
+                ok = np.isfinite(g[metric].to_numpy(float))
+                proc = g["procedure"].iloc[0]
+                k = seen[proc] = seen.get(proc, -1) + 1
+                ax.plot(g[x].to_numpy(float)[ok], g[metric].to_numpy(float)[ok],
+                        marker=MARKERS[k % len(MARKERS)], ls=LINE_STYLES[k % len(LINE_STYLES)],
+                        color=COLOURS.get(proc) if by == "procedure" else None,
+                        label=_group_label(keys, values))
+            for proc in REFERENCES:
+                refs = here[here["procedure"] == proc]
+                groups = refs.groupby(ref_keys, sort=False) if ref_keys else [((), refs)]
+                for k, (values, g) in enumerate(groups):
+                    values = values if isinstance(values, tuple) else (values,)
+                    style = REF_STYLES[proc] if k == 0 else REF_EXTRA_STYLES[
+                        (k - 1) % len(REF_EXTRA_STYLES)]
+                    for v in g[metric].to_numpy(float)[:1]:
+                        if math.isfinite(v):
+                            ax.axhline(v, color=COLOURS[proc], ls=style, lw=1.2,
+                                       label=", ".join([proc] + [_label(a, key) for key, a in
+                                                                 zip(ref_keys, values)]))
+            if metric.startswith("factor_of_risk"):
+                ax.axhline(1.0, color="k", lw=0.8, alpha=0.6, label="Φ = 1 (fracture)")
+            ax.set_title(f"{lv}, {case}", fontsize=10)
+            ax.set_xlabel(X_LABELS.get(x, x))
+            if j == 0:
+                ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+            ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} against {X_LABELS.get(x, x)}",
+                 fontsize=11)
+    return fig
+
+
+def risk_bars(df, runs=None, load_case=None, *, levels=None):
+    """Factor of risk Φ per level as grouped bars: one group per level (cranial to caudal), one
+    bar per run, with the line Φ = 1 (predicted fracture).
+
+    ``runs``: None (every run of the load case, in table order), a list of run ids, or a
+    mapping label -> run id; by default bars are labelled by state ("intact", "PVP 4 mL", ...).
+    ``load_case``: None (one panel per load case in the table), a name or a list.
+    Bars with a NaN factor of risk are drawn with zero height and a hatched edge.
+    """
+    df = _table(df)
+    if isinstance(runs, dict):
+        labels, ids = list(runs), list(runs.values())
+    elif runs is not None:
+        ids, labels = list(runs), None
+    else:
+        ids, labels = None, None
+    if ids is not None:
+        unknown = [r for r in ids if r not in set(df["run_id"])]
+        if unknown:
+            raise ModelError(f"run(s) {', '.join(unknown)} are not in the results")
+        df = df[df["run_id"].isin(ids)]
+    cases = _load_cases(df, load_case)
+    lv_order = _levels(df, "all") if levels is None else _levels(df, levels)
+    fig, axes = _grid(1, len(cases), sharey=True)
+    for k, case in enumerate(cases):
+        ax = axes[0, k]
+        here = df[df["load_case"] == case]
+        order = ids if ids is not None else list(dict.fromkeys(here["run_id"]))
+        order = [r for r in order if r in set(here["run_id"])]
+        if labels is not None:
+            names = dict(zip(ids, labels))
+        else:
+            extra = varying(here, exclude=("procedure", "cement_volume_ml", "load_case"))
+            names = {r: state_label(here[here["run_id"] == r].iloc[0], extra) for r in order}
+        width = 0.8 / max(len(order), 1)
+        pos = np.arange(len(lv_order), dtype=float)
+        for b, rid in enumerate(order):
+            rows = here[here["run_id"] == rid].set_index("level")
+            phi = np.array([rows["factor_of_risk"].get(lv, np.nan) for lv in lv_order], float)
+            bars = ax.bar(pos + (b - (len(order) - 1) / 2) * width, np.nan_to_num(phi), width,
+                          label=names[rid], edgecolor="k", linewidth=0.5)
+            for bar, v in zip(bars, phi):
+                if not math.isfinite(v):
+                    bar.set_hatch("//")
+        ax.axhline(1.0, color="k", lw=1.0, ls="--", label="Φ = 1 (fracture)")
+        ax.set_xticks(pos, lv_order)
+        ax.set_xlabel("level")
+        if k == 0:
+            ax.set_ylabel(METRIC_LABELS["factor_of_risk"])
+        ax.set_title(case, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle("factor of risk per level", fontsize=11)
+    return fig

@@ -1,0 +1,461 @@
+"""The study report: one HTML page with the results table, the study plots and standard views.
+
+``write_report(folder)`` writes ``<folder>/report.html`` and its figures as PNG files in
+``<folder>/report_files/`` (the browser's "save page" layout: the page links them by relative
+paths, so the folder pair can be moved or zipped together; nothing is fetched from the network).
+Every file is written atomically and the page last, so a reader never sees a page that points
+at a missing figure. PNGs of an earlier report that this one no longer shows are removed.
+
+Views are rendered from each chosen run's VTU (``runs/<run_id>.vtu``), never by solving again:
+:func:`load_run` rebuilds the run's *model* from its stored parameters with the study recipe
+(meshing, fracture, augmentation: no assembly, no solve; under a second at 3 mm) for the
+anatomy, regions and augmentation records the scenes need, checks that it is the model the VTU
+was written from (same nodes, elements and moduli), and gives a :class:`fem.Result` whose fields
+are the VTU's. A VTU that no longer matches the rebuilt model (the builder changed since the
+study ran) is reported on the page, not silently re-solved.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import logging
+import math
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelError
+from ..result import Result
+
+logger = logging.getLogger(__name__)
+
+#: column headers of the results table (units in brackets), in fem.study.RESULT_COLUMNS order
+HEADERS = {
+    "run_id": "run", "procedure": "procedure", "approach": "approach",
+    "cement_volume_ml": "cement (mL)", "load_case": "load case", "level": "level",
+    "stiffness_n_per_mm": "stiffness (N/mm)", "strength_n": "strength, Pistoia (N)",
+    "factor_of_risk": "factor of risk Φ (-)", "endplate_bulge_mm": "endplate bulge (mm)",
+    "disc_pressure_mpa": "disc pressure (MPa)",
+}
+#: pixels of a rendered view (width, height), of each column of a side-by-side view (height,
+#: widest) and dots per inch of the plots
+VIEW_SIZE = (640, 480)
+COLUMN_SIZE = (520, 440, 1800)
+PLOT_DPI = 110
+#: tolerance, relative to the model's size, of the check that a rebuilt model's nodes are those
+#: a VTU was written with (float32 storage would pass)
+MATCH_TOL = 1e-6
+
+
+class ReportError(ModelError):
+    """A study folder or run from which a report cannot be made."""
+
+
+def format_value(v) -> str:
+    """How a table cell shows a value: floats to 4 significant digits without an exponent
+    from 1e-4 up (17196, 0.3225, 0.006494), with one below; '–' for NaN and None."""
+    if v is None or (isinstance(v, (float, np.floating)) and math.isnan(v)):
+        return "–"
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if v == 0.0 or abs(v) >= 1e-4:
+            digits = 0 if v == 0.0 else max(0, 3 - math.floor(math.log10(abs(v))))
+            return f"{v:.{digits}f}"
+        return f"{v:.3e}"
+    return str(v)
+
+
+# ---------------------------------------------------------------------- runs from VTU
+
+class StoredResult(Result):
+    """A :class:`fem.Result` read back from a study run's VTU: the model rebuilt from the run's
+    parameters (no solve) and the fields the run wrote. Reactions are not stored: asking for
+    them raises :class:`ReportError`."""
+
+    def __init__(self, model, grid, *, run_id: str = "", params: dict | None = None):
+        from ..kernels.backend import get_backend
+
+        be = get_backend("numpy")
+        super().__init__(model, np.asarray(grid.point_data["displacement"], dtype=float),
+                         backend=be, system=None, reaction_dofs=np.zeros(0, dtype=np.int64),
+                         reaction_values=np.zeros(0))
+        self.run_id, self.params = run_id, dict(params or {})
+        cd = grid.cell_data
+        # instance values take precedence over Result's cached properties: the stored fields
+        for name in ("stress", "strain", "von_mises", "principal_stress", "principal_strain",
+                     "strain_energy_density"):
+            if name in cd:
+                self.__dict__[name] = np.asarray(cd[name], dtype=float)
+
+    def _not_stored(self, what):
+        raise ReportError(f"run {self.run_id}: the VTU does not store {what}")
+
+    @property
+    def reactions(self) -> dict:
+        self._not_stored("the reactions")
+
+    def reaction_total(self):
+        self._not_stored("the reaction total")
+
+    def applied_total(self):
+        self._not_stored("the applied load")
+
+    def plate_motion(self, name: str):
+        self._not_stored("a plate's motion")
+
+
+def _grid_matches(model, grid) -> str | None:
+    """Why ``grid`` (a run's VTU) was not written from ``model``, or None when it was."""
+    if grid.n_points != model.n_nodes or grid.n_cells != model.n_elements:
+        return (f"{grid.n_points} nodes / {grid.n_cells} elements in the VTU, "
+                f"{model.n_nodes} / {model.n_elements} in the rebuilt model")
+    scale = float(np.abs(model.points).max()) or 1.0
+    if not np.allclose(grid.points, model.points, rtol=0, atol=MATCH_TOL * scale):
+        return "the node coordinates differ"
+    if "E" in grid.cell_data and not np.allclose(grid.cell_data["E"], model.E, rtol=1e-6):
+        return "the element moduli differ (another fracture, cement fill or bone quality)"
+    return None
+
+
+def load_run(folder, run_id: str) -> StoredResult:
+    """A finished run of the study in ``folder`` as a :class:`StoredResult` (model rebuilt from
+    its parameters by :func:`fem.study.recipe.build_model`, fields from ``runs/<run_id>.vtu``)."""
+    import pyvista as pv
+
+    from ..study import Study
+    from ..study.recipe import build_model
+
+    study = Study(folder)
+    runs = study.store.runs_frame()
+    hit = runs[runs["run_id"] == run_id]
+    if not len(hit):
+        raise ReportError(f"{folder}: no run {run_id!r}")
+    if hit["status"].iloc[0] != "done":
+        raise ReportError(f"run {run_id} is {hit['status'].iloc[0]}, not done")
+    vtu = study.runs_dir / f"{run_id}.vtu"
+    if not vtu.exists():
+        raise ReportError(f"run {run_id} has no VTU ({vtu} is missing; a study with "
+                          "write_vtu = false keeps none)")
+    params = json.loads(hit["params"].iloc[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = build_model(params)
+    grid = pv.read(vtu)
+    why = _grid_matches(model, grid)
+    if why:
+        raise ReportError(f"run {run_id}: {vtu.name} was not written from the model its "
+                          f"parameters build now ({why}); the model builder changed since the "
+                          "study ran: run the study again in a new folder")
+    return StoredResult(model, grid, run_id=run_id, params=params)
+
+
+# ---------------------------------------------------------------------- choosing runs
+
+def choose_runs(df, runs=None) -> list[tuple[str, str]]:
+    """(label, run_id) of the runs whose views the report shows. ``runs``: run ids; by default
+    the fractured run, a PVP run (the cement volume closest to the PKP run's, else the median)
+    and a PKP run, all of the first load case of the table; the first run if none of these.
+    Labels name the state ("PVP 4 mL") and whatever else tells the chosen runs apart."""
+    first = df.drop_duplicates("run_id").set_index("run_id", drop=False)
+    if runs:
+        runs = list(dict.fromkeys(runs))
+        unknown = [r for r in runs if r not in first.index]
+        if unknown:
+            raise ReportError(f"run(s) {', '.join(unknown)} are not finished runs of this study "
+                              f"(runs: {', '.join(first.index)})")
+        return _labelled(first.loc[runs])
+    if not len(first):
+        return []
+    here = first[first["load_case"] == first["load_case"].iloc[0]]
+    frac, pvp, pkp = (here[here["procedure"] == p] for p in ("fractured", "pvp", "pkp"))
+    picked = [frac.index[0]] if len(frac) else []
+    if len(pvp):
+        target = (pkp["cement_volume_ml"].iloc[0] if len(pkp) else
+                  float(np.median(pvp["cement_volume_ml"])))
+        gap = (pvp["cement_volume_ml"] - target).abs() - 1e-9 * pvp["cement_volume_ml"]
+        picked.append(gap.idxmin())
+    if len(pkp):
+        picked.append(pkp.index[0])
+    return _labelled(first.loc[picked or [here.index[0]]])
+
+
+def _labelled(rows) -> list[tuple[str, str]]:
+    from .plots import state_label, varying
+
+    extra = varying(rows, exclude=("procedure", "cement_volume_ml"))
+    labels = [state_label(r, extra) for _, r in rows.iterrows()]
+    if len(set(labels)) < len(labels):
+        labels = [f"{lb} ({rid})" for lb, rid in zip(labels, rows.index)]
+    return list(zip(labels, rows.index))
+
+
+# ---------------------------------------------------------------------- figures
+
+class _Figures:
+    """PNG files of one report, written atomically into its files folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.written: list[str] = []
+
+    def _name(self, stem: str) -> str:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-") + ".png"
+        if name in self.written:
+            raise RuntimeError(f"figure {name} written twice")
+        self.written.append(name)
+        return name
+
+    def plot(self, stem: str, fig) -> str:
+        from ..io.atomic import atomic_path
+
+        name = self._name(stem)
+        with atomic_path(self.folder / name) as tmp:
+            fig.savefig(tmp, dpi=PLOT_DPI, format="png")
+        return name
+
+    def view(self, stem: str, plotter) -> str:
+        from ..io.atomic import atomic_path
+
+        name = self._name(stem)
+        try:
+            img = plotter.screenshot(None, return_img=True)
+        finally:
+            plotter.close()
+        with atomic_path(self.folder / name) as tmp:
+            _write_png(tmp, img)
+        return name
+
+    def remove_stale(self):
+        """Remove PNGs of an earlier report that this one does not show."""
+        for p in self.folder.glob("*.png"):
+            if p.name not in self.written:
+                p.unlink(missing_ok=True)
+
+
+def _write_png(path, img: np.ndarray):
+    from matplotlib.image import imsave
+
+    imsave(path, np.ascontiguousarray(img), format="png")
+
+
+def _plots(df, figs: _Figures) -> list[tuple[str, str]]:
+    """(caption, file) of the study plots."""
+    from .plots import METRIC_LABELS, risk_bars, study_curves, treated_levels
+
+    out = []
+    treated = treated_levels(df)
+    where = f"the treated level ({', '.join(treated)})" if treated else "every level"
+    cemented = df["procedure"].isin(("pvp", "pkp")).any()
+    for metric in ("stiffness_n_per_mm", "strength_n", "factor_of_risk") if cemented else ():
+        fig = study_curves(df, metric)
+        out.append((f"{METRIC_LABELS[metric]} against cement volume at {where}: PVP and PKP "
+                    "lines, intact and fractured runs as horizontal references",
+                    figs.plot(f"curves-{metric}", fig)))
+    if cemented and df["level"].nunique() > 1:
+        fig = study_curves(df, "factor_of_risk", level="all")
+        out.append(("Factor of risk against cement volume at every level: the adjacent levels' "
+                    "risk after augmentation", figs.plot("curves-factor_of_risk-all", fig)))
+    out.append(("Factor of risk per level and run; Φ > 1 predicts fracture",
+                figs.plot("risk-bars", risk_bars(df))))
+    return out
+
+
+def _views(folder, chosen, figs: _Figures) -> tuple[list, list]:
+    """(sections, problems): the standard views of the chosen runs, rendered from their VTU;
+    a view that cannot be made is listed as a problem (and warned about) instead."""
+    from . import scenes
+
+    results, problems, sections = {}, [], []
+    for label, rid in chosen:
+        try:
+            results[label] = load_run(folder, rid)
+        except ModelError as exc:
+            problems.append(f"{label} ({rid}): {exc}")
+    if not results:
+        return sections, problems
+
+    def render(stem, caption, make):
+        try:
+            return (caption, figs.view(stem, make()))
+        except Exception as exc:  # noqa: BLE001 (any failing view is reported on the page)
+            problems.append(f"{caption}: {type(exc).__name__}: {exc}")
+            return None
+
+    n = len(results)
+    wide = (min(COLUMN_SIZE[0] * n, COLUMN_SIZE[2]), COLUMN_SIZE[1])
+    shared = []
+    for field in ("von_mises", "min_principal_strain"):
+        what = scenes.bar_title(field)
+        got = render(f"side-mid_sagittal-{field}",
+                     f"Mid-sagittal cut through the treated level, {what}, on one colour scale: "
+                     f"{', '.join(results)}; cement outlined in red",
+                     lambda field=field: scenes.side_by_side(
+                         results, view=scenes.mid_sagittal, field=field, window_size=wide))
+        shared += [got] if got else []
+    sections.append(("Mid-sagittal cuts" + (" side by side" if n > 1 else ""), shared))
+    per_run = (
+        ("mid_coronal", "mid-coronal cut, " + scenes.bar_title("von_mises"), scenes.mid_coronal,
+         {"window_size": VIEW_SIZE}),
+        ("cement_view", "the cement in the translucent treated vertebra", scenes.cement_view,
+         {"window_size": VIEW_SIZE}),
+        ("bulge_map", "bulge of the endplates facing the treated level [mm]", scenes.bulge_map,
+         {"window_size": (2 * COLUMN_SIZE[0], COLUMN_SIZE[1])}))
+    for label, r in results.items():
+        items = []
+        for stem, caption, view, kw in per_run:
+            if stem == "cement_view" and not r.model.metadata.get("augmentations"):
+                continue
+            got = render(f"view-{r.run_id}-{stem}", f"{label}: {caption}",
+                         lambda r=r, view=view, kw=kw: view(r, **kw))
+            items += [got] if got else []
+        sections.append((f"{label} (run {r.run_id}, {r.params.get('load_case', '')})", items))
+    return sections, problems
+
+
+# ---------------------------------------------------------------------- the page
+
+def write_report(study_folder, out=None, runs=None, *, views: bool = True) -> Path:
+    """Write the HTML report of the study in ``study_folder``; returns its path.
+
+    ``out``: the page (default ``<folder>/report.html``); its figures go to
+    ``<out stem>_files/`` beside it. ``runs``: run ids whose standard views to show (default:
+    :func:`choose_runs`). ``views=False`` leaves the 3-D views out (plots and table only).
+    """
+    from ..io.atomic import atomic_path
+    from ..study import RESULT_COLUMNS, Study
+
+    folder = Path(study_folder)
+    if not folder.is_dir():
+        raise ReportError(f"study folder {folder} does not exist")
+    study = Study(folder)
+    out = folder / "report.html" if out is None else Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ReportError(f"--out {out}: the report is an .html file")
+    if not out.parent.is_dir():
+        raise ReportError(f"--out {out}: folder {out.parent} does not exist")
+    df = study.results()
+    df = df.loc[:, ~df.columns.duplicated()]
+    if runs and not len(df):
+        raise ReportError(f"{folder}: no finished runs, so no views of {', '.join(runs)}")
+    chosen = choose_runs(df, runs) if len(df) else []
+    files = out.parent / f"{out.stem}_files"
+    files.mkdir(exist_ok=True)
+    figs = _Figures(files)
+    plots, sections, problems = [], [], []
+    if len(df):
+        plots = _plots(df, figs)
+        if views and chosen and study.spec.write_vtu:
+            sections, problems = _views(folder, chosen, figs)
+    for p in problems:
+        warnings.warn(f"report: {p}", stacklevel=2)
+    page = _page(study, df[RESULT_COLUMNS] if len(df) else df, plots, sections, problems,
+                 files.name)
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+    figs.remove_stale()
+    logger.info("wrote %s with %d figures", out, len(figs.written))
+    return out
+
+
+_CSS = """
+body { font-family: sans-serif; margin: 1.5em auto; max-width: 1400px; color: #222; }
+table { border-collapse: collapse; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+th { background: #eee; } td.t { text-align: left; }
+tr.run-start td { border-top: 2px solid #888; }
+td.risk { background: #fdd; font-weight: bold; }
+figure { display: inline-block; margin: 0.5em; vertical-align: top; max-width: 660px; }
+figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 0.85em; }
+.problem { color: #a00; }
+"""
+
+
+def _page(study, table, plots, sections, problems, files_name: str) -> str:
+    from .. import __version__
+
+    e = html.escape
+    spec = study.spec
+    counts = study.store.counts()
+    when = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Study {e(spec.name)}: vertebra-fem report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Study {e(spec.name)}</h1>",
+        f"<p>Recipe <code>{e(spec.recipe)}</code>; runs: "
+        + ", ".join(f"{n} {e(s)}" for s, n in sorted(counts.items()))
+        + f". Written {e(when)} by vertebra-fem {e(str(__version__))}. Units: mm, N, MPa, mL; "
+        "the factor of risk Φ is load / strength (Pistoia criterion); Φ &gt; 1 predicts "
+        "fracture.</p>",
+        _spec_table(spec),
+        "<h2>Results</h2>", "<p>One row per run and level.</p>", _results_table(table),
+    ]
+    failed = study.store.runs_frame()
+    failed = failed[failed["status"] == "failed"]
+    if len(failed):
+        parts += ["<h2>Failed runs</h2><ul>"] + [
+            f"<li><code>{e(r)}</code>: {e(str(err))}</li>"
+            for r, err in zip(failed["run_id"], failed["error"])] + ["</ul>"]
+    if plots:
+        parts.append("<h2>Plots</h2>")
+        parts += [_figure(files_name, f, c) for c, f in plots]
+    if not spec.write_vtu:
+        parts.append("<h2>Standard views</h2><p>None: the study keeps no fields "
+                     "(<code>write_vtu = false</code>).</p>")
+    if sections or problems:
+        parts.append("<h2>Standard views</h2><p>Rendered from the runs' VTU files.</p>")
+        for title, items in sections:
+            if items:
+                parts.append(f"<h3>{e(title)}</h3>")
+                parts += [_figure(files_name, f, c) for c, f in items]
+        if problems:
+            parts += ["<h3>Views that could not be made</h3><ul>"] + [
+                f'<li class="problem">{e(p)}</li>' for p in problems] + ["</ul>"]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _figure(files_name: str, name: str, caption: str) -> str:
+    e = html.escape
+    return (f'<figure><img src="{e(files_name)}/{e(name)}" alt="{e(caption)}">'
+            f"<figcaption>{e(caption)}</figcaption></figure>")
+
+
+def _spec_table(spec) -> str:
+    e = html.escape
+    rows = [f"<tr><td class=t>base</td><td class=t>{e(k)}</td><td class=t>{e(str(v))}</td></tr>"
+            for k, v in spec.base.items()]
+    rows += [f"<tr><td class=t>grid</td><td class=t>{e(k)}</td><td class=t>"
+             f"{e(', '.join(map(str, v)))}</td></tr>" for k, v in spec.grid.items()]
+    rows += [f"<tr><td class=t>run {i + 1}</td><td class=t colspan=2>"
+             f"{e(', '.join(f'{k} = {v}' for k, v in r.items()))}</td></tr>"
+             for i, r in enumerate(spec.runs)]
+    return ("<table><tr><th>part</th><th>parameter</th><th>value</th></tr>" + "".join(rows)
+            + "</table>") if rows else ""
+
+
+def _results_table(df) -> str:
+    e = html.escape
+    if not len(df):
+        return "<p>No finished runs.</p>"
+    head = "".join(f"<th>{e(HEADERS.get(c, c))}</th>" for c in df.columns)
+    rows, last = [], None
+    for rec in df.to_dict(orient="records"):
+        cls = ' class="run-start"' if rec["run_id"] != last else ""
+        last = rec["run_id"]
+        cells = []
+        for c in df.columns:
+            v = rec[c]
+            kind = "t" if isinstance(v, str) else ""
+            if c == "factor_of_risk" and isinstance(v, float) and v > 1.0:
+                kind = "risk"
+            cells.append(f"<td{f' class={kind}' if kind else ''}>{e(format_value(v))}</td>")
+        rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"

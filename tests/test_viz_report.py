@@ -1,0 +1,407 @@
+"""Study plots, the HTML report and ``vfem report``: what the figures show equals the table.
+
+One small study (L1-L2, 3 mm voxels, direct solver: intact, fractured, PVP 2 and 4 mL, PKP 4 mL,
+standing) is run once by ``vfem study`` (which also writes its report); under pytest-xdist the
+workers share it through a lock file, and every test that changes a folder works on a copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import os
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fem.cli import main
+from fem.study import RESULT_COLUMNS, Study
+
+SPEC = """\
+[study]
+name = "viz-report"
+
+[base]
+levels = "L1-L2"
+voxel_size = 3.0
+fracture_level = "L2"
+solver = "direct"
+backend = "numpy"
+
+[[runs]]
+procedure = "intact"
+
+[[runs]]
+procedure = "fractured"
+
+[[runs]]
+procedure = "pvp"
+cement_volume_ml = 2.0
+
+[[runs]]
+procedure = "pvp"
+cement_volume_ml = 4.0
+
+[[runs]]
+procedure = "pkp"
+cement_volume_ml = 4.0
+"""
+LEVELS = ["L1", "L2"]
+
+
+def run_cli(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The study folder, made once per session by `vfem study` (shared by xdist workers)."""
+    shared = os.environ.get("PYTEST_XDIST_WORKER") is not None
+    root = tmp_path_factory.getbasetemp().parent if shared else tmp_path_factory.mktemp("viz")
+    folder, spec, done = root / "viz-study", root / "viz-study.toml", root / "viz-study.json"
+    with open(root / "viz-study.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            spec.write_text(SPEC)
+            code, out, err = run_cli("study", spec, "--out", folder)
+            done.write_text(json.dumps({"code": code, "stdout": out, "stderr": err}))
+        info = json.loads(done.read_text())
+    assert info["code"] == 0, info["stderr"]
+    df = Study(folder).results()
+    return {"folder": folder, "spec": spec, "df": df.loc[:, ~df.columns.duplicated()], **info}
+
+
+def run_of(df, procedure, volume=None) -> str:
+    rows = df[df["procedure"] == procedure]
+    if volume is not None:
+        rows = rows[rows["cement_volume_ml"] == volume]
+    ids = rows["run_id"].unique()
+    assert len(ids) == 1
+    return ids[0]
+
+
+def value(df, rid, level, metric) -> float:
+    return float(df[(df["run_id"] == rid) & (df["level"] == level)][metric].iloc[0])
+
+
+# ---------------------------------------------------------------------- plots
+
+@pytest.mark.parametrize("metric", ["stiffness_n_per_mm", "strength_n", "factor_of_risk"])
+def test_study_curves_show_the_table(study, metric):
+    from fem.viz.plots import study_curves
+
+    df = study["df"]
+    fig = study_curves(df, metric)  # the treated level, L2
+    assert len(fig.axes) == 1
+    ax = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    expected = {"PVP", "PKP", "intact", "fractured"} | (
+        {"Φ = 1 (fracture)"} if metric == "factor_of_risk" else set())
+    assert set(lines) == expected
+    pvp = [run_of(df, "pvp", 2.0), run_of(df, "pvp", 4.0)]
+    np.testing.assert_array_equal(lines["PVP"].get_xdata(), [2.0, 4.0])
+    np.testing.assert_allclose(lines["PVP"].get_ydata(), [value(df, r, "L2", metric)
+                                                          for r in pvp], rtol=1e-12)
+    np.testing.assert_array_equal(lines["PKP"].get_xdata(), [4.0])
+    np.testing.assert_allclose(lines["PKP"].get_ydata(),
+                               [value(df, run_of(df, "pkp"), "L2", metric)], rtol=1e-12)
+    for state in ("intact", "fractured"):
+        np.testing.assert_allclose(lines[state].get_ydata(),
+                                   [value(df, run_of(df, state), "L2", metric)] * 2, rtol=1e-12)
+    if metric == "factor_of_risk":
+        np.testing.assert_array_equal(lines["Φ = 1 (fracture)"].get_ydata(), [1.0, 1.0])
+    ys = df[df["level"] == "L2"][metric].to_numpy(float)
+    lo, hi = ax.get_ylim()
+    assert lo <= ys.min() and ys.max() <= hi
+    lo, hi = ax.get_xlim()
+    assert lo <= 2.0 and 4.0 <= hi
+    assert ax.get_xlabel() == "cement volume (mL)"
+    unit = {"stiffness_n_per_mm": "(N/mm)", "strength_n": "(N)", "factor_of_risk": "(-)"}[metric]
+    assert ax.get_ylabel().endswith(unit)
+    assert ax.get_title() == "L2, standing"
+
+
+def test_study_curves_all_levels_are_panels(study):
+    from fem.viz.plots import study_curves
+
+    df = study["df"]
+    fig = study_curves(df, "factor_of_risk", level="all")
+    assert [ax.get_title() for ax in fig.axes] == [f"{lv}, standing" for lv in LEVELS]
+    pvp = [run_of(df, "pvp", 2.0), run_of(df, "pvp", 4.0)]
+    for ax, lv in zip(fig.axes, LEVELS):
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        np.testing.assert_allclose(lines["PVP"].get_ydata(),
+                                   [value(df, r, lv, "factor_of_risk") for r in pvp])
+        np.testing.assert_allclose(lines["fractured"].get_ydata()[0],
+                                   value(df, run_of(df, "fractured"), lv, "factor_of_risk"))
+
+
+def test_study_curves_tell_apart_runs_at_other_parameters(study):
+    """A second bone density (the table's rows again, Φ scaled): one line per procedure and
+    density, told apart by marker and line style, each showing its own rows."""
+    import pandas as pd
+
+    from fem.viz.plots import study_curves
+
+    df = study["df"]
+    other = df.assign(bmd=90.0, run_id=df["run_id"] + "-90",
+                      factor_of_risk=1.5 * df["factor_of_risk"])
+    ax = study_curves(pd.concat([df, other], ignore_index=True), "factor_of_risk").axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert {"PVP, bmd=70", "PVP, bmd=90", "PKP, bmd=70", "PKP, bmd=90", "intact, bmd=70",
+            "intact, bmd=90", "fractured, bmd=70", "fractured, bmd=90"} <= set(lines)
+    np.testing.assert_allclose(lines["PVP, bmd=90"].get_ydata(),
+                               1.5 * lines["PVP, bmd=70"].get_ydata(), rtol=1e-12)
+    np.testing.assert_allclose(lines["fractured, bmd=90"].get_ydata(),
+                               1.5 * np.asarray(lines["fractured, bmd=70"].get_ydata()),
+                               rtol=1e-12)
+    a, b = lines["PVP, bmd=70"], lines["PVP, bmd=90"]
+    assert (a.get_marker(), a.get_linestyle()) != (b.get_marker(), b.get_linestyle())
+    assert lines["fractured, bmd=70"].get_linestyle() != lines["fractured, bmd=90"].get_linestyle()
+
+
+def test_risk_bars_one_group_per_level_one_bar_per_run(study):
+    from fem.viz.plots import risk_bars
+
+    df = study["df"]
+    fig = risk_bars(df)
+    ax, = fig.axes
+    runs = list(dict.fromkeys(df["run_id"]))
+    assert [c.get_label() for c in ax.containers] == [
+        "intact", "fractured", "PVP 2 mL", "PVP 4 mL", "PKP 4 mL"]
+    assert len(ax.patches) == len(runs) * len(LEVELS)
+    assert [t.get_text() for t in ax.get_xticklabels()] == LEVELS
+    for rid, bars in zip(runs, ax.containers):
+        for i, (bar, lv) in enumerate(zip(bars, LEVELS)):
+            assert bar.get_height() == pytest.approx(value(df, rid, lv, "factor_of_risk"),
+                                                     rel=1e-12)
+            centre = bar.get_x() + bar.get_width() / 2
+            assert i - 0.4 <= centre <= i + 0.4  # in its level's group
+    phi1 = [ln for ln in ax.get_lines() if ln.get_label().startswith("Φ = 1")]
+    assert len(phi1) == 1 and list(phi1[0].get_ydata()) == [1.0, 1.0]
+    lo, hi = ax.get_ylim()
+    assert lo <= 0.0 and df["factor_of_risk"].max() <= hi
+    assert df["factor_of_risk"].max() > 1.0  # the fractured L2: the line Φ = 1 is crossed
+    labelled = risk_bars(df, {"before": run_of(df, "fractured"), "after": run_of(df, "pkp")})
+    assert [c.get_label() for c in labelled.axes[0].containers] == ["before", "after"]
+
+
+def test_plots_refuse_what_the_table_lacks(study):
+    from fem.errors import ModelError
+    from fem.viz.plots import risk_bars, study_curves
+
+    with pytest.raises(ModelError, match="unknown metric 'stifness'"):
+        study_curves(study["df"], "stifness")
+    with pytest.raises(ModelError, match="level.*L5.*not in the results"):
+        study_curves(study["df"], "strength_n", level="L5")
+    with pytest.raises(ModelError, match="not in the results"):
+        risk_bars(study["df"], ["0123456789ab"])
+
+
+# ---------------------------------------------------------------------- the report
+
+class Page(HTMLParser):
+    """The images and the table rows (cell texts) of a report."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.images, self.tables, self._cell = [], [], None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        elif tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append(self._cell)
+            self._cell = None
+
+
+def results_table(page: Page) -> list[list[str]]:
+    hits = [t for t in page.tables if "stiffness (N/mm)" in t[0]]
+    assert len(hits) == 1
+    return hits[0]
+
+
+def check_png(path: Path):
+    """A PNG that decodes, is not blank and is not one flat colour with a few marks."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        im.verify()
+    with Image.open(path) as im:
+        img = np.asarray(im.convert("RGB"), dtype=float)
+    assert img.shape[0] >= 200 and img.shape[1] >= 200, (path.name, img.shape)
+    background = img[0, 0]
+    drawn = np.abs(img - background).sum(axis=2) > 30
+    assert drawn.mean() > 0.03, (path.name, drawn.mean())
+    assert img.std() > 10, (path.name, img.std())
+
+
+def test_vfem_study_writes_the_report(study):
+    folder = study["folder"]
+    page_path = folder / "report.html"
+    assert f"report: {page_path}" in study["stdout"]
+    page = Page(page_path.read_text())
+    files = folder / "report_files"
+    assert page.images and all(src.startswith("report_files/") for src in page.images)
+    assert len(set(page.images)) == len(page.images)
+    for src in page.images:
+        check_png(folder / src)
+    # only what the page shows is there
+    assert sorted(p.name for p in files.iterdir()) == sorted(Path(s).name for s in page.images)
+    df = study["df"]
+    ids = {s: run_of(df, s) for s in ("fractured", "pkp")} | {"pvp": run_of(df, "pvp", 4.0)}
+    names = {Path(s).name for s in page.images}
+    assert {"curves-stiffness_n_per_mm.png", "curves-strength_n.png",
+            "curves-factor_of_risk.png", "risk-bars.png",
+            "side-mid_sagittal-von_mises.png"} <= names
+    from fem.viz.report import choose_runs
+
+    assert choose_runs(df) == [("fractured", ids["fractured"]), ("PVP 4 mL", ids["pvp"]),
+                               ("PKP 4 mL", ids["pkp"])]
+    for state, rid in ids.items():  # the default views: fractured, PVP 4 mL (as PKP), PKP
+        assert f"view-{rid}-mid_coronal.png" in names
+        assert (f"view-{rid}-cement_view.png" in names) == (state != "fractured")
+    assert not any(run_of(df, s) in n for s in ("intact",) for n in names)
+    assert 'class="problem"' not in page_path.read_text()
+
+
+def test_report_table_holds_the_results(study):
+    from fem.viz.report import HEADERS, format_value
+
+    df = study["df"]
+    rows = results_table(Page((study["folder"] / "report.html").read_text()))
+    assert rows[0] == [HEADERS[c] for c in RESULT_COLUMNS]
+    for unit in ("(mL)", "(N/mm)", "(N)", "(-)", "(mm)", "(MPa)"):
+        assert any(h.endswith(unit) for h in rows[0])
+    body = rows[1:]
+    assert len(body) == len(df) == 5 * len(LEVELS)
+    by_key = {(r[0], r[5]): r for r in body}
+    for state, volume in (("fractured", None), ("pvp", 4.0), ("pkp", 4.0)):
+        rid = run_of(df, state, volume)
+        for lv in LEVELS:
+            row = by_key[(rid, lv)]
+            for metric in ("stiffness_n_per_mm", "strength_n", "factor_of_risk",
+                           "disc_pressure_mpa"):
+                cell = row[RESULT_COLUMNS.index(metric)]
+                assert cell == format_value(value(df, rid, lv, metric)), (rid, lv, metric)
+    # four significant digits, as printed: the value read back is within 5e-4 relative
+    frac = run_of(df, "fractured")
+    shown = float(by_key[(frac, "L2")][RESULT_COLUMNS.index("stiffness_n_per_mm")])
+    assert shown == pytest.approx(value(df, frac, "L2", "stiffness_n_per_mm"), rel=5e-4)
+    assert by_key[(frac, "L2")][RESULT_COLUMNS.index("disc_pressure_mpa")] == "–"  # no disc
+
+
+def test_format_value():
+    from fem.viz.report import format_value
+
+    assert [format_value(v) for v in (17195.9, 1550.16, 0.32255, 0.0064941, 0.0, 2.0)] == [
+        "17196", "1550", "0.3226", "0.006494", "0", "2.000"]
+    assert format_value(float("nan")) == format_value(None) == "–"
+    assert format_value(4.4e-16) == "4.400e-16"
+
+
+def test_views_render_from_the_vtu_without_solving(study):
+    """A stored run is the solved one: its stored stress is what its rebuilt model and stored
+    displacement give (so the views show that run's model), and asking for what the VTU does
+    not hold says so."""
+    from fem.viz.report import ReportError, load_run
+
+    df = study["df"]
+    r = load_run(study["folder"], run_of(df, "pkp"))
+    stored = r.von_mises.copy()
+    assert r.model.metadata["augmentations"][0].procedure == "PKP"
+    for name in ("stress", "von_mises"):
+        del r.__dict__[name]  # recovered from the displacement by the core
+    np.testing.assert_allclose(r.von_mises, stored, rtol=1e-9, atol=1e-12 * stored.max())
+    with pytest.raises(ReportError, match="does not store the reactions"):
+        r.reactions  # noqa: B018
+
+
+def test_a_vtu_from_another_model_is_reported_not_rendered(study, tmp_path):
+    from fem.viz.report import ReportError, load_run, write_report
+
+    df = study["df"]
+    folder = tmp_path / "study"
+    shutil.copytree(study["folder"], folder)
+    pvp, frac = run_of(df, "pvp", 4.0), run_of(df, "fractured")
+    shutil.copy(folder / "runs" / f"{frac}.vtu", folder / "runs" / f"{pvp}.vtu")
+    with pytest.raises(ReportError, match="element moduli differ"):
+        load_run(folder, pvp)
+    with pytest.warns(UserWarning, match=f"{pvp}.*element moduli differ"):
+        page = write_report(folder, runs=[pvp])
+    text = page.read_text()
+    assert 'class="problem"' in text and "model builder changed" in text
+    names = {Path(s).name for s in Page(text).images}
+    assert not any(pvp in n for n in names)  # no view of it, the stale ones removed too
+    assert not any(p.name.startswith("view-") for p in (folder / "report_files").iterdir())
+
+
+def test_vfem_report_chosen_runs_and_out(study, tmp_path):
+    df = study["df"]
+    folder = tmp_path / "study"
+    shutil.copytree(study["folder"], folder)
+    pkp, pvp2 = run_of(df, "pkp"), run_of(df, "pvp", 2.0)
+    out = tmp_path / "elsewhere" / "mine.html"
+    out.parent.mkdir()
+    code, stdout, stderr = run_cli("report", folder, "--out", out, "--runs", pvp2, pkp)
+    assert code == 0, stderr
+    assert stdout.strip() == str(out)
+    page = Page(out.read_text())
+    assert all(src.startswith("mine_files/") for src in page.images)
+    names = {Path(s).name for s in page.images}
+    views = {n for n in names if n.startswith("view-")}
+    assert views and all(pvp2 in n or pkp in n for n in views)
+    assert {f"view-{pvp2}-cement_view.png", f"view-{pkp}-cement_view.png"} <= views
+    for src in page.images:
+        check_png(out.parent / src)
+
+
+@pytest.mark.parametrize("case", ["missing", "no study", "unknown run", "bad out"])
+def test_vfem_report_bad_input_is_one_error_line(study, tmp_path, case):
+    folder = study["folder"]
+    argv = {"missing": ["report", tmp_path / "nope"],
+            "no study": ["report", tmp_path],
+            "unknown run": ["report", folder, "--out", tmp_path / "r.html", "--runs", "feed"],
+            "bad out": ["report", folder, "--out", tmp_path / "r.pdf"]}[case]
+    code, stdout, stderr = run_cli(*argv)
+    assert code == 2 and stdout == ""
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    word = {"missing": "nope", "no study": "holds no study", "unknown run": "'feed'",
+            "bad out": ".html"}[case]
+    assert word in stderr or word.strip("'") in stderr
+    assert not (tmp_path / "r.html").exists() and not (tmp_path / "r_files").exists()
+
+
+def test_a_report_that_cannot_be_written_is_a_warning_not_a_failed_study(study, tmp_path):
+    folder = tmp_path / "study"
+    shutil.copytree(study["folder"], folder)
+    shutil.rmtree(folder / "report_files")
+    (folder / "report_files").write_text("in the way")
+    (folder / "report.html").unlink()
+    code, stdout, stderr = run_cli("study", study["spec"], "--out", folder)
+    assert code == 0, stderr
+    assert "warning: the report was not written" in stderr and "vfem report" in stderr
+    assert not (folder / "report.html").exists()
+    assert (folder / "summary.csv").exists()
