@@ -72,10 +72,9 @@ class Study:
         tty = sys.stderr.isatty() if progress is None else progress
         log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.runs_dir.mkdir(exist_ok=True)
-        for tmp in self.runs_dir.glob(".*.part"):
-            tmp.unlink(missing_ok=True)
         if n := self.store.recover():
             log(f"{n} run(s) left unfinished by a stopped process will run again")
+        self._remove_temporaries()
         if retry_failed:
             with self.store.transaction() as db:
                 db.execute("UPDATE runs SET status = 'pending' WHERE status = 'failed'")
@@ -95,6 +94,15 @@ class Study:
             close()
         log(f"study {self.spec.name!r}: {self._status_line()}")
         return self.store.counts()
+
+    def _remove_temporaries(self):
+        """Remove VTU temporaries (``.<id>.vtu.*.part``, ``*.part.fd``) left by a killed run;
+        those of runs another live process is running (on this folder) are still being written."""
+        busy = {r for (r,) in self.store.db.execute("SELECT run_id FROM runs WHERE status = "
+                                                    "'running'")}
+        for tmp in self.runs_dir.glob(".*.vtu.*.part*"):
+            if tmp.name[1:].partition(".vtu.")[0] not in busy:
+                tmp.unlink(missing_ok=True)
 
     def _loop(self, executor, slots, bar, log, solve_bars):
         in_flight = {}
@@ -154,10 +162,12 @@ class Study:
         from ..io.atomic import atomic_path
 
         path = Path(path)
-        df = self.results()
         if path.suffix.lower() not in (".csv", ".parquet"):
             raise ModelError(f"export to .csv or .parquet, not {path.name!r}")
-        with atomic_path(path) as tmp:
+        # under the store's write lock: with two processes on one folder, a run another process
+        # finishes lands before the read or after the rename, so the file written last is whole
+        with self.store.transaction(), atomic_path(path) as tmp:
+            df = self.results()
             if path.suffix.lower() == ".csv":
                 df.to_csv(tmp, index=False)
             else:
@@ -177,8 +187,10 @@ def results_frame(store: Store):
     if not len(runs):
         return pd.DataFrame(columns=RESULT_COLUMNS)
     params = pd.DataFrame([json.loads(p) for p in runs["params"]])
-    base = pd.concat([runs[["run_id", "status", "error", "backend", "solver", "iterations",
-                            "n_dof", "attempts"]], params], axis=1)
+    # the backend and solver a run used, beside the ones its parameters asked for ("auto")
+    record = runs[["run_id", "status", "error", "backend", "solver", "iterations", "n_dof",
+                   "attempts"]].rename(columns={"backend": "backend_used", "solver": "solver_used"})
+    base = pd.concat([record, params], axis=1)
     base["seconds"] = [json.loads(t)["total"] if isinstance(t, str) else math.nan
                        for t in runs["timings"]]
     mets = mets.rename(columns={"cement_volume_ml": "cement_placed_ml"})
@@ -217,7 +229,8 @@ class _LocalPool:
         import multiprocessing as mp
 
         return cf.ProcessPoolExecutor(max_workers=self.processes,
-                                      mp_context=mp.get_context("forkserver"))
+                                      mp_context=mp.get_context("forkserver"),
+                                      initializer=_end_with_parent)
 
     def submit(self, fn, *args, **kwargs):
         try:

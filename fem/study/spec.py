@@ -172,6 +172,9 @@ class StudySpec:
         runs = d.get("runs", [])
         if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
             raise where.error("runs", None, "runs must be a list of tables ([[runs]])")
+        if not isinstance(st.get("write_vtu", True), bool):
+            raise where.error("write_vtu", "study", f"must be true or false, got "
+                              f"{st['write_vtu']!r}")
         grid = d.get("grid", {})
         if not isinstance(grid, dict):
             raise where.error("grid", None, "grid must be a table of lists")
@@ -264,24 +267,27 @@ class _Where:
         self.path, self.lines = path, lines
 
     def line(self, key, table=None, index=None):
+        """The line of ``key`` in ``table`` (its ``index``-th ``[[table]]``); the table's header
+        line when the key is missing from it (a required key), None when neither is found."""
         if not self.lines:
             return None
-        current, count = None, -1
+        current, count, header = None, -1, None
         for no, raw in enumerate(self.lines, start=1):
             s = raw.strip()
-            m = re.fullmatch(r"\[\[\s*([\w.-]+)\s*\]\]", s) or re.fullmatch(r"\[\s*([\w.-]+)\s*\]",
-                                                                            s)
+            m = re.fullmatch(r"(\[\[?)\s*([\w.-]+)\s*\]\]?\s*(#.*)?", s)
             if m:
-                current = m.group(1)
-                if s.startswith("[[") and current == table:
+                current = m.group(2)
+                if m.group(1) == "[[" and current == table:
                     count += 1
                 if table is None and current == key:
                     return no
+                if header is None and current == table and (index is None or count == index):
+                    header = no
                 continue
             if current == table and (index is None or count == index) \
                     and re.match(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=", raw):
                 return no
-        return None
+        return header
 
     def error(self, key, table, message, index=None):
         where_key = key if table is None else (f"{table}[{index}].{key}" if index is not None

@@ -66,10 +66,17 @@ class Store:
                              "`vfem study SPEC.toml --out DIR` first")
         try:
             self.db = sqlite3.connect(self.path, timeout=120.0, isolation_level=None)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable SQLite database ({exc})") from None
+        try:
             self.db.execute("PRAGMA busy_timeout = 120000")
+            self._check_version()  # before anything writes: a newer store stays as it was
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, StoreError) as exc:
+            self.db.close()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"{self.path} is not a usable SQLite database ({exc})") from None
         self._schema()
 
@@ -92,11 +99,8 @@ class Store:
                                     (str(SCHEMA_VERSION),))
                     self.db.execute("INSERT INTO meta VALUES ('created_by', ?)",
                                     (json.dumps(_versions()),))
-                elif int(row[0]) > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{self.path} was written by a newer vertebra-fem (store schema "
-                        f"{row[0]}, this version reads up to {SCHEMA_VERSION}): upgrade "
-                        "vertebra-fem or use another --out folder")
+                else:
+                    self._refuse_newer(row[0])
                 self.db.execute(
                     "CREATE TABLE IF NOT EXISTS study (id INTEGER PRIMARY KEY CHECK (id = 1), "
                     "name TEXT, recipe TEXT, spec TEXT, created REAL)")
@@ -110,6 +114,21 @@ class Store:
                                 f"{cols}, PRIMARY KEY (run_id, level))")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a vertebra-fem study store ({exc})") from None
+
+    def _check_version(self):
+        if self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+                           ).fetchone() is None:
+            return
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is not None:
+            self._refuse_newer(row[0])
+
+    def _refuse_newer(self, version):
+        if not str(version).isdigit() or int(version) > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer vertebra-fem (store schema {version}, this "
+                f"version reads up to {SCHEMA_VERSION}): upgrade vertebra-fem or use another "
+                "--out folder")
 
     def transaction(self):
         return _Transaction(self.db)
