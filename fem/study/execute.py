@@ -314,9 +314,13 @@ def _first_completed(executor, futures):
     if isinstance(executor, _LocalPool):
         done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
         return done
+    from dask.distributed import TimeoutError as DaskTimeout
     from dask.distributed import wait
 
-    return wait(futures, return_when="FIRST_COMPLETED").done
+    try:
+        return wait(futures, timeout=DASK_POLL_S, return_when="FIRST_COMPLETED").done
+    except DaskTimeout:  # nothing finished yet: the caller looks for new workers' slots
+        return set()
 
 
 def _bar(total, tty):
