@@ -27,6 +27,57 @@ VOIGT = ((0, 0), (1, 1), (2, 2), (0, 1), (1, 2), (0, 2))
 UNITS_NOTE = "units: length mm, force N, stress MPa, strain mm/mm, energy density mJ/mm^3"
 
 
+#: unit of every array :meth:`Result.to_pyvista` returns (``1`` for dimensionless codes)
+FIELD_UNITS = {
+    "displacement": "mm", "displacement_magnitude": "mm", "node_id": "1", "element_id": "1",
+    "stress": "MPa", "stress_nodal": "MPa", "strain": "mm/mm", "von_mises": "MPa",
+    "von_mises_nodal": "MPa", "principal_stress": "MPa", "principal_strain": "mm/mm",
+    "min_principal_stress": "MPa", "min_principal_stress_nodal": "MPa",
+    "min_principal_strain": "mm/mm", "min_principal_strain_nodal": "mm/mm",
+    "max_principal_strain": "mm/mm", "max_principal_strain_nodal": "mm/mm",
+    "strain_energy_density": "mJ/mm^3", "E": "MPa", "nu": "1", "orthotropic": "MPa, 1",
+    "region": "1", "level": "1", "part": "1", "cement": "1",
+}
+
+
+def region_parts(model):
+    """Each element's region name split as ``"<level>/<part>"`` (at the last ``/``).
+
+    Returns (level codes (n_elements,), level names, part codes, part names); codes index the
+    names, ``-1`` where an element has no level (a name without ``/``) or no region at all.
+    A disc's elements (``"L1-L2/annulus"``) get the disc's name as their level.
+    An element's region is its material region (``element_region``) overridden by the named
+    regions in the order they were added, so a later, more specific region (a fracture's
+    ``damaged`` bone cut out of ``trabecular``, cement placed in it) wins where sets overlap.
+    """
+    names = np.full(model.n_elements, -1, dtype=np.int64)
+    all_names = list(model.region_names)
+    if len(model.element_region):
+        names[:] = model.element_region
+    for name, idx in model.regions.items():
+        if name not in all_names:
+            all_names.append(name)
+        names[np.asarray(idx, dtype=np.int64)] = all_names.index(name)
+    split = [n.rpartition("/") for n in all_names]
+    level_names = list(dict.fromkeys(lv for lv, _, _ in split if lv))
+    part_names = list(dict.fromkeys(p for _, _, p in split))
+    lv_of = np.array([level_names.index(lv) if lv else -1 for lv, _, _ in split] + [-1])
+    part_of = np.array([part_names.index(p) for _, _, p in split] + [-1])
+    return lv_of[names], level_names, part_of[names], part_names
+
+
+def add_region_parts(grid, model) -> None:
+    """Cell data ``level``, ``part``, ``cement`` and field data ``level_names``,
+    ``part_names`` (:func:`region_parts`) on a PyVista grid of ``model``'s elements."""
+    level, level_names, part, part_names = region_parts(model)
+    grid.cell_data["level"] = level
+    grid.cell_data["part"] = part
+    is_cement = np.array([p.startswith("cement") for p in part_names] + [False])
+    grid.cell_data["cement"] = is_cement[part].astype(np.uint8)
+    grid.field_data["level_names"] = level_names or [""]
+    grid.field_data["part_names"] = part_names or [""]
+
+
 def _to_voigt(t, xp):
     return xp.stack([t[..., i, j] for i, j in VOIGT], axis=-1)
 
@@ -263,15 +314,38 @@ class Result:
         return write_vtu(path, self.to_meshio(), compression=compression)
 
     def to_pyvista(self):
-        """A :class:`pyvista.UnstructuredGrid` with all fields plus nodal averages for contours."""
+        """A :class:`pyvista.UnstructuredGrid` for plotting: every field :meth:`write` writes,
+        under the same names, plus
+
+        * cell data ``level`` and ``part``: integer codes of the element's region name split as
+          ``"<level>/<part>"`` (``-1`` for no level; names in field data ``level_names`` and
+          ``part_names``; see :func:`region_parts`), and ``cement`` (1 where the part's name
+          starts with ``cement``: solid cement, cement-bone composite, leaked cement);
+        * cell data ``min_principal_stress``, ``min_principal_strain``, ``max_principal_strain``
+          (the last and first columns of the principal values) and point data ``<name>_nodal``,
+          their averages at the nodes (with ``von_mises_nodal`` and ``stress_nodal``) for smooth
+          contours, and ``displacement_magnitude``.
+
+        Units: array names stay as in the VTU (the names the DESIGN contract lists, so scripts
+        and ParaView see the same arrays); each array's unit is in field data ``units`` as
+        ``"<name>: <unit>"`` strings and in :data:`FIELD_UNITS`.
+        """
         import pyvista as pv
 
         m = self.model
         grid = pv.from_meshio(self.to_meshio())
         h = self.backend.to_host
+        ps, pe = h(self.principal_stress), h(self.principal_strain)
+        derived = {"min_principal_stress": ps[:, -1], "min_principal_strain": pe[:, -1],
+                   "max_principal_strain": pe[:, 0]}
+        for name, values in derived.items():
+            grid.cell_data[name] = values
+            grid.point_data[f"{name}_nodal"] = h(self.nodal_average(self.xp.asarray(values)))
         grid.point_data["stress_nodal"] = h(self.nodal_average(self.stress))
         grid.point_data["displacement_magnitude"] = np.linalg.norm(h(self.displacement), axis=1)
-        grid.field_data["units"] = [UNITS_NOTE]
+        add_region_parts(grid, m)
+        grid.field_data["units"] = [f"{k}: {u}" for k, u in FIELD_UNITS.items()
+                                    if k in grid.cell_data or k in grid.point_data]
         grid.field_data["region_names"] = list(m.region_names) or [""]
         return grid
 

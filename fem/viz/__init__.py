@@ -1,0 +1,19 @@
+"""Pictures of results: PyVista scenes (:mod:`fem.viz.scenes`); 3-D views return a
+:class:`pyvista.Plotter` to show or save. Off-screen rendering works without a display (EGL)."""
+
+from .scenes import (
+    FIELDS,
+    bar_title,
+    bulge_map,
+    cement_view,
+    endplate_deflection,
+    headless,
+    mid_coronal,
+    mid_sagittal,
+    side_by_side,
+    stress_map,
+    treated_level,
+)
+
+__all__ = ["FIELDS", "bar_title", "bulge_map", "cement_view", "endplate_deflection", "headless",
+           "mid_coronal", "mid_sagittal", "side_by_side", "stress_map", "treated_level"]
