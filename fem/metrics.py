@@ -258,6 +258,7 @@ class _Fields:
         h = result.backend.to_host
         m = result.model
         self.model = m
+        self.result = result
         self.u = np.asarray(h(result.displacement))
         self.stress = np.asarray(h(result.stress))
         self.volume = np.asarray(h(result.element_volume))
@@ -269,23 +270,44 @@ class _Fields:
 
 # ---------------------------------------------------------------------- per-level metrics
 
-def _bulge(fd: _Fields, level: str, f: LevelFrame, superior: bool) -> float:
-    """Endplate centre deflection into the body relative to the plane through its rim (mm)."""
-    m = fd.model
-    nodes = _nodes(m, f"{level}/{'superior' if superior else 'inferior'}")
-    p = m.points[nodes]
-    rel = p - p.mean(axis=0)
+#: the endplate centre where the bulge is read: normalised elliptic radius up to this value
+BULGE_CENTRE = 0.5
+
+
+def endplate_deflection(result, level: str, side: str):
+    """(node indices, deflection into the body (mm), rim mask, centre mask) of the endplate node
+    set ``"<level>/<side>"`` (side "superior" or "inferior"): the axial displacement relative to
+    the least-squares plane through the rim nodes' axial displacements, positive into the body.
+    Rim: normalised elliptic radius (about the set's centroid, in the level frame) >= 1 - 2 rim /
+    min(width, depth); centre: radius <= :data:`BULGE_CENTRE`. ``endplate_bulge_*_mm`` is the
+    largest deflection over the centre: reading it there keeps the steps of a voxel endplate near
+    the pedicles (rim-plane artefacts, not the endplate's bending) out of the metric."""
+    m = result.model
+    f = level_frame(m, level)
+    nodes = _nodes(m, f"{level}/{side}")
+    rel = m.points[nodes] - m.points[nodes].mean(axis=0)
     lat, ant = rel @ f.lateral, rel @ f.anterior
     rho = np.hypot(lat / (0.5 * f.width), ant / (0.5 * f.depth))
     rim = rho >= 1.0 - 2.0 * f.rim / min(f.width, f.depth)
-    w = fd.u[nodes] @ f.axial
-    if rim.sum() < 3 or rim.all():
-        return math.nan
+    centre = (rho <= BULGE_CENTRE) & ~rim
+    if rim.sum() < 3 or not centre.any():
+        raise MetricsError(f"{level}/{side}: too few rim or centre nodes for a bulge (rim "
+                           f"{f.rim} mm on a {f.width} x {f.depth} mm endplate)")
+    w = np.asarray(result.backend.to_host(result.displacement))[nodes] @ f.axial
     A = np.stack([np.ones(rim.sum()), lat[rim], ant[rim]], axis=1)
     coef, *_ = np.linalg.lstsq(A, w[rim], rcond=None)
-    plane = coef[0] + coef[1] * lat[~rim] + coef[2] * ant[~rim]
-    d = w[~rim] - plane
-    return float((-d if superior else d).max())
+    d = w - (coef[0] + coef[1] * lat + coef[2] * ant)
+    return nodes, (-d if side == "superior" else d), rim, centre
+
+
+def _bulge(fd: _Fields, level: str, f: LevelFrame, superior: bool) -> float:
+    """Endplate centre deflection into the body relative to the plane through its rim (mm)."""
+    try:
+        _, d, _, centre = endplate_deflection(fd.result, level,
+                                              "superior" if superior else "inferior")
+    except MetricsError:
+        return math.nan
+    return float(d[centre].max())
 
 
 def _axial_at_centre(fd: _Fields, f: LevelFrame, node_set: str) -> float:
@@ -409,9 +431,8 @@ def level_metrics(result, *, levels=None, load: float | None = None):
     level's centre (the mean displacement under pure compression, free of the tilt under
     bending);
     ``strength_pistoia_n``, ``strength_strain_n`` and the factors of risk (module docstring);
-    ``endplate_bulge_*_mm``, the centre's deflection into the body relative to a least-squares
-    plane through the rim nodes (normalised elliptic radius >= 1 - 2 rim / min(width, depth)
-    about the endplate set's centroid); ``disc_pressure_mpa``, the volume-mean hydrostatic
+    ``endplate_bulge_*_mm``, the largest deflection into the body over the endplate's centre
+    relative to a least-squares plane through the rim nodes (:func:`endplate_deflection`); ``disc_pressure_mpa``, the volume-mean hydrostatic
     pressure -tr(sigma)/3 of the nucleus of the disc below; ``interface_stress_mpa``, the peak
     von Mises stress of the cement and bone elements sharing a node across the cement-bone
     interface (NaN without cement); ``load_share_*``, the axial force of cortex (with the bony

@@ -332,7 +332,7 @@ def test_bulge_map_shows_the_metric_on_the_adjacent_endplates(models, results):
         assert set(surf.point_data["node"]) == set(m.node_sets[f"{lv}/{side}"])
         assert surf.n_cells > 0
         d = np.asarray(surf.point_data["endplate_bulge"])
-        centre = d[np.asarray(surf.point_data["rim"]) == 0]
+        centre = d[np.asarray(surf.point_data["centre"]) == 1]
         assert centre.max() == pytest.approx(table.loc[lv, f"endplate_bulge_{side}_mm"],
                                              rel=1e-9, abs=1e-12)
         ranges.append((d.min(), d.max()))

@@ -441,27 +441,15 @@ def adjacent_endplates(model, level: str) -> list[tuple[str, str]]:
 
 
 def endplate_deflection(result, level: str, side: str):
-    """(node indices, deflection into the body (mm), rim mask) of ``"<level>/<side>"``: axial
-    displacement relative to the least-squares plane through the rim nodes' axial displacement,
-    positive into the body; the same definition as :func:`fem.metrics.level_metrics`'
-    ``endplate_bulge_*_mm``, which is the maximum over the non-rim nodes."""
+    """(node indices, deflection into the body (mm), rim mask) of ``"<level>/<side>"``: the
+    definition of :func:`fem.metrics.endplate_deflection`, whose maximum over the endplate centre
+    is ``endplate_bulge_*_mm``."""
     m = result.model
-    f = metrics.level_frame(m, level)
     name = f"{level}/{side}"
     if name not in m.node_sets or not len(m.node_sets[name]):
         raise SetError(f"node set {name!r} is missing or empty")
-    nodes = np.asarray(m.node_sets[name])
-    rel = m.points[nodes] - m.points[nodes].mean(axis=0)
-    lat, ant = rel @ f.lateral, rel @ f.anterior
-    rho = np.hypot(lat / (0.5 * f.width), ant / (0.5 * f.depth))
-    rim = rho >= 1.0 - 2.0 * f.rim / min(f.width, f.depth)
-    w = np.asarray(result.backend.to_host(result.displacement))[nodes] @ f.axial
-    if rim.sum() < 3 or rim.all():
-        raise metrics.MetricsError(f"{name}: too few rim or centre nodes for a rim plane")
-    A = np.stack([np.ones(rim.sum()), lat[rim], ant[rim]], axis=1)
-    coef, *_ = np.linalg.lstsq(A, w[rim], rcond=None)
-    d = w - (coef[0] + coef[1] * lat + coef[2] * ant)
-    return nodes, (-d if side == "superior" else d), rim
+    nodes, d, rim, _ = metrics.endplate_deflection(result, level, side)
+    return nodes, d, rim
 
 
 def node_set_surface(model, nodes):
@@ -500,19 +488,21 @@ def _bulge_scenes(result, level) -> list[Scene]:
     level = level or treated_level(model)
     scenes = []
     for lv, side in adjacent_endplates(model, level):
-        nodes, d, rim = endplate_deflection(result, lv, side)
+        endplate_deflection(result, lv, side)  # names a missing set
+        nodes, d, rim, centre = metrics.endplate_deflection(result, lv, side)
         surf = node_set_surface(model, nodes)
         pos = np.full(model.n_nodes, -1, dtype=np.int64)
         pos[nodes] = np.arange(len(nodes))
         at = pos[surf.point_data["node"]]
         surf.point_data["endplate_bulge"] = d[at]
         surf.point_data["rim"] = rim[at].astype(np.uint8)
+        surf.point_data["centre"] = centre[at].astype(np.uint8)
         _, e_ax, e_ant, _ = augment.level_frame(model, lv)
         points_only = {"render_points_as_spheres": True, "point_size": 8}
         layers = [Layer("endplate", surf, "endplate_bulge", "point",
                         style={} if surf.n_cells else points_only)]
         cam = _camera(model.points[nodes].mean(axis=0), e_ax, e_ant)
-        scenes.append(Scene(f"{lv} {side} endplate: {d[~rim].max():.3g} mm",
+        scenes.append(Scene(f"{lv} {side} endplate: {d[centre].max():.3g} mm",
                             layers, cam, "endplate_bulge", BULGE_LABEL, "viridis",
                             _data_range(layers)))
     if not scenes:
