@@ -17,6 +17,10 @@ _POOL: ThreadPoolExecutor | None = None
 
 #: rows below which a sparse product is not worth splitting
 MIN_ROWS_PER_THREAD = 20_000
+#: row parts of a large matrix, whatever the number of threads: the partition, and with it the
+#: summation order of A.T @ r, must not depend on the machine, or results would differ in the
+#: last digits between machines with different core counts
+MAX_PARTS = 16
 
 
 def n_threads() -> int:
@@ -75,8 +79,9 @@ def row_block(M, a: int, b: int):
 class RowSplit:
     """A SciPy BSR or CSR matrix whose product with a vector runs on several threads.
 
-    The rows are cut into contiguous parts of about equal numbers of stored entries; each part
-    is a view sharing the parent's arrays (no copy of the data).
+    The rows are cut into contiguous parts of about equal numbers of stored entries (how many
+    depends on the matrix only, :data:`MAX_PARTS`, not on the thread count); each part is a view
+    sharing the parent's arrays (no copy of the data).
     """
 
     def __init__(self, A, parts: int | None = None):
@@ -86,7 +91,7 @@ class RowSplit:
         R = A.blocksize[0] if A.format == "bsr" else 1
         nrows = A.shape[0] // R
         if parts is None:
-            parts = max(1, min(n_threads(), nrows // max(1, MIN_ROWS_PER_THREAD // R)))
+            parts = max(1, min(MAX_PARTS, nrows // max(1, MIN_ROWS_PER_THREAD // R)))
         parts = max(1, min(parts, nrows))
         ip = A.indptr
         cuts = np.searchsorted(ip, np.linspace(0, ip[-1], parts + 1)).astype(np.int64)
