@@ -1,0 +1,353 @@
+"""Real lumbar anatomy: the mean L2-L5 vertebrae of a statistical shape model as voxel models.
+
+Data: closed triangle surfaces ``L2.ply`` .. ``L5.ply``, the mean shape of the statistical shape
+model of Clouthier AL, Wenghofer J, Wai EK, Graham RB, "Morphable models of the lumbar spine to
+vary geometry based on pathology, demographics, and anatomical measurements", J Biomech 2023;
+146:111421, doi:10.1016/j.jbiomech.2022.111421 (MIT licence; github.com/aclouthier/
+morphable-lumbar-model, ``SSM/meanMesh_*.csv``). Cite the paper wherever these shapes are used.
+The files stay outside the repository: the folder is a parameter, by default the environment
+variable ``FEM_SSM_DATA``, else ``../shared/data/lumbar-ssm-mean`` next to the repository.
+
+Axes. The data have +x anterior, y lateral, +z superior. Assuming the data frame is right-handed
+(a CT frame, not mirrored), its +y = z x x = superior x anterior is the patient's left. The
+proper rotation ``(x, y, z) -> (y, -x, z)`` (:data:`ROTATION`) therefore gives the project's
+axes: x lateral with the patient's left at +x, anterior at -y, z cranial. The mean shape is
+nearly symmetric, so a mirrored source would change little but the labels of the pedicles.
+The model is then translated so that x = y = 0 is the mean centroid of the bodies and z = 0 the
+lowest point of the bottom body (``metadata["ssm"]["rotation"]``, ``["translation"]``:
+``p_model = ROTATION @ p_data + translation``).
+
+Voxel model (:func:`ssm_segment_model`): voxels whose centres lie inside a surface (signed
+implicit distance < 0) belong to that level; a voxel inside two surfaces goes to the cranial
+level, and voxels of a level touching (sharing a node with) the level above are emptied, so the
+facet joints do not fuse. Per level:
+
+* body / posterior elements: the posterior wall is found on the mid-sagittal strip (|x - x_c| <
+  3 mm) as the first antero-posterior position, going posteriorly from the anterior surface,
+  with no bone (the vertebral canal); voxels anterior of that plane are the body, the rest the
+  posterior elements (cut at the pedicle bases);
+* bony endplates: the top and the bottom body voxel of each vertical voxel column;
+* cortex: the other body voxels with a face neighbour outside the level or a centre within
+  ``cortex`` mm of the surface (at least one voxel), moduli thickness-compensated as in
+  :func:`fem.meshes.vertebra.thickness_compensated`;
+* trabecular core: the rest of the body.
+
+Discs fill, column by column where both bodies exist, the empty voxels between the upper body's
+lowest and the lower body's highest voxel; they share nodes with both endplates. The nucleus is
+the :data:`NUCLEUS_AREA` (40 %, inside the 30-50 % usually modelled; an assumption) of the disc's
+cross-section farthest from its outline (2-D distance transform), the annulus the rest.
+
+Anatomy (``metadata["anatomy"][level]``, estimated from the voxels): ``centre`` the body
+centroid; ``superior_centre`` / ``inferior_centre`` the mean of the endplate surface nodes within
+a quarter of the body's smaller dimension from the centre's axis; ``height`` their distance;
+``width`` / ``depth`` the lateral and antero-posterior extent of the body; pedicle axes per side
+through the centroid of the posterior-element voxels in the 5 mm slab behind the posterior wall
+(within the body's height), directed from the centroid of the next 5 mm slab towards it (medial
+convergence from the shape), made perpendicular to the body axis (the sagittal tilt of that
+estimate follows the articular processes rather than the pedicle, so it is not kept); the entry
+is where that line leaves the bone posteriorly.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputFileError, MeshError
+from .vertebra import (
+    BONE_PARTS,
+    LevelDims,
+    _endplate_faces,
+    _model_from_labels,
+    _Stack,
+    annotate,
+    level_names,
+    resolve_materials,
+    thickness_compensated,
+)
+
+SSM_LEVELS = ("L2", "L3", "L4", "L5")
+ROTATION = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+NUCLEUS_AREA = 0.40
+CITATION = ("Clouthier AL, Wenghofer J, Wai EK, Graham RB. Morphable models of the lumbar spine "
+            "to vary geometry based on pathology, demographics, and anatomical measurements. "
+            "J Biomech 2023;146:111421. doi:10.1016/j.jbiomech.2022.111421")
+_SLAB = 5.0  # mm, depth of each slab behind the posterior wall used for the pedicle axes
+_STRIP = 3.0  # mm, half-width of the mid-sagittal strip that finds the posterior wall
+
+
+def data_folder(folder=None) -> Path:
+    """The folder of the PLY files: ``folder``, else ``$FEM_SSM_DATA``, else
+    ``../shared/data/lumbar-ssm-mean`` relative to the repository root."""
+    if folder is None:
+        folder = os.environ.get("FEM_SSM_DATA") or (
+            Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lumbar-ssm-mean")
+    return Path(folder).resolve()
+
+
+def ssm_levels(levels="L2-L4") -> list[str]:
+    """Validated contiguous level names within L2-L5, cranial to caudal."""
+    names = level_names(levels)
+    bad = [n for n in names if n not in SSM_LEVELS]
+    if bad:
+        raise MeshError(f"the shape model has levels {', '.join(SSM_LEVELS)} only, not "
+                        f"{', '.join(bad)}")
+    return names
+
+
+def load_surfaces(levels="L2-L4", folder=None) -> dict:
+    """{level: pyvista.PolyData} in the data's frame (mm, +x anterior), each checked closed
+    and manifold."""
+    import pyvista as pv
+
+    root = data_folder(folder)
+    out = {}
+    for n in ssm_levels(levels):
+        path = root / f"{n}.ply"
+        if not path.is_file():
+            raise InputFileError(f"{path}: missing: level {n} of the lumbar shape model "
+                                 "(get L2.ply..L5.ply; see the module docstring)")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                surf = pv.read(path)
+            except Exception as exc:  # noqa: BLE001 - any reader fault is an unreadable file
+                raise InputFileError(f"{path}: unreadable surface ({exc})") from None
+        if not isinstance(surf, pv.PolyData) or surf.n_cells == 0:
+            why = str(caught[0].message).splitlines()[0] if caught else "no triangles"
+            raise InputFileError(f"{path}: unreadable surface ({why})")
+        surf = surf.triangulate()
+        if surf.n_open_edges or not surf.is_manifold:
+            raise MeshError(f"{path}: the surface is not closed and manifold "
+                            f"({surf.n_open_edges} open edges)")
+        if surf.volume <= 0:
+            raise MeshError(f"{path}: the surface encloses no volume")
+        out[n] = surf
+    return out
+
+
+def _inside(surfs_rot: list, origin, shape, h):
+    """Level index per voxel (-1 empty, cranial level wins) and the distance of each occupied
+    voxel centre to its level's surface."""
+    import pyvista as pv
+
+    lvl = np.full(shape, -1, dtype=np.int16)
+    dist = np.full(shape, np.inf, dtype=np.float32)
+    for i, s in enumerate(surfs_rot):
+        b = np.array(s.bounds).reshape(3, 2)
+        lo = np.maximum(np.floor((b[:, 0] - origin) / h).astype(int), 0)
+        hi = np.minimum(np.ceil((b[:, 1] - origin) / h).astype(int) + 1, shape)
+        axes = [origin[a] + (np.arange(lo[a], hi[a]) + 0.5) * h for a in range(3)]
+        pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+        d = pv.PolyData(pts).compute_implicit_distance(s)["implicit_distance"]
+        d = d.reshape(hi - lo)
+        box = tuple(slice(lo[a], hi[a]) for a in range(3))
+        sel = (d < 0) & (lvl[box] < 0)
+        lvl[box][sel] = i
+        dist[box][sel] = -d[sel]
+    return lvl, dist
+
+
+def _separate(lvl) -> int:
+    """Empty the voxels of each level that share a node with the level above; returns how many."""
+    from scipy.ndimage import binary_dilation
+
+    removed = 0
+    for i in range(int(lvl.max())):
+        near = binary_dilation(lvl == i, structure=np.ones((3, 3, 3), bool))
+        cut = near & (lvl == i + 1)
+        removed += int(cut.sum())
+        lvl[cut] = -1
+    return removed
+
+
+def _posterior_wall(mask, yc, xc, h, name) -> int:
+    """Grid index j of the first canal voxel behind the body on the mid-sagittal strip."""
+    strip = np.abs(xc - np.median(xc[np.any(mask, axis=(1, 2))])) < max(_STRIP, h)
+    prof = mask[strip].sum(axis=(0, 2))
+    occ = np.nonzero(prof > 0.02 * prof.max())[0]
+    if not len(occ):
+        raise MeshError(f"{name}: no bone on the mid-sagittal plane at this voxel size")
+    gaps = np.nonzero(prof[occ[0]:] <= 0.02 * prof.max())[0]
+    if not len(gaps):
+        raise MeshError(f"{name}: no vertebral canal found behind the body")
+    return int(occ[0] + gaps[0])
+
+
+def _pedicle_axes(post, body_z, y_wall, centres, lvl_mask, origin, h, e_ax, name):
+    """{"left"/"right": (entry, direction)} from the posterior-element voxels behind the wall;
+    the direction is kept perpendicular to the body axis ``e_ax``."""
+    ijk = np.argwhere(post)
+    p = origin + (ijk + 0.5) * h
+    zsel = (p[:, 2] >= body_z[0]) & (p[:, 2] <= body_z[1])
+    x_mid = centres[0]
+    out = {}
+    for side, s in (("left", 1.0), ("right", -1.0)):
+        on = zsel & (s * (p[:, 0] - x_mid) > 0)
+        a = on & (p[:, 1] >= y_wall) & (p[:, 1] < y_wall + _SLAB)
+        b = on & (p[:, 1] >= y_wall + _SLAB) & (p[:, 1] < y_wall + 2 * _SLAB)
+        if a.sum() < 1 or b.sum() < 1:
+            raise MeshError(f"{name}: no {side} pedicle found behind the posterior wall at this "
+                            "voxel size")
+        ca, cb = p[a].mean(axis=0), p[b].mean(axis=0)
+        d = ca - cb
+        d -= (d @ e_ax) * e_ax
+        d /= np.linalg.norm(d)
+        entry = ca
+        shape = np.array(lvl_mask.shape)
+        for t in np.arange(0.0, 80.0, 0.5 * h):
+            q = ca - t * d
+            g = np.floor((q - origin) / h).astype(int)
+            if np.any(g < 0) or np.any(g >= shape) or not lvl_mask[tuple(g)]:
+                break
+            entry = q
+        out[side] = (entry, d)
+    return out
+
+
+def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
+                      cortex: float = 0.5, endplate: float = 0.25, folder=None):
+    """A hex8 voxel model of contiguous levels of the mean lumbar spine (L2-L5) with discs.
+
+    ``voxel_size`` mm; ``materials`` as :func:`fem.meshes.vertebra.resolve_materials`;
+    ``cortex`` / ``endplate``: physical shell and bony endplate thicknesses (mm), used for the
+    cortex layer and the thickness compensation of thin layers; ``folder``: the data folder
+    (:func:`data_folder`). Regions, sets and metadata as for the parametric models
+    (:mod:`fem.meshes.vertebra`); see the module docstring for how they are found.
+    """
+    from scipy.ndimage import binary_erosion, distance_transform_edt
+
+    names = ssm_levels(levels)
+    h = float(voxel_size)
+    if not (0.25 <= h <= 5.0):
+        raise MeshError(f"voxel_size must lie in 0.25..5 mm, got {voxel_size}")
+    if not (0.0 < cortex <= 5.0):
+        raise MeshError(f"cortex must lie in (0, 5] mm, got {cortex}")
+    surfs = load_surfaces(names, folder)
+    rot = []
+    for n in names:
+        s = surfs[n].copy()
+        s.points = np.asarray(s.points, float) @ ROTATION.T
+        rot.append(s)
+    lo = np.min([np.array(s.bounds).reshape(3, 2)[:, 0] for s in rot], axis=0)
+    hi = np.max([np.array(s.bounds).reshape(3, 2)[:, 1] for s in rot], axis=0)
+    origin = np.floor(lo / h) * h - h
+    shape = tuple(np.ceil((hi - origin) / h).astype(int) + 1)
+    lvl, dist = _inside(rot, origin, shape, h)
+    n_inside = [int((lvl == i).sum()) for i in range(len(names))]
+    removed = _separate(lvl)
+    xc = origin[0] + (np.arange(shape[0]) + 0.5) * h
+    yc = origin[1] + (np.arange(shape[1]) + 0.5) * h
+    kz = np.arange(shape[2])
+    labels = np.zeros(shape, dtype=np.int16)
+    bodies = []
+    for i, n in enumerate(names):
+        mask = lvl == i
+        jw = _posterior_wall(mask, yc, xc, h, n)
+        body = mask.copy()
+        body[:, jw:, :] = False
+        cols = body.any(axis=2)
+        top = np.where(cols, shape[2] - 1 - np.argmax(body[:, :, ::-1], axis=2), -1)
+        bot = np.where(cols, np.argmax(body, axis=2), -1)
+        shell = mask & ~binary_erosion(mask, structure=_FACES, border_value=0)
+        shell |= dist <= cortex
+        code = 1 + 10 * i
+        labels[mask] = code + 4
+        labels[body] = code + 1
+        labels[body & shell] = code
+        labels[body & (kz == bot[..., None])] = code + 3
+        labels[body & (kz == top[..., None])] = code + 2
+        bodies.append((body, top, bot, jw))
+    fractions = {}
+    for i in range(len(names) - 1):
+        _, _, bot_up, _ = bodies[i]
+        _, top_lo, _, _ = bodies[i + 1]
+        both = (bot_up >= 0) & (top_lo >= 0) & (bot_up > top_lo + 1)
+        gap = both[..., None] & (kz > top_lo[..., None]) & (kz < bot_up[..., None]) \
+            & (labels == 0) & (lvl < 0)
+        foot = gap.any(axis=2)
+        if not foot.any():
+            raise MeshError(f"no disc space between {names[i]} and {names[i + 1]} at this voxel "
+                            "size")
+        edt = distance_transform_edt(foot)
+        nuc2 = foot & (edt >= np.quantile(edt[foot], 1.0 - NUCLEUS_AREA))
+        fractions[f"{names[i]}-{names[i + 1]}"] = float(nuc2.sum() / foot.sum())
+        labels[gap] = 1 + 10 * i + 5
+        labels[gap & nuc2[..., None]] = 1 + 10 * i + 6
+    code_names = {}
+    for i, n in enumerate(names):
+        for p, part in enumerate(BONE_PARTS):
+            code_names[1 + 10 * i + p] = f"{n}/{part}"
+        if i + 1 < len(names):
+            disc = f"{n}-{names[i + 1]}"
+            code_names[1 + 10 * i + 5] = f"{disc}/annulus"
+            code_names[1 + 10 * i + 6] = f"{disc}/nucleus"
+    bottom_body = bodies[-1][0]
+    body_all = np.any([b[0] for b in bodies], axis=0)
+    bc = origin + (np.argwhere(body_all) + 0.5) * h
+    shift = np.array([-bc[:, 0].mean(), -bc[:, 1].mean(),
+                      -(origin[2] + np.argwhere(bottom_body)[:, 2].min() * h)])
+    o_model = origin + shift
+    layers = LevelDims("ssm", 1.0, 1.0, 1.0, 1.0, 0.0, cortex=cortex, endplate=endplate)
+    mats = thickness_compensated(resolve_materials(materials), layers, h)
+    m = _model_from_labels(labels, o_model, h, code_names, mats)
+    for i, n in enumerate(names):
+        bone = [1 + 10 * i + p for p in range(5)]
+        for key, code, up in (("superior", 1 + 10 * i + 2, True),
+                              ("inferior", 1 + 10 * i + 3, False)):
+            e, f = _endplate_faces(m, labels, {"endplate": code, "bone": bone}, up)
+            m.add_face_set(f"{n}/{key}", e, f)
+            conn = m.blocks[0].conn[e]
+            m.add_node_set(f"{n}/{key}", np.unique(conn[:, 4:] if up else conn[:, :4]))
+    anatomy, dims = {}, []
+    for i, n in enumerate(names):
+        body, _, _, jw = bodies[i]
+        pc = o_model + (np.argwhere(body) + 0.5) * h
+        centre = pc.mean(axis=0)
+        width = np.ptp(pc[:, 0]) + h
+        depth = np.ptp(pc[:, 1]) + h
+        r = 0.25 * min(width, depth)
+        ends = {}
+        for key in ("superior", "inferior"):
+            q = m.points[m.node_sets[f"{n}/{key}"]]
+            near = np.hypot(q[:, 0] - centre[0], q[:, 1] - centre[1]) <= r
+            ends[key] = q[near].mean(axis=0) if near.any() else q.mean(axis=0)
+        height = float(np.linalg.norm(ends["superior"] - ends["inferior"]))
+        post = lvl == i
+        post[:, :jw, :] = False
+        e_ax = (ends["superior"] - ends["inferior"]) / height
+        axes = _pedicle_axes(post, (ends["inferior"][2], ends["superior"][2]),
+                             o_model[1] + jw * h, centre, lvl == i, o_model, h, e_ax, n)
+        d = LevelDims(n, float(width), float(depth), height, height, 0.0, cortex=cortex,
+                      endplate=endplate)
+        dims.append(d)
+        anatomy[n] = dict(centre=tuple(centre), height=height, width=float(width),
+                          depth=float(depth), superior_centre=tuple(ends["superior"]),
+                          inferior_centre=tuple(ends["inferior"]), pedicle_axes=axes,
+                          posterior_wall_y=float(o_model[1] + jw * h))
+    annotate(m, names, _Stack(dims, [a["inferior_centre"][2] for a in anatomy.values()]))
+    for n in names:
+        m.metadata["anatomy"][n].update(anatomy[n])
+    m.metadata["voxel_size"] = h
+    m.metadata["ssm"] = dict(folder=str(data_folder(folder)), rotation=ROTATION.tolist(),
+                             translation=shift.tolist(), citation=CITATION,
+                             surface_volumes={n: float(surfs[n].volume) for n in names},
+                             inside_voxels=dict(zip(names, n_inside)),
+                             separated_voxels=removed, nucleus_area_fraction=fractions)
+    return m
+
+
+def to_model_frame(surface, model):
+    """A copy of a data-frame surface moved into ``model``'s frame (for overlays and checks)."""
+    ssm = model.metadata["ssm"]
+    out = surface.copy()
+    out.points = np.asarray(surface.points, float) @ np.asarray(ssm["rotation"]).T \
+        + np.asarray(ssm["translation"])
+    return out
+
+
+_FACES = np.zeros((3, 3, 3), bool)
+_FACES[1, 1, :] = _FACES[1, :, 1] = _FACES[:, 1, 1] = True

@@ -1,0 +1,131 @@
+"""The mean lumbar shape model (Clouthier et al. 2023) as voxel models: loader, regions, discs,
+anatomy and the procedures and metrics of the parametric models on real shapes."""
+
+import numpy as np
+import pytest
+
+import fem
+from fem import augment, metrics
+from fem.meshes import loadcases, ssm
+
+H = 2.5
+FOLDER = ssm.data_folder()
+pytestmark = pytest.mark.skipif(not (FOLDER / "L2.ply").is_file(),
+                                reason=f"lumbar shape model data not found in {FOLDER} "
+                                       "(set FEM_SSM_DATA)")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return ssm.ssm_segment_model("L2-L4", voxel_size=H)
+
+
+@pytest.fixture(scope="module")
+def solved(model):
+    m = model.copy()
+    loadcases.apply(m, "standing")
+    return fem.solve(m)
+
+
+def test_loader_reads_closed_surfaces_with_the_published_volumes():
+    surfs = ssm.load_surfaces("L2-L5")
+    assert list(surfs) == ["L2", "L3", "L4", "L5"]
+    for s in surfs.values():
+        assert s.n_open_edges == 0 and s.is_manifold
+        assert 57e3 <= s.volume <= 63.5e3  # 57-63 cm^3, the data's README
+    lows = [s.bounds[4] for s in surfs.values()]
+    assert lows == sorted(lows, reverse=True)  # L2 on top
+
+
+def test_loader_errors_name_the_file(tmp_path):
+    with pytest.raises(fem.InputFileError, match=r"L2\.ply: missing"):
+        ssm.load_surfaces("L2", tmp_path)
+    (tmp_path / "L2.ply").write_bytes(b"ply\nformat nonsense\n")
+    with pytest.raises(fem.InputFileError, match=r"L2\.ply: unreadable"):
+        ssm.load_surfaces("L2", tmp_path)
+    with pytest.raises(fem.MeshError, match="L2, L3, L4, L5 only"):
+        ssm.load_surfaces("L1-L2")
+
+
+def test_voxel_volumes_match_the_enclosed_volumes(model):
+    info = model.metadata["ssm"]
+    vol = augment.element_volumes(model)
+    assert np.all(vol > 0)
+    np.testing.assert_allclose(vol, H ** 3, rtol=1e-9)  # undistorted cubes: no inverted element
+    removed = 0.0
+    for n in model.metadata["levels"]:
+        inside = info["inside_voxels"][n] * H ** 3
+        # centre sampling: the error of a 2.5 mm voxelisation of a smooth ~60 cm^3 shape
+        assert inside == pytest.approx(info["surface_volumes"][n], rel=0.02)
+        parts = np.concatenate([model.regions[f"{n}/{p}"] for p in ssm.BONE_PARTS])
+        removed += inside - vol[parts].sum()
+    assert removed == pytest.approx(info["separated_voxels"] * H ** 3)
+    assert info["separated_voxels"] * H ** 3 < 0.02 * sum(info["surface_volumes"].values())
+
+
+def test_regions_partition_each_level_and_disc(model):
+    names = model.metadata["levels"]
+    assert names == ["L2", "L3", "L4"]
+    expected = [f"{n}/{p}" for n in names for p in ssm.BONE_PARTS]
+    expected += [f"{a}-{b}/{p}" for a, b in zip(names, names[1:]) for p in ("annulus", "nucleus")]
+    counts = np.zeros(model.n_elements, int)
+    for r in expected:
+        assert len(model.regions[r]) > 0, r
+        counts[model.regions[r]] += 1
+    assert np.all(counts == 1)
+    for disc, f in model.metadata["ssm"]["nucleus_area_fraction"].items():
+        assert 0.35 <= f <= 0.45, disc
+
+
+def test_axes_and_anatomy(model):
+    anat = model.metadata["anatomy"]
+    names = model.metadata["levels"]
+    z = [anat[n]["centre"][2] for n in names]
+    assert z == sorted(z, reverse=True)
+    bottom = model.points[model.node_sets["bottom"]][:, 2]
+    assert bottom.min() == pytest.approx(0.0, abs=1e-9)
+    for n in names:
+        a = anat[n]
+        post = model.regions[f"{n}/posterior"]
+        body = model.regions[f"{n}/trabecular"]
+        pc = model.points[model.blocks[0].conn[post]].mean(axis=(0, 1))
+        bc = model.points[model.blocks[0].conn[body]].mean(axis=(0, 1))
+        assert pc[1] - bc[1] > 15.0  # posterior elements behind the body: anterior is -y
+        assert abs(bc[0]) < 3.0  # mid-sagittal plane at x = 0
+        assert 20.0 < a["height"] < 35.0 and 30.0 < a["depth"] < 45.0
+        assert 40.0 < a["width"] < 60.0
+        left, right = a["pedicle_axes"]["left"], a["pedicle_axes"]["right"]
+        assert left[0][0] > 5.0 and right[0][0] < -5.0  # left pedicle at +x
+        for entry, d in (left, right):
+            assert d[1] < -0.8  # into the body, anteriorly
+            assert entry[1] > a["posterior_wall_y"]
+        sup = model.points[model.node_sets[f"{n}/superior"]][:, 2].mean()
+        inf = model.points[model.node_sets[f"{n}/inferior"]][:, 2].mean()
+        assert sup - inf > 20.0
+
+
+def test_discs_share_nodes_with_both_endplates(model):
+    conn = model.blocks[0].conn
+    names = model.metadata["levels"]
+    for up, lo in zip(names, names[1:]):
+        disc = np.unique(conn[np.concatenate([model.regions[f"{up}-{lo}/annulus"],
+                                              model.regions[f"{up}-{lo}/nucleus"]])])
+        for key in (f"{up}/inferior", f"{lo}/superior"):
+            ep = model.node_sets[key]
+            assert np.isin(ep, disc).mean() > 0.8, key
+
+
+def test_standing_load_balances(solved):
+    F = solved.applied_total()
+    assert np.linalg.norm(F) > 100.0
+    np.testing.assert_allclose(solved.reaction_total(), -F, atol=1e-6 * np.linalg.norm(F))
+
+
+def test_pvp_and_level_metrics_on_real_anatomy(model, solved):
+    out = augment.pvp(model, "L3", 4.0, seed=1)
+    rec = out.metadata["augmentations"][-1]
+    assert rec.volume_ml == pytest.approx(4.0, rel=0.05)
+    table = metrics.level_metrics(solved)
+    assert list(table["level"]) == ["L2", "L3", "L4"]
+    k = np.asarray(table["stiffness_n_per_mm"], float)
+    assert np.all(np.isfinite(k)) and np.all(k > 0)
