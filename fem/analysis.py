@@ -117,6 +117,8 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
                      precision=precision if name == "amg" else "double")
     z = _linear_solve(name, lin, model, sysm, be, info, times, rtol=rtol, atol=atol,
                       maxiter=maxiter, precision=precision, callback=callback)
+    if len(sysm.fixed_dofs):  # exactly the prescribed values, not to the solver's tolerance
+        z[xp.asarray(sysm.fixed_dofs)] = xp.asarray(sysm.fixed_values, dtype=z.dtype)
 
     t = time.perf_counter()
     n3 = 3 * model.n_nodes
