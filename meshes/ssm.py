@@ -26,7 +26,10 @@ facet joints do not fuse. Per level:
   3 mm) as the first antero-posterior position, going posteriorly from the anterior surface,
   with no bone (the vertebral canal); voxels anterior of that plane are the body, the rest the
   posterior elements (cut at the pedicle bases);
-* bony endplates: the top and the bottom body voxel of each vertical voxel column;
+* bony endplates: the top body voxel of each vertical voxel column if it lies above the body's
+  mid-height, the bottom one if below, except in the short columns (under 60 % of the median
+  column height) of a flaring rim lip, where only the voxel on the lip's own side of mid-height
+  counts (the underside of the upper lip is cortex, not inferior endplate);
 * cortex: the other body voxels with a face neighbour outside the level or a centre within
   ``cortex`` mm of the surface (at least one voxel), moduli thickness-compensated as in
   :func:`fem.meshes.vertebra.thickness_compensated`;
@@ -35,7 +38,8 @@ facet joints do not fuse. Per level:
 Discs fill, column by column where both bodies exist, the empty voxels between the upper body's
 lowest and the lower body's highest voxel; they share nodes with both endplates. The nucleus is
 the :data:`NUCLEUS_AREA` (40 %, inside the 30-50 % usually modelled; an assumption) of the disc's
-cross-section farthest from its outline (2-D distance transform), the annulus the rest.
+cross-section farthest from its outline (2-D distance transform, ties broken towards the
+centroid), the annulus the rest.
 
 Anatomy (``metadata["anatomy"][level]``, estimated from the voxels): ``centre`` the body
 centroid; ``superior_centre`` / ``inferior_centre`` the mean of the endplate surface nodes within
@@ -252,6 +256,11 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
         cols = body.any(axis=2)
         top = np.where(cols, shape[2] - 1 - np.argmax(body[:, :, ::-1], axis=2), -1)
         bot = np.where(cols, np.argmax(body, axis=2), -1)
+        k_mid = np.argwhere(body)[:, 2].mean()
+        full = (top - bot) >= 0.6 * np.median((top - bot)[cols])
+        c = 0.5 * (top + bot)
+        top[~((top > k_mid) & (full | (c > k_mid)))] = -1
+        bot[~((bot < k_mid) & (full | (c < k_mid)))] = -1
         shell = mask & ~binary_erosion(mask, structure=_FACES, border_value=0)
         shell |= dist <= cortex
         code = 1 + 10 * i
@@ -272,8 +281,12 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
         if not foot.any():
             raise MeshError(f"no disc space between {names[i]} and {names[i + 1]} at this voxel "
                             "size")
-        edt = distance_transform_edt(foot)
-        nuc2 = foot & (edt >= np.quantile(edt[foot], 1.0 - NUCLEUS_AREA))
+        ij = np.argwhere(foot)
+        key = distance_transform_edt(foot)[foot] \
+            - 1e-3 * np.linalg.norm(ij - ij.mean(axis=0), axis=1) / len(ij)
+        pick = ij[np.argsort(-key)[:int(round(NUCLEUS_AREA * len(ij)))]]
+        nuc2 = np.zeros_like(foot)
+        nuc2[pick[:, 0], pick[:, 1]] = True
         fractions[f"{names[i]}-{names[i + 1]}"] = float(nuc2.sum() / foot.sum())
         labels[gap] = 1 + 10 * i + 5
         labels[gap & nuc2[..., None]] = 1 + 10 * i + 6

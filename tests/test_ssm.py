@@ -129,3 +129,14 @@ def test_pvp_and_level_metrics_on_real_anatomy(model, solved):
     assert list(table["level"]) == ["L2", "L3", "L4"]
     k = np.asarray(table["stiffness_n_per_mm"], float)
     assert np.all(np.isfinite(k)) and np.all(k > 0)
+    np.testing.assert_allclose(table["load_n"], 500.0, rtol=0.01)  # standing: 500 N axial
+
+
+@pytest.mark.parametrize("level", ["L2", "L3"])
+def test_endplate_sets_give_lumbar_body_heights(model, level):
+    """The endplate sets are the faces towards the discs, not the underside of a rim lip: the
+    mean lumbar body is about 27-28 mm high anteriorly and posteriorly (Cook & Baker 2021, L5
+    30.3 / 26.3 mm) with little wedging."""
+    ha, hp, wedge = metrics.body_heights(model, level)
+    assert 24.0 < ha < 32.0 and 24.0 < hp < 32.0
+    assert abs(wedge) < 5.0
