@@ -104,12 +104,19 @@ def ssm_levels(levels="L2-L4") -> list[str]:
 
 def load_surfaces(levels="L2-L4", folder=None) -> dict:
     """{level: pyvista.PolyData} in the data's frame (mm, +x anterior), each checked closed
-    and manifold."""
+    and manifold: ``<level>.ply`` from the folder, or, where those are absent, the original
+    repository's ``meanMesh_vertices.csv`` / ``meanMesh_faces.csv`` (in the folder or its
+    ``SSM/``) split into levels."""
     import pyvista as pv
 
     root = data_folder(folder)
+    names = ssm_levels(levels)
+    csv = _csv_pair(root)
+    if csv and not all((root / f"{n}.ply").is_file() for n in names):
+        whole = _read_csv(*csv)
+        return {n: whole[n] for n in names}
     out = {}
-    for n in ssm_levels(levels):
+    for n in names:
         path = root / f"{n}.ply"
         if not path.is_file():
             raise InputFileError(f"{path}: missing: level {n} of the lumbar shape model "
@@ -130,6 +137,60 @@ def load_surfaces(levels="L2-L4", folder=None) -> dict:
         if surf.volume <= 0:
             raise MeshError(f"{path}: the surface encloses no volume")
         out[n] = surf
+    return out
+
+
+def _csv_pair(root: Path):
+    """(vertices, faces) paths of the original repository's mean mesh in ``root`` or
+    ``root/SSM``, or None."""
+    for base in (root, root / "SSM"):
+        v, f = base / "meanMesh_vertices.csv", base / "meanMesh_faces.csv"
+        if v.is_file() and f.is_file():
+            return v, f
+    return None
+
+
+def _read_csv(vpath: Path, fpath: Path) -> dict:
+    """The original repository's one-surface mean mesh (comma-separated x, y, z rows and
+    1-based triangle rows) split into its four connected components, the top one L2."""
+    import pyvista as pv
+
+    try:
+        pts = np.loadtxt(vpath, delimiter=",", ndmin=2)
+    except ValueError as exc:
+        raise InputFileError(f"{vpath}: unreadable vertices ({exc})") from None
+    try:
+        tri = np.loadtxt(fpath, delimiter=",", ndmin=2).astype(np.int64)
+    except ValueError as exc:
+        raise InputFileError(f"{fpath}: unreadable faces ({exc})") from None
+    if pts.shape[1] != 3 or tri.shape[1] != 3:
+        raise InputFileError(f"{vpath if pts.shape[1] != 3 else fpath}: expected 3 columns")
+    tri = tri - tri.min() if tri.min() == 1 else tri
+    if tri.min() < 0 or tri.max() >= len(pts):
+        raise InputFileError(f"{fpath}: face indices outside 1..{len(pts)}")
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    edges = np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]]])
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])),
+                       shape=(len(pts), len(pts)))
+    ncomp, comp = connected_components(graph, directed=False)
+    parts = []
+    for c in range(ncomp):
+        keep = np.nonzero(comp == c)[0]
+        faces = np.searchsorted(keep, tri[comp[tri[:, 0]] == c])
+        if len(faces):
+            parts.append(pv.PolyData(pts[keep], np.hstack([np.full((len(faces), 1), 3),
+                                                           faces]).ravel()))
+    if len(parts) != len(SSM_LEVELS):
+        raise MeshError(f"{vpath}: {len(parts)} connected surfaces, expected "
+                        f"{len(SSM_LEVELS)} (L2-L5)")
+    parts.sort(key=lambda p: -np.asarray(p.points)[:, 2].mean())
+    out = {}
+    for n, p in zip(SSM_LEVELS, parts):
+        if p.n_open_edges or not p.is_manifold or p.volume <= 0:
+            raise MeshError(f"{vpath}: level {n} is not a closed manifold surface")
+        out[n] = p
     return out
 
 

@@ -37,6 +37,26 @@ def test_loader_reads_closed_surfaces_with_the_published_volumes():
     assert lows == sorted(lows, reverse=True)  # L2 on top
 
 
+def test_loader_reads_the_original_csv_mesh(tmp_path):
+    """The original repository's one-surface CSV form (1-based faces) gives the same levels."""
+    ply = ssm.load_surfaces("L2-L5")
+    pts, tri, off = [], [], 0
+    for n in ["L4", "L2", "L5", "L3"]:  # any order: levels are found by height
+        s = ply[n]
+        pts.append(np.asarray(s.points))
+        tri.append(s.faces.reshape(-1, 4)[:, 1:] + off + 1)
+        off += s.n_points
+    (tmp_path / "SSM").mkdir()
+    np.savetxt(tmp_path / "SSM" / "meanMesh_vertices.csv", np.vstack(pts), delimiter=",")
+    np.savetxt(tmp_path / "SSM" / "meanMesh_faces.csv", np.vstack(tri), delimiter=",", fmt="%d")
+    csv = ssm.load_surfaces("L3-L5", tmp_path)
+    assert list(csv) == ["L3", "L4", "L5"]
+    for n, s in csv.items():
+        assert s.n_points == ply[n].n_points
+        assert s.volume == pytest.approx(ply[n].volume, rel=1e-9)
+        np.testing.assert_allclose(s.bounds, ply[n].bounds, atol=1e-9)
+
+
 def test_loader_errors_name_the_file(tmp_path):
     with pytest.raises(fem.InputFileError, match=r"L2\.ply: missing"):
         ssm.load_surfaces("L2", tmp_path)
