@@ -23,7 +23,9 @@ requested volume is placed (within half of the last element's capacity). The cor
 endplates are not in the graph, so the cement stops there. Each element takes cement in its pores:
 capacity porosity x volume, porosity 1 - rho_app / :data:`TISSUE_DENSITY`, the apparent density
 obtained from the element's modulus by inverting the density-modulus law that made it
-(:func:`fem.meshes.bone.get_law`, Morgan 2003 by default). Permeability follows the porosity by a
+(:func:`fem.meshes.bone.get_law`, Morgan 2003 by default); a fracture's damaged band lost
+stiffness to microdamage, not mass, so its damage factor is undone first
+(:func:`intact_modulus`). Permeability follows the porosity by a
 Kozeny-Carman form k = K0 phi^3 / (1 - phi)^2, calibrated by :data:`PERMEABILITY_REFERENCE`, times a
 seeded log-normal factor (``heterogeneity``, standard deviation of ln k; an assumption standing for
 the local scatter of trabecular architecture) that makes the cloud irregular and reproducible.
@@ -53,8 +55,9 @@ ellipsoid per needle centred at its tip, semi-axes 1.5 : 1 : 1 (along the needle
 axial); the cavity is the set of fillable elements nearest the balloon centres in that metric,
 grown until it holds the inflation volume. (3) Compacted rim: the bone that stood in the cavity
 is pushed into a shell of ``rim_thickness`` mm around it (mass conservation): the rim's apparent
-density rises by the cavity's bone mass over the rim's volume and its modulus follows the
-density law's exponent. (4) The cavity is filled with a solid cement bolus (``"<L>/cement"``);
+density rises by the cavity's bone mass over the rim's volume and its modulus, scaled from
+the bone's pre-damage modulus, follows the density law's exponent (the compacted shell is
+treated as dense new bone, without the microdamage of the fracture band). (4) The cavity is filled with a solid cement bolus (``"<L>/cement"``);
 cement beyond the balloon volume interdigitates from the cavity wall by the PVP front.
 
 **Injection pressure** (:func:`injection_pressure`): the pressure the filling model implies for
@@ -291,15 +294,29 @@ def needles(model: Model, level: str, approach: str = "bipedicular", *, tip_dept
 
 # ------------------------------------------------------------------------------- bone state
 
+def intact_modulus(model: Model, elements) -> np.ndarray:
+    """The elements' moduli before fracture damage: a fracture's damaged band
+    (``"<L>/damaged"``) lost stiffness to microdamage, not bone mass, so its density (and
+    porosity) is that of the bone it was; the damage factor is undone here."""
+    elements = np.asarray(elements, dtype=np.int64)
+    E = model.E[elements].astype(float)
+    for fr in model.metadata.get("fractures", []):
+        band = model.regions.get(f"{fr.level}/damaged")
+        if band is not None and len(band) and fr.damage_factor > 0:
+            E[np.isin(elements, band)] /= fr.damage_factor
+    return E
+
+
 def porosity(model: Model, elements, law: str = "morgan2003") -> np.ndarray:
-    """Porosity of trabecular elements from their axial modulus, by inverting the density law."""
+    """Porosity of trabecular elements from their axial modulus (before fracture damage,
+    :func:`intact_modulus`), by inverting the density law."""
     from .meshes.bone import get_law
 
     lw = get_law(law)
     if lw.density != "apparent":
         raise MaterialError(f"law {law!r} is not in apparent density; porosity needs one that is "
                             "(e.g. morgan2003)")
-    E = np.maximum(model.E[elements] - lw.a, 1e-9)
+    E = np.maximum(intact_modulus(model, elements) - lw.a, 1e-9)
     rho = (E / lw.b) ** (1.0 / lw.c)
     return np.clip(1.0 - rho / TISSUE_DENSITY, 0.05, 1.0)
 
@@ -617,7 +634,7 @@ def pkp(model: Model, level: str, volume_ml: float, *, balloon_ml: float | None 
 
         ratio = ((rho_rim + gain) / rho_rim) ** get_law(law).c
         phi[rim] = 1.0 - (rho_rim + gain) / TISSUE_DENSITY
-        _move(out, fill[rim], f"{level}/compacted", E=out.E[fill[rim]] * ratio,
+        _move(out, fill[rim], f"{level}/compacted", E=intact_modulus(out, fill[rim]) * ratio,
               nu=out.nu[fill[rim]])
         k[rim] = permeability(phi[rim])
     _move(out, fill[cavity], f"{level}/cement", E=cem.E, nu=cem.nu)

@@ -87,7 +87,7 @@ def test_leak_detected_through_a_posterior_wall_breach_and_not_otherwise(intact,
             rec = _record(augment.pvp(model, "L2", 6.0, approach=approach))
             assert rec.leak_ml == 0.0 and rec.leaks == ()
     burst = pathology.compress(intact, "L2", "wedge", grade=2, burst=True)
-    out = augment.pvp(burst, "L2", 6.0, tip_depth=0.3)
+    out = augment.pvp(burst, "L2", 6.0, tip_depth=0.15)
     rec = _record(out)
     assert rec.leak_ml > 0 and rec.leaks[0].site == "posterior wall"
     breach = burst.regions["L2/posterior_wall_breach"]
@@ -229,7 +229,7 @@ def test_augmented_deck_agrees_with_calculix(procedure, tmp_path, ccx):
     m = pathology.compress(vertebra.segment_model("L2", voxel_size=2.5, posterior=False), "L2",
                            "wedge", grade=2, burst=True)
     if procedure == "pvp":
-        m = augment.pvp(m, "L2", 4.0, approach="unipedicular", tip_depth=0.3)
+        m = augment.pvp(m, "L2", 4.0, approach="unipedicular", tip_depth=0.1)
         assert "L2/cement_leak" in m.regions
     else:
         m = augment.pkp(m, "L2", 4.0, balloon_ml=3.0, height_restoration=0.5)

@@ -272,7 +272,7 @@ def segment_pair(request):
 
     m = pathology.compress(vertebra.segment_model("L1-L2", voxel_size=2.0), "L2", "wedge",
                            grade=2, burst=True)
-    m = augment.pvp(m, "L2", 5.0, tip_depth=0.3)
+    m = augment.pvp(m, "L2", 5.0, tip_depth=0.15)
     loadcases.apply(m, request.param)
     mr = rigid_transform(m, rotation_matrix((0.3, -0.5, 0.8), 37.0), (12.0, -4.0, 7.5))
     with warnings.catch_warnings():
