@@ -24,8 +24,10 @@ facet joints do not fuse. Per level:
 
 * body / posterior elements: the posterior wall is found on the mid-sagittal strip (|x - x_c| <
   3 mm) as the first antero-posterior position, going posteriorly from the anterior surface,
-  with no bone (the vertebral canal); voxels anterior of that plane are the body, the rest the
-  posterior elements (cut at the pedicle bases);
+  with no bone (the vertebral canal); voxels anterior of that plane and within the body's
+  footprint (the convex hull of the voxel columns whose bone spans at least 60 % of the tallest
+  column, grown by one voxel) are the body, the rest the posterior elements (cut at the pedicle
+  bases; L5's transverse processes, which reach anterior of the wall plane, stay posterior);
 * bony endplates: the top body voxel of each vertical voxel column if it lies above the body's
   mid-height, the bottom one if below, except in the short columns (under 60 % of the median
   column height) of a flaring rim lip, where only the voxel on the lip's own side of mid-height
@@ -45,11 +47,13 @@ Anatomy (``metadata["anatomy"][level]``, estimated from the voxels): ``centre`` 
 centroid; ``superior_centre`` / ``inferior_centre`` the mean of the endplate surface nodes within
 a quarter of the body's smaller dimension from the centre's axis; ``height`` their distance;
 ``width`` / ``depth`` the lateral and antero-posterior extent of the body; pedicle axes per side
-through the centroid of the posterior-element voxels in the 5 mm slab behind the posterior wall
-(within the body's height), directed from the centroid of the next 5 mm slab towards it (medial
-convergence from the shape), made perpendicular to the body axis (the sagittal tilt of that
-estimate follows the articular processes rather than the pedicle, so it is not kept); the entry
-is where that line leaves the bone posteriorly.
+through the pedicle's isthmus, the antero-posterior layer of posterior-element voxels (within
+15 mm behind the posterior wall and the body's height) with the smallest cross-section; the
+direction is a line fitted through the centroids of the neighbouring layers (4 mm each way,
+within 6 mm of the isthmus centre), made perpendicular to the body axis (the sagittal tilt is
+not resolved at these voxel sizes); the entry is where that line leaves the bone posteriorly.
+The medial convergence so found is small (0-7 degrees at 1.5-2.5 mm voxels), smaller than
+the usual transpedicular angles: the voxel pedicle is only a few layers long.
 """
 
 from __future__ import annotations
@@ -79,7 +83,9 @@ NUCLEUS_AREA = 0.40
 CITATION = ("Clouthier AL, Wenghofer J, Wai EK, Graham RB. Morphable models of the lumbar spine "
             "to vary geometry based on pathology, demographics, and anatomical measurements. "
             "J Biomech 2023;146:111421. doi:10.1016/j.jbiomech.2022.111421")
-_SLAB = 5.0  # mm, depth of each slab behind the posterior wall used for the pedicle axes
+_PEDICLE_SEARCH = 15.0  # mm behind the posterior wall where the pedicle isthmus is sought
+_PEDICLE_R = 6.0  # mm, radius around the isthmus centre of the pedicle's cross-sections
+_PEDICLE_LAYERS = lambda h: max(1, int(np.ceil(4.0 / h)))  # noqa: E731 - layers each side
 _STRIP = 3.0  # mm, half-width of the mid-sagittal strip that finds the posterior wall
 
 
@@ -242,33 +248,65 @@ def _posterior_wall(mask, yc, xc, h, name) -> int:
     return int(occ[0] + gaps[0])
 
 
+def _body_footprint(front, h):
+    """Columns (i, j) of the body: the convex hull of the columns whose bone (anterior of the
+    posterior wall) spans at least 60 % of the tallest one, grown by one voxel for the rim
+    lips; the thinner processes beside it (L5's transverse processes) stay posterior."""
+    from scipy.ndimage import binary_dilation
+    from scipy.spatial import Delaunay
+
+    k = np.arange(front.shape[2])
+    top = np.where(front, k, -1).max(axis=2)
+    bot = np.where(front, k, front.shape[2]).min(axis=2)
+    span = np.where(front.any(axis=2), top - bot + 1, 0)
+    core = np.argwhere(span >= 0.6 * span.max())
+    if len(core) < 3:
+        return front.any(axis=2)
+    ij = np.argwhere(np.ones(span.shape, bool))
+    hull = Delaunay(core).find_simplex(ij) >= 0
+    return binary_dilation(hull.reshape(span.shape) | np.isin(
+        np.ravel_multi_index(ij.T, span.shape).reshape(span.shape),
+        np.ravel_multi_index(core.T, span.shape)), structure=np.ones((3, 3), bool))
+
+
 def _pedicle_axes(post, body_z, y_wall, centres, lvl_mask, origin, h, e_ax, name):
-    """{"left"/"right": (entry, direction)} from the posterior-element voxels behind the wall;
+    """{"left"/"right": (entry, direction)} through each pedicle's isthmus (module docstring);
     the direction is kept perpendicular to the body axis ``e_ax``."""
     ijk = np.argwhere(post)
     p = origin + (ijk + 0.5) * h
-    zsel = (p[:, 2] >= body_z[0]) & (p[:, 2] <= body_z[1])
-    x_mid = centres[0]
+    near = (p[:, 2] >= body_z[0]) & (p[:, 2] <= body_z[1]) \
+        & (p[:, 1] < y_wall + _PEDICLE_SEARCH)
     out = {}
+    shape = np.array(lvl_mask.shape)
     for side, s in (("left", 1.0), ("right", -1.0)):
-        on = zsel & (s * (p[:, 0] - x_mid) > 0)
-        a = on & (p[:, 1] >= y_wall) & (p[:, 1] < y_wall + _SLAB)
-        b = on & (p[:, 1] >= y_wall + _SLAB) & (p[:, 1] < y_wall + 2 * _SLAB)
-        if a.sum() < 1 or b.sum() < 1:
+        q = p[near & (s * (p[:, 0] - centres[0]) > 0)]
+        if len(q) < 3:
             raise MeshError(f"{name}: no {side} pedicle found behind the posterior wall at this "
                             "voxel size")
-        ca, cb = p[a].mean(axis=0), p[b].mean(axis=0)
-        d = ca - cb
+        layer = np.round((q[:, 1] - q[:, 1].min()) / h).astype(int)
+        area = np.bincount(layer)
+        jm = int(np.argmin(np.where(area > 0, area, area.max() + 1)))
+        c0 = q[layer == jm].mean(axis=0)
+        cs = []
+        for j in range(max(jm - _PEDICLE_LAYERS(h), 0), jm + _PEDICLE_LAYERS(h) + 1):
+            r = q[(layer == j) & (np.hypot(q[:, 0] - c0[0], q[:, 2] - c0[2]) <= _PEDICLE_R)]
+            if len(r):
+                cs.append(r.mean(axis=0))
+        cs = np.array(cs)
+        if len(cs) < 2:
+            raise MeshError(f"{name}: the {side} pedicle is too short at this voxel size")
+        A = np.c_[cs[:, 1], np.ones(len(cs))]
+        slope = np.linalg.lstsq(A, cs[:, [0, 2]], rcond=None)[0][0]
+        d = -np.array([slope[0], 1.0, slope[1]])
         d -= (d @ e_ax) * e_ax
         d /= np.linalg.norm(d)
-        entry = ca
-        shape = np.array(lvl_mask.shape)
+        entry = c0
         for t in np.arange(0.0, 80.0, 0.5 * h):
-            q = ca - t * d
-            g = np.floor((q - origin) / h).astype(int)
+            x = c0 - t * d
+            g = np.floor((x - origin) / h).astype(int)
             if np.any(g < 0) or np.any(g >= shape) or not lvl_mask[tuple(g)]:
                 break
-            entry = q
+            entry = x
         out[side] = (entry, d)
     return out
 
@@ -314,6 +352,7 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
         jw = _posterior_wall(mask, yc, xc, h, n)
         body = mask.copy()
         body[:, jw:, :] = False
+        body &= _body_footprint(body, h)[..., None]
         cols = body.any(axis=2)
         top = np.where(cols, shape[2] - 1 - np.argmax(body[:, :, ::-1], axis=2), -1)
         bot = np.where(cols, np.argmax(body, axis=2), -1)

@@ -124,6 +124,20 @@ def test_axes_and_anatomy(model):
         assert sup - inf > 20.0
 
 
+def test_l5_body_leaves_the_transverse_processes_posterior():
+    """L5's transverse processes reach anterior of the posterior wall plane; the body's
+    footprint keeps them out, so the body is far narrower than the vertebra and the pedicle
+    isthmuses lie symmetric about the mid-sagittal plane."""
+    m = ssm.ssm_segment_model("L5", voxel_size=H)
+    a = m.metadata["anatomy"]["L5"]
+    span = np.ptp(m.points[:, 0])
+    assert 40.0 < a["width"] < 0.7 * span
+    left, right = a["pedicle_axes"]["left"], a["pedicle_axes"]["right"]
+    assert abs(left[0][0] + right[0][0]) < 6.0 and left[0][0] - right[0][0] > 20.0
+    assert left[1][1] < -0.9 and right[1][1] < -0.9
+    assert np.unique(m.E[m.regions["L5/cortex"]]) == pytest.approx(8040.0 * 0.5 / H)
+
+
 def test_discs_share_nodes_with_both_endplates(model):
     conn = model.blocks[0].conn
     names = model.metadata["levels"]
