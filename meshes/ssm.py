@@ -66,12 +66,12 @@ import numpy as np
 
 from ..errors import InputFileError, MeshError
 from .vertebra import (
-    BONE_PARTS,
     LevelDims,
     _endplate_faces,
     _model_from_labels,
     _Stack,
     annotate,
+    label_names,
     level_names,
     resolve_materials,
     thickness_compensated,
@@ -390,14 +390,7 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
         fractions[f"{names[i]}-{names[i + 1]}"] = float(nuc2.sum() / foot.sum())
         labels[gap] = 1 + 10 * i + 5
         labels[gap & nuc2[..., None]] = 1 + 10 * i + 6
-    code_names = {}
-    for i, n in enumerate(names):
-        for p, part in enumerate(BONE_PARTS):
-            code_names[1 + 10 * i + p] = f"{n}/{part}"
-        if i + 1 < len(names):
-            disc = f"{n}-{names[i + 1]}"
-            code_names[1 + 10 * i + 5] = f"{disc}/annulus"
-            code_names[1 + 10 * i + 6] = f"{disc}/nucleus"
+    code_names = label_names(names)
     bottom_body = bodies[-1][0]
     body_all = np.any([b[0] for b in bodies], axis=0)
     bc = origin + (np.argwhere(body_all) + 0.5) * h

@@ -331,6 +331,20 @@ def _grid_labels(stack: _Stack, h: float, with_posterior: bool):
     return labels, origin
 
 
+def label_names(names: list[str]) -> dict[int, str]:
+    """Region names of the voxel label codes: level i part p -> 1 + 10 i + p (p indexes
+    :data:`BONE_PARTS`), the disc below level i -> 1 + 10 i + 5 (annulus) and + 6 (nucleus)."""
+    out = {}
+    for i, n in enumerate(names):
+        for p, part in enumerate(BONE_PARTS):
+            out[1 + 10 * i + p] = f"{n}/{part}"
+        if i + 1 < len(names):
+            disc = f"{n}-{names[i + 1]}"
+            out[1 + 10 * i + 5] = f"{disc}/annulus"
+            out[1 + 10 * i + 6] = f"{disc}/nucleus"
+    return out
+
+
 def _model_from_labels(labels, origin, h, names: dict[int, str], materials: dict) -> Model:
     """hex8 Model of the labelled voxels (label 0 empty), one region per label name."""
     nx, ny, nz = labels.shape
@@ -450,15 +464,7 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
     mats = thickness_compensated(resolve_materials(materials), LEVELS[names[0]], h)
     stack = _Stack.of(names)
     labels, origin = _grid_labels(stack, h, posterior)
-    code_names = {}
-    for i, n in enumerate(names):
-        for p, part in enumerate(BONE_PARTS):
-            code_names[1 + 10 * i + p] = f"{n}/{part}"
-        if i + 1 < len(names):
-            disc = f"{n}-{names[i + 1]}"
-            code_names[1 + 10 * i + 5] = f"{disc}/annulus"
-            code_names[1 + 10 * i + 6] = f"{disc}/nucleus"
-    m = _model_from_labels(labels, origin, h, code_names, mats)
+    m = _model_from_labels(labels, origin, h, label_names(names), mats)
     for i, n in enumerate(names):
         bone = [1 + 10 * i + p for p in range(5)]
         for key, code, up in (("superior", 1 + 10 * i + 2, True), ("inferior", 1 + 10 * i + 3,

@@ -6,7 +6,7 @@ import pytest
 
 import fem
 from fem import augment, metrics
-from fem.meshes import loadcases, ssm
+from fem.meshes import loadcases, ssm, vertebra
 
 H = 2.5
 FOLDER = ssm.data_folder()
@@ -77,7 +77,7 @@ def test_voxel_volumes_match_the_enclosed_volumes(model):
         inside = info["inside_voxels"][n] * H ** 3
         # centre sampling: the error of a 2.5 mm voxelisation of a smooth ~60 cm^3 shape
         assert inside == pytest.approx(info["surface_volumes"][n], rel=0.02)
-        parts = np.concatenate([model.regions[f"{n}/{p}"] for p in ssm.BONE_PARTS])
+        parts = np.concatenate([model.regions[f"{n}/{p}"] for p in vertebra.BONE_PARTS])
         removed += inside - vol[parts].sum()
     assert removed == pytest.approx(info["separated_voxels"] * H ** 3)
     assert info["separated_voxels"] * H ** 3 < 0.02 * sum(info["surface_volumes"].values())
@@ -86,7 +86,7 @@ def test_voxel_volumes_match_the_enclosed_volumes(model):
 def test_regions_partition_each_level_and_disc(model):
     names = model.metadata["levels"]
     assert names == ["L2", "L3", "L4"]
-    expected = [f"{n}/{p}" for n in names for p in ssm.BONE_PARTS]
+    expected = [f"{n}/{p}" for n in names for p in vertebra.BONE_PARTS]
     expected += [f"{a}-{b}/{p}" for a, b in zip(names, names[1:]) for p in ("annulus", "nucleus")]
     counts = np.zeros(model.n_elements, int)
     for r in expected:
