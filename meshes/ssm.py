@@ -91,10 +91,17 @@ _STRIP = 3.0  # mm, half-width of the mid-sagittal strip that finds the posterio
 
 def data_folder(folder=None) -> Path:
     """The folder of the PLY files: ``folder``, else ``$FEM_SSM_DATA``, else
-    ``../shared/data/lumbar-ssm-mean`` relative to the repository root."""
+    ``../shared/data/lumbar-ssm-mean`` beside the current folder or one of its parents (a
+    checkout's root: an installed package does not live in the checkout), else beside the
+    package's source tree (an editable install)."""
     if folder is None:
-        folder = os.environ.get("FEM_SSM_DATA") or (
-            Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lumbar-ssm-mean")
+        folder = os.environ.get("FEM_SSM_DATA")
+    if folder is None:
+        rel = Path("shared") / "data" / "lumbar-ssm-mean"
+        here = Path.cwd().resolve()
+        candidates = [p.parent / rel for p in (here, *here.parents)]
+        candidates.append(Path(__file__).resolve().parents[1].parent / rel)
+        folder = next((c for c in candidates if c.is_dir()), candidates[0])
     return Path(folder).resolve()
 
 
