@@ -82,8 +82,9 @@ def _prepare(backend: str):
     """Ready this (worker) process for a run, once per run, one thread at a time.
 
     A Dask worker with several threads runs several runs at once: the backend is resolved
-    (``import cupy`` for "auto") before any model is built, because a thread that meets cupy
-    half-imported by another fails in ``fem.kernels.backend.array_module``. BLAS is pinned to one
+    (``import cupy`` for "auto") once, under a lock, before any model is built, so that no run
+    meets cupy half-imported by another (``fem.kernels.backend.array_module`` tolerates that
+    now, other cupy users might not). BLAS is pinned to one
     thread, for good: the sums inside a dot product depend on the thread count, which differs
     between executors (Dask's nanny sets 1, a local process inherits the machine's), and so would
     the results in their last digits (4e-12 relative on an AMG-CG run); one BLAS thread was
