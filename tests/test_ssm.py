@@ -174,3 +174,15 @@ def test_endplate_sets_give_lumbar_body_heights(model, level):
     ha, hp, wedge = metrics.body_heights(model, level)
     assert 24.0 < ha < 32.0 and 24.0 < hp < 32.0
     assert abs(wedge) < 5.0
+
+
+@pytest.mark.ccx
+def test_exported_ssm_deck_agrees_with_calculix(tmp_path, ccx):
+    """Issue 8, deliverable 6: a real-anatomy segment exported as an Abaqus deck solves in
+    CalculiX to the same answer (full-integration hex8, CalculiX's C3D8, for the nucleus)."""
+    from ccx_compare import agree_with_ccx
+
+    m = ssm.ssm_segment_model("L3-L4", voxel_size=3.0)
+    m.hex8_formulation = "full"
+    m.fix("bottom").add(fem.Pressure("top", 0.5))
+    agree_with_ccx(m, tmp_path / "ssm.inp")

@@ -1,0 +1,72 @@
+"""Benchmark: real-anatomy segments (the mean L2-L5 of Clouthier et al. 2023) as voxel models.
+
+For each voxel size: the time to build the model from the surfaces (voxelisation, regions,
+discs, sets), its DOF, and the time of a standing-load solve by vertebra-fem (auto solver: AMG-CG
+for these sizes) and, as the peer on the same model, by CalculiX (its exported deck; full hex8
+integration, CalculiX's C3D8, in both). Prints a table; the machine is stated by the caller.
+
+    python bench/bench_ssm.py                       # L2-L4 at 2.5 and 1.5 mm
+    python bench/bench_ssm.py --levels L2-L5 --voxel 2.0 1.0 --no-ccx
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import fem
+from fem.meshes import ssm
+
+
+def row(levels: str, h: float, with_ccx: bool) -> dict:
+    t = time.perf_counter()
+    m = ssm.ssm_segment_model(levels, voxel_size=h)
+    build = time.perf_counter() - t
+    m.hex8_formulation = "full"
+    m.fix("bottom").add(fem.Pressure("top", 0.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        t = time.perf_counter()
+        r = fem.solve(m)
+        solve = time.perf_counter() - t
+    out = {"voxel": h, "elements": m.n_elements, "dof": m.n_dof, "build": build, "solve": solve,
+           "solver": f"{r.info.solver} ({r.info.iterations} it)", "ccx": float("nan"),
+           "diff": float("nan")}
+    if with_ccx:
+        from fem.io.calculix import run_ccx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            deck = m.write_inp(Path(tmp) / "ssm.inp")
+            t = time.perf_counter()
+            ref = run_ccx(deck)
+            out["ccx"] = time.perf_counter() - t
+        u = r.displacement[np.searchsorted(m.node_ids, ref.node_labels)]
+        out["diff"] = float(np.abs(u - ref.displacement).max() / np.abs(u).max())
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--levels", default="L2-L4")
+    p.add_argument("--voxel", type=float, nargs="+", default=[2.5, 1.5])
+    p.add_argument("--no-ccx", action="store_true")
+    a = p.parse_args(argv)
+    print(f"SSM {a.levels}, 0.5 MPa on the top endplate, bottom fixed; {os.cpu_count()} CPUs")
+    print(f"{'voxel mm':>8} {'elements':>9} {'DOF':>9} {'build s':>8} {'solve s':>8} "
+          f"{'solver':>16} {'ccx s':>7} {'|u-u_ccx|':>10}")
+    for h in a.voxel:
+        r = row(a.levels, h, not a.no_ccx)
+        print(f"{r['voxel']:8.2f} {r['elements']:9d} {r['dof']:9d} {r['build']:8.1f} "
+              f"{r['solve']:8.1f} {r['solver']:>16} {r['ccx']:7.1f} {r['diff']:10.1e}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
