@@ -139,9 +139,11 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     L = _loss_field(d, shape, loss, x, y)
     zl = np.clip(z - z0, 0.0, None)
     # body and posterior nodes: the level's local height scaled by (1 - L); a biconcave fracture
-    # loses half at each endplate (the inferior one rises), the others at the superior endplate
+    # loses half at each endplate (the inferior one rises), the others at the superior endplate;
+    # parts hanging below the base (a real vertebra's inferior articular processes) move rigidly
+    # with it instead of being flattened onto it
     lift = 0.5 * L * top if shape == "biconcave" else 0.0 * L
-    pts[lv_nodes, 2] = z0 + lift + zl * (1.0 - L)
+    pts[lv_nodes, 2] = z + lift - L * zl
     moved = np.zeros(out.n_nodes, dtype=bool)
     moved[lv_nodes] = True
 

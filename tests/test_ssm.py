@@ -186,3 +186,31 @@ def test_exported_ssm_deck_agrees_with_calculix(tmp_path, ccx):
     m.hex8_formulation = "full"
     m.fix("bottom").add(fem.Pressure("top", 0.5))
     agree_with_ccx(m, tmp_path / "ssm.inp")
+
+
+@pytest.mark.parametrize("shape", ["wedge", "biconcave", "crush"])
+def test_genant_fractures_apply_to_a_real_body(model, shape):
+    """Issue 8, deliverable 5: a Genant deformity of the real L3 keeps every element valid and
+    takes the grade's height where the shape takes it."""
+    from fem.meshes import pathology
+
+    f = pathology.compress(model, "L3", shape, grade=2)
+    ha0, hp0, _ = metrics.body_heights(model, "L3")
+    ha1, hp1, _ = metrics.body_heights(f, "L3")
+    loss = pathology.genant_loss(2)
+    if shape == "wedge":
+        assert (ha0 - ha1) / ha0 == pytest.approx(loss, abs=0.1)
+        assert abs(hp1 - hp0) < H
+    elif shape == "crush":
+        assert (ha0 - ha1) / ha0 == pytest.approx(loss, abs=0.1)
+        assert (hp0 - hp1) / hp0 == pytest.approx(loss, abs=0.1)
+    else:  # biconcave: the middle collapses, the rim keeps its height
+        assert abs(ha1 - ha0) < 2 * H and abs(hp1 - hp0) < 2 * H
+        sup, inf = (model.node_sets[f"L3/{s}"] for s in ("superior", "inferior"))
+        centre = np.asarray(model.metadata["anatomy"]["L3"]["centre"])
+        near = [n[np.hypot(*(model.points[n, :2] - centre[:2]).T) < 5.0] for n in (sup, inf)]
+        mid0 = model.points[near[0], 2].mean() - model.points[near[1], 2].mean()
+        mid1 = f.points[near[0], 2].mean() - f.points[near[1], 2].mean()
+        assert (mid0 - mid1) / mid0 == pytest.approx(loss, abs=0.1)
+    assert len(f.regions["L3/damaged"]) > 0
+    assert f.metadata["collapse"]["L3"].shape == f.points.shape
