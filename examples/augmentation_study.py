@@ -9,7 +9,11 @@ risk, endplate bulge, disc pressure, heights, cement) and the two headline predi
 collapse prevention at L2 and adjacent-level risk at L1 and L3. Writes the full table as CSV and
 one VTU per state and load case.
 
-    python examples/augmentation_study.py [--voxel 1.5] [--out results/]
+With ``--anatomy ssm`` the same study runs on real anatomy: the mean L2-L4 of a statistical shape
+model of 87 patients (Clouthier et al. 2023, J Biomech 146:111421; data from
+../shared/data/lumbar-ssm-mean or $FEM_SSM_DATA) with the wedge fracture in L3.
+
+    python examples/augmentation_study.py [--voxel 1.5] [--anatomy parametric|ssm] [--out results/]
 """
 
 from __future__ import annotations
@@ -33,24 +37,34 @@ SHOWN = ["state", "load_case", "level", "stiffness_n_per_mm", "strength_pistoia_
          "leak_ml"]
 
 
-def states(voxel: float, *, bmd: float = 70.0, seed: int = 0) -> dict:
+#: the segment and the fractured level of each anatomy
+ANATOMIES = {"parametric": ("L1-L3", "L2"), "ssm": ("L2-L4", "L3")}
+
+
+def states(voxel: float, *, bmd: float = 70.0, seed: int = 0, anatomy: str = "parametric") -> dict:
     """The six model states of the canonical study (name -> Model, no loads applied)."""
-    intact = segment_model("L1-L3", voxel_size=voxel, materials=BoneQuality(bmd=bmd))
-    fractured = pathology.compress(intact, "L2", "wedge", grade=2)
+    levels, level = ANATOMIES[anatomy]
+    if anatomy == "ssm":
+        from fem.meshes.ssm import ssm_segment_model
+
+        intact = ssm_segment_model(levels, voxel_size=voxel, materials=BoneQuality(bmd=bmd))
+    else:
+        intact = segment_model(levels, voxel_size=voxel, materials=BoneQuality(bmd=bmd))
+    fractured = pathology.compress(intact, level, "wedge", grade=2)
     out = {"intact": intact, "fractured": fractured}
     for v in (2.0, 4.0, 6.0):
-        out[f"pvp_{v:g}ml"] = augment.pvp(fractured, "L2", v, approach="bipedicular", seed=seed)
-    out["pkp_4ml"] = augment.pkp(fractured, "L2", 4.0, approach="bipedicular",
+        out[f"pvp_{v:g}ml"] = augment.pvp(fractured, level, v, approach="bipedicular", seed=seed)
+    out["pkp_4ml"] = augment.pkp(fractured, level, 4.0, approach="bipedicular",
                                  height_restoration=0.5, seed=seed)
     return out
 
 
 def run(voxel: float, out: Path, *, load_cases=LOAD_CASES, write_vtu: bool = True,
-        solver: str = "auto"):
+        solver: str = "auto", anatomy: str = "parametric"):
     """Solve every state under every load case; return the :class:`fem.metrics.Comparison`."""
     out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for name, model in states(voxel).items():
+    for name, model in states(voxel, anatomy=anatomy).items():
         results[name] = {}
         for case in load_cases:
             m = model.copy()
@@ -65,7 +79,7 @@ def run(voxel: float, out: Path, *, load_cases=LOAD_CASES, write_vtu: bool = Tru
             if write_vtu:
                 r.write(out / f"{name}_{case}.vtu")
     comp = metrics.compare(results, reference="intact", fractured="fractured",
-                           treated_level="L2")
+                           treated_level=ANATOMIES[anatomy][1])
     comp.table.to_csv(out / "canonical_study.csv", index=False)
     return comp
 
@@ -73,11 +87,12 @@ def run(voxel: float, out: Path, *, load_cases=LOAD_CASES, write_vtu: bool = Tru
 def report(comp) -> str:
     """The printed table and the two headline predictions."""
     fmt = {"float_format": lambda v: f"{v:.4g}", "index": False}
+    levels, lv = comp.levels, comp.treated
     return "\n".join([
-        "Canonical study: osteoporotic L1-L3, L2 wedge fracture (Genant 2); units N, mm, MPa, "
-        "mL, deg",
+        f"Canonical study: osteoporotic {levels[0]}-{levels[-1]}, {lv} wedge fracture "
+        "(Genant 2); units N, mm, MPa, mL, deg",
         comp.table[SHOWN].to_string(**fmt),
-        "\nCollapse prevention at L2 (ratios to the fractured and the intact state)",
+        f"\nCollapse prevention at {lv} (ratios to the fractured and the intact state)",
         comp.collapse_prevention.to_string(**fmt),
         "\nAdjacent-level risk (change % relative to the fractured state)",
         comp.adjacent_risk.to_string(**fmt)])
@@ -89,8 +104,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("results"), help="folder for CSV and VTU")
     p.add_argument("--solver", default="auto", choices=["auto", "direct", "amg", "cg"],
                    help="linear solver (default auto)")
+    p.add_argument("--anatomy", default="parametric", choices=sorted(ANATOMIES),
+                   help="parametric L1-L3 (default) or the real mean L2-L4 (ssm)")
     args = p.parse_args(argv)
-    comp = run(args.voxel, args.out, solver=args.solver)
+    comp = run(args.voxel, args.out, solver=args.solver, anatomy=args.anatomy)
     print(report(comp))
     print(f"\nfull table: {args.out / 'canonical_study.csv'}")
     return 0

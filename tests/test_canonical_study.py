@@ -90,3 +90,25 @@ def test_headlines_and_printed_table(study):
     text = mod.report(comp)
     for s in ("Collapse prevention at L2", "Adjacent-level risk", "pkp_4ml", "pvp_6ml"):
         assert s in text
+
+
+def test_the_study_on_real_anatomy(tmp_path):
+    """Issue 8, deliverable 5: the canonical study on the mean L2-L4 (Clouthier et al. 2023)
+    with a wedge-fractured L3, standing: the same behaviour as on the parametric segment."""
+    from fem.meshes import ssm
+
+    if not ssm.data_folder().is_dir():
+        pytest.skip(f"lumbar shape model data not found in {ssm.data_folder()}")
+    spec = importlib.util.spec_from_file_location("augmentation_study", EXAMPLE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    comp = mod.run(3.0, tmp_path, load_cases=("standing",), write_vtu=False, solver="direct",
+                   anatomy="ssm")
+    t = comp.table
+    k = {s: _get(t, s, "standing", "L3", "stiffness_n_per_mm") for s in STATES}
+    assert 0.29 <= 1 - k["fractured"] / k["intact"] <= 0.65  # Wegrzyn 2011: 53 +- 18 %
+    assert k["fractured"] < k["pvp_2ml"] < k["pvp_4ml"] < k["pvp_6ml"]
+    h = {s: _get(t, s, "standing", "L3", "height_anterior_mm") for s in STATES}
+    assert h["fractured"] < h["pkp_4ml"] < h["intact"]
+    assert set(comp.adjacent_risk.level) == {"L2", "L4"}
+    assert "Collapse prevention at L3" in mod.report(comp)
