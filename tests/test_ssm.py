@@ -214,3 +214,14 @@ def test_genant_fractures_apply_to_a_real_body(model, shape):
         assert (mid0 - mid1) / mid0 == pytest.approx(loss, abs=0.1)
     assert len(f.regions["L3/damaged"]) > 0
     assert f.metadata["collapse"]["L3"].shape == f.points.shape
+
+
+def test_surface_fidelity_hausdorff(model):
+    """Issue 8, deliverable 2: the voxel surface stays within two voxels of the source surface
+    everywhere (the facet joints, where voxels touching the level above are emptied, are the
+    worst) and within half a voxel on average."""
+    surfs = ssm.load_surfaces("L2-L4")
+    for level in ("L2", "L3", "L4"):
+        worst, mean = ssm.hausdorff(model, level, surfs[level])
+        assert worst <= 2.0 * H, (level, worst)
+        assert mean <= 0.6 * H, (level, mean)
