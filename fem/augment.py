@@ -81,6 +81,7 @@ from scipy.spatial import cKDTree
 
 from .assembly import check_geometry, element_geometry
 from .errors import MaterialError, MeshError, SetError
+from .meshes.anatomy import level_frame
 from .model import Model
 
 #: Cement-volume unit: 1 mL = 1000 mm^3.
@@ -232,23 +233,6 @@ def _centroids(model: Model, elements=None) -> np.ndarray:
     return model.points[conn].mean(axis=1)
 
 
-def level_frame(model: Model, level: str):
-    """(centre, e_axial, e_anterior, e_lateral) of a level from its anatomy metadata (vectors
-    only, so the frame follows any rigid motion of the model)."""
-    anat = model.metadata.get("anatomy", {})
-    if level not in anat:
-        raise SetError(f"level {level!r} is not in this model (levels: "
-                       f"{', '.join(anat) or 'none: build it with fem.meshes.vertebra'})")
-    a = anat[level]
-    e_ax = np.subtract(a["superior_centre"], a["inferior_centre"]).astype(float)
-    e_ax /= np.linalg.norm(e_ax)
-    axes = a["pedicle_axes"]
-    ant = np.asarray(axes["left"][1], float) + np.asarray(axes["right"][1], float)
-    ant -= (ant @ e_ax) * e_ax
-    ant /= np.linalg.norm(ant)
-    return np.asarray(a["centre"], float), e_ax, ant, np.cross(e_ax, ant)
-
-
 def _regions_of(model: Model, level: str, parts) -> np.ndarray:
     got = [model.regions[f"{level}/{p}"] for p in parts if f"{level}/{p}" in model.regions]
     return np.unique(np.concatenate(got)) if got else np.zeros(0, np.int64)
@@ -266,7 +250,9 @@ def needles(model: Model, level: str, approach: str = "bipedicular", *, tip_dept
     off = np.asarray(tip_offset, dtype=float)
     if off.shape != (3,) or not np.isfinite(off).all():
         raise MeshError("tip_offset must be (lateral, anterior, axial) in mm")
-    centre, e_ax, e_ant, e_lat = level_frame(model, level)
+    _check_level(model, level)
+    f = level_frame(model, level)
+    centre, e_ax, e_ant, e_lat = f.centre, f.axial, f.anterior, f.lateral
     body = _regions_of(model, level, FILLABLE)
     if not len(body):
         raise SetError(f"level {level} has no trabecular region to inject into")
@@ -496,10 +482,14 @@ def _check_volume(volume_ml, name="volume_ml"):
     return v
 
 
-def _prepare(model, level, law, seed, heterogeneity):
+def _check_level(model, level):
     if level not in model.metadata.get("levels", []):
         raise SetError(f"level {level!r} is not in this model (levels: "
                        f"{', '.join(model.metadata.get('levels', [])) or 'none'})")
+
+
+def _prepare(model, level, law, seed, heterogeneity):
+    _check_level(model, level)
     fill = _regions_of(model, level, FILLABLE)
     if not len(fill):
         raise SetError(f"level {level} has no trabecular bone left to fill")
@@ -606,7 +596,7 @@ def pkp(model: Model, level: str, volume_ml: float, *, balloon_ml: float | None 
     i, j, pos_out, keys_out = _face_graph(out, fill)
     exits = _exit_sites(out, level, fill, pos_out, keys_out)
     # balloon metric: ellipsoid 1.5 : 1 : 1 along the needle, lateral, axial
-    _, e_ax, _, _ = level_frame(out, level)
+    e_ax = level_frame(out, level).axial
     r = np.full(len(fill), np.inf)
     for nd in nds:
         d = np.asarray(nd.direction)

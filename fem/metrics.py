@@ -42,6 +42,7 @@ from functools import cached_property
 import numpy as np
 
 from .errors import ModelError, SetError
+from .meshes.anatomy import DEFAULT_RIM, LevelFrame, level_frame  # noqa: F401 (public here too)
 from .result import von_mises
 
 #: parts of a level's vertebral body that count as bone for the Pistoia criterion: not the
@@ -73,8 +74,6 @@ PISTOIA_STRAIN = 0.007
 PISTOIA_VOLUME = 0.02
 YIELD_COMPRESSION = 0.0084
 YIELD_TENSION = 0.0078
-#: width of the endplate rim (mm) where the anatomy does not give one (Wang 2012: 3-7 mm)
-DEFAULT_RIM = 4.0
 #: anterior and posterior bands for the body heights, as a fraction of the depth
 HEIGHT_BAND = 0.15
 
@@ -93,53 +92,6 @@ class MetricsError(ModelError):
 
 
 # ---------------------------------------------------------------------- frame and geometry
-
-@dataclass(frozen=True)
-class LevelFrame:
-    """A level's anatomical frame: unit vectors (3,) and the anatomy it came from."""
-
-    axial: np.ndarray
-    anterior: np.ndarray
-    lateral: np.ndarray
-    centre: np.ndarray
-    width: float
-    depth: float
-    rim: float
-
-
-def _anatomy(model, level: str) -> dict:
-    anat = model.metadata.get("anatomy", {})
-    if level not in anat:
-        raise SetError(f"level {level!r} has no anatomy in this model (levels with one: "
-                       f"{', '.join(anat) or 'none'}); build models with fem.meshes.vertebra")
-    return anat[level]
-
-
-def _unit(v, what: str) -> np.ndarray:
-    v = np.asarray(v, dtype=float)
-    n = np.linalg.norm(v)
-    if not n > 0.0:
-        raise MetricsError(f"{what} is a zero vector: the level's anatomy is degenerate")
-    return v / n
-
-
-def level_frame(model, level: str) -> LevelFrame:
-    """The anatomical frame of ``level`` from ``metadata["anatomy"]`` (module docstring)."""
-    a = _anatomy(model, level)
-    try:
-        ax = _unit(np.subtract(a["superior_centre"], a["inferior_centre"]),
-                   f"{level} superior_centre - inferior_centre")
-        ped = a["pedicle_axes"]
-        d = _unit(np.add(ped["left"][1], ped["right"][1]), f"{level} pedicle directions")
-    except KeyError as exc:
-        raise MetricsError(f"anatomy of {level} lacks {exc.args[0]!r}: metrics need "
-                           "superior_centre, inferior_centre and pedicle_axes") from None
-    ant = _unit(d - (d @ ax) * ax, f"{level} pedicle directions orthogonal to the axis")
-    dims = a.get("dims")
-    rim = float(getattr(dims, "rim", DEFAULT_RIM) or DEFAULT_RIM)
-    return LevelFrame(ax, ant, np.cross(ax, ant), np.asarray(a["centre"], dtype=float),
-                      float(a["width"]), float(a["depth"]), rim)
-
 
 def _nodes(model, name: str) -> np.ndarray:
     if name not in model.node_sets or not len(model.node_sets[name]):

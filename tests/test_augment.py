@@ -8,6 +8,7 @@ import pytest
 import fem
 from fem import augment
 from fem.meshes import loadcases, pathology, vertebra
+from fem.meshes.anatomy import level_frame
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,8 @@ def test_leak_detected_through_a_posterior_wall_breach_and_not_otherwise(intact,
     breach = burst.regions["L2/posterior_wall_breach"]
     assert np.isin(out.regions["L2/cement_leak"], breach).all()
     # the leak is where the wall is: posterior of the body's centre, between the pedicles
-    centre, e_ax, e_ant, e_lat = augment.level_frame(burst, "L2")
+    f = level_frame(burst, "L2")
+    centre, e_ant, e_lat = f.centre, f.anterior, f.lateral
     rel = np.asarray(rec.leaks[0].centroid) - centre
     assert rel @ e_ant < -0.3 * burst.metadata["anatomy"]["L2"]["depth"]
     assert abs(rel @ e_lat) < 0.25 * burst.metadata["anatomy"]["L2"]["width"]
@@ -161,7 +163,8 @@ def test_injection_pressure_poiseuille_and_pkp_below_pvp(fractured):
 
 def test_needle_tips_lie_in_the_body_at_the_requested_depth(fractured):
     fill = augment._regions_of(fractured, "L2", augment.FILLABLE)
-    centre, e_ax, e_ant, e_lat = augment.level_frame(fractured, "L2")
+    f = level_frame(fractured, "L2")
+    centre, e_ant, e_lat = f.centre, f.anterior, f.lateral
     a = (augment._centroids(fractured, fill) - centre) @ e_ant
     for depth in (0.3, 0.75):
         for approach in ("unipedicular", "bipedicular"):

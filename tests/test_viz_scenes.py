@@ -27,6 +27,7 @@ pv = pytest.importorskip("pyvista")
 import fem  # noqa: E402
 from fem import augment, metrics, viz  # noqa: E402
 from fem.meshes import loadcases, pathology, vertebra  # noqa: E402
+from fem.meshes.anatomy import level_frame  # noqa: E402
 from fem.meshes.blocks import hex_block  # noqa: E402
 from fem.viz import scenes  # noqa: E402
 
@@ -260,7 +261,8 @@ def test_cut_planes_pass_through_the_treated_level(plane, models, results):
     view = viz.mid_sagittal if plane == "sagittal" else viz.mid_coronal
     pl = view(r, off_screen=True, window_size=SIZE)
     cut = pl.actors["cut"].mapper.dataset
-    centre, e_ax, e_ant, e_lat = augment.level_frame(m, "L2")
+    f = level_frame(m, "L2")
+    centre, e_ax, e_ant, e_lat = f.centre, f.axial, f.anterior, f.lateral
     normal = e_lat if plane == "sagittal" else e_ant
     np.testing.assert_allclose(m.metadata["anatomy"]["L2"]["centre"], centre)
     assert np.abs((cut.points - centre) @ normal).max() < 1e-6  # the plane holds the centre

@@ -11,7 +11,7 @@ endplates), so the colour bar's ends are the extreme values on screen; :func:`si
 puts several results on one colour scale, the union of their ranges. Units: mm, MPa; colour-bar
 titles carry them.
 
-Anatomical frame: :func:`fem.augment.level_frame` (axial, anterior, lateral = patient's left).
+Anatomical frame: :func:`fem.meshes.anatomy.level_frame` (axial, anterior, lateral = patient's left).
 Mid-sagittal cuts are seen from the patient's left (anterior on the left of the image),
 mid-coronal cuts from the front.
 """
@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import augment, metrics
+from .. import metrics
 from ..errors import SetError
+from ..meshes.anatomy import level_frame
 from ..result import FIELD_UNITS, add_region_parts
 
 #: fields the views colour by: name -> (label, colour map). Cell arrays of
@@ -280,8 +281,8 @@ CUTS = {"sagittal": "lateral", "coronal": "anterior"}
 def cut_plane(model, level: str, plane: str) -> tuple[np.ndarray, np.ndarray]:
     """(origin, unit normal) of the mid-sagittal or mid-coronal plane of ``level``: through
     the level's centre, normal to e_lateral (sagittal) or e_anterior (coronal)."""
-    centre, _, ant, lat = augment.level_frame(model, level)
-    return centre, (lat if CUTS[plane] == "lateral" else ant)
+    f = level_frame(model, level)
+    return f.centre, (f.lateral if CUTS[plane] == "lateral" else f.anterior)
 
 
 def cement_outline(grid, level_code: int | None, origin, normal):
@@ -327,7 +328,7 @@ def _cut_scene(result, level, field, plane, smooth, context, discs) -> Scene:
     if outline is not None and outline.n_points:
         layers.append(Layer("cement outline", outline,
                             style={"color": OUTLINE_COLOUR, "line_width": 3}))
-    _, e_ax, _, _ = augment.level_frame(model, level)
+    e_ax = level_frame(model, level).axial
     return Scene(f"{level} mid-{plane} cut", layers, _camera(origin, normal, e_ax), field,
                  bar_title(field), FIELDS[field][1], _data_range(layers))
 
@@ -357,7 +358,8 @@ def _stress_scene(result, field, level, smooth, clip, discs) -> Scene:
     model = _model(result)
     level = level or treated_level(model)
     grid = _grid(result)
-    centre, e_ax, e_ant, e_lat = augment.level_frame(model, level)
+    f = level_frame(model, level)
+    centre, e_ax, e_ant, e_lat = f.centre, f.axial, f.anterior, f.lateral
     (body, name, pref), grey = _coloured_and_grey(grid, np.ones(grid.n_cells, bool), field,
                                                   smooth, discs)
 
@@ -413,8 +415,8 @@ def _cement_scene(source, level) -> Scene:
         leak = _attr(r, "leak_ml", 0.0)
         title = (f"{level}: {_attr(r, 'procedure')} {_attr(r, 'volume_ml'):.1f} mL cement"
                  + (f", {leak:.2f} mL leaked" if leak else ""))
-    centre, e_ax, e_ant, e_lat = augment.level_frame(model, level)
-    cam = _camera(centre, e_lat - 0.5 * e_ant + 0.6 * e_ax, e_ax)
+    f = level_frame(model, level)
+    cam = _camera(f.centre, f.lateral - 0.5 * f.anterior + 0.6 * f.axial, f.axial)
     return Scene(title, layers, cam, parallel=False, legend=legend or None, zoom=1.6)
 
 
@@ -497,7 +499,8 @@ def _bulge_scenes(result, level) -> list[Scene]:
         surf.point_data["endplate_bulge"] = d[at]
         surf.point_data["rim"] = rim[at].astype(np.uint8)
         surf.point_data["centre"] = centre[at].astype(np.uint8)
-        _, e_ax, e_ant, _ = augment.level_frame(model, lv)
+        f = level_frame(model, lv)
+        e_ax, e_ant = f.axial, f.anterior
         points_only = {"render_points_as_spheres": True, "point_size": 8}
         layers = [Layer("endplate", surf, "endplate_bulge", "point",
                         style={} if surf.n_cells else points_only)]
