@@ -79,7 +79,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
 
-from .assembly import check_geometry, element_geometry
+from .assembly import check_geometry, element_volumes
 from .errors import MaterialError, MeshError, SetError
 from .meshes.anatomy import level_frame
 from .model import Model
@@ -216,15 +216,6 @@ def _single_block(model: Model):
         raise MeshError("augmentation expects a model with one cell block (a vertebra or segment "
                         "from fem.meshes)")
     return model.blocks[0]
-
-
-def element_volumes(model: Model) -> np.ndarray:
-    """Element volumes (mm^3), by the stiffness quadrature."""
-    out = []
-    for bi, b in enumerate(model.blocks):
-        _, wdet, _ = element_geometry(model, bi, slice(0, len(b.conn)), np)
-        out.append(wdet.sum(axis=1))
-    return np.concatenate(out)
 
 
 def _centroids(model: Model, elements=None) -> np.ndarray:

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..assembly import check_geometry, element_geometry
+from ..assembly import check_geometry, element_volumes
 from ..errors import MeshError, SetError
 from ..model import Model
 from .vertebra import POSTERIOR_FLAT, _rim_profile, _top
@@ -228,7 +228,7 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
         c = _centroids(out, damaged)
         top_nodes = out.points[out.node_sets[f"{level}/superior"]]
         dist, _ = cKDTree(top_nodes).query(c)
-        h = float(np.cbrt(np.median(_volumes(out, damaged)))) if len(damaged) else 0.0
+        h = float(np.cbrt(np.median(element_volumes(out)[damaged]))) if len(damaged) else 0.0
         y_wall = 0.5 * d.depth * POSTERIOR_FLAT
         gap = (dist <= d.endplate + cleft_thickness + 0.5 * h) \
             & (c[:, 1] <= y_wall - 0.25 * d.depth) & (np.abs(c[:, 0]) <= 0.3 * d.width)
@@ -253,12 +253,6 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     collapse = out.metadata.setdefault("collapse", {})
     collapse[level] = collapse.get(level, 0.0) + (out.points - model.points)
     return out
-
-
-def _volumes(model: Model, elements) -> np.ndarray:
-    b = model.blocks[0]
-    _, wdet, _ = element_geometry(model, 0, slice(0, len(b.conn)), np)
-    return wdet.sum(axis=1)[elements]
 
 
 def _move(model: Model, elements, region: str, *, factor: float | None = None, E=None, nu=None,
