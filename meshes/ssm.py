@@ -462,12 +462,10 @@ def to_model_frame(surface, model):
     return out
 
 
-def hausdorff(model, level: str, surface) -> tuple[float, float]:
-    """Surface fidelity of a level: (Hausdorff distance, mean distance), mm, between the outer
-    surface of the level's bone elements in ``model`` and the source ``surface`` (data frame, as
-    from :func:`load_surfaces`), both ways, measured between the vertices of the two surfaces
-    (the source's are 0.4-1 mm apart, finer than the voxels)."""
-    from scipy.spatial import cKDTree
+def level_surface(model, level: str):
+    """The outer surface of a level's bone elements in ``model`` as a triangulated
+    ``pyvista.PolyData`` (corner nodes; hex8 quads split in two), model frame."""
+    import pyvista as pv
 
     from ..topology import boundary_faces
 
@@ -476,16 +474,26 @@ def hausdorff(model, level: str, surface) -> tuple[float, float]:
             ("cortex", "trabecular", "endplate_superior", "endplate_inferior", "posterior")]
     if not bone:
         raise MeshError(f"level {level!r} has no bone regions in this model")
-    sub = model.copy()
-    keep = np.unique(np.concatenate(bone))
-    b = sub.blocks[0]
-    part = type(sub).from_arrays(sub.points, [(b.type, b.conn[keep])])
+    b = model.blocks[0]
+    part = type(model).from_arrays(model.points, [(b.type, b.conn[np.unique(np.concatenate(bone))])])
     el, fc = boundary_faces(part)
-    corners = np.array([f[:4] for f in part.blocks[0].etype.faces])
-    pts_model = part.points[np.unique(part.blocks[0].conn[el[:, None], corners[fc]])]
-    src = np.asarray(to_model_frame(surface, model).points, float)
-    d1, _ = cKDTree(src).query(pts_model)
-    d2, _ = cKDTree(pts_model).query(src)
+    et = part.blocks[0].etype
+    ncorner = 4 if et.face_type == "quad4" else 3
+    corners = np.array([f[:ncorner] for f in et.faces])
+    faces = part.blocks[0].conn[el[:, None], corners[fc]]
+    tri = faces if ncorner == 3 else np.concatenate([faces[:, [0, 1, 2]], faces[:, [0, 2, 3]]])
+    return pv.PolyData(model.points, np.hstack([np.full((len(tri), 1), 3), tri]).ravel()).clean()
+
+
+def hausdorff(model, level: str, surface) -> tuple[float, float]:
+    """Surface fidelity of a level: (Hausdorff distance, mean distance), mm, between the outer
+    surface of the level's bone elements in ``model`` (:func:`level_surface`) and the source
+    ``surface`` (data frame, as from :func:`load_surfaces`), both ways: the distance from every
+    vertex of each surface to the other surface (point to triangle, not point to vertex)."""
+    mine = level_surface(model, level)
+    src = to_model_frame(surface, model)
+    d1 = np.abs(mine.compute_implicit_distance(src)["implicit_distance"])
+    d2 = np.abs(src.compute_implicit_distance(mine)["implicit_distance"])
     return float(max(d1.max(), d2.max())), float(np.concatenate([d1, d2]).mean())
 
 

@@ -1,0 +1,625 @@
+"""Real lumbar anatomy (the mean L2-L5 of :mod:`fem.meshes.ssm`) as tet10 models, meshed by gmsh.
+
+The voxel form (:func:`fem.meshes.ssm.ssm_segment_model`) staircases the surface; this form keeps
+it: the source triangle surfaces (0.4-1.7 mm edges) are remeshed at ``mesh_size`` and filled with
+tetrahedra, and the discs are volumes whose top and bottom are the endplate surfaces themselves.
+gmsh is an optional dependency (``pip install vertebra-fem[mesh]``). The data, the axes and the
+frame (``metadata["ssm"]``) are those of the voxel form; cite the shape model (``CITATION``).
+
+How the model is built:
+
+1. *Analysis.* The voxel form at :data:`ANALYSIS_VOXEL` mm supplies the frame (rotation and
+   translation), the split of each level into body and posterior elements (posterior-wall plane
+   and body footprint), and the pedicle axes.
+2. *Endplate patches.* On each source surface (model frame), the superior (inferior) patch is the
+   largest connected set of triangles of the body (nearest analysis voxel not posterior),
+   anterior of the posterior wall less 1 mm, above (below) the body's mid-height, whose outward
+   normal is within 60 degrees of the body axis (:data:`PATCH_NORMAL`) - the flat endplate and
+   the top of its rim, not the rounded rim's flank. Where a disc joins two patches, each is cut
+   to the other's footprint (projected along z, grown by 1 mm), as the voxel form fills only the
+   columns where both bodies exist. Holes are filled and one-triangle spikes and notches
+   removed, so each patch is a disc with one boundary loop.
+3. *Surface mesh.* gmsh remeshes the patched surfaces (``classifySurfaces`` for parametrisable
+   pieces, which keeps the patch boundaries as curves; ``createGeometry``) with triangles of at
+   most ``mesh_size`` mm.
+4. *Discs.* The side wall of a disc is ruled between the remeshed boundary loops of the upper
+   body's inferior patch and the lower body's superior patch (rows of nodes about
+   ``mesh_size`` apart, spaced by arc length), so it shares its rim nodes with both patches.
+5. *Volumes.* gmsh fills each body and each disc with tetrahedra (Delaunay, then gmsh's and
+   Netgen's optimisers), one volume at a time, keeping the surface meshes: a disc shares every
+   node of its top and bottom with the bodies. Facet joints are not connected (two levels'
+   surfaces meet there, and L4-L5 overlap by about 0.2 mm in the source data; each level is
+   meshed on its own, so neither matters to the mesher). Mid-edge nodes are put at the edge
+   midpoints (straight-sided tet10 on the remeshed, faceted surface).
+
+Regions per level, element by element:
+
+* posterior elements: elements whose centroid's nearest analysis voxel is posterior;
+* bony endplates: the other (body) elements with a corner node on the superior (inferior) patch;
+* cortex: the remaining body elements with a corner node on the surface or a centroid within
+  ``cortex`` mm of it (one element layer, ``mesh_size`` thick or less);
+* trabecular core: the rest of the body.
+
+Thin layers. The cortex (``cortex`` mm, 0.35-1 usual) and bony endplates (``endplate`` mm) are
+thinner than the element layers that represent them, so their moduli are scaled, per level and
+layer, by A t / V (A: the layer's outer surface area, V: its element volume, t: the physical
+thickness), keeping the layer's membrane stiffness (E t per unit area) - the voxel form's t / h
+rule for a layer of irregular thickness. The scale factors are in ``metadata["mesh"]``.
+
+Discs: the nucleus is the :data:`~fem.meshes.ssm.NUCLEUS_AREA` (40 %) of the disc's footprint
+farthest from its outline (the footprint being where the two patches overlap, projected along
+the disc axis; 2-D distance transform on a 0.25 mm grid), extended through the height: the
+elements whose centroid projects there. The nucleus share of the disc volume is recorded in
+``metadata["ssm"]["nucleus_volume_fraction"]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from ..errors import MeshError
+from ..model import Model
+from .ssm import NUCLEUS_AREA, ROTATION, load_surfaces, ssm_levels, ssm_segment_model
+from .vertebra import BONE_PARTS, LevelDims, _Stack, annotate, apply_material, resolve_materials
+from .vertebra_gmsh import _gmsh
+
+logger = logging.getLogger(__name__)
+
+#: mm, the voxel size of the analysis model (frame, body/posterior split, pedicle axes)
+ANALYSIS_VOXEL = 1.5
+#: least cosine between an endplate patch triangle's outward normal and the body axis
+PATCH_NORMAL = 0.5
+#: mm, how far anterior of the posterior-wall plane an endplate patch stops
+WALL_MARGIN = 1.0
+#: mm, how much a patch's partner footprint is grown before it cuts the patch
+FOOTPRINT_GROWTH = 1.0
+_GRID = 0.25  # mm, the 2-D grid of footprints
+#: VTK tet10 mid-edge nodes 4..9 sit on these corner pairs
+TET10_EDGES = np.array([(0, 1), (1, 2), (0, 2), (0, 3), (1, 3), (2, 3)])
+
+
+# --------------------------------------------------------------------------- triangle surfaces
+def _edge_pairs(tri: np.ndarray):
+    """(a, b): indices of triangles sharing an edge, each pair once."""
+    e = np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]])
+    key = np.sort(e, axis=1)
+    tid = np.tile(np.arange(len(tri)), 3)
+    o = np.lexsort(key.T[::-1])
+    k = key[o]
+    same = np.all(k[1:] == k[:-1], axis=1)
+    return tid[o][:-1][same], tid[o][1:][same]
+
+
+def _largest(mask: np.ndarray, a, b) -> np.ndarray:
+    """The largest edge-connected component of the triangles in ``mask``."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if not mask.any():
+        return mask
+    sel = mask[a] & mask[b]
+    n = len(mask)
+    g = coo_matrix((np.ones(int(sel.sum())), (a[sel], b[sel])), shape=(n, n))
+    _, comp = connected_components(g, directed=False)
+    comp = np.where(mask, comp, -1)
+    return comp == np.argmax(np.bincount(comp[mask]))
+
+
+def _clean(mask: np.ndarray, a, b) -> np.ndarray:
+    """One connected patch with no hole, spike (a triangle with one patch neighbour) or notch
+    (an outside triangle with two)."""
+    n = len(mask)
+    mask = ~_largest(~_largest(mask, a, b), a, b)
+    for _ in range(50):
+        nb = np.bincount(np.r_[a, b], weights=np.r_[mask[b], mask[a]], minlength=n)
+        new = mask.copy()
+        new[mask & (nb <= 1)] = False
+        new[~mask & (nb >= 2)] = True
+        if (new == mask).all():
+            break
+        mask = new
+    return ~_largest(~_largest(mask, a, b), a, b)
+
+
+def _loop(tri: np.ndarray, what: str) -> np.ndarray:
+    """The node loop bounding a patch of triangles (one simple loop, else MeshError)."""
+    e = np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]])
+    _, inv, cnt = np.unique(np.sort(e, axis=1), axis=0, return_inverse=True, return_counts=True)
+    bd = e[cnt[inv.ravel()] == 1]
+    nxt = {}
+    for p, q in bd:
+        if p in nxt:
+            raise MeshError(f"{what}: the patch boundary touches itself at a node")
+        nxt[p] = q
+    loop = [bd[0, 0]]
+    while (q := nxt[loop[-1]]) != loop[0]:
+        loop.append(q)
+        if len(loop) > len(bd):
+            break
+    if len(loop) != len(bd):
+        raise MeshError(f"{what}: the patch has {len(bd)} boundary edges but a loop of "
+                        f"{len(loop)}: it is not one disc")
+    return np.array(loop)
+
+
+def _params(X: np.ndarray) -> np.ndarray:
+    """Normalised arc length of a closed polyline's nodes, plus 1.0 for the closing node."""
+    s = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(np.r_[X, X[:1]], axis=0), axis=1))]
+    return s / s[-1]
+
+
+def _at(X: np.ndarray, sX: np.ndarray, s: np.ndarray) -> np.ndarray:
+    Xc = np.r_[X, X[:1]]
+    return np.stack([np.interp(s, sX, Xc[:, k]) for k in range(3)], axis=1)
+
+
+def _stitch(ia, sa, ib, sb) -> np.ndarray:
+    """Triangles between two closed rows of node ids with aligned parameters in [0, 1): walk
+    both rows, advancing the one whose next node comes first."""
+    tris, i, j, na, nb = [], 0, 0, len(ia), len(ib)
+    while i < na or j < nb:
+        na_next = sa[i + 1] if i + 1 < na else 1.0
+        nb_next = sb[j + 1] if j + 1 < nb else 1.0
+        if j >= nb or (i < na and na_next <= nb_next):
+            tris.append((ia[i], ia[(i + 1) % na], ib[j % nb]))
+            i += 1
+        else:
+            tris.append((ia[i % na], ib[(j + 1) % nb], ib[j]))
+            j += 1
+    return np.array(tris)
+
+
+def _ccw(loop: np.ndarray, X: np.ndarray) -> np.ndarray:
+    xy = X[loop, :2]
+    area = np.sum(xy[:, 0] * np.roll(xy[:, 1], -1) - np.roll(xy[:, 0], -1) * xy[:, 1])
+    return loop if area > 0 else loop[::-1]
+
+
+def _band(X: np.ndarray, upper: np.ndarray, lower: np.ndarray, h: float):
+    """(new points, triangles) of a disc's side wall ruled between two node loops of ``X``:
+    rows of nodes about ``h`` apart, each spaced by arc length; new points get ids from
+    ``len(X)`` on."""
+    A, B = _ccw(upper, X), _ccw(lower, X)
+    B = np.roll(B, -int(np.argmin(np.linalg.norm(X[B, :2] - X[A[0], :2], axis=1))))
+    XA, XB = X[A], X[B]
+    sA, sB = _params(XA), _params(XB)
+    probe = np.linspace(0.0, 1.0, 200, endpoint=False)
+    gap = float(np.median(np.linalg.norm(_at(XA, sA, probe) - _at(XB, sB, probe), axis=1)))
+    nrow = max(1, int(round(gap / h)))
+    rows, new, nid = [(A, sA[:-1])], [], len(X)
+    for r in range(1, nrow):
+        t = r / nrow
+        n = int(round((1 - t) * len(A) + t * len(B)))
+        s = np.arange(n) / n
+        new.append((1 - t) * _at(XA, sA, s) + t * _at(XB, sB, s))
+        rows.append((np.arange(nid, nid + n), s))
+        nid += n
+    rows.append((B, sB[:-1]))
+    tri = np.concatenate([_stitch(*rows[r], *rows[r + 1]) for r in range(nrow)])
+    return (np.concatenate(new) if new else np.zeros((0, 3))), tri
+
+
+# --------------------------------------------------------------------------- patches
+def _raster(xy: np.ndarray, lo: np.ndarray, shape) -> np.ndarray:
+    from scipy.ndimage import binary_closing, binary_fill_holes
+
+    M = np.zeros(shape, bool)
+    ij = np.floor((xy - lo) / _GRID).astype(int)
+    M[ij[:, 0], ij[:, 1]] = True
+    return binary_fill_holes(binary_closing(M, iterations=int(np.ceil(1.0 / _GRID))))
+
+
+def _patches(surfs: list, names: list[str], analysis: Model) -> list[np.ndarray]:
+    """Per level, a label per source triangle: 0 other surface, 1 superior patch, 2 inferior."""
+    from scipy.ndimage import binary_dilation
+    from scipy.spatial import cKDTree
+
+    vl = analysis.metadata["voxel_labels"]
+    centres = np.asarray(vl["origin"]) + (vl["ijk"] + 0.5) * vl["spacing"]
+    lab = np.asarray(vl["labels"]) - 1
+    out, cand = [], []
+    for i, (P, T) in enumerate(surfs):
+        an = analysis.metadata["anatomy"][names[i]]
+        sc, ic = np.asarray(an["superior_centre"]), np.asarray(an["inferior_centre"])
+        axis = (sc - ic) / np.linalg.norm(sc - ic)
+        C = P[T].mean(axis=1)
+        nrm = np.cross(P[T[:, 1]] - P[T[:, 0]], P[T[:, 2]] - P[T[:, 0]])
+        nrm /= np.linalg.norm(nrm, axis=1)[:, None]
+        own = lab // 10 == i
+        _, j = cKDTree(centres[own]).query(C)
+        body = lab[own][j] % 10 != 4
+        up = (C - 0.5 * (sc + ic)) @ axis
+        a, b = _edge_pairs(T)
+        labels = np.zeros(len(T), dtype=np.int8)
+        for code, sign in ((1, 1.0), (2, -1.0)):
+            m = body & (sign * (nrm @ axis) > PATCH_NORMAL) & (sign * up > 0) \
+                & (C[:, 1] < an["posterior_wall_y"] - WALL_MARGIN)
+            if not m.any():
+                raise MeshError(f"{names[i]}: no {'superior' if code == 1 else 'inferior'} "
+                                "endplate found on the surface")
+            labels[_clean(m, a, b) & (labels == 0)] = code
+        out.append(labels)
+        cand.append((C, a, b))
+    allxy = np.concatenate([c[0][:, :2] for c in cand])
+    lo = allxy.min(axis=0) - 5.0
+    shape = tuple(np.ceil((allxy.max(axis=0) + 5.0 - lo) / _GRID).astype(int))
+    grow = int(round(FOOTPRINT_GROWTH / _GRID))
+    for j in range(len(names) - 1):
+        (CU, aU, bU), (CL, aL, bL) = cand[j], cand[j + 1]
+        mU, mL = out[j] == 2, out[j + 1] == 1
+        RU = binary_dilation(_raster(CU[mU, :2], lo, shape), iterations=grow)
+        RL = binary_dilation(_raster(CL[mL, :2], lo, shape), iterations=grow)
+        inside = lambda R, C: R[tuple(np.floor((C[:, :2] - lo) / _GRID).astype(int).T)]  # noqa: E731
+        keepU = _clean(mU & inside(RL, CU), aU, bU)
+        keepL = _clean(mL & inside(RU, CL), aL, bL)
+        out[j][mU & ~keepU] = 0
+        out[j + 1][mL & ~keepL] = 0
+    return out
+
+
+# --------------------------------------------------------------------------- gmsh
+def _add_surfaces(gmsh, groups: dict, X: np.ndarray) -> dict:
+    """One discrete gmsh surface per group of triangles (0-based ids into ``X``); {key: tag}."""
+    used = np.unique(np.concatenate(list(groups.values())))
+    tags = {}
+    for g, (key, tri) in enumerate(groups.items()):
+        s = gmsh.model.addDiscreteEntity(2, g + 1)
+        if g == 0:
+            gmsh.model.mesh.addNodes(2, s, (used + 1).tolist(), X[used].ravel().tolist())
+        gmsh.model.mesh.addElementsByType(s, 2, [], (tri + 1).ravel().tolist())
+        tags[key] = s
+    return tags
+
+
+def _tri_keys(tri: np.ndarray) -> np.ndarray:
+    t = np.sort(np.asarray(tri, dtype=np.int64), axis=1)
+    return (t[:, 0] * 2 ** 21 + t[:, 1]) * 2 ** 21 + t[:, 2]
+
+
+def _remesh(gmsh, groups: dict, X: np.ndarray, h: float):
+    """Stage 1: the patched surfaces remeshed at ``h``; returns (points, {key: triangles})."""
+    gmsh.model.add("surfaces")
+    _add_surfaces(gmsh, groups, X)
+    gmsh.model.mesh.createTopology()
+    gmsh.model.mesh.classifySurfaces(np.pi, True, True, np.pi)
+    index = {int(k): key for key, tri in groups.items() for k in _tri_keys(tri)}
+    owner = {}
+    for _, tag in gmsh.model.getEntities(2):
+        _, _, en = gmsh.model.mesh.getElements(2, tag)
+        keys = {index.get(int(k)) for k in _tri_keys(en[0].reshape(-1, 3) - 1)}
+        if len(keys) != 1 or None in keys:
+            raise MeshError("gmsh's surface classification mixed the endplate patches with the "
+                            "rest of a surface")
+        owner[tag] = keys.pop()
+    gmsh.model.mesh.createGeometry()
+    gmsh.model.geo.synchronize()
+    _size_options(gmsh, h)
+    gmsh.option.setNumber("Mesh.MeshSizeMin", 0.3 * h)
+    try:
+        gmsh.model.mesh.generate(2)
+    except Exception as exc:
+        raise MeshError(f"gmsh could not remesh the surfaces at mesh_size={h}: {exc}") from exc
+    ntag, xyz, _ = gmsh.model.mesh.getNodes()
+    out = {}
+    for tag, key in owner.items():
+        _, _, en = gmsh.model.mesh.getElements(2, tag)
+        out.setdefault(key, []).append(en[0].reshape(-1, 3))
+    out = {k: np.concatenate(v) for k, v in out.items()}
+    used = np.unique(np.concatenate(list(out.values())))
+    order = np.argsort(ntag)
+    pts = xyz.reshape(-1, 3)[order[np.searchsorted(ntag, used, sorter=order)]]
+    gmsh.model.remove()
+    return pts, {k: np.searchsorted(used, v) for k, v in out.items()}
+
+
+def _size_options(gmsh, h: float) -> None:
+    gmsh.option.setNumber("Mesh.MeshSizeMax", h)
+    gmsh.option.setNumber("Mesh.MeshSizeFromPoints", 0)
+    gmsh.option.setNumber("Mesh.MeshSizeFromCurvature", 0)
+    gmsh.option.setNumber("Mesh.MeshSizeExtendFromBoundary", 0)
+
+
+def _fill(gmsh, groups: dict, X: np.ndarray, volumes: dict, h: float, optimize: bool):
+    """Stage 2: tetrahedra in each volume {name: [surface keys]} from the fixed surface meshes,
+    one volume at a time (two levels' surfaces may touch or overlap at a facet joint, which a
+    joint tetrahedralisation refuses); returns (points: X then the interior nodes, tet4
+    connectivity, volume name per tet)."""
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(X)
+    points, conns, owner = [X], [], []
+    n_points = len(X)
+    for name, keys in volumes.items():
+        gmsh.model.add(name)
+        tags = _add_surfaces(gmsh, {k: groups[k] for k in keys}, X)
+        gmsh.model.mesh.createTopology()
+        gmsh.model.geo.addVolume([gmsh.model.geo.addSurfaceLoop([tags[k] for k in keys])])
+        gmsh.model.geo.synchronize()
+        _size_options(gmsh, h)
+        gmsh.option.setNumber("Mesh.Optimize", 1 if optimize else 0)
+        gmsh.option.setNumber("Mesh.OptimizeNetgen", 1 if optimize else 0)
+        try:
+            gmsh.model.mesh.generate(3)
+        except Exception as exc:
+            raise MeshError(f"gmsh could not fill {name} at mesh_size={h}: {exc}") from exc
+        ntag, xyz, _ = gmsh.model.mesh.getNodes()
+        xyz = xyz.reshape(-1, 3)
+        types, _, enodes = gmsh.model.mesh.getElements(3)
+        if list(types) != [4]:
+            raise MeshError(f"gmsh produced element types {list(types)} instead of tet4")
+        dist, near = tree.query(xyz)
+        on_surface = dist <= 1e-9 * max(1.0, float(np.abs(X).max()))
+        ids = np.where(on_surface, near, 0)
+        ids[~on_surface] = n_points + np.arange(int((~on_surface).sum()))
+        n_points += int((~on_surface).sum())
+        points.append(xyz[~on_surface])
+        order = np.argsort(ntag)
+        conns.append(ids[order[np.searchsorted(ntag, enodes[0], sorter=order)]].reshape(-1, 4))
+        owner += [name] * len(conns[-1])
+        gmsh.model.remove()
+    return np.concatenate(points), np.concatenate(conns), np.array(owner)
+
+
+def _quadratic(points: np.ndarray, conn4: np.ndarray):
+    """tet10 (VTK order) with straight edges from positively oriented tet4."""
+    X = points[conn4]
+    vol = np.einsum("ij,ij->i", np.cross(X[:, 1] - X[:, 0], X[:, 2] - X[:, 0]), X[:, 3] - X[:, 0])
+    conn4 = conn4.copy()
+    conn4[vol < 0] = conn4[vol < 0][:, [0, 2, 1, 3]]
+    edges = np.sort(conn4[:, TET10_EDGES], axis=2).reshape(-1, 2)
+    uniq, inv = np.unique(edges, axis=0, return_inverse=True)
+    mid = 0.5 * (points[uniq[:, 0]] + points[uniq[:, 1]])
+    conn = np.concatenate([conn4, len(points) + inv.reshape(-1, 6)], axis=1)
+    return np.concatenate([points, mid]), conn
+
+
+# --------------------------------------------------------------------------- the model
+def ssm_segment_model_tet10(levels="L2-L4", mesh_size: float = 2.5, materials=None,
+                            cortex: float = 0.5, endplate: float = 0.25, folder=None,
+                            optimize: bool = True) -> Model:
+    """A tet10 model of contiguous levels of the mean lumbar spine (L2-L5) with discs.
+
+    ``mesh_size`` mm: gmsh's target edge length (the elements' longest edges are about 1.4
+    times it on median; surface triangles no smaller than 0.3 of it);
+    ``materials``, ``cortex``, ``endplate`` and ``folder`` as for
+    :func:`fem.meshes.ssm.ssm_segment_model`. Regions, face and node sets and metadata
+    (``levels``, ``anatomy``, ``ssm``) as in the voxel form; ``metadata["mesh"]`` holds the mesh
+    size, the meshing times, the thin-layer modulus factors and the worst element quality. How
+    it is built: module docstring.
+    """
+    from scipy.spatial import cKDTree
+
+    names = ssm_levels(levels)
+    h = float(mesh_size)
+    if not (0.75 <= h <= 5.0):
+        raise MeshError(f"mesh_size must lie in 0.75..5 mm, got {mesh_size}")
+    if not (0.0 < cortex <= 5.0) or not (0.0 < endplate <= 5.0):
+        raise MeshError(f"cortex and endplate must lie in (0, 5] mm, got {cortex}, {endplate}")
+    mats = resolve_materials(materials)
+    for part in ("cortex", "endplate_superior", "endplate_inferior"):
+        if isinstance(mats[part], dict):
+            raise MeshError(f"{part}: thin layers must be isotropic (E, nu) here")
+    t0 = time.perf_counter()
+    analysis = ssm_segment_model(names, voxel_size=ANALYSIS_VOXEL, cortex=cortex,
+                                 endplate=endplate, folder=folder)
+    shift = np.asarray(analysis.metadata["ssm"]["translation"])
+    src = load_surfaces(names, folder)
+    surfs = [(np.asarray(src[n].points, float) @ ROTATION.T + shift,
+              src[n].faces.reshape(-1, 4)[:, 1:].astype(np.int64)) for n in names]
+    labels = _patches(surfs, names, analysis)
+    offsets = np.cumsum([0] + [len(P) for P, _ in surfs])
+    X = np.concatenate([P for P, _ in surfs])
+    groups = {(n, part): surfs[i][1][labels[i] == code] + offsets[i]
+              for i, n in enumerate(names)
+              for code, part in ((0, "surface"), (1, "superior"), (2, "inferior"))}
+    t_patch = time.perf_counter() - t0
+
+    gmsh = _gmsh()
+    gmsh.initialize(interruptible=False)
+    try:
+        gmsh.option.setNumber("General.Terminal", 0)
+        t = time.perf_counter()
+        X, groups = _remesh(gmsh, groups, X, h)
+        t_surface = time.perf_counter() - t
+        volumes = {n: [(n, "surface"), (n, "superior"), (n, "inferior")] for n in names}
+        discs = [f"{names[j]}-{names[j + 1]}" for j in range(len(names) - 1)]
+        loops = {}
+        for j, d in enumerate(discs):
+            up = _loop(groups[(names[j], "inferior")], f"{names[j]} inferior endplate")
+            lo = _loop(groups[(names[j + 1], "superior")], f"{names[j + 1]} superior endplate")
+            new, tri = _band(X, up, lo, h)
+            X = np.concatenate([X, new])
+            groups[(d, "wall")] = tri
+            volumes[d] = [(names[j], "inferior"), (d, "wall"), (names[j + 1], "superior")]
+            loops[d] = (up, lo)
+        t = time.perf_counter()
+        pts4, conn4, owner = _fill(gmsh, groups, X, volumes, h, optimize)
+        t_volume = time.perf_counter() - t
+    finally:
+        gmsh.finalize()
+    X = pts4  # the surface nodes first, as numbered in X
+    points, conn = _quadratic(pts4, conn4)
+    m = Model.from_arrays(points, [("tet10", conn)], source="<lumbar shape model, gmsh>")
+
+    vl = analysis.metadata["voxel_labels"]
+    vcent = np.asarray(vl["origin"]) + (vl["ijk"] + 0.5) * vl["spacing"]
+    vlab = np.asarray(vl["labels"]) - 1
+    centroid = pts4[conn4].mean(axis=1)
+    vol = np.abs(np.einsum("ij,ij->i", np.cross(pts4[conn4[:, 1]] - pts4[conn4[:, 0]],
+                                                pts4[conn4[:, 2]] - pts4[conn4[:, 0]]),
+                           pts4[conn4[:, 3]] - pts4[conn4[:, 0]])) / 6.0
+    factors, nucleus_fraction, nucleus_area = {}, {}, {}
+    region_of = np.empty(len(conn4), dtype=object)
+    for i, n in enumerate(names):
+        el = np.nonzero(owner == n)[0]
+        own = vlab // 10 == i
+        _, j = cKDTree(vcent[own]).query(centroid[el])
+        post = vlab[own][j] % 10 == 4
+        on = {}
+        for part in ("surface", "superior", "inferior"):
+            flag = np.zeros(len(pts4), bool)
+            flag[np.unique(groups[(n, part)])] = True
+            on[part] = flag[conn4[el]].any(axis=1)
+        surf = _surface_of(src[n], shift)
+        d_surf = np.abs(_distance(surf, centroid[el]))
+        part = np.where(on["superior"], "endplate_superior",
+                        np.where(on["inferior"], "endplate_inferior",
+                                 np.where(on["surface"] | (d_surf <= cortex), "cortex",
+                                          "trabecular")))
+        part[post] = "posterior"
+        region_of[el] = [f"{n}/{p}" for p in part]
+        for layer, t_phys, key in (("cortex", cortex, "surface"),
+                                   ("endplate_superior", endplate, "superior"),
+                                   ("endplate_inferior", endplate, "inferior")):
+            sel = el[part == layer]
+            area = _layer_area(pts4, conn4[sel], groups[(n, key)])
+            factors[f"{n}/{layer}"] = min(1.0, area * t_phys / vol[sel].sum()) if len(sel) else 1.0
+    for j, d in enumerate(discs):
+        el = np.nonzero(owner == d)[0]
+        inner, nucleus_area[d] = _nucleus(X, *loops[d], centroid[el], names[j], names[j + 1],
+                                          analysis)
+        region_of[el] = np.where(inner, f"{d}/nucleus", f"{d}/annulus")
+        nucleus_fraction[d] = float(vol[el[inner]].sum() / vol[el].sum())
+    for name in dict.fromkeys(region_of):
+        m.add_region(name, np.nonzero(region_of == name)[0])
+        part = name.split("/")[1]
+        value = mats[part]
+        if f"{name}" in factors:
+            E, nu = value
+            value = (E * factors[name], nu)
+        apply_material(m, name, value)
+
+    _endplate_sets(m, names, groups, pts4)
+    anatomy = _anatomy(m, names, analysis)
+    dims = [LevelDims(n, a["width"], a["depth"], a["height"], a["height"], 0.0, cortex=cortex,
+                      endplate=endplate) for n, a in anatomy.items()]
+    annotate(m, names, _Stack(dims, [a["inferior_centre"][2] for a in anatomy.values()]))
+    for n in names:
+        m.metadata["anatomy"][n].update(anatomy[n])
+    ssm_meta = dict(analysis.metadata["ssm"])
+    ssm_meta.pop("inside_voxels", None)
+    ssm_meta.pop("separated_voxels", None)
+    ssm_meta["nucleus_area_fraction"] = nucleus_area
+    ssm_meta["nucleus_volume_fraction"] = nucleus_fraction
+    m.metadata["ssm"] = ssm_meta
+    q = tet_quality(points, conn)
+    m.metadata["mesh"] = dict(mesh_size=h, cortex=cortex, endplate=endplate,
+                              analysis_voxel=ANALYSIS_VOXEL, layer_factors=factors,
+                              time_s=dict(analysis_and_patches=t_patch, surfaces=t_surface,
+                                          volumes=t_volume),
+                              min_quality=float(q.min()))
+    logger.info("tet10 SSM %s: %d elements, %d nodes", "-".join(names), m.n_elements, m.n_nodes)
+    return m
+
+
+def _surface_of(surface, shift):
+    out = surface.copy()
+    out.points = np.asarray(surface.points, float) @ ROTATION.T + shift
+    return out
+
+
+def _distance(surface, points: np.ndarray) -> np.ndarray:
+    """Signed distance (negative inside) of points to a closed surface."""
+    import pyvista as pv
+
+    return np.asarray(pv.PolyData(points).compute_implicit_distance(surface)["implicit_distance"])
+
+
+def _layer_area(pts: np.ndarray, conn4: np.ndarray, tri: np.ndarray) -> float:
+    """Area of the surface triangles ``tri`` that are faces of the elements ``conn4``."""
+    faces = conn4[:, [[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]]].reshape(-1, 3)
+    hit = np.isin(_tri_keys(tri), _tri_keys(faces))
+    t = pts[tri[hit]]
+    return float(0.5 * np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]),
+                                      axis=1).sum())
+
+
+def _nucleus(X, upper_loop, lower_loop, centroids, up: str, lo: str, analysis):
+    """Which disc elements are nucleus (their centroid projects, along the disc axis, into the
+    :data:`NUCLEUS_AREA` of the footprint farthest from its outline), and the footprint's share
+    so chosen."""
+    from matplotlib.path import Path as MPath
+    from scipy.ndimage import distance_transform_edt
+
+    an = analysis.metadata["anatomy"]
+    axis = np.asarray(an[up]["inferior_centre"]) - np.asarray(an[lo]["superior_centre"])
+    axis /= np.linalg.norm(axis)
+    e1 = np.cross(axis, [0.0, 1.0, 0.0])
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(axis, e1)
+    plane = lambda p: np.stack([p @ e1, p @ e2], axis=-1)  # noqa: E731
+    A, B = plane(X[upper_loop]), plane(X[lower_loop])
+    both = np.concatenate([A, B])
+    lo_xy = both.min(axis=0) - 1.0
+    shape = tuple(np.ceil((both.max(axis=0) + 1.0 - lo_xy) / _GRID).astype(int))
+    ij = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).reshape(-1, 2)
+    cells = lo_xy + (ij + 0.5) * _GRID
+    foot = (MPath(A).contains_points(cells) & MPath(B).contains_points(cells)).reshape(shape)
+    if not foot.any():
+        raise MeshError(f"the endplates of {up} and {lo} do not overlap")
+    dist = distance_transform_edt(foot)
+    cut = np.quantile(dist[foot], 1.0 - NUCLEUS_AREA)
+    q = np.floor((plane(centroids) - lo_xy) / _GRID).astype(int)
+    q = np.clip(q, 0, np.array(shape) - 1)
+    return dist[q[:, 0], q[:, 1]] >= cut, float((dist[foot] >= cut).mean())
+
+
+def _endplate_sets(m: Model, names, groups, pts4) -> None:
+    """``<level>/superior`` and ``/inferior`` face and node sets: the bone faces on the patches."""
+    from ..topology import match_faces
+
+    for n in names:
+        bone = np.concatenate([m.regions[f"{n}/{p}"] for p in BONE_PARTS
+                               if f"{n}/{p}" in m.regions])
+        for key in ("superior", "inferior"):
+            tri = groups[(n, key)]
+            sub = Model.from_arrays(m.points, [("tet10", m.blocks[0].conn[bone])])
+            e, f, found = match_faces(sub, tri)
+            if not found.all():
+                raise MeshError(f"{n} {key}: {int((~found).sum())} patch triangles are no face "
+                                "of the level's elements")
+            m.add_face_set(f"{n}/{key}", bone[e], f)
+            table = np.array(m.blocks[0].etype.faces)
+            m.add_node_set(f"{n}/{key}", np.unique(m.blocks[0].conn[bone[e][:, None], table[f]]))
+
+
+def _anatomy(m: Model, names, analysis) -> dict:
+    """Per level, as the voxel form's: body centre, endplate centres, height, width, depth from
+    this mesh; pedicle axes and the posterior-wall plane from the analysis model."""
+    from ..assembly import element_volumes
+
+    vols = element_volumes(m)
+    out = {}
+    for n in names:
+        body = np.concatenate([m.regions[f"{n}/{p}"] for p in
+                               ("cortex", "trabecular", "endplate_superior", "endplate_inferior")
+                               if f"{n}/{p}" in m.regions])
+        c = m.points[m.blocks[0].conn[body]].mean(axis=1)
+        centre = (c * vols[body, None]).sum(axis=0) / vols[body].sum()
+        width, depth = float(np.ptp(c[:, 0])), float(np.ptp(c[:, 1]))
+        r = 0.25 * min(width, depth)
+        ends = {}
+        for key in ("superior", "inferior"):
+            q = m.points[m.node_sets[f"{n}/{key}"]]
+            near = np.hypot(q[:, 0] - centre[0], q[:, 1] - centre[1]) <= r
+            ends[key] = q[near].mean(axis=0) if near.any() else q.mean(axis=0)
+        a = analysis.metadata["anatomy"][n]
+        out[n] = dict(centre=tuple(centre), height=float(np.linalg.norm(ends["superior"]
+                                                                         - ends["inferior"])),
+                      width=width, depth=depth, superior_centre=tuple(ends["superior"]),
+                      inferior_centre=tuple(ends["inferior"]), pedicle_axes=a["pedicle_axes"],
+                      posterior_wall_y=a["posterior_wall_y"])
+    return out
+
+
+def tet_quality(points: np.ndarray, conn: np.ndarray) -> np.ndarray:
+    """Mean-ratio quality of each tetrahedron's corners, 1 for a regular one, 0 for a flat one:
+    12 (3 V)^(2/3) / sum of squared edge lengths."""
+    X = points[conn[:, :4]]
+    v = np.einsum("ij,ij->i", np.cross(X[:, 1] - X[:, 0], X[:, 2] - X[:, 0]),
+                  X[:, 3] - X[:, 0]) / 6.0
+    e = X[:, [1, 2, 3, 2, 3, 3]] - X[:, [0, 0, 0, 1, 1, 2]]
+    return 12.0 * np.cbrt(3.0 * np.abs(v)) ** 2 * np.sign(v) / (e ** 2).sum(axis=(1, 2))
