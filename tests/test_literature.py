@@ -20,6 +20,15 @@ doi:10.1371/journal.pone.0076843; stiffness per BMD group only in a figure), Toh
 2006 (no stiffness value in what could be read). Fill ``MEASURED_STIFFNESS`` with a checked range
 (and its citation, donors and level) to turn the check on.
 
+Not a measured range, so not used here: the only numbers found are finite-element predictions of
+an independent lab, the Bonelab spine FE benchmark (github.com/Bonelab/spineFE-benchmark,
+``results/verse19fem_AppendixA.csv``, column "Stiffness (linear) [N/mm]"; manuscript "in
+submission" in 2024): linear voxel FE of whole vertebrae (posterior elements included, loaded
+through PMMA caps) from 141 clinical VerSe CT scans (66 +- 15 y, vBMD 77.8 +- 53.6 mg/cm^3).
+Their L1 targets at 60-80 mg/cm^3 give 12.0-16.0 kN/mm, below this model's 18-19 kN/mm at
+70 mg/cm^3 (``BoneQuality(bmd=70)`` gives a trabecular E of 166 MPa, above the 34-146 MPa
+usually reported for such bone).
+
 Mesh: the stiffness is not monotone in the voxel size, because the 0.4 mm cortex and the 0.25 mm
 endplates are one voxel thick with a thickness-scaled modulus. Measured on this model: 18.1, 18.9,
 19.4 and 18.9 kN/mm at 1.5, 1.0, 0.75 and 0.5 mm voxels, so 1.0 mm (about 4 s) lies within 0.2 %
