@@ -11,9 +11,11 @@ one VTU per state and load case.
 
 With ``--anatomy ssm`` the same study runs on real anatomy: the mean L2-L4 of a statistical shape
 model of 87 patients (Clouthier et al. 2023, J Biomech 146:111421; data from
-../shared/data/lumbar-ssm-mean or $FEM_SSM_DATA) with the wedge fracture in L3.
+../shared/data/lumbar-ssm-mean or $FEM_SSM_DATA) with the wedge fracture in L3; add
+``--tet10 3.5`` to mesh it with quadratic tetrahedra of that size (gmsh) instead of voxels.
 
-    python examples/augmentation_study.py [--voxel 1.5] [--anatomy parametric|ssm] [--out results/]
+    python examples/augmentation_study.py [--voxel 1.5] [--anatomy parametric|ssm]
+                                          [--tet10 MM] [--out results/]
 """
 
 from __future__ import annotations
@@ -41,10 +43,19 @@ SHOWN = ["state", "load_case", "level", "stiffness_n_per_mm", "strength_pistoia_
 ANATOMIES = {"parametric": ("L1-L3", "L2"), "ssm": ("L2-L4", "L3")}
 
 
-def states(voxel: float, *, bmd: float = 70.0, seed: int = 0, anatomy: str = "parametric") -> dict:
-    """The six model states of the canonical study (name -> Model, no loads applied)."""
+def states(voxel: float, *, bmd: float = 70.0, seed: int = 0, anatomy: str = "parametric",
+           tet10: float | None = None) -> dict:
+    """The six model states of the canonical study (name -> Model, no loads applied);
+    ``tet10``: mesh size (mm) of the real anatomy's tet10 form, instead of voxels."""
     levels, level = ANATOMIES[anatomy]
-    if anatomy == "ssm":
+    if tet10 is not None and anatomy != "ssm":
+        raise SystemExit("--tet10 applies to --anatomy ssm (the parametric tet10 segments are "
+                         "fem.meshes.vertebra_gmsh)")
+    if tet10 is not None:
+        from fem.meshes.ssm_gmsh import ssm_segment_model_tet10
+
+        intact = ssm_segment_model_tet10(levels, mesh_size=tet10, materials=BoneQuality(bmd=bmd))
+    elif anatomy == "ssm":
         from fem.meshes.ssm import ssm_segment_model
 
         intact = ssm_segment_model(levels, voxel_size=voxel, materials=BoneQuality(bmd=bmd))
@@ -60,11 +71,11 @@ def states(voxel: float, *, bmd: float = 70.0, seed: int = 0, anatomy: str = "pa
 
 
 def run(voxel: float, out: Path, *, load_cases=LOAD_CASES, write_vtu: bool = True,
-        solver: str = "auto", anatomy: str = "parametric"):
+        solver: str = "auto", anatomy: str = "parametric", tet10: float | None = None):
     """Solve every state under every load case; return the :class:`fem.metrics.Comparison`."""
     out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for name, model in states(voxel, anatomy=anatomy).items():
+    for name, model in states(voxel, anatomy=anatomy, tet10=tet10).items():
         results[name] = {}
         for case in load_cases:
             m = model.copy()
@@ -106,8 +117,10 @@ def main(argv=None) -> int:
                    help="linear solver (default auto)")
     p.add_argument("--anatomy", default="parametric", choices=sorted(ANATOMIES),
                    help="parametric L1-L3 (default) or the real mean L2-L4 (ssm)")
+    p.add_argument("--tet10", type=float, default=None, metavar="MM",
+                   help="with --anatomy ssm: tet10 mesh of this size (mm) instead of voxels")
     args = p.parse_args(argv)
-    comp = run(args.voxel, args.out, solver=args.solver, anatomy=args.anatomy)
+    comp = run(args.voxel, args.out, solver=args.solver, anatomy=args.anatomy, tet10=args.tet10)
     print(report(comp))
     print(f"\nfull table: {args.out / 'canonical_study.csv'}")
     return 0

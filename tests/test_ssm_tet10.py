@@ -189,6 +189,24 @@ def test_genant_fractures_and_procedures_on_the_tet10_body(model, shape):
         assert tet_quality(k.points, k.blocks[0].conn).min() > 0
 
 
+def test_lesions_on_the_tet10_body(model):
+    from fem.meshes import pathology
+
+    m = pathology.add_lesion(model, "L3", "osteolytic", "centre", (8.0, 8.0, 6.0),
+                             breach_cortex=False, E=10.0)
+    lesion = m.regions["L3/lesion"]
+    np.testing.assert_allclose(m.E[lesion], 10.0)
+    c = np.asarray(model.metadata["anatomy"]["L3"]["centre"])
+    vol = augment.element_volumes(m)[lesion].sum()
+    # the elements whose centroid lies in the 8 x 8 x 6 mm ellipsoid: its volume within the
+    # 4 mm mesh's granularity
+    assert 0.4 * (4 / 3 * np.pi * 8 * 8 * 6) <= vol <= 2.0 * (4 / 3 * np.pi * 8 * 8 * 6)
+    centroids = m.points[m.blocks[0].conn[lesion, :4]].mean(axis=1)
+    assert np.all((((centroids - c) / [8.0, 8.0, 6.0]) ** 2).sum(axis=1) <= 1.0)
+    h = pathology.add_lesion(model, "L3", "haemangioma", "centre", (10.0, 10.0, 8.0), factor=0.5)
+    assert len(h.regions["L3/haemangioma"]) > 0
+
+
 @pytest.mark.ccx
 def test_exported_tet10_deck_agrees_with_calculix(tmp_path, ccx):
     """Issue 8, deliverable 6 on the tet10 form: CalculiX (C3D10) solves the exported deck to
