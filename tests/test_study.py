@@ -24,6 +24,7 @@ import pytest
 
 import fem
 from fem.cli import main
+from fem.meshes.ssm import data_folder as ssm_data_folder
 from fem.study import (
     PARAMETERS,
     RESULT_COLUMNS,
@@ -264,6 +265,38 @@ def test_run_ids_are_stable_and_follow_every_parameter():
     assert ids2[:2] == ids[:2] and not set(ids2[2:]) & set(ids)
 
 
+def test_parameters_added_later_keep_the_ids_of_existing_stores():
+    """``anatomy``, ``mesh`` and ``mesh_size`` at their defaults are left out of the hash: a run
+    id is what it was before they existed; any other value changes it."""
+    import hashlib
+
+    from fem.study.spec import ADDED_LATER
+
+    for p in StudySpec.from_dict(CANON_DICT).expand():
+        old = {k: v for k, v in p.items() if k not in ADDED_LATER}
+        blob = json.dumps(old, sort_keys=True, separators=(",", ":"))
+        assert run_id(p) == hashlib.sha256(blob.encode()).hexdigest()[:12]
+        assert run_id(p) == run_id(old)
+        for k, v in {"anatomy": "ssm", "mesh": "tet10", "mesh_size": 4.0}.items():
+            assert run_id(dict(p, **{k: v})) != run_id(p), k
+
+
+@pytest.mark.skipif(not (ssm_data_folder() / "L3.ply").is_file(),
+                    reason="lumbar shape model data not found (set FEM_SSM_DATA)")
+def test_a_shape_model_run_executes():
+    """A spec can run the real anatomy: a fractured L3 of the mean L3-L4 (3 mm voxels)."""
+    from fem.study.recipe import execute
+
+    (p,) = StudySpec.from_dict({"study": {"name": "ssm"},
+                                "base": {"anatomy": "ssm", "levels": "L3-L4", "voxel_size": 3.0,
+                                         "procedure": "fractured", "fracture_level": "L3",
+                                         "solver": "direct"}}).expand()
+    out = execute(p)
+    assert [r["level"] for r in out["rows"]] == ["L3", "L4"]
+    assert all(r["stiffness_n_per_mm"] > 0 for r in out["rows"])
+    assert out["rows"][0]["wedge_angle_deg"] > 5.0  # the wedge fracture is in
+
+
 def test_grid_times_runs_expansion():
     spec = StudySpec.from_dict({
         "study": {"name": "count"},
@@ -377,6 +410,13 @@ levels = "L2"
 name = "bad"
 write_vtu = "no"  # <-
 """, "study.write_vtu", "true or false"),
+    ("shape model outside L2-L5", """\
+[study]
+name = "bad"
+[base]
+anatomy = "ssm"
+levels = "L1-L3"  # <-
+""", "base.levels", "L2, L3, L4, L5 only"),
 ]
 
 

@@ -1,7 +1,9 @@
 """The "augmentation" recipe: from a run's parameters to a solved model and its metrics.
 
-A run builds the parametric segment (:func:`fem.meshes.vertebra.segment_model`, bone quality from
-the trabecular BMD), fractures it (:func:`fem.meshes.pathology.compress`) unless the state is
+A run builds the segment (bone quality from the trabecular BMD): parametric
+(:func:`fem.meshes.vertebra.segment_model`, or ``segment_model_tet10`` with ``mesh = "tet10"``)
+or the mean lumbar shape model (``anatomy = "ssm"``: :func:`fem.meshes.ssm.ssm_segment_model` or
+:func:`fem.meshes.ssm_gmsh.ssm_segment_model_tet10`), fractures it (:func:`fem.meshes.pathology.compress`) unless the state is
 intact, augments it (:func:`fem.augment.pvp` / :func:`fem.augment.pkp`), applies the load case,
 solves it and returns the per-level metrics (:func:`fem.metrics.level_metrics`). It runs in a
 worker process or on a Dask worker; it writes nothing but its own VTU file (atomically), and
@@ -24,8 +26,23 @@ def build_model(p: dict):
     from ..meshes.bone import BoneQuality
     from ..meshes.vertebra import segment_model
 
-    m = segment_model(p["levels"], voxel_size=p["voxel_size"],
-                      materials=BoneQuality(bmd=p["bmd"]))
+    mats = BoneQuality(bmd=p["bmd"])
+    # runs recorded before "anatomy" and "mesh" existed lack them: the parametric voxel segment
+    anatomy, mesh = p.get("anatomy", "parametric"), p.get("mesh", "voxel")
+    if anatomy == "ssm" and mesh == "tet10":
+        from ..meshes.ssm_gmsh import ssm_segment_model_tet10
+
+        m = ssm_segment_model_tet10(p["levels"], mesh_size=p["mesh_size"], materials=mats)
+    elif anatomy == "ssm":
+        from ..meshes.ssm import ssm_segment_model
+
+        m = ssm_segment_model(p["levels"], voxel_size=p["voxel_size"], materials=mats)
+    elif mesh == "tet10":
+        from ..meshes.vertebra_gmsh import segment_model_tet10
+
+        m = segment_model_tet10(p["levels"], mesh_size=p["mesh_size"], materials=mats)
+    else:
+        m = segment_model(p["levels"], voxel_size=p["voxel_size"], materials=mats)
     proc = p["procedure"]
     if proc != "intact" and p["fracture_level"]:
         m = pathology.compress(m, p["fracture_level"], p["fracture_shape"],

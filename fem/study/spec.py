@@ -100,7 +100,15 @@ PROCEDURES = ("intact", "fractured", "pvp", "pkp")
 #: parameters of the "augmentation" recipe (units in the help)
 PARAMETERS = {
     "levels": Param(str, "L1-L3", "contiguous levels, cranial to caudal, e.g. 'L1-L3'"),
+    "anatomy": Param(str, "parametric", "segment geometry: parametric (fem.meshes.vertebra, "
+                     "T6-L5) or ssm (the mean lumbar shape model, L2-L5; data from "
+                     "$FEM_SSM_DATA or ../shared/data/lumbar-ssm-mean)",
+                     choices=("parametric", "ssm")),
+    "mesh": Param(str, "voxel", "voxel (hex8, voxel_size) or tet10 (gmsh, mesh_size)",
+                  choices=("voxel", "tet10")),
     "voxel_size": Param(float, 2.0, "voxel size (mm)", _range(0.3, 5.0, " mm")),
+    "mesh_size": Param(float, 3.0, "tet10 mesh size (mm), with mesh = tet10",
+                       _range(0.75, 5.0, " mm")),
     "bmd": Param(float, 70.0, "trabecular QCT BMD (mg/cm^3); < 80 is osteoporotic",
                  _range(10.0, 400.0, " mg/cm^3")),
     "procedure": Param(str, "intact", "model state", choices=PROCEDURES),
@@ -254,9 +262,16 @@ class StudySpec:
         return out
 
 
+#: parameters added after the first stores were written, with their defaults: a run that keeps
+#: them at these values hashes without them, so its id (and a store's runs) stay what they were
+ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0}
+
+
 def run_id(params: dict) -> str:
-    """A stable id: the first 12 hex digits of the SHA-256 of the sorted parameters."""
-    blob = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    """A stable id: the first 12 hex digits of the SHA-256 of the sorted parameters (those of
+    :data:`ADDED_LATER` left out where they hold their defaults)."""
+    kept = {k: v for k, v in params.items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
+    blob = json.dumps(kept, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -327,6 +342,17 @@ def _cross_check(p, err):
         names = level_range(p["levels"])
     except ModelError as exc:
         raise err("levels", str(exc)) from None
+    if p["anatomy"] == "ssm":
+        from ..meshes.ssm import SSM_LEVELS, data_folder
+
+        outside = [n for n in names if n not in SSM_LEVELS]
+        if outside:
+            raise err("levels", f"the shape model (anatomy = 'ssm') has levels "
+                      f"{', '.join(SSM_LEVELS)} only, not {', '.join(outside)}")
+        folder = data_folder()
+        if not (folder / f"{names[0]}.ply").is_file() and not (folder / "SSM").is_dir():
+            raise err("anatomy", f"the lumbar shape model's surfaces are not in {folder}: set "
+                      "FEM_SSM_DATA to the folder holding L2.ply..L5.ply")
     for key in ("fracture_level", "treated_level"):
         if p[key] and p[key] not in names:
             raise err(key, f"level {p[key]!r} is not in levels {p['levels']!r} "
