@@ -124,6 +124,26 @@ def test_axes_and_anatomy(model):
         assert sup - inf > 20.0
 
 
+def test_pedicle_axes_converge_medially_on_l2_and_l3(model):
+    """Refined on the source surface, the L2 and L3 pedicle axes converge towards the midline
+    anteriorly by 10-30 degrees (measured 14-22) instead of the voxel estimate's 0-7, and pass
+    through bone: the isthmus centre lies inside the level's surface."""
+    import pyvista as pv
+
+    surfs = ssm.load_surfaces("L2-L3")
+    for n in ("L2", "L3"):
+        axes = model.metadata["anatomy"][n]["pedicle_axes"]
+        surf = ssm.to_model_frame(surfs[n], model)
+        for side, sign in (("left", 1.0), ("right", -1.0)):
+            entry, d = (np.asarray(v) for v in axes[side])
+            angle = np.degrees(np.arctan2(-sign * d[0], -d[1]))  # medial convergence
+            assert 10.0 <= angle <= 30.0, (n, side, angle)
+            wall = model.metadata["anatomy"][n]["posterior_wall_y"]
+            t = (entry[1] - (wall + 4.0)) / -d[1]  # 4 mm behind the posterior wall
+            inside = pv.PolyData((entry + t * d)[None]).compute_implicit_distance(surf)
+            assert inside["implicit_distance"][0] < 0, (n, side)
+
+
 def test_l5_body_leaves_the_transverse_processes_posterior():
     """L5's transverse processes reach anterior of the posterior wall plane; the body's
     footprint keeps them out, so the body is far narrower than the vertebra and the pedicle
