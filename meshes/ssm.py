@@ -486,12 +486,7 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
         centre = pc.mean(axis=0)
         width = np.ptp(pc[:, 0]) + h
         depth = np.ptp(pc[:, 1]) + h
-        r = 0.25 * min(width, depth)
-        ends = {}
-        for key in ("superior", "inferior"):
-            q = m.points[m.node_sets[f"{n}/{key}"]]
-            near = np.hypot(q[:, 0] - centre[0], q[:, 1] - centre[1]) <= r
-            ends[key] = q[near].mean(axis=0) if near.any() else q.mean(axis=0)
+        ends = endplate_centres(m, n, centre, width, depth)
         height = float(np.linalg.norm(ends["superior"] - ends["inferior"]))
         post = lvl == i
         post[:, :jw, :] = False
@@ -518,6 +513,18 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
                              inside_voxels=dict(zip(names, n_inside)),
                              separated_voxels=removed, nucleus_area_fraction=fractions)
     return m
+
+
+def endplate_centres(m, level: str, centre, width: float, depth: float) -> dict:
+    """{"superior"/"inferior": the mean of the level's endplate-set nodes within a quarter of
+    the body's smaller dimension from the axis through ``centre``} (all of them if none is)."""
+    r = 0.25 * min(width, depth)
+    ends = {}
+    for key in ("superior", "inferior"):
+        q = m.points[m.node_sets[f"{level}/{key}"]]
+        near = np.hypot(q[:, 0] - centre[0], q[:, 1] - centre[1]) <= r
+        ends[key] = q[near].mean(axis=0) if near.any() else q.mean(axis=0)
+    return ends
 
 
 def to_model_frame(surface, model):

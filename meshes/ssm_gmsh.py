@@ -74,7 +74,14 @@ import numpy as np
 
 from ..errors import MeshError
 from ..model import Model
-from .ssm import NUCLEUS_AREA, ROTATION, load_surfaces, ssm_levels, ssm_segment_model
+from .ssm import (
+    NUCLEUS_AREA,
+    ROTATION,
+    endplate_centres,
+    load_surfaces,
+    ssm_levels,
+    ssm_segment_model,
+)
 from .vertebra import BONE_PARTS, LevelDims, _Stack, annotate, apply_material, resolve_materials
 from .vertebra_gmsh import _gmsh
 
@@ -612,12 +619,7 @@ def _anatomy(m: Model, names, analysis) -> dict:
         c = m.points[m.blocks[0].conn[body]].mean(axis=1)
         centre = (c * vols[body, None]).sum(axis=0) / vols[body].sum()
         width, depth = float(np.ptp(c[:, 0])), float(np.ptp(c[:, 1]))
-        r = 0.25 * min(width, depth)
-        ends = {}
-        for key in ("superior", "inferior"):
-            q = m.points[m.node_sets[f"{n}/{key}"]]
-            near = np.hypot(q[:, 0] - centre[0], q[:, 1] - centre[1]) <= r
-            ends[key] = q[near].mean(axis=0) if near.any() else q.mean(axis=0)
+        ends = endplate_centres(m, n, centre, width, depth)
         a = analysis.metadata["anatomy"][n]
         out[n] = dict(centre=tuple(centre), height=float(np.linalg.norm(ends["superior"]
                                                                          - ends["inferior"])),
