@@ -55,11 +55,13 @@ elements whose centroid projects there. The nucleus share of the disc volume is 
 Cost and limits. L2-L4 at ``mesh_size=4`` is 106 000 DOF (about 15 s to build on 2 cores), at 3
 about 205 000 and at 2.5 about 323 000: some six times the DOF of voxels of the same size, for a
 surface within 0.06-0.15 mm of the source on average instead of 0.5 (``bench/bench_ssm.py``).
-Compared with the voxel form at 1.5 mm, the L3 of L2-L4 at BMD 70 is about 20 % stiffer under
-standing (19.2 vs 15.5 kN/mm at 3.5 mm): the thin-layer rule keeps the layers' membrane
-stiffness, but a layer of tetrahedra with a node on the surface is 2-4 mm thick, and through its
-thickness (the endplates under disc pressure) the scaled layer is stiffer than the thin shell
-plus the trabecular bone it replaces. Genant wedge and biconcave deformities and lesions apply
+At equal element size the two forms agree: the L3 of L2-L4 at BMD 70 under standing has a
+stiffness of 17 394 N/mm as tet10 and 17 218 as voxels at 2.5 mm. Both soften as the elements
+shrink (tet10 19 578, 18 277, 17 394 N/mm at 4, 3, 2.5 mm; voxels 17 218, 15 532, 14 542 at
+2.5, 1.5, 1 mm; ``bench/ssm_convergence.py``). The likely cause: a thin layer represented by
+one element layer d thick with its modulus scaled by t / d keeps its membrane stiffness but has
+(d / t)^2 too much bending stiffness. Compare states at one mesh size, as the studies do, and
+read absolute stiffness with that spread in mind. Genant wedge and biconcave deformities and lesions apply
 (tested); a grade-2 crush of L3 at 3.5 mm inverts two annulus elements at the posterior rim,
 which rises above the parametric endplate height that :func:`fem.meshes.pathology.compress`
 moves the disc with, and is refused with that message.
