@@ -74,6 +74,7 @@ import time
 
 import numpy as np
 
+from ..assembly import element_volumes
 from ..errors import MeshError
 from ..model import Model
 from .ssm import (
@@ -428,8 +429,9 @@ def ssm_segment_model_tet10(levels="L2-L4", mesh_size: float = 2.5, materials=No
                                  endplate=endplate, folder=folder)
     shift = np.asarray(analysis.metadata["ssm"]["translation"])
     src = load_surfaces(names, folder)
-    surfs = [(np.asarray(src[n].points, float) @ ROTATION.T + shift,
-              src[n].faces.reshape(-1, 4)[:, 1:].astype(np.int64)) for n in names]
+    frame = {n: _surface_of(src[n], shift) for n in names}  # the source surfaces, model frame
+    surfs = [(np.asarray(frame[n].points, float),
+              frame[n].faces.reshape(-1, 4)[:, 1:].astype(np.int64)) for n in names]
     labels = _patches(surfs, names, analysis)
     offsets = np.cumsum([0] + [len(P) for P, _ in surfs])
     X = np.concatenate([P for P, _ in surfs])
@@ -469,9 +471,7 @@ def ssm_segment_model_tet10(levels="L2-L4", mesh_size: float = 2.5, materials=No
     vcent = np.asarray(vl["origin"]) + (vl["ijk"] + 0.5) * vl["spacing"]
     vlab = np.asarray(vl["labels"]) - 1
     centroid = pts4[conn4].mean(axis=1)
-    vol = np.abs(np.einsum("ij,ij->i", np.cross(pts4[conn4[:, 1]] - pts4[conn4[:, 0]],
-                                                pts4[conn4[:, 2]] - pts4[conn4[:, 0]]),
-                           pts4[conn4[:, 3]] - pts4[conn4[:, 0]])) / 6.0
+    vol = element_volumes(m)
     factors, nucleus_fraction, nucleus_area = {}, {}, {}
     region_of = np.empty(len(conn4), dtype=object)
     for i, n in enumerate(names):
@@ -484,8 +484,7 @@ def ssm_segment_model_tet10(levels="L2-L4", mesh_size: float = 2.5, materials=No
             flag = np.zeros(len(pts4), bool)
             flag[np.unique(groups[(n, part)])] = True
             on[part] = flag[conn4[el]].any(axis=1)
-        surf = _surface_of(src[n], shift)
-        d_surf = np.abs(_distance(surf, centroid[el]))
+        d_surf = np.abs(_distance(frame[n], centroid[el]))
         part = np.where(on["superior"], "endplate_superior",
                         np.where(on["inferior"], "endplate_inferior",
                                  np.where(on["surface"] | (d_surf <= cortex), "cortex",
@@ -514,7 +513,7 @@ def ssm_segment_model_tet10(levels="L2-L4", mesh_size: float = 2.5, materials=No
         apply_material(m, name, value)
 
     _endplate_sets(m, names, groups, pts4)
-    anatomy = _anatomy(m, names, analysis)
+    anatomy = _anatomy(m, names, analysis, vol)
     dims = [LevelDims(n, a["width"], a["depth"], a["height"], a["height"], 0.0, cortex=cortex,
                       endplate=endplate) for n, a in anatomy.items()]
     annotate(m, names, _Stack(dims, [a["inferior_centre"][2] for a in anatomy.values()]))
@@ -607,12 +606,10 @@ def _endplate_sets(m: Model, names, groups, pts4) -> None:
             m.add_node_set(f"{n}/{key}", np.unique(m.blocks[0].conn[bone[e][:, None], table[f]]))
 
 
-def _anatomy(m: Model, names, analysis) -> dict:
+def _anatomy(m: Model, names, analysis, vols: np.ndarray) -> dict:
     """Per level, as the voxel form's: body centre, endplate centres, height, width, depth from
-    this mesh; pedicle axes and the posterior-wall plane from the analysis model."""
-    from ..assembly import element_volumes
-
-    vols = element_volumes(m)
+    this mesh (element volumes ``vols``); pedicle axes and the posterior-wall plane from the
+    analysis model."""
     out = {}
     for n in names:
         body = np.concatenate([m.regions[f"{n}/{p}"] for p in
