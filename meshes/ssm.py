@@ -119,6 +119,14 @@ def ssm_levels(levels="L2-L4") -> list[str]:
     return names
 
 
+def has_data(levels="L2-L5", folder=None) -> bool:
+    """Whether :func:`load_surfaces` finds the levels' files: every ``<level>.ply``, or the
+    original repository's CSV pair."""
+    root = data_folder(folder)
+    return _csv_pair(root) is not None or all((root / f"{n}.ply").is_file()
+                                              for n in ssm_levels(levels))
+
+
 def load_surfaces(levels="L2-L4", folder=None) -> dict:
     """{level: pyvista.PolyData} in the data's frame (mm, +x anterior), each checked closed
     and manifold: ``<level>.ply`` from the folder, or, where those are absent, the original
@@ -491,11 +499,9 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
         post = lvl == i
         post[:, :jw, :] = False
         e_ax = (ends["superior"] - ends["inferior"]) / height
-        surf = surfs[n].copy()
-        surf.points = np.asarray(surf.points, float) @ ROTATION.T + shift
         axes = _pedicle_axes(post, (ends["inferior"][2], ends["superior"][2]),
                              o_model[1] + jw * h, centre, lvl == i, o_model, h, e_ax, n,
-                             surface=surf)
+                             surface=moved(surfs[n], shift))
         d = LevelDims(n, float(width), float(depth), height, height, 0.0, cortex=cortex,
                       endplate=endplate)
         dims.append(d)
@@ -527,13 +533,18 @@ def endplate_centres(m, level: str, centre, width: float, depth: float) -> dict:
     return ends
 
 
+def moved(surface, translation, rotation=ROTATION):
+    """A copy of a data-frame surface in a model frame: ``p -> rotation @ p + translation``."""
+    out = surface.copy()
+    out.points = np.asarray(surface.points, float) @ np.asarray(rotation).T \
+        + np.asarray(translation)
+    return out
+
+
 def to_model_frame(surface, model):
     """A copy of a data-frame surface moved into ``model``'s frame (for overlays and checks)."""
     ssm = model.metadata["ssm"]
-    out = surface.copy()
-    out.points = np.asarray(surface.points, float) @ np.asarray(ssm["rotation"]).T \
-        + np.asarray(ssm["translation"])
-    return out
+    return moved(surface, ssm["translation"], ssm["rotation"])
 
 
 def level_surface(model, level: str):

@@ -79,9 +79,9 @@ from ..errors import MeshError
 from ..model import Model
 from .ssm import (
     NUCLEUS_AREA,
-    ROTATION,
     endplate_centres,
     load_surfaces,
+    moved,
     ssm_levels,
     ssm_segment_model,
 )
@@ -429,7 +429,7 @@ def ssm_segment_model_tet10(levels="L2-L4", mesh_size: float = 2.5, materials=No
                                  endplate=endplate, folder=folder)
     shift = np.asarray(analysis.metadata["ssm"]["translation"])
     src = load_surfaces(names, folder)
-    frame = {n: _surface_of(src[n], shift) for n in names}  # the source surfaces, model frame
+    frame = {n: moved(src[n], shift) for n in names}  # the source surfaces, model frame
     surfs = [(np.asarray(frame[n].points, float),
               frame[n].faces.reshape(-1, 4)[:, 1:].astype(np.int64)) for n in names]
     labels = _patches(surfs, names, analysis)
@@ -533,12 +533,6 @@ def ssm_segment_model_tet10(levels="L2-L4", mesh_size: float = 2.5, materials=No
                               min_quality=float(q.min()))
     logger.info("tet10 SSM %s: %d elements, %d nodes", "-".join(names), m.n_elements, m.n_nodes)
     return m
-
-
-def _surface_of(surface, shift):
-    out = surface.copy()
-    out.points = np.asarray(surface.points, float) @ ROTATION.T + shift
-    return out
 
 
 def _distance(surface, points: np.ndarray) -> np.ndarray:

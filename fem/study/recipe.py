@@ -3,10 +3,11 @@
 A run builds the segment (bone quality from the trabecular BMD): parametric
 (:func:`fem.meshes.vertebra.segment_model`, or ``segment_model_tet10`` with ``mesh = "tet10"``)
 or the mean lumbar shape model (``anatomy = "ssm"``: :func:`fem.meshes.ssm.ssm_segment_model` or
-:func:`fem.meshes.ssm_gmsh.ssm_segment_model_tet10`), fractures it (:func:`fem.meshes.pathology.compress`) unless the state is
-intact, augments it (:func:`fem.augment.pvp` / :func:`fem.augment.pkp`), applies the load case,
-solves it and returns the per-level metrics (:func:`fem.metrics.level_metrics`). It runs in a
-worker process or on a Dask worker; it writes nothing but its own VTU file (atomically), and
+:func:`fem.meshes.ssm_gmsh.ssm_segment_model_tet10`), fractures it
+(:func:`fem.meshes.pathology.compress`) unless the state is intact, augments it
+(:func:`fem.augment.pvp` / :func:`fem.augment.pkp`), applies the load case, solves it and
+returns the per-level metrics (:func:`fem.metrics.level_metrics`). It runs in a worker process
+or on a Dask worker; it writes nothing but its own VTU file (atomically), and
 returns plain data, so the study process can record it in one transaction.
 """
 

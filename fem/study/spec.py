@@ -343,16 +343,15 @@ def _cross_check(p, err):
     except ModelError as exc:
         raise err("levels", str(exc)) from None
     if p["anatomy"] == "ssm":
-        from ..meshes.ssm import SSM_LEVELS, data_folder
+        from ..meshes.ssm import SSM_LEVELS, data_folder, has_data
 
         outside = [n for n in names if n not in SSM_LEVELS]
         if outside:
             raise err("levels", f"the shape model (anatomy = 'ssm') has levels "
                       f"{', '.join(SSM_LEVELS)} only, not {', '.join(outside)}")
-        folder = data_folder()
-        if not (folder / f"{names[0]}.ply").is_file() and not (folder / "SSM").is_dir():
-            raise err("anatomy", f"the lumbar shape model's surfaces are not in {folder}: set "
-                      "FEM_SSM_DATA to the folder holding L2.ply..L5.ply")
+        if not has_data(names):
+            raise err("anatomy", f"the lumbar shape model's surfaces are not in "
+                      f"{data_folder()}: set FEM_SSM_DATA to the folder holding L2.ply..L5.ply")
     for key in ("fracture_level", "treated_level"):
         if p[key] and p[key] not in names:
             raise err(key, f"level {p[key]!r} is not in levels {p['levels']!r} "
