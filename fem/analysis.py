@@ -106,7 +106,7 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     times["assembly"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    lin = _constrain(model, sysm, K, be)
+    lin = constrain(model, sysm, K, be)
     del K
     times["constraints"] = time.perf_counter() - t
 
@@ -164,7 +164,7 @@ def _solve_voxel(model, grid, sysm, be, times, t0, *, rtol, atol, maxiter, preci
 
 
 @dataclass
-class _Constrained:
+class Constrained:
     """The system after the supports: K z = rhs; u = T z (T None without plates); the load
     vector f and the unmodified rows of the constrained dofs, for the reactions."""
 
@@ -179,11 +179,15 @@ class _Constrained:
         return self.K.shape[0]
 
 
-def _constrain(model: Model, sysm, K, be) -> _Constrained:
-    """Eliminate rigid-plate slave dofs (through T) and prescribed dofs (in place)."""
+def constrain(model: Model, sysm, K, be) -> Constrained:
+    """Eliminate rigid-plate slave dofs (through T) and prescribed dofs (in place).
+
+    ``sysm`` (:class:`fem.system.System`) gives the load vector ``f`` (all dofs, plates'
+    included) and the prescribed values; the nonlinear solvers pass a residual and a
+    displacement correction in their place (:mod:`fem.plasticity`). K is modified in place."""
     xp = be.xp
     f = xp.asarray(sysm.f)
-    T = _coupling_matrix(model, sysm, be) if sysm.plates else None
+    T = coupling_matrix(model, sysm, be) if sysm.plates else None
     dead = _dead_dofs(model, sysm)  # slave dofs and dofs of nodes in no element
     if T is not None:
         block = K.format == "bsr"
@@ -206,10 +210,10 @@ def _constrain(model: Model, sysm, K, be) -> _Constrained:
     diag_scale = _eliminate(K, mask, be)
     rhs[mask] = 0.0
     rhs[fixed] = diag_scale * g[fixed]
-    return _Constrained(K, rhs, f, K_rows, T)
+    return Constrained(K, rhs, f, K_rows, T)
 
 
-def _linear_solve(name, lin: _Constrained, model, sysm, be, info, times, *, rtol, atol, maxiter,
+def _linear_solve(name, lin: Constrained, model, sysm, be, info, times, *, rtol, atol, maxiter,
                   precision, callback):
     """Run the chosen solver on the constrained system; fills ``info`` and ``times``."""
     xp = be.xp
@@ -222,7 +226,7 @@ def _linear_solve(name, lin: _Constrained, model, sysm, be, info, times, *, rtol
         return z
     if name == "amg":
         B = rigid_body_modes(model.points, np, [p.reference for p in sysm.plates])
-        M = _amg(lin.K, B, be, precision)
+        M = amg_preconditioner(lin.K, B, be, precision)
         logger.info("AMG: %s", M.describe())
     else:
         M = _Jacobi(1.0 / lin.K.diagonal())
@@ -235,7 +239,7 @@ def _linear_solve(name, lin: _Constrained, model, sysm, be, info, times, *, rtol
     return z
 
 
-def _amg(K, B, be, precision: str) -> SmoothedAggregationAMG:
+def amg_preconditioner(K, B, be, precision: str = "double") -> SmoothedAggregationAMG:
     """The AMG preconditioner of K. A NumPy block matrix gets the threaded host cycle; any other
     (a CuPy CSR, or a SciPy CSR in the CPU tests of this path) is set up on the host and cycled
     on its backend (:meth:`SmoothedAggregationAMG.to_backend` says why)."""
@@ -243,6 +247,10 @@ def _amg(K, B, be, precision: str) -> SmoothedAggregationAMG:
         return SmoothedAggregationAMG(K, B, precision=precision)
     host = be.sparse_to_host(K).tobsr(blocksize=(3, 3))
     return SmoothedAggregationAMG(host, B, precision=precision).to_backend(be, finest=K)
+
+
+#: the names the pushover (fem.nonlinear_systems) was written against
+_Constrained, _constrain, _amg = Constrained, constrain, amg_preconditioner
 
 
 class _Jacobi:
@@ -266,8 +274,9 @@ def _dead_dofs(model: Model, sysm) -> np.ndarray:
     return np.concatenate([d.ravel() for d in dead]).astype(np.int64)
 
 
-def _coupling_matrix(model: Model, sysm, be):
-    """T (3n, 3n + 6p): identity on free mesh dofs, rigid-body kinematics on coupled nodes."""
+def coupling_matrix(model: Model, sysm, be):
+    """T (3n, 3n + 6p): identity on free mesh dofs, rigid-body kinematics on coupled nodes
+    (mesh displacements u = T z of the unknowns z when the model has rigid plates)."""
     import scipy.sparse as sp
 
     n3 = 3 * model.n_nodes

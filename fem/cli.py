@@ -6,6 +6,10 @@
     vfem results DIR [--format table|csv|json]
     vfem report DIR [--out report.html] [--runs ID ...]
 
+A deck with ``*PLASTIC`` materials is solved elasto-plastically (:func:`fem.solve_plastic`) in
+the increments of its ``*STATIC`` line, one line printed per increment; the VTU holds the final
+state with cell data ``peeq`` and ``yielded``.
+
 Errors in the input are printed as one line ``error: ...`` on stderr with exit status 2; no
 traceback and no partial output file.
 """
@@ -114,11 +118,40 @@ def _solve_and_write(model, args) -> int:
     if args.hex8 is not None:
         model.hex8_formulation = args.hex8
     t = time.perf_counter()
+    if model.plastic_mask().any():
+        return _solve_plastic_and_write(model, args, out, t)
     result = solve(model, backend=args.backend, solver=args.solver, rtol=args.rtol,
                    precision=args.precision)
     result.write(out)
     print(f"backend: {result.backend.describe()}", file=sys.stderr)
     print(result.summary())
+    print(f"wrote {out} ({time.perf_counter() - t:.2f} s)")
+    return 0
+
+
+def _solve_plastic_and_write(model, args, out: Path, t: float) -> int:
+    """A model with von Mises plastic elements: the increments of its *STATIC line (or 10),
+    one line per increment, the final state written (cell data peeq and yielded too)."""
+    from .plasticity import solve_plastic
+
+    if args.solver not in ("auto", "direct", "amg"):
+        raise ModelError(f"--solver {args.solver}: a plastic model is solved with auto, direct "
+                         "or amg")
+
+    def progress(step):
+        print(f"increment {step.index}: load factor {step.load_factor:.6g}, force "
+              f"{step.force:.6g} N, {step.iterations} iterations, residual {step.residual:.2e}, "
+              f"{step.n_failed} elements yielded", flush=True)
+
+    nl = solve_plastic(model, backend=args.backend, solver=args.solver, rtol=args.rtol,
+                       progress=progress)
+    result = nl.final
+    result.write(out)
+    print(f"backend: {result.backend.describe()}", file=sys.stderr)
+    print(result.summary())
+    peeq = result.extra_cell_fields["peeq"]
+    print(f"{len(nl.steps)} increments; max equivalent plastic strain {peeq.max():.6g}, "
+          f"{int(result.extra_cell_fields['yielded'].sum())} elements yielded")
     print(f"wrote {out} ({time.perf_counter() - t:.2f} s)")
     return 0
 

@@ -13,6 +13,10 @@ Orthotropic elements (:meth:`Model.set_orthotropic`) keep their nine engineering
 global axes in ``ortho`` (n_elements, 9): Ex, Ey, Ez, nu_xy, nu_xz, nu_yz, Gxy, Gxz, Gyz, NaN rows
 for isotropic elements. For them ``E`` holds Ez (the axial modulus of a vertebra, for outputs)
 and ``nu`` holds nu_zx = nu_xz Ez / Ex (the lateral contraction under axial load).
+
+Von Mises plastic elements (:meth:`Model.set_plastic`, ``*PLASTIC`` in a deck) keep their yield
+stress and linear isotropic hardening modulus (MPa) in ``plastic`` (n_elements, 2), NaN rows for
+elastic elements; :func:`fem.plasticity.solve_plastic` uses them, :func:`fem.solve` ignores them.
 """
 
 from __future__ import annotations
@@ -94,6 +98,7 @@ class Model:
         self.E = np.zeros(0)
         self.nu = np.zeros(0)
         self.ortho = np.zeros((0, 9))
+        self.plastic = np.zeros((0, 2))
         self.element_region = np.zeros(0, dtype=np.int64)
         self.region_names: list[str] = []
         self.regions: dict[str, np.ndarray] = {}
@@ -166,6 +171,7 @@ class Model:
         m.E = np.full(start, np.nan)
         m.nu = np.full(start, np.nan)
         m.ortho = np.full((start, 9), np.nan)
+        m.plastic = np.full((start, 2), np.nan)
         m.element_region = np.full(start, -1, dtype=np.int64)
         if E is not None or nu is not None:
             m.set_material(None, E=E, nu=nu)
@@ -454,6 +460,43 @@ class Model:
         if o is None or len(o) != self.n_elements:
             return np.zeros(self.n_elements, dtype=bool)
         return ~np.isnan(o).any(axis=1)
+
+    def set_plastic(self, region, yield_stress, hardening=0.0) -> Model:
+        """Von Mises plasticity with linear isotropic hardening for a region name, element
+        indices, or all elements (None): initial ``yield_stress`` > 0 (MPa) and hardening modulus
+        ``hardening`` >= 0 (MPa, the slope of the yield stress against the equivalent plastic
+        strain; 0 is perfect plasticity). Scalars or one value per element; ``yield_stress=None``
+        makes the elements elastic again. Used by :func:`fem.plasticity.solve_plastic`."""
+        idx = self._material_elements(region)
+        where = f"region {region!r}" if isinstance(region, str) else "the elements"
+        if len(self.plastic) != self.n_elements:
+            self.plastic = np.full((self.n_elements, 2), np.nan)
+        if yield_stress is None:
+            self.plastic[idx] = np.nan
+            return self
+        cols = []
+        for name, value, lo in (("yield stress", yield_stress, "> 0"),
+                                ("hardening modulus", hardening, ">= 0")):
+            try:
+                v = np.broadcast_to(np.asarray(value, dtype=float), (len(idx),))
+            except (TypeError, ValueError):
+                raise MaterialError(f"{name} of {where} must be a number or one number per "
+                                    f"element ({len(idx)}) in MPa, got {value!r}") from None
+            bad = ~np.isfinite(v) | ((v <= 0) if lo == "> 0" else (v < 0))
+            if bad.any():
+                raise MaterialError(f"{name} of {where} must be finite and {lo} MPa; got "
+                                    f"{v[bad][0]:g} for element(s) "
+                                    f"{format_labels(self.element_ids[idx[bad]])}")
+            cols.append(v)
+        self.plastic[idx] = np.column_stack(cols)
+        return self
+
+    def plastic_mask(self) -> np.ndarray:
+        """Per element: True where it has von Mises plastic data (:meth:`set_plastic`)."""
+        p = getattr(self, "plastic", None)
+        if p is None or len(p) != self.n_elements:
+            return np.zeros(self.n_elements, dtype=bool)
+        return ~np.isnan(p).any(axis=1)
 
     def check_materials(self) -> None:
         """Raise :class:`MaterialError` for missing or impossible E and nu, naming the elements."""

@@ -4,8 +4,13 @@ Supported keywords (case-insensitive; ``**`` starts a comment):
 
 ``*HEADING``, ``*NODE`` (``NSET=``), ``*ELEMENT`` (``TYPE=C3D4|C3D10|C3D8``, ``ELSET=``),
 ``*NSET`` and ``*ELSET`` (``GENERATE``; members may be labels or other set names), ``*MATERIAL``
-with ``*ELASTIC`` (isotropic E, nu, or ``TYPE=ENGINEERING CONSTANTS`` in the global axes), ``*SOLID SECTION`` (``ELSET=``, ``MATERIAL=``), ``*STEP`` with
-``*STATIC`` and ``*END STEP`` (one linear static step), ``*BOUNDARY`` (dofs 1-3, zero or prescribed;
+with ``*ELASTIC`` (isotropic E, nu, or ``TYPE=ENGINEERING CONSTANTS`` in the global axes) and
+``*PLASTIC`` (von Mises, ``HARDENING=ISOTROPIC``: data lines "yield stress, plastic strain",
+one line for perfect plasticity, two, or more on one straight line, for linear hardening;
+:mod:`fem.plasticity`), ``*SOLID SECTION`` (``ELSET=``, ``MATERIAL=``), ``*STEP`` with
+``*STATIC`` (its data line: initial increment, step time, minimum and maximum increment, and
+``DIRECT`` for fixed increments, kept in ``model.metadata["static"]`` for the increments of a
+plastic analysis) and ``*END STEP`` (one static step), ``*BOUNDARY`` (dofs 1-3, zero or prescribed;
 ``ENCASTRE``/``PINNED``/``XSYMM``/``YSYMM``/``ZSYMM``), ``*CLOAD``, ``*DLOAD`` with face pressure
 ``P1``..``P6``, ``*SURFACE`` (``TYPE=ELEMENT``) with ``*DSLOAD`` (``P``), and ``*INCLUDE``
 (``INPUT=``, relative to the including file). Output requests (``*NODE PRINT``, ``*EL PRINT``,
@@ -21,6 +26,7 @@ a comma continues on the next.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -40,7 +46,8 @@ logger = logging.getLogger(__name__)
 
 OUTPUT_KEYWORDS = {"NODE PRINT", "EL PRINT", "NODE FILE", "EL FILE", "OUTPUT", "NODE OUTPUT",
                    "ELEMENT OUTPUT"}
-KNOWN = {"HEADING", "NODE", "ELEMENT", "NSET", "ELSET", "MATERIAL", "ELASTIC", "SOLID SECTION",
+KNOWN = {"HEADING", "NODE", "ELEMENT", "NSET", "ELSET", "MATERIAL", "ELASTIC", "PLASTIC",
+         "SOLID SECTION",
          "STEP", "STATIC", "END STEP", "BOUNDARY", "CLOAD", "DLOAD", "SURFACE", "DSLOAD",
          "INCLUDE"} | OUTPUT_KEYWORDS
 NO_DATA = {"STEP", "END STEP", "MATERIAL", "INCLUDE"}
@@ -326,6 +333,8 @@ class _Builder:
         self.elsets = _Names()
         self.surfaces = _Names()  # name -> list of (element token, face, card, line)
         self.materials = _Names()
+        self.plastics = _Names()  # material -> (yield stress, hardening modulus, card line)
+        self.static: dict | None = None
         self.sections: list[tuple[str, str, Card]] = []
         self.conditions: list[tuple[str, object, Card, int]] = []  # (family, cond, card, line)
         self.heading: list[str] = []
@@ -365,6 +374,10 @@ class _Builder:
                 if material is None:
                     raise card.error("*ELASTIC outside a *MATERIAL")
                 self.materials.set(material, self._elastic(card))
+            elif kw == "PLASTIC":
+                if material is None:
+                    raise card.error("*PLASTIC outside a *MATERIAL")
+                self.plastics.set(material, self._plastic(card))
             elif kw == "SOLID SECTION":
                 self._section(card)
             elif kw == "SURFACE":
@@ -381,6 +394,7 @@ class _Builder:
                 if in_step is None:
                     raise card.error("*STATIC outside a *STEP")
                 has_static = True
+                self._static(card)
             elif kw == "END STEP":
                 if in_step is None:
                     raise card.error("*END STEP without *STEP")
@@ -393,7 +407,7 @@ class _Builder:
                 if in_step is None:
                     raise card.error(f"*{kw} outside a *STEP: loads belong to a step")
                 getattr(self, "_" + kw.lower())(card)
-            if material is not None and kw not in ("MATERIAL", "ELASTIC"):
+            if material is not None and kw not in ("MATERIAL", "ELASTIC", "PLASTIC"):
                 material = None
         if in_step is not None:
             raise in_step.error("*STEP without *END STEP")
@@ -503,6 +517,82 @@ class _Builder:
         if not (-1.0 < nu < 0.5):
             raise card.error(f"Poisson's ratio must lie in (-1, 0.5), got {nu:g}", ln)
         return (E, nu, ln)
+
+    def _plastic(self, card: Card):
+        """(yield stress, hardening modulus, line) of a *PLASTIC card: one data line is perfect
+        plasticity, two (or more on one straight line) linear isotropic hardening."""
+        hard = (card.params.get("HARDENING") or "ISOTROPIC").upper()
+        if hard != "ISOTROPIC":
+            raise card.error(f"*PLASTIC, HARDENING={hard} is not supported (ISOTROPIC only)")
+        if not card.data:
+            raise card.error("*PLASTIC needs data lines: yield stress, plastic strain")
+        pts = []
+        for ln, text in card.data:
+            f = _fields(text)
+            if len(f) == 3:
+                raise card.error("temperature-dependent *PLASTIC (a third value) is not "
+                                 "supported", ln)
+            if len(f) != 2:
+                raise card.error("*PLASTIC data must be: yield stress, plastic strain", ln)
+            pts.append((_number(f[0], card, ln, "yield stress"),
+                        _number(f[1], card, ln, "plastic strain"), ln))
+        s0, p0, ln0 = pts[0]
+        if s0 <= 0:
+            raise card.error(f"the initial yield stress must be > 0 MPa, got {s0:g}", ln0)
+        if p0 != 0:
+            raise card.error(f"the first *PLASTIC line must be at plastic strain 0 (the initial "
+                             f"yield stress), got {p0:g}", ln0)
+        if len(pts) == 1:
+            return (s0, 0.0, card.line)
+        for (_, pa, _), (_, pb, lb) in zip(pts, pts[1:]):
+            if pb <= pa:
+                raise card.error(f"*PLASTIC plastic strains must increase, got {pb:g} after "
+                                 f"{pa:g}", lb)
+        s1, p1, ln1 = pts[1]
+        H = (s1 - s0) / (p1 - p0)
+        if H < 0:
+            raise card.error(f"softening (stress falling from {s0:g} to {s1:g} MPa) is not "
+                             "supported: the hardening modulus must be >= 0", ln1)
+        for s, p, ln in pts[2:]:
+            if abs(s - (s0 + H * p)) > 1e-6 * max(abs(s), s0):
+                raise card.error(f"*PLASTIC point ({s:g} MPa, {p:g}) is not on the straight line "
+                                 f"through the first two: only linear hardening is supported "
+                                 f"(H = {H:g} MPa)", ln)
+        return (s0, H, card.line)
+
+    def _static(self, card: Card):
+        """The *STATIC increment control: initial increment, step time, minimum, maximum."""
+        direct = "DIRECT" in card.params
+        if not card.data:
+            if direct:
+                self.static = {"initial": 1.0, "total": 1.0, "direct": True}
+            return
+        if len(card.data) > 1:
+            raise card.error("*STATIC takes one data line: initial increment, step time, "
+                             "minimum, maximum", card.data[1][0])
+        ln, text = card.data[0]
+        f = _fields(text)
+        if len(f) > 4:
+            raise card.error("*STATIC data must be: initial increment, step time[, minimum"
+                             "[, maximum]]", ln)
+        names = ("initial", "total", "minimum", "maximum")
+        vals = {}
+        for name, tok in zip(names, f):
+            if tok == "":
+                continue
+            v = _number(tok, card, ln, f"*STATIC {name}")
+            if v <= 0:
+                raise card.error(f"*STATIC {name} must be > 0, got {v:g}", ln)
+            vals[name] = v
+        vals.setdefault("initial", 1.0)
+        vals.setdefault("total", 1.0)
+        if vals["initial"] > vals["total"] * (1 + 1e-12):
+            raise card.error(f"*STATIC initial increment {vals['initial']:g} exceeds the step "
+                             f"time {vals['total']:g}", ln)
+        if vals.get("minimum", 0.0) > vals.get("maximum", math.inf):
+            raise card.error(f"*STATIC minimum increment {vals['minimum']:g} exceeds the "
+                             f"maximum {vals['maximum']:g}", ln)
+        self.static = {**vals, "direct": direct}
 
     def _engineering_constants(self, card: Card):
         """(("ortho", 9 constants), line): E1, E2, E3, nu12, nu13, nu23, G12, G13 / G23[, T]."""
@@ -660,6 +750,8 @@ class _Builder:
         model = Model.from_arrays(coords, cells, node_ids=node_labels, element_ids=elem_labels,
                                   source=self.path)
         model.metadata["heading"] = "\n".join(self.heading)
+        if self.static is not None:
+            model.metadata["static"] = dict(self.static)
 
         for key in self.elsets.items:
             name = self.elsets.spelling[key]
@@ -698,6 +790,12 @@ class _Builder:
                     raise card.error(f"material {mat!r}: {exc}", props[2]) from None
             else:
                 model.set_material(name, E=props[0], nu=props[1])
+            plastic = self.plastics.get(mat)
+            if plastic is not None:
+                if isinstance(props[0], tuple):
+                    raise card.error(f"material {mat!r}: *PLASTIC needs an isotropic *ELASTIC "
+                                     "(von Mises plasticity is isotropic)", plastic[2])
+                model.set_plastic(name, plastic[0], plastic[1])
 
         for _, spec, card, ln in self.conditions:
             model.conditions.append(self._condition(model, spec, card, ln))
@@ -876,15 +974,27 @@ def write_inp(model: Model, path, *, heading: str = "") -> Path:
     # one section per material region whose elements share their constants (keeps its name),
     # the rest grouped by unique constants; orthotropic materials in the global axes (no
     # *ORIENTATION) as engineering constants E1, E2, E3, nu12, nu13, nu23, G12, G13 / G23
+    # von Mises plastic elements also get *PLASTIC: the yield stress at plastic strain 0 and, for
+    # hardening, a second point at plastic strain 1 (CalculiX keeps the stress constant beyond
+    # the last point, vertebra-fem's linear hardening goes on)
     ortho = model.orthotropic_mask()
+    plastic = model.plastic_mask()
     consts = np.where(ortho[:, None], model.ortho if ortho.any() else 0.0,
                       np.column_stack([model.E, model.nu] + [np.full(model.n_elements, np.nan)] * 7))
+    consts = np.column_stack([consts, np.where(plastic[:, None], model.plastic if plastic.any()
+                                               else 0.0, np.nan)])
 
     def elastic(c) -> str:
         if np.isnan(c[2]):
-            return f"*ELASTIC\n{c[0]:.14g}, {c[1]:.14g}"
-        return ("*ELASTIC, TYPE=ENGINEERING CONSTANTS\n" + ", ".join(f"{v:.14g}" for v in c[:8])
-                + f"\n{c[8]:.14g}")
+            text = f"*ELASTIC\n{c[0]:.14g}, {c[1]:.14g}"
+        else:
+            text = ("*ELASTIC, TYPE=ENGINEERING CONSTANTS\n"
+                    + ", ".join(f"{v:.14g}" for v in c[:8]) + f"\n{c[8]:.14g}")
+        if not np.isnan(c[9]):
+            text += f"\n*PLASTIC, HARDENING=ISOTROPIC\n{c[9]:.14g}, 0"
+            if c[10] > 0:
+                text += f"\n{c[9] + c[10]:.14g}, 1"
+        return text
 
     done = np.zeros(model.n_elements, dtype=bool)
     for code, name in enumerate(model.region_names):
@@ -990,14 +1100,30 @@ def write_inp(model: Model, path, *, heading: str = "") -> Path:
         parts.append("*NODE\n" + "\n".join(extra_nodes))
     if equations:
         parts.append("*EQUATION\n" + "\n".join(equations))
+    static = model.metadata.get("static")
+    if static is None and plastic.any():  # solve_plastic's default: 10 equal increments
+        static = {"initial": 0.1, "total": 1.0, "direct": True}
     step = ["*STEP", "*STATIC"]
+    if static is not None:
+        vals = [static.get(k) for k in ("initial", "total", "minimum", "maximum")]
+        while vals and vals[-1] is None:
+            vals.pop()
+        line = ", ".join("" if v is None else f"{float(v):.14g}" for v in vals)
+        n_inc = math.ceil(float(static.get("total", 1.0)) / float(static.get("initial", 1.0)))
+        step = [f"*STEP, INC={max(1000, 2 * n_inc)}",
+                "*STATIC, DIRECT" if static.get("direct") else "*STATIC"]
+        if line:
+            step.append(line)
     if bnd:
         step.append("*BOUNDARY\n" + "\n".join(bnd))
     if cld:
         step.append("*CLOAD\n" + "\n".join(cld))
     if dsl:
         step.append("*DSLOAD\n" + "\n".join(dsl))
-    step += ["*NODE PRINT, NSET=NALL\nU", "*EL PRINT, ELSET=EALL\nS", "*END STEP"]
+    if plastic.any():
+        step += ["*NODE PRINT, NSET=NALL\nU, RF", "*EL PRINT, ELSET=EALL\nS, PEEQ", "*END STEP"]
+    else:
+        step += ["*NODE PRINT, NSET=NALL\nU", "*EL PRINT, ELSET=EALL\nS", "*END STEP"]
     text = "\n".join(parts + step) + "\n"
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)
