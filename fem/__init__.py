@@ -61,6 +61,8 @@ from .loads import (  # noqa: E402
     Traction,
 )
 from .model import FaceSet, Model  # noqa: E402
+from .nonlinear import DamageLaw, solve_nonlinear  # noqa: E402
+from .plasticity import solve_plastic  # noqa: E402
 from .result import Result  # noqa: E402
 from .voxel import VoxelModel  # noqa: E402
 
@@ -70,5 +72,6 @@ __all__ = [
     "BoundaryConditionError", "ConvergenceError", "DeckError", "Displacement", "FaceSet", "Fixed",
     "InputFileError", "MaterialError", "MeshError", "Model", "ModelError", "NodalForce",
     "Pressure", "Result", "RigidPlate", "SetError", "SolverError", "TotalForce", "Traction",
-    "UnderConstrainedError", "VoxelModel", "solve", "__version__",
+    "UnderConstrainedError", "VoxelModel", "solve", "solve_plastic", "solve_nonlinear",
+    "DamageLaw", "__version__",
 ]

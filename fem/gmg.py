@@ -478,13 +478,32 @@ class VoxelSolver:
             out[k0:k1, ...] = xp.astype(res * _free_mask(xp, lv.bits[k0:k1, ...], xp.float64),
                                         out.dtype)
 
-    def solve(self, *, rtol: float = 1e-8, atol: float = 0.0, maxiter: int | None = None,
-              callback=None):
-        """Run PCG; returns (u (nz+1, ny+1, nx+1, 3) float64, GMGInfo)."""
-        with _blas_limited(self.threads):
-            return self._solve(rtol=rtol, atol=atol, maxiter=maxiter, callback=callback)
+    def set_moduli(self, E) -> None:
+        """Replace the fine grid's moduli (nz, ny, nx) by ``E`` (a secant modulus of a damaged
+        material, :mod:`fem.nonlinear`), keeping the coarse levels and the smoother damping of the
+        moduli the solver was built with as the preconditioner. The operator changes exactly; the
+        V-cycle stays a symmetric positive definite preconditioner (the fine Jacobi diagonal is
+        recomputed from the new moduli range by range), so CG still converges to rtol, in more
+        iterations where the moduli have fallen far. An element may soften but not vanish: a
+        modulus of 0 where the grid had a voxel would leave its nodes without stiffness."""
+        xp = self.xp
+        E = xp.asarray(E)
+        lv = self.levels[0]
+        if tuple(E.shape) != tuple(lv.E.shape):
+            raise SolverError(f"moduli of shape {tuple(E.shape)} for a grid of {tuple(lv.E.shape)}")
+        if bool(xp.any((E <= 0) & (lv.E > 0))):
+            raise SolverError("a secant modulus fell to 0 where the grid has a voxel")
+        self._E64 = xp.astype(E, xp.float64, copy=False)
+        lv.E = xp.astype(E, lv.dtype, copy=False)
 
-    def _solve(self, *, rtol, atol, maxiter, callback):
+    def solve(self, *, rtol: float = 1e-8, atol: float = 0.0, maxiter: int | None = None,
+              callback=None, x0=None):
+        """Run PCG; returns (u (nz+1, ny+1, nx+1, 3) float64, GMGInfo). ``x0``: a starting guess
+        on the grid (its supported dofs are reset to the prescribed values)."""
+        with _blas_limited(self.threads):
+            return self._solve(rtol=rtol, atol=atol, maxiter=maxiter, callback=callback, x0=x0)
+
+    def _solve(self, *, rtol, atol, maxiter, callback, x0=None):
         xp = self.xp
         lv = self.levels[0]
         p = self.problem
@@ -498,7 +517,14 @@ class VoxelSolver:
         r = xp.empty(shape, dtype=self.work_dtype)
         self._true_residual(x, r, loads)
         r0 = math.sqrt(self._dot(lv, r, r))
-        info.residuals = [1.0]
+        if x0 is not None and r0 > 0.0:
+            # the tolerance stays relative to the residual of the prescribed values alone (the
+            # right-hand side), not to the smaller residual of a good guess
+            for k0, k1 in lv.ranges:
+                x[k0:k1, ...] += xp.asarray(x0[k0:k1, ...], dtype=xp.float64) * _free_mask(
+                    xp, lv.bits[k0:k1, ...], xp.float64)
+            self._true_residual(x, r, loads)
+        info.residuals = [math.sqrt(self._dot(lv, r, r)) / r0 if r0 > 0.0 else 1.0]
         if r0 == 0.0:
             info.times["solve"] = time.perf_counter() - t0
             return x, info
@@ -507,12 +533,16 @@ class VoxelSolver:
         q = xp.empty(shape, dtype=self.work_dtype)
         pv = xp.empty(shape, dtype=self.work_dtype)
         info.held_bytes = self.held_bytes() + sum(_nbytes(xp, a) for a in (x, r, q, pv))
+        rnorm = r0 * info.residuals[0]
+        if rnorm <= target:
+            info.residual = info.residuals[-1]
+            info.times["solve"] = time.perf_counter() - t0
+            return x, info
         self.vcycle(r, q)
         rz = self._dot(lv, r, q)
         pv[...] = q
-        last_true, last_true_it = r0, 0
+        last_true, last_true_it = rnorm, 0
         mixed = self.precision == "mixed"
-        rnorm = r0
         for it in range(1, maxiter + 1):
             pq = 0.0
             for k0, k1, Ap in self._stream(lv, pv):

@@ -103,6 +103,9 @@ class Result:
         self._reaction_dofs = np.asarray(reaction_dofs)
         self._reaction_values = backend.to_host(reaction_values)
         self._plate_dofs = plate_dofs
+        #: more per-element fields written with the result (host arrays, n_elements first), e.g.
+        #: the damage or equivalent plastic strain of a nonlinear step (:mod:`fem.nonlinear`)
+        self.extra_cell_fields: dict = {}
 
     @property
     def xp(self):
@@ -282,6 +285,7 @@ class Result:
             "nu": m.nu,
             "region": m.element_region,
             **({"orthotropic": m.ortho} if m.orthotropic_mask().any() else {}),
+            **self.extra_cell_fields,
         }
 
     def point_fields(self) -> dict:

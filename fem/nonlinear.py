@@ -1,0 +1,484 @@
+"""Nonlinear pushover analysis: strength as the peak of a force-displacement curve.
+
+``fem.solve_nonlinear(model, law)`` drives the model's loads (a rigid loading plate's force and
+moment, pressures, nodal forces) or its prescribed displacements (a platen) proportionally, by a
+load factor ``lambda``, in increments of a controlled displacement, and follows the curve past its
+peak. Units: mm, N, MPa; energies in mJ (= N mm).
+
+The material law: scalar damage with a secant modulus
+-------------------------------------------------------
+:class:`DamageLaw` is a per-element strain-based damage law (one state per element, from the
+element's volume-average strain). With principal strains e1 >= e2 >= e3, the normalised strain is
+
+    r = max(-e3 / eps_yc, e1 / eps_yt, 0)
+
+(eps_yc, eps_yt: yield strains in compression and tension), so yield is asymmetric. Its history
+maximum kappa (kappa = 1 at first yield) sets the stress the element carries, as a fraction
+``s(kappa)`` of its yield stress ``E0 eps_y``: 1 up to yield, falling linearly to the residual
+fraction ``residual`` at ``kappa_s`` and constant after (a plateau, the crushed bone's residual
+strength before densification). The element's secant modulus is ``E = E0 s(kappa) / kappa``;
+``damage = 1 - E / E0``. Unloading and reloading follow the secant, back to the origin (no
+permanent strain: a damage law, not plasticity; measured damaged trabecular bone recovers much
+but not all of its deformation).
+
+The softening slope is regularised by the element size h (crack band, Bazant & Oh 1983, Mater
+Struct 16:155): the strain over which the stress falls, ``softening_strain``, is given for a
+reference element size ``reference_size`` and scaled by ``reference_size / h``, so the energy
+dissipated per unit area of a failing band does not depend on the mesh.
+
+A damaged material state (a fracture's band: reduced modulus, kept residual strength) is an
+initial ``kappa0`` (:meth:`DamageLaw.kappa_for_modulus_ratio`): such an element reloads along its
+reduced secant modulus to the stress it carried when damaged, and no further. Its stiffness is
+lost much faster than its strength, as measured on overloaded vertebrae.
+
+Why a secant modulus
+--------------------
+Every element stiffness stays ``E_e x Ke``: the assembled path reassembles it (the pattern, the
+constraints and the AMG hierarchy of the elastic model are reused as preconditioner), and the
+matrix-free voxel path (:mod:`fem.gmg`, its CUDA kernels on a GPU) only swaps the fine grid's
+moduli. The secant stiffness stays positive definite past the peak, so each iteration is one
+linear solve with CG.
+
+The increment loop
+------------------
+Each secant iteration solves the linear problem with the current moduli for the reference loads
+(``lambda = 1``), scales it so the controlled displacement is the step's target, updates the
+damage from the strains and checks equilibrium with the updated moduli: the step is converged when
+the out-of-balance force is below ``tol`` of the force flowing through the model. The first step
+goes exactly to first yield (found from the linear solution, so the curve is linear up to there);
+then steps grow by ``grow`` after easy steps and are halved when ``max_iterations`` pass without
+convergence, down to ``min_step``, after which :class:`~fem.ConvergenceError` names the step and
+the load reached. The analysis stops after the peak once the force has fallen to ``stop_ratio``
+of it, at ``max_displacement`` or after ``max_steps``.
+
+Control: with a rigid plate or other loads, the controlled displacement is the work-conjugate
+displacement ``f0 . u / |F0|`` (for a loading plate: its displacement along its force, plus its
+rotation times the moment over the force), and the force is ``lambda |F0|`` (N): a combined load
+case (flexion) keeps its force and moment in proportion. With prescribed displacements (a platen
+moved by ``Displacement`` conditions), the controlled displacement is ``lambda`` times the largest
+prescribed one and the force the support reaction conjugate to them; loads then scale with it.
+
+Limits: small strain, no contact (platens and discs are tied), no rate effects, no geometric
+nonlinearity; the damage of an element is uniform over it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConvergenceError, MaterialError, SolverError
+from .nonlinear_result import NonlinearResult, Step
+from .validate import in_range
+
+logger = logging.getLogger(__name__)
+
+#: iterates remembered by the Anderson acceleration of the secant iteration
+ANDERSON_DEPTH = 5
+#: a curve that cannot be followed further once its force has fallen this fraction below its
+#: peak ends there (with a warning): the peak is bracketed by converged steps
+PAST_PEAK = 0.01
+
+BAZANT_OH_1983 = ("Bazant ZP, Oh BH (1983) Crack band theory for fracture of concrete. Materiaux "
+                  "et Constructions 16:155-177 (crack band regularisation)")
+
+
+@dataclass(frozen=True)
+class DamageLaw:
+    """Per-element parameters of the strain-based damage law (module docstring).
+
+    All arrays have one entry per element of the model the law is used with:
+
+    ``yield_strain_compression``, ``yield_strain_tension``: > 0 (strain, not %); ``inf`` makes an
+    element elastic. ``residual``: residual stress / yield stress in [0, 1]. ``softening_strain``:
+    strain beyond yield over which the stress falls to the residual, for elements of
+    ``reference_size`` mm (scaled by reference_size / h). ``kappa0``: initial normalised strain
+    history (0 intact; > 1 a damaged element). ``sources``: where the numbers come from.
+    """
+
+    yield_strain_compression: np.ndarray
+    yield_strain_tension: np.ndarray
+    residual: np.ndarray
+    softening_strain: np.ndarray
+    kappa0: np.ndarray
+    reference_size: float = 1.0
+    sources: tuple = ()
+
+    def __post_init__(self):
+        n = None
+        for name in ("yield_strain_compression", "yield_strain_tension", "residual",
+                     "softening_strain", "kappa0"):
+            a = np.asarray(getattr(self, name), dtype=float)
+            if a.ndim != 1:
+                raise MaterialError(f"damage law {name} must be one value per element")
+            if n is None:
+                n = len(a)
+            elif len(a) != n:
+                raise MaterialError(f"damage law {name} has {len(a)} values for {n} elements")
+            if np.isnan(a).any():
+                raise MaterialError(f"damage law {name} has NaN at element index "
+                                    f"{int(np.nonzero(np.isnan(a))[0][0])}")
+            object.__setattr__(self, name, a)
+        for name in ("yield_strain_compression", "yield_strain_tension", "softening_strain"):
+            a = getattr(self, name)
+            if (a <= 0).any():
+                i = int(np.nonzero(a <= 0)[0][0])
+                raise MaterialError(f"damage law {name} must be > 0, got {a[i]:g} at element "
+                                    f"index {i}")
+        r = self.residual
+        if ((r < 0) | (r > 1)).any():
+            i = int(np.nonzero((r < 0) | (r > 1))[0][0])
+            raise MaterialError(f"damage law residual must lie in [0, 1], got {r[i]:g} at "
+                                f"element index {i}")
+        if (self.kappa0 < 0).any() or not np.isfinite(self.kappa0).all():
+            raise MaterialError("damage law kappa0 must be finite and >= 0")
+        in_range("damage law reference_size", self.reference_size, 0.0, lo_open=True, unit="mm",
+                 error=MaterialError)
+
+    @classmethod
+    def uniform(cls, n_elements: int, *, yield_strain_compression: float,
+                yield_strain_tension: float, residual: float, softening_strain: float,
+                reference_size: float = 1.0, sources=()) -> DamageLaw:
+        """The same law for every element."""
+        def full(v):
+            return np.full(int(n_elements), float(v))
+        return cls(full(yield_strain_compression), full(yield_strain_tension), full(residual),
+                   full(softening_strain), np.zeros(int(n_elements)), float(reference_size),
+                   tuple(sources))
+
+    @property
+    def n_elements(self) -> int:
+        return len(self.residual)
+
+    @property
+    def elastic(self) -> np.ndarray:
+        """Elements that never yield (infinite yield strains)."""
+        return ~(np.isfinite(self.yield_strain_compression)
+                 | np.isfinite(self.yield_strain_tension))
+
+    def kappa_s(self, h) -> np.ndarray:
+        """End of softening in normalised strain for element sizes h (mm): 1 + softening strain
+        (scaled by the crack band) over the compressive yield strain (the normalised history is
+        shared by both directions; in tension the softening strain is scaled by eps_yt/eps_yc)."""
+        eps_y = np.where(np.isfinite(self.yield_strain_compression),
+                         self.yield_strain_compression, self.yield_strain_tension)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            k = 1.0 + self.softening_strain * (self.reference_size / np.asarray(h)) / eps_y
+        return np.where(np.isfinite(k), k, np.inf)
+
+    def with_kappa0(self, kappa0) -> DamageLaw:
+        return dataclasses.replace(self, kappa0=np.asarray(kappa0, dtype=float))
+
+    def select(self, elements) -> DamageLaw:
+        """The law with every element outside ``elements`` made elastic (e.g. to find the
+        strength of one level of a segment)."""
+        keep = np.zeros(self.n_elements, dtype=bool)
+        keep[np.asarray(elements, dtype=np.int64)] = True
+        inf = np.inf
+        return dataclasses.replace(
+            self, yield_strain_compression=np.where(keep, self.yield_strain_compression, inf),
+            yield_strain_tension=np.where(keep, self.yield_strain_tension, inf))
+
+    def kappa_for_modulus_ratio(self, ratio, h) -> np.ndarray:
+        """The history kappa at which the secant modulus is ``ratio`` x E0 (0 < ratio <= 1):
+        the state of bone whose modulus damage lowered by that factor, on the law's envelope
+        (residual strength kept). Elements whose residual cannot give so low a modulus before
+        ... are put on the plateau (kappa = residual / ratio)."""
+        ratio = np.broadcast_to(np.asarray(ratio, dtype=float), self.residual.shape)
+        if ((ratio <= 0) | (ratio > 1)).any():
+            raise MaterialError("a modulus ratio of damaged bone must lie in (0, 1]")
+        ks = self.kappa_s(h)
+        rho = self.residual
+        a = np.where(np.isfinite(ks), (1.0 - rho) / np.maximum(ks - 1.0, 1e-300), 0.0)
+        k_soft = (1.0 + a) / (ratio + a)  # s(k)/k = ratio on the falling branch
+        k_plateau = rho / ratio
+        k = np.where(k_soft <= ks, k_soft, np.maximum(k_plateau, ks))
+        return np.where(ratio >= 1.0, 0.0, k)
+
+
+def stress_fraction(kappa, kappa_s, residual):
+    """s(kappa): the stress carried at normalised strain history kappa, as a fraction of the
+    yield stress (1 up to kappa = 1, linear fall to ``residual`` at ``kappa_s``, then constant).
+    Works on numpy and cupy arrays alike."""
+    xp = _xp(kappa)
+    span = xp.maximum(kappa_s - 1.0, 1e-300)
+    falling = 1.0 - (1.0 - residual) * xp.minimum((kappa - 1.0) / span, 1.0)
+    return xp.where(kappa <= 1.0, 1.0, falling)
+
+
+def secant_ratio(kappa, kappa_s, residual):
+    """E_secant / E0 = s(kappa) / kappa for kappa > 1, else 1."""
+    xp = _xp(kappa)
+    s = stress_fraction(kappa, kappa_s, residual)
+    return xp.where(kappa <= 1.0, 1.0, s / xp.maximum(kappa, 1.0))
+
+
+def _xp(a):
+    from .kernels.backend import array_module
+
+    return array_module(a)
+
+
+def normalised_strain(strain, eps_c, eps_t):
+    """r = max(-e3 / eps_c, e1 / eps_t, 0) of element strains (n, 6) (Voigt xx, yy, zz, xy, yz,
+    xz, tensor shear components); infinite yield strains give 0."""
+    from .result import principal
+
+    xp = _xp(strain)
+    p = principal(strain)
+    rc = -p[:, 2] / eps_c
+    rt = p[:, 0] / eps_t
+    return xp.maximum(xp.maximum(rc, rt), 0.0)
+
+
+# ---------------------------------------------------------------------------- the entry point
+
+
+def solve_nonlinear(model, law=None, *, backend: str = "auto", solver: str = "auto",
+                    control: str = "auto", max_displacement: float | None = None,
+                    max_steps: int = 60, first_step: float | None = None,
+                    min_step: float | None = None, max_step: float | None = None,
+                    grow: float = 1.5, tol: float = 5e-3, max_iterations: int = 20,
+                    stop_ratio: float = 0.8, rtol: float = 1e-6, progress=None,
+                    increments=None) -> NonlinearResult:
+    """Pushover of ``model`` with the damage ``law`` (:class:`DamageLaw`) past its peak.
+
+    Returns a :class:`~fem.nonlinear_result.NonlinearResult`: a Result per converged step (cell
+    data ``damage``, ``kappa``, ``failed``), the force-displacement curve (mm, N), the peak load
+    (the strength, N), the displacement at the peak and the energy to failure (mJ).
+
+    ``law=None`` on a model with von Mises plastic elements (``*PLASTIC`` in a deck,
+    :meth:`Model.set_plastic`) runs the elasto-plastic analysis (:func:`fem.plasticity.solve_plastic`,
+    load increments as in the deck's ``*STATIC``; ``increments`` overrides them).
+
+    Step control (controlled displacement in mm): ``first_step`` defaults to a quarter of the
+    displacement at first yield beyond it, ``max_step`` to twice the displacement at first yield,
+    ``min_step`` to 1/64 of the first; ``max_displacement`` defaults to 30 times the displacement
+    at first yield. ``tol``: out-of-balance force over the force through the model; ``rtol``: the
+    linear solver's tolerance (kept well below ``tol``). ``progress(step)`` is called after
+    each converged step. ``solver``: as :func:`fem.solve` ("auto": the voxel multigrid for voxel
+    grids without rigid plates, else direct or AMG-CG).
+    """
+    if law is None:
+        if getattr(model, "plastic", None) is not None and np.isfinite(model.plastic).any():
+            from .plasticity import solve_plastic
+
+            return solve_plastic(model, backend=backend, increments=increments)
+        raise MaterialError("solve_nonlinear needs a material law: a DamageLaw (e.g. from "
+                            "fem.meshes.strength.bone_damage_law) or plastic elements")
+    if not isinstance(law, DamageLaw):
+        raise MaterialError(f"law must be a DamageLaw, got {type(law).__name__}")
+    if hasattr(model, "to_model") and not hasattr(model, "blocks"):  # a VoxelModel
+        model = model.to_model()
+    if law.n_elements != model.n_elements:
+        raise MaterialError(f"the damage law has {law.n_elements} elements, the model "
+                            f"{model.n_elements}")
+    in_range("tol", tol, 0.0, 0.1, lo_open=True, error=SolverError)
+    in_range("stop_ratio", stop_ratio, 0.0, 1.0, hi_open=True, error=SolverError)
+    in_range("grow", grow, 1.0, 4.0, error=SolverError)
+    if not (0.0 < rtol <= 0.1 * tol):
+        raise SolverError(f"rtol = {rtol:g} must lie in (0, tol/10 = {0.1 * tol:g}]: the linear "
+                          "solves must be more accurate than the equilibrium check")
+    if int(max_steps) < 1 or int(max_iterations) < 2:
+        raise SolverError("max_steps must be >= 1 and max_iterations >= 2")
+    from .nonlinear_systems import make_system
+
+    t0 = time.perf_counter()
+    sysx = make_system(model, law, backend=backend, solver=solver, rtol=rtol, control=control)
+    return _drive(sysx, law, max_displacement=max_displacement, max_steps=int(max_steps),
+                  first_step=first_step, min_step=min_step, max_step=max_step, grow=grow,
+                  tol=tol, max_iterations=int(max_iterations), stop_ratio=stop_ratio,
+                  progress=progress, t0=t0)
+
+
+def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min_step, max_step,
+           grow, tol, max_iterations, stop_ratio, progress, t0) -> NonlinearResult:
+    """The increment loop over a system (:mod:`fem.nonlinear_systems`)."""
+    xp = sysx.xp
+    kappa_n = sysx.kappa0  # converged history (backend array, the system's element layout)
+    E = sysx.moduli(kappa_n)
+    # the elastic (or pre-damaged) reference solution: where does the first element yield?
+    ref = sysx.solve(E, None)
+    c_ref = sysx.control_of(ref)
+    if not (abs(c_ref) > 0.0 and math.isfinite(c_ref)):
+        raise SolverError("the loads do no work on the model (controlled displacement "
+                          f"{c_ref:g} mm under the reference load): nothing to push over")
+    r_ref = sysx.measure(ref)
+    r_max = float(xp.max(r_ref)) if r_ref.shape[0] else 0.0
+    k_max = float(xp.max(kappa_n)) if kappa_n.shape[0] else 0.0
+    if r_max <= 0.0:
+        raise MaterialError("no element of the model can yield under this load (every element "
+                            "elastic, or strained in no direction its law limits)")
+    # first yield of an intact element: lambda_y = 1 / r_max; pre-damaged elements reload
+    # linearly along their secant up to their history kappa0
+    lam_y = 1.0 / r_max
+    if k_max > 1.0:
+        ratio = r_ref / xp.maximum(kappa_n, 1.0)
+        lam_y = 1.0 / max(float(xp.max(ratio)), 1e-300)
+    c_y = abs(c_ref) * lam_y
+    sign = 1.0 if c_ref > 0 else -1.0
+    first = float(first_step) if first_step is not None else 0.25 * c_y
+    dmax = float(max_step) if max_step is not None else 2.0 * c_y
+    dmin = float(min_step) if min_step is not None else first / 64.0
+    cmax = float(max_displacement) if max_displacement is not None else 30.0 * c_y
+    for name, v in (("first_step", first), ("max_step", dmax), ("min_step", dmin),
+                    ("max_displacement", cmax)):
+        if not (v > 0.0 and math.isfinite(v)):
+            raise SolverError(f"{name} must be > 0 mm, got {v}")
+
+    steps: list[Step] = []
+    n_solves = 1
+    # step 1: linear up to first yield (exact: no element has yielded)
+    u = sysx.scale(ref, lam_y)
+    kappa_n = xp.maximum(kappa_n, sysx.measure(u))
+    E = sysx.moduli(kappa_n)
+    steps.append(sysx.step(1, u, lam_y, E, kappa_n, iterations=1, residual=0.0,
+                           linear_solves=1))
+    if progress is not None:
+        progress(steps[-1])
+    c, lam, u_ref_last = c_y, lam_y, ref
+    kappa_prev, c_prev = None, 0.0
+    stopped = ""
+    dc = first
+    peak = steps[-1].force
+    while len(steps) < max_steps and c < cmax - 1e-12 * cmax:
+        target = min(c + dc, cmax)
+        pred = None
+        if kappa_prev is not None and c > c_prev:
+            pred = kappa_n + (kappa_n - kappa_prev) * ((target - c) / (c - c_prev))
+        ok, out = _step(sysx, kappa_n, E, u_ref_last, sign * target, tol, max_iterations,
+                        predictor=pred)
+        n_solves += out["solves"]
+        if not ok:
+            dc *= 0.5
+            if dc < dmin and steps[-1].force < (1.0 - PAST_PEAK) * peak:
+                # the peak is bracketed by converged steps on both sides: the strength is
+                # known; say why the curve ends here instead of failing the analysis
+                stopped = (f"no convergence beyond {c:.4g} mm (step {len(steps) + 1}, "
+                           f"out-of-balance {out['residual']:.2e} > tol {tol:g}) after the "
+                           f"force had fallen {100 * (1 - steps[-1].force / peak):.1f} % "
+                           "below the peak")
+                warnings.warn(f"pushover: {stopped}; the curve ends there", stacklevel=3)
+                break
+            if dc < dmin:
+                raise ConvergenceError(
+                    f"step {len(steps) + 1} did not converge: the out-of-balance force stayed at "
+                    f"{out['residual']:.2e} of the force (tol {tol:g}) after {max_iterations} "
+                    f"iterations even with a step of {dc * 2:.3g} mm (min_step {dmin:.3g}); "
+                    f"reached {c:.4g} mm at {steps[-1].force:.6g} N, load factor "
+                    f"{steps[-1].load_factor:.4g} (peak so far {peak:.6g} N)",
+                    out.get("history", []))
+            logger.info("step %d: no convergence with %.4g mm, halving", len(steps) + 1, 2 * dc)
+            continue
+        kappa_prev, c_prev = kappa_n, c
+        c, lam, u_ref_last = target, out["lam"], out["u_ref"]
+        kappa_n, E = out["kappa"], out["E"]
+        st = sysx.step(len(steps) + 1, out["u"], lam, E, kappa_n, iterations=out["iterations"],
+                       residual=out["residual"], linear_solves=out["solves"])
+        steps.append(st)
+        logger.info("step %d: %.4g mm, %.6g N, %d iterations, %d failed elements", st.index,
+                    st.control, st.force, st.iterations, st.n_failed)
+        if progress is not None:
+            progress(st)
+        peak = max(peak, st.force)
+        if st.force < stop_ratio * peak:
+            stopped = f"the force fell below {stop_ratio:g} of the peak"
+            break
+        if out["iterations"] <= 3:
+            dc = min(dc * grow, dmax)
+    res = NonlinearResult(steps, control_name=sysx.control_name, law=law)
+    res.info = {"stopped": stopped,"backend": sysx.be.name, "solver": sysx.solver_name, "n_dof": sysx.n_dof,
+                "linear_solves": n_solves, "time_s": time.perf_counter() - t0,
+                "first_yield_mm": c_y, "first_yield_n": steps[0].force,
+                "setup_s": sysx.setup_time}
+    return res
+
+
+def _step(sysx, kappa_n, E, u_ref, target, tol, max_iterations, depth: int = ANDERSON_DEPTH,
+          predictor=None):
+    """Secant iterations of one step to controlled displacement ``target``; returns
+    (converged, data).
+
+    The iteration is a fixed point of the damage history: kappa -> moduli -> solve -> strains ->
+    kappa' = max(kappa_n, r). Plain, it converges linearly and slowly where softening elements
+    draw strain from their neighbours (a contraction near 1); Anderson acceleration (Walker & Ni
+    2011, SIAM J Numer Anal 49:1715) over the last ``depth`` iterates turns that into a few
+    iterations. Each iterate is kept at or above the converged history kappa_n (damage does not
+    heal), and equilibrium is checked with the moduli of the updated history."""
+    xp = sysx.xp
+    history = []
+    solves = 0
+    res = math.inf
+    x = kappa_n  # the history the moduli E come from
+    if predictor is not None:  # the damage growth of the last step, extrapolated
+        x = xp.maximum(kappa_n, predictor)
+        E = sysx.moduli(x)
+    X, G = [], []  # Anderson memory: iterates and their images
+    for it in range(1, max_iterations + 1):
+        u_ref = sysx.solve(E, u_ref)
+        solves += 1
+        c_ref = sysx.control_of(u_ref)
+        if c_ref == 0.0 or not math.isfinite(c_ref):
+            return False, {"residual": math.inf, "solves": solves, "history": history}
+        lam = target / c_ref
+        u = sysx.scale(u_ref, lam)
+        g = xp.maximum(kappa_n, sysx.measure(u))
+        E_new = sysx.moduli(g)
+        res = sysx.residual(E_new, u, lam)
+        history.append(res)
+        if not math.isfinite(res):
+            break
+        if res <= tol:
+            return True, {"u": u, "u_ref": u_ref, "lam": lam, "kappa": g, "E": E_new,
+                          "iterations": it, "residual": res, "solves": solves}
+        X.append(x)
+        G.append(g)
+        if len(X) > depth + 1:
+            X.pop(0)
+            G.pop(0)
+        x = xp.maximum(kappa_n, _anderson(xp, X, G))
+        E = sysx.moduli(x)
+    return False, {"residual": res, "solves": solves, "history": history}
+
+
+def _anderson(xp, X, G):
+    """The Anderson-mixed next iterate from iterates X and images G (backend arrays): only
+    elements past yield (max of x and g above 1) count, the others' history does not change
+    their modulus."""
+    g = G[-1]
+    if len(X) < 2:
+        return g
+    active = xp.maximum(X[-1], g) > 1.0
+    F = [xp.where(active, gi - xi, 0.0) for xi, gi in zip(X, G)]
+    dF = [F[i + 1] - F[i] for i in range(len(F) - 1)]
+    dG = [G[i + 1] - G[i] for i in range(len(G) - 1)]
+    m = len(dF)
+    A = np.array([[float(xp.sum(dF[i] * dF[j])) for j in range(m)] for i in range(m)])
+    b = np.array([float(xp.sum(dF[i] * F[-1])) for i in range(m)])
+    scale = max(float(np.trace(A)), 1e-300)
+    try:
+        gamma = np.linalg.solve(A + 1e-10 * scale * np.eye(m), b)
+    except np.linalg.LinAlgError:
+        return g
+    out = g
+    for i in range(m):
+        out = out - gamma[i] * dG[i]
+    return out
+
+
+def model_with_moduli(model, E):
+    """A shallow copy of ``model`` whose per-element moduli are ``E`` (host array, MPa)."""
+    m = copy.copy(model)
+    m.E = np.asarray(E, dtype=float)
+    return m
+
+
+__all__ = ["DamageLaw", "solve_nonlinear", "stress_fraction", "secant_ratio",
+           "normalised_strain"]

@@ -1,0 +1,137 @@
+"""The outcome of a nonlinear (incremental) analysis: one :class:`~fem.result.Result` per converged
+step and the force-displacement curve, with its peak (the strength), the displacement at the peak
+and the energy to failure.
+
+Units: displacement mm, force N, energy mJ (= N mm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputFileError
+
+
+@dataclass
+class Step:
+    """One converged increment.
+
+    ``load_factor``: the multiple of the model's loads (and prescribed displacements) carried at
+    the end of the step; ``control``: the controlled displacement (mm, positive in the load's
+    direction); ``force``: the load conjugate to it (N, positive in the load's direction);
+    ``iterations``: equilibrium iterations the step took; ``residual``: its final relative
+    equilibrium residual; ``result``: the fields at the end of the step (its
+    ``extra_cell_fields`` hold the material state, e.g. ``damage``, ``yielded``, ``peeq``).
+    """
+
+    index: int
+    load_factor: float
+    control: float
+    force: float
+    iterations: int
+    residual: float
+    result: object
+    n_failed: int = 0
+    linear_solves: int = 0
+
+
+@dataclass
+class NonlinearResult:
+    """Steps of an incremental analysis and its force-displacement curve.
+
+    ``curve`` starts at the origin: (n_steps + 1, 2) columns displacement (mm), force (N).
+    ``peak_load`` is the largest force reached (N): the strength; ``displacement_at_peak`` (mm);
+    ``energy_to_failure`` the area under the curve up to the peak (mJ = N mm). ``peak_reached``
+    says whether the curve fell after its peak (else the strength is a lower bound: the analysis
+    stopped before the peak, at ``max_displacement`` or ``max_steps``).
+    """
+
+    steps: list
+    control_name: str = "displacement"
+    law: object = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def curve(self) -> np.ndarray:
+        pts = [(0.0, 0.0)] + [(s.control, s.force) for s in self.steps]
+        return np.asarray(pts, dtype=float)
+
+    @property
+    def _peak_index(self) -> int:
+        return int(np.argmax(self.curve[:, 1]))
+
+    @property
+    def peak_load(self) -> float:
+        return float(self.curve[self._peak_index, 1])
+
+    @property
+    def displacement_at_peak(self) -> float:
+        return float(self.curve[self._peak_index, 0])
+
+    @property
+    def energy_to_failure(self) -> float:
+        c = self.curve[: self._peak_index + 1]
+        return float(np.trapezoid(c[:, 1], c[:, 0])) if len(c) > 1 else 0.0
+
+    @property
+    def peak_reached(self) -> bool:
+        return self._peak_index < len(self.curve) - 1
+
+    @property
+    def final(self):
+        """The :class:`~fem.result.Result` of the last converged step."""
+        return self.steps[-1].result
+
+    @property
+    def peak(self):
+        """The :class:`~fem.result.Result` at the peak load."""
+        return self.steps[max(self._peak_index - 1, 0)].result
+
+    def summary(self) -> str:
+        s = (f"{len(self.steps)} steps: peak load {self.peak_load:.6g} N at "
+             f"{self.displacement_at_peak:.4g} mm, energy to failure {self.energy_to_failure:.4g} mJ")
+        if not self.peak_reached:
+            s += " (the curve had not fallen yet: the strength is a lower bound)"
+        n_it = sum(st.iterations for st in self.steps)
+        n_lin = sum(st.linear_solves for st in self.steps)
+        return s + f"; {n_it} equilibrium iterations, {n_lin} linear solves"
+
+    def curve_table(self):
+        """The curve as a pandas DataFrame: step, displacement_mm, force_n, load_factor,
+        failed_elements."""
+        import pandas as pd
+
+        rows = [{"step": 0, "displacement_mm": 0.0, "force_n": 0.0, "load_factor": 0.0,
+                 "failed_elements": 0}]
+        rows += [{"step": s.index, "displacement_mm": s.control, "force_n": s.force,
+                  "load_factor": s.load_factor, "failed_elements": s.n_failed}
+                 for s in self.steps]
+        return pd.DataFrame(rows)
+
+    def write(self, path) -> Path:
+        """Write the final state as a VTU file (atomically); returns the path."""
+        return self.final.write(path)
+
+    def write_series(self, directory) -> Path:
+        """Write every step as ``step_0001.vtu`` ... and a ParaView collection ``steps.pvd``
+        (time = controlled displacement in mm) in ``directory``; returns the .pvd path."""
+        from .io.atomic import atomic_path
+
+        d = Path(directory)
+        if d.exists() and not d.is_dir():
+            raise InputFileError(f"{d} exists and is not a directory")
+        d.mkdir(parents=True, exist_ok=True)
+        entries = []
+        for s in self.steps:
+            name = f"step_{s.index:04d}.vtu"
+            s.result.write(d / name)
+            entries.append(f'    <DataSet timestep="{s.control:.9g}" part="0" file="{name}"/>')
+        pvd = ('<?xml version="1.0"?>\n<VTKFile type="Collection" version="0.1">\n'
+               "  <Collection>\n" + "\n".join(entries) + "\n  </Collection>\n</VTKFile>\n")
+        out = d / "steps.pvd"
+        with atomic_path(out) as tmp:
+            Path(tmp).write_text(pvd)
+        return out

@@ -1,0 +1,606 @@
+"""The linear systems behind a pushover (:mod:`fem.nonlinear`): one secant solve per iteration.
+
+Two implementations with one interface, chosen like :func:`fem.solve` chooses its path:
+
+* :class:`AssembledSystem` (tet4, tet10, hex8, rigid plates): the sparsity pattern, the
+  constraint elimination and the preconditioner (AMG of the elastic model, or a direct
+  factorisation below 5 000 equations) are built once; each iteration reassembles ``E_e x Ke`` on
+  the same pattern and warm-starts CG from the last solution.
+* :class:`VoxelSystem` (a regular voxel grid, no rigid plates): the matrix-free multigrid of
+  :mod:`fem.gmg` is built once on the intact moduli; each iteration swaps the fine grid's moduli
+  (:meth:`fem.gmg.VoxelSolver.set_moduli`) and warm-starts CG. Everything stays on the backend
+  (a GPU with CuPy); the damage state lives on the grid.
+
+Both scale the reference problem (the model's loads and prescribed displacements, load factor 1)
+and report the controlled displacement and its conjugate force (module docstring of
+:mod:`fem.nonlinear`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+
+from . import analysis, assembly, voxel
+from . import system as _system
+from .errors import BoundaryConditionError, SolverError
+from .kernels import elastic
+from .kernels.backend import BackendError, get_backend
+from .nonlinear import model_with_moduli, normalised_strain, secant_ratio
+from .nonlinear_result import Step
+from .parallel import map_ordered
+from .result import Result
+from .solvers import SolveInfo, cg, direct, rigid_body_modes
+
+CONTROLS = ("auto", "load", "displacement")
+
+
+def make_system(model, law, *, backend, solver, rtol, control):
+    """The system for ``model``: voxel grids without plates take the matrix-free path.
+
+    ``control``: "auto", "load", "displacement" (module docstring of :mod:`fem.nonlinear`) or a
+    pair of node set names (upper, lower): the controlled displacement is then the mean
+    displacement of the upper set minus that of the lower one along the load's direction (the
+    shortening of what lies between them, e.g. one level of a segment), the force the load's."""
+    sets = None
+    if isinstance(control, (tuple, list)):
+        if len(control) != 2 or not all(isinstance(c, str) for c in control):
+            raise SolverError(f"control as node sets must be two set names, got {control!r}")
+        sets = tuple(control)
+        control = "load"
+    if control not in CONTROLS:
+        raise SolverError(f"control must be one of {', '.join(CONTROLS)} or two node set "
+                          f"names, got {control!r}")
+    if solver not in analysis.SOLVERS:
+        raise SolverError(f"unknown solver {solver!r}: choose one of "
+                          f"{', '.join(analysis.SOLVERS)}")
+    try:
+        be = get_backend(backend)
+    except BackendError as exc:
+        raise SolverError(str(exc)) from None
+    model.check_materials()
+    if model.orthotropic_mask().any():
+        raise SolverError("the damage law is isotropic: orthotropic elements are not supported "
+                          "in a pushover")
+    sysm = _system.compile_conditions(model)
+    _system.check_constraints(model, sysm)
+    grid = None
+    if solver in ("auto", "gmg") and not sysm.plates and 3 * model.n_nodes > \
+            analysis.DIRECT_MAX_DOF or solver == "gmg":
+        grid = model.metadata.get("voxel_grid")
+        why = ""
+        if grid is None:
+            grid, why = voxel.grid_of(model)
+        if sysm.plates:
+            grid, why = None, "it has rigid plates"
+        if grid is None and solver == "gmg":
+            raise SolverError(f"solver 'gmg' needs a hex8 voxel grid without rigid plates: {why}")
+    if grid is not None:
+        sysx = VoxelSystem(model, law, sysm, grid, be, rtol=rtol, control=control)
+    else:
+        sysx = AssembledSystem(model, law, sysm, be, solver=solver, rtol=rtol, control=control)
+    if sets is not None:
+        sysx.set_control_sets(*sets)
+    return sysx
+
+
+def _control_mode(sysm, control: str) -> str:
+    prescribed = np.asarray(sysm.fixed_values)
+    moving = bool(len(prescribed)) and bool(np.any(prescribed != 0.0))
+    if control == "auto":
+        return "displacement" if moving else "load"
+    if control == "displacement" and not moving:
+        raise BoundaryConditionError("control='displacement' needs a non-zero prescribed "
+                                     "displacement (a Displacement condition, the platen)")
+    return control
+
+
+def _resultant(model, sysm) -> tuple[float, str]:
+    """|F0| (N) of the reference loads, or |M0| (N mm) for a pure moment."""
+    n3 = 3 * model.n_nodes
+    f = np.asarray(sysm.f)
+    F = f[:n3].reshape(-1, 3).sum(axis=0)
+    M = np.zeros(3)
+    for p in sysm.plates:
+        F = F + f[p.first_dof:p.first_dof + 3]
+        M = M + f[p.first_dof + 3:p.first_dof + 6]
+    if np.linalg.norm(F) > 0:
+        return float(np.linalg.norm(F)), "displacement along the load (mm)"
+    if np.linalg.norm(M) > 0:
+        return float(np.linalg.norm(M)), "rotation about the moment (rad)"
+    raise BoundaryConditionError("the model has no load and no non-zero prescribed displacement:"
+                                 " a pushover needs one of them to scale")
+
+
+class _Base:
+    """Shared parts: the law on the backend, the control, the damage fields of a step."""
+
+    def _setup_law(self, law, h, E0):
+        xp = self.xp
+        self.E0 = xp.asarray(E0, dtype=xp.float64)
+        self.eps_c = xp.asarray(law.yield_strain_compression)
+        self.eps_t = xp.asarray(law.yield_strain_tension)
+        self.rho = xp.asarray(law.residual)
+        self.ks = xp.asarray(law.kappa_s(h))
+        self.kappa0 = xp.asarray(law.kappa0)
+
+    def moduli(self, kappa):
+        return self.E0 * secant_ratio(kappa, self.ks, self.rho)
+
+    def _set_weights(self, upper: str, lower: str):
+        """Per-node weights (n_nodes, 3) of the shortening between two node sets along the
+        load's direction."""
+        m = self.model
+        if self.mode != "load":
+            raise BoundaryConditionError("control by node sets needs the model to be loaded "
+                                         "(forces, pressures or a loading plate), not driven "
+                                         "by prescribed displacements")
+        f = np.asarray(self.sysm.f)
+        F = f[:3 * m.n_nodes].reshape(-1, 3).sum(axis=0)
+        for p in self.sysm.plates:
+            F = F + f[p.first_dof:p.first_dof + 3]
+        if not np.linalg.norm(F) > 0:
+            raise BoundaryConditionError("control by node sets needs a resultant force")
+        d = F / np.linalg.norm(F)
+        w = np.zeros((m.n_nodes, 3))
+        top, bot = m.nodes_of(upper), m.nodes_of(lower)
+        w[top] += d / len(top)
+        w[bot] -= d / len(bot)
+        self.control_name = f"shortening between {upper!r} and {lower!r} (mm)"
+        return w
+
+    def scale(self, u, lam: float):
+        return u * lam
+
+    def _state_fields(self, E_el, kappa_el, E0_el) -> dict:
+        h = self.be.to_host
+        E_el, kappa_el, E0_el = h(E_el), h(kappa_el), h(E0_el)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            damage = np.where(E0_el > 0, 1.0 - E_el / E0_el, 0.0)
+        return {"damage": damage, "kappa": kappa_el, "failed": (kappa_el > 1.0).astype(np.int8),
+                "E_intact": E0_el}
+
+
+class AssembledSystem(_Base):
+    """Secant solves on the assembled stiffness (module docstring)."""
+
+    def __init__(self, model, law, sysm, be, *, solver, rtol, control):
+        t = time.perf_counter()
+        self.model, self.sysm, self.be, self.xp = model, sysm, be, be.xp
+        self.rtol = rtol
+        xp = self.xp
+        assembly.check_geometry(model, xp, xp.asarray(model.points))
+        self.pattern = assembly.build_pattern(model, xp)
+        vol = assembly.element_volumes(model)
+        self._setup_law(law, np.cbrt(vol), model.E)
+        self.n_dof = model.n_dof
+        self.mode = _control_mode(sysm, control)
+        self.g0 = np.asarray(sysm.fixed_values, dtype=float)
+        self.fixed = xp.asarray(sysm.fixed_dofs)
+        self._lin_E = None
+        self._lin = None
+        self._lin0 = None
+        self.M = None
+        self._lu_E = None
+        lin = self._system(self.E0)
+        self.n_eq = lin.n_eq
+        self.use_direct = solver == "direct" or (solver == "auto"
+                                                 and lin.n_eq <= analysis.DIRECT_MAX_DOF)
+        if solver in ("cg", "gmg"):
+            self.use_direct = False
+        self.solver_name = "direct" if self.use_direct else "amg-cg"
+        if not self.use_direct:
+            B = rigid_body_modes(model.points, np, [p.reference for p in sysm.plates])
+            self.M = analysis._amg(lin.K, B, be, "double")
+        if self.mode == "load":
+            self.F0, self.control_name = _resultant(model, sysm)
+            self.f_red = lin.f
+        else:
+            self.gmax = float(np.max(np.abs(self.g0)))
+            self.control_name = "prescribed displacement (mm)"
+        self.setup_time = time.perf_counter() - t
+
+    def _system(self, E):
+        """The constrained system at moduli E: the elastic one plus the change of the elements
+        whose modulus differs from E0, so that an iteration costs a sparse product of the few
+        damaged elements instead of a reassembly (and keeps the plate coupling T^T K T)."""
+        if self._lin_E is E:
+            return self._lin
+        if self._lin0 is None:
+            m = model_with_moduli(self.model, self.be.to_host(self.E0))
+            _, data = assembly.assemble_stiffness(m, self.be, self.pattern)
+            K = assembly.to_matrix(self.pattern, data, self.be)
+            self._lin0 = analysis._constrain(m, self.sysm, K, self.be)
+            lin = self._lin0
+            keep = np.ones(lin.n_eq, dtype=bool)
+            keep[np.concatenate([np.asarray(self.sysm.fixed_dofs, dtype=np.int64),
+                                 analysis._dead_dofs(self.model, self.sysm)])] = False
+            self._keep = keep
+            g = np.zeros(lin.n_eq)
+            g[self.sysm.fixed_dofs] = self.g0
+            self._g_full = g
+            self._lin, self._lin_E = lin, E
+            if E is self.E0:
+                return lin
+        dE = self.be.to_host(E) - self.be.to_host(self.E0)
+        changed = np.nonzero(dE != 0.0)[0]
+        if not len(changed):
+            self._lin, self._lin_E = self._lin0, E
+            return self._lin0
+        self._lin = _Perturbed(self._lin0, self._delta(changed, dE[changed]), self._keep,
+                               self._g_full, self.sysm.fixed_dofs, self.be)
+        self._lin_E = E
+        return self._lin
+
+    def _delta(self, elements, dE):
+        """T^T dK T of the stiffness change dK = sum_e dE_e Ke(E=1) (host CSR)."""
+        import scipy.sparse as sp
+
+        model = self.model
+        rows, cols, vals = [], [], []
+        nu_all = np.asarray(model.nu)
+        bbar_all = model.bbar_mask()
+        for b in model.blocks:
+            sel = (elements >= b.start) & (elements < b.stop)
+            if not sel.any():
+                continue
+            el = elements[sel]
+            conn = b.conn[el - b.start]
+            G, det = elastic.gradients(model.points[conn], b.etype.dN)
+            wdet = det * b.etype.weights
+            lam, mu = assembly.lame(dE[sel], nu_all[el])
+            Ke = elastic.stiffness_matrices(G, wdet, lam, mu,
+                                            bbar_all[el] if b.type == "hex8" else None)
+            k = conn.shape[1]
+            dof = (3 * conn[:, :, None] + np.arange(3)).reshape(len(el), 3 * k)
+            rows.append(np.repeat(dof, 3 * k, axis=1).ravel())
+            cols.append(np.tile(dof, (1, 3 * k)).ravel())
+            vals.append(Ke.reshape(len(el), 3 * k, 3 * k).ravel())
+        n3 = 3 * model.n_nodes
+        dK = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                           shape=(n3, n3))
+        T = self._lin0.T
+        if T is not None:
+            Th = self.be.sparse_to_host(T) if self.be.name != "numpy" else T
+            dK = (Th.T @ dK @ Th).tocsr()
+        return dK
+
+    def solve(self, E, guess):
+        lin = self._system(E)
+        xp = self.xp
+        if self.use_direct:
+            z = direct(lin.matrix() if isinstance(lin, _Perturbed) else lin.K, lin.rhs)
+        else:
+            op = lin if isinstance(lin, _Perturbed) else self._op0()
+            z, _, _ = cg(op, lin.rhs, x0=guess, rtol=self.rtol, M=self.M)
+        if len(self.sysm.fixed_dofs):
+            z[self.fixed] = xp.asarray(self.g0, dtype=z.dtype)
+        return z
+
+    def _op0(self):
+        if self.be.name == "numpy":
+            from .parallel import RowSplit
+
+            return RowSplit(self._lin0.K)
+        return self._lin0.K
+
+    def scale(self, z, lam):
+        return z * lam
+
+    def set_control_sets(self, upper: str, lower: str):
+        w = self._set_weights(upper, lower).ravel()
+        T = self._lin0.T
+        if T is not None:
+            w = (self.be.sparse_to_host(T) if self.be.name != "numpy" else T).T @ w
+        self._a = self.xp.asarray(w)
+
+    def control_of(self, z) -> float:
+        if getattr(self, "_a", None) is not None:
+            return float(self.xp.dot(self._a, z))
+        if self.mode == "load":
+            return float(self.xp.dot(self.f_red, z)) / self.F0
+        g = self.be.to_host(z[self.fixed])
+        return float(g @ self.g0) / float(self.g0 @ self.g0) * self.gmax
+
+    def _displacement(self, z):
+        lin = self._lin
+        n3 = 3 * self.model.n_nodes
+        return (lin.T @ z if lin.T is not None else z)[:n3].reshape(-1, 3)
+
+    def measure(self, z):
+        strain = element_strains(self.model, self._displacement(z), self.xp)
+        return normalised_strain(strain, self.eps_c, self.eps_t)
+
+    def _reactions(self, lin, z, lam):
+        if not len(self.sysm.fixed_dofs):
+            return self.xp.zeros(0)
+        return lin.K_rows @ z - lam * lin.f[self.fixed]
+
+    def residual(self, E_new, z, lam) -> float:
+        lin = self._system(E_new)
+        xp = self.xp
+        R = lin.K @ z - lam * lin.rhs
+        scale = float(xp.linalg.norm(lam * lin.f)) + float(
+            xp.linalg.norm(self._reactions(lin, z, lam)))
+        return float(xp.linalg.norm(R)) / max(scale, 1e-300)
+
+    def force(self, lin, z, lam) -> float:
+        if self.mode == "load":
+            return lam * self.F0
+        r = self.be.to_host(self._reactions(lin, z, lam))
+        return float(-(r @ self.g0)) / self.gmax
+
+    def step(self, index, z, lam, E, kappa, *, iterations, residual, linear_solves) -> Step:
+        lin = self._system(E)
+        E_h = self.be.to_host(E)
+        m = model_with_moduli(self.model, E_h)
+        sysm = dataclasses.replace(self.sysm, f=lam * np.asarray(self.sysm.f),
+                                   fixed_values=lam * self.g0)
+        info = SolveInfo(solver=self.solver_name, backend=self.be.name, n_dof=self.n_dof,
+                         n_equations=self.n_eq, residual=residual, iterations=iterations)
+        result = Result(m, self._displacement(z), backend=self.be, system=sysm,
+                        reaction_dofs=self.sysm.fixed_dofs,
+                        reaction_values=self._reactions(lin, z, lam),
+                        plate_dofs=z[3 * self.model.n_nodes:] if lin.T is not None else None,
+                        info=info)
+        result.extra_cell_fields = self._state_fields(E, kappa, self.E0)
+        control = self.control_of(z)
+        return Step(index, lam, abs(control), abs(self.force(lin, z, lam)), iterations, residual,
+                    result, int(result.extra_cell_fields["failed"].sum()), linear_solves)
+
+
+class _Perturbed:
+    """The constrained elastic system plus a change dK (damaged elements): ``K = K0 + D dK D``
+    with D zeroing the eliminated dofs (their rows keep K0's scaled identity), the right-hand
+    side and the reaction rows corrected alike. Acts as CG's operator (``matvec``)."""
+
+    def __init__(self, lin0, dK, keep, g_full, fixed, be):
+        self.lin0, self.be = lin0, be
+        xp = be.xp
+        import scipy.sparse as sp
+
+        Dk = sp.diags(keep.astype(float))
+        dKc = (Dk @ dK @ Dk).tocsr()
+        self.dK_rows = dK[np.asarray(fixed, dtype=np.int64)] if len(fixed) else None
+        self.dKg = keep * (dK @ g_full)
+        if be.name != "numpy":
+            dKc = be.sparse.csr_matrix(dKc)
+            if self.dK_rows is not None:
+                self.dK_rows = be.sparse.csr_matrix(self.dK_rows)
+        self.dKc = dKc
+        self.rhs = lin0.rhs - xp.asarray(self.dKg)
+        self.f, self.T = lin0.f, lin0.T
+        self.n_eq = lin0.n_eq
+        if be.name == "numpy":
+            from .parallel import RowSplit
+
+            self._K0 = RowSplit(lin0.K)
+        else:
+            self._K0 = lin0.K
+
+    @property
+    def K(self):
+        return self
+
+    @property
+    def shape(self):
+        return self.lin0.K.shape
+
+    def matvec(self, x):
+        return self._K0 @ x + self.dKc @ x
+
+    def __matmul__(self, x):
+        return self.matvec(x)
+
+    @property
+    def K_rows(self):
+        return _RowsSum(self.lin0.K_rows, self.dK_rows)
+
+    def matrix(self):
+        """K0 + D dK D as one sparse matrix (for the direct solver)."""
+        return (self.lin0.K.tocsr() + self.dKc).tocsr()
+
+
+class _RowsSum:
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+    def __matmul__(self, x):
+        return self.a @ x + (self.b @ x if self.b is not None else 0.0)
+
+
+def element_strains(model, u, xp):
+    """Element-average small strains (n_elements, 6) (Voigt, tensor shear) of displacements u
+    (n_nodes, 3) on ``xp``, by the stiffness quadrature."""
+    from .result import _to_voigt
+
+    pts = xp.asarray(model.points)
+    bbar_all = xp.asarray(model.bbar_mask())
+
+    def one(item):
+        bi, sl = item
+        b = model.blocks[bi]
+        G, wdet, _ = assembly.element_geometry(model, bi, sl, xp, pts)
+        gsl = slice(b.start + sl.start, b.start + sl.stop)
+        bbar = bbar_all[gsl] if b.type == "hex8" else None
+        eps = elastic.strains(G, wdet, u[xp.asarray(b.conn[sl])], bbar)
+        w = wdet / wdet.sum(axis=1)[:, None]
+        return _to_voigt((eps * w[:, :, None, None]).sum(axis=1), xp)
+
+    work = assembly.chunks(model, xp, per_element=96)
+    parts = list(map_ordered(one, work) if xp is np else map(one, work))
+    return xp.concatenate(parts)
+
+
+class VoxelSystem(_Base):
+    """Secant solves on the matrix-free voxel multigrid (module docstring)."""
+
+    def __init__(self, model, law, sysm, grid, be, *, rtol, control):
+        from .gmg import GridProblem, VoxelSolver
+
+        t = time.perf_counter()
+        self.model, self.sysm, self.grid, self.be, self.xp = model, sysm, grid, be, be.xp
+        xp = self.xp
+        self.rtol = rtol
+        self.n_dof = model.n_dof
+        self.n_eq = model.n_dof - len(sysm.fixed_dofs)
+        self.solver_name = "gmg"
+        self.mode = _control_mode(sysm, control)
+        nz1, ny1, nx1 = grid.node_shape
+        fd = np.asarray(sysm.fixed_dofs, dtype=np.int64)
+        self.fd = fd
+        gnode = grid.node_index[fd // 3]
+        self.fixed_flat = xp.asarray(3 * gnode + fd % 3)
+        bits = np.zeros(nz1 * ny1 * nx1, dtype=np.uint8)
+        np.bitwise_or.at(bits, gnode, (1 << (fd % 3)).astype(np.uint8))
+        self.g0 = np.asarray(sysm.fixed_values, dtype=float)
+        u0 = None
+        if len(fd) and np.any(self.g0 != 0.0):
+            u0 = np.zeros(3 * nz1 * ny1 * nx1)
+            u0[3 * gnode + fd % 3] = self.g0
+            u0 = xp.asarray(u0.reshape(nz1, ny1, nx1, 3))
+        f = np.asarray(sysm.f)[:3 * model.n_nodes]
+        nzf = np.nonzero(f)[0]
+        self.load_index = xp.asarray(3 * grid.node_index[nzf // 3] + nzf % 3)
+        self.load_value = xp.asarray(f[nzf])
+        self.f_fixed = xp.asarray(np.asarray(sysm.f)[fd])
+        E0 = grid.moduli(model.E)
+        self.free = xp.asarray(((bits & 7) == 0).astype(np.float64))  # per node, all dofs free
+        self.bits = xp.asarray(bits)
+        problem = GridProblem(E=xp.asarray(E0), nu=grid.nu, spacing=grid.spacing,
+                              bits=xp.asarray(bits.reshape(nz1, ny1, nx1)),
+                              load_index=self.load_index, load_value=self.load_value, u0=u0,
+                              bbar=grid.bbar)
+        self.solver = VoxelSolver(problem, xp)
+        self._E_set = None
+        h = float(np.cbrt(np.prod(grid.spacing)))
+
+        def on_grid(a, empty):
+            g = np.full(int(np.prod(grid.shape)), empty, dtype=float)
+            g[grid.element_index] = a
+            nx, ny, nz = grid.shape
+            return g.reshape(nz, ny, nx)
+
+        law_g = dataclasses.replace(
+            law, yield_strain_compression=on_grid(law.yield_strain_compression, np.inf).ravel(),
+            yield_strain_tension=on_grid(law.yield_strain_tension, np.inf).ravel(),
+            residual=on_grid(law.residual, 1.0).ravel(),
+            softening_strain=on_grid(law.softening_strain, 1.0).ravel(),
+            kappa0=on_grid(law.kappa0, 0.0).ravel())
+        self._setup_law(law_g, h, E0.ravel())
+        self.E0 = xp.reshape(self.E0, E0.shape)
+        for name in ("eps_c", "eps_t", "rho", "ks", "kappa0"):
+            setattr(self, name, xp.reshape(getattr(self, name), E0.shape))
+        self.element_index = xp.asarray(grid.element_index)
+        if self.mode == "load":
+            self.F0, self.control_name = _resultant(model, sysm)
+        else:
+            self.gmax = float(np.max(np.abs(self.g0)))
+            self.control_name = "prescribed displacement (mm)"
+        self.setup_time = time.perf_counter() - t
+
+    def _set(self, E):
+        if self._E_set is not E:
+            self.solver.set_moduli(E)
+            self._E_set = E
+
+    def solve(self, E, guess):
+        self._set(E)
+        u, _ = self.solver.solve(rtol=self.rtol, x0=guess)
+        return u
+
+    def set_control_sets(self, upper: str, lower: str):
+        w = self._set_weights(upper, lower)
+        nodes = np.nonzero(np.abs(w).sum(axis=1) > 0)[0]
+        idx = (3 * self.grid.node_index[nodes][:, None] + np.arange(3)).ravel()
+        self._a_index = self.xp.asarray(idx)
+        self._a_value = self.xp.asarray(w[nodes].ravel())
+
+    def control_of(self, u) -> float:
+        xp = self.xp
+        flat = xp.reshape(u, (-1,))
+        if getattr(self, "_a_index", None) is not None:
+            return float(xp.sum(flat[self._a_index] * self._a_value))
+        if self.mode == "load":
+            return float(xp.sum(flat[self.load_index] * self.load_value)) / self.F0
+        g = self.be.to_host(flat[self.fixed_flat])
+        return float(g @ self.g0) / float(self.g0 @ self.g0) * self.gmax
+
+    def measure(self, u):
+        return normalised_strain(grid_strains(u, self.grid.spacing, self.xp), self.eps_c.ravel(),
+                                 self.eps_t.ravel()).reshape(self.E0.shape)
+
+    def _Au(self, E, u):
+        self._set(E)
+        return self.xp.reshape(self.solver.apply(u), (-1,))
+
+    def _reactions(self, Au, lam):
+        if not len(self.fd):
+            return self.xp.zeros(0)
+        return Au[self.fixed_flat] - lam * self.f_fixed
+
+    def residual(self, E_new, u, lam) -> float:
+        xp = self.xp
+        Au = self._Au(E_new, u)
+        R = xp.reshape(Au, (-1, 3)) * self.free[:, None]
+        R = xp.reshape(R, (-1,))
+        if self.load_index.shape[0]:
+            free_at = xp.repeat(self.free, 3)[self.load_index]
+            R[self.load_index] -= lam * self.load_value * free_at
+        scale = float(xp.linalg.norm(lam * self.load_value)) + float(
+            xp.linalg.norm(self._reactions(Au, lam)))
+        return float(xp.linalg.norm(R)) / max(scale, 1e-300)
+
+    def step(self, index, u, lam, E, kappa, *, iterations, residual, linear_solves) -> Step:
+        xp = self.xp
+        Au = self._Au(E, u)
+        r = self._reactions(Au, lam)
+        ei = self.element_index
+        E_el = xp.reshape(E, (-1,))[ei]
+        m = model_with_moduli(self.model, self.be.to_host(E_el))
+        sysm = dataclasses.replace(self.sysm, f=lam * np.asarray(self.sysm.f),
+                                   fixed_values=lam * self.g0)
+        flat = xp.reshape(u, (-1, 3))
+        node_index = xp.asarray(self.grid.node_index)
+        un = flat[xp.maximum(node_index, 0)] * xp.asarray(self.grid.node_index >= 0)[:, None]
+        info = SolveInfo(solver="gmg", backend=self.be.name, n_dof=self.n_dof,
+                         n_equations=self.n_eq, residual=residual, iterations=iterations)
+        result = Result(m, un, backend=self.be, system=sysm, reaction_dofs=self.sysm.fixed_dofs,
+                        reaction_values=r, info=info)
+        result.extra_cell_fields = self._state_fields(
+            E_el, xp.reshape(kappa, (-1,))[ei], xp.reshape(self.E0, (-1,))[ei])
+        if self.mode == "load":
+            force = lam * self.F0
+        else:
+            force = float(-(self.be.to_host(r) @ self.g0)) / self.gmax
+        return Step(index, lam, abs(self.control_of(u)), abs(force), iterations, residual, result,
+                    int(result.extra_cell_fields["failed"].sum()), linear_solves)
+
+
+def grid_strains(u, spacing, xp):
+    """Volume-average strains (n_voxels, 6) of every voxel of a grid displacement u
+    (nz+1, ny+1, nx+1, 3), voxels in flat order i + nx (j + ny k). The average of a trilinear
+    field's gradient over a box is the mean of its four edge differences along each axis."""
+    hx, hy, hz = spacing
+
+    def avg_kj(d):  # average over the 4 edges: the two other axes' node pairs
+        return 0.25 * (d[:-1, :-1] + d[1:, :-1] + d[:-1, 1:] + d[1:, 1:])
+
+    dx = u[:, :, 1:, :] - u[:, :, :-1, :]  # (nz+1, ny+1, nx, 3)
+    gx = avg_kj(dx) / hx  # d u_c / dx
+    dy = u[:, 1:, :, :] - u[:, :-1, :, :]  # (nz+1, ny, nx+1, 3)
+    gy = 0.25 * (dy[:-1, :, :-1] + dy[1:, :, :-1] + dy[:-1, :, 1:] + dy[1:, :, 1:]) / hy
+    dz = u[1:, :, :, :] - u[:-1, :, :, :]  # (nz, ny+1, nx+1, 3)
+    gz = 0.25 * (dz[:, :-1, :-1] + dz[:, 1:, :-1] + dz[:, :-1, 1:] + dz[:, 1:, 1:]) / hz
+    n = gx.shape[0] * gx.shape[1] * gx.shape[2]
+    gx, gy, gz = (xp.reshape(g, (n, 3)) for g in (gx, gy, gz))
+    # Voigt xx, yy, zz, xy, yz, xz (tensor shear)
+    return xp.stack([gx[:, 0], gy[:, 1], gz[:, 2], 0.5 * (gy[:, 0] + gx[:, 1]),
+                     0.5 * (gz[:, 1] + gy[:, 2]), 0.5 * (gz[:, 0] + gx[:, 2])], axis=1)
+
+
+__all__ = ["AssembledSystem", "VoxelSystem", "make_system", "element_strains", "grid_strains",
+           "math"]

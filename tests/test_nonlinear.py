@@ -1,0 +1,200 @@
+"""The damage pushover (fem.nonlinear): analytic bars, consistency with the linear solve, the
+voxel and assembled paths and the device branches agreeing, the damaged state, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse
+import scipy.sparse.linalg
+
+import fem
+from fem import nonlinear_systems
+from fem.kernels.backend import Backend
+from fem.meshes.blocks import hex_block, tet_block
+from fem.nonlinear import DamageLaw, secant_ratio, solve_nonlinear, stress_fraction
+from fem.result import principal
+
+E0, NU = 100.0, 0.3
+EYC, EYT = 0.008, 0.006
+RHO, SOFT = 0.5, 0.01
+L = 4.0  # bar length (mm), cross-section 2 x 2 mm
+STANDIN = Backend("scipy-as-device", np, scipy.sparse, scipy.sparse.linalg,
+                  note="SciPy standing in for cupyx")
+
+
+def _bar(sign: float, n=(2, 2, 4), kind="hex8"):
+    """A free-standing 2 x 2 x 4 mm bar with symmetry supports, pulled (sign +1) or pushed (-1)
+    at its top: uniform strain, so every element follows the 1-D law."""
+    if kind == "hex8":
+        m = hex_block(n, (2.0, 2.0, L), E=E0, nu=NU)
+    else:
+        m = tet_block(n, (2.0, 2.0, L), order=1, E=E0, nu=NU)
+    m.add(fem.Displacement("xmin", (0.0, None, None)), fem.Displacement("ymin", (None, 0.0, None)),
+          fem.Displacement("zmin", (None, None, 0.0)),
+          fem.Displacement("zmax", (None, None, sign * 0.1)))
+    return m
+
+
+def _law(m, **kw):
+    p = dict(yield_strain_compression=EYC, yield_strain_tension=EYT, residual=RHO,
+             softening_strain=SOFT, reference_size=1.0) | kw
+    return DamageLaw.uniform(m.n_elements, **p)
+
+
+@pytest.mark.parametrize("solver", ["direct", "gmg", "amg"])
+@pytest.mark.parametrize("sign", [-1.0, 1.0])
+def test_uniform_bar_follows_the_law(sign, solver):
+    """Yield at A E eps_y (asymmetric), then every step's force is A E eps_y s(kappa)."""
+    m = _bar(sign)
+    law = _law(m)
+    res = solve_nonlinear(m, law, solver=solver, max_steps=12, stop_ratio=0.3)
+    eps_y = EYC if sign < 0 else EYT
+    A = 4.0
+    first = res.steps[0]
+    assert first.force == pytest.approx(A * E0 * eps_y, rel=1e-6)
+    assert first.control == pytest.approx(eps_y * L, rel=1e-6)
+    ks = law.kappa_s(np.array([1.0]))[0]
+    for st in res.steps:
+        kappa = st.control / L / eps_y
+        expected = A * E0 * eps_y * float(stress_fraction(np.array([kappa]), ks, RHO)[0])
+        assert st.force == pytest.approx(expected, rel=1e-6)
+    assert res.peak_load == pytest.approx(A * E0 * eps_y, rel=1e-6)
+    assert res.peak_reached and res.steps[-1].force < 0.9 * res.peak_load
+    # the state: uniform damage 1 - s/kappa, every element failed
+    last = res.steps[-1]
+    kappa = last.control / L / eps_y
+    d = last.result.extra_cell_fields["damage"]
+    assert np.allclose(d, 1.0 - float(secant_ratio(np.array([kappa]), ks, RHO)[0]), atol=1e-6)
+    assert last.n_failed == m.n_elements
+    # energy to failure: the triangle up to the peak
+    assert res.energy_to_failure == pytest.approx(0.5 * A * E0 * eps_y * eps_y * L, rel=1e-6)
+
+
+def test_crack_band_scales_the_softening_with_element_size():
+    """Halving the element size doubles the softening strain (the band energy stays)."""
+    law = DamageLaw.uniform(2, yield_strain_compression=0.01, yield_strain_tension=0.01,
+                            residual=0.2, softening_strain=0.02, reference_size=2.0)
+    ks = law.kappa_s(np.array([2.0, 1.0]))
+    assert ks[0] - 1.0 == pytest.approx(2.0)
+    assert ks[1] - 1.0 == pytest.approx(4.0)
+
+
+def test_damaged_bar_reloads_along_its_secant_to_its_residual_strength():
+    """A pre-damaged bar (modulus ratio 0.2) is linear at 0.2 E0 up to the residual stress,
+    then carries it: it lost 80 % of its stiffness but only 1 - RHO of its strength."""
+    m = _bar(-1.0)
+    law = _law(m)
+    k0 = law.kappa_for_modulus_ratio(np.full(m.n_elements, 0.2), np.ones(m.n_elements))
+    assert np.allclose(secant_ratio(k0, law.kappa_s(np.ones(m.n_elements)), law.residual), 0.2)
+    res = solve_nonlinear(m, law.with_kappa0(k0), solver="direct", max_steps=6)
+    first = res.steps[0]
+    A = 4.0
+    assert first.force == pytest.approx(A * E0 * RHO * EYC, rel=1e-6)  # residual strength
+    assert first.force / first.control == pytest.approx(0.2 * E0 * A / L, rel=1e-6)
+    # on the plateau the force stays (perfectly plastic-like), it does not fall
+    assert all(st.force == pytest.approx(first.force, rel=1e-6) for st in res.steps)
+
+
+def test_below_first_yield_the_answer_is_the_linear_one():
+    m = hex_block((3, 3, 5), (6.0, 6.0, 10.0), distort=0.15, E=300.0, nu=0.3)
+    rng = np.random.default_rng(1)
+    m.set_material(None, E=rng.uniform(100.0, 400.0, m.n_elements), nu=0.3)
+    m.add(fem.Fixed("zmin"), fem.RigidPlate("zmax", force=(0.0, 0.0, -50.0),
+                                           moment=(40.0, 0.0, 0.0), name="plate"))
+    law = DamageLaw.uniform(m.n_elements, yield_strain_compression=0.008,
+                            yield_strain_tension=0.007, residual=0.6, softening_strain=0.02)
+    res = solve_nonlinear(m, law, solver="direct", max_steps=2)
+    lin = fem.solve(m, solver="direct")
+    st = res.steps[0]
+    u = st.result.displacement
+    assert np.abs(u - st.load_factor * lin.displacement).max() < 1e-10 * np.abs(u).max()
+    # first yield: the most strained element sits exactly at its yield strain
+    eps = principal(nonlinear_systems.element_strains(m, u, np))
+    r = np.maximum(-eps[:, 2] / 0.008, eps[:, 0] / 0.007)
+    assert r.max() == pytest.approx(1.0, rel=1e-8)
+    # proportional loading: force and moment in the load case's ratio
+    assert st.force == pytest.approx(st.load_factor * 50.0)
+    assert np.allclose(st.result.applied_total(), st.load_factor * np.array([0, 0, -50.0]))
+
+
+def _heterogeneous_voxels():
+    rng = np.random.default_rng(3)
+    E = rng.uniform(60.0, 140.0, (4, 4, 6))
+    vm = fem.VoxelModel(E, spacing=(1.0, 1.0, 1.0), nu=0.3)
+    vm.add(fem.Fixed("zmin"), fem.Displacement("zmax", (0.0, 0.0, -0.1)))
+    return vm.to_model()
+
+
+def test_voxel_and_assembled_paths_agree():
+    """Matrix-free multigrid (secant moduli swapped on the grid) and the assembled direct path
+    give the same curve on a heterogeneous voxel block, past its peak."""
+    m = _heterogeneous_voxels()
+    law = DamageLaw.uniform(m.n_elements, yield_strain_compression=0.008,
+                            yield_strain_tension=0.007, residual=0.6, softening_strain=0.02)
+    kw = dict(max_steps=8, first_step=0.01, max_step=0.01, tol=1e-3, rtol=1e-9)
+    a = solve_nonlinear(m, law, solver="direct", **kw)
+    v = solve_nonlinear(m, law, solver="gmg", **kw)
+    assert v.info["solver"] == "gmg" and a.info["solver"] == "direct"
+    n = min(len(a.steps), len(v.steps))
+    assert n >= 4
+    ca, cv = a.curve[:n + 1], v.curve[:n + 1]
+    assert np.allclose(ca[:, 0], cv[:, 0], rtol=1e-9)
+    assert np.abs(ca[:, 1] - cv[:, 1]).max() < 2e-3 * a.peak_load
+    # every step is in equilibrium to tol: the base's reaction balances the platen's
+    for st in v.steps:
+        assert st.residual <= 1e-3
+        assert abs(st.result.reaction_total()[2]) <= 2e-3 * st.force
+
+
+def test_device_branches_give_the_numpy_answer(monkeypatch):
+    """The assembled path down the branches CuPy takes (CSR, no threads), SciPy standing in."""
+    m = tet_block((2, 2, 3), (4.0, 4.0, 6.0), order=2, E=200.0, nu=0.3)
+    m.add(fem.Fixed("zmin"), fem.RigidPlate("zmax", force=(0.0, 0.0, -20.0), name="plate"))
+    law = DamageLaw.uniform(m.n_elements, yield_strain_compression=0.008,
+                            yield_strain_tension=0.007, residual=0.6, softening_strain=0.02)
+    ref = solve_nonlinear(m, law, solver="cg", rtol=1e-10, tol=1e-4, max_steps=5)
+    monkeypatch.setattr(nonlinear_systems, "get_backend", lambda name: STANDIN)
+    dev = solve_nonlinear(m, law, backend="cupy", solver="cg", rtol=1e-10, tol=1e-4,
+                          max_steps=5)
+    assert dev.info["backend"] == STANDIN.name
+    assert np.allclose(dev.curve, ref.curve, rtol=1e-7, atol=1e-9)
+
+
+def test_write_series(tmp_path):
+    m = _bar(-1.0)
+    res = solve_nonlinear(m, _law(m), solver="direct", max_steps=3)
+    pvd = res.write_series(tmp_path / "steps")
+    assert pvd.exists() and len(list((tmp_path / "steps").glob("step_*.vtu"))) == len(res.steps)
+    import meshio
+
+    mesh = meshio.read(tmp_path / "steps" / "step_0002.vtu")
+    assert "damage" in mesh.cell_data and "failed" in mesh.cell_data
+    table = res.curve_table()
+    assert list(table.columns[:3]) == ["step", "displacement_mm", "force_n"]
+
+
+def test_errors_name_the_fault():
+    m = _bar(-1.0)
+    with pytest.raises(fem.MaterialError, match="elements"):
+        solve_nonlinear(m, DamageLaw.uniform(3, yield_strain_compression=0.01,
+                                             yield_strain_tension=0.01, residual=0.5,
+                                             softening_strain=0.01))
+    with pytest.raises(fem.MaterialError, match="residual"):
+        DamageLaw.uniform(3, yield_strain_compression=0.01, yield_strain_tension=0.01,
+                          residual=1.5, softening_strain=0.01)
+    with pytest.raises(fem.MaterialError, match="needs a material law"):
+        solve_nonlinear(m)
+    # every element elastic: nothing can yield
+    el = DamageLaw.uniform(m.n_elements, yield_strain_compression=np.inf,
+                           yield_strain_tension=np.inf, residual=0.5, softening_strain=0.01)
+    with pytest.raises(fem.MaterialError, match="yield"):
+        solve_nonlinear(m, el)
+    # a step that cannot converge in the iterations allowed, before any peak: ConvergenceError
+    # naming the step and the load reached
+    h = _heterogeneous_voxels()
+    law = DamageLaw.uniform(h.n_elements, yield_strain_compression=0.008,
+                            yield_strain_tension=0.007, residual=0.05, softening_strain=0.001)
+    with pytest.raises(fem.ConvergenceError, match=r"step 2 did not converge.*N"):
+        solve_nonlinear(h, law, solver="direct", max_iterations=2, tol=1e-9, rtol=1e-10,
+                        min_step=0.01)
