@@ -77,6 +77,12 @@ YIELD_TENSION = 0.0078
 #: anterior and posterior bands for the body heights, as a fraction of the depth
 HEIGHT_BAND = 0.15
 
+#: the columns of a level's damage pushover (:func:`add_pushover`; NaN where none was run):
+#: its peak load (N, the level's strength within the segment), the level's shortening at the
+#: peak (mm), the energy to failure (mJ), applied load / strength, and 1.0 where the curve fell
+#: after its peak (0.0: the analysis stopped first and the strength is a lower bound)
+PUSHOVER_COLUMNS = ("strength_pushover_n", "displacement_at_peak_mm", "energy_to_failure_mj",
+                    "factor_of_risk_pushover", "pushover_peak_reached")
 COLUMNS = (
     "level", "load_n", "stiffness_n_per_mm", "strength_pistoia_n", "strength_strain_n",
     "factor_of_risk", "factor_of_risk_strain", "endplate_bulge_superior_mm",
@@ -84,7 +90,7 @@ COLUMNS = (
     "load_share_cortex", "load_share_trabecular", "load_share_cement", "height_anterior_mm",
     "height_posterior_mm", "wedge_angle_deg", "cement_volume_ml", "fill_fraction", "leak_ml",
     "leak_locations",
-)
+) + PUSHOVER_COLUMNS
 
 
 class MetricsError(ModelError):
@@ -418,6 +424,25 @@ def level_metrics(result, *, levels=None, load: float | None = None):
     return df
 
 
+def add_pushover(table, level: str, res):
+    """Write the :data:`PUSHOVER_COLUMNS` of ``level`` into its row of a :func:`level_metrics`
+    ``table`` (in place) from ``res``, a :class:`~fem.nonlinear_result.NonlinearResult` of
+    :func:`fem.strength.pushover` with ``level=level``. The factor of risk is the row's
+    ``load_n`` over the peak load."""
+    sel = table["level"] == level
+    if not sel.any():
+        raise SetError(f"level {level!r} is not in the table (levels: "
+                       f"{', '.join(table['level'])})")
+    peak = float(res.peak_load)
+    load = table.loc[sel, "load_n"].astype(float)
+    table.loc[sel, "strength_pushover_n"] = peak
+    table.loc[sel, "displacement_at_peak_mm"] = float(res.displacement_at_peak)
+    table.loc[sel, "energy_to_failure_mj"] = float(res.energy_to_failure)
+    table.loc[sel, "factor_of_risk_pushover"] = load / peak if peak > 0 else math.nan
+    table.loc[sel, "pushover_peak_reached"] = 1.0 if res.peak_reached else 0.0
+    return table
+
+
 def disc_metrics(result):
     """One row per disc: ``disc``, ``nucleus_pressure_mpa`` (volume-mean -tr(sigma)/3) and
     ``annulus_max_von_mises_mpa`` (NaN where the part is missing)."""
@@ -447,6 +472,7 @@ def disc_metrics(result):
 KEYS = ["state", "load_case", "level"]
 #: the changes :class:`Comparison` prints (its ``table`` has them for every numeric metric)
 HEADLINE = ("stiffness_n_per_mm", "strength_pistoia_n", "strength_strain_n", "factor_of_risk",
+            "strength_pushover_n", "factor_of_risk_pushover",
             "endplate_bulge_superior_mm", "endplate_bulge_inferior_mm", "disc_pressure_mpa",
             "load_share_cortex", "height_anterior_mm", "wedge_angle_deg")
 
@@ -509,13 +535,18 @@ class Comparison:
         to the ``fractured`` state (NaN without one) and to the reference state."""
         level = self._level()
         t = self.table
-        cols = ["stiffness_n_per_mm", "strength_pistoia_n", "strength_strain_n"]
+        names = {"stiffness_n_per_mm": "stiffness", "strength_pistoia_n": "strength_pistoia",
+                 "strength_strain_n": "strength_strain"}
+        if _has_values(t, "strength_pushover_n"):  # tables without a pushover stay as they were
+            names["strength_pushover_n"] = "strength_pushover"
+        cols = list(names)
         rows = t[t["level"] == level][KEYS + cols].reset_index(drop=True)
         for base, tag in ((self.fractured, "fractured"), (self.reference, "reference")):
             ref = t[(t["state"] == base) & (t["level"] == level)][["load_case"] + cols]
             merged = rows[["load_case"]].merge(ref, on="load_case", how="left")
-            for c, name in zip(cols, ("stiffness", "strength_pistoia", "strength_strain")):
-                rows[f"{name}_ratio_{tag}"] = rows[c].to_numpy() / merged[c].to_numpy()
+            for c, name in names.items():
+                rows[f"{name}_ratio_{tag}"] = (rows[c].to_numpy(dtype=float)
+                                               / merged[c].to_numpy(dtype=float))
         return rows
 
     @cached_property
@@ -529,6 +560,10 @@ class Comparison:
         i = self.levels.index(level)
         t = self.table
         base = self._baseline()
+        near = [self.levels[j] for j in (i - 1, i + 1) if 0 <= j < len(self.levels)]
+        # the pushover's factor of risk where a neighbour had one (strength_levels = "all")
+        risks = ["factor_of_risk"] + (["factor_of_risk_pushover"] if _has_values(
+            t[t["level"].isin(near)], "factor_of_risk_pushover") else [])
         parts = []
         for pos, j, endplate in (("above", i - 1, "inferior"), ("below", i + 1, "superior")):
             if not (0 <= j < len(self.levels)):
@@ -537,7 +572,7 @@ class Comparison:
             upper = nb if pos == "above" else level
             disc = f"{nb}-{level}" if pos == "above" else f"{level}-{nb}"
             sel = t[t["level"] == nb][["state", "load_case", "factor_of_risk"]
-                                      + [f"endplate_bulge_{endplate}_mm"]]
+                                      + [f"endplate_bulge_{endplate}_mm"] + risks[1:]]
             press = t[t["level"] == upper][["state", "load_case", "disc_pressure_mpa"]]
             df = sel.merge(press, on=["state", "load_case"], how="left")
             df = df.rename(columns={f"endplate_bulge_{endplate}_mm": "endplate_bulge_mm"})
@@ -545,10 +580,10 @@ class Comparison:
             df.insert(3, "position", pos)
             df.insert(5, "endplate", f"{nb}/{endplate}")
             df.insert(7, "disc", disc)
-            ref = df[df["state"] == base][["load_case", "factor_of_risk", "endplate_bulge_mm",
-                                           "disc_pressure_mpa"]]
+            changed = risks + ["endplate_bulge_mm", "disc_pressure_mpa"]
+            ref = df[df["state"] == base][["load_case"] + changed]
             merged = df[["load_case"]].merge(ref, on="load_case", how="left")
-            for c in ("factor_of_risk", "endplate_bulge_mm", "disc_pressure_mpa"):
+            for c in changed:
                 df[f"{c}_change_pct"] = _change(df[c], merged[c].set_axis(df.index))
             parts.append(df)
         if not parts:
@@ -558,6 +593,8 @@ class Comparison:
                  "factor_of_risk_change_pct", "endplate", "endplate_bulge_mm",
                  "endplate_bulge_mm_change_pct", "disc", "disc_pressure_mpa",
                  "disc_pressure_mpa_change_pct"]
+        for c in risks[1:]:
+            order += [c, f"{c}_change_pct"]
         return pd.concat(parts, ignore_index=True)[order]
 
     def __str__(self) -> str:
@@ -584,6 +621,13 @@ class Comparison:
                     f"pressure MPa; change % relative to {self._baseline()!r})",
                     ar.to_string(**fmt)]
         return "\n".join(out)
+
+
+def _has_values(table, column: str) -> bool:
+    """Whether ``table`` has ``column`` with a number in it (stores written before the pushover
+    lack its columns; runs without one hold NaN there)."""
+    return column in table.columns and bool(
+        np.isfinite(np.asarray(table[column], dtype=float)).any())
 
 
 def _treated_level(states: dict) -> str | None:

@@ -366,3 +366,39 @@ def test_compare_errors_name_the_fix(three_states):
     assert "treated_level=" in str(no_cement)
     with pytest.raises(fem.ModelError, match="levels"):
         metrics.level_metrics(three_states["intact"], levels=["L4"])
+
+
+def test_comparison_lists_the_pushover_strength_where_there_is_one():
+    """collapse_prevention and adjacent_risk add the pushover's strength and factor of risk
+    where the tables hold them, and stay as they were for tables without (older stores)."""
+    import numpy as np
+    import pandas as pd
+
+    from fem.metrics import COLUMNS, PUSHOVER_COLUMNS, compare
+
+    def table(k, strength=None, cement=0.0, drop=False):
+        rows = []
+        for lv in ("L1", "L2", "L3"):
+            r = {c: 1.0 for c in COLUMNS}
+            r.update(level=lv, leak_locations="", stiffness_n_per_mm=k,
+                     cement_volume_ml=cement if lv == "L2" else 0.0)
+            r.update({c: np.nan for c in PUSHOVER_COLUMNS})
+            if strength is not None:
+                r.update(strength_pushover_n=strength, factor_of_risk_pushover=500.0 / strength)
+            rows.append(r)
+        df = pd.DataFrame(rows)
+        return df.drop(columns=list(PUSHOVER_COLUMNS)) if drop else df
+
+    c = compare({"intact": table(10, 3000), "fractured": table(5, 2000),
+                 "pvp": table(8, 2500, 4.0)})
+    cp = c.collapse_prevention.set_index("state")
+    assert cp.loc["pvp", "strength_pushover_ratio_fractured"] == pytest.approx(1.25)
+    ar = c.adjacent_risk
+    assert "factor_of_risk_pushover_change_pct" in ar.columns
+    assert "strength_pushover_n" in str(c)
+    for old in (compare({"intact": table(10, drop=True), "fractured": table(5, drop=True),
+                         "pvp": table(8, cement=4.0, drop=True)}),
+                compare({"intact": table(10), "fractured": table(5), "pvp": table(8, None, 4.0)})):
+        assert not any("pushover" in col for col in old.collapse_prevention.columns)
+        assert not any("pushover" in col for col in old.adjacent_risk.columns)
+        str(old)

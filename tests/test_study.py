@@ -277,8 +277,35 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
         blob = json.dumps(old, sort_keys=True, separators=(",", ":"))
         assert run_id(p) == hashlib.sha256(blob.encode()).hexdigest()[:12]
         assert run_id(p) == run_id(old)
-        for k, v in {"anatomy": "ssm", "mesh": "tet10", "mesh_size": 4.0}.items():
+        for k, v in {"anatomy": "ssm", "mesh": "tet10", "mesh_size": 4.0,
+                     "strength": "pushover", "strength_levels": "all"}.items():
             assert run_id(dict(p, **{k: v})) != run_id(p), k
+    # a spec without the strength keys and one giving their defaults: the same runs and ids
+    d = json.loads(json.dumps(CANON_DICT))
+    d.setdefault("base", {}).update(strength="pistoia", strength_levels="treated")
+    assert ([run_id(q) for q in StudySpec.from_dict(d).expand()]
+            == [run_id(q) for q in StudySpec.from_dict(CANON_DICT).expand()])
+
+
+def test_strength_levels_forms():
+    """strength_levels: "treated" (treated_level, else fracture_level), "all", a TOML list or a
+    comma-separated string, each stored as one string (so a run id hashes it as written)."""
+    from fem.study.spec import strength_levels
+
+    def run(**kw):
+        base = {"levels": "L1-L3", "fracture_level": "L2", "strength": "pushover", **kw}
+        (p,) = StudySpec.from_dict({"study": {"name": "s"}, "base": base}).expand()
+        return p
+
+    assert strength_levels(run()) == ["L2"]
+    assert strength_levels(run(treated_level="L3", procedure="pvp")) == ["L3"]
+    assert strength_levels(run(strength_levels="all")) == ["L1", "L2", "L3"]
+    listed = run(strength_levels=["L3", "L1"])
+    assert listed["strength_levels"] == "L3,L1" and strength_levels(listed) == ["L3", "L1"]
+    assert run_id(listed) == run_id(run(strength_levels="L3,L1"))
+    with pytest.raises(SpecError, match="needs a treated_level or a fracture_level"):
+        StudySpec.from_dict({"study": {"name": "s"},
+                             "base": {"strength": "pushover"}}).expand()
 
 
 @pytest.mark.skipif(not (ssm_data_folder() / "L3.ply").is_file(),
@@ -417,6 +444,28 @@ name = "bad"
 anatomy = "ssm"
 levels = "L1-L3"  # <-
 """, "base.levels", "L2, L3, L4, L5 only"),
+    ("unknown strength", """\
+[study]
+name = "bad"
+[base]
+strength = "nonlinear"  # <-
+""", "base.strength", "pistoia, pushover"),
+    ("strength levels not level names", """\
+[study]
+name = "bad"
+[base]
+strength = "pushover"
+strength_levels = ["L2", "L9"]  # <-
+""", "base.strength_levels", "'treated', 'all' or level names"),
+    ("strength level outside the segment", """\
+[study]
+name = "bad"
+[base]
+levels = "L1-L3"
+strength = "pushover"
+[[runs]]
+strength_levels = ["L4"]  # <-
+""", "runs[0].strength_levels", "not in levels"),
 ]
 
 
@@ -894,3 +943,83 @@ def test_another_study_in_the_same_folder_is_refused(finished, tmp_path):
     _one_error_line(vfem("study", spec, "--out", folder), "holds study 'faults'",
                     "'another'")
     assert runs_table(folder) == before
+
+
+def _pushover_run(**kw):
+    base = {"levels": "L2", "voxel_size": 4.0, "fracture_level": "L2", "strength": "pushover",
+            "backend": "numpy", "solver": "direct", **kw}
+    (p,) = StudySpec.from_dict({"study": {"name": "po"}, "base": base}).expand()
+    return p
+
+
+def test_pushover_columns_are_wired_into_a_run(tmp_path, monkeypatch):
+    """strength = "pushover": the pushed level's row gets the pushover's numbers and
+    load / strength, the others NaN (None); the curve is written beside the VTU; a pistoia run
+    has no pushover. The pushover itself is stood in for (its own tests are fem.strength's)."""
+    import numpy as np
+
+    import fem.strength
+    from fem.metrics import PUSHOVER_COLUMNS
+    from fem.study.recipe import execute
+
+    class Fake:
+        peak_load, displacement_at_peak, energy_to_failure, peak_reached = 2000.0, 0.3, 310.0, True
+
+        def curve_table(self):
+            return pd.DataFrame({"step": [0, 1], "displacement_mm": [0.0, 0.3],
+                                 "force_n": [0.0, 2000.0]})
+
+    calls = []
+    monkeypatch.setattr(fem.strength, "pushover",
+                        lambda model, **kw: calls.append((model.n_dof, kw)) or Fake())
+    p = _pushover_run(levels="L1-L2", voxel_size=4.0)
+    vtu = tmp_path / "abc.vtu"
+    out = execute(p, str(vtu))
+    assert [c[1]["level"] for c in calls] == ["L2"]
+    assert calls[0][1]["rtol"] == 1e-4 and calls[0][1]["backend"] == "numpy"
+    assert "pushover" in out["timings"]
+    l1, l2 = out["rows"]
+    assert all(l1[c] is None for c in PUSHOVER_COLUMNS)
+    assert l2["strength_pushover_n"] == 2000.0 and l2["energy_to_failure_mj"] == 310.0
+    assert l2["factor_of_risk_pushover"] == pytest.approx(l2["load_n"] / 2000.0)
+    assert l2["pushover_peak_reached"] == 1.0
+    curve = pd.read_csv(tmp_path / "abc_curve.csv")
+    assert list(curve["level"]) == ["L2", "L2"] and list(curve["force_n"]) == [0.0, 2000.0]
+    calls.clear()
+    plain = execute(dict(p, strength="pistoia"))
+    assert not calls and "pushover" not in plain["timings"]
+    assert all(np.isnan(r[c]) if isinstance(r[c], float) else r[c] is None
+               for r in plain["rows"] for c in PUSHOVER_COLUMNS)
+
+
+def test_an_old_store_gains_the_new_metric_columns(tmp_path):
+    """A store written before the pushover columns gets them (NULL for its runs) on opening."""
+    from fem.study.store import DB_NAME
+
+    store = Store(tmp_path, create=True)
+    store.close()
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    db.execute("ALTER TABLE metrics DROP COLUMN strength_pushover_n")
+    db.commit()
+    db.close()
+    store = Store(tmp_path)
+    cols = {r[1] for r in store.db.execute("PRAGMA table_info(metrics)")}
+    assert "strength_pushover_n" in cols
+    store.close()
+
+
+@pytest.mark.slow
+def test_a_pushover_run_gives_a_level_strength():
+    """A real pushover in a run: an intact L2 alone at 4 mm (about 20 s on 2 cores)."""
+    import math
+
+    from fem.study.recipe import execute
+
+    out = execute(_pushover_run(procedure="intact"))
+    (row,) = out["rows"]
+    s = row["strength_pushover_n"]
+    assert s > 0 and math.isfinite(s)
+    assert row["factor_of_risk_pushover"] == pytest.approx(row["load_n"] / s)
+    assert row["displacement_at_peak_mm"] > 0 and row["energy_to_failure_mj"] > 0
+    # above the load applied, of the order of the linear (Pistoia) estimate
+    assert row["load_n"] < s < 5 * row["strength_pistoia_n"]

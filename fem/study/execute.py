@@ -28,6 +28,24 @@ from .store import Store, StoreError
 RESULT_COLUMNS = ["run_id", "procedure", "approach", "cement_volume_ml", "load_case", "level",
                   "stiffness_n_per_mm", "strength_n", "factor_of_risk", "endplate_bulge_mm",
                   "disc_pressure_mpa"]
+#: the pushover's columns, shown beside :data:`RESULT_COLUMNS` by :func:`result_columns` in
+#: studies that ran one (``strength = "pushover"``)
+PUSHOVER_RESULT_COLUMNS = ["strength_pushover_n", "factor_of_risk_pushover"]
+
+
+def result_columns(df) -> list:
+    """:data:`RESULT_COLUMNS`, with :data:`PUSHOVER_RESULT_COLUMNS` after the Pistoia factor of
+    risk where ``df`` holds a pushover's numbers (older stores and pistoia-only studies: none)."""
+    import numpy as np
+
+    cols = list(RESULT_COLUMNS)
+    if all(c in df.columns for c in PUSHOVER_RESULT_COLUMNS) and np.isfinite(
+            np.asarray(df["strength_pushover_n"], dtype=float)).any():
+        i = cols.index("factor_of_risk") + 1
+        cols[i:i] = PUSHOVER_RESULT_COLUMNS
+    return cols
+
+
 #: seconds to wait for a Dask scheduler given by address before giving up
 SCHEDULER_TIMEOUT_S = 10
 #: seconds between looks at a Dask scheduler's workers while runs are in flight
@@ -96,13 +114,15 @@ class Study:
         return self.store.counts()
 
     def _remove_temporaries(self):
-        """Remove VTU temporaries (``.<id>.vtu.*.part``, ``*.part.fd``) left by a killed run;
-        those of runs another live process is running (on this folder) are still being written."""
+        """Remove temporaries of VTU and curve files (``.<id>.vtu.*.part``, ``*.part.fd``,
+        ``.<id>_curve.csv.*.part``) left by a killed run; those of runs another live process is
+        running (on this folder) are still being written."""
         busy = {r for (r,) in self.store.db.execute("SELECT run_id FROM runs WHERE status = "
                                                     "'running'")}
-        for tmp in self.runs_dir.glob(".*.vtu.*.part*"):
-            if tmp.name[1:].partition(".vtu.")[0] not in busy:
-                tmp.unlink(missing_ok=True)
+        for pattern, tail in ((".*.vtu.*.part*", ".vtu."), (".*_curve.csv.*.part", "_curve.csv.")):
+            for tmp in self.runs_dir.glob(pattern):
+                if tmp.name[1:].partition(tail)[0] not in busy:
+                    tmp.unlink(missing_ok=True)
 
     def _loop(self, executor, slots, bar, log, solve_bars):
         in_flight = {}

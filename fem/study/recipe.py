@@ -84,13 +84,51 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     if vtu is not None:
         result.write(Path(vtu))
     t3 = time.perf_counter()
+    timings = {"build": t1 - t0, "solve": t2 - t1, "output": t3 - t2}
+    if p.get("strength", "pistoia") == "pushover":
+        pushover_levels(model, table, p, None if vtu is None else _curve_path(vtu))
+        timings["pushover"] = time.perf_counter() - t3
+    timings["total"] = time.perf_counter() - t0
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else
                  v.item() if hasattr(v, "item") else v) for k, v in r.items()}
             for r in table.to_dict(orient="records")]
-    return {"rows": rows,
-            "timings": {"build": t1 - t0, "solve": t2 - t1, "output": t3 - t2, "total": t3 - t0},
+    return {"rows": rows, "timings": timings,
             "backend": result.backend.name, "solver": result.info.solver,
             "iterations": int(result.info.iterations), "n_dof": int(model.n_dof)}
+
+
+#: the linear solver's tolerance inside a study's pushover (its equilibrium tolerance is 5e-3)
+PUSHOVER_RTOL = 1e-4
+
+
+def pushover_levels(model, table, p: dict, curve_csv: str | None = None):
+    """Fill ``table``'s pushover columns (:data:`fem.metrics.PUSHOVER_COLUMNS`) for the levels of
+    ``strength_levels``: one :func:`fem.strength.pushover` each, in which only that level can
+    fail, on the loaded model of the linear solve (which it leaves as it was). ``curve_csv``:
+    where to write the curves (level, step, displacement_mm, force_n, ...), atomically."""
+    import pandas as pd
+
+    from .. import metrics, strength
+    from ..io.atomic import atomic_path
+    from .spec import strength_levels
+
+    curves = []
+    for level in strength_levels(p):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            res = strength.pushover(model, level=level, backend=p["backend"],
+                                    rtol=PUSHOVER_RTOL)
+        metrics.add_pushover(table, level, res)
+        curves.append(res.curve_table().assign(level=level))
+    if curve_csv is not None and curves:
+        df = pd.concat(curves, ignore_index=True)
+        with atomic_path(curve_csv) as tmp:
+            df[["level"] + [c for c in df.columns if c != "level"]].to_csv(tmp, index=False)
+
+
+def _curve_path(vtu: str) -> str:
+    v = Path(vtu)
+    return str(v.with_name(v.stem + "_curve.csv"))
 
 
 _PREPARE = threading.Lock()

@@ -87,6 +87,8 @@ class Param:
     help: str
     check: object = None
     choices: object = None  # a list or a callable returning one
+    #: the value as stored from the value as written, where more than one form is accepted
+    coerce: object = None
 
 
 def _range(lo, hi, unit=""):
@@ -96,6 +98,38 @@ def _range(lo, hi, unit=""):
 
 
 PROCEDURES = ("intact", "fractured", "pvp", "pkp")
+STRENGTHS = ("pistoia", "pushover")
+
+
+def _level_names(v):
+    if v in ("treated", "all"):
+        return None
+    names = v.split(",")
+    bad = [n for n in names if n not in _levels()]
+    if bad or not names:
+        return (f"must be 'treated', 'all' or level names (e.g. ['L2', 'L3']), got {v!r}")
+    if len(set(names)) != len(names):
+        return f"lists a level twice: {v!r}"
+    return None
+
+
+def _join_levels(v):
+    if isinstance(v, (list, tuple)) and v and all(isinstance(n, str) for n in v):
+        return ",".join(v)
+    return v
+
+
+def strength_levels(p: dict) -> list[str]:
+    """The levels a run's pushover covers (``strength_levels`` resolved against the run)."""
+    from ..meshes.vertebra import level_range
+
+    v = p.get("strength_levels", "treated")
+    if v == "all":
+        return list(level_range(p["levels"]))
+    if v == "treated":
+        lv = p["treated_level"] or p["fracture_level"]
+        return [lv] if lv else []
+    return v.split(",")
 
 #: parameters of the "augmentation" recipe (units in the help)
 PARAMETERS = {
@@ -133,6 +167,13 @@ PARAMETERS = {
     "seed": Param(int, 0, "seed of the cement fill"),
     "solver": Param(str, "auto", "linear solver", choices=("auto", "direct", "amg")),
     "backend": Param(str, "auto", "array backend", choices=("auto", "numpy", "cupy")),
+    "strength": Param(str, "pistoia", "strength of the levels: pistoia (linear, every level, "
+                      "always) or pushover (also the damage pushover of fem.strength, about 10 "
+                      "linear solves per level)", choices=STRENGTHS),
+    "strength_levels": Param(str, "treated", "levels the pushover runs on: treated (the "
+                             "treated_level, else the fracture_level), all, or a list of level "
+                             "names (TOML list or 'L1,L2')", check=_level_names,
+                             coerce=_join_levels),
 }
 RECIPES = {"augmentation": PARAMETERS}
 
@@ -243,7 +284,7 @@ class StudySpec:
                 p.update(self.base)
                 p.update(r)
                 p.update(dict(zip(keys, combo)))
-                p = {k: params[k].kind(v) for k, v in p.items()}
+                p = {k: params[k].kind(_coerced(params[k], v)) for k, v in p.items()}
 
                 def err(key, message, r=r, i=i):
                     if key in keys:
@@ -264,7 +305,8 @@ class StudySpec:
 
 #: parameters added after the first stores were written, with their defaults: a run that keeps
 #: them at these values hashes without them, so its id (and a store's runs) stay what they were
-ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0}
+ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
+               "strength": "pistoia", "strength_levels": "treated"}
 
 
 def run_id(params: dict) -> str:
@@ -318,6 +360,7 @@ def _check(params, key, value, where, table, index=None):
         raise where.error(key, table, f"unknown parameter{hint}; known: "
                           f"{', '.join(sorted(params))}", index)
     p = params[key]
+    value = _coerced(p, value)
     ok = (isinstance(value, bool) if p.kind is bool else
           isinstance(value, (int, float)) and not isinstance(value, bool) if p.kind is float else
           isinstance(value, int) and not isinstance(value, bool) if p.kind is int else
@@ -333,6 +376,10 @@ def _check(params, key, value, where, table, index=None):
         msg = p.check(value)
         if msg:
             raise where.error(key, table, msg, index)
+
+
+def _coerced(param, value):
+    return value if param.coerce is None else param.coerce(value)
 
 
 def _cross_check(p, err):
@@ -360,6 +407,15 @@ def _cross_check(p, err):
         raise err("procedure", f"procedure {p['procedure']!r} needs a fracture_level")
     if p["procedure"] == "pvp" and not (p["fracture_level"] or p["treated_level"]):
         raise err("procedure", "pvp needs a fracture_level or a treated_level")
+    if p["strength"] == "pushover":
+        chosen = strength_levels(p)
+        if not chosen:
+            raise err("strength_levels", "strength_levels = 'treated' needs a treated_level or "
+                      "a fracture_level: name the levels (e.g. ['L2']) or use 'all'")
+        outside = [n for n in chosen if n not in names]
+        if outside:
+            raise err("strength_levels", f"level(s) {', '.join(outside)} are not in levels "
+                      f"{p['levels']!r} ({', '.join(names)})")
     if p["procedure"] == "pkp" and p["balloon_ml"] > p["cement_volume_ml"]:
         raise err("balloon_ml", f"the balloon ({p['balloon_ml']} mL) would not be filled by "
                   f"{p['cement_volume_ml']} mL of cement")

@@ -112,6 +112,13 @@ class Store:
                     "vtu TEXT)")
                 self.db.execute(f"CREATE TABLE IF NOT EXISTS metrics (run_id TEXT, level TEXT, "
                                 f"{cols}, PRIMARY KEY (run_id, level))")
+                # metric columns added since the store was written (the pushover's): NULL for
+                # its earlier runs; a store with more columns than these still reads and writes
+                have = {r[1] for r in self.db.execute("PRAGMA table_info(metrics)")}
+                for c in _metric_columns():
+                    if c not in have:
+                        self.db.execute(f'ALTER TABLE metrics ADD COLUMN "{c}" '
+                                        + ("TEXT" if c == "leak_locations" else "REAL"))
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a vertebra-fem study store ({exc})") from None
 

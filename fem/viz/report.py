@@ -38,7 +38,9 @@ HEADERS = {
     "run_id": "run", "procedure": "procedure", "approach": "approach",
     "cement_volume_ml": "cement (mL)", "load_case": "load case", "level": "level",
     "stiffness_n_per_mm": "stiffness (N/mm)", "strength_n": "strength, Pistoia (N)",
-    "factor_of_risk": "factor of risk Φ (-)", "endplate_bulge_mm": "endplate bulge (mm)",
+    "factor_of_risk": "factor of risk Φ (-)", "strength_pushover_n": "strength, pushover (N)",
+    "factor_of_risk_pushover": "factor of risk, pushover (-)",
+    "endplate_bulge_mm": "endplate bulge (mm)",
     "disc_pressure_mpa": "disc pressure (MPa)",
 }
 #: pixels of a rendered view (width, height), of each column of a side-by-side view (height,
@@ -328,7 +330,8 @@ def write_report(study_folder, out=None, runs=None, *, views: bool = True) -> Pa
     :func:`choose_runs`). ``views=False`` leaves the 3-D views out (plots and table only).
     """
     from ..io.atomic import atomic_path
-    from ..study import RESULT_COLUMNS, Study
+    from ..study import Study
+    from ..study.execute import result_columns
 
     folder = Path(study_folder)
     if not folder.is_dir():
@@ -354,7 +357,7 @@ def write_report(study_folder, out=None, runs=None, *, views: bool = True) -> Pa
             sections, problems = _views(folder, chosen, figs)
     for p in problems:
         warnings.warn(f"report: {p}", stacklevel=2)
-    page = _page(study, df[RESULT_COLUMNS] if len(df) else df, plots, sections, problems,
+    page = _page(study, df[result_columns(df)] if len(df) else df, plots, sections, problems,
                  files.name)
     with atomic_path(out) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
@@ -454,7 +457,8 @@ def _results_table(df) -> str:
         for c in df.columns:
             v = rec[c]
             kind = "t" if isinstance(v, str) else ""
-            if c == "factor_of_risk" and isinstance(v, float) and v > 1.0:
+            if c in ("factor_of_risk", "factor_of_risk_pushover") and isinstance(v, float) \
+                    and v > 1.0:
                 kind = "risk"
             cells.append(f"<td{f' class={kind}' if kind else ''}>{e(format_value(v))}</td>")
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")

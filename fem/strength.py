@@ -1,0 +1,205 @@
+"""Bone, cement and damaged bone as damage laws, and the pushover of a vertebra or segment.
+
+:func:`bone_damage_law` gives every element of a vertebra or segment model (parametric, shape
+model or patient) a :class:`fem.nonlinear.DamageLaw` from its region (``"<level>/<part>"``) and
+its modulus; :func:`pushover` runs :func:`fem.solve_nonlinear` on a loaded model; and
+:func:`level_strength` finds the strength of one level of a segment, the peak load of a pushover
+in which only that level's bone can fail.
+
+The laws and their sources (units: strain, not %; MPa):
+
+* **Bone** (trabecular core, compacted bone, cortex, posterior elements, haemangioma or lesion
+  bone): yield strains 0.84 % in compression and 0.78 % in tension, the values measured on human
+  vertebral trabecular bone (Kopperdahl & Keaveny 1998, J Biomech 31:601; reference/
+  biomechanics.md). Apparent yield strains are uniform within an anatomic site whatever the
+  density (Morgan et al. 2004, J Biomech 37:1413, abstract checked), so the yield stress of each
+  element is ``E x eps_y`` and follows its density through its modulus; the cortex gets the same
+  strains (an ASSUMPTION shared by the QCT finite-element models that map one density law over
+  the whole vertebra). Thin layers whose modulus is scaled by thickness / element size keep the
+  physical in-plane strain, so a strain criterion is unaffected by that scaling.
+* **Post-yield**: the stress falls linearly to ``RESIDUAL`` = 0.6 of the yield stress over
+  ``SOFTENING_STRAIN`` = 1.5 % strain for 2 mm elements (crack band: scaled by 2 mm / element
+  size; Bazant & Oh 1983, Mater Struct 16:155) and stays there (crushed trabecular bone carries a
+  plateau stress until it densifies, Gibson 1985, J Biomech 18:317). Both numbers are
+  ASSUMPTIONS, not fits: no measured residual-to-yield ratio of vertebral trabecular bone could be
+  checked here (the primary sources, Keaveny et al. 1994 J Biomech 27:1309 and 1999 J Orthop Res
+  17:346 on overloaded trabecular bone, were not available). They set the shape of the curve after
+  the peak and the strength kept by damaged bone.
+* **Damaged bone** (a fracture's band, ``damaged``, ``damaged_shell``, ``posterior_wall_breach``):
+  the fracture lowered its modulus by the fracture's ``damage_factor``; it is the same bone after
+  an overload, so it carries the history ``kappa0`` at which the law's secant is that fraction of
+  the intact modulus (:meth:`DamageLaw.kappa_for_modulus_ratio`). It reloads along its reduced
+  modulus up to the residual stress of its pre-fracture modulus: much of its stiffness is lost,
+  less of its strength. (Wegrzyn et al. 2011, J Bone Miner Res 26:739: L3 vertebrae compressed to
+  25 % deformity lost 53 +- 18 % of their stiffness but 11 +- 19 % of their failure load.)
+* **Cement** (solid bolus ``cement``, leaked cement): compressive and tensile strengths of the
+  cement (:data:`CEMENT_STRENGTH`) over its modulus; it is brittle, so its residual is 0.1 after
+  a short softening. **Cement-bone composite** (``cement_composite``): the cement network carries
+  the load and fails at the cement's yield strains (an ASSUMPTION).
+* **Bony endplates** (``endplate_superior``, ``endplate_inferior``, ``damaged_endplate``), discs,
+  cartilage and anything else stay elastic: the endplates are 0.25 mm layers represented by
+  thicker elements whose through-thickness strain under the disc is inflated by element size /
+  thickness (see :data:`fem.metrics.BODY_PARTS`), so a strain criterion would fail them first for
+  a numerical reason. The model does not predict endplate fracture.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import MaterialError, ModelError
+from .nonlinear import BAZANT_OH_1983, DamageLaw, solve_nonlinear
+
+logger = logging.getLogger(__name__)
+
+#: yield strains of vertebral trabecular bone (Kopperdahl & Keaveny 1998, J Biomech 31:601)
+YIELD_COMPRESSION = 0.0084
+YIELD_TENSION = 0.0078
+#: residual stress / yield stress after softening: ASSUMPTION (module docstring)
+RESIDUAL = 0.6
+#: strain over which the stress falls to the residual, for elements of REFERENCE_SIZE mm
+SOFTENING_STRAIN = 0.015
+REFERENCE_SIZE = 2.0
+
+BONE_PARTS = ("trabecular", "compacted", "cortex", "posterior", "haemangioma", "lesion",
+              "pedicle")
+DAMAGED_PARTS = ("damaged", "damaged_shell", "posterior_wall_breach")
+CEMENT_PARTS = ("cement", "leak", "leaked_cement", "cement_leak")
+COMPOSITE_PARTS = ("cement_composite",)
+ELASTIC_PARTS = ("endplate_superior", "endplate_inferior", "damaged_endplate", "annulus",
+                 "nucleus", "cartilage", "cartilage_endplate", "cleft")
+
+
+@dataclass(frozen=True)
+class CementStrength:
+    """Compressive and tensile strength (MPa) of a bone cement, with the source."""
+
+    compressive: float
+    tensile: float
+    source: str
+
+
+#: strengths of the cements of :data:`fem.augment.CEMENTS`
+CEMENT_STRENGTH = {
+    "pmma": CementStrength(
+        70.0, 50.0, "ISO 5833 minima for acrylic bone cement: 70 MPa in compression, 50 MPa in "
+        "bending (secondary: as quoted by cement studies, e.g. SBC 2011 proceedings; the standard "
+        "itself not checked); the bending minimum stands for the tensile strength"),
+    "pmma_iso5833": CementStrength(70.0, 50.0, "as pmma (ISO 5833 minima)"),
+    "pmma_low_modulus": CementStrength(
+        19.6, 14.0, "low-modulus PMMA: compressive strength 72 % below its control cement at "
+        "24 h (Robo, Ohman-Magi & Persson 2021, J Mech Behav Biomed Mater 114:104437, abstract "
+        "checked) applied to the ISO 5833 minima"),
+    "calcium_phosphate": CementStrength(
+        39.0, 3.9, "calcium phosphate cement: compressive strength 39 MPa (J Mater Sci Mater "
+        "Med 2013, one optimised formulation, abstract seen); tensile 1/10 of it: ASSUMPTION "
+        "(brittle ceramic)"),
+}
+CEMENT_RESIDUAL = 0.1
+CEMENT_SOFTENING = 0.005
+
+
+def _part(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+def _cement_strength(model, region_name: str) -> tuple[CementStrength, float]:
+    """(strength, modulus of the bulk cement) of the cement a region holds."""
+    from .augment import get_cement
+
+    level = region_name.split("/", 1)[0]
+    for rec in model.metadata.get("augmentations", []):
+        if getattr(rec, "level", None) == level:
+            cem = get_cement(getattr(rec, "cement", "pmma"))
+            if cem.name not in CEMENT_STRENGTH:
+                raise MaterialError(f"cement {cem.name!r} of {region_name!r} has no strength in "
+                                    "fem.strength.CEMENT_STRENGTH: add one to run a pushover")
+            return CEMENT_STRENGTH[cem.name], cem.E
+    cem = get_cement("pmma")
+    return CEMENT_STRENGTH["pmma"], cem.E
+
+
+def bone_damage_law(model, *, yield_compression: float = YIELD_COMPRESSION,
+                    yield_tension: float = YIELD_TENSION, residual: float = RESIDUAL,
+                    softening_strain: float = SOFTENING_STRAIN,
+                    reference_size: float = REFERENCE_SIZE) -> DamageLaw:
+    """The damage law of every element of a vertebra or segment model, from its material region
+    (module docstring). Elements of no region, or of a part not listed, are elastic (logged)."""
+    from .assembly import element_volumes
+
+    n = model.n_elements
+    ec = np.full(n, np.inf)
+    et = np.full(n, np.inf)
+    rho = np.full(n, residual, dtype=float)
+    soft = np.full(n, softening_strain, dtype=float)
+    kappa_ratio = np.ones(n)  # modulus ratio of damaged elements (1 = intact)
+    factors = {getattr(fr, "level", None): float(getattr(fr, "damage_factor", 1.0))
+               for fr in model.metadata.get("fractures", [])}
+    unknown = []
+    for code, name in enumerate(model.region_names):
+        el = np.nonzero(model.element_region == code)[0]
+        if not len(el):
+            continue
+        part = _part(name)
+        if part in BONE_PARTS or part in DAMAGED_PARTS:
+            ec[el], et[el] = yield_compression, yield_tension
+            if part in DAMAGED_PARTS:
+                level = name.split("/", 1)[0]
+                kappa_ratio[el] = factors.get(level, 1.0)
+        elif part in CEMENT_PARTS or part in COMPOSITE_PARTS or part.startswith("cement"):
+            s, E_c = _cement_strength(model, name)
+            ec[el], et[el] = s.compressive / E_c, s.tensile / E_c
+            rho[el], soft[el] = CEMENT_RESIDUAL, CEMENT_SOFTENING
+        elif part not in ELASTIC_PARTS:
+            unknown.append(name)
+    if unknown:
+        logger.info("elastic in the pushover (no strength law for their part): %s",
+                    ", ".join(unknown))
+    sources = (
+        "bone yield strains 0.84 % / 0.78 % (Kopperdahl & Keaveny 1998, J Biomech 31:601)",
+        f"residual {residual:g} of yield after {softening_strain:g} strain at "
+        f"{reference_size:g} mm elements: ASSUMPTION (fem.strength docstring)",
+        BAZANT_OH_1983,
+    )
+    law = DamageLaw(ec, et, rho, soft, np.zeros(n), float(reference_size), sources)
+    damaged = kappa_ratio < 1.0
+    if damaged.any():
+        h = np.cbrt(element_volumes(model))
+        k0 = law.kappa_for_modulus_ratio(np.where(damaged, kappa_ratio, 1.0), h)
+        law = law.with_kappa0(np.where(damaged, k0, 0.0))
+    return law
+
+
+def level_elements(model, level: str) -> np.ndarray:
+    """The elements of a level's regions (``"<level>/..."``)."""
+    parts = [model.regions[r] for r in model.regions if r.startswith(level + "/")]
+    if not parts:
+        raise ModelError(f"the model has no level {level!r} (levels: "
+                         f"{', '.join(model.metadata.get('levels', [])) or 'none'})")
+    return np.unique(np.concatenate(parts))
+
+
+def pushover(model, *, law: DamageLaw | None = None, level: str | None = None, **kwargs):
+    """:func:`fem.solve_nonlinear` of a loaded vertebra or segment model with
+    :func:`bone_damage_law` (or ``law``); with ``level``, only that level's elements can fail
+    (the strength of that level within the segment), and the step control follows the level's
+    own shortening between its endplates: the discs are far more compliant than bone, so under
+    the loading plate's displacement the curve of a failing level snaps back (the discs give
+    back their stored energy faster than the softening bone can absorb it) and no
+    displacement-controlled step could follow it. ``kwargs`` go to solve_nonlinear."""
+    law = bone_damage_law(model) if law is None else law
+    if level is not None:
+        law = law.select(level_elements(model, level))
+        sets = (f"{level}/superior", f"{level}/inferior")
+        if all(s in model.node_sets for s in sets):
+            kwargs.setdefault("control", sets)
+    return solve_nonlinear(model, law, **kwargs)
+
+
+def level_strength(model, level: str, **kwargs) -> float:
+    """The strength (N) of ``level`` in a loaded segment: the peak load of :func:`pushover` with
+    only that level able to fail."""
+    return pushover(model, level=level, **kwargs).peak_load
