@@ -1,0 +1,72 @@
+"""Cost of a damage pushover against one linear solve of the same model (issue 15, deliverable 6).
+
+An intact osteoporotic L1 (QCT BMD 70 mg/cm^3, posterior elements included) between a bonded
+platen moved down (``Displacement`` on its superior endplate nodes) and a fixed base, with
+Poisson's ratio 0.3 throughout (the voxel path's one ratio): the
+matrix-free voxel path (no rigid plate), on NumPy and, where a GPU is usable, on CuPy. For each
+voxel size and backend it prints the DOF, the time of one linear solve (``fem.solve``, gmg,
+rtol 1e-8), the time of the pushover (:func:`fem.strength.pushover`, linear solves at rtol 1e-6,
+equilibrium tol 5e-3), their ratio, the steps, linear solves and the peak load. With both
+backends it also prints the relative difference of the CuPy and NumPy peaks.
+
+    python bench/pushover.py --sizes 2 1.5 [--backends numpy cupy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+import warnings
+
+
+def model(h: float):
+    import fem
+    from fem.meshes.bone import BoneQuality
+    from fem.meshes.vertebra import vertebra_model
+
+    m = vertebra_model("L1", voxel_size=h, materials=BoneQuality(bmd=70.0))
+    m.nu[:] = 0.3  # the voxel path has one Poisson's ratio (bone parts 0.2-0.3 in the builder)
+    m.add(fem.Fixed("bottom"), fem.Displacement("top", (0.0, 0.0, -0.5)))
+    return m
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=float, nargs="+", default=[2.0])
+    ap.add_argument("--backends", nargs="+", default=["numpy"])
+    args = ap.parse_args(argv)
+    import fem
+    from fem.kernels.backend import cupy_unavailable_reason
+    from fem.strength import pushover
+
+    warnings.simplefilter("ignore")
+    print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
+    print(f"{'h mm':>5} {'backend':>7} {'DOF':>9} {'linear s':>9} {'pushover s':>10} {'ratio':>6} "
+          f"{'steps':>5} {'solves':>6} {'peak N':>9} {'first yield N':>13}")
+    for h in args.sizes:
+        peaks = {}
+        for be in args.backends:
+            if be == "cupy" and cupy_unavailable_reason() is not None:
+                print(f"{h:5g} {be:>7} skipped: {cupy_unavailable_reason()}")
+                continue
+            m = model(h)
+            t = time.perf_counter()
+            fem.solve(m, backend=be, solver="gmg", rtol=1e-8)
+            t_lin = time.perf_counter() - t
+            t = time.perf_counter()
+            r = pushover(m, backend=be, rtol=1e-6)
+            t_p = time.perf_counter() - t
+            peaks[be] = r.peak_load
+            print(f"{h:5g} {be:>7} {m.n_dof:9d} {t_lin:9.2f} {t_p:10.2f} {t_p / t_lin:6.1f} "
+                  f"{len(r.steps):5d} {r.info['linear_solves']:6d} {r.peak_load:9.1f} "
+                  f"{r.info['first_yield_n']:13.1f}" + ("" if r.peak_reached else " (no peak)"),
+                  flush=True)
+        if len(peaks) == 2:
+            a, b = peaks.values()
+            print(f"      peak cupy vs numpy: relative difference {abs(a - b) / abs(b):.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
