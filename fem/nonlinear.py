@@ -85,6 +85,9 @@ ANDERSON_DEPTH = 5
 #: a curve that cannot be followed further once its force has fallen this fraction below its
 #: peak ends there (with a warning): the peak is bracketed by converged steps
 PAST_PEAK = 0.01
+#: a curve whose tangent stiffness over its last three steps fell below this fraction of the
+#: initial stiffness, and that cannot be followed further, has reached its limit load
+LIMIT_TANGENT = 0.05
 
 BAZANT_OH_1983 = ("Bazant ZP, Oh BH (1983) Crack band theory for fracture of concrete. Materiaux "
                   "et Constructions 16:155-177 (crack band regularisation)")
@@ -101,6 +104,8 @@ class DamageLaw:
     strain beyond yield over which the stress falls to the residual, for elements of
     ``reference_size`` mm (scaled by reference_size / h). ``kappa0``: initial normalised strain
     history (0 intact; > 1 a damaged element). ``sources``: where the numbers come from.
+    ``intact_modulus``: the undamaged modulus (MPa) of pre-damaged elements, whose model
+    modulus must then be their secant at kappa0 (NaN or None: the model's modulus is intact).
     """
 
     yield_strain_compression: np.ndarray
@@ -110,6 +115,7 @@ class DamageLaw:
     kappa0: np.ndarray
     reference_size: float = 1.0
     sources: tuple = ()
+    intact_modulus: object = None
 
     def __post_init__(self):
         n = None
@@ -141,6 +147,23 @@ class DamageLaw:
             raise MaterialError("damage law kappa0 must be finite and >= 0")
         in_range("damage law reference_size", self.reference_size, 0.0, lo_open=True, unit="mm",
                  error=MaterialError)
+        if self.intact_modulus is not None:
+            e = np.asarray(self.intact_modulus, dtype=float)
+            if e.shape != (n,):
+                raise MaterialError(f"damage law intact_modulus must have one value per element "
+                                    f"({n}), got shape {e.shape}")
+            if (e[np.isfinite(e)] <= 0).any() or np.isinf(e).any():
+                raise MaterialError("damage law intact_modulus must be > 0 MPa (NaN: the "
+                                    "model's modulus)")
+            object.__setattr__(self, "intact_modulus", e)
+
+    def intact_moduli(self, E_model) -> np.ndarray:
+        """The undamaged moduli E0 the law scales (MPa): ``intact_modulus`` where given, else
+        the model's. A pre-damaged element's model modulus is its secant at ``kappa0``."""
+        E_model = np.asarray(E_model, dtype=float)
+        if self.intact_modulus is None:
+            return E_model
+        return np.where(np.isfinite(self.intact_modulus), self.intact_modulus, E_model)
 
     @classmethod
     def uniform(cls, n_elements: int, *, yield_strain_compression: float,
@@ -343,6 +366,7 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
                            linear_solves=1))
     if progress is not None:
         progress(steps[-1])
+    k_initial = steps[0].force / max(steps[0].control, 1e-300)
     c, lam, u_ref_last = c_y, lam_y, ref
     kappa_prev, c_prev = None, 0.0
     stopped = ""
@@ -366,6 +390,16 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
                            f"force had fallen {100 * (1 - steps[-1].force / peak):.1f} % "
                            "below the peak")
                 warnings.warn(f"pushover: {stopped}; the curve ends there", stacklevel=3)
+                break
+            if dc < dmin and len(steps) >= 3 and _flat(steps) < LIMIT_TANGENT * k_initial:
+                # a limit point: the curve has flattened to a plateau that the secant iteration
+                # cannot step along; its force is the strength (a lower bound, said so)
+                stopped = (f"the curve reached a limit point at {c:.4g} mm (tangent stiffness "
+                           f"{100 * _flat(steps) / k_initial:.1f} % of the initial) where step "
+                           f"{len(steps) + 1} did not converge (out-of-balance "
+                           f"{out['residual']:.2e} > tol {tol:g}); the strength is the force "
+                           "there, a lower bound")
+                warnings.warn(f"pushover: {stopped}", stacklevel=3)
                 break
             if dc < dmin:
                 raise ConvergenceError(
@@ -399,6 +433,13 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
                 "first_yield_mm": c_y, "first_yield_n": steps[0].force,
                 "setup_s": sysx.setup_time}
     return res
+
+
+def _flat(steps) -> float:
+    """The largest tangent stiffness (N/mm) over the last three converged steps."""
+    s = steps[-3:]
+    return max((b.force - a.force) / max(b.control - a.control, 1e-300)
+               for a, b in zip(s[:-1], s[1:]))
 
 
 def _step(sysx, kappa_n, E, u_ref, target, tol, max_iterations, depth: int = ANDERSON_DEPTH,

@@ -175,7 +175,7 @@ class AssembledSystem(_Base):
         assembly.check_geometry(model, xp, xp.asarray(model.points))
         self.pattern = assembly.build_pattern(model, xp)
         vol = assembly.element_volumes(model)
-        self._setup_law(law, np.cbrt(vol), model.E)
+        self._setup_law(law, np.cbrt(vol), law.intact_moduli(model.E))
         self.n_dof = model.n_dof
         self.mode = _control_mode(sysm, control)
         self.g0 = np.asarray(sysm.fixed_values, dtype=float)
@@ -467,7 +467,7 @@ class VoxelSystem(_Base):
         self.load_index = xp.asarray(3 * grid.node_index[nzf // 3] + nzf % 3)
         self.load_value = xp.asarray(f[nzf])
         self.f_fixed = xp.asarray(np.asarray(sysm.f)[fd])
-        E0 = grid.moduli(model.E)
+        E0 = grid.moduli(law.intact_moduli(model.E))  # the hierarchy: undamaged moduli
         self.free = xp.asarray(((bits & 7) == 0).astype(np.float64))  # per node, all dofs free
         self.bits = xp.asarray(bits)
         problem = GridProblem(E=xp.asarray(E0), nu=grid.nu, spacing=grid.spacing,

@@ -45,6 +45,7 @@ The laws and their sources (units: strain, not %; MPa):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -139,22 +140,40 @@ def bone_damage_law(model, *, yield_compression: float = YIELD_COMPRESSION,
     factors = {getattr(fr, "level", None): float(getattr(fr, "damage_factor", 1.0))
                for fr in model.metadata.get("fractures", [])}
     unknown = []
-    for code, name in enumerate(model.region_names):
-        el = np.nonzero(model.element_region == code)[0]
-        if not len(el):
-            continue
-        part = _part(name)
+
+    def assign(el, name, part):
         if part in BONE_PARTS or part in DAMAGED_PARTS:
             ec[el], et[el] = yield_compression, yield_tension
-            if part in DAMAGED_PARTS:
-                level = name.split("/", 1)[0]
-                kappa_ratio[el] = factors.get(level, 1.0)
+            rho[el], soft[el] = residual, softening_strain
+            kappa_ratio[el] = factors.get(name.split("/", 1)[0], 1.0) \
+                if part in DAMAGED_PARTS else 1.0
         elif part in CEMENT_PARTS or part in COMPOSITE_PARTS or part.startswith("cement"):
             s, E_c = _cement_strength(model, name)
             ec[el], et[el] = s.compressive / E_c, s.tensile / E_c
             rho[el], soft[el] = CEMENT_RESIDUAL, CEMENT_SOFTENING
-        elif part not in ELASTIC_PARTS:
+            kappa_ratio[el] = 1.0
+        elif part in ELASTIC_PARTS:
+            ec[el], et[el] = np.inf, np.inf
+            kappa_ratio[el] = 1.0
+        else:
+            return False
+        return True
+
+    # the material regions first, then the element sets that procedures carve out of them
+    # (a fracture's damaged band keeps its material region "trabecular" but lost modulus; cement
+    # and the elastic endplates win where sets overlap, as in fem.result.region_parts)
+    for code, name in enumerate(model.region_names):
+        el = np.nonzero(model.element_region == code)[0]
+        if len(el) and not assign(el, name, _part(name)):
             unknown.append(name)
+    groups = (DAMAGED_PARTS, ELASTIC_PARTS, COMPOSITE_PARTS, CEMENT_PARTS)
+    for group in groups:
+        for name, el in model.regions.items():
+            part = _part(name)
+            if len(el) and (part in group or (group is CEMENT_PARTS
+                                              and part.startswith("cement")
+                                              and part not in COMPOSITE_PARTS)):
+                assign(np.asarray(el, dtype=np.int64), name, part)
     if unknown:
         logger.info("elastic in the pushover (no strength law for their part): %s",
                     ", ".join(unknown))
@@ -167,9 +186,11 @@ def bone_damage_law(model, *, yield_compression: float = YIELD_COMPRESSION,
     law = DamageLaw(ec, et, rho, soft, np.zeros(n), float(reference_size), sources)
     damaged = kappa_ratio < 1.0
     if damaged.any():
+        # the model holds the damaged modulus; the law scales the bone's undamaged one
         h = np.cbrt(element_volumes(model))
         k0 = law.kappa_for_modulus_ratio(np.where(damaged, kappa_ratio, 1.0), h)
-        law = law.with_kappa0(np.where(damaged, k0, 0.0))
+        intact = np.where(damaged, np.asarray(model.E) / kappa_ratio, np.nan)
+        law = dataclasses.replace(law, kappa0=np.where(damaged, k0, 0.0), intact_modulus=intact)
     return law
 
 

@@ -9,6 +9,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 
 import fem
+import fem.assembly
 from fem import nonlinear_systems
 from fem.kernels.backend import Backend
 from fem.meshes.blocks import hex_block, tet_block
@@ -198,3 +199,33 @@ def test_errors_name_the_fault():
     with pytest.raises(fem.ConvergenceError, match=r"step 2 did not converge.*N"):
         solve_nonlinear(h, law, solver="direct", max_iterations=2, tol=1e-9, rtol=1e-10,
                         min_step=0.01)
+
+
+def test_fractured_band_carries_its_damage_with_its_intact_modulus():
+    """The fracture's damaged band keeps its material region (trabecular) but lost modulus: the
+    bone law finds it by its element set, gives it the history at which the secant of its
+    undamaged modulus is the model's (damaged) modulus, and keeps the residual strength."""
+    from fem.meshes import pathology
+    from fem.meshes.bone import BoneQuality
+    from fem.meshes.vertebra import vertebra_model
+    from fem.strength import RESIDUAL, bone_damage_law
+
+    m = vertebra_model("L2", voxel_size=4.0, materials=BoneQuality(bmd=70.0))
+    f = pathology.compress(m, "L2", "wedge", grade=2)
+    law = bone_damage_law(f)
+    band = np.union1d(f.regions["L2/damaged"], f.regions["L2/damaged_shell"])
+    assert len(band) and (law.kappa0[band] > 1.0).all()
+    others = np.setdiff1d(np.arange(f.n_elements), band)
+    assert (law.kappa0[others] == 0.0).all()
+    E0 = law.intact_moduli(f.E)
+    assert np.allclose(E0[band], f.E[band] / 0.2)
+    h = np.cbrt(fem.assembly.element_volumes(f))
+    secant = E0 * secant_ratio(law.kappa0, law.kappa_s(h), law.residual)
+    assert np.allclose(secant, f.E, rtol=1e-12)  # the first solve is the fractured model's
+    # the band's strength: the residual of its undamaged bone, 3x what its damaged modulus gives
+    s = stress_fraction(law.kappa0[band], law.kappa_s(h)[band], law.residual[band])
+    assert np.allclose(s, RESIDUAL)
+    # the bony endplates stay elastic, bone yields at the measured strains
+    ep = f.regions["L2/endplate_superior"]
+    assert np.isinf(law.yield_strain_compression[ep]).all()
+    assert np.allclose(law.yield_strain_compression[f.regions["L2/trabecular"]], 0.0084)
