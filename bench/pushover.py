@@ -102,10 +102,16 @@ def segment(backends):
         fem.solve(m, backend=be)
         t_lin = time.perf_counter() - t
         t = time.perf_counter()
-        r = pushover(m, level="L2", backend=be, rtol=1e-4)
+        try:
+            r = pushover(m, level="L2", backend=be, rtol=1e-4)
+        except fem.ConvergenceError as exc:
+            print(f"{be:>7} {m.n_dof:7d} {t_lin:9.2f} did not converge: {exc}")
+            continue
         t_p = time.perf_counter() - t
         print(f"{be:>7} {m.n_dof:7d} {t_lin:9.2f} {t_p:10.2f} {t_p / t_lin:6.1f} "
               f"{len(r.steps):5d} {r.info['linear_solves']:6d} {r.peak_load:13.1f}", flush=True)
+        if r.info["stopped"]:
+            print(f"        stopped: {r.info['stopped']}")
 
 
 if __name__ == "__main__":
