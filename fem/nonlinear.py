@@ -44,7 +44,8 @@ The increment loop
 Each secant iteration solves the linear problem with the current moduli for the reference loads
 (``lambda = 1``), scales it so the controlled displacement is the step's target, updates the
 damage from the strains and checks equilibrium with the updated moduli: the step is converged when
-the out-of-balance force is below ``tol`` of the force flowing through the model. The first step
+the out-of-balance force (2-norm over the dofs) is below ``tol`` of the load the model carries
+(the loads' resultant, or the platen's reaction). The first step
 goes exactly to first yield (found from the linear solution, so the curve is linear up to there);
 then steps grow by ``grow`` after easy steps and are halved when ``max_iterations`` pass without
 convergence, down to ``min_step``, after which :class:`~fem.ConvergenceError` names the step and
