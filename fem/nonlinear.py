@@ -86,8 +86,8 @@ ANDERSON_DEPTH = 5
 #: a curve that cannot be followed further once its force has fallen this fraction below its
 #: peak ends there (with a warning): the peak is bracketed by converged steps
 PAST_PEAK = 0.01
-#: a curve whose tangent stiffness over its last three steps fell below this fraction of the
-#: initial stiffness, and that cannot be followed further, has reached its limit load
+#: a rising curve whose slope over its last three steps fell below this fraction of the initial
+#: stiffness, and that cannot be followed further, has reached its limit load
 LIMIT_TANGENT = 0.05
 
 BAZANT_OH_1983 = ("Bazant ZP, Oh BH (1983) Crack band theory for fracture of concrete. Materiaux "
@@ -437,10 +437,13 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
 
 
 def _flat(steps) -> float:
-    """The largest tangent stiffness (N/mm) over the last three converged steps."""
+    """The slope (N/mm) of the curve over its last three converged steps (a chord, so that a
+    last tiny step does not decide), or infinity if the force fell on the way (a falling curve
+    is no plateau)."""
     s = steps[-3:]
-    return max((b.force - a.force) / max(b.control - a.control, 1e-300)
-               for a, b in zip(s[:-1], s[1:]))
+    if any(b.force < a.force for a, b in zip(s[:-1], s[1:])):
+        return math.inf
+    return (s[-1].force - s[0].force) / max(s[-1].control - s[0].control, 1e-300)
 
 
 def _step(sysx, kappa_n, E, u_ref, target, tol, max_iterations, depth: int = ANDERSON_DEPTH,
