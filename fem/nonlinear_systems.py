@@ -450,7 +450,7 @@ class VoxelSystem(_Base):
     """Secant solves on the matrix-free voxel multigrid (module docstring)."""
 
     def __init__(self, model, law, sysm, grid, be, *, rtol, control):
-        from .gmg import GridProblem, VoxelSolver
+        from .gmg import VoxelSolver
 
         t = time.perf_counter()
         self.model, self.sysm, self.grid, self.be, self.xp = model, sysm, grid, be, be.xp
@@ -460,31 +460,16 @@ class VoxelSystem(_Base):
         self.n_eq = model.n_dof - len(sysm.fixed_dofs)
         self.solver_name = "gmg"
         self.mode = _control_mode(sysm, control)
-        nz1, ny1, nx1 = grid.node_shape
-        fd = np.asarray(sysm.fixed_dofs, dtype=np.int64)
-        self.fd = fd
-        gnode = grid.node_index[fd // 3]
-        self.fixed_flat = xp.asarray(3 * gnode + fd % 3)
-        bits = np.zeros(nz1 * ny1 * nx1, dtype=np.uint8)
-        np.bitwise_or.at(bits, gnode, (1 << (fd % 3)).astype(np.uint8))
+        gc = voxel.grid_conditions(model, grid, sysm)
+        self.fd = np.asarray(sysm.fixed_dofs, dtype=np.int64)
+        self.fixed_flat = xp.asarray(gc.fixed_flat)
         self.g0 = np.asarray(sysm.fixed_values, dtype=float)
-        u0 = None
-        if len(fd) and np.any(self.g0 != 0.0):
-            u0 = np.zeros(3 * nz1 * ny1 * nx1)
-            u0[3 * gnode + fd % 3] = self.g0
-            u0 = xp.asarray(u0.reshape(nz1, ny1, nx1, 3))
-        f = np.asarray(sysm.f)[:3 * model.n_nodes]
-        nzf = np.nonzero(f)[0]
-        self.load_index = xp.asarray(3 * grid.node_index[nzf // 3] + nzf % 3)
-        self.load_value = xp.asarray(f[nzf])
-        self.f_fixed = xp.asarray(np.asarray(sysm.f)[fd])
+        self.load_index = xp.asarray(gc.load_index)
+        self.load_value = xp.asarray(gc.load_value)
+        self.f_fixed = xp.asarray(gc.f_fixed)
         E0 = grid.moduli(law.intact_moduli(model.E))  # the hierarchy: undamaged moduli
-        self.free = xp.asarray(((bits & 7) == 0).astype(np.float64))  # per node, all dofs free
-        self.bits = xp.asarray(bits)
-        problem = GridProblem(E=xp.asarray(E0), nu=grid.nu, spacing=grid.spacing,
-                              bits=xp.asarray(bits.reshape(nz1, ny1, nx1)),
-                              load_index=self.load_index, load_value=self.load_value, u0=u0,
-                              bbar=grid.bbar)
+        self.free = xp.asarray(((gc.bits.ravel() & 7) == 0).astype(np.float64))  # per node
+        problem = gc.problem(grid, E0, xp)
         self.solver = VoxelSolver(problem, xp)
         self._E_set = None
         h = float(np.cbrt(np.prod(grid.spacing)))

@@ -286,34 +286,63 @@ class VoxelModel:
 
 # ---------------------------------------------------------------------- the solve
 
+@dataclass
+class GridConditions:
+    """A model's compiled conditions (:class:`fem.system.System`) in grid layout (host arrays):
+    ``bits`` (nz+1, ny+1, nx+1) uint8 with bits 0-2 set on supported dofs; ``fixed_flat`` the
+    flat grid dof of each of ``sysm.fixed_dofs`` and ``f_fixed`` the loads there (N); ``u0``
+    (nz+1, ny+1, nx+1, 3) prescribed displacements (mm) or None when all are zero; the loads
+    as flat grid dof indices ``load_index`` and values ``load_value`` (N)."""
+
+    bits: np.ndarray
+    fixed_flat: np.ndarray
+    f_fixed: np.ndarray
+    u0: np.ndarray | None
+    load_index: np.ndarray
+    load_value: np.ndarray
+
+    def problem(self, grid: VoxelGrid, E, xp):
+        """The :class:`fem.gmg.GridProblem` of moduli E (nz, ny, nx) on backend ``xp``."""
+        from .gmg import GridProblem
+
+        return GridProblem(E=xp.asarray(E), nu=grid.nu, spacing=grid.spacing,
+                           bits=xp.asarray(self.bits), load_index=xp.asarray(self.load_index),
+                           load_value=xp.asarray(self.load_value),
+                           u0=None if self.u0 is None else xp.asarray(self.u0), bbar=grid.bbar)
+
+
+def grid_conditions(model: Model, grid: VoxelGrid, sysm) -> GridConditions:
+    """The supports, prescribed displacements and loads of ``sysm`` on ``grid``."""
+    nz1, ny1, nx1 = grid.node_shape
+    bits = np.zeros(nz1 * ny1 * nx1, dtype=np.uint8)
+    fd = np.asarray(sysm.fixed_dofs, dtype=np.int64)
+    gnode = grid.node_index[fd // 3]
+    np.bitwise_or.at(bits, gnode, (1 << (fd % 3)).astype(np.uint8))
+    fixed_flat = 3 * gnode + fd % 3
+    values = np.asarray(sysm.fixed_values, dtype=float)
+    u0 = None
+    if len(fd) and np.any(values != 0.0):
+        u0 = np.zeros(3 * nz1 * ny1 * nx1)
+        u0[fixed_flat] = values
+        u0 = u0.reshape(nz1, ny1, nx1, 3)
+    f = np.asarray(sysm.f)
+    fm = f[:3 * model.n_nodes]
+    nzf = np.nonzero(fm)[0]
+    return GridConditions(bits.reshape(nz1, ny1, nx1), fixed_flat, f[fd], u0,
+                          3 * grid.node_index[nzf // 3] + nzf % 3, fm[nzf])
+
 def solve_on_grid(model: Model, grid: VoxelGrid, sysm, be, *, rtol: float, atol: float,
                   maxiter, precision: str, callback, info):
     """Solve ``model`` (whose conditions are compiled in ``sysm``) on its voxel grid by
     matrix-free multigrid CG; returns (u (n_nodes, 3), reaction values at sysm.fixed_dofs)."""
-    from .gmg import GridProblem, VoxelSolver
+    from .gmg import VoxelSolver
 
     if sysm.plates:
         raise SolverError("rigid plates are not supported on the voxel path: use solver='amg'")
     xp = be.xp
     t = time.perf_counter()
-    nz1, ny1, nx1 = grid.node_shape
-    E = grid.moduli(model.E)
-    bits = np.zeros(nz1 * ny1 * nx1, dtype=np.uint8)
-    fd = np.asarray(sysm.fixed_dofs, dtype=np.int64)
-    gnode = grid.node_index[fd // 3]
-    np.bitwise_or.at(bits, gnode, (1 << (fd % 3)).astype(np.uint8))
-    u0 = None
-    if len(fd) and np.any(np.asarray(sysm.fixed_values) != 0.0):
-        u0 = np.zeros(3 * nz1 * ny1 * nx1)
-        u0[3 * gnode + fd % 3] = sysm.fixed_values
-        u0 = xp.asarray(u0.reshape(nz1, ny1, nx1, 3))
-    f = np.asarray(sysm.f)[:3 * model.n_nodes]
-    nzf = np.nonzero(f)[0]
-    load_index = 3 * grid.node_index[nzf // 3] + nzf % 3
-    problem = GridProblem(E=xp.asarray(E), nu=grid.nu, spacing=grid.spacing,
-                          bits=xp.asarray(bits.reshape(nz1, ny1, nx1)),
-                          load_index=xp.asarray(load_index), load_value=xp.asarray(f[nzf]),
-                          u0=u0, bbar=grid.bbar)
+    gc = grid_conditions(model, grid, sysm)
+    problem = gc.problem(grid, grid.moduli(model.E), xp)
     solver = VoxelSolver(problem, xp, precision=precision)
     info.times["setup"] = time.perf_counter() - t
     logger.info("voxel multigrid: %s", ", ".join(
@@ -328,7 +357,7 @@ def solve_on_grid(model: Model, grid: VoxelGrid, sysm, be, *, rtol: float, atol:
     node_index = xp.asarray(grid.node_index)
     u = flat[xp.maximum(node_index, 0)] * xp.asarray(grid.node_index >= 0)[:, None]
     r_fixed = xp.zeros(0)
-    if len(fd):
+    if len(gc.fixed_flat):
         Au = xp.reshape(solver.apply(u_grid), (-1,))
-        r_fixed = Au[xp.asarray(3 * gnode + fd % 3)] - xp.asarray(np.asarray(sysm.f)[fd])
+        r_fixed = Au[xp.asarray(gc.fixed_flat)] - xp.asarray(gc.f_fixed)
     return u, r_fixed
