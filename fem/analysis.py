@@ -188,7 +188,7 @@ def constrain(model: Model, sysm, K, be) -> Constrained:
     xp = be.xp
     f = xp.asarray(sysm.f)
     T = coupling_matrix(model, sysm, be) if sysm.plates else None
-    dead = _dead_dofs(model, sysm)  # slave dofs and dofs of nodes in no element
+    dead = dead_dofs(model, sysm)
     if T is not None:
         block = K.format == "bsr"
         K = T.T @ K.tocsr() @ T
@@ -249,10 +249,6 @@ def amg_preconditioner(K, B, be, precision: str = "double") -> SmoothedAggregati
     return SmoothedAggregationAMG(host, B, precision=precision).to_backend(be, finest=K)
 
 
-#: the names the pushover (fem.nonlinear_systems) was written against
-_Constrained, _constrain, _amg = Constrained, constrain, amg_preconditioner
-
-
 class _Jacobi:
     def __init__(self, dinv):
         self.dinv = dinv
@@ -267,7 +263,8 @@ def _dof_mask(n: int, dofs) -> np.ndarray:
     return m
 
 
-def _dead_dofs(model: Model, sysm) -> np.ndarray:
+def dead_dofs(model: Model, sysm) -> np.ndarray:
+    """Dofs with no stiffness of their own: rigid-plate slave dofs and nodes of no element."""
     dead = [3 * sysm.slave_nodes[:, None] + np.arange(3)]
     orphan = np.nonzero(~sysm.active_nodes)[0]
     dead.append(3 * orphan[:, None] + np.arange(3))

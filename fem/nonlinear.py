@@ -291,7 +291,7 @@ def solve_nonlinear(model, law=None, *, backend: str = "auto", solver: str = "au
     grids without rigid plates, else direct or AMG-CG).
     """
     if law is None:
-        if getattr(model, "plastic", None) is not None and np.isfinite(model.plastic).any():
+        if hasattr(model, "plastic_mask") and model.plastic_mask().any():
             from .plasticity import solve_plastic
 
             return solve_plastic(model, backend=backend, increments=increments)

@@ -19,7 +19,6 @@ and report the controlled displacement and its conjugate force (module docstring
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 
 import numpy as np
@@ -204,7 +203,7 @@ class AssembledSystem(_Base):
         self.solver_name = "direct" if self.use_direct else "amg-cg"
         if not self.use_direct:
             B = rigid_body_modes(model.points, np, [p.reference for p in sysm.plates])
-            self.M = analysis._amg(lin.K, B, be, "double")
+            self.M = analysis.amg_preconditioner(lin.K, B, be)
         if self.mode == "load":
             self.F0, self.control_name = _resultant(model, sysm)
             self.f_red = lin.f
@@ -223,11 +222,11 @@ class AssembledSystem(_Base):
             m = model_with_moduli(self.model, self.be.to_host(self.E0))
             _, data = assembly.assemble_stiffness(m, self.be, self.pattern)
             K = assembly.to_matrix(self.pattern, data, self.be)
-            self._lin0 = analysis._constrain(m, self.sysm, K, self.be)
+            self._lin0 = analysis.constrain(m, self.sysm, K, self.be)
             lin = self._lin0
             keep = np.ones(lin.n_eq, dtype=bool)
             keep[np.concatenate([np.asarray(self.sysm.fixed_dofs, dtype=np.int64),
-                                 analysis._dead_dofs(self.model, self.sysm)])] = False
+                                 analysis.dead_dofs(self.model, self.sysm)])] = False
             self._keep = keep
             g = np.zeros(lin.n_eq)
             g[self.sysm.fixed_dofs] = self.g0
@@ -599,5 +598,4 @@ def grid_strains(u, spacing, xp):
                      0.5 * (gz[:, 1] + gy[:, 2]), 0.5 * (gz[:, 0] + gx[:, 2])], axis=1)
 
 
-__all__ = ["AssembledSystem", "VoxelSystem", "make_system", "element_strains", "grid_strains",
-           "math"]
+__all__ = ["AssembledSystem", "VoxelSystem", "make_system", "element_strains", "grid_strains"]
