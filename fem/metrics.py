@@ -537,7 +537,7 @@ class Comparison:
         t = self.table
         names = {"stiffness_n_per_mm": "stiffness", "strength_pistoia_n": "strength_pistoia",
                  "strength_strain_n": "strength_strain"}
-        if _has_values(t, "strength_pushover_n"):  # tables without a pushover stay as they were
+        if has_values(t, "strength_pushover_n"):  # tables without a pushover stay as they were
             names["strength_pushover_n"] = "strength_pushover"
         cols = list(names)
         rows = t[t["level"] == level][KEYS + cols].reset_index(drop=True)
@@ -562,7 +562,7 @@ class Comparison:
         base = self._baseline()
         near = [self.levels[j] for j in (i - 1, i + 1) if 0 <= j < len(self.levels)]
         # the pushover's factor of risk where a neighbour had one (strength_levels = "all")
-        risks = ["factor_of_risk"] + (["factor_of_risk_pushover"] if _has_values(
+        risks = ["factor_of_risk"] + (["factor_of_risk_pushover"] if has_values(
             t[t["level"].isin(near)], "factor_of_risk_pushover") else [])
         parts = []
         for pos, j, endplate in (("above", i - 1, "inferior"), ("below", i + 1, "superior")):
@@ -623,7 +623,7 @@ class Comparison:
         return "\n".join(out)
 
 
-def _has_values(table, column: str) -> bool:
+def has_values(table, column: str) -> bool:
     """Whether ``table`` has ``column`` with a number in it (stores written before the pushover
     lack its columns; runs without one hold NaN there)."""
     return column in table.columns and bool(

@@ -36,11 +36,11 @@ PUSHOVER_RESULT_COLUMNS = ["strength_pushover_n", "factor_of_risk_pushover"]
 def result_columns(df) -> list:
     """:data:`RESULT_COLUMNS`, with :data:`PUSHOVER_RESULT_COLUMNS` after the Pistoia factor of
     risk where ``df`` holds a pushover's numbers (older stores and pistoia-only studies: none)."""
-    import numpy as np
+    from ..metrics import has_values
 
     cols = list(RESULT_COLUMNS)
-    if all(c in df.columns for c in PUSHOVER_RESULT_COLUMNS) and np.isfinite(
-            np.asarray(df["strength_pushover_n"], dtype=float)).any():
+    if all(c in df.columns for c in PUSHOVER_RESULT_COLUMNS) and has_values(
+            df, "strength_pushover_n"):
         i = cols.index("factor_of_risk") + 1
         cols[i:i] = PUSHOVER_RESULT_COLUMNS
     return cols

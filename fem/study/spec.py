@@ -168,8 +168,8 @@ PARAMETERS = {
     "solver": Param(str, "auto", "linear solver", choices=("auto", "direct", "amg")),
     "backend": Param(str, "auto", "array backend", choices=("auto", "numpy", "cupy")),
     "strength": Param(str, "pistoia", "strength of the levels: pistoia (linear, every level, "
-                      "always) or pushover (also the damage pushover of fem.strength, about 10 "
-                      "linear solves per level)", choices=STRENGTHS),
+                      "always) or pushover (also the damage pushover of fem.strength: about 100 "
+                      "linear solves per level, docs/nonlinear.md)", choices=STRENGTHS),
     "strength_levels": Param(str, "treated", "levels the pushover runs on: treated (the "
                              "treated_level, else the fracture_level), all, or a list of level "
                              "names (TOML list or 'L1,L2')", check=_level_names,
