@@ -296,9 +296,6 @@ class AssembledSystem(_Base):
             return RowSplit(self._lin0.K)
         return self._lin0.K
 
-    def scale(self, z, lam):
-        return z * lam
-
     def set_control_sets(self, upper: str, lower: str):
         w = self._set_weights(upper, lower).ravel()
         T = self._lin0.T
