@@ -3,6 +3,8 @@ voxel and assembled paths and the device branches agreeing, the damaged state, e
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse
@@ -79,6 +81,39 @@ def test_crack_band_scales_the_softening_with_element_size():
     ks = law.kappa_s(np.array([2.0, 1.0]))
     assert ks[0] - 1.0 == pytest.approx(2.0)
     assert ks[1] - 1.0 == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_a_localising_band_dissipates_the_same_energy_on_every_mesh(n):
+    """Crack band regularisation (Bazant & Oh 1983) with localisation: a bar of cubic elements
+    of size h = 2/n whose middle element layer is 5 % weaker. That layer localises and softens,
+    the rest unloads elastically; the curve is the analytic one, F(u) = A E0 eps_w
+    (1 - (1 - rho) x / (s_ref h_ref)) with the band's opening x from u = eps_w L + x (1 - (L - h)
+    (1 - rho) eps_w / (s_ref h_ref)): the energy the band dissipates does not depend on h (the
+    post-peak slope only through the elastic rest, L - h). Poisson's ratio 0: uniaxial stress."""
+    soft, ref = 0.05, 1.0
+    m = _bar(-1.0, n=(n, n, 2 * n))
+    m.nu[:] = 0.0
+    h = L / (2 * n)
+    zc = m.points[m.blocks[0].conn].mean(axis=1)[:, 2]
+    weak = np.abs(zc - (n + 0.5) * h) < 0.25 * h
+    assert weak.sum() == n * n
+    eps_w = 0.95 * EYC
+    law = _law(m, softening_strain=soft, reference_size=ref)
+    law = dataclasses.replace(law, yield_strain_compression=np.where(weak, eps_w, EYC))
+    res = solve_nonlinear(m, law, solver="direct", max_steps=12, stop_ratio=0.6, tol=1e-8,
+                          rtol=1e-10)
+    A = 4.0
+    assert res.peak_load == pytest.approx(A * E0 * eps_w, rel=1e-6)
+    coef = 1.0 - (L - h) * (1.0 - RHO) * eps_w / (soft * ref)
+    post = [st for st in res.steps if st.control > eps_w * L * (1 + 1e-9)]
+    assert len(post) >= 3 and post[-1].force < 0.7 * res.peak_load
+    for st in post:
+        x = (st.control - eps_w * L) / coef
+        expected = A * E0 * eps_w * (1.0 - (1.0 - RHO) * min(x / (soft * ref), 1.0))
+        assert st.force == pytest.approx(expected, rel=1e-5)
+    failed = res.steps[-1].result.extra_cell_fields["kappa"] > 1.0
+    assert np.array_equal(failed, weak)  # only the weak layer failed
 
 
 def test_damaged_bar_reloads_along_its_secant_to_its_residual_strength():

@@ -97,10 +97,6 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
             "iterations": int(result.info.iterations), "n_dof": int(model.n_dof)}
 
 
-#: the linear solver's tolerance inside a study's pushover (its equilibrium tolerance is 5e-3)
-PUSHOVER_RTOL = 1e-4
-
-
 def pushover_levels(model, table, p: dict, curve_csv: str | None = None):
     """Fill ``table``'s pushover columns (:data:`fem.metrics.PUSHOVER_COLUMNS`) for the levels of
     ``strength_levels``: one :func:`fem.strength.pushover` each, in which only that level can
@@ -116,8 +112,7 @@ def pushover_levels(model, table, p: dict, curve_csv: str | None = None):
     for level in strength_levels(p):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            res = strength.pushover(model, level=level, backend=p["backend"],
-                                    rtol=PUSHOVER_RTOL)
+            res = strength.pushover(model, level=level, backend=p["backend"])
         metrics.add_pushover(table, level, res)
         curves.append(res.curve_table().assign(level=level))
     if curve_csv is not None and curves:
