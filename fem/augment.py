@@ -40,6 +40,18 @@ endplate). Such elements become ``"<L>/cement_leak"``; each connected cluster is
 and joins ``"<L>/cement"``. The reported volume is the cement in the breach
 itself, a lower bound: what flows on into the canal or the paravertebral tissue is not modelled.
 
+**Fill fraction** (``Augmentation.fill_fraction``): the cement inside the body over the volume
+of the whole vertebral body, as cadaver and clinical studies define it (the "percentage fill"
+of Molloy, Mathis & Belkoff 2003, Spine 28:1549, cement volume over the body's volume; cited
+from memory, not checked here).
+The body is the level's cortex, bony endplates and trabecular bone, with what fractures, lesions
+and earlier procedures turned them into (:data:`VERTEBRAL_BODY`), without the posterior elements;
+its volume is that of the model the cement goes into (after a PKP's height restoration). Leaked
+cement (``leak_ml``) is outside the body and not counted. The trabecular core alone is not the
+denominator: it is what is left inside a cortex one voxel thick, about 65 % of the body at 2 mm
+and 81 % at 1 mm, so a fill over it moved with the voxel size; the whole body's volume does not
+(21 280 and 21 298 mm^3 for the parametric L1 at 2 and 1 mm).
+
 **Composite modulus** of cement-filled trabecular bone (:func:`composite_modulus`). The composite
 is two interpenetrating networks loaded in parallel: the bone keeps its apparent modulus and the
 cement, which fills the pores (volume fraction phi), is a porous solid whose modulus scales with
@@ -102,8 +114,15 @@ TISSUE_DENSITY = TISSUE_ASH_DENSITY / 0.6
 #: m^2 across sites, falling nonlinearly with the volume fraction.
 PERMEABILITY_REFERENCE = (0.9, 4.45e-8)
 
-#: regions of a level the cement can enter, and the regions that are bone of the body
+#: regions of a level the cement can enter
 FILLABLE = ("trabecular", "damaged", "haemangioma", "lesion", "posterior_wall_breach", "cleft")
+#: regions of a level that make up its vertebral body, the volume a fill fraction is taken of:
+#: cortex, bony endplates and trabecular bone, and what fractures, lesions and procedures turn
+#: them into (leaked cement included: it took the place of body elements at the body's
+#: boundary); the posterior elements are not part of it
+VERTEBRAL_BODY = ("cortex", "endplate_superior", "endplate_inferior", "trabecular", "damaged",
+                  "damaged_shell", "damaged_endplate", "posterior_wall_breach", "haemangioma",
+                  "lesion", "cleft", "compacted", "cement", "cement_composite", "cement_leak")
 APPROACHES = ("unipedicular", "bipedicular")
 
 
@@ -191,7 +210,9 @@ class Leak:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """What a procedure did (``model.metadata["augmentations"]``)."""
+    """What a procedure did (``model.metadata["augmentations"]``): volumes in mL (requested;
+    placed, leaks included; leaked), ``fill_fraction`` = cement inside the body / volume of the
+    whole vertebral body (module docstring, :func:`body_volume`), the injection pressure (MPa)."""
 
     procedure: str
     level: str
@@ -227,6 +248,14 @@ def _centroids(model: Model, elements=None) -> np.ndarray:
 def _regions_of(model: Model, level: str, parts) -> np.ndarray:
     got = [model.regions[f"{level}/{p}"] for p in parts if f"{level}/{p}" in model.regions]
     return np.unique(np.concatenate(got)) if got else np.zeros(0, np.int64)
+
+
+def body_volume(model: Model, level: str, volumes=None) -> float:
+    """Volume (mm^3) of ``level``'s vertebral body: its elements in :data:`VERTEBRAL_BODY`
+    (cortex, bony endplates, trabecular bone; no posterior elements). ``volumes``: the model's
+    element volumes where already computed."""
+    vol = element_volumes(model) if volumes is None else volumes
+    return float(vol[_regions_of(model, level, VERTEBRAL_BODY)].sum())
 
 
 def needles(model: Model, level: str, approach: str = "bipedicular", *, tip_depth: float = 0.75,
@@ -488,8 +517,7 @@ def _prepare(model, level, law, seed, heterogeneity):
     phi = porosity(model, fill, law)
     rng = np.random.default_rng(seed)
     k = permeability(phi) * np.exp(heterogeneity * rng.standard_normal(len(fill)))
-    core = _regions_of(model, level, ("trabecular", "damaged", "haemangioma", "lesion"))
-    return fill, vol, phi, k, float(vol[core].sum())
+    return fill, vol, phi, k, body_volume(model, level, vol)
 
 
 def _apply_fill(out, level, fill, taken, phi, vol, exits, cem):
@@ -523,7 +551,7 @@ def pvp(model: Model, level: str, volume_ml: float, *, approach: str = "bipedicu
     cem = get_cement(cement)
     nds = needles(model, level, approach, tip_depth=tip_depth, tip_offset=tip_offset, side=side)
     out = model.copy()
-    fill, vol, phi, k, core_vol = _prepare(out, level, law, seed, heterogeneity)
+    fill, vol, phi, k, body_vol = _prepare(out, level, law, seed, heterogeneity)
     order, pos_out, keys_out = _fill_order(out, level, fill, [n.tip for n in nds], None, k)
     exits = _exit_sites(out, level, fill, pos_out, keys_out)
     cap = phi * vol[fill]
@@ -543,7 +571,7 @@ def pvp(model: Model, level: str, volume_ml: float, *, approach: str = "bipedicu
     leak_ml = sum(L.volume_ml for L in leaks)
     out.metadata.setdefault("augmentations", []).append(Augmentation(
         "PVP", level, approach, cem, v, placed / ML + leak_ml, leak_ml, leaks,
-        placed / core_vol, 0.0, p, tuple(nds), 0.0, seed))
+        placed / body_vol, 0.0, p, tuple(nds), 0.0, seed))
     return out
 
 
@@ -582,7 +610,7 @@ def pkp(model: Model, level: str, volume_ml: float, *, balloon_ml: float | None 
                 from None
         out.metadata["collapse"] = {**collapse, level: (1.0 - s) * collapse[level]}
     nds = needles(out, level, approach, tip_depth=tip_depth, tip_offset=tip_offset, side=side)
-    fill, vol, phi, k, core_vol = _prepare(out, level, law, seed, heterogeneity)
+    fill, vol, phi, k, body_vol = _prepare(out, level, law, seed, heterogeneity)
     c = _centroids(out, fill)
     i, j, pos_out, keys_out = _face_graph(out, fill)
     exits = _exit_sites(out, level, fill, pos_out, keys_out)
@@ -649,7 +677,7 @@ def pkp(model: Model, level: str, volume_ml: float, *, balloon_ml: float | None 
     leak_ml = sum(L.volume_ml for L in leaks)
     out.metadata.setdefault("augmentations", []).append(Augmentation(
         "PKP", level, approach, cem, v, placed / ML + leak_ml, leak_ml, leaks,
-        placed / core_vol, s, p, tuple(nds), cav_vol / ML, seed))
+        placed / body_vol, s, p, tuple(nds), cav_vol / ML, seed))
     return out
 
 
