@@ -9,11 +9,13 @@ rtol 1e-8), the time of the pushover (:func:`fem.strength.pushover`, its default
 linear solves at rtol 1e-4), their ratio, the steps, linear solves and the peak load. With both
 backends it also prints the relative difference of the CuPy and NumPy peaks.
 
-    python bench/pushover.py --sizes 2 1.5 [--backends numpy cupy] [--segment]
+    python bench/pushover.py --sizes 2 1.5 [--backends numpy cupy] [--segment] [--tet10 3]
 
 ``--segment``: the canonical study's segment (L1-L3, 2 mm voxels, BMD 70, standing 500 N on a
 rigid loading plate: the assembled AMG path) and the strength of its L2 (pushover with only L2
 able to fail, controlled by L2's shortening) against one linear solve of the same model.
+``--tet10 H``: the same for L3 of the real-anatomy L2-L4 (tet10, gmsh mesh size H mm, 0.5 MPa
+top pressure), with CalculiX's time for one linear solve of its exported deck beside it.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ def model(h: float):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=float, nargs="+", default=[2.0])
+    ap.add_argument("--sizes", type=float, nargs="*", default=[2.0])
     ap.add_argument("--backends", nargs="+", default=["numpy"])
     ap.add_argument("--segment", action="store_true")
+    ap.add_argument("--tet10", type=float, default=None, metavar="MESH_SIZE",
+                    help="also the real-anatomy tet10 L2-L4 (gmsh mesh size, mm) beside CalculiX")
     args = ap.parse_args(argv)
     import fem
     from fem.kernels.backend import cupy_unavailable_reason
@@ -76,7 +80,48 @@ def main(argv=None) -> int:
             print(f"      peak cupy vs numpy: relative difference {abs(a - b) / abs(b):.2e}")
     if args.segment:
         segment(args.backends)
+    if args.tet10 is not None:
+        tet10(args.tet10)
     return 0
+
+
+def tet10(mesh_size: float):
+    """The real-anatomy segment (mean L2-L4 shape, tet10, gmsh ``mesh_size``) under a 0.5 MPa
+    top pressure on a fixed base: the strength of L3 (only L3 can fail, steps following its
+    shortening; assembled AMG-CG path) against one linear solve by vertebra-fem and by CalculiX
+    (its exported deck, C3D10)."""
+    import tempfile
+    from pathlib import Path
+
+    import fem
+    from fem.io.calculix import run_ccx
+    from fem.meshes.ssm_gmsh import ssm_segment_model_tet10
+    from fem.strength import pushover
+
+    m = ssm_segment_model_tet10("L2-L4", mesh_size=mesh_size)
+    m.fix("bottom").add(fem.Pressure("top", 0.5))
+    print(f"real-anatomy L2-L4 tet10, mesh size {mesh_size:g} mm: strength of L3")
+    t = time.perf_counter()
+    fem.solve(m)
+    t_lin = time.perf_counter() - t
+    with tempfile.TemporaryDirectory() as tmp:
+        deck = m.write_inp(Path(tmp) / "l2l4.inp")
+        t = time.perf_counter()
+        run_ccx(deck)
+        t_ccx = time.perf_counter() - t
+    print(f"{'DOF':>8} {'linear s':>9} {'ccx s':>7} {'pushover s':>10} {'ratio':>6} "
+          f"{'steps':>5} {'solves':>6} {'L3 strength N':>13}")
+    t = time.perf_counter()
+    try:
+        r = pushover(m, level="L3")
+    except fem.ConvergenceError as exc:
+        print(f"{m.n_dof:8d} {t_lin:9.2f} {t_ccx:7.2f} did not converge: {exc}")
+        return
+    t_p = time.perf_counter() - t
+    print(f"{m.n_dof:8d} {t_lin:9.2f} {t_ccx:7.2f} {t_p:10.2f} {t_p / t_lin:6.1f} "
+          f"{len(r.steps):5d} {r.info['linear_solves']:6d} {r.peak_load:13.1f}", flush=True)
+    if r.info["stopped"]:
+        print(f"        stopped: {r.info['stopped']}")
 
 
 def segment(backends):
