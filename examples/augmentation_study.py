@@ -4,8 +4,9 @@ An osteoporotic L1-L3 segment (trabecular QCT BMD 70 mg/cm^3, below the 80 mg/cm
 threshold) with a Genant grade-2 wedge fracture of L2, in six states: intact, fractured,
 vertebroplasty (PVP, bipedicular PMMA) with 2, 4 and 6 mL, and balloon kyphoplasty (PKP,
 bipedicular) with 4 mL restoring 50 % of the lost height. Each state is solved under standing
-(500 N) and flexion (500 N + 7.5 N m). Prints the per-level table (stiffness, strength, factor of
-risk, endplate bulge, disc pressure, heights, cement) and the two headline predictions:
+(500 N) and flexion (500 N + 7.5 N m). Prints the per-level table (stiffness: axial under
+standing, rotational under flexion; strength, factor of risk, endplate bulge, disc pressure,
+heights, cement) and the two headline predictions:
 collapse prevention at L2 and adjacent-level risk at L1 and L3. Writes the full table as CSV and
 one VTU per state and load case.
 
@@ -33,7 +34,8 @@ from fem.meshes.bone import BoneQuality
 from fem.meshes.vertebra import segment_model
 
 LOAD_CASES = ("standing", "flexion")
-SHOWN = ["state", "load_case", "level", "stiffness_n_per_mm", "strength_pistoia_n",
+SHOWN = ["state", "load_case", "level", "stiffness_n_per_mm",
+         "rotational_stiffness_nm_per_deg", "strength_pistoia_n",
          "factor_of_risk", "endplate_bulge_superior_mm", "endplate_bulge_inferior_mm",
          "disc_pressure_mpa", "height_anterior_mm", "wedge_angle_deg", "cement_volume_ml",
          "leak_ml"]

@@ -42,6 +42,7 @@ from functools import cached_property
 import numpy as np
 
 from .errors import ModelError, SetError
+from .loads import RigidPlate
 from .meshes.anatomy import DEFAULT_RIM, LevelFrame, level_frame  # noqa: F401 (public here too)
 from .result import von_mises
 
@@ -84,7 +85,8 @@ HEIGHT_BAND = 0.15
 PUSHOVER_COLUMNS = ("strength_pushover_n", "displacement_at_peak_mm", "energy_to_failure_mj",
                     "factor_of_risk_pushover", "pushover_peak_reached")
 COLUMNS = (
-    "level", "load_n", "stiffness_n_per_mm", "strength_pistoia_n", "strength_strain_n",
+    "level", "load_n", "stiffness_n_per_mm", "rotational_stiffness_nm_per_deg",
+    "strength_pistoia_n", "strength_strain_n",
     "factor_of_risk", "factor_of_risk_strain", "endplate_bulge_superior_mm",
     "endplate_bulge_inferior_mm", "disc_pressure_mpa", "interface_stress_mpa",
     "load_share_cortex", "load_share_trabecular", "load_share_cement", "height_anterior_mm",
@@ -203,6 +205,55 @@ def _axial_stress(stress: np.ndarray, e: np.ndarray) -> np.ndarray:
                      + stress[:, 5] * e[0] * e[2]))
 
 
+@dataclass(frozen=True)
+class PlateLoad:
+    """The loaded (not prescribed) force (N) and moment (N mm) of a rigid loading plate and the
+    point (mm) the moment is taken about."""
+
+    reference: np.ndarray
+    force: np.ndarray
+    moment: np.ndarray
+
+    def moment_about(self, point) -> np.ndarray:
+        """The plate's load as a moment (N mm) about ``point``: M + (reference - point) x F."""
+        return self.moment + np.cross(self.reference - np.asarray(point, float), self.force)
+
+
+def plate_loads(model) -> list[PlateLoad]:
+    """The rigid plates' loads of ``model`` (:class:`fem.RigidPlate` conditions): components that
+    are prescribed (displacement, rotation) carry a reaction, not a load, and count as zero."""
+    out = []
+    for c in model.conditions:
+        if not isinstance(c, RigidPlate):
+            continue
+        free = np.array([v is None for v in tuple(c.displacement) + tuple(c.rotation)])
+        ref = (np.asarray(c.reference, float) if c.reference is not None
+               else model.points[model.nodes_of(c.target)].mean(axis=0))
+        out.append(PlateLoad(ref, np.where(free[:3], np.asarray(c.force, float), 0.0),
+                             np.where(free[3:], np.asarray(c.moment, float), 0.0)))
+    return out
+
+
+def applied_moment(model) -> np.ndarray:
+    """The moment (N mm, (3,)) the model's loading plates apply about their reference points:
+    non-zero for the bending and axial-rotation load cases (flexion, extension, lateral bending,
+    axial rotation), zero for axial compression."""
+    return sum((p.moment for p in plate_loads(model)), np.zeros(3))
+
+
+def endplate_rotation(model, u, node_set: str) -> np.ndarray:
+    """Rotation vector (rad, (3,)) of a node set: the least-squares rigid fit of its nodes'
+    displacements ``u`` (n_nodes, 3), u_i = t + theta x r_i (small rotations, every node weighted
+    alike), with r_i the node's position from the set's centroid. Centred, the translation
+    drops out and theta = J^-1 sum(r_i x u_i), J = sum(|r_i|^2 I - r_i r_i^T) the set's
+    inertia tensor: for a flat endplate the tilt is the slope of a plane fitted to the axial
+    displacements, so a bulge symmetric about the centroid does not tilt it."""
+    nodes = _nodes(model, node_set)
+    r = model.points[nodes] - model.points[nodes].mean(axis=0)
+    J = (r * r).sum() * np.eye(3) - r.T @ r
+    return np.linalg.solve(J, np.cross(r, np.asarray(u)[nodes]).sum(axis=0))
+
+
 def _load_case_name(model) -> str:
     names = [c.name[5:] for c in model.conditions
              if isinstance(getattr(c, "name", None), str) and c.name.startswith("load:")]
@@ -224,6 +275,11 @@ class _Fields:
         self.pstrain = np.asarray(h(result.principal_strain))
         self.applied = np.asarray(h(result.applied_total()), dtype=float)[:3]
         self.centroids = _centroids(m)
+        self.plates = plate_loads(m)
+        moment = sum((p.moment for p in self.plates), np.zeros(3))
+        norm = float(np.linalg.norm(moment))
+        #: the axis of the applied moment, None under axial compression
+        self.moment_axis = moment / norm if norm > 0.0 else None
 
 
 # ---------------------------------------------------------------------- per-level metrics
@@ -329,6 +385,22 @@ def _cement(model, level: str) -> dict:
     }
 
 
+def _stiffness(fd: _Fields, level: str, f: LevelFrame, load_n: float) -> dict:
+    """Axial stiffness (N/mm) under axial compression; under a moment it is NaN and the
+    rotational stiffness (N m/deg) about the moment's axis takes its place."""
+    if fd.moment_axis is None:
+        shortening = (_axial_at_centre(fd, f, f"{level}/inferior")
+                      - _axial_at_centre(fd, f, f"{level}/superior"))
+        return {"stiffness_n_per_mm": load_n / shortening if shortening != 0.0 else math.nan,
+                "rotational_stiffness_nm_per_deg": math.nan}
+    n = fd.moment_axis
+    moment = sum(float(p.moment_about(f.centre) @ n) for p in fd.plates)
+    turn = math.degrees(float((endplate_rotation(fd.model, fd.u, f"{level}/superior")
+                               - endplate_rotation(fd.model, fd.u, f"{level}/inferior")) @ n))
+    return {"stiffness_n_per_mm": math.nan,
+            "rotational_stiffness_nm_per_deg": 1e-3 * moment / turn if turn != 0.0 else math.nan}
+
+
 def _level_row(fd: _Fields, level: str, below: str | None, load: float | None) -> dict:
     m = fd.model
     f = level_frame(m, level)
@@ -339,10 +411,8 @@ def _level_row(fd: _Fields, level: str, below: str | None, load: float | None) -
         load_n = float(-(fd.applied @ f.axial))
     else:
         load_n = float(load)
-    shortening = (_axial_at_centre(fd, f, f"{level}/inferior")
-                  - _axial_at_centre(fd, f, f"{level}/superior"))
-    row = {"level": level, "load_n": load_n,
-           "stiffness_n_per_mm": load_n / shortening if shortening != 0.0 else math.nan}
+    row = {"level": level, "load_n": load_n}
+    row.update(_stiffness(fd, level, f, load_n))
 
     body = _parts(m, level, BODY_PARTS)
     if len(body):
@@ -386,8 +456,18 @@ def level_metrics(result, *, levels=None, load: float | None = None):
     Columns (units in the names): ``load_n``; ``stiffness_n_per_mm`` = load / shortening of
     the body, the axial displacement of the inferior endplate minus that of the superior one,
     each from a least-squares plane through its nodes evaluated on the axis through the
-    level's centre (the mean displacement under pure compression, free of the tilt under
-    bending);
+    level's centre (the mean displacement under pure compression), under axial compression
+    only: where the loading plates apply a moment (:func:`applied_moment`: flexion, extension,
+    lateral bending, axial rotation) the body's axis lies near the neutral axis, the shortening
+    near zero and load / shortening meaningless (it reached 2.7e5 N/mm under flexion), so it is
+    NaN; ``rotational_stiffness_nm_per_deg`` takes its place there (NaN under axial
+    compression): the moment about the level's centre along the applied moment's axis n (the
+    plates' moments plus their forces' lever about the centre; the applied moment itself where
+    the load's line passes through the centre), in N m, over the rotation of the superior
+    endplate node set relative to the inferior one about n, in degrees, each set's rotation
+    from a least-squares rigid fit of its nodes' displacements (:func:`endplate_rotation`).
+    Under a combined case (a preload and a moment) the rotation includes whatever the preload
+    turns the level by, as in a test under preload;
     ``strength_pistoia_n``, ``strength_strain_n`` and the factors of risk (module docstring);
     ``endplate_bulge_*_mm``, the largest deflection into the body over the endplate's centre
     relative to a least-squares plane through the rim nodes (:func:`endplate_deflection`); ``disc_pressure_mpa``, the volume-mean hydrostatic
@@ -397,8 +477,10 @@ def level_metrics(result, *, levels=None, load: float | None = None):
     endplates and damaged shell), trabecular core (with damaged, haemangioma, compacted bone)
     and cement (solid and composite) through a slab of thickness max(2 element sizes, 2 mm)
     at the level's centre, as shares of their sum; ``height_*_mm`` and ``wedge_angle_deg``
-    (:func:`body_heights`); cement ``volume_ml`` (placed, including leaks), ``fill_fraction``,
-    ``leak_ml`` and ``leak_locations`` (the leaks' sites, "; "-separated) from
+    (:func:`body_heights`); cement ``volume_ml`` (placed, including leaks), ``fill_fraction``
+    (cement in the body / volume of the whole vertebral body: cortex, bony endplates and
+    trabecular bone, no posterior elements; :func:`fem.augment.body_volume`), ``leak_ml`` and
+    ``leak_locations`` (the leaks' sites, "; "-separated) from
     ``metadata["augmentations"]``.
     The frame's ``attrs["load_case"]`` names the model's ``"load:<case>"`` condition.
     """
@@ -470,8 +552,12 @@ def disc_metrics(result):
 # ---------------------------------------------------------------------- comparison
 
 KEYS = ["state", "load_case", "level"]
+#: the two stiffnesses: one of them is NaN in every row (axial compression or a moment), so a
+#: table of one kind of load case leaves the other out of what it prints
+STIFFNESS = ("stiffness_n_per_mm", "rotational_stiffness_nm_per_deg")
 #: the changes :class:`Comparison` prints (its ``table`` has them for every numeric metric)
-HEADLINE = ("stiffness_n_per_mm", "strength_pistoia_n", "strength_strain_n", "factor_of_risk",
+HEADLINE = ("stiffness_n_per_mm", "rotational_stiffness_nm_per_deg", "strength_pistoia_n",
+            "strength_strain_n", "factor_of_risk",
             "strength_pushover_n", "factor_of_risk_pushover",
             "endplate_bulge_superior_mm", "endplate_bulge_inferior_mm", "disc_pressure_mpa",
             "load_share_cortex", "height_anterior_mm", "wedge_angle_deg")
@@ -531,14 +617,17 @@ class Comparison:
 
     @cached_property
     def collapse_prevention(self):
-        """The treated level per state and load case: stiffness and strengths, and their ratios
-        to the ``fractured`` state (NaN without one) and to the reference state."""
+        """The treated level per state and load case: stiffness (axial; rotational where a load
+        case has a moment) and strengths, and their ratios to the ``fractured`` state (NaN
+        without one) and to the reference state."""
         level = self._level()
         t = self.table
         names = {"stiffness_n_per_mm": "stiffness", "strength_pistoia_n": "strength_pistoia",
                  "strength_strain_n": "strength_strain"}
         if has_values(t, "strength_pushover_n"):  # tables without a pushover stay as they were
             names["strength_pushover_n"] = "strength_pushover"
+        if has_values(t, "rotational_stiffness_nm_per_deg"):  # so do axial-only tables
+            names["rotational_stiffness_nm_per_deg"] = "rotational_stiffness"
         cols = list(names)
         rows = t[t["level"] == level][KEYS + cols].reset_index(drop=True)
         for base, tag in ((self.fractured, "fractured"), (self.reference, "reference")):
@@ -603,7 +692,8 @@ class Comparison:
         fmt = {"float_format": lambda v: f"{v:.4g}", "index": False}
         with pd.option_context("display.width", 250, "display.max_columns", None):
             t = self.table
-            changes = [f"{c}_change_pct" for c in HEADLINE if f"{c}_change_pct" in t.columns]
+            changes = [f"{c}_change_pct" for c in HEADLINE if f"{c}_change_pct" in t.columns
+                       and (c not in STIFFNESS or has_values(t, c))]
             out = ["Metrics per state, load case and level (units in the column names: N, mm, "
                    "MPa, mL, deg)",
                    t[[c for c in t.columns if not c.endswith("_change_pct")]].to_string(**fmt),

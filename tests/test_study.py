@@ -549,9 +549,14 @@ def test_results_and_export_round_trip(finished, tmp_path):
     assert len(df) == 2 * len(LEVELS)
     assert set(df["run_id"]) == set(ids[:2]) and set(df["status"]) == {"done"}
     assert list(df["level"]) == list(LEVELS) * 2
-    assert (df["stiffness_n_per_mm"] > 0).all() and (df["cement_volume_ml"] == 0).all()
+    assert (df["cement_volume_ml"] == 0).all()
     flex = df[df["load_case"] == "flexion"]
     assert set(flex["run_id"]) == {ids[1]}
+    # axial stiffness under axial compression, rotational stiffness under the moment
+    stand = df[df["load_case"] != "flexion"]
+    assert (stand["stiffness_n_per_mm"] > 0).all() and flex["stiffness_n_per_mm"].isna().all()
+    assert (flex["rotational_stiffness_nm_per_deg"] > 0).all()
+    assert stand["rotational_stiffness_nm_per_deg"].isna().all()
     assert df.columns.is_unique
     assert set(df["backend_used"]) <= {"numpy", "cupy"} and set(df["backend"]) == {"auto"}
     csv = study.export(tmp_path / "r.csv")

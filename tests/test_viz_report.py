@@ -405,3 +405,55 @@ def test_a_report_that_cannot_be_written_is_a_warning_not_a_failed_study(study, 
     assert "warning: the report was not written" in stderr and "vfem report" in stderr
     assert not (folder / "report.html").exists()
     assert (folder / "summary.csv").exists()
+
+
+BENDING_SPEC = """\
+[study]
+name = "viz-bending"
+
+[base]
+levels = "L1-L2"
+voxel_size = 3.0
+fracture_level = "L2"
+solver = "direct"
+backend = "numpy"
+
+[grid]
+load_case = ["standing", "flexion"]
+
+[[runs]]
+procedure = "fractured"
+
+[[runs]]
+procedure = "pvp"
+cement_volume_ml = 3.0
+"""
+
+
+def test_report_leaves_the_axial_stiffness_out_under_a_moment(tmp_path):
+    """Under flexion the axial stiffness is NaN (ill-posed): its table cell says why, no plot
+    draws it, and the rotational stiffness is drawn for flexion only."""
+    import html
+
+    from fem.viz.report import STIFFNESS_NOTE, STIFFNESS_UNDER_MOMENT, write_report
+
+    spec = tmp_path / "bending.toml"
+    spec.write_text(BENDING_SPEC)
+    folder = tmp_path / "study"
+    Study(folder, spec).run(progress=False, log=lambda msg: None)
+    text = write_report(folder, views=False).read_text()
+    rows = results_table(Page(text))
+    head = rows[0]
+    case, k, k_rot = (head.index(h) for h in ("load case", "stiffness (N/mm)",
+                                              "rotational stiffness (N m/deg)"))
+    assert sorted({r[case] for r in rows[1:]}) == ["flexion", "standing"]
+    for r in rows[1:]:
+        if r[case] == "flexion":
+            assert r[k] == STIFFNESS_UNDER_MOMENT and float(r[k_rot]) > 0
+        else:
+            assert float(r[k]) > 0 and r[k_rot] == "–"
+    assert html.escape(STIFFNESS_NOTE) in text
+    where = "against cement volume at the treated level (L2)"
+    assert f"stiffness (N/mm) {where} (standing):" in text
+    assert f"rotational stiffness (N m/deg) {where} (flexion):" in text
+    assert f"strength, Pistoia (N) {where}:" in text  # every case where both define it

@@ -24,10 +24,11 @@ from ..errors import ModelError
 from .spec import StudySpec, run_id
 from .store import Store, StoreError
 
-#: the columns ``vfem results`` shows, one row per run and level
+#: the columns ``vfem results`` shows, one row per run and level (``stiffness_n_per_mm`` under
+#: axial compression, ``rotational_stiffness_nm_per_deg`` under a moment; NaN otherwise)
 RESULT_COLUMNS = ["run_id", "procedure", "approach", "cement_volume_ml", "load_case", "level",
-                  "stiffness_n_per_mm", "strength_n", "factor_of_risk", "endplate_bulge_mm",
-                  "disc_pressure_mpa"]
+                  "stiffness_n_per_mm", "rotational_stiffness_nm_per_deg", "strength_n",
+                  "factor_of_risk", "endplate_bulge_mm", "disc_pressure_mpa"]
 #: the pushover's columns, shown beside :data:`RESULT_COLUMNS` by :func:`result_columns` in
 #: studies that ran one (``strength = "pushover"``)
 PUSHOVER_RESULT_COLUMNS = ["strength_pushover_n", "factor_of_risk_pushover"]

@@ -21,6 +21,7 @@ from ..errors import ModelError
 #: axis labels of the metrics that can be plotted (units in brackets)
 METRIC_LABELS = {
     "stiffness_n_per_mm": "stiffness (N/mm)",
+    "rotational_stiffness_nm_per_deg": "rotational stiffness (N m/deg)",
     "strength_n": "strength, Pistoia (N)",
     "strength_pistoia_n": "strength, Pistoia (N)",
     "strength_strain_n": "strength, principal strain (N)",

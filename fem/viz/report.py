@@ -37,12 +37,26 @@ logger = logging.getLogger(__name__)
 HEADERS = {
     "run_id": "run", "procedure": "procedure", "approach": "approach",
     "cement_volume_ml": "cement (mL)", "load_case": "load case", "level": "level",
-    "stiffness_n_per_mm": "stiffness (N/mm)", "strength_n": "strength, Pistoia (N)",
+    "stiffness_n_per_mm": "stiffness (N/mm)",
+    "rotational_stiffness_nm_per_deg": "rotational stiffness (N m/deg)",
+    "strength_n": "strength, Pistoia (N)",
     "factor_of_risk": "factor of risk Φ (-)", "strength_pushover_n": "strength, pushover (N)",
     "factor_of_risk_pushover": "factor of risk, pushover (-)",
     "endplate_bulge_mm": "endplate bulge (mm)",
     "disc_pressure_mpa": "disc pressure (MPa)",
 }
+#: the metrics drawn against cement volume at the treated level
+STUDY_METRICS = ("stiffness_n_per_mm", "rotational_stiffness_nm_per_deg", "strength_n",
+                 "factor_of_risk")
+#: the table cell of an axial stiffness left out under a load case with a moment, and the note
+#: under the table that says why
+STIFFNESS_UNDER_MOMENT = "– (moment)*"
+STIFFNESS_NOTE = (
+    "* Stiffness is load / shortening under axial compression only. Under a load case with a "
+    "moment (flexion, extension, lateral bending, axial rotation) the body's axis lies near the "
+    "neutral axis, so the shortening is near zero and that ratio meaningless (it read 2.7 × 10⁵ "
+    "N/mm under flexion); the rotational stiffness (moment / relative rotation of the endplates, "
+    "N m/deg) stands in its place, and no plot shows the axial one for these cases.")
 #: pixels of a rendered view (width, height), of each column of a side-by-side view (height,
 #: widest) and dots per inch of the plots
 VIEW_SIZE = (640, 480)
@@ -254,10 +268,17 @@ def _plots(df, figs: _Figures) -> list[tuple[str, str]]:
     treated = treated_levels(df)
     where = f"the treated level ({', '.join(treated)})" if treated else "every level"
     cemented = df["procedure"].isin(("pvp", "pkp")).any()
-    for metric in ("stiffness_n_per_mm", "strength_n", "factor_of_risk") if cemented else ():
-        fig = study_curves(df, metric)
-        out.append((f"{METRIC_LABELS[metric]} against cement volume at {where}: PVP and PKP "
-                    "lines, intact and fractured runs as horizontal references",
+    for metric in STUDY_METRICS if cemented else ():
+        # a stiffness is drawn for the load cases that define it: the axial one under axial
+        # compression, the rotational one under a moment (NaN elsewhere: no empty panels)
+        cases = [c for c, g in df.groupby("load_case", sort=False)
+                 if np.isfinite(g[metric].to_numpy(float)).any()]
+        if not cases:
+            continue
+        fig = study_curves(df, metric, load_case=cases)
+        some = f" ({', '.join(cases)})" if len(cases) < df["load_case"].nunique() else ""
+        out.append((f"{METRIC_LABELS[metric]} against cement volume at {where}{some}: PVP and "
+                    "PKP lines, intact and fractured runs as horizontal references",
                     figs.plot(f"curves-{metric}", fig)))
     if cemented and df["level"].nunique() > 1:
         fig = study_curves(df, "factor_of_risk", level="all")
@@ -449,7 +470,7 @@ def _results_table(df) -> str:
     if not len(df):
         return "<p>No finished runs.</p>"
     head = "".join(f"<th>{e(HEADERS.get(c, c))}</th>" for c in df.columns)
-    rows, last = [], None
+    rows, last, noted = [], None, False
     for rec in df.to_dict(orient="records"):
         cls = ' class="run-start"' if rec["run_id"] != last else ""
         last = rec["run_id"]
@@ -457,9 +478,19 @@ def _results_table(df) -> str:
         for c in df.columns:
             v = rec[c]
             kind = "t" if isinstance(v, str) else ""
+            if c == "stiffness_n_per_mm" and _is_nan(v) and not _is_nan(
+                    rec.get("rotational_stiffness_nm_per_deg")):
+                noted = True
+                cells.append(f"<td>{e(STIFFNESS_UNDER_MOMENT)}</td>")
+                continue
             if c in ("factor_of_risk", "factor_of_risk_pushover") and isinstance(v, float) \
                     and v > 1.0:
                 kind = "risk"
             cells.append(f"<td{f' class={kind}' if kind else ''}>{e(format_value(v))}</td>")
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+    note = f"<p>{e(STIFFNESS_NOTE)}</p>" if noted else ""
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>{note}"
+
+
+def _is_nan(v) -> bool:
+    return v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))
