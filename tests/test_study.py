@@ -981,7 +981,7 @@ def test_pushover_columns_are_wired_into_a_run(tmp_path, monkeypatch):
     vtu = tmp_path / "abc.vtu"
     out = execute(p, str(vtu))
     assert [c[1]["level"] for c in calls] == ["L2"]
-    assert calls[0][1]["rtol"] == 1e-4 and calls[0][1]["backend"] == "numpy"
+    assert "rtol" not in calls[0][1] and calls[0][1]["backend"] == "numpy"  # its default
     assert "pushover" in out["timings"]
     l1, l2 = out["rows"]
     assert all(l1[c] is None for c in PUSHOVER_COLUMNS)
