@@ -45,6 +45,7 @@ from .errors import (  # noqa: E402
     DeckError,
     InputFileError,
     MaterialError,
+    MechanismError,
     MeshError,
     ModelError,
     SetError,
@@ -72,6 +73,6 @@ __all__ = [
     "BoundaryConditionError", "ConvergenceError", "DeckError", "Displacement", "FaceSet", "Fixed",
     "InputFileError", "MaterialError", "MeshError", "Model", "ModelError", "NodalForce",
     "Pressure", "Result", "RigidPlate", "SetError", "SolverError", "TotalForce", "Traction",
-    "UnderConstrainedError", "VoxelModel", "solve", "solve_plastic", "solve_nonlinear",
+    "UnderConstrainedError", "MechanismError", "VoxelModel", "solve", "solve_plastic", "solve_nonlinear",
     "DamageLaw", "__version__",
 ]

@@ -15,6 +15,7 @@ supports come from the unmodified matrix.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from . import assembly, voxel
 from . import system as _system
 from .amg import SmoothedAggregationAMG
 from .arrays import row_of_entries, unique_sorted
-from .errors import ConvergenceError, SolverError
+from .errors import BoundaryConditionError, ConvergenceError, SolverError
 from .kernels.backend import BackendError, get_backend
 from .model import BBAR_NU_THRESHOLD, Model
 from .parallel import RowSplit
@@ -78,6 +79,7 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
         assembly.check_geometry(model, xp, xp.asarray(model.points))
     sysm = _system.compile_conditions(model)
     _system.check_constraints(model, sysm)
+    check_magnitudes(model, sysm)
     times["checks"] = time.perf_counter() - t0
 
     if model.hex8_formulation == "auto":
@@ -125,6 +127,9 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     u = (lin.T @ z if lin.T is not None else z)[:n3].reshape(-1, 3)
     fixed = xp.asarray(sysm.fixed_dofs)
     r_fixed = lin.K_rows @ z - lin.f[fixed] if len(sysm.fixed_dofs) else xp.zeros(0)
+    bnorm = float(xp.linalg.norm(lin.rhs))
+    true_res = float(xp.linalg.norm(lin.rhs - lin.K @ z)) / bnorm if bnorm > 0 else 0.0
+    verify_answer(model, sysm, u, r_fixed, true_res, rtol=rtol, info=info, be=be)
     result = Result(model, u, backend=be, system=sysm, reaction_dofs=sysm.fixed_dofs,
                     reaction_values=r_fixed, plate_dofs=z[n3:] if lin.T is not None else None,
                     info=info)
@@ -155,12 +160,115 @@ def _solve_voxel(model, grid, sysm, be, times, t0, *, rtol, atol, maxiter, preci
         u, r_fixed = voxel.solve_on_grid(model, grid, sysm, be, rtol=rtol, atol=atol,
                                          maxiter=maxiter, precision="double",
                                          callback=callback, info=info)
+    verify_answer(model, sysm, u, r_fixed, info.true_residual, rtol=rtol, info=info, be=be)
     result = Result(model, u, backend=be, system=sysm, reaction_dofs=sysm.fixed_dofs,
                     reaction_values=r_fixed, info=info)
     info.times.update(times)
     info.times["total"] = time.perf_counter() - t0
     logger.info("solved %d dofs: %s", model.n_dof, info.summary())
     return result
+
+
+#: the true relative residual of a solve may exceed the iterative solver's tolerance by this
+#: factor (CG updates its residual recursively, which drifts from b - A x by rounding) before the
+#: answer is refused; a direct solve is held to max(rtol, DIRECT_RESIDUAL)
+RESIDUAL_SLACK = 10.0
+DIRECT_RESIDUAL = 1e-10
+#: the resultant of the reactions and the loads must vanish to this fraction of the forces
+#: involved (1-norm), or RESIDUAL_SLACK x rtol x sqrt(equations) where that is larger (the
+#: resultant is the sum of the free dofs' residuals)
+EQUILIBRIUM_TOL = 1e-6
+
+
+#: loads (N), prescribed displacements and coordinates (mm) and moduli (MPa) must lie within
+#: these magnitudes (zero allowed): beyond them the squares in norms and energies overflow or
+#: underflow double precision (1e308 / 1e-308), and a solver's tolerances lose their meaning
+MAGNITUDE_MAX = 1e100
+MAGNITUDE_MIN = 1e-100
+
+
+def check_magnitudes(model, sysm) -> None:
+    """Refuse inputs whose magnitudes double precision cannot carry through a solve (the
+    tolerances are relative, so any units within 1e-100..1e100 work; say which input is out)."""
+    for what, unit, values in (
+            ("load", "N", np.asarray(sysm.f, dtype=float)),
+            ("prescribed displacement", "mm", np.asarray(sysm.fixed_values, dtype=float)),
+            ("node coordinate", "mm", np.asarray(model.points, dtype=float)),
+            ("Young's modulus", "MPa", np.asarray(model.E, dtype=float))):
+        a = np.abs(values[np.isfinite(values)]).ravel()
+        nz = a[a > 0]
+        if not len(nz):
+            continue
+        big, small = float(nz.max()), float(nz.min())
+        if big > MAGNITUDE_MAX or small < MAGNITUDE_MIN:
+            bad = big if big > MAGNITUDE_MAX else small
+            raise BoundaryConditionError(
+                f"a {what} of {bad:.3g} {unit} is outside what a solve in double precision can "
+                f"carry ({MAGNITUDE_MIN:g}..{MAGNITUDE_MAX:g} in magnitude; zero is fine): use "
+                "units that bring it into range (mm, N, MPa suit bone)")
+
+
+def verify_answer(model, sysm, u, r_fixed, true_res: float, *, rtol: float, info, be) -> None:
+    """Refuse an answer that is not one: non-finite displacements or reactions, a true relative
+    residual above the tolerance the solver was asked for, or reactions that do not balance the
+    loads. Records the true residual and the imbalance in ``info``."""
+    xp = be.xp
+    bad = ~xp.all(xp.isfinite(u), axis=1)
+    if bool(xp.any(bad)):
+        i = int(xp.nonzero(bad)[0][0])
+        f = np.asarray(sysm.f)
+        raise SolverError(
+            f"the displacement is not finite at node {model.node_ids[i]} "
+            f"({int(bad.sum())} node(s) in all): the loads (largest {np.abs(f).max():.3g} N) or "
+            "the moduli overflow double precision, or the model is a mechanism; use units that "
+            "keep loads and moduli within about 1e-100..1e100")
+    f_free = np.array(sysm.f, dtype=float)
+    f_free[np.asarray(sysm.fixed_dofs, dtype=np.int64)] = 0.0
+    if not bool(xp.any(u != 0.0)) and (np.any(f_free != 0.0)
+                                       or np.any(np.asarray(sysm.fixed_values) != 0.0)):
+        raise SolverError("the solver returned zero displacement everywhere for non-zero loads "
+                          "or prescribed displacements: the answer underflowed; use other units")
+    r = be.to_host(r_fixed) if len(sysm.fixed_dofs) else np.zeros(0)
+    if not np.isfinite(r).all():
+        raise SolverError("the reactions are not finite: the loads or moduli overflow double "
+                          "precision; use smaller units")
+    info.true_residual = true_res
+    limit = max(rtol, DIRECT_RESIDUAL) if info.solver == "direct" else RESIDUAL_SLACK * rtol
+    if not (true_res <= limit):
+        raise ConvergenceError(
+            f"the {info.solver} solve returned an answer that does not satisfy the equations: "
+            f"true relative residual {true_res:.2e} > {limit:.1e}. The stiffness matrix is "
+            "singular or nearly so: a mechanism (parts joined by a node or an edge, a chain of "
+            "elements that can fold), or moduli spanning too many orders of magnitude",
+            [true_res])
+    f = np.asarray(sysm.f, dtype=float)
+    n3 = 3 * model.n_nodes
+    F = f[:n3].reshape(-1, 3).sum(axis=0)
+    R = np.zeros(3)
+    scale = float(np.abs(f[:n3]).sum())
+    dofs = np.asarray(sysm.fixed_dofs, dtype=np.int64)
+    mesh = dofs < n3
+    np.add.at(R, dofs[mesh] % 3, r[mesh])
+    scale += float(np.abs(r[mesh]).sum())
+    for p in sysm.plates:
+        F = F + f[p.first_dof:p.first_dof + 3]
+        scale += float(np.abs(f[p.first_dof:p.first_dof + 3]).sum())
+        local = dofs - p.first_dof
+        on = (local >= 0) & (local < 3)
+        np.add.at(R, local[on], r[on])
+        scale += float(np.abs(r[on]).sum())
+    if scale == 0.0:
+        info.imbalance = 0.0
+        return
+    imbalance = float(np.linalg.norm(F + R)) / scale
+    info.imbalance = imbalance
+    n_eq = max(int(info.n_equations or 1), 1)
+    tol = max(EQUILIBRIUM_TOL, RESIDUAL_SLACK * rtol * math.sqrt(n_eq))
+    if not (imbalance <= tol):
+        raise ConvergenceError(
+            f"the reactions do not balance the loads: resultant {F + R} N is {imbalance:.2e} of "
+            f"the forces involved (> {tol:.1e}); the answer is not an equilibrium (a mechanism, "
+            "or a solver that stopped early)", [true_res])
 
 
 @dataclass

@@ -57,6 +57,10 @@ class UnderConstrainedError(BoundaryConditionError):
         super().__init__(message)
 
 
+class MechanismError(UnderConstrainedError):
+    """A part of the mesh is held only through a node or an edge (a hinge) and moves freely."""
+
+
 class SolverError(ModelError):
     """The linear solver failed (singular matrix, unknown solver name)."""
 

@@ -609,6 +609,22 @@ class VoxelSolver:
                     total += _nbytes(self.xp, a)
         return total
 
+    def true_residual(self, x) -> float:
+        """||F (b - A x)|| / ||F (b - A u0)||: the relative residual of ``x`` on the free dofs,
+        computed afresh (not CG's recursion), against that of the prescribed values alone."""
+        xp = self.xp
+        lv = self.levels[0]
+        loads = self._loads_by_range()
+        r = xp.empty(lv.node_shape, dtype=xp.float64)
+        x0 = xp.zeros(lv.node_shape, dtype=xp.float64)
+        if self.problem.u0 is not None:
+            x0[...] = xp.asarray(self.problem.u0, dtype=xp.float64)
+        self._true_residual(x0, r, loads)
+        r0 = math.sqrt(self._dot(lv, r, r))
+        self._true_residual(xp.asarray(x, dtype=xp.float64), r, loads)
+        rn = math.sqrt(self._dot(lv, r, r))
+        return rn / r0 if r0 > 0.0 else (0.0 if rn == 0.0 else math.inf)
+
     def apply(self, u):
         """(A u) over the whole grid, supported dofs included (for reactions), in float64."""
         xp = self.xp

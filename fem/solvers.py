@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +36,8 @@ class SolveInfo:
     precision: str = "double"
     levels: list = field(default_factory=list)  # geometric multigrid: grid shapes, fine first
     held_bytes: int = 0  # geometric multigrid: bytes its vectors and levels hold
+    true_residual: float = math.nan  # ||b - A x|| / ||b|| checked after the solve
+    imbalance: float = math.nan  # |resultant of loads and reactions| / forces involved
 
     def summary(self) -> str:
         t = ", ".join(f"{k} {v:.2f} s" for k, v in self.times.items())

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import loads as L
 from .elements import FACE_TYPES
-from .errors import BoundaryConditionError, UnderConstrainedError, format_labels
+from .errors import BoundaryConditionError, MechanismError, UnderConstrainedError, format_labels
 from .model import FaceSet, Model
 from .solvers import rigid_modes_at
 
@@ -246,6 +246,130 @@ def check_constraints(model: Model, system: System) -> None:
             f"the model is under-constrained: rigid-body motion(s) {', '.join(free)}{where} are "
             f"free{more}; add supports (Fixed/Displacement or *BOUNDARY) that stop them",
             free_motions=free)
+    check_mechanisms(model, system)
+
+
+def _solid_components(model: Model) -> tuple[int, np.ndarray]:
+    """Connected components of the elements joined through shared faces (per element)."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    from .topology import _face_keys
+
+    e, _, k = _face_keys(model)
+    if model.n_nodes < 2 ** 21:  # the three largest corners name a face of a conforming mesh
+        key = (k[:, 1] << 42) | (k[:, 2] << 21) | k[:, 3]
+        order = np.argsort(key, kind="stable")
+        ks = key[order]
+    else:
+        order = np.lexsort(k.T[::-1])
+        ks = k[order]
+        ks = np.concatenate([[0], np.cumsum(np.any(ks[1:] != ks[:-1], axis=1))])
+    same = ks[1:] == ks[:-1]
+    a, b = e[order[:-1][same]], e[order[1:][same]]
+    n = model.n_elements
+    g = sp.coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+    return connected_components(g, directed=False)
+
+
+def check_mechanisms(model: Model, system: System) -> None:
+    """Raise :class:`MechanismError` if a part of the mesh is held only through nodes or edges.
+
+    Parts whose elements share faces are rigid bodies to first order when joined to others by a
+    single node or the nodes of one edge: such a joint is a hinge, about which the part rotates
+    freely (the stiffness matrix is singular, or nearly so, and a solver returns an arbitrary
+    rotation). Each solid part (elements joined through faces; parts coupled to one rigid plate
+    move with it) gets six rigid-body unknowns; its supports and the nodes it shares with other
+    parts (same motion on both sides) are constraints; a non-zero motion that satisfies them
+    all is a mechanism, named with the parts' regions and the joint's nodes. A model whose
+    parts are joined through faces has one solid part and costs one face sort."""
+    ncomp, comp = _solid_components(model)
+    if ncomp <= 1:
+        return
+    n = model.n_nodes
+    # node -> solid parts (a node of several parts is a joint)
+    pairs_np = np.unique(np.concatenate([
+        np.stack([b.conn.ravel(), np.repeat(comp[b.start:b.stop], b.conn.shape[1])], axis=1)
+        for b in model.blocks]), axis=0)  # (node, part), sorted by node
+    node_part = np.full(n, -1, dtype=np.int64)
+    node_part[pairs_np[::-1, 0]] = pairs_np[::-1, 1]  # each node's first (lowest) part
+    other = pairs_np[:, 1] != node_part[pairs_np[:, 0]]
+    pairs = np.stack([pairs_np[other, 0], node_part[pairs_np[other, 0]], pairs_np[other, 1]],
+                     axis=1)
+    # parts coupled to one rigid plate move together: one group
+    group = np.arange(ncomp)
+
+    def root(i):
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    for p in system.plates:
+        ps = np.unique(node_part[p.nodes])
+        ps = ps[ps >= 0]
+        for q in ps[1:]:
+            group[root(q)] = root(ps[0])
+    gid = np.array([root(i) for i in range(ncomp)])
+    groups, gidx = np.unique(gid, return_inverse=True)
+    ng = len(groups)
+    L = float(np.max(np.ptp(model.points, axis=0))) or 1.0
+    centre = model.points.mean(axis=0)
+    fixed = system.fixed_dofs
+    mask = np.zeros(3 * n, dtype=bool)
+    mask[fixed[fixed < 3 * n]] = True
+    mask = mask.reshape(n, 3)
+    rows = []
+    node_group = np.where(node_part >= 0, gidx[np.maximum(node_part, 0)], -1)
+    sup = np.nonzero(mask.any(axis=1))[0]
+    R = _rigid_rows(model.points[sup], centre, L).reshape(len(sup), 3, 6)
+    for g in range(ng):
+        sel = node_group[sup] == g
+        C = R[sel][mask[sup[sel]]]
+        for p in system.plates:
+            if p.prescribed and node_group[p.nodes[0]] == g:
+                Rp = _rigid_rows(p.reference[None], centre, L)[0]
+                for k in p.prescribed:
+                    C = np.vstack([C, Rp[k][None] if k < 3 else np.eye(6)[k][None]])
+        if len(C):
+            _, sv, vt = np.linalg.svd(C, full_matrices=False)  # at most six rows kept
+            row = np.zeros((len(sv), 6 * ng))
+            row[:, 6 * g:6 * g + 6] = sv[:, None] * vt
+            rows.append(row)
+    jn = pairs[:, 0]
+    ga, gb = gidx[pairs[:, 1]], gidx[pairs[:, 2]]
+    keep = ga != gb
+    jn, ga, gb = jn[keep], ga[keep], gb[keep]
+    if len(jn):
+        B = _rigid_rows(model.points[jn], centre, L).reshape(len(jn), 3, 6)
+        row = np.zeros((len(jn), 3, 6 * ng))
+        for i in range(len(jn)):
+            row[i, :, 6 * ga[i]:6 * ga[i] + 6] += B[i]
+            row[i, :, 6 * gb[i]:6 * gb[i] + 6] -= B[i]
+        rows.append(row.reshape(-1, 6 * ng))
+    A = np.concatenate(rows) if rows else np.zeros((0, 6 * ng))
+    if len(A) < 6 * ng:
+        A = np.vstack([A, np.zeros((6 * ng - len(A), 6 * ng))])
+    _, sv, vt = np.linalg.svd(A, full_matrices=False)
+    null = vt[sv <= 1e-9 * max(1.0, sv[0])]
+    if not len(null):
+        return
+    moving = np.nonzero(np.abs(null).reshape(len(null), ng, 6).max(axis=(0, 2)) > 1e-6)[0]
+    g = int(moving[0])
+    parts = np.nonzero(gidx == g)[0]
+    els = np.nonzero(np.isin(comp, parts))[0]
+    codes = np.unique(model.element_region[els])
+    regions = sorted(model.region_names[r] if r >= 0 else "no material region" for r in codes)
+    hinge = np.unique(np.concatenate([jn[ga == g], jn[gb == g]]))
+    Cg = A[:, 6 * g:6 * g + 6][np.abs(A[:, 6 * g:6 * g + 6]).sum(axis=1) > 0]
+    free = _free_motions(Cg, centre, L) if len(Cg) else []
+    what = f" ({', '.join(free)})" if free else ""
+    raise MechanismError(
+        f"the model is a mechanism: a part of {len(els)} element(s) ({', '.join(regions)}; "
+        f"element {model.element_ids[els[0]]}) is joined to the rest only "
+        f"through node(s) {format_labels(model.node_ids[hinge])}, a hinge about which it moves "
+        f"freely{what}; parts must share element faces (or be supported on their own)",
+        free_motions=free)
 
 
 def _free_motions(C: np.ndarray, centre, L) -> list[str]:
