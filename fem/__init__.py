@@ -48,6 +48,7 @@ from .errors import (  # noqa: E402
     MechanismError,
     MeshError,
     ModelError,
+    OutputError,
     SetError,
     SolverError,
     UnderConstrainedError,
@@ -73,6 +74,6 @@ __all__ = [
     "BoundaryConditionError", "ConvergenceError", "DeckError", "Displacement", "FaceSet", "Fixed",
     "InputFileError", "MaterialError", "MeshError", "Model", "ModelError", "NodalForce",
     "Pressure", "Result", "RigidPlate", "SetError", "SolverError", "TotalForce", "Traction",
-    "UnderConstrainedError", "MechanismError", "VoxelModel", "solve", "solve_plastic", "solve_nonlinear",
+    "UnderConstrainedError", "MechanismError", "OutputError", "VoxelModel", "solve", "solve_plastic", "solve_nonlinear",
     "DamageLaw", "__version__",
 ]

@@ -33,6 +33,11 @@ class DeckError(ModelError):
         super().__init__(where + message)
 
 
+class OutputError(ModelError):
+    """An output that cannot be written: a missing or unwritable folder, a folder where the file
+    goes, a full disk."""
+
+
 class MeshError(ModelError):
     """Bad geometry or connectivity: inverted or degenerate elements, undefined nodes."""
 

@@ -464,3 +464,44 @@ def test_bad_load_options_are_one_line_errors(tmp_path, capsys, opt, value, frag
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert fragment in err or fragment.lower() in err.lower()
     assert not out.exists()
+
+
+def _vfem_limited(args, fsize: int):
+    """vfem in a child process whose files may not grow beyond ``fsize`` bytes (a full disk, as
+    the writer sees it: the write fails with EFBIG; SIGXFSZ ignored so the process lives on)."""
+    import resource
+    import signal
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    return subprocess.run([sys.executable, "-m", "fem.cli", *map(str, args)],
+                          capture_output=True, text=True, preexec_fn=limit, timeout=120,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_a_full_disk_during_the_vtu_write_leaves_nothing_behind(tmp_path):
+    """The VTU cannot be written whole: one error line naming the output file (not a hidden
+    temporary), exit 2, and no temporary left in the folder."""
+    m = hex_block((8, 8, 8), (4.0, 4.0, 4.0), E=100.0, nu=0.3)
+    m.add(fem.Fixed("zmin"), fem.Pressure("zmax", 1.0))
+    deck = m.write_inp(tmp_path / "block.inp")
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = _vfem_limited(["solve", deck, "--out", out / "block.vtu"], fsize=20_000)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: cannot write ") and proc.stderr.count("\n") == 1
+    assert str(out / "block.vtu") in proc.stderr and "Traceback" not in proc.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_solve(tmp_path, capsys):
+    """--out names a folder: refused at once (it was found only after the whole solve)."""
+    m = hex_block((2, 2, 2), E=100.0, nu=0.3)
+    m.add(fem.Fixed("zmin"), fem.Pressure("zmax", 1.0))
+    deck = m.write_inp(tmp_path / "block.inp")
+    (tmp_path / "taken.vtu").mkdir()
+    assert main(["solve", str(deck), "--out", str(tmp_path / "taken.vtu")]) == 2
+    err = capsys.readouterr()
+    assert "taken.vtu: it is a folder" in err.err and "solved" not in err.out

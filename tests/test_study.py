@@ -941,6 +941,82 @@ def test_corrupt_store_is_a_clear_error(finished, tmp_path):
         assert _snapshot(store) == before
 
 
+def _damaged_page(store: Path):
+    """Garbage over every page but the first (the header and the schema table stay)."""
+    db = sqlite3.connect(store)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.execute("PRAGMA journal_mode = delete")
+    page = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    data = bytearray(store.read_bytes())
+    assert len(data) >= 3 * page
+    data[page:] = bytes((7 * i + 13) % 256 for i in range(len(data) - page))
+    store.write_bytes(bytes(data))
+
+
+def _foreign(store: Path):
+    store.unlink()
+    for extra in store.parent.glob("study.sqlite-*"):
+        extra.unlink()
+    db = sqlite3.connect(store)
+    with db:
+        db.execute("CREATE TABLE patients (id INTEGER, name TEXT)")
+        db.execute("INSERT INTO patients VALUES (1, 'keep me')")
+    db.close()
+
+
+def _dropped_metrics(store: Path):
+    db = sqlite3.connect(store)
+    with db:
+        db.execute("DROP TABLE metrics")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+@pytest.mark.parametrize("damage, words", [
+    (_damaged_page, ["study.sqlite"]),
+    (_foreign, ["not a vertebra-fem study store", "patients", "left as it is"]),
+    (_dropped_metrics, ["is damaged", "metrics", "missing"]),
+])
+def test_damaged_foreign_or_incomplete_stores_are_refused_untouched(finished, tmp_path, damage,
+                                                                    words):
+    """A corrupt page, someone else's SQLite file named study.sqlite (it was adopted and the
+    study ran in it) and a store missing its metrics table ("5 done" with empty results): one
+    error line from every command, and the file is never modified."""
+    folder = copy_study(finished["out"], tmp_path / "damaged")
+    store = folder / "study.sqlite"
+    damage(store)
+    before = _snapshot(store)
+    names = sorted(os.listdir(folder))
+    for proc in (vfem("results", folder), vfem("study", finished["spec"], "--out", folder),
+                 vfem("report", folder)):
+        _one_error_line(proc, str(store), *words)
+        assert _snapshot(store) == before
+        assert sorted(os.listdir(folder)) == names
+
+
+def test_a_full_disk_while_the_store_is_written_leaves_it_as_it_was(finished, tmp_path):
+    """SQLite's "database or disk is full" (a page limit stands in for the disk) in the middle
+    of a transaction: a StoreError saying what failed, and the store as before the transaction."""
+    from fem.study.store import Store, StoreError
+
+    folder = copy_study(finished["out"], tmp_path / "full")
+    store = Store(folder)
+    before = store.counts()
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count = {pages}")
+    rid = finished["ids"][3]
+    rows = [{"level": f"L{i}", "load_n": float(i)} for i in range(5000)]
+    out = {"rows": rows, "timings": {}, "backend": "numpy", "solver": "direct",
+           "iterations": 0, "n_dof": 0}
+    with pytest.raises(StoreError, match=r"database or disk is full.*as it was before"):
+        store.finish(rid, out, None)
+    assert store.counts() == before
+    assert not store.db.in_transaction
+    store.close()
+    assert integrity(folder) == "ok"
+
+
 def test_another_study_in_the_same_folder_is_refused(finished, tmp_path):
     folder = copy_study(finished["out"], tmp_path / "study")
     spec = grid_spec(tmp_path / "other.toml", "another")

@@ -7,7 +7,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import InputFileError
+from ..errors import InputFileError, OutputError
 
 
 def _umask() -> int:
@@ -16,22 +16,49 @@ def _umask() -> int:
     return mask
 
 
+def check_writable(path) -> Path:
+    """Raise :class:`~fem.errors.OutputError` unless a file can be written at ``path`` (its
+    folder exists and takes a new file, and ``path`` is not a folder): checked before the work
+    that produces the file, not after it."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
 @contextmanager
 def atomic_path(path, suffix: str = ".part"):
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path`` (with the
-    permissions a new file would get), on failure removed."""
+    permissions a new file would get), on failure removed, with any ``<tmp>.*`` companion the
+    writer made. An OSError (a full disk, no permission) becomes an
+    :class:`~fem.errors.OutputError` naming ``path``, not the temporary."""
     path = Path(path)
     if not path.parent.exists():
         raise InputFileError(f"output folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     os.close(fd)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException as exc:
+        for t in [tmp, *Path(tmp).parent.glob(Path(tmp).name + ".*")]:
+            if os.path.lexists(t):
+                os.unlink(t)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc} (nothing was left "
+                              "behind)") from None
         raise
 
 

@@ -26,6 +26,10 @@ from ..errors import ModelError
 
 SCHEMA_VERSION = 1
 DB_NAME = "study.sqlite"
+#: SQLite's application id of a vertebra-fem store ("vfem" in ASCII): a database with another
+#: id, or with tables but no ``meta``, is someone else's and is never adopted
+APPLICATION_ID = 0x7666656D
+TABLES = ("meta", "study", "runs", "metrics")
 
 
 class StoreError(ModelError):
@@ -70,7 +74,9 @@ class Store:
             raise StoreError(f"{self.path} is not a usable SQLite database ({exc})") from None
         try:
             self.db.execute("PRAGMA busy_timeout = 120000")
-            self._check_version()  # before anything writes: a newer store stays as it was
+            # before anything writes: a newer, foreign or damaged store stays as it was
+            self._check_integrity()
+            self._check_version()
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")
         except (sqlite3.DatabaseError, StoreError) as exc:
@@ -95,6 +101,7 @@ class Store:
                 row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'"
                                       ).fetchone()
                 if row is None:
+                    self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                     self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)",
                                     (str(SCHEMA_VERSION),))
                     self.db.execute("INSERT INTO meta VALUES ('created_by', ?)",
@@ -121,6 +128,28 @@ class Store:
                                         + ("TEXT" if c == "leak_locations" else "REAL"))
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a vertebra-fem study store ({exc})") from None
+
+    def _check_integrity(self):
+        """Refuse a database that is damaged, not vertebra-fem's, or missing tables, before
+        anything is written to it (a fresh, empty file is a new store)."""
+        ok = self.db.execute("PRAGMA quick_check").fetchall()
+        if [r[0] for r in ok] != ["ok"]:
+            raise StoreError(f"{self.path} is damaged (SQLite integrity check: "
+                             f"{'; '.join(str(r[0]) for r in ok[:3])}): restore it from a "
+                             "backup, or run the study into another --out folder")
+        app = self.db.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if app not in (0, APPLICATION_ID) or (tables and "meta" not in tables):
+            raise StoreError(f"{self.path} is not a vertebra-fem study store (a SQLite database "
+                             f"with tables {', '.join(sorted(tables)) or 'none'}"
+                             f"{f', application id {app}' if app else ''}): it was left as it "
+                             "is; use another --out folder")
+        missing = [t for t in TABLES if t not in tables]
+        if tables and missing:
+            raise StoreError(f"{self.path} is damaged: table(s) {', '.join(missing)} are "
+                             "missing; restore it from a backup, or run the study into another "
+                             "--out folder")
 
     def _check_version(self):
         if self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
@@ -255,8 +284,25 @@ class _Transaction:
         return self.db
 
     def __exit__(self, kind, value, tb):
-        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        if kind is None:
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:  # disk full at COMMIT: undone
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise StoreError(_write_failed(self.db, exc)) from None
+            return False
+        if self.db.in_transaction:  # SQLite may have rolled back already (a full disk)
+            self.db.execute("ROLLBACK")
+        if isinstance(value, sqlite3.DatabaseError):  # disk full while writing: undone
+            raise StoreError(_write_failed(self.db, value)) from None
         return False
+
+
+def _write_failed(db, exc) -> str:
+    path = db.execute("PRAGMA database_list").fetchone()[2]
+    return (f"writing the study store {path} failed ({exc}); the store is as it was before "
+            "this change (free disk space and run the study again: it resumes)")
 
 
 def _alive(pid: int) -> bool:
