@@ -7,6 +7,7 @@ Each test asserts the exception type and the key content of the message; a raw P
 
 from __future__ import annotations
 
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -795,3 +796,95 @@ def test_surface_elements_exported_beside_the_volume_get_a_hint(tmp_path):
                 "20, 101, 102, 103\n*NSET, NSET=LEFT")
     deck_fault(tmp_path, text, fem.DeckError, "CPS3", "surface or line element",
                line=line_of(text, "*ELEMENT, TYPE=CPS3"))
+
+
+# ------------------------------------------------------------------------------ readers that
+# cannot crash (issue 17): inputs a fuzzer found that gave tracebacks
+
+
+def test_symlink_loop_given_as_the_input(tmp_path):
+    (tmp_path / "a.inp").symlink_to(tmp_path / "b.inp")
+    (tmp_path / "b.inp").symlink_to(tmp_path / "a.inp")
+    (tmp_path / "self.vtu").symlink_to(tmp_path / "self.vtu")
+    with pytest.raises(fem.InputFileError, match=r"a\.inp: a loop of symbolic links"):
+        fem.Model.from_inp(tmp_path / "a.inp")
+    with pytest.raises(fem.InputFileError, match=r"self\.vtu: a loop of symbolic links"):
+        fem.Model.from_file(tmp_path / "self.vtu", E=100, nu=0.3)
+
+
+def test_symlink_loop_in_an_include(tmp_path):
+    (tmp_path / "sets.inp").symlink_to(tmp_path / "sets.inp")
+    text = edit("*MATERIAL", "*INCLUDE, INPUT=sets.inp\n*MATERIAL")
+    deck_fault(tmp_path, text, fem.DeckError, "sets.inp", "loop of symbolic links",
+               line=line_of(text, "*INCLUDE"))
+
+
+def test_include_cycle_through_a_symlink(tmp_path):
+    """The link resolves to the including deck: a cycle, however the file is named."""
+    (tmp_path / "alias.inp").symlink_to(tmp_path / "deck.inp")
+    text = edit("*MATERIAL", "*INCLUDE, INPUT=alias.inp\n*MATERIAL")
+    deck_fault(tmp_path, text, fem.DeckError, "cycle", line=line_of(text, "*INCLUDE"))
+
+
+def test_symlink_to_a_missing_file(tmp_path):
+    (tmp_path / "gone.inp").symlink_to(tmp_path / "nowhere.inp")
+    with pytest.raises(fem.InputFileError, match=r"gone\.inp: a symbolic link to a missing file"):
+        fem.Model.from_inp(tmp_path / "gone.inp")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
+def test_named_pipe_is_refused_not_read_forever(tmp_path):
+    os.mkfifo(tmp_path / "pipe.inp")
+    with pytest.raises(fem.InputFileError, match=r"pipe\.inp: not a regular file"):
+        fem.Model.from_inp(tmp_path / "pipe.inp")
+
+
+# a label field of each keyword that takes one, as (old text, new text with TOKEN)
+LABEL_FIELDS = {
+    "surface": ("*MATERIAL", "*SURFACE, NAME=TOP\nTOKEN, S2\n*MATERIAL"),
+    "dload": ("*END STEP", "*DLOAD\nTOKEN, P1, 1.\n*END STEP"),
+    "cload": ("RIGHT, 1, 2.5", "TOKEN, 1, 2.5"),
+    "boundary": ("LEFT, ENCASTRE", "LEFT, ENCASTRE\nTOKEN, 1, 3"),
+    "nset": ("109, 110, 111, 112", "109, 110, TOKEN, 112"),
+    "elset": ("*MATERIAL", "*ELSET, ELSET=E2\n7, TOKEN\n*MATERIAL"),
+    "node": ("110, 2, 1, 0", "TOKEN, 2, 1, 0"),
+    "element": ("3, 102, 109", "TOKEN, 102, 109"),
+    "element node": ("3, 102, 109", "3, TOKEN, 109"),
+}
+
+
+@pytest.mark.parametrize("token", ["7\u00b9", "\u00b9", "\u0663", "\uff17"],
+                         ids=["7-superscript-1", "superscript-1", "arabic-indic-3", "fullwidth-7"])
+@pytest.mark.parametrize("field", list(LABEL_FIELDS))
+def test_label_written_with_other_digits(tmp_path, field, token):
+    """'¹' passes str.isdigit() and int() refuses it; '٣' and '７' pass int() and float() as 3
+    and 7. A label is ASCII digits: each is an error at its line, never a traceback or a
+    silently different label."""
+    old, new = LABEL_FIELDS[field]
+    text = edit(old, new.replace("TOKEN", token))
+    err = deck_fault(tmp_path, text, fem.DeckError, repr(token)[1:-1],
+                     line=line_of(text, token))
+    assert "not a number" in str(err) or "digits 0-9" in str(err), str(err)
+
+
+@pytest.mark.parametrize("token", ["99999999999999999999", "2147483648", "00000",
+                                   "9" * 5000],  # int() refuses more than 4300 digits
+                         ids=["beyond-int64", "beyond-int32", "zero", "5000-digits"])
+@pytest.mark.parametrize("field", list(LABEL_FIELDS))
+def test_label_out_of_range_in_every_label_field(tmp_path, field, token):
+    old, new = LABEL_FIELDS[field]
+    text = edit(old, new.replace("TOKEN", token))
+    err = deck_fault(tmp_path, text, fem.DeckError, line=line_of(text, token))
+    msg = str(err)
+    assert "positive integer label (1..2147483647)" in msg or "not a finite number" in msg, msg
+
+
+@pytest.mark.parametrize("old, new, what", [
+    ("1000., 0.3", "1_000., 0.3", "'1_000.' is not a number"),  # float() takes it as 1000
+    ("1000., 0.3", "\u0661000., 0.3", "is not a number"),
+    ("111, 2, 0, 1", "111, 2, \u0660, 1", "is not a number"),
+    ("RIGHT, 1, 2.5", "RIGHT, 1, 2\u0665", "is not a number"),
+])
+def test_numbers_written_with_other_digits(tmp_path, old, new, what):
+    text = edit(old, new)
+    deck_fault(tmp_path, text, fem.DeckError, what, line=line_of(text, new))

@@ -79,16 +79,32 @@ class Card:
 # ------------------------------------------------------------------------------------- lexing
 
 
-def _read_text(path: Path, where: tuple[str, int] | None) -> str:
+def _input_error(message: str, where: tuple[str, int] | None) -> ModelError:
+    """An unreadable file: an InputFileError, or a DeckError at the ``*INCLUDE`` naming it."""
+    if where is not None:
+        return DeckError(f"*INCLUDE: {message}", *where)
+    return InputFileError(message)
+
+
+def _readable(path: Path, where: tuple[str, int] | None) -> Path:
+    """``path`` with its symbolic links followed, once it is known to be a readable file."""
     try:
         check_readable(path)
+        return path.resolve(strict=True)
     except InputFileError as exc:
-        if where is not None:
-            raise DeckError(f"*INCLUDE: {exc}", *where) from None
-        raise
-    raw = path.read_bytes()
+        raise _input_error(str(exc), where) from None
+    except (OSError, RuntimeError) as exc:  # a link changed under us (3.11 raises RuntimeError)
+        raise _input_error(f"{path}: cannot be opened ({getattr(exc, 'strerror', None) or exc})",
+                           where) from None
+
+
+def _read_text(path: Path, where: tuple[str, int] | None) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise _input_error(f"{path}: cannot be read ({exc.strerror or exc})", where) from None
     if b"\x00" in raw[:65536]:
-        raise InputFileError(f"{path}: binary file, not an Abaqus/CalculiX text deck")
+        raise _input_error(f"{path}: binary file, not an Abaqus/CalculiX text deck", where)
     try:
         return raw.decode("utf-8-sig")  # tolerates a byte-order mark
     except UnicodeDecodeError:
@@ -119,7 +135,7 @@ def lex(path, _depth: int = 0, _where=None, _stack=()) -> list[Card]:
     path = Path(path)
     if _depth > MAX_INCLUDE_DEPTH:
         raise DeckError(f"*INCLUDE nested more than {MAX_INCLUDE_DEPTH} deep (a cycle?)", *_where)
-    resolved = path.resolve()
+    resolved = _readable(path, _where)
     if resolved in _stack:
         raise DeckError(f"*INCLUDE cycle: {path} includes itself", *_where)
     text = _read_text(path, _where)
@@ -194,18 +210,42 @@ def _fields(raw: str) -> list[str]:
     return f
 
 
+#: a number as decks write it, in ASCII (float() also takes '٣', '１２' and '1_000')
+NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eEdD][+-]?[0-9]+)?")
+#: a label where a label or a set name may stand: ASCII digits only (str.isdigit() and \d also
+#: take '¹' and '٣', which int() then refuses or reads as another number)
+LABEL = re.compile(r"[0-9]+")
+#: largest node or element label (CalculiX and Abaqus store labels as 32-bit integers)
+MAX_LABEL = 2**31 - 1
+
+
 def _number(tok: str, card: Card, line: int, what: str) -> float:
-    try:
-        v = float(tok.replace("D", "E").replace("d", "e"))
-    except ValueError:
-        raise card.error(f"{what}: {tok!r} is not a number", line) from None
+    if not NUMBER.fullmatch(tok):
+        finite = tok.strip().lower().lstrip("+-") not in ("nan", "inf", "infinity")
+        raise card.error(f"{what}: {tok!r} is not a{'' if finite else ' finite'} number", line)
+    v = float(tok.replace("D", "E").replace("d", "e"))
     if not np.isfinite(v):
         raise card.error(f"{what}: {tok!r} is not a finite number", line)
     return v
 
 
-#: largest node or element label (CalculiX and Abaqus store labels as 32-bit integers)
-MAX_LABEL = 2**31 - 1
+def _not_a_label(tok: str) -> str:
+    """A hint for a set name that looks like a label written with other digits ('¹', '٣')."""
+    if any(not ch.isascii() and ch.isnumeric() for ch in tok):
+        return " (nor a label: labels are written with the digits 0-9)"
+    return ""
+
+
+def _reference(tok: str, card: Card, line: int, kind: str) -> int | None:
+    """The label a token of a set, surface, load or support names (``kind`` "node" or
+    "element"), checked against 1..MAX_LABEL; None where the token is a set name instead."""
+    if not LABEL.fullmatch(tok):
+        return None
+    digits = tok.lstrip("0")
+    if len(digits) > len(str(MAX_LABEL)) or not 0 < int(digits or "0") <= MAX_LABEL:
+        raise card.error(f"{kind} label {tok} is not a positive integer label (1..{MAX_LABEL})",
+                         line)
+    return int(digits)
 
 
 def _label(tok: str, card: Card, line: int, what: str) -> int:
@@ -473,20 +513,23 @@ class _Builder:
                 self._add_members(names, name, ("range", (a, b, inc)), card, ln)
         else:
             toks, lines = _tokens(card)
-            try:  # fast path: every member is an integer label
-                labels = np.array(toks, dtype=np.int64) if toks else np.zeros(0, np.int64)
-            except (ValueError, OverflowError):
-                labels = None
+            labels = None
+            joined = "".join(toks)
+            if joined.isascii() and "_" not in joined:  # int() also takes '٣', '1_0'
+                try:  # fast path: every member is an integer label
+                    labels = np.array(toks, dtype=np.int64) if toks else np.zeros(0, np.int64)
+                except (ValueError, OverflowError):
+                    pass
             if labels is not None:
-                if (labels <= 0).any():
-                    i = int(np.argmax(labels <= 0))
+                if ((labels <= 0) | (labels > MAX_LABEL)).any():
+                    i = int(np.argmax((labels <= 0) | (labels > MAX_LABEL)))
                     raise card.error(f"*{kind} member: {toks[i]!r} is not a positive integer "
-                                     "label", lines[i])
+                                     f"label (1..{MAX_LABEL})", lines[i])
                 if len(labels):
                     self._add_members(names, name, ("labels", labels), card, np.asarray(lines))
             else:
                 for tok, ln in zip(toks, lines):
-                    if re.fullmatch(r"[+-]?\d+(\.0*)?", tok):
+                    if re.fullmatch(r"[+-]?[0-9]+(\.0*)?", tok):
                         lab = np.array([_label(tok, card, ln, f"*{kind} member")])
                         self._add_members(names, name, ("labels", lab), card, ln)
                     else:
@@ -832,31 +875,34 @@ class _Builder:
             else:
                 if payload not in names:
                     what = "node set" if kind == "node" else "element set"
-                    raise card.error(f"{name!r} refers to unknown {what} {payload!r}", ln)
+                    raise card.error(f"{name!r} refers to unknown {what} {payload!r}"
+                                     + _not_a_label(payload), ln)
                 out.append(self._resolve(names, payload, kind, seen))
         return unique_sorted(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
     def _elements_of(self, token: str, card: Card, ln: int) -> np.ndarray:
-        if re.fullmatch(r"\d+", token):
-            idx = self._elem_index(np.array([int(token)]))
+        label = _reference(token, card, ln, "element")
+        if label is not None:
+            idx = self._elem_index(np.array([label], dtype=np.int64))
             if idx[0] < 0:
                 raise card.error(f"element {token} is not defined", ln)
             return idx
         if token not in self.elsets:
-            raise card.error(f"unknown element set {token!r}", ln)
+            raise card.error(f"unknown element set {token!r}" + _not_a_label(token), ln)
         idx = self._resolve(self.elsets, token, "element", set())
         if len(idx) == 0:
             raise card.error(f"element set {token!r} is empty", ln)
         return idx
 
     def _nodes_of(self, token: str, card: Card, ln: int) -> tuple[object, np.ndarray]:
-        if re.fullmatch(r"\d+", token):
-            idx = self._node_index(np.array([int(token)]))
+        label = _reference(token, card, ln, "node")
+        if label is not None:
+            idx = self._node_index(np.array([label], dtype=np.int64))
             if idx[0] < 0:
                 raise card.error(f"node {token} is not defined", ln)
             return None, idx
         if token not in self.nsets:
-            raise card.error(f"unknown node set {token!r}", ln)
+            raise card.error(f"unknown node set {token!r}" + _not_a_label(token), ln)
         idx = self._resolve(self.nsets, token, "node", set())
         if len(idx) == 0:
             raise card.error(f"node set {token!r} is empty", ln)
@@ -864,7 +910,8 @@ class _Builder:
 
     def _surface_faces(self, items):
         es, fs = [], []
-        numeric = [(int(t), f, c, ln) for t, f, c, ln in items if t.isdigit()]
+        refs = [_reference(t, c, ln, "element") for t, _, c, ln in items]
+        numeric = [(r, f, c, ln) for r, (_, f, c, ln) in zip(refs, items) if r is not None]
         if numeric:
             labels = np.array([x[0] for x in numeric], dtype=np.int64)
             idx = self._elem_index(labels)
@@ -873,8 +920,8 @@ class _Builder:
                 raise card.error(f"element {labels[int(np.argmax(idx < 0))]} is not defined", ln)
             es.append(idx)
             fs.append(np.array([x[1] for x in numeric], dtype=np.int64))
-        for token, face, card, ln in items:
-            if not token.isdigit():
+        for r, (token, face, card, ln) in zip(refs, items):
+            if r is None:
                 e = self._elements_of(token, card, ln)
                 es.append(e)
                 fs.append(np.full(len(e), face))

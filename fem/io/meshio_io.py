@@ -11,10 +11,12 @@ engineering constants, NaN rows for isotropic elements) the orthotropic ones,
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
 import os
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -159,19 +161,32 @@ def model_to_meshio(model: Model):
 
 
 def check_readable(path) -> Path:
-    """Raise :class:`InputFileError` if ``path`` is missing, a folder, empty or unreadable."""
+    """Raise :class:`InputFileError` unless ``path`` is a readable, non-empty regular file: not
+    missing, a folder, a loop of symbolic links, a link to nothing, or a pipe or device (which
+    would be read forever)."""
     p = Path(path)
     try:
-        if not p.exists():
-            raise InputFileError(f"{p}: no such file")
-        if p.is_dir():
-            raise InputFileError(f"{p}: is a folder, not a file")
-        if not os.access(p, os.R_OK):
-            raise InputFileError(f"{p}: permission denied")
-        if p.stat().st_size == 0:
-            raise InputFileError(f"{p}: the file is empty")
-    except OSError as exc:  # a name too long, a broken mount
+        st = os.stat(p)
+    except FileNotFoundError:
+        if os.path.islink(p):
+            raise InputFileError(f"{p}: a symbolic link to a missing file "
+                                 f"({os.readlink(p)})") from None
+        raise InputFileError(f"{p}: no such file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputFileError(f"{p}: a loop of symbolic links (it leads back to itself)") \
+                from None
         raise InputFileError(f"{p}: cannot be opened ({exc.strerror or exc})") from None
+    except ValueError as exc:  # a NUL in the name
+        raise InputFileError(f"{p!r}: not a file name ({exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputFileError(f"{p}: is a folder, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputFileError(f"{p}: not a regular file (a pipe, socket or device)")
+    if not os.access(p, os.R_OK):
+        raise InputFileError(f"{p}: permission denied")
+    if st.st_size == 0:
+        raise InputFileError(f"{p}: the file is empty")
     return p
 
 
