@@ -150,9 +150,9 @@ class Model:
         if start == 0:
             raise MeshError("the model has no solid (tet4, tet10, hex8) elements")
         m.node_ids = (np.arange(1, n + 1, dtype=np.int64) if node_ids is None
-                      else np.asarray(node_ids, dtype=np.int64))
+                      else _integer_labels("node", node_ids))
         m.element_ids = (np.arange(1, start + 1, dtype=np.int64) if element_ids is None
-                         else np.asarray(element_ids, dtype=np.int64))
+                         else _integer_labels("element", element_ids))
         if len(m.node_ids) != n or len(m.element_ids) != start:
             raise MeshError("node_ids / element_ids must have one label per node / element")
         for what, ids in (("node", m.node_ids), ("element", m.element_ids)):
@@ -450,7 +450,7 @@ class Model:
             self.ortho = np.full((self.n_elements, 9), np.nan)
         self.ortho[idx] = c
         self.E[idx] = c[:, 2]
-        self.nu[idx] = c[:, 4] * c[:, 2] / c[:, 0]
+        self.nu[idx] = c[:, 4] * (c[:, 2] / c[:, 0])
         self._material_region(region, idx)
         return self
 
@@ -583,6 +583,27 @@ class Model:
         return self.to_inp(path, heading=heading)
 
 
+def _integer_labels(what: str, labels) -> np.ndarray:
+    """Labels as int64, refusing what a cast would change silently: fractions, NaN, infinities,
+    values beyond int64 and non-numbers (labels read from files arrive as floats or strings)."""
+    try:
+        a = np.asarray(labels)
+        if a.dtype.kind not in "iuf":
+            a = a.astype(np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise MeshError(f"{what} labels must be integers, got {labels!r:.60}") from None
+    if a.dtype.kind == "f":
+        bad = ~np.isfinite(a) | (a != np.round(a)) | (np.abs(a) >= 2.0**63)
+    elif a.dtype.kind == "u":
+        bad = a > np.iinfo(np.int64).max
+    else:
+        bad = np.zeros(a.shape, dtype=bool)
+    if bad.any():
+        raise MeshError(f"{what} label {a[bad].ravel()[0].item()} is not an integer within int64 "
+                        f"({int(bad.sum())} such label(s))")
+    return a.astype(np.int64)
+
+
 def _check_orthotropic(c: np.ndarray, labels: np.ndarray, where: str) -> None:
     """Raise :class:`MaterialError` unless engineering constants (m, 9) are finite, the moduli
     positive and the compliance positive definite (the strain energy of any stress positive)."""
@@ -597,13 +618,19 @@ def _check_orthotropic(c: np.ndarray, labels: np.ndarray, where: str) -> None:
         raise MaterialError(f"orthotropic moduli of {where} must be > 0 MPa; (Ex, Ey, Ez, Gxy, Gxz, "
                             f"Gyz) = {tuple(float(v) for v in moduli[i])} for element(s) "
                             f"{format_labels(labels[bad])}")
-    Ex, Ey, Ez, nxy, nxz, nyz = (c[:, i] for i in range(6))
-    S = np.zeros((len(c), 3, 3))  # the normal block of the compliance, times Ex
-    S[:, 0, 0], S[:, 1, 1], S[:, 2, 2] = 1.0, Ex / Ey, Ex / Ez
-    S[:, 0, 1] = S[:, 1, 0] = -nxy
-    S[:, 0, 2] = S[:, 2, 0] = -nxz
-    S[:, 1, 2] = S[:, 2, 1] = -nyz * Ex / Ey
-    bad = np.linalg.eigvalsh(S)[:, 0] <= 1e-12 * np.abs(S).max(axis=(1, 2))
+    nxy, nxz, nyz = c[:, 3], c[:, 4], c[:, 5]
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        # the normal block of the compliance scaled to a unit diagonal, D^-1/2 S D^-1/2 with
+        # D = diag(1/Ex, 1/Ey, 1/Ez): off-diagonals -nu_ij sqrt(E_j / E_i), by square roots so
+        # that no ratio of extreme moduli overflows; positive definite exactly when S is
+        r = np.sqrt(c[:, :3])
+        R = np.broadcast_to(np.eye(3), (len(c), 3, 3)).copy()
+        R[:, 0, 1] = R[:, 1, 0] = -nxy * (r[:, 1] / r[:, 0])
+        R[:, 0, 2] = R[:, 2, 0] = -nxz * (r[:, 2] / r[:, 0])
+        R[:, 1, 2] = R[:, 2, 1] = -nyz * (r[:, 2] / r[:, 1])
+        ok = np.isfinite(R).all(axis=(1, 2))
+        ok[ok] = np.linalg.eigvalsh(R[ok])[:, 0] > 1e-12
+    bad = ~ok
     if bad.any():
         i = int(np.argmax(bad))
         raise MaterialError(f"orthotropic constants of {where} give a compliance that is not "
@@ -611,3 +638,19 @@ def _check_orthotropic(c: np.ndarray, labels: np.ndarray, where: str) -> None:
                             f"nu_xy, nu_xz, nu_yz = {tuple(float(v) for v in c[i, 3:6])} with Ex, "
                             f"Ey, Ez = {tuple(float(v) for v in c[i, :3])}) for element(s) "
                             f"{format_labels(labels[bad])}")
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        # what the assembly computes: the compliance (1/E, nu/E, 1/G), its inverse (the normal
+        # block is D^-1/2 R^-1 D^-1/2, bounded by the moduli over R's smallest eigenvalue) and
+        # the Poisson's ratio nu_zx kept as the element's nu
+        compliance = np.column_stack([1.0 / c[:, [0, 1, 2, 6, 7, 8]], c[:, 3:6] / c[:, :3]])
+        stiffness = (r[:, :, None] * np.linalg.inv(R)) * r[:, None, :]
+        nu_zx = nxz * (c[:, 2] / c[:, 0])
+        bad = ~(np.isfinite(compliance).all(axis=1) & np.isfinite(stiffness).all(axis=(1, 2))
+                & np.isfinite(nu_zx))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise MaterialError(f"orthotropic constants of {where} are beyond double precision (the "
+                            f"compliance or the stiffness overflows): (Ex, Ey, Ez, nu_xy, nu_xz, "
+                            f"nu_yz, Gxy, Gxz, Gyz) = {tuple(float(v) for v in c[i])} for "
+                            f"element(s) {format_labels(labels[bad])}; use units that keep the "
+                            "moduli and their ratios within about 1e-100..1e100")

@@ -888,3 +888,106 @@ def test_label_out_of_range_in_every_label_field(tmp_path, field, token):
 def test_numbers_written_with_other_digits(tmp_path, old, new, what):
     text = edit(old, new)
     deck_fault(tmp_path, text, fem.DeckError, what, line=line_of(text, new))
+
+
+ORTHO = "*ELASTIC, TYPE=ENGINEERING CONSTANTS\n{}, {}, {}, {}, {}, {}, {}, {}\n{}"
+
+
+@pytest.mark.parametrize("constants, what", [
+    ((1e300, 1e-300, 1000, .3, .3, .3, 400, 400, 400), "not positive definite"),  # was LinAlgError
+    ((1000, 1e-320, 1000, .3, .3, .3, 400, 400, 400), "not positive definite"),
+    ((1e-320, 1e-320, 1e-320, 0, 0, 0, 400, 400, 400), "beyond double precision"),
+    ((1000, 1000, 1000, 0, 0, 0, 400, 1e-320, 400), "beyond double precision"),
+    ((1e308, 1e308, 1e308, 0.45, 0.45, 0.45, 1e308, 1e308, 1e308), "beyond double precision"),
+    ((1000, 1000, 1000, 1e300, .3, .3, 400, 400, 400), "not positive definite"),
+    ((1000, 1000, 1000, .3, .3, .3, 400, 400, "1e309"), "not a finite number"),
+])
+def test_extreme_orthotropic_constants_in_a_deck(tmp_path, constants, what):
+    text = edit("*ELASTIC\n1000., 0.3", ORTHO.format(*constants))
+    finite = what != "not a finite number"
+    deck_fault(tmp_path, text, fem.DeckError, what, *(["BONE"] if finite else []),
+               line=line_of(text, "*ELASTIC") + (1 if finite else 2))
+
+
+def test_orthotropic_constants_that_read_but_cannot_be_solved_are_refused(tmp_path):
+    """Moduli of 1e308 make a positive definite, finite compliance and stiffness (the reader
+    keeps them); the solve refuses them as beyond what double precision carries."""
+    text = edit("*ELASTIC\n1000., 0.3",
+                ORTHO.format(1e308, 1e308, 1e308, .3, .3, .3, 1e308, 1e308, 1e308))
+    deck_fault(tmp_path, text, fem.ModelError, "1e+308", solve=True)
+
+
+def _orthotropic_result():
+    """A solved block, orthotropic in one material region and isotropic in another."""
+    m = hex_block((2, 1, 1), (2.0, 1.0, 1.0))
+    m.add_region("bone", [0])
+    m.add_region("cement", [1])
+    m.set_material("cement", E=3000.0, nu=0.3)
+    m.set_orthotropic("bone", E=(1987.0, 1357.0, 4730.0), nu=(0.31, 0.12, 0.07),
+                      G=(520.0, 910.0, 760.0))
+    m.fix("xmin").add(fem.NodalForce("xmax", (1.0, 0.0, 0.0)))
+    return fem.solve(m, backend="numpy", solver="direct")
+
+
+def _edited_vtu(tmp_path, edit_mesh):
+    """The result written by vertebra-fem's own writer after ``edit_mesh(mesh)``."""
+    from fem.io.atomic import write_vtu
+
+    mesh = _orthotropic_result().to_meshio()
+    edit_mesh(mesh)
+    return write_vtu(tmp_path / "edited.vtu", mesh)
+
+
+def test_orthotropic_vtu_reads_back():
+    r = _orthotropic_result()
+    assert r.model.orthotropic_mask().tolist() == [True, False]
+
+
+def _set_cell(name, f):
+    def edit_mesh(mesh):
+        mesh.cell_data[name] = [f(np.asarray(a)) for a in mesh.cell_data[name]]
+    return edit_mesh
+
+
+@pytest.mark.parametrize("edit_mesh, what", [
+    (_set_cell("orthotropic", lambda a: a[:, :8]), "'orthotropic' of cell block 0 (hexahedron) "
+                                                   "has shape (2, 8), expected (2, 9)"),
+    (_set_cell("orthotropic", lambda a: a[:, :3]), "shape (2, 3), expected (2, 9)"),
+    # 18 values per cell reshaped to 9 would have read the right count of wrong rows
+    (_set_cell("orthotropic", lambda a: np.hstack([a, a])), "shape (2, 18), expected (2, 9)"),
+    (_set_cell("orthotropic", lambda a: a[:, 0]), "shape (2,), expected (2, 9)"),
+    (_set_cell("E", lambda a: np.column_stack([a, a])), "'E' of cell block 0 (hexahedron) has "
+                                                        "shape (2, 2), expected (2,)"),
+    (_set_cell("region", lambda a: a + 7), "code 8 of element 1 is not -1 (none) or a "
+                                           "region the field data names (0..1)"),
+    (_set_cell("region", lambda a: a - 0.5), "code 0.5 of element 1"),
+    (_set_cell("element_id", lambda a: a + 0.5), "element label 1.5 is not an integer"),
+    (_set_cell("element_id", lambda a: a * 1e30), "element label 1e+30 is not an integer"),
+    (lambda mesh: mesh.point_data.__setitem__("node_id", mesh.point_data["node_id"] * 0.5),
+     "node label 0.5 is not an integer"),
+    (lambda mesh: mesh.point_data.__setitem__(
+        "node_id", np.column_stack([mesh.point_data["node_id"]] * 2)),
+     "point data 'node_id' has shape (12, 2), expected (12,)"),
+], ids=["ortho-8", "ortho-3", "ortho-18", "ortho-1d", "E-2", "region-7", "region-half",
+        "element-id-half", "element-id-1e30", "node-id-half", "node-id-2"])
+def test_vtu_with_malformed_cell_data(tmp_path, edit_mesh, what):
+    """A VTU written by vertebra-fem whose fields were edited: a MeshError naming the file, the
+    field and the shape; never a reshape error or a silently misread material."""
+    path = _edited_vtu(tmp_path, edit_mesh)
+    with pytest.raises(fem.MeshError) as info:
+        fem.Model.from_file(path)
+    msg = str(info.value)
+    assert msg.startswith(str(path)) and what in msg, msg
+
+
+def test_vtu_with_extreme_orthotropic_constants(tmp_path):
+    def edit_mesh(mesh):
+        c = np.asarray(mesh.cell_data["orthotropic"][0]).copy()
+        c[0, :3] = 1e-320  # subnormal moduli: their compliance is infinite
+        c[0, 3:6] = 0.0
+        mesh.cell_data["orthotropic"] = [c]
+
+    path = _edited_vtu(tmp_path, edit_mesh)
+    with pytest.raises(fem.MaterialError, match=r"edited\.vtu: .*beyond double precision.*"
+                                                r"element\(s\) 1;"):
+        fem.Model.from_file(path)

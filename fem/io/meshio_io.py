@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arrays import unique_sorted
 from ..elements import MESHIO_TO_TYPE
-from ..errors import InputFileError, MeshError, SetError
+from ..errors import InputFileError, MeshError, ModelError, SetError
 from ..model import Model
 from ..topology import match_faces
 
@@ -51,14 +52,18 @@ def model_from_meshio(mesh, *, E=None, nu=None) -> Model:
     if not solid:
         raise MeshError("the mesh has no solid cells (tetra, tetra10 or hexahedron)")
     cd = mesh.cell_data
-    ids = None
-    if "element_id" in cd:
-        ids = np.concatenate([np.asarray(cd["element_id"][bi]).ravel() for bi in solid])
+    ids = _cell_data(mesh, solid, "element_id", raw=True) if "element_id" in cd else None
     nids = mesh.point_data.get("node_id")
+    if nids is not None:
+        nids = np.asarray(nids)
+        if nids.ndim == 2 and nids.shape[1] == 1:
+            nids = nids[:, 0]
+        if nids.shape != (len(pts),):
+            raise MeshError(f"point data 'node_id' has shape {nids.shape}, expected "
+                            f"({len(pts)},): one label per point")
     model = Model.from_arrays(
         pts, [(mesh.cells[bi].type, mesh.cells[bi].data) for bi in solid],
-        node_ids=None if nids is None else np.asarray(nids).ravel(), element_ids=ids,
-        source="<meshio>")
+        node_ids=nids, element_ids=ids, source="<meshio>")
     offsets = {bi: model.blocks[i].start for i, bi in enumerate(solid)}
 
     # gmsh physical groups
@@ -95,32 +100,62 @@ def model_from_meshio(mesh, *, E=None, nu=None) -> Model:
         model.add_node_set(name, np.asarray(idx, dtype=np.int64))
     # materials and material regions written by Result.write
     if "E" in cd and "nu" in cd:
-        model.E = np.concatenate([np.asarray(cd["E"][bi], dtype=float).ravel() for bi in solid])
-        model.nu = np.concatenate([np.asarray(cd["nu"][bi], dtype=float).ravel() for bi in solid])
+        model.E = _cell_data(mesh, solid, "E")
+        model.nu = _cell_data(mesh, solid, "nu")
     if "orthotropic" in cd:
-        c = np.concatenate([np.asarray(cd["orthotropic"][bi], dtype=float).reshape(-1, 9)
-                            for bi in solid])
+        c = _cell_data(mesh, solid, "orthotropic", 9)
         rows = ~np.isnan(c).any(axis=1)
         if rows.any():
             model.set_orthotropic(np.nonzero(rows)[0], E=c[rows, :3], nu=c[rows, 3:6],
                                   G=c[rows, 6:])
     if "region" in cd:
-        codes = np.concatenate([np.asarray(cd["region"][bi]).ravel() for bi in solid]).astype(int)
+        codes = _cell_data(mesh, solid, "region")
         names = {}
         for key in mesh.field_data or {}:
-            m = re.match(r"region (\d+): (.*)$", key)
+            m = re.match(r"region ([0-9]{1,6}): (.*)$", key)
             if m:
                 names[int(m.group(1))] = m.group(2)
         if names:
+            bad = (codes != np.round(codes)) | (codes < -1) | (codes > max(names))
+            if bad.any():
+                raise MeshError(f"cell data 'region': code {codes[bad][0]:g} of element "
+                                f"{model.element_ids[np.argmax(bad)]} is not -1 (none) or a "
+                                f"region the field data names (0..{max(names)})")
+            codes = codes.astype(np.int64)
             model.region_names = [names.get(i, f"region {i}") for i in range(max(names) + 1)]
             model.element_region = codes
-            for code, name in enumerate(model.region_names):
-                sel = np.nonzero(codes == code)[0]
-                if len(sel) and name not in model.regions:
-                    model.add_region(name, sel)
+            for code in unique_sorted(codes[codes >= 0]).tolist():  # not every named code
+                name = model.region_names[code]
+                if name not in model.regions:
+                    model.add_region(name, np.nonzero(codes == code)[0])
     if E is not None or nu is not None:
         model.set_material(None, E=E, nu=nu)
     return model
+
+
+def _cell_data(mesh, solid: list, name: str, width: int | None = None, *, raw: bool = False):
+    """Cell data ``name`` of the solid cell blocks, concatenated: one value per cell, or a row
+    of ``width`` values (floats; the stored dtype where ``raw``). A field of another shape, as a
+    file written by another program or edited by hand may have, is a MeshError naming it."""
+    out = []
+    for bi in solid:
+        n = len(mesh.cells[bi].data)
+        want = (n,) if width is None else (n, width)
+        try:
+            a = np.asarray(mesh.cell_data[name][bi])
+            if not raw:
+                a = a.astype(float)
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise MeshError(f"cell data {name!r} of cell block {bi} ({mesh.cells[bi].type}) is "
+                            "not an array of numbers") from None
+        if width is None and a.ndim == 2 and a.shape[1] == 1:
+            a = a[:, 0]
+        if a.shape != want:
+            what = "one value" if width is None else f"{width} values"
+            raise MeshError(f"cell data {name!r} of cell block {bi} ({mesh.cells[bi].type}) has "
+                            f"shape {a.shape}, expected {want}: {what} per cell")
+        out.append(a)
+    return np.concatenate(out)
 
 
 def _extend_region(model: Model, name: str, elements) -> None:
@@ -201,6 +236,10 @@ def read_mesh_file(path, *, E=None, nu=None) -> Model:
             mesh = meshio.read(p)
     except (Exception, SystemExit) as exc:  # meshio raises many types, and sys.exit()s on some
         raise InputFileError(f"{p}: cannot read as a mesh ({type(exc).__name__}: {exc})") from None
-    model = model_from_meshio(mesh, E=E, nu=nu)
+    try:
+        model = model_from_meshio(mesh, E=E, nu=nu)
+    except ModelError as exc:  # name the file; keep the type (and any attributes) of the error
+        exc.args = (f"{p}: {exc}",) + exc.args[1:]
+        raise
     model.source = str(p)
     return model
