@@ -1,10 +1,14 @@
-"""Property tests of the deck reader (hypothesis).
+"""Property tests of the deck and mesh readers (hypothesis).
 
 (a) Mutated decks -- lines deleted, duplicated, swapped, tokens replaced, garbage and random
     keywords inserted, bytes flipped -- raise nothing but fem.ModelError subclasses, when read and
-    when solved. Any other exception type is a bug in the reader or the checks.
+    when solved. Any other exception type is a bug in the reader or the checks. Two seed decks
+    between them hold every keyword and keyword option the reader accepts (checked below), so
+    that each keyword's data lines are mutated, not only inserted bare.
 (b) Generated valid models survive Model -> to_inp -> from_inp: nodes, labels, connectivity,
     sets, materials and the compiled loads and supports are the same.
+(c) A result written by vertebra-fem with its fields mutated (shapes, dtypes, special values)
+    reads as a model or raises a fem.ModelError, and so does its solve.
 
 Runs are derandomised so that CI sees the same examples every time.
 """
@@ -59,12 +63,77 @@ U
 """
 INCLUDED = "*NSET, NSET=LEFT\n101, 104, 105, 108\n*NSET, NSET=RIGHT\n109, 110, 111, 112\n"
 
+# the keywords and options VALID lacks: engineering constants, plasticity, increments, OP=NEW,
+# every output request
+VALID_MATERIALS = """\
+*HEADING
+fuzz seed deck: orthotropic and plastic materials, increments, every output request
+""" + TWO_HEX_NODES + """\
+*ELEMENT, TYPE=C3D8, ELSET=OR
+7, 101, 102, 103, 104, 105, 106, 107, 108
+*ELEMENT, TYPE=C3D8, ELSET=PL
+3, 102, 109, 110, 103, 106, 111, 112, 107
+*ELSET, ELSET=EALL
+OR, PL
+*NSET, NSET=LEFT
+101, 104, 105, 108
+*NSET, NSET=RIGHT, GENERATE
+109, 112, 1
+*SURFACE, NAME=TOP, TYPE=ELEMENT
+7, S2
+PL, S2
+*MATERIAL, NAME=ORTHO
+*ELASTIC, TYPE=ENGINEERING CONSTANTS
+1987., 1357., 4730., 0.31, 0.12, 0.07, 520., 910.
+760.
+*MATERIAL, NAME=STEEL
+*ELASTIC, TYPE=ISOTROPIC
+1000., 0.3
+*PLASTIC, HARDENING=ISOTROPIC
+20., 0.
+30., 0.1
+*SOLID SECTION, ELSET=OR, MATERIAL=ORTHO
+*SOLID SECTION, ELSET=PL, MATERIAL=STEEL
+*STEP, NLGEOM=NO
+*STATIC, DIRECT
+0.25, 1., 0.1, 0.5
+*BOUNDARY, OP=NEW
+LEFT, 1, 3
+101, PINNED
+*CLOAD, OP=NEW
+RIGHT, 1, 2.5
+112, 3, -0.5
+*DLOAD, OP=NEW
+PL, P6, 0.1
+*DSLOAD, OP=NEW
+TOP, P, 0.2
+*NODE PRINT, NSET=NALL
+U
+*EL PRINT, ELSET=EALL
+S
+*NODE FILE
+U
+*EL FILE
+S
+*OUTPUT, FIELD
+*NODE OUTPUT
+U
+*ELEMENT OUTPUT
+S
+*END STEP
+"""
+SEEDS = {"VALID": VALID, "VALID_MATERIALS": VALID_MATERIALS}
+
 TOKENS = ["", " ", "*", "**", ",", "=", "0", "-1", "1e30", "99999999999999999999", "nan", "inf",
           "-inf", "1e-320", "1e308", "0.5", "-0", "+3", "3.", "1D2", "abc", "P7", "S9", "P1", "S4",
           "GENERATE", "ENCASTRE", "XSYMM", "EALL", "NALL", "LEFT", "RIGHT", "TOP", "BONE", "7",
           "101", "112", "999", "C3D4", "C3D10", "C3D20", "TYPE=C3D4", "NSET=X", "ELSET=Y",
           '"', "'", "\t", "é", "\x01", "OP=NEW", "NLGEOM", "INPUT=sets.inc", "INPUT=nothere.inp",
-          "INPUT=deck.inp", "INPUT=.", "1, 2, 3", "3, 1"]
+          "INPUT=deck.inp", "INPUT=.", "1, 2, 3", "3, 1",
+          # found by a longer run (issue 17): digits int() refuses or reads as other numbers,
+          # and more digits than int() converts
+          "\u00b9", "7\u00b9", "\u0663", "\uff17", "1_000", "9" * 5000, "1e309", "2147483648",
+          "TYPE=ENGINEERING CONSTANTS", "HARDENING=KINEMATIC", "DIRECT", "OR", "PL", "ORTHO"]
 KEYWORDS = ["*NODE", "*NODE, NSET=N2", "*ELEMENT, TYPE=C3D4", "*ELEMENT, TYPE=C3D10, ELSET=T",
             "*ELEMENT, TYPE=C3D8", "*ELEMENT", "*NSET, NSET=LEFT", "*NSET, NSET=Z, GENERATE",
             "*ELSET, ELSET=EALL", "*ELSET, ELSET=Q, GENERATE", "*MATERIAL, NAME=M2", "*ELASTIC",
@@ -73,7 +142,10 @@ KEYWORDS = ["*NODE", "*NODE, NSET=N2", "*ELEMENT, TYPE=C3D4", "*ELEMENT, TYPE=C3
             "*DSLOAD", "*SURFACE, NAME=TOP", "*SURFACE, NAME=S, TYPE=NODE", "*INCLUDE",
             "*INCLUDE, INPUT=sets.inc", "*INCLUDE, INPUT=deck.inp", "*INCLUDE, INPUT=missing.inp",
             "*HEADING", "*PLASTIC", "*DYNAMIC", "*FOO", "*", "*NODE PRINT", "*EL FILE",
-            "*OUTPUT, FIELD", "*EQUATION", "*AMPLITUDE, NAME=A"]
+            "*OUTPUT, FIELD", "*EQUATION", "*AMPLITUDE, NAME=A",
+            "*ELASTIC, TYPE=ENGINEERING CONSTANTS", "*PLASTIC, HARDENING=ISOTROPIC",
+            "*STATIC, DIRECT", "*STEP, NLGEOM", "*SOLID SECTION, ELSET=OR, MATERIAL=ORTHO",
+            "*EL PRINT", "*NODE FILE", "*NODE OUTPUT", "*ELEMENT OUTPUT"]
 
 FUZZ = settings(max_examples=2000, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -99,14 +171,35 @@ def read_and_solve(path: Path) -> None:
             assert str(exc).strip(), "a ModelError needs a message"
 
 
-def test_the_seed_deck_is_valid(fuzz_dir):
-    """The unmutated deck reads and solves, so the mutations start from a working model."""
+@pytest.mark.parametrize("seed", list(SEEDS))
+def test_the_seed_deck_is_valid(fuzz_dir, seed):
+    """The unmutated decks read and solve, so the mutations start from working models."""
     p = fuzz_dir / "deck.inp"
-    p.write_text(VALID)
+    p.write_text(SEEDS[seed])
     model = fem.Model.from_inp(p)
     r = fem.solve(model, backend="numpy", solver="direct")
-    assert model.n_elements == 2 and len(model.conditions) == 5
+    assert model.n_elements == 2
+    assert len(model.conditions) == (5 if seed == "VALID" else 6)
     np.testing.assert_allclose(r.reaction_total() + r.applied_total(), 0.0, atol=1e-9)
+    if seed == "VALID_MATERIALS":
+        assert model.orthotropic_mask().tolist() == [True, False]
+        assert model.plastic_mask().tolist() == [False, True]
+        assert model.metadata["static"]["direct"]
+
+
+def _keywords(text: str) -> set[str]:
+    return {" ".join(ln[1:].split(",")[0].split()).upper() for ln in text.splitlines()
+            if ln.startswith("*") and not ln.startswith("**")}
+
+
+def test_the_fuzz_covers_every_keyword_the_reader_accepts():
+    """Each accepted keyword is in a seed deck (its data lines get mutated) and in KEYWORDS
+    (inserted anywhere); a keyword added to the reader must be added here."""
+    from fem.io.inp import KNOWN
+
+    in_seeds = set().union(*(_keywords(t) for t in SEEDS.values())) | _keywords(INCLUDED)
+    assert KNOWN <= in_seeds, sorted(KNOWN - in_seeds)
+    assert KNOWN <= _keywords("\n".join(KEYWORDS)), sorted(KNOWN - _keywords("\n".join(KEYWORDS)))
 
 
 line_ops = st.one_of(
@@ -151,11 +244,12 @@ def mutate(lines: list[str], ops) -> list[str]:
     return lines
 
 
-@FUZZ
+@pytest.mark.parametrize("seed", list(SEEDS))
+@settings(FUZZ, max_examples=700)  # per seed deck
 @given(ops=st.lists(line_ops, min_size=1, max_size=5))
-def test_mutated_decks_raise_only_model_errors(fuzz_dir, ops):
+def test_mutated_decks_raise_only_model_errors(fuzz_dir, seed, ops):
     p = fuzz_dir / "deck.inp"
-    p.write_text("\n".join(mutate(VALID.splitlines(), ops)) + "\n", encoding="utf-8",
+    p.write_text("\n".join(mutate(SEEDS[seed].splitlines(), ops)) + "\n", encoding="utf-8",
                  errors="surrogatepass")
     read_and_solve(p)
 
@@ -287,3 +381,87 @@ def test_to_inp_from_inp_round_trip(fuzz_dir, model):
     assert np.array_equal(s0.fixed_dofs, s1.fixed_dofs)
     np.testing.assert_allclose(s1.fixed_values, s0.fixed_values, atol=1e-15)
     np.testing.assert_allclose(s1.f, s0.f, rtol=1e-12, atol=1e-12 * np.abs(s0.f).max())
+
+
+# ------------------------------------------------------------------------------ mesh files
+
+FIELDS = ["element_id", "E", "nu", "region", "orthotropic", "node_id"]
+SPECIAL = [np.nan, np.inf, -np.inf, 0.0, -1.0, 0.5, 7.0, 1e30, 1e308, 1e-320, 2.0**63,
+           -(2.0**63), 2.0**53 + 1]
+field_ops = st.one_of(
+    st.tuples(st.just("drop"), st.sampled_from(FIELDS)),
+    st.tuples(st.just("width"), st.sampled_from(FIELDS), st.integers(0, 19)),
+    st.tuples(st.just("value"), st.sampled_from(FIELDS), st.integers(0, 10**6),
+              st.sampled_from(SPECIAL) | st.floats()),
+    st.tuples(st.just("dtype"), st.sampled_from(FIELDS),
+              st.sampled_from(["int8", "uint64", "int32", "float32"])),
+    st.tuples(st.just("name"), st.integers(-2, 10**6),
+              st.text(st.characters(blacklist_categories=("Cs",)), max_size=8)),
+)
+
+
+@pytest.fixture(scope="module")
+def result_mesh():
+    """A solved block, orthotropic in one region and isotropic in the other, as
+    :meth:`fem.Result.to_meshio` gives it to the VTU writer."""
+    m = hex_block((2, 1, 1), (2.0, 1.0, 1.0))
+    m.add_region("bone", [0])
+    m.add_region("cement", [1])
+    m.set_material("cement", E=3000.0, nu=0.3)
+    m.set_orthotropic("bone", E=(1987.0, 1357.0, 4730.0), nu=(0.31, 0.12, 0.07),
+                      G=(520.0, 910.0, 760.0))
+    m.fix("xmin").add(fem.NodalForce("xmax", (1.0, 0.0, 0.0)))
+    return fem.solve(m, backend="numpy", solver="direct").to_meshio()
+
+
+def mutate_fields(mesh, ops):
+    """A copy of ``mesh`` with its label, material and region fields mutated."""
+    import meshio
+
+    point = {k: np.asarray(v) for k, v in mesh.point_data.items()}
+    cell = {k: np.asarray(v[0]) for k, v in mesh.cell_data.items()}
+    names = dict(mesh.field_data)
+    for op in ops:
+        if op[0] == "name":
+            names[f"region {op[1]}: {op[2]}"] = np.array([0])
+            continue
+        data = point if op[1] == "node_id" else cell
+        if op[1] not in data:
+            continue
+        a = data[op[1]]
+        if op[0] == "drop":
+            del data[op[1]]
+        elif op[0] == "width":  # 0: one value per item, else that many columns
+            col = a.reshape(len(a), -1)
+            data[op[1]] = col[:, 0] if op[2] == 0 else np.resize(col, (len(a), op[2]))
+        elif op[0] == "value":
+            b = a.astype(float)
+            b.flat[op[2] % b.size] = op[3]
+            data[op[1]] = b
+        else:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data[op[1]] = a.astype(op[2])
+    return meshio.Mesh(mesh.points, mesh.cells, point_data=point,
+                       cell_data={k: [v] for k, v in cell.items()}, field_data=names)
+
+
+@settings(FUZZ, max_examples=150)
+@given(ops=st.lists(field_ops, min_size=1, max_size=4))
+def test_mutated_result_files_raise_only_model_errors(fuzz_dir, result_mesh, ops):
+    """A VTU written by vertebra-fem, its fields mutated: read (and solved) or a ModelError."""
+    from fem.io.atomic import write_vtu
+
+    path = write_vtu(fuzz_dir / "result.vtu", mutate_fields(result_mesh, ops), compression=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model = fem.Model.from_file(path)
+            if np.isnan(model.E).any():
+                model.set_material(None, E=100.0, nu=0.3)
+            x = model.points[:, 0]
+            model.fix(np.nonzero(x == x.min())[0])
+            model.add(fem.NodalForce(np.nonzero(x == x.max())[0], (1.0, 0.0, 0.0)))
+            fem.solve(model, backend="numpy", solver="direct")
+        except fem.ModelError as exc:
+            assert str(exc).strip(), "a ModelError needs a message"
