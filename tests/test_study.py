@@ -466,6 +466,39 @@ strength = "pushover"
 [[runs]]
 strength_levels = ["L4"]  # <-
 """, "runs[0].strength_levels", "not in levels"),
+    # integers are checked in their range where they are written, not when a run fails
+    ("negative seed", """\
+[study]
+name = "bad"
+[base]
+seed = -1  # <-
+""", "base.seed", "must lie in 0..9223372036854775807, got -1"),
+    ("negative seed in a grid", """\
+[study]
+name = "bad"
+[grid]
+seed = [0, 1, -1]  # <-
+""", "grid.seed", "got -1"),
+    ("negative seed in a run", """\
+[study]
+name = "bad"
+[[runs]]
+seed = 3
+[[runs]]
+seed = -1  # <-
+""", "runs[1].seed", "got -1"),
+    ("fractional seed", """\
+[study]
+name = "bad"
+[base]
+seed = 2.5  # <-
+""", "base.seed", "must be int"),
+    ("grade outside 1..3", """\
+[study]
+name = "bad"
+[base]
+fracture_grade = 0  # <-
+""", "base.fracture_grade", "must lie in 1..3"),
 ]
 
 
@@ -498,6 +531,27 @@ def test_invalid_dict_spec_fails_before_the_folder_is_made(tmp_path):
     d["grid"]["cement_volume_ml"] = [2.0, -1.0]
     with pytest.raises(SpecError, match=r"grid\.cement_volume_ml.*must lie in"):
         Study(tmp_path / "out", d)
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_integer_parameter_has_its_range():
+    assert all(p.check is not None for p in PARAMETERS.values() if p.kind is int)
+    with pytest.raises(TypeError, match="range"):
+        type(PARAMETERS["seed"])(int, 0, "an integer without a range")
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("seed", -1, "must lie in 0..9223372036854775807, got -1"),
+    ("seed", 2**63, "got 9223372036854775808"),  # beyond what the store's integers hold
+    ("seed", True, "must be int"),
+    ("seed", 1.0, "must be int"),
+    ("fracture_grade", 4, "must lie in 1..3"),
+])
+def test_integer_parameters_out_of_range_api(tmp_path, key, value, words):
+    d = {"study": {"name": "ints"}, "grid": {key: [PARAMETERS[key].default, value]}}
+    with pytest.raises(SpecError) as info:
+        Study(tmp_path / "out", d)
+    assert info.value.key == f"grid.{key}" and words in str(info.value), str(info.value)
     assert not (tmp_path / "out").exists()
 
 

@@ -90,6 +90,10 @@ class Param:
     #: the value as stored from the value as written, where more than one form is accepted
     coerce: object = None
 
+    def __post_init__(self):
+        if self.kind is int and self.check is None:
+            raise TypeError("an integer parameter needs its range (check=_range(lo, hi))")
+
 
 def _range(lo, hi, unit=""):
     def check(v):
@@ -164,7 +168,7 @@ PARAMETERS = {
     "tip_depth": Param(float, 0.75, "needle tip depth, 0 posterior wall .. 1 anterior wall",
                        _range(0.0, 1.0)),
     "load_case": Param(str, "standing", "load case (fem.meshes.loadcases)", choices=_load_cases),
-    "seed": Param(int, 0, "seed of the cement fill"),
+    "seed": Param(int, 0, "seed of the cement fill", _range(0, 2**63 - 1)),
     "solver": Param(str, "auto", "linear solver", choices=("auto", "direct", "amg")),
     "backend": Param(str, "auto", "array backend", choices=("auto", "numpy", "cupy")),
     "strength": Param(str, "pistoia", "strength of the levels: pistoia (linear, every level, "
