@@ -3,6 +3,7 @@
     vfem solve INPUT --out OUT.vtu [--backend auto|numpy|cupy] [--rtol R] [--solver S]
     vfem example [--out example.vtu]
     vfem study SPEC.toml --out DIR [--scheduler ADDRESS | --workers N] [--retry-failed]
+               [--max-runs N]
     vfem results DIR [--format table|csv|json]
     vfem report DIR [--out report.html] [--runs ID ...]
 
@@ -77,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--processes", type=int, metavar="N", default=1,
                        help="local worker processes, the default executor (default 1)")
     st.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    st.add_argument("--max-runs", type=int, metavar="N", default=None,
+                    help="allow a study of up to N runs (default 10000: a larger grid is refused "
+                    "when the spec is checked)")
     st.add_argument("--no-report", action="store_true", help="do not write the HTML report "
                     "(DIR/report.html) at the end of a study without failed runs")
 
@@ -212,6 +216,7 @@ def _run(args) -> int:
 
 def _study(args) -> int:
     from .study import Study
+    from .study.spec import MAX_RUNS
 
     if args.workers is not None and args.workers < 1 or args.processes < 1:
         raise ModelError("--workers and --processes must be >= 1")
@@ -222,7 +227,10 @@ def _study(args) -> int:
             logging.getLogger("distributed").setLevel(logging.WARNING)
         except ImportError:
             pass  # Study.run says what to install
-    study = Study(args.out, args.spec)
+    if args.max_runs is not None and args.max_runs < 1:
+        raise ModelError("--max-runs must be >= 1")
+    study = Study(args.out, args.spec,
+                  max_runs=MAX_RUNS if args.max_runs is None else args.max_runs)
     counts = study.run(processes=args.processes, workers=args.workers,
                        scheduler=args.scheduler, retry_failed=args.retry_failed)
     summary = study.export(Path(args.out) / "summary.csv")

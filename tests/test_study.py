@@ -9,6 +9,7 @@ solver: about 1-2 s each) so the file stays well under a minute and a half on tw
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import signal
@@ -499,6 +500,14 @@ name = "bad"
 [base]
 fracture_grade = 0  # <-
 """, "base.fracture_grade", "must lie in 1..3"),
+    ("grid above the run limit", """\
+[study]
+name = "big"
+[grid]  # <-
+bmd = [""" + ", ".join(f"{10.0 + i}" for i in range(101)) + """]
+tip_depth = [""" + ", ".join(f"{i / 100}" for i in range(100)) + """]
+""", "grid", "10100 runs (101 bmd x 100 tip_depth), more than the limit of 10000: allow them "
+         "with vfem study --max-runs 10100"),
 ]
 
 
@@ -553,6 +562,74 @@ def test_integer_parameters_out_of_range_api(tmp_path, key, value, words):
         Study(tmp_path / "out", d)
     assert info.value.key == f"grid.{key}" and words in str(info.value), str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+def _grid(n_axes: int, n: int) -> dict:
+    """A grid of ``n_axes`` parameters of ``n`` valid values each (none read by a cross-check,
+    so checking it does not visit its combinations)."""
+    axes = {"bmd": lambda i: 10.0 + i, "tip_depth": lambda i: i / n,
+            "height_restoration": lambda i: i / n, "seed": lambda i: i,
+            "voxel_size": lambda i: 1.0 + i / n, "mesh_size": lambda i: 1.0 + i / n}
+    return {k: [f(i) for i in range(n)] for k, f in list(axes.items())[:n_axes]}
+
+
+def test_a_huge_grid_is_refused_without_listing_it():
+    """10^12 runs: refused at once (listing them would take days and terabytes)."""
+    d = {"study": {"name": "huge"}, "base": {"levels": "L1-L2"}, "grid": _grid(6, 100)}
+    with pytest.raises(SpecError) as info:
+        StudySpec.from_dict(d)
+    msg = str(info.value)
+    assert info.value.key == "grid"
+    assert "1000000000000 runs (100 bmd x 100 tip_depth x 100 height_restoration" in msg, msg
+    assert "--max-runs 1000000000000" in msg and "max_runs=1000000000000" in msg
+
+
+def test_an_allowed_huge_grid_expands_lazily():
+    d = {"study": {"name": "huge"}, "base": {"levels": "L1-L2"}, "grid": _grid(6, 100)}
+    spec = StudySpec.from_dict(d, max_runs=None)
+    assert spec.count() == 100**6
+    first = list(itertools.islice(spec.iter_runs(max_runs=None), 3))
+    assert [p["mesh_size"] for p in first] == [1.0, 1.01, 1.02]
+    assert len({run_id(p) for p in first}) == 3
+
+
+def test_max_runs_counts_grid_times_runs_and_is_configurable(tmp_path):
+    d = {"study": {"name": "twelve"}, "grid": _grid(2, 2) | {"load_case": ["standing",
+                                                                          "flexion", "flexion"]},
+         "runs": [{"seed": 1}]}  # 2 x 2 x 3 = 12 runs, 8 of them distinct
+    with pytest.raises(SpecError, match=r"12 runs \(2 bmd x 2 tip_depth x 3 load_case x 1 "
+                                        r"\[\[runs\]\]\), more than the limit of 11"):
+        StudySpec.from_dict(d, max_runs=11)
+    spec = StudySpec.from_dict(d, max_runs=12)
+    assert len(spec.expand(max_runs=12)) == 8
+    with pytest.raises(SpecError, match="max_runs=12"):
+        spec.expand(max_runs=7)
+    with pytest.raises(SpecError, match="--max-runs 12"):
+        Study(tmp_path / "out", d, max_runs=11)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(fem.ModelError, match="max_runs must be a positive integer"):
+        spec.expand(max_runs=0)
+
+
+def test_max_runs_from_the_command_line(tmp_path, capsys):
+    spec = tmp_path / "twelve.toml"
+    spec.write_text('[study]\nname = "twelve"\n[grid]\nbmd = [50.0, 60.0, 70.0]\n'
+                    'tip_depth = [0.25, 0.5, 0.75, 1.0]\n')
+    out = tmp_path / "out"
+
+    def error(*args):
+        assert main(["study", str(spec), "--out", str(out), *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        return err
+
+    err = error("--max-runs", "11")
+    assert f"{spec}, line 3, key 'grid': the study has 12 runs" in err
+    assert "vfem study --max-runs 12" in err
+    assert "must be >= 1" in error("--max-runs", "0")
+    assert not out.exists()
+    out.write_text("a file")  # allowed, the spec passes and the next check speaks
+    assert "is a file, not a folder" in error("--max-runs", "12")
 
 
 # ---------------------------------------------------------------------- 2. the store

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from ..errors import ModelError
-from .spec import StudySpec, run_id
+from .spec import MAX_RUNS, StudySpec, run_id
 from .store import Store, StoreError
 
 #: the columns ``vfem results`` shows, one row per run and level (``stiffness_n_per_mm`` under
@@ -56,22 +56,26 @@ DASK_POLL_S = 5
 class Study:
     """A study folder: its spec, its SQLite store, its runs' VTU files (``runs/<id>.vtu``)."""
 
-    def __init__(self, folder, spec: StudySpec | dict | str | Path | None = None):
+    def __init__(self, folder, spec: StudySpec | dict | str | Path | None = None, *,
+                 max_runs: int | None = MAX_RUNS):
+        """``max_runs``: the most runs the spec may give (None: no limit); a larger grid is
+        refused before anything is written."""
         self.folder = Path(folder)
         if spec is None:
             self.store = Store(self.folder)
-            self.spec = StudySpec.from_dict(self.store.study()["spec"])
+            # its size was allowed when it was registered
+            self.spec = StudySpec.from_dict(self.store.study()["spec"], max_runs=None)
         else:
             if isinstance(spec, (str, Path)):
-                spec = StudySpec.from_toml(spec)
+                spec = StudySpec.from_toml(spec, max_runs=max_runs)
             elif isinstance(spec, dict):
-                spec = StudySpec.from_dict(spec)
+                spec = StudySpec.from_dict(spec, max_runs=max_runs)
             self.spec = spec
-            runs = spec.expand()  # every fault in the spec surfaces here, before anything
+            spec.check(max_runs)  # every fault in the spec surfaces here, before anything
             if self.folder.exists() and not self.folder.is_dir():
                 raise StoreError(f"--out {self.folder} is a file, not a folder")
             self.store = Store(self.folder, create=True)
-            self.store.register(spec, runs)
+            self.store.register(spec, spec.iter_runs(max_runs=None))  # lazily, checked above
         self.runs_dir = self.folder / "runs"
 
     # ------------------------------------------------------------------ running

@@ -28,9 +28,12 @@ In TOML::
     cement_volume_ml = 4.0
 
 Every run's parameters are completed with the defaults of :data:`PARAMETERS` and checked before
-any run starts; a fault raises :class:`SpecError` naming the file, line and key. A run's id is a
-hash of its complete parameters, so it is stable across restarts, machines and the order runs are
-listed in.
+any run starts; a fault raises :class:`SpecError` naming the file, line and key. A study of more
+than ``max_runs`` runs (:data:`MAX_RUNS` unless raised: ``vfem study --max-runs N``, or
+``max_runs=N`` where the Python API expands the grid) is refused at that check, counted as the
+product of the grid's lengths and never listed to count it; runs expand lazily
+(:meth:`StudySpec.iter_runs`). A run's id is a hash of its complete parameters, so it is stable
+across restarts, machines and the order runs are listed in.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +184,8 @@ PARAMETERS = {
                              coerce=_join_levels),
 }
 RECIPES = {"augmentation": PARAMETERS}
+#: the most runs a study may have unless allowed more (``vfem study --max-runs``, ``max_runs=``)
+MAX_RUNS = 10_000
 
 
 @dataclass
@@ -198,8 +204,10 @@ class StudySpec:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_dict(cls, d: dict, *, path=None, lines=None) -> StudySpec:
-        """From the TOML layout: {"study": {name, recipe, write_vtu}, "base", "grid", "runs"}."""
+    def from_dict(cls, d: dict, *, path=None, lines=None,
+                  max_runs: int | None = MAX_RUNS) -> StudySpec:
+        """From the TOML layout: {"study": {name, recipe, write_vtu}, "base", "grid", "runs"};
+        checked whole (:meth:`check`), with at most ``max_runs`` runs (None: no limit)."""
         where = _Where(path, lines)
         if not isinstance(d, dict):
             raise SpecError("a study spec is a table", path=path)
@@ -233,11 +241,11 @@ class StudySpec:
             raise where.error("grid", None, "grid must be a table of lists")
         spec = cls(name, recipe, dict(d.get("base", {})), dict(grid), [dict(r) for r in runs],
                    bool(st.get("write_vtu", True)), None if path is None else str(path), where)
-        spec.expand()  # validate everything now, before any run starts
+        spec.check(max_runs)  # validate everything now, before any run starts
         return spec
 
     @classmethod
-    def from_toml(cls, path) -> StudySpec:
+    def from_toml(cls, path, *, max_runs: int | None = MAX_RUNS) -> StudySpec:
         try:
             import tomllib
         except ModuleNotFoundError:  # Python 3.10
@@ -256,7 +264,7 @@ class StudySpec:
             m = re.search(r"line (\d+)", str(exc))
             raise SpecError(f"not valid TOML ({exc})", path=path,
                             line=int(m.group(1)) if m else None) from None
-        return cls.from_dict(d, path=path, lines=text.splitlines())
+        return cls.from_dict(d, path=path, lines=text.splitlines(), max_runs=max_runs)
 
     def to_dict(self) -> dict:
         return {"study": {"name": self.name, "recipe": self.recipe, "write_vtu": self.write_vtu},
@@ -264,10 +272,21 @@ class StudySpec:
 
     # ------------------------------------------------------------------ runs
 
-    def expand(self) -> list[dict]:
-        """Every run's complete, checked parameters (in listing order, duplicates removed)."""
+    def count(self) -> int:
+        """The number of runs: the product of the grid's lengths times the listed runs (before
+        duplicates are removed), computed without listing them."""
+        return math.prod(len(v) if isinstance(v, list) else 1 for v in self.grid.values()) \
+            * max(1, len(self.runs))
+
+    def check(self, max_runs: int | None = MAX_RUNS) -> int:
+        """Check every value, the number of runs against ``max_runs`` (None: no limit) and each
+        combination of the values the cross-checks read, without listing the runs; returns
+        :meth:`count`. Raises :class:`SpecError` naming the file, line and key."""
+        if max_runs is not None and (isinstance(max_runs, bool) or not isinstance(max_runs, int)
+                                     or max_runs < 1):
+            raise ModelError(f"max_runs must be a positive integer or None, got {max_runs!r}")
         params = RECIPES[self.recipe]
-        where = self._lines if isinstance(self._lines, _Where) else _Where(self.path, None)
+        where = self._where()
         for k, v in self.base.items():
             _check(params, k, v, where, "base")
         for k, values in self.grid.items():
@@ -278,16 +297,56 @@ class StudySpec:
         for i, r in enumerate(self.runs):
             for k, v in r.items():
                 _check(params, k, v, where, "runs", i)
-        keys = list(self.grid)
-        combos = list(itertools.product(*(self.grid[k] for k in keys))) or [()]
-        listed = self.runs or [{}]
-        out, seen = [], set()
-        for i, r in enumerate(listed):
-            for combo in combos:
+        n = self.count()
+        if max_runs is not None and n > max_runs:
+            shape = " x ".join([f"{len(v)} {k}" for k, v in self.grid.items()]
+                               + ([f"{len(self.runs)} [[runs]]"] if self.runs else []))
+            raise where.error("grid" if self.grid else "runs", None,
+                              f"the study has {n} runs ({shape}), more than the limit of "
+                              f"{max_runs}: allow them with vfem study --max-runs {n} (Python: "
+                              f"max_runs={n}), or make the grid smaller")
+        seen = set()
+        for p, err in self._combinations(CROSS_KEYS):  # the rest cannot fail a cross-check
+            key = tuple(p.values())
+            if key not in seen:
+                seen.add(key)
+                _cross_check(p, err)
+        return n
+
+    def iter_runs(self, max_runs: int | None = MAX_RUNS):
+        """Every run's complete, checked parameters, one at a time (in listing order,
+        duplicates removed): a grid of any size is never held in memory whole. The spec is
+        checked (:meth:`check`) before the first run is given."""
+        self.check(max_runs)
+        seen = set()
+        for p, _ in self._combinations():
+            rid = run_id(p)
+            if rid not in seen:
+                seen.add(rid)
+                yield p
+
+    def expand(self, max_runs: int | None = MAX_RUNS) -> list[dict]:
+        """Every run's complete, checked parameters as a list (:meth:`iter_runs`); a study of
+        more than ``max_runs`` runs is refused before any is listed."""
+        return list(self.iter_runs(max_runs))
+
+    def _where(self):
+        return self._lines if isinstance(self._lines, _Where) else _Where(self.path, None)
+
+    def _combinations(self, only=None):
+        """(parameters, error factory) of each listed run times each grid point, in order;
+        restricted to the parameters ``only`` (and the grid axes among them) where given."""
+        params = RECIPES[self.recipe]
+        where = self._where()
+        keys = [k for k in self.grid if only is None or k in only]
+        for i, r in enumerate(self.runs or [{}]):
+            for combo in itertools.product(*(self.grid[k] for k in keys)):
                 p = {k: v.default for k, v in params.items()}
                 p.update(self.base)
                 p.update(r)
-                p.update(dict(zip(keys, combo)))
+                p.update(zip(keys, combo))
+                if only is not None:
+                    p = {k: p[k] for k in only}
                 p = {k: params[k].kind(_coerced(params[k], v)) for k, v in p.items()}
 
                 def err(key, message, r=r, i=i):
@@ -299,12 +358,7 @@ class StudySpec:
                         return where.error(key, "base", message)
                     return SpecError(f"{message} (default of {key!r})", path=self.path)
 
-                _cross_check(p, err)
-                rid = run_id(p)
-                if rid not in seen:
-                    seen.add(rid)
-                    out.append(p)
-        return out
+                yield p, err
 
 
 #: parameters added after the first stores were written, with their defaults: a run that keeps
@@ -384,6 +438,12 @@ def _check(params, key, value, where, table, index=None):
 
 def _coerced(param, value):
     return value if param.coerce is None else param.coerce(value)
+
+
+#: the parameters :func:`_cross_check` reads (it is given only these: reading another raises
+#: KeyError), so that it runs once per combination of their values, not once per run
+CROSS_KEYS = ("levels", "anatomy", "fracture_level", "treated_level", "procedure", "strength",
+              "strength_levels", "balloon_ml", "cement_volume_ml")
 
 
 def _cross_check(p, err):
