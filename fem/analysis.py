@@ -194,7 +194,8 @@ def check_magnitudes(model, sysm) -> None:
             ("load", "N", np.asarray(sysm.f, dtype=float)),
             ("prescribed displacement", "mm", np.asarray(sysm.fixed_values, dtype=float)),
             ("node coordinate", "mm", np.asarray(model.points, dtype=float)),
-            ("Young's modulus", "MPa", np.asarray(model.E, dtype=float))):
+            ("Young's modulus", "MPa", np.asarray(model.E, dtype=float)),
+            ("orthotropic modulus", "MPa", _ortho_moduli(model))):
         a = np.abs(values[np.isfinite(values)]).ravel()
         nz = a[a > 0]
         if not len(nz):
@@ -206,6 +207,14 @@ def check_magnitudes(model, sysm) -> None:
                 f"a {what} of {bad:.3g} {unit} is outside what a solve in double precision can "
                 f"carry ({MAGNITUDE_MIN:g}..{MAGNITUDE_MAX:g} in magnitude; zero is fine): use "
                 "units that bring it into range (mm, N, MPa suit bone)")
+
+
+def _ortho_moduli(model) -> np.ndarray:
+    """E1, E2, E3, G12, G13, G23 of orthotropic elements (MPa; empty without any)."""
+    ortho = getattr(model, "ortho", None)
+    if ortho is None or not model.orthotropic_mask().any():
+        return np.zeros(0)
+    return np.asarray(ortho, dtype=float)[model.orthotropic_mask()][:, [0, 1, 2, 6, 7, 8]]
 
 
 def verify_answer(model, sysm, u, r_fixed, true_res: float, *, rtol: float, info, be) -> None:

@@ -270,6 +270,7 @@ class _Fields:
         self.result = result
         self.u = np.asarray(h(result.displacement))
         self.stress = np.asarray(h(result.stress))
+        self.physical_stress = np.asarray(h(result.physical_stress))
         self.volume = np.asarray(h(result.element_volume))
         self.sed = np.asarray(h(result.strain_energy_density))
         self.pstrain = np.asarray(h(result.principal_strain))
@@ -355,7 +356,7 @@ def _interface_stress(fd: _Fields, level: str) -> float:
     if not shared.any():
         return math.nan
     el = np.concatenate([_touching(m, cement, shared), _touching(m, bone, shared)])
-    return float(von_mises(fd.stress[el]).max())
+    return float(von_mises(fd.physical_stress[el]).max())
 
 
 def _load_shares(fd: _Fields, level: str, f: LevelFrame) -> dict:
@@ -473,7 +474,9 @@ def level_metrics(result, *, levels=None, load: float | None = None):
     relative to a least-squares plane through the rim nodes (:func:`endplate_deflection`); ``disc_pressure_mpa``, the volume-mean hydrostatic
     pressure -tr(sigma)/3 of the nucleus of the disc below; ``interface_stress_mpa``, the peak
     von Mises stress of the cement and bone elements sharing a node across the cement-bone
-    interface (NaN without cement); ``load_share_*``, the axial force of cortex (with the bony
+    interface (NaN without cement), at the physical thickness of thin layers
+    (:attr:`fem.Result.physical_stress`: a cortex or endplate voxel whose modulus carries t / h
+    reports its stress over t / h); ``load_share_*``, the axial force of cortex (with the bony
     endplates and damaged shell), trabecular core (with damaged, haemangioma, compacted bone)
     and cement (solid and composite) through a slab of thickness max(2 element sizes, 2 mm)
     at the level's centre, as shares of their sum; ``height_*_mm`` and ``wedge_angle_deg``

@@ -183,6 +183,24 @@ class Result:
         return von_mises(self.stress)
 
     @cached_property
+    def physical_stress(self):
+        """The element-average stress at the physical thickness of thin layers (MPa): a layer
+        thinner than its elements carries a modulus scaled by t / h (the builders' thickness
+        compensation, ``model.metadata["layer_factors"]``, region -> t / h), which keeps its
+        share of the load but reports t / h of its stress; its strain is the physical one, so
+        its physical stress is the model's over the factor. Elsewhere it is :attr:`stress`."""
+        f = layer_stress_factors(self.model)
+        if f is None:
+            return self.stress
+        xp = self.xp
+        return self.stress * xp.asarray(f)[:, None]
+
+    @cached_property
+    def von_mises_physical(self):
+        """Von Mises stress of :attr:`physical_stress` (MPa)."""
+        return von_mises(self.physical_stress)
+
+    @cached_property
     def principal_stress(self):
         """Principal stresses of the element-average stress (n, 3), descending (MPa)."""
         return principal(self.stress)
@@ -285,6 +303,8 @@ class Result:
             "nu": m.nu,
             "region": m.element_region,
             **({"orthotropic": m.ortho} if m.orthotropic_mask().any() else {}),
+            **({"von_mises_physical": h(self.von_mises_physical)}
+               if layer_stress_factors(m) is not None else {}),
             **self.extra_cell_fields,
         }
 
@@ -371,6 +391,22 @@ class Result:
 def _sed(eps, sig):
     # 1/2 sigma:eps with tensor components: shear terms count twice
     return 0.5 * ((sig[..., :3] * eps[..., :3]).sum(-1) + 2.0 * (sig[..., 3:] * eps[..., 3:]).sum(-1))
+
+
+def layer_stress_factors(model):
+    """Per element, physical stress / model stress (1 / (t / h)) for the elements of the thin
+    layers in ``model.metadata["layer_factors"]`` (by material region), 1 elsewhere; None when
+    the model has no thickness-compensated layer."""
+    factors = model.metadata.get("layer_factors") or {}
+    f = None
+    for code, name in enumerate(model.region_names):
+        k = factors.get(name)
+        if k is None or not (0.0 < k < 1.0):
+            continue
+        if f is None:
+            f = np.ones(model.n_elements)
+        f[model.element_region == code] = 1.0 / k
+    return f
 
 
 def von_mises(s):

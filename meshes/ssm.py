@@ -78,6 +78,7 @@ from .vertebra import (
     label_names,
     level_names,
     resolve_materials,
+    layer_factors,
     thickness_compensated,
 )
 
@@ -479,6 +480,7 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
     layers = LevelDims("ssm", 1.0, 1.0, 1.0, 1.0, 0.0, cortex=cortex, endplate=endplate)
     mats = thickness_compensated(resolve_materials(materials), layers, h)
     m = _model_from_labels(labels, o_model, h, code_names, mats)
+    m.metadata["layer_factors"] = layer_factors(names, layers, h)
     for i, n in enumerate(names):
         bone = [1 + 10 * i + p for p in range(5)]
         for key, code, up in (("superior", 1 + 10 * i + 2, True),

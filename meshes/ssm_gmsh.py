@@ -526,6 +526,7 @@ def ssm_segment_model_tet10(levels="L2-L4", mesh_size: float = 2.5, materials=No
     ssm_meta["nucleus_volume_fraction"] = nucleus_fraction
     m.metadata["ssm"] = ssm_meta
     q = tet_quality(points, conn)
+    m.metadata["layer_factors"] = {k: v for k, v in factors.items() if v < 1.0}
     m.metadata["mesh"] = dict(mesh_size=h, cortex=cortex, endplate=endplate,
                               analysis_voxel=ANALYSIS_VOXEL, layer_factors=factors,
                               time_s=dict(analysis_and_patches=t_patch, surfaces=t_surface,

@@ -443,6 +443,20 @@ def thickness_compensated(materials: dict, d: LevelDims, h: float) -> dict:
     return out
 
 
+def layer_factors(names, d: LevelDims, h: float) -> dict:
+    """``{region: t / h}`` of the thin layers of levels ``names`` that :func:`thickness_compensated`
+    scaled for voxel size ``h`` (``model.metadata["layer_factors"]``): their model modulus is the
+    physical one times the factor, their strain the physical one, so their physical stress is the
+    model's over the factor (:attr:`fem.Result.physical_stress`)."""
+    out = {}
+    for n in names:
+        for part, t in (("cortex", d.cortex), ("endplate_superior", d.endplate),
+                        ("endplate_inferior", d.endplate)):
+            if h > t:
+                out[f"{n}/{part}"] = t / h
+    return out
+
+
 def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
                   materials: dict | None = None, posterior: bool = True) -> Model:
     """A voxel (hex8) model of one vertebra or a segment of contiguous levels with their discs.
@@ -475,6 +489,7 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
             m.add_node_set(f"{n}/{key}", np.unique(conn[:, 4:] if up else conn[:, :4]))
     annotate(m, names, stack)
     m.metadata["voxel_size"] = h
+    m.metadata["layer_factors"] = layer_factors(names, LEVELS[names[0]], h)
     return m
 
 

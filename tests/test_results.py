@@ -235,3 +235,60 @@ def test_to_pyvista_carries_the_same_arrays():
         assert got.shape == (m.n_elements,) + CELL_FIELDS[name], name
         assert np.array_equal(got, value), name
     assert np.array_equal(grid.celltypes, np.repeat([12, 24], [8, m.blocks[1].conn.shape[0]]))
+
+
+def _slab(h: float, t: float, factor: float):
+    """A 4 x 4 x 8 mm prism of soft bone with a stiff layer on its x = 4 face, compressed by a
+    bonded platen: the layer is t thick, resolved (h = t, factor 1) or one h-thick element layer
+    carrying E t / h (factor t / h), as the builders compensate thin layers."""
+    from fem.meshes.blocks import hex_block
+
+    n = int(round(4.0 / h))
+    m = hex_block((n, n, 2 * n), (4.0, 4.0, 8.0), E=90.0, nu=0.3)
+    xc = m.points[m.blocks[0].conn].mean(axis=1)[:, 0]
+    width = t if factor == 1.0 else h
+    layer = np.nonzero(xc > 4.0 - width)[0]
+    m.add_region("layer", layer)
+    m.set_material("layer", E=8040.0 * factor, nu=0.3)
+    if factor < 1.0:
+        m.metadata["layer_factors"] = {"layer": factor}
+    m.add(fem.Fixed("zmin"), fem.Displacement("zmax", (0.0, 0.0, -0.04)))
+    return m, layer
+
+
+def test_thin_layer_stress_is_recovered_at_its_physical_thickness():
+    """The compensated layer (1 mm elements standing for a 0.5 mm layer, E t / h) reports half
+    the stress of the resolved layer; its physical stress equals the resolved one (1 %), its
+    load share is kept, and elements outside the layer are untouched."""
+    ref, lay_r = _slab(0.5, 0.5, 1.0)
+    r = fem.solve(ref)
+    comp, lay_c = _slab(1.0, 0.5, 0.5)
+    c = fem.solve(comp)
+    vm_ref = float(np.mean(r.von_mises[lay_r]))
+    assert float(np.mean(c.von_mises[lay_c])) == pytest.approx(0.5 * vm_ref, rel=0.02)
+    assert float(np.mean(c.von_mises_physical[lay_c])) == pytest.approx(vm_ref, rel=0.01)
+    others = np.setdiff1d(np.arange(comp.n_elements), lay_c)
+    assert np.array_equal(c.physical_stress[others], c.stress[others])
+    assert np.array_equal(r.physical_stress, r.stress)  # no compensated layer: the same array
+    assert "von_mises_physical" in c.cell_fields() and "von_mises_physical" not in r.cell_fields()
+    force = [float(-res.reaction_total()[2]) for res in (r, c)]
+    assert force[1] == pytest.approx(force[0], rel=0.03)
+
+
+def test_builders_record_their_thickness_compensation():
+    from fem.meshes.vertebra import LEVELS, layer_factors, segment_model
+
+    m = segment_model("L1-L2", voxel_size=2.0)
+    d = LEVELS["L1"]
+    f = m.metadata["layer_factors"]
+    assert f["L2/cortex"] == pytest.approx(d.cortex / 2.0)
+    assert f["L1/endplate_superior"] == pytest.approx(d.endplate / 2.0)
+    code = m.region_names.index("L1/cortex")
+    el = np.nonzero(m.element_region == code)[0]
+    assert np.allclose(m.E[el], 8040.0 * d.cortex / 2.0)  # the default osteoporotic cortex
+    # voxels thinner than a layer resolve it: nothing compensated
+    assert layer_factors(["L1"], d, 0.9 * d.endplate) == {}
+    between = layer_factors(["L1"], d, 0.5 * (d.cortex + d.endplate))  # only the thinner
+    thinner = ({"L1/endplate_superior", "L1/endplate_inferior"} if d.endplate < d.cortex
+               else {"L1/cortex"})
+    assert set(between) == thinner
