@@ -76,9 +76,9 @@ from .vertebra import (
     _Stack,
     annotate,
     label_names,
+    layer_factors,
     level_names,
     resolve_materials,
-    layer_factors,
     thickness_compensated,
 )
 
