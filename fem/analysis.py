@@ -82,6 +82,7 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     check_magnitudes(model, sysm)
     times["checks"] = time.perf_counter() - t0
 
+    _warn_locking_tets(model)
     if model.hex8_formulation == "auto":
         n_bbar = int(model.bbar_mask().sum())
         if n_bbar:
@@ -138,6 +139,25 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     info.times["total"] = time.perf_counter() - t0
     logger.info("solved %d dofs: %s", model.n_dof, info.summary())
     return result
+
+
+def _warn_locking_tets(model) -> None:
+    """tet4 locks at nu >= 0.45 (one point, linear displacement: a nearly incompressible region
+    cannot deform; a cantilever 86 x too stiff, nucleus pressures of both signs at nu 0.4999);
+    tet10 oscillates in pressure: say so, as the README promises."""
+    for b in model.blocks:
+        if b.type not in ("tet4", "tet10"):
+            continue
+        nu = np.asarray(model.nu[b.start:b.stop])
+        n = int((nu >= BBAR_NU_THRESHOLD).sum())
+        if n:
+            what = ("locks (far too stiff, pressures of either sign)" if b.type == "tet4" else
+                    "shows pressure oscillations between neighbouring elements")
+            warnings.warn(
+                f"{n} {b.type} element(s) with nu >= {BBAR_NU_THRESHOLD} (largest "
+                f"{float(nu.max()):.4g}): a {b.type} mesh {what} for nearly incompressible "
+                "material; mesh such regions (a disc nucleus) with hex8, which uses B-bar there",
+                stacklevel=3)
 
 
 def _solve_voxel(model, grid, sysm, be, times, t0, *, rtol, atol, maxiter, precision, callback):
@@ -266,6 +286,12 @@ def verify_answer(model, sysm, u, r_fixed, true_res: float, *, rtol: float, info
         on = (local >= 0) & (local < 3)
         np.add.at(R, local[on], r[on])
         scale += float(np.abs(r[on]).sum())
+    # a model moved rigidly by its prescribed displacements carries (almost) no force: judge
+    # its rounding-level resultant against the force that straining it by g / L would take
+    g = np.abs(np.asarray(sysm.fixed_values, dtype=float))
+    if len(g) and g.max() > 0.0:
+        L = float(np.max(np.ptp(model.points, axis=0))) or 1.0
+        scale = max(scale, float(np.max(model.E)) * L * float(g.max()))
     if scale == 0.0:
         info.imbalance = 0.0
         return

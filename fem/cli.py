@@ -233,6 +233,13 @@ def _study(args) -> int:
                   max_runs=MAX_RUNS if args.max_runs is None else args.max_runs)
     counts = study.run(processes=args.processes, workers=args.workers,
                        scheduler=args.scheduler, retry_failed=args.retry_failed)
+    running = study.store.counts().get("running", 0)
+    if running:  # another process on this folder is still at work: the last one writes
+        print(f"store: {study.store.path}")
+        print(f"{running} run(s) are still running in another process on this folder: the "
+              "last process to finish writes summary.csv and the report (a process that died "
+              "leaves them to the next vfem study, which resumes its runs)")
+        return 1 if counts.get("failed") else 0
     summary = study.export(Path(args.out) / "summary.csv")
     print(f"store: {study.store.path}")
     print(f"summary: {summary} ({len(study.results())} rows: run x level)")

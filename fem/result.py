@@ -31,6 +31,7 @@ UNITS_NOTE = "units: length mm, force N, stress MPa, strain mm/mm, energy densit
 FIELD_UNITS = {
     "displacement": "mm", "displacement_magnitude": "mm", "node_id": "1", "element_id": "1",
     "stress": "MPa", "stress_nodal": "MPa", "strain": "mm/mm", "von_mises": "MPa",
+    "von_mises_physical": "MPa",
     "von_mises_nodal": "MPa", "principal_stress": "MPa", "principal_strain": "mm/mm",
     "min_principal_stress": "MPa", "min_principal_stress_nodal": "MPa",
     "min_principal_strain": "mm/mm", "min_principal_strain_nodal": "mm/mm",

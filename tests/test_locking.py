@@ -16,9 +16,12 @@ Measured on the quarter-cylinder meshes used here (nr x ntheta elements, one lay
   4 x 8 and stresses off by several p.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 
+import fem
 from verification_models import cylinder_quarter, lame_plane_strain, polar_stress, solve_lame
 
 RI, RO, E, P = 1.0, 2.0, 1000.0, 1.0
@@ -76,3 +79,18 @@ def test_tet10_displacement_does_not_lock():
         assert np.abs((stt - srr) - (estt - esrr)).max() < 0.07 * P
         p_err.append(max(np.abs(srr - esrr).max(), np.abs(stt - estt).max()))
     assert p_err[1] < 0.6 * p_err[0], p_err
+
+
+@pytest.mark.parametrize("kind", ["tet4", "tet10"])
+def test_nearly_incompressible_tets_are_warned_about(kind):
+    """The README promises a warning where tet4 locks (and tet10 oscillates): nu 0.4999."""
+    from fem.meshes.blocks import tet_block
+
+    m = tet_block((2, 2, 2), order=1 if kind == "tet4" else 2, E=1.0, nu=0.4999)
+    m.add(fem.Fixed("zmin"), fem.Pressure("zmax", 0.5))
+    with pytest.warns(UserWarning, match=rf"48 {kind} element\(s\) with nu >= 0.45.*hex8"):
+        fem.solve(m)
+    m.nu[:] = 0.3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fem.solve(m)

@@ -665,7 +665,8 @@ def test_store_records_each_run_whole(finished):
         t = json.loads(r["timings"])
         assert min(t.values()) >= 0 and t["total"] >= t["solve"] > 0
     assert "MeshError" in runs[ids[2]]["error"] and "can take only" in runs[ids[2]]["error"]
-    assert "IsADirectoryError" in runs[ids[3]]["error"]
+    assert "OutputError: cannot write" in runs[ids[3]]["error"]
+    assert "Is a directory" in runs[ids[3]]["error"]
     assert runs[ids[2]]["vtu"] is None and runs[ids[3]]["vtu"] is None
     check_vtus(out, set(ids[:2]))
     assert temporaries(out) == []
@@ -738,7 +739,7 @@ def test_failed_run_is_recorded_and_retried(finished, tmp_path):
     proc = finished["proc"]
     assert proc.returncode == 1
     assert f"run {ids[2]} failed: MeshError" in proc.stderr
-    assert f"run {ids[3]} failed: IsADirectoryError" in proc.stderr
+    assert f"run {ids[3]} failed: OutputError: cannot write" in proc.stderr
     assert "Traceback" not in proc.stderr
     folder = copy_study(finished["out"], tmp_path / "study")
     done_before = {r: v for r, v in runs_table(folder).items() if v["status"] == "done"}
@@ -952,6 +953,29 @@ def test_two_processes_on_one_folder(tmp_path):
     again = vfem("study", spec, "--out", folder)
     assert again.returncode == 0 and "nothing to run" in again.stderr, again.stderr
     assert runs_table(folder) == before and (folder / "summary.csv").read_bytes() == summary
+
+
+def test_only_the_last_process_to_finish_writes_summary_and_report(finished, tmp_path):
+    """A process that finds a run still held by another live process (here: this test's own
+    process) leaves summary.csv and the report to that one; once no run is held, it writes."""
+    folder = copy_study(finished["out"], tmp_path / "held")
+    (folder / "summary.csv").unlink(missing_ok=True)
+    held = finished["ids"][3]
+    db = connect(folder)
+    with db:
+        db.execute("UPDATE runs SET status = 'running', owner = ? WHERE run_id = ?",
+                   (f"{HOST}:{os.getpid()}", held))
+    db.close()
+    proc = vfem("study", finished["spec"], "--out", folder, "--no-report")
+    assert "1 run(s) are still running in another process" in proc.stdout, proc.stdout
+    assert "summary:" not in proc.stdout and not (folder / "summary.csv").exists()
+    assert runs_table(folder)[held]["status"] == "running"  # not taken from its owner
+    db = connect(folder)
+    with db:
+        db.execute("UPDATE runs SET status = 'failed', owner = NULL WHERE run_id = ?", (held,))
+    db.close()
+    proc = vfem("study", finished["spec"], "--out", folder, "--no-report")
+    assert "summary:" in proc.stdout and (folder / "summary.csv").exists()
 
 
 def test_a_new_start_keeps_the_temporaries_of_runs_another_process_holds(finished, tmp_path):
