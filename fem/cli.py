@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 import warnings
@@ -208,8 +209,11 @@ def _run(args) -> int:
     except OSError as exc:  # writing the output: disk full, permission denied
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        why = f" ({exc})" if str(exc) else ""
+        print(f"error: interrupted{why}: finished runs are recorded, the others run when the "
+              "study is started again" if args.command == "study" else
+              f"error: interrupted{why}", file=sys.stderr)
         return 130
     return 1
 
@@ -231,6 +235,9 @@ def _study(args) -> int:
         raise ModelError("--max-runs must be >= 1")
     study = Study(args.out, args.spec,
                   max_runs=MAX_RUNS if args.max_runs is None else args.max_runs)
+    # SIGTERM (a batch system's stop, `kill`) stops like Ctrl-C: finished runs are recorded as
+    # they finish, the ones in flight go back to pending, their half-written files are removed
+    signal.signal(signal.SIGTERM, _interrupt)
     counts = study.run(processes=args.processes, workers=args.workers,
                        scheduler=args.scheduler, retry_failed=args.retry_failed)
     running = study.store.counts().get("running", 0)
@@ -249,6 +256,10 @@ def _study(args) -> int:
     if not args.no_report:
         _study_report(args.out)
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
 def _study_report(folder):

@@ -813,6 +813,45 @@ def _wait_group(pgid, timeout=30) -> bool:
     return False
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_mid_run_give_the_run_back_and_leave_nothing(tmp_path, sig):
+    """A stop signal to the study process while a run is in flight: the finished runs stay
+    recorded, the run in flight goes back to pending (not left 'running'), its worker ends at
+    once and no temporary is left; one error line, exit 130; the next start runs the rest."""
+    spec = grid_spec(tmp_path / "grid.toml", "stopped", bmd=[60.0, 70.0, 80.0],
+                     load_cases=["standing"])
+    ids = ids_of(spec)
+    folder = tmp_path / "study"
+    proc = subprocess.Popen([*VFEM, "study", str(spec), "--out", str(folder)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        seen = _poll(lambda: (s := _statuses(folder)) and "running" in s.values()
+                     and "done" in s.values() and s, 120, "a run running after one done")
+        t0 = time.monotonic()
+        os.kill(proc.pid, sig)
+        _, err = proc.communicate(timeout=60)
+        stopped_in = time.monotonic() - t0
+    finally:
+        ended = _wait_group(proc.pid)
+    assert ended, "a worker outlived the stopped study process"
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted"), err
+    assert "Traceback" not in err
+    assert stopped_in < 20  # it did not wait for the run in flight to finish
+    after = runs_table(folder)
+    assert "running" not in {v["status"] for v in after.values()}
+    done = {r for r, v in after.items() if v["status"] == "done"}
+    assert done >= {r for r, s in seen.items() if s == "done"}
+    assert metrics_count(folder) == {r: len(LEVELS) for r in done}
+    assert temporaries(folder) == []
+    check_vtus(folder, done)
+    resumed = vfem("study", spec, "--out", folder)
+    assert resumed.returncode == 0, resumed.stderr
+    assert {v["status"] for v in runs_table(folder).values()} == {"done"}
+    assert set(runs_table(folder)) == set(ids)
+
+
 @pytest.mark.parametrize("target", ["study process", "process group"])
 def test_sigkill_mid_run_loses_nothing_and_resumes(tmp_path, target):
     spec = grid_spec(tmp_path / "grid.toml", "killed", bmd=[60.0, 70.0, 80.0],

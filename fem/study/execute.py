@@ -108,25 +108,33 @@ class Study:
         executor, kind, slots, close = _executor(processes, workers, scheduler)
         log(f"study {self.spec.name!r}: {todo} run(s) on {kind}")
         bar = _bar(todo, tty)
+        self._released = []
         try:
             self._loop(executor, slots, bar, log, solve_bars=tty and slots == 1 and
                        kind.startswith("1 local"))
-        finally:
+        except BaseException:
             if bar is not None:
                 bar.close()
-            close()
+            close(stop=True)  # do not wait for the runs in flight: they were given back
+            self._remove_temporaries(only=self._released)
+            raise
+        if bar is not None:
+            bar.close()
+        close()
         log(f"study {self.spec.name!r}: {self._status_line()}")
         return self.store.counts()
 
-    def _remove_temporaries(self):
+    def _remove_temporaries(self, only=None):
         """Remove temporaries of VTU and curve files (``.<id>.vtu.*.part``, ``*.part.fd``,
         ``.<id>_curve.csv.*.part``) left by a killed run; those of runs another live process is
-        running (on this folder) are still being written."""
+        running (on this folder) are still being written. ``only``: just those of these runs
+        (the ones this process gave back when it was stopped)."""
         busy = {r for (r,) in self.store.db.execute("SELECT run_id FROM runs WHERE status = "
                                                     "'running'")}
         for pattern, tail in ((".*.vtu.*.part*", ".vtu."), (".*_curve.csv.*.part", "_curve.csv.")):
             for tmp in self.runs_dir.glob(pattern):
-                if tmp.name[1:].partition(tail)[0] not in busy:
+                rid = tmp.name[1:].partition(tail)[0]
+                if rid not in busy and (only is None or rid in only):
                     tmp.unlink(missing_ok=True)
 
     def _loop(self, executor, slots, bar, log, solve_bars):
@@ -164,6 +172,9 @@ class Study:
                     else:
                         log(f"[{done}] {msg}")
         except BaseException:
+            # stopped (SIGINT, SIGTERM) or failed: the runs in flight go back to pending, and
+            # their workers' half-written files go once the workers are stopped
+            self._released = [rid for rid, _, _ in in_flight.values()]
             for fut, (rid, _, _) in in_flight.items():
                 fut.cancel()
                 self.store.release(rid)
@@ -265,8 +276,14 @@ class _LocalPool:
             self.pool = self._new()
             return self.pool.submit(fn, *args, **kwargs)
 
-    def close(self):
-        self.pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, stop: bool = False):
+        """Shut the pool down; ``stop``: end the workers now (their runs were given back)."""
+        if stop:
+            for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+                proc.terminate()
+            for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+                proc.join(timeout=10)
+        self.pool.shutdown(wait=not stop, cancel_futures=True)
 
 
 def _end_with_parent():
@@ -304,7 +321,7 @@ def _executor(processes, workers, scheduler):
                                dashboard_address=":0")
         client = Client(cluster)
 
-        def close():
+        def close(stop: bool = False):
             client.close()
             cluster.close()
 
@@ -319,7 +336,7 @@ def _executor(processes, workers, scheduler):
         # workers of a scheduler come and go (dask-jobqueue scales by jobs): ask every time
         return max(1, sum(client.nthreads().values()))
 
-    return client, f"the Dask scheduler at {scheduler}", slots, client.close
+    return client, f"the Dask scheduler at {scheduler}", slots, lambda stop=False: client.close()
 
 
 def _one_line(exc) -> str:
