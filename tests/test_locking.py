@@ -81,16 +81,19 @@ def test_tet10_displacement_does_not_lock():
     assert p_err[1] < 0.6 * p_err[0], p_err
 
 
-@pytest.mark.parametrize("kind", ["tet4", "tet10"])
-def test_nearly_incompressible_tets_are_warned_about(kind):
-    """The README promises a warning where tet4 locks (and tet10 oscillates): nu 0.4999."""
+def test_locking_tet4_is_warned_about():
+    """A warning where tet4 locks (nu 0.4999); none for tet10, which does not lock, nor for
+    tet4 of an ordinary ratio."""
     from fem.meshes.blocks import tet_block
 
-    m = tet_block((2, 2, 2), order=1 if kind == "tet4" else 2, E=1.0, nu=0.4999)
+    m = tet_block((2, 2, 2), order=1, E=1.0, nu=0.4999)
     m.add(fem.Fixed("zmin"), fem.Pressure("zmax", 0.5))
-    with pytest.warns(UserWarning, match=rf"48 {kind} element\(s\) with nu >= 0.45.*hex8"):
+    with pytest.warns(UserWarning, match=r"48 tet4 element\(s\) with nu >= 0.45.*locks.*hex8"):
         fem.solve(m)
+    quiet = [tet_block((2, 2, 2), order=2, E=1.0, nu=0.4999), m]
     m.nu[:] = 0.3
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        fem.solve(m)
+    for q in quiet:
+        q.conditions = list(m.conditions)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fem.solve(q)
