@@ -15,6 +15,7 @@ Runs are derandomised so that CI sees the same examples every time.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -147,7 +148,11 @@ KEYWORDS = ["*NODE", "*NODE, NSET=N2", "*ELEMENT, TYPE=C3D4", "*ELEMENT, TYPE=C3
             "*STATIC, DIRECT", "*STEP, NLGEOM", "*SOLID SECTION, ELSET=OR, MATERIAL=ORTHO",
             "*EL PRINT", "*NODE FILE", "*NODE OUTPUT", "*ELEMENT OUTPUT"]
 
-FUZZ = settings(max_examples=2000, deadline=None, derandomize=True, database=None,
+#: FEM_FUZZ_SCALE multiplies every example count: 1 in CI (fixed, derandomised examples); a
+#: longer, randomised run (bench/fuzz.py) sets it higher
+SCALE = max(1, int(os.environ.get("FEM_FUZZ_SCALE", "1")))
+FUZZ = settings(max_examples=2000 * SCALE, deadline=None, derandomize=SCALE == 1,
+                database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.filter_too_much])
 
@@ -245,7 +250,7 @@ def mutate(lines: list[str], ops) -> list[str]:
 
 
 @pytest.mark.parametrize("seed", list(SEEDS))
-@settings(FUZZ, max_examples=700)  # per seed deck
+@settings(FUZZ, max_examples=700 * SCALE)  # per seed deck
 @given(ops=st.lists(line_ops, min_size=1, max_size=5))
 def test_mutated_decks_raise_only_model_errors(fuzz_dir, seed, ops):
     p = fuzz_dir / "deck.inp"
@@ -262,7 +267,7 @@ byte_ops = st.one_of(
 )
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=400 * SCALE)
 @given(ops=st.lists(byte_ops, min_size=1, max_size=4))
 def test_byte_mutations_raise_only_model_errors(fuzz_dir, ops):
     data = bytearray(VALID.encode())
@@ -358,7 +363,7 @@ def _labelled_sets(model):
     return nodes, regions, faces
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+@settings(max_examples=60 * SCALE, deadline=None, derandomize=SCALE == 1, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(model=models())
 def test_to_inp_from_inp_round_trip(fuzz_dir, model):
@@ -446,7 +451,7 @@ def mutate_fields(mesh, ops):
                        cell_data={k: [v] for k, v in cell.items()}, field_data=names)
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=150 * SCALE)
 @given(ops=st.lists(field_ops, min_size=1, max_size=4))
 def test_mutated_result_files_raise_only_model_errors(fuzz_dir, result_mesh, ops):
     """A VTU written by vertebra-fem, its fields mutated: read (and solved) or a ModelError."""
