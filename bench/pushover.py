@@ -96,7 +96,6 @@ def tet10(mesh_size: float):
     import fem
     from fem.io.calculix import run_ccx
     from fem.meshes.ssm_gmsh import ssm_segment_model_tet10
-    from fem.strength import pushover
 
     m = ssm_segment_model_tet10("L2-L4", mesh_size=mesh_size)
     m.fix("bottom").add(fem.Pressure("top", 0.5))
@@ -111,15 +110,24 @@ def tet10(mesh_size: float):
         t_ccx = time.perf_counter() - t
     print(f"{'DOF':>8} {'linear s':>9} {'ccx s':>7} {'pushover s':>10} {'ratio':>6} "
           f"{'steps':>5} {'solves':>6} {'L3 strength N':>13}")
+    _level_row(f"{m.n_dof:8d} {t_lin:9.2f} {t_ccx:7.2f}", m, "L3", t_lin)
+
+
+def _level_row(prefix: str, m, level: str, t_lin: float, **kwargs):
+    """Push ``level`` of ``m`` over and print the row after ``prefix``: time, ratio to the
+    linear solve, steps, solves, strength (or why it stopped or did not converge)."""
+    import fem
+    from fem.strength import pushover
+
     t = time.perf_counter()
     try:
-        r = pushover(m, level="L3")
+        r = pushover(m, level=level, **kwargs)
     except fem.ConvergenceError as exc:
-        print(f"{m.n_dof:8d} {t_lin:9.2f} {t_ccx:7.2f} did not converge: {exc}")
+        print(f"{prefix} did not converge after {time.perf_counter() - t:.0f} s: {exc}")
         return
     t_p = time.perf_counter() - t
-    print(f"{m.n_dof:8d} {t_lin:9.2f} {t_ccx:7.2f} {t_p:10.2f} {t_p / t_lin:6.1f} "
-          f"{len(r.steps):5d} {r.info['linear_solves']:6d} {r.peak_load:13.1f}", flush=True)
+    print(f"{prefix} {t_p:10.2f} {t_p / t_lin:6.1f} {len(r.steps):5d} "
+          f"{r.info['linear_solves']:6d} {r.peak_load:13.1f}", flush=True)
     if r.info["stopped"]:
         print(f"        stopped: {r.info['stopped']}")
 
@@ -127,7 +135,6 @@ def tet10(mesh_size: float):
 def segment(backends):
     import fem
     from fem.kernels.backend import cupy_unavailable_reason
-    from fem.strength import pushover
     from fem.study.recipe import build_model
 
     p = dict(levels="L1-L3", voxel_size=2.0, bmd=70.0, fracture_level="L2",
@@ -146,17 +153,7 @@ def segment(backends):
         t = time.perf_counter()
         fem.solve(m, backend=be)
         t_lin = time.perf_counter() - t
-        t = time.perf_counter()
-        try:
-            r = pushover(m, level="L2", backend=be)
-        except fem.ConvergenceError as exc:
-            print(f"{be:>7} {m.n_dof:7d} {t_lin:9.2f} did not converge: {exc}")
-            continue
-        t_p = time.perf_counter() - t
-        print(f"{be:>7} {m.n_dof:7d} {t_lin:9.2f} {t_p:10.2f} {t_p / t_lin:6.1f} "
-              f"{len(r.steps):5d} {r.info['linear_solves']:6d} {r.peak_load:13.1f}", flush=True)
-        if r.info["stopped"]:
-            print(f"        stopped: {r.info['stopped']}")
+        _level_row(f"{be:>7} {m.n_dof:7d} {t_lin:9.2f}", m, "L2", t_lin, backend=be)
 
 
 if __name__ == "__main__":
