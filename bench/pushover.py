@@ -123,7 +123,9 @@ def _level_row(prefix: str, m, level: str, t_lin: float, **kwargs):
     try:
         r = pushover(m, level=level, **kwargs)
     except fem.ConvergenceError as exc:
-        print(f"{prefix} did not converge after {time.perf_counter() - t:.0f} s: {exc}")
+        part = getattr(exc, "partial", None)
+        steps = f", {len(part.steps)} steps converged" if part is not None else ""
+        print(f"{prefix} did not converge after {time.perf_counter() - t:.0f} s{steps}: {exc}")
         return
     t_p = time.perf_counter() - t
     print(f"{prefix} {t_p:10.2f} {t_p / t_lin:6.1f} {len(r.steps):5d} "

@@ -413,13 +413,20 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
                 warnings.warn(f"pushover: {stopped}", stacklevel=3)
                 break
             if dc < dmin:
-                raise ConvergenceError(
+                exc = ConvergenceError(
                     f"step {len(steps) + 1} did not converge: the out-of-balance force stayed at "
-                    f"{out['residual']:.2e} of the force (tol {tol:g}) after {max_iterations} "
-                    f"iterations even with a step of {dc * 2:.3g} mm (min_step {dmin:.3g}); "
-                    f"reached {c:.4g} mm at {steps[-1].force:.6g} N, load factor "
-                    f"{steps[-1].load_factor:.4g} (peak so far {peak:.6g} N)",
+                    f"{out['residual']:.2e} of the force (tol {tol:g}) after "
+                    f"{len(out.get('history', []))} iterations even with a step of {dc * 2:.3g} "
+                    f"mm (min_step {dmin:.3g}); reached {c:.4g} mm at {steps[-1].force:.6g} N, "
+                    f"load factor {steps[-1].load_factor:.4g} (peak so far {peak:.6g} N; the "
+                    "converged steps are in the exception's partial result)",
                     out.get("history", []))
+                # the steps that did converge, each verified: not a strength (the curve was
+                # still rising), but what a user needs to see where and why it stopped
+                exc.partial = NonlinearResult(steps, control_name=sysx.control_name, law=law)
+                exc.partial.info = {"stopped": str(exc), "linear_solves": n_solves,
+                                    "time_s": time.perf_counter() - t0}
+                raise exc
             logger.info("step %d: no convergence with %.4g mm, halving", len(steps) + 1, 2 * dc)
             cut = True
             continue

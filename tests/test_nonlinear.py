@@ -231,9 +231,12 @@ def test_errors_name_the_fault():
     h = _heterogeneous_voxels()
     law = DamageLaw.uniform(h.n_elements, yield_strain_compression=0.008,
                             yield_strain_tension=0.007, residual=0.05, softening_strain=0.001)
-    with pytest.raises(fem.ConvergenceError, match=r"step 2 did not converge.*N"):
+    with pytest.raises(fem.ConvergenceError, match=r"step 2 did not converge.*N") as e:
         solve_nonlinear(h, law, solver="direct", max_iterations=2, tol=1e-9, rtol=1e-10,
                         min_step=0.01)
+    part = e.value.partial  # the converged steps (here the linear one to first yield)
+    assert len(part.steps) == 1 and part.steps[0].residual == 0.0
+    assert f"{part.steps[-1].force:.6g} N" in str(e.value)
 
 
 def test_fractured_band_carries_its_damage_with_its_intact_modulus():
