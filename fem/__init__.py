@@ -34,6 +34,7 @@ def _map_source_tree() -> None:
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
+        globals()[sub] = module  # fem.meshes, as a wheel's subpackage would be bound
 
 
 _map_source_tree()

@@ -253,3 +253,20 @@ def test_cli_says_which_backend_it_used(flag, tmp_path, capsys, monkeypatch):
         assert lines[0] == f"backend: numpy ({NO_GPU})"
     else:
         assert lines[0].startswith("backend: cupy (")
+
+
+def test_the_mapped_subpackages_are_attributes_of_fem():
+    """From a checkout or an editable install, kernels/ and meshes/ are mapped into fem at import;
+    they must also be bound as attributes (``fem.meshes.vertebra`` raised AttributeError), as a
+    wheel's subpackages are, and ``import fem`` must not load more than numpy for it."""
+    import subprocess
+    import sys
+
+    code = ("import fem.meshes.vertebra, fem; "
+            "assert fem.meshes.vertebra.segment_model and fem.kernels.voxel; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    light = subprocess.run([sys.executable, "-c", "import sys, fem; print('scipy' in sys.modules)"],
+                           capture_output=True, text=True, timeout=120)
+    assert light.stdout.strip() == "False", light.stderr
