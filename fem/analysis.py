@@ -130,10 +130,10 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     r_fixed = lin.K_rows @ z - lin.f[fixed] if len(sysm.fixed_dofs) else xp.zeros(0)
     bnorm = float(xp.linalg.norm(lin.rhs))
     true_res = float(xp.linalg.norm(lin.rhs - lin.K @ z)) / bnorm if bnorm > 0 else 0.0
-    verify_answer(model, sysm, u, r_fixed, true_res, rtol=rtol, info=info, be=be)
     result = Result(model, u, backend=be, system=sysm, reaction_dofs=sysm.fixed_dofs,
                     reaction_values=r_fixed, plate_dofs=z[n3:] if lin.T is not None else None,
                     info=info)
+    verify_answer(result, true_res, rtol=rtol)
     times["reactions"] = time.perf_counter() - t
     info.times.update(times)
     info.times["total"] = time.perf_counter() - t0
@@ -179,9 +179,9 @@ def _solve_voxel(model, grid, sysm, be, times, t0, *, rtol, atol, maxiter, preci
         u, r_fixed = voxel.solve_on_grid(model, grid, sysm, be, rtol=rtol, atol=atol,
                                          maxiter=maxiter, precision="double",
                                          callback=callback, info=info)
-    verify_answer(model, sysm, u, r_fixed, info.true_residual, rtol=rtol, info=info, be=be)
     result = Result(model, u, backend=be, system=sysm, reaction_dofs=sysm.fixed_dofs,
                     reaction_values=r_fixed, info=info)
+    verify_answer(result, info.true_residual, rtol=rtol)
     info.times.update(times)
     info.times["total"] = time.perf_counter() - t0
     logger.info("solved %d dofs: %s", model.n_dof, info.summary())
@@ -236,11 +236,13 @@ def _ortho_moduli(model) -> np.ndarray:
     return np.asarray(ortho, dtype=float)[model.orthotropic_mask()][:, [0, 1, 2, 6, 7, 8]]
 
 
-def verify_answer(model, sysm, u, r_fixed, true_res: float, *, rtol: float, info, be) -> None:
+def verify_answer(result, true_res: float, *, rtol: float) -> None:
     """Refuse an answer that is not one: non-finite displacements or reactions, a true relative
     residual above the tolerance the solver was asked for, or reactions that do not balance the
-    loads. Records the true residual and the imbalance in ``info``."""
-    xp = be.xp
+    loads (:meth:`Result.balance`). Records the true residual and the imbalance in
+    ``result.info``."""
+    model, sysm, info, xp = result.model, result.system, result.info, result.xp
+    u = result.displacement
     bad = ~xp.all(xp.isfinite(u), axis=1)
     if bool(xp.any(bad)):
         i = int(xp.nonzero(bad)[0][0])
@@ -256,10 +258,10 @@ def verify_answer(model, sysm, u, r_fixed, true_res: float, *, rtol: float, info
                                        or np.any(np.asarray(sysm.fixed_values) != 0.0)):
         raise SolverError("the solver returned zero displacement everywhere for non-zero loads "
                           "or prescribed displacements: the answer underflowed; use other units")
-    r = be.to_host(r_fixed) if len(sysm.fixed_dofs) else np.zeros(0)
-    if not np.isfinite(r).all():
+    if not np.isfinite(result.reaction_values).all():
         raise SolverError("the reactions are not finite: the loads or moduli overflow double "
                           "precision; use smaller units")
+    resultant, scale = result.balance()
     info.true_residual = true_res
     limit = max(rtol, DIRECT_RESIDUAL) if info.solver == "direct" else RESIDUAL_SLACK * rtol
     if not (true_res <= limit):
@@ -269,22 +271,6 @@ def verify_answer(model, sysm, u, r_fixed, true_res: float, *, rtol: float, info
             "singular or nearly so: a mechanism (parts joined by a node or an edge, a chain of "
             "elements that can fold), or moduli spanning too many orders of magnitude",
             [true_res])
-    f = np.asarray(sysm.f, dtype=float)
-    n3 = 3 * model.n_nodes
-    F = f[:n3].reshape(-1, 3).sum(axis=0)
-    R = np.zeros(3)
-    scale = float(np.abs(f[:n3]).sum())
-    dofs = np.asarray(sysm.fixed_dofs, dtype=np.int64)
-    mesh = dofs < n3
-    np.add.at(R, dofs[mesh] % 3, r[mesh])
-    scale += float(np.abs(r[mesh]).sum())
-    for p in sysm.plates:
-        F = F + f[p.first_dof:p.first_dof + 3]
-        scale += float(np.abs(f[p.first_dof:p.first_dof + 3]).sum())
-        local = dofs - p.first_dof
-        on = (local >= 0) & (local < 3)
-        np.add.at(R, local[on], r[on])
-        scale += float(np.abs(r[on]).sum())
     # a model moved rigidly by its prescribed displacements carries (almost) no force: judge
     # its rounding-level resultant against the force that straining it by g / L would take
     g = np.abs(np.asarray(sysm.fixed_values, dtype=float))
@@ -294,15 +280,15 @@ def verify_answer(model, sysm, u, r_fixed, true_res: float, *, rtol: float, info
     if scale == 0.0:
         info.imbalance = 0.0
         return
-    imbalance = float(np.linalg.norm(F + R)) / scale
+    imbalance = float(np.linalg.norm(resultant)) / scale
     info.imbalance = imbalance
     n_eq = max(int(info.n_equations or 1), 1)
     tol = max(EQUILIBRIUM_TOL, RESIDUAL_SLACK * rtol * math.sqrt(n_eq))
     if not (imbalance <= tol):
         raise ConvergenceError(
-            f"the reactions do not balance the loads: resultant {F + R} N is {imbalance:.2e} of "
-            f"the forces involved (> {tol:.1e}); the answer is not an equilibrium (a mechanism, "
-            "or a solver that stopped early)", [true_res])
+            f"the reactions do not balance the loads: resultant {resultant} N is "
+            f"{imbalance:.2e} of the forces involved (> {tol:.1e}); the answer is not an "
+            "equilibrium (a mechanism, or a solver that stopped early)", [true_res])
 
 
 @dataclass

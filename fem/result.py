@@ -255,27 +255,50 @@ class Result:
                 out[p.name] = fm
         return out
 
+    @property
+    def reaction_values(self) -> np.ndarray:
+        """The reaction at each constrained dof (host array: N, or N mm at a plate's
+        prescribed rotations), in the order of ``system.fixed_dofs``."""
+        return self._reaction_values
+
+    def _force_reactions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(component 0..2, value N) of each reaction that is a force: those at mesh dofs and
+        at the prescribed translations of rigid plates (not their moments)."""
+        rd, rv = self._reaction_dofs, self._reaction_values
+        n3 = 3 * self.model.n_nodes
+        comp = np.where(rd < n3, rd % 3, -1)
+        for p in self.system.plates:
+            local = rd - p.first_dof
+            on = (local >= 0) & (local < 3)
+            comp[on] = local[on]
+        keep = comp >= 0
+        return comp[keep], rv[keep]
+
+    def _applied_forces(self) -> np.ndarray:
+        """The applied forces as (k, 3): mesh nodes', then each rigid plate's (N)."""
+        f = np.asarray(self.system.f)
+        n3 = 3 * self.model.n_nodes
+        return np.concatenate([f[:n3].reshape(-1, 3)]
+                              + [f[p.first_dof:p.first_dof + 3][None] for p in self.system.plates])
+
     def reaction_total(self) -> np.ndarray:
         """Sum of all support reaction forces (N), each constrained dof counted once."""
-        rd, rv = self._reaction_dofs, self._reaction_values
+        comp, val = self._force_reactions()
         total = np.zeros(3)
-        n3 = 3 * self.model.n_nodes
-        mesh = rd < n3
-        np.add.at(total, rd[mesh] % 3, rv[mesh])
-        for p in self.system.plates:
-            for comp in p.prescribed:
-                if comp < 3:
-                    total[comp] += rv[list(rd).index(p.first_dof + comp)]
+        np.add.at(total, comp, val)
         return total
 
     def applied_total(self) -> np.ndarray:
         """Sum of all applied forces (N): nodal forces, surface loads and plate forces."""
-        f = self.system.f
-        n3 = 3 * self.model.n_nodes
-        total = f[:n3].reshape(-1, 3).sum(axis=0)
-        for p in self.system.plates:
-            total = total + f[p.first_dof:p.first_dof + 3]
-        return total
+        return self._applied_forces().sum(axis=0)
+
+    def balance(self) -> tuple[np.ndarray, float]:
+        """(resultant (3,), forces involved): the sum of the applied forces and the reactions
+        (N; zero in equilibrium) and the 1-norm of both (N), what the resultant is judged
+        against (:func:`fem.analysis.verify_answer`)."""
+        _, val = self._force_reactions()
+        scale = float(np.abs(self._applied_forces()).sum() + np.abs(val).sum())
+        return self.applied_total() + self.reaction_total(), scale
 
     def plate_motion(self, name: str) -> np.ndarray:
         """Displacement (mm) and rotation (rad) of a rigid plate's reference point, (6,)."""
