@@ -18,6 +18,7 @@ import pytest
 import fem
 from decks import TWO_HEX
 from fem.meshes.blocks import hex_block, name_planes, tet_block
+from verification_models import orthotropic_result
 
 # two hexes; labels non-contiguous. Line numbers below are looked up, never hard-coded.
 BASE = TWO_HEX
@@ -917,29 +918,17 @@ def test_orthotropic_constants_that_read_but_cannot_be_solved_are_refused(tmp_pa
     deck_fault(tmp_path, text, fem.ModelError, "1e+308", solve=True)
 
 
-def _orthotropic_result():
-    """A solved block, orthotropic in one material region and isotropic in another."""
-    m = hex_block((2, 1, 1), (2.0, 1.0, 1.0))
-    m.add_region("bone", [0])
-    m.add_region("cement", [1])
-    m.set_material("cement", E=3000.0, nu=0.3)
-    m.set_orthotropic("bone", E=(1987.0, 1357.0, 4730.0), nu=(0.31, 0.12, 0.07),
-                      G=(520.0, 910.0, 760.0))
-    m.fix("xmin").add(fem.NodalForce("xmax", (1.0, 0.0, 0.0)))
-    return fem.solve(m, backend="numpy", solver="direct")
-
-
 def _edited_vtu(tmp_path, edit_mesh):
     """The result written by vertebra-fem's own writer after ``edit_mesh(mesh)``."""
     from fem.io.atomic import write_vtu
 
-    mesh = _orthotropic_result().to_meshio()
+    mesh = orthotropic_result().to_meshio()
     edit_mesh(mesh)
     return write_vtu(tmp_path / "edited.vtu", mesh)
 
 
 def test_orthotropic_vtu_reads_back():
-    r = _orthotropic_result()
+    r = orthotropic_result()
     assert r.model.orthotropic_mask().tolist() == [True, False]
 
 

@@ -28,6 +28,7 @@ import fem
 from decks import TWO_HEX_NODES
 from fem.meshes.blocks import hex_block, tet_block
 from fem.system import compile_conditions
+from verification_models import orthotropic_result
 
 VALID = """\
 *HEADING
@@ -409,14 +410,7 @@ field_ops = st.one_of(
 def result_mesh():
     """A solved block, orthotropic in one region and isotropic in the other, as
     :meth:`fem.Result.to_meshio` gives it to the VTU writer."""
-    m = hex_block((2, 1, 1), (2.0, 1.0, 1.0))
-    m.add_region("bone", [0])
-    m.add_region("cement", [1])
-    m.set_material("cement", E=3000.0, nu=0.3)
-    m.set_orthotropic("bone", E=(1987.0, 1357.0, 4730.0), nu=(0.31, 0.12, 0.07),
-                      G=(520.0, 910.0, 760.0))
-    m.fix("xmin").add(fem.NodalForce("xmax", (1.0, 0.0, 0.0)))
-    return fem.solve(m, backend="numpy", solver="direct").to_meshio()
+    return orthotropic_result().to_meshio()
 
 
 def mutate_fields(mesh, ops):

@@ -160,3 +160,17 @@ def straighten_tet10(model: fem.Model) -> fem.Model:
                 model.points[b.conn[:, 4 + m]] = 0.5 * (model.points[b.conn[:, i]]
                                                         + model.points[b.conn[:, j]])
     return model
+
+
+def orthotropic_result() -> fem.Result:
+    """A solved 2-element block, orthotropic (bone) in one region and isotropic (cement) in the
+    other: the result files the readers' tests write and mutate."""
+    m = hex_block((2, 1, 1), (2.0, 1.0, 1.0))
+    m.add_region("bone", [0])
+    m.add_region("cement", [1])
+    m.set_material("cement", E=3000.0, nu=0.3)
+    m.set_orthotropic("bone", E=(1987.0, 1357.0, 4730.0), nu=(0.31, 0.12, 0.07),
+                      G=(520.0, 910.0, 760.0))
+    m.fix("xmin").add(fem.NodalForce("xmax", (1.0, 0.0, 0.0)))
+    return fem.solve(m, backend="numpy", solver="direct")
+
