@@ -454,12 +454,17 @@ class Model:
         self._material_region(region, idx)
         return self
 
+    def _rows_given(self, name: str) -> np.ndarray:
+        """Per element: True where the per-element table ``name`` (NaN rows: not given) has
+        its row; all False before the table exists or after elements were added."""
+        table = getattr(self, name, None)
+        if table is None or len(table) != self.n_elements:
+            return np.zeros(self.n_elements, dtype=bool)
+        return ~np.isnan(table).any(axis=1)
+
     def orthotropic_mask(self) -> np.ndarray:
         """Per element: True where the material is orthotropic (:meth:`set_orthotropic`)."""
-        o = getattr(self, "ortho", None)
-        if o is None or len(o) != self.n_elements:
-            return np.zeros(self.n_elements, dtype=bool)
-        return ~np.isnan(o).any(axis=1)
+        return self._rows_given("ortho")
 
     def set_plastic(self, region, yield_stress, hardening=0.0) -> Model:
         """Von Mises plasticity with linear isotropic hardening for a region name, element
@@ -493,10 +498,7 @@ class Model:
 
     def plastic_mask(self) -> np.ndarray:
         """Per element: True where it has von Mises plastic data (:meth:`set_plastic`)."""
-        p = getattr(self, "plastic", None)
-        if p is None or len(p) != self.n_elements:
-            return np.zeros(self.n_elements, dtype=bool)
-        return ~np.isnan(p).any(axis=1)
+        return self._rows_given("plastic")
 
     def check_materials(self) -> None:
         """Raise :class:`MaterialError` for missing or impossible E and nu, naming the elements."""
