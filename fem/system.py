@@ -254,19 +254,9 @@ def _solid_components(model: Model) -> tuple[int, np.ndarray]:
     import scipy.sparse as sp
     from scipy.sparse.csgraph import connected_components
 
-    from .topology import _face_keys
+    from .topology import face_neighbours
 
-    e, _, k = _face_keys(model)
-    if model.n_nodes < 2 ** 21:  # the three largest corners name a face of a conforming mesh
-        key = (k[:, 1] << 42) | (k[:, 2] << 21) | k[:, 3]
-        order = np.argsort(key, kind="stable")
-        ks = key[order]
-    else:
-        order = np.lexsort(k.T[::-1])
-        ks = k[order]
-        ks = np.concatenate([[0], np.cumsum(np.any(ks[1:] != ks[:-1], axis=1))])
-    same = ks[1:] == ks[:-1]
-    a, b = e[order[:-1][same]], e[order[1:][same]]
+    a, b = face_neighbours(model)
     n = model.n_elements
     g = sp.coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
     return connected_components(g, directed=False)
@@ -296,23 +286,17 @@ def check_mechanisms(model: Model, system: System) -> None:
     other = pairs_np[:, 1] != node_part[pairs_np[:, 0]]
     pairs = np.stack([pairs_np[other, 0], node_part[pairs_np[other, 0]], pairs_np[other, 1]],
                      axis=1)
-    # parts coupled to one rigid plate move together: one group
-    group = np.arange(ncomp)
+    # parts coupled to one rigid plate move together: one group (gidx: part -> group)
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
 
-    def root(i):
-        while group[i] != i:
-            group[i] = group[group[i]]
-            i = group[i]
-        return i
-
-    for p in system.plates:
-        ps = np.unique(node_part[p.nodes])
-        ps = ps[ps >= 0]
-        for q in ps[1:]:
-            group[root(q)] = root(ps[0])
-    gid = np.array([root(i) for i in range(ncomp)])
-    groups, gidx = np.unique(gid, return_inverse=True)
-    ng = len(groups)
+    links = [np.unique(node_part[p.nodes]) for p in system.plates]
+    links = [ps[ps >= 0] for ps in links]
+    a = np.concatenate([ps[:-1] for ps in links] + [np.zeros(0, np.int64)])
+    b = np.concatenate([ps[1:] for ps in links] + [np.zeros(0, np.int64)])
+    ng, gidx = connected_components(
+        sp.coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(ncomp, ncomp)),
+        directed=False)
     L = float(np.max(np.ptp(model.points, axis=0))) or 1.0
     centre = model.points.mean(axis=0)
     fixed = system.fixed_dofs

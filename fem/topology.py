@@ -26,6 +26,21 @@ def _face_keys(model: Model):
     return np.concatenate(els), np.concatenate(fcs), np.concatenate(keys)
 
 
+def face_neighbours(model: Model) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of elements (a, b) that share a face (its corner nodes)."""
+    e, _, k = _face_keys(model)
+    if model.n_nodes < 2 ** 21:  # the three largest corners name a face of a conforming mesh
+        key = (k[:, 1] << 42) | (k[:, 2] << 21) | k[:, 3]
+        order = np.argsort(key, kind="stable")
+        ks = key[order]
+    else:
+        order = np.lexsort(k.T[::-1])
+        ks = k[order]
+        ks = np.concatenate([[0], np.cumsum(np.any(ks[1:] != ks[:-1], axis=1))])
+    same = ks[1:] == ks[:-1]
+    return e[order[:-1][same]], e[order[1:][same]]
+
+
 def _sorted_keys(corners: np.ndarray) -> np.ndarray:
     c = np.sort(np.asarray(corners, dtype=np.int64), axis=1)
     k = np.full((len(c), 4), -1, dtype=np.int64)
