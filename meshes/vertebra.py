@@ -427,19 +427,23 @@ def apply_material(m: Model, region: str, value) -> None:
         m.set_material(region, E=E, nu=nu)
 
 
+def _thin_layers(d: LevelDims, h: float) -> dict:
+    """``{part: t (mm)}`` of the thin layers (cortex, bony endplates) thinner than ``h``."""
+    return {part: t for part, t in (("cortex", d.cortex), ("endplate_superior", d.endplate),
+                                    ("endplate_inferior", d.endplate)) if h > t}
+
+
 def thickness_compensated(materials: dict, d: LevelDims, h: float) -> dict:
     """Moduli of the thin layers for a voxel size ``h``: a layer of physical thickness t < h is
     one voxel thick in the voxel form, so its modulus is scaled by t / h to keep its membrane
     stiffness (E t) and its share of the axial load. (Bending stiffness, E t^3, is then too high
     by (h / t)^2; the layers carry load mostly in-plane and in compression.)"""
     out = dict(materials)
-    for part, t in (("cortex", d.cortex), ("endplate_superior", d.endplate),
-                    ("endplate_inferior", d.endplate)):
-        if h > t:
-            if isinstance(out[part], dict):
-                raise MeshError(f"{part}: thin layers must be isotropic (E, nu) here")
-            E, nu = out[part]
-            out[part] = (E * t / h, nu)
+    for part, t in _thin_layers(d, h).items():
+        if isinstance(out[part], dict):
+            raise MeshError(f"{part}: thin layers must be isotropic (E, nu) here")
+        E, nu = out[part]
+        out[part] = (E * t / h, nu)
     return out
 
 
@@ -448,13 +452,7 @@ def layer_factors(names, d: LevelDims, h: float) -> dict:
     scaled for voxel size ``h`` (``model.metadata["layer_factors"]``): their model modulus is the
     physical one times the factor, their strain the physical one, so their physical stress is the
     model's over the factor (:attr:`fem.Result.physical_stress`)."""
-    out = {}
-    for n in names:
-        for part, t in (("cortex", d.cortex), ("endplate_superior", d.endplate),
-                        ("endplate_inferior", d.endplate)):
-            if h > t:
-                out[f"{n}/{part}"] = t / h
-    return out
+    return {f"{n}/{part}": t / h for n in names for part, t in _thin_layers(d, h).items()}
 
 
 def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
