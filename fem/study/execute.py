@@ -108,33 +108,32 @@ class Study:
         executor, kind, slots, close = _executor(processes, workers, scheduler)
         log(f"study {self.spec.name!r}: {todo} run(s) on {kind}")
         bar = _bar(todo, tty)
-        self._released = []
         try:
             self._loop(executor, slots, bar, log, solve_bars=tty and slots == 1 and
                        kind.startswith("1 local"))
         except BaseException:
+            # stopped: the runs in flight were given back (pending), so do not wait for them;
+            # once their workers are ended, their half-written files are stale like any other
+            close(stop=True)
+            self._remove_temporaries()
+            raise
+        else:
+            close()
+        finally:
             if bar is not None:
                 bar.close()
-            close(stop=True)  # do not wait for the runs in flight: they were given back
-            self._remove_temporaries(only=self._released)
-            raise
-        if bar is not None:
-            bar.close()
-        close()
         log(f"study {self.spec.name!r}: {self._status_line()}")
         return self.store.counts()
 
-    def _remove_temporaries(self, only=None):
+    def _remove_temporaries(self):
         """Remove temporaries of VTU and curve files (``.<id>.vtu.*.part``, ``*.part.fd``,
-        ``.<id>_curve.csv.*.part``) left by a killed run; those of runs another live process is
-        running (on this folder) are still being written. ``only``: just those of these runs
-        (the ones this process gave back when it was stopped)."""
+        ``.<id>_curve.csv.*.part``) left by a killed or stopped run; those of runs another live
+        process is running (on this folder) are still being written."""
         busy = {r for (r,) in self.store.db.execute("SELECT run_id FROM runs WHERE status = "
                                                     "'running'")}
         for pattern, tail in ((".*.vtu.*.part*", ".vtu."), (".*_curve.csv.*.part", "_curve.csv.")):
             for tmp in self.runs_dir.glob(pattern):
-                rid = tmp.name[1:].partition(tail)[0]
-                if rid not in busy and (only is None or rid in only):
+                if tmp.name[1:].partition(tail)[0] not in busy:
                     tmp.unlink(missing_ok=True)
 
     def _loop(self, executor, slots, bar, log, solve_bars):
@@ -172,9 +171,7 @@ class Study:
                     else:
                         log(f"[{done}] {msg}")
         except BaseException:
-            # stopped (SIGINT, SIGTERM) or failed: the runs in flight go back to pending, and
-            # their workers' half-written files go once the workers are stopped
-            self._released = [rid for rid, _, _ in in_flight.values()]
+            # stopped (SIGINT, SIGTERM) or failed: the runs in flight go back to pending
             for fut, (rid, _, _) in in_flight.items():
                 fut.cancel()
                 self.store.release(rid)
