@@ -353,7 +353,7 @@ def solve_on_grid(model: Model, grid: VoxelGrid, sysm, be, *, rtol: float, atol:
                                                       ginfo.residual)
     info.levels = [lv.shape for lv in solver.levels]
     info.held_bytes = ginfo.held_bytes
-    info.true_residual = solver.true_residual(u_grid)
+    info.true_residual = solver.true_residual(u_grid, ginfo)
     flat = xp.reshape(u_grid, (-1, 3))
     node_index = xp.asarray(grid.node_index)
     u = flat[xp.maximum(node_index, 0)] * xp.asarray(grid.node_index >= 0)[:, None]
