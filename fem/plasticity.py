@@ -514,7 +514,7 @@ class _Problem:
                     C = consistent_tangent(c.kappa, c.mu, c.H, dgamma, n, norm)
                 if c.ortho_local is not None:
                     C[c.ortho_local] = c.C_ortho[:, None]
-                Ke = _tangent_matrices(c.B, c.wdet, C)
+                Ke = elastic.stiffness_from_b(c.B, c.wdet, C)
                 k = Ke.shape[1] // 3
                 Ke = Ke.reshape(-1, k, 3, k, 3)
                 idx = c.positions[:, :, None, :, None] * 9 + ij[None, None]
@@ -598,17 +598,6 @@ def elastic_voigt(C, eng):
     """Stress (tensor components) of engineering strains (m, g, 6) for Voigt C (m, 6, 6)."""
     xp = _xp(eng)
     return xp.matmul(C[:, None], eng[..., None])[..., 0]
-
-
-def _tangent_matrices(B, wdet, C):
-    """K = sum_g w detJ B^T C_g B, one stiffness per integration point C (m, g, 6, 6):
-    (m, 3k, 3k)."""
-    xp = _xp(B)
-    m, g, _, n = B.shape
-    CB = xp.reshape(xp.matmul(C, B), (m, g * 6, n))
-    Bw = xp.reshape(B * wdet[:, :, None, None], (m, g * 6, n))
-    K = xp.matmul(xp.swapaxes(Bw, 1, 2), CB)
-    return 0.5 * (K + xp.swapaxes(K, 1, 2))
 
 
 def _drive(prob: _Problem, control: StaticControl, fixed_times, *, tol, utol, max_iterations,

@@ -192,11 +192,20 @@ def general_stiffness_matrices(G, wdetJ, C):
     (m, k, 3, k, 3) like :func:`stiffness_matrices` (slower: for anisotropic elements only)."""
     xp = array_module(G)
     m, g, k, _ = G.shape
-    B = strain_displacement(G)
-    CB = xp.reshape(xp.matmul(C[:, None], B), (m, g * 6, 3 * k))
-    Bw = xp.reshape(B * wdetJ[:, :, None, None], (m, g * 6, 3 * k))
+    K = stiffness_from_b(strain_displacement(G), wdetJ, C[:, None])
+    return xp.reshape(K, (m, k, 3, k, 3))
+
+
+def stiffness_from_b(B, wdetJ, C):
+    """K = sum_g w detJ B^T C_g B (m, 3k, 3k), symmetrised, from the strain-displacement
+    matrices B (m, g, 6, 3k) and a Voigt stiffness per integration point C (m, g, 6, 6) (or
+    (m, 1, 6, 6), the same at every point)."""
+    xp = array_module(B)
+    m, g, _, n = B.shape
+    CB = xp.reshape(xp.matmul(C, B), (m, g * 6, n))
+    Bw = xp.reshape(B * wdetJ[:, :, None, None], (m, g * 6, n))
     K = xp.matmul(xp.swapaxes(Bw, 1, 2), CB)
-    return xp.reshape(0.5 * (K + xp.swapaxes(K, 1, 2)), (m, k, 3, k, 3))
+    return 0.5 * (K + xp.swapaxes(K, 1, 2))
 
 
 def general_stress(eps, C):
