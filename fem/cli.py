@@ -119,9 +119,7 @@ def _solve_and_write(model, args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".vtu":
         raise ModelError(f"--out {out}: the output file must end in .vtu")
-    if not out.parent.exists():
-        raise ModelError(f"--out {out}: folder {out.parent} does not exist")
-    check_writable(out)  # before the solve, not after it
+    check_writable(out)  # its folder exists and takes a file: before the solve, not after it
     if args.hex8 is not None:
         model.hex8_formulation = args.hex8
     t = time.perf_counter()
