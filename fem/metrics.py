@@ -475,8 +475,8 @@ def level_metrics(result, *, levels=None, load: float | None = None):
     pressure -tr(sigma)/3 of the nucleus of the disc below; ``interface_stress_mpa``, the peak
     von Mises stress of the cement and bone elements sharing a node across the cement-bone
     interface (NaN without cement), at the physical thickness of thin layers
-    (:attr:`fem.Result.physical_stress`: a cortex or endplate voxel whose modulus carries t / h
-    reports its stress over t / h); ``load_share_*``, the axial force of cortex (with the bony
+    (:attr:`fem.Result.physical_stress`: a cortex or endplate voxel whose modulus carries a
+    factor of the layer's reports its stress over that factor); ``load_share_*``, the axial force of cortex (with the bony
     endplates and damaged shell), trabecular core (with damaged, haemangioma, compacted bone)
     and cement (solid and composite) through a slab of thickness max(2 element sizes, 2 mm)
     at the level's centre, as shares of their sum; ``height_*_mm`` and ``wedge_angle_deg``

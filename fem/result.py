@@ -186,10 +186,11 @@ class Result:
     @cached_property
     def physical_stress(self):
         """The element-average stress at the physical thickness of thin layers (MPa): a layer
-        thinner than its elements carries a modulus scaled by t / h (the builders' thickness
-        compensation, ``model.metadata["layer_factors"]``, region -> t / h), which keeps its
-        share of the load but reports t / h of its stress; its strain is the physical one, so
-        its physical stress is the model's over the factor. Elsewhere it is :attr:`stress`."""
+        thinner than its elements carries a scaled modulus (the builders' thickness
+        compensation, ``model.metadata["layer_factors"]``, region -> model / physical modulus,
+        e.g. t / h), which keeps its share of the load but reports the factor times its stress;
+        its strain is the physical one, so its physical stress is the model's over the factor.
+        Elsewhere it is :attr:`stress`."""
         f = layer_stress_factors(self.model)
         if f is None:
             return self.stress
@@ -418,7 +419,7 @@ def _sed(eps, sig):
 
 
 def layer_stress_factors(model):
-    """Per element, physical stress / model stress (1 / (t / h)) for the elements of the thin
+    """Per element, physical stress / model stress (1 / factor) for the elements of the thin
     layers in ``model.metadata["layer_factors"]`` (by material region), 1 elsewhere; None when
     the model has no thickness-compensated layer."""
     factors = model.metadata.get("layer_factors") or {}

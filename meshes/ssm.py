@@ -31,7 +31,10 @@ facet joints do not fuse. Per level:
 * bony endplates: the top body voxel of each vertical voxel column if it lies above the body's
   mid-height, the bottom one if below, except in the short columns (under 60 % of the median
   column height) of a flaring rim lip, where only the voxel on the lip's own side of mid-height
-  counts (the underside of the upper lip is cortex, not inferior endplate);
+  counts (the underside of the upper lip is cortex, not inferior endplate); in the columns of
+  the shell (within ``cortex`` mm of the footprint's outline, at least one voxel) the end voxel
+  stays cortex: the wall runs up to the surface at the endplate's rim, as in
+  :mod:`fem.meshes.vertebra`;
 * cortex: the other body voxels with a face neighbour outside the level or a centre within
   ``cortex`` mm of the surface (at least one voxel), moduli thickness-compensated as in
   :func:`fem.meshes.vertebra.thickness_compensated`;
@@ -426,7 +429,7 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
     yc = origin[1] + (np.arange(shape[1]) + 0.5) * h
     kz = np.arange(shape[2])
     labels = np.zeros(shape, dtype=np.int16)
-    bodies = []
+    bodies, rims = [], []
     for i, n in enumerate(names):
         mask = lvl == i
         jw = _posterior_wall(mask, yc, xc, h, n)
@@ -443,12 +446,18 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
         bot[~((bot < k_mid) & (full | (c < k_mid)))] = -1
         shell = mask & ~binary_erosion(mask, structure=_FACES, border_value=0)
         shell |= dist <= cortex
+        # the shell's columns (their top and bottom voxels are the endplate's rim, cortex)
+        rim = cols & ~binary_erosion(cols, structure=_FACES[1], border_value=0)
+        rim |= cols & ((distance_transform_edt(cols) - 0.5) * h <= cortex)
         code = 1 + 10 * i
         labels[mask] = code + 4
         labels[body] = code + 1
         labels[body & shell] = code
-        labels[body & (kz == bot[..., None])] = code + 3
-        labels[body & (kz == top[..., None])] = code + 2
+        ends_bot = body & (kz == bot[..., None])
+        ends_top = body & (kz == top[..., None])
+        labels[ends_bot & ~rim[..., None]] = code + 3
+        labels[ends_top & ~rim[..., None]] = code + 2
+        rims.append((ends_top & rim[..., None] & shell, ends_bot & rim[..., None] & shell))
         bodies.append((body, top, bot, jw))
     fractions = {}
     for i in range(len(names) - 1):
@@ -478,14 +487,17 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
                       -(origin[2] + np.argwhere(bottom_body)[:, 2].min() * h)])
     o_model = origin + shift
     layers = LevelDims("ssm", 1.0, 1.0, 1.0, 1.0, 0.0, cortex=cortex, endplate=endplate)
-    mats = thickness_compensated(resolve_materials(materials), layers, h)
+    physical = resolve_materials(materials)
+    mats = thickness_compensated(physical, layers, h)
     m = _model_from_labels(labels, o_model, h, code_names, mats)
-    m.metadata["layer_factors"] = layer_factors(names, layers, h)
+    m.metadata["layer_factors"] = layer_factors(names, physical, layers, h)
+    ijk = m.metadata["voxel_labels"]["ijk"]
     for i, n in enumerate(names):
         bone = [1 + 10 * i + p for p in range(5)]
-        for key, code, up in (("superior", 1 + 10 * i + 2, True),
-                              ("inferior", 1 + 10 * i + 3, False)):
-            e, f = _endplate_faces(m, labels, {"endplate": code, "bone": bone}, up)
+        for key, code, up, rim in (("superior", 1 + 10 * i + 2, True, rims[i][0]),
+                                   ("inferior", 1 + 10 * i + 3, False, rims[i][1])):
+            e, f = _endplate_faces(m, labels, {"endplate": code, "bone": bone}, up,
+                                   rim=rim[ijk[:, 0], ijk[:, 1], ijk[:, 2]])
             m.add_face_set(f"{n}/{key}", e, f)
             conn = m.blocks[0].conn[e]
             m.add_node_set(f"{n}/{key}", np.unique(conn[:, 4:] if up else conn[:, :4]))

@@ -13,7 +13,10 @@ z cranial; z = 0 at the inferior endplate's rim):
   2012: about 1.5 mm cranial, 0.7 mm caudal; rim 3-7 mm wide);
 * a cortical shell of ``cortex`` mm on the side wall (0.38 +- 0.06 mm measured, Silva 1994 /
   Eswaran 2007; FE models use 0.4 mm) and bony endplates of ``endplate`` mm (0.25 mm layers in FE
-  practice) enclose the trabecular core;
+  practice) enclose the trabecular core. The bony endplate covers the core inside the shell; the
+  shell runs up to the endplate surfaces, as the cortical wall meets the rim of the endplate (the
+  ring apophysis, the dense peripheral rim of the endplate) in the vertebra: the wall's load does
+  not pass through the thin, porous central endplate;
 * posterior elements: two pedicles (elliptic cylinders from the posterior wall, converging
   towards the body at ``pedicle_angle``), a lamina joining them, a spinous process and two
   transverse processes. The pedicle axes are the transpedicular paths into the body
@@ -43,8 +46,9 @@ they inherit L1's assumptions. Levels with any assumed dimension are marked ``as
 Meshing: :func:`vertebra_model` and :func:`segment_model` sample the implicit regions at voxel
 centres and build a hex8 :class:`~fem.model.Model` on the grid (shared nodes at every interface,
 one region per part, face sets of the endplate surfaces). A layer thinner than the voxel size is
-kept one voxel thick, with its modulus scaled by thickness / voxel size
-(:func:`thickness_compensated`) so that it carries the load its physical thickness would. Regions per
+kept one voxel thick, with the modulus of what that voxel holds (:func:`thickness_compensated`):
+the shell's voxels hold t of cortex and h - t of trabecular bone side by side (in parallel under
+axial load), the endplates' carry the endplate's membrane stiffness (modulus x t / h). Regions per
 level: ``"L2/cortex"``, ``"L2/trabecular"``, ``"L2/endplate_superior"``, ``"L2/endplate_inferior"``,
 ``"L2/posterior"``; per disc ``"L1-L2/annulus"``, ``"L1-L2/nucleus"``. Face and node sets:
 ``"L2/superior"``, ``"L2/inferior"`` (outer surfaces of the bony endplates), ``"top"`` and
@@ -248,8 +252,8 @@ def classify_level(d: LevelDims, x, y, z):
     out[body] = 1  # cortex unless inner
     core = body & _section(d, x, y, shrink=d.cortex)
     out[core] = 2
-    out[body & (z > zs - d.endplate)] = 3
-    out[body & (z < zi + d.endplate)] = 4
+    out[core & (z > zs - d.endplate)] = 3  # the bony endplates cover the core; the shell runs
+    out[core & (z < zi + d.endplate)] = 4  # up to the surfaces (the rim)
     return out
 
 
@@ -371,12 +375,17 @@ def _model_from_labels(labels, origin, h, names: dict[int, str], materials: dict
     return m
 
 
-def _endplate_faces(m: Model, labels, level_codes, up: bool):
-    """(elements, faces): faces of the given endplate voxels whose neighbour above (up) or below
-    is not bone of the same level."""
+def _endplate_faces(m: Model, labels, level_codes, up: bool, rim=None):
+    """(elements, faces): faces of the given endplate voxels, and of the shell voxels at the
+    endplate's rim, whose neighbour above (up) or below is not bone of the same level. ``rim``:
+    a mask over the model's elements of the rim voxels; None: every voxel of
+    ``level_codes["cortex"]`` (a prismatic body, whose shell meets only the endplate surfaces
+    there)."""
     info = m.metadata["voxel_labels"]
     occ, lab = info["ijk"], info["labels"]
-    sel = np.nonzero(np.isin(lab, [level_codes["endplate"]]))[0]
+    surface = np.isin(lab, [level_codes["endplate"]])
+    surface |= (lab == level_codes["cortex"]) if rim is None else rim
+    sel = np.nonzero(surface)[0]
     nz = labels.shape[2]
     i, j, k = occ[sel].T
     kn = k + (1 if up else -1)
@@ -434,25 +443,43 @@ def _thin_layers(d: LevelDims, h: float) -> dict:
 
 
 def thickness_compensated(materials: dict, d: LevelDims, h: float) -> dict:
-    """Moduli of the thin layers for a voxel size ``h``: a layer of physical thickness t < h is
-    one voxel thick in the voxel form, so its modulus is scaled by t / h to keep its membrane
-    stiffness (E t) and its share of the axial load. (Bending stiffness, E t^3, is then too high
-    by (h / t)^2; the layers carry load mostly in-plane and in compression.)"""
+    """Moduli of the thin layers for a voxel size ``h``. A layer of physical thickness t < h is
+    one voxel thick in the voxel form:
+
+    * the shell's voxels hold t of cortex and h - t of the trabecular bone inside it, side by
+      side along the wall: their modulus is the mixture ``(t E_cortex + (h - t) E_trabecular) / h``
+      (exact in parallel, as the wall carries axial load), so the shell keeps its membrane
+      stiffness and the core keeps the bone the shell voxels hold;
+    * a bony endplate's voxels carry its modulus x t / h, its membrane stiffness (E t) under the
+      disc's pressure (through the thickness, in series with the core, the layer is then stiffer
+      than t of endplate and h - t of core; the endplates lie inside the shell, so the wall's
+      load does not pass through them).
+
+    Bending stiffness (E t^3) is too high by about (h / t)^2 either way. An orthotropic
+    trabecular bone enters the mixture with its axial modulus Ez."""
     out = dict(materials)
     for part, t in _thin_layers(d, h).items():
         if isinstance(out[part], dict):
             raise MeshError(f"{part}: thin layers must be isotropic (E, nu) here")
         E, nu = out[part]
-        out[part] = (E * t / h, nu)
+        if part == "cortex":
+            core = materials["trabecular"]
+            E_core = float(core["E"][2]) if isinstance(core, dict) else float(core[0])
+            out[part] = ((t * E + (h - t) * E_core) / h, nu)
+        else:
+            out[part] = (E * t / h, nu)
     return out
 
 
-def layer_factors(names, d: LevelDims, h: float) -> dict:
-    """``{region: t / h}`` of the thin layers of levels ``names`` that :func:`thickness_compensated`
-    scaled for voxel size ``h`` (``model.metadata["layer_factors"]``): their model modulus is the
-    physical one times the factor, their strain the physical one, so their physical stress is the
-    model's over the factor (:attr:`fem.Result.physical_stress`)."""
-    return {f"{n}/{part}": t / h for n in names for part, t in _thin_layers(d, h).items()}
+def layer_factors(names, materials: dict, d: LevelDims, h: float) -> dict:
+    """``{region: model modulus / physical modulus}`` of the thin layers of levels ``names``
+    that :func:`thickness_compensated` changed for voxel size ``h`` (``materials``: the physical
+    ones; ``model.metadata["layer_factors"]``). Their strain is the physical one (in parallel
+    along the layer), so their physical stress is the model's over the factor
+    (:attr:`fem.Result.physical_stress`)."""
+    comp = thickness_compensated(materials, d, h)
+    return {f"{n}/{part}": comp[part][0] / materials[part][0] for n in names
+            for part in _thin_layers(d, h)}
 
 
 def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
@@ -473,7 +500,8 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
     h = float(voxel_size)
     if not (0.05 <= h <= 5.0):
         raise MeshError(f"voxel_size must lie in 0.05..5 mm, got {voxel_size}")
-    mats = thickness_compensated(resolve_materials(materials), LEVELS[names[0]], h)
+    physical = resolve_materials(materials)
+    mats = thickness_compensated(physical, LEVELS[names[0]], h)
     stack = _Stack.of(names)
     labels, origin = _grid_labels(stack, h, posterior)
     m = _model_from_labels(labels, origin, h, label_names(names), mats)
@@ -481,13 +509,14 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
         bone = [1 + 10 * i + p for p in range(5)]
         for key, code, up in (("superior", 1 + 10 * i + 2, True), ("inferior", 1 + 10 * i + 3,
                                                                      False)):
-            e, f = _endplate_faces(m, labels, {"endplate": code, "bone": bone}, up)
+            e, f = _endplate_faces(m, labels, {"endplate": code, "bone": bone,
+                                                "cortex": bone[0]}, up)
             m.add_face_set(f"{n}/{key}", e, f)
             conn = m.blocks[0].conn[e]
             m.add_node_set(f"{n}/{key}", np.unique(conn[:, 4:] if up else conn[:, :4]))
     annotate(m, names, stack)
     m.metadata["voxel_size"] = h
-    m.metadata["layer_factors"] = layer_factors(names, LEVELS[names[0]], h)
+    m.metadata["layer_factors"] = layer_factors(names, physical, LEVELS[names[0]], h)
     return m
 
 

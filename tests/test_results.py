@@ -281,14 +281,19 @@ def test_builders_record_their_thickness_compensation():
     m = segment_model("L1-L2", voxel_size=2.0)
     d = LEVELS["L1"]
     f = m.metadata["layer_factors"]
-    assert f["L2/cortex"] == pytest.approx(d.cortex / 2.0)
+    # the shell's 2 mm voxels: 0.4 mm of cortex (8 040 MPa) beside 1.6 mm of trabecular bone
+    # (90 MPa), the defaults; the endplates' modulus x t / h
+    mix = (d.cortex * 8040.0 + (2.0 - d.cortex) * 90.0) / 2.0
+    assert f["L2/cortex"] == pytest.approx(mix / 8040.0)
     assert f["L1/endplate_superior"] == pytest.approx(d.endplate / 2.0)
     code = m.region_names.index("L1/cortex")
     el = np.nonzero(m.element_region == code)[0]
-    assert np.allclose(m.E[el], 8040.0 * d.cortex / 2.0)  # the default osteoporotic cortex
+    assert np.allclose(m.E[el], mix)
     # voxels thinner than a layer resolve it: nothing compensated
-    assert layer_factors(["L1"], d, 0.9 * d.endplate) == {}
-    between = layer_factors(["L1"], d, 0.5 * (d.cortex + d.endplate))  # only the thinner
+    from fem.meshes.vertebra import DEFAULT_MATERIALS
+
+    assert layer_factors(["L1"], DEFAULT_MATERIALS, d, 0.9 * d.endplate) == {}
+    between = layer_factors(["L1"], DEFAULT_MATERIALS, d, 0.5 * (d.cortex + d.endplate))  # only the thinner
     thinner = ({"L1/endplate_superior", "L1/endplate_inferior"} if d.endplate < d.cortex
                else {"L1/cortex"})
     assert set(between) == thinner

@@ -182,8 +182,10 @@ def test_bone_quality_sets_the_materials_and_thin_layers_are_compensated():
     m = vertebra_model("L1", voxel_size=1.0, materials=bq)
     E_trab = m.E[m.regions["L1/trabecular"]]
     assert np.allclose(E_trab, mats["trabecular"][0])
-    # the 0.4 mm cortex is one 1 mm voxel thick: its modulus is scaled by 0.4 / 1.0
-    assert np.allclose(m.E[m.regions["L1/cortex"]], 0.4 * mats["cortex"][0])
+    # the 0.4 mm cortex is one 1 mm voxel thick, beside 0.6 mm of the trabecular core: the
+    # voxels' modulus is the mixture
+    mix = 0.4 * mats["cortex"][0] + 0.6 * mats["trabecular"][0]
+    assert np.allclose(m.E[m.regions["L1/cortex"]], mix)
     assert np.allclose(m.E[m.regions["L1/endplate_superior"]], 0.25 * mats["endplate"][0])
     fine = vertebra_model("T6", voxel_size=0.35, posterior=False,
                           materials={"cortex": (8040.0, 0.3)})
