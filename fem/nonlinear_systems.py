@@ -28,7 +28,7 @@ from . import system as _system
 from .errors import BoundaryConditionError, SolverError
 from .kernels import elastic
 from .kernels.backend import BackendError, get_backend
-from .nonlinear import model_with_moduli, normalised_strain, secant_ratio
+from .nonlinear import NONLOCAL_TRUNCATE, model_with_moduli, normalised_strain, secant_ratio
 from .nonlinear_result import Step
 from .parallel import map_ordered
 from .result import Result
@@ -114,6 +114,79 @@ def _resultant(model, sysm) -> tuple[float, str]:
                                  " a pushover needs one of them to scale")
 
 
+def law_groups(eps_c, eps_t) -> np.ndarray:
+    """Per element, the index of its pair of yield strains among the elements that can yield
+    (-1 for elastic ones): the nonlocal average runs within a group only, so that cement and
+    bone, whose strains mean different things, do not mix."""
+    eps_c, eps_t = np.asarray(eps_c, dtype=float), np.asarray(eps_t, dtype=float)
+    can = np.isfinite(eps_c) | np.isfinite(eps_t)
+    gid = np.full(eps_c.shape, -1, dtype=np.int64)
+    if can.any():
+        keys = np.stack([np.where(np.isfinite(eps_c), eps_c, -1.0),
+                         np.where(np.isfinite(eps_t), eps_t, -1.0)], axis=-1)[can]
+        gid[can] = np.unique(keys, axis=0, return_inverse=True)[1].ravel()
+    return gid
+
+
+class GridAverage:
+    """The nonlocal average (:mod:`fem.nonlinear`) of an element field on a voxel grid (array
+    shape (nz, ny, nx), spacing (hx, hy, hz) mm): a separable Gaussian of standard deviation
+    ``length`` per group of :func:`law_groups`, normalised by the same filter of the group's
+    mask (so a boundary element averages over its group's elements only)."""
+
+    def __init__(self, groups, spacing, length: float, xp):
+        if xp is np:
+            from scipy import ndimage
+        else:  # pragma: no cover - needs a GPU
+            from cupyx.scipy import ndimage
+        self.xp, self.ndimage = xp, ndimage
+        hx, hy, hz = (float(v) for v in spacing)
+        self.sigma = (length / hz, length / hy, length / hx)
+        self.masks = []
+        for g in range(int(groups.max()) + 1):
+            mask = xp.asarray((groups == g).astype(np.float64))
+            den = self._filter(mask)
+            self.masks.append((mask > 0, mask, xp.maximum(den, 1e-300)))
+
+    def _filter(self, a):
+        return self.ndimage.gaussian_filter(a, self.sigma, mode="constant", cval=0.0,
+                                            truncate=NONLOCAL_TRUNCATE)
+
+    def __call__(self, r):
+        out = r
+        for sel, mask, den in self.masks:
+            out = self.xp.where(sel, self._filter(r * mask) / den, out)
+        return out
+
+
+def element_average_matrix(model, groups, length: float):
+    """The nonlocal average (:mod:`fem.nonlinear`) of an element field of an assembled mesh as a
+    sparse row-stochastic matrix W (host CSR): ``W[i, j]`` proportional to ``V_j exp(-d_ij^2 /
+    (2 length^2))`` for elements of i's group within ``NONLOCAL_TRUNCATE`` x length of its
+    centroid along each axis (a box, as the grid's separable filter; distance d between
+    centroids); the rows of elastic elements are the identity."""
+    import scipy.sparse as sp
+    from scipy.spatial import cKDTree
+
+    cent = np.concatenate([model.points[b.conn].mean(axis=1) for b in model.blocks])
+    vol = assembly.element_volumes(model)
+    n = len(vol)
+    can = np.nonzero(groups >= 0)[0]
+    tree = cKDTree(cent[can])
+    cut = NONLOCAL_TRUNCATE * length * (1.0 + 1e-9)
+    pairs = tree.query_pairs(np.sqrt(3.0) * cut, output_type="ndarray")
+    i, j = can[pairs[:, 0]], can[pairs[:, 1]]
+    same = (groups[i] == groups[j]) & (np.abs(cent[i] - cent[j]).max(axis=1) <= cut)
+    i, j = i[same], j[same]
+    d2 = np.sum((cent[i] - cent[j]) ** 2, axis=1)
+    w = np.exp(-0.5 * d2 / length ** 2)
+    rows = np.concatenate([i, j, can, np.setdiff1d(np.arange(n), can)])
+    cols = np.concatenate([j, i, can, np.setdiff1d(np.arange(n), can)])
+    vals = np.concatenate([w * vol[j], w * vol[i], vol[can], np.ones(n - len(can))])
+    W = sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
+    return sp.diags(1.0 / np.asarray(W.sum(axis=1)).ravel()) @ W
+
+
 class _Base:
     """Shared parts: the law on the backend, the control, the damage fields of a step."""
 
@@ -185,6 +258,16 @@ class AssembledSystem(_Base):
         self.pattern = assembly.build_pattern(model, xp)
         vol = assembly.element_volumes(model)
         self._setup_law(law, np.cbrt(vol), law.intact_moduli(model.E))
+        self._average = None
+        if law.nonlocal_length > 0.0:
+            W = element_average_matrix(model, law_groups(law.yield_strain_compression,
+                                                         law.yield_strain_tension),
+                                       law.nonlocal_length)
+            if xp is not np:  # pragma: no cover - needs a GPU
+                import cupyx.scipy.sparse as csp
+
+                W = csp.csr_matrix(W)
+            self._average = W
         self.n_dof = model.n_dof
         self.mode = _control_mode(sysm, control)
         self.g0 = np.asarray(sysm.fixed_values, dtype=float)
@@ -318,7 +401,8 @@ class AssembledSystem(_Base):
 
     def measure(self, z):
         strain = element_strains(self.model, self._displacement(z), self.xp)
-        return normalised_strain(strain, self.eps_c, self.eps_t)
+        r = normalised_strain(strain, self.eps_c, self.eps_t)
+        return r if self._average is None else self._average @ r
 
     def _reactions(self, lin, z, lam):
         if not len(self.sysm.fixed_dofs):
@@ -487,6 +571,11 @@ class VoxelSystem(_Base):
         for name in ("eps_c", "eps_t", "rho", "ks", "kappa0"):
             setattr(self, name, xp.reshape(getattr(self, name), E0.shape))
         self.element_index = xp.asarray(grid.element_index)
+        self._average = None
+        if law.nonlocal_length > 0.0:
+            groups = law_groups(law_g.yield_strain_compression, law_g.yield_strain_tension)
+            self._average = GridAverage(groups.reshape(E0.shape), grid.spacing,
+                                        law.nonlocal_length, xp)
         if self.mode == "load":
             self.F0, self.control_name = _resultant(model, sysm)
         else:
@@ -522,8 +611,9 @@ class VoxelSystem(_Base):
         return float(g @ self.g0) / float(self.g0 @ self.g0) * self.gmax
 
     def measure(self, u):
-        return normalised_strain(grid_strains(u, self.grid.spacing, self.xp), self.eps_c.ravel(),
-                                 self.eps_t.ravel()).reshape(self.E0.shape)
+        r = normalised_strain(grid_strains(u, self.grid.spacing, self.xp), self.eps_c.ravel(),
+                              self.eps_t.ravel()).reshape(self.E0.shape)
+        return r if self._average is None else self._average(r)
 
     def _Au(self, E, u):
         self._set(E)
