@@ -128,6 +128,12 @@ def element_volumes(model: Model) -> np.ndarray:
     return np.concatenate(out)
 
 
+def element_centroids(model: Model) -> np.ndarray:
+    """Mean of each element's corner nodes (n_elements, 3) on the host, mm."""
+    return np.concatenate([model.points[b.conn[:, :b.etype.n_corners]].mean(axis=1)
+                           for b in model.blocks])
+
+
 def check_geometry(model: Model, xp, points=None) -> None:
     """Raise :class:`MeshError` naming inverted or degenerate elements.
 

@@ -41,6 +41,7 @@ from functools import cached_property
 
 import numpy as np
 
+from .assembly import element_centroids
 from .errors import ModelError, SetError
 from .loads import RigidPlate
 from .meshes.anatomy import DEFAULT_RIM, LevelFrame, level_frame  # noqa: F401 (public here too)
@@ -159,13 +160,6 @@ def _parts(model, level: str, parts) -> np.ndarray:
     return np.unique(np.concatenate(sel)) if sel else np.zeros(0, dtype=np.int64)
 
 
-def _centroids(model) -> np.ndarray:
-    out = np.empty((model.n_elements, 3))
-    for b in model.blocks:
-        out[b.start:b.stop] = model.points[b.conn[:, :b.etype.n_corners]].mean(axis=1)
-    return out
-
-
 def _touching(model, elements: np.ndarray, node_mask: np.ndarray) -> np.ndarray:
     """The elements among ``elements`` that have a node where ``node_mask`` is True."""
     keep = np.zeros(len(elements), dtype=bool)
@@ -275,7 +269,7 @@ class _Fields:
         self.sed = np.asarray(h(result.strain_energy_density))
         self.pstrain = np.asarray(h(result.principal_strain))
         self.applied = np.asarray(h(result.applied_total()), dtype=float)[:3]
-        self.centroids = _centroids(m)
+        self.centroids = element_centroids(m)
         self.plates = plate_loads(m)
         moment = sum((p.moment for p in self.plates), np.zeros(3))
         norm = float(np.linalg.norm(moment))

@@ -168,10 +168,11 @@ def element_average_matrix(model, groups, length: float):
     import scipy.sparse as sp
     from scipy.spatial import cKDTree
 
-    cent = np.concatenate([model.points[b.conn].mean(axis=1) for b in model.blocks])
+    cent = assembly.element_centroids(model)
     vol = assembly.element_volumes(model)
     n = len(vol)
     can = np.nonzero(groups >= 0)[0]
+    elastic = np.nonzero(groups < 0)[0]
     tree = cKDTree(cent[can])
     cut = NONLOCAL_TRUNCATE * length * (1.0 + 1e-9)
     pairs = tree.query_pairs(np.sqrt(3.0) * cut, output_type="ndarray")
@@ -180,9 +181,9 @@ def element_average_matrix(model, groups, length: float):
     i, j = i[same], j[same]
     d2 = np.sum((cent[i] - cent[j]) ** 2, axis=1)
     w = np.exp(-0.5 * d2 / length ** 2)
-    rows = np.concatenate([i, j, can, np.setdiff1d(np.arange(n), can)])
-    cols = np.concatenate([j, i, can, np.setdiff1d(np.arange(n), can)])
-    vals = np.concatenate([w * vol[j], w * vol[i], vol[can], np.ones(n - len(can))])
+    rows = np.concatenate([i, j, can, elastic])
+    cols = np.concatenate([j, i, can, elastic])
+    vals = np.concatenate([w * vol[j], w * vol[i], vol[can], np.ones(len(elastic))])
     W = sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
     return sp.diags(1.0 / np.asarray(W.sum(axis=1)).ravel()) @ W
 

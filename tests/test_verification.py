@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 
 import fem
-from fem.assembly import assemble_stiffness, to_matrix
+from fem.assembly import assemble_stiffness, element_centroids, to_matrix
 from fem.kernels.backend import get_backend
 from verification_models import (
     apply_nodal_forces,
     block,
     consistent_nodal_forces,
     cylinder_quarter,
-    element_centroids,
     impose_field,
     lame_plane_strain,
     observed_rates,

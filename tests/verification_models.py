@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 import fem
+from fem.assembly import element_centroids
 from fem.meshes.blocks import hex_block, tet_block
 
 # block plane -> name on the quarter cylinder (r = x, theta = y of the parameter block)
@@ -75,12 +76,6 @@ def polar_stress(model: fem.Model, stress: np.ndarray):
     srr = cs**2 * sxx + sn**2 * syy + 2 * cs * sn * sxy
     stt = sn**2 * sxx + cs**2 * syy - 2 * cs * sn * sxy
     return np.hypot(c[:, 0], c[:, 1]), srr, stt
-
-
-def element_centroids(model: fem.Model) -> np.ndarray:
-    """Mean of each element's corner nodes, (n_elements, 3)."""
-    return np.concatenate([model.points[b.conn[:, :b.etype.n_corners]].mean(axis=1)
-                           for b in model.blocks])
 
 
 def impose_field(model: fem.Model, nodes, field) -> fem.Model:
