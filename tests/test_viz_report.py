@@ -22,17 +22,19 @@ import pytest
 from fem.cli import main
 from fem.study import RESULT_COLUMNS, Study
 
-SPEC = """\
-[study]
-name = "viz-report"
-
+BASE = """\
 [base]
 levels = "L1-L2"
 voxel_size = 3.0
 fracture_level = "L2"
 solver = "direct"
 backend = "numpy"
+"""
+SPEC = """\
+[study]
+name = "viz-report"
 
+""" + BASE + """
 [[runs]]
 procedure = "intact"
 
@@ -411,13 +413,7 @@ BENDING_SPEC = """\
 [study]
 name = "viz-bending"
 
-[base]
-levels = "L1-L2"
-voxel_size = 3.0
-fracture_level = "L2"
-solver = "direct"
-backend = "numpy"
-
+""" + BASE + """
 [grid]
 load_case = ["standing", "flexion"]
 
