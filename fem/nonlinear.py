@@ -102,6 +102,8 @@ PAST_PEAK = 0.01
 LIMIT_TANGENT = 0.05
 #: the linear solves' default tolerance is the equilibrium tolerance over this
 RTOL_PER_TOL = 50.0
+#: solves remembered to start the next one of a step (:func:`_start`)
+GUESS_DEPTH = 4
 #: iterations of a step after which its rate of convergence is judged (:func:`_hopeless`)
 STAGNATION_CHECK = 6
 
@@ -403,17 +405,21 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
         progress(steps[-1])
     k_initial = steps[0].force / max(steps[0].control, 1e-300)
     c, lam, u_ref_last = c_y, lam_y, ref
-    kappa_prev, c_prev = None, 0.0
+    kappa_prev, c_prev, u_ref_prev = None, 0.0, None
     stopped = ""
     dc = first
     cut = False
     peak = steps[-1].force
     while len(steps) < max_steps and c < cmax - 1e-12 * cmax:
         target = min(c + dc, cmax)
-        pred = None
+        pred, guess = None, u_ref_last
         if kappa_prev is not None and c > c_prev:
-            pred = kappa_n + (kappa_n - kappa_prev) * ((target - c) / (c - c_prev))
-        ok, out = _step(sysx, kappa_n, E, u_ref_last, sign * target, tol, max_iterations,
+            # the last step's growth of the damage and of the reference solution, extrapolated:
+            # the first solve of a step then starts near its answer
+            a = (target - c) / (c - c_prev)
+            pred = kappa_n + (kappa_n - kappa_prev) * a
+            guess = u_ref_last + (u_ref_last - u_ref_prev) * a
+        ok, out = _step(sysx, kappa_n, E, guess, sign * target, tol, max_iterations,
                         predictor=pred)
         n_solves += out["solves"]
         if not ok:
@@ -455,7 +461,7 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
             logger.info("step %d: no convergence with %.4g mm, halving", len(steps) + 1, 2 * dc)
             cut = True
             continue
-        kappa_prev, c_prev = kappa_n, c
+        kappa_prev, c_prev, u_ref_prev = kappa_n, c, u_ref_last
         c, lam, u_ref_last = target, out["lam"], out["u_ref"]
         kappa_n, E = out["kappa"], out["E"]
         st = sysx.step(len(steps) + 1, out["u"], lam, E, kappa_n, iterations=out["iterations"],
@@ -510,9 +516,15 @@ def _step(sysx, kappa_n, E, u_ref, target, tol, max_iterations, depth: int = AND
         x = xp.maximum(kappa_n, predictor)
         E = sysx.moduli(x)
     X, G = [], []  # Anderson memory: iterates and their images
+    Es, Us = [], []  # the moduli solved with and their solutions: the next solve's start
     for it in range(1, max_iterations + 1):
-        u_ref = sysx.solve(E, u_ref)
+        u_ref = sysx.solve(E, _start(xp, Es, Us, E, u_ref))
         solves += 1
+        Es.append(E)
+        Us.append(u_ref)
+        if len(Es) > GUESS_DEPTH:
+            Es.pop(0)
+            Us.pop(0)
         c_ref = sysx.control_of(u_ref)
         if c_ref == 0.0 or not math.isfinite(c_ref):
             return False, {"residual": math.inf, "solves": solves, "history": history}
@@ -538,6 +550,33 @@ def _step(sysx, kappa_n, E, u_ref, target, tol, max_iterations, depth: int = AND
         x = xp.maximum(kappa_n, _anderson(xp, X, G))
         E = sysx.moduli(x)
     return False, {"residual": res, "solves": solves, "history": history}
+
+
+def _start(xp, Es, Us, E, last):
+    """The start of the next secant solve at moduli E: the last solution plus the combination of
+    the last solutions' differences whose moduli differences best match E's change (least
+    squares). The solution is linear in the moduli change to first order (dK u + K du = 0), so
+    where the iterates' damage grows along a few directions this starts CG near its answer; with
+    fewer than two solves it is the last solution."""
+    if len(Es) < 2:
+        return last
+    flat = [xp.reshape(e, (-1,)) for e in Es]
+    D = [flat[i + 1] - flat[i] for i in range(len(flat) - 1)]
+    d = xp.reshape(E, (-1,)) - flat[-1]
+    m = len(D)
+    A = np.array([[float(xp.dot(D[i], D[j])) for j in range(m)] for i in range(m)])
+    b = np.array([float(xp.dot(D[i], d)) for i in range(m)])
+    scale = float(np.trace(A))
+    if not scale > 0.0:
+        return last
+    try:
+        c = np.linalg.solve(A + 1e-10 * scale * np.eye(m), b)
+    except np.linalg.LinAlgError:
+        return last
+    out = last.copy()
+    for i in range(m):
+        out += c[i] * (Us[i + 1] - Us[i])
+    return out
 
 
 def _hopeless(history, tol: float, max_iterations: int) -> bool:

@@ -260,10 +260,16 @@ class AssembledSystem(_Base):
         vol = assembly.element_volumes(model)
         self._setup_law(law, np.cbrt(vol), law.intact_moduli(model.E))
         self._average = None
+        groups = law_groups(law.yield_strain_compression, law.yield_strain_tension)
+        # the strains of the elements that can yield, one sparse product (the others' normalised
+        # strain is 0: in a segment whose one level can fail, most of the model)
+        self._yielding = np.nonzero(groups >= 0)[0]
+        S = element_strain_operator(model, self._yielding)
+        self._S = S if xp is np else be.sparse.csr_matrix(S)
+        self._sel = xp.asarray(self._yielding)
+        self._eps_sel = (self.eps_c[self._sel], self.eps_t[self._sel])
         if law.nonlocal_length > 0.0:
-            W = element_average_matrix(model, law_groups(law.yield_strain_compression,
-                                                         law.yield_strain_tension),
-                                       law.nonlocal_length)
+            W = element_average_matrix(model, groups, law.nonlocal_length)
             if xp is not np:  # pragma: no cover - needs a GPU
                 import cupyx.scipy.sparse as csp
 
@@ -278,6 +284,7 @@ class AssembledSystem(_Base):
         self._lin0 = None
         self.M = None
         self._lu_E = None
+        self._change = None  # ChangeMap, built on the first damaged system (False: none)
         lin = self._system(self.E0)
         self.n_eq = lin.n_eq
         self.use_direct = solver == "direct" or (solver == "auto"
@@ -323,8 +330,15 @@ class AssembledSystem(_Base):
         if not len(changed):
             self._lin, self._lin_E = self._lin0, E
             return self._lin0
-        self._lin = _Perturbed(self._lin0, self._delta(changed, dE[changed]), self._keep,
-                               self._g_full, self.sysm.fixed_dofs, self.be)
+        if self._change is None:
+            self._change = ChangeMap.build(self.model, self._yielding, self._lin0, self._keep,
+                                           self.sysm, self.be)
+        if self._change is not False and np.isin(changed, self._yielding).all():
+            pieces = self._change.pieces(dE[self._yielding], self._g_full)
+        else:
+            pieces = _pieces(self._delta(changed, dE[changed]), self._keep, self._g_full,
+                             self.sysm.fixed_dofs, self.be)
+        self._lin = _Perturbed(self._lin0, *pieces, self.be)
         self._lin_E = E
         return self._lin
 
@@ -401,8 +415,10 @@ class AssembledSystem(_Base):
         return (lin.T @ z if lin.T is not None else z)[:n3].reshape(-1, 3)
 
     def measure(self, z):
-        strain = element_strains(self.model, self._displacement(z), self.xp)
-        r = normalised_strain(strain, self.eps_c, self.eps_t)
+        xp = self.xp
+        strain = (self._S @ self._displacement(z).reshape(-1)).reshape(-1, 6)
+        r = xp.zeros(self.model.n_elements)
+        r[self._sel] = normalised_strain(strain, *self._eps_sel)
         return r if self._average is None else self._average @ r
 
     def _reactions(self, lin, z, lam):
@@ -444,26 +460,118 @@ class AssembledSystem(_Base):
                     result, int(result.extra_cell_fields["failed"].sum()), linear_solves)
 
 
+def _pieces(dK, keep, g_full, fixed, be):
+    """What :class:`_Perturbed` needs of a change dK (host CSR, constrained dof space): D dK D
+    (D zeroing the eliminated dofs), the rows of the prescribed dofs and D dK g (g: the
+    prescribed values at load factor 1), on the backend."""
+    import scipy.sparse as sp
+
+    Dk = sp.diags(keep.astype(float))
+    dKc = (Dk @ dK @ Dk).tocsr()
+    rows = dK[np.asarray(fixed, dtype=np.int64)] if len(fixed) else None
+    dKg = keep * (dK @ g_full)
+    if be.name != "numpy":
+        dKc = be.sparse.csr_matrix(dKc)
+        if rows is not None:
+            rows = be.sparse.csr_matrix(rows)
+    return dKc, rows, be.xp.asarray(dKg)
+
+
+class ChangeMap:
+    """The stiffness change of the elements that can yield as a linear map of their moduli
+    changes: ``dK = sum_e dE_e Ke(E=1)`` on a pattern fixed once, its values one sparse
+    product ``C @ dE`` (on the backend) instead of a reassembly at every secant iteration.
+    Only where no such element touches a rigid plate's coupled node (then T is the identity on
+    their dofs); otherwise :meth:`build` returns False and the reassembly stays."""
+
+    @classmethod
+    def build(cls, model, elements, lin0, keep, sysm, be):
+        import scipy.sparse as sp
+
+        if len(elements) == 0:
+            return False
+        slave = np.zeros(model.n_nodes, dtype=bool)
+        for p in sysm.plates:
+            slave[p.nodes] = True
+        n = lin0.K.shape[0]
+        rows, cols, vals, owner = [], [], [], []
+        nu_all = np.asarray(model.nu)
+        bbar_all = model.bbar_mask()
+        for b in model.blocks:
+            pos = np.nonzero((elements >= b.start) & (elements < b.stop))[0]
+            for lo in range(0, len(pos), 5_000):
+                part = pos[lo:lo + 5_000]
+                el = elements[part]
+                conn = b.conn[el - b.start]
+                if slave[conn].any():
+                    return False
+                G, det = elastic.gradients(model.points[conn], b.etype.dN)
+                lam, mu = assembly.lame(np.ones(len(el)), nu_all[el])
+                Ke = elastic.stiffness_matrices(G, det * b.etype.weights, lam, mu,
+                                                bbar_all[el] if b.type == "hex8" else None)
+                k3 = 3 * conn.shape[1]
+                dof = (3 * conn[:, :, None] + np.arange(3)).reshape(len(el), k3)
+                rows.append(np.repeat(dof, k3, axis=1).ravel())
+                cols.append(np.tile(dof, (1, k3)).ravel())
+                vals.append(Ke.reshape(len(el), k3 * k3).ravel())
+                owner.append(np.repeat(part, k3 * k3))
+        rows, cols = np.concatenate(rows), np.concatenate(cols)
+        key, slot = np.unique(rows * n + cols, return_inverse=True)
+        self = cls()
+        C = sp.csr_matrix((np.concatenate(vals), (slot, np.concatenate(owner))),
+                          shape=(len(key), len(elements)))
+        prow, self.pcol = np.divmod(key, n)
+        self.indptr = np.concatenate([[0], np.cumsum(np.bincount(prow, minlength=n))])
+        self.n = n
+        kept = keep[prow] & keep[self.pcol]
+        fixed = np.asarray(sysm.fixed_dofs, dtype=np.int64)
+        at = np.full(n, -1)
+        at[fixed] = np.arange(len(fixed))
+        in_rows = np.nonzero(at[prow] >= 0)[0]
+        in_rows = in_rows[np.argsort(at[prow[in_rows]], kind="stable")]  # in fixed_dofs' order
+        self.rows_shape = (len(fixed), n)
+        self.rows_pos = in_rows
+        self.rows_indptr = np.concatenate(
+            [[0], np.cumsum(np.bincount(at[prow[in_rows]], minlength=len(fixed)))])
+        self.be = be
+        xp = be.xp
+        if be.name != "numpy":
+            C = be.sparse.csr_matrix(C)
+        self.C, self.kept = C, xp.asarray(kept.astype(float))
+        self.keep = xp.asarray(keep.astype(float))
+        for name in ("pcol", "indptr", "rows_pos", "rows_indptr"):
+            setattr(self, name, xp.asarray(getattr(self, name)))
+        self.rows_col = self.pcol[self.rows_pos]
+        return self
+
+    def pieces(self, dE, g_full):
+        """:func:`_pieces` of the change dE (host, per element of the map)."""
+        be, xp = self.be, self.be.xp
+        if be.name == "numpy":
+            import scipy.sparse as sparse
+        else:
+            sparse = be.sparse
+        data = self.C @ xp.asarray(dE)
+        dK = sparse.csr_matrix((data, self.pcol, self.indptr), shape=(self.n, self.n))
+        dKc = sparse.csr_matrix((data * self.kept, self.pcol, self.indptr),
+                                shape=(self.n, self.n))
+        rows = None
+        if self.rows_shape[0]:
+            rows = sparse.csr_matrix((data[self.rows_pos], self.rows_col, self.rows_indptr),
+                                     shape=self.rows_shape)
+        return dKc, rows, self.keep * (dK @ xp.asarray(g_full))
+
+
 class _Perturbed:
     """The constrained elastic system plus a change dK (damaged elements): ``K = K0 + D dK D``
     with D zeroing the eliminated dofs (their rows keep K0's scaled identity), the right-hand
-    side and the reaction rows corrected alike. Acts as CG's operator (``matvec``)."""
+    side and the reaction rows corrected alike (:func:`_pieces`). Acts as CG's operator
+    (``matvec``)."""
 
-    def __init__(self, lin0, dK, keep, g_full, fixed, be):
+    def __init__(self, lin0, dKc, dK_rows, dKg, be):
         self.lin0, self.be = lin0, be
-        xp = be.xp
-        import scipy.sparse as sp
-
-        Dk = sp.diags(keep.astype(float))
-        dKc = (Dk @ dK @ Dk).tocsr()
-        self.dK_rows = dK[np.asarray(fixed, dtype=np.int64)] if len(fixed) else None
-        self.dKg = keep * (dK @ g_full)
-        if be.name != "numpy":
-            dKc = be.sparse.csr_matrix(dKc)
-            if self.dK_rows is not None:
-                self.dK_rows = be.sparse.csr_matrix(self.dK_rows)
-        self.dKc = dKc
-        self.rhs = lin0.rhs - xp.asarray(self.dKg)
+        self.dK_rows, self.dKg, self.dKc = dK_rows, dKg, dKc
+        self.rhs = lin0.rhs - dKg
         self.f, self.T = lin0.f, lin0.T
         self.n_eq = lin0.n_eq
         if be.name == "numpy":
@@ -525,6 +633,40 @@ def element_strains(model, u, xp):
     work = assembly.chunks(model, xp, per_element=96)
     parts = list(map_ordered(one, work) if xp is np else map(one, work))
     return xp.concatenate(parts)
+
+
+def element_strain_operator(model, elements):
+    """The element-average small strains of ``elements`` as one host CSR matrix S (6 x
+    len(elements), 3 x n_nodes): ``(S @ u.ravel()).reshape(-1, 6)`` is
+    :func:`element_strains` of those elements (Voigt order of :data:`fem.result.VOIGT`, tensor
+    shear). The average over the stiffness quadrature of B equals that of B-bar, so hex8 B-bar
+    elements need nothing of their own."""
+    import scipy.sparse as sp
+
+    from .result import VOIGT
+
+    elements = np.asarray(elements, dtype=np.int64)
+    rows, cols, vals = [], [], []
+    for b in model.blocks:
+        pos = np.nonzero((elements >= b.start) & (elements < b.stop))[0]
+        for lo in range(0, len(pos), 20_000):
+            part = pos[lo:lo + 20_000]
+            conn = b.conn[elements[part] - b.start]
+            G, det = elastic.gradients(model.points[conn], b.etype.dN)
+            w = det * b.etype.weights
+            Gbar = (G * w[:, :, None, None]).sum(axis=1) / w.sum(axis=1)[:, None, None]
+            k = conn.shape[1]
+            for c, (i, j) in enumerate(VOIGT):
+                r = np.repeat(6 * part + c, k)
+                for d, coeff in ((i, 0.5 * Gbar[:, :, j]), (j, 0.5 * Gbar[:, :, i])):
+                    rows.append(r)
+                    cols.append((3 * conn + d).ravel())
+                    vals.append(coeff.ravel())
+    n = 6 * len(elements)
+    if not rows:
+        return sp.csr_matrix((n, 3 * model.n_nodes))
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=(n, 3 * model.n_nodes))
 
 
 class VoxelSystem(_Base):
@@ -638,6 +780,11 @@ class VoxelSystem(_Base):
                     float(xp.linalg.norm(r)))
         return float(xp.linalg.norm(R)) / max(scale, 1e-300)
 
+    def _force(self, r, lam) -> float:
+        if self.mode == "load":
+            return lam * self.F0
+        return float(-(self.be.to_host(r) @ self.g0)) / self.gmax
+
     def step(self, index, u, lam, E, kappa, *, iterations, residual, linear_solves) -> Step:
         xp = self.xp
         Au = self._Au(E, u)
@@ -656,11 +803,8 @@ class VoxelSystem(_Base):
                         reaction_values=r, info=info)
         result.extra_cell_fields = self._state_fields(
             E_el, xp.reshape(kappa, (-1,))[ei], xp.reshape(self.E0, (-1,))[ei])
-        if self.mode == "load":
-            force = lam * self.F0
-        else:
-            force = float(-(self.be.to_host(r) @ self.g0)) / self.gmax
-        return Step(index, lam, abs(self.control_of(u)), abs(force), iterations, residual, result,
+        return Step(index, lam, abs(self.control_of(u)), abs(self._force(r, lam)), iterations,
+                    residual, result,
                     int(result.extra_cell_fields["failed"].sum()), linear_solves)
 
 
@@ -686,4 +830,5 @@ def grid_strains(u, spacing, xp):
                      0.5 * (gz[:, 1] + gy[:, 2]), 0.5 * (gz[:, 0] + gx[:, 2])], axis=1)
 
 
-__all__ = ["AssembledSystem", "VoxelSystem", "make_system", "element_strains", "grid_strains"]
+__all__ = ["AssembledSystem", "VoxelSystem", "make_system", "element_strains",
+           "element_strain_operator", "grid_strains"]
