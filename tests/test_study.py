@@ -151,9 +151,12 @@ def check_vtus(folder, done: set):
 
 
 def copy_study(src, dst) -> Path:
+    """A copy of a closed study. SQLite's -wal and -shm files are left out: another xdist
+    worker reading the shared study creates them and removes them when it closes, and a copy
+    that met one vanishing failed (their content is in study.sqlite once the writer closed)."""
     import shutil
 
-    shutil.copytree(src, dst)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*-wal", "*-shm"))
     return Path(dst)
 
 
