@@ -80,8 +80,9 @@ YIELD_TENSION = 0.0078
 HEIGHT_BAND = 0.15
 
 #: the columns of a level's damage pushover (:func:`add_pushover`; NaN where none was run):
-#: its peak load (N, the level's strength within the segment), the level's shortening at the
-#: peak (mm), the energy to failure (mJ), applied load / strength, and 1.0 where the curve fell
+#: its peak load (N, the level's strength within the segment), the level's deformation at the
+#: peak (mm: its shortening, plus rotation x moment / force under a combined load), the energy
+#: to failure (mJ), applied load / strength, and 1.0 where the curve fell
 #: after its peak (0.0: the analysis stopped first and the strength is a lower bound)
 PUSHOVER_COLUMNS = ("strength_pushover_n", "displacement_at_peak_mm", "energy_to_failure_mj",
                     "factor_of_risk_pushover", "pushover_peak_reached")

@@ -61,7 +61,9 @@ goes exactly to first yield (found from the linear solution, so the curve is lin
 then steps grow by ``grow`` after easy steps and are halved when ``max_iterations`` pass without
 convergence, down to ``min_step``, after which :class:`~fem.ConvergenceError` names the step and
 the load reached. The analysis stops after the peak once the force has fallen to ``stop_ratio``
-of it, at ``max_displacement`` or after ``max_steps``.
+of it, at ``max_displacement`` or after ``max_steps``. A step that stalls at ``min_step`` is
+iterated once more monotonically (each iterate's history at least the last one's: a bounded
+non-decreasing sequence that settles; the steps are listed in ``info["monotone_steps"]``).
 
 Control: with a rigid plate or other loads, the controlled displacement is the work-conjugate
 displacement ``f0 . u / |F0|`` (for a loading plate: its displacement along its force, plus its
@@ -406,6 +408,7 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
     k_initial = steps[0].force / max(steps[0].control, 1e-300)
     c, lam, u_ref_last = c_y, lam_y, ref
     kappa_prev, c_prev, u_ref_prev = None, 0.0, None
+    monotone = []  # steps that converged only with the monotone iteration
     stopped = ""
     dc = first
     cut = False
@@ -422,6 +425,15 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
         ok, out = _step(sysx, kappa_n, E, guess, sign * target, tol, max_iterations,
                         predictor=pred)
         n_solves += out["solves"]
+        if not ok and 0.5 * dc < dmin:
+            # the smallest step stalled: iterate it again with the damage only growing from
+            # iterate to iterate (a bounded, non-decreasing sequence), which settles where the
+            # accelerated iteration cycled (module docstring)
+            ok, out = _step(sysx, kappa_n, E, guess, sign * target, tol, max_iterations,
+                            predictor=pred, monotone=True)
+            n_solves += out["solves"]
+            if ok:
+                monotone.append(len(steps) + 1)
         if not ok:
             dc *= 0.5
             if dc < dmin and steps[-1].force < (1.0 - PAST_PEAK) * peak:
@@ -433,14 +445,16 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
                            "below the peak")
                 warnings.warn(f"pushover: {stopped}; the curve ends there", stacklevel=3)
                 break
-            if dc < dmin and len(steps) >= 3 and _flat(steps) < LIMIT_TANGENT * k_initial:
-                # a limit point: the curve has flattened to a plateau that the secant iteration
-                # cannot step along; its force is the strength (a lower bound, said so)
+            if dc < dmin and len(steps) >= 3 and (_flat(steps) < LIMIT_TANGENT * k_initial
+                                                  or steps[-1].force <= steps[-2].force):
+                # a limit point: the curve has flattened to a plateau, or stopped rising at a
+                # peak, where the secant iteration cannot step on (no equilibrium near the path:
+                # a snap-back); its largest force is the strength (a lower bound, said so)
                 stopped = (f"the curve reached a limit point at {c:.4g} mm (tangent stiffness "
-                           f"{100 * _flat(steps) / k_initial:.1f} % of the initial) where step "
-                           f"{len(steps) + 1} did not converge (out-of-balance "
-                           f"{out['residual']:.2e} > tol {tol:g}); the strength is the force "
-                           "there, a lower bound")
+                           f"{100 * _flat(steps) / k_initial:.1f} % of the initial over the last "
+                           f"three steps) where step {len(steps) + 1} did not converge "
+                           f"(out-of-balance {out['residual']:.2e} > tol {tol:g}); the strength "
+                           "is the largest force reached, a lower bound")
                 warnings.warn(f"pushover: {stopped}", stacklevel=3)
                 break
             if dc < dmin:
@@ -482,22 +496,21 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
     res.info = {"stopped": stopped,"backend": sysx.be.name, "solver": sysx.solver_name, "n_dof": sysx.n_dof,
                 "linear_solves": n_solves, "time_s": time.perf_counter() - t0,
                 "first_yield_mm": c_y, "first_yield_n": steps[0].force,
-                "setup_s": sysx.setup_time}
+                "setup_s": sysx.setup_time, "monotone_steps": monotone}
     return res
 
 
 def _flat(steps) -> float:
     """The slope (N/mm) of the curve over its last three converged steps (a chord, so that a
-    last tiny step does not decide), or infinity if the force fell on the way (a falling curve
-    is no plateau)."""
+    last tiny step does not decide). Negative where the force fell over them: a curve stalled
+    within PAST_PEAK of its peak (not yet bracketed by a 1 % fall) is at a limit point too, as
+    the fractured L2 of the canonical segment at 1 753 N, which otherwise raised."""
     s = steps[-3:]
-    if any(b.force < a.force for a, b in zip(s[:-1], s[1:])):
-        return math.inf
     return (s[-1].force - s[0].force) / max(s[-1].control - s[0].control, 1e-300)
 
 
 def _step(sysx, kappa_n, E, u_ref, target, tol, max_iterations, depth: int = ANDERSON_DEPTH,
-          predictor=None):
+          predictor=None, monotone: bool = False):
     """Secant iterations of one step to controlled displacement ``target``; returns
     (converged, data).
 
@@ -530,7 +543,9 @@ def _step(sysx, kappa_n, E, u_ref, target, tol, max_iterations, depth: int = AND
             return False, {"residual": math.inf, "solves": solves, "history": history}
         lam = target / c_ref
         u = sysx.scale(u_ref, lam)
-        g = xp.maximum(kappa_n, sysx.measure(u))
+        # monotone: the iterates' damage is kept as history, so once the strains stop growing
+        # past it the moduli solved with are the state's and equilibrium holds
+        g = xp.maximum(x if monotone else kappa_n, sysx.measure(u))
         E_new = sysx.moduli(g)
         res = sysx.residual(E_new, u, lam)
         history.append(res)
@@ -540,14 +555,14 @@ def _step(sysx, kappa_n, E, u_ref, target, tol, max_iterations, depth: int = AND
             return True, {"u": u, "u_ref": u_ref, "lam": lam, "kappa": g, "E": E_new,
                           "iterations": it, "residual": res, "solves": solves,
                           "history": history}
-        if _hopeless(history, tol, max_iterations):
+        if not monotone and _hopeless(history, tol, max_iterations):
             break
         X.append(x)
         G.append(g)
         if len(X) > depth + 1:
             X.pop(0)
             G.pop(0)
-        x = xp.maximum(kappa_n, _anderson(xp, X, G))
+        x = xp.maximum(x if monotone else kappa_n, _anderson(xp, X, G))
         E = sysx.moduli(x)
     return False, {"residual": res, "solves": solves, "history": history}
 

@@ -204,25 +204,49 @@ class _Base:
         return self.E0 * secant_ratio(kappa, self.ks, self.rho)
 
     def _set_weights(self, upper: str, lower: str):
-        """Per-node weights (n_nodes, 3) of the shortening between two node sets along the
-        load's direction."""
+        """Per-node weights (n_nodes, 3) of the deformation between two node sets that is
+        work-conjugate to the load carried through them, per unit of its force: with the load's
+        resultant F and its moments M_s, M_i about the sets' centroids, and each set's mean
+        displacement t and least-squares rotation theta, ``(F . (t_s - t_i) + M_s . theta_s -
+        M_i . theta_i) / |F|`` (mm). Under an axial force through the centroids that is the
+        shortening along the force; under flexion it adds the relative rotation times the
+        moment over the force, so the control grows with the work done on what lies between
+        the sets (the mean shortening alone barely moves under a bending moment). All the
+        model's loads are taken to pass between the sets (loads above them, supports below)."""
         m = self.model
         if self.mode != "load":
             raise BoundaryConditionError("control by node sets needs the model to be loaded "
                                          "(forces, pressures or a loading plate), not driven "
                                          "by prescribed displacements")
         f = np.asarray(self.sysm.f)
-        F = f[:3 * m.n_nodes].reshape(-1, 3).sum(axis=0)
+        fn = f[:3 * m.n_nodes].reshape(-1, 3)
+        F = fn.sum(axis=0)
         for p in self.sysm.plates:
             F = F + f[p.first_dof:p.first_dof + 3]
         if not np.linalg.norm(F) > 0:
             raise BoundaryConditionError("control by node sets needs a resultant force")
-        d = F / np.linalg.norm(F)
+
+        def moment_about(c):
+            M = np.cross(m.points - c, fn).sum(axis=0)
+            for p in self.sysm.plates:
+                M = M + f[p.first_dof + 3:p.first_dof + 6] + np.cross(
+                    p.reference - c, f[p.first_dof:p.first_dof + 3])
+            return M
+
+        norm = float(np.linalg.norm(F))
         w = np.zeros((m.n_nodes, 3))
-        top, bot = m.nodes_of(upper), m.nodes_of(lower)
-        w[top] += d / len(top)
-        w[bot] -= d / len(bot)
-        self.control_name = f"shortening between {upper!r} and {lower!r} (mm)"
+        for name, sign in ((upper, 1.0), (lower, -1.0)):
+            nodes = m.nodes_of(name)
+            c = m.points[nodes].mean(axis=0)
+            r = m.points[nodes] - c
+            J = (r * r).sum() * np.eye(3) - r.T @ r
+            if np.linalg.cond(J) > 1e12:
+                raise BoundaryConditionError(f"node set {name!r} lies on a line: its rotation, "
+                                             "and so the control, is undefined")
+            a = np.linalg.solve(J, moment_about(c))
+            w[nodes] += sign * (F / len(nodes) + np.cross(a, r)) / norm
+        self.control_name = (f"deformation between {upper!r} and {lower!r}, work-conjugate to "
+                             "the load (mm)")
         return w
 
     def scale(self, u, lam: float):

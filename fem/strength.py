@@ -222,7 +222,9 @@ def pushover(model, *, law: DamageLaw | None = None, level: str | None = None, *
     """:func:`fem.solve_nonlinear` of a loaded vertebra or segment model with
     :func:`bone_damage_law` (or ``law``); with ``level``, only that level's elements can fail
     (the strength of that level within the segment), and the step control follows the level's
-    own shortening between its endplates: the discs are far more compliant than bone, so under
+    own deformation between its endplates (its shortening, plus its rotation times the moment
+    over the force under a combined load: work-conjugate to the load,
+    :mod:`fem.nonlinear_systems`): the discs are far more compliant than bone, so under
     the loading plate's displacement the curve of a failing level snaps back (the discs give
     back their stored energy faster than the softening bone can absorb it) and no
     displacement-controlled step could follow it. ``kwargs`` go to solve_nonlinear."""

@@ -302,6 +302,55 @@ def test_the_change_map_is_the_reassembled_change(backend):
                                              sysx._keep, sysx.sysm, be) is False
 
 
+def test_level_control_is_work_conjugate_to_force_and_moment():
+    """Control by two node sets under a force and a moment: between the loaded face (moving
+    with the plate) and the fixed one it is the plate's work-conjugate displacement, (F . u +
+    M . theta) / |F| = 2 U / |F|, not the mean shortening; a rigid motion gives none."""
+    m = hex_block((4, 4, 6), (8.0, 8.0, 12.0), E=300.0, nu=0.3)
+    m.add(fem.Fixed("zmin"), fem.RigidPlate("zmax", force=(0.0, 0.0, -40.0),
+                                           moment=(0.0, 150.0, 0.0), name="p"))
+    law = _uniform_law(m)
+    sets = nonlinear_systems.make_system(m, law, backend="numpy", solver="cg", rtol=1e-10,
+                                         control=("zmax", "zmin"))
+    plain = nonlinear_systems.make_system(m, law, backend="numpy", solver="cg", rtol=1e-10,
+                                          control="auto")
+    z = sets.solve(sets.E0, None)
+    c_sets = sets.control_of(z)
+    assert c_sets == pytest.approx(plain.control_of(z), rel=1e-9)
+    # the moment's rotation counts: the mean shortening alone is much smaller
+    u = sets._displacement(z)
+    mean = -(u[m.nodes_of("zmax"), 2].mean() - u[m.nodes_of("zmin"), 2].mean())
+    assert c_sets > 1.5 * mean > 0.0
+    # a rigid rotation and translation of the whole model: no deformation, no control
+    theta, t = np.array([0.01, -0.02, 0.005]), np.array([0.3, -0.1, 0.2])
+    w = sets._set_weights("zmax", "zmin")
+    assert abs(np.sum(w * (t + np.cross(theta, m.points)))) < 1e-12 * np.abs(w).sum()
+
+
+def test_level_control_is_the_same_on_the_voxel_path():
+    """The voxel path's control by node sets (nodal forces with a moment, no plate) is the
+    assembled path's for the same elastic answer."""
+    m = hex_block((4, 4, 6), (8.0, 8.0, 12.0), E=300.0, nu=0.3)
+    top = m.nodes_of("zmax")
+    x = m.points[top, 0]
+    m.node_sets["front"], m.node_sets["back"] = top[x > 4.0], top[x <= 4.0]
+    m.add(fem.Fixed("zmin"), fem.NodalForce("front", (0.0, 0.0, -2.0)),
+          fem.NodalForce("back", (0.0, 0.0, -0.5)))
+    law = _uniform_law(m)
+    got = {}
+    for solver in ("gmg", "cg"):
+        sysx = nonlinear_systems.make_system(m, law, backend="numpy", solver=solver,
+                                             rtol=1e-11, control=("zmax", "zmin"))
+        assert isinstance(sysx, nonlinear_systems.VoxelSystem) == (solver == "gmg")
+        got[solver] = sysx.control_of(sysx.solve(sysx.E0, None))
+    assert got["gmg"] == pytest.approx(got["cg"], rel=1e-7)
+
+
+def _uniform_law(m):
+    return DamageLaw.uniform(m.n_elements, yield_strain_compression=0.008,
+                             yield_strain_tension=0.007, residual=0.6, softening_strain=0.02)
+
+
 def test_write_series(tmp_path):
     m = _bar(-1.0)
     res = solve_nonlinear(m, _law(m), solver="direct", max_steps=3)
@@ -342,6 +391,51 @@ def test_errors_name_the_fault():
     part = e.value.partial  # the converged steps (here the linear one to first yield)
     assert len(part.steps) == 1 and part.steps[0].residual == 0.0
     assert f"{part.steps[-1].force:.6g} N" in str(e.value)
+
+
+@pytest.mark.parametrize("solver", ["gmg", "cg"])
+def test_the_monotone_iteration_settles_in_an_admissible_equilibrium(solver):
+    """The fallback for a stalled step: damage kept from iterate to iterate. What it accepts is
+    in equilibrium, no element's (averaged) strain exceeds its history, and the history only
+    grew; its force lies within a few per cent of the accelerated iteration's at that step."""
+    from fem.nonlinear import _step
+
+    h = _heterogeneous_voxels()
+    law = DamageLaw.uniform(h.n_elements, yield_strain_compression=0.008,
+                            yield_strain_tension=0.007, residual=0.5, softening_strain=0.01,
+                            nonlocal_length=1.0)
+    sysx = nonlinear_systems.make_system(h, law, backend="numpy", solver=solver, rtol=1e-9,
+                                         control="auto")
+    ref = sysx.solve(sysx.E0, None)
+    c_y = abs(sysx.control_of(ref)) / float(np.max(sysx.measure(ref)))
+    k0 = sysx.kappa0
+    out = {}
+    for mono in (False, True):
+        ok, o = _step(sysx, k0, sysx.moduli(k0), ref, 1.6 * c_y, 1e-6, 60, monotone=mono)
+        assert ok, o["history"]
+        out[mono] = o
+    o = out[True]
+    assert o["residual"] <= 1e-6
+    assert np.all(o["kappa"] >= k0) and float(np.max(o["kappa"])) > 1.0
+    assert np.all(o["kappa"] >= sysx.measure(o["u"]) - 1e-9)
+    f = {m: sysx.step(2, o_["u"], o_["lam"], o_["E"], o_["kappa"], iterations=1, residual=0.0,
+                      linear_solves=1).force for m, o_ in out.items()}
+    assert f[True] == pytest.approx(f[False], rel=0.05) and f[True] != f[False]
+
+
+def test_a_curve_stalled_at_its_peak_counts_as_flat():
+    """The limit-point rule's slope: a chord over the last three steps, negative where the
+    force fell a little (a peak not yet bracketed by a 1 % fall), so that a step stalling there
+    ends the curve with a warning instead of raising."""
+    from types import SimpleNamespace as S
+
+    from fem.nonlinear import LIMIT_TANGENT, _flat
+
+    rising = [S(control=c, force=f) for c, f in ((0.1, 1000.0), (0.2, 1500.0), (0.3, 1600.0))]
+    assert _flat(rising) == pytest.approx(3000.0)
+    stalled = [S(control=c, force=f) for c, f in ((0.35, 1753.2), (0.38, 1753.5), (0.41, 1752.0))]
+    assert _flat(stalled) == pytest.approx(-20.0)
+    assert _flat(stalled) < LIMIT_TANGENT * 1000.0 / 0.1 < _flat(rising)
 
 
 def test_fractured_band_carries_its_damage_with_its_intact_modulus():
