@@ -231,6 +231,19 @@ def test_toml_and_dict_give_the_same_runs_and_ids(tmp_path):
     assert all(type(p["voxel_size"]) is float and p["voxel_size"] == 3.0 for p in a)
 
 
+def test_the_shipped_canonical_study_asks_for_both_strengths():
+    """examples/canonical_study.toml (the README's main job): 12 runs of the 2 mm L1-L3
+    segment, each with the Pistoia strength of every level and the pushover of L2."""
+    from fem.study.spec import strength_levels
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "canonical_study.toml"
+    runs = StudySpec.from_toml(path).expand()
+    assert len(runs) == 12
+    assert {(p["procedure"], p["load_case"]) for p in runs} >= {("intact", "flexion"),
+                                                                 ("pkp", "standing")}
+    assert all(p["strength"] == "pushover" and strength_levels(p) == ["L2"] for p in runs)
+
+
 def test_run_ids_are_stable_and_follow_every_parameter():
     base = StudySpec.from_dict(CANON_DICT).expand()
     ids = [run_id(p) for p in base]
