@@ -103,7 +103,7 @@ PAST_PEAK = 0.01
 #: stiffness, and that cannot be followed further, has reached its limit load
 LIMIT_TANGENT = 0.05
 #: the linear solves' default tolerance is the equilibrium tolerance over this
-RTOL_PER_TOL = 50.0
+RTOL_PER_TOL = 25.0
 #: solves remembered to start the next one of a step (:func:`_start`)
 GUESS_DEPTH = 4
 #: iterations of a step after which its rate of convergence is judged (:func:`_hopeless`)
@@ -321,7 +321,7 @@ def solve_nonlinear(model, law=None, *, backend: str = "auto", solver: str = "au
     at first yield. ``tol``: out-of-balance force over the force through the model; ``rtol``: the
     linear solver's tolerance (default ``tol / RTOL_PER_TOL``; at most ``tol / 10``: the
     equilibrium check at every iteration verifies the state whatever it is; the peaks of the
-    benchmark L1 at 3 and 2 mm agree to 0.03 % between 1e-4 and 1e-6, bench/README.md). A step whose
+    benchmark L1 at 3 and 2 mm agree to 0.1 % between 2e-4 and 1e-6, docs/nonlinear.md). A step whose
     out-of-balance force stagnates (:func:`_hopeless`) is cut at once. ``progress(step)`` is called after
     each converged step. ``solver``: as :func:`fem.solve` ("auto": the voxel multigrid for voxel
     grids without rigid plates, else direct or AMG-CG).
