@@ -236,6 +236,9 @@ def _study(args) -> int:
     # SIGTERM (a batch system's stop, `kill`) stops like Ctrl-C: finished runs are recorded as
     # they finish, the ones in flight go back to pending, their half-written files are removed
     signal.signal(signal.SIGTERM, _interrupt)
+    # and SIGINT as documented even where it was started with SIGINT ignored (a background job
+    # of a non-interactive shell, some test runners' children): Python then installs no handler
+    signal.signal(signal.SIGINT, _interrupt)
     counts = study.run(processes=args.processes, workers=args.workers,
                        scheduler=args.scheduler, retry_failed=args.retry_failed)
     running = study.store.counts().get("running", 0)

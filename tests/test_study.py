@@ -829,18 +829,26 @@ def _wait_group(pgid, timeout=30) -> bool:
     return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_and_sigint_mid_run_give_the_run_back_and_leave_nothing(tmp_path, sig):
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("sig, start", [(signal.SIGTERM, None), (signal.SIGINT, None),
+                                        (signal.SIGINT, _ignore_sigint)],
+                         ids=["SIGTERM", "SIGINT", "SIGINT-ignored-at-start"])
+def test_sigterm_and_sigint_mid_run_give_the_run_back_and_leave_nothing(tmp_path, sig, start):
     """A stop signal to the study process while a run is in flight: the finished runs stay
     recorded, the run in flight goes back to pending (not left 'running'), its worker ends at
-    once and no temporary is left; one error line, exit 130; the next start runs the rest."""
+    once and no temporary is left; one error line, exit 130; the next start runs the rest. Also
+    where the study was started with SIGINT ignored (a background job of a non-interactive
+    shell): Python installs no handler then, and a SIGINT once let a study run to its end."""
     spec = grid_spec(tmp_path / "grid.toml", "stopped", bmd=[60.0, 70.0, 80.0],
                      load_cases=["standing"])
     ids = ids_of(spec)
     folder = tmp_path / "study"
     proc = subprocess.Popen([*VFEM, "study", str(spec), "--out", str(folder)], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=start)
     try:
         seen = _poll(lambda: (s := _statuses(folder)) and "running" in s.values()
                      and "done" in s.values() and s, 120, "a run running after one done")
