@@ -519,7 +519,9 @@ def _step(sysx, kappa_n, E, u_ref, target, tol, max_iterations, depth: int = AND
     draw strain from their neighbours (a contraction near 1); Anderson acceleration (Walker & Ni
     2011, SIAM J Numer Anal 49:1715) over the last ``depth`` iterates turns that into a few
     iterations. Each iterate is kept at or above the converged history kappa_n (damage does not
-    heal), and equilibrium is checked with the moduli of the updated history."""
+    heal), and equilibrium is checked with the moduli of the updated history. ``monotone``: each
+    iterate is kept at or above the last one instead (the fallback for a stalled step,
+    :func:`_drive`), and the step is not cut for stagnating."""
     xp = sysx.xp
     history = []
     solves = 0
