@@ -577,23 +577,30 @@ def _start(xp, Es, Us, E, last):
     fewer than two solves it is the last solution."""
     if len(Es) < 2:
         return last
-    flat = [xp.reshape(e, (-1,)) for e in Es]
-    D = [flat[i + 1] - flat[i] for i in range(len(flat) - 1)]
-    d = xp.reshape(E, (-1,)) - flat[-1]
-    m = len(D)
-    A = np.array([[float(xp.dot(D[i], D[j])) for j in range(m)] for i in range(m)])
-    b = np.array([float(xp.dot(D[i], d)) for i in range(m)])
-    scale = float(np.trace(A))
-    if not scale > 0.0:
-        return last
-    try:
-        c = np.linalg.solve(A + 1e-10 * scale * np.eye(m), b)
-    except np.linalg.LinAlgError:
+    D = [Es[i + 1] - Es[i] for i in range(len(Es) - 1)]
+    c = _least_squares(xp, D, E - Es[-1])
+    if c is None:
         return last
     out = last.copy()
-    for i in range(m):
+    for i in range(len(D)):
         out += c[i] * (Us[i + 1] - Us[i])
     return out
+
+
+def _least_squares(xp, D, d):
+    """The coefficients c (host) minimising ``|sum_i c_i D_i - d|`` over backend arrays D_i, by
+    the normal equations with a 1e-10 relative ridge (the D_i of a stalling iteration are nearly
+    parallel); None where every D_i is zero or the system is singular."""
+    m = len(D)
+    A = np.array([[float(xp.sum(D[i] * D[j])) for j in range(m)] for i in range(m)])
+    b = np.array([float(xp.sum(D[i] * d)) for i in range(m)])
+    scale = float(np.trace(A))
+    if not scale > 0.0:
+        return None
+    try:
+        return np.linalg.solve(A + 1e-10 * scale * np.eye(m), b)
+    except np.linalg.LinAlgError:
+        return None
 
 
 def _hopeless(history, tol: float, max_iterations: int) -> bool:
@@ -622,16 +629,11 @@ def _anderson(xp, X, G):
     F = [xp.where(active, gi - xi, 0.0) for xi, gi in zip(X, G)]
     dF = [F[i + 1] - F[i] for i in range(len(F) - 1)]
     dG = [G[i + 1] - G[i] for i in range(len(G) - 1)]
-    m = len(dF)
-    A = np.array([[float(xp.sum(dF[i] * dF[j])) for j in range(m)] for i in range(m)])
-    b = np.array([float(xp.sum(dF[i] * F[-1])) for i in range(m)])
-    scale = max(float(np.trace(A)), 1e-300)
-    try:
-        gamma = np.linalg.solve(A + 1e-10 * scale * np.eye(m), b)
-    except np.linalg.LinAlgError:
+    gamma = _least_squares(xp, dF, F[-1])
+    if gamma is None:
         return g
     out = g
-    for i in range(m):
+    for i in range(len(dF)):
         out = out - gamma[i] * dG[i]
     return out
 

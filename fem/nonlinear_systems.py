@@ -372,24 +372,10 @@ class AssembledSystem(_Base):
 
         model = self.model
         rows, cols, vals = [], [], []
-        nu_all = np.asarray(model.nu)
-        bbar_all = model.bbar_mask()
-        for b in model.blocks:
-            sel = (elements >= b.start) & (elements < b.stop)
-            if not sel.any():
-                continue
-            el = elements[sel]
-            conn = b.conn[el - b.start]
-            G, det = elastic.gradients(model.points[conn], b.etype.dN)
-            wdet = det * b.etype.weights
-            lam, mu = assembly.lame(dE[sel], nu_all[el])
-            Ke = elastic.stiffness_matrices(G, wdet, lam, mu,
-                                            bbar_all[el] if b.type == "hex8" else None)
-            k = conn.shape[1]
-            dof = (3 * conn[:, :, None] + np.arange(3)).reshape(len(el), 3 * k)
-            rows.append(np.repeat(dof, 3 * k, axis=1).ravel())
-            cols.append(np.tile(dof, (1, 3 * k)).ravel())
-            vals.append(Ke.reshape(len(el), 3 * k, 3 * k).ravel())
+        for _, _, r, c, v in _stiffness_triplets(model, elements, dE):
+            rows.append(r)
+            cols.append(c)
+            vals.append(v)
         n3 = 3 * model.n_nodes
         dK = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                            shape=(n3, n3))
@@ -484,6 +470,28 @@ class AssembledSystem(_Base):
                     result, int(result.extra_cell_fields["failed"].sum()), linear_solves)
 
 
+def _stiffness_triplets(model, elements, moduli, chunk: int = 5_000):
+    """The element stiffness matrices of ``elements`` at ``moduli`` (one per element, MPa) as
+    COO triplets in the full dof space (host), a block chunk at a time: yields (positions of the
+    chunk's elements in ``elements``, their connectivity, rows, cols, values)."""
+    nu_all = np.asarray(model.nu)
+    bbar_all = model.bbar_mask()
+    for b in model.blocks:
+        pos = np.nonzero((elements >= b.start) & (elements < b.stop))[0]
+        for lo in range(0, len(pos), chunk):
+            part = pos[lo:lo + chunk]
+            el = elements[part]
+            conn = b.conn[el - b.start]
+            G, det = elastic.gradients(model.points[conn], b.etype.dN)
+            lam, mu = assembly.lame(moduli[part], nu_all[el])
+            Ke = elastic.stiffness_matrices(G, det * b.etype.weights, lam, mu,
+                                            bbar_all[el] if b.type == "hex8" else None)
+            k3 = 3 * conn.shape[1]
+            dof = (3 * conn[:, :, None] + np.arange(3)).reshape(len(el), k3)
+            yield (part, conn, np.repeat(dof, k3, axis=1).ravel(), np.tile(dof, (1, k3)).ravel(),
+                   Ke.reshape(len(el), k3 * k3).ravel())
+
+
 def _pieces(dK, keep, g_full, fixed, be):
     """What :class:`_Perturbed` needs of a change dK (host CSR, constrained dof space): D dK D
     (D zeroing the eliminated dofs), the rows of the prescribed dofs and D dK g (g: the
@@ -519,26 +527,13 @@ class ChangeMap:
             slave[p.nodes] = True
         n = lin0.K.shape[0]
         rows, cols, vals, owner = [], [], [], []
-        nu_all = np.asarray(model.nu)
-        bbar_all = model.bbar_mask()
-        for b in model.blocks:
-            pos = np.nonzero((elements >= b.start) & (elements < b.stop))[0]
-            for lo in range(0, len(pos), 5_000):
-                part = pos[lo:lo + 5_000]
-                el = elements[part]
-                conn = b.conn[el - b.start]
-                if slave[conn].any():
-                    return False
-                G, det = elastic.gradients(model.points[conn], b.etype.dN)
-                lam, mu = assembly.lame(np.ones(len(el)), nu_all[el])
-                Ke = elastic.stiffness_matrices(G, det * b.etype.weights, lam, mu,
-                                                bbar_all[el] if b.type == "hex8" else None)
-                k3 = 3 * conn.shape[1]
-                dof = (3 * conn[:, :, None] + np.arange(3)).reshape(len(el), k3)
-                rows.append(np.repeat(dof, k3, axis=1).ravel())
-                cols.append(np.tile(dof, (1, k3)).ravel())
-                vals.append(Ke.reshape(len(el), k3 * k3).ravel())
-                owner.append(np.repeat(part, k3 * k3))
+        for part, conn, r, c, v in _stiffness_triplets(model, elements, np.ones(len(elements))):
+            if slave[conn].any():
+                return False
+            rows.append(r)
+            cols.append(c)
+            vals.append(v)
+            owner.append(np.repeat(part, len(v) // len(part)))
         rows, cols = np.concatenate(rows), np.concatenate(cols)
         key, slot = np.unique(rows * n + cols, return_inverse=True)
         self = cls()
