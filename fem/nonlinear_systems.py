@@ -258,9 +258,14 @@ class _Base:
         dofs) below ``tol`` of the load, whether the load enters at one plate dof or is spread
         over the hundreds of nodes of a platen (where the 2-norm of the reactions alone is about
         load / sqrt(nodes), and a tolerance on it would be that much stricter)."""
+        return abs(self._force(r, lam))
+
+    def _force(self, r, lam) -> float:
+        """The force (N) conjugate to the controlled displacement at load factor lam: the
+        loads' resultant, or the platen's reaction (r: the reactions at the prescribed dofs)."""
         if self.mode == "load":
-            return abs(lam) * self.F0
-        return abs(float(self.be.to_host(r) @ self.g0)) / self.gmax
+            return lam * self.F0
+        return float(-(self.be.to_host(r) @ self.g0)) / self.gmax
 
     def _state_fields(self, E_el, kappa_el, E0_el) -> dict:
         h = self.be.to_host
@@ -445,12 +450,6 @@ class AssembledSystem(_Base):
                     float(xp.linalg.norm(r)))
         return float(xp.linalg.norm(R)) / max(scale, 1e-300)
 
-    def force(self, lin, z, lam) -> float:
-        if self.mode == "load":
-            return lam * self.F0
-        r = self.be.to_host(self._reactions(lin, z, lam))
-        return float(-(r @ self.g0)) / self.gmax
-
     def step(self, index, z, lam, E, kappa, *, iterations, residual, linear_solves) -> Step:
         lin = self._system(E)
         E_h = self.be.to_host(E)
@@ -459,14 +458,14 @@ class AssembledSystem(_Base):
                                    fixed_values=lam * self.g0)
         info = SolveInfo(solver=self.solver_name, backend=self.be.name, n_dof=self.n_dof,
                          n_equations=self.n_eq, residual=residual, iterations=iterations)
+        r = self._reactions(lin, z, lam)
         result = Result(m, self._displacement(z), backend=self.be, system=sysm,
-                        reaction_dofs=self.sysm.fixed_dofs,
-                        reaction_values=self._reactions(lin, z, lam),
+                        reaction_dofs=self.sysm.fixed_dofs, reaction_values=r,
                         plate_dofs=z[3 * self.model.n_nodes:] if lin.T is not None else None,
                         info=info)
         result.extra_cell_fields = self._state_fields(E, kappa, self.E0)
         control = self.control_of(z)
-        return Step(index, lam, abs(control), abs(self.force(lin, z, lam)), iterations, residual,
+        return Step(index, lam, abs(control), abs(self._force(r, lam)), iterations, residual,
                     result, int(result.extra_cell_fields["failed"].sum()), linear_solves)
 
 
@@ -798,11 +797,6 @@ class VoxelSystem(_Base):
         scale = max(self._load_carried(r, lam), float(xp.linalg.norm(lam * self.load_value)),
                     float(xp.linalg.norm(r)))
         return float(xp.linalg.norm(R)) / max(scale, 1e-300)
-
-    def _force(self, r, lam) -> float:
-        if self.mode == "load":
-            return lam * self.F0
-        return float(-(self.be.to_host(r) @ self.g0)) / self.gmax
 
     def step(self, index, u, lam, E, kappa, *, iterations, residual, linear_solves) -> Step:
         xp = self.xp
