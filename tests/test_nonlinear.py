@@ -39,6 +39,13 @@ def _bar(sign: float, n=(2, 2, 4), kind="hex8"):
     return m
 
 
+def _uniform_law(m, **kw):
+    """One bone-like law for every element: yield strains 0.8 % / 0.7 %, residual 0.6."""
+    return DamageLaw.uniform(m.n_elements, yield_strain_compression=0.008,
+                             yield_strain_tension=0.007, residual=0.6, softening_strain=0.02,
+                             **kw)
+
+
 def _law(m, **kw):
     p = dict(yield_strain_compression=EYC, yield_strain_tension=EYT, residual=RHO,
              softening_strain=SOFT, reference_size=1.0) | kw
@@ -138,8 +145,7 @@ def test_below_first_yield_the_answer_is_the_linear_one():
     m.set_material(None, E=rng.uniform(100.0, 400.0, m.n_elements), nu=0.3)
     m.add(fem.Fixed("zmin"), fem.RigidPlate("zmax", force=(0.0, 0.0, -50.0),
                                            moment=(40.0, 0.0, 0.0), name="plate"))
-    law = DamageLaw.uniform(m.n_elements, yield_strain_compression=0.008,
-                            yield_strain_tension=0.007, residual=0.6, softening_strain=0.02)
+    law = _uniform_law(m)
     res = solve_nonlinear(m, law, solver="direct", max_steps=2)
     lin = fem.solve(m, solver="direct")
     st = res.steps[0]
@@ -188,9 +194,7 @@ def test_voxel_and_assembled_paths_agree(nonlocal_length):
     give the same curve on a heterogeneous voxel block, past its peak, with a local law and a
     nonlocal one (Gaussian filter on the grid, sparse average on the mesh)."""
     m = _heterogeneous_voxels()
-    law = DamageLaw.uniform(m.n_elements, yield_strain_compression=0.008,
-                            yield_strain_tension=0.007, residual=0.6, softening_strain=0.02,
-                            nonlocal_length=nonlocal_length)
+    law = _uniform_law(m, nonlocal_length=nonlocal_length)
     kw = dict(max_steps=8, first_step=0.01, max_step=0.01, tol=1e-3, rtol=1e-9)
     a = solve_nonlinear(m, law, solver="direct", **kw)
     v = solve_nonlinear(m, law, solver="gmg", **kw)
@@ -255,8 +259,7 @@ def test_device_branches_give_the_numpy_answer(monkeypatch):
     """The assembled path down the branches CuPy takes (CSR, no threads), SciPy standing in."""
     m = tet_block((2, 2, 3), (4.0, 4.0, 6.0), order=2, E=200.0, nu=0.3)
     m.add(fem.Fixed("zmin"), fem.RigidPlate("zmax", force=(0.0, 0.0, -20.0), name="plate"))
-    law = DamageLaw.uniform(m.n_elements, yield_strain_compression=0.008,
-                            yield_strain_tension=0.007, residual=0.6, softening_strain=0.02)
+    law = _uniform_law(m)
     ref = solve_nonlinear(m, law, solver="cg", rtol=1e-10, tol=1e-4, max_steps=5)
     monkeypatch.setattr(nonlinear_systems, "get_backend", lambda name: STANDIN)
     dev = solve_nonlinear(m, law, backend="cupy", solver="cg", rtol=1e-10, tol=1e-4,
@@ -278,8 +281,7 @@ def test_the_change_map_is_the_reassembled_change(backend):
           fem.RigidPlate("zmax", force=(0.0, 0.0, -50.0), moment=(30.0, 0.0, 0.0), name="p"))
     cent = fem.assembly.element_centroids(m)
     can = np.nonzero(cent[:, 2] < 7.0)[0]  # below the plate's elements
-    law = DamageLaw.uniform(m.n_elements, yield_strain_compression=0.008,
-                            yield_strain_tension=0.007, residual=0.6, softening_strain=0.02)
+    law = _uniform_law(m)
     law = law.select(can)
     sysx = nonlinear_systems.make_system(m, law, backend="numpy", solver="cg", rtol=1e-8,
                                          control="auto")
@@ -344,11 +346,6 @@ def test_level_control_is_the_same_on_the_voxel_path():
         assert isinstance(sysx, nonlinear_systems.VoxelSystem) == (solver == "gmg")
         got[solver] = sysx.control_of(sysx.solve(sysx.E0, None))
     assert got["gmg"] == pytest.approx(got["cg"], rel=1e-7)
-
-
-def _uniform_law(m):
-    return DamageLaw.uniform(m.n_elements, yield_strain_compression=0.008,
-                             yield_strain_tension=0.007, residual=0.6, softening_strain=0.02)
 
 
 def test_write_series(tmp_path):
