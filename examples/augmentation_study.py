@@ -36,7 +36,7 @@ from fem.meshes.vertebra import segment_model
 LOAD_CASES = ("standing", "flexion")
 SHOWN = ["state", "load_case", "level", "stiffness_n_per_mm",
          "rotational_stiffness_nm_per_deg", "strength_pistoia_n",
-         "factor_of_risk", "endplate_bulge_superior_mm", "endplate_bulge_inferior_mm",
+         "factor_of_risk_pistoia", "endplate_bulge_superior_mm", "endplate_bulge_inferior_mm",
          "disc_pressure_mpa", "height_anterior_mm", "wedge_angle_deg", "cement_volume_ml",
          "leak_ml"]
 

@@ -283,14 +283,15 @@ def _report(args) -> int:
 
 
 def _results(args) -> int:
-    from .study import RESULT_COLUMNS, Study
+    from .study import Study
+    from .study.execute import result_columns
 
     folder = Path(args.folder)
     if not folder.is_dir():
         raise ModelError(f"study folder {folder} does not exist")
     df = Study(folder).results()
     if not args.all:
-        df = df[RESULT_COLUMNS]
+        df = df[result_columns(df)]
     if args.format == "csv":
         df.to_csv(sys.stdout, index=False)
     elif args.format == "json":

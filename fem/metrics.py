@@ -26,6 +26,14 @@ Failure criteria (reference/biomechanics.md, "Yield and failure"):
 * Factor of risk = applied load / strength; > 1 predicts fracture (Bouxsein et al. 2006,
   J Bone Miner Res 21:1475).
 
+The headline ``strength_n`` and ``factor_of_risk`` (:func:`headline_strength`) are the
+nonlinear strength where a damage pushover of the level was run (:func:`add_pushover`,
+:func:`fem.strength.pushover`: the peak of its force-displacement curve) and the Pistoia proxy
+otherwise; ``strength_method`` names which, row by row. The per-method columns stay beside
+them: ``strength_pistoia_n`` / ``factor_of_risk_pistoia``, ``strength_strain_n`` /
+``factor_of_risk_strain``, ``strength_pushover_n`` / ``factor_of_risk_pushover``. (Before the
+pushover, ``factor_of_risk`` was the Pistoia one; it still is wherever no pushover ran.)
+
 Both criteria are linear: the strength is a load scaled by a strain ratio, so it does not
 depend on the load applied, only on its direction and distribution. Volume percentiles are
 interpolated between the elements' cumulative-volume midpoints, so they change continuously
@@ -86,10 +94,17 @@ HEIGHT_BAND = 0.15
 #: after its peak (0.0: the analysis stopped first and the strength is a lower bound)
 PUSHOVER_COLUMNS = ("strength_pushover_n", "displacement_at_peak_mm", "energy_to_failure_mj",
                     "factor_of_risk_pushover", "pushover_peak_reached")
+#: how a row's headline ``strength_n`` was found: the peak of a damage pushover of that level
+#: where one was run (:func:`add_pushover`), else the linear Pistoia proxy
+STRENGTH_METHODS = ("pushover", "pistoia")
+#: the headline columns (:func:`headline_strength`): the level's strength (N) by
+#: ``strength_method``, and the factor of risk from it (load / strength)
+HEADLINE_COLUMNS = ("strength_n", "factor_of_risk", "strength_method")
 COLUMNS = (
     "level", "load_n", "stiffness_n_per_mm", "rotational_stiffness_nm_per_deg",
+    ) + HEADLINE_COLUMNS + (
     "strength_pistoia_n", "strength_strain_n",
-    "factor_of_risk", "factor_of_risk_strain", "endplate_bulge_superior_mm",
+    "factor_of_risk_pistoia", "factor_of_risk_strain", "endplate_bulge_superior_mm",
     "endplate_bulge_inferior_mm", "disc_pressure_mpa", "interface_stress_mpa",
     "load_share_cortex", "load_share_trabecular", "load_share_cement", "height_anterior_mm",
     "height_posterior_mm", "wedge_angle_deg", "cement_volume_ml", "fill_fraction", "leak_ml",
@@ -425,7 +440,7 @@ def _level_row(fd: _Fields, level: str, below: str | None, load: float | None) -
         row["strength_strain_n"] = load_n / r98 if r98 > 0 else math.nan
     else:
         row["strength_strain_n"] = math.nan
-    for key, strength in (("factor_of_risk", "strength_pistoia_n"),
+    for key, strength in (("factor_of_risk_pistoia", "strength_pistoia_n"),
                           ("factor_of_risk_strain", "strength_strain_n")):
         s = row[strength]
         row[key] = load_n / s if s and np.isfinite(s) else math.nan
@@ -438,6 +453,8 @@ def _level_row(fd: _Fields, level: str, below: str | None, load: float | None) -
     h_ant, h_post, wedge = body_heights(m, level)
     row.update(height_anterior_mm=h_ant, height_posterior_mm=h_post, wedge_angle_deg=wedge)
     row.update(_cement(m, level))
+    row.update(strength_n=row["strength_pistoia_n"], factor_of_risk=row["factor_of_risk_pistoia"],
+               strength_method="pistoia")
     return row
 
 
@@ -464,7 +481,9 @@ def level_metrics(result, *, levels=None, load: float | None = None):
     from a least-squares rigid fit of its nodes' displacements (:func:`endplate_rotation`).
     Under a combined case (a preload and a moment) the rotation includes whatever the preload
     turns the level by, as in a test under preload;
-    ``strength_pistoia_n``, ``strength_strain_n`` and the factors of risk (module docstring);
+    ``strength_n``, ``factor_of_risk`` and ``strength_method`` (the Pistoia proxy's until
+    :func:`add_pushover` writes a pushover's), ``strength_pistoia_n``, ``strength_strain_n`` and
+    their factors of risk (module docstring);
     ``endplate_bulge_*_mm``, the largest deflection into the body over the endplate's centre
     relative to a least-squares plane through the rim nodes (:func:`endplate_deflection`); ``disc_pressure_mpa``, the volume-mean hydrostatic
     pressure -tr(sigma)/3 of the nucleus of the disc below; ``interface_stress_mpa``, the peak
@@ -508,7 +527,8 @@ def add_pushover(table, level: str, res):
     """Write the :data:`PUSHOVER_COLUMNS` of ``level`` into its row of a :func:`level_metrics`
     ``table`` (in place) from ``res``, a :class:`~fem.nonlinear_result.NonlinearResult` of
     :func:`fem.strength.pushover` with ``level=level``. The factor of risk is the row's
-    ``load_n`` over the peak load."""
+    ``load_n`` over the peak load. The row's headline ``strength_n`` and ``factor_of_risk``
+    become the pushover's (``strength_method`` = ``"pushover"``)."""
     sel = table["level"] == level
     if not sel.any():
         raise SetError(f"level {level!r} is not in the table (levels: "
@@ -520,6 +540,27 @@ def add_pushover(table, level: str, res):
     table.loc[sel, "energy_to_failure_mj"] = float(res.energy_to_failure)
     table.loc[sel, "factor_of_risk_pushover"] = load / peak if peak > 0 else math.nan
     table.loc[sel, "pushover_peak_reached"] = 1.0 if res.peak_reached else 0.0
+    return headline_strength(table)
+
+
+def headline_strength(table):
+    """Set a table's :data:`HEADLINE_COLUMNS` (in place, and return it) from its per-method
+    columns: ``strength_n`` is the pushover's peak load where ``strength_pushover_n`` is
+    finite, else the Pistoia strength; ``strength_method`` says which (``"pushover"`` or
+    ``"pistoia"``); ``factor_of_risk`` = ``load_n`` / ``strength_n``. A table without
+    ``factor_of_risk_pistoia`` (a study store written before the headline columns, whose
+    ``factor_of_risk`` was the Pistoia one) gets it from ``load_n`` / ``strength_pistoia_n``."""
+    load = table["load_n"].astype(float)
+    pistoia = table["strength_pistoia_n"].astype(float)
+    if "factor_of_risk_pistoia" not in table.columns or table["factor_of_risk_pistoia"].isna().all():
+        table["factor_of_risk_pistoia"] = (load / pistoia).where(pistoia > 0)
+    push = (table["strength_pushover_n"].astype(float) if "strength_pushover_n" in table.columns
+            else pistoia * math.nan)
+    ran = np.isfinite(push.to_numpy(dtype=float))
+    strength = push.where(ran, pistoia)
+    table["strength_n"] = strength
+    table["factor_of_risk"] = (load / strength).where(strength > 0)
+    table["strength_method"] = np.where(ran, "pushover", "pistoia")
     return table
 
 
@@ -554,8 +595,8 @@ KEYS = ["state", "load_case", "level"]
 #: table of one kind of load case leaves the other out of what it prints
 STIFFNESS = ("stiffness_n_per_mm", "rotational_stiffness_nm_per_deg")
 #: the changes :class:`Comparison` prints (its ``table`` has them for every numeric metric)
-HEADLINE = ("stiffness_n_per_mm", "rotational_stiffness_nm_per_deg", "strength_pistoia_n",
-            "strength_strain_n", "factor_of_risk",
+HEADLINE = ("stiffness_n_per_mm", "rotational_stiffness_nm_per_deg", "strength_n",
+            "factor_of_risk", "strength_pistoia_n", "strength_strain_n", "factor_of_risk_pistoia",
             "strength_pushover_n", "factor_of_risk_pushover",
             "endplate_bulge_superior_mm", "endplate_bulge_inferior_mm", "disc_pressure_mpa",
             "load_share_cortex", "height_anterior_mm", "wedge_angle_deg")
@@ -575,6 +616,8 @@ def _frame(name: str, case: str | None, value):
         if "level" not in df.columns:
             raise MetricsError(f"state {name!r}: the table has no 'level' column; pass "
                                "fem.metrics.level_metrics(result) or the Result itself")
+        if {"load_n", "strength_pistoia_n"} <= set(df.columns):
+            headline_strength(df)  # a table saved before the headline columns, or edited
     else:
         raise MetricsError(f"state {name!r}: expected a Result, a level_metrics table or a "
                            f"mapping of load case -> either, got {type(value).__name__}")
@@ -620,14 +663,15 @@ class Comparison:
         without one) and to the reference state."""
         level = self._level()
         t = self.table
-        names = {"stiffness_n_per_mm": "stiffness", "strength_pistoia_n": "strength_pistoia",
-                 "strength_strain_n": "strength_strain"}
+        names = {"stiffness_n_per_mm": "stiffness", "strength_n": "strength",
+                 "strength_pistoia_n": "strength_pistoia", "strength_strain_n": "strength_strain"}
         if has_values(t, "strength_pushover_n"):  # tables without a pushover stay as they were
             names["strength_pushover_n"] = "strength_pushover"
         if has_values(t, "rotational_stiffness_nm_per_deg"):  # so do axial-only tables
             names["rotational_stiffness_nm_per_deg"] = "rotational_stiffness"
         cols = list(names)
-        rows = t[t["level"] == level][KEYS + cols].reset_index(drop=True)
+        method = ["strength_method"] if "strength_method" in t.columns else []
+        rows = t[t["level"] == level][KEYS + method + cols].reset_index(drop=True)
         for base, tag in ((self.fractured, "fractured"), (self.reference, "reference")):
             ref = t[(t["state"] == base) & (t["level"] == level)][["load_case"] + cols]
             merged = rows[["load_case"]].merge(ref, on="load_case", how="left")
@@ -648,9 +692,11 @@ class Comparison:
         t = self.table
         base = self._baseline()
         near = [self.levels[j] for j in (i - 1, i + 1) if 0 <= j < len(self.levels)]
-        # the pushover's factor of risk where a neighbour had one (strength_levels = "all")
-        risks = ["factor_of_risk"] + (["factor_of_risk_pushover"] if has_values(
-            t[t["level"].isin(near)], "factor_of_risk_pushover") else [])
+        # where a neighbour had a pushover (strength_levels = "all") its headline factor of
+        # risk is the pushover's, and the Pistoia one is listed beside it
+        risks = ["factor_of_risk"] + (["factor_of_risk_pistoia"] if has_values(
+            t[t["level"].isin(near)], "strength_pushover_n") else [])
+        method = ["strength_method"] if "strength_method" in t.columns else []
         parts = []
         for pos, j, endplate in (("above", i - 1, "inferior"), ("below", i + 1, "superior")):
             if not (0 <= j < len(self.levels)):
@@ -659,7 +705,8 @@ class Comparison:
             upper = nb if pos == "above" else level
             disc = f"{nb}-{level}" if pos == "above" else f"{level}-{nb}"
             sel = t[t["level"] == nb][["state", "load_case", "factor_of_risk"]
-                                      + [f"endplate_bulge_{endplate}_mm"] + risks[1:]]
+                                      + [f"endplate_bulge_{endplate}_mm"] + risks[1:]
+                                      + method]
             press = t[t["level"] == upper][["state", "load_case", "disc_pressure_mpa"]]
             df = sel.merge(press, on=["state", "load_case"], how="left")
             df = df.rename(columns={f"endplate_bulge_{endplate}_mm": "endplate_bulge_mm"})
@@ -676,10 +723,10 @@ class Comparison:
         if not parts:
             raise MetricsError(f"the treated level {level} has no neighbour in the compared "
                                "levels: compare a segment with the levels around it")
-        order = ["state", "load_case", "level", "position", "factor_of_risk",
-                 "factor_of_risk_change_pct", "endplate", "endplate_bulge_mm",
-                 "endplate_bulge_mm_change_pct", "disc", "disc_pressure_mpa",
-                 "disc_pressure_mpa_change_pct"]
+        order = (["state", "load_case", "level", "position", "factor_of_risk",
+                  "factor_of_risk_change_pct"] + method
+                 + ["endplate", "endplate_bulge_mm", "endplate_bulge_mm_change_pct", "disc",
+                    "disc_pressure_mpa", "disc_pressure_mpa_change_pct"])
         for c in risks[1:]:
             order += [c, f"{c}_change_pct"]
         return pd.concat(parts, ignore_index=True)[order]

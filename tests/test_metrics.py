@@ -473,8 +473,9 @@ def test_compare_errors_name_the_fix(three_states):
 
 
 def test_comparison_lists_the_pushover_strength_where_there_is_one():
-    """collapse_prevention and adjacent_risk add the pushover's strength and factor of risk
-    where the tables hold them, and stay as they were for tables without (older stores)."""
+    """Where the tables hold a pushover, the headline strength and factor of risk are its own
+    (strength_method "pushover"), and collapse_prevention and adjacent_risk list the Pistoia
+    ones beside them; tables without one (older stores) keep the Pistoia headline."""
     import numpy as np
     import pandas as pd
 
@@ -497,12 +498,21 @@ def test_comparison_lists_the_pushover_strength_where_there_is_one():
                  "pvp": table(8, 2500, 4.0)})
     cp = c.collapse_prevention.set_index("state")
     assert cp.loc["pvp", "strength_pushover_ratio_fractured"] == pytest.approx(1.25)
-    ar = c.adjacent_risk
-    assert "factor_of_risk_pushover_change_pct" in ar.columns
+    assert cp.loc["pvp", "strength_ratio_fractured"] == pytest.approx(1.25)
+    assert cp.loc["pvp", "strength_pistoia_ratio_fractured"] == pytest.approx(1.0)
+    assert (cp["strength_method"] == "pushover").all()
+    ar = c.adjacent_risk.set_index(["state", "level"])
+    # load_n 1 N: the headline Phi is 1 / 2500 at PVP, 1 / 2000 fractured: 20 % lower
+    assert ar.loc[("pvp", "L1"), "factor_of_risk"] == pytest.approx(1.0 / 2500.0)
+    assert ar.loc[("pvp", "L3"), "factor_of_risk_change_pct"] == pytest.approx(-20.0)
+    assert ar.loc[("pvp", "L3"), "factor_of_risk_pistoia"] == pytest.approx(1.0)
     assert "strength_pushover_n" in str(c)
     for old in (compare({"intact": table(10, drop=True), "fractured": table(5, drop=True),
                          "pvp": table(8, cement=4.0, drop=True)}),
                 compare({"intact": table(10), "fractured": table(5), "pvp": table(8, None, 4.0)})):
         assert not any("pushover" in col for col in old.collapse_prevention.columns)
-        assert not any("pushover" in col for col in old.adjacent_risk.columns)
+        assert not any("pushover" in col or "pistoia" in col for col in
+                       old.adjacent_risk.columns)
+        assert (old.table["strength_method"] == "pistoia").all()
+        np.testing.assert_allclose(old.table["factor_of_risk"], 1.0)  # the Pistoia one
         str(old)

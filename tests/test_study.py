@@ -1282,6 +1282,9 @@ def test_pushover_columns_are_wired_into_a_run(tmp_path, monkeypatch):
     assert l2["strength_pushover_n"] == 2000.0 and l2["energy_to_failure_mj"] == 310.0
     assert l2["factor_of_risk_pushover"] == pytest.approx(l2["load_n"] / 2000.0)
     assert l2["pushover_peak_reached"] == 1.0
+    assert (l2["strength_n"], l2["strength_method"]) == (2000.0, "pushover")
+    assert l2["factor_of_risk"] == l2["factor_of_risk_pushover"]
+    assert l1["strength_method"] == "pistoia" and l1["strength_n"] == l1["strength_pistoia_n"]
     curve = pd.read_csv(tmp_path / "abc_curve.csv")
     assert list(curve["level"]) == ["L2", "L2"] and list(curve["force_n"]) == [0.0, 2000.0]
     calls.clear()
@@ -1305,6 +1308,44 @@ def test_an_old_store_gains_the_new_metric_columns(tmp_path):
     cols = {r[1] for r in store.db.execute("PRAGMA table_info(metrics)")}
     assert "strength_pushover_n" in cols
     store.close()
+
+
+def test_the_headline_strength_is_the_pushover_where_one_ran(finished, tmp_path):
+    """The summary's strength_n / factor_of_risk: a pushover's where a row has one, else the
+    Pistoia proxy's, as strength_method says; a store written before these columns (NULL
+    there, factor_of_risk holding the Pistoia one) reads the same way."""
+    import numpy as np
+    import pandas as pd
+
+    from fem.study.execute import PISTOIA_RESULT_COLUMNS, result_columns
+
+    folder = copy_study(finished["out"], tmp_path / "old")
+    db = sqlite3.connect(folder / "study.sqlite")
+    ((rid, level),) = db.execute("SELECT run_id, level FROM metrics LIMIT 1").fetchall()
+    db.execute("UPDATE metrics SET strength_n = NULL, strength_method = NULL, "
+               "factor_of_risk_pistoia = NULL")
+    db.execute("UPDATE metrics SET strength_pushover_n = 2 * strength_pistoia_n "
+               "WHERE run_id = ? AND level = ?", (rid, level))
+    db.commit()
+    db.close()
+    df = Study(folder).results()
+    pushed = (df["run_id"] == rid) & (df["level"] == level)
+    assert list(df.loc[pushed, "strength_method"]) == ["pushover"]
+    assert set(df.loc[~pushed, "strength_method"]) == {"pistoia"}
+    r = df[pushed].iloc[0]
+    assert r["strength_n"] == pytest.approx(2.0 * r["strength_pistoia_n"], rel=1e-12)
+    assert r["factor_of_risk"] == pytest.approx(r["load_n"] / r["strength_n"], rel=1e-12)
+    assert r["factor_of_risk_pistoia"] == pytest.approx(2.0 * r["factor_of_risk"], rel=1e-12)
+    rest = df[~pushed]
+    np.testing.assert_allclose(rest["strength_n"], rest["strength_pistoia_n"], rtol=1e-12)
+    np.testing.assert_allclose(rest["factor_of_risk"], rest["load_n"] / rest["strength_n"],
+                               rtol=1e-12)
+    assert set(PISTOIA_RESULT_COLUMNS) <= set(result_columns(df))
+    plain = Study(finished["out"]).results()  # no pushover: the headline is the Pistoia one
+    assert (plain["strength_method"] == "pistoia").all()
+    assert not set(PISTOIA_RESULT_COLUMNS) & set(result_columns(plain))
+    pd.testing.assert_series_equal(plain["factor_of_risk"], plain["factor_of_risk_pistoia"],
+                                   check_names=False)
 
 
 @pytest.mark.slow

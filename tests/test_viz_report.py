@@ -196,6 +196,40 @@ def test_risk_bars_one_group_per_level_one_bar_per_run(study):
     assert [c.get_label() for c in labelled.axes[0].containers] == ["before", "after"]
 
 
+def test_plots_say_which_strength_a_pushover_study_used(study):
+    """A study with strength = "pushover" at the treated level: the headline strength and
+    factor of risk are the pushover's at L2 and the Pistoia proxy's at L1; the plots show the
+    headline values and say, per panel and per level, which method found them."""
+    from fem.metrics import headline_strength
+    from fem.viz.plots import risk_bars, study_curves
+
+    df = study["df"].copy()
+    l2 = df["level"] == "L2"
+    df.loc[l2, "strength_pushover_n"] = 3.0 * df.loc[l2, "strength_pistoia_n"]
+    headline_strength(df)
+    assert list(df.loc[l2, "strength_method"].unique()) == ["pushover"]
+    assert list(df.loc[~l2, "strength_method"].unique()) == ["pistoia"]
+    np.testing.assert_allclose(df.loc[l2, "factor_of_risk"],
+                               df.loc[l2, "factor_of_risk_pistoia"] / 3.0, rtol=1e-12)
+    np.testing.assert_allclose(df.loc[~l2, "factor_of_risk"],
+                               df.loc[~l2, "factor_of_risk_pistoia"], rtol=1e-12)
+
+    ax = study_curves(df, "strength_n").axes[0]  # L2 alone: one method, named in the label
+    assert ax.get_ylabel() == "strength, pushover (N)" and ax.get_title() == "L2, standing"
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    np.testing.assert_allclose(lines["fractured"].get_ydata()[0],
+                               value(df, run_of(df, "fractured"), "L2", "strength_pushover_n"))
+    fig = study_curves(df, "factor_of_risk", level="all")
+    assert [a.get_title() for a in fig.axes] == ["L1, standing (Pistoia)",
+                                                 "L2, standing (pushover)"]
+    assert fig.axes[0].get_ylabel().endswith("pushover or Pistoia (-)")
+    ax, = risk_bars(df).axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["L1\nPistoia", "L2\npushover"]
+    rid = run_of(df, "pvp", 4.0)
+    bars = ax.containers[list(dict.fromkeys(df["run_id"])).index(rid)]
+    assert bars[1].get_height() == pytest.approx(value(df, rid, "L2", "factor_of_risk"))
+
+
 def test_plots_refuse_what_the_table_lacks(study):
     from fem.errors import ModelError
     from fem.viz.plots import risk_bars, study_curves

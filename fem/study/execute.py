@@ -26,24 +26,25 @@ from .store import Store, StoreError
 
 #: the columns ``vfem results`` shows, one row per run and level (``stiffness_n_per_mm`` under
 #: axial compression, ``rotational_stiffness_nm_per_deg`` under a moment; NaN otherwise)
+#: ``strength_n`` and ``factor_of_risk`` are the headline ones (:func:`fem.metrics.
+#: headline_strength`): the damage pushover's peak load where the spec's ``strength =
+#: "pushover"`` ran one on that level, the Pistoia proxy elsewhere, as ``strength_method`` says
 RESULT_COLUMNS = ["run_id", "procedure", "approach", "cement_volume_ml", "load_case", "level",
                   "stiffness_n_per_mm", "rotational_stiffness_nm_per_deg", "strength_n",
-                  "factor_of_risk", "endplate_bulge_mm", "disc_pressure_mpa"]
-#: the pushover's columns, shown beside :data:`RESULT_COLUMNS` by :func:`result_columns` in
-#: studies that ran one (``strength = "pushover"``)
-PUSHOVER_RESULT_COLUMNS = ["strength_pushover_n", "factor_of_risk_pushover"]
+                  "factor_of_risk", "strength_method", "endplate_bulge_mm", "disc_pressure_mpa"]
+#: the Pistoia proxy's columns, shown beside :data:`RESULT_COLUMNS` by :func:`result_columns`
+#: in studies where some headline strength is a pushover's (``strength = "pushover"``)
+PISTOIA_RESULT_COLUMNS = ["strength_pistoia_n", "factor_of_risk_pistoia"]
 
 
 def result_columns(df) -> list:
-    """:data:`RESULT_COLUMNS`, with :data:`PUSHOVER_RESULT_COLUMNS` after the Pistoia factor of
-    risk where ``df`` holds a pushover's numbers (older stores and pistoia-only studies: none)."""
-    from ..metrics import has_values
-
+    """:data:`RESULT_COLUMNS`, with :data:`PISTOIA_RESULT_COLUMNS` after ``strength_method``
+    where some row's headline strength is a pushover's (pistoia-only studies and older stores:
+    the headline is the Pistoia strength already)."""
     cols = list(RESULT_COLUMNS)
-    if all(c in df.columns for c in PUSHOVER_RESULT_COLUMNS) and has_values(
-            df, "strength_pushover_n"):
-        i = cols.index("factor_of_risk") + 1
-        cols[i:i] = PUSHOVER_RESULT_COLUMNS
+    if "strength_method" in df.columns and (df["strength_method"] == "pushover").any():
+        i = cols.index("strength_method") + 1
+        cols[i:i] = PISTOIA_RESULT_COLUMNS
     return cols
 
 
@@ -230,7 +231,11 @@ def results_frame(store: Store):
     df = base.merge(mets, on="run_id", how="inner")
     cemented = df["procedure"].isin(["pvp", "pkp"])
     df["cement_volume_ml"] = df["cement_volume_ml"].where(cemented, 0.0)
-    df["strength_n"] = df["strength_pistoia_n"]
+    # the headline strength and factor of risk, recomputed from the per-method columns: a store
+    # written before they existed has them NULL (and its factor_of_risk was the Pistoia one)
+    from ..metrics import headline_strength
+
+    headline_strength(df)
     df["endplate_bulge_mm"] = df[["endplate_bulge_superior_mm",
                                   "endplate_bulge_inferior_mm"]].max(axis=1)
     order = RESULT_COLUMNS + [c for c in df.columns if c not in RESULT_COLUMNS]

@@ -45,6 +45,10 @@ def _versions() -> dict:
     return {"vertebra-fem": __version__, "numpy": numpy.__version__, "scipy": scipy.__version__}
 
 
+#: the metric columns that hold text, not numbers
+TEXT_METRICS = ("leak_locations", "strength_method")
+
+
 def _metric_columns():
     from ..metrics import COLUMNS
 
@@ -92,7 +96,7 @@ class Store:
     # ------------------------------------------------------------------ schema
 
     def _schema(self):
-        cols = ", ".join(f'"{c}"' + (" TEXT" if c == "leak_locations" else " REAL")
+        cols = ", ".join(f'"{c}"' + (" TEXT" if c in TEXT_METRICS else " REAL")
                          for c in _metric_columns())
         try:
             with self.transaction():
@@ -125,7 +129,7 @@ class Store:
                 for c in _metric_columns():
                     if c not in have:
                         self.db.execute(f'ALTER TABLE metrics ADD COLUMN "{c}" '
-                                        + ("TEXT" if c == "leak_locations" else "REAL"))
+                                        + ("TEXT" if c in TEXT_METRICS else "REAL"))
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a vertebra-fem study store ({exc})") from None
 

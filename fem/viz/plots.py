@@ -22,10 +22,13 @@ from ..errors import ModelError
 METRIC_LABELS = {
     "stiffness_n_per_mm": "stiffness (N/mm)",
     "rotational_stiffness_nm_per_deg": "rotational stiffness (N m/deg)",
-    "strength_n": "strength, Pistoia (N)",
+    "strength_n": "strength (N)",
     "strength_pistoia_n": "strength, Pistoia (N)",
+    "strength_pushover_n": "strength, pushover (N)",
     "strength_strain_n": "strength, principal strain (N)",
     "factor_of_risk": "factor of risk Φ = load / strength (-)",
+    "factor_of_risk_pistoia": "factor of risk Φ, Pistoia (-)",
+    "factor_of_risk_pushover": "factor of risk Φ, pushover (-)",
     "factor_of_risk_strain": "factor of risk Φ, principal strain (-)",
     "endplate_bulge_mm": "endplate bulge (mm)",
     "disc_pressure_mpa": "disc pressure (MPa)",
@@ -132,6 +135,40 @@ def state_label(row, extra=()) -> str:
     return ", ".join([name] + [_label(row[k], k) for k in extra])
 
 
+#: the metrics whose method a row's ``strength_method`` names (fem.metrics.headline_strength),
+#: and the column of each method's own value
+HEADLINE_METRICS = {"strength_n": "strength_{}_n", "factor_of_risk": "factor_of_risk_{}"}
+METHOD_NAMES = {"pushover": "pushover", "pistoia": "Pistoia"}
+MIXED_LABELS = {"strength_n": "strength, pushover or Pistoia (N)",
+                "factor_of_risk": "factor of risk Φ = load / strength, pushover or Pistoia (-)"}
+
+
+def _methods(rows, metric: str) -> list[str]:
+    """The ``strength_method`` values of the rows where ``metric`` is a number (none where it
+    is not a headline metric or the table has no such column: an older store)."""
+    if metric not in HEADLINE_METRICS or "strength_method" not in rows.columns:
+        return []
+    ok = np.isfinite(rows[metric].to_numpy(float))
+    return list(dict.fromkeys(rows["strength_method"][ok].dropna()))
+
+
+def strength_method(rows, metric: str) -> str:
+    """How the headline strength of ``rows`` was found, for a panel's title or a level's tick:
+    "pushover", "Pistoia", "pushover and Pistoia" (runs differ), or ""."""
+    return " and ".join(METHOD_NAMES.get(m, str(m)) for m in _methods(rows, metric))
+
+
+def metric_label(rows, metric: str) -> str:
+    """The axis label of ``metric`` (units in brackets); a headline strength or factor of risk
+    names its method ("strength, pushover (N)") or says the rows mix two."""
+    found = _methods(rows, metric)
+    if len(found) == 1:
+        return METRIC_LABELS.get(HEADLINE_METRICS[metric].format(found[0]), METRIC_LABELS[metric])
+    if found:
+        return MIXED_LABELS[metric]
+    return METRIC_LABELS.get(metric, metric)
+
+
 def _grid(n_rows, n_cols, sharey):
     from matplotlib.figure import Figure
 
@@ -164,6 +201,8 @@ def study_curves(df, metric: str = "factor_of_risk", level=None, x: str = "cemen
                        exclude=(x, by, "procedure", "load_case", "cement_volume_ml",
                                 "approach", "cement", "balloon_ml", "height_restoration",
                                 "tip_depth", "seed", "treated_level"))
+    shown = df[df["level"].isin(levels) & df["load_case"].isin(cases)]
+    label, mixed = metric_label(shown, metric), len(_methods(shown, metric)) > 1
     fig, axes = _grid(len(cases), len(levels), sharey="row")
     for i, case in enumerate(cases):
         for j, lv in enumerate(levels):
@@ -194,13 +233,16 @@ def study_curves(df, metric: str = "factor_of_risk", level=None, x: str = "cemen
                                                                  zip(ref_keys, values)]))
             if metric.startswith("factor_of_risk"):
                 ax.axhline(1.0, color="k", lw=0.8, alpha=0.6, label="Φ = 1 (fracture)")
-            ax.set_title(f"{lv}, {case}", fontsize=10)
+            # panels whose strengths were found differently say how (pushover at the treated
+            # level, Pistoia elsewhere, in a study with strength_levels = "treated")
+            how = strength_method(here, metric) if mixed else ""
+            ax.set_title(f"{lv}, {case}" + (f" ({how})" if how else ""), fontsize=10)
             ax.set_xlabel(X_LABELS.get(x, x))
             if j == 0:
-                ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+                ax.set_ylabel(label)
             ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=7)
-    fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} against {X_LABELS.get(x, x)}",
+    fig.suptitle(f"{label} against {X_LABELS.get(x, x)}",
                  fontsize=11)
     return fig
 
@@ -250,10 +292,16 @@ def risk_bars(df, runs=None, load_case=None, *, levels=None):
                 if not math.isfinite(v):
                     bar.set_hatch("//")
         ax.axhline(1.0, color="k", lw=1.0, ls="--", label="Φ = 1 (fracture)")
-        ax.set_xticks(pos, lv_order)
+        # where levels' strengths were found differently (a pushover at the treated level, the
+        # Pistoia proxy elsewhere: strength_levels = "treated"), each tick says how
+        shown = here[here["run_id"].isin(order) & here["level"].isin(lv_order)]
+        how = ([strength_method(shown[shown["level"] == lv], "factor_of_risk")
+                for lv in lv_order] if len(_methods(shown, "factor_of_risk")) > 1
+               else [""] * len(lv_order))
+        ax.set_xticks(pos, [f"{lv}\n{h}" if h else lv for lv, h in zip(lv_order, how)])
         ax.set_xlabel("level")
         if k == 0:
-            ax.set_ylabel(METRIC_LABELS["factor_of_risk"])
+            ax.set_ylabel(metric_label(df[df["level"].isin(lv_order)], "factor_of_risk"))
         ax.set_title(case, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     axes[0, -1].legend(fontsize=7)

@@ -39,9 +39,9 @@ HEADERS = {
     "cement_volume_ml": "cement (mL)", "load_case": "load case", "level": "level",
     "stiffness_n_per_mm": "stiffness (N/mm)",
     "rotational_stiffness_nm_per_deg": "rotational stiffness (N m/deg)",
-    "strength_n": "strength, Pistoia (N)",
-    "factor_of_risk": "factor of risk Φ (-)", "strength_pushover_n": "strength, pushover (N)",
-    "factor_of_risk_pushover": "factor of risk, pushover (-)",
+    "strength_n": "strength (N)", "factor_of_risk": "factor of risk Φ (-)",
+    "strength_method": "strength by", "strength_pistoia_n": "strength, Pistoia (N)",
+    "factor_of_risk_pistoia": "factor of risk, Pistoia (-)",
     "endplate_bulge_mm": "endplate bulge (mm)",
     "disc_pressure_mpa": "disc pressure (MPa)",
 }
@@ -262,7 +262,7 @@ def _write_png(path, img: np.ndarray):
 
 def _plots(df, figs: _Figures) -> list[tuple[str, str]]:
     """(caption, file) of the study plots."""
-    from .plots import METRIC_LABELS, risk_bars, study_curves, treated_levels
+    from .plots import metric_label, risk_bars, study_curves, treated_levels
 
     out = []
     treated = treated_levels(df)
@@ -277,7 +277,9 @@ def _plots(df, figs: _Figures) -> list[tuple[str, str]]:
             continue
         fig = study_curves(df, metric, load_case=cases)
         some = f" ({', '.join(cases)})" if len(cases) < df["load_case"].nunique() else ""
-        out.append((f"{METRIC_LABELS[metric]} against cement volume at {where}{some}: PVP and "
+        drawn = df[df["load_case"].isin(cases) & (df["level"].isin(treated) if treated
+                                                  else True)]
+        out.append((f"{metric_label(drawn, metric)} against cement volume at {where}{some}: PVP and "
                     "PKP lines, intact and fractured runs as horizontal references",
                     figs.plot(f"curves-{metric}", fig)))
     if cemented and df["level"].nunique() > 1:
@@ -416,8 +418,11 @@ def _page(study, table, plots, sections, problems, files_name: str) -> str:
         f"<p>Recipe <code>{e(spec.recipe)}</code>; runs: "
         + ", ".join(f"{n} {e(s)}" for s, n in sorted(counts.items()))
         + f". Written {e(when)} by vertebra-fem {e(str(__version__))}. Units: mm, N, MPa, mL; "
-        "the factor of risk Φ is load / strength (Pistoia criterion); Φ &gt; 1 predicts "
-        "fracture.</p>",
+        "the factor of risk Φ is load / strength; Φ &gt; 1 predicts fracture. The strength is "
+        "the peak load of a damage pushover of the level where the study ran one ("
+        "<code>strength = \"pushover\"</code>), else the linear Pistoia proxy (2 % of the "
+        "body's bone volume above 0.7 % strain); the column <i>strength by</i> says which, row "
+        "by row.</p>",
         _spec_table(spec),
         "<h2>Results</h2>", "<p>One row per run and level.</p>", _results_table(table),
     ]
@@ -483,7 +488,7 @@ def _results_table(df) -> str:
                 noted = True
                 cells.append(f"<td>{e(STIFFNESS_UNDER_MOMENT)}</td>")
                 continue
-            if c in ("factor_of_risk", "factor_of_risk_pushover") and isinstance(v, float) \
+            if c in ("factor_of_risk", "factor_of_risk_pistoia") and isinstance(v, float) \
                     and v > 1.0:
                 kind = "risk"
             cells.append(f"<td{f' class={kind}' if kind else ''}>{e(format_value(v))}</td>")
