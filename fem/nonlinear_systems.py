@@ -61,9 +61,17 @@ def make_system(model, law, *, backend, solver, rtol, control):
     except BackendError as exc:
         raise SolverError(str(exc)) from None
     model.check_materials()
-    if model.orthotropic_mask().any():
-        raise SolverError("the damage law is isotropic: orthotropic elements are not supported "
-                          "in a pushover")
+    # the damage law scales an isotropic modulus: an orthotropic element may take part only
+    # as an elastic one (a rig's slip layer, fem.meshes.rigs), whose stiffness never changes
+    ortho = model.orthotropic_mask()
+    if ortho.any() and len(law.yield_strain_compression) == len(ortho):
+        can = np.isfinite(law.yield_strain_compression) | np.isfinite(law.yield_strain_tension)
+        bad = np.nonzero(ortho & can)[0]
+        if len(bad):
+            raise SolverError(
+                f"the damage law is isotropic: element {int(model.element_ids[bad[0]])} is "
+                f"orthotropic and can yield ({len(bad)} such elements); give them infinite "
+                "yield strains (elastic) or an isotropic material")
     sysm = _system.compile_conditions(model)
     _system.check_constraints(model, sysm)
     grid = None

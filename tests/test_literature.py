@@ -1,47 +1,34 @@
-"""The parametric vertebra against numbers from the literature (issue 4, deliverable 8).
+"""The parametric vertebra against numbers from the literature (issue 4, deliverable 8; issue 16,
+deliverable 1). Each check says which kind of number it compares with
+(``fem.meshes.experiments``) and asserts only what that kind of number can defend.
 
-Intact osteoporotic L1 stiffness. The model copies the in vitro whole-body compression test: the
-L1 body without posterior elements (the tests cut them off), materials of
-``BoneQuality(bmd=70)`` (QCT trabecular BMD below the 80 mg/cm^3 osteoporosis threshold), the
-inferior endplate fixed and the superior endplate tied to a rigid plate carrying the 500 N
-standing case. Stiffness = F / plate descent: with the bottom fixed, the descent is the
-shortening between the two platens, the quantity a testing machine reads from its crosshead
-(a measured value also contains the machine and embedding compliance, which lowers it).
+Intact osteoporotic L1 stiffness (``BoneQuality(bmd=70)``: QCT trabecular BMD below the
+80 mg/cm^3 osteoporosis threshold; posterior elements cut off, as whole-body tests do).
 
-Measured range: NOT VERIFIED, so that check skips (``MEASURED_STIFFNESS`` is None). Searched
-and read as far as the stored copies go (abstracts, a few PMC table pages): Wegrzyn et al. 2011
-(J Bone Miner Res 26:739; 21 L3, initial stiffness measured but the abstract gives only its
-53 +- 18 % loss after a 25 % deformity), Roux et al. 2010 (J Bone Miner Res 25:356; 31 L3, 75 y;
-correlations only), Buckley et al. 2007 (Bone 40:767; 81 T6-T10, 85 +- 8 y; Table 3 gives a
-stiffness RMSE of 0.96-1.14 kN/mm at R^2 <= 0.38, not the mean), Kurutz et al. 2008 (J Multidiscip
-Healthc 1:105; 54 osteoporotic L1-L2; moduli, not stiffness), Hou et al. 2013 (PLoS One,
-doi:10.1371/journal.pone.0076843; stiffness per BMD group only in a figure), Tohmeh et al. 1999
-(Spine 24:1772), Kopperdahl et al. 2000, Crawford et al. 2003, Dall'Ara et al. 2010, Eswaran et al.
-2006 (no stiffness value in what could be read); and, searched again later, Steens et al. 2007 (Spine;
-25 osteoporotic vertebrae, stiffness cut off in the abstract), Holub et al. 2015 (J Biomech; %
-changes only), Kinzl et al. 2012 (Eur Spine J; % changes only), Aquarius et al. 2014 (Med Eng
-Phys), Giambini et al. (PMC4852468; FE errors only), Day et al. 2020 (JOR Spine, PMC7084049) and
-Trost et al. 2020 (Arch Orthop Trauma Surg 140:1395, doi:10.1007/s00402-020-03382-x: 7 intact
-osteoporotic Th11-L2 controls failed at a mean 2841 N and a mean 0.99 mm, a secant of about
-2.9 kN/mm to failure; a ratio of group means, not a reported stiffness, so not used). Fill
-``MEASURED_STIFFNESS`` with a checked range (and its citation, donors and level) to turn the
-check on. Expect it to need the test's compliance: a crosshead stiffness includes the platens,
-the embedding and the seating of the endplates, which this model (rigid platens tied to the
-endplates) leaves out; Trost's secant is about a sixth of this model's 18-19 kN/mm.
-
-Not a measured range, so not used here: the only numbers found are finite-element predictions of
-an independent lab, the Bonelab spine FE benchmark (github.com/Bonelab/spineFE-benchmark,
-``results/verse19fem_AppendixA.csv``, column "Stiffness (linear) [N/mm]"; manuscript "in
-submission" in 2024): linear voxel FE of whole vertebrae (posterior elements included, loaded
-through PMMA caps) from 141 clinical VerSe CT scans (66 +- 15 y, vBMD 77.8 +- 53.6 mg/cm^3).
-Their L1 targets at 60-80 mg/cm^3 give 12.0-16.0 kN/mm, below this model's 18-19 kN/mm at
-70 mg/cm^3 (``BoneQuality(bmd=70)`` gives a trabecular E of 166 MPa, above the 34-146 MPa
-usually reported for such bone).
+* Against an independent FE computation, like with like: the Bonelab spine FE benchmark
+  (github.com/Bonelab/spineFE-benchmark, ``results/verse19fem_AppendixA.csv``) computed the
+  linear stiffness and nonlinear failure load of vertebrae from clinical CT between PMMA disks
+  (2 500 MPa) under 0.2 mm. Its lumbar vertebrae of 60-80 mg/cm^3 (n = 21): 14.9 +- 2.6 kN/mm
+  (11.7-20.9) and 2.56 +- 0.80 kN (0.88-4.73). The same rig here (``fem.meshes.rigs``, tied PMMA
+  disks, fixed platen) gives 20.5 kN/mm at 1.5 mm voxels (20.6 at 1 mm): inside the range, at
+  its top, 1.4 SD above the mean (their vertebrae keep their posterior elements and a CT-blurred
+  cortex; ours is the parametric L1 with a 0.4 mm cortex of 8 GPa); and a pushover of L1 in it
+  peaks at 4.0 kN at 2 mm (inside the range, 1.8 SD above the mean). The tests assert the ranges.
+* Against a measured crosshead stiffness: Day, Jones & Wilcox 2020 (JOR Spine 3:e1077; thesis
+  table in mngad/pythonPlotting): 14 lumbar bodies of donors aged 83-94, 4 599 +- 1 398 N/mm
+  (2 891-7 185), posterior elements cut at the pedicles, PMMA end-caps, a ball-mounted platen.
+  A crosshead stiffness holds the machine's, the fixtures' and the caps' seating compliance in
+  series with the specimen's, so it is a lower bound of the specimen's own stiffness; the model of
+  the specimen alone (their protocol replicated: frictionless caps, ball platen) must lie above
+  the highest of them, and does (19.0 kN/mm at 1 mm). Closing the gap to their mean takes a
+  series stiffness of about 6 kN/mm (``bench/validation.py``, docs/validation.md); the thesis
+  gives no measurement of its machine's compliance, so that number is not checked against one,
+  and no test asserts the model inside the crosshead range.
 
 Mesh: the stiffness is not monotone in the voxel size, because the 0.4 mm cortex and the 0.25 mm
-endplates are one voxel thick with a thickness-scaled modulus. Measured on this model: 18.1, 18.9,
-19.4 and 18.9 kN/mm at 1.5, 1.0, 0.75 and 0.5 mm voxels, so 1.0 mm (about 4 s) lies within 0.2 %
-of the 0.5 mm value and the spread from 1.0 to 0.5 mm is about 3 %.
+endplates are one voxel thick with a thickness-scaled modulus. Measured on the bare body between
+rigid platens: 18.1, 18.9, 19.4 and 18.9 kN/mm at 1.5, 1.0, 0.75 and 0.5 mm voxels, so 1.0 mm
+(about 4 s) lies within 0.2 % of the 0.5 mm value and the spread from 1.0 to 0.5 mm is about 3 %.
 """
 
 from __future__ import annotations
@@ -49,20 +36,19 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-import pytest
 
 import fem
-from fem.meshes import loadcases
+from fem.meshes import experiments, loadcases, rigs
 from fem.meshes.bone import BoneQuality
 from fem.meshes.vertebra import LEVELS, vertebra_model
 
 BMD = 70.0
 VOXEL = 1.0
 COARSER = 1.5
-
-#: (low, high) intact whole-body stiffness in N/mm from a checked source, or None (see the module
-#: docstring for what was searched)
-MEASURED_STIFFNESS: tuple[float, float] | None = None
+#: voxel sizes of the rig checks (mm): the benchmark replica's stiffness moves 0.6 % from 1.5 to
+#: 1.0 mm, the crosshead bound is an order of magnitude away from either
+RIG_VOXEL = 1.5
+PUSHOVER_VOXEL = 2.0
 
 
 @lru_cache(maxsize=None)
@@ -84,13 +70,41 @@ def test_intact_osteoporotic_l1_stiffness_is_settled_in_the_voxel_size():
     assert abs(k - k_coarse) / k < 0.05, (k, k_coarse)
 
 
-def test_intact_osteoporotic_l1_stiffness():
-    """The intact osteoporotic L1 lies inside the measured range (mean +- 2 SD or min-max)."""
-    if MEASURED_STIFFNESS is None:
-        pytest.skip("no measured intact vertebral-body stiffness could be checked in a primary "
-                    "source: fill MEASURED_STIFFNESS (see the module docstring)")
-    lo, hi = MEASURED_STIFFNESS
-    assert lo <= l1_stiffness(VOXEL) <= hi
+def _rig(contact, platen, cap_material=rigs.CAP_MATERIAL, voxel=RIG_VOXEL):
+    m = rigs.potted_body("L1", voxel_size=voxel, materials=BoneQuality(bmd=BMD),
+                         contact=contact, cap_material=cap_material)
+    rigs.compression_test(m, 0.2, platen=platen)
+    return m
+
+
+def test_intact_l1_in_the_fe_benchmark_rig_lies_in_its_range():
+    """Kind "fe": the benchmark's protocol (PMMA disks of 2 500 MPa tied to the endplates, fixed
+    platen, 0.2 mm) gives a linear stiffness inside the range of its 21 lumbar vertebrae of
+    60-80 mg/cm^3."""
+    ref = experiments.SPINEFE_STIFFNESS
+    k = rigs.machine_stiffness(fem.solve(_rig("tied", "fixed", (2500.0, 0.3)), rtol=1e-10))
+    assert ref.in_range(k), (k, ref.describe())
+
+
+def test_intact_l1_failure_load_in_the_fe_benchmark_rig_lies_in_its_range():
+    """Kind "fe": the peak of a damage pushover of L1 in the benchmark's rig lies inside the
+    range of its nonlinear failure loads at 60-80 mg/cm^3."""
+    from fem.strength import pushover
+
+    ref = experiments.SPINEFE_FAILURE
+    m = _rig("tied", "fixed", (2500.0, 0.3), voxel=PUSHOVER_VOXEL)
+    res = pushover(m, level="L1", control="displacement")
+    assert res.peak_reached
+    assert ref.in_range(res.peak_load), (res.peak_load, ref.describe())
+
+
+def test_intact_l1_is_stiffer_than_any_crosshead_stiffness_of_day_2020():
+    """Kind "crosshead": a testing machine's stiffness is a lower bound of the specimen's, so the
+    specimen's model in the same set-up (frictionless end-caps, ball platen) lies above every
+    one of Day et al.'s 14 bodies."""
+    ref = experiments.DAY_2020
+    k = rigs.machine_stiffness(fem.solve(_rig("frictionless", "ball"), rtol=1e-10))
+    assert k > ref.high, (k, ref.describe())
 
 
 def test_thoracic_discs_lie_in_the_measured_thoracic_range():

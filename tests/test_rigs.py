@@ -141,3 +141,27 @@ def test_bad_rig_input_names_the_fault():
 
     with pytest.raises(BoundaryConditionError, match="potted_body"):
         rigs.compression_test(vertebra_model("L1", voxel_size=3.0))
+
+
+def test_a_pushover_runs_in_the_frictionless_rig_and_starts_on_the_linear_slope():
+    """The slip layer is orthotropic and elastic: a pushover takes it (only yielding
+    orthotropic elements are refused), and its first, elastic step has the linear machine
+    stiffness (nonlinear = linear below the first yield)."""
+    from fem.strength import bone_damage_law, pushover
+
+    m, _, k = run_rig(contact="frictionless", platen="fixed")
+    m2 = body(contact="frictionless")
+    rigs.compression_test(m2, 0.2, platen="fixed")
+    res = pushover(m2, level="L1", control="displacement")
+    d, f = res.curve[1]
+    assert f / d == pytest.approx(k, rel=1e-3)
+    assert res.peak_reached and res.peak_load > f
+    law = bone_damage_law(m2)
+    slip = m2.regions["rig/slip_inferior"]
+    assert np.isinf(law.yield_strain_compression[slip]).all()  # elastic
+    ec = law.yield_strain_compression.copy()
+    ec[slip[0]] = 0.01
+    bad = type(law)(ec, law.yield_strain_tension, law.residual, law.softening_strain,
+                    law.kappa0, reference_size=law.reference_size)
+    with pytest.raises(fem.SolverError, match="orthotropic and can yield"):
+        fem.solve_nonlinear(m2, bad, control="displacement")

@@ -1,0 +1,111 @@
+"""Published numbers the model is checked against: each with its source, what kind of number it
+is, and the selection that produced it (``bench/validation.py`` prints the model beside them;
+``tests/test_literature.py`` asserts what they can defend). Units in each entry's ``unit``.
+
+Kinds:
+
+* ``"crosshead"``: a testing machine's stiffness, force over crosshead travel. It contains the
+  compliance of the machine, its fixtures and the seating of the end-caps in series with the
+  specimen's, so it is a LOWER bound of the specimen's own stiffness (1/k = 1/k_specimen +
+  1/k_rest), not the number a finite-element model of the specimen alone computes;
+* ``"fe"``: an independent finite-element computation of real vertebrae (not a measurement),
+  comparable like with like when the protocol is replicated;
+* ``"in vivo"`` / ``"in vitro"``: measured on people / on cadaver specimens directly (an
+  intradiscal pressure needle, strain on the specimen).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One published number: its mean, SD (NaN if not given), range and count."""
+
+    name: str
+    source: str
+    quantity: str
+    unit: str
+    kind: str
+    n: int
+    mean: float
+    sd: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    protocol: str = ""
+
+    def within(self, value: float, sds: float = 1.0) -> bool | None:
+        """Whether ``value`` lies within mean +- ``sds`` SD (None: no SD was published)."""
+        if math.isfinite(self.sd):
+            return abs(value - self.mean) <= sds * self.sd
+        return None
+
+    def in_range(self, value: float) -> bool | None:
+        """Whether ``value`` lies within the published min-max range (None: none published)."""
+        if math.isfinite(self.low) and math.isfinite(self.high):
+            return self.low <= value <= self.high
+        return None
+
+    def describe(self) -> str:
+        sd = f" ± {self.sd:.4g}" if math.isfinite(self.sd) else ""
+        rng = (f" ({self.low:.4g}-{self.high:.4g})" if math.isfinite(self.low) else "")
+        return f"{self.mean:.4g}{sd}{rng} {self.unit}"
+
+
+#: Day, Jones & Wilcox 2020 (JOR Spine 3:e1077): 14 lumbar vertebral bodies (L1-L5 of 4 donors
+#: aged 83-94), the thesis table ``tab:aug_non_aug_stiff`` (public repository
+#: mngad/pythonPlotting, ``Chapters/Chapter_HT.tex``), mean and sample SD of its 14 intact values
+DAY_2020_INTACT = (2991.0, 3456.0, 3244.0, 3223.0, 2891.0, 6149.0, 5153.0, 5357.0, 5338.0,
+                   3277.0, 5064.0, 6098.0, 4957.0, 7185.0)
+
+
+def _stats(values):
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return n, mean, sd, min(values), max(values)
+
+
+_n, _m, _s, _lo, _hi = _stats(DAY_2020_INTACT)
+DAY_2020 = Reference(
+    name="day2020", source="Day, Jones & Wilcox 2020, JOR Spine 3:e1077 (thesis data, "
+    "mngad/pythonPlotting)", quantity="intact vertebral-body stiffness", unit="N/mm",
+    kind="crosshead", n=_n, mean=_m, sd=_s, low=_lo, high=_hi,
+    protocol="L1-L5 bodies, posterior elements cut at the pedicles, PMMA end-caps, upper cap on "
+    "a ball; steepest slope of the machine's force-crosshead curve up to 1 600 N")
+
+#: the Bonelab spine FE benchmark (github.com/Bonelab/spineFE-benchmark,
+#: ``results/verse19fem_AppendixA.csv``): linear and nonlinear voxel FE of whole vertebrae from
+#: clinical CT (VerSe), PMMA disks (E 2 500 MPa, nu 0.3) on both endplates, 0.2 mm
+#: displacement, trabecular modulus by Kopperdahl's law. Selected here: the lumbar vertebrae with
+#: a phantomless vBMD of 60-80 mg/cm^3 (n = 21, mean 70.9; 12 L1, 6 L2, 2 L4, 1 L5), the density
+#: of the project's osteoporotic default (``BoneQuality(bmd=70)``)
+SPINEFE_STIFFNESS = Reference(
+    name="spinefe_stiffness", source="Bonelab spineFE-benchmark (verse19fem Appendix A)",
+    quantity="linear stiffness, lumbar, vBMD 60-80 mg/cm3", unit="N/mm", kind="fe", n=21,
+    mean=14854.0, sd=2595.0, low=11695.0, high=20911.0,
+    protocol="whole vertebra between PMMA disks (2 500 MPa), 0.2 mm axial displacement")
+SPINEFE_FAILURE = Reference(
+    name="spinefe_failure", source="Bonelab spineFE-benchmark (verse19fem Appendix A)",
+    quantity="nonlinear failure load, lumbar, vBMD 60-80 mg/cm3", unit="N", kind="fe", n=21,
+    mean=2559.0, sd=804.0, low=877.0, high=4730.0,
+    protocol="as the linear stiffness, nonlinear bone; peak force")
+
+#: Wilke et al. 1999 (Spine 24:755): intradiscal pressure at L4-L5 of one volunteer, relaxed
+#: standing; the load of the project's "standing" case (500 N) is its source's equivalent
+#: (``fem.meshes.loadcases``)
+WILKE_1999 = Reference(
+    name="wilke1999", source="Wilke et al. 1999, Spine 24:755", quantity="L4-L5 nucleus "
+    "pressure, relaxed standing", unit="MPa", kind="in vivo", n=1, mean=0.5,
+    protocol="pressure transducer in the nucleus of one volunteer (no spread published)")
+#: Nachemson 1960 (Acta Orthop Scand 31 suppl 43): nucleus pressure about 1.5 x axial load /
+#: disc cross-section, in cadaver discs (the factor as quoted by the biomechanics reference of
+#: this project; no spread given)
+NACHEMSON_1960 = Reference(
+    name="nachemson1960", source="Nachemson 1960 (as quoted in reference/biomechanics.md)",
+    quantity="nucleus pressure / (axial load / disc area)", unit="-", kind="in vitro", n=1,
+    mean=1.5, protocol="needle pressure transducer in loaded cadaver discs")
+
+ALL = (DAY_2020, SPINEFE_STIFFNESS, SPINEFE_FAILURE, WILKE_1999, NACHEMSON_1960)
