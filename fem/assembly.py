@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .arrays import row_of_entries
-from .errors import MeshError, format_labels
+from .errors import MaterialError, MeshError, format_labels
 from .kernels import elastic
 from .kernels.backend import Backend, scatter_add
 from .model import Model
@@ -225,6 +225,36 @@ def orthotropic_rows(row: np.ndarray, gsl: slice):
     return (local, r[local]) if len(local) else None
 
 
+def orthotropic_at(model: Model, C_all, orth, gsl: slice, X, etype, xp):
+    """The Voigt stiffness in the global axes of the orthotropic elements ``orth`` = (local
+    positions, rows of ``C_all``) of the slice ``gsl`` whose nodes are ``X`` (m, k, 3): (n, 6, 6)
+    where all are in the global axes, else (n, g, 6, 6), the cylindrical ones rotated at each
+    integration point (:meth:`fem.Model.set_orthotropic`, ``cylinder=``)."""
+    loc, rows = orth
+    C = C_all[xp.asarray(rows)]
+    axis = getattr(model, "ortho_axis", None)
+    if axis is None or len(axis) != model.n_elements:
+        return C
+    ax = axis[gsl][loc]
+    cyl = np.nonzero(np.isfinite(ax[:, 0]))[0]
+    if not len(cyl):
+        return C
+    g = etype.n_gauss
+    Cq = xp.ascontiguousarray(xp.broadcast_to(C[:, None], (len(loc), g, 6, 6)))
+    xq = xp.einsum("gk,mkc->mgc", xp.asarray(etype.N), X[xp.asarray(loc[cyl])])
+    a = xp.asarray(ax[cyl])
+    R = elastic.cylinder_frames(xq, a[:, None, :3], a[:, None, 3:])
+    if not bool(xp.isfinite(R).all()):
+        host = np.asarray(R.get() if hasattr(R, "get") else R)
+        bad = int(np.nonzero(~np.isfinite(host).reshape(len(cyl), -1).all(axis=1))[0][0])
+        label = int(model.element_ids[gsl.start + int(loc[cyl][bad])])
+        raise MaterialError(f"element {label}: an integration point lies on the axis of its "
+                            "cylindrical orthotropic material, where the radial direction is "
+                            "undefined; move the axis or leave a hole around it")
+    Cq[xp.asarray(cyl)] = elastic.rotate_stiffness(Cq[xp.asarray(cyl)], R)
+    return Cq
+
+
 def assemble_stiffness(model: Model, backend: Backend, pattern: Pattern | None = None):
     """Assemble the global stiffness matrix; returns (pattern, block data (nnzb, 3, 3)).
 
@@ -241,14 +271,15 @@ def assemble_stiffness(model: Model, backend: Backend, pattern: Pattern | None =
     def element_matrices(item):
         bi, sl = item
         b = model.blocks[bi]
-        G, wdet, _ = element_geometry(model, bi, sl, xp, pts)
+        G, wdet, X = element_geometry(model, bi, sl, xp, pts)
         gsl = slice(b.start + sl.start, b.start + sl.stop)
         bbar = bbar_all[gsl] if b.type == "hex8" else None
         Ke = elastic.stiffness_matrices(G, wdet, lam_all[gsl], mu_all[gsl], bbar)
         orth = orthotropic_rows(ortho_row, gsl)
         if orth is not None:
-            loc, rows = (xp.asarray(a) for a in orth)
-            Ke[loc] = elastic.general_stiffness_matrices(G[loc], wdet[loc], C_all[rows])
+            loc = xp.asarray(orth[0])
+            C = orthotropic_at(model, C_all, orth, gsl, X, b.etype, xp)
+            Ke[loc] = elastic.general_stiffness_matrices(G[loc], wdet[loc], C)
         pos = pattern.positions[bi][sl].astype(xp.int64)  # (m, k, k)
         # flat data index of entry [a, i, b, j]: pos[a, b] * 9 + 3 i + j
         idx = pos[:, :, None, :, None] * 9 + ij[None, None]

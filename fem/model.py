@@ -12,7 +12,12 @@ the output's ``region`` cell array shows.
 Orthotropic elements (:meth:`Model.set_orthotropic`) keep their nine engineering constants in the
 global axes in ``ortho`` (n_elements, 9): Ex, Ey, Ez, nu_xy, nu_xz, nu_yz, Gxy, Gxz, Gyz, NaN rows
 for isotropic elements. For them ``E`` holds Ez (the axial modulus of a vertebra, for outputs)
-and ``nu`` holds nu_zx = nu_xz Ez / Ex (the lateral contraction under axial load).
+and ``nu`` holds nu_zx = nu_xz Ez / Ex (the lateral contraction under axial load). An
+orthotropic element may instead have its constants in cylindrical axes about an axis
+(``cylinder=`` of :meth:`Model.set_orthotropic`; ``ortho_axis`` (n_elements, 6): a point on the
+axis and its unit direction, NaN rows for the global axes): then 1 is radial, 2 circumferential
+and 3 axial at each integration point (CalculiX's ``*ORIENTATION, SYSTEM=CYLINDRICAL``), e.g.
+an annulus fibrosus stiff around the disc.
 
 Von Mises plastic elements (:meth:`Model.set_plastic`, ``*PLASTIC`` in a deck) keep their yield
 stress and linear isotropic hardening modulus (MPa) in ``plastic`` (n_elements, 2), NaN rows for
@@ -98,6 +103,7 @@ class Model:
         self.E = np.zeros(0)
         self.nu = np.zeros(0)
         self.ortho = np.zeros((0, 9))
+        self.ortho_axis = np.zeros((0, 6))
         self.plastic = np.zeros((0, 2))
         self.element_region = np.zeros(0, dtype=np.int64)
         self.region_names: list[str] = []
@@ -171,6 +177,7 @@ class Model:
         m.E = np.full(start, np.nan)
         m.nu = np.full(start, np.nan)
         m.ortho = np.full((start, 9), np.nan)
+        m.ortho_axis = np.full((start, 6), np.nan)
         m.plastic = np.full((start, 2), np.nan)
         m.element_region = np.full(start, -1, dtype=np.int64)
         if E is not None or nu is not None:
@@ -417,17 +424,25 @@ class Model:
             arr[idx] = v
         if (E is not None or nu is not None) and len(self.ortho) == self.n_elements:
             self.ortho[idx] = np.nan
+            if len(self.ortho_axis) == self.n_elements:
+                self.ortho_axis[idx] = np.nan
         self._material_region(region, idx)
         return self
 
-    def set_orthotropic(self, region, E, nu, G) -> Model:
-        """Orthotropic material in the global axes for a region name, element indices, or all.
+    def set_orthotropic(self, region, E, nu, G, *, cylinder=None) -> Model:
+        """Orthotropic material for a region name, element indices, or all, in the global axes
+        or, with ``cylinder=(point, direction)`` (mm; the direction need not be unit), in
+        cylindrical axes about that axis: 1 radial, 2 circumferential, 3 axial (along
+        ``direction``), evaluated at each integration point, as CalculiX's ``*ORIENTATION,
+        SYSTEM=CYLINDRICAL`` with points a = point and b = point + direction.
 
-        ``E = (Ex, Ey, Ez)`` and ``G = (Gxy, Gxz, Gyz)`` in MPa, ``nu = (nu_xy, nu_xz, nu_yz)``
+        ``E = (E1, E2, E3)`` and ``G = (G12, G13, G23)`` in MPa, ``nu = (nu12, nu13, nu23)``
         with nu_ij = -eps_j / eps_i under uniaxial stress along i (the Abaqus/CalculiX
-        ``*ELASTIC, TYPE=ENGINEERING CONSTANTS`` convention; nu_ji = nu_ij E_j / E_i). Each may be
-        three scalars or an (m, 3) array, one row per element. The compliance must be positive
-        definite. Orthotropic elements never use B-bar and cannot take the voxel path.
+        ``*ELASTIC, TYPE=ENGINEERING CONSTANTS`` convention; nu_ji = nu_ij E_j / E_i); 1, 2, 3 are
+        x, y, z in the global axes. Each may be three scalars or an (m, 3) array, one row per
+        element. The compliance must be positive definite. Orthotropic elements never use B-bar
+        and cannot take the voxel path; an integration point on a cylinder's axis is refused
+        when the model is assembled (its radial direction is undefined).
         """
         idx = self._material_elements(region)
         where = f"region {region!r}" if isinstance(region, str) else "the elements"
@@ -446,9 +461,27 @@ class Model:
             cols.append(v)
         c = np.concatenate(cols, axis=1)
         _check_orthotropic(c, self.element_ids[idx], where)
+        axis = np.full(6, np.nan)
+        if cylinder is not None:
+            try:
+                point, direction = (np.asarray(v, dtype=float) for v in cylinder)
+            except (TypeError, ValueError):
+                raise MaterialError(f"cylinder of {where} must be (point, direction), got "
+                                    f"{cylinder!r}") from None
+            if point.shape != (3,) or direction.shape != (3,) or not (
+                    np.isfinite(point).all() and np.isfinite(direction).all()):
+                raise MaterialError(f"cylinder of {where} must be a finite point and direction "
+                                    f"of three numbers each, got {cylinder!r}")
+            length = float(np.linalg.norm(direction))
+            if not length > 0:
+                raise MaterialError(f"cylinder direction of {where} is zero")
+            axis = np.concatenate([point, direction / length])
         if len(self.ortho) != self.n_elements:
             self.ortho = np.full((self.n_elements, 9), np.nan)
+        if len(self.ortho_axis) != self.n_elements:
+            self.ortho_axis = np.full((self.n_elements, 6), np.nan)
         self.ortho[idx] = c
+        self.ortho_axis[idx] = axis
         self.E[idx] = c[:, 2]
         self.nu[idx] = c[:, 4] * (c[:, 2] / c[:, 0])
         self._material_region(region, idx)
@@ -465,6 +498,10 @@ class Model:
     def orthotropic_mask(self) -> np.ndarray:
         """Per element: True where the material is orthotropic (:meth:`set_orthotropic`)."""
         return self._rows_given("ortho")
+
+    def cylindrical_mask(self) -> np.ndarray:
+        """Per element: True where an orthotropic material is in cylindrical axes."""
+        return self._rows_given("ortho_axis") & self.orthotropic_mask()
 
     def set_plastic(self, region, yield_stress, hardening=0.0) -> Model:
         """Von Mises plasticity with linear isotropic hardening for a region name, element

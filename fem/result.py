@@ -37,6 +37,7 @@ FIELD_UNITS = {
     "min_principal_strain": "mm/mm", "min_principal_strain_nodal": "mm/mm",
     "max_principal_strain": "mm/mm", "max_principal_strain_nodal": "mm/mm",
     "strain_energy_density": "mJ/mm^3", "E": "MPa", "nu": "1", "orthotropic": "MPa, 1",
+    "orthotropic_axis": "mm, 1",
     "region": "1", "level": "1", "part": "1", "cement": "1",
 }
 
@@ -126,7 +127,7 @@ class Result:
         def recover(item):
             bi, sl = item
             b = model.blocks[bi]
-            G, wdet, _ = assembly.element_geometry(model, bi, sl, xp, pts)
+            G, wdet, X = assembly.element_geometry(model, bi, sl, xp, pts)
             gsl = slice(b.start + sl.start, b.start + sl.stop)
             ue = u[xp.asarray(b.conn[sl])]
             bbar = bbar_all[gsl] if b.type == "hex8" else None
@@ -134,8 +135,9 @@ class Result:
             sig = elastic.isotropic_stress(eps, lam_all[gsl], mu_all[gsl])
             orth = assembly.orthotropic_rows(ortho_row, gsl)
             if orth is not None:
-                loc, rows = (xp.asarray(a) for a in orth)
-                sig[loc] = elastic.general_stress(eps[loc], C_all[rows])
+                loc = xp.asarray(orth[0])
+                C = assembly.orthotropic_at(model, C_all, orth, gsl, X, b.etype, xp)
+                sig[loc] = elastic.general_stress(eps[loc], C)
             return bi, _to_voigt(eps, xp), _to_voigt(sig, xp), wdet
 
         parts = [([], [], []) for _ in model.blocks]
@@ -328,6 +330,7 @@ class Result:
             "nu": m.nu,
             "region": m.element_region,
             **({"orthotropic": m.ortho} if m.orthotropic_mask().any() else {}),
+            **({"orthotropic_axis": m.ortho_axis} if m.cylindrical_mask().any() else {}),
             **({"von_mises_physical": h(self.von_mises_physical)}
                if layer_stress_factors(m) is not None else {}),
             **self.extra_cell_fields,

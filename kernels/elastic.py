@@ -188,12 +188,52 @@ def strain_displacement(G):
 
 
 def general_stiffness_matrices(G, wdetJ, C):
-    """Element stiffness K = sum_g w detJ B^T C B for any Voigt stiffness C (m, 6, 6), shaped
-    (m, k, 3, k, 3) like :func:`stiffness_matrices` (slower: for anisotropic elements only)."""
+    """Element stiffness K = sum_g w detJ B^T C B for any Voigt stiffness C (m, 6, 6), or one
+    per integration point (m, g, 6, 6), shaped (m, k, 3, k, 3) like :func:`stiffness_matrices`
+    (slower: for anisotropic elements only)."""
     xp = array_module(G)
     m, g, k, _ = G.shape
-    K = stiffness_from_b(strain_displacement(G), wdetJ, C[:, None])
+    K = stiffness_from_b(strain_displacement(G), wdetJ, C[:, None] if C.ndim == 3 else C)
     return xp.reshape(K, (m, k, 3, k, 3))
+
+
+def voigt_rotation(R):
+    """M (..., 6, 6) with sigma = M sigma' for Voigt stress vectors in the order of
+    :data:`VOIGT`, where R (..., 3, 3) has the local axes as its columns (x = R x'), so the
+    tensor sigma = R sigma' R^T. The engineering strains transform with M^-T = M^T's inverse
+    transposed, and a Voigt stiffness C' in the local axes is C = M C' M^T."""
+    xp = array_module(R)
+    M = xp.zeros(R.shape[:-2] + (6, 6), dtype=R.dtype)
+    for p, (i, j) in enumerate(VOIGT):
+        for q, (a, b) in enumerate(VOIGT):
+            v = R[..., i, a] * R[..., j, b]
+            if a != b:
+                v = v + R[..., i, b] * R[..., j, a]
+            M[..., p, q] = v
+    return M
+
+
+def rotate_stiffness(C, R):
+    """A Voigt stiffness C (..., 6, 6) given in the local axes R (..., 3, 3) (columns), in the
+    global axes: M C M^T (:func:`voigt_rotation`)."""
+    xp = array_module(C)
+    M = voigt_rotation(R)
+    return xp.matmul(xp.matmul(M, C), xp.swapaxes(M, -1, -2))
+
+
+def cylinder_frames(x, point, direction):
+    """Local axes (..., 3, 3), columns radial, circumferential, axial, at points x (..., 3)
+    about axes through ``point`` along the unit ``direction`` (both (..., 3), broadcast
+    against x): e3 = direction, e1 = the part of x - point orthogonal to it, normalised,
+    e2 = e3 x e1. Points on an axis give NaN columns (the caller refuses them)."""
+    xp = array_module(x)
+    rel = x - point
+    r = rel - (rel * direction).sum(axis=-1, keepdims=True) * direction
+    n = xp.sqrt((r * r).sum(axis=-1, keepdims=True))
+    e1 = r / xp.where(n > 0, n, xp.nan)
+    e3 = xp.broadcast_to(direction, e1.shape)
+    e2 = xp.cross(e3, e1)
+    return xp.stack([e1, e2, e3], axis=-1)
 
 
 def stiffness_from_b(B, wdetJ, C):
@@ -209,10 +249,11 @@ def stiffness_from_b(B, wdetJ, C):
 
 
 def general_stress(eps, C):
-    """Cauchy stress tensors (m, g, 3, 3) from strain tensors (m, g, 3, 3) and Voigt C (m, 6, 6)."""
+    """Cauchy stress tensors (m, g, 3, 3) from strain tensors (m, g, 3, 3) and Voigt C (m, 6, 6)
+    or one per integration point (m, g, 6, 6)."""
     xp = array_module(eps)
     ev = xp.stack([eps[..., i, j] * (1.0 if i == j else 2.0) for i, j in VOIGT], axis=-1)
-    sv = xp.matmul(C[:, None], ev[..., None])[..., 0]
+    sv = xp.matmul(C[:, None] if C.ndim == 3 else C, ev[..., None])[..., 0]
     sig = xp.empty_like(eps)
     for row, (i, j) in enumerate(VOIGT):
         sig[..., i, j] = sv[..., row]

@@ -172,7 +172,8 @@ def rigid_transform(model: Model, rotation, translation=(0.0, 0.0, 0.0)) -> Mode
     copy has ``metadata["rotated"] = True`` (axis-aligned builders such as
     :func:`fem.meshes.pathology.compress` refuse it) and ``metadata["rigid_transform"]``, the
     accumulated ``{"rotation": (3, 3), "translation": (3,)}`` from the builder's frame. Raises
-    :class:`~fem.MaterialError` for orthotropic models, :class:`~fem.MeshError` for a matrix that
+    :class:`~fem.MaterialError` for models orthotropic in the global axes (cylindrical axes move
+    with the model), :class:`~fem.MeshError` for a matrix that
     is not a proper rotation and :class:`~fem.BoundaryConditionError` for conditions on some
     global components only.
     """
@@ -180,14 +181,20 @@ def rigid_transform(model: Model, rotation, translation=(0.0, 0.0, 0.0)) -> Mode
     t = np.asarray(translation, dtype=float)
     if t.shape != (3,) or not np.isfinite(t).all():
         raise MeshError(f"translation must be three finite numbers (mm), got {translation!r}")
-    if model.orthotropic_mask().any():
+    fixed_axes = model.orthotropic_mask() & ~model.cylindrical_mask()
+    if fixed_axes.any():
         raise MaterialError(
-            f"{int(model.orthotropic_mask().sum())} element(s) are orthotropic with constants in "
-            "the global axes, which a rotation would not carry along: rotate an isotropic model")
+            f"{int(fixed_axes.sum())} element(s) are orthotropic with constants in the global "
+            "axes, which a rotation would not carry along: rotate an isotropic model (or one "
+            "whose orthotropic constants are in cylindrical axes)")
     m = _Motion(R, t)
     conditions = [_condition(c, m) for c in model.conditions]
     out = model.copy()
     out.points = model.points @ R.T + t
+    cyl = model.cylindrical_mask()
+    if cyl.any():  # cylindrical axes move with the model: their constants need no change
+        out.ortho_axis[cyl, :3] = model.ortho_axis[cyl, :3] @ R.T + t
+        out.ortho_axis[cyl, 3:] = model.ortho_axis[cyl, 3:] @ R.T
     out.conditions = conditions
     meta = out.metadata
     for key in GRID_METADATA:

@@ -7,7 +7,9 @@ Supported keywords (case-insensitive; ``**`` starts a comment):
 with ``*ELASTIC`` (isotropic E, nu, or ``TYPE=ENGINEERING CONSTANTS`` in the global axes) and
 ``*PLASTIC`` (von Mises, ``HARDENING=ISOTROPIC``: data lines "yield stress, plastic strain",
 one line for perfect plasticity, two, or more on one straight line, for linear hardening;
-:mod:`fem.plasticity`), ``*SOLID SECTION`` (``ELSET=``, ``MATERIAL=``), ``*STEP`` with
+:mod:`fem.plasticity`), ``*SOLID SECTION`` (``ELSET=``, ``MATERIAL=``, ``ORIENTATION=``),
+``*ORIENTATION`` (``SYSTEM=CYLINDRICAL`` only: points a and b on the axis; orthotropic
+constants in its radial, circumferential and axial directions), ``*STEP`` with
 ``*STATIC`` (its data line: initial increment, step time, minimum and maximum increment, and
 ``DIRECT`` for fixed increments, kept in ``model.metadata["static"]`` for the increments of a
 plastic analysis) and ``*END STEP`` (one static step), ``*BOUNDARY`` (dofs 1-3, zero or prescribed;
@@ -47,7 +49,7 @@ logger = logging.getLogger(__name__)
 OUTPUT_KEYWORDS = {"NODE PRINT", "EL PRINT", "NODE FILE", "EL FILE", "OUTPUT", "NODE OUTPUT",
                    "ELEMENT OUTPUT"}
 KNOWN = {"HEADING", "NODE", "ELEMENT", "NSET", "ELSET", "MATERIAL", "ELASTIC", "PLASTIC",
-         "SOLID SECTION",
+         "SOLID SECTION", "ORIENTATION",
          "STEP", "STATIC", "END STEP", "BOUNDARY", "CLOAD", "DLOAD", "SURFACE", "DSLOAD",
          "INCLUDE"} | OUTPUT_KEYWORDS
 NO_DATA = {"STEP", "END STEP", "MATERIAL", "INCLUDE"}
@@ -374,6 +376,7 @@ class _Builder:
         self.surfaces = _Names()  # name -> list of (element token, face, card, line)
         self.materials = _Names()
         self.plastics = _Names()  # material -> (yield stress, hardening modulus, card line)
+        self.orientations = _Names()  # name -> (point a, point b, card)
         self.static: dict | None = None
         self.sections: list[tuple[str, str, Card]] = []
         self.conditions: list[tuple[str, object, Card, int]] = []  # (family, cond, card, line)
@@ -420,6 +423,8 @@ class _Builder:
                 self.plastics.set(material, self._plastic(card))
             elif kw == "SOLID SECTION":
                 self._section(card)
+            elif kw == "ORIENTATION":
+                self._orientation(card)
             elif kw == "SURFACE":
                 self._surface(card)
             elif kw == "STEP":
@@ -654,9 +659,34 @@ class _Builder:
         mat = card.params.get("MATERIAL")
         if not elset or not mat:
             raise card.error("*SOLID SECTION needs ELSET= and MATERIAL=")
-        if "ORIENTATION" in card.params:
-            raise card.error("*SOLID SECTION, ORIENTATION is not supported (isotropic materials)")
         self.sections.append((elset, mat, card))
+
+    def _orientation(self, card: Card):
+        """``*ORIENTATION, NAME=, SYSTEM=CYLINDRICAL``: points a and b on the axis (a -> b is
+        the local 3-direction; 1 radial, 2 circumferential). Rectangular systems are refused."""
+        name = card.params.get("NAME")
+        if not name:
+            raise card.error("*ORIENTATION needs NAME=")
+        system = (card.params.get("SYSTEM") or "RECTANGULAR").upper()
+        if system != "CYLINDRICAL":
+            raise card.error(f"*ORIENTATION, SYSTEM={system} is not supported (CYLINDRICAL only: "
+                             "write orthotropic constants in the global axes instead)")
+        if not card.data:
+            raise card.error("*ORIENTATION needs a data line: a1, a2, a3, b1, b2, b3")
+        ln, text = card.data[0]
+        f = _fields(text)
+        if len(f) != 6:
+            raise card.error("*ORIENTATION, SYSTEM=CYLINDRICAL data must be six numbers: the "
+                             "points a and b on the axis", ln)
+        v = np.array([_number(t, card, ln, "orientation coordinate") for t in f])
+        for ln2, extra in card.data[1:]:
+            vals = [_number(t, card, ln2, "orientation angle") for t in _fields(extra)]
+            if any(x != 0.0 for x in vals[1:]):
+                raise card.error("an additional rotation of a cylindrical *ORIENTATION is not "
+                                 "supported", ln2)
+        if not np.linalg.norm(v[3:] - v[:3]) > 0:
+            raise card.error("*ORIENTATION: points a and b coincide: the axis is undefined", ln)
+        self.orientations.set(name, (v[:3], v[3:], card))
 
     def _surface(self, card: Card):
         name = card.params.get("NAME")
@@ -825,10 +855,17 @@ class _Builder:
                 raise card.error(f"element(s) {format_labels(model.element_ids[clash])} already "
                                  f"have a *SOLID SECTION (line {self.sections[owner[clash[0]]][2].line})")
             owner[elems] = [i for i, s in enumerate(self.sections) if s[2] is card][0]
+            orient = card.params.get("ORIENTATION")
+            cylinder = None
+            if orient:
+                if orient not in self.orientations:
+                    raise card.error(f"*SOLID SECTION: unknown orientation {orient!r}")
+                a, b, _ = self.orientations.get(orient)
+                cylinder = (a, b - a)
             if isinstance(props[0], tuple):
                 c = props[0][1]
                 try:
-                    model.set_orthotropic(name, E=c[:3], nu=c[3:6], G=c[6:])
+                    model.set_orthotropic(name, E=c[:3], nu=c[3:6], G=c[6:], cylinder=cylinder)
                 except MaterialError as exc:
                     raise card.error(f"material {mat!r}: {exc}", props[2]) from None
             else:
@@ -1029,7 +1066,12 @@ def write_inp(model: Model, path, *, heading: str = "") -> Path:
     consts = np.where(ortho[:, None], model.ortho if ortho.any() else 0.0,
                       np.column_stack([model.E, model.nu] + [np.full(model.n_elements, np.nan)] * 7))
     consts = np.column_stack([consts, np.where(plastic[:, None], model.plastic if plastic.any()
-                                               else 0.0, np.nan)])
+                                               else np.zeros((model.n_elements, 2)), np.nan)])
+    # cylindrical orthotropic elements: their axis (point, unit direction), written as
+    # *ORIENTATION, SYSTEM=CYLINDRICAL with a = point, b = point + direction
+    cyl = model.cylindrical_mask()
+    consts = np.column_stack([consts, np.where(cyl[:, None], model.ortho_axis if cyl.any()
+                                               else np.zeros((model.n_elements, 6)), np.nan)])
 
     def elastic(c) -> str:
         if np.isnan(c[2]):
@@ -1043,6 +1085,15 @@ def write_inp(model: Model, path, *, heading: str = "") -> Path:
                 text += f"\n{c[9] + c[10]:.14g}, 1"
         return text
 
+    def section(elset, material, c) -> str:
+        text = f"*SOLID SECTION, ELSET={elset}, MATERIAL={material}"
+        if np.isnan(c[11]):
+            return text
+        a, d = c[11:14], c[14:17]
+        pts = ", ".join(f"{v:.14g}" for v in np.concatenate([a, a + d]))
+        return (f"*ORIENTATION, NAME=OR_{elset}, SYSTEM=CYLINDRICAL\n{pts}\n"
+                f"{text}, ORIENTATION=OR_{elset}")
+
     done = np.zeros(model.n_elements, dtype=bool)
     for code, name in enumerate(model.region_names):
         sel = np.nonzero(model.element_region == code)[0]
@@ -1053,7 +1104,7 @@ def write_inp(model: Model, path, *, heading: str = "") -> Path:
         if np.all((c == c[0]) | (np.isnan(c) & np.isnan(c[0]))):
             elset = _inp_name(name)
             parts.append(f"*MATERIAL, NAME=M_{elset}\n{elastic(c[0])}")
-            parts.append(f"*SOLID SECTION, ELSET={elset}, MATERIAL=M_{elset}")
+            parts.append(section(elset, f"M_{elset}", c[0]))
             done[sel] = True
     rest = np.nonzero(~done)[0]
     if len(rest):
@@ -1063,7 +1114,7 @@ def write_inp(model: Model, path, *, heading: str = "") -> Path:
         for k, c in enumerate(np.where(np.isneginf(rows), np.nan, rows)):
             parts.append(f"*ELSET, ELSET=VFEM_MAT{k}\n{_labels_lines(eids[rest[inv == k]])}")
             parts.append(f"*MATERIAL, NAME=VFEM_MAT{k}\n{elastic(c)}")
-            parts.append(f"*SOLID SECTION, ELSET=VFEM_MAT{k}, MATERIAL=VFEM_MAT{k}")
+            parts.append(section(f"VFEM_MAT{k}", f"VFEM_MAT{k}", c))
 
     extra_nodes, equations, bnd, cld, dsl = [], [], [], [], []
     next_node = int(ids.max()) + 1

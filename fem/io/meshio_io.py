@@ -4,7 +4,8 @@ Solid cells (tetra, tetra10, hexahedron) become elements. Cell sets and gmsh phy
 solid cells become regions; those of surface cells (triangle, triangle6, quad) become face sets,
 matched to the faces of the solid elements; point sets become node sets. Cell data ``E`` and
 ``nu`` (as written by :meth:`fem.Result.write`) become the materials, ``orthotropic`` (n, 9
-engineering constants, NaN rows for isotropic elements) the orthotropic ones,
+engineering constants, NaN rows for isotropic elements) the orthotropic ones (with
+``orthotropic_axis`` (n, 6), the axis of those in cylindrical axes),
 ``element_id``/``node_id`` the labels, and ``region`` codes with their ``region N: name`` field data the material regions.
 """
 
@@ -105,9 +106,20 @@ def model_from_meshio(mesh, *, E=None, nu=None) -> Model:
     if "orthotropic" in cd:
         c = _cell_data(mesh, solid, "orthotropic", 9)
         rows = ~np.isnan(c).any(axis=1)
-        if rows.any():
-            model.set_orthotropic(np.nonzero(rows)[0], E=c[rows, :3], nu=c[rows, 3:6],
-                                  G=c[rows, 6:])
+        axis = (_cell_data(mesh, solid, "orthotropic_axis", 6) if "orthotropic_axis" in cd
+                else np.full((len(c), 6), np.nan))
+        cyl = rows & np.isfinite(axis).all(axis=1)
+        plain = rows & ~cyl
+        if plain.any():
+            model.set_orthotropic(np.nonzero(plain)[0], E=c[plain, :3], nu=c[plain, 3:6],
+                                  G=c[plain, 6:])
+        if cyl.any():  # one call per axis
+            keys, inv = np.unique(axis[cyl], axis=0, return_inverse=True)
+            idx = np.nonzero(cyl)[0]
+            for k, a in enumerate(keys):
+                sel = idx[inv.ravel() == k]
+                model.set_orthotropic(sel, E=c[sel, :3], nu=c[sel, 3:6], G=c[sel, 6:],
+                                      cylinder=(a[:3], a[3:]))
     if "region" in cd:
         codes = _cell_data(mesh, solid, "region")
         names = {}
