@@ -94,6 +94,7 @@ from scipy.spatial import cKDTree
 from .assembly import check_geometry, element_volumes
 from .errors import MaterialError, MeshError, SetError
 from .meshes.anatomy import level_frame
+from .meshes.pathology import restore
 from .model import Model
 
 #: Cement-volume unit: 1 mL = 1000 mm^3.
@@ -602,13 +603,12 @@ def pkp(model: Model, level: str, volume_ml: float, *, balloon_ml: float | None 
         if level not in collapse:
             raise MeshError(f"{level} has no recorded fracture to restore (fracture it with "
                             "fem.meshes.pathology.compress first, or give height_restoration=0)")
-        out.points = out.points - s * collapse[level]
+        out = restore(out, level, s)  # the body, its discs, and the levels its kyphosis tipped
         try:
             check_geometry(out, np)
         except MeshError as exc:
             raise MeshError(f"restoring {s:.0%} of {level}'s height inverts elements ({exc})") \
                 from None
-        out.metadata["collapse"] = {**collapse, level: (1.0 - s) * collapse[level]}
     nds = needles(out, level, approach, tip_depth=tip_depth, tip_offset=tip_offset, side=side)
     fill, vol, phi, k, body_vol = _prepare(out, level, law, seed, heterogeneity)
     c = _centroids(out, fill)

@@ -10,9 +10,18 @@ Compression fractures (:func:`compress`), Genant semi-quantitative grading (refe
 (moderate) 25-40 %, grade 3 (severe) > 40 %; shapes wedge (anterior height lost), biconcave
 (middle height lost, both endplates depressed) and crush (whole body). The body's nodes are moved
 vertically (the height loss is a field over the endplate, zero where the shape keeps the height:
-at the superior endplate for wedge and crush, half at each endplate for biconcave), the discs
-follow the moved endplates (their nodes are interpolated between the moved endplate and the
-unchanged vertebra beyond), and a damaged trabecular zone of
+at the superior endplate for wedge and crush, half at each endplate for biconcave). The levels
+above follow the collapsed superior endplate rigidly: the proper rigid motion that best carries
+the endplate's nodes from their intact to their collapsed positions (least squares, Kabsch)
+moves every level above and the discs between them, so a wedge fracture tips the segment into
+kyphosis (the rotation is about the fractured body's wedge angle) instead of stretching the disc
+above to fill the gap. The disc above blends from the endplate's own motion at its bottom to
+that rigid motion at its top and keeps its volume within a few per cent; the disc below follows
+the inferior endplate (biconcave only) towards the unchanged vertebra beneath.
+``metadata["kyphosis"][level]`` records the rotation, translation, angle (degrees) and the levels
+moved; their anatomy (centres, pedicle axes) moves with them, so the metrics' level frames tilt
+too. A tilted level cannot be fractured afterwards (fracture the upper level first). A damaged
+trabecular zone of
 ``damage_depth`` mm under each collapsed endplate becomes region ``"<level>/damaged"`` with the
 trabecular modulus times ``damage_factor``; with ``damage_shell`` (default) the cortex and bony
 endplate in the same band join ``"<level>/damaged_shell"`` (cortex) and
@@ -45,6 +54,7 @@ from scipy.spatial import cKDTree
 from ..assembly import check_geometry, element_volumes
 from ..errors import MeshError, SetError
 from ..model import Model
+from .transform import _Motion
 from .vertebra import POSTERIOR_FLAT, _rim_profile, _top
 
 #: intravertebral cleft (E MPa, nu): fluid and fibrous tissue, an ASSUMPTION (orders of magnitude
@@ -125,6 +135,10 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     if model.metadata.get("rotated"):
         raise MeshError("compress() works in the builder's axes: fracture the model before "
                         "rigid_transform() rotates it")
+    tilted = [lv for lv, k in model.metadata.get("kyphosis", {}).items() if level in k["levels"]]
+    if tilted:
+        raise MeshError(f"{level} was tilted by the kyphosis of the {tilted[0]} fracture, and "
+                        "compress() works in the builder's axes: fracture the upper level first")
     anat = _anatomy(model, level)
     d, z0 = anat["dims"], float(anat["z0"])
     out = model.copy()
@@ -147,13 +161,16 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     moved = np.zeros(out.n_nodes, dtype=bool)
     moved[lv_nodes] = True
 
-    def follow(neighbour: str, disc_name: str, upper: bool):
-        """Move the disc between the fractured level and ``neighbour`` with the endplate."""
+    def follow(neighbour: str, disc_name: str, upper: bool, rigid=None):
+        """Move the disc between the fractured level and ``neighbour`` with the endplate; with
+        ``rigid`` = (R, t, moved_up) the disc's top follows the levels above (moved by R, t)."""
         disc = [r for r in out.regions if r.startswith(disc_name + "/")]
         if not disc:
             return
         dn = out.element_nodes(np.concatenate([out.regions[r] for r in disc]))
         dn = dn[~moved[dn]]
+        if rigid is not None:
+            dn = dn[~rigid[2][dn]]
         xd, yd, zd = pts[dn].T
         top_d = _top(d, np.minimum(yd, 0.5 * d.depth * POSTERIOR_FLAT))
         Ld = _loss_field(d, shape, loss, xd, yd)
@@ -174,9 +191,28 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
         inside = zd <= z_moving if upper else zd >= z_moving
         body = lift_d - Ld * np.clip(zd - z0, 0.0, None)
         pts[dn, 2] = zd + np.where(inside, body, shift * w)
+        if rigid is not None:  # the rest of the way, the levels above's rigid motion
+            R, t, _ = rigid
+            p0 = model.points[dn]
+            u_rigid = p0 @ R.T + t - p0
+            share = np.where(inside, 0.0, 1.0 - w)[:, None]
+            pts[dn] += share * u_rigid
 
+    kyphosis = None
     if above is not None:
-        follow(above, f"{above}-{level}", upper=True)
+        # the levels above follow the collapsed endplate rigidly (the segment tips into
+        # kyphosis): the rigid motion that best carries the superior endplate's nodes from
+        # their intact to their collapsed positions; the disc above blends from the endplate's
+        # own motion at its bottom to that rigid motion at its top, so it keeps its shape
+        sup = out.node_sets[f"{level}/superior"]
+        R, t = _rigid_fit(model.points[sup], pts[sup])
+        kyphosis = (R, t)
+        up = _nodes_above(out, levels[:i])
+        up = up[~moved[up]]
+        pts[up] = model.points[up] @ R.T + t
+        moved_up = np.zeros(out.n_nodes, dtype=bool)
+        moved_up[up] = True
+        follow(above, f"{above}-{level}", upper=True, rigid=(R, t, moved_up))
     below = levels[i + 1] if i + 1 < len(levels) else None
     if below is not None:
         follow(below, f"{level}-{below}", upper=False)
@@ -248,11 +284,84 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
             E_trab = float(np.median(out.E[trab]))
             _move(out, cort[hole], f"{level}/posterior_wall_breach",
                   E=E_trab * damage_factor, nu=0.2)
+    if kyphosis is not None:
+        R, t = kyphosis
+        motion = _Motion(R, t)
+        anat = dict(out.metadata["anatomy"])
+        anat.update(motion.anatomy({lv: anat[lv] for lv in levels[:i]}))
+        out.metadata["anatomy"] = anat
+        out.metadata.setdefault("kyphosis", {})[level] = {
+            "rotation": R, "translation": t, "angle_deg": _angle(R), "levels": list(levels[:i])}
     out.metadata.setdefault("fractures", []).append(
         Fracture(level, shape, loss, damage_depth, damage_factor, burst, cleft))
     collapse = out.metadata.setdefault("collapse", {})
     collapse[level] = collapse.get(level, 0.0) + (out.points - model.points)
     return out
+
+
+def restore(model: Model, level: str, share: float) -> Model:
+    """A copy of ``model`` with ``share`` (0..1) of ``level``'s recorded collapse undone (a
+    kyphoplasty's height restoration): the body and its discs move back by that share of the
+    collapse field, and the levels a wedge's kyphosis tipped move by the rigid motion that best
+    carries the endplate's intact nodes to their restored positions (so they stay rigid, and their
+    anatomy and ``metadata["kyphosis"]`` follow). ``metadata["collapse"][level]`` keeps what is
+    left of the collapse. The geometry is checked afterwards by the caller."""
+    collapse = model.metadata.get("collapse", {})
+    if level not in collapse:
+        raise MeshError(f"{level} has no recorded fracture to restore (fracture it with "
+                        "fem.meshes.pathology.compress first)")
+    s = float(share)
+    if not (0.0 <= s <= 1.0):
+        raise MeshError(f"the share of the height to restore must lie in 0..1, got {share}")
+    out = model.copy()
+    col = np.asarray(collapse[level], dtype=float)
+    intact = model.points - col
+    pts = model.points - s * col
+    k = model.metadata.get("kyphosis", {}).get(level)
+    if k is not None:
+        sup = model.node_sets[f"{level}/superior"]
+        R, t = _rigid_fit(intact[sup], pts[sup])
+        up = _nodes_above(model, k["levels"])
+        pts[up] = intact[up] @ R.T + t
+        Rc = R @ np.asarray(k["rotation"]).T
+        motion = _Motion(Rc, t - Rc @ np.asarray(k["translation"]))
+        anat = dict(out.metadata["anatomy"])
+        anat.update(motion.anatomy({lv: anat[lv] for lv in k["levels"]}))
+        out.metadata["anatomy"] = anat
+        out.metadata["kyphosis"] = {**model.metadata["kyphosis"], level: {
+            **k, "rotation": R, "translation": t, "angle_deg": _angle(R)}}
+    out.points = pts
+    out.metadata["collapse"] = {**collapse, level: pts - intact}
+    return out
+
+
+def _angle(R: np.ndarray) -> float:
+    """The angle (degrees) of a rotation matrix."""
+    return float(np.degrees(np.arccos(np.clip(0.5 * (np.trace(R) - 1.0), -1.0, 1.0))))
+
+
+def _rigid_fit(P0: np.ndarray, P1: np.ndarray):
+    """(R, t) of the proper rigid motion x -> R x + t that carries the points P0 closest to P1
+    in least squares (Kabsch)."""
+    c0, c1 = P0.mean(axis=0), P1.mean(axis=0)
+    H = (P0 - c0).T @ (P1 - c1)
+    U, _, Vt = np.linalg.svd(H)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
+    R = Vt.T @ D @ U.T
+    return R, c1 - R @ c0
+
+
+def _nodes_above(model: Model, upper_levels) -> np.ndarray:
+    """The nodes of the levels ``upper_levels`` and of the discs between them."""
+    names = set(upper_levels)
+    regions = []
+    for r in model.regions:
+        owner = r.split("/", 1)[0]
+        if owner in names or ("-" in owner and set(owner.split("-")) <= names):
+            regions.append(model.regions[r])
+    if not regions:
+        return np.zeros(0, dtype=np.int64)
+    return model.element_nodes(np.concatenate(regions))
 
 
 def _move(model: Model, elements, region: str, *, factor: float | None = None, E=None, nu=None,

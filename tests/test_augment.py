@@ -173,8 +173,15 @@ def test_pkp_restores_more_anterior_height_than_pvp(intact, fractured):
     assert _heights(pkp)[0] == pytest.approx(hf + 0.5 * (h0 - hf), rel=1e-6)
     assert _heights(full)[0] == pytest.approx(h0, rel=1e-6)
     assert _record(pkp).height_restoration == 0.5
-    # the collapse left for a later procedure is the unrestored half
-    assert np.allclose(pkp.metadata["collapse"]["L2"], 0.5 * fractured.metadata["collapse"]["L2"])
+    # the collapse left for a later procedure is the unrestored half: half the field on the
+    # fractured level, and on the level its kyphosis tipped, the rigid motion of half the angle
+    left, col = pkp.metadata["collapse"]["L2"], fractured.metadata["collapse"]["L2"]
+    l2 = pkp.element_nodes(np.concatenate([pkp.regions[r] for r in pkp.regions
+                                           if r.startswith("L2/")]))
+    np.testing.assert_allclose(left[l2], 0.5 * col[l2], atol=1e-12)
+    np.testing.assert_allclose(pkp.points - left, intact.points, atol=1e-9)
+    assert pkp.metadata["kyphosis"]["L2"]["angle_deg"] == pytest.approx(
+        0.5 * fractured.metadata["kyphosis"]["L2"]["angle_deg"], rel=0.05)
 
 
 def test_compacted_rim_conserves_bone_mass(fractured):

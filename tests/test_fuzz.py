@@ -65,8 +65,8 @@ U
 """
 INCLUDED = "*NSET, NSET=LEFT\n101, 104, 105, 108\n*NSET, NSET=RIGHT\n109, 110, 111, 112\n"
 
-# the keywords and options VALID lacks: engineering constants, plasticity, increments, OP=NEW,
-# every output request
+# the keywords and options VALID lacks: engineering constants (in cylindrical axes), plasticity,
+# increments, OP=NEW, every output request
 VALID_MATERIALS = """\
 *HEADING
 fuzz seed deck: orthotropic and plastic materials, increments, every output request
@@ -94,7 +94,9 @@ PL, S2
 *PLASTIC, HARDENING=ISOTROPIC
 20., 0.
 30., 0.1
-*SOLID SECTION, ELSET=OR, MATERIAL=ORTHO
+*ORIENTATION, NAME=CYL, SYSTEM=CYLINDRICAL
+-5., -5., 0., -5., -5., 1.
+*SOLID SECTION, ELSET=OR, MATERIAL=ORTHO, ORIENTATION=CYL
 *SOLID SECTION, ELSET=PL, MATERIAL=STEEL
 *STEP, NLGEOM=NO
 *STATIC, DIRECT
@@ -135,7 +137,9 @@ TOKENS = ["", " ", "*", "**", ",", "=", "0", "-1", "1e30", "99999999999999999999
           # found by a longer run (issue 17): digits int() refuses or reads as other numbers,
           # and more digits than int() converts
           "\u00b9", "7\u00b9", "\u0663", "\uff17", "1_000", "9" * 5000, "1e309", "2147483648",
-          "TYPE=ENGINEERING CONSTANTS", "HARDENING=KINEMATIC", "DIRECT", "OR", "PL", "ORTHO"]
+          "TYPE=ENGINEERING CONSTANTS", "HARDENING=KINEMATIC", "DIRECT", "OR", "PL", "ORTHO",
+          "SYSTEM=CYLINDRICAL", "SYSTEM=RECTANGULAR", "ORIENTATION=CYL", "ORIENTATION=NONE",
+          "-5., -5., 0., -5., -5., 0."]
 KEYWORDS = ["*NODE", "*NODE, NSET=N2", "*ELEMENT, TYPE=C3D4", "*ELEMENT, TYPE=C3D10, ELSET=T",
             "*ELEMENT, TYPE=C3D8", "*ELEMENT", "*NSET, NSET=LEFT", "*NSET, NSET=Z, GENERATE",
             "*ELSET, ELSET=EALL", "*ELSET, ELSET=Q, GENERATE", "*MATERIAL, NAME=M2", "*ELASTIC",
@@ -147,7 +151,9 @@ KEYWORDS = ["*NODE", "*NODE, NSET=N2", "*ELEMENT, TYPE=C3D4", "*ELEMENT, TYPE=C3
             "*OUTPUT, FIELD", "*EQUATION", "*AMPLITUDE, NAME=A",
             "*ELASTIC, TYPE=ENGINEERING CONSTANTS", "*PLASTIC, HARDENING=ISOTROPIC",
             "*STATIC, DIRECT", "*STEP, NLGEOM", "*SOLID SECTION, ELSET=OR, MATERIAL=ORTHO",
-            "*EL PRINT", "*NODE FILE", "*NODE OUTPUT", "*ELEMENT OUTPUT"]
+            "*EL PRINT", "*NODE FILE", "*NODE OUTPUT", "*ELEMENT OUTPUT",
+            "*ORIENTATION, NAME=CYL, SYSTEM=CYLINDRICAL", "*ORIENTATION, NAME=R",
+            "*SOLID SECTION, ELSET=OR, MATERIAL=ORTHO, ORIENTATION=CYL"]
 
 #: FEM_FUZZ_SCALE multiplies every example count: 1 in CI (fixed, derandomised examples); a
 #: longer, randomised run (bench/fuzz.py) sets it higher

@@ -392,7 +392,11 @@ def test_metrics_are_invariant_to_a_rigid_motion(segment_pair):
         np.testing.assert_allclose(y, x, rtol=1e-6, atol=1e-6 * scale, err_msg=c)
     assert (a["leak_locations"] == b["leak_locations"]).all()
     l2 = a[a["level"] == "L2"].iloc[0]
-    assert l2["cement_volume_ml"] > 4.7 and l2["leak_ml"] > 0 and l2["load_share_cement"] > 0
+    assert l2["cement_volume_ml"] > 4.7 and l2["leak_ml"] > 0
+    # the cement carries load; under flexion the posterior cement (needle tips at 15 % depth)
+    # lies behind the neutral axis of the kyphotic segment and carries net tension
+    bending = metrics.applied_moment(segment_pair[0].model).any()
+    assert abs(l2["load_share_cement"]) > 0.01 and (bending or l2["load_share_cement"] > 0)
     assert np.isfinite(l2["interface_stress_mpa"])
     da, db = (metrics.disc_metrics(r) for r in segment_pair)
     np.testing.assert_allclose(db.iloc[:, 1:].to_numpy(float), da.iloc[:, 1:].to_numpy(float),
@@ -404,7 +408,11 @@ def test_metrics_are_invariant_to_a_rigid_motion(segment_pair):
     assert (axial.isna() if bending else axial > 0).all()
     assert (rotational > 0 if bending else rotational.isna()).all()
     assert (a["strength_pistoia_n"] > 0).all()
-    np.testing.assert_allclose(a["load_n"], loadcases.PVP_PRELOAD, rtol=1e-12)
+    # the axial load of each level: the fractured L2 carries the preload along its axis; L1,
+    # tipped forward by the fracture's kyphosis, carries its component along its own axis
+    angle = np.radians(segment_pair[0].model.metadata["kyphosis"]["L2"]["angle_deg"])
+    np.testing.assert_allclose(a["load_n"], loadcases.PVP_PRELOAD * np.array([np.cos(angle), 1.0]),
+                               rtol=1e-9)
 
 
 # ---------------------------------------------------------------------- comparison

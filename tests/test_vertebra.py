@@ -143,6 +143,46 @@ def test_compression_fractures_lose_the_graded_height(shape):
     assert "L1/damaged" not in m.regions  # the input model is unchanged
 
 
+def test_a_wedge_fracture_tips_the_levels_above_and_keeps_the_discs():
+    """The levels above a collapsed endplate follow it: they move rigidly (every distance
+    kept), tilted by about the fractured body's wedge angle, so the segment tips into kyphosis;
+    the discs keep their volume within 5 % (the disc above grew 34 % when it was stretched to
+    fill the gap) and the disc below, untouched by a wedge, keeps it exactly."""
+    from scipy.spatial.distance import pdist
+
+    from fem.assembly import element_volumes
+    from fem.metrics import body_heights
+
+    m = segment_model("L1-L3", voxel_size=2.0)
+    f = compress(m, "L2", "wedge", grade=2)
+    vol0, vol1 = element_volumes(m), element_volumes(f)
+    for disc, tol in (("L1-L2", 0.05), ("L2-L3", 1e-12)):
+        for part in ("annulus", "nucleus"):
+            r = f"{disc}/{part}"
+            assert vol1[f.regions[r]].sum() == pytest.approx(vol0[m.regions[r]].sum(), rel=tol)
+    l1 = f.element_nodes(np.concatenate([f.regions[r] for r in f.regions
+                                         if r.startswith("L1/")]))
+    sample = l1[:: max(1, len(l1) // 300)]
+    np.testing.assert_allclose(pdist(f.points[sample]), pdist(m.points[sample]), rtol=1e-9)
+    k = f.metadata["kyphosis"]["L2"]
+    wedge = body_heights(f, "L2")[2]
+    assert wedge > 10.0 and k["angle_deg"] == pytest.approx(wedge, abs=1.5)
+    R, t = k["rotation"], k["translation"]
+    np.testing.assert_allclose(f.points[l1], m.points[l1] @ R.T + t, atol=1e-9)
+    # the upper level's anatomy moved with it: its endplate centre, its axis tilted forward
+    a0, a1 = m.metadata["anatomy"]["L1"], f.metadata["anatomy"]["L1"]
+    np.testing.assert_allclose(a1["superior_centre"], R @ a0["superior_centre"] + t, atol=1e-9)
+    axis = np.subtract(a1["superior_centre"], a1["inferior_centre"])
+    assert axis[1] < -0.2 * np.linalg.norm(axis)  # tipped anteriorly (-y): kyphosis
+    # the top plate's centroid went forward and down with it
+    top0, top1 = (M.points[M.nodes_of("top")].mean(axis=0) for M in (m, f))
+    assert top1[1] < top0[1] - 5.0 and top1[2] < top0[2]
+    assert np.array_equal(f.points[m.nodes_of("bottom")], m.points[m.nodes_of("bottom")])
+    with pytest.raises(MeshError, match="tilted by the kyphosis of the L2 fracture"):
+        compress(f, "L1", "wedge", grade=1)
+    fem.assembly.check_geometry(f, np)
+
+
 def test_lesions():
     m = vertebra_model("L2", voxel_size=1.0)
     lyt = add_lesion(m, "L2", "osteolytic", "centre", (6.0, 5.0, 5.0))
@@ -209,3 +249,32 @@ def test_fractured_stiffness_loss_matches_the_experiments():
 
     ratio = stiffness(compress(m, "L1", "crush", height_loss=0.25)) / stiffness(m)
     assert 0.29 <= ratio <= 0.65, ratio
+
+
+def test_restoring_height_untips_the_levels_above():
+    """A kyphoplasty's height restoration (pathology.restore, used by augment.pkp) moves the
+    tipped levels back rigidly by the restored share of the kyphosis; all of it restores the
+    intact geometry."""
+    from scipy.spatial.distance import pdist
+
+    from fem.meshes.pathology import restore
+
+    m = segment_model("L1-L3", voxel_size=2.0)
+    f = compress(m, "L2", "wedge", grade=2)
+    half = restore(f, "L2", 0.5)
+    a_f = f.metadata["kyphosis"]["L2"]["angle_deg"]
+    assert half.metadata["kyphosis"]["L2"]["angle_deg"] == pytest.approx(0.5 * a_f, rel=0.05)
+    l1 = half.element_nodes(np.concatenate([half.regions[r] for r in half.regions
+                                            if r.startswith("L1/")]))
+    sample = l1[:: max(1, len(l1) // 300)]
+    np.testing.assert_allclose(pdist(half.points[sample]), pdist(m.points[sample]), rtol=1e-9)
+    k = half.metadata["kyphosis"]["L2"]
+    np.testing.assert_allclose(half.metadata["anatomy"]["L1"]["superior_centre"],
+                               k["rotation"] @ m.metadata["anatomy"]["L1"]["superior_centre"]
+                               + k["translation"], atol=1e-9)
+    fem.assembly.check_geometry(half, np)
+    full = restore(f, "L2", 1.0)
+    np.testing.assert_allclose(full.points, m.points, atol=1e-9)
+    np.testing.assert_allclose(full.metadata["kyphosis"]["L2"]["angle_deg"], 0.0, atol=1e-6)
+    with pytest.raises(MeshError, match="0..1"):
+        restore(f, "L2", 1.5)
