@@ -204,6 +204,12 @@ def rigid_transform(model: Model, rotation, translation=(0.0, 0.0, 0.0)) -> Mode
             meta[key] = m.anatomy(value)
         elif key == "collapse":
             meta[key] = {lv: np.asarray(u, dtype=float) @ R.T for lv, u in value.items()}
+        elif key == "kyphosis":  # x -> K x + k in the new frame: R K R^T, R k + t - R K R^T t
+            meta[key] = {}
+            for lv, kv in value.items():
+                Kn = R @ np.asarray(kv["rotation"]) @ R.T
+                meta[key][lv] = {**kv, "rotation": Kn,
+                                 "translation": R @ np.asarray(kv["translation"]) + t - Kn @ t}
         elif key in ("fractures", "lesions", "augmentations"):
             meta[key] = m.record(value)
     prev = meta.get("rigid_transform", {"rotation": np.eye(3), "translation": np.zeros(3)})

@@ -278,3 +278,19 @@ def test_restoring_height_untips_the_levels_above():
     np.testing.assert_allclose(full.metadata["kyphosis"]["L2"]["angle_deg"], 0.0, atol=1e-6)
     with pytest.raises(MeshError, match="0..1"):
         restore(f, "L2", 1.5)
+
+
+def test_a_rigid_motion_carries_the_kyphosis_record():
+    """After rigid_transform, the kyphosis record still maps the moved intact points to the
+    moved fractured ones, so a later restoration untips the right way."""
+    from fem.meshes.transform import rigid_transform, rotation_matrix
+
+    m = segment_model("L1-L2", voxel_size=3.0)
+    f = compress(m, "L2", "wedge", grade=2)
+    R, t = rotation_matrix((0.2, 1.0, -0.4), 33.0), np.array([5.0, -2.0, 9.0])
+    mf, mm = rigid_transform(f, R, t), rigid_transform(m, R, t)
+    k = mf.metadata["kyphosis"]["L2"]
+    l1 = f.element_nodes(np.concatenate([f.regions[r] for r in f.regions
+                                         if r.startswith("L1/")]))
+    np.testing.assert_allclose(mf.points[l1], mm.points[l1] @ k["rotation"].T + k["translation"],
+                               atol=1e-9)
