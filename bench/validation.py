@@ -18,7 +18,10 @@ Rows:
   it);
 * Wilke et al. 1999 and Nachemson 1960: an L4-L5 segment under the 500 N standing case (rigid
   plate on L4, L5 fixed): the nucleus pressure, and its ratio to the load over the disc's
-  cross-section (columns of disc voxels x voxel area).
+  cross-section (columns of disc voxels x voxel area);
+* Wegrzyn et al. 2011: the L3 body before and after the fracture model's 25 % crush, standing on
+  a rigid plate: the stiffness lost (the damage factor's calibration target) and the failure
+  load lost (peaks of damage pushovers of L3; ``--no-pushover`` skips it).
 
 A "yes"/"no" says whether the model lies within mean +- 1 SD and within the published range;
 "n/a" where none was published.
@@ -89,6 +92,30 @@ def disc_pressure(h: float, bmd: float):
     return float(row["disc_pressure_mpa"]), float(row["disc_pressure_mpa"]) / (force / area)
 
 
+def wegrzyn(h: float, bmd: float, pushover: bool):
+    """(stiffness lost %, failure load lost % or NaN) of the parametric L3 body (posterior
+    elements cut) after the fracture model's 25 % crush (``pathology.compress``), between a
+    fixed base and a rigid plate under the standing load; the failure load is the peak of a
+    damage pushover of L3."""
+    import fem
+    from fem.meshes import loadcases
+    from fem.meshes.pathology import compress
+    from fem.meshes.vertebra import vertebra_model
+    from fem.strength import pushover as push
+
+    m = vertebra_model("L3", voxel_size=h, materials=_materials(bmd), posterior=False)
+    out = []
+    for model in (m, compress(m, "L3", "crush", height_loss=0.25)):
+        model = model.copy()
+        model.conditions = []
+        loadcases.apply(model, "standing")
+        r = fem.solve(model, rtol=1e-8)
+        k = 500.0 / -float(r.plate_motion("load:standing")[2])
+        out.append((k, push(model, level="L3").peak_load if pushover else math.nan))
+    (k0, s0), (k1, s1) = out
+    return 100.0 * (1.0 - k1 / k0), 100.0 * (1.0 - s1 / s0)
+
+
 def _yes(flag) -> str:
     return "n/a" if flag is None else ("yes" if flag else "no")
 
@@ -112,9 +139,11 @@ def main(argv=None) -> int:
     k_day = sum(day.values()) / len(day)
     k_fe, peak = spinefe_rig("L1", h, bmd, not args.no_pushover)
     p, ratio = disc_pressure(h, bmd)
+    k_lost, s_lost = wegrzyn(h, bmd, not args.no_pushover)
     rows = [(ex.DAY_2020, "L1-L5 mean", k_day), (ex.SPINEFE_STIFFNESS, "L1", k_fe),
             (ex.SPINEFE_FAILURE, "L1", peak), (ex.WILKE_1999, "L4-L5", p),
-            (ex.NACHEMSON_1960, "L4-L5", ratio)]
+            (ex.NACHEMSON_1960, "L4-L5", ratio), (ex.WEGRZYN_STIFFNESS, "L3", k_lost),
+            (ex.WEGRZYN_STRENGTH, "L3", s_lost)]
     print()
     print(f"{'source':58s} {'quantity':48s} {'kind':9s} {'n':>3s} {'measured':>28s} "
           f"{'model':>10s} {'1 SD':>4s} {'range':>5s}")

@@ -108,4 +108,19 @@ NACHEMSON_1960 = Reference(
     quantity="nucleus pressure / (axial load / disc area)", unit="-", kind="in vitro", n=1,
     mean=1.5, protocol="needle pressure transducer in loaded cadaver discs")
 
-ALL = (DAY_2020, SPINEFE_STIFFNESS, SPINEFE_FAILURE, WILKE_1999, NACHEMSON_1960)
+#: Wegrzyn et al. 2011 (J Bone Miner Res 26:739, PMC3179325): 21 human L3 compressed to 25 %
+#: deformity between platens, then retested. The stiffness loss is what the fracture model's
+#: damage factor was calibrated on (``fem.meshes.pathology``), so it checks the calibration, not a
+#: prediction; the failure-load loss is a prediction
+WEGRZYN_STIFFNESS = Reference(
+    name="wegrzyn2011_stiffness", source="Wegrzyn et al. 2011, J Bone Miner Res 26:739",
+    quantity="stiffness lost after a 25 % deformity (calibration target)", unit="%",
+    kind="in vitro", n=21, mean=53.0, sd=18.0,
+    protocol="axial compression between platens to 25 % deformity, relaxation, retest")
+WEGRZYN_STRENGTH = Reference(
+    name="wegrzyn2011_strength", source="Wegrzyn et al. 2011, J Bone Miner Res 26:739",
+    quantity="failure load lost after a 25 % deformity", unit="%", kind="in vitro", n=21,
+    mean=11.0, sd=19.0, protocol="as the stiffness; failure load of the retest")
+
+ALL = (DAY_2020, SPINEFE_STIFFNESS, SPINEFE_FAILURE, WILKE_1999, NACHEMSON_1960,
+       WEGRZYN_STIFFNESS, WEGRZYN_STRENGTH)
