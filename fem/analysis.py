@@ -83,6 +83,7 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     times["checks"] = time.perf_counter() - t0
 
     _warn_locking_tets(model)
+    _warn_ill_conditioning(model)
     if model.hex8_formulation == "auto":
         n_bbar = int(model.bbar_mask().sum())
         if n_bbar:
@@ -204,6 +205,39 @@ EQUILIBRIUM_TOL = 1e-6
 #: underflow double precision (1e308 / 1e-308), and a solver's tolerances lose their meaning
 MAGNITUDE_MAX = 1e100
 MAGNITUDE_MIN = 1e-100
+
+
+#: a modulus contrast (largest / smallest modulus of the model's elements) above this is warned
+#: about: the stiffness matrix's condition number grows with it, so an iterative solve needs
+#: more iterations and the displacement of the soft part is resolved only to about rtol x the
+#: contrast relative to the stiff part's (the answer is still verified against rtol)
+CONTRAST_WARNING = 1e6
+
+
+def _warn_ill_conditioning(model) -> None:
+    """Warn when the moduli span more than :data:`CONTRAST_WARNING` (a few soft elements in a
+    stiff model, a near-rigid part, or a modulus in the wrong units), naming the extremes."""
+    E = np.concatenate([np.asarray(model.E, dtype=float), _ortho_moduli(model)])
+    E = E[np.isfinite(E) & (E > 0)]
+    if not len(E):
+        return
+    lo, hi = float(E.min()), float(E.max())
+    if hi <= CONTRAST_WARNING * lo:
+        return
+
+    def where(value):
+        i = int(np.argmin(np.abs(np.asarray(model.E, dtype=float) - value)))
+        code = int(model.element_region[i]) if len(model.element_region) else -1
+        name = model.region_names[code] if 0 <= code < len(model.region_names) else None
+        label = int(model.element_ids[i])
+        return f"element {label}" + (f" of region {name!r}" if name else "")
+
+    warnings.warn(
+        f"the moduli span {hi / lo:.2g} (from {lo:.3g} MPa at {where(lo)} to {hi:.3g} MPa at "
+        f"{where(hi)}): the system is ill-conditioned, so iterative solves take longer and "
+        "the soft part's displacements are resolved only to about rtol x that ratio; check "
+        "the units, or model a near-rigid part with a rigid plate or fixed nodes",
+        stacklevel=3)
 
 
 def check_magnitudes(model, sysm) -> None:

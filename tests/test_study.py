@@ -1235,6 +1235,60 @@ def test_a_full_disk_while_the_store_is_written_leaves_it_as_it_was(finished, tm
     assert integrity(folder) == "ok"
 
 
+#: a vfem in a child process whose writer of one kind of file runs out of space: it writes part
+#: of the file, then fails as a full device does (ENOSPC). A real full disk cannot be made in a
+#: test without privileges; the failing write is the real one the OS would refuse
+FULL_DISK = """
+import errno, sys
+from pathlib import Path
+
+
+def full(self, path, *args, **kwargs):
+    Path(path).write_bytes(b"x" * 4096)
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+if sys.argv[1] == "summary":
+    import pandas
+    pandas.DataFrame.to_csv = full
+else:
+    from matplotlib.figure import Figure
+    Figure.savefig = full
+from fem.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("target", ["summary", "report"])
+def test_a_full_disk_while_the_summary_or_report_is_written(finished, tmp_path, target):
+    """No space left while summary.csv (vfem study) or the report's figures (vfem report) are
+    written: one error line naming the file and the fault, exit 2, no temporary left beside it,
+    the summary already there untouched, no page pointing at missing figures, the store as it
+    was."""
+    folder = copy_study(finished["out"], tmp_path / "full")
+    runs, summary = runs_table(folder), _snapshot(folder / "summary.csv")
+    names = {p.relative_to(folder) for p in folder.rglob("*") if "-wal" not in p.name
+             and "-shm" not in p.name}
+    args = (["study", finished["spec"], "--out", folder, "--no-report"] if target == "summary"
+            else ["report", folder])
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, target, *map(str, args)],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    # the study's progress lines go to stderr too; the error is the one last line
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.splitlines()
+    err = lines[-1]
+    assert err.startswith("error: cannot write ") and sum(
+        ln.startswith("error") for ln in lines) == 1, proc.stderr
+    assert "No space left on device" in err and "nothing was left behind" in err
+    assert ("summary.csv" in err) if target == "summary" else (".png" in err)
+    now = {p.relative_to(folder) for p in folder.rglob("*") if "-wal" not in p.name
+           and "-shm" not in p.name}
+    assert not [p for p in now if p.name.startswith(".")], sorted(map(str, now - names))
+    assert _snapshot(folder / "summary.csv")[0] == summary[0]
+    assert not (folder / "report.html").exists()
+    assert runs_table(folder) == runs and integrity(folder) == "ok"
+
+
 def test_another_study_in_the_same_folder_is_refused(finished, tmp_path):
     folder = copy_study(finished["out"], tmp_path / "study")
     spec = grid_spec(tmp_path / "other.toml", "another")
