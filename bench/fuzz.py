@@ -1,6 +1,7 @@
 """A longer, randomised run of the reader fuzz tests (issue 17, deliverable 2).
 
-CI runs ``tests/test_fuzz.py`` with a fixed, derandomised set of examples; this script runs the
+CI runs ``tests/test_fuzz.py`` (decks, VTU files, models) and ``tests/test_fuzz_inputs.py`` (study
+specs, stores, CT images) with a fixed, derandomised set of examples; this script runs the
 same properties with ``FEM_FUZZ_SCALE`` times as many examples, drawn at random (hypothesis
 prints the seed of any failing example so it can be replayed), and prints a table: scale,
 tests, examples per property (the CI count times the scale), failures and seconds.
@@ -30,7 +31,8 @@ def main(argv=None) -> int:
     env = dict(os.environ, FEM_FUZZ_SCALE=str(args.scale))
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:xdist",
-                           "-p", "no:cacheprovider", str(root / "tests" / "test_fuzz.py")],
+                           "-p", "no:cacheprovider", str(root / "tests" / "test_fuzz.py"),
+                           str(root / "tests" / "test_fuzz_inputs.py")],
                           env=env, capture_output=True, text=True, cwd=root)
     seconds = time.perf_counter() - t
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""

@@ -220,13 +220,15 @@ def results_frame(store: Store):
     mets = store.metrics_frame()
     if not len(runs):
         return pd.DataFrame(columns=RESULT_COLUMNS)
-    params = pd.DataFrame([json.loads(p) for p in runs["params"]])
+    params = pd.DataFrame([_record(store, rid, p, "parameters")
+                           for rid, p in zip(runs["run_id"], runs["params"])])
     # the backend and solver a run used, beside the ones its parameters asked for ("auto")
     record = runs[["run_id", "status", "error", "backend", "solver", "iterations", "n_dof",
                    "attempts"]].rename(columns={"backend": "backend_used", "solver": "solver_used"})
     base = pd.concat([record, params], axis=1)
-    base["seconds"] = [json.loads(t)["total"] if isinstance(t, str) else math.nan
-                       for t in runs["timings"]]
+    base["seconds"] = [_record(store, rid, t, "timings").get("total", math.nan)
+                       if isinstance(t, str) else math.nan
+                       for rid, t in zip(runs["run_id"], runs["timings"])]
     mets = mets.rename(columns={"cement_volume_ml": "cement_placed_ml"})
     df = base.merge(mets, on="run_id", how="inner")
     cemented = df["procedure"].isin(["pvp", "pkp"])
@@ -244,6 +246,17 @@ def results_frame(store: Store):
         ["run_id", "level"], key=lambda s: s.map(level_rank) if s.name == "level" else
         s.map({r: i for i, r in enumerate(runs["run_id"])})).reset_index(drop=True)
     return df
+
+
+def _record(store: Store, rid, text, what: str) -> dict:
+    """A run's JSON record (parameters, timings) as a dict; a damaged one is a StoreError."""
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError) as exc:
+        raise store._damaged(f"the {what} of run {rid}", exc) from None
+    if not isinstance(value, dict):
+        raise store._damaged(f"the {what} of run {rid}", "not a table")
+    return value
 
 
 def _level_order():

@@ -264,6 +264,9 @@ class StudySpec:
             m = re.search(r"line (\d+)", str(exc))
             raise SpecError(f"not valid TOML ({exc})", path=path,
                             line=int(m.group(1)) if m else None) from None
+        except (ValueError, RecursionError) as exc:  # an integer of thousands of digits, ...
+            raise SpecError(f"not a TOML spec this reader can take ({exc})", path=path) \
+                from None
         return cls.from_dict(d, path=path, lines=text.splitlines(), max_runs=max_runs)
 
     def to_dict(self) -> dict:

@@ -83,7 +83,7 @@ class Store:
             self._check_version()
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")
-        except (sqlite3.DatabaseError, StoreError) as exc:
+        except (sqlite3.DatabaseError, StoreError, UnicodeDecodeError) as exc:
             self.db.close()
             if isinstance(exc, StoreError):
                 raise
@@ -196,11 +196,23 @@ class Store:
                                 (run_id(p), n0 + i, json.dumps(p, sort_keys=True)))
             return self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] - n0
 
+    def _damaged(self, what: str, exc) -> StoreError:
+        """The error for a store whose pages are sound but whose records are not (a flipped
+        byte inside a text field passes SQLite's integrity check)."""
+        return StoreError(f"{self.path} is damaged ({what}: {exc}): restore it from a backup, "
+                          "or run the study into another --out folder")
+
     def study(self) -> dict:
-        row = self.db.execute("SELECT name, recipe, spec, created FROM study").fetchone()
-        if row is None:
-            raise StoreError(f"{self.path} holds no study")
-        return {"name": row[0], "recipe": row[1], "spec": json.loads(row[2]), "created": row[3]}
+        try:
+            row = self.db.execute("SELECT name, recipe, spec, created FROM study").fetchone()
+            if row is None:
+                raise StoreError(f"{self.path} holds no study")
+            spec = json.loads(row[2])
+        except (sqlite3.Error, UnicodeDecodeError, ValueError, TypeError) as exc:
+            raise self._damaged("its study record", exc) from None
+        if not isinstance(spec, dict):
+            raise self._damaged("its study record", "the spec is not a table")
+        return {"name": row[0], "recipe": row[1], "spec": spec, "created": row[3]}
 
     def recover(self) -> int:
         """Put runs left running by a process that no longer exists (this host) back to
@@ -228,10 +240,14 @@ class Store:
                 f"({', '.join('?' * len(states))}) ORDER BY idx LIMIT 1", states).fetchone()
             if row is None:
                 return None
+            try:  # before the run is taken: a damaged record leaves it as it was
+                params = json.loads(row[1])
+            except (ValueError, TypeError) as exc:
+                raise self._damaged(f"the parameters of run {row[0]}", exc) from None
             self.db.execute("UPDATE runs SET status = 'running', owner = ?, started = ?, "
                             "error = NULL, attempts = attempts + 1 WHERE run_id = ?",
                             (owner, time.time(), row[0]))
-        return row[0], json.loads(row[1])
+        return row[0], params
 
     def finish(self, rid: str, out: dict, vtu: str | None):
         """Record a finished run: its metrics rows and status, in one transaction."""
@@ -263,18 +279,25 @@ class Store:
                             "attempts - 1 WHERE run_id = ? AND status = 'running'", (rid,))
 
     def counts(self) -> dict:
-        return dict(self.db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"
-                                    ).fetchall())
+        try:
+            return dict(self.db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"
+                                        ).fetchall())
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise self._damaged("its runs table", exc) from None
 
     def runs_frame(self):
-        import pandas as pd
-
-        return pd.read_sql_query("SELECT * FROM runs ORDER BY idx", self.db)
+        return self._frame("SELECT * FROM runs ORDER BY idx", "its runs table")
 
     def metrics_frame(self):
+        return self._frame("SELECT * FROM metrics", "its metrics table")
+
+    def _frame(self, query: str, what: str):
         import pandas as pd
 
-        return pd.read_sql_query("SELECT * FROM metrics", self.db)
+        try:
+            return pd.read_sql_query(query, self.db)
+        except (sqlite3.Error, UnicodeDecodeError, pd.errors.DatabaseError) as exc:
+            raise self._damaged(what, exc) from None
 
 
 class _Transaction:
