@@ -151,13 +151,19 @@ def read_dicom_series(folder) -> CTImage:
             ipp = np.array(ds.ImagePositionPatient, dtype=float)
             ps = tuple(float(v) for v in ds.PixelSpacing)
             arr = ds.pixel_array.astype(float)
-        except Exception as exc:
+            slope = float(getattr(ds, "RescaleSlope", 1.0))
+            intercept = float(getattr(ds, "RescaleIntercept", 0.0))
+            uid = str(getattr(ds, "SeriesInstanceUID", ""))
+        except Exception as exc:  # pydicom raises many kinds on a damaged file
             raise InputFileError(f"{p}: not a readable CT slice ({type(exc).__name__}: "
                                  f"{exc})") from None
-        slope = float(getattr(ds, "RescaleSlope", 1.0))
-        intercept = float(getattr(ds, "RescaleIntercept", 0.0))
-        slices.append((p, iop, ipp, ps, arr * slope + intercept,
-                       str(getattr(ds, "SeriesInstanceUID", ""))))
+        values = np.concatenate([iop, ipp, ps, [slope, intercept]])
+        if iop.shape != (6,) or ipp.shape != (3,) or len(ps) != 2 \
+                or not np.isfinite(values).all() or min(ps) <= 0 or arr.ndim != 2:
+            raise InputFileError(f"{p}: not a usable CT slice (orientation {iop.tolist()}, "
+                                 f"position {ipp.tolist()}, pixel spacing {list(ps)}, rescale "
+                                 f"{slope:g} / {intercept:g}, pixel array {arr.shape})")
+        slices.append((p, iop, ipp, ps, arr * slope + intercept, uid))
     p0, iop0, _, ps0, a0, uid0 = slices[0]
     for p, iop, _, ps, arr, uid in slices[1:]:
         if np.abs(iop - iop0).max() > 1e-4:
@@ -189,7 +195,12 @@ def read_dicom_series(folder) -> CTImage:
             raise InputFileError(f"{slices[i + 1][0]}: slice gap {gaps[i]:g} mm differs from "
                                  f"the series' {dz:g} mm (missing or extra slice?)")
     else:
-        dz = float(getattr(pydicom.dcmread(str(slices[0][0])), "SliceThickness", 1.0) or 1.0)
+        try:
+            dz = float(getattr(pydicom.dcmread(str(slices[0][0])), "SliceThickness", 1.0) or 1.0)
+        except Exception as exc:
+            raise InputFileError(f"{slices[0][0]}: no usable SliceThickness ({exc})") from None
+        if not (np.isfinite(dz) and dz > 0):
+            raise InputFileError(f"{slices[0][0]}: SliceThickness {dz:g} mm is not a length")
     vol = np.stack([s[4] for s in slices], axis=0)           # (k, row index r, column index c)
     data = np.transpose(vol, (2, 1, 0))                      # (c, r, k)
     spacing = (ps0[1], ps0[0], dz)                           # column step, row step, slice step

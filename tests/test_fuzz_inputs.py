@@ -239,3 +239,69 @@ def test_what_the_longer_fuzz_found(work, store_seed):
                 study.store.claim()
             assert study.store.counts().get("running", 0) == 0  # left as it was
         study.store.close()
+
+
+@pytest.fixture(scope="module")
+def dicom_seed(work):
+    """A three-slice DICOM series (the writer of tests/test_ct.py), its files' bytes."""
+    pytest.importorskip("pydicom")
+    from test_ct import write_dicom_series
+
+    from fem.meshes.ct import read_dicom_series
+
+    folder = work / "dicom-seed"
+    hu = np.random.default_rng(1).integers(-1000, 1500, (5, 4, 3)).astype(float)
+    write_dicom_series(folder, hu, (0.6, 0.7, 1.5), (-12.0, 8.0, 100.0))
+    assert read_dicom_series(folder).hu.shape == hu.shape
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@settings(FUZZ, max_examples=300 * SCALE)
+@given(which=st.integers(0, 2), ops=st.lists(byte_ops, min_size=1, max_size=4))
+def test_mutated_dicom_series_raise_only_model_errors(work, dicom_seed, which, ops):
+    """Bytes of one slice of a DICOM series mutated (its header's tags, spacing, position,
+    rescale, pixel data): reading the series gives an image or one ModelError."""
+    from fem.meshes.ct import read_dicom_series
+
+    folder = work / "dicom"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir()
+    names = sorted(dicom_seed)
+    for k, name in enumerate(names):
+        data = bytearray(dicom_seed[name])
+        if k == which:
+            for op in ops:
+                i = op[1] % (len(data) + 1)
+                if op[0] == "insert":
+                    data[i:i] = op[2]
+                elif op[0] == "flip" and i < len(data):
+                    data[i] ^= op[2]
+                elif op[0] == "truncate":
+                    del data[i:]
+                elif op[0] == "cut":
+                    del data[i:i + op[2]]
+        (folder / name).write_bytes(bytes(data))
+    _model_error_only(lambda: read_dicom_series(folder))
+
+
+def test_a_slice_with_a_damaged_rescale_is_one_error(work, dicom_seed):
+    """Found by the longer fuzz: a RescaleSlope that is not a number (here "x") was read
+    outside the reader's guard and raised ValueError; now one error naming the file."""
+    from fem.meshes.ct import read_dicom_series
+
+    folder = work / "dicom-rescale"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir()
+    names = sorted(dicom_seed)
+    for name in names:
+        (folder / name).write_bytes(dicom_seed[name])
+    raw = bytearray(dicom_seed[names[1]])
+    tag = raw.find(b"\x28\x00\x53\x10DS")  # (0028,1053) RescaleSlope, explicit VR little endian
+    assert tag > 0
+    n = int.from_bytes(raw[tag + 6:tag + 8], "little")
+    raw[tag + 8:tag + 8 + n] = b"x".ljust(n, b" ")
+    (folder / names[1]).write_bytes(bytes(raw))
+    with pytest.raises(fem.InputFileError, match=f"{names[1]}: not a readable CT slice"):
+        read_dicom_series(folder)
