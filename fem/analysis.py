@@ -217,7 +217,7 @@ CONTRAST_WARNING = 1e6
 def _warn_ill_conditioning(model) -> None:
     """Warn when the moduli span more than :data:`CONTRAST_WARNING` (a few soft elements in a
     stiff model, a near-rigid part, or a modulus in the wrong units), naming the extremes."""
-    E = np.concatenate([np.asarray(model.E, dtype=float), _ortho_moduli(model)])
+    E = np.concatenate([np.asarray(model.E, dtype=float), _ortho_moduli(model).ravel()])
     E = E[np.isfinite(E) & (E > 0)]
     if not len(E):
         return

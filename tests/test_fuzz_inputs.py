@@ -131,11 +131,11 @@ def store_seed(work):
 def test_mutated_stores_raise_only_model_errors(work, store_seed, ops):
     """Bytes of study.sqlite flipped, cut, inserted or truncated: opening the study and reading
     its results and counts give a result or one ModelError (a StoreError)."""
+    import uuid
+
     from fem.study import Study
 
-    folder = work / "store"
-    if folder.exists():
-        shutil.rmtree(folder)
+    folder = work / f"store-{uuid.uuid4().hex[:12]}"  # SQLite's -wal of the last one may linger
     shutil.copytree(store_seed, folder, ignore=shutil.ignore_patterns("*-wal", "*-shm"))
     data = bytearray((folder / "study.sqlite").read_bytes())
     for op in ops:
@@ -158,7 +158,10 @@ def test_mutated_stores_raise_only_model_errors(work, store_seed, ops):
         finally:
             study.store.close()
 
-    _model_error_only(read)
+    try:
+        _model_error_only(read)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

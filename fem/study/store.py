@@ -30,6 +30,13 @@ DB_NAME = "study.sqlite"
 #: id, or with tables but no ``meta``, is someone else's and is never adopted
 APPLICATION_ID = 0x7666656D
 TABLES = ("meta", "study", "runs", "metrics")
+#: the columns every store has had since its tables were created (later ones are added on
+#: opening, :meth:`Store._schema`)
+COLUMNS = {"meta": ("key", "value"), "study": ("name", "recipe", "spec", "created"),
+           "runs": ("run_id", "idx", "params", "status", "error", "owner", "started",
+                    "finished", "timings", "backend", "solver", "iterations", "n_dof",
+                    "versions", "attempts", "vtu"),
+           "metrics": ("run_id", "level")}
 
 
 class StoreError(ModelError):
@@ -154,6 +161,15 @@ class Store:
             raise StoreError(f"{self.path} is damaged: table(s) {', '.join(missing)} are "
                              "missing; restore it from a backup, or run the study into another "
                              "--out folder")
+        for table, needed in COLUMNS.items():  # a damaged schema can rename a column
+            if table not in tables:
+                continue
+            have = {r[1] for r in self.db.execute(f'PRAGMA table_info("{table}")')}
+            lost = [c for c in needed if c not in have]
+            if lost:
+                raise StoreError(f"{self.path} is damaged: table {table} lacks column(s) "
+                                 f"{', '.join(lost)}; restore it from a backup, or run the "
+                                 "study into another --out folder")
 
     def _check_version(self):
         if self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
