@@ -277,7 +277,14 @@ byte_ops = st.one_of(
 @settings(FUZZ, max_examples=400 * SCALE)
 @given(ops=st.lists(byte_ops, min_size=1, max_size=4))
 def test_byte_mutations_raise_only_model_errors(fuzz_dir, ops):
-    data = bytearray(VALID.encode())
+    p = fuzz_dir / "bytes.inp"
+    p.write_bytes(mutate_bytes(VALID.encode(), ops))
+    read_and_solve(p)
+
+
+def mutate_bytes(data: bytes, ops) -> bytes:
+    """``data`` with the :data:`byte_ops` applied: bytes inserted, flipped, cut or truncated."""
+    data = bytearray(data)
     for op in ops:
         i = op[1] % (len(data) + 1)
         if op[0] == "insert":
@@ -288,9 +295,7 @@ def test_byte_mutations_raise_only_model_errors(fuzz_dir, ops):
             del data[i:]
         elif op[0] == "cut":
             del data[i:i + op[2]]
-    p = fuzz_dir / "bytes.inp"
-    p.write_bytes(bytes(data))
-    read_and_solve(p)
+    return bytes(data)
 
 
 # ------------------------------------------------------------------------------ round trip

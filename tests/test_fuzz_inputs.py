@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_fuzz import FUZZ, SCALE, byte_ops, line_ops, mutate
+from test_fuzz import FUZZ, SCALE, byte_ops, line_ops, mutate, mutate_bytes
 
 import fem
 
@@ -137,18 +137,8 @@ def test_mutated_stores_raise_only_model_errors(work, store_seed, ops):
 
     folder = work / f"store-{uuid.uuid4().hex[:12]}"  # SQLite's -wal of the last one may linger
     shutil.copytree(store_seed, folder, ignore=shutil.ignore_patterns("*-wal", "*-shm"))
-    data = bytearray((folder / "study.sqlite").read_bytes())
-    for op in ops:
-        i = op[1] % (len(data) + 1)
-        if op[0] == "insert":
-            data[i:i] = op[2]
-        elif op[0] == "flip" and i < len(data):
-            data[i] ^= op[2]
-        elif op[0] == "truncate":
-            del data[i:]
-        elif op[0] == "cut":
-            del data[i:i + op[2]]
-    (folder / "study.sqlite").write_bytes(bytes(data))
+    db = folder / "study.sqlite"
+    db.write_bytes(mutate_bytes(db.read_bytes(), ops))
 
     def read():
         study = Study(folder)
@@ -185,19 +175,8 @@ def test_mutated_ct_images_raise_only_model_errors(work, nifti_seed, ops):
     voxel density from it give a result or one ModelError."""
     from fem.meshes.ct import Calibration, read_nifti, voxel_density
 
-    data = bytearray(nifti_seed)
-    for op in ops:
-        i = op[1] % (len(data) + 1)
-        if op[0] == "insert":
-            data[i:i] = op[2]
-        elif op[0] == "flip" and i < len(data):
-            data[i] ^= op[2]
-        elif op[0] == "truncate":
-            del data[i:]
-        elif op[0] == "cut":
-            del data[i:i + op[2]]
     p = work / "mutated.nii"
-    p.write_bytes(bytes(data))
+    p.write_bytes(mutate_bytes(nifti_seed, ops))
 
     def read():
         image = read_nifti(p)
@@ -272,19 +251,8 @@ def test_mutated_dicom_series_raise_only_model_errors(work, dicom_seed, which, o
     folder.mkdir()
     names = sorted(dicom_seed)
     for k, name in enumerate(names):
-        data = bytearray(dicom_seed[name])
-        if k == which:
-            for op in ops:
-                i = op[1] % (len(data) + 1)
-                if op[0] == "insert":
-                    data[i:i] = op[2]
-                elif op[0] == "flip" and i < len(data):
-                    data[i] ^= op[2]
-                elif op[0] == "truncate":
-                    del data[i:]
-                elif op[0] == "cut":
-                    del data[i:i + op[2]]
-        (folder / name).write_bytes(bytes(data))
+        data = dicom_seed[name]
+        (folder / name).write_bytes(mutate_bytes(data, ops) if k == which else data)
     _model_error_only(lambda: read_dicom_series(folder))
 
 
