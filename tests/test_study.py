@@ -1418,3 +1418,25 @@ def test_a_pushover_run_gives_a_level_strength():
     assert row["displacement_at_peak_mm"] > 0 and row["energy_to_failure_mj"] > 0
     # above the load applied, of the order of the linear (Pistoia) estimate
     assert row["load_n"] < s < 5 * row["strength_pistoia_n"]
+
+
+def test_levels_auto_centres_the_segment_on_the_treated_level():
+    """levels = "auto": two free levels above and below the treated (else fractured) level,
+    clipped at the spine's ends; a run's parameters name the real levels, so its id is that of
+    the same run written out; without a level to centre on, an error naming the key."""
+    base = {"voxel_size": 3.0, "levels": "auto"}
+
+    def levels(**kw):
+        return [p["levels"] for p in StudySpec.from_dict(
+            {"study": {"name": "auto"}, "base": {**base, **kw}}).expand()]
+
+    assert levels(fracture_level="L2") == ["T12-L4"]
+    assert levels(fracture_level="L2", treated_level="L3") == ["L1-L5"]
+    assert levels(fracture_level="L5") == ["L3-L5"] and levels(treated_level="T6") == ["T6-T8"]
+    (auto,) = StudySpec.from_dict({"study": {"name": "a"},
+                                   "base": {**base, "fracture_level": "L2"}}).expand()
+    (named,) = StudySpec.from_dict({"study": {"name": "a"}, "base": {
+        **base, "levels": "T12-L4", "fracture_level": "L2"}}).expand()
+    assert run_id(auto) == run_id(named)
+    with pytest.raises(SpecError, match="base.levels.*centres the segment"):
+        StudySpec.from_dict({"study": {"name": "a"}, "base": base}).expand()

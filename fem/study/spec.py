@@ -141,7 +141,10 @@ def strength_levels(p: dict) -> list[str]:
 
 #: parameters of the "augmentation" recipe (units in the help)
 PARAMETERS = {
-    "levels": Param(str, "L1-L3", "contiguous levels, cranial to caudal, e.g. 'L1-L3'"),
+    "levels": Param(str, "L1-L3", "contiguous levels, cranial to caudal, e.g. 'L1-L3'; or "
+                    "auto: the treated level (else the fracture level) with two free levels "
+                    "above and two below, the outermost carrying the plate and the support "
+                    "(fewer at the ends of the spine or the shape model)"),
     "anatomy": Param(str, "parametric", "segment geometry: parametric (fem.meshes.vertebra, "
                      "T6-L5) or ssm (the mean lumbar shape model, L2-L5; data from "
                      "$FEM_SSM_DATA or ../shared/data/lumbar-ssm-mean)",
@@ -361,6 +364,8 @@ class StudySpec:
                         return where.error(key, "base", message)
                     return SpecError(f"{message} (default of {key!r})", path=self.path)
 
+                if p.get("levels") == AUTO_LEVELS:  # a run's parameters name its real levels
+                    p["levels"] = auto_levels(p, err)
                 yield p, err
 
 
@@ -437,6 +442,33 @@ def _check(params, key, value, where, table, index=None):
         msg = p.check(value)
         if msg:
             raise where.error(key, table, msg, index)
+
+
+#: ``levels = "auto"``: the treated (else fractured) level and this many levels on each side
+AUTO_LEVELS = "auto"
+AUTO_REACH = 2
+
+
+def auto_levels(p: dict, err) -> str:
+    """The segment ``levels = "auto"`` stands for in run ``p``: the treated level (else the
+    fracture level) with :data:`AUTO_REACH` levels above and below, as far as the spine (or the
+    shape model, ``anatomy = "ssm"``) goes, e.g. L2 -> "T12-L4", L5 -> "L3-L5"."""
+    from ..meshes.vertebra import ORDER
+
+    centre = p.get("treated_level") or p.get("fracture_level")
+    if not centre:
+        raise err("levels", "levels = 'auto' centres the segment on the treated_level or the "
+                  "fracture_level: give one of them, or name the levels (e.g. 'L1-L3')")
+    if p.get("anatomy") == "ssm":
+        from ..meshes.ssm import SSM_LEVELS as available
+    else:
+        available = ORDER
+    if centre not in available:
+        raise err("levels", f"level {centre!r} is not one of the {p.get('anatomy')} anatomy's "
+                  f"levels ({', '.join(available)})")
+    i = list(available).index(centre)
+    names = list(available)[max(0, i - AUTO_REACH):i + AUTO_REACH + 1]
+    return f"{names[0]}-{names[-1]}"
 
 
 def _coerced(param, value):
