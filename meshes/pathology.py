@@ -125,9 +125,44 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     (n_nodes, 3) displacement from the intact to the fractured points (what kyphoplasty's height
     restoration undoes a share of).
     """
+    loss = genant_loss(grade) if height_loss is None else float(height_loss)
+    _check_fracture(model, level, shape, loss, damage_factor, damage_depth)
+    anat = _anatomy(model, level)
+    col = _Collapse(anat["dims"], float(anat["z0"]), shape, loss)
+    levels = model.metadata["levels"]
+    i = levels.index(level)
+    out = model.copy()
+    pts = out.points.copy()
+    moved = _collapse_level(out, pts, level, col)
+    kyphosis = _tip_levels_above(model, out, pts, level, levels[:i], col, moved) if i else None
+    if i + 1 < len(levels):
+        below = levels[i + 1]
+        _follow_disc(model, out, pts, col, below, f"{level}-{below}", moved, upper=False)
+    out.points = pts
+    try:
+        check_geometry(out, np)
+    except MeshError as exc:
+        raise MeshError(f"the {shape} fracture of {level} ({loss:.0%} height loss) inverts "
+                        f"elements of this mesh ({exc}); use a finer or better-shaped mesh "
+                        "or a smaller height loss") from None
+    _damage(out, level, col, damage_depth, damage_factor, damage_shell)
+    if cleft:
+        _open_cleft(out, level, col.d, cleft_thickness)
+    if burst:
+        _breach_posterior_wall(out, level, col, damage_factor)
+    if kyphosis is not None:
+        _record_kyphosis(out, level, levels[:i], *kyphosis)
+    out.metadata.setdefault("fractures", []).append(
+        Fracture(level, shape, loss, damage_depth, damage_factor, burst, cleft))
+    collapse = out.metadata.setdefault("collapse", {})
+    collapse[level] = collapse.get(level, 0.0) + (out.points - model.points)
+    return out
+
+
+def _check_fracture(model: Model, level: str, shape: str, loss: float, damage_factor: float,
+                    damage_depth: float) -> None:
     if shape not in SHAPES:
         raise MeshError(f"fracture shape must be one of {', '.join(SHAPES)}, got {shape!r}")
-    loss = genant_loss(grade) if height_loss is None else float(height_loss)
     if not (0.05 <= loss <= 0.8):
         raise MeshError(f"height loss must lie in 0.05..0.8 (5-80 %), got {loss}")
     if not (0.0 < damage_factor <= 1.0) or damage_depth < 0.0:
@@ -139,164 +174,179 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     if tilted:
         raise MeshError(f"{level} was tilted by the kyphosis of the {tilted[0]} fracture, and "
                         "compress() works in the builder's axes: fracture the upper level first")
-    anat = _anatomy(model, level)
-    d, z0 = anat["dims"], float(anat["z0"])
-    out = model.copy()
-    pts = out.points.copy()
-    levels = model.metadata["levels"]
-    i = levels.index(level)
-    above = levels[i - 1] if i > 0 else None
-    lv_elems = np.concatenate([out.regions[r] for r in out.regions if r.startswith(level + "/")])
-    lv_nodes = out.element_nodes(lv_elems)
-    x, y, z = pts[lv_nodes].T
-    top = _top(d, np.minimum(y, 0.5 * d.depth * POSTERIOR_FLAT))
-    L = _loss_field(d, shape, loss, x, y)
-    zl = np.clip(z - z0, 0.0, None)
-    # body and posterior nodes: the level's local height scaled by (1 - L); a biconcave fracture
-    # loses half at each endplate (the inferior one rises), the others at the superior endplate;
-    # parts hanging below the base (a real vertebra's inferior articular processes) move rigidly
-    # with it instead of being flattened onto it
-    lift = 0.5 * L * top if shape == "biconcave" else 0.0 * L
-    pts[lv_nodes, 2] = z + lift - L * zl
+
+
+@dataclass(frozen=True)
+class _Collapse:
+    """The height-loss field of one fracture, in the level's axes (base height ``z0``)."""
+
+    d: object  # the level's LevelDims
+    z0: float
+    shape: str
+    loss: float
+
+    def top(self, y):
+        """Local height of the superior endplate's rim over (.., y); posterior elements take the
+        wall's."""
+        return _top(self.d, np.minimum(y, 0.5 * self.d.depth * POSTERIOR_FLAT))
+
+    def lost(self, x, y):
+        return _loss_field(self.d, self.shape, self.loss, x, y)
+
+    def lift(self, L, top):
+        """How far a biconcave fracture raises the inferior endplate (half the loss)."""
+        return 0.5 * L * top if self.shape == "biconcave" else 0.0 * L
+
+    @property
+    def both_endplates(self) -> bool:
+        return self.shape in ("biconcave", "crush")
+
+    def in_band(self, c, depth: float):
+        """Which points ``c`` (n, 3) lie within ``depth`` mm of a collapsed endplate."""
+        cl = c[:, 2] - self.z0
+        L = self.lost(c[:, 0], c[:, 1])
+        top = self.top(c[:, 1])
+        lift = self.lift(L, top)
+        near = cl >= lift + top * (1.0 - L) - self.d.concavity_superior - depth
+        if self.both_endplates:
+            near |= cl <= lift + self.d.concavity_inferior + depth
+        return near
+
+
+def _collapse_level(out: Model, pts, level: str, col: _Collapse):
+    """Move the level's nodes vertically (in ``pts``): its local height scaled by (1 - L); a
+    biconcave fracture loses half at each endplate (the inferior one rises), the others at the
+    superior endplate; parts hanging below the base (a real vertebra's inferior articular
+    processes) move rigidly with it instead of being flattened onto it. Returns the mask of the
+    nodes moved."""
+    elems = np.concatenate([out.regions[r] for r in out.regions if r.startswith(level + "/")])
+    nodes = out.element_nodes(elems)
+    x, y, z = pts[nodes].T
+    L = col.lost(x, y)
+    pts[nodes, 2] = z + col.lift(L, col.top(y)) - L * np.clip(z - col.z0, 0.0, None)
     moved = np.zeros(out.n_nodes, dtype=bool)
-    moved[lv_nodes] = True
+    moved[nodes] = True
+    return moved
 
-    def follow(neighbour: str, disc_name: str, upper: bool, rigid=None):
-        """Move the disc between the fractured level and ``neighbour`` with the endplate; with
-        ``rigid`` = (R, t, moved_up) the disc's top follows the levels above (moved by R, t)."""
-        disc = [r for r in out.regions if r.startswith(disc_name + "/")]
-        if not disc:
-            return
-        dn = out.element_nodes(np.concatenate([out.regions[r] for r in disc]))
-        dn = dn[~moved[dn]]
-        if rigid is not None:
-            dn = dn[~rigid[2][dn]]
-        xd, yd, zd = pts[dn].T
-        top_d = _top(d, np.minimum(yd, 0.5 * d.depth * POSTERIOR_FLAT))
-        Ld = _loss_field(d, shape, loss, xd, yd)
-        nb = model.metadata["anatomy"][neighbour]
-        if upper:  # disc above: its bottom follows the superior endplate down
-            shift = (0.5 if shape == "biconcave" else 1.0) * -Ld * top_d
-            z_fixed, z_moving = float(nb["z0"]), z0 + top_d
-        else:  # disc below: its top follows the inferior endplate up (biconcave only)
-            shift = 0.5 * Ld * top_d if shape == "biconcave" else 0.0 * Ld
-            nd = nb["dims"]
-            z_fixed = float(nb["z0"]) + _top(nd, np.minimum(yd, 0.5 * nd.depth * POSTERIOR_FLAT))
-            z_moving = np.full_like(zd, z0)
-        w = np.clip((z_fixed - zd) / np.where(np.abs(z_fixed - z_moving) > 1e-9,
-                                              z_fixed - z_moving, 1e-9), 0.0, 1.0)
-        # disc nodes inside the level's span (the endplate concavity) move with the body's own
-        # map, so the disc cannot be pushed through the endplate surface beneath or above it
-        lift_d = 0.5 * Ld * top_d if shape == "biconcave" else 0.0
-        inside = zd <= z_moving if upper else zd >= z_moving
-        body = lift_d - Ld * np.clip(zd - z0, 0.0, None)
-        pts[dn, 2] = zd + np.where(inside, body, shift * w)
-        if rigid is not None:  # the rest of the way, the levels above's rigid motion
-            R, t, _ = rigid
-            p0 = model.points[dn]
-            u_rigid = p0 @ R.T + t - p0
-            share = np.where(inside, 0.0, 1.0 - w)[:, None]
-            pts[dn] += share * u_rigid
 
-    kyphosis = None
-    if above is not None:
-        # the levels above follow the collapsed endplate rigidly (the segment tips into
-        # kyphosis): the rigid motion that best carries the superior endplate's nodes from
-        # their intact to their collapsed positions; the disc above blends from the endplate's
-        # own motion at its bottom to that rigid motion at its top, so it keeps its shape
-        sup = out.node_sets[f"{level}/superior"]
-        R, t = _rigid_fit(model.points[sup], pts[sup])
-        kyphosis = (R, t)
-        up = _nodes_above(out, levels[:i])
-        up = up[~moved[up]]
-        pts[up] = model.points[up] @ R.T + t
-        moved_up = np.zeros(out.n_nodes, dtype=bool)
-        moved_up[up] = True
-        follow(above, f"{above}-{level}", upper=True, rigid=(R, t, moved_up))
-    below = levels[i + 1] if i + 1 < len(levels) else None
-    if below is not None:
-        follow(below, f"{level}-{below}", upper=False)
-    del top
-    out.points = pts
-    try:
-        check_geometry(out, np)
-    except MeshError as exc:
-        raise MeshError(f"the {shape} fracture of {level} ({loss:.0%} height loss) inverts "
-                        f"elements of this mesh ({exc}); use a finer or better-shaped mesh "
-                        "or a smaller height loss") from None
-    # damaged trabecular zone under the collapsed endplate(s)
+def _tip_levels_above(model: Model, out: Model, pts, level: str, upper, col: _Collapse, moved):
+    """The levels above follow the collapsed endplate rigidly (the segment tips into kyphosis):
+    the rigid motion that best carries the superior endplate's nodes from their intact to their
+    collapsed positions; the disc above blends from the endplate's own motion at its bottom to
+    that rigid motion at its top, so it keeps its shape. Returns (R, t)."""
+    sup = out.node_sets[f"{level}/superior"]
+    R, t = _rigid_fit(model.points[sup], pts[sup])
+    up = _nodes_above(out, upper)
+    up = up[~moved[up]]
+    pts[up] = model.points[up] @ R.T + t
+    moved_up = np.zeros(out.n_nodes, dtype=bool)
+    moved_up[up] = True
+    above = upper[-1]
+    _follow_disc(model, out, pts, col, above, f"{above}-{level}", moved | moved_up, upper=True,
+                 rigid=(R, t))
+    return R, t
+
+
+def _follow_disc(model: Model, out: Model, pts, col: _Collapse, neighbour: str, disc_name: str,
+                 moved, *, upper: bool, rigid=None) -> None:
+    """Move the disc between the fractured level and ``neighbour`` with the endplate (in
+    ``pts``); with ``rigid`` = (R, t), the rest of the way the disc's top follows the levels
+    above (moved by R, t). Nodes in ``moved`` are left alone."""
+    disc = [r for r in out.regions if r.startswith(disc_name + "/")]
+    if not disc:
+        return
+    dn = out.element_nodes(np.concatenate([out.regions[r] for r in disc]))
+    dn = dn[~moved[dn]]
+    z0 = col.z0
+    xd, yd, zd = pts[dn].T
+    top_d = col.top(yd)
+    Ld = col.lost(xd, yd)
+    nb = model.metadata["anatomy"][neighbour]
+    if upper:  # disc above: its bottom follows the superior endplate down
+        shift = (0.5 if col.shape == "biconcave" else 1.0) * -Ld * top_d
+        z_fixed, z_moving = float(nb["z0"]), z0 + top_d
+    else:  # disc below: its top follows the inferior endplate up (biconcave only)
+        shift = col.lift(Ld, top_d)
+        nd = nb["dims"]
+        z_fixed = float(nb["z0"]) + _top(nd, np.minimum(yd, 0.5 * nd.depth * POSTERIOR_FLAT))
+        z_moving = np.full_like(zd, z0)
+    w = np.clip((z_fixed - zd) / np.where(np.abs(z_fixed - z_moving) > 1e-9,
+                                          z_fixed - z_moving, 1e-9), 0.0, 1.0)
+    # disc nodes inside the level's span (the endplate concavity) move with the body's own map,
+    # so the disc cannot be pushed through the endplate surface beneath or above it
+    inside = zd <= z_moving if upper else zd >= z_moving
+    body = col.lift(Ld, top_d) - Ld * np.clip(zd - z0, 0.0, None)
+    pts[dn, 2] = zd + np.where(inside, body, shift * w)
+    if rigid is not None:
+        R, t = rigid
+        p0 = model.points[dn]
+        pts[dn] += np.where(inside, 0.0, 1.0 - w)[:, None] * (p0 @ R.T + t - p0)
+
+
+def _damage(out: Model, level: str, col: _Collapse, depth: float, factor: float,
+            shell: bool) -> None:
+    """The damaged band under the collapsed endplate(s): trabecular bone (``damaged``) and,
+    with ``shell``, the cortex and bony endplates in it (``damaged_shell``,
+    ``damaged_endplate``), their moduli times ``factor``."""
     trab = out.regions.get(f"{level}/trabecular")
     if trab is None:
         raise SetError(f"region {level}/trabecular not found")
-    c = _centroids(out, trab)
-    cl = c[:, 2] - z0
-    Lc = _loss_field(d, shape, loss, c[:, 0], c[:, 1])
-    top0 = _top(d, c[:, 1])
-    lift_c = 0.5 * Lc * top0 if shape == "biconcave" else 0.0
-    near = cl >= lift_c + top0 * (1.0 - Lc) - d.concavity_superior - damage_depth
-    if shape in ("biconcave", "crush"):
-        near |= cl <= lift_c + d.concavity_inferior + damage_depth
-    damaged = trab[near]
+    damaged = trab[col.in_band(_centroids(out, trab), depth)]
     if len(damaged):
-        _move(out, damaged, f"{level}/damaged", factor=damage_factor)
-    if damage_shell:
-        # the cortex and bony endplate crushed in the same band lose stiffness too
-        parts = ["cortex", "endplate_superior"] + (["endplate_inferior"]
-                                                   if shape in ("biconcave", "crush") else [])
-        for part in parts:
-            el = out.regions.get(f"{level}/{part}")
-            if el is None or not len(el):
-                continue
-            c = _centroids(out, el)
-            cl = c[:, 2] - z0
-            Lc = _loss_field(d, shape, loss, c[:, 0], c[:, 1])
-            top0 = _top(d, np.minimum(c[:, 1], 0.5 * d.depth * POSTERIOR_FLAT))
-            lift_c = 0.5 * Lc * top0 if shape == "biconcave" else 0.0
-            hit = cl >= lift_c + top0 * (1.0 - Lc) - d.concavity_superior - damage_depth
-            if shape in ("biconcave", "crush"):
-                hit |= cl <= lift_c + d.concavity_inferior + damage_depth
-            if hit.any():
-                name = "damaged_shell" if part == "cortex" else "damaged_endplate"
-                _move(out, el[hit], f"{level}/{name}", factor=damage_factor,
-                      keep=f"{level}/{name}")
-    if cleft:
-        damaged = out.regions.get(f"{level}/damaged", np.zeros(0, np.int64))
-        c = _centroids(out, damaged)
-        top_nodes = out.points[out.node_sets[f"{level}/superior"]]
-        dist, _ = cKDTree(top_nodes).query(c)
-        h = float(np.cbrt(np.median(element_volumes(out)[damaged]))) if len(damaged) else 0.0
-        y_wall = 0.5 * d.depth * POSTERIOR_FLAT
-        gap = (dist <= d.endplate + cleft_thickness + 0.5 * h) \
-            & (c[:, 1] <= y_wall - 0.25 * d.depth) & (np.abs(c[:, 0]) <= 0.3 * d.width)
-        if not gap.any():
-            raise MeshError(f"no damaged bone of {level} lies within {cleft_thickness} mm of "
-                            "its superior endplate to open a cleft in: raise cleft_thickness or "
-                            "damage_depth")
-        _move(out, damaged[gap], f"{level}/cleft", E=CLEFT_MATERIAL[0], nu=CLEFT_MATERIAL[1])
-    if burst:
-        cort = out.regions.get(f"{level}/cortex")
-        cc = _centroids(out, cort)
-        w_p, _ = d.pedicle
-        y_wall = 0.5 * d.depth * POSTERIOR_FLAT
-        hole = (np.abs(cc[:, 0]) <= 0.5 * w_p) & (cc[:, 1] >= y_wall - 3.0) \
-            & (cc[:, 2] - z0 >= 0.3 * d.height) & (cc[:, 2] - z0 <= 0.8 * d.height)
-        if hole.any():
-            E_trab = float(np.median(out.E[trab]))
-            _move(out, cort[hole], f"{level}/posterior_wall_breach",
-                  E=E_trab * damage_factor, nu=0.2)
-    if kyphosis is not None:
-        R, t = kyphosis
-        motion = _Motion(R, t)
-        anat = dict(out.metadata["anatomy"])
-        anat.update(motion.anatomy({lv: anat[lv] for lv in levels[:i]}))
-        out.metadata["anatomy"] = anat
-        out.metadata.setdefault("kyphosis", {})[level] = {
-            "rotation": R, "translation": t, "angle_deg": _angle(R), "levels": list(levels[:i])}
-    out.metadata.setdefault("fractures", []).append(
-        Fracture(level, shape, loss, damage_depth, damage_factor, burst, cleft))
-    collapse = out.metadata.setdefault("collapse", {})
-    collapse[level] = collapse.get(level, 0.0) + (out.points - model.points)
-    return out
+        _move(out, damaged, f"{level}/damaged", factor=factor)
+    if not shell:
+        return
+    parts = ["cortex", "endplate_superior"] + (["endplate_inferior"] if col.both_endplates
+                                               else [])
+    for part in parts:
+        el = out.regions.get(f"{level}/{part}")
+        if el is None or not len(el):
+            continue
+        hit = col.in_band(_centroids(out, el), depth)
+        if hit.any():
+            name = "damaged_shell" if part == "cortex" else "damaged_endplate"
+            _move(out, el[hit], f"{level}/{name}", factor=factor, keep=f"{level}/{name}")
+
+
+def _open_cleft(out: Model, level: str, d, thickness: float) -> None:
+    """An intravertebral cleft: the damaged bone within ``thickness`` mm under the collapsed
+    superior endplate, in the anterior 70 % of the depth and the middle 60 % of the width."""
+    damaged = out.regions.get(f"{level}/damaged", np.zeros(0, np.int64))
+    c = _centroids(out, damaged)
+    dist, _ = cKDTree(out.points[out.node_sets[f"{level}/superior"]]).query(c)
+    h = float(np.cbrt(np.median(element_volumes(out)[damaged]))) if len(damaged) else 0.0
+    y_wall = 0.5 * d.depth * POSTERIOR_FLAT
+    gap = (dist <= d.endplate + thickness + 0.5 * h) \
+        & (c[:, 1] <= y_wall - 0.25 * d.depth) & (np.abs(c[:, 0]) <= 0.3 * d.width)
+    if not gap.any():
+        raise MeshError(f"no damaged bone of {level} lies within {thickness} mm of its superior "
+                        "endplate to open a cleft in: raise cleft_thickness or damage_depth")
+    _move(out, damaged[gap], f"{level}/cleft", E=CLEFT_MATERIAL[0], nu=CLEFT_MATERIAL[1])
+
+
+def _breach_posterior_wall(out: Model, level: str, col: _Collapse, factor: float) -> None:
+    """A burst fracture's breach of the posterior wall's cortex, between the pedicles, at 30-80 %
+    of the height, with the damaged trabecular modulus."""
+    d, z0 = col.d, col.z0
+    cort = out.regions.get(f"{level}/cortex")
+    cc = _centroids(out, cort)
+    w_p, _ = d.pedicle
+    y_wall = 0.5 * d.depth * POSTERIOR_FLAT
+    hole = (np.abs(cc[:, 0]) <= 0.5 * w_p) & (cc[:, 1] >= y_wall - 3.0) \
+        & (cc[:, 2] - z0 >= 0.3 * d.height) & (cc[:, 2] - z0 <= 0.8 * d.height)
+    if hole.any():
+        E_trab = float(np.median(out.E[out.regions[f"{level}/trabecular"]]))
+        _move(out, cort[hole], f"{level}/posterior_wall_breach", E=E_trab * factor, nu=0.2)
+
+
+def _record_kyphosis(out: Model, level: str, upper, R, t) -> None:
+    """The tipped levels' anatomy moved with them, and ``metadata["kyphosis"][level]``."""
+    motion = _Motion(R, t)
+    anat = dict(out.metadata["anatomy"])
+    anat.update(motion.anatomy({lv: anat[lv] for lv in upper}))
+    out.metadata["anatomy"] = anat
+    out.metadata.setdefault("kyphosis", {})[level] = {
+        "rotation": R, "translation": t, "angle_deg": _angle(R), "levels": list(upper)}
 
 
 def restore(model: Model, level: str, share: float) -> Model:
