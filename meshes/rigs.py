@@ -43,10 +43,10 @@ from ..errors import BoundaryConditionError, MeshError
 from ..loads import Fixed, RigidPlate
 from .vertebra import (
     LEVELS,
-    _endplate_faces,
     _grid_labels,
     _model_from_labels,
     _Stack,
+    add_endplate_sets,
     annotate,
     label_names,
     layer_factors,
@@ -112,21 +112,16 @@ def potted_body(level: str = "L1", *, voxel_size: float = 1.0, materials=None,
     labels, origin = _pot(body, origin, h, cap_depth, cap_cover, cap_margin)
     slip = contact == "frictionless"
     if slip:
-        _slip_layer(labels)
+        faces = _bone_faces(labels)
+        _slip_layer(labels, faces)
     codes = label_names(names)
     codes.update({c: f"rig/{part}" for part, c in _CAP_CODES.items()})
     for part in _CAP_CODES:
         mats[part] = (E_cap, nu_cap)
     m = _model_from_labels(labels, origin, h, codes, mats)
     if slip:
-        _orthotropic_slip(m, labels, E_cap)
-    bone = [1 + p for p in range(5)]
-    n = names[0]
-    for key, code, up in (("superior", 3, True), ("inferior", 4, False)):
-        e, f = _endplate_faces(m, labels, {"endplate": code, "bone": bone, "cortex": 1}, up)
-        m.add_face_set(f"{n}/{key}", e, f)
-        conn = m.blocks[0].conn[e]
-        m.add_node_set(f"{n}/{key}", np.unique(conn[:, 4:] if up else conn[:, :4]))
+        _orthotropic_slip(m, faces, E_cap)
+    add_endplate_sets(m, labels, names)
     annotate(m, names, stack)
     info = m.metadata["voxel_labels"]
     occ, lab = info["ijk"], info["labels"]
@@ -134,11 +129,10 @@ def potted_body(level: str = "L1", *, voxel_size: float = 1.0, materials=None,
     for name, k, face in (("base", 0, 0), ("platen", labels.shape[2] - 1, 1)):
         e = np.nonzero(caps & (occ[:, 2] == k))[0]
         m.add_face_set(name, e, np.full(len(e), face))
-        conn = m.blocks[0].conn[e]
-        m.add_node_set(name, np.unique(conn[:, 4:] if face else conn[:, :4]))
+        m.add_node_set(name, m.nodes_of(name))
     m.metadata["voxel_size"] = h
     m.metadata["layer_factors"] = layer_factors(names, physical, d, h)
-    m.metadata["rig"] = dict(level=n, contact=contact, cap_depth=cap_depth,
+    m.metadata["rig"] = dict(level=names[0], contact=contact, cap_depth=cap_depth,
                              cap_cover=cap_cover, cap_margin=cap_margin, cap_material=(E_cap,
                                                                                         nu_cap),
                              height=float(labels.shape[2] * h))
@@ -147,10 +141,6 @@ def potted_body(level: str = "L1", *, voxel_size: float = 1.0, materials=None,
 
 def _pot(body, origin, h, depth, cover, margin):
     """The body's label grid padded and filled with the two caps (codes of ``_CAP_CODES``)."""
-    bone = body > 0
-    cols = bone.any(axis=2)
-    if not cols.any():
-        raise MeshError("the body produced no voxel: the voxel size is too large")
     pad_xy = int(np.ceil(margin / h))
     pad_z = int(np.ceil(depth / h))
     grid = np.zeros((body.shape[0] + 2 * pad_xy, body.shape[1] + 2 * pad_xy,
@@ -160,6 +150,8 @@ def _pot(body, origin, h, depth, cover, margin):
     origin = np.asarray(origin, float) - h * np.array([pad_xy, pad_xy, pad_z])
     bone = grid > 0
     cols = bone.any(axis=2)
+    if not cols.any():
+        raise MeshError("the body produced no voxel: the voxel size is too large")
     nz = grid.shape[2]
     k = np.arange(nz)
     low = np.where(bone, k, nz).min(axis=2)  # lowest bone voxel of each column
@@ -184,47 +176,38 @@ def _pot(body, origin, h, depth, cover, margin):
     return grid, origin
 
 
-def _slip_layer(labels):
-    """Relabel the cap voxels that share a face with bone as slip-layer voxels (in place)."""
+def _bone_faces(labels):
+    """Per axis (3, nx, ny, nz): the voxels with a bone voxel face-adjacent along that axis."""
     bone = (labels > 0) & (labels < 60)
-    near = np.zeros_like(bone)
+    out = np.zeros((3,) + bone.shape, dtype=bool)
     for axis in range(3):
-        for step in (1, -1):
-            near |= np.roll(bone, step, axis=axis) & ~_edge(bone.shape, axis, step)
+        lo, hi = [slice(None)] * 3, [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        out[axis][tuple(lo)] |= bone[tuple(hi)]  # bone at +1
+        out[axis][tuple(hi)] |= bone[tuple(lo)]  # bone at -1
+    return out
+
+
+def _slip_layer(labels, faces):
+    """Relabel the cap voxels that share a face with bone (``faces``: :func:`_bone_faces`) as
+    slip-layer voxels (in place)."""
+    near = faces.any(axis=0)
     for cap, slip in (("cap_inferior", "slip_inferior"), ("cap_superior", "slip_superior")):
         labels[(labels == _CAP_CODES[cap]) & near] = _CAP_CODES[slip]
 
 
-def _edge(shape, axis, step):
-    """Mask of the layer that np.roll wrapped around (the far side's voxels)."""
-    m = np.zeros(shape, dtype=bool)
-    idx = [slice(None)] * 3
-    idx[axis] = 0 if step > 0 else -1
-    m[tuple(idx)] = True
-    return m
-
-
-def _orthotropic_slip(m, labels, E_cap):
+def _orthotropic_slip(m, faces, E_cap):
     """The slip layer's orthotropic constants: the cap's modulus along each axis on which the
-    voxel faces bone, SLIP x it for the other moduli and every shear modulus, nu 0."""
+    voxel faces bone (``faces``: :func:`_bone_faces`), SLIP x it for the other moduli and every
+    shear modulus, nu 0."""
     info = m.metadata["voxel_labels"]
     occ, lab = info["ijk"], info["labels"]
-    bone = (labels > 0) & (labels < 60)
-    shape = np.array(labels.shape)
     for slip in ("slip_inferior", "slip_superior"):
         sel = np.nonzero(lab == _CAP_CODES[slip])[0]
         if not len(sel):
             continue
-        ijk = occ[sel]
-        E = np.full((len(sel), 3), SLIP * E_cap)
-        for axis in range(3):
-            for step in (1, -1):
-                nb = ijk.copy()
-                nb[:, axis] += step
-                ok = (nb[:, axis] >= 0) & (nb[:, axis] < shape[axis])
-                faces = np.zeros(len(sel), dtype=bool)
-                faces[ok] = bone[nb[ok, 0], nb[ok, 1], nb[ok, 2]]
-                E[faces, axis] = E_cap
+        i, j, k = occ[sel].T
+        E = np.where(faces[:, i, j, k].T, E_cap, SLIP * E_cap)
         m.set_orthotropic(f"rig/{slip}", E=E, nu=(0.0, 0.0, 0.0),
                           G=np.full((len(sel), 3), SLIP * E_cap))
 

@@ -74,9 +74,9 @@ import numpy as np
 from ..errors import InputFileError, MeshError
 from .vertebra import (
     LevelDims,
-    _endplate_faces,
     _model_from_labels,
     _Stack,
+    add_endplate_sets,
     annotate,
     label_names,
     layer_factors,
@@ -491,16 +491,7 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
     mats = thickness_compensated(physical, layers, h)
     m = _model_from_labels(labels, o_model, h, code_names, mats)
     m.metadata["layer_factors"] = layer_factors(names, physical, layers, h)
-    ijk = m.metadata["voxel_labels"]["ijk"]
-    for i, n in enumerate(names):
-        bone = [1 + 10 * i + p for p in range(5)]
-        for key, code, up, rim in (("superior", 1 + 10 * i + 2, True, rims[i][0]),
-                                   ("inferior", 1 + 10 * i + 3, False, rims[i][1])):
-            e, f = _endplate_faces(m, labels, {"endplate": code, "bone": bone}, up,
-                                   rim=rim[ijk[:, 0], ijk[:, 1], ijk[:, 2]])
-            m.add_face_set(f"{n}/{key}", e, f)
-            conn = m.blocks[0].conn[e]
-            m.add_node_set(f"{n}/{key}", np.unique(conn[:, 4:] if up else conn[:, :4]))
+    add_endplate_sets(m, labels, names, rims)
     anatomy, dims = {}, []
     for i, n in enumerate(names):
         body, _, _, jw = bodies[i]

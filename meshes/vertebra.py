@@ -397,6 +397,23 @@ def _endplate_faces(m: Model, labels, level_codes, up: bool, rim=None):
     return keep, np.full(len(keep), 1 if up else 0)  # hex8 face S2 (+z) or S1 (-z)
 
 
+def add_endplate_sets(m: Model, labels, names, rims=None) -> None:
+    """Face and node sets ``"<level>/superior"`` and ``"<level>/inferior"`` of a voxel model
+    built from ``labels`` with the codes of :func:`label_names`: the outer faces of each level's
+    bony endplates and of the shell voxels at their rim (:func:`_endplate_faces`). ``rims``: per
+    level, (superior, inferior) masks on the label grid of the rim voxels; None: the cortex (a
+    prismatic body)."""
+    ijk = m.metadata["voxel_labels"]["ijk"]
+    for i, n in enumerate(names):
+        bone = [1 + 10 * i + p for p in range(5)]
+        for j, (key, up) in enumerate((("superior", True), ("inferior", False))):
+            rim = None if rims is None else rims[i][j][ijk[:, 0], ijk[:, 1], ijk[:, 2]]
+            e, f = _endplate_faces(m, labels, {"endplate": 1 + 10 * i + 2 + j, "bone": bone,
+                                                "cortex": bone[0]}, up, rim=rim)
+            m.add_face_set(f"{n}/{key}", e, f)
+            m.add_node_set(f"{n}/{key}", m.nodes_of(f"{n}/{key}"))
+
+
 def level_names(levels: str | list[str]) -> list[str]:
     """Validated level names, cranial to caudal: "T12-L2", "L1" or a list of contiguous names."""
     names = level_range(levels) if isinstance(levels, str) else [str(n).upper() for n in levels]
@@ -505,15 +522,7 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
     stack = _Stack.of(names)
     labels, origin = _grid_labels(stack, h, posterior)
     m = _model_from_labels(labels, origin, h, label_names(names), mats)
-    for i, n in enumerate(names):
-        bone = [1 + 10 * i + p for p in range(5)]
-        for key, code, up in (("superior", 1 + 10 * i + 2, True), ("inferior", 1 + 10 * i + 3,
-                                                                     False)):
-            e, f = _endplate_faces(m, labels, {"endplate": code, "bone": bone,
-                                                "cortex": bone[0]}, up)
-            m.add_face_set(f"{n}/{key}", e, f)
-            conn = m.blocks[0].conn[e]
-            m.add_node_set(f"{n}/{key}", np.unique(conn[:, 4:] if up else conn[:, :4]))
+    add_endplate_sets(m, labels, names)
     annotate(m, names, stack)
     m.metadata["voxel_size"] = h
     m.metadata["layer_factors"] = layer_factors(names, physical, LEVELS[names[0]], h)
