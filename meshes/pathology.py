@@ -339,9 +339,11 @@ def _breach_posterior_wall(out: Model, level: str, col: _Collapse, factor: float
         _move(out, cort[hole], f"{level}/posterior_wall_breach", E=E_trab * factor, nu=0.2)
 
 
-def _record_kyphosis(out: Model, level: str, upper, R, t) -> None:
-    """The tipped levels' anatomy moved with them, and ``metadata["kyphosis"][level]``."""
-    motion = _Motion(R, t)
+def _record_kyphosis(out: Model, level: str, upper, R, t, moved_by=None) -> None:
+    """``metadata["kyphosis"][level]`` = the tipped levels' rigid motion (R, t) from the intact
+    model, and their anatomy moved with them (by ``moved_by`` = (R, t) of the motion from where
+    the anatomy stands now, default the whole (R, t))."""
+    motion = _Motion(*(moved_by or (R, t)))
     anat = dict(out.metadata["anatomy"])
     anat.update(motion.anatomy({lv: anat[lv] for lv in upper}))
     out.metadata["anatomy"] = anat
@@ -373,13 +375,10 @@ def restore(model: Model, level: str, share: float) -> Model:
         R, t = _rigid_fit(intact[sup], pts[sup])
         up = _nodes_above(model, k["levels"])
         pts[up] = intact[up] @ R.T + t
+        # their anatomy was moved by the old kyphosis: move it on by the difference
         Rc = R @ np.asarray(k["rotation"]).T
-        motion = _Motion(Rc, t - Rc @ np.asarray(k["translation"]))
-        anat = dict(out.metadata["anatomy"])
-        anat.update(motion.anatomy({lv: anat[lv] for lv in k["levels"]}))
-        out.metadata["anatomy"] = anat
-        out.metadata["kyphosis"] = {**model.metadata["kyphosis"], level: {
-            **k, "rotation": R, "translation": t, "angle_deg": _angle(R)}}
+        _record_kyphosis(out, level, k["levels"], R, t,
+                         moved_by=(Rc, t - Rc @ np.asarray(k["translation"])))
     out.points = pts
     out.metadata["collapse"] = {**collapse, level: pts - intact}
     return out
