@@ -453,8 +453,6 @@ def _level_row(fd: _Fields, level: str, below: str | None, load: float | None) -
     h_ant, h_post, wedge = body_heights(m, level)
     row.update(height_anterior_mm=h_ant, height_posterior_mm=h_post, wedge_angle_deg=wedge)
     row.update(_cement(m, level))
-    row.update(strength_n=row["strength_pistoia_n"], factor_of_risk=row["factor_of_risk_pistoia"],
-               strength_method="pistoia")
     return row
 
 
@@ -518,7 +516,7 @@ def level_metrics(result, *, levels=None, load: float | None = None):
     for lv in chosen:
         i = order.index(lv)
         rows.append(_level_row(fd, lv, order[i + 1] if i + 1 < len(order) else None, load))
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    df = headline_strength(pd.DataFrame(rows, columns=list(COLUMNS)))  # Pistoia's until a pushover
     df.attrs["load_case"] = _load_case_name(m)
     return df
 
@@ -560,7 +558,7 @@ def headline_strength(table):
     strength = push.where(ran, pistoia)
     table["strength_n"] = strength
     table["factor_of_risk"] = (load / strength).where(strength > 0)
-    table["strength_method"] = np.where(ran, "pushover", "pistoia")
+    table["strength_method"] = np.where(ran, *STRENGTH_METHODS)  # "pushover", else "pistoia"
     return table
 
 
