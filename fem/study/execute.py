@@ -253,9 +253,9 @@ def _record(store: Store, rid, text, what: str) -> dict:
     try:
         value = json.loads(text)
     except (ValueError, TypeError) as exc:
-        raise store._damaged(f"the {what} of run {rid}", exc) from None
+        raise store.damaged(f"the {what} of run {rid}", exc) from None
     if not isinstance(value, dict):
-        raise store._damaged(f"the {what} of run {rid}", "not a table")
+        raise store.damaged(f"the {what} of run {rid}", "not a table")
     return value
 
 

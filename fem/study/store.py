@@ -56,6 +56,10 @@ def _versions() -> dict:
 TEXT_METRICS = ("leak_locations", "strength_method")
 
 
+def _sql_type(column: str) -> str:
+    return "TEXT" if column in TEXT_METRICS else "REAL"
+
+
 def _metric_columns():
     from ..metrics import COLUMNS
 
@@ -103,8 +107,7 @@ class Store:
     # ------------------------------------------------------------------ schema
 
     def _schema(self):
-        cols = ", ".join(f'"{c}"' + (" TEXT" if c in TEXT_METRICS else " REAL")
-                         for c in _metric_columns())
+        cols = ", ".join(f'"{c}" {_sql_type(c)}' for c in _metric_columns())
         try:
             with self.transaction():
                 self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, "
@@ -135,8 +138,7 @@ class Store:
                 have = {r[1] for r in self.db.execute("PRAGMA table_info(metrics)")}
                 for c in _metric_columns():
                     if c not in have:
-                        self.db.execute(f'ALTER TABLE metrics ADD COLUMN "{c}" '
-                                        + ("TEXT" if c in TEXT_METRICS else "REAL"))
+                        self.db.execute(f'ALTER TABLE metrics ADD COLUMN "{c}" {_sql_type(c)}')
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a vertebra-fem study store ({exc})") from None
 
@@ -167,9 +169,7 @@ class Store:
             have = {r[1] for r in self.db.execute(f'PRAGMA table_info("{table}")')}
             lost = [c for c in needed if c not in have]
             if lost:
-                raise StoreError(f"{self.path} is damaged: table {table} lacks column(s) "
-                                 f"{', '.join(lost)}; restore it from a backup, or run the "
-                                 "study into another --out folder")
+                raise self.damaged(f"table {table}", f"column(s) {', '.join(lost)} missing")
 
     def _check_version(self):
         if self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
@@ -212,7 +212,7 @@ class Store:
                                 (run_id(p), n0 + i, json.dumps(p, sort_keys=True)))
             return self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] - n0
 
-    def _damaged(self, what: str, exc) -> StoreError:
+    def damaged(self, what: str, exc) -> StoreError:
         """The error for a store whose pages are sound but whose records are not (a flipped
         byte inside a text field passes SQLite's integrity check)."""
         return StoreError(f"{self.path} is damaged ({what}: {exc}): restore it from a backup, "
@@ -225,9 +225,9 @@ class Store:
                 raise StoreError(f"{self.path} holds no study")
             spec = json.loads(row[2])
         except (sqlite3.Error, UnicodeDecodeError, ValueError, TypeError) as exc:
-            raise self._damaged("its study record", exc) from None
+            raise self.damaged("its study record", exc) from None
         if not isinstance(spec, dict):
-            raise self._damaged("its study record", "the spec is not a table")
+            raise self.damaged("its study record", "the spec is not a table")
         return {"name": row[0], "recipe": row[1], "spec": spec, "created": row[3]}
 
     def recover(self) -> int:
@@ -259,7 +259,7 @@ class Store:
             try:  # before the run is taken: a damaged record leaves it as it was
                 params = json.loads(row[1])
             except (ValueError, TypeError) as exc:
-                raise self._damaged(f"the parameters of run {row[0]}", exc) from None
+                raise self.damaged(f"the parameters of run {row[0]}", exc) from None
             self.db.execute("UPDATE runs SET status = 'running', owner = ?, started = ?, "
                             "error = NULL, attempts = attempts + 1 WHERE run_id = ?",
                             (owner, time.time(), row[0]))
@@ -299,7 +299,7 @@ class Store:
             return dict(self.db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"
                                         ).fetchall())
         except (sqlite3.Error, UnicodeDecodeError) as exc:
-            raise self._damaged("its runs table", exc) from None
+            raise self.damaged("its runs table", exc) from None
 
     def runs_frame(self):
         return self._frame("SELECT * FROM runs ORDER BY idx", "its runs table")
@@ -313,7 +313,7 @@ class Store:
         try:
             return pd.read_sql_query(query, self.db)
         except (sqlite3.Error, UnicodeDecodeError, pd.errors.DatabaseError) as exc:
-            raise self._damaged(what, exc) from None
+            raise self.damaged(what, exc) from None
 
 
 class _Transaction:
