@@ -217,26 +217,29 @@ CONTRAST_WARNING = 1e6
 def _warn_ill_conditioning(model) -> None:
     """Warn when the moduli span more than :data:`CONTRAST_WARNING` (a few soft elements in a
     stiff model, a near-rigid part, or a modulus in the wrong units), naming the extremes."""
+    # every modulus with the element it belongs to (an orthotropic element has six)
+    ortho = np.nonzero(model.orthotropic_mask())[0]
     E = np.concatenate([np.asarray(model.E, dtype=float), _ortho_moduli(model).ravel()])
-    E = E[np.isfinite(E) & (E > 0)]
+    owner = np.concatenate([np.arange(len(model.E)), np.repeat(ortho, 6)])
+    ok = np.isfinite(E) & (E > 0)
+    E, owner = E[ok], owner[ok]
     if not len(E):
         return
-    lo, hi = float(E.min()), float(E.max())
+    i_lo, i_hi = int(np.argmin(E)), int(np.argmax(E))
+    lo, hi = float(E[i_lo]), float(E[i_hi])
     if hi <= CONTRAST_WARNING * lo:
         return
 
-    def where(value):
-        i = int(np.argmin(np.abs(np.asarray(model.E, dtype=float) - value)))
+    def where(i):
         code = int(model.element_region[i]) if len(model.element_region) else -1
         name = model.region_names[code] if 0 <= code < len(model.region_names) else None
-        label = int(model.element_ids[i])
-        return f"element {label}" + (f" of region {name!r}" if name else "")
+        return f"element {int(model.element_ids[i])}" + (f" of region {name!r}" if name else "")
 
     warnings.warn(
-        f"the moduli span {hi / lo:.2g} (from {lo:.3g} MPa at {where(lo)} to {hi:.3g} MPa at "
-        f"{where(hi)}): the system is ill-conditioned, so iterative solves take longer and "
-        "the soft part's displacements are resolved only to about rtol x that ratio; check "
-        "the units, or model a near-rigid part with a rigid plate or fixed nodes",
+        f"the moduli span {hi / lo:.2g} (from {lo:.3g} MPa at {where(owner[i_lo])} to {hi:.3g} "
+        f"MPa at {where(owner[i_hi])}): the system is ill-conditioned, so iterative solves take "
+        "longer and the soft part's displacements are resolved only to about rtol x that "
+        "ratio; check the units, or model a near-rigid part with a rigid plate or fixed nodes",
         stacklevel=3)
 
 

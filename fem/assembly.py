@@ -245,7 +245,7 @@ def orthotropic_at(model: Model, C_all, orth, gsl: slice, X, etype, xp):
     a = xp.asarray(ax[cyl])
     R = elastic.cylinder_frames(xq, a[:, None, :3], a[:, None, 3:])
     if not bool(xp.isfinite(R).all()):
-        host = np.asarray(R.get() if hasattr(R, "get") else R)
+        host = np.asarray(_host(xp, R))
         bad = int(np.nonzero(~np.isfinite(host).reshape(len(cyl), -1).all(axis=1))[0][0])
         label = int(model.element_ids[gsl.start + int(loc[cyl][bad])])
         raise MaterialError(f"element {label}: an integration point lies on the axis of its "

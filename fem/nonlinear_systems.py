@@ -64,9 +64,8 @@ def make_system(model, law, *, backend, solver, rtol, control):
     # the damage law scales an isotropic modulus: an orthotropic element may take part only
     # as an elastic one (a rig's slip layer, fem.meshes.rigs), whose stiffness never changes
     ortho = model.orthotropic_mask()
-    if ortho.any() and len(law.yield_strain_compression) == len(ortho):
-        can = np.isfinite(law.yield_strain_compression) | np.isfinite(law.yield_strain_tension)
-        bad = np.nonzero(ortho & can)[0]
+    if ortho.any() and law.n_elements == len(ortho):
+        bad = np.nonzero(ortho & ~law.elastic)[0]
         if len(bad):
             raise SolverError(
                 f"the damage law is isotropic: element {int(model.element_ids[bad[0]])} is "

@@ -154,6 +154,7 @@ def read_dicom_series(folder) -> CTImage:
             slope = float(getattr(ds, "RescaleSlope", 1.0))
             intercept = float(getattr(ds, "RescaleIntercept", 0.0))
             uid = str(getattr(ds, "SeriesInstanceUID", ""))
+            thickness = getattr(ds, "SliceThickness", None)  # read where a lone slice needs it
         except Exception as exc:  # pydicom raises many kinds on a damaged file
             raise InputFileError(f"{p}: not a readable CT slice ({type(exc).__name__}: "
                                  f"{exc})") from None
@@ -163,9 +164,9 @@ def read_dicom_series(folder) -> CTImage:
             raise InputFileError(f"{p}: not a usable CT slice (orientation {iop.tolist()}, "
                                  f"position {ipp.tolist()}, pixel spacing {list(ps)}, rescale "
                                  f"{slope:g} / {intercept:g}, pixel array {arr.shape})")
-        slices.append((p, iop, ipp, ps, arr * slope + intercept, uid))
-    p0, iop0, _, ps0, a0, uid0 = slices[0]
-    for p, iop, _, ps, arr, uid in slices[1:]:
+        slices.append((p, iop, ipp, ps, arr * slope + intercept, uid, thickness))
+    p0, iop0, _, ps0, a0, uid0, _ = slices[0]
+    for p, iop, _, ps, arr, uid, _ in slices[1:]:
         if np.abs(iop - iop0).max() > 1e-4:
             raise InputFileError(f"{p}: slice orientation {iop.tolist()} differs from "
                                  f"{p0.name}'s {iop0.tolist()}")
@@ -196,7 +197,7 @@ def read_dicom_series(folder) -> CTImage:
                                  f"the series' {dz:g} mm (missing or extra slice?)")
     else:
         try:
-            dz = float(getattr(pydicom.dcmread(str(slices[0][0])), "SliceThickness", 1.0) or 1.0)
+            dz = float(slices[0][6] or 1.0)
         except Exception as exc:
             raise InputFileError(f"{slices[0][0]}: no usable SliceThickness ({exc})") from None
         if not (np.isfinite(dz) and dz > 0):

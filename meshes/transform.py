@@ -181,7 +181,8 @@ def rigid_transform(model: Model, rotation, translation=(0.0, 0.0, 0.0)) -> Mode
     t = np.asarray(translation, dtype=float)
     if t.shape != (3,) or not np.isfinite(t).all():
         raise MeshError(f"translation must be three finite numbers (mm), got {translation!r}")
-    fixed_axes = model.orthotropic_mask() & ~model.cylindrical_mask()
+    cyl = model.cylindrical_mask()
+    fixed_axes = model.orthotropic_mask() & ~cyl
     if fixed_axes.any():
         raise MaterialError(
             f"{int(fixed_axes.sum())} element(s) are orthotropic with constants in the global "
@@ -191,7 +192,6 @@ def rigid_transform(model: Model, rotation, translation=(0.0, 0.0, 0.0)) -> Mode
     conditions = [_condition(c, m) for c in model.conditions]
     out = model.copy()
     out.points = model.points @ R.T + t
-    cyl = model.cylindrical_mask()
     if cyl.any():  # cylindrical axes move with the model: their constants need no change
         out.ortho_axis[cyl, :3] = model.ortho_axis[cyl, :3] @ R.T + t
         out.ortho_axis[cyl, 3:] = model.ortho_axis[cyl, 3:] @ R.T
