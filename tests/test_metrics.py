@@ -364,12 +364,12 @@ def test_wedge_fracture_heights_and_angle():
 
 @pytest.fixture(scope="module", params=["standing", "flexion"])
 def segment_pair(request):
-    """An L1-L2 segment (2 mm voxels) with a burst-fractured, cemented L2 (so that the cement,
+    """An L1-L2 segment (3 mm voxels) with a burst-fractured, cemented L2 (so that the cement,
     interface and leak metrics are checked too) and a rigidly moved copy under one load case."""
     from fem import augment
     from fem.meshes import pathology
 
-    m = pathology.compress(vertebra.segment_model("L1-L2", voxel_size=2.0), "L2", "wedge",
+    m = pathology.compress(vertebra.segment_model("L1-L2", voxel_size=3.0), "L2", "wedge",
                            grade=2, burst=True)
     m = augment.pvp(m, "L2", 5.0, tip_depth=0.15)
     loadcases.apply(m, request.param)
