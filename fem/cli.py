@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="run on a local Dask cluster of N worker processes")
     where.add_argument("--processes", type=int, metavar="N", default=1,
                        help="local worker processes, the default executor (default 1)")
+    st.add_argument("--scheduler-timeout", type=float, metavar="S", default=None,
+                    help="seconds to wait for the --scheduler to answer (default "
+                    "fem.study.execute.SCHEDULER_TIMEOUT_S, 10 s)")
     st.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     st.add_argument("--max-runs", type=int, metavar="N", default=None,
                     help="allow a study of up to N runs (default 10000: a larger grid is refused "
@@ -240,7 +243,8 @@ def _study(args) -> int:
     # of a non-interactive shell, some test runners' children): Python then installs no handler
     signal.signal(signal.SIGINT, _interrupt)
     counts = study.run(processes=args.processes, workers=args.workers,
-                       scheduler=args.scheduler, retry_failed=args.retry_failed)
+                       scheduler=args.scheduler, retry_failed=args.retry_failed,
+                       scheduler_timeout=args.scheduler_timeout)
     running = study.store.counts().get("running", 0)
     if running:  # another process on this folder is still at work: the last one writes
         print(f"store: {study.store.path}")

@@ -242,7 +242,8 @@ def test_unreachable_scheduler_is_a_clear_error(address, tmp_path):
     spec = _write(tmp_path, FAILING)
     address = address.format(port=_free_port())
     t = time.monotonic()
-    r = _vfem("study", spec, "--out", tmp_path / "out", "--scheduler", address, timeout=90)
+    r = _vfem("study", spec, "--out", tmp_path / "out", "--scheduler", address,
+              "--scheduler-timeout", "1", timeout=90)
     waited = time.monotonic() - t
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
@@ -252,6 +253,7 @@ def test_unreachable_scheduler_is_a_clear_error(address, tmp_path):
     runs, _ = _tables(tmp_path / "out")
     assert list(runs["status"]) == ["pending", "pending"]
     assert list(runs["attempts"]) == [0, 0]
+    assert "within 1 s" in lines[0] or "no-port" in address, r.stderr
     print(f"{address}: error after {waited:.1f} s")
 
 

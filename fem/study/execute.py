@@ -83,16 +83,21 @@ class Study:
 
     def run(self, *, processes: int = 1, workers: int | None = None,
             scheduler: str | None = None, retry_failed: bool = False,
-            progress: bool | None = None, log=None) -> dict:
+            progress: bool | None = None, log=None,
+            scheduler_timeout: float | None = None) -> dict:
         """Execute every pending run (and failed ones with ``retry_failed``); returns the
         counts per status. ``processes``: local worker processes (default 1: a solve already
         uses the machine's cores); ``workers``: a local Dask cluster of that many workers;
-        ``scheduler``: the address of a running Dask scheduler."""
+        ``scheduler``: the address of a running Dask scheduler, given ``scheduler_timeout``
+        seconds to answer (default :data:`SCHEDULER_TIMEOUT_S`)."""
         if workers is not None and scheduler is not None:
             raise ModelError("give either workers (a local Dask cluster) or scheduler (an "
                              "existing one), not both")
         if workers is not None and workers < 1 or processes < 1:
             raise ModelError("workers and processes must be >= 1")
+        timeout = SCHEDULER_TIMEOUT_S if scheduler_timeout is None else float(scheduler_timeout)
+        if not timeout > 0:
+            raise ModelError(f"scheduler_timeout must be > 0 s, got {scheduler_timeout}")
         tty = sys.stderr.isatty() if progress is None else progress
         log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.runs_dir.mkdir(exist_ok=True)
@@ -106,7 +111,7 @@ class Study:
         if todo == 0:
             log(f"study {self.spec.name!r}: nothing to run ({self._status_line()})")
             return self.store.counts()
-        executor, kind, slots, close = _executor(processes, workers, scheduler)
+        executor, kind, slots, close = _executor(processes, workers, scheduler, timeout)
         log(f"study {self.spec.name!r}: {todo} run(s) on {kind}")
         bar = _bar(todo, tty)
         try:
@@ -320,7 +325,7 @@ def _end_with_parent():
     threading.Thread(target=watch, name="end-with-study", daemon=True).start()
 
 
-def _executor(processes, workers, scheduler):
+def _executor(processes, workers, scheduler, timeout=SCHEDULER_TIMEOUT_S):
     """(executor, description, slots, close)"""
     if scheduler is None and workers is None:
         ex = _LocalPool(processes)
@@ -342,10 +347,10 @@ def _executor(processes, workers, scheduler):
 
         return client, f"a local Dask cluster of {workers} worker(s)", workers, close
     try:
-        client = Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
+        client = Client(scheduler, timeout=timeout)
     except (OSError, TimeoutError, ValueError, TypeError) as exc:
         raise ModelError(f"cannot reach the Dask scheduler at {scheduler!r} within "
-                         f"{SCHEDULER_TIMEOUT_S} s ({_one_line(exc)})") from None
+                         f"{timeout:g} s ({_one_line(exc)})") from None
 
     def slots():
         # workers of a scheduler come and go (dask-jobqueue scales by jobs): ask every time
