@@ -50,6 +50,7 @@ from .errors import (  # noqa: E402
     MeshError,
     ModelError,
     OutputError,
+    ParameterError,
     SetError,
     SolverError,
     UnderConstrainedError,
@@ -74,7 +75,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BoundaryConditionError", "ConvergenceError", "DeckError", "Displacement", "FaceSet", "Fixed",
     "InputFileError", "MaterialError", "MeshError", "Model", "ModelError", "NodalForce",
-    "Pressure", "Result", "RigidPlate", "SetError", "SolverError", "TotalForce", "Traction",
+    "ParameterError", "Pressure", "Result", "RigidPlate", "SetError", "SolverError", "TotalForce", "Traction",
     "UnderConstrainedError", "MechanismError", "OutputError", "VoxelModel", "solve", "solve_plastic", "solve_nonlinear",
     "DamageLaw", "__version__",
 ]

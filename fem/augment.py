@@ -92,7 +92,8 @@ from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
 
 from .assembly import check_geometry, element_volumes
-from .errors import MaterialError, MeshError, SetError
+from .errors import MaterialError, MeshError, ParameterError, SetError
+from .limits import LIMITS
 from .meshes.anatomy import level_frame
 from .meshes.pathology import restore
 from .model import Model
@@ -141,8 +142,9 @@ class Cement:
     def __post_init__(self):
         if not (np.isfinite(self.E) and self.E > 0):
             raise MaterialError(f"cement {self.name!r}: E must be > 0 MPa, got {self.E}")
-        if not (-1.0 < self.nu < 0.5):
-            raise MaterialError(f"cement {self.name!r}: nu must lie in (-1, 0.5), got {self.nu}")
+        if not LIMITS["poisson"].contains(self.nu):
+            raise MaterialError(f"cement {self.name!r}: nu must lie in "
+                                f"{LIMITS['poisson'].describe()}, got {self.nu}")
         if not (np.isfinite(self.viscosity) and self.viscosity > 0):
             raise MaterialError(f"cement {self.name!r}: viscosity must be > 0 Pa s, "
                                 f"got {self.viscosity}")
@@ -264,13 +266,13 @@ def needles(model: Model, level: str, approach: str = "bipedicular", *, tip_dept
     """Needle placement for ``level`` (see the module docstring). ``side`` picks the pedicle of
     a unipedicular approach."""
     if approach not in APPROACHES:
-        raise MeshError(f"approach must be one of {', '.join(APPROACHES)}, got {approach!r}")
+        raise ParameterError(f"approach must be one of {', '.join(APPROACHES)}, got {approach!r}")
     if not (0.0 <= tip_depth <= 1.0):
-        raise MeshError(f"tip_depth must lie in 0..1 (posterior wall..anterior wall), "
+        raise ParameterError(f"tip_depth must lie in 0..1 (posterior wall..anterior wall), "
                         f"got {tip_depth}")
     off = np.asarray(tip_offset, dtype=float)
     if off.shape != (3,) or not np.isfinite(off).all():
-        raise MeshError("tip_offset must be (lateral, anterior, axial) in mm")
+        raise ParameterError("tip_offset must be (lateral, anterior, axial) in mm")
     _check_level(model, level)
     f = level_frame(model, level)
     centre, e_ax, e_ant, e_lat = f.centre, f.axial, f.anterior, f.lateral
@@ -282,7 +284,7 @@ def needles(model: Model, level: str, approach: str = "bipedicular", *, tip_dept
     axes = model.metadata["anatomy"][level]["pedicle_axes"]
     sides = ["left", "right"] if approach == "bipedicular" else [side]
     if side not in axes:
-        raise MeshError(f"side must be 'left' or 'right', got {side!r}")
+        raise ParameterError(f"side must be 'left' or 'right', got {side!r}")
     shift = off[0] * e_lat + off[1] * e_ant + off[2] * e_ax
     out = []
     for s in sides:
@@ -499,7 +501,7 @@ def injection_pressure(cem: Cement, *, flow_ml_min: float, cannula_diameter_mm: 
 def _check_volume(volume_ml, name="volume_ml"):
     v = float(volume_ml)
     if not (np.isfinite(v) and v > 0):
-        raise MeshError(f"{name} must be > 0 mL, got {volume_ml}")
+        raise ParameterError(f"{name} must be > 0 mL, got {volume_ml}")
     return v
 
 
@@ -593,9 +595,9 @@ def pkp(model: Model, level: str, volume_ml: float, *, balloon_ml: float | None 
                         "volume_ml >= balloon_ml")
     s = float(height_restoration)
     if not (0.0 <= s <= 1.0):
-        raise MeshError(f"height_restoration must lie in 0..1, got {height_restoration}")
+        raise ParameterError(f"height_restoration must lie in 0..1, got {height_restoration}")
     if rim_thickness < 0:
-        raise MeshError(f"rim_thickness must be >= 0 mm, got {rim_thickness}")
+        raise ParameterError(f"rim_thickness must be >= 0 mm, got {rim_thickness}")
     cem = get_cement(cement)
     out = model.copy()
     collapse = out.metadata.get("collapse", {})

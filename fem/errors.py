@@ -38,6 +38,12 @@ class OutputError(ModelError):
     goes, a full disk."""
 
 
+class ParameterError(ModelError, ValueError):
+    """An argument outside its limits or not one of its choices (a voxel size, a fracture
+    grade, a cement volume): the message names the parameter, what it may be and what it got.
+    The limits are in :data:`fem.limits.LIMITS`."""
+
+
 class MeshError(ModelError):
     """Bad geometry or connectivity: inverted or degenerate elements, undefined nodes."""
 

@@ -25,8 +25,11 @@ import numpy as np
 
 from .errors import MaterialError, MeshError, SetError, SolverError
 from .kernels.voxel import CORNERS
+from .limits import LIMITS
 from .model import Model
 from .validate import vector3
+
+POISSON = LIMITS["poisson"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +163,8 @@ class VoxelModel:
         if (np.asarray(self.spacing) <= 0).any():
             raise MeshError(f"voxel spacing must be > 0 mm, got {tuple(self.spacing)}")
         self.origin = vector3("origin", origin, MeshError)
-        if not (-1.0 < float(nu) < 0.5):
-            raise MaterialError(f"Poisson's ratio nu must lie in (-1, 0.5), got {nu}")
+        if not POISSON.contains(nu):
+            raise MaterialError(f"Poisson's ratio nu must lie in {POISSON.describe()}, got {nu}")
         self.nu = float(nu)
         # internal C order (z, y, x): the solver's layout
         self._E = np.ascontiguousarray(np.transpose(E, (2, 1, 0)))

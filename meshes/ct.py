@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputFileError, MaterialError, MeshError
+from ..errors import InputFileError, MaterialError, MeshError, ParameterError
 from ..validate import finite, in_range, vector3
 from ..voxel import VoxelModel
 from .bone import get_law, trabecular_modulus
@@ -313,7 +313,7 @@ def voxel_density(image: CTImage, calibration: Calibration, *, coarsen: int = 1,
     labelled (non-zero) voxels, and its labelled fraction is returned."""
     c = int(coarsen)
     if c != coarsen or c < 1 or c > min(image.shape):
-        raise MeshError(f"coarsen must be an integer from 1 to {min(image.shape)}, got {coarsen}")
+        raise ParameterError(f"coarsen must be an integer from 1 to {min(image.shape)}, got {coarsen}")
     rho = calibration.density(image.hu)
     sp = tuple(h * c for h in image.spacing)
     if labels is not None:

@@ -52,7 +52,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..assembly import check_geometry, element_volumes
-from ..errors import MeshError, SetError
+from ..errors import MeshError, ParameterError, SetError
 from ..model import Model
 from .transform import _Motion
 from .vertebra import POSTERIOR_FLAT, _rim_profile, _top
@@ -67,7 +67,7 @@ SHAPES = ("wedge", "biconcave", "crush")
 def genant_loss(grade: int) -> float:
     """The middle of a Genant grade's height-loss range (grade 3: 0.45, 'more than 40 %')."""
     if grade not in GENANT_LOSS:
-        raise MeshError(f"Genant grade must be 1, 2 or 3, got {grade!r}")
+        raise ParameterError(f"Genant grade must be 1, 2 or 3, got {grade!r}")
     lo, hi = GENANT_LOSS[grade]
     return 0.45 if grade == 3 else 0.5 * (lo + hi)
 
@@ -162,11 +162,11 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
 def _check_fracture(model: Model, level: str, shape: str, loss: float, damage_factor: float,
                     damage_depth: float) -> None:
     if shape not in SHAPES:
-        raise MeshError(f"fracture shape must be one of {', '.join(SHAPES)}, got {shape!r}")
+        raise ParameterError(f"fracture shape must be one of {', '.join(SHAPES)}, got {shape!r}")
     if not (0.05 <= loss <= 0.8):
-        raise MeshError(f"height loss must lie in 0.05..0.8 (5-80 %), got {loss}")
+        raise ParameterError(f"height loss must lie in 0.05..0.8 (5-80 %), got {loss}")
     if not (0.0 < damage_factor <= 1.0) or damage_depth < 0.0:
-        raise MeshError("damage_factor must lie in (0, 1] and damage_depth be >= 0 mm")
+        raise ParameterError("damage_factor must lie in (0, 1] and damage_depth be >= 0 mm")
     if model.metadata.get("rotated"):
         raise MeshError("compress() works in the builder's axes: fracture the model before "
                         "rigid_transform() rotates it")
@@ -364,7 +364,7 @@ def restore(model: Model, level: str, share: float) -> Model:
                         "fem.meshes.pathology.compress first)")
     s = float(share)
     if not (0.0 <= s <= 1.0):
-        raise MeshError(f"the share of the height to restore must lie in 0..1, got {share}")
+        raise ParameterError(f"the share of the height to restore must lie in 0..1, got {share}")
     out = model.copy()
     col = np.asarray(collapse[level], dtype=float)
     intact = model.points - col
@@ -449,12 +449,12 @@ def add_lesion(model: Model, level: str, kind: str, centre, semi_axes, *,
     module docstring). ``centre`` in the model frame (mm) or relative to the level's body centre
     when given as a string "centre"; ``semi_axes`` (a, b, c) mm."""
     if kind not in ("osteolytic", "haemangioma"):
-        raise MeshError(f"lesion kind must be 'osteolytic' or 'haemangioma', got {kind!r}")
+        raise ParameterError(f"lesion kind must be 'osteolytic' or 'haemangioma', got {kind!r}")
     anat = _anatomy(model, level)
     ctr = np.asarray(anat["centre"] if isinstance(centre, str) else centre, dtype=float)
     ax = np.asarray(semi_axes, dtype=float)
     if ctr.shape != (3,) or ax.shape != (3,) or (ax <= 0).any():
-        raise MeshError("lesion centre must be (x, y, z) mm and semi_axes three lengths > 0 mm")
+        raise ParameterError("lesion centre must be (x, y, z) mm and semi_axes three lengths > 0 mm")
     out = model.copy()
     parts = ["trabecular", "damaged"] + (["cortex"] if breach_cortex and kind == "osteolytic"
                                           else [])

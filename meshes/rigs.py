@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import BoundaryConditionError, MeshError
+from ..errors import BoundaryConditionError, MeshError, ParameterError
+from ..limits import LIMITS
+from ..limits import check as check_limit
 from ..loads import Fixed, RigidPlate
 from .vertebra import (
     LEVELS,
@@ -89,21 +91,19 @@ def potted_body(level: str = "L1", *, voxel_size: float = 1.0, materials=None,
     outer face) and ``"platen"`` (the upper cap's). ``metadata["rig"]`` records the set-up.
     """
     if contact not in CONTACTS:
-        raise MeshError(f"contact must be one of {', '.join(CONTACTS)}, got {contact!r}")
+        raise ParameterError(f"contact must be one of {', '.join(CONTACTS)}, got {contact!r}")
     for name, v, positive in (("cap_depth", cap_depth, True), ("cap_cover", cap_cover, False),
                               ("cap_margin", cap_margin, False)):
         if not (np.isfinite(v) and (v > 0 if positive else v >= 0)):
-            raise MeshError(f"{name} must be a finite length {'> 0' if positive else '>= 0'} "
+            raise ParameterError(f"{name} must be a finite length {'> 0' if positive else '>= 0'} "
                             f"mm, got {v}")
     E_cap, nu_cap = (float(x) for x in cap_material)
-    if not (E_cap > 0 and -1.0 < nu_cap < 0.5):
-        raise MeshError(f"cap_material must be (E > 0 MPa, -1 < nu < 0.5), got {cap_material}")
+    if not (E_cap > 0 and LIMITS["poisson"].contains(nu_cap)):
+        raise ParameterError(f"cap_material must be (E > 0 MPa, -1 < nu < 0.5), got {cap_material}")
     names = level_names(level)
     if len(names) != 1:
-        raise MeshError(f"a rig holds one vertebral body, got levels {names}")
-    h = float(voxel_size)
-    if not (0.05 <= h <= 5.0):
-        raise MeshError(f"voxel_size must lie in 0.05..5 mm, got {voxel_size}")
+        raise ParameterError(f"a rig holds one vertebral body, got levels {names}")
+    h = check_limit("voxel_size", voxel_size)
     d = LEVELS[names[0]]
     physical = resolve_materials(materials)
     mats = thickness_compensated(physical, d, h)

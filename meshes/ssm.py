@@ -71,7 +71,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputFileError, MeshError
+from ..errors import InputFileError, MeshError, ParameterError
+from ..limits import check as check_limit
 from .vertebra import (
     LevelDims,
     _model_from_labels,
@@ -407,11 +408,9 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
     from scipy.ndimage import binary_erosion, distance_transform_edt
 
     names = ssm_levels(levels)
-    h = float(voxel_size)
-    if not (0.25 <= h <= 5.0):
-        raise MeshError(f"voxel_size must lie in 0.25..5 mm, got {voxel_size}")
+    h = check_limit("voxel_size", voxel_size)
     if not (0.0 < cortex <= 5.0):
-        raise MeshError(f"cortex must lie in (0, 5] mm, got {cortex}")
+        raise ParameterError(f"cortex must lie in (0, 5] mm, got {cortex}")
     surfs = load_surfaces(names, folder)
     rot = []
     for n in names:

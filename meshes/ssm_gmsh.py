@@ -75,7 +75,8 @@ import time
 import numpy as np
 
 from ..assembly import element_volumes
-from ..errors import MeshError
+from ..errors import MeshError, ParameterError
+from ..limits import check as check_limit
 from ..model import Model
 from .ssm import (
     NUCLEUS_AREA,
@@ -415,11 +416,9 @@ def ssm_segment_model_tet10(levels="L2-L4", mesh_size: float = 2.5, materials=No
     from scipy.spatial import cKDTree
 
     names = ssm_levels(levels)
-    h = float(mesh_size)
-    if not (0.75 <= h <= 5.0):
-        raise MeshError(f"mesh_size must lie in 0.75..5 mm, got {mesh_size}")
+    h = check_limit("mesh_size", mesh_size)
     if not (0.0 < cortex <= 5.0) or not (0.0 < endplate <= 5.0):
-        raise MeshError(f"cortex and endplate must lie in (0, 5] mm, got {cortex}, {endplate}")
+        raise ParameterError(f"cortex and endplate must lie in (0, 5] mm, got {cortex}, {endplate}")
     mats = resolve_materials(materials)
     for part in ("cortex", "endplate_superior", "endplate_inferior"):
         if isinstance(mats[part], dict):

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..errors import BoundaryConditionError, MaterialError, MeshError
+from ..errors import BoundaryConditionError, MaterialError, MeshError, ParameterError
 from ..loads import Displacement, Fixed, NodalForce, RigidPlate, TotalForce, Traction
 from ..model import Model
 
@@ -38,7 +38,7 @@ def rotation_matrix(axis, angle_deg: float) -> np.ndarray:
     a = np.asarray(axis, dtype=float)
     n = np.linalg.norm(a)
     if a.shape != (3,) or not np.isfinite(a).all() or n == 0.0:
-        raise MeshError(f"rotation axis must be a non-zero 3-vector, got {axis!r}")
+        raise ParameterError(f"rotation axis must be a non-zero 3-vector, got {axis!r}")
     k = a / n
     t = np.radians(float(angle_deg))
     K = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
@@ -48,7 +48,7 @@ def rotation_matrix(axis, angle_deg: float) -> np.ndarray:
 def _check_rotation(rotation) -> np.ndarray:
     R = np.asarray(rotation, dtype=float)
     if R.shape != (3, 3) or not np.isfinite(R).all():
-        raise MeshError(f"rotation must be a finite (3, 3) matrix, got shape {R.shape}")
+        raise ParameterError(f"rotation must be a finite (3, 3) matrix, got shape {R.shape}")
     err = np.abs(R @ R.T - np.eye(3)).max()
     if err > 1e-9:
         raise MeshError(f"rotation is not orthonormal (|R R^T - I| = {err:.2g}): build it with "
@@ -180,7 +180,7 @@ def rigid_transform(model: Model, rotation, translation=(0.0, 0.0, 0.0)) -> Mode
     R = _check_rotation(rotation)
     t = np.asarray(translation, dtype=float)
     if t.shape != (3,) or not np.isfinite(t).all():
-        raise MeshError(f"translation must be three finite numbers (mm), got {translation!r}")
+        raise ParameterError(f"translation must be three finite numbers (mm), got {translation!r}")
     cyl = model.cylindrical_mask()
     fixed_axes = model.orthotropic_mask() & ~cyl
     if fixed_axes.any():

@@ -63,6 +63,7 @@ import numpy as np
 
 from ..errors import MeshError
 from ..kernels.voxel import CORNERS
+from ..limits import check as check_limit
 from ..model import Model
 
 POSTERIOR_FLAT = 0.72
@@ -514,9 +515,7 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
     Regions, sets and metadata as in the module docstring.
     """
     names = level_names(levels)
-    h = float(voxel_size)
-    if not (0.05 <= h <= 5.0):
-        raise MeshError(f"voxel_size must lie in 0.05..5 mm, got {voxel_size}")
+    h = check_limit("voxel_size", voxel_size)
     physical = resolve_materials(materials)
     mats = thickness_compensated(physical, LEVELS[names[0]], h)
     stack = _Stack.of(names)

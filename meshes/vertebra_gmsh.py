@@ -40,7 +40,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..errors import MeshError
+from ..errors import MeshError, ParameterError
+from ..limits import check as check_limit
 from ..model import Model
 from .vertebra import (
     BONE_PARTS,
@@ -333,16 +334,14 @@ def segment_model_tet10(levels: str | list[str] = "L1", *, mesh_size: float = 2.
     a quarter more elements).
     """
     names = level_names(levels)
-    h = float(mesh_size)
-    if not (0.2 <= h <= 10.0):
-        raise MeshError(f"mesh_size must lie in 0.2..10 mm, got {mesh_size}")
+    h = check_limit("mesh_size", mesh_size)
     if layers not in ("mesh", "physical"):
-        raise MeshError(f"layers must be 'mesh' or 'physical', got {layers!r}")
+        raise ParameterError(f"layers must be 'mesh' or 'physical', got {layers!r}")
     if layers == "physical" and min_layer is not None:
-        raise MeshError("min_layer sets the layers' least thickness for layers='mesh' only")
+        raise ParameterError("min_layer sets the layers' least thickness for layers='mesh' only")
     layer = 0.0 if layers == "physical" else 0.5 * h if min_layer is None else float(min_layer)
     if layers == "mesh" and layer <= 0:
-        raise MeshError(f"min_layer must be positive, got {min_layer}")
+        raise ParameterError(f"min_layer must be positive, got {min_layer}")
     mats = resolve_materials(materials)
     stack = _Stack.of(names)
     dims = [replace(d, cortex=max(d.cortex, layer), endplate=max(d.endplate, layer))

@@ -221,7 +221,7 @@ def test_bad_input_messages(tmp_path):
         ct.ct_voxel_model(image, cal)
     with pytest.raises(fem.MaterialError, match="known laws"):
         ct.ct_voxel_model(image, cal, threshold_mg_cm3=50.0, law="wolff")
-    with pytest.raises(fem.MeshError, match="coarsen"):
+    with pytest.raises(fem.ParameterError, match="coarsen"):
         ct.ct_voxel_model(image, cal, threshold_mg_cm3=50.0, coarsen=0)
     with pytest.raises(fem.MeshError, match="label image shape"):
         ct.ct_voxel_model(image, cal, labels=np.ones((3, 3, 3)))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fem
-from fem.errors import BoundaryConditionError, MeshError
+from fem.errors import BoundaryConditionError, ParameterError
 from fem.meshes import rigs
 from fem.meshes.bone import BoneQuality
 
@@ -124,13 +124,13 @@ def test_steepest_slope_reads_the_linear_part_of_a_curve():
 
 
 def test_bad_rig_input_names_the_fault():
-    with pytest.raises(MeshError, match="contact"):
+    with pytest.raises(ParameterError, match="contact"):
         body(contact="glued")
-    with pytest.raises(MeshError, match="cap_depth"):
+    with pytest.raises(ParameterError, match="cap_depth"):
         body(cap_depth=0.0)
-    with pytest.raises(MeshError, match="one vertebral body"):
+    with pytest.raises(ParameterError, match="one vertebral body"):
         rigs.potted_body("L1-L2", voxel_size=H)
-    with pytest.raises(MeshError, match="cap_material"):
+    with pytest.raises(ParameterError, match="cap_material"):
         body(cap_material=(2450.0, 0.5))
     m = body()
     with pytest.raises(BoundaryConditionError, match="platen"):

@@ -150,7 +150,7 @@ def test_refusals_name_the_fault():
         rigid_transform(m, np.diag([1.0, 1.0, -1.0]))
     with pytest.raises(fem.MeshError, match="orthonormal"):
         rigid_transform(m, 1.01 * np.eye(3))
-    with pytest.raises(fem.MeshError, match="translation"):
+    with pytest.raises(fem.ParameterError, match="translation"):
         rigid_transform(m, np.eye(3), (1.0, 2.0))
     o = m.copy()
     o.set_orthotropic(None, E=(50.0, 60.0, 100.0), nu=(0.3, 0.2, 0.2), G=(20.0, 30.0, 30.0))

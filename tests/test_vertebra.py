@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fem
-from fem.errors import MeshError, SetError
+from fem.errors import MeshError, ParameterError, SetError
 from fem.meshes import loadcases
 from fem.meshes.pathology import add_lesion, compress, genant_loss
 from fem.meshes.vertebra import (
@@ -201,7 +201,7 @@ def test_lesions():
         add_lesion(m, "L2", "osteolytic", (500.0, 0.0, 0.0), (2.0, 2.0, 2.0))
     with pytest.raises(SetError, match="not in this model"):
         add_lesion(m, "L3", "haemangioma", "centre", (2.0, 2.0, 2.0))
-    with pytest.raises(MeshError, match="grade"):
+    with pytest.raises(ParameterError, match="grade"):
         compress(m, "L2", "wedge", grade=4)
 
 

@@ -40,6 +40,7 @@ from .. import loads as L
 from ..arrays import unique_sorted
 from ..elements import ABAQUS_TO_TYPE, ELEMENT_TYPES
 from ..errors import DeckError, InputFileError, MaterialError, ModelError, format_labels
+from ..limits import LIMITS
 from ..model import Model
 from .atomic import atomic_path
 from .meshio_io import check_readable
@@ -562,8 +563,9 @@ class _Builder:
         nu = _number(f[1], card, ln, "Poisson's ratio")
         if E <= 0:
             raise card.error(f"Young's modulus must be > 0, got {E:g}", ln)
-        if not (-1.0 < nu < 0.5):
-            raise card.error(f"Poisson's ratio must lie in (-1, 0.5), got {nu:g}", ln)
+        if not LIMITS["poisson"].contains(nu):
+            raise card.error(f"Poisson's ratio must lie in {LIMITS['poisson'].describe()}, "
+                             f"got {nu:g}", ln)
         return (E, nu, ln)
 
     def _plastic(self, card: Card):

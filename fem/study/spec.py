@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelError
+from ..limits import LIMITS
 
 
 class SpecError(ModelError):
@@ -105,6 +106,15 @@ def _range(lo, hi, unit=""):
     return check
 
 
+def _limit(name):
+    """The check of a parameter whose limits are in :data:`fem.limits.LIMITS`."""
+    lim = LIMITS[name]
+
+    def check(v):
+        return None if lim.contains(v) else f"must lie in {lim.describe()}, got {v}"
+    return check
+
+
 PROCEDURES = ("intact", "fractured", "pvp", "pkp")
 STRENGTHS = ("pistoia", "pushover")
 
@@ -151,11 +161,11 @@ PARAMETERS = {
                      choices=("parametric", "ssm")),
     "mesh": Param(str, "voxel", "voxel (hex8, voxel_size) or tet10 (gmsh, mesh_size)",
                   choices=("voxel", "tet10")),
-    "voxel_size": Param(float, 2.0, "voxel size (mm)", _range(0.3, 5.0, " mm")),
+    "voxel_size": Param(float, 2.0, "voxel size (mm)", _limit("voxel_size")),
     "mesh_size": Param(float, 3.0, "tet10 mesh size (mm), with mesh = tet10",
-                       _range(0.75, 5.0, " mm")),
+                       _limit("mesh_size")),
     "bmd": Param(float, 70.0, "trabecular QCT BMD (mg/cm^3); < 80 is osteoporotic",
-                 _range(10.0, 400.0, " mg/cm^3")),
+                 _limit("bmd")),
     "procedure": Param(str, "intact", "model state", choices=PROCEDURES),
     "fracture_level": Param(str, "", "fractured level (empty: none); fractured/pvp/pkp need one "
                             "unless treated_level is given"),
@@ -167,7 +177,7 @@ PARAMETERS = {
                       choices=("unipedicular", "bipedicular")),
     "cement": Param(str, "pmma", "cement name (fem.augment.CEMENTS)", choices=_cements),
     "cement_volume_ml": Param(float, 4.0, "cement volume (mL); used by pvp and pkp",
-                              _range(0.1, 15.0, " mL")),
+                              _limit("cement_volume_ml")),
     "balloon_ml": Param(float, 0.0, "PKP balloon volume (mL); 0: the cement volume",
                         _range(0.0, 15.0, " mL")),
     "height_restoration": Param(float, 0.5, "PKP share of the lost height restored (0..1)",
