@@ -331,6 +331,8 @@ def _allowed(p) -> str:
                          (c.cell_contents for c in p.check.__closure__)))
         if {"lo", "hi"} <= set(cells):
             return f"{cells['lo']} .. {cells['hi']}{cells.get('unit', '')}"
+        if "lim" in cells:  # a limit of fem.limits.LIMITS
+            return cells["lim"].describe()
     return ""
 
 

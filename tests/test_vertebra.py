@@ -276,7 +276,7 @@ def test_restoring_height_untips_the_levels_above():
     full = restore(f, "L2", 1.0)
     np.testing.assert_allclose(full.points, m.points, atol=1e-9)
     np.testing.assert_allclose(full.metadata["kyphosis"]["L2"]["angle_deg"], 0.0, atol=1e-6)
-    with pytest.raises(MeshError, match="0..1"):
+    with pytest.raises(ParameterError, match="0..1"):
         restore(f, "L2", 1.5)
 
 
