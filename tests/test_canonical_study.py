@@ -20,7 +20,7 @@ def study(tmp_path_factory):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out = tmp_path_factory.mktemp("canonical")
-    return mod, out, mod.run(3.0, out, solver="direct")
+    return mod, out, mod.run(3.0, out, solver="auto")
 
 
 def _get(t, state, case, level, col):
@@ -107,7 +107,7 @@ def test_the_study_on_real_anatomy(tmp_path):
     spec = importlib.util.spec_from_file_location("augmentation_study", EXAMPLE)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    comp = mod.run(3.0, tmp_path, load_cases=("standing",), write_vtu=False, solver="direct",
+    comp = mod.run(3.0, tmp_path, load_cases=("standing",), write_vtu=False, solver="auto",
                    anatomy="ssm")
     t = comp.table
     k = {s: _get(t, s, "standing", "L3", "stiffness_n_per_mm") for s in STATES}
