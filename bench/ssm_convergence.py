@@ -38,7 +38,7 @@ def main(argv=None) -> int:
             m = ssm_segment_model_tet10("L2-L4", mesh_size=h, materials=mats)
         else:
             m = ssm.ssm_segment_model("L2-L4", voxel_size=h, materials=mats)
-        loadcases.apply(m, "standing")
+        m = loadcases.loaded(m, "standing")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # B-bar hex8 in the nucleus
             r = fem.solve(m)

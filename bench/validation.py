@@ -82,7 +82,8 @@ def disc_pressure(h: float, bmd: float):
     from fem.meshes.vertebra import segment_model
 
     m = segment_model("L4-L5", voxel_size=h, materials=_materials(bmd))
-    case = loadcases.apply(m, "standing")
+    m = loadcases.loaded(m, "standing")
+    case = loadcases.conditions(m)
     r = fem.solve(m, rtol=1e-8)
     row = metrics.level_metrics(r).set_index("level").loc["L4"]
     disc = np.concatenate([m.regions["L4-L5/annulus"], m.regions["L4-L5/nucleus"]])
@@ -108,7 +109,7 @@ def wegrzyn(h: float, bmd: float, pushover: bool):
     for model in (m, compress(m, "L3", "crush", height_loss=0.25)):
         model = model.copy()
         model.conditions = []
-        loadcases.apply(model, "standing")
+        model = loadcases.loaded(model, "standing")
         r = fem.solve(model, rtol=1e-8)
         k = 500.0 / -float(r.plate_motion("load:standing")[2])
         out.append((k, push(model, level="L3").peak_load if pushover else math.nan))

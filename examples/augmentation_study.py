@@ -81,7 +81,7 @@ def run(voxel: float, out: Path, *, load_cases=LOAD_CASES, write_vtu: bool = Tru
         results[name] = {}
         for case in load_cases:
             m = model.copy()
-            loadcases.apply(m, case)
+            m = loadcases.loaded(m, case)
             t = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # B-bar hex8 in the nucleus

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     fractured = compress(intact, "L1", "wedge", grade=2)
     print(f"{'model':12s} {'elements':>9s} {'plate dz (mm)':>14s} {'stiffness (N/mm)':>17s}")
     for name, model in (("intact", intact), ("wedge", fractured)):
-        loadcases.apply(model, "standing")
+        model = loadcases.loaded(model, "standing")
         result = fem.solve(model)
         dz = float(result.plate_motion("load:standing")[2])
         print(f"{name:12s} {model.n_elements:9d} {dz:14.5f} {500.0 / -dz:17.0f}")

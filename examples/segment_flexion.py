@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     model = segment_model("T12-L2", voxel_size=args.voxel)
-    loadcases.apply(model, "flexion")
+    model = loadcases.loaded(model, "flexion")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the nucleus uses B-bar hex8 (nu 0.499)
         result = fem.solve(model)

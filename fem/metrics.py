@@ -265,6 +265,11 @@ def endplate_rotation(model, u, node_set: str) -> np.ndarray:
 
 
 def _load_case_name(model) -> str:
+    """The load case's name: recorded on the model by fem.meshes.loadcases, else the one
+    ``"load:<case>"`` condition (a model read from a deck), else "default"."""
+    rec = model.metadata.get("load_case")
+    if isinstance(rec, dict) and rec.get("name"):
+        return str(rec["name"])
     names = [c.name[5:] for c in model.conditions
              if isinstance(getattr(c, "name", None), str) and c.name.startswith("load:")]
     return names[0] if len(names) == 1 else "default"

@@ -30,16 +30,21 @@ could not be checked. The case uses Nachemson's relative disc loads instead, cou
 standing (secondary: the table as quoted at sittingsafely.com/loading, the primary 1960s studies
 not checked), on Wilke's relaxed-standing IDP 0.5 MPa: 0.7 MPa, i.e. 700 N.
 
-Applying a case (:func:`apply`) adds named conditions to a model: ``"support"`` fixes every
-displacement component (x, y and z) of the nodes of the ``"bottom"`` set, and ``"load:<case>"``
-is either a rigid loading plate on ``"top"`` (force and moment about the area centroid of the top
-surface) or a uniform pressure over the ``"top"`` face set. A uniform pressure cannot carry a
-moment, so cases with a moment are refused for ``method="pressure"`` rather than approximated.
+Loading a model with a case (:func:`loaded`, which returns a new Model, as every Model transform
+does) adds a support that fixes every displacement component (x, y and z) of the nodes of the
+``"bottom"`` set, and a load ``"load:<case>"``: either a rigid loading plate on ``"top"`` (force
+and moment about the area centroid of the top surface) or a uniform pressure over the ``"top"``
+face set. A uniform pressure cannot carry a moment, so cases with a moment are refused for
+``method="pressure"`` rather than approximated. The case is recorded as data on the model,
+``metadata["load_case"]`` (name, force N, moment N mm, method, support and top sets, scale),
+which :mod:`fem.metrics` reads; :func:`conditions` gives back the two conditions by name.
+:func:`apply` is the former in-place form, kept for one release with a DeprecationWarning.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,9 +202,45 @@ def surface_geometry(model, face_set: str) -> tuple[np.ndarray, np.ndarray, floa
     return centroid, vector, area
 
 
+def loaded(model, case, *, method: str = "plate", support: str = "bottom", top: str = "top",
+           scale: float = 1.0):
+    """A copy of ``model`` with the ``support`` set fixed and the ``top`` surface loaded by
+    ``case`` (a name of :data:`LOAD_CASES` or a :class:`LoadCase`), the case recorded in
+    ``metadata["load_case"]``; ``model`` is not changed. ``method``, ``scale``: as
+    :func:`apply` describes."""
+    out = model.copy()
+    _apply(out, case, method=method, support=support, top=top, scale=scale)
+    return out
+
+
+def conditions(model) -> dict:
+    """The conditions a load case added to ``model``, by name: ``{"support": Fixed,
+    "load:<case>": RigidPlate or Pressure}``."""
+    rec = model.metadata.get("load_case")
+    if not rec:
+        raise BoundaryConditionError("the model carries no load case (load it with "
+                                     "fem.meshes.loadcases.loaded)")
+    name = f"load:{rec['name']}"
+    if rec["method"] == "pressure":  # a Pressure has no name: the one on the loaded set
+        load = [c for c in model.conditions
+                if isinstance(c, Pressure) and c.target == rec["top"]]
+    else:
+        load = [c for c in model.conditions if getattr(c, "name", None) == name]
+    fixed = [c for c in model.conditions
+             if isinstance(c, Fixed) and c.target == rec["support"] and c.dofs == "xyz"]
+    if len(load) != 1 or not fixed:
+        raise BoundaryConditionError(f"the conditions of load case {rec['name']!r} are no longer "
+                                     "on the model (its conditions were changed)")
+    return {"support": fixed[-1], name: load[0]}
+
+
 def apply(model, case, *, method: str = "plate", support: str = "bottom", top: str = "top",
           scale: float = 1.0) -> dict:
-    """Support the ``support`` set and load the ``top`` surface with ``case``; returns the
+    """Deprecated: changes ``model`` in place, unlike every other Model transform; use
+    ``model = loaded(model, case)`` (and :func:`conditions` for the conditions). Kept for one
+    release.
+
+    Support the ``support`` set and load the ``top`` surface with ``case``; returns the
     conditions added to ``model``, by name: ``{"support": Fixed, "load:<case>": ...}``.
 
     ``method="plate"``: a rigid loading plate coupled to ``top``, loaded by the case's force and
@@ -209,6 +250,13 @@ def apply(model, case, *, method: str = "plate", support: str = "bottom", top: s
     exactly ``F`` on a concave endplate too; cases with a moment are refused.
     The support fixes all three displacement components of every node of ``support``.
     """
+    warnings.warn("fem.meshes.loadcases.apply changes the model in place and goes in the next "
+                  "release: use model = loadcases.loaded(model, case), which returns a new "
+                  "Model like every other transform", DeprecationWarning, stacklevel=2)
+    return _apply(model, case, method=method, support=support, top=top, scale=scale)
+
+
+def _apply(model, case, *, method, support, top, scale) -> dict:
     c = get(case).scaled(scale)
     if method not in ("plate", "pressure"):
         raise BoundaryConditionError(f"method must be 'plate' or 'pressure', got {method!r}")
@@ -237,4 +285,8 @@ def apply(model, case, *, method: str = "plate", support: str = "bottom", top: s
         load = Pressure(top, c.axial_force / vec[2])
     conditions = {"support": Fixed(support, "xyz"), load_name: load}
     model.add(*conditions.values())
+    model.metadata["load_case"] = {
+        "name": c.name, "force_n": [float(v) for v in c.force],
+        "moment_nmm": [float(v) for v in c.moment], "method": method, "support": support,
+        "top": top, "scale": float(scale)}
     return conditions

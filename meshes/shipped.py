@@ -27,10 +27,9 @@ DATA = Path(__file__).parent / "data"
 
 
 def _with_standing_pressure(model):
-    from .loadcases import apply
+    from .loadcases import loaded
 
-    apply(model, "standing", method="pressure")
-    return model
+    return loaded(model, "standing", method="pressure")
 
 
 def _l1():

@@ -231,7 +231,7 @@ def test_needle_tips_lie_in_the_body_at_the_requested_depth(fractured):
 
 def _l2_stiffness(model):
     m = model.copy()
-    loadcases.apply(m, "standing")
+    m = loadcases.loaded(m, "standing")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = fem.solve(m, rtol=1e-8)

@@ -55,7 +55,8 @@ PUSHOVER_VOXEL = 2.0
 def l1_stiffness(voxel: float) -> float:
     """Axial stiffness (N/mm) of the intact osteoporotic L1 body between rigid platens."""
     m = vertebra_model("L1", voxel_size=voxel, materials=BoneQuality(bmd=BMD), posterior=False)
-    case = loadcases.apply(m, "standing")
+    m = loadcases.loaded(m, "standing")
+    case = loadcases.conditions(m)
     r = fem.solve(m, rtol=1e-10)
     force = -case["load:standing"].force[2]
     return force / -float(r.plate_motion("load:standing")[2])

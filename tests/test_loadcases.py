@@ -41,7 +41,8 @@ def nodal_reactions(model, result, nodes):
 def test_case_solves_and_reactions_balance_force_and_moment(name):
     m = stand_in()
     case = lc.LOAD_CASES[name]
-    conds = lc.apply(m, name)
+    m = lc.loaded(m, name)
+    conds = lc.conditions(m)
     assert list(conds) == ["support", f"load:{name}"]
     plate = conds[f"load:{name}"]
     ref = np.asarray(plate.reference)
@@ -68,7 +69,7 @@ def test_moment_signs_read_anatomically(name):
     """Flexion tilts the top forward (anterior = -y edge sinks), left bending tilts it to the
     patient's left (+x edge sinks); every moment turns the plate the way it pushes."""
     m = stand_in()
-    lc.apply(m, name)
+    m = lc.loaded(m, name)
     res = fem.solve(m, solver="direct")
     case = lc.LOAD_CASES[name]
     rot = res.plate_motion(f"load:{name}")[3:]
@@ -91,7 +92,8 @@ def test_pressure_gives_the_same_axial_force(bowl):
     where the surface area exceeds the projected area and p = F / area would fall short."""
     case = lc.LOAD_CASES["forward_bending"]
     m = stand_in(bowl)
-    conds = lc.apply(m, case, method="pressure")
+    m = lc.loaded(m, case, method="pressure")
+    conds = lc.conditions(m)
     p = conds["load:forward_bending"].pressure
     _, vec, area = lc.surface_geometry(m, "top")
     np.testing.assert_allclose(vec[2], SIZE[0] * SIZE[1], rtol=1e-12)
@@ -104,7 +106,7 @@ def test_pressure_gives_the_same_axial_force(bowl):
     np.testing.assert_allclose(p, case.axial_force / (SIZE[0] * SIZE[1]), rtol=1e-12)
 
     mp = stand_in(bowl)
-    lc.apply(mp, case, method="plate")
+    mp = lc.loaded(mp, case, method="plate")
     rp = fem.solve(mp, solver="direct")
     np.testing.assert_allclose(rp.reaction_total(), res.reaction_total(), atol=1e-6 * 1100)
 
@@ -114,13 +116,13 @@ def test_plate_reference_is_the_area_centroid_of_a_curved_top():
     c, _, _ = lc.surface_geometry(m, "top")
     np.testing.assert_allclose(c[:2], [SIZE[0] / 2, SIZE[1] / 2], atol=1e-9)
     assert SIZE[2] - 1.5 < c[2] < SIZE[2]
-    conds = lc.apply(m, "flexion")
+    conds = lc.conditions(lc.loaded(m, "flexion"))
     np.testing.assert_allclose(conds["load:flexion"].reference, c)
 
 
 def test_scale_multiplies_force_and_moment():
     m = stand_in()
-    lc.apply(m, "extension", scale=2.0)
+    m = lc.loaded(m, "extension", scale=2.0)
     res = fem.solve(m, solver="direct")
     np.testing.assert_allclose(res.reaction_total(), [0, 0, 1000.0], atol=1e-6)
     R = nodal_reactions(m, res, m.node_sets["bottom"])
@@ -130,17 +132,17 @@ def test_scale_multiplies_force_and_moment():
 
 def test_pressure_refuses_a_moment_and_names_the_case():
     with pytest.raises(fem.BoundaryConditionError, match="flexion.*uniform pressure"):
-        lc.apply(stand_in(), "flexion", method="pressure")
+        lc.loaded(stand_in(), "flexion", method="pressure")
 
 
 def test_bad_arguments_raise_model_errors():
     m = stand_in()
     with pytest.raises(fem.BoundaryConditionError, match="unknown load case 'jumping'"):
-        lc.apply(m, "jumping")
+        m = lc.loaded(m, "jumping")
     with pytest.raises(fem.BoundaryConditionError, match="method"):
-        lc.apply(m, "standing", method="springs")
+        m = lc.loaded(m, "standing", method="springs")
     with pytest.raises(fem.SetError, match="floor"):
-        lc.apply(m, "standing", support="floor")
+        m = lc.loaded(m, "standing", support="floor")
     with pytest.raises(fem.BoundaryConditionError, match="source"):
         lc.LoadCase("nowhere", 500.0)
     with pytest.raises(fem.BoundaryConditionError, match="axial force"):
@@ -183,3 +185,26 @@ def test_coughing_is_nachemsons_ratio_of_relaxed_standing():
     assert standing < case.axial_force < lc.LOAD_CASES["forward_bending"].axial_force
     assert "ASSUMPTION" not in case.source
     assert "Nachemson" in case.source and "Wilke" in case.source
+
+
+def test_loaded_returns_a_new_model_and_records_the_case():
+    """Every Model transform returns a new Model (issue 18, deliverable 4): loaded leaves its
+    input without conditions, records the case as data, and the metrics read its name there;
+    the former in-place apply still works, with a DeprecationWarning."""
+    from fem import metrics
+
+    m = stand_in()
+    out = lc.loaded(m, "flexion", scale=2.0)
+    assert out is not m and m.conditions == [] and "load_case" not in m.metadata
+    rec = out.metadata["load_case"]
+    assert rec["name"] == "flexion" and rec["method"] == "plate" and rec["scale"] == 2.0
+    np.testing.assert_allclose(rec["force_n"], 2.0 * np.array(lc.LOAD_CASES["flexion"].force))
+    np.testing.assert_allclose(rec["moment_nmm"],
+                               2.0 * np.array(lc.LOAD_CASES["flexion"].moment))
+    assert set(lc.conditions(out)) == {"support", "load:flexion"}
+    assert metrics._load_case_name(out) == "flexion"
+    with pytest.raises(fem.BoundaryConditionError, match="no load case"):
+        lc.conditions(m)
+    with pytest.warns(DeprecationWarning, match="loaded"):
+        conds = lc.apply(m, "standing")
+    assert list(conds) == ["support", "load:standing"] and len(m.conditions) == 2

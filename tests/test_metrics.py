@@ -201,7 +201,7 @@ def test_vertebra_bending_stiffness_over_axial_stiffness_is_the_sections_I_over_
     rows, m = {}, None
     for case in ("standing", "flexion", "lateral_bending_left"):
         m = vertebra.segment_model("L1", voxel_size=2.0)
-        loadcases.apply(m, case)
+        m = loadcases.loaded(m, case)
         rows[case] = metrics.level_metrics(solve(m)).iloc[0]
     k_axial = rows["standing"]["stiffness_n_per_mm"]
     shortening = rows["standing"]["load_n"] / k_axial
@@ -372,7 +372,7 @@ def segment_pair(request):
     m = pathology.compress(vertebra.segment_model("L1-L2", voxel_size=3.0), "L2", "wedge",
                            grade=2, burst=True)
     m = augment.pvp(m, "L2", 5.0, tip_depth=0.15)
-    loadcases.apply(m, request.param)
+    m = loadcases.loaded(m, request.param)
     mr = rigid_transform(m, rotation_matrix((0.3, -0.5, 0.8), 37.0), (12.0, -4.0, 7.5))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

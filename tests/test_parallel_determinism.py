@@ -19,7 +19,7 @@ warnings.simplefilter("ignore")
 # model's are (the partition rule is the same; only the size at which it starts differs)
 fem.parallel.MIN_ROWS_PER_THREAD = int(sys.argv[2])
 m = vertebra.segment_model("L1-L2", voxel_size=3.0)
-loadcases.apply(m, "standing")
+m = loadcases.loaded(m, "standing")
 r = fem.solve(m, solver="amg")
 np.save(sys.argv[1], r.displacement)
 """

@@ -104,7 +104,8 @@ def test_the_bare_body_between_rigid_platens_is_within_the_rig_s_compliance():
     from fem.meshes.vertebra import vertebra_model
 
     bare = vertebra_model("L1", voxel_size=H, materials=BoneQuality(bmd=BMD), posterior=False)
-    case = loadcases.apply(bare, "standing")
+    bare = loadcases.loaded(bare, "standing")
+    case = loadcases.conditions(bare)
     r = fem.solve(bare, rtol=1e-10)
     k_bare = -case["load:standing"].force[2] / -float(r.plate_motion("load:standing")[2])
     _, _, k = run_rig()

@@ -23,7 +23,7 @@ def model():
 @pytest.fixture(scope="module")
 def solved(model):
     m = model.copy()
-    loadcases.apply(m, "standing")
+    m = loadcases.loaded(m, "standing")
     return fem.solve(m)
 
 

@@ -45,7 +45,7 @@ def fractured_l1():
     m = pathology.add_lesion(m, "L1", "haemangioma", "centre", (6.0, 5.0, 4.0))
     m.metadata["augmentations"] = [Augmentation(
         "L1", 4.0, (Leak("L1/cement_leak", 0.3, (1.0, 2.0, 3.0)),), (0.0, -1.0, 0.0))]
-    loadcases.apply(m, "flexion")
+    m = loadcases.loaded(m, "flexion")
     top = m.node_sets["top"]
     m.add(fem.TotalForce("top", (1.0, 2.0, -3.0)), fem.NodalForce(top[:3], (0.5, 0.0, 0.1)),
           fem.Traction("top", (0.01, 0.0, -0.02)), fem.Pressure("top", 0.1))

@@ -92,7 +92,7 @@ def test_regions_sets_and_metadata_of_a_segment():
 
 def test_segment_under_standing_load_balances():
     m = segment_model("L1-L2", voxel_size=2.0)
-    loadcases.apply(m, "flexion")
+    m = loadcases.loaded(m, "flexion")
     with pytest.warns(UserWarning, match="B-bar"):
         r = fem.solve(m, rtol=1e-9)
     applied = r.applied_total()
@@ -243,7 +243,7 @@ def test_fractured_stiffness_loss_matches_the_experiments():
     def stiffness(model):
         model = model.copy()
         model.conditions = []
-        loadcases.apply(model, "standing")
+        model = loadcases.loaded(model, "standing")
         r = fem.solve(model)
         return 500.0 / -float(r.plate_motion("load:standing")[2])
 

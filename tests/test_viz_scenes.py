@@ -54,9 +54,8 @@ def models():
     seg = vertebra.segment_model("L1-L3", voxel_size=3.0)
     fractured = pathology.compress(seg, "L2", "wedge", grade=2)
     pvp = augment.pvp(fractured, "L2", 4.0)
-    intact = seg.copy()
-    for m in (intact, pvp):
-        loadcases.apply(m, "standing")
+    intact = loadcases.loaded(seg, "standing")
+    pvp = loadcases.loaded(pvp, "standing")
     return {"intact": intact, "pvp": pvp, "fractured": fractured}
 
 

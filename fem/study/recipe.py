@@ -56,7 +56,7 @@ def build_model(p: dict):
         m = augment.pkp(m, level, p["cement_volume_ml"], balloon_ml=p["balloon_ml"] or None,
                         approach=p["approach"], cement=p["cement"],
                         height_restoration=p["height_restoration"], seed=p["seed"])
-    loadcases.apply(m, p["load_case"])
+    m = loadcases.loaded(m, p["load_case"])
     return m
 
 
