@@ -8,6 +8,14 @@ from __future__ import annotations
 
 import os
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per xdist worker: the workers already fill the cores, and two workers each
+    # running a thread per core (fem.parallel, OpenBLAS, CalculiX's OpenMP) oversubscribe them
+    # (the whole suite on 2 cores: 391 s -> 312 s). Set before numpy loads OpenBLAS; tests of
+    # threading set FEM_THREADS in their subprocesses explicitly.
+    for _var in ("FEM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 import numpy as np
 import pytest
 from cupy_api import CUPY_WARNINGS_ARE_ERRORS
