@@ -1032,176 +1032,253 @@ def write_inp(model: Model, path, *, heading: str = "") -> Path:
     :func:`read_inp` does not read (``*EQUATION`` is outside its subset). The file appears
     atomically.
     """
-    from ..system import add_face_load
-
     path = Path(path)
     model.check_materials()
+    title = heading or model.metadata.get("heading") or "vertebra-fem model"
+    parts = [f"*HEADING\n{title}", "** units: mm, N, MPa"]
+    parts += _mesh_cards(model) + _set_cards(model) + _material_cards(model)
+    loads = _LoadCards(model)
+    for c in model.conditions:
+        loads.add(c)
+    parts += loads.model_cards()
+    text = "\n".join(parts + _step_cards(model, loads)) + "\n"
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+    return path
+
+
+def _mesh_cards(model: Model) -> list[str]:
+    """``*NODE`` (all in NALL) and one ``*ELEMENT`` card per block (all in EALL)."""
     ids, eids = model.node_ids, model.element_ids
-    parts = [f"*HEADING\n{heading or model.metadata.get('heading') or 'vertebra-fem model'}"]
-    parts.append("** units: mm, N, MPa")
-    node_txt = "\n".join(
-        f"{int(i)}, {x:.14g}, {y:.14g}, {z:.14g}" for i, (x, y, z) in zip(ids, model.points.tolist()))
-    parts.append("*NODE, NSET=NALL\n" + node_txt)
+    node_txt = "\n".join(f"{int(i)}, {x:.14g}, {y:.14g}, {z:.14g}"
+                         for i, (x, y, z) in zip(ids, model.points.tolist()))
+    cards = ["*NODE, NSET=NALL\n" + node_txt]
     for b in model.blocks:
         rows = np.column_stack([eids[b.start:b.stop], ids[b.conn]])
         txt = "\n".join(", ".join(str(int(v)) for v in r) for r in rows.tolist())
-        parts.append(f"*ELEMENT, TYPE={b.etype.abaqus}, ELSET=EALL\n{txt}")
+        cards.append(f"*ELEMENT, TYPE={b.etype.abaqus}, ELSET=EALL\n{txt}")
+    return cards
+
+
+def _set_cards(model: Model) -> list[str]:
+    """The regions as ``*ELSET``, node sets as ``*NSET``, face sets as element ``*SURFACE``."""
+    ids, eids = model.node_ids, model.element_ids
     reserved = {"NALL", "EALL"}
-    for name, elems in model.regions.items():
-        if len(elems) and name.upper() not in reserved:
-            parts.append(f"*ELSET, ELSET={_inp_name(name)}\n{_labels_lines(eids[elems])}")
-    for name, nodes in model.node_sets.items():
-        if len(nodes) and name.upper() not in reserved:
-            parts.append(f"*NSET, NSET={_inp_name(name)}\n{_labels_lines(ids[nodes])}")
+    cards = [f"*ELSET, ELSET={_inp_name(name)}\n{_labels_lines(eids[elems])}"
+             for name, elems in model.regions.items()
+             if len(elems) and name.upper() not in reserved]
+    cards += [f"*NSET, NSET={_inp_name(name)}\n{_labels_lines(ids[nodes])}"
+              for name, nodes in model.node_sets.items()
+              if len(nodes) and name.upper() not in reserved]
     for name, fs in model.face_sets.items():
         if len(fs):
-            lines = "\n".join(f"{int(eids[e])}, S{int(f) + 1}" for e, f in zip(fs.elements, fs.faces))
-            parts.append(f"*SURFACE, NAME={_inp_name(name)}, TYPE=ELEMENT\n{lines}")
-    # one section per material region whose elements share their constants (keeps its name),
-    # the rest grouped by unique constants; orthotropic materials in the global axes (no
-    # *ORIENTATION) as engineering constants E1, E2, E3, nu12, nu13, nu23, G12, G13 / G23
-    # von Mises plastic elements also get *PLASTIC: the yield stress at plastic strain 0 and, for
-    # hardening, a second point at plastic strain 1 (CalculiX keeps the stress constant beyond
-    # the last point, vertebra-fem's linear hardening goes on)
-    ortho = model.orthotropic_mask()
-    plastic = model.plastic_mask()
-    consts = np.where(ortho[:, None], model.ortho if ortho.any() else 0.0,
-                      np.column_stack([model.E, model.nu] + [np.full(model.n_elements, np.nan)] * 7))
-    consts = np.column_stack([consts, np.where(plastic[:, None], model.plastic if plastic.any()
-                                               else np.zeros((model.n_elements, 2)), np.nan)])
-    # cylindrical orthotropic elements: their axis (point, unit direction), written as
-    # *ORIENTATION, SYSTEM=CYLINDRICAL with a = point, b = point + direction
-    cyl = model.cylindrical_mask()
-    consts = np.column_stack([consts, np.where(cyl[:, None], model.ortho_axis if cyl.any()
-                                               else np.zeros((model.n_elements, 6)), np.nan)])
+            lines = "\n".join(f"{int(eids[e])}, S{int(f) + 1}"
+                              for e, f in zip(fs.elements, fs.faces))
+            cards.append(f"*SURFACE, NAME={_inp_name(name)}, TYPE=ELEMENT\n{lines}")
+    return cards
 
-    def elastic(c) -> str:
-        if np.isnan(c[2]):
-            text = f"*ELASTIC\n{c[0]:.14g}, {c[1]:.14g}"
-        else:
-            text = ("*ELASTIC, TYPE=ENGINEERING CONSTANTS\n"
-                    + ", ".join(f"{v:.14g}" for v in c[:8]) + f"\n{c[8]:.14g}")
-        if not np.isnan(c[9]):
-            text += f"\n*PLASTIC, HARDENING=ISOTROPIC\n{c[9]:.14g}, 0"
-            if c[10] > 0:
-                text += f"\n{c[9] + c[10]:.14g}, 1"
+
+#: columns of the per-element material table of :func:`_material_table`
+_E, _NU, _ORTHO, _YIELD, _HARDENING, _AXIS = 0, 1, slice(0, 9), 9, 10, slice(11, 17)
+
+
+def _material_table(model: Model) -> np.ndarray:
+    """(n_elements, 17) constants, NaN where an element lacks them: E, nu (isotropic) or the
+    nine engineering constants E1, E2, E3, nu12, nu13, nu23, G12, G13, G23 (orthotropic) in
+    columns 0-8; yield stress and hardening modulus (von Mises plastic) in 9-10; the cylindrical
+    axis (point, direction) of cylindrical orthotropy in 11-16."""
+    n = model.n_elements
+    table = np.full((n, 17), np.nan)
+    table[:, _E], table[:, _NU] = model.E, model.nu
+    ortho, plastic, cyl = model.orthotropic_mask(), model.plastic_mask(), model.cylindrical_mask()
+    if ortho.any():
+        table[ortho, _ORTHO] = model.ortho[ortho]
+    if plastic.any():
+        table[plastic, _YIELD:_HARDENING + 1] = model.plastic[plastic]
+    if cyl.any():
+        table[cyl, _AXIS] = model.ortho_axis[cyl]
+    return table
+
+
+def _elastic_card(c) -> str:
+    """``*ELASTIC`` (isotropic or engineering constants) and, for a plastic material,
+    ``*PLASTIC``: the yield stress at plastic strain 0 and, with hardening, a second point at
+    plastic strain 1 (CalculiX keeps the stress constant beyond the last point, vertebra-fem's
+    linear hardening goes on)."""
+    if np.isnan(c[2]):
+        text = f"*ELASTIC\n{c[0]:.14g}, {c[1]:.14g}"
+    else:
+        text = ("*ELASTIC, TYPE=ENGINEERING CONSTANTS\n"
+                + ", ".join(f"{v:.14g}" for v in c[:8]) + f"\n{c[8]:.14g}")
+    if not np.isnan(c[_YIELD]):
+        text += f"\n*PLASTIC, HARDENING=ISOTROPIC\n{c[_YIELD]:.14g}, 0"
+        if c[_HARDENING] > 0:
+            text += f"\n{c[_YIELD] + c[_HARDENING]:.14g}, 1"
+    return text
+
+
+def _section_card(elset: str, material: str, c) -> str:
+    """``*SOLID SECTION``; for cylindrical orthotropy preceded by its ``*ORIENTATION, SYSTEM=
+    CYLINDRICAL`` with a = the axis point, b = point + direction."""
+    text = f"*SOLID SECTION, ELSET={elset}, MATERIAL={material}"
+    if np.isnan(c[_AXIS.start]):
         return text
+    a, d = c[11:14], c[14:17]
+    pts = ", ".join(f"{v:.14g}" for v in np.concatenate([a, a + d]))
+    return (f"*ORIENTATION, NAME=OR_{elset}, SYSTEM=CYLINDRICAL\n{pts}\n"
+            f"{text}, ORIENTATION=OR_{elset}")
 
-    def section(elset, material, c) -> str:
-        text = f"*SOLID SECTION, ELSET={elset}, MATERIAL={material}"
-        if np.isnan(c[11]):
-            return text
-        a, d = c[11:14], c[14:17]
-        pts = ", ".join(f"{v:.14g}" for v in np.concatenate([a, a + d]))
-        return (f"*ORIENTATION, NAME=OR_{elset}, SYSTEM=CYLINDRICAL\n{pts}\n"
-                f"{text}, ORIENTATION=OR_{elset}")
 
+def _material_cards(model: Model) -> list[str]:
+    """One material and section per material region whose elements share their constants (it
+    keeps its name); the other elements grouped by unique constants (``VFEM_MAT<k>``)."""
+    table = _material_table(model)
+    cards = []
     done = np.zeros(model.n_elements, dtype=bool)
     for code, name in enumerate(model.region_names):
         sel = np.nonzero(model.element_region == code)[0]
         if len(sel) == 0 or name not in model.regions or not np.array_equal(
                 np.sort(model.regions[name]), sel):
             continue
-        c = consts[sel]
+        c = table[sel]
         if np.all((c == c[0]) | (np.isnan(c) & np.isnan(c[0]))):
             elset = _inp_name(name)
-            parts.append(f"*MATERIAL, NAME=M_{elset}\n{elastic(c[0])}")
-            parts.append(section(elset, f"M_{elset}", c[0]))
+            cards += [f"*MATERIAL, NAME=M_{elset}\n{_elastic_card(c[0])}",
+                      _section_card(elset, f"M_{elset}", c[0])]
             done[sel] = True
     rest = np.nonzero(~done)[0]
     if len(rest):
-        rows, inv = np.unique(np.nan_to_num(consts[rest], nan=-np.inf), axis=0,
+        rows, inv = np.unique(np.nan_to_num(table[rest], nan=-np.inf), axis=0,
                               return_inverse=True)
         inv = inv.ravel()
         for k, c in enumerate(np.where(np.isneginf(rows), np.nan, rows)):
-            parts.append(f"*ELSET, ELSET=VFEM_MAT{k}\n{_labels_lines(eids[rest[inv == k]])}")
-            parts.append(f"*MATERIAL, NAME=VFEM_MAT{k}\n{elastic(c)}")
-            parts.append(section(f"VFEM_MAT{k}", f"VFEM_MAT{k}", c))
+            labels = _labels_lines(model.element_ids[rest[inv == k]])
+            cards += [f"*ELSET, ELSET=VFEM_MAT{k}\n{labels}",
+                      f"*MATERIAL, NAME=VFEM_MAT{k}\n{_elastic_card(c)}",
+                      _section_card(f"VFEM_MAT{k}", f"VFEM_MAT{k}", c)]
+    return cards
 
-    extra_nodes, equations, bnd, cld, dsl = [], [], [], [], []
-    next_node = int(ids.max()) + 1
-    ncount = 0
 
-    written: dict[str, str] = {}
+class _LoadCards:
+    """The conditions as deck lines: node sets they need (model data), the plates' extra nodes
+    and ``*EQUATION``s, and the step's ``*BOUNDARY``, ``*CLOAD`` and ``*DSLOAD`` lines."""
 
-    def nset_for(target) -> str:
-        nonlocal ncount
+    def __init__(self, model: Model):
+        self.model = model
+        self.ids = model.node_ids
+        self.nsets: list[str] = []
+        self.extra_nodes: list[str] = []
+        self.equations: list[str] = []
+        self.boundary: list[str] = []
+        self.cload: list[str] = []
+        self.dsload: list[str] = []
+        self._next_node = int(self.ids.max()) + 1
+        self._count = 0
+        self._written: dict[str, str] = {}
+
+    def add(self, c) -> None:
+        if isinstance(c, L.CONSTRAINTS):
+            self._constraint(c)
+        elif isinstance(c, L.NodalForce):
+            s = self._nset(c.target)
+            self.cload += [f"{s}, {d + 1}, {float(v):.14g}" for d, v in enumerate(c.force) if v]
+        elif isinstance(c, L.Pressure) and isinstance(c.target, str):
+            self.dsload.append(f"{_inp_name(c.target)}, P, {c.pressure:.14g}")
+        elif isinstance(c, L.FACE_LOADS):
+            self._face_load(c)
+        elif isinstance(c, L.RigidPlate):
+            self._plate(c)
+
+    def _nset(self, target) -> str:
+        """The deck name of a condition's node set, writing one where the model has none."""
+        model = self.model
         if isinstance(target, str) and target in model.node_sets:
             return _inp_name(target)
-        if isinstance(target, str) and target in written:
-            return written[target]
+        if isinstance(target, str) and target in self._written:
+            return self._written[target]
         nodes = model.nodes_of(target)
         if isinstance(target, str):  # a face set or region: its nodes, under a derived name
             name = _inp_name(f"{target}_nodes")
-            written[target] = name
+            self._written[target] = name
         else:
-            ncount += 1
-            name = f"VFEM_N{ncount}"
-        parts.append(f"*NSET, NSET={name}\n{_labels_lines(ids[nodes])}")
+            self._count += 1
+            name = f"VFEM_N{self._count}"
+        self.nsets.append(f"*NSET, NSET={name}\n{_labels_lines(self.ids[nodes])}")
         return name
 
-    for c in model.conditions:
-        if isinstance(c, L.CONSTRAINTS):
-            s = nset_for(c.target)
-            vals = c.values()
-            d = 0
-            while d < 3:  # runs of equal values become one "first, last" line
-                if vals[d] is None:
-                    d += 1
-                    continue
-                e = d
-                while e + 1 < 3 and vals[e + 1] == vals[d]:
-                    e += 1
-                bnd.append(f"{s}, {d + 1}, {e + 1}, {float(vals[d]):.14g}")
-                d = e + 1
-        elif isinstance(c, L.NodalForce):
-            s = nset_for(c.target)
-            for d, v in enumerate(c.force):
-                if v:
-                    cld.append(f"{s}, {d + 1}, {float(v):.14g}")
-        elif isinstance(c, L.Pressure) and isinstance(c.target, str):
-            dsl.append(f"{_inp_name(c.target)}, P, {c.pressure:.14g}")
-        elif isinstance(c, L.FACE_LOADS):
-            fv = np.zeros((model.n_nodes, 3))
-            add_face_load(model, c, fv)
-            for node in np.nonzero(np.abs(fv).sum(1))[0]:
-                for d in range(3):
-                    if fv[node, d]:
-                        cld.append(f"{int(ids[node])}, {d + 1}, {float(fv[node, d]):.14g}")
-        elif isinstance(c, L.RigidPlate):
-            nodes = model.nodes_of(c.target)
-            ref = np.asarray(c.reference if c.reference is not None else model.points[nodes].mean(0))
-            rn, rot = next_node, next_node + 1
-            next_node += 2
-            xyz = ", ".join(f"{float(v):.14g}" for v in ref)
-            extra_nodes += [f"{rn}, {xyz}", f"{rot}, {xyz}"]
-            for node in nodes.tolist():
-                d = model.points[node] - ref
-                nid = int(ids[node])
-                # u_i - u_ref_i - (theta x d)_i = 0
-                for i, (j, k) in enumerate(((1, 2), (2, 0), (0, 1))):
-                    terms = [(nid, i + 1, 1.0), (rn, i + 1, -1.0)]
-                    if d[k]:
-                        terms.append((rot, j + 1, -float(d[k])))
-                    if d[j]:
-                        terms.append((rot, k + 1, float(d[j])))
-                    equations.append(f"{len(terms)}\n" + ", ".join(
-                        f"{a}, {b}, {v:.14g}" for a, b, v in terms))
-            for d in range(3):
-                if c.displacement[d] is not None:
-                    bnd.append(f"{rn}, {d + 1}, {d + 1}, {float(c.displacement[d]):.14g}")
-                elif c.force[d]:
-                    cld.append(f"{rn}, {d + 1}, {float(c.force[d]):.14g}")
-                if c.rotation[d] is not None:
-                    bnd.append(f"{rot}, {d + 1}, {d + 1}, {float(c.rotation[d]):.14g}")
-                elif c.moment[d]:
-                    cld.append(f"{rot}, {d + 1}, {float(c.moment[d]):.14g}")
-    if extra_nodes:
-        parts.append("*NODE\n" + "\n".join(extra_nodes))
-    if equations:
-        parts.append("*EQUATION\n" + "\n".join(equations))
+    def _constraint(self, c) -> None:
+        """Runs of equal prescribed values become one "first, last" ``*BOUNDARY`` line."""
+        s = self._nset(c.target)
+        vals = c.values()
+        d = 0
+        while d < 3:
+            if vals[d] is None:
+                d += 1
+                continue
+            e = d
+            while e + 1 < 3 and vals[e + 1] == vals[d]:
+                e += 1
+            self.boundary.append(f"{s}, {d + 1}, {e + 1}, {float(vals[d]):.14g}")
+            d = e + 1
+
+    def _face_load(self, c) -> None:
+        """A traction or total force as its consistent nodal forces."""
+        from ..system import add_face_load
+
+        fv = np.zeros((self.model.n_nodes, 3))
+        add_face_load(self.model, c, fv)
+        for node in np.nonzero(np.abs(fv).sum(1))[0]:
+            self.cload += [f"{int(self.ids[node])}, {d + 1}, {float(fv[node, d]):.14g}"
+                           for d in range(3) if fv[node, d]]
+
+    def _plate(self, c) -> None:
+        """A reference node and a rotation node, tied to the plate's nodes by
+        u_i - u_ref_i - (theta x d)_i = 0, d the node's offset from the reference point."""
+        model = self.model
+        nodes = model.nodes_of(c.target)
+        ref = np.asarray(c.reference if c.reference is not None
+                         else model.points[nodes].mean(0))
+        rn, rot = self._next_node, self._next_node + 1
+        self._next_node += 2
+        xyz = ", ".join(f"{float(v):.14g}" for v in ref)
+        self.extra_nodes += [f"{rn}, {xyz}", f"{rot}, {xyz}"]
+        for node in nodes.tolist():
+            d = model.points[node] - ref
+            nid = int(self.ids[node])
+            for i, (j, k) in enumerate(((1, 2), (2, 0), (0, 1))):
+                terms = [(nid, i + 1, 1.0), (rn, i + 1, -1.0)]
+                if d[k]:
+                    terms.append((rot, j + 1, -float(d[k])))
+                if d[j]:
+                    terms.append((rot, k + 1, float(d[j])))
+                self.equations.append(f"{len(terms)}\n" + ", ".join(
+                    f"{a}, {b}, {v:.14g}" for a, b, v in terms))
+        for d in range(3):
+            self._prescribed_or_load(rn, d, c.displacement[d], c.force[d])
+            self._prescribed_or_load(rot, d, c.rotation[d], c.moment[d])
+
+    def _prescribed_or_load(self, node: int, d: int, value, load) -> None:
+        if value is not None:
+            self.boundary.append(f"{node}, {d + 1}, {d + 1}, {float(value):.14g}")
+        elif load:
+            self.cload.append(f"{node}, {d + 1}, {float(load):.14g}")
+
+    def model_cards(self) -> list[str]:
+        """What goes before the step: node sets, the plates' nodes and equations."""
+        cards = list(self.nsets)
+        if self.extra_nodes:
+            cards.append("*NODE\n" + "\n".join(self.extra_nodes))
+        if self.equations:
+            cards.append("*EQUATION\n" + "\n".join(self.equations))
+        return cards
+
+
+def _step_cards(model: Model, loads: _LoadCards) -> list[str]:
+    """The ``*STEP``: ``*STATIC`` (the model's increments, 10 equal ones for a plastic model
+    without any), the boundary conditions and loads, and the printed output."""
+    plastic = model.plastic_mask().any()
     static = model.metadata.get("static")
-    if static is None and plastic.any():  # solve_plastic's default: 10 equal increments
+    if static is None and plastic:  # solve_plastic's default: 10 equal increments
         static = {"initial": 0.1, "total": 1.0, "direct": True}
     step = ["*STEP", "*STATIC"]
     if static is not None:
@@ -1214,20 +1291,13 @@ def write_inp(model: Model, path, *, heading: str = "") -> Path:
                 "*STATIC, DIRECT" if static.get("direct") else "*STATIC"]
         if line:
             step.append(line)
-    if bnd:
-        step.append("*BOUNDARY\n" + "\n".join(bnd))
-    if cld:
-        step.append("*CLOAD\n" + "\n".join(cld))
-    if dsl:
-        step.append("*DSLOAD\n" + "\n".join(dsl))
-    if plastic.any():
-        step += ["*NODE PRINT, NSET=NALL\nU, RF", "*EL PRINT, ELSET=EALL\nS, PEEQ", "*END STEP"]
-    else:
-        step += ["*NODE PRINT, NSET=NALL\nU", "*EL PRINT, ELSET=EALL\nS", "*END STEP"]
-    text = "\n".join(parts + step) + "\n"
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
-    return path
+    for card, lines in (("*BOUNDARY", loads.boundary), ("*CLOAD", loads.cload),
+                        ("*DSLOAD", loads.dsload)):
+        if lines:
+            step.append(card + "\n" + "\n".join(lines))
+    fields = ("U, RF", "S, PEEQ") if plastic else ("U", "S")
+    return step + [f"*NODE PRINT, NSET=NALL\n{fields[0]}", f"*EL PRINT, ELSET=EALL\n{fields[1]}",
+                   "*END STEP"]
 
 
 def _inp_name(name: str) -> str:
