@@ -39,53 +39,79 @@ def model_from_meshio(mesh, *, E=None, nu=None) -> Model:
     pts = np.asarray(mesh.points, dtype=float)
     if pts.ndim != 2 or pts.shape[1] != 3:
         raise MeshError(f"the mesh must have 3-D points, got shape {pts.shape}")
+    solid, surface = _split_blocks(mesh)
+    ids = (_cell_data(mesh, solid, "element_id", raw=True)
+           if "element_id" in mesh.cell_data else None)
+    model = Model.from_arrays(
+        pts, [(mesh.cells[bi].type, mesh.cells[bi].data) for bi in solid],
+        node_ids=_node_ids(mesh, len(pts)), element_ids=ids, source="<meshio>")
+    offsets = {bi: model.blocks[i].start for i, bi in enumerate(solid)}
+    _physical_groups(model, mesh, offsets, surface)
+    _cell_sets(model, mesh, offsets, surface)
+    for name, idx in (mesh.point_sets or {}).items():
+        model.add_node_set(name, np.asarray(idx, dtype=np.int64))
+    _materials(model, mesh, solid)
+    _material_regions(model, mesh, solid)
+    if E is not None or nu is not None:
+        model.set_material(None, E=E, nu=nu)
+    return model
+
+
+def _split_blocks(mesh) -> tuple[list[int], list[int]]:
+    """(solid, surface) cell block indices; an unsupported cell type is a MeshError."""
     solid, surface = [], []
     for bi, cb in enumerate(mesh.cells):
         if cb.type in MESHIO_TO_TYPE:
             solid.append(bi)
         elif cb.type in SURFACE_TYPES:
             surface.append(bi)
-        elif cb.type in IGNORED_TYPES:
-            continue
-        else:
+        elif cb.type not in IGNORED_TYPES:
             raise MeshError(f"unsupported cell type {cb.type!r} in cell block {bi}: vertebra-fem "
                             "solves tetra, tetra10 and hexahedron cells")
     if not solid:
         raise MeshError("the mesh has no solid cells (tetra, tetra10 or hexahedron)")
-    cd = mesh.cell_data
-    ids = _cell_data(mesh, solid, "element_id", raw=True) if "element_id" in cd else None
-    nids = mesh.point_data.get("node_id")
-    if nids is not None:
-        nids = np.asarray(nids)
-        if nids.ndim == 2 and nids.shape[1] == 1:
-            nids = nids[:, 0]
-        if nids.shape != (len(pts),):
-            raise MeshError(f"point data 'node_id' has shape {nids.shape}, expected "
-                            f"({len(pts)},): one label per point")
-    model = Model.from_arrays(
-        pts, [(mesh.cells[bi].type, mesh.cells[bi].data) for bi in solid],
-        node_ids=nids, element_ids=ids, source="<meshio>")
-    offsets = {bi: model.blocks[i].start for i, bi in enumerate(solid)}
+    return solid, surface
 
-    # gmsh physical groups
+
+def _node_ids(mesh, n_points: int):
+    """Point data ``node_id`` (one label per point), or None."""
+    nids = mesh.point_data.get("node_id")
+    if nids is None:
+        return None
+    nids = np.asarray(nids)
+    if nids.ndim == 2 and nids.shape[1] == 1:
+        nids = nids[:, 0]
+    if nids.shape != (n_points,):
+        raise MeshError(f"point data 'node_id' has shape {nids.shape}, expected "
+                        f"({n_points},): one label per point")
+    return nids
+
+
+def _physical_groups(model: Model, mesh, offsets: dict, surface: list) -> None:
+    """gmsh physical groups: volume groups become regions, surface groups face sets, named by
+    the mesh's field data (``"physical <tag>"`` where it names none)."""
+    if "gmsh:physical" not in mesh.cell_data:
+        return
     names_by_tag = {}
     for name, v in (mesh.field_data or {}).items():
         v = np.asarray(v).ravel()
         if len(v) >= 2 and not name.startswith("region "):
             names_by_tag[(int(v[1]), int(v[0]))] = name
-    if "gmsh:physical" in cd:
-        tags = cd["gmsh:physical"]
-        for bi in solid:
+    tags = mesh.cell_data["gmsh:physical"]
+    for dim, blocks in ((3, offsets), (2, surface)):
+        for bi in blocks:
             t = np.asarray(tags[bi]).ravel()
             for tag in np.unique(t):
-                name = names_by_tag.get((3, int(tag)), f"physical {int(tag)}")
-                _extend_region(model, name, offsets[bi] + np.nonzero(t == tag)[0])
-        for bi in surface:
-            t = np.asarray(tags[bi]).ravel()
-            for tag in np.unique(t):
-                name = names_by_tag.get((2, int(tag)), f"physical {int(tag)}")
-                _add_surface(model, name, mesh.cells[bi], np.nonzero(t == tag)[0])
-    # cell sets
+                name = names_by_tag.get((dim, int(tag)), f"physical {int(tag)}")
+                idx = np.nonzero(t == tag)[0]
+                if dim == 3:
+                    _extend_region(model, name, offsets[bi] + idx)
+                else:
+                    _add_surface(model, name, mesh.cells[bi], idx)
+
+
+def _cell_sets(model: Model, mesh, offsets: dict, surface: list) -> None:
+    """meshio cell sets: on solid blocks regions, on surface blocks face sets."""
     for name, per_block in (mesh.cell_sets or {}).items():
         if name.startswith("gmsh:"):
             continue
@@ -97,52 +123,60 @@ def model_from_meshio(mesh, *, E=None, nu=None) -> Model:
                 _extend_region(model, name, offsets[bi] + idx)
             elif bi in surface:
                 _add_surface(model, name, mesh.cells[bi], idx)
-    for name, idx in (mesh.point_sets or {}).items():
-        model.add_node_set(name, np.asarray(idx, dtype=np.int64))
-    # materials and material regions written by Result.write
+
+
+def _materials(model: Model, mesh, solid: list) -> None:
+    """E and nu, and orthotropic constants (with their cylindrical axes), as Result.write
+    stores them."""
+    cd = mesh.cell_data
     if "E" in cd and "nu" in cd:
         model.E = _cell_data(mesh, solid, "E")
         model.nu = _cell_data(mesh, solid, "nu")
-    if "orthotropic" in cd:
-        c = _cell_data(mesh, solid, "orthotropic", 9)
-        rows = ~np.isnan(c).any(axis=1)
-        axis = (_cell_data(mesh, solid, "orthotropic_axis", 6) if "orthotropic_axis" in cd
-                else np.full((len(c), 6), np.nan))
-        cyl = rows & np.isfinite(axis).all(axis=1)
-        plain = rows & ~cyl
-        if plain.any():
-            model.set_orthotropic(np.nonzero(plain)[0], E=c[plain, :3], nu=c[plain, 3:6],
-                                  G=c[plain, 6:])
-        if cyl.any():  # one call per axis
-            keys, inv = np.unique(axis[cyl], axis=0, return_inverse=True)
-            idx = np.nonzero(cyl)[0]
-            for k, a in enumerate(keys):
-                sel = idx[inv.ravel() == k]
-                model.set_orthotropic(sel, E=c[sel, :3], nu=c[sel, 3:6], G=c[sel, 6:],
-                                      cylinder=(a[:3], a[3:]))
-    if "region" in cd:
-        codes = _cell_data(mesh, solid, "region")
-        names = {}
-        for key in mesh.field_data or {}:
-            m = re.match(r"region ([0-9]{1,6}): (.*)$", key)
-            if m:
-                names[int(m.group(1))] = m.group(2)
-        if names:
-            bad = (codes != np.round(codes)) | (codes < -1) | (codes > max(names))
-            if bad.any():
-                raise MeshError(f"cell data 'region': code {codes[bad][0]:g} of element "
-                                f"{model.element_ids[np.argmax(bad)]} is not -1 (none) or a "
-                                f"region the field data names (0..{max(names)})")
-            codes = codes.astype(np.int64)
-            model.region_names = [names.get(i, f"region {i}") for i in range(max(names) + 1)]
-            model.element_region = codes
-            for code in unique_sorted(codes[codes >= 0]).tolist():  # not every named code
-                name = model.region_names[code]
-                if name not in model.regions:
-                    model.add_region(name, np.nonzero(codes == code)[0])
-    if E is not None or nu is not None:
-        model.set_material(None, E=E, nu=nu)
-    return model
+    if "orthotropic" not in cd:
+        return
+    c = _cell_data(mesh, solid, "orthotropic", 9)
+    rows = ~np.isnan(c).any(axis=1)
+    axis = (_cell_data(mesh, solid, "orthotropic_axis", 6) if "orthotropic_axis" in cd
+            else np.full((len(c), 6), np.nan))
+    cyl = rows & np.isfinite(axis).all(axis=1)
+    plain = rows & ~cyl
+    if plain.any():
+        model.set_orthotropic(np.nonzero(plain)[0], E=c[plain, :3], nu=c[plain, 3:6],
+                              G=c[plain, 6:])
+    if cyl.any():  # one call per axis
+        keys, inv = np.unique(axis[cyl], axis=0, return_inverse=True)
+        idx = np.nonzero(cyl)[0]
+        for k, a in enumerate(keys):
+            sel = idx[inv.ravel() == k]
+            model.set_orthotropic(sel, E=c[sel, :3], nu=c[sel, 3:6], G=c[sel, 6:],
+                                  cylinder=(a[:3], a[3:]))
+
+
+def _material_regions(model: Model, mesh, solid: list) -> None:
+    """Cell data ``region`` (codes) with the names in the field data ``"region <code>: name"``:
+    the model's material regions, and a region per code that has elements."""
+    if "region" not in mesh.cell_data:
+        return
+    codes = _cell_data(mesh, solid, "region")
+    names = {}
+    for key in mesh.field_data or {}:
+        m = re.match(r"region ([0-9]{1,6}): (.*)$", key)
+        if m:
+            names[int(m.group(1))] = m.group(2)
+    if not names:
+        return
+    bad = (codes != np.round(codes)) | (codes < -1) | (codes > max(names))
+    if bad.any():
+        raise MeshError(f"cell data 'region': code {codes[bad][0]:g} of element "
+                        f"{model.element_ids[np.argmax(bad)]} is not -1 (none) or a "
+                        f"region the field data names (0..{max(names)})")
+    codes = codes.astype(np.int64)
+    model.region_names = [names.get(i, f"region {i}") for i in range(max(names) + 1)]
+    model.element_region = codes
+    for code in unique_sorted(codes[codes >= 0]).tolist():  # not every named code
+        name = model.region_names[code]
+        if name not in model.regions:
+            model.add_region(name, np.nonzero(codes == code)[0])
 
 
 def _cell_data(mesh, solid: list, name: str, width: int | None = None, *, raw: bool = False):
