@@ -588,6 +588,36 @@ def pkp(model: Model, level: str, volume_ml: float, *, balloon_ml: float | None 
     (default: the same volume), restoring ``height_restoration`` (0..1) of the fracture's lost
     height; cement beyond the balloon volume interdigitates around the cavity. Regions
     ``"<L>/cement"``, ``"<L>/compacted"``, ``"<L>/cement_composite"``; see the module docstring."""
+    v, vb, s = _pkp_amounts(volume_ml, balloon_ml, height_restoration, rim_thickness)
+    cem = get_cement(cement)
+    out = _restore_height(model.copy(), level, s)
+    nds = needles(out, level, approach, tip_depth=tip_depth, tip_offset=tip_offset, side=side)
+    fill, vol, phi, k, body_vol = _prepare(out, level, law, seed, heterogeneity)
+    c = _centroids(out, fill)
+    i, j, pos_out, keys_out = _face_graph(out, fill)
+    exits = _exit_sites(out, level, fill, pos_out, keys_out)
+    cavity = _balloon_cavity(out, level, nds, c, vol[fill], exits, vb)
+    _compact_rim(out, level, fill, vol, phi, k, c, cavity, exits, rim_thickness, law)
+    _move(out, fill[cavity], f"{level}/cement", E=cem.E, nu=cem.nu)
+    cav_vol = float(vol[fill[cavity]].sum())
+    extra = v * ML - cav_vol
+    placed, leaks, p_bone_k, bone_vol = cav_vol, (), None, 0.0
+    if extra > 0.5 * float(np.median(phi * vol[fill])):
+        more, leaks, p_bone_k, bone_vol = _interdigitate(
+            out, level, fill, vol, phi, k, (i, j), cavity, exits, extra, cem)
+        placed += more
+    p = injection_pressure(cem, flow_ml_min=flow_ml_min, cannula_diameter_mm=cannula_diameter_mm,
+                           cannula_length_mm=cannula_length_mm, k_bone=p_bone_k,
+                           bone_volume_mm3=bone_vol, n_needles=len(nds))
+    leak_ml = sum(L.volume_ml for L in leaks)
+    out.metadata.setdefault("augmentations", []).append(Augmentation(
+        "PKP", level, approach, cem, v, placed / ML + leak_ml, leak_ml, leaks,
+        placed / body_vol, s, p, tuple(nds), cav_vol / ML, seed))
+    return out
+
+
+def _pkp_amounts(volume_ml, balloon_ml, height_restoration, rim_thickness):
+    """(cement mL, balloon mL, share of the lost height restored), checked."""
     v = _check_volume(volume_ml)
     vb = v if balloon_ml is None else _check_volume(balloon_ml, "balloon_ml")
     if vb > v * (1 + 1e-9):
@@ -598,27 +628,32 @@ def pkp(model: Model, level: str, volume_ml: float, *, balloon_ml: float | None 
         raise ParameterError(f"height_restoration must lie in 0..1, got {height_restoration}")
     if rim_thickness < 0:
         raise ParameterError(f"rim_thickness must be >= 0 mm, got {rim_thickness}")
-    cem = get_cement(cement)
-    out = model.copy()
-    collapse = out.metadata.get("collapse", {})
-    if s > 0:
-        if level not in collapse:
-            raise MeshError(f"{level} has no recorded fracture to restore (fracture it with "
-                            "fem.meshes.pathology.compress first, or give height_restoration=0)")
-        out = restore(out, level, s)  # the body, its discs, and the levels its kyphosis tipped
-        try:
-            check_geometry(out, np)
-        except MeshError as exc:
-            raise MeshError(f"restoring {s:.0%} of {level}'s height inverts elements ({exc})") \
-                from None
-    nds = needles(out, level, approach, tip_depth=tip_depth, tip_offset=tip_offset, side=side)
-    fill, vol, phi, k, body_vol = _prepare(out, level, law, seed, heterogeneity)
-    c = _centroids(out, fill)
-    i, j, pos_out, keys_out = _face_graph(out, fill)
-    exits = _exit_sites(out, level, fill, pos_out, keys_out)
-    # balloon metric: ellipsoid 1.5 : 1 : 1 along the needle, lateral, axial
+    return v, vb, s
+
+
+def _restore_height(out: Model, level: str, share: float) -> Model:
+    """The balloon's height restoration: ``share`` of the recorded collapse of ``level`` undone
+    (the body, its discs, and the levels its kyphosis tipped)."""
+    if share <= 0:
+        return out
+    if level not in out.metadata.get("collapse", {}):
+        raise MeshError(f"{level} has no recorded fracture to restore (fracture it with "
+                        "fem.meshes.pathology.compress first, or give height_restoration=0)")
+    out = restore(out, level, share)
+    try:
+        check_geometry(out, np)
+    except MeshError as exc:
+        raise MeshError(f"restoring {share:.0%} of {level}'s height inverts elements ({exc})") \
+            from None
+    return out
+
+
+def _balloon_cavity(out: Model, level: str, nds, c, vol_fill, exits, vb: float) -> np.ndarray:
+    """Positions (in the fill) of the cavity: the ``vb`` mL nearest the needle tips in the
+    balloon's metric, an ellipsoid 1.5 : 1 : 1 along the needle, lateral and axial; never an
+    exit site."""
     e_ax = level_frame(out, level).axial
-    r = np.full(len(fill), np.inf)
+    r = np.full(len(c), np.inf)
     for nd in nds:
         d = np.asarray(nd.direction)
         lat = np.cross(e_ax, d)
@@ -627,60 +662,63 @@ def pkp(model: Model, level: str, volume_ml: float, *, balloon_ml: float | None 
     r[list(exits)] = np.inf
     order = np.argsort(r, kind="stable")
     order = order[np.isfinite(r[order])]
-    cavity = _take(order, vol[fill], vb * ML)
+    cavity = _take(order, vol_fill, vb * ML)
     if cavity is None:
         raise MeshError(f"{level} cannot hold a {vb} mL balloon cavity")
-    cav_vol = float(vol[fill[cavity]].sum())
-    rest = np.setdiff1d(np.arange(len(fill)), cavity)
-    rim = np.zeros(0, np.int64)
-    if rim_thickness > 0 and len(rest):
-        dist, _ = cKDTree(c[cavity]).query(c[rest])
-        h = np.cbrt(np.median(vol[fill]))
-        rim = rest[(dist <= rim_thickness + 0.5 * h) & ~np.isin(rest, list(exits))]
-    rho_cav = (1.0 - phi[cavity]) * TISSUE_DENSITY
-    if len(rim):
-        rho_rim = (1.0 - phi[rim]) * TISSUE_DENSITY
-        gain = float((rho_cav * vol[fill[cavity]]).sum() / vol[fill[rim]].sum())
-        from .meshes.bone import get_law
+    return cavity
 
-        ratio = ((rho_rim + gain) / rho_rim) ** get_law(law).c
-        phi[rim] = 1.0 - (rho_rim + gain) / TISSUE_DENSITY
-        _move(out, fill[rim], f"{level}/compacted", E=intact_modulus(out, fill[rim]) * ratio,
-              nu=out.nu[fill[rim]])
-        k[rim] = permeability(phi[rim])
-    _move(out, fill[cavity], f"{level}/cement", E=cem.E, nu=cem.nu)
-    extra = v * ML - cav_vol
-    placed, leaks, p_bone_k, bone_vol = cav_vol, (), None, 0.0
-    if extra > 0.5 * float(np.median(phi * vol[fill])):
-        others = np.setdiff1d(np.arange(len(fill)), cavity)
-        sub = fill[others]
-        _, _, po2, ko2 = _face_graph(out, sub)
-        src = np.flatnonzero(np.isin(others, _neighbours(i, j, cavity)))
-        if not len(src):
-            raise MeshError(f"no bone around the {level} cavity to take the extra cement")
-        order2, _, _ = _fill_order(out, level, sub, None, None, k[others], source_positions=src)
-        exits2 = {int(np.flatnonzero(others == p)[0]): s_ for p, s_ in exits.items()}
-        cap2 = phi[others] * vol[sub]
-        if exits2:
-            cap2[list(exits2)] = vol[sub[list(exits2)]]
-        taken = _take(order2, cap2, extra)
-        if taken is None:
-            raise MeshError(f"{level} cannot take {extra / ML:.2f} mL beyond the cavity")
-        more, cap2 = _apply_fill(out, level, sub, taken, phi[others], vol, exits2, cem)
-        leaks = _leaks(out, level, sub, taken, exits2, cap2)
-        placed += more
-        body = np.setdiff1d(taken, list(exits2))
-        if len(body):
-            p_bone_k = len(body) / np.sum(1.0 / k[others][body])
-            bone_vol = float(vol[sub[body]].sum())
-    p = injection_pressure(cem, flow_ml_min=flow_ml_min, cannula_diameter_mm=cannula_diameter_mm,
-                           cannula_length_mm=cannula_length_mm, k_bone=p_bone_k,
-                           bone_volume_mm3=bone_vol, n_needles=len(nds))
-    leak_ml = sum(L.volume_ml for L in leaks)
-    out.metadata.setdefault("augmentations", []).append(Augmentation(
-        "PKP", level, approach, cem, v, placed / ML + leak_ml, leak_ml, leaks,
-        placed / body_vol, s, p, tuple(nds), cav_vol / ML, seed))
-    return out
+
+def _compact_rim(out: Model, level: str, fill, vol, phi, k, c, cavity, exits,
+                 rim_thickness: float, law: str) -> None:
+    """The bone the balloon pushed aside: the cavity's bone mass spread over a rim of
+    ``rim_thickness`` mm around it (``"<L>/compacted"``), its modulus raised by the density law
+    and its porosity and permeability lowered (``phi``, ``k`` updated in place)."""
+    rest = np.setdiff1d(np.arange(len(fill)), cavity)
+    if rim_thickness <= 0 or not len(rest):
+        return
+    dist, _ = cKDTree(c[cavity]).query(c[rest])
+    h = np.cbrt(np.median(vol[fill]))
+    rim = rest[(dist <= rim_thickness + 0.5 * h) & ~np.isin(rest, list(exits))]
+    if not len(rim):
+        return
+    from .meshes.bone import get_law
+
+    rho_cav = (1.0 - phi[cavity]) * TISSUE_DENSITY
+    rho_rim = (1.0 - phi[rim]) * TISSUE_DENSITY
+    gain = float((rho_cav * vol[fill[cavity]]).sum() / vol[fill[rim]].sum())
+    ratio = ((rho_rim + gain) / rho_rim) ** get_law(law).c
+    phi[rim] = 1.0 - (rho_rim + gain) / TISSUE_DENSITY
+    _move(out, fill[rim], f"{level}/compacted", E=intact_modulus(out, fill[rim]) * ratio,
+          nu=out.nu[fill[rim]])
+    k[rim] = permeability(phi[rim])
+
+
+def _interdigitate(out: Model, level: str, fill, vol, phi, k, graph, cavity, exits,
+                   extra: float, cem):
+    """The cement beyond the balloon volume (``extra`` mm^3) flowing from the cavity wall into
+    the surrounding bone. Returns (volume placed in the body mm^3, leaks, the bone's
+    permeability along the filled path or None, the volume of bone filled mm^3)."""
+    i, j = graph
+    others = np.setdiff1d(np.arange(len(fill)), cavity)
+    sub = fill[others]
+    src = np.flatnonzero(np.isin(others, _neighbours(i, j, cavity)))
+    if not len(src):
+        raise MeshError(f"no bone around the {level} cavity to take the extra cement")
+    order, _, _ = _fill_order(out, level, sub, None, None, k[others], source_positions=src)
+    sub_exits = {int(np.flatnonzero(others == p)[0]): s_ for p, s_ in exits.items()}
+    cap = phi[others] * vol[sub]
+    if sub_exits:
+        cap[list(sub_exits)] = vol[sub[list(sub_exits)]]
+    taken = _take(order, cap, extra)
+    if taken is None:
+        raise MeshError(f"{level} cannot take {extra / ML:.2f} mL beyond the cavity")
+    more, cap = _apply_fill(out, level, sub, taken, phi[others], vol, sub_exits, cem)
+    leaks = _leaks(out, level, sub, taken, sub_exits, cap)
+    body = np.setdiff1d(taken, list(sub_exits))
+    if not len(body):
+        return more, leaks, None, 0.0
+    return (more, leaks, len(body) / np.sum(1.0 / k[others][body]),
+            float(vol[sub[body]].sum()))
 
 
 def _move(model: Model, elements, region: str, *, E, nu) -> None:
