@@ -335,6 +335,38 @@ def segment_model_tet10(levels: str | list[str] = "L1", *, mesh_size: float = 2.
     """
     names = level_names(levels)
     h = check_limit("mesh_size", mesh_size)
+    layer = _least_layer(h, layers, min_layer)
+    mats = resolve_materials(materials)
+    stack = _Stack.of(names)
+    dims = [replace(d, cortex=max(d.cortex, layer), endplate=max(d.endplate, layer))
+            for d in stack.levels]
+    gmsh = _gmsh()
+    t0 = time.perf_counter()
+    gmsh.initialize(interruptible=False)
+    try:
+        gmsh.option.setNumber("General.Terminal", 0)
+        gmsh.model.add("vertebra")
+        owner = _segment_volumes(gmsh, dims, stack.z0, names, posterior)
+        _thin_layer_sizes(gmsh, owner, dims[0], h)
+        _generate(gmsh, names, h, optimize)
+        t_mesh = time.perf_counter() - t0
+        node_tags, coords, conns, region_of = _read_tet10(gmsh, owner)
+    finally:
+        gmsh.finalize()
+    m, n_straight = _tet10_model(node_tags, coords, conns, region_of, mats)
+    _endplate_faces(m, names)
+    annotate(m, names, stack)
+    m.metadata["mesh"] = dict(mesh_size=h, layers=layers, min_layer=layer, cortex=dims[0].cortex,
+                              endplate=dims[0].endplate, time_s=t_mesh,
+                              straightened=n_straight)
+    logger.info("tet10 %s: %d elements, %d nodes, %.1f s", "-".join(names), m.n_elements,
+                m.n_nodes, t_mesh)
+    return m
+
+
+def _least_layer(h: float, layers: str, min_layer) -> float:
+    """The least thickness (mm) of the cortex and endplates: 0 for physical layers, else
+    ``min_layer`` (default half the mesh size)."""
     if layers not in ("mesh", "physical"):
         raise ParameterError(f"layers must be 'mesh' or 'physical', got {layers!r}")
     if layers == "physical" and min_layer is not None:
@@ -342,82 +374,95 @@ def segment_model_tet10(levels: str | list[str] = "L1", *, mesh_size: float = 2.
     layer = 0.0 if layers == "physical" else 0.5 * h if min_layer is None else float(min_layer)
     if layers == "mesh" and layer <= 0:
         raise ParameterError(f"min_layer must be positive, got {min_layer}")
-    mats = resolve_materials(materials)
-    stack = _Stack.of(names)
-    dims = [replace(d, cortex=max(d.cortex, layer), endplate=max(d.endplate, layer))
-            for d in stack.levels]
+    return layer
 
-    gmsh = _gmsh()
-    t0 = time.perf_counter()
-    gmsh.initialize(interruptible=False)
+
+def _segment_volumes(gmsh, dims, z0, names, posterior) -> dict:
+    """Build the segment's solids, fragment them into conforming volumes and remove what no
+    part owns; returns {volume tag: region name}."""
+    occ = gmsh.model.occ
+    solids = _segment_solids(occ, dims, z0, posterior)
+    keys = [k for k, vols in solids for _ in vols]
+    _, children = occ.fragment([v for _, vols in solids for v in vols], [])
+    inside: dict[int, set] = {}
+    for k, ch in zip(keys, children):
+        for dim, tag in ch:
+            if dim == 3:
+                inside.setdefault(tag, set()).add(k)
+    owner = {tag: _classify(ks, names) for tag, ks in sorted(inside.items())}
+    occ.remove([(3, t) for t, name in owner.items() if name is None], recursive=True)
+    owner = {t: name for t, name in owner.items() if name is not None}
+    occ.synchronize()
+    _remove_stray_entities(gmsh, owner)
+    return owner
+
+
+def _remove_stray_entities(gmsh, owner: dict) -> None:
+    """Remove the entities of every dimension that bound no kept volume."""
+    keep = set(gmsh.model.getBoundary([(3, t) for t in owner], combined=False, recursive=True))
+    keep |= {(3, t) for t in owner}
+    for dim in (3, 2, 1, 0):
+        keep |= {(dim - 1, abs(t)) for e in list(keep) if e[0] == dim
+                 for _, t in gmsh.model.getBoundary([e], oriented=False)} if dim else set()
+    stray = [e for dim in (3, 2, 1, 0) for e in gmsh.model.getEntities(dim) if e not in keep]
+    if stray:
+        gmsh.model.removeEntities(stray)
+
+
+def _thin_layer_sizes(gmsh, owner: dict, d, h: float) -> None:
+    """Elements of twice the layer's thickness inside the cortex and the endplates, where that
+    is finer than ``h`` (a Min of Constant fields as the background mesh size)."""
+    fld = gmsh.model.mesh.field
+    sizes = []
+    for parts, t in ((("cortex",), d.cortex),
+                     (("endplate_superior", "endplate_inferior"), d.endplate)):
+        thin = [tag for tag, name in owner.items() if name.split("/")[1] in parts]
+        if thin and 2.0 * t < h:
+            f = fld.add("Constant")
+            fld.setNumbers(f, "VolumesList", thin)
+            fld.setNumber(f, "IncludeBoundary", 1)
+            fld.setNumber(f, "VIn", 2.0 * t)
+            fld.setNumber(f, "VOut", h)
+            sizes.append(f)
+    if sizes:
+        f_min = fld.add("Min")
+        fld.setNumbers(f_min, "FieldsList", sizes)
+        fld.setAsBackgroundMesh(f_min)
+
+
+def _generate(gmsh, names, h: float, optimize: bool) -> None:
+    """Second-order tetrahedra of at most ``h`` mm, gmsh's and Netgen's optimisers if asked."""
+    gmsh.option.setNumber("Mesh.MeshSizeMax", h)
+    gmsh.option.setNumber("Mesh.MeshSizeExtendFromBoundary", 0)
+    gmsh.option.setNumber("Mesh.MeshSizeFromPoints", 0)
+    gmsh.option.setNumber("Mesh.MeshSizeFromCurvature", 0)
+    gmsh.option.setNumber("Mesh.ElementOrder", 2)
+    gmsh.option.setNumber("Mesh.Optimize", 1 if optimize else 0)
+    gmsh.option.setNumber("Mesh.OptimizeNetgen", 1 if optimize else 0)
     try:
-        gmsh.option.setNumber("General.Terminal", 0)
-        gmsh.model.add("vertebra")
-        occ = gmsh.model.occ
-        solids = _segment_solids(occ, dims, stack.z0, posterior)
-        keys = [k for k, vols in solids for _ in vols]
-        _, children = occ.fragment([v for _, vols in solids for v in vols], [])
-        inside: dict[int, set] = {}
-        for k, ch in zip(keys, children):
-            for dim, tag in ch:
-                if dim == 3:
-                    inside.setdefault(tag, set()).add(k)
-        owner = {tag: _classify(ks, names) for tag, ks in sorted(inside.items())}
-        occ.remove([(3, t) for t, name in owner.items() if name is None], recursive=True)
-        owner = {t: name for t, name in owner.items() if name is not None}
-        occ.synchronize()
-        keep = set(gmsh.model.getBoundary([(3, t) for t in owner], combined=False,
-                                          recursive=True))
-        keep |= {(3, t) for t in owner}
-        for dim in (3, 2, 1, 0):
-            keep |= {(dim - 1, abs(t)) for e in list(keep) if e[0] == dim
-                     for _, t in gmsh.model.getBoundary([e], oriented=False)} if dim else set()
-        stray = [e for dim in (3, 2, 1, 0) for e in gmsh.model.getEntities(dim) if e not in keep]
-        if stray:
-            gmsh.model.removeEntities(stray)
-        fld = gmsh.model.mesh.field
-        sizes = []
-        for parts, t in ((("cortex",), dims[0].cortex),
-                         (("endplate_superior", "endplate_inferior"), dims[0].endplate)):
-            thin = [tag for tag, name in owner.items() if name.split("/")[1] in parts]
-            if thin and 2.0 * t < h:
-                f = fld.add("Constant")
-                fld.setNumbers(f, "VolumesList", thin)
-                fld.setNumber(f, "IncludeBoundary", 1)
-                fld.setNumber(f, "VIn", 2.0 * t)
-                fld.setNumber(f, "VOut", h)
-                sizes.append(f)
-        if sizes:
-            f_min = fld.add("Min")
-            fld.setNumbers(f_min, "FieldsList", sizes)
-            fld.setAsBackgroundMesh(f_min)
-        gmsh.option.setNumber("Mesh.MeshSizeMax", h)
-        gmsh.option.setNumber("Mesh.MeshSizeExtendFromBoundary", 0)
-        gmsh.option.setNumber("Mesh.MeshSizeFromPoints", 0)
-        gmsh.option.setNumber("Mesh.MeshSizeFromCurvature", 0)
-        gmsh.option.setNumber("Mesh.ElementOrder", 2)
-        gmsh.option.setNumber("Mesh.Optimize", 1 if optimize else 0)
-        gmsh.option.setNumber("Mesh.OptimizeNetgen", 1 if optimize else 0)
-        try:
-            gmsh.model.mesh.generate(3)
-        except Exception as exc:
-            raise MeshError(f"gmsh could not mesh {'-'.join(names)} at mesh_size={h}: "
-                            f"{exc}") from exc
-        t_mesh = time.perf_counter() - t0
+        gmsh.model.mesh.generate(3)
+    except Exception as exc:
+        raise MeshError(f"gmsh could not mesh {'-'.join(names)} at mesh_size={h}: "
+                        f"{exc}") from exc
 
-        node_tags, coords, _ = gmsh.model.mesh.getNodes()
-        coords = coords.reshape(-1, 3)
-        conns, region_of = [], []
-        for tag, name in sorted(owner.items()):
-            types, _, enodes = gmsh.model.mesh.getElements(3, tag)
-            for et, en in zip(types, enodes):
-                if et != 11:
-                    raise MeshError(f"gmsh produced element type {et} instead of tet10")
-                conns.append(en.reshape(-1, 10).astype(np.int64))
-                region_of += [name] * (len(en) // 10)
-    finally:
-        gmsh.finalize()
 
+def _read_tet10(gmsh, owner: dict):
+    """(node tags, coordinates, tet10 connectivities in gmsh order, region name per element)."""
+    node_tags, coords, _ = gmsh.model.mesh.getNodes()
+    conns, region_of = [], []
+    for tag, name in sorted(owner.items()):
+        types, _, enodes = gmsh.model.mesh.getElements(3, tag)
+        for et, en in zip(types, enodes):
+            if et != 11:
+                raise MeshError(f"gmsh produced element type {et} instead of tet10")
+            conns.append(en.reshape(-1, 10).astype(np.int64))
+            region_of += [name] * (len(en) // 10)
+    return node_tags, coords.reshape(-1, 3), conns, region_of
+
+
+def _tet10_model(node_tags, coords, conns, region_of, mats) -> tuple[Model, int]:
+    """The Model of the used nodes (VTK tet10 order, mid-edge nodes straightened where gmsh
+    curved them) with its regions and materials; and the number of elements straightened."""
     gconn = np.concatenate(conns)[:, GMSH_TO_VTK_TET10]
     used = np.unique(gconn)
     order = np.argsort(node_tags)
@@ -431,7 +476,13 @@ def segment_model_tet10(levels: str | list[str] = "L1", *, mesh_size: float = 2.
         if len(sel):
             m.add_region(name, sel)
             apply_material(m, name, mats[name.split("/")[1]])
+    return m, n_straight
 
+
+def _endplate_faces(m: Model, names) -> None:
+    """Face and node sets ``"<L>/superior"`` and ``"<L>/inferior"``: the endplates' faces
+    towards the disc (or the free end)."""
+    table = np.array(m.blocks[0].etype.faces)
     for n in names:
         bone = np.concatenate([m.regions[f"{n}/{p}"] for p in BONE_PARTS
                                if f"{n}/{p}" in m.regions])
@@ -439,15 +490,7 @@ def segment_model_tet10(levels: str | list[str] = "L1", *, mesh_size: float = 2.
                               ("inferior", "endplate_inferior", False)):
             e, f = _surface_faces(m, m.regions[f"{n}/{part}"], bone, up)
             m.add_face_set(f"{n}/{key}", e, f)
-            table = np.array(m.blocks[0].etype.faces)
             m.add_node_set(f"{n}/{key}", np.unique(m.blocks[0].conn[e[:, None], table[f]]))
-    annotate(m, names, stack)
-    m.metadata["mesh"] = dict(mesh_size=h, layers=layers, min_layer=layer, cortex=dims[0].cortex,
-                              endplate=dims[0].endplate, time_s=t_mesh,
-                              straightened=n_straight)
-    logger.info("tet10 %s: %d elements, %d nodes, %.1f s", "-".join(names), m.n_elements,
-                m.n_nodes, t_mesh)
-    return m
 
 
 def vertebra_model_tet10(level: str = "L1", **kwargs) -> Model:
