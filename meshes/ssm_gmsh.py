@@ -413,22 +413,75 @@ def ssm_segment_model_tet10(levels="L2-L4", mesh_size: float = 2.5, materials=No
     size, the meshing times, the thin-layer modulus factors and the worst element quality. How
     it is built: module docstring.
     """
-    from scipy.spatial import cKDTree
-
     names = ssm_levels(levels)
     h = check_limit("mesh_size", mesh_size)
+    mats = _thin_layer_materials(materials, cortex, endplate)
+    t0 = time.perf_counter()
+    analysis = ssm_segment_model(names, voxel_size=ANALYSIS_VOXEL, cortex=cortex,
+                                 endplate=endplate, folder=folder)
+    frame, X, groups = _source_patches(names, folder, analysis)
+    t_patch = time.perf_counter() - t0
+    gmsh = _gmsh()
+    gmsh.initialize(interruptible=False)
+    try:
+        gmsh.option.setNumber("General.Terminal", 0)
+        t = time.perf_counter()
+        X, groups = _remesh(gmsh, groups, X, h)
+        t_surface = time.perf_counter() - t
+        X, volumes, loops = _disc_walls(X, groups, names, h)
+        t = time.perf_counter()
+        pts4, conn4, owner = _fill(gmsh, groups, X, volumes, h, optimize)
+        t_volume = time.perf_counter() - t
+    finally:
+        gmsh.finalize()
+    points, conn = _quadratic(pts4, conn4)
+    m = Model.from_arrays(points, [("tet10", conn)], source="<lumbar shape model, gmsh>")
+    vol = element_volumes(m)
+    centroid = pts4[conn4].mean(axis=1)
+    region_of = np.empty(len(conn4), dtype=object)
+    factors = _bone_parts(region_of, names, owner, centroid, vol, pts4, conn4, groups, frame,
+                          analysis, cortex, endplate)
+    nucleus_area, nucleus_fraction = _disc_parts(region_of, names, owner, centroid, vol, pts4,
+                                                 loops, analysis)
+    _regions_and_materials(m, region_of, mats, factors)
+    _endplate_sets(m, names, groups, pts4)
+    _annotate_ssm(m, names, analysis, vol, cortex, endplate)
+    ssm_meta = dict(analysis.metadata["ssm"])
+    ssm_meta.pop("inside_voxels", None)
+    ssm_meta.pop("separated_voxels", None)
+    ssm_meta["nucleus_area_fraction"] = nucleus_area
+    ssm_meta["nucleus_volume_fraction"] = nucleus_fraction
+    m.metadata["ssm"] = ssm_meta
+    q = tet_quality(points, conn)
+    m.metadata["layer_factors"] = {k: v for k, v in factors.items() if v < 1.0}
+    m.metadata["mesh"] = dict(mesh_size=h, cortex=cortex, endplate=endplate,
+                              analysis_voxel=ANALYSIS_VOXEL, layer_factors=factors,
+                              time_s=dict(analysis_and_patches=t_patch, surfaces=t_surface,
+                                          volumes=t_volume),
+                              min_quality=float(q.min()))
+    logger.info("tet10 SSM %s: %d elements, %d nodes", "-".join(names), m.n_elements, m.n_nodes)
+    return m
+
+
+def _thin_layer_materials(materials, cortex: float, endplate: float) -> dict:
+    """The materials, checked: layer thicknesses in (0, 5] mm, isotropic thin layers (their
+    modulus is scaled by thickness / element size)."""
     if not (0.0 < cortex <= 5.0) or not (0.0 < endplate <= 5.0):
         raise ParameterError(f"cortex and endplate must lie in (0, 5] mm, got {cortex}, {endplate}")
     mats = resolve_materials(materials)
     for part in ("cortex", "endplate_superior", "endplate_inferior"):
         if isinstance(mats[part], dict):
             raise MeshError(f"{part}: thin layers must be isotropic (E, nu) here")
-    t0 = time.perf_counter()
-    analysis = ssm_segment_model(names, voxel_size=ANALYSIS_VOXEL, cortex=cortex,
-                                 endplate=endplate, folder=folder)
+    return mats
+
+
+def _source_patches(names, folder, analysis):
+    """The source surfaces in the model frame ({level: surface}), their points stacked (X) and
+    their triangles split into patches {(level, "surface" | "superior" | "inferior"): (k, 3)
+    indices into X}, the endplate patches found from the voxel analysis model."""
     shift = np.asarray(analysis.metadata["ssm"]["translation"])
     src = load_surfaces(names, folder)
-    frame = {n: moved(src[n], shift) for n in names}  # the source surfaces, model frame
+    frame = {n: moved(src[n], shift) for n in names}
     surfs = [(np.asarray(frame[n].points, float),
               frame[n].faces.reshape(-1, 4)[:, 1:].astype(np.int64)) for n in names]
     labels = _patches(surfs, names, analysis)
@@ -437,42 +490,39 @@ def ssm_segment_model_tet10(levels="L2-L4", mesh_size: float = 2.5, materials=No
     groups = {(n, part): surfs[i][1][labels[i] == code] + offsets[i]
               for i, n in enumerate(names)
               for code, part in ((0, "surface"), (1, "superior"), (2, "inferior"))}
-    t_patch = time.perf_counter() - t0
+    return frame, X, groups
 
-    gmsh = _gmsh()
-    gmsh.initialize(interruptible=False)
-    try:
-        gmsh.option.setNumber("General.Terminal", 0)
-        t = time.perf_counter()
-        X, groups = _remesh(gmsh, groups, X, h)
-        t_surface = time.perf_counter() - t
-        volumes = {n: [(n, "surface"), (n, "superior"), (n, "inferior")] for n in names}
-        discs = [f"{names[j]}-{names[j + 1]}" for j in range(len(names) - 1)]
-        loops = {}
-        for j, d in enumerate(discs):
-            up = _loop(groups[(names[j], "inferior")], f"{names[j]} inferior endplate")
-            lo = _loop(groups[(names[j + 1], "superior")], f"{names[j + 1]} superior endplate")
-            new, tri = _band(X, up, lo, h)
-            X = np.concatenate([X, new])
-            groups[(d, "wall")] = tri
-            volumes[d] = [(names[j], "inferior"), (d, "wall"), (names[j + 1], "superior")]
-            loops[d] = (up, lo)
-        t = time.perf_counter()
-        pts4, conn4, owner = _fill(gmsh, groups, X, volumes, h, optimize)
-        t_volume = time.perf_counter() - t
-    finally:
-        gmsh.finalize()
-    X = pts4  # the surface nodes first, as numbered in X
-    points, conn = _quadratic(pts4, conn4)
-    m = Model.from_arrays(points, [("tet10", conn)], source="<lumbar shape model, gmsh>")
+
+def _disc_walls(X, groups, names, h: float):
+    """The discs' side walls, a band of triangles between the facing endplate rims; returns
+    the points with the walls' new ones, the closed shells of every volume
+    ({level or disc: [patch keys]}) and each disc's two rim loops."""
+    volumes = {n: [(n, "surface"), (n, "superior"), (n, "inferior")] for n in names}
+    loops = {}
+    for j in range(len(names) - 1):
+        d = f"{names[j]}-{names[j + 1]}"
+        up = _loop(groups[(names[j], "inferior")], f"{names[j]} inferior endplate")
+        lo = _loop(groups[(names[j + 1], "superior")], f"{names[j + 1]} superior endplate")
+        new, tri = _band(X, up, lo, h)
+        X = np.concatenate([X, new])
+        groups[(d, "wall")] = tri
+        volumes[d] = [(names[j], "inferior"), (d, "wall"), (names[j + 1], "superior")]
+        loops[d] = (up, lo)
+    return X, volumes, loops
+
+
+def _bone_parts(region_of, names, owner, centroid, vol, pts4, conn4, groups, frame, analysis,
+                cortex: float, endplate: float) -> dict:
+    """Each level's elements into parts (``region_of`` filled in place): endplates (touching
+    an endplate patch), cortex (touching the surface or within ``cortex`` mm of it), posterior
+    elements (as the voxel analysis model labels them), trabecular bone. Returns the thin
+    layers' modulus factors, physical thickness x area / element volume (at most 1)."""
+    from scipy.spatial import cKDTree
 
     vl = analysis.metadata["voxel_labels"]
     vcent = np.asarray(vl["origin"]) + (vl["ijk"] + 0.5) * vl["spacing"]
     vlab = np.asarray(vl["labels"]) - 1
-    centroid = pts4[conn4].mean(axis=1)
-    vol = element_volumes(m)
-    factors, nucleus_fraction, nucleus_area = {}, {}, {}
-    region_of = np.empty(len(conn4), dtype=object)
+    factors = {}
     for i, n in enumerate(names):
         el = np.nonzero(owner == n)[0]
         own = vlab // 10 == i
@@ -496,43 +546,44 @@ def ssm_segment_model_tet10(levels="L2-L4", mesh_size: float = 2.5, materials=No
             sel = el[part == layer]
             area = _layer_area(pts4, conn4[sel], groups[(n, key)])
             factors[f"{n}/{layer}"] = min(1.0, area * t_phys / vol[sel].sum()) if len(sel) else 1.0
-    for j, d in enumerate(discs):
+    return factors
+
+
+def _disc_parts(region_of, names, owner, centroid, vol, X, loops, analysis):
+    """Each disc's elements into nucleus and annulus (``region_of`` in place); returns the
+    nucleus's share of each disc's area and of its volume."""
+    nucleus_fraction, nucleus_area = {}, {}
+    for j in range(len(names) - 1):
+        d = f"{names[j]}-{names[j + 1]}"
         el = np.nonzero(owner == d)[0]
         inner, nucleus_area[d] = _nucleus(X, *loops[d], centroid[el], names[j], names[j + 1],
                                           analysis)
         region_of[el] = np.where(inner, f"{d}/nucleus", f"{d}/annulus")
         nucleus_fraction[d] = float(vol[el[inner]].sum() / vol[el].sum())
+    return nucleus_area, nucleus_fraction
+
+
+def _regions_and_materials(m: Model, region_of, mats: dict, factors: dict) -> None:
+    """A region per part name, in order of first appearance, with its material (thin layers'
+    modulus times their factor)."""
     for name in dict.fromkeys(region_of):
         m.add_region(name, np.nonzero(region_of == name)[0])
-        part = name.split("/")[1]
-        value = mats[part]
-        if f"{name}" in factors:
+        value = mats[name.split("/")[1]]
+        if name in factors:
             E, nu = value
             value = (E * factors[name], nu)
         apply_material(m, name, value)
 
-    _endplate_sets(m, names, groups, pts4)
+
+def _annotate_ssm(m: Model, names, analysis, vol, cortex: float, endplate: float) -> None:
+    """The level anatomy of the shape model (centres, frames, endplates, pedicle axes, body
+    dimensions) in ``metadata["anatomy"]``."""
     anatomy = _anatomy(m, names, analysis, vol)
     dims = [LevelDims(n, a["width"], a["depth"], a["height"], a["height"], 0.0, cortex=cortex,
                       endplate=endplate) for n, a in anatomy.items()]
     annotate(m, names, _Stack(dims, [a["inferior_centre"][2] for a in anatomy.values()]))
     for n in names:
         m.metadata["anatomy"][n].update(anatomy[n])
-    ssm_meta = dict(analysis.metadata["ssm"])
-    ssm_meta.pop("inside_voxels", None)
-    ssm_meta.pop("separated_voxels", None)
-    ssm_meta["nucleus_area_fraction"] = nucleus_area
-    ssm_meta["nucleus_volume_fraction"] = nucleus_fraction
-    m.metadata["ssm"] = ssm_meta
-    q = tet_quality(points, conn)
-    m.metadata["layer_factors"] = {k: v for k, v in factors.items() if v < 1.0}
-    m.metadata["mesh"] = dict(mesh_size=h, cortex=cortex, endplate=endplate,
-                              analysis_voxel=ANALYSIS_VOXEL, layer_factors=factors,
-                              time_s=dict(analysis_and_patches=t_patch, surfaces=t_surface,
-                                          volumes=t_volume),
-                              min_quality=float(q.min()))
-    logger.info("tet10 SSM %s: %d elements, %d nodes", "-".join(names), m.n_elements, m.n_nodes)
-    return m
 
 
 def _distance(surface, points: np.ndarray) -> np.ndarray:
