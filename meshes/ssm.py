@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -405,59 +406,114 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
     (:func:`data_folder`). Regions, sets and metadata as for the parametric models
     (:mod:`fem.meshes.vertebra`); see the module docstring for how they are found.
     """
-    from scipy.ndimage import binary_erosion, distance_transform_edt
-
     names = ssm_levels(levels)
     h = check_limit("voxel_size", voxel_size)
     if not (0.0 < cortex <= 5.0):
         raise ParameterError(f"cortex must lie in (0, 5] mm, got {cortex}")
     surfs = load_surfaces(names, folder)
-    rot = []
-    for n in names:
-        s = surfs[n].copy()
-        s.points = np.asarray(s.points, float) @ ROTATION.T
-        rot.append(s)
-    lo = np.min([np.array(s.bounds).reshape(3, 2)[:, 0] for s in rot], axis=0)
-    hi = np.max([np.array(s.bounds).reshape(3, 2)[:, 1] for s in rot], axis=0)
-    origin = np.floor(lo / h) * h - h
-    shape = tuple(np.ceil((hi - origin) / h).astype(int) + 1)
-    lvl, dist = _inside(rot, origin, shape, h)
+    grid = _Grid.around(surfs, names, h)
+    lvl, dist = _inside(grid.surfaces, grid.origin, grid.shape, h)
     n_inside = [int((lvl == i).sum()) for i in range(len(names))]
     removed = _separate(lvl)
-    xc = origin[0] + (np.arange(shape[0]) + 0.5) * h
-    yc = origin[1] + (np.arange(shape[1]) + 0.5) * h
-    kz = np.arange(shape[2])
-    labels = np.zeros(shape, dtype=np.int16)
+    labels = np.zeros(grid.shape, dtype=np.int16)
     bodies, rims = [], []
     for i, n in enumerate(names):
-        mask = lvl == i
-        jw = _posterior_wall(mask, yc, xc, h, n)
-        body = mask.copy()
-        body[:, jw:, :] = False
-        body &= _body_footprint(body, h)[..., None]
-        cols = body.any(axis=2)
-        top = np.where(cols, shape[2] - 1 - np.argmax(body[:, :, ::-1], axis=2), -1)
-        bot = np.where(cols, np.argmax(body, axis=2), -1)
-        k_mid = np.argwhere(body)[:, 2].mean()
-        full = (top - bot) >= 0.6 * np.median((top - bot)[cols])
-        c = 0.5 * (top + bot)
-        top[~((top > k_mid) & (full | (c > k_mid)))] = -1
-        bot[~((bot < k_mid) & (full | (c < k_mid)))] = -1
-        shell = mask & ~binary_erosion(mask, structure=_FACES, border_value=0)
-        shell |= dist <= cortex
-        # the shell's columns (their top and bottom voxels are the endplate's rim, cortex)
-        rim = cols & ~binary_erosion(cols, structure=_FACES[1], border_value=0)
-        rim |= cols & ((distance_transform_edt(cols) - 0.5) * h <= cortex)
-        code = 1 + 10 * i
-        labels[mask] = code + 4
-        labels[body] = code + 1
-        labels[body & shell] = code
-        ends_bot = body & (kz == bot[..., None])
-        ends_top = body & (kz == top[..., None])
-        labels[ends_bot & ~rim[..., None]] = code + 3
-        labels[ends_top & ~rim[..., None]] = code + 2
-        rims.append((ends_top & rim[..., None] & shell, ends_bot & rim[..., None] & shell))
-        bodies.append((body, top, bot, jw))
+        body, rim = _label_level(labels, lvl, dist, grid, i, n, cortex)
+        bodies.append(body)
+        rims.append(rim)
+    fractions = _label_discs(labels, lvl, bodies, names)
+    shift = _model_shift(bodies, grid.origin, h)
+    o_model = grid.origin + shift
+    layers = LevelDims("ssm", 1.0, 1.0, 1.0, 1.0, 0.0, cortex=cortex, endplate=endplate)
+    physical = resolve_materials(materials)
+    mats = thickness_compensated(physical, layers, h)
+    m = _model_from_labels(labels, o_model, h, label_names(names), mats)
+    m.metadata["layer_factors"] = layer_factors(names, physical, layers, h)
+    add_endplate_sets(m, labels, names, rims)
+    _annotate_levels(m, names, bodies, lvl, o_model, h, surfs, shift, cortex, endplate)
+    m.metadata["voxel_size"] = h
+    m.metadata["ssm"] = dict(folder=str(data_folder(folder)), rotation=ROTATION.tolist(),
+                             translation=shift.tolist(), citation=CITATION,
+                             surface_volumes={n: float(surfs[n].volume) for n in names},
+                             inside_voxels=dict(zip(names, n_inside)),
+                             separated_voxels=removed, nucleus_area_fraction=fractions)
+    return m
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The voxel grid around the rotated source surfaces: origin (mm, a voxel corner), shape,
+    voxel size h (mm), and the surfaces in the grid's frame."""
+
+    origin: np.ndarray
+    shape: tuple
+    h: float
+    surfaces: list
+
+    @classmethod
+    def around(cls, surfs: dict, names, h: float) -> _Grid:
+        rot = []
+        for n in names:
+            s = surfs[n].copy()
+            s.points = np.asarray(s.points, float) @ ROTATION.T
+            rot.append(s)
+        lo = np.min([np.array(s.bounds).reshape(3, 2)[:, 0] for s in rot], axis=0)
+        hi = np.max([np.array(s.bounds).reshape(3, 2)[:, 1] for s in rot], axis=0)
+        origin = np.floor(lo / h) * h - h
+        shape = tuple(np.ceil((hi - origin) / h).astype(int) + 1)
+        return cls(origin, shape, h, rot)
+
+    def centres(self, axis: int) -> np.ndarray:
+        return self.origin[axis] + (np.arange(self.shape[axis]) + 0.5) * self.h
+
+
+def _label_level(labels, lvl, dist, grid: _Grid, i: int, n: str, cortex: float):
+    """Label the voxels of level ``i`` (``labels`` in place, codes ``1 + 10 i + part``):
+    posterior elements behind the posterior wall, the body's shell (cortex), trabecular core
+    and the bony endplates (the top and bottom voxels of the body's columns, less the shell's
+    rim). Returns (body, top, bottom, posterior wall index) and the endplate rims (top, bottom
+    masks of shell voxels)."""
+    from scipy.ndimage import binary_erosion, distance_transform_edt
+
+    h, shape = grid.h, grid.shape
+    kz = np.arange(shape[2])
+    mask = lvl == i
+    jw = _posterior_wall(mask, grid.centres(1), grid.centres(0), h, n)
+    body = mask.copy()
+    body[:, jw:, :] = False
+    body &= _body_footprint(body, h)[..., None]
+    cols = body.any(axis=2)
+    top = np.where(cols, shape[2] - 1 - np.argmax(body[:, :, ::-1], axis=2), -1)
+    bot = np.where(cols, np.argmax(body, axis=2), -1)
+    k_mid = np.argwhere(body)[:, 2].mean()
+    full = (top - bot) >= 0.6 * np.median((top - bot)[cols])
+    c = 0.5 * (top + bot)
+    top[~((top > k_mid) & (full | (c > k_mid)))] = -1
+    bot[~((bot < k_mid) & (full | (c < k_mid)))] = -1
+    shell = mask & ~binary_erosion(mask, structure=_FACES, border_value=0)
+    shell |= dist <= cortex
+    # the shell's columns (their top and bottom voxels are the endplate's rim, cortex)
+    rim = cols & ~binary_erosion(cols, structure=_FACES[1], border_value=0)
+    rim |= cols & ((distance_transform_edt(cols) - 0.5) * h <= cortex)
+    code = 1 + 10 * i
+    labels[mask] = code + 4
+    labels[body] = code + 1
+    labels[body & shell] = code
+    ends_bot = body & (kz == bot[..., None])
+    ends_top = body & (kz == top[..., None])
+    labels[ends_bot & ~rim[..., None]] = code + 3
+    labels[ends_top & ~rim[..., None]] = code + 2
+    rims = (ends_top & rim[..., None] & shell, ends_bot & rim[..., None] & shell)
+    return (body, top, bot, jw), rims
+
+
+def _label_discs(labels, lvl, bodies, names) -> dict:
+    """Label the disc between each pair of levels (``labels`` in place): the empty voxels
+    between the facing endplates, the nucleus the innermost ``NUCLEUS_AREA`` of its footprint.
+    Returns the nucleus's share of each disc's footprint."""
+    from scipy.ndimage import distance_transform_edt
+
+    kz = np.arange(labels.shape[2])
     fractions = {}
     for i in range(len(names) - 1):
         _, _, bot_up, _ = bodies[i]
@@ -478,19 +534,22 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
         fractions[f"{names[i]}-{names[i + 1]}"] = float(nuc2.sum() / foot.sum())
         labels[gap] = 1 + 10 * i + 5
         labels[gap & nuc2[..., None]] = 1 + 10 * i + 6
-    code_names = label_names(names)
-    bottom_body = bodies[-1][0]
+    return fractions
+
+
+def _model_shift(bodies, origin, h: float) -> np.ndarray:
+    """The translation that puts the bodies' mean axis at x = y = 0 and the lowest body's
+    bottom at z = 0."""
     body_all = np.any([b[0] for b in bodies], axis=0)
     bc = origin + (np.argwhere(body_all) + 0.5) * h
-    shift = np.array([-bc[:, 0].mean(), -bc[:, 1].mean(),
-                      -(origin[2] + np.argwhere(bottom_body)[:, 2].min() * h)])
-    o_model = origin + shift
-    layers = LevelDims("ssm", 1.0, 1.0, 1.0, 1.0, 0.0, cortex=cortex, endplate=endplate)
-    physical = resolve_materials(materials)
-    mats = thickness_compensated(physical, layers, h)
-    m = _model_from_labels(labels, o_model, h, code_names, mats)
-    m.metadata["layer_factors"] = layer_factors(names, physical, layers, h)
-    add_endplate_sets(m, labels, names, rims)
+    return np.array([-bc[:, 0].mean(), -bc[:, 1].mean(),
+                     -(origin[2] + np.argwhere(bodies[-1][0])[:, 2].min() * h)])
+
+
+def _annotate_levels(m, names, bodies, lvl, o_model, h: float, surfs, shift, cortex: float,
+                     endplate: float) -> None:
+    """Each level's anatomy from its voxels (centre, width, depth, endplate centres and height,
+    pedicle axes, posterior wall) in ``metadata["anatomy"]``."""
     anatomy, dims = {}, []
     for i, n in enumerate(names):
         body, _, _, jw = bodies[i]
@@ -506,9 +565,8 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
         axes = _pedicle_axes(post, (ends["inferior"][2], ends["superior"][2]),
                              o_model[1] + jw * h, centre, lvl == i, o_model, h, e_ax, n,
                              surface=moved(surfs[n], shift))
-        d = LevelDims(n, float(width), float(depth), height, height, 0.0, cortex=cortex,
-                      endplate=endplate)
-        dims.append(d)
+        dims.append(LevelDims(n, float(width), float(depth), height, height, 0.0, cortex=cortex,
+                              endplate=endplate))
         anatomy[n] = dict(centre=tuple(centre), height=height, width=float(width),
                           depth=float(depth), superior_centre=tuple(ends["superior"]),
                           inferior_centre=tuple(ends["inferior"]), pedicle_axes=axes,
@@ -516,13 +574,6 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
     annotate(m, names, _Stack(dims, [a["inferior_centre"][2] for a in anatomy.values()]))
     for n in names:
         m.metadata["anatomy"][n].update(anatomy[n])
-    m.metadata["voxel_size"] = h
-    m.metadata["ssm"] = dict(folder=str(data_folder(folder)), rotation=ROTATION.tolist(),
-                             translation=shift.tolist(), citation=CITATION,
-                             surface_volumes={n: float(surfs[n].volume) for n in names},
-                             inside_voxels=dict(zip(names, n_inside)),
-                             separated_voxels=removed, nucleus_area_fraction=fractions)
-    return m
 
 
 def endplate_centres(m, level: str, centre, width: float, depth: float) -> dict:
