@@ -149,9 +149,9 @@ def box_stiffness(spacing, nu: float, bbar: bool = False) -> np.ndarray:
     if not bbar:
         return reference_stiffness(spacing, nu)
     from .kernels import elastic
-    from .kernels.voxel import _gauss_gradients
+    from .kernels.voxel import gauss_gradients
 
-    G, wdet = _gauss_gradients(spacing)
+    G, wdet = gauss_gradients(spacing)
     lam = nu / ((1.0 + nu) * (1.0 - 2.0 * nu))
     mu = 1.0 / (2.0 * (1.0 + nu))
     K = elastic.stiffness_matrices(G[None], wdet[None], np.array([lam]), np.array([mu]),

@@ -640,7 +640,7 @@ class _RowsSum:
 def element_strains(model, u, xp):
     """Element-average small strains (n_elements, 6) (Voigt, tensor shear) of displacements u
     (n_nodes, 3) on ``xp``, by the stiffness quadrature."""
-    from .result import _to_voigt
+    from .result import to_voigt
 
     pts = xp.asarray(model.points)
     bbar_all = xp.asarray(model.bbar_mask())
@@ -653,7 +653,7 @@ def element_strains(model, u, xp):
         bbar = bbar_all[gsl] if b.type == "hex8" else None
         eps = elastic.strains(G, wdet, u[xp.asarray(b.conn[sl])], bbar)
         w = wdet / wdet.sum(axis=1)[:, None]
-        return _to_voigt((eps * w[:, :, None, None]).sum(axis=1), xp)
+        return to_voigt((eps * w[:, :, None, None]).sum(axis=1), xp)
 
     work = assembly.chunks(model, xp, per_element=96)
     parts = list(map_ordered(one, work) if xp is np else map(one, work))

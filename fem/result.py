@@ -80,7 +80,7 @@ def add_region_parts(grid, model) -> None:
     grid.field_data["part_names"] = part_names or [""]
 
 
-def _to_voigt(t, xp):
+def to_voigt(t, xp):
     return xp.stack([t[..., i, j] for i, j in VOIGT], axis=-1)
 
 
@@ -138,7 +138,7 @@ class Result:
                 loc = xp.asarray(orth[0])
                 C = assembly.orthotropic_at(model, C_all, orth, gsl, X, b.etype, xp)
                 sig[loc] = elastic.general_stress(eps[loc], C)
-            return bi, _to_voigt(eps, xp), _to_voigt(sig, xp), wdet
+            return bi, to_voigt(eps, xp), to_voigt(sig, xp), wdet
 
         parts = [([], [], []) for _ in model.blocks]
         work = assembly.chunks(model, xp, per_element=96)

@@ -39,7 +39,7 @@ STRAIN_ORDER = ("xx", "yy", "zz", "xy", "yz", "xz")
 CHUNK_VOXELS = 8192
 
 
-def _gauss_gradients(spacing):
+def gauss_gradients(spacing):
     """Shape-function gradients (8 Gauss points, 8 nodes, 3) and weights x det J of the box."""
     h = np.asarray(spacing, dtype=np.float64)
     g = 1.0 / np.sqrt(3.0)
@@ -59,7 +59,7 @@ def _gauss_gradients(spacing):
 def reference_stiffness(spacing, nu: float) -> np.ndarray:
     """The 24 x 24 stiffness of one box element with E = 1 MPa and Poisson's ratio ``nu``
     (full 2x2x2 integration, dofs corner-major in VTK order), in N/mm per MPa of modulus."""
-    G, wdet = _gauss_gradients(spacing)
+    G, wdet = gauss_gradients(spacing)
     lam = nu / ((1.0 + nu) * (1.0 - 2.0 * nu))
     mu = 1.0 / (2.0 * (1.0 + nu))
     H = (G * np.sqrt(wdet)[:, None, None]).reshape(8, 24)
@@ -74,7 +74,7 @@ def reference_stiffness(spacing, nu: float) -> np.ndarray:
 def mean_strain_operator(spacing) -> np.ndarray:
     """B (6, 24): element-average strain (xx, yy, zz, xy, yz, xz; tensor components) from the
     element's 24 nodal displacements, averaged over the 8 Gauss points like :class:`fem.Result`."""
-    G, _ = _gauss_gradients(spacing)
+    G, _ = gauss_gradients(spacing)
     Gm = G.mean(axis=0)  # (8 nodes, 3)
     B = np.zeros((6, 8, 3))
     for c, (i, j) in enumerate(((0, 0), (1, 1), (2, 2), (0, 1), (1, 2), (0, 2))):

@@ -54,8 +54,8 @@ from scipy.spatial import cKDTree
 from ..assembly import check_geometry, element_volumes
 from ..errors import MeshError, ParameterError, SetError
 from ..model import Model
-from .transform import _Motion
-from .vertebra import POSTERIOR_FLAT, _rim_profile, _top
+from .transform import Motion
+from .vertebra import POSTERIOR_FLAT, rim_profile, superior_rim_height
 
 #: intravertebral cleft (E MPa, nu): fluid and fibrous tissue, an ASSUMPTION (orders of magnitude
 #: softer than bone, nearly incompressible)
@@ -98,7 +98,7 @@ def _loss_field(d, shape: str, loss: float, x, y):
         t = np.clip((y_wall - yc) / (y_wall + 0.5 * d.depth), 0.0, 1.0)
         return loss * t
     # biconcave: the middle loses `loss`, the rim keeps its height
-    return loss * _rim_profile(d, x, np.maximum(yc, -0.5 * d.depth))
+    return loss * rim_profile(d, x, np.maximum(yc, -0.5 * d.depth))
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ class _Collapse:
     def top(self, y):
         """Local height of the superior endplate's rim over (.., y); posterior elements take the
         wall's."""
-        return _top(self.d, np.minimum(y, 0.5 * self.d.depth * POSTERIOR_FLAT))
+        return superior_rim_height(self.d, np.minimum(y, 0.5 * self.d.depth * POSTERIOR_FLAT))
 
     def lost(self, x, y):
         return _loss_field(self.d, self.shape, self.loss, x, y)
@@ -268,7 +268,7 @@ def _follow_disc(model: Model, out: Model, pts, col: _Collapse, neighbour: str, 
     else:  # disc below: its top follows the inferior endplate up (biconcave only)
         shift = col.lift(Ld, top_d)
         nd = nb["dims"]
-        z_fixed = float(nb["z0"]) + _top(nd, np.minimum(yd, 0.5 * nd.depth * POSTERIOR_FLAT))
+        z_fixed = float(nb["z0"]) + superior_rim_height(nd, np.minimum(yd, 0.5 * nd.depth * POSTERIOR_FLAT))
         z_moving = np.full_like(zd, z0)
     w = np.clip((z_fixed - zd) / np.where(np.abs(z_fixed - z_moving) > 1e-9,
                                           z_fixed - z_moving, 1e-9), 0.0, 1.0)
@@ -343,7 +343,7 @@ def _record_kyphosis(out: Model, level: str, upper, R, t, moved_by=None) -> None
     """``metadata["kyphosis"][level]`` = the tipped levels' rigid motion (R, t) from the intact
     model, and their anatomy moved with them (by ``moved_by`` = (R, t) of the motion from where
     the anatomy stands now, default the whole (R, t))."""
-    motion = _Motion(*(moved_by or (R, t)))
+    motion = Motion(*(moved_by or (R, t)))
     anat = dict(out.metadata["anatomy"])
     anat.update(motion.anatomy({lv: anat[lv] for lv in upper}))
     out.metadata["anatomy"] = anat

@@ -45,14 +45,14 @@ from ..limits import check as check_limit
 from ..loads import Fixed, RigidPlate
 from .vertebra import (
     LEVELS,
-    _grid_labels,
-    _model_from_labels,
-    _Stack,
+    LevelStack,
     add_endplate_sets,
     annotate,
+    grid_labels,
     label_names,
     layer_factors,
     level_names,
+    model_from_labels,
     resolve_materials,
     thickness_compensated,
 )
@@ -107,8 +107,8 @@ def potted_body(level: str = "L1", *, voxel_size: float = 1.0, materials=None,
     d = LEVELS[names[0]]
     physical = resolve_materials(materials)
     mats = thickness_compensated(physical, d, h)
-    stack = _Stack.of(names)
-    body, origin = _grid_labels(stack, h, with_posterior=False)
+    stack = LevelStack.of(names)
+    body, origin = grid_labels(stack, h, with_posterior=False)
     labels, origin = _pot(body, origin, h, cap_depth, cap_cover, cap_margin)
     slip = contact == "frictionless"
     if slip:
@@ -118,7 +118,7 @@ def potted_body(level: str = "L1", *, voxel_size: float = 1.0, materials=None,
     codes.update({c: f"rig/{part}" for part, c in _CAP_CODES.items()})
     for part in _CAP_CODES:
         mats[part] = (E_cap, nu_cap)
-    m = _model_from_labels(labels, origin, h, codes, mats)
+    m = model_from_labels(labels, origin, h, codes, mats)
     if slip:
         _orthotropic_slip(m, faces, E_cap)
     add_endplate_sets(m, labels, names)

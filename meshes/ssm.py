@@ -76,13 +76,13 @@ from ..errors import InputFileError, MeshError, ParameterError
 from ..limits import check as check_limit
 from .vertebra import (
     LevelDims,
-    _model_from_labels,
-    _Stack,
+    LevelStack,
     add_endplate_sets,
     annotate,
     label_names,
     layer_factors,
     level_names,
+    model_from_labels,
     resolve_materials,
     thickness_compensated,
 )
@@ -427,7 +427,7 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
     layers = LevelDims("ssm", 1.0, 1.0, 1.0, 1.0, 0.0, cortex=cortex, endplate=endplate)
     physical = resolve_materials(materials)
     mats = thickness_compensated(physical, layers, h)
-    m = _model_from_labels(labels, o_model, h, label_names(names), mats)
+    m = model_from_labels(labels, o_model, h, label_names(names), mats)
     m.metadata["layer_factors"] = layer_factors(names, physical, layers, h)
     add_endplate_sets(m, labels, names, rims)
     _annotate_levels(m, names, bodies, lvl, o_model, h, surfs, shift, cortex, endplate)
@@ -571,7 +571,7 @@ def _annotate_levels(m, names, bodies, lvl, o_model, h: float, surfs, shift, cor
                           depth=float(depth), superior_centre=tuple(ends["superior"]),
                           inferior_centre=tuple(ends["inferior"]), pedicle_axes=axes,
                           posterior_wall_y=float(o_model[1] + jw * h))
-    annotate(m, names, _Stack(dims, [a["inferior_centre"][2] for a in anatomy.values()]))
+    annotate(m, names, LevelStack(dims, [a["inferior_centre"][2] for a in anatomy.values()]))
     for n in names:
         m.metadata["anatomy"][n].update(anatomy[n])
 

@@ -86,8 +86,8 @@ from .ssm import (
     ssm_levels,
     ssm_segment_model,
 )
-from .vertebra import BONE_PARTS, LevelDims, _Stack, annotate, apply_material, resolve_materials
-from .vertebra_gmsh import _gmsh
+from .vertebra import BONE_PARTS, LevelDims, LevelStack, annotate, apply_material, resolve_materials
+from .vertebra_gmsh import load_gmsh
 
 logger = logging.getLogger(__name__)
 
@@ -421,7 +421,7 @@ def ssm_segment_model_tet10(levels="L2-L4", mesh_size: float = 2.5, materials=No
                                  endplate=endplate, folder=folder)
     frame, X, groups = _source_patches(names, folder, analysis)
     t_patch = time.perf_counter() - t0
-    gmsh = _gmsh()
+    gmsh = load_gmsh()
     gmsh.initialize(interruptible=False)
     try:
         gmsh.option.setNumber("General.Terminal", 0)
@@ -581,7 +581,7 @@ def _annotate_ssm(m: Model, names, analysis, vol, cortex: float, endplate: float
     anatomy = _anatomy(m, names, analysis, vol)
     dims = [LevelDims(n, a["width"], a["depth"], a["height"], a["height"], 0.0, cortex=cortex,
                       endplate=endplate) for n, a in anatomy.items()]
-    annotate(m, names, _Stack(dims, [a["inferior_centre"][2] for a in anatomy.values()]))
+    annotate(m, names, LevelStack(dims, [a["inferior_centre"][2] for a in anatomy.values()]))
     for n in names:
         m.metadata["anatomy"][n].update(anatomy[n])
 

@@ -59,7 +59,7 @@ def _check_rotation(rotation) -> np.ndarray:
     return R
 
 
-class _Motion:
+class Motion:
     """x -> R x + t on positions, v -> R v on directions, applied to nested metadata."""
 
     def __init__(self, R: np.ndarray, t: np.ndarray):
@@ -136,7 +136,7 @@ def _all_or_none(name: str, v: tuple, what: str):
     return all(given)
 
 
-def _condition(c, m: _Motion):
+def _condition(c, m: Motion):
     if isinstance(c, Fixed):
         if c.dofs != "xyz":
             raise BoundaryConditionError(
@@ -188,7 +188,7 @@ def rigid_transform(model: Model, rotation, translation=(0.0, 0.0, 0.0)) -> Mode
             f"{int(fixed_axes.sum())} element(s) are orthotropic with constants in the global "
             "axes, which a rotation would not carry along: rotate an isotropic model (or one "
             "whose orthotropic constants are in cylindrical axes)")
-    m = _Motion(R, t)
+    m = Motion(R, t)
     conditions = [_condition(c, m) for c in model.conditions]
     out = model.copy()
     out.points = model.points @ R.T + t

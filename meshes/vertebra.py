@@ -179,14 +179,14 @@ def _section(d: LevelDims, x, y, shrink: float = 0.0):
     return ell & post
 
 
-def _rim_profile(d: LevelDims, x, y):
+def rim_profile(d: LevelDims, x, y):
     """1 at the centre, 0 on and outside the rim: the depth profile of the endplate concavity."""
     a = max(0.5 * d.width - d.rim, 1e-3)
     b = max(0.5 * d.depth - d.rim, 1e-3)
     return np.clip(1.0 - (x / a) ** 2 - (y / b) ** 2, 0.0, 1.0)
 
 
-def _top(d: LevelDims, y):
+def superior_rim_height(d: LevelDims, y):
     """Height of the superior rim plane at antero-posterior position y (wedge)."""
     t = np.clip(0.5 - y / d.depth, 0.0, 1.0)  # 1 at the anterior edge (y = -depth/2)
     return d.height_posterior + (d.height_anterior - d.height_posterior) * t
@@ -194,8 +194,8 @@ def _top(d: LevelDims, y):
 
 def surfaces(d: LevelDims, x, y):
     """(z of the inferior bony surface, z of the superior bony surface) at (x, y), local frame."""
-    prof = _rim_profile(d, x, y)
-    return d.concavity_inferior * prof, _top(d, y) - d.concavity_superior * prof
+    prof = rim_profile(d, x, y)
+    return d.concavity_inferior * prof, superior_rim_height(d, y) - d.concavity_superior * prof
 
 
 def pedicle_axes(d: LevelDims) -> dict:
@@ -261,12 +261,12 @@ def classify_level(d: LevelDims, x, y, z):
 # ---------------------------------------------------------------------- voxel meshing
 
 @dataclass
-class _Stack:
+class LevelStack:
     levels: list  # LevelDims cranial to caudal
     z0: list  # z of each level's local origin in the model frame
 
     @classmethod
-    def of(cls, names: list[str]) -> _Stack:
+    def of(cls, names: list[str]) -> LevelStack:
         dims = [LEVELS[n] for n in names]
         z0 = [0.0] * len(dims)
         z = 0.0
@@ -279,10 +279,10 @@ class _Stack:
 
 def _max_top(d: LevelDims) -> float:
     """Rim height at the middle of the body (the disc above starts there)."""
-    return float(_top(d, 0.0))
+    return float(superior_rim_height(d, 0.0))
 
 
-def _grid_labels(stack: _Stack, h: float, with_posterior: bool):
+def grid_labels(stack: LevelStack, h: float, with_posterior: bool):
     """Labels on a voxel grid (codes: level i part p -> 1 + 10 i + (p-1); disc i (below level i)
     part q -> 1 + 10 i + 5 + q), the grid's origin and shape."""
     xs, ys, zs = [], [], []
@@ -350,7 +350,7 @@ def label_names(names: list[str]) -> dict[int, str]:
     return out
 
 
-def _model_from_labels(labels, origin, h, names: dict[int, str], materials: dict) -> Model:
+def model_from_labels(labels, origin, h, names: dict[int, str], materials: dict) -> Model:
     """hex8 Model of the labelled voxels (label 0 empty), one region per label name."""
     nx, ny, nz = labels.shape
     occ = np.argwhere(labels > 0)  # (m, 3) i, j, k
@@ -518,9 +518,9 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
     h = check_limit("voxel_size", voxel_size)
     physical = resolve_materials(materials)
     mats = thickness_compensated(physical, LEVELS[names[0]], h)
-    stack = _Stack.of(names)
-    labels, origin = _grid_labels(stack, h, posterior)
-    m = _model_from_labels(labels, origin, h, label_names(names), mats)
+    stack = LevelStack.of(names)
+    labels, origin = grid_labels(stack, h, posterior)
+    m = model_from_labels(labels, origin, h, label_names(names), mats)
     add_endplate_sets(m, labels, names)
     annotate(m, names, stack)
     m.metadata["voxel_size"] = h
@@ -528,7 +528,7 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
     return m
 
 
-def annotate(m: Model, names: list[str], stack: _Stack) -> None:
+def annotate(m: Model, names: list[str], stack: LevelStack) -> None:
     """Add what every vertebra or segment model carries whatever its mesh: the ``top`` and
     ``bottom`` face and node sets (from the ``<level>/superior`` and ``<level>/inferior`` sets,
     which must exist) and ``metadata["levels"]`` and ``metadata["anatomy"]`` (per level: centre,
@@ -540,7 +540,7 @@ def annotate(m: Model, names: list[str], stack: _Stack) -> None:
         axes = {s: (e + [0.0, 0.0, z0], dvec) for s, (e, dvec) in pedicle_axes(d).items()}
         anatomy[n] = dict(centre=(0.0, 0.0, z0 + 0.5 * d.height), height=d.height, z0=z0,
                           width=d.width, depth=d.depth,
-                          superior_centre=(0.0, 0.0, z0 + float(_top(d, 0.0))
+                          superior_centre=(0.0, 0.0, z0 + float(superior_rim_height(d, 0.0))
                                            - d.concavity_superior),
                           inferior_centre=(0.0, 0.0, z0 + d.concavity_inferior),
                           pedicle_axes=axes, dims=d)

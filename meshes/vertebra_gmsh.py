@@ -48,13 +48,13 @@ from .vertebra import (
     NUCLEUS_FRACTION,
     POSTERIOR_FLAT,
     LevelDims,
-    _Stack,
-    _top,
+    LevelStack,
     annotate,
     apply_material,
     level_names,
     pedicle_axes,
     resolve_materials,
+    superior_rim_height,
 )
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ CAP_FLATNESS = 8.0
 ARC_PIECES = 4
 
 
-def _gmsh():
+def load_gmsh():
     try:
         import gmsh
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -84,7 +84,7 @@ def _corner_t() -> float:
 
 def _rim_plane(d: LevelDims, z0: float) -> tuple[float, float]:
     """(z at y = 0, dz/dy) of the superior rim plane (the wedge), unclipped beyond the body."""
-    return z0 + float(_top(d, 0.0)), _slope(d)
+    return z0 + float(superior_rim_height(d, 0.0)), _slope(d)
 
 
 def _section_wire(occ, d: LevelDims, shrink: float, z: float, slope: float = 0.0):
@@ -337,10 +337,10 @@ def segment_model_tet10(levels: str | list[str] = "L1", *, mesh_size: float = 2.
     h = check_limit("mesh_size", mesh_size)
     layer = _least_layer(h, layers, min_layer)
     mats = resolve_materials(materials)
-    stack = _Stack.of(names)
+    stack = LevelStack.of(names)
     dims = [replace(d, cortex=max(d.cortex, layer), endplate=max(d.endplate, layer))
             for d in stack.levels]
-    gmsh = _gmsh()
+    gmsh = load_gmsh()
     t0 = time.perf_counter()
     gmsh.initialize(interruptible=False)
     try:

@@ -107,3 +107,29 @@ def test_the_check_sees_imports_and_would_catch_an_upward_one():
                                               ("fem.io.inp", "core"), ("fem", "core")])
 def test_layers_of_modules(module, expected):
     assert layer(module) == expected
+
+
+def private_imports(source: str, module: str, is_package: bool) -> list[str]:
+    """Underscore names that ``source`` imports from another module of the package."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            target = [t for t, ln in imports(
+                f"from {'.' * node.level}{node.module or ''} import x\n", module, is_package)]
+            if not target:
+                continue
+            out += [f"{module} (line {node.lineno}) imports {a.name} from {target[0]}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")]
+    return out
+
+
+def test_no_module_imports_another_s_underscore_names():
+    """Issue 18, deliverable 2: what a sibling needs is public (the toolkit of
+    meshes/vertebra.py was imported by four modules under private names)."""
+    bad = []
+    for path in sources():
+        bad += private_imports(path.read_text(), module_name(path), path.name == "__init__.py")
+    assert not bad, "\n".join(bad)
+    assert private_imports("from .vertebra import _Stack\n", "fem.meshes.ssm", False)
+    assert not private_imports("from numpy import _globals\n", "fem.meshes.ssm", False)
