@@ -243,9 +243,8 @@ def _single_block(model: Model):
 
 
 def _centroids(model: Model, elements=None) -> np.ndarray:
-    b = _single_block(model)
-    conn = b.conn if elements is None else b.conn[elements]
-    return model.points[conn].mean(axis=1)
+    _single_block(model)
+    return model.element_centres(elements)
 
 
 def _regions_of(model: Model, level: str, parts) -> np.ndarray:
@@ -724,9 +723,7 @@ def _interdigitate(out: Model, level: str, fill, vol, phi, k, graph, cavity, exi
 def _move(model: Model, elements, region: str, *, E, nu) -> None:
     """Move elements out of their regions into ``region`` with an isotropic material."""
     elements = np.asarray(elements, dtype=np.int64)
-    for name in list(model.regions):
-        model.regions[name] = np.setdiff1d(model.regions[name], elements)
-    model.add_region(region, np.union1d(model.regions.get(region, []), elements).astype(np.int64))
+    model.move_elements(elements, region)
     E_all, nu_all = model.E.copy(), model.nu.copy()
     E_all[elements], nu_all[elements] = E, nu
     el = model.regions[region]

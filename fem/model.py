@@ -272,6 +272,25 @@ class Model:
         self.regions[self._check_name(name)] = e
         return self
 
+    def move_elements(self, elements, region: str) -> Model:
+        """Take ``elements`` out of every region and add them to ``region`` (created, or
+        extended): what a procedure does when it turns bone into cement or damaged bone. The
+        material is the caller's to set."""
+        elements = np.asarray(elements, dtype=np.int64).ravel()
+        for name in list(self.regions):
+            self.regions[name] = np.setdiff1d(self.regions[name], elements)
+        return self.add_region(region, np.union1d(self.regions.get(region, []), elements))
+
+    def element_centres(self, elements=None) -> np.ndarray:
+        """Mean of all nodes of each element (mid-edge nodes included), (n, 3) mm, of
+        ``elements`` (default all). For straight-sided elements it is the centroid of the
+        corners (:func:`fem.assembly.element_centroids`), up to rounding."""
+        if len(self.blocks) == 1:
+            conn = self.blocks[0].conn
+            return self.points[conn if elements is None else conn[elements]].mean(axis=1)
+        out = np.concatenate([self.points[b.conn].mean(axis=1) for b in self.blocks])
+        return out if elements is None else out[elements]
+
     def add_node_set(self, name: str, nodes) -> Model:
         """Name a set of nodes (node indices, 0-based)."""
         n = unique_sorted(np.asarray(nodes, dtype=np.int64).ravel())

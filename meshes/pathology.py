@@ -81,10 +81,9 @@ def _anatomy(model: Model, level: str) -> dict:
 
 
 def _centroids(model: Model, elements) -> np.ndarray:
-    conn = model.blocks[0].conn if len(model.blocks) == 1 else None
-    if conn is None:
+    if len(model.blocks) != 1:
         raise MeshError("pathology transforms expect a model with one cell block")
-    return model.points[conn[elements]].mean(axis=1)
+    return model.element_centres(elements)
 
 
 def _loss_field(d, shape: str, loss: float, x, y):
@@ -418,10 +417,9 @@ def _move(model: Model, elements, region: str, *, factor: float | None = None, E
     """Move elements from their regions into ``region`` (new, or extended when it is ``keep``)
     and set its material."""
     elements = np.asarray(elements, dtype=np.int64)
-    before = model.regions.get(keep, np.zeros(0, np.int64)) if keep else np.zeros(0, np.int64)
-    for name in list(model.regions):
-        model.regions[name] = np.setdiff1d(model.regions[name], elements, assume_unique=False)
-    model.add_region(region, np.union1d(before, elements))
+    if not keep and region in model.regions:  # a new region: what it held is not kept
+        model.regions[region] = np.zeros(0, np.int64)
+    model.move_elements(elements, region)
     if factor is not None:
         model.E[elements] = model.E[elements] * factor
         if model.orthotropic_mask()[elements].any():
