@@ -698,6 +698,10 @@ def test_results_and_export_round_trip(finished, tmp_path):
     assert set(df["run_id"]) == set(ids[:2]) and set(df["status"]) == {"done"}
     assert list(df["level"]) == list(LEVELS) * 2
     assert (df["cement_volume_ml"] == 0).all()
+    # the larger bulge under its own name; the former name stays one release as an alias
+    both = df[["endplate_bulge_superior_mm", "endplate_bulge_inferior_mm"]].max(axis=1)
+    assert (df["endplate_bulge_max_mm"] == both).all()
+    assert (df["endplate_bulge_mm"] == df["endplate_bulge_max_mm"]).all()
     flex = df[df["load_case"] == "flexion"]
     assert set(flex["run_id"]) == {ids[1]}
     # axial stiffness under axial compression, rotational stiffness under the moment

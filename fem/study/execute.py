@@ -31,7 +31,8 @@ from .store import Store, StoreError
 #: "pushover"`` ran one on that level, the Pistoia proxy elsewhere, as ``strength_method`` says
 RESULT_COLUMNS = ["run_id", "procedure", "approach", "cement_volume_ml", "load_case", "level",
                   "stiffness_n_per_mm", "rotational_stiffness_nm_per_deg", "strength_n",
-                  "factor_of_risk", "strength_method", "endplate_bulge_mm", "disc_pressure_mpa"]
+                  "factor_of_risk", "strength_method", "endplate_bulge_max_mm",
+                  "disc_pressure_mpa"]
 #: the Pistoia proxy's columns, shown beside :data:`RESULT_COLUMNS` by :func:`result_columns`
 #: in studies where some headline strength is a pushover's (``strength = "pushover"``)
 PISTOIA_RESULT_COLUMNS = ["strength_pistoia_n", "factor_of_risk_pistoia"]
@@ -243,8 +244,11 @@ def results_frame(store: Store):
     from ..metrics import headline_strength
 
     headline_strength(df)
-    df["endplate_bulge_mm"] = df[["endplate_bulge_superior_mm",
-                                  "endplate_bulge_inferior_mm"]].max(axis=1)
+    df["endplate_bulge_max_mm"] = df[["endplate_bulge_superior_mm",
+                                      "endplate_bulge_inferior_mm"]].max(axis=1)
+    # the former name of endplate_bulge_max_mm, kept for one release: fem.metrics.compare
+    # uses endplate_bulge_mm for the bulge of the endplate facing the treated level
+    df["endplate_bulge_mm"] = df["endplate_bulge_max_mm"]
     order = RESULT_COLUMNS + [c for c in df.columns if c not in RESULT_COLUMNS]
     level_rank = {lv: i for i, lv in enumerate(_level_order())}
     df = df[order].sort_values(

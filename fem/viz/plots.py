@@ -30,6 +30,7 @@ METRIC_LABELS = {
     "factor_of_risk_pistoia": "factor of risk Φ, Pistoia (-)",
     "factor_of_risk_pushover": "factor of risk Φ, pushover (-)",
     "factor_of_risk_strain": "factor of risk Φ, principal strain (-)",
+    "endplate_bulge_max_mm": "larger endplate bulge (mm)",
     "endplate_bulge_mm": "endplate bulge (mm)",
     "disc_pressure_mpa": "disc pressure (MPa)",
     "wedge_angle_deg": "wedge angle (deg)",

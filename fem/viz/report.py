@@ -42,6 +42,7 @@ HEADERS = {
     "strength_n": "strength (N)", "factor_of_risk": "factor of risk Φ (-)",
     "strength_method": "strength by", "strength_pistoia_n": "strength, Pistoia (N)",
     "factor_of_risk_pistoia": "factor of risk, Pistoia (-)",
+    "endplate_bulge_max_mm": "larger endplate bulge (mm)",
     "endplate_bulge_mm": "endplate bulge (mm)",
     "disc_pressure_mpa": "disc pressure (MPa)",
 }
