@@ -97,6 +97,7 @@ from .limits import LIMITS
 from .meshes.anatomy import level_frame
 from .meshes.pathology import restore
 from .model import Model
+from .parts import FILLABLE, VERTEBRAL_BODY
 
 #: Cement-volume unit: 1 mL = 1000 mm^3.
 ML = 1000.0
@@ -116,15 +117,8 @@ TISSUE_DENSITY = TISSUE_ASH_DENSITY / 0.6
 #: m^2 across sites, falling nonlinearly with the volume fraction.
 PERMEABILITY_REFERENCE = (0.9, 4.45e-8)
 
-#: regions of a level the cement can enter
-FILLABLE = ("trabecular", "damaged", "haemangioma", "lesion", "posterior_wall_breach", "cleft")
-#: regions of a level that make up its vertebral body, the volume a fill fraction is taken of:
-#: cortex, bony endplates and trabecular bone, and what fractures, lesions and procedures turn
-#: them into (leaked cement included: it took the place of body elements at the body's
-#: boundary); the posterior elements are not part of it
-VERTEBRAL_BODY = ("cortex", "endplate_superior", "endplate_inferior", "trabecular", "damaged",
-                  "damaged_shell", "damaged_endplate", "posterior_wall_breach", "haemangioma",
-                  "lesion", "cleft", "compacted", "cement", "cement_composite", "cement_leak")
+#: FILLABLE (the parts cement can enter) and VERTEBRAL_BODY (the parts a fill fraction is taken
+#: of): fem.parts
 APPROACHES = ("unipedicular", "bipedicular")
 
 

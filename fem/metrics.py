@@ -53,6 +53,7 @@ from .assembly import element_centroids
 from .errors import ModelError, SetError
 from .loads import RigidPlate
 from .meshes.anatomy import DEFAULT_RIM, LevelFrame, level_frame  # noqa: F401 (public here too)
+from .parts import CEMENT_IN_BODY, INTERFACE_BONE, SHARE_GROUPS, STRAIN_BODY, STRAIN_TRABECULAR
 from .result import von_mises
 
 #: parts of a level's vertebral body that count as bone for the Pistoia criterion: not the
@@ -64,21 +65,11 @@ from .result import von_mises
 #: was set by endplate voxels alone (intact L1-L3 at 2 mm: Phi 1.19 at 500 N). The cortical wall
 #: is loaded in its plane, where the scaled layer's strain is the physical one, so it stays. The
 #: burst fracture's ``posterior_wall_breach`` is the body's damaged cortex, so it counts too.
-BODY_PARTS = ("cortex", "trabecular", "damaged", "damaged_shell", "posterior_wall_breach",
-              "haemangioma", "compacted", "cement_composite")
+BODY_PARTS = STRAIN_BODY
 #: trabecular-type parts for the principal-strain criterion
-TRABECULAR_PARTS = ("trabecular", "damaged", "haemangioma", "compacted", "cement_composite")
-#: load-share groups through the mid-height cross-section
-SHARE_GROUPS = {
-    "cortex": ("cortex", "endplate_superior", "endplate_inferior", "damaged_shell",
-               "damaged_endplate", "posterior_wall_breach"),
-    "trabecular": ("trabecular", "damaged", "haemangioma", "compacted"),
-    "cement": ("cement", "cement_composite"),
-}
-CEMENT_PARTS = ("cement", "cement_composite")
-#: bone on the far side of the cement-bone interface
-INTERFACE_BONE = tuple(p for p in BODY_PARTS if p not in CEMENT_PARTS) + (
-    "endplate_superior", "endplate_inferior", "damaged_endplate")
+TRABECULAR_PARTS = STRAIN_TRABECULAR
+CEMENT_PARTS = CEMENT_IN_BODY
+#: SHARE_GROUPS (load-share groups) and INTERFACE_BONE: fem.parts
 
 PISTOIA_STRAIN = 0.007
 PISTOIA_VOLUME = 0.02

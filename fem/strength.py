@@ -62,6 +62,7 @@ import numpy as np
 
 from .errors import MaterialError, ModelError
 from .nonlinear import BAZANT_OH_1983, PIJAUDIER_CABOT_BAZANT_1987, DamageLaw, solve_nonlinear
+from .parts import BULK_CEMENT, COMPOSITE, ELASTIC_IN_PUSHOVER, FAILING_BONE, FRACTURE_DAMAGED
 
 logger = logging.getLogger(__name__)
 
@@ -76,13 +77,11 @@ REFERENCE_SIZE = 2.0
 #: nonlocal length (mm) of the damage driver's average: ASSUMPTION (module docstring)
 NONLOCAL_LENGTH = 1.0
 
-BONE_PARTS = ("trabecular", "compacted", "cortex", "posterior", "haemangioma", "lesion",
-              "pedicle")
-DAMAGED_PARTS = ("damaged", "damaged_shell", "posterior_wall_breach")
-CEMENT_PARTS = ("cement", "leak", "leaked_cement", "cement_leak")
-COMPOSITE_PARTS = ("cement_composite",)
-ELASTIC_PARTS = ("endplate_superior", "endplate_inferior", "damaged_endplate", "annulus",
-                 "nucleus", "cartilage", "cartilage_endplate", "cleft")
+BONE_PARTS = FAILING_BONE
+DAMAGED_PARTS = FRACTURE_DAMAGED
+CEMENT_PARTS = BULK_CEMENT
+COMPOSITE_PARTS = COMPOSITE
+ELASTIC_PARTS = ELASTIC_IN_PUSHOVER
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ from ..errors import MeshError
 from ..kernels.voxel import CORNERS
 from ..limits import check as check_limit
 from ..model import Model
+from ..parts import BUILT_BONE, DISC
 
 POSTERIOR_FLAT = 0.72
 #: nucleus semi-axes as a fraction of the disc's (area fraction 0.55^2 = 30 %, assumption within
@@ -84,8 +85,8 @@ DEFAULT_MATERIALS = {
     "annulus": (4.2, 0.45),
     "nucleus": (1.0, 0.499),
 }
-BONE_PARTS = ("cortex", "trabecular", "endplate_superior", "endplate_inferior", "posterior")
-DISC_PARTS = ("annulus", "nucleus")
+BONE_PARTS = BUILT_BONE
+DISC_PARTS = DISC
 
 
 @dataclass(frozen=True)

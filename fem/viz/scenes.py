@@ -27,6 +27,7 @@ import numpy as np
 from .. import metrics
 from ..errors import SetError
 from ..meshes.anatomy import level_frame
+from ..parts import DISC
 from ..result import FIELD_UNITS, add_region_parts
 
 #: fields the views colour by: name -> (label, colour map). Cell arrays of
@@ -47,7 +48,7 @@ BONE_COLOUR = "wheat"
 DISC_COLOUR = "lightgray"
 #: parts drawn grey, outside the colour scale, unless a view is asked to colour them: their
 #: strains (tens of %) would squeeze the bone's into one colour
-DISC_PARTS = ("annulus", "nucleus")
+DISC_PARTS = DISC
 OUTLINE_COLOUR = "red"
 BULGE_LABEL = "endplate bulge into the body [mm]"
 WINDOW = (800, 600)
