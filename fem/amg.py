@@ -8,23 +8,25 @@ That makes every operation of the cycle a sparse product or a vector update: it 
 CPU threads (:class:`fem.parallel.RowSplit`) and, after
 :meth:`SmoothedAggregationAMG.to_backend`, on a GPU array backend.
 
-Set-up choices, measured with ``bench/bench_hex_block.py``: symmetric strength of connection with
-theta 0.02 (``THETA``); standard aggregation; Jacobi-smoothed prolongation with omega 4/3 over lambda_max of the
-block-Jacobi operator; coarsening down to at most 100 nodes, solved directly; Chebyshev of degree
+Set-up choices, measured with ``bench/bench_hex_block.py`` and ``bench/amg_segments.py``:
+symmetric strength of connection with theta 0.02 (``THETA``); standard aggregation;
+Jacobi-smoothed prolongation with omega 4/3 over lambda_max of the block-Jacobi operator; coarsening down to at most 100 nodes, solved directly; Chebyshev of degree
 2 on [lambda_max / 4, 1.1 lambda_max] with lambda_max from 10 Lanczos steps.
 
 Why theta 0.02 and not 0: with theta 0 every neighbour is strong, so aggregates straddle the
 bone-disc interfaces (moduli 1 to 2 800 MPa) and the coarse spaces fit neither side. Dropping the
-weakest couplings keeps them apart. CG iterations to rtol 1e-8 on 2 cores (the homogeneous block
-shows no loss; 0.25 made a segment diverge to 1 893 iterations, so the value stays small):
+weakest couplings keeps them apart. CG iterations to rtol 1e-8 and solve times on 2 cores
+(``bench/amg_segments.py``: standing load as an endplate pressure; pyamg's own solver on the same
+matrix beside). The homogeneous block shows no loss; 0.25 made a segment diverge to 1 893
+iterations, so the value stays small.
 
-    model (standing unless noted)           DOF     theta 0    theta 0.02
-    parametric L1-L3, 3 mm voxels          19 635     161          98
-    parametric L1-L3, 2 mm, flexion        59 016     182          92
-    parametric L1, 1.5 mm (no discs)           -       20          18
-    shape model L2-L4, 2 mm voxels         98 646     157         103
-    shape model L3-L4, tet10 4 mm          70 056     157         131
-    homogeneous 30^3 hex block             89 373      10          11
+    model                             DOF    theta 0     theta 0.02   pyamg SA (peer)
+    parametric L1-L3, 3 mm          19 635   173, 2.2 s  107, 1.4 s   154, 3.0 s
+    parametric L1, 1.5 mm (no disc) 33 441    26, 0.5 s   22, 0.5 s    28, 1.1 s
+    parametric L1-L3, 2 mm          59 016   219, 8.2 s  117, 4.8 s   155, 10.6 s
+    shape model L2-L4, 2 mm         98 646   174, 10.2 s 115, 7.1 s   154, 16.4 s
+    shape model L3-L4, tet10 4 mm   70 056   207, 9.1 s  147, 6.7 s   207, 16.3 s
+    homogeneous 30^3 hex block      89 373    10, 0.7 s   11, 0.7 s    10, 1.3 s
 """
 
 from __future__ import annotations
