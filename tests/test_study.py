@@ -1444,3 +1444,28 @@ def test_levels_auto_centres_the_segment_on_the_treated_level():
     assert run_id(auto) == run_id(named)
     with pytest.raises(SpecError, match="base.levels.*centres the segment"):
         StudySpec.from_dict({"study": {"name": "a"}, "base": base}).expand()
+
+
+@pytest.mark.parametrize("where", ["submitting", "recording"])
+def test_a_stop_between_claim_and_record_gives_the_run_back(tmp_path, monkeypatch, where):
+    """A stop (KeyboardInterrupt from the SIGINT/SIGTERM handler) can come after a run was
+    claimed but before it was submitted (starting a worker process takes a while), or after it
+    ended but before it was recorded: the run then is in no list of runs in flight, and once
+    stayed 'running' after the study had stopped (seen in the SIGINT test under load)."""
+    import fem.study.execute as ex
+
+    spec = grid_spec(tmp_path / "grid.toml", "raced", bmd=[60.0, 70.0], load_cases=["standing"])
+    study = Study(tmp_path / "study", spec)
+    if where == "submitting":
+        def submit(*args, **kwargs):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(ex, "_submit", submit)
+    else:
+        def finish(*args, **kwargs):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(study.store, "finish", finish)
+    with pytest.raises(KeyboardInterrupt):
+        study.run(progress=False, log=lambda msg: None)
+    runs = runs_table(tmp_path / "study")
+    assert len(runs) == 2 and {v["status"] for v in runs.values()} == {"pending"}
+    assert {v["attempts"] for v in runs.values()} == {0}

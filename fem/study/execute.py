@@ -145,6 +145,10 @@ class Study:
 
     def _loop(self, executor, slots, bar, log, solve_bars):
         in_flight = {}
+        # the runs this loop claimed and has not recorded yet: a stop can come between the
+        # claim and the submission (starting a worker takes a while) or between a run's end and
+        # its record, when the run is not (or no longer) in in_flight
+        held = set()
         done = 0
         try:
             while True:
@@ -153,6 +157,7 @@ class Study:
                     if claimed is None:
                         break
                     rid, params = claimed
+                    held.add(rid)
                     # absolute: a Dask worker may run in another folder (or on another host)
                     vtu = (str((self.runs_dir / f"{rid}.vtu").absolute())
                            if self.spec.write_vtu else None)
@@ -171,6 +176,7 @@ class Study:
                     else:
                         self.store.finish(rid, out, vtu)
                         msg = f"run {rid} done in {time.time() - t0:.1f} s ({out['n_dof']} DOF)"
+                    held.discard(rid)
                     done += 1
                     if bar is not None:
                         bar.update()
@@ -178,9 +184,11 @@ class Study:
                     else:
                         log(f"[{done}] {msg}")
         except BaseException:
-            # stopped (SIGINT, SIGTERM) or failed: the runs in flight go back to pending
-            for fut, (rid, _, _) in in_flight.items():
+            # stopped (SIGINT, SIGTERM) or failed: the runs in flight, and any claimed but not
+            # yet submitted or recorded, go back to pending (release leaves a recorded run be)
+            for fut in in_flight:
                 fut.cancel()
+            for rid in held:
                 self.store.release(rid)
             raise
 
