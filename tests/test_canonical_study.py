@@ -50,8 +50,9 @@ def test_fracture_softens_and_cement_stiffens_the_treated_level(study):
     for case, col in (("standing", "stiffness_n_per_mm"),
                       ("flexion", "rotational_stiffness_nm_per_deg")):
         k = {s: _get(t, s, case, "L2", col) for s in STATES}
-        # Wegrzyn 2011: 53 +- 18 % stiffness loss after a 25 % deformity
-        assert 0.29 <= 1 - k["fractured"] / k["intact"] <= 0.65 or case == "flexion"
+        # the fracture softens the level; how much is the calibration of the default damage
+        # (tests/test_vertebra.py::test_default_damage_keeps_its_calibration), not asserted here
+        assert k["fractured"] < k["intact"]
         assert k["fractured"] < k["pvp_2ml"] < k["pvp_4ml"] < k["pvp_6ml"]
         assert k["fractured"] < k["pkp_4ml"]
         s = {st: _get(t, st, case, "L2", "strength_pistoia_n") for st in STATES}
@@ -111,7 +112,9 @@ def test_the_study_on_real_anatomy(tmp_path):
                    anatomy="ssm")
     t = comp.table
     k = {s: _get(t, s, "standing", "L3", "stiffness_n_per_mm") for s in STATES}
-    assert 0.29 <= 1 - k["fractured"] / k["intact"] <= 0.65  # Wegrzyn 2011: 53 +- 18 %
+    # a prediction on the shape model, out of the damage's calibration (on the parametric L1,
+    # tests/test_vertebra.py): Wegrzyn 2011, 53 +- 18 % stiffness loss after a 25 % deformity
+    assert 0.29 <= 1 - k["fractured"] / k["intact"] <= 0.65
     assert k["fractured"] < k["pvp_2ml"] < k["pvp_4ml"] < k["pvp_6ml"]
     h = {s: _get(t, s, "standing", "L3", "height_anterior_mm") for s in STATES}
     assert h["fractured"] < h["pkp_4ml"] < h["intact"]
