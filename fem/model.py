@@ -629,6 +629,13 @@ class Model:
 
         return model_to_meshio(self)
 
+    def solve(self, **kwargs):
+        """``fem.solve(self, **kwargs)`` (as :meth:`fem.VoxelModel.solve`): the
+        :class:`~fem.result.Result` of the model's conditions."""
+        from .analysis import solve
+
+        return solve(self, **kwargs)
+
     def to_inp(self, path, *, heading: str = "") -> Path:
         """Write the model as an Abaqus/CalculiX deck that :meth:`from_inp` and ``ccx`` both read
         (rigid plates, written as ``*EQUATION`` constraints, are for CalculiX only)."""

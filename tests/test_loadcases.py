@@ -208,3 +208,11 @@ def test_loaded_returns_a_new_model_and_records_the_case():
     with pytest.warns(DeprecationWarning, match="loaded"):
         conds = lc.apply(m, "standing")
     assert list(conds) == ["support", "load:standing"] and len(m.conditions) == 2
+
+
+def test_model_solve_is_fem_solve():
+    """Model.solve as VoxelModel.solve (issue 18, deliverable 4: one API for both)."""
+    m = lc.loaded(stand_in(), "standing")
+    a, b = m.solve(solver="direct"), fem.solve(m, solver="direct")
+    np.testing.assert_array_equal(a.displacement, b.displacement)
+    np.testing.assert_allclose(a.reaction_total(), [0.0, 0.0, 500.0], atol=1e-6)
