@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import assembly
-from .errors import InputFileError
+from .errors import InputFileError, ModelError
 from .io.atomic import write_vtu
 from .kernels import elastic
 from .parallel import map_ordered
@@ -28,6 +28,9 @@ UNITS_NOTE = "units: length mm, force N, stress MPa, strain mm/mm, energy densit
 
 
 #: unit of every array :meth:`Result.to_pyvista` returns (``1`` for dimensionless codes)
+#: per-element fields a stored result keeps instead of recovering them (:meth:`Result.stored`)
+STORED_CELL_FIELDS = ("stress", "strain", "von_mises", "principal_stress", "principal_strain",
+                      "strain_energy_density")
 FIELD_UNITS = {
     "displacement": "mm", "displacement_magnitude": "mm", "node_id": "1", "element_id": "1",
     "stress": "MPa", "stress_nodal": "MPa", "strain": "mm/mm", "von_mises": "MPa",
@@ -112,6 +115,27 @@ class Result:
     @property
     def xp(self):
         return self.backend.xp
+
+    @classmethod
+    def stored(cls, model, displacement, cell_fields: dict | None = None) -> Result:
+        """A result read back from a file (a study run's VTU): the model and the displacement
+        (n, 3) mm, and the stored per-element fields (``stress``, ``von_mises``, ...), which are
+        then not recovered again. Reactions and applied loads are not stored: asking for them
+        is a :class:`fem.ModelError` that says so."""
+        from .kernels.backend import get_backend
+
+        r = cls(model, np.asarray(displacement, dtype=float), backend=get_backend("numpy"),
+                system=None, reaction_dofs=np.zeros(0, dtype=np.int64),
+                reaction_values=np.zeros(0))
+        for name, value in (cell_fields or {}).items():
+            if name in STORED_CELL_FIELDS:
+                r.__dict__[name] = np.asarray(value, dtype=float)
+        return r
+
+    def _solved(self, what: str) -> None:
+        if self.system is None:
+            raise ModelError(f"this result was read back from a file, which does not store "
+                             f"{what}: solve the model to get them")
 
     # ------------------------------------------------------------ integration points
 
@@ -241,6 +265,7 @@ class Result:
         count it twice), so the forces add up to :meth:`reaction_total`. Rigid plates with
         prescribed components give (6,): force (N) and moment (N mm) about the reference point,
         zero where not prescribed."""
+        self._solved("the reactions")
         out = {}
         rd, rv = self._reaction_dofs, self._reaction_values
         n3 = 3 * self.model.n_nodes
@@ -267,6 +292,7 @@ class Result:
     def _force_reactions(self) -> tuple[np.ndarray, np.ndarray]:
         """(component 0..2, value N) of each reaction that is a force: those at mesh dofs and
         at the prescribed translations of rigid plates (not their moments)."""
+        self._solved("the reactions")
         rd, rv = self._reaction_dofs, self._reaction_values
         n3 = 3 * self.model.n_nodes
         comp = np.where(rd < n3, rd % 3, -1)
@@ -279,6 +305,7 @@ class Result:
 
     def _applied_forces(self) -> np.ndarray:
         """The applied forces as (k, 3): mesh nodes', then each rigid plate's (N)."""
+        self._solved("the applied loads")
         f = np.asarray(self.system.f)
         n3 = 3 * self.model.n_nodes
         return np.concatenate([f[:n3].reshape(-1, 3)]
@@ -305,6 +332,7 @@ class Result:
 
     def plate_motion(self, name: str) -> np.ndarray:
         """Displacement (mm) and rotation (rad) of a rigid plate's reference point, (6,)."""
+        self._solved("a plate's motion")
         for p in self.system.plates:
             if p.name == name:
                 z = self.backend.to_host(self._plate_dofs)

@@ -358,20 +358,28 @@ def test_format_value():
     assert format_value(4.4e-16) == "4.400e-16"
 
 
-def test_views_render_from_the_vtu_without_solving(study):
-    """A stored run is the solved one: its stored stress is what its rebuilt model and stored
-    displacement give (so the views show that run's model), and asking for what the VTU does
-    not hold says so."""
-    from fem.viz.report import ReportError, load_run
+def test_views_render_from_the_vtu_without_solving(study, monkeypatch):
+    """A stored run is the solved one, read back without building or solving anything: its
+    stored stress is what its stored model and displacement give, its records and sets are the
+    run's, and asking for what the VTU does not hold says so."""
+    import fem.study.recipe
+    from fem.viz.report import load_run
 
+    def no_build(*args, **kwargs):
+        raise AssertionError("load_run rebuilt a model")
+
+    monkeypatch.setattr(fem.study.recipe, "build_model", no_build)
+    monkeypatch.setattr(fem, "solve", no_build)
     df = study["df"]
     r = load_run(study["folder"], run_of(df, "pkp"))
     stored = r.von_mises.copy()
     assert r.model.metadata["augmentations"][0].procedure == "PKP"
+    assert r.model.metadata["levels"] == ["L1", "L2"] and len(r.model.node_sets["L2/superior"])
+    assert "L2/cement" in r.model.regions
     for name in ("stress", "von_mises"):
         del r.__dict__[name]  # recovered from the displacement by the core
     np.testing.assert_allclose(r.von_mises, stored, rtol=1e-9, atol=1e-12 * stored.max())
-    with pytest.raises(ReportError, match="does not store the reactions"):
+    with pytest.raises(fem.ModelError, match="does not store the reactions"):
         r.reactions  # noqa: B018
 
 
@@ -385,6 +393,9 @@ def test_a_vtu_from_another_model_is_reported_not_rendered(study, tmp_path):
     shutil.copy(folder / "runs" / f"{frac}.vtu", folder / "runs" / f"{pvp}.vtu")
     with pytest.raises(ReportError, match="element moduli differ"):
         load_run(folder, pvp)
+    (folder / "runs" / f"{frac}.model.json").unlink()
+    with pytest.raises(ReportError, match="no model record.*run the study again"):
+        load_run(folder, frac)
     with pytest.warns(UserWarning, match=f"{pvp}.*element moduli differ"):
         page = write_report(folder, runs=[pvp])
     text = page.read_text()

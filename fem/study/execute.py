@@ -133,12 +133,14 @@ class Study:
         return self.store.counts()
 
     def _remove_temporaries(self):
-        """Remove temporaries of VTU and curve files (``.<id>.vtu.*.part``, ``*.part.fd``,
-        ``.<id>_curve.csv.*.part``) left by a killed or stopped run; those of runs another live
+        """Remove temporaries of VTU, model-record and curve files (``.<id>.vtu.*.part``,
+        ``*.part.fd``, ``.<id>.model.json.*.part``, ``.<id>_curve.csv.*.part``) left by a killed
+        or stopped run; those of runs another live
         process is running (on this folder) are still being written."""
         busy = {r for (r,) in self.store.db.execute("SELECT run_id FROM runs WHERE status = "
                                                     "'running'")}
-        for pattern, tail in ((".*.vtu.*.part*", ".vtu."), (".*_curve.csv.*.part", "_curve.csv.")):
+        for pattern, tail in ((".*.vtu.*.part*", ".vtu."), (".*_curve.csv.*.part", "_curve.csv."),
+                              (".*.model.json.*.part", ".model.json.")):
             for tmp in self.runs_dir.glob(pattern):
                 if tmp.name[1:].partition(tail)[0] not in busy:
                     tmp.unlink(missing_ok=True)

@@ -19,6 +19,8 @@ import time
 import warnings
 from pathlib import Path
 
+from ..io.record import write_model_record
+
 
 def build_model(p: dict):
     """The loaded model of one run (parameters as completed by :meth:`StudySpec.expand`)."""
@@ -82,6 +84,8 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     t2 = time.perf_counter()
     table = metrics.level_metrics(result)
     if vtu is not None:
+        # the model record first: a run's VTU on disk has its record beside it
+        write_model_record(model, record_path(vtu))
         result.write(Path(vtu))
     t3 = time.perf_counter()
     timings = {"build": t1 - t0, "solve": t2 - t1, "output": t3 - t2}
@@ -119,6 +123,12 @@ def pushover_levels(model, table, p: dict, curve_csv: str | None = None):
         df = pd.concat(curves, ignore_index=True)
         with atomic_path(curve_csv) as tmp:
             df[["level"] + [c for c in df.columns if c != "level"]].to_csv(tmp, index=False)
+
+
+def record_path(vtu) -> Path:
+    """The model record (:mod:`fem.io.record`) beside a run's VTU: ``<id>.model.json``."""
+    v = Path(vtu)
+    return v.with_name(v.stem + ".model.json")
 
 
 def _curve_path(vtu: str) -> str:

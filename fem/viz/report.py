@@ -7,19 +7,17 @@ Every file is written atomically and the page last, so a reader never sees a pag
 at a missing figure. PNGs of an earlier report that this one no longer shows are removed.
 
 Views are rendered from each chosen run's VTU (``runs/<run_id>.vtu``), never by solving again:
-:func:`load_run` rebuilds the run's *model* from its stored parameters with the study recipe
-(meshing, fracture, augmentation: no assembly, no solve; under a second at 3 mm) for the
-anatomy, regions and augmentation records the scenes need, checks that it is the model the VTU
-was written from (same nodes, elements and moduli), and gives a :class:`fem.Result` whose fields
-are the VTU's. A VTU that no longer matches the rebuilt model (the builder changed since the
-study ran) is reported on the page, not silently re-solved.
+:func:`load_run` reads the run's mesh, materials and fields from its VTU and the anatomy,
+regions, node sets and procedure records the scenes need from its model record
+(``runs/<id>.model.json``, :mod:`fem.io.record`), which the run wrote beside the VTU: nothing is
+rebuilt or solved. A VTU that does not match its record (replaced by another run's) is reported
+on the page, not drawn.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import html
-import json
 import logging
 import math
 import re
@@ -63,10 +61,6 @@ STIFFNESS_NOTE = (
 VIEW_SIZE = (640, 480)
 COLUMN_SIZE = (520, 440, 1800)
 PLOT_DPI = 110
-#: tolerance, relative to the model's size, of the check that a rebuilt model's nodes are those
-#: a VTU was written with (float32 storage would pass)
-MATCH_TOL = 1e-6
-
 
 class ReportError(ModelError):
     """A study folder or run from which a report cannot be made."""
@@ -90,63 +84,17 @@ def format_value(v) -> str:
 
 # ---------------------------------------------------------------------- runs from VTU
 
-class StoredResult(Result):
-    """A :class:`fem.Result` read back from a study run's VTU: the model rebuilt from the run's
-    parameters (no solve) and the fields the run wrote. Reactions are not stored: asking for
-    them raises :class:`ReportError`."""
-
-    def __init__(self, model, grid, *, run_id: str = "", params: dict | None = None):
-        from ..kernels.backend import get_backend
-
-        be = get_backend("numpy")
-        super().__init__(model, np.asarray(grid.point_data["displacement"], dtype=float),
-                         backend=be, system=None, reaction_dofs=np.zeros(0, dtype=np.int64),
-                         reaction_values=np.zeros(0))
-        self.run_id, self.params = run_id, dict(params or {})
-        cd = grid.cell_data
-        # instance values take precedence over Result's cached properties: the stored fields
-        for name in ("stress", "strain", "von_mises", "principal_stress", "principal_strain",
-                     "strain_energy_density"):
-            if name in cd:
-                self.__dict__[name] = np.asarray(cd[name], dtype=float)
-
-    def _not_stored(self, what):
-        raise ReportError(f"run {self.run_id}: the VTU does not store {what}")
-
-    @property
-    def reactions(self) -> dict:
-        self._not_stored("the reactions")
-
-    def reaction_total(self):
-        self._not_stored("the reaction total")
-
-    def applied_total(self):
-        self._not_stored("the applied load")
-
-    def plate_motion(self, name: str):
-        self._not_stored("a plate's motion")
-
-
-def _grid_matches(model, grid) -> str | None:
-    """Why ``grid`` (a run's VTU) was not written from ``model``, or None when it was."""
-    if grid.n_points != model.n_nodes or grid.n_cells != model.n_elements:
-        return (f"{grid.n_points} nodes / {grid.n_cells} elements in the VTU, "
-                f"{model.n_nodes} / {model.n_elements} in the rebuilt model")
-    scale = float(np.abs(model.points).max()) or 1.0
-    if not np.allclose(grid.points, model.points, rtol=0, atol=MATCH_TOL * scale):
-        return "the node coordinates differ"
-    if "E" in grid.cell_data and not np.allclose(grid.cell_data["E"], model.E, rtol=1e-6):
-        return "the element moduli differ (another fracture, cement fill or bone quality)"
-    return None
-
-
-def load_run(folder, run_id: str) -> StoredResult:
-    """A finished run of the study in ``folder`` as a :class:`StoredResult` (model rebuilt from
-    its parameters by :func:`fem.study.recipe.build_model`, fields from ``runs/<run_id>.vtu``)."""
+def load_run(folder, run_id: str) -> Result:
+    """A finished run of the study in ``folder`` as a :class:`fem.Result` read back from what
+    the run stored (:meth:`fem.Result.stored`): the mesh, materials and fields of
+    ``runs/<run_id>.vtu`` and the anatomy, sets and procedure records of its model record
+    ``runs/<run_id>.model.json`` (:mod:`fem.io.record`); nothing is rebuilt or solved."""
     import pyvista as pv
 
+    from ..io.meshio_io import read_mesh_file
+    from ..io.record import apply_model_record, mismatch, read_model_record
     from ..study import Study
-    from ..study.recipe import build_model
+    from ..study.recipe import record_path
 
     study = Study(folder)
     runs = study.store.runs_frame()
@@ -159,17 +107,21 @@ def load_run(folder, run_id: str) -> StoredResult:
     if not vtu.exists():
         raise ReportError(f"run {run_id} has no VTU ({vtu} is missing; a study with "
                           "write_vtu = false keeps none)")
-    params = json.loads(hit["params"].iloc[0])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        model = build_model(params)
-    grid = pv.read(vtu)
-    why = _grid_matches(model, grid)
+    try:
+        record = read_model_record(record_path(vtu))
+    except ModelError as exc:
+        raise ReportError(f"run {run_id}: {exc}; runs of studies made before model records "
+                          "were stored (2026-12-05) have none: run the study again in a new "
+                          "folder to draw its views") from None
+    model = read_mesh_file(vtu)
+    why = mismatch(model, record)
     if why:
-        raise ReportError(f"run {run_id}: {vtu.name} was not written from the model its "
-                          f"parameters build now ({why}); the model builder changed since the "
-                          "study ran: run the study again in a new folder")
-    return StoredResult(model, grid, run_id=run_id, params=params)
+        raise ReportError(f"run {run_id}: {vtu.name} was not written with its model record "
+                          f"({why}); the file was replaced or the model builder changed since "
+                          "the study ran: run the study again in a new folder")
+    apply_model_record(model, record)
+    grid = pv.read(vtu)
+    return Result.stored(model, grid.point_data["displacement"], dict(grid.cell_data))
 
 
 # ---------------------------------------------------------------------- choosing runs
@@ -297,7 +249,7 @@ def _views(folder, chosen, figs: _Figures) -> tuple[list, list]:
     a view that cannot be made is listed as a problem (and warned about) instead."""
     from . import scenes
 
-    results, problems, sections = {}, [], []
+    results, problems, sections, ids = {}, [], [], dict(chosen)
     for label, rid in chosen:
         try:
             results[label] = load_run(folder, rid)
@@ -337,10 +289,11 @@ def _views(folder, chosen, figs: _Figures) -> tuple[list, list]:
         for stem, caption, view, kw in per_run:
             if stem == "cement_view" and not r.model.metadata.get("augmentations"):
                 continue
-            got = render(f"view-{r.run_id}-{stem}", f"{label}: {caption}",
+            got = render(f"view-{ids[label]}-{stem}", f"{label}: {caption}",
                          lambda r=r, view=view, kw=kw: view(r, **kw))
             items += [got] if got else []
-        sections.append((f"{label} (run {r.run_id}, {r.params.get('load_case', '')})", items))
+        case = (r.model.metadata.get("load_case") or {}).get("name", "")
+        sections.append((f"{label} (run {ids[label]}, {case})", items))
     return sections, problems
 
 
