@@ -69,7 +69,6 @@ LIMITS = {
 }
 
 
-def check(name: str, value, *, label: str | None = None) -> float:
-    """``value`` checked against ``LIMITS[name]``; the message calls it ``label`` (default
-    ``name``)."""
-    return LIMITS[name].check(label or name, value)
+def check(name: str, value) -> float:
+    """``value`` checked against ``LIMITS[name]``: as a float, or :class:`ParameterError`."""
+    return LIMITS[name].check(name, value)

@@ -27,10 +27,10 @@ VOIGT = ((0, 0), (1, 1), (2, 2), (0, 1), (1, 2), (0, 2))
 UNITS_NOTE = "units: length mm, force N, stress MPa, strain mm/mm, energy density mJ/mm^3"
 
 
-#: unit of every array :meth:`Result.to_pyvista` returns (``1`` for dimensionless codes)
 #: per-element fields a stored result keeps instead of recovering them (:meth:`Result.stored`)
 STORED_CELL_FIELDS = ("stress", "strain", "von_mises", "principal_stress", "principal_strain",
                       "strain_energy_density")
+#: unit of every array :meth:`Result.to_pyvista` returns (``1`` for dimensionless codes)
 FIELD_UNITS = {
     "displacement": "mm", "displacement_magnitude": "mm", "node_id": "1", "element_id": "1",
     "stress": "MPa", "stress_nodal": "MPa", "strain": "mm/mm", "von_mises": "MPa",

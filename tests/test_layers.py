@@ -46,18 +46,22 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def source_module(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    """The absolute name of the module a ``from ... import`` statement imports from."""
+    if not node.level:
+        return node.module or ""
+    package = module if is_package else module.rsplit(".", 1)[0]
+    base = package.split(".")
+    base = base[:len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imports(source: str, module: str, is_package: bool) -> list[tuple[str, int]]:
     """(imported fem module or name, line) of every import in ``source``."""
-    package = module if is_package else module.rsplit(".", 1)[0]
     out = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = source_module(node, module, is_package)
             out += [(target, node.lineno)]
             out += [(f"{target}.{a.name}", node.lineno) for a in node.names]
         elif isinstance(node, ast.Import):
@@ -114,11 +118,10 @@ def private_imports(source: str, module: str, is_package: bool) -> list[str]:
     out = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
-            target = [t for t, ln in imports(
-                f"from {'.' * node.level}{node.module or ''} import x\n", module, is_package)]
-            if not target:
+            target = source_module(node, module, is_package)
+            if target != "fem" and not target.startswith("fem."):
                 continue
-            out += [f"{module} (line {node.lineno}) imports {a.name} from {target[0]}"
+            out += [f"{module} (line {node.lineno}) imports {a.name} from {target}"
                     for a in node.names
                     if a.name.startswith("_") and not a.name.startswith("__")]
     return out

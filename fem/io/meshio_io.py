@@ -273,6 +273,22 @@ def check_readable(path) -> Path:
 
 def read_mesh_file(path, *, E=None, nu=None) -> Model:
     """Read any mesh file meshio understands into a model (materials optional)."""
+    return _read(path, E=E, nu=nu)[0]
+
+
+def read_result_file(path) -> tuple[Model, dict, dict]:
+    """(model, point data, cell data) of a result file (a VTU :meth:`fem.Result.write`
+    wrote), read once: the model as :func:`read_mesh_file` gives it, and the fields, cell
+    fields concatenated over the solid cell blocks in the model's element order."""
+    model, mesh = _read(path)
+    solid = [bi for bi, cb in enumerate(mesh.cells) if cb.type in MESHIO_TO_TYPE]
+    cells = {name: np.concatenate([np.asarray(per_block[bi]) for bi in solid])
+             for name, per_block in mesh.cell_data.items()}
+    return model, dict(mesh.point_data), cells
+
+
+def _read(path, *, E=None, nu=None):
+    """(model, meshio mesh) of a mesh file, faults named with the file."""
     import meshio
 
     p = check_readable(path)
@@ -288,4 +304,4 @@ def read_mesh_file(path, *, E=None, nu=None) -> Model:
         exc.args = (f"{p}: {exc}",) + exc.args[1:]
         raise
     model.source = str(p)
-    return model
+    return model, mesh

@@ -89,9 +89,7 @@ def load_run(folder, run_id: str) -> Result:
     the run stored (:meth:`fem.Result.stored`): the mesh, materials and fields of
     ``runs/<run_id>.vtu`` and the anatomy, sets and procedure records of its model record
     ``runs/<run_id>.model.json`` (:mod:`fem.io.record`); nothing is rebuilt or solved."""
-    import pyvista as pv
-
-    from ..io.meshio_io import read_mesh_file
+    from ..io.meshio_io import read_result_file
     from ..io.record import apply_model_record, mismatch, read_model_record
     from ..study import Study
     from ..study.recipe import record_path
@@ -113,15 +111,14 @@ def load_run(folder, run_id: str) -> Result:
         raise ReportError(f"run {run_id}: {exc}; runs of studies made before model records "
                           "were stored (2026-12-05) have none: run the study again in a new "
                           "folder to draw its views") from None
-    model = read_mesh_file(vtu)
+    model, points, cells = read_result_file(vtu)
     why = mismatch(model, record)
     if why:
         raise ReportError(f"run {run_id}: {vtu.name} was not written with its model record "
                           f"({why}); the file was replaced or the model builder changed since "
                           "the study ran: run the study again in a new folder")
     apply_model_record(model, record)
-    grid = pv.read(vtu)
-    return Result.stored(model, grid.point_data["displacement"], dict(grid.cell_data))
+    return Result.stored(model, points["displacement"], cells)
 
 
 # ---------------------------------------------------------------------- choosing runs
