@@ -1,7 +1,7 @@
 """Vertebroplasty (PVP) and balloon kyphoplasty (PKP): procedures that turn a Model into a new Model.
 
 A procedure reads the treated level's anatomy from the model (regions ``"<L>/<part>"``,
-``metadata["anatomy"][L]``: centre, endplate centres, pedicle axes) and never touches the solver,
+``model.anatomy[L]``: centre, endplate centres, pedicle axes) and never touches the solver,
 so it applies to every model that carries them (parametric voxel and tet10 vertebrae, segments).
 Units: mm, mL (= 1000 mm^3), MPa, Pa s.
 
@@ -91,10 +91,10 @@ from scipy import sparse
 from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
 
+from .anatomy import level_frame
 from .assembly import check_geometry, element_volumes
 from .errors import MaterialError, MeshError, ParameterError, SetError
 from .limits import LIMITS
-from .meshes.anatomy import level_frame
 from .meshes.pathology import restore
 from .model import Model
 from .parts import FILLABLE, VERTEBRAL_BODY
@@ -274,7 +274,7 @@ def needles(model: Model, level: str, approach: str = "bipedicular", *, tip_dept
         raise SetError(f"level {level} has no trabecular region to inject into")
     a = (_centroids(model, body) - centre) @ e_ant
     a_tip = a.min() + tip_depth * (a.max() - a.min())
-    axes = model.metadata["anatomy"][level]["pedicle_axes"]
+    axes = model.anatomy[level].pedicle_axes
     sides = ["left", "right"] if approach == "bipedicular" else [side]
     if side not in axes:
         raise ParameterError(f"side must be 'left' or 'right', got {side!r}")

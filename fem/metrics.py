@@ -1,7 +1,7 @@
 """Predictions from a solved vertebra or segment model, per level, and comparisons of states.
 
 Units: mm, N, MPa; volumes in mL where the clinic uses them. Every length, force and angle is
-measured in the level's anatomical frame, built from ``model.metadata["anatomy"][level]`` vectors
+measured in the level's anatomical frame, built from ``model.anatomy[level]`` vectors
 only, so the numbers do not change under a rigid motion of the whole model
 (:func:`fem.meshes.transform.rigid_transform`):
 
@@ -49,10 +49,10 @@ from functools import cached_property
 
 import numpy as np
 
+from .anatomy import DEFAULT_RIM, LevelFrame, level_frame  # noqa: F401 (public here too)
 from .assembly import element_centroids
 from .errors import ModelError, SetError
 from .loads import RigidPlate
-from .meshes.anatomy import DEFAULT_RIM, LevelFrame, level_frame  # noqa: F401 (public here too)
 from .parts import CEMENT_IN_BODY, INTERFACE_BONE, SHARE_GROUPS, STRAIN_BODY, STRAIN_TRABECULAR
 from .result import von_mises
 
@@ -456,7 +456,7 @@ def level_metrics(result, *, levels=None, load: float | None = None):
     """One row per level (cranial to caudal) of the predictions in :data:`COLUMNS`.
 
     ``result``: a :class:`fem.Result` of a vertebra or segment model (``metadata["levels"]``,
-    ``["anatomy"]``, regions ``"<level>/<part>"``, node sets ``"<level>/superior"`` and
+    ``model.anatomy``, regions ``"<level>/<part>"``, node sets ``"<level>/superior"`` and
     ``"/inferior"``). ``levels``: a subset (default all). ``load``: the axial compression (N)
     through the levels; by default ``-(applied force . e_ax)`` of each level.
 

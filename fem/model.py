@@ -207,6 +207,22 @@ class Model:
             return cls.from_inp(path)
         return read_mesh_file(path, **kwargs)
 
+    @property
+    def anatomy(self):
+        """The model's levels (:class:`fem.anatomy.Anatomy`, cranial to caudal; empty for a model
+        no anatomical builder made), stored in ``metadata["anatomy"]``."""
+        from .anatomy import anatomy_of
+
+        return anatomy_of(self)
+
+    @anatomy.setter
+    def anatomy(self, value) -> None:
+        from .anatomy import Anatomy
+
+        if not isinstance(value, Anatomy):
+            raise TypeError(f"model.anatomy takes a fem.anatomy.Anatomy, got {type(value).__name__}")
+        self.metadata["anatomy"] = value
+
     def copy(self) -> Model:
         """A deep copy (augmentation procedures return modified copies)."""
         return _copy.deepcopy(self)

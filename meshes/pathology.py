@@ -1,6 +1,6 @@
 """Fractures and lesions: transformations of a vertebra or segment Model into another Model.
 
-They read the anatomy from the model (``model.metadata["anatomy"][level]``: the level's
+They read the anatomy from the model (``model.anatomy[level]``, a :class:`~fem.anatomy.LevelAnatomy`: the level's
 :class:`~fem.meshes.vertebra.LevelDims` as ``dims`` and its base height ``z0``; regions named
 ``"<level>/<part>"``) and never touch the solver, so they apply to the voxel (hex8) and the tet10
 forms alike.
@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ..anatomy import LevelAnatomy
 from ..assembly import check_geometry, element_volumes
 from ..errors import MeshError, ParameterError, SetError
 from ..model import Model
@@ -72,12 +73,8 @@ def genant_loss(grade: int) -> float:
     return 0.45 if grade == 3 else 0.5 * (lo + hi)
 
 
-def _anatomy(model: Model, level: str) -> dict:
-    anat = model.metadata.get("anatomy", {})
-    if level not in anat:
-        raise SetError(f"level {level!r} is not in this model (levels: "
-                       f"{', '.join(anat) or 'none: build it with fem.meshes.vertebra'})")
-    return anat[level]
+def _anatomy(model: Model, level: str) -> LevelAnatomy:
+    return model.anatomy[level]
 
 
 def _centroids(model: Model, elements) -> np.ndarray:
@@ -127,7 +124,10 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     loss = genant_loss(grade) if height_loss is None else float(height_loss)
     _check_fracture(model, level, shape, loss, damage_factor, damage_depth)
     anat = _anatomy(model, level)
-    col = _Collapse(anat["dims"], float(anat["z0"]), shape, loss)
+    if anat.dims is None or anat.z0 is None:
+        raise MeshError(f"{level}'s anatomy has no parametric dimensions (dims, z0): the "
+                        "fracture builder needs a model of fem.meshes.vertebra or fem.meshes.ssm")
+    col = _Collapse(anat.dims, float(anat.z0), shape, loss)
     levels = model.metadata["levels"]
     i = levels.index(level)
     out = model.copy()
@@ -260,14 +260,14 @@ def _follow_disc(model: Model, out: Model, pts, col: _Collapse, neighbour: str, 
     xd, yd, zd = pts[dn].T
     top_d = col.top(yd)
     Ld = col.lost(xd, yd)
-    nb = model.metadata["anatomy"][neighbour]
+    nb = model.anatomy[neighbour]
     if upper:  # disc above: its bottom follows the superior endplate down
         shift = (0.5 if col.shape == "biconcave" else 1.0) * -Ld * top_d
-        z_fixed, z_moving = float(nb["z0"]), z0 + top_d
+        z_fixed, z_moving = float(nb.z0), z0 + top_d
     else:  # disc below: its top follows the inferior endplate up (biconcave only)
         shift = col.lift(Ld, top_d)
-        nd = nb["dims"]
-        z_fixed = float(nb["z0"]) + superior_rim_height(nd, np.minimum(yd, 0.5 * nd.depth * POSTERIOR_FLAT))
+        nd = nb.dims
+        z_fixed = float(nb.z0) + superior_rim_height(nd, np.minimum(yd, 0.5 * nd.depth * POSTERIOR_FLAT))
         z_moving = np.full_like(zd, z0)
     w = np.clip((z_fixed - zd) / np.where(np.abs(z_fixed - z_moving) > 1e-9,
                                           z_fixed - z_moving, 1e-9), 0.0, 1.0)
@@ -343,9 +343,7 @@ def _record_kyphosis(out: Model, level: str, upper, R, t, moved_by=None) -> None
     model, and their anatomy moved with them (by ``moved_by`` = (R, t) of the motion from where
     the anatomy stands now, default the whole (R, t))."""
     motion = Motion(*(moved_by or (R, t)))
-    anat = dict(out.metadata["anatomy"])
-    anat.update(motion.anatomy({lv: anat[lv] for lv in upper}))
-    out.metadata["anatomy"] = anat
+    out.anatomy = motion.anatomy(out.anatomy, upper)
     out.metadata.setdefault("kyphosis", {})[level] = {
         "rotation": R, "translation": t, "angle_deg": _angle(R), "levels": list(upper)}
 
@@ -449,7 +447,7 @@ def add_lesion(model: Model, level: str, kind: str, centre, semi_axes, *,
     if kind not in ("osteolytic", "haemangioma"):
         raise ParameterError(f"lesion kind must be 'osteolytic' or 'haemangioma', got {kind!r}")
     anat = _anatomy(model, level)
-    ctr = np.asarray(anat["centre"] if isinstance(centre, str) else centre, dtype=float)
+    ctr = np.asarray(anat.centre if isinstance(centre, str) else centre, dtype=float)
     ax = np.asarray(semi_axes, dtype=float)
     if ctr.shape != (3,) or ax.shape != (3,) or (ax <= 0).any():
         raise ParameterError("lesion centre must be (x, y, z) mm and semi_axes three lengths > 0 mm")

@@ -46,7 +46,7 @@ the :data:`NUCLEUS_AREA` (40 %, inside the 30-50 % usually modelled; an assumpti
 cross-section farthest from its outline (2-D distance transform, ties broken towards the
 centroid), the annulus the rest.
 
-Anatomy (``metadata["anatomy"][level]``, estimated from the voxels): ``centre`` the body
+Anatomy (``model.anatomy[level]``, estimated from the voxels): ``centre`` the body
 centroid; ``superior_centre`` / ``inferior_centre`` the mean of the endplate surface nodes within
 a quarter of the body's smaller dimension from the centre's axis; ``height`` their distance;
 ``width`` / ``depth`` the lateral and antero-posterior extent of the body; pedicle axes per side
@@ -72,11 +72,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..anatomy import LevelAnatomy
 from ..errors import InputFileError, MeshError, ParameterError
 from ..limits import check as check_limit
 from .vertebra import (
     LevelDims,
-    LevelStack,
     add_endplate_sets,
     annotate,
     label_names,
@@ -549,8 +549,8 @@ def _model_shift(bodies, origin, h: float) -> np.ndarray:
 def _annotate_levels(m, names, bodies, lvl, o_model, h: float, surfs, shift, cortex: float,
                      endplate: float) -> None:
     """Each level's anatomy from its voxels (centre, width, depth, endplate centres and height,
-    pedicle axes, posterior wall) in ``metadata["anatomy"]``."""
-    anatomy, dims = {}, []
+    pedicle axes, posterior wall) as the model's :class:`~fem.anatomy.Anatomy`."""
+    levels = []
     for i, n in enumerate(names):
         body, _, _, jw = bodies[i]
         pc = o_model + (np.argwhere(body) + 0.5) * h
@@ -565,15 +565,24 @@ def _annotate_levels(m, names, bodies, lvl, o_model, h: float, surfs, shift, cor
         axes = _pedicle_axes(post, (ends["inferior"][2], ends["superior"][2]),
                              o_model[1] + jw * h, centre, lvl == i, o_model, h, e_ax, n,
                              surface=moved(surfs[n], shift))
-        dims.append(LevelDims(n, float(width), float(depth), height, height, 0.0, cortex=cortex,
-                              endplate=endplate))
-        anatomy[n] = dict(centre=tuple(centre), height=height, width=float(width),
-                          depth=float(depth), superior_centre=tuple(ends["superior"]),
-                          inferior_centre=tuple(ends["inferior"]), pedicle_axes=axes,
-                          posterior_wall_y=float(o_model[1] + jw * h))
-    annotate(m, names, LevelStack(dims, [a["inferior_centre"][2] for a in anatomy.values()]))
-    for n in names:
-        m.metadata["anatomy"][n].update(anatomy[n])
+        levels.append(measured_level(n, centre, ends, axes, float(width), float(depth),
+                                     float(o_model[1] + jw * h), cortex, endplate))
+    annotate(m, names, levels=levels)
+
+
+def measured_level(name: str, centre, ends: dict, axes: dict, width: float, depth: float,
+                   posterior_wall_y: float, cortex: float, endplate: float) -> LevelAnatomy:
+    """A level's anatomy as a shape-model builder measures it. Its ``dims`` are a prismatic
+    stand-in of the measured width, depth and endplate-to-endplate height, with its base at the
+    inferior endplate centre (``z0``): what the axis-aligned fracture builder
+    (:func:`fem.meshes.pathology.compress`) works with."""
+    height = float(np.linalg.norm(np.subtract(ends["superior"], ends["inferior"])))
+    dims = LevelDims(name, width, depth, height, height, 0.0, cortex=cortex, endplate=endplate)
+    return LevelAnatomy(name, centre=centre, superior_centre=ends["superior"],
+                        inferior_centre=ends["inferior"], pedicle_axes=axes, width=width,
+                        depth=depth, height=height, rim=dims.rim,
+                        z0=float(ends["inferior"][2]), dims=dims,
+                        posterior_wall_y=posterior_wall_y)
 
 
 def endplate_centres(m, level: str, centre, width: float, depth: float) -> dict:

@@ -82,11 +82,12 @@ from .ssm import (
     NUCLEUS_AREA,
     endplate_centres,
     load_surfaces,
+    measured_level,
     moved,
     ssm_levels,
     ssm_segment_model,
 )
-from .vertebra import BONE_PARTS, LevelDims, LevelStack, annotate, apply_material, resolve_materials
+from .vertebra import BONE_PARTS, annotate, apply_material, resolve_materials
 from .vertebra_gmsh import load_gmsh
 
 logger = logging.getLogger(__name__)
@@ -245,8 +246,8 @@ def _patches(surfs: list, names: list[str], analysis: Model) -> list[np.ndarray]
     lab = np.asarray(vl["labels"]) - 1
     out, cand = [], []
     for i, (P, T) in enumerate(surfs):
-        an = analysis.metadata["anatomy"][names[i]]
-        sc, ic = np.asarray(an["superior_centre"]), np.asarray(an["inferior_centre"])
+        an = analysis.anatomy[names[i]]
+        sc, ic = an.superior_centre, an.inferior_centre
         axis = (sc - ic) / np.linalg.norm(sc - ic)
         C = P[T].mean(axis=1)
         nrm = np.cross(P[T[:, 1]] - P[T[:, 0]], P[T[:, 2]] - P[T[:, 0]])
@@ -259,7 +260,7 @@ def _patches(surfs: list, names: list[str], analysis: Model) -> list[np.ndarray]
         labels = np.zeros(len(T), dtype=np.int8)
         for code, sign in ((1, 1.0), (2, -1.0)):
             m = body & (sign * (nrm @ axis) > PATCH_NORMAL) & (sign * up > 0) \
-                & (C[:, 1] < an["posterior_wall_y"] - WALL_MARGIN)
+                & (C[:, 1] < an.posterior_wall_y - WALL_MARGIN)
             if not m.any():
                 raise MeshError(f"{names[i]}: no {'superior' if code == 1 else 'inferior'} "
                                 "endplate found on the surface")
@@ -577,13 +578,8 @@ def _regions_and_materials(m: Model, region_of, mats: dict, factors: dict) -> No
 
 def _annotate_ssm(m: Model, names, analysis, vol, cortex: float, endplate: float) -> None:
     """The level anatomy of the shape model (centres, frames, endplates, pedicle axes, body
-    dimensions) in ``metadata["anatomy"]``."""
-    anatomy = _anatomy(m, names, analysis, vol)
-    dims = [LevelDims(n, a["width"], a["depth"], a["height"], a["height"], 0.0, cortex=cortex,
-                      endplate=endplate) for n, a in anatomy.items()]
-    annotate(m, names, LevelStack(dims, [a["inferior_centre"][2] for a in anatomy.values()]))
-    for n in names:
-        m.metadata["anatomy"][n].update(anatomy[n])
+    dimensions) as the model's :class:`~fem.anatomy.Anatomy`."""
+    annotate(m, names, levels=_anatomy(m, names, analysis, vol, cortex, endplate))
 
 
 def _distance(surface, points: np.ndarray) -> np.ndarray:
@@ -609,8 +605,8 @@ def _nucleus(X, upper_loop, lower_loop, centroids, up: str, lo: str, analysis):
     from matplotlib.path import Path as MPath
     from scipy.ndimage import distance_transform_edt
 
-    an = analysis.metadata["anatomy"]
-    axis = np.asarray(an[up]["inferior_centre"]) - np.asarray(an[lo]["superior_centre"])
+    an = analysis.anatomy
+    axis = an[up].inferior_centre - an[lo].superior_centre
     axis /= np.linalg.norm(axis)
     e1 = np.cross(axis, [0.0, 1.0, 0.0])
     e1 /= np.linalg.norm(e1)
@@ -651,11 +647,12 @@ def _endplate_sets(m: Model, names, groups, pts4) -> None:
             m.add_node_set(f"{n}/{key}", np.unique(m.blocks[0].conn[bone[e][:, None], table[f]]))
 
 
-def _anatomy(m: Model, names, analysis, vols: np.ndarray) -> dict:
+def _anatomy(m: Model, names, analysis, vols: np.ndarray, cortex: float,
+             endplate: float) -> list:
     """Per level, as the voxel form's: body centre, endplate centres, height, width, depth from
     this mesh (element volumes ``vols``); pedicle axes and the posterior-wall plane from the
     analysis model."""
-    out = {}
+    out = []
     for n in names:
         body = np.concatenate([m.regions[f"{n}/{p}"] for p in
                                ("cortex", "trabecular", "endplate_superior", "endplate_inferior")
@@ -664,12 +661,9 @@ def _anatomy(m: Model, names, analysis, vols: np.ndarray) -> dict:
         centre = (c * vols[body, None]).sum(axis=0) / vols[body].sum()
         width, depth = float(np.ptp(c[:, 0])), float(np.ptp(c[:, 1]))
         ends = endplate_centres(m, n, centre, width, depth)
-        a = analysis.metadata["anatomy"][n]
-        out[n] = dict(centre=tuple(centre), height=float(np.linalg.norm(ends["superior"]
-                                                                         - ends["inferior"])),
-                      width=width, depth=depth, superior_centre=tuple(ends["superior"]),
-                      inferior_centre=tuple(ends["inferior"]), pedicle_axes=a["pedicle_axes"],
-                      posterior_wall_y=a["posterior_wall_y"])
+        a = analysis.anatomy[n]
+        out.append(measured_level(n, centre, ends, a.pedicle_axes, width, depth,
+                                  a.posterior_wall_y, cortex, endplate))
     return out
 
 

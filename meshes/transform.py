@@ -1,7 +1,7 @@
 """Rigid motions of a whole model: a rotated and translated copy for invariance checks.
 
 A rigid motion changes no prediction: the metrics of :mod:`fem.metrics` work in each level's
-anatomical frame, built from the vectors in ``metadata["anatomy"]``, so a model and its rotated
+anatomical frame, built from the vectors of ``model.anatomy``, so a model and its rotated
 copy must give the same numbers (issue 5, deliverable 7). :func:`rigid_transform` moves
 everything that is a position or a direction: the points, the anatomy (centres, pedicle entry
 points and directions), the fracture collapse fields, lesion centres, the points and directions
@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..anatomy import Anatomy
 from ..errors import BoundaryConditionError, MaterialError, MeshError, ParameterError
 from ..loads import Displacement, Fixed, NodalForce, RigidPlate, TotalForce, Traction
 from ..model import Model
@@ -102,18 +103,9 @@ class Motion:
             return type(value)(out) if isinstance(value, tuple) else out
         return value
 
-    def anatomy(self, anat: dict) -> dict:
-        out = {}
-        for level, a in anat.items():
-            a = dict(a)
-            for key in ("centre", "superior_centre", "inferior_centre"):
-                if key in a:
-                    a[key] = self.point(a[key])
-            if "pedicle_axes" in a:
-                a["pedicle_axes"] = {side: (self.point(e), self.vector(d))
-                                     for side, (e, d) in a["pedicle_axes"].items()}
-            out[level] = a
-        return out
+    def anatomy(self, anat: Anatomy, levels=None) -> Anatomy:
+        """``anat`` with ``levels`` (default all) moved."""
+        return anat.moved(self.point, self.vector, levels)
 
 
 def _is3(value) -> bool:
@@ -166,7 +158,7 @@ def _condition(c, m: Motion):
 def rigid_transform(model: Model, rotation, translation=(0.0, 0.0, 0.0)) -> Model:
     """A copy of ``model`` moved rigidly: ``x -> rotation @ x + translation`` (mm).
 
-    Points, ``metadata["anatomy"]`` vectors, ``metadata["collapse"]`` fields, metadata records'
+    Points, the anatomy's (``model.anatomy``) vectors, ``metadata["collapse"]`` fields, metadata records'
     position and direction fields (:data:`POINT_FIELDS`, :data:`VECTOR_FIELDS`) and the
     boundary conditions' vectors move with it; sets, regions and materials are unchanged. The
     copy has ``metadata["rotated"] = True`` (axis-aligned builders such as
@@ -201,7 +193,7 @@ def rigid_transform(model: Model, rotation, translation=(0.0, 0.0, 0.0)) -> Mode
         meta.pop(key, None)
     for key, value in list(meta.items()):
         if key == "anatomy":
-            meta[key] = m.anatomy(value)
+            meta[key] = m.anatomy(out.anatomy)
         elif key == "collapse":
             meta[key] = {lv: np.asarray(u, dtype=float) @ R.T for lv, u in value.items()}
         elif key == "kyphosis":  # x -> K x + k in the new frame: R K R^T, R k + t - R K R^T t

@@ -20,7 +20,7 @@ z cranial; z = 0 at the inferior endplate's rim):
 * posterior elements: two pedicles (elliptic cylinders from the posterior wall, converging
   towards the body at ``pedicle_angle``), a lamina joining them, a spinous process and two
   transverse processes. The pedicle axes are the transpedicular paths into the body
-  (``model.metadata["anatomy"][level]["pedicle_axes"]``).
+  (``model.anatomy[level].pedicle_axes``).
 
 Dimensions per level (:data:`LEVELS`). Sourced: L5 anterior height 30.3, posterior 26.3, superior
 depth (VB superior length) 35.7 mm (Cook & Baker 2021, Int J Spine Surg 15(6):1072, Table 6: CT of
@@ -61,11 +61,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..anatomy import Anatomy, LevelAnatomy
 from ..errors import MeshError
 from ..kernels.voxel import CORNERS
 from ..limits import check as check_limit
 from ..model import Model
-from ..parts import BUILT_BONE, DISC
+from ..parts import BUILT_BONE, DISC, PARTS
 
 POSTERIOR_FLAT = 0.72
 #: nucleus semi-axes as a fraction of the disc's (area fraction 0.55^2 = 30 %, assumption within
@@ -529,30 +530,43 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
     return m
 
 
-def annotate(m: Model, names: list[str], stack: LevelStack) -> None:
+def parametric_anatomy(names: list[str], stack: LevelStack) -> list[LevelAnatomy]:
+    """Each level's anatomy from its parametric dimensions: the body centre, endplate centres
+    (the middle of the concave surfaces), pedicle axes, and the dimensions themselves."""
+    out = []
+    for n, d, z0 in zip(names, stack.levels, stack.z0, strict=True):
+        lift = np.array([0.0, 0.0, z0])
+        out.append(LevelAnatomy(
+            n, centre=(0.0, 0.0, z0 + 0.5 * d.height),
+            superior_centre=(0.0, 0.0, z0 + float(superior_rim_height(d, 0.0))
+                             - d.concavity_superior),
+            inferior_centre=(0.0, 0.0, z0 + d.concavity_inferior),
+            pedicle_axes={s: (e + lift, v) for s, (e, v) in pedicle_axes(d).items()},
+            width=d.width, depth=d.depth, height=d.height, rim=d.rim, z0=z0, dims=d))
+    return out
+
+
+def annotate(m: Model, names: list[str], stack: LevelStack | None = None, *,
+             levels: list[LevelAnatomy] | None = None) -> None:
     """Add what every vertebra or segment model carries whatever its mesh: the ``top`` and
     ``bottom`` face and node sets (from the ``<level>/superior`` and ``<level>/inferior`` sets,
-    which must exist) and ``metadata["levels"]`` and ``metadata["anatomy"]`` (per level: centre,
-    height, base height z0, width, depth, endplate centres, pedicle axes and the dimensions)."""
-    anatomy = {}
-    for i, n in enumerate(names):
-        d = stack.levels[i]
-        z0 = stack.z0[i]
-        axes = {s: (e + [0.0, 0.0, z0], dvec) for s, (e, dvec) in pedicle_axes(d).items()}
-        anatomy[n] = dict(centre=(0.0, 0.0, z0 + 0.5 * d.height), height=d.height, z0=z0,
-                          width=d.width, depth=d.depth,
-                          superior_centre=(0.0, 0.0, z0 + float(superior_rim_height(d, 0.0))
-                                           - d.concavity_superior),
-                          inferior_centre=(0.0, 0.0, z0 + d.concavity_inferior),
-                          pedicle_axes=axes, dims=d)
+    which must exist), ``metadata["levels"]`` and the :class:`~fem.anatomy.Anatomy`
+    (``m.anatomy``): ``levels`` as the builder measured them, or those of the parametric
+    ``stack``; each level's ``parts`` are the regions the model has for it."""
+    if levels is None:
+        levels = parametric_anatomy(names, stack)
+    if [a.name for a in levels] != list(names):
+        raise MeshError(f"the anatomy's levels {[a.name for a in levels]} are not {names}")
+    levels = [replace(a, parts=tuple(p for p in PARTS if f"{a.name}/{p}" in m.regions))
+              for a in levels]
     top, bottom = names[0], names[-1]
     fs = m.face_sets
     m.add_face_set("top", fs[f"{top}/superior"].elements, fs[f"{top}/superior"].faces)
     m.add_face_set("bottom", fs[f"{bottom}/inferior"].elements, fs[f"{bottom}/inferior"].faces)
     m.add_node_set("top", m.node_sets[f"{top}/superior"])
     m.add_node_set("bottom", m.node_sets[f"{bottom}/inferior"])
-    m.metadata["levels"] = names
-    m.metadata["anatomy"] = anatomy
+    m.metadata["levels"] = list(names)
+    m.anatomy = Anatomy(levels)
 
 
 def vertebra_model(level: str = "L1", **kwargs) -> Model:

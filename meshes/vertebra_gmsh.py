@@ -327,7 +327,7 @@ def segment_model_tet10(levels: str | list[str] = "L1", *, mesh_size: float = 2.
     thickness of the cortex and endplates. ``layers="physical"`` keeps them at their physical
     thickness (0.4 and 0.25 mm) and refines the mesh inside each to twice its thickness, at 5 to
     13 times the element count (numbers in the module docstring). Regions, face and node sets, materials and
-    ``metadata["levels"]``/``["anatomy"]`` are those of the voxel form; ``metadata["mesh"]``
+    ``metadata["levels"]`` and ``model.anatomy`` are those of the voxel form; ``metadata["mesh"]``
     holds the mesh size, the layer thicknesses used, the meshing time and the number of elements
     whose mid-edge nodes were straightened. ``optimize``: gmsh's tetrahedron optimisers, its own
     and Netgen's (Netgen's removes the slivers the first leaves at layer rims, and adds about

@@ -7,8 +7,8 @@ import pytest
 
 import fem
 from fem import augment
+from fem.anatomy import level_frame
 from fem.meshes import loadcases, pathology, vertebra
-from fem.meshes.anatomy import level_frame
 
 
 @pytest.fixture(scope="module")
@@ -144,15 +144,15 @@ def test_leak_detected_through_a_posterior_wall_breach_and_not_otherwise(intact,
     f = level_frame(burst, "L2")
     centre, e_ant, e_lat = f.centre, f.anterior, f.lateral
     rel = np.asarray(rec.leaks[0].centroid) - centre
-    assert rel @ e_ant < -0.3 * burst.metadata["anatomy"]["L2"]["depth"]
-    assert abs(rel @ e_lat) < 0.25 * burst.metadata["anatomy"]["L2"]["width"]
+    assert rel @ e_ant < -0.3 * burst.anatomy["L2"].depth
+    assert abs(rel @ e_lat) < 0.25 * burst.anatomy["L2"].width
     assert _cement_volume(out)[1] / augment.ML == pytest.approx(rec.leak_ml, rel=1e-9)
 
 
 def _heights(model, level="L2"):
     """Anterior and posterior body height from the endplate node sets (builder axes)."""
     p = model.points
-    d = model.metadata["anatomy"][level]["depth"]
+    d = model.anatomy[level].depth
     out = []
     for band in (lambda y: y < y.min() + 0.15 * d, lambda y: y > y.max() - 0.15 * d):
         zs = []

@@ -89,11 +89,11 @@ def test_no_layer_imports_a_layer_above_it():
 
 
 def test_the_check_sees_imports_and_would_catch_an_upward_one():
-    """It reads real edges (augment -> meshes.anatomy, a relative import two levels up) and
+    """It reads real edges (augment -> meshes.pathology, a relative import into a subpackage) and
     flags an upward import, also one hidden in a function."""
     edges = {t for p in sources() if module_name(p) == "fem.augment"
              for t, _ in imports(p.read_text(), "fem.augment", False)}
-    assert "fem.meshes.anatomy" in edges
+    assert "fem.meshes.pathology" in edges
     edges = {t for p in sources() if module_name(p) == "fem.meshes.pathology"
              for t, _ in imports(p.read_text(), "fem.meshes.pathology", False)}
     assert "fem.assembly" in edges  # "from ..assembly import ..." inside fem.meshes

@@ -17,6 +17,7 @@ import pytest
 
 import fem
 from fem import metrics
+from fem.anatomy import Anatomy, LevelAnatomy
 from fem.meshes import loadcases, pathology, vertebra
 from fem.meshes.blocks import hex_block, tet_block
 from fem.meshes.transform import rigid_transform, rotation_matrix
@@ -24,14 +25,14 @@ from fem.meshes.transform import rigid_transform, rotation_matrix
 ANTERIOR = np.array([0.0, -1.0, 0.0])
 
 
-def anatomy(lo, hi, width, depth):
+def anatomy(lo, hi, width, depth, name="L1"):
     """Anatomy of a box level spanning lo..hi (3,) mm, anterior = -y."""
     lo, hi = np.asarray(lo, float), np.asarray(hi, float)
     c = 0.5 * (lo + hi)
-    return dict(centre=tuple(c), width=width, depth=depth, height=float(hi[2] - lo[2]),
-                superior_centre=(c[0], c[1], hi[2]), inferior_centre=(c[0], c[1], lo[2]),
-                pedicle_axes={"left": (np.array([c[0] + 5, hi[1], c[2]]), ANTERIOR),
-                              "right": (np.array([c[0] - 5, hi[1], c[2]]), ANTERIOR)})
+    return LevelAnatomy(name, centre=c, width=width, depth=depth, height=float(hi[2] - lo[2]),
+                        superior_centre=(c[0], c[1], hi[2]), inferior_centre=(c[0], c[1], lo[2]),
+                        pedicle_axes={"left": (np.array([c[0] + 5, hi[1], c[2]]), ANTERIOR),
+                                      "right": (np.array([c[0] - 5, hi[1], c[2]]), ANTERIOR)})
 
 
 def block_level(shape, size, *, E=1000.0, nu=0.3, level="L1", part="trabecular", h=None):
@@ -41,7 +42,7 @@ def block_level(shape, size, *, E=1000.0, nu=0.3, level="L1", part="trabecular",
     m.add_node_set(f"{level}/superior", m.node_sets["zmax"])
     m.add_node_set(f"{level}/inferior", m.node_sets["zmin"])
     m.metadata["levels"] = [level]
-    m.metadata["anatomy"] = {level: anatomy((0, 0, 0), size, size[0], size[1])}
+    m.anatomy = Anatomy([anatomy((0, 0, 0), size, size[0], size[1], level)])
     if h is not None:
         m.metadata["voxel_size"] = h
     return m
@@ -144,7 +145,7 @@ def bending_prism(mx=0.0, F=0.0, *, offset=0.0, E=900.0, size=(12.0, 16.0, 20.0)
     m.add_node_set("L1/superior", m.node_sets["zmax"])
     m.add_node_set("L1/inferior", m.node_sets["zmin"])
     m.metadata["levels"] = ["L1"]
-    m.metadata["anatomy"] = {"L1": anatomy((0, 0, 0), size, size[0], size[1])}
+    m.anatomy = Anatomy([anatomy((0, 0, 0), size, size[0], size[1])])
     m.fix("zmin")
     ref = (0.5 * size[0], 0.5 * size[1] + offset, size[2])
     # one name for every case: a bending case is told by the plate's moment, not by its name
@@ -196,7 +197,7 @@ def test_vertebra_bending_stiffness_over_axial_stiffness_is_the_sections_I_over_
     against standing (500 N), with I / A of the body's mid-height slab about the lateral and
     the antero-posterior axis. Measured 0.92 of it about both axes (the body is not a prism:
     waisted sides, endplate layers); the axial stiffness stays what it was."""
-    from fem.meshes.anatomy import level_frame
+    from fem.anatomy import level_frame
 
     rows, m = {}, None
     for case in ("standing", "flexion", "lateral_bending_left"):
@@ -246,7 +247,7 @@ def test_load_shares_of_a_three_material_column_are_EA_shares():
     m.add_node_set("L1/superior", m.node_sets["zmax"])
     m.add_node_set("L1/inferior", m.node_sets["zmin"])
     m.metadata.update(levels=["L1"], voxel_size=h,
-                      anatomy={"L1": anatomy((0, 0, 0), (n * h, n * h, L), n * h, n * h)})
+                      anatomy=Anatomy([anatomy((0, 0, 0), (n * h, n * h, L), n * h, n * h)]))
     m.fix("zmin")
     m.add(fem.RigidPlate("zmax", force=(0.0, 0.0, -F), name="load:standing"))
     df = metrics.level_metrics(solve(m))
@@ -290,9 +291,9 @@ def disc_stack(E_upper=100.0, E_lower=100.0, nu_bone=0.3, nu_disc=0.45, p=0.5):
     for lv, lo, hi in (("L1", 10.0, 16.0), ("L2", 0.0, 6.0)):
         m.add_node_set(f"{lv}/superior", np.nonzero(np.isclose(zn, hi))[0])
         m.add_node_set(f"{lv}/inferior", np.nonzero(np.isclose(zn, lo))[0])
-    m.metadata.update(levels=["L1", "L2"], voxel_size=h, anatomy={
-        "L1": anatomy((0, 0, 10), (8, 8, 16), 8.0, 8.0),
-        "L2": anatomy((0, 0, 0), (8, 8, 6), 8.0, 8.0)})
+    m.metadata.update(levels=["L1", "L2"], voxel_size=h, anatomy=Anatomy([
+        anatomy((0, 0, 10), (8, 8, 16), 8.0, 8.0, "L1"),
+        anatomy((0, 0, 0), (8, 8, 6), 8.0, 8.0, "L2")]))
     for s in ("xmin", "xmax"):
         m.fix(s, "x")
     for s in ("ymin", "ymax"):
@@ -349,7 +350,7 @@ def test_endplate_bulge_of_a_prescribed_dome_relative_to_a_tilted_rim():
 def test_wedge_fracture_heights_and_angle():
     intact = vertebra.segment_model("L1", voxel_size=2.0, posterior=False)
     broken = pathology.compress(intact, "L1", "wedge", grade=2)
-    d = intact.metadata["anatomy"]["L1"]["dims"]
+    d = intact.anatomy["L1"].dims
     ha0, hp0, w0 = metrics.body_heights(intact, "L1")
     ha1, hp1, w1 = metrics.body_heights(broken, "L1")
     loss = pathology.genant_loss(2) * d.height_anterior

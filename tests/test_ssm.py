@@ -98,9 +98,9 @@ def test_regions_partition_each_level_and_disc(model):
 
 
 def test_axes_and_anatomy(model):
-    anat = model.metadata["anatomy"]
+    anat = model.anatomy
     names = model.metadata["levels"]
-    z = [anat[n]["centre"][2] for n in names]
+    z = [anat[n].centre[2] for n in names]
     assert z == sorted(z, reverse=True)
     bottom = model.points[model.node_sets["bottom"]][:, 2]
     assert bottom.min() == pytest.approx(0.0, abs=1e-9)
@@ -112,13 +112,13 @@ def test_axes_and_anatomy(model):
         bc = model.points[model.blocks[0].conn[body]].mean(axis=(0, 1))
         assert pc[1] - bc[1] > 15.0  # posterior elements behind the body: anterior is -y
         assert abs(bc[0]) < 3.0  # mid-sagittal plane at x = 0
-        assert 20.0 < a["height"] < 35.0 and 30.0 < a["depth"] < 45.0
-        assert 40.0 < a["width"] < 60.0
-        left, right = a["pedicle_axes"]["left"], a["pedicle_axes"]["right"]
+        assert 20.0 < a.height < 35.0 and 30.0 < a.depth < 45.0
+        assert 40.0 < a.width < 60.0
+        left, right = a.pedicle_axes["left"], a.pedicle_axes["right"]
         assert left[0][0] > 5.0 and right[0][0] < -5.0  # left pedicle at +x
         for entry, d in (left, right):
             assert d[1] < -0.8  # into the body, anteriorly
-            assert entry[1] > a["posterior_wall_y"]
+            assert entry[1] > a.posterior_wall_y
         sup = model.points[model.node_sets[f"{n}/superior"]][:, 2].mean()
         inf = model.points[model.node_sets[f"{n}/inferior"]][:, 2].mean()
         assert sup - inf > 20.0
@@ -132,13 +132,13 @@ def test_pedicle_axes_converge_medially_on_l2_and_l3(model):
 
     surfs = ssm.load_surfaces("L2-L3")
     for n in ("L2", "L3"):
-        axes = model.metadata["anatomy"][n]["pedicle_axes"]
+        axes = model.anatomy[n].pedicle_axes
         surf = ssm.to_model_frame(surfs[n], model)
         for side, sign in (("left", 1.0), ("right", -1.0)):
             entry, d = (np.asarray(v) for v in axes[side])
             angle = np.degrees(np.arctan2(-sign * d[0], -d[1]))  # medial convergence
             assert 10.0 <= angle <= 30.0, (n, side, angle)
-            wall = model.metadata["anatomy"][n]["posterior_wall_y"]
+            wall = model.anatomy[n].posterior_wall_y
             t = (entry[1] - (wall + 4.0)) / -d[1]  # 4 mm behind the posterior wall
             inside = pv.PolyData((entry + t * d)[None]).compute_implicit_distance(surf)
             assert inside["implicit_distance"][0] < 0, (n, side)
@@ -149,10 +149,10 @@ def test_l5_body_leaves_the_transverse_processes_posterior():
     footprint keeps them out, so the body is far narrower than the vertebra and the pedicle
     isthmuses lie symmetric about the mid-sagittal plane."""
     m = ssm.ssm_segment_model("L5", voxel_size=H)
-    a = m.metadata["anatomy"]["L5"]
+    a = m.anatomy["L5"]
     span = np.ptp(m.points[:, 0])
-    assert 40.0 < a["width"] < 0.7 * span
-    left, right = a["pedicle_axes"]["left"], a["pedicle_axes"]["right"]
+    assert 40.0 < a.width < 0.7 * span
+    left, right = a.pedicle_axes["left"], a.pedicle_axes["right"]
     assert abs(left[0][0] + right[0][0]) < 6.0 and left[0][0] - right[0][0] > 20.0
     assert left[1][1] < -0.9 and right[1][1] < -0.9
     mix = (0.5 * 8040.0 + (H - 0.5) * 90.0) / H  # 0.5 mm of cortex beside the core
@@ -228,7 +228,7 @@ def test_genant_fractures_apply_to_a_real_body(model, shape):
     else:  # biconcave: the middle collapses, the rim keeps its height
         assert abs(ha1 - ha0) < 2 * H and abs(hp1 - hp0) < 2 * H
         sup, inf = (model.node_sets[f"L3/{s}"] for s in ("superior", "inferior"))
-        centre = np.asarray(model.metadata["anatomy"]["L3"]["centre"])
+        centre = np.asarray(model.anatomy["L3"].centre)
         near = [n[np.hypot(*(model.points[n, :2] - centre[:2]).T) < 5.0] for n in (sup, inf)]
         mid0 = model.points[near[0], 2].mean() - model.points[near[1], 2].mean()
         mid1 = f.points[near[0], 2].mean() - f.points[near[1], 2].mean()

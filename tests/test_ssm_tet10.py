@@ -145,10 +145,10 @@ def test_discs_share_every_endplate_node_and_stay_out_of_the_bone(model):
 
 def test_anatomy_and_endplate_sets(model):
     for n in model.metadata["levels"]:
-        a = model.metadata["anatomy"][n]
-        assert 25.0 <= a["height"] <= 32.0, n  # lumbar body heights (voxel form: 26.6-28.0)
-        assert 40.0 <= a["width"] <= 60.0 and 28.0 <= a["depth"] <= 45.0, n
-        for _entry, direction in a["pedicle_axes"].values():
+        a = model.anatomy[n]
+        assert 25.0 <= a.height <= 32.0, n  # lumbar body heights (voxel form: 26.6-28.0)
+        assert 40.0 <= a.width <= 60.0 and 28.0 <= a.depth <= 45.0, n
+        for _entry, direction in a.pedicle_axes.values():
             assert np.linalg.norm(direction) == pytest.approx(1.0)
             assert direction[1] < -0.9  # points anteriorly (-y), into the body
         assert len(model.face_sets[f"{n}/superior"].elements) > 50
@@ -196,7 +196,7 @@ def test_lesions_on_the_tet10_body(model):
                              breach_cortex=False, E=10.0)
     lesion = m.regions["L3/lesion"]
     np.testing.assert_allclose(m.E[lesion], 10.0)
-    c = np.asarray(model.metadata["anatomy"]["L3"]["centre"])
+    c = np.asarray(model.anatomy["L3"].centre)
     vol = augment.element_volumes(m)[lesion].sum()
     # the elements whose centroid lies in the 8 x 8 x 6 mm ellipsoid: its volume within the
     # 4 mm mesh's granularity

@@ -59,14 +59,14 @@ def test_positions_directions_and_conditions_move(fractured_l1):
     np.testing.assert_array_equal(m.points, before)  # the original is untouched
     assert "rotated" not in m.metadata
     np.testing.assert_allclose(out.points, before @ R.T + T, atol=1e-12)
-    a0, a1 = m.metadata["anatomy"]["L1"], out.metadata["anatomy"]["L1"]
+    a0, a1 = m.anatomy["L1"], out.anatomy["L1"]
     for key in ("centre", "superior_centre", "inferior_centre"):
-        np.testing.assert_allclose(a1[key], R @ np.asarray(a0[key]) + T, atol=1e-12)
+        np.testing.assert_allclose(getattr(a1, key), R @ getattr(a0, key) + T, atol=1e-12)
     for side in ("left", "right"):
-        (e0, d0), (e1, d1) = a0["pedicle_axes"][side], a1["pedicle_axes"][side]
+        (e0, d0), (e1, d1) = a0.pedicle_axes[side], a1.pedicle_axes[side]
         np.testing.assert_allclose(e1, R @ e0 + T, atol=1e-12)
         np.testing.assert_allclose(d1, R @ d0, atol=1e-15)
-    assert a1["width"] == a0["width"] and a1["dims"] is not None
+    assert a1.width == a0.width and a1.dims == a0.dims is not None
     np.testing.assert_allclose(out.metadata["collapse"]["L1"],
                                m.metadata["collapse"]["L1"] @ R.T, atol=1e-12)
     np.testing.assert_allclose(out.metadata["lesions"][0].centre,

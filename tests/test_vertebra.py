@@ -86,7 +86,7 @@ def test_regions_sets_and_metadata_of_a_segment():
     assert top_z.min() > m.points[m.node_sets["L1/superior"], 2].max()
     assert np.isclose(m.points[m.node_sets["bottom"], 2].min(), 0.0)
     # the pedicle axes point from behind the body into it
-    for entry, direction in m.metadata["anatomy"]["L1"]["pedicle_axes"].values():
+    for entry, direction in m.anatomy["L1"].pedicle_axes.values():
         assert entry[1] > 0 and direction[1] < 0 and np.isclose(np.linalg.norm(direction), 1.0)
 
 
@@ -116,7 +116,7 @@ def test_compression_fractures_lose_the_graded_height(shape):
     f = compress(m, "L1", shape, grade=2, burst=(shape == "crush"))
     loss = genant_loss(2)
     assert loss == pytest.approx(0.325)
-    d = m.metadata["anatomy"]["L1"]["dims"]
+    d = m.anatomy["L1"].dims
     body = np.concatenate([f.regions[r] for r in f.regions
                            if r.startswith("L1/") and not r.endswith("posterior")])
     nodes = f.element_nodes(body)
@@ -170,9 +170,9 @@ def test_a_wedge_fracture_tips_the_levels_above_and_keeps_the_discs():
     R, t = k["rotation"], k["translation"]
     np.testing.assert_allclose(f.points[l1], m.points[l1] @ R.T + t, atol=1e-9)
     # the upper level's anatomy moved with it: its endplate centre, its axis tilted forward
-    a0, a1 = m.metadata["anatomy"]["L1"], f.metadata["anatomy"]["L1"]
-    np.testing.assert_allclose(a1["superior_centre"], R @ a0["superior_centre"] + t, atol=1e-9)
-    axis = np.subtract(a1["superior_centre"], a1["inferior_centre"])
+    a0, a1 = m.anatomy["L1"], f.anatomy["L1"]
+    np.testing.assert_allclose(a1.superior_centre, R @ a0.superior_centre + t, atol=1e-9)
+    axis = a1.superior_centre - a1.inferior_centre
     assert axis[1] < -0.2 * np.linalg.norm(axis)  # tipped anteriorly (-y): kyphosis
     # the top plate's centroid went forward and down with it
     top0, top1 = (M.points[M.nodes_of("top")].mean(axis=0) for M in (m, f))
@@ -190,7 +190,7 @@ def test_lesions():
     h3 = 1.0
     assert len(les) * h3 == pytest.approx(4 / 3 * np.pi * 6 * 5 * 5, rel=0.08)
     assert np.all(lyt.E[les] == 10.0)
-    c = m.metadata["anatomy"]["L2"]["centre"]
+    c = m.anatomy["L2"].centre
     wall = add_lesion(m, "L2", "osteolytic", (c[0], c[1] - 17.0, c[2]), (6.0, 6.0, 6.0),
                       breach_cortex=True)
     assert len(wall.regions["L2/cortex"]) < len(m.regions["L2/cortex"])
@@ -272,8 +272,8 @@ def test_restoring_height_untips_the_levels_above():
     sample = l1[:: max(1, len(l1) // 300)]
     np.testing.assert_allclose(pdist(half.points[sample]), pdist(m.points[sample]), rtol=1e-9)
     k = half.metadata["kyphosis"]["L2"]
-    np.testing.assert_allclose(half.metadata["anatomy"]["L1"]["superior_centre"],
-                               k["rotation"] @ m.metadata["anatomy"]["L1"]["superior_centre"]
+    np.testing.assert_allclose(half.anatomy["L1"].superior_centre,
+                               k["rotation"] @ m.anatomy["L1"].superior_centre
                                + k["translation"], atol=1e-9)
     fem.assembly.check_geometry(half, np)
     full = restore(f, "L2", 1.0)

@@ -36,7 +36,7 @@ def test_regions_sets_metadata(l1):
     for s in ("L1/superior", "L1/inferior", "top", "bottom"):
         assert s in l1.face_sets and s in l1.node_sets and len(l1.face_sets[s].elements) > 50
     assert l1.metadata["levels"] == ["L1"]
-    assert set(l1.metadata["anatomy"]["L1"]["pedicle_axes"]) == {"left", "right"}
+    assert set(l1.anatomy["L1"].pedicle_axes) == {"left", "right"}
     E = l1.E[l1.regions["L1/cortex"]]
     assert np.all(E == 8040.0)
 
@@ -67,7 +67,7 @@ def test_volumes_match_voxel_form(l1):
     body = [sum(v[f"L1/{p}"] for p in BODY) for v in (vt, vv)]
     assert body[0] == pytest.approx(body[1], rel=0.03)
     assert vt["L1/posterior"] == pytest.approx(vv["L1/posterior"], rel=0.03)
-    d, t = l1.metadata["anatomy"]["L1"]["dims"], l1.metadata["mesh"]["endplate"]
+    d, t = l1.anatomy["L1"].dims, l1.metadata["mesh"]["endplate"]
     x, y = np.meshgrid(np.linspace(-d.width / 2, d.width / 2, 801),
                        np.linspace(-d.depth / 2, d.depth / 2, 601))
     area = _section(d, x, y).mean() * d.width * d.depth
@@ -81,7 +81,7 @@ def test_endplate_face_sets_face_outward(l1):
         fs = l1.face_sets[name]
         tri = l1.points[b.conn[fs.elements[:, None], np.array(b.etype.faces)[fs.faces, :3]]]
         n = 0.5 * np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        d = l1.metadata["anatomy"]["L1"]["dims"]
+        d = l1.anatomy["L1"].dims
         x, y = np.meshgrid(np.linspace(-d.width / 2, d.width / 2, 801),
                            np.linspace(-d.depth / 2, d.depth / 2, 601))
         area = _section(d, x, y).mean() * d.width * d.depth
@@ -146,16 +146,16 @@ def test_segment_discs_share_faces_with_both_bodies(l1_l2):
     contact covers each body's whole rim-plane section (no free strip where one endplate is
     larger), and the disc's free faces are only those of its side wall."""
     _check_quadratic_elements(l1_l2)
-    anatomy = l1_l2.metadata["anatomy"]
+    anatomy = l1_l2.anatomy
     for level in ("L1", "L2"):
         area, free_nz = _disc_contact(l1_l2, "L1-L2", level)
-        assert area == pytest.approx(_section_area(anatomy[level]["dims"]), rel=0.02)
+        assert area == pytest.approx(_section_area(anatomy[level].dims), rel=0.02)
         assert len(free_nz) > 50 and free_nz.max() < 0.5
     for name in ("L1/inferior", "L2/superior"):
         fs = l1_l2.face_sets[name]
         n = _faces(l1_l2, fs.elements)[1].reshape(len(fs.elements), 4, 3)[
             np.arange(len(fs.elements)), fs.faces]
-        dims = anatomy[name.split("/")[0]]["dims"]
+        dims = anatomy[name.split("/")[0]].dims
         assert np.abs(n[:, 2]).sum() == pytest.approx(_section_area(dims), rel=0.02)
 
 
@@ -170,8 +170,8 @@ def test_segment_volumes_match_voxel_form(l1_l2):
         body = [sum(v[f"{level}/{p}"] for p in BODY) for v in (vt, vv)]
         assert body[0] == pytest.approx(body[1], rel=0.03)
     disc = [v["L1-L2/annulus"] + v["L1-L2/nucleus"] for v in (vt, vv)]
-    anatomy = l1_l2.metadata["anatomy"]
-    ratio = _section_area(anatomy["L2"]["dims"]) / _section_area(anatomy["L1"]["dims"])
+    anatomy = l1_l2.anatomy
+    ratio = _section_area(anatomy["L2"].dims) / _section_area(anatomy["L1"].dims)
     assert 0.98 * disc[1] < disc[0] < 1.02 * ratio * disc[1]
     assert vt["L1-L2/nucleus"] == pytest.approx(vv["L1-L2/nucleus"], rel=0.05)
 
@@ -183,11 +183,11 @@ def test_segments_and_levels_mesh_conformally(levels, size):
     m = segment_model_tet10(levels, mesh_size=size, posterior=False)
     _check_quadratic_elements(m)
     names = m.metadata["levels"]
-    anatomy = m.metadata["anatomy"]
+    anatomy = m.anatomy
     for up, lo in zip(names[:-1], names[1:]):
         for level in (up, lo):
             area, free_nz = _disc_contact(m, f"{up}-{lo}", level)
-            assert area == pytest.approx(_section_area(anatomy[level]["dims"]), rel=0.02)
+            assert area == pytest.approx(_section_area(anatomy[level].dims), rel=0.02)
             assert free_nz.max() < 0.5
 
 

@@ -26,8 +26,8 @@ pv = pytest.importorskip("pyvista")
 
 import fem  # noqa: E402
 from fem import augment, metrics, viz  # noqa: E402
+from fem.anatomy import level_frame  # noqa: E402
 from fem.meshes import loadcases, pathology, vertebra  # noqa: E402
-from fem.meshes.anatomy import level_frame  # noqa: E402
 from fem.meshes.blocks import hex_block  # noqa: E402
 from fem.viz import scenes  # noqa: E402
 
@@ -264,7 +264,7 @@ def test_cut_planes_pass_through_the_treated_level(plane, models, results):
     f = level_frame(m, "L2")
     centre, e_ax, e_ant, e_lat = f.centre, f.axial, f.anterior, f.lateral
     normal = e_lat if plane == "sagittal" else e_ant
-    np.testing.assert_allclose(m.metadata["anatomy"]["L2"]["centre"], centre)
+    np.testing.assert_allclose(m.anatomy["L2"].centre, centre)
     assert np.abs((cut.points - centre) @ normal).max() < 1e-6  # the plane holds the centre
     g = r.to_pyvista()
     code = [str(x) for x in g.field_data["level_names"]].index("L2")

@@ -7,7 +7,8 @@ writes them (``runs/<id>.model.json`` beside ``runs/<id>.vtu``, atomically) and
 :func:`read_model_record` / :func:`apply_model_record` put them back on the model read from the
 VTU, so a report draws a run from what was stored and never rebuilds it.
 
-Encoding: dataclass records become JSON objects with ``"__record__"`` naming their class and
+Encoding: the anatomy is :meth:`fem.anatomy.Anatomy.to_json`'s list of levels; other dataclass
+records become JSON objects with ``"__record__"`` naming their class and
 are read back as :class:`types.SimpleNamespace` (attribute access, as the views and metrics read
 records); NumPy arrays and tuples become lists. The record names the mesh it belongs to (node
 and element counts and a digest of the element moduli), so a VTU replaced by another run's is
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..anatomy import Anatomy
 from ..errors import InputFileError
 from .atomic import atomic_path
 
@@ -71,8 +73,8 @@ def model_record(model) -> dict:
         "version": VERSION,
         "n_nodes": int(model.n_nodes), "n_elements": int(model.n_elements),
         "moduli_sha1": moduli_digest(model.E),
-        "metadata": {k: _encode(model.metadata[k]) for k in METADATA_KEYS
-                     if k in model.metadata},
+        "metadata": {k: model.anatomy.to_json() if k == "anatomy" else _encode(model.metadata[k])
+                     for k in METADATA_KEYS if k in model.metadata},
         "regions": {k: np.asarray(v).tolist() for k, v in model.regions.items()},
         "node_sets": {k: np.asarray(v).tolist() for k, v in model.node_sets.items()},
     }
@@ -116,5 +118,6 @@ def apply_model_record(model, record: dict):
         model.add_region(name, np.asarray(el, dtype=np.int64))
     for name, nodes in record["node_sets"].items():
         model.add_node_set(name, np.asarray(nodes, dtype=np.int64))
-    model.metadata.update({k: _decode(v) for k, v in record["metadata"].items()})
+    model.metadata.update({k: Anatomy.from_json(v) if k == "anatomy" else _decode(v)
+                           for k, v in record["metadata"].items()})
     return model

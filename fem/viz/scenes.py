@@ -11,7 +11,7 @@ endplates), so the colour bar's ends are the extreme values on screen; :func:`si
 puts several results on one colour scale, the union of their ranges. Units: mm, MPa; colour-bar
 titles carry them.
 
-Anatomical frame: :func:`fem.meshes.anatomy.level_frame` (axial, anterior, lateral = patient's left).
+Anatomical frame: :func:`fem.anatomy.level_frame` (axial, anterior, lateral = patient's left).
 Mid-sagittal cuts are seen from the patient's left (anterior on the left of the image),
 mid-coronal cuts from the front.
 """
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import metrics
+from ..anatomy import level_frame
 from ..errors import SetError
-from ..meshes.anatomy import level_frame
 from ..parts import DISC
 from ..result import FIELD_UNITS, add_region_parts
 
