@@ -98,9 +98,13 @@ COLUMNS = (
     "factor_of_risk_pistoia", "factor_of_risk_strain", "endplate_bulge_superior_mm",
     "endplate_bulge_inferior_mm", "disc_pressure_mpa", "interface_stress_mpa",
     "load_share_cortex", "load_share_trabecular", "load_share_cement", "height_anterior_mm",
-    "height_posterior_mm", "wedge_angle_deg", "cement_volume_ml", "fill_fraction", "leak_ml",
+    "height_posterior_mm", "wedge_angle_deg", "cement_placed_ml", "fill_fraction", "leak_ml",
     "leak_locations",
 ) + PUSHOVER_COLUMNS
+#: former column names kept one release beside :data:`COLUMNS` (old name: the column it copies);
+#: ``cement_volume_ml`` is the *requested* volume in a study (its spec parameter), so the placed
+#: volume a level holds is ``cement_placed_ml``
+DEPRECATED_COLUMNS = {"cement_volume_ml": "cement_placed_ml"}
 
 
 class MetricsError(ModelError):
@@ -385,7 +389,7 @@ def _cement(model, level: str) -> dict:
     where = [str(_get(lk, "site", None) or _get(lk, "region", ""))
              for lk in leaks if float(_get(lk, "volume_ml", 0.0) or 0.0) > 0]
     return {
-        "cement_volume_ml": float(sum(float(_get(r, "volume_ml", 0.0) or 0.0) for r in recs)),
+        "cement_placed_ml": float(sum(float(_get(r, "volume_ml", 0.0) or 0.0) for r in recs)),
         "fill_fraction": float(sum(float(_get(r, "fill_fraction", 0.0) or 0.0) for r in recs)),
         "leak_ml": float(sum(float(_get(r, "leak_ml", 0.0) or 0.0) for r in recs)),
         "leak_locations": "; ".join(dict.fromkeys(w for w in where if w)),
@@ -488,7 +492,8 @@ def level_metrics(result, *, levels=None, load: float | None = None):
     endplates and damaged shell), trabecular core (with damaged, haemangioma, compacted bone)
     and cement (solid and composite) through a slab of thickness max(2 element sizes, 2 mm)
     at the level's centre, as shares of their sum; ``height_*_mm`` and ``wedge_angle_deg``
-    (:func:`body_heights`); cement ``volume_ml`` (placed, including leaks), ``fill_fraction``
+    (:func:`body_heights`); ``cement_placed_ml`` (the cement placed in the level, leaks included;
+    ``cement_volume_ml``, its name before, stays one release as a copy), ``fill_fraction``
     (cement in the body / volume of the whole vertebral body: cortex, bony endplates and
     trabecular bone, no posterior elements; :func:`fem.augment.body_volume`), ``leak_ml`` and
     ``leak_locations`` (the leaks' sites, "; "-separated) from
@@ -513,6 +518,8 @@ def level_metrics(result, *, levels=None, load: float | None = None):
         i = order.index(lv)
         rows.append(_level_row(fd, lv, order[i + 1] if i + 1 < len(order) else None, load))
     df = headline_strength(pd.DataFrame(rows, columns=list(COLUMNS)))  # Pistoia's until a pushover
+    for old, new in DEPRECATED_COLUMNS.items():
+        df[old] = df[new]
     df.attrs["load_case"] = _load_case_name(m)
     return df
 
@@ -765,8 +772,10 @@ def _treated_level(states: dict) -> str | None:
             for a in value.model.metadata.get("augmentations", []):
                 return _get(a, "level")
     for value in states.values():
-        if not _is_result(value) and "cement_volume_ml" in getattr(value, "columns", ()):
-            hit = value[value["cement_volume_ml"] > 0]
+        cols = getattr(value, "columns", ())
+        col = next((c for c in ("cement_placed_ml", "cement_volume_ml") if c in cols), None)
+        if not _is_result(value) and col is not None:
+            hit = value[value[col] > 0]
             if len(hit):
                 return str(hit["level"].iloc[0])
     return None

@@ -77,9 +77,9 @@ def test_pkp_restores_height_and_cement_volumes_hold(study):
     w = {s: _get(t, s, "standing", "L2", "wedge_angle_deg") for s in STATES}
     assert w["fractured"] > w["pkp_4ml"] > w["intact"] - 1e-9
     for s, v in (("pvp_2ml", 2.0), ("pvp_4ml", 4.0), ("pvp_6ml", 6.0), ("pkp_4ml", 4.0)):
-        assert _get(t, s, "standing", "L2", "cement_volume_ml") == pytest.approx(v, rel=0.05)
+        assert _get(t, s, "standing", "L2", "cement_placed_ml") == pytest.approx(v, rel=0.05)
         assert _get(t, s, "standing", "L2", "leak_ml") == 0.0
-        assert _get(t, s, "standing", "L1", "cement_volume_ml") == 0.0
+        assert _get(t, s, "standing", "L1", "cement_placed_ml") == 0.0
 
 
 def test_headlines_and_printed_table(study):

@@ -98,7 +98,7 @@ def test_prism_geometry_and_flat_endplates(prism):
     assert abs(row["endplate_bulge_inferior_mm"]) < 1e-12
     assert math.isnan(row["disc_pressure_mpa"]) and math.isnan(row["interface_stress_mpa"])
     assert row["load_share_trabecular"] == pytest.approx(1.0, abs=1e-12)
-    assert row["cement_volume_ml"] == 0.0 and row["leak_locations"] == ""
+    assert row["cement_placed_ml"] == 0.0 and row["leak_locations"] == ""
 
 
 def test_tension_uses_the_tensile_yield_strain():
@@ -393,7 +393,7 @@ def test_metrics_are_invariant_to_a_rigid_motion(segment_pair):
         np.testing.assert_allclose(y, x, rtol=1e-6, atol=1e-6 * scale, err_msg=c)
     assert (a["leak_locations"] == b["leak_locations"]).all()
     l2 = a[a["level"] == "L2"].iloc[0]
-    assert l2["cement_volume_ml"] > 4.7 and l2["leak_ml"] > 0
+    assert l2["cement_placed_ml"] > 4.7 and l2["leak_ml"] > 0
     # the cement carries load; under flexion the posterior cement (needle tips at 15 % depth)
     # lies behind the neutral axis of the kyphotic segment and carries net tension
     bending = metrics.applied_moment(segment_pair[0].model).any()
@@ -447,9 +447,10 @@ def test_compare_change_columns_and_headlines(three_states):
     l1 = t[t.level == "L1"].set_index("state")
     assert l1.loc["fractured", "stiffness_n_per_mm_change_pct"] == pytest.approx(-50.0, rel=1e-9)
     assert l1.loc["treated", "stiffness_n_per_mm_change_pct"] == pytest.approx(50.0, rel=1e-9)
-    assert l1.loc["treated", "cement_volume_ml"] == 4.0
+    assert l1.loc["treated", "cement_placed_ml"] == 4.0
+    assert l1.loc["treated", "cement_volume_ml"] == 4.0  # the former name, kept one release
     assert l1.loc["treated", "leak_locations"] == "L1/cement_leak"
-    assert math.isnan(l1.loc["intact", "cement_volume_ml_change_pct"])  # 0 reference
+    assert math.isnan(l1.loc["intact", "cement_placed_ml_change_pct"])  # 0 reference
     cp = cmp.collapse_prevention.set_index("state")
     assert cmp.treated == "L1"
     assert cp.loc["treated", "stiffness_ratio_fractured"] == pytest.approx(3.0, rel=1e-9)
@@ -495,7 +496,7 @@ def test_comparison_lists_the_pushover_strength_where_there_is_one():
         for lv in ("L1", "L2", "L3"):
             r = {c: 1.0 for c in COLUMNS}
             r.update(level=lv, leak_locations="", stiffness_n_per_mm=k,
-                     cement_volume_ml=cement if lv == "L2" else 0.0)
+                     cement_placed_ml=cement if lv == "L2" else 0.0)
             r.update({c: np.nan for c in PUSHOVER_COLUMNS})
             if strength is not None:
                 r.update(strength_pushover_n=strength, factor_of_risk_pushover=500.0 / strength)

@@ -1368,6 +1368,30 @@ def test_an_old_store_gains_the_new_metric_columns(tmp_path):
     store.close()
 
 
+def test_a_schema_1_store_is_migrated_to_the_placed_cement_name(finished, tmp_path):
+    """Schema 1 named the cement a level holds ``cement_volume_ml`` in its metrics table, the
+    name of the volume a run asks for; opening the store renames the column (values kept),
+    records schema 2, and the summary has both: requested and placed."""
+    folder = copy_study(finished["out"], tmp_path / "v1")
+    db = sqlite3.connect(folder / "study.sqlite")
+    with db:
+        db.execute('ALTER TABLE metrics RENAME COLUMN "cement_placed_ml" TO "cement_volume_ml"')
+        db.execute("UPDATE metrics SET cement_volume_ml = 1.25")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    db.close()
+    df = Study(folder).results()
+    assert SCHEMA_VERSION == 2
+    assert (df["cement_placed_ml"] == 1.25).all()
+    cemented = df["procedure"].isin(["pvp", "pkp"])
+    assert (df.loc[~cemented, "cement_volume_ml"] == 0.0).all()
+    assert (df.loc[cemented, "cement_volume_ml"] > 0.0).all()  # what the spec asked
+    db = sqlite3.connect(folder / "study.sqlite")
+    cols = {r[1] for r in db.execute("PRAGMA table_info(metrics)")}
+    version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    db.close()
+    assert "cement_placed_ml" in cols and "cement_volume_ml" not in cols and version == "2"
+
+
 def test_the_headline_strength_is_the_pushover_where_one_ran(finished, tmp_path):
     """The summary's strength_n / factor_of_risk: a pushover's where a row has one, else the
     Pistoia proxy's, as strength_method says; a store written before these columns (NULL

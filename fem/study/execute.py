@@ -245,7 +245,6 @@ def results_frame(store: Store):
     base["seconds"] = [_record(store, rid, t, "timings").get("total", math.nan)
                        if isinstance(t, str) else math.nan
                        for rid, t in zip(runs["run_id"], runs["timings"])]
-    mets = mets.rename(columns={"cement_volume_ml": "cement_placed_ml"})
     df = base.merge(mets, on="run_id", how="inner")
     cemented = df["procedure"].isin(["pvp", "pkp"])
     df["cement_volume_ml"] = df["cement_volume_ml"].where(cemented, 0.0)

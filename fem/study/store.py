@@ -24,7 +24,10 @@ from pathlib import Path
 
 from ..errors import ModelError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: metric columns renamed since an earlier schema (old name: new name): schema 2 names the cement
+#: a level holds ``cement_placed_ml`` (``cement_volume_ml`` is the volume a run asked for)
+RENAMED_METRICS = {"cement_volume_ml": "cement_placed_ml"}
 DB_NAME = "study.sqlite"
 #: SQLite's application id of a vertebra-fem store ("vfem" in ASCII): a database with another
 #: id, or with tables but no ``meta``, is someone else's and is never adopted
@@ -136,11 +139,22 @@ class Store:
                 # metric columns added since the store was written (the pushover's): NULL for
                 # its earlier runs; a store with more columns than these still reads and writes
                 have = {r[1] for r in self.db.execute("PRAGMA table_info(metrics)")}
+                self._rename_metrics(have)
+                have = {r[1] for r in self.db.execute("PRAGMA table_info(metrics)")}
                 for c in _metric_columns():
                     if c not in have:
                         self.db.execute(f'ALTER TABLE metrics ADD COLUMN "{c}" {_sql_type(c)}')
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a vertebra-fem study store ({exc})") from None
+
+    def _rename_metrics(self, have: set) -> None:
+        """Migrate a store of an earlier schema: rename its renamed metric columns and record
+        the schema it now has (a store migrated so is refused by the releases before)."""
+        for old, new in RENAMED_METRICS.items():
+            if old in have and new not in have:
+                self.db.execute(f'ALTER TABLE metrics RENAME COLUMN "{old}" TO "{new}"')
+        self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version' AND "
+                        "CAST(value AS INTEGER) < ?", (str(SCHEMA_VERSION), SCHEMA_VERSION))
 
     def _check_integrity(self):
         """Refuse a database that is damaged, not vertebra-fem's, or missing tables, before

@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 #: column headers of the results table (units in brackets), in fem.study.RESULT_COLUMNS order
 HEADERS = {
     "run_id": "run", "procedure": "procedure", "approach": "approach",
-    "cement_volume_ml": "cement (mL)", "load_case": "load case", "level": "level",
+    "cement_volume_ml": "cement (mL)", "cement_placed_ml": "cement placed (mL)",
+    "load_case": "load case", "level": "level",
     "stiffness_n_per_mm": "stiffness (N/mm)",
     "rotational_stiffness_nm_per_deg": "rotational stiffness (N m/deg)",
     "strength_n": "strength (N)", "factor_of_risk": "factor of risk Φ (-)",
