@@ -742,6 +742,9 @@ def test_vfem_results_formats(finished):
 
 
 # ---------------------------------------------------------------------- 3. resume and faults
+# (the process tests pass --no-report: the report costs about 4 s a start, and what it draws is
+# tested in test_viz_report.py; test_only_the_last_process_to_finish_writes_summary_and_report
+# covers who writes it)
 
 def test_rerunning_a_finished_study_runs_nothing(finished, tmp_path):
     folder = copy_study(finished["out"], tmp_path / "study")
@@ -764,7 +767,7 @@ def test_failed_run_is_recorded_and_retried(finished, tmp_path):
     folder = copy_study(finished["out"], tmp_path / "study")
     done_before = {r: v for r, v in runs_table(folder).items() if v["status"] == "done"}
     (folder / "runs" / f"{ids[3]}.vtu").rmdir()  # the transient fault is gone
-    retry = vfem("study", finished["spec"], "--out", folder, "--retry-failed")
+    retry = vfem("study", finished["spec"], "--out", folder, "--retry-failed", "--no-report")
     assert retry.returncode == 1, retry.stderr  # the pvp run fails again
     runs = runs_table(folder)
     assert runs[ids[3]]["status"] == "done" and runs[ids[3]]["attempts"] == 2
@@ -850,7 +853,7 @@ def test_sigterm_and_sigint_mid_run_give_the_run_back_and_leave_nothing(tmp_path
                      load_cases=["standing"])
     ids = ids_of(spec)
     folder = tmp_path / "study"
-    proc = subprocess.Popen([*VFEM, "study", str(spec), "--out", str(folder)], env=ENV,
+    proc = subprocess.Popen([*VFEM, "study", str(spec), "--out", str(folder), "--no-report"], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, preexec_fn=start)
     try:
@@ -874,7 +877,7 @@ def test_sigterm_and_sigint_mid_run_give_the_run_back_and_leave_nothing(tmp_path
     assert metrics_count(folder) == {r: len(LEVELS) for r in done}
     assert temporaries(folder) == []
     check_vtus(folder, done)
-    resumed = vfem("study", spec, "--out", folder)
+    resumed = vfem("study", spec, "--out", folder, "--no-report")
     assert resumed.returncode == 0, resumed.stderr
     assert {v["status"] for v in runs_table(folder).values()} == {"done"}
     assert set(runs_table(folder)) == set(ids)
@@ -887,7 +890,7 @@ def test_sigkill_mid_run_loses_nothing_and_resumes(tmp_path, target):
     ids = ids_of(spec)
     assert len(ids) == 3
     folder = tmp_path / "study"
-    proc = subprocess.Popen([*VFEM, "study", str(spec), "--out", str(folder)], env=ENV,
+    proc = subprocess.Popen([*VFEM, "study", str(spec), "--out", str(folder), "--no-report"], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -917,7 +920,7 @@ def test_sigkill_mid_run_loses_nothing_and_resumes(tmp_path, target):
     # such leftovers there for the next start to clean up
     for name in (f".{killed[0]}.vtu.k1lled.part", f".{killed[0]}.vtu.k1lled.part.fd"):
         (folder / "runs" / name).write_bytes(b"half a file")
-    resumed = vfem("study", spec, "--out", folder)
+    resumed = vfem("study", spec, "--out", folder, "--no-report")
     assert resumed.returncode == 0, resumed.stderr
     assert "1 run(s) left unfinished by a stopped process will run again" in resumed.stderr
     final = runs_table(folder)
@@ -956,7 +959,7 @@ def test_worker_killed_mid_run_is_a_failed_run(tmp_path):
                      load_cases=["standing"])
     ids = ids_of(spec)
     folder = tmp_path / "study"
-    proc = subprocess.Popen([*VFEM, "study", str(spec), "--out", str(folder)], env=ENV,
+    proc = subprocess.Popen([*VFEM, "study", str(spec), "--out", str(folder), "--no-report"], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         seen = _poll(lambda: (s := _statuses(folder)) and "running" in s.values()
@@ -975,7 +978,7 @@ def test_worker_killed_mid_run_is_a_failed_run(tmp_path):
     assert {r for r, v in runs.items() if v["status"] == "done"} == set(ids) - {killed}
     assert metrics_count(folder) == {r: len(LEVELS) for r in set(ids) - {killed}}
     assert "Traceback" not in err
-    retry = vfem("study", spec, "--out", folder, "--retry-failed")
+    retry = vfem("study", spec, "--out", folder, "--retry-failed", "--no-report")
     assert retry.returncode == 0, retry.stderr
     runs = runs_table(folder)
     assert all(v["status"] == "done" for v in runs.values())
@@ -991,7 +994,7 @@ def test_two_processes_on_one_folder(tmp_path):
     ids = ids_of(spec)
     assert len(ids) == 6
     folder = tmp_path / "study"
-    cmd = [*VFEM, "study", str(spec), "--out", str(folder)]
+    cmd = [*VFEM, "study", str(spec), "--out", str(folder), "--no-report"]
     procs = [subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
     outs = [p.communicate(timeout=180) for p in procs]
@@ -1017,7 +1020,7 @@ def test_two_processes_on_one_folder(tmp_path):
     assert len(pd.read_csv(folder / "summary.csv")) == len(ids)
     # and a third start finds nothing to do
     before, summary = runs_table(folder), (folder / "summary.csv").read_bytes()
-    again = vfem("study", spec, "--out", folder)
+    again = vfem("study", spec, "--out", folder, "--no-report")
     assert again.returncode == 0 and "nothing to run" in again.stderr, again.stderr
     assert runs_table(folder) == before and (folder / "summary.csv").read_bytes() == summary
 
