@@ -62,18 +62,21 @@ class System:
 def face_integrals(model: Model, fs: FaceSet):
     """Per face type: (face node indices (nf, kf), N-weighted area vectors (nf, kf, 3) and
     N-weighted areas (nf, kf)), i.e. the integrals of N_a n dA and N_a dA over each face."""
-    out = []
-    for ft_name, conn, _ in model.face_nodes(fs):
-        ft = FACE_TYPES[ft_name]
-        X = model.points[conn]  # (nf, kf, 3)
-        # tangents dx/dxi, dx/deta at the face Gauss points: (nf, g, 3)
-        t1 = np.einsum("gk,nkc->ngc", ft.dN[:, :, 0], X)
-        t2 = np.einsum("gk,nkc->ngc", ft.dN[:, :, 1], X)
-        nvec = np.cross(t1, t2)  # outward normal times the area scale
-        area = np.linalg.norm(nvec, axis=-1)
-        Nw = ft.N * ft.weights[:, None]  # (g, kf)
-        out.append((conn, np.einsum("gk,ngc->nkc", Nw, nvec), np.einsum("gk,ng->nk", Nw, area)))
-    return out
+    return [(conn,) + face_vectors(ft_name, model.points[conn])
+            for ft_name, conn, _ in model.face_nodes(fs)]
+
+
+def face_vectors(face_type: str, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The integrals of N_a n dA (nf, kf, 3) and N_a dA (nf, kf) over faces of ``face_type``
+    with nodes X (nf, kf, 3), by the face quadrature (:data:`fem.elements.FACE_TYPES`)."""
+    ft = FACE_TYPES[face_type]
+    # tangents dx/dxi, dx/deta at the face Gauss points: (nf, g, 3)
+    t1 = np.einsum("gk,nkc->ngc", ft.dN[:, :, 0], X)
+    t2 = np.einsum("gk,nkc->ngc", ft.dN[:, :, 1], X)
+    nvec = np.cross(t1, t2)  # outward normal times the area scale
+    area = np.linalg.norm(nvec, axis=-1)
+    Nw = ft.N * ft.weights[:, None]  # (g, kf)
+    return np.einsum("gk,ngc->nkc", Nw, nvec), np.einsum("gk,ng->nk", Nw, area)
 
 
 def add_face_load(model: Model, cond, fv: np.ndarray) -> None:
@@ -193,7 +196,7 @@ def _components(model: Model, system: System) -> tuple[int, np.ndarray]:
     return connected_components(g, directed=False)
 
 
-def _rigid_rows(x: np.ndarray, centre: np.ndarray, L: float) -> np.ndarray:
+def rigid_rows(x: np.ndarray, centre: np.ndarray, L: float) -> np.ndarray:
     """Rows (3 per point) of the six rigid-body modes about ``centre``; rotations scaled by L."""
     return rigid_modes_at((x - centre) / L)
 
@@ -222,11 +225,11 @@ def check_constraints(model: Model, system: System) -> None:
         rows = []
         cmask = fixed_mask.reshape(n, 3)[nodes]
         centre = x.mean(axis=0)
-        R = _rigid_rows(x, centre, L)
+        R = rigid_rows(x, centre, L)
         rows.append(R[cmask])
         for p in system.plates:
             if p.prescribed and labels[p.nodes[0]] == comp:
-                Rp = _rigid_rows(p.reference[None], centre, L)[0]  # (3, 6)
+                Rp = rigid_rows(p.reference[None], centre, L)[0]  # (3, 6)
                 for k, _ in p.prescribed.items():
                     if k < 3:
                         rows.append(Rp[k][None])
@@ -235,7 +238,7 @@ def check_constraints(model: Model, system: System) -> None:
                         r[0, k] = 1.0
                         rows.append(r)
         C = np.concatenate(rows) if rows else np.zeros((0, 6))
-        free = _free_motions(C, centre, L)
+        free = free_motions(C, centre, L)
         if free:
             where = "" if ncomp == 1 else f" of the part containing node {model.node_ids[nodes[0]]}"
             problems.append((where, free))
@@ -303,50 +306,32 @@ def check_mechanisms(model: Model, system: System) -> None:
     mask = np.zeros(3 * n, dtype=bool)
     mask[fixed[fixed < 3 * n]] = True
     mask = mask.reshape(n, 3)
-    rows = []
     node_group = np.where(node_part >= 0, gidx[np.maximum(node_part, 0)], -1)
     sup = np.nonzero(mask.any(axis=1))[0]
-    R = _rigid_rows(model.points[sup], centre, L).reshape(len(sup), 3, 6)
+    R = rigid_rows(model.points[sup], centre, L).reshape(len(sup), 3, 6)
+    supports = {}
     for g in range(ng):
         sel = node_group[sup] == g
         C = R[sel][mask[sup[sel]]]
         for p in system.plates:
             if p.prescribed and node_group[p.nodes[0]] == g:
-                Rp = _rigid_rows(p.reference[None], centre, L)[0]
+                Rp = rigid_rows(p.reference[None], centre, L)[0]
                 for k in p.prescribed:
                     C = np.vstack([C, Rp[k][None] if k < 3 else np.eye(6)[k][None]])
-        if len(C):
-            _, sv, vt = np.linalg.svd(C, full_matrices=False)  # at most six rows kept
-            row = np.zeros((len(sv), 6 * ng))
-            row[:, 6 * g:6 * g + 6] = sv[:, None] * vt
-            rows.append(row)
+        supports[g] = C
     jn = pairs[:, 0]
     ga, gb = gidx[pairs[:, 1]], gidx[pairs[:, 2]]
     keep = ga != gb
     jn, ga, gb = jn[keep], ga[keep], gb[keep]
-    if len(jn):
-        B = _rigid_rows(model.points[jn], centre, L).reshape(len(jn), 3, 6)
-        row = np.zeros((len(jn), 3, 6 * ng))
-        for i in range(len(jn)):
-            row[i, :, 6 * ga[i]:6 * ga[i] + 6] += B[i]
-            row[i, :, 6 * gb[i]:6 * gb[i] + 6] -= B[i]
-        rows.append(row.reshape(-1, 6 * ng))
-    A = np.concatenate(rows) if rows else np.zeros((0, 6 * ng))
-    if len(A) < 6 * ng:
-        A = np.vstack([A, np.zeros((6 * ng - len(A), 6 * ng))])
-    _, sv, vt = np.linalg.svd(A, full_matrices=False)
-    null = vt[sv <= 1e-9 * max(1.0, sv[0])]
-    if not len(null):
+    found = moving_part(ng, supports, (model.points[jn], ga, gb), centre, L)
+    if found is None:
         return
-    moving = np.nonzero(np.abs(null).reshape(len(null), ng, 6).max(axis=(0, 2)) > 1e-6)[0]
-    g = int(moving[0])
+    g, free = found
     parts = np.nonzero(gidx == g)[0]
     els = np.nonzero(np.isin(comp, parts))[0]
     codes = np.unique(model.element_region[els])
     regions = sorted(model.region_names[r] if r >= 0 else "no material region" for r in codes)
     hinge = np.unique(np.concatenate([jn[ga == g], jn[gb == g]]))
-    Cg = A[:, 6 * g:6 * g + 6][np.abs(A[:, 6 * g:6 * g + 6]).sum(axis=1) > 0]
-    free = _free_motions(Cg, centre, L) if len(Cg) else []
     what = f" ({', '.join(free)})" if free else ""
     raise MechanismError(
         f"the model is a mechanism: a part of {len(els)} element(s) ({', '.join(regions)}; "
@@ -356,7 +341,41 @@ def check_mechanisms(model: Model, system: System) -> None:
         free_motions=free)
 
 
-def _free_motions(C: np.ndarray, centre, L) -> list[str]:
+def moving_part(ng: int, supports: dict, joints, centre, L: float):
+    """The rigid-body algebra of :func:`check_mechanisms`, on any mesh: ``ng`` rigid parts with
+    six motions each (u(x) = t + theta x (x - centre) / L), ``supports`` part -> (k, 6) rows of
+    its supported motions (:func:`rigid_rows` at its supported dofs), ``joints`` (points (j, 3),
+    part a (j,), part b (j,)): nodes that two parts share, where both must move alike.
+    Returns None when every part is held, else (a moving part, names of its free motions)."""
+    rows = []
+    for g, C in supports.items():
+        if len(C):
+            _, sv, vt = np.linalg.svd(C, full_matrices=False)  # at most six rows kept
+            row = np.zeros((len(sv), 6 * ng))
+            row[:, 6 * g:6 * g + 6] = sv[:, None] * vt
+            rows.append(row)
+    jp, ga, gb = joints
+    if len(jp):
+        B = rigid_rows(jp, centre, L).reshape(len(jp), 3, 6)
+        row = np.zeros((len(jp), 3, 6 * ng))
+        for i in range(len(jp)):
+            row[i, :, 6 * ga[i]:6 * ga[i] + 6] += B[i]
+            row[i, :, 6 * gb[i]:6 * gb[i] + 6] -= B[i]
+        rows.append(row.reshape(-1, 6 * ng))
+    A = np.concatenate(rows) if rows else np.zeros((0, 6 * ng))
+    if len(A) < 6 * ng:
+        A = np.vstack([A, np.zeros((6 * ng - len(A), 6 * ng))])
+    _, sv, vt = np.linalg.svd(A, full_matrices=False)
+    null = vt[sv <= 1e-9 * max(1.0, sv[0])]
+    if not len(null):
+        return None
+    moving = np.nonzero(np.abs(null).reshape(len(null), ng, 6).max(axis=(0, 2)) > 1e-6)[0]
+    g = int(moving[0])
+    Cg = A[:, 6 * g:6 * g + 6][np.abs(A[:, 6 * g:6 * g + 6]).sum(axis=1) > 0]
+    return g, (free_motions(Cg, centre, L) if len(Cg) else [])
+
+
+def free_motions(C: np.ndarray, centre, L) -> list[str]:
     """Names of the rigid-body motions in the null space of the constraint rows C (k, 6).
 
     A motion is (t, theta) with u(x) = t + theta x (x - centre) / L. Free translations along x, y, z
