@@ -118,6 +118,9 @@ class GridProblem:
     E (nz, ny, nx) MPa; nu; spacing (hx, hy, hz) mm; bits (nz+1, ny+1, nx+1) uint8 with bits 0-2
     set on supported dofs; u0 (nz+1, ny+1, nx+1, 3) float64 prescribed displacements (zero
     elsewhere) or None; load as (flat dof indices, values in N); bbar: B-bar reference stiffness.
+    The prescribed displacements may instead be given as flat dof indices ``u0_index`` (each
+    once) and values ``u0_value`` (mm), which spares a full-size array when they lie on a few
+    planes.
     """
 
     E: object
@@ -128,6 +131,8 @@ class GridProblem:
     load_value: object
     u0: object = None
     bbar: bool = False
+    u0_index: object = None
+    u0_value: object = None
 
 
 @dataclass
@@ -516,6 +521,9 @@ class VoxelSolver:
         x = xp.zeros(shape, dtype=xp.float64)
         if p.u0 is not None:
             x[...] = xp.asarray(p.u0, dtype=xp.float64)
+        elif p.u0_index is not None:
+            add_at_flat(x, xp.asarray(p.u0_index, dtype=xp.int64),
+                        xp.asarray(p.u0_value, dtype=xp.float64))
         loads = self._loads_by_range()
         r = xp.empty(shape, dtype=self.work_dtype)
         self._true_residual(x, r, loads)
@@ -624,6 +632,24 @@ class VoxelSolver:
         rn = math.sqrt(self._dot(lv, r, r))
         r0 = info.initial_residual
         return rn / r0 if r0 > 0.0 else (0.0 if rn == 0.0 else math.inf)
+
+    def apply_at(self, u, dofs):
+        """(A u) at the flat dof indices ``dofs`` (sorted; reactions at the supports), in float64,
+        computed only on the ranges of node planes that hold one of them."""
+        xp = self.xp
+        lv = self.levels[0]
+        dofs = xp.asarray(dofs, dtype=xp.int64)
+        per_plane = 3 * math.prod(lv.node_shape[1:3])
+        out = xp.zeros(dofs.shape, dtype=xp.float64)
+        starts = xp.asarray([k0 * per_plane for k0, _ in lv.ranges] + [lv.n_dof], dtype=xp.int64)
+        cut = [int(c) for c in xp.searchsorted(dofs, starts)]
+        for (k0, k1), a, b in zip(lv.ranges, cut[:-1], cut[1:]):
+            if b == a:
+                continue
+            part = xp.empty((k1 - k0,) + lv.node_shape[1:], dtype=xp.float64)
+            self._matvec64(u, part, k0, k1)
+            out[a:b] = xp.take(xp.reshape(part, (-1,)), dofs[a:b] - k0 * per_plane)
+        return out
 
     def apply(self, u):
         """(A u) over the whole grid, supported dofs included (for reactions), in float64."""
