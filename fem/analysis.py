@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import assembly, voxel
+from . import assembly
+from . import grid as fem_grid
 from . import system as _system
 from .amg import SmoothedAggregationAMG
 from .arrays import row_of_entries, unique_sorted
@@ -55,26 +56,21 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     AMG hierarchy in float32; ``callback(x)`` is called after every CG iteration. Raises a
     :class:`~fem.ModelError` subclass for bad input.
     """
-    if solver not in SOLVERS:
-        raise SolverError(f"unknown solver {solver!r}: choose one of {', '.join(SOLVERS)}")
-    if not (0.0 < rtol < 1.0):
-        raise SolverError(f"rtol must lie in (0, 1), got {rtol}")
-    try:
-        be = get_backend(backend)
-    except BackendError as exc:
-        raise SolverError(str(exc)) from None
+    if not isinstance(model, Model) and hasattr(model, "to_model"):
+        # a fem.voxel.VoxelModel solves itself, on its grid where the multigrid serves
+        return model.solve(backend=backend, solver=solver, rtol=rtol, atol=atol,
+                           maxiter=maxiter, precision=precision, callback=callback)
+    be = backend_for(solver, rtol, backend)
     xp = be.xp
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    if hasattr(model, "to_model") and not isinstance(model, Model):  # a VoxelModel
-        model = model.to_model()
 
     model.check_materials()
     grid, why = None, ""
     if solver == "gmg" or (solver == "auto" and 3 * model.n_nodes > DIRECT_MAX_DOF):
         grid = model.metadata.get("voxel_grid")
         if grid is None:
-            grid, why = voxel.grid_of(model)
+            grid, why = fem_grid.grid_of(model)
     if grid is None:  # voxels are boxes by construction: nothing to check
         assembly.check_geometry(model, xp, xp.asarray(model.points))
     sysm = _system.compile_conditions(model)
@@ -87,10 +83,7 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     if model.hex8_formulation == "auto":
         n_bbar = int(model.bbar_mask().sum())
         if n_bbar:
-            warnings.warn(
-                f"{n_bbar} hex8 element(s) with nu >= {BBAR_NU_THRESHOLD} use the B-bar "
-                "formulation, which does not lock (CalculiX's C3D8 does; "
-                "hex8_formulation='full' reproduces it)", stacklevel=2)
+            warn_bbar(n_bbar, stacklevel=3)
 
     if solver in ("auto", "gmg"):
         if grid is not None and sysm.plates:
@@ -142,6 +135,27 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     return result
 
 
+def backend_for(solver: str, rtol: float, backend: str):
+    """The :class:`~fem.kernels.backend.Backend` of a solve, after checking the solver's name
+    and ``rtol`` (a :class:`~fem.SolverError` for either, or for an unavailable backend)."""
+    if solver not in SOLVERS:
+        raise SolverError(f"unknown solver {solver!r}: choose one of {', '.join(SOLVERS)}")
+    if not (0.0 < rtol < 1.0):
+        raise SolverError(f"rtol must lie in (0, 1), got {rtol}")
+    try:
+        return get_backend(backend)
+    except BackendError as exc:
+        raise SolverError(str(exc)) from None
+
+
+def warn_bbar(n_bbar: int, *, stacklevel: int) -> None:
+    """Say that ``n_bbar`` hex8 elements use B-bar by default (nu >= BBAR_NU_THRESHOLD)."""
+    warnings.warn(
+        f"{n_bbar} hex8 element(s) with nu >= {BBAR_NU_THRESHOLD} use the B-bar "
+        "formulation, which does not lock (CalculiX's C3D8 does; "
+        "hex8_formulation='full' reproduces it)", stacklevel=stacklevel)
+
+
 def _warn_locking_tets(model) -> None:
     """tet4 locks at nu >= 0.45 (one point, linear displacement: a nearly incompressible region
     cannot deform; a cantilever 86 x too stiff, nucleus pressures of both signs at nu 0.4999):
@@ -165,7 +179,7 @@ def _solve_voxel(model, grid, sysm, be, times, t0, *, rtol, atol, maxiter, preci
     info = SolveInfo(solver="gmg", backend=be.name, n_dof=model.n_dof,
                      n_equations=model.n_dof - len(sysm.fixed_dofs), precision=precision)
     try:
-        u, r_fixed = voxel.solve_on_grid(model, grid, sysm, be, rtol=rtol, atol=atol,
+        u, r_fixed = fem_grid.solve_on_grid(model, grid, sysm, be, rtol=rtol, atol=atol,
                                          maxiter=maxiter, precision=precision,
                                          callback=callback, info=info)
     except ConvergenceError as exc:
@@ -177,7 +191,7 @@ def _solve_voxel(model, grid, sysm, be, times, t0, *, rtol, atol, maxiter, preci
                       stacklevel=3)
         info = SolveInfo(solver="gmg", backend=be.name, n_dof=model.n_dof,
                          n_equations=info.n_equations, precision="double")
-        u, r_fixed = voxel.solve_on_grid(model, grid, sysm, be, rtol=rtol, atol=atol,
+        u, r_fixed = fem_grid.solve_on_grid(model, grid, sysm, be, rtol=rtol, atol=atol,
                                          maxiter=maxiter, precision="double",
                                          callback=callback, info=info)
     result = Result(model, u, backend=be, system=sysm, reaction_dofs=sysm.fixed_dofs,
@@ -226,21 +240,30 @@ def _warn_ill_conditioning(model) -> None:
     if not len(E):
         return
     i_lo, i_hi = int(np.argmin(E)), int(np.argmax(E))
-    lo, hi = float(E[i_lo]), float(E[i_hi])
-    if hi <= CONTRAST_WARNING * lo:
-        return
 
     def where(i):
         code = int(model.element_region[i]) if len(model.element_region) else -1
         name = model.region_names[code] if 0 <= code < len(model.region_names) else None
         return f"element {int(model.element_ids[i])}" + (f" of region {name!r}" if name else "")
 
+    warn_contrast(float(E[i_lo]), float(E[i_hi]), lambda: where(owner[i_lo]),
+                  lambda: where(owner[i_hi]), stacklevel=4)
+
+
+def warn_contrast(lo: float, hi: float, where_lo, where_hi, *, stacklevel: int) -> None:
+    """Warn when the largest modulus ``hi`` exceeds :data:`CONTRAST_WARNING` x the smallest
+    ``lo`` (MPa); ``where_lo`` / ``where_hi`` name where they are (strings, or functions that
+    give them, called only for the warning)."""
+    if hi <= CONTRAST_WARNING * lo:
+        return
+    where_lo = where_lo() if callable(where_lo) else where_lo
+    where_hi = where_hi() if callable(where_hi) else where_hi
     warnings.warn(
-        f"the moduli span {hi / lo:.2g} (from {lo:.3g} MPa at {where(owner[i_lo])} to {hi:.3g} "
-        f"MPa at {where(owner[i_hi])}): the system is ill-conditioned, so iterative solves take "
+        f"the moduli span {hi / lo:.2g} (from {lo:.3g} MPa at {where_lo} to {hi:.3g} "
+        f"MPa at {where_hi}): the system is ill-conditioned, so iterative solves take "
         "longer and the soft part's displacements are resolved only to about rtol x that "
         "ratio; check the units, or model a near-rigid part with a rigid plate or fixed nodes",
-        stacklevel=3)
+        stacklevel=stacklevel)
 
 
 def check_magnitudes(model, sysm) -> None:
@@ -252,17 +275,23 @@ def check_magnitudes(model, sysm) -> None:
             ("node coordinate", "mm", np.asarray(model.points, dtype=float)),
             ("Young's modulus", "MPa", np.asarray(model.E, dtype=float)),
             ("orthotropic modulus", "MPa", _ortho_moduli(model))):
-        a = np.abs(values[np.isfinite(values)]).ravel()
-        nz = a[a > 0]
-        if not len(nz):
-            continue
-        big, small = float(nz.max()), float(nz.min())
-        if big > MAGNITUDE_MAX or small < MAGNITUDE_MIN:
-            bad = big if big > MAGNITUDE_MAX else small
-            raise BoundaryConditionError(
-                f"a {what} of {bad:.3g} {unit} is outside what a solve in double precision can "
-                f"carry ({MAGNITUDE_MIN:g}..{MAGNITUDE_MAX:g} in magnitude; zero is fine): use "
-                "units that bring it into range (mm, N, MPa suit bone)")
+        check_magnitude(what, unit, values)
+
+
+def check_magnitude(what: str, unit: str, values) -> None:
+    """Refuse ``values`` (host array) whose non-zero finite magnitudes leave
+    MAGNITUDE_MIN..MAGNITUDE_MAX, naming the input (``what``, ``unit``)."""
+    a = np.abs(values[np.isfinite(values)]).ravel()
+    nz = a[a > 0]
+    if not len(nz):
+        return
+    big, small = float(nz.max()), float(nz.min())
+    if big > MAGNITUDE_MAX or small < MAGNITUDE_MIN:
+        bad = big if big > MAGNITUDE_MAX else small
+        raise BoundaryConditionError(
+            f"a {what} of {bad:.3g} {unit} is outside what a solve in double precision can "
+            f"carry ({MAGNITUDE_MIN:g}..{MAGNITUDE_MAX:g} in magnitude; zero is fine): use "
+            "units that bring it into range (mm, N, MPa suit bone)")
 
 
 def _ortho_moduli(model) -> np.ndarray:
@@ -299,6 +328,19 @@ def verify_answer(result, true_res: float, *, rtol: float) -> None:
         raise SolverError("the reactions are not finite: the loads or moduli overflow double "
                           "precision; use smaller units")
     resultant, scale = result.balance()
+    # a model moved rigidly by its prescribed displacements carries (almost) no force: judge
+    # its rounding-level resultant against the force that straining it by g / L would take
+    g = np.abs(np.asarray(sysm.fixed_values, dtype=float))
+    if len(g) and g.max() > 0.0:
+        L = float(np.max(np.ptp(model.points, axis=0))) or 1.0
+        scale = max(scale, float(np.max(model.E)) * L * float(g.max()))
+    judge_answer(info, true_res, resultant, scale, rtol=rtol)
+
+
+def judge_answer(info, true_res: float, resultant, scale: float, *, rtol: float) -> None:
+    """The last checks of :func:`verify_answer`, on any path: the true relative residual
+    ``true_res`` within what the solver was asked for, and the resultant (N) of reactions and
+    loads small against ``scale`` (N: the forces involved). Records both in ``info``."""
     info.true_residual = true_res
     limit = max(rtol, DIRECT_RESIDUAL) if info.solver == "direct" else RESIDUAL_SLACK * rtol
     if not (true_res <= limit):
@@ -308,12 +350,6 @@ def verify_answer(result, true_res: float, *, rtol: float) -> None:
             "singular or nearly so: a mechanism (parts joined by a node or an edge, a chain of "
             "elements that can fold), or moduli spanning too many orders of magnitude",
             [true_res])
-    # a model moved rigidly by its prescribed displacements carries (almost) no force: judge
-    # its rounding-level resultant against the force that straining it by g / L would take
-    g = np.abs(np.asarray(sysm.fixed_values, dtype=float))
-    if len(g) and g.max() > 0.0:
-        L = float(np.max(np.ptp(model.points, axis=0))) or 1.0
-        scale = max(scale, float(np.max(model.E)) * L * float(g.max()))
     if scale == 0.0:
         info.imbalance = 0.0
         return

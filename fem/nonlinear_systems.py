@@ -23,7 +23,8 @@ import time
 
 import numpy as np
 
-from . import analysis, assembly, voxel
+from . import analysis, assembly
+from . import grid as fem_grid
 from . import system as _system
 from .errors import BoundaryConditionError, SolverError
 from .kernels import elastic
@@ -79,7 +80,7 @@ def make_system(model, law, *, backend, solver, rtol, control):
         grid = model.metadata.get("voxel_grid")
         why = ""
         if grid is None:
-            grid, why = voxel.grid_of(model)
+            grid, why = fem_grid.grid_of(model)
         if sysm.plates:
             grid, why = None, "it has rigid plates"
         if grid is None and solver == "gmg":
@@ -708,7 +709,7 @@ class VoxelSystem(_Base):
         self.n_eq = model.n_dof - len(sysm.fixed_dofs)
         self.solver_name = "gmg"
         self.mode = _control_mode(sysm, control)
-        gc = voxel.grid_conditions(model, grid, sysm)
+        gc = fem_grid.grid_conditions(model, grid, sysm)
         self.fd = np.asarray(sysm.fixed_dofs, dtype=np.int64)
         self.fixed_flat = xp.asarray(gc.fixed_flat)
         self.g0 = np.asarray(sysm.fixed_values, dtype=float)

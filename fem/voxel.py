@@ -6,10 +6,18 @@ Poisson's ratio, with the grid's six faces named ``xmin`` ... ``zmax`` for suppo
 It converts to an ordinary hex8 :class:`~fem.model.Model` (:meth:`VoxelModel.to_model`) and back
 (:meth:`VoxelModel.from_model`).
 
-:func:`grid_of` recognises any hex8 model whose elements are the voxels of a regular grid (a deck
-or mesh written by a voxel mesher, or :meth:`VoxelModel.to_model`); :func:`fem.solve` then takes
-the matrix-free geometric-multigrid path (:mod:`fem.gmg`) by itself and maps the answer back to the
-model's node and element order, so the :class:`~fem.result.Result` is the same object either way.
+The native route. ``fem.solve(voxel_model)`` (= :meth:`VoxelModel.solve`, :func:`solve_voxels`)
+never builds the hex8 model when it takes the matrix-free multigrid (``solver="gmg"``, or
+``"auto"`` above :data:`fem.analysis.DIRECT_MAX_DOF` dofs): supports, loads and the rigid-body
+check are compiled on the grid (:mod:`fem.voxel_system`), the moduli go to the solver's device
+once, and the :class:`~fem.voxel_result.VoxelResult` answers displacements, strains, stresses
+and reactions on the grid; its hex8 view (``result.model``) is built only when asked for
+(writing a VTU, PyVista). The answers are those of ``fem.solve(voxel_model.to_model())`` to
+rounding. Other solvers, small models and models with rigid plates are solved on the hex8 view,
+as before.
+
+:func:`fem.grid.grid_of` recognises the hex8 models of regular grids from any source (decks,
+meshes), which :func:`fem.solve` sends to the same multigrid.
 
 Array order: ``E[i, j, k]`` is the voxel whose lowest corner is ``origin + (i hx, j hy, k hz)``
 (x index first, as images read by nibabel or pydicom stacks come).
@@ -17,113 +25,39 @@ Array order: ``E[i, j, k]`` is the voxel whose lowest corner is ``origin + (i hx
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from dataclasses import dataclass
+import warnings
 
 import numpy as np
 
-from .errors import MaterialError, MeshError, SetError, SolverError
+from . import analysis
+from . import loads as L
+from .errors import ConvergenceError, MaterialError, MeshError, ModelError, SetError, SolverError
+from .grid import (  # noqa: F401  (names that lived here, kept for their users)
+    GRID_TOL,
+    MAX_EMPTY_RATIO,
+    PLANE_FACE,
+    PLANES,
+    GridConditions,
+    VoxelGrid,
+    grid_conditions,
+    grid_of,
+    run_grid_solver,
+    solve_on_grid,
+)
 from .kernels.voxel import CORNERS
 from .limits import LIMITS
-from .model import Model
+from .model import BBAR_NU_THRESHOLD, HEX8_FORMULATIONS, Model
+from .solvers import SolveInfo
 from .validate import vector3
+from .voxel_result import VoxelResult
+from .voxel_system import active_mask, check_supports, compile_on_grid, grid_ijk
 
 POISSON = LIMITS["poisson"]
 
 logger = logging.getLogger(__name__)
-
-#: grid faces and the hex8 face (0-based Abaqus S1..S6) lying on each
-PLANE_FACE = {"zmin": 0, "zmax": 1, "ymin": 2, "xmax": 3, "ymax": 4, "xmin": 5}
-PLANES = ("xmin", "xmax", "ymin", "ymax", "zmin", "zmax")
-#: a hex8 model is taken for a grid only if the grid's bounding box holds at most this many
-#: voxels per element (a sparse scatter of elements in a huge box is better solved assembled)
-MAX_EMPTY_RATIO = 8.0
-#: relative tolerance on coordinates when recognising a grid
-GRID_TOL = 1e-6
-
-
-@dataclass
-class VoxelGrid:
-    """Where a model's nodes and elements sit in a regular grid.
-
-    shape (nx, ny, nz) voxels; spacing and origin in mm; node_index: flat grid node index
-    ``i + (nx+1) (j + (ny+1) k)`` of each model node (-1 for nodes of no element);
-    element_index: flat voxel index ``i + nx (j + ny k)`` of each element; bbar: the elements use
-    the B-bar formulation.
-    """
-
-    shape: tuple
-    spacing: tuple
-    origin: tuple
-    node_index: np.ndarray
-    element_index: np.ndarray
-    nu: float
-    bbar: bool = False
-
-    @property
-    def node_shape(self) -> tuple:
-        nx, ny, nz = self.shape
-        return (nz + 1, ny + 1, nx + 1)
-
-    def moduli(self, E_elements) -> np.ndarray:
-        """Per-voxel moduli (nz, ny, nx) from per-element ones (0 for voxels with no element)."""
-        nx, ny, nz = self.shape
-        E = np.zeros(nx * ny * nz)
-        E[self.element_index] = E_elements
-        return E.reshape(nz, ny, nx)
-
-
-def grid_of(model: Model) -> tuple[VoxelGrid | None, str]:
-    """(grid, "") if the model's elements are voxels of one regular grid, else (None, why not)."""
-    if len(model.blocks) != 1 or model.blocks[0].type != "hex8":
-        return None, "the model has elements other than hex8"
-    if model.orthotropic_mask().any():
-        return None, "some elements are orthotropic (the voxel path has one isotropic material)"
-    nu = np.asarray(model.nu)
-    if nu.size == 0 or np.isnan(nu).any() or np.ptp(nu) != 0.0:
-        return None, "Poisson's ratio differs between elements"
-    bb = model.bbar_mask()
-    if bb.any() and not bb.all():
-        return None, "some hex8 elements use B-bar and others not"
-    conn = model.blocks[0].conn
-    X0 = model.points[conn[:, 0]]
-    h = np.array([model.points[conn[0, 1], 0] - X0[0, 0], model.points[conn[0, 3], 1] - X0[0, 1],
-                  model.points[conn[0, 4], 2] - X0[0, 2]])
-    if not (h > 0).all():
-        return None, "the first element is not an axis-aligned box in VTK corner order"
-    tol = GRID_TOL * float(h.min())
-    for c in range(1, 8):
-        d = model.points[conn[:, c]] - X0 - CORNERS[c] * h
-        if np.abs(d).max() > tol:
-            return None, "the elements are not equal axis-aligned boxes"
-    used = np.zeros(model.n_nodes, dtype=bool)
-    used[conn.ravel()] = True
-    origin = model.points[used].min(axis=0)
-    q = (model.points[used] - origin) / h
-    qi = np.rint(q)
-    if np.abs(q - qi).max() > GRID_TOL:
-        return None, "the nodes are not on one lattice"
-    qi = qi.astype(np.int64)
-    nx, ny, nz = (int(v) for v in qi.max(axis=0))
-    if min(nx, ny, nz) < 1:
-        return None, "the grid is flat"
-    n_vox = nx * ny * nz
-    if n_vox > MAX_EMPTY_RATIO * len(conn):
-        return None, (f"the grid's bounding box holds {n_vox} voxels for {len(conn)} elements "
-                      "(too sparse for the voxel path)")
-    node_index = np.full(model.n_nodes, -1, dtype=np.int64)
-    node_index[used] = qi[:, 0] + (nx + 1) * (qi[:, 1] + (ny + 1) * qi[:, 2])
-    srt = np.sort(node_index[used])
-    if (srt[1:] == srt[:-1]).any():
-        return None, "two nodes share a grid position (unmerged nodes)"
-    e0 = np.rint((X0 - origin) / h).astype(np.int64)
-    element_index = e0[:, 0] + nx * (e0[:, 1] + ny * e0[:, 2])
-    srt = np.sort(element_index)
-    if (srt[1:] == srt[:-1]).any():
-        return None, "two elements occupy the same voxel"
-    return VoxelGrid((nx, ny, nz), tuple(float(v) for v in h), tuple(float(v) for v in origin),
-                     node_index, element_index, float(nu[0]), bool(bb.all())), ""
 
 
 class VoxelModel:
@@ -212,15 +146,18 @@ class VoxelModel:
 
     # ------------------------------------------------------------------ conversion
 
-    def to_model(self) -> Model:
-        """The equivalent hex8 :class:`Model` (occupied voxels only; nodes numbered in grid
-        order), with the node and face sets xmin..zmax and the conditions; it remembers its grid,
-        so :func:`fem.solve` takes the voxel path without searching for it."""
+    @property
+    def grid_moduli(self) -> np.ndarray:
+        """Moduli (nz, ny, nx) in MPa in the solver's layout (C order, x fastest; not a copy)."""
+        return self._E
+
+    def hex8_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The hex8 view's arrays: node coordinates (n, 3) mm and connectivity (m, 8) of the
+        occupied voxels (VTK corner order), with the flat grid index of each node and voxel."""
         nx, ny, nz = self.shape
         hx, hy, hz = self.spacing
         ox, oy, oz = self.origin
-        solid = self._E.ravel() > 0
-        vox = np.nonzero(solid)[0]
+        vox = np.flatnonzero(self._E.ravel() > 0)
         k, rem = np.divmod(vox, nx * ny)
         j, i = np.divmod(rem, nx)
         base = i + (nx + 1) * (j + (ny + 1) * k)
@@ -231,6 +168,26 @@ class VoxelModel:
         kk, r2 = np.divmod(gnodes, (nx + 1) * (ny + 1))
         jj, ii = np.divmod(r2, nx + 1)
         pts = np.stack([ox + ii * hx, oy + jj * hy, oz + kk * hz], axis=1)
+        return pts, conn, gnodes, vox
+
+    def uses_bbar(self) -> bool:
+        """Whether its voxels use the B-bar formulation (``hex8_formulation`` as on a Model)."""
+        if self.hex8_formulation not in HEX8_FORMULATIONS:
+            raise ModelError(f"hex8_formulation must be one of {HEX8_FORMULATIONS}, got "
+                                f"{self.hex8_formulation!r}")
+        return self.hex8_formulation == "bbar" or (self.hex8_formulation == "auto"
+                                                   and self.nu >= BBAR_NU_THRESHOLD)
+
+    def to_model(self) -> Model:
+        """The equivalent hex8 :class:`Model` (occupied voxels only; nodes numbered in grid
+        order), with the node and face sets xmin..zmax and the conditions; it remembers its grid,
+        so :func:`fem.solve` takes the voxel path without searching for it."""
+        nx, ny, nz = self.shape
+        pts, conn, gnodes, vox = self.hex8_arrays()
+        k, rem = np.divmod(vox, nx * ny)
+        j, i = np.divmod(rem, nx)
+        kk, r2 = np.divmod(gnodes, (nx + 1) * (ny + 1))
+        jj, ii = np.divmod(r2, nx + 1)
         m = Model.from_arrays(pts, [("hex8", conn)], E=self._E.ravel()[vox], nu=self.nu,
                               source="<voxels>")
         m.hex8_formulation = self.hex8_formulation
@@ -280,88 +237,172 @@ class VoxelModel:
         return vm
 
     def solve(self, **kwargs):
-        """``fem.solve(self.to_model(), **kwargs)``: the :class:`~fem.result.Result` lives on the
-        hex8 model (``result.model``)."""
-        from .analysis import solve
-
-        return solve(self.to_model(), **kwargs)
+        """``fem.solve(self, **kwargs)``: :func:`solve_voxels`."""
+        return solve_voxels(self, **kwargs)
 
 
-# ---------------------------------------------------------------------- the solve
+# ---------------------------------------------------------------------- the native route
 
-@dataclass
-class GridConditions:
-    """A model's compiled conditions (:class:`fem.system.System`) in grid layout (host arrays):
-    ``bits`` (nz+1, ny+1, nx+1) uint8 with bits 0-2 set on supported dofs; ``fixed_flat`` the
-    flat grid dof of each of ``sysm.fixed_dofs`` and ``f_fixed`` the loads there (N); ``u0``
-    (nz+1, ny+1, nx+1, 3) prescribed displacements (mm) or None when all are zero; the loads
-    as flat grid dof indices ``load_index`` and values ``load_value`` (N)."""
-
-    bits: np.ndarray
-    fixed_flat: np.ndarray
-    f_fixed: np.ndarray
-    u0: np.ndarray | None
-    load_index: np.ndarray
-    load_value: np.ndarray
-
-    def problem(self, grid: VoxelGrid, E, xp):
-        """The :class:`fem.gmg.GridProblem` of moduli E (nz, ny, nx) on backend ``xp``."""
-        from .gmg import GridProblem
-
-        return GridProblem(E=xp.asarray(E), nu=grid.nu, spacing=grid.spacing,
-                           bits=xp.asarray(self.bits), load_index=xp.asarray(self.load_index),
-                           load_value=xp.asarray(self.load_value),
-                           u0=None if self.u0 is None else xp.asarray(self.u0), bbar=grid.bbar)
+def takes_grid_route(vm: VoxelModel, solver: str) -> bool:
+    """Whether ``fem.solve(vm, solver=solver)`` solves on the grid: the multigrid was asked
+    for, or chosen by "auto" above :data:`fem.analysis.DIRECT_MAX_DOF` dofs, and no rigid
+    plate needs the assembled path (it couples its nodes to six more unknowns)."""
+    if any(isinstance(c, L.RigidPlate) for c in vm.conditions):
+        return False
+    if solver == "gmg":
+        return True
+    return solver == "auto" and 3 * int(active_mask(vm.grid_moduli > 0).sum()) > \
+        analysis.DIRECT_MAX_DOF
 
 
-def grid_conditions(model: Model, grid: VoxelGrid, sysm) -> GridConditions:
-    """The supports, prescribed displacements and loads of ``sysm`` on ``grid``."""
-    nz1, ny1, nx1 = grid.node_shape
-    bits = np.zeros(nz1 * ny1 * nx1, dtype=np.uint8)
-    fd = np.asarray(sysm.fixed_dofs, dtype=np.int64)
-    gnode = grid.node_index[fd // 3]
-    np.bitwise_or.at(bits, gnode, (1 << (fd % 3)).astype(np.uint8))
-    fixed_flat = 3 * gnode + fd % 3
-    values = np.asarray(sysm.fixed_values, dtype=float)
-    u0 = None
-    if len(fd) and np.any(values != 0.0):
-        u0 = np.zeros(3 * nz1 * ny1 * nx1)
-        u0[fixed_flat] = values
-        u0 = u0.reshape(nz1, ny1, nx1, 3)
-    f = np.asarray(sysm.f)
-    fm = f[:3 * model.n_nodes]
-    nzf = np.nonzero(fm)[0]
-    return GridConditions(bits.reshape(nz1, ny1, nx1), fixed_flat, f[fd], u0,
-                          3 * grid.node_index[nzf // 3] + nzf % 3, fm[nzf])
-
-def solve_on_grid(model: Model, grid: VoxelGrid, sysm, be, *, rtol: float, atol: float,
-                  maxiter, precision: str, callback, info):
-    """Solve ``model`` (whose conditions are compiled in ``sysm``) on its voxel grid by
-    matrix-free multigrid CG; returns (u (n_nodes, 3), reaction values at sysm.fixed_dofs)."""
-    from .gmg import VoxelSolver
-
-    if sysm.plates:
-        raise SolverError("rigid plates are not supported on the voxel path: use solver='amg'")
-    xp = be.xp
+def solve_voxels(vm: VoxelModel, *, backend: str = "auto", solver: str = "auto",
+                 rtol: float = 1e-8, atol: float = 0.0, maxiter: int | None = None,
+                 precision: str = "double", callback=None):
+    """:func:`fem.solve` for a :class:`VoxelModel` (the same arguments): on the grid where the
+    multigrid solves it (:func:`takes_grid_route`), giving a :class:`VoxelResult`; otherwise on
+    its hex8 view (``vm.to_model()``), giving a :class:`~fem.result.Result`."""
+    be = analysis.backend_for(solver, rtol, backend)
+    if not takes_grid_route(vm, solver):
+        return analysis.solve(vm.to_model(), backend=backend, solver=solver, rtol=rtol,
+                              atol=atol, maxiter=maxiter, precision=precision, callback=callback)
+    t0 = time.perf_counter()
+    gs = compile_on_grid(vm)
+    _check_magnitudes(vm, gs)
+    check_supports(vm, gs)
+    times = {"checks": time.perf_counter() - t0}
+    _warn_contrast(vm)
+    bbar = vm.uses_bbar()
+    n_dof = 3 * int(active_mask(vm.grid_moduli > 0).sum())
+    if bbar and vm.hex8_formulation == "auto":
+        analysis.warn_bbar(vm.n_voxels, stacklevel=4)
+    snapshot = _snapshot(vm)
+    u_grid, r_fixed, info, E = _solve_grid(vm, gs, be, bbar, n_dof, rtol=rtol, atol=atol,
+                                           maxiter=maxiter, precision=precision,
+                                           callback=callback)
+    result = VoxelResult(snapshot, u_grid, backend=be, grid_system=gs, reaction_values=r_fixed,
+                         bbar=bbar, moduli=E, info=info)
     t = time.perf_counter()
-    gc = grid_conditions(model, grid, sysm)
-    problem = gc.problem(grid, grid.moduli(model.E), xp)
-    solver = VoxelSolver(problem, xp, precision=precision)
-    info.times["setup"] = time.perf_counter() - t
-    logger.info("voxel multigrid: %s", ", ".join(
-        f"{nx}x{ny}x{nz}" for (nx, ny, nz), _ in [(lv.shape, 0) for lv in solver.levels]))
-    u_grid, ginfo = solver.solve(rtol=rtol, atol=atol, maxiter=maxiter, callback=callback)
-    info.times["solve"] = ginfo.times["solve"]
-    info.iterations, info.residuals, info.residual = (ginfo.iterations, ginfo.residuals,
-                                                      ginfo.residual)
-    info.levels = [lv.shape for lv in solver.levels]
-    info.held_bytes = ginfo.held_bytes
-    info.true_residual = solver.true_residual(u_grid, ginfo)
-    flat = xp.reshape(u_grid, (-1, 3))
-    node_index = xp.asarray(grid.node_index)
-    u = flat[xp.maximum(node_index, 0)] * xp.asarray(grid.node_index >= 0)[:, None]
-    r_fixed = xp.zeros(0)
-    if len(gc.fixed_flat):
-        Au = xp.reshape(solver.apply(u_grid), (-1,))
-        r_fixed = Au[xp.asarray(gc.fixed_flat)] - xp.asarray(gc.f_fixed)
-    return u, r_fixed
+    _verify(result, vm, gs, info.true_residual, rtol=rtol)
+    times["reactions"] = time.perf_counter() - t
+    info.times.update(times)
+    info.times["total"] = time.perf_counter() - t0
+    logger.info("solved %d dofs on the grid: %s", n_dof, info.summary())
+    return result
+
+
+def _snapshot(vm: VoxelModel) -> VoxelModel:
+    """The model as solved, for the result's hex8 view: its own lists of conditions and node
+    sets (the moduli are shared, not copied)."""
+    snap = copy.copy(vm)
+    snap.conditions = list(vm.conditions)
+    snap.node_sets = dict(vm.node_sets)
+    return snap
+
+
+def _solve_grid(vm, gs, be, bbar: bool, n_dof: int, *, rtol, atol, maxiter, precision,
+                callback):
+    """The multigrid solve of ``gs`` with mixed precision falling back to float64 (as the hex8
+    grid path does); returns (u on the grid, reactions at gs.fixed_dofs, SolveInfo, the
+    moduli on the backend)."""
+    n_eq = n_dof - len(gs.fixed_dofs)
+    for attempt in ((precision,) if precision != "mixed" else ("mixed", "double")):
+        info = SolveInfo(solver="gmg", backend=be.name, n_dof=n_dof, n_equations=n_eq,
+                         precision=attempt)
+        t = time.perf_counter()
+        problem = gs.problem(vm.grid_moduli, vm.nu, vm.spacing, bbar, be.xp)
+        prep = time.perf_counter() - t
+        try:
+            u_grid, solver = run_grid_solver(problem, be, info, rtol=rtol, atol=atol,
+                                             maxiter=maxiter, precision=attempt,
+                                             callback=callback)
+        except ConvergenceError as exc:
+            if attempt != "mixed":
+                raise
+            # float32 cannot resolve very ill-conditioned models: solve again in float64
+            warnings.warn(f"mixed precision did not converge ({exc}); solving again in "
+                          "float64", stacklevel=4)
+            continue
+        info.times["setup"] += prep
+        break
+    r_fixed = be.xp.zeros(0)
+    if len(gs.fixed_dofs):
+        r_fixed = solver.apply_at(u_grid, gs.fixed_dofs) - be.xp.asarray(
+            gs.loads_at(gs.fixed_dofs))
+    return u_grid, r_fixed, info, problem.E
+
+
+def _check_magnitudes(vm: VoxelModel, gs) -> None:
+    """:func:`fem.analysis.check_magnitudes` on the grid: loads, prescribed displacements,
+    node coordinates and moduli within what double precision carries."""
+    E = vm.grid_moduli
+    nx, ny, nz = vm.shape
+    coords = np.concatenate([o + np.arange(n + 1) * h
+                             for o, n, h in zip(vm.origin, (nx, ny, nz), vm.spacing)])
+    lo, hi = np.inf, 0.0
+    for k in range(E.shape[0]):  # plane by plane: no full-size temporary
+        plane = E[k]
+        hi = max(hi, float(plane.max()))
+        pos = plane[plane > 0]
+        if len(pos):
+            lo = min(lo, float(pos.min()))
+    for what, unit, values in (("load", "N", gs.load_value),
+                               ("prescribed displacement", "mm", gs.fixed_values),
+                               ("node coordinate", "mm", coords),
+                               ("Young's modulus", "MPa", np.array([lo, hi]))):
+        analysis.check_magnitude(what, unit, values)
+
+
+def _voxel_at(vm: VoxelModel, flat: int) -> str:
+    k, j, i = np.unravel_index(int(flat), vm.grid_moduli.shape)
+    return f"voxel ({i}, {j}, {k})"
+
+
+def _warn_contrast(vm: VoxelModel) -> None:
+    """:func:`fem.analysis.warn_contrast` for the voxels' moduli, naming voxels."""
+    E = vm.grid_moduli.ravel()
+    i_hi = int(np.argmax(E))
+    masked = np.where(E > 0, E, np.inf)
+    i_lo = int(np.argmin(masked))
+    del masked
+    analysis.warn_contrast(float(E[i_lo]), float(E[i_hi]), _voxel_at(vm, i_lo),
+                           _voxel_at(vm, i_hi), stacklevel=4)
+
+
+def _verify(result: VoxelResult, vm: VoxelModel, gs, true_res: float, *, rtol: float) -> None:
+    """:func:`fem.analysis.verify_answer` on the grid: finite, non-zero displacements, finite
+    reactions, the true residual and the balance of reactions and loads."""
+    xp = result.xp
+    u = result.grid_displacement
+    bad = ~xp.all(xp.isfinite(u), axis=-1)
+    if bool(xp.any(bad)):
+        first = int(xp.argmax(xp.reshape(bad, (-1,))))
+        i, j, k = (int(v[0]) for v in grid_ijk(vm.shape, [first]))
+        raise SolverError(
+            f"the displacement is not finite at grid node ({i}, {j}, {k}) ({int(bad.sum())} "
+            f"node(s) in all): the loads (largest {np.abs(gs.load_value).max(initial=0):.3g} N) "
+            "or the moduli overflow double precision, or the model is a mechanism; use units "
+            "that keep loads and moduli within about 1e-100..1e100")
+    del bad
+    free_load = ~np.isin(gs.load_index, gs.fixed_dofs)
+    if not bool(xp.any(u != 0.0)) and (np.any(gs.load_value[free_load] != 0.0)
+                                       or np.any(gs.fixed_values != 0.0)):
+        raise SolverError("the solver returned zero displacement everywhere for non-zero loads "
+                          "or prescribed displacements: the answer underflowed; use other units")
+    if not np.isfinite(result.reaction_values).all():
+        raise SolverError("the reactions are not finite: the loads or moduli overflow double "
+                          "precision; use smaller units")
+    resultant, scale = result.balance()
+    g = np.abs(gs.fixed_values)
+    if len(g) and g.max() > 0.0:
+        scale = max(scale, float(vm.grid_moduli.max()) * _extent(vm) * float(g.max()))
+    analysis.judge_answer(result.info, true_res, resultant, scale, rtol=rtol)
+
+
+def _extent(vm: VoxelModel) -> float:
+    """The largest extent (mm) of the occupied voxels' nodes (1 when they have none)."""
+    solid = vm.grid_moduli > 0
+    spans = []
+    for axes, h in (((0, 1), vm.spacing[0]), ((0, 2), vm.spacing[1]), ((1, 2), vm.spacing[2])):
+        at = np.flatnonzero(solid.any(axis=axes))
+        spans.append((at[-1] + 1 - at[0]) * h)
+    return float(max(spans)) or 1.0

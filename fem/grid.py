@@ -1,0 +1,213 @@
+"""Regular voxel grids under hex8 models, and the matrix-free solve on them.
+
+:func:`grid_of` recognises any hex8 model whose elements are the voxels of a regular grid (a deck
+or mesh written by a voxel mesher, or :meth:`fem.voxel.VoxelModel.to_model`);
+:func:`fem.solve` then takes the matrix-free geometric-multigrid path (:mod:`fem.gmg`) by itself
+(:func:`solve_on_grid`) and maps the answer back to the model's node and element order.
+:func:`run_grid_solver` is the part both this path and the native route of a
+:class:`~fem.voxel.VoxelModel` (:mod:`fem.voxel_system`) share: the solver on a
+:class:`fem.gmg.GridProblem` and what :class:`fem.solvers.SolveInfo` records of it.
+
+Layout: grid nodes are numbered ``i + (nx+1) (j + (ny+1) k)``, voxels ``i + nx (j + ny k)``
+(x fastest), the dofs of a node follow each other. Units: mm, N, MPa.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import SolverError
+from .kernels.voxel import CORNERS
+from .model import Model
+
+logger = logging.getLogger(__name__)
+
+#: grid faces and the hex8 face (0-based Abaqus S1..S6) lying on each
+PLANE_FACE = {"zmin": 0, "zmax": 1, "ymin": 2, "xmax": 3, "ymax": 4, "xmin": 5}
+PLANES = ("xmin", "xmax", "ymin", "ymax", "zmin", "zmax")
+#: a hex8 model is taken for a grid only if the grid's bounding box holds at most this many
+#: voxels per element (a sparse scatter of elements in a huge box is better solved assembled)
+MAX_EMPTY_RATIO = 8.0
+#: relative tolerance on coordinates when recognising a grid
+GRID_TOL = 1e-6
+
+
+@dataclass
+class VoxelGrid:
+    """Where a model's nodes and elements sit in a regular grid.
+
+    shape (nx, ny, nz) voxels; spacing and origin in mm; node_index: flat grid node index
+    ``i + (nx+1) (j + (ny+1) k)`` of each model node (-1 for nodes of no element);
+    element_index: flat voxel index ``i + nx (j + ny k)`` of each element; bbar: the elements use
+    the B-bar formulation.
+    """
+
+    shape: tuple
+    spacing: tuple
+    origin: tuple
+    node_index: np.ndarray
+    element_index: np.ndarray
+    nu: float
+    bbar: bool = False
+
+    @property
+    def node_shape(self) -> tuple:
+        nx, ny, nz = self.shape
+        return (nz + 1, ny + 1, nx + 1)
+
+    def moduli(self, E_elements) -> np.ndarray:
+        """Per-voxel moduli (nz, ny, nx) from per-element ones (0 for voxels with no element)."""
+        nx, ny, nz = self.shape
+        E = np.zeros(nx * ny * nz)
+        E[self.element_index] = E_elements
+        return E.reshape(nz, ny, nx)
+
+
+def grid_of(model: Model) -> tuple[VoxelGrid | None, str]:
+    """(grid, "") if the model's elements are voxels of one regular grid, else (None, why not)."""
+    if len(model.blocks) != 1 or model.blocks[0].type != "hex8":
+        return None, "the model has elements other than hex8"
+    if model.orthotropic_mask().any():
+        return None, "some elements are orthotropic (the voxel path has one isotropic material)"
+    nu = np.asarray(model.nu)
+    if nu.size == 0 or np.isnan(nu).any() or np.ptp(nu) != 0.0:
+        return None, "Poisson's ratio differs between elements"
+    bb = model.bbar_mask()
+    if bb.any() and not bb.all():
+        return None, "some hex8 elements use B-bar and others not"
+    conn = model.blocks[0].conn
+    X0 = model.points[conn[:, 0]]
+    h = np.array([model.points[conn[0, 1], 0] - X0[0, 0], model.points[conn[0, 3], 1] - X0[0, 1],
+                  model.points[conn[0, 4], 2] - X0[0, 2]])
+    if not (h > 0).all():
+        return None, "the first element is not an axis-aligned box in VTK corner order"
+    tol = GRID_TOL * float(h.min())
+    for c in range(1, 8):
+        d = model.points[conn[:, c]] - X0 - CORNERS[c] * h
+        if np.abs(d).max() > tol:
+            return None, "the elements are not equal axis-aligned boxes"
+    used = np.zeros(model.n_nodes, dtype=bool)
+    used[conn.ravel()] = True
+    origin = model.points[used].min(axis=0)
+    q = (model.points[used] - origin) / h
+    qi = np.rint(q)
+    if np.abs(q - qi).max() > GRID_TOL:
+        return None, "the nodes are not on one lattice"
+    qi = qi.astype(np.int64)
+    nx, ny, nz = (int(v) for v in qi.max(axis=0))
+    if min(nx, ny, nz) < 1:
+        return None, "the grid is flat"
+    n_vox = nx * ny * nz
+    if n_vox > MAX_EMPTY_RATIO * len(conn):
+        return None, (f"the grid's bounding box holds {n_vox} voxels for {len(conn)} elements "
+                      "(too sparse for the voxel path)")
+    node_index = np.full(model.n_nodes, -1, dtype=np.int64)
+    node_index[used] = qi[:, 0] + (nx + 1) * (qi[:, 1] + (ny + 1) * qi[:, 2])
+    srt = np.sort(node_index[used])
+    if (srt[1:] == srt[:-1]).any():
+        return None, "two nodes share a grid position (unmerged nodes)"
+    e0 = np.rint((X0 - origin) / h).astype(np.int64)
+    element_index = e0[:, 0] + nx * (e0[:, 1] + ny * e0[:, 2])
+    srt = np.sort(element_index)
+    if (srt[1:] == srt[:-1]).any():
+        return None, "two elements occupy the same voxel"
+    return VoxelGrid((nx, ny, nz), tuple(float(v) for v in h), tuple(float(v) for v in origin),
+                     node_index, element_index, float(nu[0]), bool(bb.all())), ""
+
+
+@dataclass
+class GridConditions:
+    """A model's compiled conditions (:class:`fem.system.System`) in grid layout (host arrays):
+    ``bits`` (nz+1, ny+1, nx+1) uint8 with bits 0-2 set on supported dofs; ``fixed_flat`` the
+    flat grid dof of each of ``sysm.fixed_dofs`` and ``f_fixed`` the loads there (N); ``u0``
+    (nz+1, ny+1, nx+1, 3) prescribed displacements (mm) or None when all are zero; the loads
+    as flat grid dof indices ``load_index`` and values ``load_value`` (N)."""
+
+    bits: np.ndarray
+    fixed_flat: np.ndarray
+    f_fixed: np.ndarray
+    u0: np.ndarray | None
+    load_index: np.ndarray
+    load_value: np.ndarray
+
+    def problem(self, grid: VoxelGrid, E, xp):
+        """The :class:`fem.gmg.GridProblem` of moduli E (nz, ny, nx) on backend ``xp``."""
+        from .gmg import GridProblem
+
+        return GridProblem(E=xp.asarray(E), nu=grid.nu, spacing=grid.spacing,
+                           bits=xp.asarray(self.bits), load_index=xp.asarray(self.load_index),
+                           load_value=xp.asarray(self.load_value),
+                           u0=None if self.u0 is None else xp.asarray(self.u0), bbar=grid.bbar)
+
+
+def grid_conditions(model: Model, grid: VoxelGrid, sysm) -> GridConditions:
+    """The supports, prescribed displacements and loads of ``sysm`` on ``grid``."""
+    nz1, ny1, nx1 = grid.node_shape
+    bits = np.zeros(nz1 * ny1 * nx1, dtype=np.uint8)
+    fd = np.asarray(sysm.fixed_dofs, dtype=np.int64)
+    gnode = grid.node_index[fd // 3]
+    np.bitwise_or.at(bits, gnode, (1 << (fd % 3)).astype(np.uint8))
+    fixed_flat = 3 * gnode + fd % 3
+    values = np.asarray(sysm.fixed_values, dtype=float)
+    u0 = None
+    if len(fd) and np.any(values != 0.0):
+        u0 = np.zeros(3 * nz1 * ny1 * nx1)
+        u0[fixed_flat] = values
+        u0 = u0.reshape(nz1, ny1, nx1, 3)
+    f = np.asarray(sysm.f)
+    fm = f[:3 * model.n_nodes]
+    nzf = np.nonzero(fm)[0]
+    return GridConditions(bits.reshape(nz1, ny1, nx1), fixed_flat, f[fd], u0,
+                          3 * grid.node_index[nzf // 3] + nzf % 3, fm[nzf])
+
+
+def run_grid_solver(problem, be, info, *, rtol: float, atol: float, maxiter, precision: str,
+                    callback):
+    """Solve a :class:`fem.gmg.GridProblem` by matrix-free multigrid CG on backend ``be``;
+    records setup and solve times, iterations, residuals, levels, held bytes and the true
+    residual in ``info``. Returns (u on the grid (nz+1, ny+1, nx+1, 3), the solver)."""
+    from .gmg import VoxelSolver
+
+    t = time.perf_counter()
+    solver = VoxelSolver(problem, be.xp, precision=precision)
+    info.times["setup"] = time.perf_counter() - t
+    logger.info("voxel multigrid: %s", ", ".join(
+        f"{nx}x{ny}x{nz}" for (nx, ny, nz) in (lv.shape for lv in solver.levels)))
+    u_grid, ginfo = solver.solve(rtol=rtol, atol=atol, maxiter=maxiter, callback=callback)
+    info.times["solve"] = ginfo.times["solve"]
+    info.iterations, info.residuals, info.residual = (ginfo.iterations, ginfo.residuals,
+                                                      ginfo.residual)
+    info.levels = [lv.shape for lv in solver.levels]
+    info.held_bytes = ginfo.held_bytes
+    info.true_residual = solver.true_residual(u_grid, ginfo)
+    return u_grid, solver
+
+
+def solve_on_grid(model: Model, grid: VoxelGrid, sysm, be, *, rtol: float, atol: float,
+                  maxiter, precision: str, callback, info):
+    """Solve ``model`` (whose conditions are compiled in ``sysm``) on its voxel grid by
+    matrix-free multigrid CG; returns (u (n_nodes, 3), reaction values at sysm.fixed_dofs)."""
+    if sysm.plates:
+        raise SolverError("rigid plates are not supported on the voxel path: use solver='amg'")
+    xp = be.xp
+    t = time.perf_counter()
+    gc = grid_conditions(model, grid, sysm)
+    problem = gc.problem(grid, grid.moduli(model.E), xp)
+    prep = time.perf_counter() - t
+    u_grid, solver = run_grid_solver(problem, be, info, rtol=rtol, atol=atol, maxiter=maxiter,
+                                     precision=precision, callback=callback)
+    info.times["setup"] += prep
+    flat = xp.reshape(u_grid, (-1, 3))
+    node_index = xp.asarray(grid.node_index)
+    u = flat[xp.maximum(node_index, 0)] * xp.asarray(grid.node_index >= 0)[:, None]
+    r_fixed = xp.zeros(0)
+    if len(gc.fixed_flat):
+        order = np.argsort(gc.fixed_flat, kind="stable")
+        at = solver.apply_at(u_grid, gc.fixed_flat[order])
+        r_fixed = xp.empty(len(order))
+        r_fixed[xp.asarray(order)] = at - xp.asarray(gc.f_fixed[order])
+    return u, r_fixed

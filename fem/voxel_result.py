@@ -1,0 +1,309 @@
+"""The :class:`~fem.result.Result` of a voxel model solved on its grid (:mod:`fem.voxel`).
+
+A :class:`VoxelResult` holds the displacement on the grid (nz+1, ny+1, nx+1, 3), the
+conditions compiled on the grid (:class:`fem.voxel_system.GridSystem`) and the reactions at
+the supported dofs, and answers every question of a :class:`~fem.result.Result` with the same
+names, shapes and values: fields in the order of the hex8 view (nodes of the occupied voxels
+and occupied voxels, both in grid order). Strains and stresses are recovered on the grid,
+plane range by plane range, with the voxel kernels (:func:`fem.kernels.voxel.voxel_strain` at
+each Gauss point of :func:`fem.kernels.voxel.gauss_gradients`; CUDA on a GPU). The hex8 view
+itself (``result.model``, a :class:`~fem.model.Model`) and the compiled
+:class:`fem.system.System` (``result.system``) are built only when asked for.
+
+Units as everywhere: mm, N, MPa.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+
+import numpy as np
+
+from .kernels.backend import voxel_kernels
+from .kernels.voxel import CORNER_OFFSETS, gauss_gradients
+from .result import UNITS_NOTE, VOIGT, Result, von_mises
+
+#: voxels per range of planes in the stress recovery (temporaries of about 800 bytes a voxel)
+RECOVERY_VOXELS = 65_536
+
+
+#: the Gauss points of :func:`fem.kernels.voxel.gauss_gradients` (corner order) in the order of
+#: the hex8 rule of :mod:`fem.elements` (x fastest, then y, then z), which Result reports
+POINT_ORDER = (0, 1, 3, 2, 4, 5, 7, 6)
+
+
+def gauss_strain_operators(spacing) -> np.ndarray:
+    """(8, 6, 24): the strain (Voigt xx, yy, zz, xy, yz, xz; tensor components) at each Gauss
+    point of a box voxel (in :data:`POINT_ORDER`) from its 24 nodal displacements (corner-major,
+    VTK order)."""
+    G, _ = gauss_gradients(spacing)  # (8 points, 8 nodes, 3)
+    G = G[list(POINT_ORDER)]
+    B = np.zeros((8, 6, 8, 3))
+    for c, (i, j) in enumerate(VOIGT):
+        B[:, c, :, i] += 0.5 * G[:, :, j]
+        B[:, c, :, j] += 0.5 * G[:, :, i]
+    return B.reshape(8, 6, 24)
+
+
+def _sed(eps, sig, xp):
+    """1/2 sigma:eps of Voigt tensors (..., 6) (shear terms count twice)."""
+    return 0.5 * (xp.sum(sig[..., :3] * eps[..., :3], axis=-1)
+                  + 2.0 * xp.sum(sig[..., 3:] * eps[..., 3:], axis=-1))
+
+
+class VoxelResult(Result):
+    """The solution of ``fem.solve(voxel_model)`` on the grid (module docstring).
+
+    ``grid_displacement`` (nz+1, ny+1, nx+1, 3) mm on the solve's backend is the answer itself;
+    ``displacement``, ``stress``, ``strain`` and the derived fields are those of
+    :class:`~fem.result.Result` on the hex8 view, computed when first asked for.
+    """
+
+    def __init__(self, voxels, grid_displacement, *, backend, grid_system, reaction_values,
+                 bbar: bool, moduli=None, info=None):
+        self.voxels = voxels
+        #: the moduli (nz, ny, nx) on the backend (the solver's copy: they move to a GPU once)
+        self.moduli = backend.xp.asarray(voxels.grid_moduli) if moduli is None else moduli
+        self.backend = backend
+        self.grid_displacement = grid_displacement
+        self.grid_system = grid_system
+        self.bbar = bool(bbar)
+        self.info = info
+        self._reaction_values = backend.to_host(reaction_values)
+        self._plate_dofs = None
+        self.extra_cell_fields: dict = {}
+
+    # ------------------------------------------------------------ the hex8 view, when asked
+
+    @cached_property
+    def model(self):
+        """The hex8 view (:meth:`fem.voxel.VoxelModel.to_model`), built on first use."""
+        return self.voxels.to_model()
+
+    @cached_property
+    def system(self):
+        """The conditions compiled on the hex8 view (:func:`fem.system.compile_conditions`)."""
+        from .system import compile_conditions
+
+        return compile_conditions(self.model)
+
+    @cached_property
+    def _solid(self):
+        return self.voxels.grid_moduli > 0
+
+    @cached_property
+    def _nodes(self):
+        """Flat grid indices of the hex8 view's nodes (nodes of occupied voxels), on xp."""
+        from .voxel_system import active_mask
+
+        return self.xp.asarray(np.flatnonzero(active_mask(self._solid)))
+
+    @cached_property
+    def _elements(self):
+        """Flat grid indices of the hex8 view's elements (occupied voxels), on xp."""
+        return self.xp.asarray(np.flatnonzero(self._solid))
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self._nodes.shape[0])
+
+    @property
+    def n_elements(self) -> int:
+        return int(self._elements.shape[0])
+
+    @cached_property
+    def displacement(self):
+        """Nodal displacement (n_nodes, 3) mm in the hex8 view's node order."""
+        return self.xp.reshape(self.grid_displacement, (-1, 3))[self._nodes]
+
+    # ------------------------------------------------------------ strains and stresses
+
+    def _recover(self, keep_points: bool):
+        """Strain and stress (Voigt) of the occupied voxels from the grid displacement, range of
+        voxel planes by range: element averages and the strain energy density, or with
+        ``keep_points`` the (n, 8, 6) values at the Gauss points."""
+        xp = self.xp
+        vm = self.voxels
+        kern = voxel_kernels(xp)
+        B = gauss_strain_operators(vm.spacing)
+        Bx = [xp.asarray(B[g]) for g in range(8)]
+        E = self.moduli
+        nz, ny, nx = E.shape
+        lam1 = vm.nu / ((1.0 + vm.nu) * (1.0 - 2.0 * vm.nu))
+        mu1 = 1.0 / (2.0 * (1.0 + vm.nu))
+        step = max(1, RECOVERY_VOXELS // max(nx * ny, 1))
+        parts = []
+        for e0 in range(0, nz, step):
+            e1 = min(nz, e0 + step)
+            solid = xp.reshape(E[e0:e1, ...] > 0, (-1,))
+            eps = xp.empty((8, e1 - e0, ny, nx, 6))
+            for g in range(8):
+                kern.voxel_strain(self.grid_displacement, Bx[g], eps[g, ...], e0, e1)
+            eps = xp.reshape(eps, (8, -1, 6))[:, solid, :]
+            Ee = xp.reshape(E[e0:e1, ...], (-1,))[solid]
+            parts.append(self._stresses(eps, Ee * lam1, Ee * mu1, keep_points))
+        return [xp.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+
+    def _stresses(self, eps, lam, mu, keep_points: bool):
+        """(strain, stress, sed) element averages of Gauss-point strains eps (8, m, 6), or the
+        Gauss-point strains and stresses (m, 8, 6) with ``keep_points``."""
+        xp = self.xp
+        if self.bbar:  # the mean dilatation replaces each point's (fem.kernels.elastic.strains)
+            theta = eps[..., 0] + eps[..., 1] + eps[..., 2]
+            corr = (xp.mean(theta, axis=0)[None, :] - theta) / 3.0
+            eps = xp.concatenate([eps[..., :3] + corr[..., None], eps[..., 3:]], axis=-1)
+        tr = eps[..., 0] + eps[..., 1] + eps[..., 2]
+        sig = 2.0 * mu[None, :, None] * eps
+        sig = xp.concatenate([sig[..., :3] + (lam[None, :] * tr)[..., None], sig[..., 3:]],
+                             axis=-1)
+        if keep_points:
+            return xp.moveaxis(eps, 0, 1), xp.moveaxis(sig, 0, 1)
+        return xp.mean(eps, axis=0), xp.mean(sig, axis=0), xp.mean(_sed(eps, sig, xp), axis=0)
+
+    @cached_property
+    def _averages(self):
+        return self._recover(keep_points=False)
+
+    @cached_property
+    def _ip(self):
+        strain, stress = self._recover(keep_points=True)
+        wdet = self.xp.full((strain.shape[0], 8), math.prod(self.voxels.spacing) / 8.0)
+        return [(strain, stress, wdet)]
+
+    @cached_property
+    def strain(self):
+        """Element-average strain (n_elements, 6): xx, yy, zz, xy, yz, xz."""
+        return self._averages[0]
+
+    @cached_property
+    def stress(self):
+        """Element-average Cauchy stress (n_elements, 6) in MPa: xx, yy, zz, xy, yz, xz."""
+        return self._averages[1]
+
+    @cached_property
+    def strain_energy_density(self):
+        """Element-average strain energy density 1/2 sigma:epsilon (MPa = mJ/mm^3)."""
+        return self._averages[2]
+
+    @cached_property
+    def element_volume(self):
+        """Element volumes (mm^3): the voxel's."""
+        return self.xp.full(self.n_elements, math.prod(self.voxels.spacing))
+
+    def strain_energy(self) -> float:
+        """Total strain energy (N mm), integrated with the stiffness quadrature (= 1/2 u.K.u)."""
+        return float(self.xp.sum(self.strain_energy_density) * math.prod(self.voxels.spacing))
+
+    @cached_property
+    def physical_stress(self):
+        """:attr:`stress` (a voxel model has no thickness-compensated layers)."""
+        return self.stress
+
+    def nodal_average(self, values):
+        """Average element values (n_elements, ...) at the nodes (mean over the occupied voxels
+        at each node), on the grid."""
+        xp = self.xp
+        values = xp.asarray(values)
+        nz, ny, nx = self._solid.shape
+        flat = xp.reshape(values, (values.shape[0], -1))
+        cols = flat.shape[1]
+        V = xp.zeros((nz * ny * nx, cols))
+        V[self._elements, :] = flat
+        V = xp.reshape(V, (nz, ny, nx, cols))
+        solid = xp.asarray(self._solid, dtype=xp.float64)
+        acc = xp.zeros((nz + 1, ny + 1, nx + 1, cols))
+        cnt = xp.zeros((nz + 1, ny + 1, nx + 1))
+        for di, dj, dk in CORNER_OFFSETS:
+            acc[dk:dk + nz, dj:dj + ny, di:di + nx, :] += V
+            cnt[dk:dk + nz, dj:dj + ny, di:di + nx] += solid
+        acc /= xp.maximum(cnt, 1.0)[..., None]
+        out = xp.reshape(acc, (-1, cols))[self._nodes]
+        return xp.reshape(out, (self.n_nodes,) + tuple(values.shape[1:]))
+
+    # ------------------------------------------------------------ reactions
+
+    @cached_property
+    def reactions(self) -> dict:
+        """Support reactions per constrained set: name -> force (3,) in N (as
+        :attr:`fem.result.Result.reactions`: each constrained dof counts once, for the last
+        condition that constrained it)."""
+        gs = self.grid_system
+        names = list(dict.fromkeys(gs.constraint_names))
+        code = np.array([names.index(n) for n in gs.constraint_names], dtype=np.int64)
+        owner = code[gs.fixed_owner] if len(gs.fixed_owner) else np.zeros(0, np.int64)
+        comp = gs.fixed_dofs % 3
+        return {name: np.bincount(comp[owner == c], weights=self._reaction_values[owner == c],
+                                  minlength=3)[:3].astype(float)
+                for c, name in enumerate(names)}
+
+    def reaction_total(self) -> np.ndarray:
+        """Sum of all support reaction forces (N), each constrained dof counted once."""
+        return np.bincount(self.grid_system.fixed_dofs % 3, weights=self._reaction_values,
+                           minlength=3)[:3].astype(float)
+
+    def applied_total(self) -> np.ndarray:
+        """Sum of all applied forces (N)."""
+        return self.grid_system.applied_total()
+
+    def balance(self) -> tuple[np.ndarray, float]:
+        """(resultant (3,), forces involved) as :meth:`fem.result.Result.balance`."""
+        scale = float(np.abs(self.grid_system.load_value).sum()
+                      + np.abs(self._reaction_values).sum())
+        return self.applied_total() + self.reaction_total(), scale
+
+    def plate_motion(self, name: str) -> np.ndarray:
+        raise KeyError(f"no rigid plate named {name!r}")
+
+    # ------------------------------------------------------------ output
+
+    def cell_fields(self) -> dict:
+        """Host arrays of the per-element output fields, in the hex8 view's element order."""
+        h = self.backend.to_host
+        n = self.n_elements
+        return {
+            "element_id": np.arange(1, n + 1, dtype=np.int64),
+            "stress": h(self.stress),
+            "strain": h(self.strain),
+            "von_mises": h(self.von_mises),
+            "principal_stress": h(self.principal_stress),
+            "principal_strain": h(self.principal_strain),
+            "strain_energy_density": h(self.strain_energy_density),
+            "E": self.voxels.grid_moduli.ravel()[h(self._elements)],
+            "nu": np.full(n, self.voxels.nu),
+            "region": np.full(n, -1, dtype=np.int64),
+            **self.extra_cell_fields,
+        }
+
+    def point_fields(self) -> dict:
+        h = self.backend.to_host
+        return {
+            "displacement": h(self.displacement),
+            "node_id": np.arange(1, self.n_nodes + 1, dtype=np.int64),
+            "von_mises_nodal": h(self.nodal_average(self.von_mises)),
+        }
+
+    def to_meshio(self):
+        """A :class:`meshio.Mesh` of the hex8 view with every output field (what :meth:`write`
+        writes), from the grid's arrays (no :class:`~fem.model.Model` is built)."""
+        import meshio
+
+        points, conn, _, _ = self.voxels.hex8_arrays()
+        cf = self.cell_fields()
+        return meshio.Mesh(points, [("hexahedron", conn)], point_data=self.point_fields(),
+                           cell_data={k: [v] for k, v in cf.items()},
+                           field_data={UNITS_NOTE: np.array([1])})
+
+    def summary(self) -> str:
+        h = self.backend.to_host
+        u = np.linalg.norm(h(self.displacement), axis=1)
+        vm = h(von_mises(self.stress))
+        lines = [
+            f"nodes {self.n_nodes}, elements {self.n_elements}, dofs {3 * self.n_nodes}",
+            f"max displacement {u.max():.6g} mm, max von Mises {vm.max():.6g} MPa",
+            f"applied force {np.array2string(self.applied_total(), precision=4)} N, "
+            f"reaction total {np.array2string(self.reaction_total(), precision=4)} N",
+        ]
+        if self.info is not None:
+            lines.append(self.info.summary())
+        return "\n".join(lines)

@@ -1,0 +1,262 @@
+"""The native voxel route (issue 19, deliverable 1): ``fem.solve(VoxelModel)`` compiles supports,
+loads and the rigid-body check on the grid and answers on the grid, never building the hex8
+Model, with the answers of the hex8 route (``fem.solve(vm.to_model())``) to 1e-12: heterogeneous
+moduli with empty voxels, named planes, node sets, index targets, prescribed displacements,
+B-bar; the same errors for unsupported models, hinges and bad targets; the same VTU."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fem
+from fem.errors import BoundaryConditionError, MechanismError, SetError, UnderConstrainedError
+from fem.meshes.voxel import bone_like_block
+from fem.voxel import VoxelModel
+from fem.voxel_result import VoxelResult
+
+TOL = 1e-12
+
+
+def rel(a, b) -> float:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    scale = np.abs(b).max()
+    return float(np.abs(a - b).max() / scale) if scale > 0 else float(np.abs(a).max())
+
+
+def holed_block(rng, shape=(9, 7, 8), spacing=(0.5, 0.6, 0.7)):
+    """Random moduli 100..10 000 MPa with 15 % empty voxels and an empty tunnel along y."""
+    E = rng.uniform(100.0, 10_000.0, shape)
+    E[rng.random(shape) < 0.15] = 0.0
+    E[3:5, :, 3:5] = 0.0
+    E[:, :, 0] = np.where(E[:, :, 0] > 0, E[:, :, 0], 500.0)  # a whole support plane
+    return VoxelModel(E, spacing=spacing, origin=(1.0, -2.0, 0.5), nu=0.3)
+
+
+def loaded(vm: VoxelModel) -> VoxelModel:
+    nx, ny, nz = vm.shape
+    vm.add_node_set("line", [(i, 0, 0) for i in range(nx + 1)])
+    vm.add_node_set("corner", [(0, 0, 0), (0, ny, 0)])
+    vm.add_node_set("top_pin", [(nx // 2, ny // 2, nz)])
+    vm.fix("zmin", "z").fix("line", "y").fix("corner", "x")
+    vm.add(fem.Pressure("zmax", 2.0), fem.Traction("xmax", (0.3, -0.1, 0.2)),
+           fem.TotalForce("ymax", (0.0, 5.0, -3.0)), fem.NodalForce("top_pin", (1.0, 0.5, -2.0)),
+           fem.Displacement("xmax", (0.001, None, None)))
+    return vm
+
+
+def both(vm, **kw):
+    """(new route, hex8 route) of the same model and solver arguments."""
+    kw = {"solver": "gmg", "rtol": 1e-12, **kw}
+    new = fem.solve(vm, **kw)
+    old = fem.solve(vm.to_model(), **kw)
+    return new, old
+
+
+def assert_same_answers(new, old, tol=TOL):
+    assert isinstance(new, VoxelResult) and not isinstance(old, VoxelResult)
+    for name in ("displacement", "stress", "strain", "strain_energy_density", "von_mises",
+                 "principal_stress", "principal_strain", "element_volume", "physical_stress"):
+        assert rel(getattr(new, name), getattr(old, name)) < tol, name
+    assert abs(new.strain_energy() - old.strain_energy()) < tol * abs(old.strain_energy())
+    assert rel(new.nodal_average(new.stress), old.nodal_average(old.stress)) < tol
+    for a, b in zip(new.integration_point_stress(), old.integration_point_stress()):
+        assert rel(a, b) < tol
+    force = max(np.abs(old.reaction_values).max(), np.abs(old.applied_total()).max())
+    assert new.reactions.keys() == old.reactions.keys()
+    for name, r in old.reactions.items():
+        np.testing.assert_allclose(new.reactions[name], r, rtol=0, atol=1e-10 * force)
+    np.testing.assert_allclose(new.reaction_values, old.reaction_values, rtol=0,
+                               atol=1e-10 * force)
+    np.testing.assert_allclose(new.applied_total(), old.applied_total(), rtol=1e-13,
+                               atol=1e-13 * force)
+    assert new.info.n_dof == old.info.n_dof and new.info.n_equations == old.info.n_equations
+    assert new.info.iterations == old.info.iterations
+
+
+def test_native_route_gives_the_hex8_route_s_answers(rng):
+    new, old = both(loaded(holed_block(rng)))
+    assert_same_answers(new, old)
+    # equilibrium: the reactions balance the loads
+    resultant, scale = new.balance()
+    assert np.abs(resultant).max() < 1e-9 * scale
+    assert new.info.imbalance < 1e-9
+
+
+@pytest.mark.parametrize("case", ["bone_like", "bbar", "anisotropic"])
+def test_native_route_on_the_bench_blocks(case):
+    vm = {"bone_like": lambda: bone_like_block((10, 9, 12), spacing=(0.7, 0.7, 1.0)),
+          "bbar": lambda: bone_like_block((6, 5, 7), nu=0.49),
+          "anisotropic": lambda: bone_like_block((12, 10, 4), spacing=(0.3, 0.3, 1.5))}[case]()
+    if case == "bbar":
+        with pytest.warns(UserWarning, match="B-bar"):
+            new = fem.solve(vm, solver="gmg", rtol=1e-12)
+        with pytest.warns(UserWarning, match="B-bar"):
+            old = fem.solve(vm.to_model(), solver="gmg", rtol=1e-12)
+        assert new.bbar
+    else:
+        new, old = both(vm)
+    assert_same_answers(new, old)
+
+
+def test_mixed_precision_matches_too(rng):
+    new, old = both(loaded(holed_block(rng)), precision="mixed", rtol=1e-9)
+    assert new.info.precision == old.info.precision == "mixed"
+    assert_same_answers(new, old)
+
+
+def test_index_and_face_targets_use_the_hex8_numbering(rng):
+    vm = holed_block(rng, shape=(6, 5, 7))
+    m = vm.to_model()
+    bottom = m.nodes_of("zmin")
+    top = m.face_set("zmax")
+    vm.add(fem.Fixed(bottom[::2], "xyz"), fem.Fixed(bottom, "z"),
+           fem.Pressure((top.elements[:7], top.faces[:7]), 1.5),
+           fem.NodalForce(np.array([len(bottom) + 3]), (0.0, 0.0, -1.0)))
+    new, old = both(vm)
+    assert_same_answers(new, old)
+
+
+def test_no_hex8_model_is_built_until_it_is_asked_for(rng, monkeypatch, tmp_path):
+    vm = loaded(holed_block(rng))
+    ref = fem.solve(vm.to_model(), solver="gmg", rtol=1e-10)
+
+    def refuse(self):
+        raise AssertionError("to_model was called")
+
+    monkeypatch.setattr(VoxelModel, "to_model", refuse)
+    r = vm.solve(solver="gmg", rtol=1e-10)
+    assert "model" not in r.__dict__ and "system" not in r.__dict__
+    assert rel(r.stress, ref.stress) < 1e-12
+    r.summary()
+    out = r.write(tmp_path / "voxels.vtu")  # streamed from the grid: no Model either
+    monkeypatch.undo()
+    import meshio
+
+    mesh, ref_mesh = meshio.read(out), meshio.read(ref.write(tmp_path / "ref.vtu"))
+    assert np.array_equal(mesh.cells[0].data, ref_mesh.cells[0].data)
+    assert np.allclose(mesh.points, ref_mesh.points, rtol=0, atol=1e-12)
+    assert sorted(mesh.point_data) == sorted(ref_mesh.point_data)
+    assert sorted(mesh.cell_data) == sorted(ref_mesh.cell_data)
+    for name, values in ref_mesh.point_data.items():
+        assert rel(mesh.point_data[name], values) < 1e-12, name
+    for name, values in ref_mesh.cell_data.items():
+        assert rel(mesh.cell_data[name][0], values[0]) < 1e-12, name
+    # the hex8 view, when asked for, is the model the hex8 route solved
+    assert r.model.n_elements == ref.model.n_elements
+    assert np.array_equal(r.system.fixed_dofs, ref.system.fixed_dofs)
+
+
+def test_other_solvers_small_models_and_plates_take_the_hex8_route():
+    vm = bone_like_block((4, 4, 4))
+    assert not isinstance(fem.solve(vm), VoxelResult)  # 375 dofs: direct
+    assert fem.solve(vm).info.solver == "direct"
+    big = bone_like_block((12, 12, 12))
+    assert isinstance(fem.solve(big), VoxelResult)  # auto above DIRECT_MAX_DOF: the grid
+    assert fem.solve(big, solver="amg", rtol=1e-8).info.solver == "amg"
+    plate = bone_like_block((12, 12, 12))
+    plate.conditions = [c for c in plate.conditions if not isinstance(c, fem.Pressure)]
+    plate.add(fem.RigidPlate("zmax", force=(0.0, 0.0, -100.0)))
+    r = fem.solve(plate, rtol=1e-8)
+    assert r.info.solver == "amg" and not isinstance(r, VoxelResult)
+
+
+# ---------------------------------------------------------------------- the same errors
+
+def both_raise(vm, error, match=None):
+    with pytest.raises(error, match=match) as new:
+        fem.solve(vm, solver="gmg")
+    with pytest.raises(error) as old:
+        fem.solve(vm.to_model(), solver="gmg")
+    return new.value, old.value
+
+
+def test_unsupported_model_is_refused_with_its_free_motions():
+    vm = bone_like_block((6, 5, 7))
+    vm.conditions = [c for c in vm.conditions if not isinstance(c, fem.Fixed)]
+    vm.fix("zmin", "z")  # z and the tilts held; x, y and the spin about z free
+    new, old = both_raise(vm, UnderConstrainedError, "under-constrained.*translation x")
+    assert new.free_motions == old.free_motions
+    assert len(new.free_motions) == 3
+
+
+def test_floating_part_is_refused_on_the_grid():
+    E = np.full((6, 4, 6), 1000.0)
+    E[:, :, 3] = 0.0  # an empty layer: the upper part floats
+    vm = VoxelModel(E)
+    vm.fix("zmin").add(fem.Pressure("zmax", 1.0))
+    new, old = both_raise(vm, UnderConstrainedError, "part containing grid node")
+    assert new.free_motions == old.free_motions and len(new.free_motions) == 6
+    assert not isinstance(new, MechanismError)
+
+
+def test_hinge_between_voxel_parts_is_a_mechanism():
+    """Two blocks sharing one edge only: the upper one turns about it."""
+    E = np.zeros((4, 3, 6))
+    E[:2, :, :3] = 1000.0
+    E[2:, :, 3:] = 1000.0  # meets the lower block along the edge x = 2, z = 3
+    vm = VoxelModel(E)
+    vm.fix("zmin").add(fem.Pressure("zmax", 1.0))
+    new, old = both_raise(vm, MechanismError, r"mechanism: a part of 18 element\(s\).*hinge")
+    assert new.free_motions == old.free_motions
+
+
+def test_hinge_held_by_its_own_support_solves():
+    E = np.zeros((4, 3, 6))
+    E[:2, :, :3] = 1000.0
+    E[2:, :, 3:] = 1000.0
+    vm = VoxelModel(E)
+    vm.add_node_set("far", [(i, j, 6) for i in range(2, 5) for j in range(4)])
+    vm.fix("zmin").fix("far").add(fem.NodalForce("far", (0.1, 0.0, 0.0)),
+                                   fem.Pressure("xmax", 0.5))
+    new, old = both(vm)
+    assert rel(new.displacement, old.displacement) < TOL
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (lambda vm: vm.add(fem.Displacement("zmin", (None, None, 0.1))), BoundaryConditionError,
+     "conflicting prescribed displacement"),
+    (lambda vm: vm.fix("nowhere"), SetError, "unknown node set 'nowhere'"),
+    (lambda vm: vm.add(fem.Pressure("edge_x", 1.0)), SetError, "it is a node set"),
+    (lambda vm: vm.add(fem.Fixed(np.array([10 ** 6]))), SetError, "do not exist"),
+    (lambda vm: vm.add(fem.NodalForce("edge_x", (1e120, 0.0, 0.0))), BoundaryConditionError,
+     "outside what a solve"),
+])
+def test_bad_conditions_raise_as_on_the_hex8_route(change, error, match):
+    vm = bone_like_block((6, 5, 7))
+    change(vm)
+    both_raise(vm, error, match)
+
+
+def test_node_set_off_the_voxels_is_refused():
+    E = np.full((4, 4, 4), 100.0)
+    E[0] = 0.0
+    vm = VoxelModel(E).fix("zmin").add(fem.Pressure("zmax", 1.0))
+    vm.add_node_set("air", [(0, 0, 0)])
+    both_raise(vm, SetError, "'air' has no node on an occupied voxel")
+
+
+# ---------------------------------------------------------------------- the import cycle
+
+def _imports(module: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            out |= {f"{node.module or ''}.{a.name}".lstrip(".") for a in node.names}
+            out.add(node.module or "")
+    return out
+
+
+def test_analysis_does_not_import_voxel():
+    """fem.voxel uses fem.analysis (the hex8 route); fem.analysis hands a VoxelModel to its own
+    solve method and imports nothing of fem.voxel: no cycle (also none through a lazy import)."""
+    root = Path(fem.__file__).parent
+    analysis = _imports(root / "analysis.py")
+    assert not {m for m in analysis if m == "voxel" or m.startswith("voxel.")}
+    below = ("analysis.py", "grid.py", "gmg.py", "system.py", "result.py", "voxel_system.py",
+             "voxel_result.py", "nonlinear_systems.py")
+    for name in below:
+        assert "voxel" not in {m.split(".")[0] for m in _imports(root / name)}, name
