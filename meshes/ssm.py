@@ -298,7 +298,10 @@ def _pedicle_axes(post, body_z, y_wall, centres, lvl_mask, origin, h, e_ax, name
                   surface=None):
     """{"left"/"right": (entry, direction)} through each pedicle's isthmus (module docstring);
     the direction is kept perpendicular to the body axis ``e_ax``; with the level's source
-    ``surface`` (model frame) it is refined there (:func:`_surface_axis`)."""
+    ``surface`` (model frame) it is refined there (:func:`_surface_axis`). Without a surface
+    (a segmented scan, whose voxel pedicle is too ragged to fit), or where the voxel fit fails
+    or converges outside :data:`CONVERGENCE_RANGE`, the axis runs from the isthmus to the body's
+    centre."""
     ijk = np.argwhere(post)
     p = origin + (ijk + 0.5) * h
     near = (p[:, 2] >= body_z[0]) & (p[:, 2] <= body_z[1]) \
@@ -318,18 +321,42 @@ def _pedicle_axes(post, body_z, y_wall, centres, lvl_mask, origin, h, e_ax, name
             r = q[(layer == j) & (np.hypot(q[:, 0] - c0[0], q[:, 2] - c0[2]) <= _PEDICLE_R)]
             if len(r):
                 cs.append(r.mean(axis=0))
-        cs = np.array(cs)
-        if len(cs) < 2:
-            raise MeshError(f"{name}: the {side} pedicle is too short at this voxel size")
-        A = np.c_[cs[:, 1], np.ones(len(cs))]
-        slope = np.linalg.lstsq(A, cs[:, [0, 2]], rcond=None)[0][0]
-        d = -np.array([slope[0], 1.0, slope[1]])
-        d -= (d @ e_ax) * e_ax
-        d /= np.linalg.norm(d)
-        if surface is not None:
+        d = _isthmus_direction(np.array(cs), e_ax)
+        if surface is None or d is None or not _plausible_convergence(d, s):
+            # no surface to refine a voxel fit on (a segmented scan), too few layers for a fit,
+            # or a fit through a ragged mask: aim from the isthmus at the body's centre
+            d = _perpendicular(np.asarray(centres, dtype=float) - c0, e_ax)
+        else:
             c0, d = _surface_axis(surface, c0, d, y_wall, e_ax, side)
         out[side] = (_exit_point(c0, d, lvl_mask, origin, h), d)
     return out
+
+
+#: medial convergence (degrees) of a pedicle axis fitted on the voxels that is accepted; lumbar
+#: transverse pedicle angles lie within it (about 5-30 degrees, growing caudally)
+CONVERGENCE_RANGE = (-5.0, 35.0)
+
+
+def _perpendicular(d, e_ax):
+    d = np.asarray(d, dtype=float) - (np.asarray(d, dtype=float) @ e_ax) * e_ax
+    return d / np.linalg.norm(d)
+
+
+def _isthmus_direction(cs, e_ax):
+    """The direction into the body of a line fitted through the layer centroids ``cs`` (k, 3),
+    perpendicular to the body axis; None for fewer than two layers."""
+    if len(cs) < 2:
+        return None
+    A = np.c_[cs[:, 1], np.ones(len(cs))]
+    slope = np.linalg.lstsq(A, cs[:, [0, 2]], rcond=None)[0][0]
+    return _perpendicular(-np.array([slope[0], 1.0, slope[1]]), e_ax)
+
+
+def _plausible_convergence(d, s: float) -> bool:
+    """Whether direction ``d`` of the pedicle on side ``s`` (+1 left, -1 right) points into
+    the body (anterior, -y) converging medially within :data:`CONVERGENCE_RANGE`."""
+    angle = np.degrees(np.arctan2(-s * d[0], -d[1]))
+    return bool(d[1] < 0 and CONVERGENCE_RANGE[0] <= angle <= CONVERGENCE_RANGE[1])
 
 
 def _exit_point(c0, d, lvl_mask, origin, h):
@@ -414,6 +441,32 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
     grid = _Grid.around(surfs, names, h)
     lvl, dist = _inside(grid.surfaces, grid.origin, grid.shape, h)
     n_inside = [int((lvl == i).sum()) for i in range(len(names))]
+    m, made = segment_from_levels(lvl, dist, grid.origin, h, names, materials=materials,
+                                  cortex=cortex, endplate=endplate, surfaces=surfs)
+    m.metadata["ssm"] = dict(folder=str(data_folder(folder)), rotation=ROTATION.tolist(),
+                             translation=made["translation"].tolist(), citation=CITATION,
+                             surface_volumes={n: float(surfs[n].volume) for n in names},
+                             inside_voxels=dict(zip(names, n_inside)),
+                             separated_voxels=made["separated_voxels"],
+                             nucleus_area_fraction=made["nucleus_area_fraction"])
+    return m
+
+
+def segment_from_levels(lvl, dist, origin, h: float, names: list[str], *, materials=None,
+                        cortex: float = 0.5, endplate: float = 0.25, surfaces=None):
+    """A hex8 segment model from a grid of vertebrae: ``lvl`` (nx, ny, nz) the index into
+    ``names`` (cranial to caudal) of each voxel's level, -1 empty (changed in place: voxels
+    touching the level above are emptied); ``dist`` the distance (mm) of each occupied voxel's
+    centre to its level's surface; ``origin`` the grid's corner (mm, the project's axes: x the
+    patient's left, y posterior, z cranial); ``h`` the voxel size (mm). Parts, discs, sets and
+    anatomy as the module docstring says; ``surfaces`` ({level: surface} in the grid's frame
+    before rotation, as :func:`load_surfaces` gives them) refine the pedicle axes where given.
+
+    Returns the model (translated as the module docstring says) and what was done:
+    ``{"translation": (3,) mm added to the grid's positions, "separated_voxels": n,
+    "nucleus_area_fraction": {disc: share}}``.
+    """
+    grid = _Grid(np.asarray(origin, dtype=float), tuple(lvl.shape), h, [])
     removed = _separate(lvl)
     labels = np.zeros(grid.shape, dtype=np.int16)
     bodies, rims = [], []
@@ -430,14 +483,10 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
     m = model_from_labels(labels, o_model, h, label_names(names), mats)
     m.metadata["layer_factors"] = layer_factors(names, physical, layers, h)
     add_endplate_sets(m, labels, names, rims)
-    _annotate_levels(m, names, bodies, lvl, o_model, h, surfs, shift, cortex, endplate)
+    _annotate_levels(m, names, bodies, lvl, o_model, h, surfaces, shift, cortex, endplate)
     m.metadata["voxel_size"] = h
-    m.metadata["ssm"] = dict(folder=str(data_folder(folder)), rotation=ROTATION.tolist(),
-                             translation=shift.tolist(), citation=CITATION,
-                             surface_volumes={n: float(surfs[n].volume) for n in names},
-                             inside_voxels=dict(zip(names, n_inside)),
-                             separated_voxels=removed, nucleus_area_fraction=fractions)
-    return m
+    return m, {"translation": shift, "separated_voxels": removed,
+               "nucleus_area_fraction": fractions}
 
 
 @dataclass(frozen=True)
@@ -564,7 +613,7 @@ def _annotate_levels(m, names, bodies, lvl, o_model, h: float, surfs, shift, cor
         e_ax = (ends["superior"] - ends["inferior"]) / height
         axes = _pedicle_axes(post, (ends["inferior"][2], ends["superior"][2]),
                              o_model[1] + jw * h, centre, lvl == i, o_model, h, e_ax, n,
-                             surface=moved(surfs[n], shift))
+                             surface=None if surfs is None else moved(surfs[n], shift))
         levels.append(measured_level(n, centre, ends, axes, float(width), float(depth),
                                      float(o_model[1] + jw * h), cortex, endplate))
     annotate(m, names, levels=levels)

@@ -1,0 +1,141 @@
+"""Patient segments from the real CT (issue 20, deliverable 2): the L1-L3 of the shared clinical
+scan and its TotalSegmentator masks, built as the other segment builders build theirs, so that
+fractures, PVP, PKP, load cases and metrics run on it; the trabecular moduli follow the
+calibrated density of the voxels they sit on. Skips visibly where the shared data are absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fem
+from fem import augment, metrics
+from fem.meshes import ct, loadcases, pathology
+from fem.meshes.bone import trabecular_modulus
+from fem.meshes.patient import patient_segment_model
+from fem.meshes.segmentation import Segmentation, read_segmentation
+
+pytest.importorskip("nibabel")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct-abdomen-totalsegmentator"
+pytestmark = pytest.mark.skipif(not (DATA / "ct.nii.gz").is_file(),
+                                reason=f"the shared CT data are absent ({DATA})")
+#: an assumed calibration for the tests (the scan has no phantom): the typical K2HPO4 line of
+#: fem.meshes.ct.PHANTOM_HU, HU = 10 + 1.25 rho
+CAL = ct.Calibration(1.0 / 1.25, -10.0 / 1.25, source="assumed (PHANTOM_HU)")
+LEVELS = ["L1", "L2", "L3"]
+#: the data's README: mean HU of each level's trabecular core (mask eroded by 2 voxels)
+README_CORE_HU = {"L1": 109.0, "L2": 113.0, "L3": 111.0}
+
+
+@pytest.fixture(scope="module")
+def scan():
+    return ct.read_nifti(DATA / "ct.nii.gz"), read_segmentation(DATA / "masks")
+
+
+@pytest.fixture(scope="module")
+def patient(scan):
+    image, seg = scan
+    return patient_segment_model(image, seg, CAL, levels="L1-L3", voxel_size=3.0)
+
+
+def test_the_patient_segment_has_every_part_and_its_anatomy(patient):
+    m = patient
+    assert m.anatomy.levels == LEVELS == m.metadata["levels"]
+    for n in LEVELS:
+        a = m.anatomy[n]
+        assert set(a.parts) == {"cortex", "trabecular", "endplate_superior", "endplate_inferior",
+                                "posterior"}
+        # lumbar body sizes (mm): widths 40-60, depths 30-50, heights 22-35
+        assert 40 < a.width < 60 and 30 < a.depth < 50 and 22 < a.height < 35, (n, a)
+        f = a.frame()
+        assert f.axial[2] > 0.95 and f.anterior[1] < -0.95  # z cranial, -y anterior (LPS)
+        for side, s in (("left", 1.0), ("right", -1.0)):
+            entry, d = a.pedicle_axes[side]
+            assert s * (entry - a.centre) @ f.lateral > 5.0  # the pedicle on its own side
+            assert d @ f.anterior > 0.7 and -s * d @ f.lateral > 0.0  # into the body, medially
+    for up, lo in zip(LEVELS[:-1], LEVELS[1:]):
+        disc = f"{up}-{lo}"
+        conn = m.blocks[0].conn
+        nodes = np.unique(conn[np.concatenate([m.regions[f"{disc}/annulus"],
+                                               m.regions[f"{disc}/nucleus"]])])
+        for level, side in ((up, "inferior"), (lo, "superior")):
+            shared = np.intersect1d(nodes, m.node_sets[f"{level}/{side}"])
+            assert len(shared) > 0.5 * len(m.node_sets[f"{level}/{side}"]), (disc, level)
+    # the vertebrae are those of the scan: cranial to caudal, about one body height apart
+    z = [m.anatomy[n].centre[2] for n in LEVELS]
+    assert 25 < z[0] - z[1] < 45 and 25 < z[1] - z[2] < 45
+
+
+def test_trabecular_moduli_follow_the_density_of_the_voxels_they_sit_on(scan, patient):
+    """Each core element's modulus is the law's at the calibrated density of the CT at its
+    centre (trilinear), found here independently from the element's position in the scan."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    image, _ = scan
+    m = patient
+    axes = [image.origin[a] + image.spacing[a] * np.arange(image.shape[a]) for a in range(3)]
+    hu_at = RegularGridInterpolator(axes, image.hu, bounds_error=False, fill_value=0.0)
+    shift = np.asarray(m.metadata["ct"]["translation"])
+    for n in LEVELS:
+        el = m.regions[f"{n}/trabecular"]
+        scan_xyz = m.element_centres(el) - shift
+        hu = hu_at(scan_xyz)
+        rho = np.clip(CAL.density(hu), 1e-3, None)  # none below 0: the law's floor E_min
+        np.testing.assert_allclose(m.E[el], trabecular_modulus(rho), rtol=1e-9)
+        rec = m.metadata["ct"]["levels"][n]
+        assert rec["hu_mean"] == pytest.approx(hu.mean(), rel=1e-9)
+        assert rec["density_mg_cm3"] == pytest.approx(CAL.density(hu.mean()), rel=1e-9)
+        # the core is trabecular bone: near the README's eroded-core HU (the 3 mm core keeps
+        # some partial volume of the shell: it reads higher, not lower)
+        assert README_CORE_HU[n] - 10 < rec["hu_mean"] < README_CORE_HU[n] + 35, (n, rec)
+
+
+def test_resampling_keeps_each_vertebra_s_volume(scan, patient):
+    image, seg = scan
+    fine = patient_segment_model(image, seg, CAL, levels="L2", voxel_size=2.0)
+    for n, m in (("L2", patient), ("L2", fine)):
+        h = m.metadata["voxel_size"]
+        bone = sum(len(m.regions[f"{n}/{p}"]) for p in m.anatomy[n].parts) * h ** 3
+        scan_ml = seg.voxel_counts()[n] * np.prod(seg.spacing)
+        # the separation from the level above removes a little; trilinear half-volume keeps
+        assert bone == pytest.approx(scan_ml, rel=0.10), (h, bone, scan_ml)
+
+
+def test_fracture_pvp_pkp_load_and_metrics_run_on_the_patient(patient):
+    m = patient
+    f = pathology.compress(m, "L2", "wedge", grade=2)
+    assert f.metadata["fractures"][-1].level == "L2"
+    front_f, back_f, wedge = metrics.body_heights(f, "L2")
+    front, back, wedge0 = metrics.body_heights(m, "L2")
+    assert front_f < 0.8 * front and back_f > 0.9 * back and wedge - wedge0 > 5.0
+    pvp = augment.pvp(f, "L2", 3.0, seed=1)
+    pkp = augment.pkp(f, "L2", 3.0)
+    for treated in (pvp, pkp):
+        aug = treated.metadata["augmentations"][-1]
+        assert aug.volume_ml + aug.leak_ml == pytest.approx(3.0, rel=0.1)
+    res = fem.solve(loadcases.loaded(m, "standing"))
+    t = metrics.level_metrics(res)
+    assert list(t["level"]) == LEVELS
+    assert (t["stiffness_n_per_mm"] > 0).all() and (t["strength_n"] > 0).all()
+    # the nucleus carries the load: positive pressure in both discs
+    assert (t["disc_pressure_mpa"].iloc[:2] > 0).all()
+
+
+def test_bad_patient_input_names_the_fault(scan, tmp_path):
+    image, seg = scan
+    holed = Segmentation(
+        np.where(seg.mask("L2"), 0, seg.labels), seg.names, seg.spacing, seg.origin, "holed")
+    with pytest.raises(fem.MeshError, match=r"L2 of L1-L3 has an empty mask"):
+        patient_segment_model(image, holed, CAL, levels="L1-L3", voxel_size=3.0)
+    far = ct.CTImage(np.zeros((4, 4, 4)), image.spacing, (1e4, 1e4, 1e4))
+    with pytest.raises(fem.MeshError, match="do not overlap the CT image"):
+        patient_segment_model(far, seg, CAL, levels="L2", voxel_size=3.0)
+    wrong = ct.Calibration(0.8, -200.0)  # puts a 110 HU core at negative density
+    with pytest.raises(fem.MeshError, match="density <= 0 .* check the calibration"):
+        patient_segment_model(image, seg, wrong, levels="L2", voxel_size=3.0)
+    with pytest.raises(fem.ParameterError, match="calibration must be"):
+        patient_segment_model(image, seg, None, levels="L2")
+    with pytest.raises(fem.ParameterError, match="voxel_size"):
+        patient_segment_model(image, seg, CAL, levels="L2", voxel_size=0.01)
