@@ -17,7 +17,10 @@ and the report run on it unchanged:
    (annulus and nucleus) fill the space between adjacent bodies, sharing nodes with the
    endplates; centres, endplate centres and pedicle axes are measured on the voxels. The
    distance of a voxel to the level's surface is its Euclidean distance to the nearest voxel
-   outside the resampled mask less half a voxel.
+   outside the resampled mask less half a voxel. A clinical scan's voxel pedicle is too
+   ragged to fit an axis on (fits of 0 to 60 degrees on the shared scan), so each pedicle axis
+   runs through the pedicle's isthmus (found on the voxels) at the trajectory angle of
+   :data:`fem.meshes.ssm.TRAJECTORY_DEG` from the level's anterior direction.
 3. **Moduli.** The trabecular core gets one modulus per voxel from its calibrated density
    through ``law`` (:mod:`fem.meshes.bone`), floored at ``E_min``. Clinical CT (0.5-3 mm voxels)
    does not resolve the 0.2-0.5 mm cortex and bony endplates (partial volume blurs them into

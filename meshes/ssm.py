@@ -299,11 +299,13 @@ def _pedicle_axes(post, body_z, y_wall, centres, lvl_mask, origin, h, e_ax, name
     """{"left"/"right": (entry, direction)} through each pedicle's isthmus (module docstring);
     the direction is kept perpendicular to the body axis ``e_ax``; with the level's source
     ``surface`` (model frame) it is refined there (:func:`_surface_axis`). Without a surface
-    (a segmented scan, whose voxel pedicle is too ragged to fit), or where the voxel fit fails
-    or converges outside :data:`CONVERGENCE_RANGE`, the axis runs from the isthmus to the body's
-    centre."""
+    (a segmented clinical scan, whose voxel pedicle is too ragged to fit: 0-60 degrees on the
+    shared scan) the axis runs through the isthmus at the trajectory angle of
+    :data:`TRAJECTORY_DEG` from the level's anterior direction (from the posterior elements'
+    centroid to the body's centre)."""
     ijk = np.argwhere(post)
     p = origin + (ijk + 0.5) * h
+    e_ant = _perpendicular(np.asarray(centres, dtype=float) - p.mean(axis=0), e_ax)
     near = (p[:, 2] >= body_z[0]) & (p[:, 2] <= body_z[1]) \
         & (p[:, 1] < y_wall + _PEDICLE_SEARCH)
     out = {}
@@ -321,20 +323,22 @@ def _pedicle_axes(post, body_z, y_wall, centres, lvl_mask, origin, h, e_ax, name
             r = q[(layer == j) & (np.hypot(q[:, 0] - c0[0], q[:, 2] - c0[2]) <= _PEDICLE_R)]
             if len(r):
                 cs.append(r.mean(axis=0))
-        d = _isthmus_direction(np.array(cs), e_ax)
-        if surface is None or d is None or not _plausible_convergence(d, s):
-            # no surface to refine a voxel fit on (a segmented scan), too few layers for a fit,
-            # or a fit through a ragged mask: aim from the isthmus at the body's centre
-            d = _perpendicular(np.asarray(centres, dtype=float) - c0, e_ax)
+        if surface is None:  # a segmented scan: the trajectory rule through the isthmus
+            d = _trajectory(name, s, e_ant, e_ax)
         else:
+            d = _isthmus_direction(np.array(cs), e_ax)
+            if d is None:
+                raise MeshError(f"{name}: the {side} pedicle is too short at this voxel size")
             c0, d = _surface_axis(surface, c0, d, y_wall, e_ax, side)
         out[side] = (_exit_point(c0, d, lvl_mask, origin, h), d)
     return out
 
 
-#: medial convergence (degrees) of a pedicle axis fitted on the voxels that is accepted; lumbar
-#: transverse pedicle angles lie within it (about 5-30 degrees, growing caudally)
-CONVERGENCE_RANGE = (-5.0, 35.0)
+#: medial convergence (degrees) of the transpedicular trajectory on a segmented scan: lumbar
+#: vertebral number x 5 degrees (Dickman et al. 1992, J Neurosurg 77:860: the mediolateral
+#: trajectory of open lumbar pedicle screws); 5 degrees elsewhere (the parametric model's
+#: thoracic value, fem.meshes.vertebra)
+TRAJECTORY_DEG = {"L1": 5.0, "L2": 10.0, "L3": 15.0, "L4": 20.0, "L5": 25.0}
 
 
 def _perpendicular(d, e_ax):
@@ -352,11 +356,12 @@ def _isthmus_direction(cs, e_ax):
     return _perpendicular(-np.array([slope[0], 1.0, slope[1]]), e_ax)
 
 
-def _plausible_convergence(d, s: float) -> bool:
-    """Whether direction ``d`` of the pedicle on side ``s`` (+1 left, -1 right) points into
-    the body (anterior, -y) converging medially within :data:`CONVERGENCE_RANGE`."""
-    angle = np.degrees(np.arctan2(-s * d[0], -d[1]))
-    return bool(d[1] < 0 and CONVERGENCE_RANGE[0] <= angle <= CONVERGENCE_RANGE[1])
+def _trajectory(name: str, s: float, e_ant, e_ax):
+    """The unit direction into the body of the pedicle on side ``s`` (+1 left, -1 right):
+    ``e_ant`` turned medially by :data:`TRAJECTORY_DEG`."""
+    a = np.radians(TRAJECTORY_DEG.get(name, 5.0))
+    e_lat = np.cross(e_ax, e_ant)  # the patient's left
+    return _perpendicular(np.cos(a) * e_ant - s * np.sin(a) * e_lat, e_ax)
 
 
 def _exit_point(c0, d, lvl_mask, origin, h):
