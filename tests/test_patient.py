@@ -139,3 +139,26 @@ def test_bad_patient_input_names_the_fault(scan, tmp_path):
         patient_segment_model(image, seg, None, levels="L2")
     with pytest.raises(fem.ParameterError, match="voxel_size"):
         patient_segment_model(image, seg, CAL, levels="L2", voxel_size=0.01)
+
+
+def test_a_study_run_names_a_patient(tmp_path):
+    """``anatomy = "ct"`` with ``ct`` and ``masks`` runs the patient through the study recipe
+    (a PVP of L2 here); a level the masks lack, or a missing file, is refused at spec time."""
+    from fem.study import SpecError, StudySpec
+    from fem.study.recipe import execute
+
+    base = {"anatomy": "ct", "ct": str(DATA / "ct.nii.gz"), "masks": str(DATA / "masks"),
+            "levels": "L1-L2", "voxel_size": 3.0, "procedure": "pvp", "fracture_level": "L2",
+            "cement_volume_ml": 3.0}
+    (p,) = StudySpec.from_dict({"study": {"name": "patient"}, "base": base}).expand()
+    out = execute(p)
+    rows = {r["level"]: r for r in out["rows"]}
+    assert list(rows) == ["L1", "L2"]
+    assert rows["L2"]["cement_placed_ml"] > 2.0 and rows["L1"]["cement_placed_ml"] == 0.0
+    assert rows["L2"]["wedge_angle_deg"] > 2.0  # fractured: the intact L2 reads about -5 deg
+    with pytest.raises(SpecError, match=r"T10 are not segmented"):
+        StudySpec.from_dict({"study": {"name": "x"}, "base": {**base, "levels": "T10-T12"}}
+                            ).expand()
+    with pytest.raises(SpecError, match=r"masks.*no such file"):
+        StudySpec.from_dict({"study": {"name": "x"},
+                             "base": {**base, "masks": str(tmp_path / "none")}}).expand()

@@ -32,7 +32,9 @@ def build_model(p: dict):
     mats = BoneQuality(bmd=p["bmd"])
     # runs recorded before "anatomy" and "mesh" existed lack them: the parametric voxel segment
     anatomy, mesh = p.get("anatomy", "parametric"), p.get("mesh", "voxel")
-    if anatomy == "ssm" and mesh == "tet10":
+    if anatomy == "ct":
+        m = _patient(p, mats)
+    elif anatomy == "ssm" and mesh == "tet10":
         from ..meshes.ssm_gmsh import ssm_segment_model_tet10
 
         m = ssm_segment_model_tet10(p["levels"], mesh_size=p["mesh_size"], materials=mats)
@@ -60,6 +62,19 @@ def build_model(p: dict):
                         height_restoration=p["height_restoration"], seed=p["seed"])
     m = loadcases.loaded(m, p["load_case"])
     return m
+
+
+def _patient(p: dict, mats):
+    """The patient segment of ``p["ct"]`` and ``p["masks"]`` (fem.meshes.patient): trabecular
+    moduli from the CT's calibrated density, the other parts from the bone quality ``mats``."""
+    from ..meshes import ct
+    from ..meshes.patient import patient_segment_model
+
+    image = (ct.read_dicom_series(p["ct"]) if Path(p["ct"]).is_dir()
+             else ct.read_nifti(p["ct"]))
+    cal = ct.Calibration(p["ct_slope"], p["ct_intercept"], source="study spec")
+    return patient_segment_model(image, p["masks"], cal, levels=p["levels"],
+                                 voxel_size=p["voxel_size"], materials=mats)
 
 
 def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:

@@ -156,9 +156,20 @@ PARAMETERS = {
                     "above and two below, the outermost carrying the plate and the support "
                     "(fewer at the ends of the spine or the shape model)"),
     "anatomy": Param(str, "parametric", "segment geometry: parametric (fem.meshes.vertebra, "
-                     "T6-L5) or ssm (the mean lumbar shape model, L2-L5; data from "
-                     "$FEM_SSM_DATA or ../shared/data/lumbar-ssm-mean)",
-                     choices=("parametric", "ssm")),
+                     "T6-L5), ssm (the mean lumbar shape model, L2-L5; data from "
+                     "$FEM_SSM_DATA or ../shared/data/lumbar-ssm-mean) or ct (a patient: "
+                     "the ct image and its masks, fem.meshes.patient)",
+                     choices=("parametric", "ssm", "ct")),
+    "ct": Param(str, "", "with anatomy = ct: the CT image, a NIfTI file or a DICOM series folder "
+                "(absolute, or relative to the working directory)"),
+    "masks": Param(str, "", "with anatomy = ct: its vertebra segmentation, a folder of "
+                   "vertebrae_<LEVEL>.nii.gz (TotalSegmentator), a multilabel NIfTI or a DICOM "
+                   "mask series"),
+    "ct_slope": Param(float, 0.8, "with anatomy = ct: HU to density slope (mg/cm^3 per HU); "
+                      "the default is an ASSUMPTION, a typical K2HPO4 line (fem.meshes.ct."
+                      "PHANTOM_HU): give the scan's own calibration", _range(1e-3, 10.0)),
+    "ct_intercept": Param(float, -8.0, "with anatomy = ct: HU to density intercept (mg/cm^3)",
+                          _range(-1000.0, 1000.0, " mg/cm^3")),
     "mesh": Param(str, "voxel", "voxel (hex8, voxel_size) or tet10 (gmsh, mesh_size)",
                   choices=("voxel", "tet10")),
     "voxel_size": Param(float, 2.0, "voxel size (mm)", _limit("voxel_size")),
@@ -382,7 +393,8 @@ class StudySpec:
 #: parameters added after the first stores were written, with their defaults: a run that keeps
 #: them at these values hashes without them, so its id (and a store's runs) stay what they were
 ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
-               "strength": "pistoia", "strength_levels": "treated"}
+               "strength": "pistoia", "strength_levels": "treated", "ct": "", "masks": "",
+               "ct_slope": 0.8, "ct_intercept": -8.0}
 
 
 def run_id(params: dict) -> str:
@@ -471,6 +483,8 @@ def auto_levels(p: dict, err) -> str:
                   "fracture_level: give one of them, or name the levels (e.g. 'L1-L3')")
     if p.get("anatomy") == "ssm":
         from ..meshes.ssm import SSM_LEVELS as available
+    elif p.get("anatomy") == "ct":
+        available = _segmented_levels(p, err)
     else:
         available = ORDER
     if centre not in available:
@@ -488,7 +502,24 @@ def _coerced(param, value):
 #: the parameters :func:`_cross_check` reads (it is given only these: reading another raises
 #: KeyError), so that it runs once per combination of their values, not once per run
 CROSS_KEYS = ("levels", "anatomy", "fracture_level", "treated_level", "procedure", "strength",
-              "strength_levels", "balloon_ml", "cement_volume_ml")
+              "strength_levels", "balloon_ml", "cement_volume_ml", "ct", "masks")
+
+
+def _segmented_levels(p, err) -> list[str]:
+    """The levels the run's masks hold (anatomy = ct), cranial to caudal; the CT and masks
+    must exist."""
+    from ..meshes.segmentation import read_segmentation
+
+    for key in ("ct", "masks"):
+        if not p[key]:
+            raise err(key, f"anatomy = 'ct' needs {key} (a path)")
+        if not Path(p[key]).exists():
+            raise err(key, f"{p[key]}: no such file or folder (relative paths are taken from "
+                      f"the working directory, {Path.cwd()})")
+    try:
+        return read_segmentation(p["masks"]).levels
+    except ModelError as exc:
+        raise err("masks", str(exc)) from None
 
 
 def _cross_check(p, err):
@@ -498,6 +529,12 @@ def _cross_check(p, err):
         names = level_range(p["levels"])
     except ModelError as exc:
         raise err("levels", str(exc)) from None
+    if p["anatomy"] == "ct":
+        segmented = _segmented_levels(p, err)
+        missing = [n for n in names if n not in segmented]
+        if missing:
+            raise err("levels", f"level(s) {', '.join(missing)} are not segmented in "
+                      f"{p['masks']} (levels: {', '.join(segmented) or 'none'})")
     if p["anatomy"] == "ssm":
         from ..meshes.ssm import SSM_LEVELS, data_folder, has_data
 
