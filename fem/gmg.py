@@ -34,7 +34,12 @@ diagonal is stored (it is recomputed range by range from the moduli). With the m
 or float32) and one byte of support flags per node, that is about 38 bytes per dof in float64
 (:meth:`VoxelSolver.held_bytes` plus the CG vectors); in mixed precision (float32 operator, preconditioner and work vectors r, p, q;
 float64 solution, scalars and reductions, and the true residual recomputed in float64 whenever the
-recursive one has dropped by 1e-3, and before stopping) about 23.
+recursive one has dropped by 1e-3, and before stopping) about 23. On top come what a range of
+node planes needs while it is processed (one product buffer per worker thread, a Jacobi update,
+the diagonal; built in place where the standard allows): on the CPU a range holds at most
+:data:`CPU_RANGE_SHARE` of a level's nodes, which keeps them to a few bytes per dof on grids of a
+few hundred thousand dofs as well (measured with tracemalloc at 1M dofs in double precision:
+about 44 bytes per dof in all, of which 32 are the four CG vectors; ``bench/voxel_memory.py``).
 
 Units as everywhere: mm, N, MPa.
 """
@@ -60,6 +65,10 @@ logger = logging.getLogger(__name__)
 COARSE_MAX_DOF = 200
 #: nodes per streamed range of node planes on the CPU (temporaries of about 24 x 8 x this bytes)
 CPU_RANGE_NODES = 120_000
+#: ... and on the CPU at most this share of the fine grid's nodes: the temporaries of a range
+#: (about 150 bytes a node, plus one product buffer per worker thread) then cost a few bytes per
+#: dof of the grid at any size, not tens of bytes on grids of a few hundred thousand dofs
+CPU_RANGE_SHARE = 1 / 8
 GPU_RANGE_NODES = 4_000_000
 #: mixed precision: check the true residual after this many iterations without a replacement;
 #: if it has not halved, float32 cannot make progress and the solve stops (fem.solve then
@@ -183,7 +192,10 @@ class VoxelSolver:
         self.kern = voxel_kernels(xp)
         on_gpu = getattr(xp, "__name__", "") == "cupy"
         self.threads = n_threads() if xp is np else 1
-        self.range_nodes = range_nodes or (GPU_RANGE_NODES if on_gpu else CPU_RANGE_NODES)
+        #: None: ranges scaled to each level's size (the CPU default)
+        self._scaled = range_nodes is None and not on_gpu
+        self.range_nodes = range_nodes or (GPU_RANGE_NODES if on_gpu else
+                                           _cpu_range_nodes(problem.E.shape))
         self.work_dtype = xp.float64 if precision == "double" else xp.float32
         self.Ke_ref = box_stiffness(problem.spacing, problem.nu, problem.bbar)
         self._Ke64 = xp.asarray(self.Ke_ref, dtype=xp.float64)
@@ -204,7 +216,8 @@ class VoxelSolver:
         Ke = xp.asarray(Ke_np, dtype=dtype)
         nz, ny, nx = E.shape
         plane = (ny + 1) * (nx + 1)
-        step = max(2, min(nz + 1, self.range_nodes // max(plane, 1)))
+        limit = _cpu_range_nodes(E.shape) if self._scaled else self.range_nodes
+        step = max(2, min(nz + 1, limit // max(plane, 1)))
         ranges = [(k, min(nz + 1, k + step)) for k in range(0, nz + 1, step)]
         return Level(E=E, bits=bits, Ke=Ke, kdiag=xp.asarray(np.diag(Ke_np), dtype=dtype),
                      dtype=dtype, ranges=ranges, spacing=tuple(spacing))
@@ -326,9 +339,12 @@ class VoxelSolver:
             for dj in (0, 1):
                 for di in (0, 1):
                     S[lo - k0:hi - k0, dj:dj + ny, di:di + nx] += Ek
-        inv = xp.where(S > 0, 1.0 / xp.where(S > 0, S, xp.ones_like(S)), xp.zeros_like(S))
-        kd = xp.reshape(lv.kdiag[:3], (1, 1, 1, 3))
-        return (inv[..., None] / kd) * _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)
+        inv = 1.0 / xp.where(S > 0, S, xp.full_like(S, math.inf))  # 0 where no voxel
+        del S
+        out = _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)  # built in place: few temporaries
+        out *= inv[..., None]
+        out /= xp.reshape(lv.kdiag[:3], (1, 1, 1, 3))
+        return out
 
     def _mask_into(self, lv: Level, v) -> None:
         xp = self.xp
@@ -336,11 +352,9 @@ class VoxelSolver:
             v[k0:k1, ...] *= _free_mask(xp, lv.bits[k0:k1, ...], v.dtype)
 
     def _dot(self, lv: Level, a, b) -> float:
-        xp = self.xp
         s = 0.0
         for k0, k1 in lv.ranges:
-            s += float(xp.sum(xp.astype(a[k0:k1, ...], xp.float64)
-                              * xp.astype(b[k0:k1, ...], xp.float64)))
+            s += _dot64(self.xp, a[k0:k1, ...], b[k0:k1, ...])
         return s
 
     # ------------------------------------------------------------------ smoothing and transfer
@@ -349,19 +363,26 @@ class VoxelSolver:
         """One damped Jacobi sweep z += omega D^-1 (r - A z), in place (lagged write-back)."""
         pending = None
         for k0, k1, Az in self._stream(lv, z):
-            upd = (r[k0:k1, ...] - Az) * (lv.omega * self._dinv(lv, k0, k1))
+            # -(update) = omega D^-1 (A z - r), built in place in D^-1 and the stream's buffer
+            Az -= r[k0:k1, ...]
+            neg = self._dinv(lv, k0, k1)
+            neg *= lv.omega
+            neg *= Az
             if pending is not None:
                 pk0, pk1, pu = pending
-                z[pk0:pk1, ...] += pu
-            pending = (k0, k1, upd)
+                z[pk0:pk1, ...] -= pu
+            pending = (k0, k1, neg)
         if pending is not None:
             pk0, pk1, pu = pending
-            z[pk0:pk1, ...] += pu
+            z[pk0:pk1, ...] -= pu
 
     def _first_sweep(self, lv: Level, r, z) -> None:
         """z = omega D^-1 r (a Jacobi sweep from z = 0)."""
         for k0, k1 in lv.ranges:
-            z[k0:k1, ...] = r[k0:k1, ...] * (lv.omega * self._dinv(lv, k0, k1))
+            d = self._dinv(lv, k0, k1)
+            d *= lv.omega
+            d *= r[k0:k1, ...]
+            z[k0:k1, ...] = d
 
     def _residual_restrict(self, lv: Level, r, z, coarse: Level) -> None:
         """coarse.r = R (r - A z), range by range."""
@@ -371,7 +392,10 @@ class VoxelSolver:
         ncz, ncy, ncx = coarse.node_shape[:3]
         fx, fy, fz = lv.factors
         for k0, k1, Az in self._stream(lv, z):
-            t = (r[k0:k1, ...] - Az) * _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)
+            Az *= -1.0  # t = (r - A z) F, in the stream's buffer
+            Az += r[k0:k1, ...]
+            Az *= _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)
+            t = Az
             if fx == 2:
                 t = _restrict_axis(xp, t, 2, ncx)
             if fy == 2:
@@ -404,7 +428,9 @@ class VoxelSolver:
                     f = _prolong_axis(xp, f, 1, nfy)
                 if fx == 2:
                     f = _prolong_axis(xp, f, 2, nfx)
-                z[k0:k1, ...] += f * _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)
+                m = _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)
+                m *= f
+                z[k0:k1, ...] += m
                 continue
             c0, c1 = k0 // 2, min(k1 // 2 + 1, zc.shape[0])  # coarse planes needed
             sub = zc[c0:c1, ...]
@@ -558,10 +584,9 @@ class VoxelSolver:
         for it in range(1, maxiter + 1):
             pq = 0.0
             for k0, k1, Ap in self._stream(lv, pv):
-                qa = Ap * _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)
-                q[k0:k1, ...] = qa
-                pq += float(xp.sum(xp.astype(pv[k0:k1, ...], xp.float64)
-                                   * xp.astype(qa, xp.float64)))
+                Ap *= _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)  # the stream's buffer
+                q[k0:k1, ...] = Ap
+                pq += _dot64(xp, pv[k0:k1, ...], Ap)
             if not pq > 0.0:
                 raise ConvergenceError(
                     f"CG broke down at iteration {it}: p.Ap = {pq:.3e} <= 0; the voxel model "
@@ -569,9 +594,9 @@ class VoxelSolver:
             alpha = rz / pq
             rr = 0.0
             for k0, k1 in lv.ranges:
-                x[k0:k1, ...] += alpha * xp.astype(pv[k0:k1, ...], xp.float64)
+                x[k0:k1, ...] += alpha * xp.astype(pv[k0:k1, ...], xp.float64, copy=False)
                 r[k0:k1, ...] -= alpha * q[k0:k1, ...]
-                rr += float(xp.sum(xp.astype(r[k0:k1, ...], xp.float64) ** 2))
+                rr += _dot64(xp, r[k0:k1, ...], r[k0:k1, ...])
             rnorm = math.sqrt(rr)
             restart = False
             stalled = mixed and it - last_true_it >= STALL_ITERATIONS
@@ -663,6 +688,12 @@ class VoxelSolver:
         return out
 
 
+def _cpu_range_nodes(shape) -> int:
+    """Nodes per streamed range on the CPU for moduli of ``shape`` (nz, ny, nx)."""
+    nodes = math.prod(n + 1 for n in shape)
+    return max(1, min(CPU_RANGE_NODES, math.ceil(CPU_RANGE_SHARE * nodes)))
+
+
 def _coarsening_factors(shape, spacing) -> tuple:
     """Which axes to halve next: those of at least 2 voxels; where the spacing is anisotropic
     (an axis at least SEMI_RATIO times finer than the coarsest), only the fine axes
@@ -688,6 +719,12 @@ def _blas_limited(threads: int):
 
 
 # ---------------------------------------------------------------------- helpers (array API only)
+
+def _dot64(xp, a, b) -> float:
+    """sum(a * b) accumulated in float64 (no copy of float64 operands)."""
+    return float(xp.sum(xp.astype(a, xp.float64, copy=False)
+                        * xp.astype(b, xp.float64, copy=False)))
+
 
 def _free_mask(xp, bits, dtype):
     """(…, 3) 1.0 on free dofs, 0.0 on supported dofs and on nodes of no voxel."""
