@@ -29,7 +29,8 @@ CT_EXTRA = 'pip install "vertebra-fem[ct]"'
 MIN_R2 = 0.95
 
 
-def _optional(module: str):
+def optional_module(module: str):
+    """The module, or an InputFileError naming the extra that installs it."""
     import importlib
 
     try:
@@ -71,7 +72,7 @@ class CTImage:
 
 # ---------------------------------------------------------------------------------- readers
 
-def _axis_aligned(dirs, where: str):
+def axis_aligned(dirs, where: str):
     """Permutation and signs mapping array axes onto x, y, z for direction vectors ``dirs``
     (3, 3), one row per array axis; refuses oblique frames."""
     d = np.asarray(dirs, dtype=float)
@@ -84,7 +85,7 @@ def _axis_aligned(dirs, where: str):
     return axis, np.sign(d[np.arange(3), axis])
 
 
-def _to_xyz(data, spacing, first, axis, sign):
+def to_xyz(data, spacing, first, axis, sign):
     """Reorder array axes to x, y, z with increasing coordinates; returns (data, spacing,
     origin) where ``first`` is the position of element (0, 0, 0)."""
     order = np.argsort(axis)
@@ -103,7 +104,7 @@ def read_nifti(path) -> CTImage:
     """A CT image from a NIfTI file (needs nibabel). NIfTI world coordinates (RAS+) are turned
     into the project's LPS axes; the affine must be axis-aligned (flips and axis permutations
     are undone); oblique affines are refused."""
-    nib = _optional("nibabel")
+    nib = optional_module("nibabel")
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: no such file")
@@ -121,8 +122,8 @@ def read_nifti(path) -> CTImage:
     spacing = np.linalg.norm(m, axis=0)
     if (spacing <= 0).any():
         raise InputFileError(f"{path}: the affine has a zero voxel size {spacing.tolist()}")
-    axis, sign = _axis_aligned(m.T, str(path))
-    hu, sp, origin = _to_xyz(data, spacing, affine[:3, 3], axis, sign)
+    axis, sign = axis_aligned(m.T, str(path))
+    hu, sp, origin = to_xyz(data, spacing, affine[:3, 3], axis, sign)
     return CTImage(hu, sp, origin)
 
 
@@ -135,7 +136,7 @@ def read_dicom_series(folder) -> CTImage:
     orientation, size, pixel spacing or series UID, repeat a position or are unevenly spaced is
     refused, naming the file.
     """
-    pydicom = _optional("pydicom")
+    pydicom = optional_module("pydicom")
     folder = Path(folder)
     if not folder.is_dir():
         raise InputFileError(f"{folder}: not a folder")
@@ -205,8 +206,8 @@ def read_dicom_series(folder) -> CTImage:
     vol = np.stack([s[4] for s in slices], axis=0)           # (k, row index r, column index c)
     data = np.transpose(vol, (2, 1, 0))                      # (c, r, k)
     spacing = (ps0[1], ps0[0], dz)                           # column step, row step, slice step
-    axis, sign = _axis_aligned(np.stack([row, col, normal]), str(folder))
-    hu, sp, origin = _to_xyz(data, spacing, slices[0][2], axis, sign)
+    axis, sign = axis_aligned(np.stack([row, col, normal]), str(folder))
+    hu, sp, origin = to_xyz(data, spacing, slices[0][2], axis, sign)
     return CTImage(hu, sp, origin)
 
 

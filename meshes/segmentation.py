@@ -4,8 +4,10 @@ A patient's vertebrae reach a model as a segmentation of their CT. TotalSegmenta
 groups run, writes one binary mask per structure (``vertebrae_L1.nii.gz``, ...) or, with
 ``--ml``, one multilabel image whose label numbers are those of its ``total`` task
 (:data:`TOTALSEGMENTATOR`). :func:`read_segmentation` reads either, as NIfTI (any axis-aligned
-orientation: the affine is honoured, RAS and LPS files of one scan give the same labels) or as
-a DICOM mask series (one label value per voxel, read like a CT series), and
+orientation: the affine is honoured, RAS and LPS files of one scan give the same labels), as a
+DICOM Segmentation object (SEG: one binary frame per segment and slice, each frame placed by its
+own ImagePositionPatient, segments named by SegmentLabel) or as a DICOM mask series (one label
+value per voxel, read like a CT series), and
 :meth:`Segmentation.on_grid` resamples it onto a CT image's grid (nearest neighbour, by the two
 images' positions in the patient frame), refusing masks that miss the image.
 
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputFileError, MeshError, ParameterError
-from .ct import CTImage, read_dicom_series, read_nifti
+from .ct import CTImage, axis_aligned, optional_module, read_dicom_series, read_nifti, to_xyz
 
 #: vertebrae cranial to caudal
 LEVEL_ORDER = tuple([f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 13)]
@@ -166,7 +168,8 @@ def read_segmentation(path, *, labels=None, image: CTImage | None = None) -> Seg
     """The vertebrae of a segmentation, resampled onto ``image``'s grid when one is given.
 
     ``path``: a folder of per-vertebra masks (``vertebrae_<LEVEL>.nii.gz`` as TotalSegmentator
-    writes them, or ``<LEVEL>.nii.gz``; other files are ignored); a multilabel NIfTI file; or a
+    writes them, or ``<LEVEL>.nii.gz``; other files are ignored); a multilabel NIfTI file; a
+    DICOM SEG file (segments labelled ``L1`` or ``vertebrae_L1``; others are dropped); or a
     folder holding a DICOM mask series (voxel values are label numbers). ``labels``: the
     multilabel image's table, label number -> name (``"L1"`` or ``"vertebrae_L1"``), default
     TotalSegmentator's (:data:`TOTALSEGMENTATOR`); labels not in it (organs) are dropped.
@@ -177,6 +180,8 @@ def read_segmentation(path, *, labels=None, image: CTImage | None = None) -> Seg
     elif path.is_dir():
         img = read_dicom_series(path)
         seg = _from_multilabel(img, labels, str(path))
+    elif path.is_file() and not path.name.lower().endswith((".nii", ".nii.gz")):
+        seg = read_dicom_seg(path)
     elif path.is_file():
         seg = _from_multilabel(read_nifti(path), labels, str(path))
     else:
@@ -229,3 +234,59 @@ def _read_mask_folder(folder: Path) -> Segmentation:
         labels[mask] = code
         names[code] = level
     return Segmentation(labels, names, first.spacing, first.origin, str(folder))
+
+
+def read_dicom_seg(path) -> Segmentation:
+    """The vertebrae of a DICOM Segmentation object (needs pydicom): binary or fractional
+    frames, one per segment and slice, placed by their ImagePositionPatient on the grid of the
+    shared PlaneOrientation and PixelMeasures (frames of one slice share a position; slices
+    must be evenly spaced); fractional frames count where they reach one half."""
+    pydicom = optional_module("pydicom")
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(str(path))
+        kind = str(getattr(ds, "Modality", ""))
+        frames = np.asarray(ds.pixel_array) if kind == "SEG" else None
+    except Exception as exc:  # pydicom raises many kinds on a damaged file
+        raise InputFileError(f"{path}: not a readable DICOM file ({type(exc).__name__}: "
+                             f"{exc})") from None
+    if kind != "SEG":
+        raise InputFileError(f"{path}: a DICOM {kind or 'file'} object, not a segmentation (SEG)")
+    try:
+        shared = ds.SharedFunctionalGroupsSequence[0]
+        iop = np.array(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
+        pm = shared.PixelMeasuresSequence[0]
+        ps = [float(v) for v in pm.PixelSpacing]
+        per = ds.PerFrameFunctionalGroupsSequence
+        pos = np.array([f.PlanePositionSequence[0].ImagePositionPatient for f in per], float)
+        seg_of = [int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber) for f in per]
+        names = {int(s.SegmentNumber): str(s.SegmentLabel) for s in ds.SegmentSequence}
+        fractional = str(getattr(ds, "SegmentationType", "BINARY")) == "FRACTIONAL"
+        scale = float(getattr(ds, "MaximumFractionalValue", 255)) if fractional else 1.0
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+        raise InputFileError(f"{path}: an incomplete SEG object ({type(exc).__name__}: {exc})"
+                             ) from None
+    frames = frames.reshape((len(per),) + frames.shape[-2:])
+    levels = {k: level_name(v) for k, v in names.items() if level_name(v)}
+    if not levels:
+        raise MeshError(f"{path}: none of its segments ({', '.join(names.values())}) names a "
+                        "vertebra (L1 or vertebrae_L1, ...)")
+    normal = np.cross(iop[:3], iop[3:])
+    along = pos @ normal
+    planes = np.unique(np.round(along, 4))
+    dz = float(np.median(np.diff(planes))) if len(planes) > 1 else float(
+        getattr(pm, "SpacingBetweenSlices", None) or getattr(pm, "SliceThickness", 1.0))
+    k = np.rint((along - planes[0]) / dz).astype(int)
+    if len(planes) > 1 and np.abs(planes[0] + k * dz - along).max() > 1e-3 * dz + 1e-4:
+        raise InputFileError(f"{path}: its frames are not evenly spaced along the slice normal")
+    first = pos[np.argmin(along)]
+    vol = np.zeros((k.max() + 1,) + frames.shape[1:], dtype=np.int16)  # (k, row, column)
+    code = {seg: i + 1 for i, seg in enumerate(sorted(levels))}
+    for f, (seg, kk) in enumerate(zip(seg_of, k)):
+        if seg in code:
+            on = frames[f] / scale >= 0.5 if fractional else frames[f] > 0
+            vol[kk][on] = code[seg]
+    data = np.transpose(vol, (2, 1, 0))  # (column, row, slice)
+    axis, sign = axis_aligned(np.stack([iop[:3], iop[3:], normal]), str(path))
+    lab, sp, origin = to_xyz(data, (ps[1], ps[0], dz), first, axis, sign)
+    return Segmentation(lab, {code[s]: levels[s] for s in code}, sp, origin, str(path))

@@ -188,3 +188,82 @@ def test_bad_mask_folders_name_the_file(tmp_path):
         read_segmentation(empty)
     with pytest.raises(fem.InputFileError, match="no such file or folder"):
         read_segmentation(tmp_path / "missing")
+
+
+def write_dicom_seg(path, lab: np.ndarray, names: dict, spacing, origin, *, shuffle=None):
+    """A binary DICOM SEG of label image ``lab`` (x, y, z; LPS, axial frames) with one segment
+    per entry of ``names`` (label -> SegmentLabel); frames in shuffled order when a generator
+    is given (frames carry their own positions)."""
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.pixels import pack_bits
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    seg_class = "1.2.840.10008.5.1.4.1.1.66.4"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = seg_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = seg_class, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SegmentationType = "SEG", "BINARY"
+    ds.Rows, ds.Columns = lab.shape[1], lab.shape[0]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 1
+    ds.HighBit, ds.PixelRepresentation = 0, 0
+    segs = []
+    for number, (value, label) in enumerate(names.items(), start=1):
+        item = Dataset()
+        item.SegmentNumber, item.SegmentLabel = number, label
+        segs.append((number, value, item))
+    ds.SegmentSequence = Sequence([item for _, _, item in segs])
+    shared = Dataset()
+    po, pm = Dataset(), Dataset()
+    po.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    pm.PixelSpacing = [spacing[1], spacing[0]]
+    pm.SliceThickness = spacing[2]
+    shared.PlaneOrientationSequence = Sequence([po])
+    shared.PixelMeasuresSequence = Sequence([pm])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames, per = [], []
+    order = [(n, v, k) for n, v, _ in segs for k in range(lab.shape[2])]
+    if shuffle is not None:
+        shuffle.shuffle(order)
+    for number, value, k in order:
+        f = Dataset()
+        pp, si = Dataset(), Dataset()
+        pp.ImagePositionPatient = [origin[0], origin[1], origin[2] + k * spacing[2]]
+        si.ReferencedSegmentNumber = number
+        f.PlanePositionSequence = Sequence([pp])
+        f.SegmentIdentificationSequence = Sequence([si])
+        per.append(f)
+        frames.append((lab[:, :, k] == value).T.astype(np.uint8))
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per)
+    ds.NumberOfFrames = len(frames)
+    ds.PixelData = pack_bits(np.stack(frames))
+    ds.save_as(path, enforce_file_format=True)
+    return pydicom
+
+
+def test_a_dicom_seg_reads_with_its_frames_positions(tmp_path, rng):
+    lab = np.zeros((7, 6, 5), dtype=np.int16)
+    lab[1:4, 2:5, 0:2] = 29  # L3
+    lab[2:5, 1:4, 3:5] = 30  # L2 above it
+    lab[0, 0, 4] = 5  # liver, not a vertebra
+    write_dicom_seg(tmp_path / "seg.dcm", lab, {29: "vertebrae_L3", 30: "L2", 5: "liver"},
+                    (0.7, 0.9, 2.0), (-20.0, 15.0, 300.0), shuffle=rng)
+    seg = read_segmentation(tmp_path / "seg.dcm")
+    assert seg.levels == ["L2", "L3"]
+    assert seg.spacing == pytest.approx((0.7, 0.9, 2.0))
+    assert seg.origin == pytest.approx((-20.0, 15.0, 300.0))
+    np.testing.assert_array_equal(seg.mask("L3"), lab == 29)
+    np.testing.assert_array_equal(seg.mask("L2"), lab == 30)
+    assert seg.voxel_counts() == {"L2": 18, "L3": 18}
+    write_dicom_seg(tmp_path / "organs.dcm", lab, {5: "liver"}, (1, 1, 1), (0, 0, 0))
+    with pytest.raises(fem.MeshError, match="none of its segments .*liver.* names a vertebra"):
+        read_segmentation(tmp_path / "organs.dcm")
+    (tmp_path / "junk.dcm").write_bytes(b"not dicom")
+    with pytest.raises(fem.InputFileError, match="junk.dcm: not a readable DICOM file"):
+        read_segmentation(tmp_path / "junk.dcm")
