@@ -148,6 +148,11 @@ def test_no_hex8_model_is_built_until_it_is_asked_for(rng, monkeypatch, tmp_path
     # the hex8 view, when asked for, is the model the hex8 route solved
     assert r.model.n_elements == ref.model.n_elements
     assert np.array_equal(r.system.fixed_dofs, ref.system.fixed_dofs)
+    grid, ref_grid = r.to_pyvista(), ref.to_pyvista()
+    assert sorted(grid.cell_data) == sorted(ref_grid.cell_data)
+    assert sorted(grid.point_data) == sorted(ref_grid.point_data)
+    for name in ref_grid.point_data:
+        assert rel(grid.point_data[name], ref_grid.point_data[name]) < 1e-12, name
 
 
 def test_other_solvers_small_models_and_plates_take_the_hex8_route():
@@ -162,6 +167,36 @@ def test_other_solvers_small_models_and_plates_take_the_hex8_route():
     plate.add(fem.RigidPlate("zmax", force=(0.0, 0.0, -100.0)))
     r = fem.solve(plate, rtol=1e-8)
     assert r.info.solver == "amg" and not isinstance(r, VoxelResult)
+
+
+def test_ct_phantom_with_thresholded_voxels(rng):
+    """A CT vertebra phantom thresholded at 40 mg/cm^3 (a thin stiff shell around soft
+    trabecular bone, holes), as examples/ct_vertebra.py builds it."""
+    from fem.meshes.ct import Calibration, ct_voxel_model, rod_means, synthetic_vertebra_phantom
+
+    image, truth = synthetic_vertebra_phantom((24, 24, 16), bmd=90.0, seed=1)
+    rods = truth["rods"]
+    cal = Calibration.from_phantom(rod_means(image, [r["centre"] for r in rods],
+                                             rods[0]["radius"]), [r["density"] for r in rods])
+    vm = ct_voxel_model(image, cal, threshold_mg_cm3=40.0)
+    assert (vm.E == 0).any()
+    vm.fix("zmin").add(fem.Pressure("zmax", 1.0))
+    new, old = both(vm, rtol=1e-10)
+    assert_same_answers(new, old)
+
+
+@pytest.mark.parametrize("precision", ["double", "mixed"])
+def test_native_route_on_each_backend(backend, precision):
+    """The native route on CuPy (kernels, multigrid, stresses on the device) equals NumPy's."""
+    vm = bone_like_block((10, 9, 12), spacing=(0.7, 0.7, 1.0))
+    ref = fem.solve(vm, backend="numpy", solver="gmg", rtol=1e-10, precision=precision)
+    r = fem.solve(vm, backend=backend, solver="gmg", rtol=1e-10, precision=precision)
+    assert isinstance(r, VoxelResult) and r.info.backend == backend
+    h = r.backend.to_host
+    assert rel(h(r.displacement), ref.displacement) < 1e-7
+    assert rel(h(r.stress), ref.stress) < 1e-7
+    assert rel(h(r.nodal_average(r.von_mises)), ref.nodal_average(ref.von_mises)) < 1e-7
+    np.testing.assert_allclose(r.reaction_total(), ref.reaction_total(), rtol=1e-7)
 
 
 # ---------------------------------------------------------------------- the same errors
