@@ -108,6 +108,21 @@ NACHEMSON_1960 = Reference(
     quantity="nucleus pressure / (axial load / disc area)", unit="-", kind="in vitro", n=1,
     mean=1.5, protocol="needle pressure transducer in loaded cadaver discs")
 
+#: Holmes, Hukins & Freemont 1993 (Eur Spine J 2:16): the caudal endplate's instantaneous
+#: displacement into the vertebra when six cadaveric lumbar motion segments (vertebra, disc,
+#: vertebra) were compressed to 1.6 kN (abstract checked)
+HOLMES_1993 = Reference(
+    name="holmes1993", source="Holmes, Hukins & Freemont 1993, Eur Spine J 2:16",
+    quantity="endplate displacement at 1.6 kN", unit="mm", kind="in vitro", n=6, mean=0.14,
+    sd=0.04, protocol="lumbar motion segments compressed to 1.6 kN; displacement transducer on "
+    "the caudal endplate")
+#: the axial compressive stiffness of a lumbar motion segment, 1.4 +- 0.48 kN/mm, as tabulated in
+#: PMC4844119 (secondary: its primary source was not identified, so no n is known; 1 stands in)
+SEGMENT_STIFFNESS = Reference(
+    name="segment_stiffness", source="lumbar motion segment, table in PMC4844119 (secondary)",
+    quantity="axial compressive stiffness", unit="N/mm", kind="in vitro", n=1, mean=1400.0,
+    sd=480.0, protocol="axial compression of a vertebra-disc-vertebra segment")
+
 #: Wegrzyn et al. 2011 (J Bone Miner Res 26:739, PMC3179325): 21 human L3 compressed to 25 %
 #: deformity between platens, then retested. The stiffness loss is what the fracture model's
 #: damage factor was calibrated on (``fem.meshes.pathology``), so it checks the calibration, not a
@@ -123,4 +138,4 @@ WEGRZYN_STRENGTH = Reference(
     mean=11.0, sd=19.0, protocol="as the stiffness; failure load of the retest")
 
 ALL = (DAY_2020, SPINEFE_STIFFNESS, SPINEFE_FAILURE, WILKE_1999, NACHEMSON_1960,
-       WEGRZYN_STIFFNESS, WEGRZYN_STRENGTH)
+       HOLMES_1993, SEGMENT_STIFFNESS, WEGRZYN_STIFFNESS, WEGRZYN_STRENGTH)
