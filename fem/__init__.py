@@ -55,6 +55,7 @@ from .errors import (  # noqa: E402
     SolverError,
     UnderConstrainedError,
 )
+from .fibres import FibreLaw, solve_disc, solve_fibres  # noqa: E402
 from .loads import (  # noqa: E402
     Displacement,
     Fixed,
@@ -77,5 +78,5 @@ __all__ = [
     "InputFileError", "MaterialError", "MeshError", "Model", "ModelError", "NodalForce",
     "ParameterError", "Pressure", "Result", "RigidPlate", "SetError", "SolverError", "TotalForce", "Traction",
     "UnderConstrainedError", "MechanismError", "OutputError", "VoxelModel", "solve", "solve_plastic", "solve_nonlinear",
-    "DamageLaw", "__version__",
+    "DamageLaw", "FibreLaw", "solve_disc", "solve_fibres", "__version__",
 ]

@@ -1,0 +1,493 @@
+"""A fibre-reinforced annulus: tension-only, stiffening collagen fibres on a soft ground
+substance, solved by secant (fixed-point) iterations on the linear solvers. Units: mm, N, MPa.
+
+The annulus fibrosus is lamellae of collagen fibres, the fibres of neighbouring lamellae at about
++-30 degrees to the transverse plane (Holzapfel et al. 2005, Biomech Model Mechanobiol 3:125:
+fibre angles of about 23-45 degrees to the horizontal, photogrammetric), in a soft, hydrated
+ground substance. The fibres carry no compression (they buckle) and stiffen as their crimp
+straightens (a toe region, then a linear region). Each element of an annulus gets:
+
+* the **ground substance**, isotropic: E 0.8 MPa, the annulus's axial tensile modulus, which the
+  fibres at 60 degrees to the axis hardly touch (0.8 +- 0.9 MPa, Elliott & Setton 2001, J Biomech
+  Eng 123:256), and nu 0.45 (the FE tables of ../shared/reference/biomechanics.md);
+* **two fibre families**, directions ``a = cos(t) e_theta +- sin(t) e_z`` in the cylindrical axes
+  about the disc's axis at the element's centre (t = 30 degrees), each in half of the volume
+  (the lamellae alternate): per unit volume each adds ``0.5 E_s(eps_f) a x a x a x a`` to the
+  stiffness, where ``eps_f = a . eps . a`` is the family's strain and ``E_s`` the secant modulus
+  of the lamella along its fibres:
+
+      sigma_f(eps) = 0                              eps <= 0   (no compression)
+                   = E_L eps^2 / (2 eps_toe)        0 < eps < eps_toe   (toe: tangent rises from 0)
+                   = E_L (eps - eps_toe / 2)        eps >= eps_toe      (linear region)
+
+  ``E_L`` is the linear-region modulus of single annulus lamellae pulled along their fibres:
+  59 +- 44 to 136 +- 34 MPa between the regions of Skaggs et al. 1994 (Spine 19:1310; the
+  lamella modulus includes its ground substance, a percent of it); 80 MPa is the default,
+  within that range and about the product of the fibre modulus and fibre fraction FE tables use
+  (500 MPa x about 16 %). ``eps_toe`` (2 %) is an ASSUMPTION of the order of collagen's toe
+  region, not a measured annulus value: the segment-level numbers are reported with their
+  sensitivity to it (docs/validation.md).
+
+The secant stiffness is kept orthotropic in the cylindrical axes (``Model.set_orthotropic(...,
+cylinder=...)``, verified against CalculiX), so that the :class:`~fem.Result`'s stresses are the
+secant state's: the two families' terms that couple normal strain to the theta-z shear,
+``(E_s+ - E_s-) cos^3 t sin t`` and ``... cos t sin^3 t``, are dropped. They vanish where both
+families strain alike (axisymmetric compression of a round disc); :attr:`FibreState.asymmetry`
+says how far a solution is from that (0.7 in the standing L4-L5: its bulging annulus shears in
+theta-z). ``coupling=True`` assembles them as well (an exact anisotropic stiffness: +4 % nucleus
+pressure, +8 % endplate bulge on that segment), at the price of ``result.stress`` in the fibre
+elements holding the orthotropic part only.
+
+Secant iteration (:func:`solve_fibres`): the fibre strains of the last iterate set every annulus
+element's secant constants; the model is reassembled and solved again by CG, warm-started, with
+the AMG preconditioner of the first iterate or, for direct-sized models, the LU factors of the
+first iterate's stiffness (which differs from the later ones in the annulus only). The material is
+elastic (the stress is a function of the strain), so the answer does not depend on a load path
+and the full load is applied at once, from fibres at the end of their toe. In the toe the
+plain secant map oscillates (for sigma = k eps^2 the next strain is F / (k eps): slope -1 at the
+fixed point), far into the linear region it barely moves (slope near 0), so the fibre strains
+are relaxed, starting at ``relaxation`` = 0.5 (which makes a slope of -1 vanish), by Aitken's
+dynamic relaxation (Irons & Tuck 1969, Int J Numer Methods Eng 1:275): the factor follows the
+last two steps of the map, within [0.05, 1]. Converged: the out-of-balance force with the
+updated constants below ``tol`` of the load vector (2-norm), as :mod:`fem.nonlinear` checks
+equilibrium, and the fibre strains' last step below ``strain_tol`` (1 %) of the largest fibre
+strain (or of the toe strain): where displacements are prescribed the out-of-balance force alone cannot see
+constants that lag the strain.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import assembly
+from . import system as _system
+from .analysis import DIRECT_MAX_DOF, amg_preconditioner, constrain, verify_answer
+from .errors import ConvergenceError, MaterialError, SetError, SolverError
+from .kernels import elastic
+from .kernels.backend import BackendError, get_backend, scatter_add
+from .nonlinear_systems import element_strain_operator
+from .parallel import RowSplit
+from .parts import region
+from .result import Result
+from .solvers import SolveInfo, cg, direct, factorise, rigid_body_modes
+from .validate import in_range
+
+logger = logging.getLogger(__name__)
+
+ELLIOTT_SETTON_2001 = ("Elliott DM, Setton LA (2001) Anisotropic and inhomogeneous tensile "
+                       "behavior of the human anulus fibrosus. J Biomech Eng 123:256-263 (axial "
+                       "tensile modulus 0.8 +- 0.9 MPa; circumferential 17.4 +- 14.3 outer, "
+                       "5.6 +- 4.7 inner)")
+SKAGGS_1994 = ("Skaggs DL, Weidenbaum M, Iatridis JC, Ratcliffe A, Mow VC (1994) Regional "
+               "variation in tensile properties and biochemical composition of the human lumbar "
+               "anulus fibrosus. Spine 19:1310-1319 (single lamellae along their fibres, "
+               "59 +- 44 to 136 +- 34 MPa between regions)")
+HOLZAPFEL_2005 = ("Holzapfel GA, Schulze-Bauer CAJ, Feigl G, Regitnig P (2005) Single lamellar "
+                  "mechanics of the human lumbar anulus fibrosus. Biomech Model Mechanobiol "
+                  "3:125-140 (fibre angles about 23-45 degrees to the horizontal)")
+
+#: fibre angle to the transverse plane (degrees), Holzapfel et al. 2005's range
+FIBRE_ANGLE = 30.0
+#: the ground substance (E MPa, nu): Elliott & Setton 2001's axial tensile modulus
+GROUND = (0.8, 0.45)
+#: linear-region modulus of a lamella along its fibres (MPa), within Skaggs et al. 1994's regions
+LAMELLA_MODULUS = 80.0
+#: strain at the end of the toe region: ASSUMPTION (order of collagen's crimp straightening)
+TOE_STRAIN = 0.02
+#: volume share of each of the two families (alternate lamellae)
+FAMILY_SHARE = 0.5
+#: secant iterations' defaults: equilibrium tolerance, relaxation of the fibre strains
+TOL = 1e-3
+#: ... and the fibre strains' last step, relative to the largest fibre strain (the fibre stress
+#: where it is largest consistent with the strain to 1 %)
+STRAIN_TOL = 1e-2
+RELAXATION = 0.5
+#: the least relaxation factor Aitken's update may take
+MIN_RELAXATION = 0.05
+MAX_ITERATIONS = 60
+
+
+#: the entries of a Voigt stiffness an orthotropic material has in its own axes
+ORTHOTROPIC_ENTRIES = np.zeros((6, 6), dtype=bool)
+ORTHOTROPIC_ENTRIES[:3, :3] = True
+ORTHOTROPIC_ENTRIES[[3, 4, 5], [3, 4, 5]] = True
+
+
+@dataclass(frozen=True)
+class FibreLaw:
+    """Tension-only, toe-to-linear fibres at +-``angle`` degrees to the transverse plane on an
+    isotropic ground substance ``ground`` = (E MPa, nu) (module docstring for the sources)."""
+
+    modulus: float = LAMELLA_MODULUS
+    toe_strain: float = TOE_STRAIN
+    angle: float = FIBRE_ANGLE
+    ground: tuple = GROUND
+    share: float = FAMILY_SHARE
+
+    def __post_init__(self):
+        in_range("fibre modulus", self.modulus, 0.0, unit="MPa", error=MaterialError)
+        in_range("toe strain", self.toe_strain, 0.0, 0.5, lo_open=True, error=MaterialError)
+        in_range("fibre angle", self.angle, 0.0, 90.0, hi_open=True, unit="degrees",
+                 error=MaterialError)
+        in_range("family share", self.share, 0.0, 1.0, error=MaterialError)
+        try:
+            E, nu = (float(v) for v in self.ground)
+        except (TypeError, ValueError):
+            raise MaterialError(f"ground must be (E MPa, nu), got {self.ground!r}") from None
+        in_range("ground modulus", E, 0.0, lo_open=True, unit="MPa", error=MaterialError)
+        in_range("ground Poisson's ratio", nu, -1.0, 0.5, lo_open=True, hi_open=True,
+                 error=MaterialError)
+        object.__setattr__(self, "ground", (E, nu))
+
+    def stress(self, strain):
+        """Fibre stress (MPa) of one lamella along its fibres at fibre strain ``strain``."""
+        e = np.asarray(strain, dtype=float)
+        k = self.toe_strain
+        return np.where(e <= 0.0, 0.0, np.where(e < k, self.modulus * e * e / (2.0 * k),
+                                                self.modulus * (e - 0.5 * k)))
+
+    def secant(self, strain):
+        """Secant modulus sigma_f / eps (MPa) along the fibres; 0 in compression."""
+        e = np.asarray(strain, dtype=float)
+        k = self.toe_strain
+        safe = np.where(e > 0.0, e, 1.0)
+        return np.where(e <= 0.0, 0.0, np.where(e < k, self.modulus * e / (2.0 * k),
+                                                self.modulus * (1.0 - 0.5 * k / safe)))
+
+    def directions(self) -> np.ndarray:
+        """(2, 3): the families' unit directions in the cylindrical axes (radial,
+        circumferential, axial)."""
+        t = math.radians(self.angle)
+        return np.array([[0.0, math.cos(t), math.sin(t)], [0.0, math.cos(t), -math.sin(t)]])
+
+    def stiffness(self, secants, *, orthotropic: bool = True) -> np.ndarray:
+        """Voigt stiffness (m, 6, 6) in the cylindrical axes of the ground plus the families at
+        secant moduli ``secants`` (2, m) MPa; with ``orthotropic`` the normal-shear coupling
+        terms dropped (module docstring)."""
+        secants = np.asarray(secants, dtype=float)
+        E, nu = self.ground
+        lam = E * nu / ((1.0 + nu) * (1.0 - 2.0 * nu))
+        mu = E / (2.0 * (1.0 + nu))
+        C0 = np.zeros((6, 6))
+        C0[:3, :3] = lam
+        C0[[0, 1, 2], [0, 1, 2]] += 2.0 * mu
+        C0[[3, 4, 5], [3, 4, 5]] = mu
+        C = np.broadcast_to(C0, (secants.shape[1], 6, 6)).copy()
+        for a, Es in zip(self.directions(), secants):
+            # Voigt (xx, yy, zz, xy, yz, xz) of a x a, on engineering shear strains
+            v = np.array([a[0] ** 2, a[1] ** 2, a[2] ** 2, a[0] * a[1], a[1] * a[2], a[0] * a[2]])
+            C += self.share * Es[:, None, None] * np.outer(v, v)
+        if orthotropic:
+            C[:, ~ORTHOTROPIC_ENTRIES] = 0.0
+        return C
+
+    def constants(self, secants) -> np.ndarray:
+        """Engineering constants (m, 9) E1, E2, E3, nu12, nu13, nu23, G12, G13, G23 (1 radial,
+        2 circumferential, 3 axial) of :meth:`stiffness`, as ``Model.set_orthotropic`` takes
+        them."""
+        C = self.stiffness(secants)
+        S = np.linalg.inv(C[:, :3, :3])
+        E = 1.0 / np.stack([S[:, 0, 0], S[:, 1, 1], S[:, 2, 2]], axis=1)
+        nu = np.stack([-S[:, 0, 1] * E[:, 0], -S[:, 0, 2] * E[:, 0], -S[:, 1, 2] * E[:, 1]],
+                      axis=1)
+        G = np.stack([C[:, 3, 3], C[:, 5, 5], C[:, 4, 4]], axis=1)
+        return np.concatenate([E, nu, G], axis=1)
+
+
+@dataclass(frozen=True)
+class FibreRegion:
+    """Elements whose fibres wind about one axis: ``cylinder`` = (point, direction) in mm,
+    as ``Model.set_orthotropic(..., cylinder=...)`` takes it; ``name`` says which (a disc)."""
+
+    name: str
+    elements: np.ndarray
+    cylinder: tuple
+
+    def __post_init__(self):
+        el = np.asarray(self.elements, dtype=np.int64).ravel()
+        if not len(el):
+            raise SetError(f"fibre region {self.name!r} has no elements")
+        point, direction = (np.asarray(v, dtype=float).reshape(3) for v in self.cylinder)
+        n = float(np.linalg.norm(direction))
+        if not (np.isfinite(point).all() and np.isfinite(direction).all() and n > 0):
+            raise MaterialError(f"fibre region {self.name!r}: the axis must be a finite point "
+                                f"and a non-zero direction, got {self.cylinder!r}")
+        object.__setattr__(self, "elements", el)
+        object.__setattr__(self, "cylinder", (point, direction / n))
+
+
+@dataclass
+class FibreState:
+    """The converged fibres of :func:`solve_fibres`, per fibre element (``elements``): the two
+    families' strains and stresses (2, m), the residual history and the iterations."""
+
+    elements: np.ndarray
+    strain: np.ndarray
+    stress: np.ndarray
+    residuals: list = field(default_factory=list)
+    iterations: int = 0
+    linear_iterations: int = 0
+    seconds: float = 0.0
+
+    @property
+    def asymmetry(self) -> float:
+        """sum |sigma+ - sigma-| / sum (sigma+ + sigma-) over the elements: the share of the
+        fibre stress on which the dropped coupling terms act (0: both families strained alike
+        everywhere)."""
+        total = float(self.stress.sum())
+        if total <= 0.0:
+            return 0.0
+        return float(np.abs(self.stress[0] - self.stress[1]).sum()) / total
+
+    @property
+    def tension_fraction(self) -> float:
+        """Share of the (element, family) pairs in tension."""
+        return float((self.strain > 0.0).mean()) if self.strain.size else 0.0
+
+
+def disc_fibres(model) -> list[FibreRegion]:
+    """One :class:`FibreRegion` per disc of a segment: the region ``"<upper>-<lower>/annulus"``
+    between consecutive levels of ``model.anatomy``, winding about the line from the lower
+    level's superior endplate centre to the upper level's inferior one."""
+    anatomy = getattr(model, "anatomy", None)
+    levels = [anatomy[n] for n in anatomy] if anatomy is not None else []
+    out = []
+    for upper, lower in zip(levels, levels[1:]):
+        name = region(f"{upper.name}-{lower.name}", "annulus")
+        if name not in model.regions:
+            continue
+        a, b = np.asarray(lower.superior_centre), np.asarray(upper.inferior_centre)
+        out.append(FibreRegion(name, model.regions[name], (0.5 * (a + b), b - a)))
+    if not out:
+        raise SetError("the model has no disc between two levels of its anatomy "
+                       "(regions '<upper>-<lower>/annulus'): nothing for the fibres")
+    return out
+
+
+def _frames(model, regions: list[FibreRegion], law: FibreLaw):
+    """(elements, family directions (2, m, 3) in the global axes at the element centres)."""
+    els, dirs = [], []
+    local = law.directions()
+    for reg in regions:
+        x = model.element_centres(reg.elements)
+        R = elastic.cylinder_frames(x, reg.cylinder[0][None], reg.cylinder[1][None])
+        if not np.isfinite(R).all():
+            raise MaterialError(f"{reg.name}: an element centre lies on the fibres' axis")
+        els.append(reg.elements)
+        dirs.append(np.einsum("mij,fj->fmi", R, local))
+    return np.concatenate(els), np.concatenate(dirs, axis=1)
+
+
+def _set(model, regions, law, secants, elements):
+    """Give every fibre element the secant constants of ``secants`` (2, m)."""
+    c = law.constants(secants)
+    at = 0
+    for reg in regions:
+        n = len(reg.elements)
+        model.set_orthotropic(reg.elements, c[at:at + n, :3], c[at:at + n, 3:6],
+                              c[at:at + n, 6:], cylinder=reg.cylinder)
+        at += n
+    assert at == len(elements)
+
+
+def _coupling(model, pattern, regions, law, secants):
+    """(flat block-data indices, values) on the host of the stiffness the orthotropic secant
+    leaves out: the two families' normal-shear coupling terms, rotated to the global axes at
+    each integration point as the assembly rotates the orthotropic part."""
+    Cc = law.stiffness(secants, orthotropic=False) - law.stiffness(secants)
+    ij = 3 * np.arange(3)[:, None, None] + np.arange(3)[None, None, :]
+    idx, val = [], []
+    at = 0
+    for reg in regions:
+        el, C = reg.elements, Cc[at:at + len(reg.elements)]
+        at += len(el)
+        for bi, b in enumerate(model.blocks):
+            sel = np.nonzero((el >= b.start) & (el < b.stop))[0]
+            if not len(sel):
+                continue
+            loc = el[sel] - b.start
+            X = model.points[b.conn[loc]]
+            G, det = elastic.gradients(X, b.etype.dN)
+            xq = np.einsum("gk,mkc->mgc", b.etype.N, X)
+            R = elastic.cylinder_frames(xq, reg.cylinder[0], reg.cylinder[1])
+            Cq = elastic.rotate_stiffness(
+                np.broadcast_to(C[sel][:, None], (len(sel), b.etype.n_gauss, 6, 6)), R)
+            Ke = elastic.general_stiffness_matrices(G, det * b.etype.weights, Cq)
+            pos = pattern.positions[bi][loc].astype(np.int64)
+            idx.append((pos[:, :, None, :, None] * 9 + ij[None, None]).ravel())
+            val.append(Ke.ravel())
+    return np.concatenate(idx), np.concatenate(val)
+
+
+def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None, *,
+                 tol: float = TOL, strain_tol: float = STRAIN_TOL, relaxation: float = RELAXATION,
+                 max_iterations: int = MAX_ITERATIONS, rtol: float | None = None,
+                 coupling: bool = False, backend: str = "auto", solver: str = "auto") -> Result:
+    """Solve ``model`` (its loads and supports, mm, N, MPa) with the elements of ``regions``
+    made of ground substance and tension-only, stiffening fibres (:class:`FibreLaw`), by secant
+    iterations (module docstring). Returns a :class:`~fem.Result` on the converged secant
+    model (``result.model``: the fibre elements orthotropic in their cylindrical axes), with
+    ``result.fibres`` a :class:`FibreState` and cell fields ``fibre_strain_plus``/``_minus``
+    and ``fibre_stress_plus``/``_minus`` (0 outside the fibres). ``tol``, ``strain_tol``,
+    ``relaxation``: the convergence and relaxation of the module docstring; ``rtol``: the
+    linear solves' (default ``tol / 25``). ``coupling``: also assemble the two families'
+    normal-shear coupling terms that the orthotropic secant drops (an exact anisotropic
+    stiffness; then ``result.stress`` of the fibre elements is the orthotropic part only, while
+    displacements, reactions and the other elements' stresses are exact; on the standing L4-L5
+    it moves the nucleus pressure by +4 % and the endplate bulge by +8 %). ``solver``: "auto"
+    (direct up to 5 000 equations, else AMG-CG), "direct" or "amg". Raises
+    :class:`~fem.ConvergenceError` when ``max_iterations`` pass without equilibrium."""
+    law = law or FibreLaw()
+    tol = in_range("tol", tol, 0.0, 1.0, lo_open=True, hi_open=True, error=SolverError)
+    strain_tol = in_range("strain_tol", strain_tol, 0.0, 1.0, lo_open=True, hi_open=True,
+                          error=SolverError)
+    w = in_range("relaxation", relaxation, 0.0, 1.0, lo_open=True, error=SolverError)
+    if solver not in ("auto", "direct", "amg"):
+        raise SolverError(f"solver must be 'auto', 'direct' or 'amg', got {solver!r}")
+    if int(max_iterations) < 1:
+        raise SolverError(f"max_iterations must be at least 1, got {max_iterations!r}")
+    rtol = tol / 25.0 if rtol is None else rtol
+    try:
+        be = get_backend(backend)
+    except BackendError as exc:
+        raise SolverError(str(exc)) from None
+    xp = be.xp
+    t0 = time.perf_counter()
+    m = model.copy()
+    m.check_materials()
+    elements, dirs = _frames(m, regions, law)
+    eps_f = np.full((2, len(elements)), law.toe_strain)
+    _set(m, regions, law, law.secant(eps_f), elements)
+    assembly.check_geometry(m, xp, xp.asarray(m.points))
+    sysm = _system.compile_conditions(m)
+    _system.check_constraints(m, sysm)
+    pattern = assembly.build_pattern(m, xp)
+    S = element_strain_operator(m, elements)
+    n3 = 3 * m.n_nodes
+    solve = _LinearSolves(m, sysm, be, solver, rtol)
+    z = last = None
+    residuals = []
+    for k in range(max_iterations + 1):
+        _, data = assembly.assemble_stiffness(m, be, pattern)
+        if coupling:
+            idx, val = _coupling(m, pattern, regions, law, law.secant(eps_f))
+            scatter_add(data.reshape(-1), xp.asarray(idx), xp.asarray(val))
+        lin = constrain(m, sysm, assembly.to_matrix(pattern, data, be), be)
+        if z is not None:
+            residuals.append(_out_of_balance(lin, z, xp))
+            logger.info("fibre iteration %d: out-of-balance %.3e", k, residuals[-1])
+            moved = float(np.abs(last).max()) / max(float(np.abs(eps_f).max()), law.toe_strain)
+            if residuals[-1] < tol and moved < strain_tol:
+                break
+            if k == max_iterations:
+                raise ConvergenceError(
+                    f"fibre secant iterations: out-of-balance force {residuals[-1]:.2e} of the "
+                    f"load after {max_iterations} iterations (tol {tol:g}); history "
+                    + ", ".join(f"{r:.2e}" for r in residuals[-5:]))
+        z = solve(lin, z)
+        u = be.to_host((lin.T @ z if lin.T is not None else z)[:n3])
+        step = (np.einsum("fmi,mij,fmj->fm", dirs, _tensor((S @ u).reshape(-1, 6)), dirs)
+                - eps_f).ravel()
+        if last is not None:  # Aitken's dynamic relaxation (Irons & Tuck 1969)
+            d = step - last
+            w = float(np.clip(-w * (last @ d) / max(float(d @ d), 1e-300), MIN_RELAXATION, 1.0))
+        last = step
+        eps_f = eps_f + w * step.reshape(eps_f.shape)
+        _set(m, regions, law, law.secant(eps_f), elements)
+    result = _result(m, sysm, be, lin, z, solve, residuals, tol)
+    state = FibreState(elements, eps_f, law.stress(eps_f), residuals, len(residuals),
+                       solve.iterations, time.perf_counter() - t0)
+    result.info.times["total"] = state.seconds
+    result.fibres = state
+    for i, sign in enumerate(("plus", "minus")):
+        for name, v in (("strain", state.strain[i]), ("stress", state.stress[i])):
+            full = np.zeros(m.n_elements)
+            full[elements] = v
+            result.extra_cell_fields[f"fibre_{name}_{sign}"] = full
+    return result
+
+
+class _LinearSolves:
+    """The linear solve of each secant iteration, warm-started from the last solution: CG with
+    the AMG of the first stiffness, or for direct-sized models (host) CG with the first
+    stiffness's LU factors, which differ from the later stiffnesses in the fibres only (the first
+    solve is the factorisation's own); cuSOLVER's direct solve each time on a GPU."""
+
+    def __init__(self, model, sysm, be, solver, rtol):
+        self.model, self.sysm, self.be, self.solver, self.rtol = model, sysm, be, solver, rtol
+        self.M = self.direct = None
+        self.iterations = 0
+
+    def __call__(self, lin, z):
+        xp = self.be.xp
+        if self.direct is None:
+            self.direct = self.solver == "direct" or (self.solver == "auto"
+                                                      and lin.n_eq <= DIRECT_MAX_DOF)
+        if self.direct and self.be.name == "numpy":
+            if self.M is None:
+                self.M = factorise(lin.K)
+                z = self.M.solve(lin.rhs)
+            else:
+                z, n, _ = cg(lin.K, lin.rhs, x0=z, rtol=self.rtol, M=self.M.solve)
+                self.iterations += n
+        elif self.direct:
+            z = direct(lin.K, lin.rhs)
+        else:
+            if self.M is None:
+                B = rigid_body_modes(self.model.points, np,
+                                     [p.reference for p in self.sysm.plates])
+                self.M = amg_preconditioner(lin.K, B, self.be)
+            op = RowSplit(lin.K) if self.be.name == "numpy" else lin.K
+            z, n, _ = cg(op, lin.rhs, x0=z, rtol=self.rtol, M=self.M)
+            self.iterations += n
+        if len(self.sysm.fixed_dofs):
+            z[xp.asarray(self.sysm.fixed_dofs)] = xp.asarray(self.sysm.fixed_values,
+                                                            dtype=z.dtype)
+        return z
+
+
+def _out_of_balance(lin, z, xp) -> float:
+    """||rhs - K z|| / ||rhs|| of the constrained system."""
+    return float(xp.linalg.norm(lin.rhs - lin.K @ z)) / max(float(xp.linalg.norm(lin.rhs)),
+                                                            1e-300)
+
+
+def _result(m, sysm, be, lin, z, solve: _LinearSolves, residuals, tol) -> Result:
+    """The :class:`~fem.Result` of the converged iterate (as :func:`fem.solve` makes one)."""
+    xp = be.xp
+    n3 = 3 * m.n_nodes
+    u = (lin.T @ z if lin.T is not None else z)[:n3].reshape(-1, 3)
+    fixed = xp.asarray(sysm.fixed_dofs)
+    r_fixed = lin.K_rows @ z - lin.f[fixed] if len(sysm.fixed_dofs) else xp.zeros(0)
+    true_res = _out_of_balance(lin, z, xp)
+    info = SolveInfo(solver=("direct" if solve.direct else "amg") + " (fibre secant)",
+                     iterations=solve.iterations, residual=residuals[-1] if residuals else
+                     true_res, residuals=residuals, backend=be.name, n_dof=m.n_dof,
+                     n_equations=lin.n_eq)
+    result = Result(m, u, backend=be, system=sysm, reaction_dofs=sysm.fixed_dofs,
+                    reaction_values=r_fixed, plate_dofs=z[n3:] if lin.T is not None else None,
+                    info=info)
+    verify_answer(result, true_res, rtol=max(tol, 1e-8) / 10.0)
+    return result
+
+
+def _tensor(eps):
+    """Strain tensors (m, 3, 3) of Voigt rows (xx, yy, zz, xy, yz, xz; tensor shear)."""
+    t = np.empty((len(eps), 3, 3))
+    for row, (i, j) in enumerate(((0, 0), (1, 1), (2, 2), (0, 1), (1, 2), (0, 2))):
+        t[:, i, j] = eps[:, row]
+        t[:, j, i] = eps[:, row]
+    return t
+
+
+def solve_disc(model, law: FibreLaw | None = None, **kwargs) -> Result:
+    """Solve a segment with fibre-reinforced annuli (:func:`disc_fibres`, :class:`FibreLaw`;
+    keyword arguments as :func:`solve_fibres`): the researcher's entry point. The nucleus and
+    everything else keep the model's materials. ``fem.metrics.level_metrics`` reads the
+    result as any other (disc pressure, endplate bulge)."""
+    return solve_fibres(model, disc_fibres(model), law, **kwargs)

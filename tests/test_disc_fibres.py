@@ -1,0 +1,220 @@
+"""The fibre-reinforced annulus (issue 16, deliverable 3; ``fem.fibres``, ``fem.solve_disc``).
+
+Verification: the fibre law against its formula; a block of fibre material against the analytic
+uniaxial answer, in tension (the fibres carry stress) and in compression (they carry none),
+through the secant iterations; the iterations converge to the tight-tolerance answer.
+
+Calibration targets on the parametric L4-L5 segment (3 mm voxels, posterior elements cut so
+that each solve takes a few seconds; L5 fixed, L4 loaded through platens held parallel). The
+fibre law's parameters come from tissue tests (``fem.fibres``: ground substance Elliott & Setton
+2001, lamella modulus Skaggs et al. 1994, angle Holzapfel et al. 2005; the toe strain is an
+assumption); every segment-level number below is a prediction, none was fitted:
+
+* Wilke et al. 1999: 0.5 MPa in the L4-L5 nucleus standing (one volunteer, no SD);
+* Nachemson 1960: nucleus pressure about 1.5 x load / disc area (no SD);
+* Holmes et al. 1993: the caudal endplate moves 0.14 +- 0.04 mm (n = 6) at 1.6 kN;
+* the motion segment's axial stiffness, 1 400 +- 480 N/mm (secondary): NOT reproduced (about
+  160 N/mm): the test says so with a strict xfail, so that fixing it is noticed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from functools import lru_cache
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+
+import fem
+from fem import metrics
+from fem.fibres import FibreLaw, FibreRegion, disc_fibres, solve_fibres
+from fem.loads import Fixed, RigidPlate, Traction
+from fem.meshes import experiments, loadcases
+from fem.meshes.blocks import hex_block
+from fem.meshes.bone import BoneQuality
+from fem.meshes.vertebra import segment_model
+
+VOXEL = 3.0
+
+
+def test_fibre_law_is_tension_only_toe_then_linear():
+    law = FibreLaw(modulus=80.0, toe_strain=0.02)
+    e = np.array([-0.05, -1e-4, 0.0, 0.01, 0.02, 0.05])
+    np.testing.assert_allclose(law.stress(e), [0, 0, 0, 80 * 0.01 ** 2 / 0.04, 0.8, 80 * 0.04])
+    pos = e > 0
+    np.testing.assert_allclose(law.secant(e)[pos] * e[pos], law.stress(e)[pos])
+    assert not law.secant(e)[~pos].any()
+    # the tangent is continuous at the end of the toe: E_L from both sides
+    d = 1e-7
+    for x in (0.02 - d, 0.02 + d):
+        assert (law.stress(x + d) - law.stress(x - d)) / (2 * d) == pytest.approx(80.0, rel=1e-4)
+
+
+def test_secant_constants_are_the_ground_without_fibre_strain():
+    """Slack fibres leave the isotropic ground substance: E = 0.8 MPa, nu = 0.45 each way."""
+    c = FibreLaw().constants(np.zeros((2, 1)))[0]
+    np.testing.assert_allclose(c[:3], 0.8)
+    np.testing.assert_allclose(c[3:6], 0.45)
+    np.testing.assert_allclose(c[6:], 0.8 / 2.9)
+
+
+def _fibre_block(traction):
+    """A 1 mm cube of fibre material under uniaxial stress ``traction`` (MPa) along y. Its
+    fibres wind about a z axis 10^6 mm away along -x, so they run along y (to 5e-7 rad: a tilt
+    couples the stiff fibres to the soft ground's shear, so a 1 000 mm radius already moves
+    the strain by 2e-5)."""
+    m = hex_block((2, 2, 2), distort=0.1, seed=3, E=1.0, nu=0.3)
+    m.add(Fixed("ymin", "y"), Fixed("xmin", "x"), Fixed("zmin", "z"),
+          Traction("ymax", (0.0, traction, 0.0)))
+    region = FibreRegion("block", np.arange(m.n_elements), ((-1.0e6, 0.5, 0.5), (0, 0, 1)))
+    return m, region
+
+
+@pytest.mark.parametrize("traction", [1.0, -1.0])
+def test_block_in_uniaxial_stress_along_the_fibres(traction):
+    """Fibres along the load (angle 0: both families circumferential): the uniaxial modulus is
+    E_ground + E_secant (the rank-one fibre term adds to 1 / S_yy exactly), so the strain solves
+    0.8 eps + sigma_f(eps) = sigma. In tension the fibres carry most of the 1 MPa (strain
+    2.23 %, their linear region); in compression none of it (strain sigma / 0.8 MPa)."""
+    law = FibreLaw(angle=0.0)
+    m, region = _fibre_block(traction)
+    r = solve_fibres(m, [region], law, tol=1e-9, strain_tol=1e-9, solver="direct")
+    E_g = law.ground[0]
+    expected = brentq(lambda e: E_g * e + 2 * law.share * law.stress(e) - traction, -5.0, 5.0)
+    top = m.nodes_of("ymax")
+    eps = float(np.asarray(r.displacement)[top, 1].mean())
+    assert eps == pytest.approx(expected, rel=1e-6)
+    stress = np.asarray(r.stress)
+    np.testing.assert_allclose(stress[:, 1], traction, rtol=1e-6)
+    fibre = r.extra_cell_fields["fibre_stress_plus"]
+    if traction > 0:
+        assert eps > law.toe_strain
+        np.testing.assert_allclose(fibre, law.stress(expected), rtol=1e-5)
+        assert 2 * law.share * fibre.mean() > 0.9 * traction  # the fibres carry the load
+    else:
+        assert eps == pytest.approx(traction / E_g, rel=1e-9)  # the ground alone
+        assert not fibre.any()
+
+
+def test_secant_iterations_converge_to_the_tight_answer():
+    """At +-30 degrees, the block loaded along y and sheared: the out-of-balance force falls
+    below the tolerance, and the answer at tol 1e-3 is the tight one's (1e-8) to 1e-2."""
+    m, region = _fibre_block(0.5)
+    m.add(Traction("ymax", (0.0, 0.0, 0.05)))
+    loose = solve_fibres(m, [region], tol=1e-3, solver="direct")
+    tight = solve_fibres(m, [region], tol=1e-8, strain_tol=1e-8, solver="direct")
+    assert loose.fibres.residuals[-1] < 1e-3
+    hist = tight.fibres.residuals
+    assert hist[-1] < 1e-8 and len(hist) < 20
+    assert 0.0 < tight.fibres.tension_fraction <= 1.0
+    u, u0 = np.asarray(loose.displacement), np.asarray(tight.displacement)
+    assert np.abs(u - u0).max() < 1e-2 * np.abs(u0).max()
+
+
+@pytest.mark.parametrize("coupling", [False, True])
+def test_families_strained_apart_store_the_energy_of_their_stiffness(coupling):
+    """A homogeneous strain prescribed at every node (circumferential 1 %, theta-z shear
+    gamma 3 %) stretches the +30 degree family into its linear region (2.05 %) and leaves the
+    -30 degree one slack (-0.55 %). The work of the reactions is V eps.C.eps with C the ground
+    plus the stretched family: exactly, with ``coupling`` (the normal-shear terms assembled),
+    and with those terms dropped without it (the orthotropic secant)."""
+    law = FibreLaw()
+    m = hex_block((2, 2, 2), distort=0.1, seed=5, E=1.0, nu=0.3)
+    eps = np.array([[0.0, 0.0, 0.0], [0.0, 0.01, 0.015], [0.0, 0.015, 0.0]])  # tensor
+    for i, x in enumerate(m.points):
+        m.add_node_set(f"n{i}", [i])
+        m.add(fem.Displacement(f"n{i}", tuple(eps @ x)))
+    region = FibreRegion("block", np.arange(m.n_elements), ((-1.0e6, 0.5, 0.5), (0, 0, 1)))
+    r = solve_fibres(m, [region], law, coupling=coupling, strain_tol=1e-9, solver="direct")
+    fs = r.fibres.strain
+    c, s = np.cos(np.radians(30.0)), np.sin(np.radians(30.0))
+    np.testing.assert_allclose(fs[0], c * c * 0.01 + 2 * c * s * 0.015, rtol=1e-6)
+    np.testing.assert_allclose(fs[1], c * c * 0.01 - 2 * c * s * 0.015, rtol=1e-6)
+    assert (r.extra_cell_fields["fibre_stress_minus"] == 0).all()
+    work = float(np.dot(r.system.fixed_values, r.reaction_values))
+    voigt = np.array([0.0, 0.01, 0.0, 0.0, 0.03, 0.0])  # engineering shear
+    C = law.stiffness(law.secant(fs[:, :1]), orthotropic=not coupling)[0]
+    assert work == pytest.approx(voigt @ C @ voigt, rel=1e-6)
+    other = law.stiffness(law.secant(fs[:, :1]), orthotropic=coupling)[0]
+    assert abs(voigt @ other @ voigt - work) > 0.05 * work  # the terms matter here
+
+
+def test_fibre_law_rejects_bad_parameters():
+    with pytest.raises(fem.MaterialError, match="toe strain"):
+        FibreLaw(toe_strain=0.0)
+    with pytest.raises(fem.MaterialError, match="ground"):
+        FibreLaw(ground=(0.8, 0.5))
+    with pytest.raises(fem.SetError, match="no disc"):
+        disc_fibres(hex_block((1, 1, 1)))
+
+
+# ------------------------------------------------------------------ the L4-L5 segment
+
+
+def _segment(force: float):
+    m = segment_model("L4-L5", voxel_size=VOXEL, materials=BoneQuality(bmd=70), posterior=False)
+    m = loadcases.loaded(m, "standing", scale=force / 500.0)
+    m.conditions = [dataclasses.replace(c, displacement=(0.0, 0.0, None),
+                                        rotation=(0.0, 0.0, 0.0))
+                    if isinstance(c, RigidPlate) else c for c in m.conditions]
+    return m
+
+
+def _area(m) -> float:
+    disc = np.concatenate([m.regions["L4-L5/annulus"], m.regions["L4-L5/nucleus"]])
+    ijk = m.metadata["voxel_labels"]["ijk"][disc]
+    return len({(i, j) for i, j, _ in ijk.tolist()}) * VOXEL ** 2
+
+
+@lru_cache(maxsize=None)
+def segment(force: float, fibres: bool = True) -> dict:
+    """Disc pressure, its ratio to load / area, stiffness and caudal endplate deflection."""
+    m = _segment(force)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*B-bar formulation.*")
+        r = fem.solve_disc(m, solver="direct") if fibres else fem.solve(m, solver="direct")
+    rows = metrics.level_metrics(r).set_index("level")
+    p = float(rows.loc["L4", "disc_pressure_mpa"])
+    return {"pressure": p, "ratio": p / (force / _area(m)),
+            "stiffness": force / -float(r.plate_motion("load:standing")[2]),
+            "bulge": float(rows.loc["L5", "endplate_bulge_superior_mm"]),
+            "iterations": getattr(getattr(r, "fibres", None), "iterations", 0)}
+
+
+def test_standing_nucleus_pressure_is_wilkes():
+    """Wilke et al. 1999 (in vivo, n = 1, no SD): 0.5 MPa standing at L4-L5. The model at
+    500 N: 0.53 MPa; asserted within 20 % (the measurement's own scatter is not published)."""
+    ref = experiments.WILKE_1999
+    p = segment(500.0)["pressure"]
+    assert abs(p - ref.mean) < 0.2 * ref.mean, (p, ref.describe())
+
+
+def test_nucleus_pressure_over_mean_stress_approaches_nachemsons():
+    """Nachemson 1960 (in vitro, no SD): about 1.5 x load / area. The fibre disc: 1.27 (the
+    isotropic 4.2 MPa annulus: 0.83). Asserted: above 1.2 and below 1.8, and well above the
+    isotropic disc's, whose nucleus is not held by the annulus."""
+    ref = experiments.NACHEMSON_1960
+    ratio = segment(500.0)["ratio"]
+    assert 0.8 * ref.mean <= ratio <= 1.2 * ref.mean, (ratio, ref.describe())
+    assert ratio > 1.3 * segment(500.0, fibres=False)["ratio"]
+
+
+def test_endplate_deflection_at_holmes_load_lies_within_two_sd():
+    """Holmes et al. 1993 (in vitro, n = 6): the caudal endplate moved 0.14 +- 0.04 mm at
+    1.6 kN. The model's L5 superior endplate: about 0.08 mm, below the mean, within 2 SD (not
+    within 1)."""
+    ref = experiments.HOLMES_1993
+    bulge = segment(1600.0)["bulge"]
+    assert ref.within(bulge, sds=2.0), (bulge, ref.describe())
+    assert bulge > segment(1600.0, fibres=False)["bulge"]
+
+
+@pytest.mark.xfail(strict=True, reason="the fibre disc is about 9x softer than a measured lumbar "
+                   "motion segment: small-strain fibres at +-30 degrees hardly stretch under "
+                   "compression, and the 0.8 MPa ground carries the annulus's load "
+                   "(docs/validation.md)")
+def test_segment_axial_stiffness_lies_within_one_sd():
+    ref = experiments.SEGMENT_STIFFNESS
+    assert ref.within(segment(500.0)["stiffness"])
