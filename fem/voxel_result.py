@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import math
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
+from .errors import InputFileError
 from .kernels.backend import voxel_kernels
 from .kernels.voxel import CORNER_OFFSETS, gauss_gradients
-from .result import UNITS_NOTE, VOIGT, Result, von_mises
+from .result import UNITS_NOTE, VOIGT, Result, principal, von_mises
 
 #: voxels per range of planes in the stress recovery (temporaries of about 800 bytes a voxel)
 RECOVERY_VOXELS = 65_536
@@ -119,31 +121,40 @@ class VoxelResult(Result):
 
     # ------------------------------------------------------------ strains and stresses
 
+    @cached_property
+    def _operators(self):
+        return [self.xp.asarray(B) for B in gauss_strain_operators(self.voxels.spacing)]
+
+    def _plane_ranges(self, planes: int) -> list:
+        """Ranges of about RECOVERY_VOXELS voxels (or nodes) over ``planes`` planes."""
+        nz, ny, nx = self._solid.shape
+        step = max(1, RECOVERY_VOXELS // max((nx + 1) * (ny + 1), 1))
+        return [(a, min(planes, a + step)) for a in range(0, planes, step)]
+
+    def _recover_planes(self, e0: int, e1: int, keep_points: bool):
+        """:meth:`_stresses` of the occupied voxels of the voxel planes e0..e1-1."""
+        xp = self.xp
+        vm = self.voxels
+        kern = voxel_kernels(xp)
+        E = self.moduli
+        _, ny, nx = E.shape
+        solid = xp.reshape(E[e0:e1, ...] > 0, (-1,))
+        eps = xp.empty((8, e1 - e0, ny, nx, 6))
+        for g, B in enumerate(self._operators):
+            kern.voxel_strain(self.grid_displacement, B, eps[g, ...], e0, e1)
+        eps = xp.reshape(eps, (8, -1, 6))[:, solid, :]
+        Ee = xp.reshape(E[e0:e1, ...], (-1,))[solid]
+        lam1 = vm.nu / ((1.0 + vm.nu) * (1.0 - 2.0 * vm.nu))
+        mu1 = 1.0 / (2.0 * (1.0 + vm.nu))
+        return self._stresses(eps, Ee * lam1, Ee * mu1, keep_points)
+
     def _recover(self, keep_points: bool):
         """Strain and stress (Voigt) of the occupied voxels from the grid displacement, range of
         voxel planes by range: element averages and the strain energy density, or with
         ``keep_points`` the (n, 8, 6) values at the Gauss points."""
-        xp = self.xp
-        vm = self.voxels
-        kern = voxel_kernels(xp)
-        B = gauss_strain_operators(vm.spacing)
-        Bx = [xp.asarray(B[g]) for g in range(8)]
-        E = self.moduli
-        nz, ny, nx = E.shape
-        lam1 = vm.nu / ((1.0 + vm.nu) * (1.0 - 2.0 * vm.nu))
-        mu1 = 1.0 / (2.0 * (1.0 + vm.nu))
-        step = max(1, RECOVERY_VOXELS // max(nx * ny, 1))
-        parts = []
-        for e0 in range(0, nz, step):
-            e1 = min(nz, e0 + step)
-            solid = xp.reshape(E[e0:e1, ...] > 0, (-1,))
-            eps = xp.empty((8, e1 - e0, ny, nx, 6))
-            for g in range(8):
-                kern.voxel_strain(self.grid_displacement, Bx[g], eps[g, ...], e0, e1)
-            eps = xp.reshape(eps, (8, -1, 6))[:, solid, :]
-            Ee = xp.reshape(E[e0:e1, ...], (-1,))[solid]
-            parts.append(self._stresses(eps, Ee * lam1, Ee * mu1, keep_points))
-        return [xp.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+        parts = [self._recover_planes(e0, e1, keep_points)
+                 for e0, e1 in self._plane_ranges(self._solid.shape[0])]
+        return [self.xp.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
 
     def _stresses(self, eps, lam, mu, keep_points: bool):
         """(strain, stress, sed) element averages of Gauss-point strains eps (8, m, 6), or the
@@ -283,6 +294,32 @@ class VoxelResult(Result):
             "von_mises_nodal": h(self.nodal_average(self.von_mises)),
         }
 
+    def write(self, path, *, compression: str | None = "zlib") -> Path:
+        """Write a VTU file atomically, streamed from the grid: the same arrays as
+        :meth:`fem.result.Result.write` (the hex8 view's points and cells, every output field),
+        each produced and compressed range of planes by range, so that no whole field, cell
+        array or :class:`~fem.model.Model` is built (fields already computed are reused)."""
+        from .io.vtu_stream import VTK_HEXAHEDRON, StreamedArray, write_vtu_streamed
+
+        path = Path(path)
+        if path.suffix.lower() != ".vtu":
+            raise InputFileError(f"output file {path} must end in .vtu")
+        if compression not in ("zlib", None):
+            return super().write(path, compression=compression)
+        nz = self._solid.shape[0]
+        cells = _CellStreams(self)
+        nodes = _NodeStreams(self)
+        return write_vtu_streamed(
+            path, self.n_nodes, self.n_elements,
+            StreamedArray("Points", np.float64, 3, nodes.points),
+            StreamedArray("connectivity", np.int64, 1, cells.connectivity), 8, VTK_HEXAHEDRON,
+            [StreamedArray("displacement", np.float64, 3, nodes.displacement),
+             StreamedArray("node_id", np.int64, 1, nodes.ids),
+             StreamedArray("von_mises_nodal", np.float64, 1, nodes.von_mises)],
+            [StreamedArray(name, dtype, k, cells.field(name))
+             for name, dtype, k in _CellStreams.fields(self)],
+            {UNITS_NOTE: 1}, compression=compression) if nz else path
+
     def to_meshio(self):
         """A :class:`meshio.Mesh` of the hex8 view with every output field (what :meth:`write`
         writes), from the grid's arrays (no :class:`~fem.model.Model` is built)."""
@@ -307,3 +344,142 @@ class VoxelResult(Result):
         if self.info is not None:
             lines.append(self.info.summary())
         return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- streamed output
+
+def active_planes(solid, k0: int, k1: int) -> np.ndarray:
+    """(k1-k0, ny+1, nx+1) True on the nodes of node planes k0..k1-1 that belong to an
+    occupied voxel (``solid`` (nz, ny, nx))."""
+    nz, ny, nx = solid.shape
+    out = np.zeros((k1 - k0, ny + 1, nx + 1), dtype=bool)
+    for di, dj, dk in CORNER_OFFSETS:
+        lo, hi = max(k0, dk), min(k1, nz + dk)  # node plane k touches voxel plane k - dk
+        if hi > lo:
+            out[lo - k0:hi - k0, dj:dj + ny, di:di + nx] |= solid[lo - dk:hi - dk]
+    return out
+
+
+class _NodeStreams:
+    """The point arrays of a VoxelResult's VTU, node-plane range by range."""
+
+    def __init__(self, result: VoxelResult):
+        self.r = result
+        self.solid = result._solid
+        self.ranges = result._plane_ranges(self.solid.shape[0] + 1)
+
+    def _each(self):
+        for k0, k1 in self.ranges:
+            yield k0, k1, active_planes(self.solid, k0, k1)
+
+    def points(self):
+        vm = self.r.voxels
+        for k0, _, act in self._each():
+            k, j, i = np.nonzero(act)
+            yield np.stack([vm.origin[0] + i * vm.spacing[0], vm.origin[1] + j * vm.spacing[1],
+                            vm.origin[2] + (k + k0) * vm.spacing[2]], axis=1)
+
+    def displacement(self):
+        h = self.r.backend.to_host
+        for k0, k1, act in self._each():
+            yield h(self.r.grid_displacement[k0:k1, ...])[act]
+
+    def ids(self):
+        start = 1
+        for _, _, act in self._each():
+            n = int(act.sum())
+            yield np.arange(start, start + n, dtype=np.int64)
+            start += n
+
+    def von_mises(self):
+        """The nodal average of the voxels' von Mises stress (Result.nodal_average)."""
+        r = self.r
+        h = r.backend.to_host
+        nz, ny, nx = self.solid.shape
+        for k0, k1, act in self._each():
+            e0, e1 = max(k0 - 1, 0), min(k1, nz)
+            vm = np.zeros((e1 - e0, ny, nx))
+            occupied = self.solid[e0:e1]
+            if e1 > e0:
+                vm[occupied] = h(von_mises(r._recover_planes(e0, e1, False)[1]))
+            acc = np.zeros((k1 - k0, ny + 1, nx + 1))
+            cnt = np.zeros((k1 - k0, ny + 1, nx + 1))
+            for di, dj, dk in CORNER_OFFSETS:
+                lo, hi = max(k0, e0 + dk), min(k1, e1 + dk)
+                if hi > lo:
+                    acc[lo - k0:hi - k0, dj:dj + ny, di:di + nx] += vm[lo - dk - e0:hi - dk - e0]
+                    cnt[lo - k0:hi - k0, dj:dj + ny, di:di + nx] += occupied[lo - dk - e0:
+                                                                             hi - dk - e0]
+            yield (acc / np.maximum(cnt, 1.0))[act]
+
+
+class _CellStreams:
+    """The cells and cell arrays of a VoxelResult's VTU, voxel-plane range by range."""
+
+    def __init__(self, result: VoxelResult):
+        self.r = result
+        self.solid = result._solid
+        self.ranges = result._plane_ranges(self.solid.shape[0])
+
+    @staticmethod
+    def fields(result) -> list:
+        extra = [(k, np.asarray(v).dtype, int(np.prod(np.asarray(v).shape[1:], dtype=int)))
+                 for k, v in result.extra_cell_fields.items()]
+        return [("element_id", np.int64, 1), ("stress", np.float64, 6),
+                ("strain", np.float64, 6), ("von_mises", np.float64, 1),
+                ("principal_stress", np.float64, 3), ("principal_strain", np.float64, 3),
+                ("strain_energy_density", np.float64, 1), ("E", np.float64, 1),
+                ("nu", np.float64, 1), ("region", np.int64, 1)] + extra
+
+    def connectivity(self):
+        """Node numbers (the hex8 view's: rank among the nodes of occupied voxels in grid
+        order) of each occupied voxel's corners, VTK order."""
+        nz = self.solid.shape[0]
+        counts = [int(active_planes(self.solid, k, k + 1).sum()) for k in range(nz + 1)]
+        offset = np.concatenate([[0], np.cumsum(counts)])
+        for e0, e1 in self.ranges:
+            act = active_planes(self.solid, e0, e1 + 1)
+            flat = act.reshape(e1 + 1 - e0, -1)
+            rank = (np.cumsum(flat, axis=1) - 1 + offset[e0:e1 + 1, None]).reshape(act.shape)
+            e, j, i = np.nonzero(self.solid[e0:e1])
+            yield np.stack([rank[e + dk, j + dj, i + di] for di, dj, dk in CORNER_OFFSETS],
+                           axis=1)
+
+    def _elements(self):
+        """(first element index, count) of each range."""
+        start = 0
+        for e0, e1 in self.ranges:
+            n = int(self.solid[e0:e1].sum())
+            yield start, n, e0, e1
+            start += n
+
+    def field(self, name: str):
+        r = self.r
+        h = r.backend.to_host
+        cached = {"stress": "stress", "strain": "strain", "von_mises": "stress",
+                  "principal_stress": "stress", "principal_strain": "strain",
+                  "strain_energy_density": "strain_energy_density"}
+        derived = {"von_mises": von_mises, "principal_stress": principal,
+                   "principal_strain": principal}
+        which = {"strain": 0, "stress": 1, "strain_energy_density": 2}
+
+        def chunks():
+            for a, n, e0, e1 in self._elements():
+                if name == "element_id":
+                    yield np.arange(a + 1, a + n + 1, dtype=np.int64)
+                elif name == "E":
+                    yield r.voxels.grid_moduli[e0:e1][self.solid[e0:e1]]
+                elif name == "nu":
+                    yield np.full(n, r.voxels.nu)
+                elif name == "region":
+                    yield np.full(n, -1, dtype=np.int64)
+                elif name in r.extra_cell_fields:
+                    yield np.asarray(r.extra_cell_fields[name])[a:a + n]
+                else:
+                    base = cached[name]
+                    if base in r.__dict__:
+                        values = r.__dict__[base][a:a + n]
+                    else:
+                        values = r._recover_planes(e0, e1, False)[which[base]]
+                    yield h(derived[name](values) if name in derived else values)
+        return chunks

@@ -155,6 +155,36 @@ def test_no_hex8_model_is_built_until_it_is_asked_for(rng, monkeypatch, tmp_path
         assert rel(grid.point_data[name], ref_grid.point_data[name]) < 1e-12, name
 
 
+@pytest.mark.parametrize("compression", ["zlib", None])
+def test_streamed_vtu_equals_the_hex8_route_s(rng, monkeypatch, tmp_path, compression):
+    """Written right after the solve (no field computed yet), in ranges of a few planes (the
+    range boundaries of cells, points and nodal averages), read by meshio and by VTK."""
+    import meshio
+
+    import fem.voxel_result
+
+    vm = loaded(holed_block(rng))
+    ref = fem.solve(vm.to_model(), solver="gmg", rtol=1e-10)
+    r = fem.solve(vm, solver="gmg", rtol=1e-10)
+    monkeypatch.setattr(fem.voxel_result, "RECOVERY_VOXELS", 150)
+    assert len(r._plane_ranges(vm.shape[2])) > 3
+    out = r.write(tmp_path / "v.vtu", compression=compression)
+    assert not {"stress", "strain", "model", "system"} & set(r.__dict__)
+    mesh = meshio.read(out)
+    ref_mesh = meshio.read(ref.write(tmp_path / "ref.vtu", compression=compression))
+    assert np.array_equal(mesh.cells[0].data, ref_mesh.cells[0].data)
+    assert np.array_equal(mesh.points, ref_mesh.points)
+    for name, values in ref_mesh.point_data.items():
+        assert rel(mesh.point_data[name], values) < 1e-12, name
+    for name, values in ref_mesh.cell_data.items():
+        assert rel(mesh.cell_data[name][0], values[0]) < 1e-12, name
+    pv = pytest.importorskip("pyvista")
+    grid = pv.read(out)
+    assert grid.n_cells == ref.model.n_elements and grid.n_points == ref.model.n_nodes
+    assert rel(grid.cell_data["stress"], ref.stress) < 1e-12
+    assert rel(grid.point_data["displacement"], ref.displacement) < 1e-12
+
+
 def test_other_solvers_small_models_and_plates_take_the_hex8_route():
     vm = bone_like_block((4, 4, 4))
     assert not isinstance(fem.solve(vm), VoxelResult)  # 375 dofs: direct
