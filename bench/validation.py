@@ -2,7 +2,7 @@
 (issue 16, deliverable 6; the numbers and their sources: ``fem.meshes.experiments``, the
 protocols: docs/validation.md).
 
-    python bench/validation.py [--voxel 1.0] [--bmd 70] [--no-pushover]
+    python bench/validation.py [--voxel 1.0] [--bmd 70] [--no-pushover] [--no-fibres]
 
 Rows:
 
@@ -19,6 +19,11 @@ Rows:
 * Wilke et al. 1999 and Nachemson 1960: an L4-L5 segment under the 500 N standing case (rigid
   plate on L4, L5 fixed): the nucleus pressure, and its ratio to the load over the disc's
   cross-section (columns of disc voxels x voxel area);
+* the motion segment's axial stiffness (500 N over the travel of platens held parallel) and
+  Holmes et al. 1993's endplate displacement (the caudal endplate, L5 superior, at 1.6 kN
+  between parallel platens) on the same segment;
+* the disc rows twice: the default disc (isotropic annulus) and the fibre-reinforced annulus of
+  ``fem.solve_disc`` (tension-only stiffening fibres, ``fem.fibres``; ``--no-fibres`` skips it);
 * Wegrzyn et al. 2011: the L3 body before and after the fracture model's 25 % crush, standing on
   a rigid plate: the stiffness lost (the damage factor's calibration target) and the failure
   load lost (peaks of damage pushovers of L3; ``--no-pushover`` skips it).
@@ -72,25 +77,54 @@ def spinefe_rig(level: str, h: float, bmd: float, pushover: bool):
     return k, peak
 
 
-def disc_pressure(h: float, bmd: float):
-    """(nucleus pressure MPa of L4-L5 under standing, pressure / (load / disc area))."""
-    import numpy as np
+def disc_segment(h: float, bmd: float, force: float = 500.0, platen: bool = False):
+    """The parametric L4-L5 segment (posterior elements included) at ``bmd``, L5 fixed, the
+    standing case scaled to ``force`` N on a rigid plate on L4: free (the standing replica) or,
+    with ``platen``, held parallel and laterally (a testing machine's platens)."""
+    import dataclasses
 
-    import fem
-    from fem import metrics
+    from fem.loads import RigidPlate
     from fem.meshes import loadcases
     from fem.meshes.vertebra import segment_model
 
     m = segment_model("L4-L5", voxel_size=h, materials=_materials(bmd))
-    m = loadcases.loaded(m, "standing")
-    case = loadcases.conditions(m)
-    r = fem.solve(m, rtol=1e-8)
-    row = metrics.level_metrics(r).set_index("level").loc["L4"]
+    m = loadcases.loaded(m, "standing", scale=force / 500.0)
+    if platen:
+        m.conditions = [dataclasses.replace(c, displacement=(0.0, 0.0, None),
+                                            rotation=(0.0, 0.0, 0.0))
+                        if isinstance(c, RigidPlate) else c for c in m.conditions]
+    return m
+
+
+def disc_rows(h: float, bmd: float, fibres: bool) -> dict:
+    """The disc's replicas on the L4-L5 segment, with the default disc or (``fibres``) the
+    fibre-reinforced annulus of ``fem.solve_disc``:
+
+    * ``pressure`` (MPa) and ``ratio`` (pressure / (load / disc area); the area: columns of disc
+      voxels x voxel area) under the 500 N standing case, free plate (Wilke 1999, Nachemson);
+    * ``stiffness`` (N/mm): 500 N over the platen's travel, platens held parallel;
+    * ``bulge`` (mm): the caudal endplate's (L5 superior) deflection at 1.6 kN between
+      parallel platens (Holmes et al. 1993's load)."""
+    import numpy as np
+
+    import fem
+    from fem import metrics
+
+    def solve(m):
+        return fem.solve_disc(m) if fibres else fem.solve(m, rtol=1e-8)
+
+    m = disc_segment(h, bmd)
+    rows = metrics.level_metrics(solve(m)).set_index("level")
     disc = np.concatenate([m.regions["L4-L5/annulus"], m.regions["L4-L5/nucleus"]])
     ijk = m.metadata["voxel_labels"]["ijk"][disc]
     area = len({(i, j) for i, j, _ in ijk.tolist()}) * h * h
-    force = -float(case["load:standing"].force[2])
-    return float(row["disc_pressure_mpa"]), float(row["disc_pressure_mpa"]) / (force / area)
+    p = float(rows.loc["L4", "disc_pressure_mpa"])
+    r = solve(disc_segment(h, bmd, platen=True))
+    k = 500.0 / -float(r.plate_motion("load:standing")[2])
+    r = solve(disc_segment(h, bmd, 1600.0, platen=True))
+    bulge = float(metrics.level_metrics(r).set_index("level").loc["L5",
+                                                                  "endplate_bulge_superior_mm"])
+    return {"pressure": p, "ratio": p / (500.0 / area), "stiffness": k, "bulge": bulge}
 
 
 def wegrzyn(h: float, bmd: float, pushover: bool):
@@ -129,6 +163,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bmd", type=float, default=70.0,
                     help="trabecular QCT BMD (mg/cm^3) of the bodies, default 70")
     ap.add_argument("--no-pushover", action="store_true", help="skip the nonlinear failure row")
+    ap.add_argument("--no-fibres", action="store_true",
+                    help="skip the fibre-reinforced disc's rows (fem.solve_disc)")
     args = ap.parse_args(argv)
     h, bmd = args.voxel, args.bmd
     # the nucleus (nu 0.499) takes the B-bar hex8, as intended; the notice is not news here
@@ -139,19 +175,24 @@ def main(argv=None) -> int:
     day = {lv: day_rig(lv, h, bmd) for lv in LEVELS}
     k_day = sum(day.values()) / len(day)
     k_fe, peak = spinefe_rig("L1", h, bmd, not args.no_pushover)
-    p, ratio = disc_pressure(h, bmd)
+    disc = disc_rows(h, bmd, fibres=False)
+    fib = disc_rows(h, bmd, fibres=True) if not args.no_fibres else None
     k_lost, s_lost = wegrzyn(h, bmd, not args.no_pushover)
     rows = [(ex.DAY_2020, "L1-L5 mean", k_day), (ex.SPINEFE_STIFFNESS, "L1", k_fe),
-            (ex.SPINEFE_FAILURE, "L1", peak), (ex.WILKE_1999, "L4-L5", p),
-            (ex.NACHEMSON_1960, "L4-L5", ratio), (ex.WEGRZYN_STIFFNESS, "L3", k_lost),
-            (ex.WEGRZYN_STRENGTH, "L3", s_lost)]
+            (ex.SPINEFE_FAILURE, "L1", peak)]
+    for d, label in ((disc, "L4-L5"), (fib, "L4-L5, fibres")):
+        if d is not None:
+            rows += [(ex.WILKE_1999, label, d["pressure"]), (ex.NACHEMSON_1960, label, d["ratio"]),
+                     (ex.SEGMENT_STIFFNESS, label, d["stiffness"]),
+                     (ex.HOLMES_1993, label, d["bulge"])]
+    rows += [(ex.WEGRZYN_STIFFNESS, "L3", k_lost), (ex.WEGRZYN_STRENGTH, "L3", s_lost)]
     print()
-    print(f"{'source':58s} {'quantity':48s} {'kind':9s} {'n':>3s} {'measured':>28s} "
+    print(f"{'source':58s} {'quantity':66s} {'kind':9s} {'n':>3s} {'measured':>28s} "
           f"{'model':>10s} {'1 SD':>4s} {'range':>5s}")
     for ref, where, value in rows:
         if not math.isfinite(value):
             continue
-        print(f"{ref.source[:58]:58s} {(ref.quantity + ', ' + where)[:48]:48s} {ref.kind:9s} "
+        print(f"{ref.source[:58]:58s} {(ref.quantity + ', ' + where)[:66]:66s} {ref.kind:9s} "
               f"{ref.n:3d} {ref.describe():>28s} {value:10.4g} {_yes(ref.within(value)):>4s} "
               f"{_yes(ref.in_range(value)):>5s}")
     print()
