@@ -24,7 +24,9 @@ straightens (a toe region, then a linear region). Each element of an annulus get
   59 +- 44 to 136 +- 34 MPa between the regions of Skaggs et al. 1994 (Spine 19:1310; the
   lamella modulus includes its ground substance, a percent of it); 80 MPa is the default,
   within that range and about the product of the fibre modulus and fibre fraction FE tables use
-  (500 MPa x about 16 %). ``eps_toe`` (2 %) is an ASSUMPTION of the order of collagen's toe
+  (500 MPa x about 16 %); Skaggs's and Holzapfel's numbers were recalled, not re-checked
+  against the papers (Elliott & Setton's were, in its abstract). ``eps_toe`` (2 %) is an
+  ASSUMPTION of the order of collagen's toe
   region, not a measured annulus value: the segment-level numbers are reported with their
   sensitivity to it (docs/validation.md).
 
