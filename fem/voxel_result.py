@@ -26,8 +26,9 @@ from .kernels.backend import voxel_kernels
 from .kernels.voxel import CORNER_OFFSETS, gauss_gradients
 from .result import UNITS_NOTE, VOIGT, Result, principal, von_mises
 
-#: voxels per range of planes in the stress recovery (temporaries of about 800 bytes a voxel)
-RECOVERY_VOXELS = 65_536
+#: voxels per range of planes in the stress recovery and the streamed output (temporaries of
+#: about 1 KB a voxel of the range: a few MB)
+RECOVERY_VOXELS = 8_192
 
 
 #: the Gauss points of :func:`fem.kernels.voxel.gauss_gradients` (corner order) in the order of
@@ -297,8 +298,9 @@ class VoxelResult(Result):
     def write(self, path, *, compression: str | None = "zlib") -> Path:
         """Write a VTU file atomically, streamed from the grid: the same arrays as
         :meth:`fem.result.Result.write` (the hex8 view's points and cells, every output field),
-        each produced and compressed range of planes by range, so that no whole field, cell
-        array or :class:`~fem.model.Model` is built (fields already computed are reused)."""
+        each produced and compressed range of planes by range from the element-average strain,
+        stress and energy density (computed once, and kept, as when asked for), so that no
+        point or cell array, no derived field and no :class:`~fem.model.Model` is built."""
         from .io.vtu_stream import VTK_HEXAHEDRON, StreamedArray, write_vtu_streamed
 
         path = Path(path)
@@ -306,7 +308,6 @@ class VoxelResult(Result):
             raise InputFileError(f"output file {path} must end in .vtu")
         if compression not in ("zlib", None):
             return super().write(path, compression=compression)
-        nz = self._solid.shape[0]
         cells = _CellStreams(self)
         nodes = _NodeStreams(self)
         return write_vtu_streamed(
@@ -318,7 +319,7 @@ class VoxelResult(Result):
              StreamedArray("von_mises_nodal", np.float64, 1, nodes.von_mises)],
             [StreamedArray(name, dtype, k, cells.field(name))
              for name, dtype, k in _CellStreams.fields(self)],
-            {UNITS_NOTE: 1}, compression=compression) if nz else path
+            {UNITS_NOTE: 1}, compression=compression)
 
     def to_meshio(self):
         """A :class:`meshio.Mesh` of the hex8 view with every output field (what :meth:`write`
@@ -393,15 +394,14 @@ class _NodeStreams:
 
     def von_mises(self):
         """The nodal average of the voxels' von Mises stress (Result.nodal_average)."""
-        r = self.r
-        h = r.backend.to_host
+        vm_all = self.r.backend.to_host(self.r.von_mises)
+        start = element_offsets(self.solid)
         nz, ny, nx = self.solid.shape
         for k0, k1, act in self._each():
             e0, e1 = max(k0 - 1, 0), min(k1, nz)
-            vm = np.zeros((e1 - e0, ny, nx))
             occupied = self.solid[e0:e1]
-            if e1 > e0:
-                vm[occupied] = h(von_mises(r._recover_planes(e0, e1, False)[1]))
+            vm = np.zeros((e1 - e0, ny, nx))
+            vm[occupied] = vm_all[start[e0]:start[e1]]
             acc = np.zeros((k1 - k0, ny + 1, nx + 1))
             cnt = np.zeros((k1 - k0, ny + 1, nx + 1))
             for di, dj, dk in CORNER_OFFSETS:
@@ -411,6 +411,11 @@ class _NodeStreams:
                     cnt[lo - k0:hi - k0, dj:dj + ny, di:di + nx] += occupied[lo - dk - e0:
                                                                              hi - dk - e0]
             yield (acc / np.maximum(cnt, 1.0))[act]
+
+
+def element_offsets(solid) -> np.ndarray:
+    """(nz+1,): the hex8 view's index of the first occupied voxel of each voxel plane."""
+    return np.concatenate([[0], np.cumsum(solid.sum(axis=(1, 2)))]).astype(np.int64)
 
 
 class _CellStreams:
@@ -445,41 +450,33 @@ class _CellStreams:
             yield np.stack([rank[e + dk, j + dj, i + di] for di, dj, dk in CORNER_OFFSETS],
                            axis=1)
 
-    def _elements(self):
-        """(first element index, count) of each range."""
-        start = 0
-        for e0, e1 in self.ranges:
-            n = int(self.solid[e0:e1].sum())
-            yield start, n, e0, e1
-            start += n
-
     def field(self, name: str):
+        """A function yielding the chunks of cell array ``name``."""
         r = self.r
         h = r.backend.to_host
-        cached = {"stress": "stress", "strain": "strain", "von_mises": "stress",
-                  "principal_stress": "stress", "principal_strain": "strain",
-                  "strain_energy_density": "strain_energy_density"}
-        derived = {"von_mises": von_mises, "principal_stress": principal,
-                   "principal_strain": principal}
-        which = {"strain": 0, "stress": 1, "strain_energy_density": 2}
+        start = element_offsets(self.solid)
+        derived = {"von_mises": ("stress", von_mises), "principal_stress": ("stress", principal),
+                   "principal_strain": ("strain", principal)}
+
+        def values(a, b):
+            if name == "element_id":
+                return np.arange(a + 1, b + 1, dtype=np.int64)
+            if name == "nu":
+                return np.full(b - a, r.voxels.nu)
+            if name == "region":
+                return np.full(b - a, -1, dtype=np.int64)
+            if name in r.extra_cell_fields:
+                return np.asarray(r.extra_cell_fields[name])[a:b]
+            if name in derived:
+                base, fn = derived[name]
+                return h(fn(getattr(r, base)[a:b]))
+            return h(getattr(r, name)[a:b])
 
         def chunks():
-            for a, n, e0, e1 in self._elements():
-                if name == "element_id":
-                    yield np.arange(a + 1, a + n + 1, dtype=np.int64)
-                elif name == "E":
+            for e0, e1 in self.ranges:
+                a, b = int(start[e0]), int(start[e1])
+                if name == "E":
                     yield r.voxels.grid_moduli[e0:e1][self.solid[e0:e1]]
-                elif name == "nu":
-                    yield np.full(n, r.voxels.nu)
-                elif name == "region":
-                    yield np.full(n, -1, dtype=np.int64)
-                elif name in r.extra_cell_fields:
-                    yield np.asarray(r.extra_cell_fields[name])[a:a + n]
                 else:
-                    base = cached[name]
-                    if base in r.__dict__:
-                        values = r.__dict__[base][a:a + n]
-                    else:
-                        values = r._recover_planes(e0, e1, False)[which[base]]
-                    yield h(derived[name](values) if name in derived else values)
+                    yield values(a, b)
         return chunks

@@ -66,19 +66,20 @@ class _Blocks:
 
     def _emit(self, raw: bytes) -> None:
         self.sizes.append(len(raw))
-        self.blocks.append(zlib.compress(raw) if self.compress else raw)
+        self.blocks.append(zlib.compress(raw) if self.compress else bytes(raw))
 
-    def finish(self) -> tuple[bytes, bytes]:
-        """(header, data) as VTK reads them."""
+    def finish(self) -> tuple[bytes, list]:
+        """(header, the data's blocks) as VTK reads them."""
         if self.pending or not self.sizes:
             self._emit(bytes(self.pending))
             self.pending = bytearray()
-        data = b"".join(self.blocks)
         if not self.compress:
-            return np.array([len(data)], dtype=np.uint64).tobytes(), data
+            total = sum(len(b) for b in self.blocks)
+            return np.array([total], dtype=np.uint64).tobytes(), self.blocks
         last = self.sizes[-1]
         header = [len(self.blocks), BLOCK if len(self.blocks) > 1 else last, last]
-        return np.array(header + [len(b) for b in self.blocks], dtype=np.uint64).tobytes(), data
+        return (np.array(header + [len(b) for b in self.blocks], dtype=np.uint64).tobytes(),
+                self.blocks)
 
 
 def _data_array(f, arr: StreamedArray, compress: bool) -> None:
@@ -87,13 +88,24 @@ def _data_array(f, arr: StreamedArray, compress: bool) -> None:
     for chunk in arr.chunks():
         blocks.feed(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
     header, data = blocks.finish()
-    del blocks
     comps = f' NumberOfComponents="{arr.components}"' if arr.components != 1 else ""
     f.write(f'<DataArray type="{VTK_TYPES[dtype]}" Name={quoteattr(arr.name)}{comps} '
             'format="binary">\n'.encode())
     f.write(base64.b64encode(header))
-    f.write(base64.b64encode(data))
+    _write_base64(f, data)
     f.write(b"\n</DataArray>\n")
+
+
+def _write_base64(f, parts) -> None:
+    """Write the base64 of the concatenated ``parts`` piece by piece (cut at multiples of 3
+    bytes, where base64 of a concatenation is the concatenation of base64s)."""
+    carry = b""
+    for part in parts:
+        buf = carry + bytes(part)
+        cut = len(buf) - len(buf) % 3
+        f.write(base64.b64encode(buf[:cut]))
+        carry = buf[cut:]
+    f.write(base64.b64encode(carry))
 
 
 def write_vtu_streamed(path, n_points: int, n_cells: int, points: StreamedArray,
