@@ -8,7 +8,9 @@ and occupied voxels, both in grid order). Strains and stresses are recovered on 
 plane range by plane range, with the voxel kernels (:func:`fem.kernels.voxel.voxel_strain` at
 each Gauss point of :func:`fem.kernels.voxel.gauss_gradients`; CUDA on a GPU). The hex8 view
 itself (``result.model``, a :class:`~fem.model.Model`) and the compiled
-:class:`fem.system.System` (``result.system``) are built only when asked for.
+:class:`fem.system.System` (``result.system``) are built only when asked for: :meth:`write`
+streams the VTU (:mod:`fem.io.vtu_stream`) range of planes by range without them;
+:meth:`to_pyvista` builds them.
 
 Units as everywhere: mm, N, MPa.
 """
