@@ -320,13 +320,9 @@ def verify_answer(result, true_res: float, *, rtol: float) -> None:
             "keep loads and moduli within about 1e-100..1e100")
     f_free = np.array(sysm.f, dtype=float)
     f_free[np.asarray(sysm.fixed_dofs, dtype=np.int64)] = 0.0
-    if not bool(xp.any(u != 0.0)) and (np.any(f_free != 0.0)
-                                       or np.any(np.asarray(sysm.fixed_values) != 0.0)):
-        raise SolverError("the solver returned zero displacement everywhere for non-zero loads "
-                          "or prescribed displacements: the answer underflowed; use other units")
-    if not np.isfinite(result.reaction_values).all():
-        raise SolverError("the reactions are not finite: the loads or moduli overflow double "
-                          "precision; use smaller units")
+    check_moved_and_finite(bool(xp.any(u != 0.0)), np.any(f_free != 0.0)
+                           or np.any(np.asarray(sysm.fixed_values) != 0.0),
+                           result.reaction_values)
     resultant, scale = result.balance()
     # a model moved rigidly by its prescribed displacements carries (almost) no force: judge
     # its rounding-level resultant against the force that straining it by g / L would take
@@ -335,6 +331,18 @@ def verify_answer(result, true_res: float, *, rtol: float) -> None:
         L = float(np.max(np.ptp(model.points, axis=0))) or 1.0
         scale = max(scale, float(np.max(model.E)) * L * float(g.max()))
     judge_answer(info, true_res, resultant, scale, rtol=rtol)
+
+
+def check_moved_and_finite(moved: bool, loaded: bool, reactions) -> None:
+    """Refuse an answer that did not move under loads or prescribed displacements
+    (``loaded``), or whose reactions are not finite: the checks of :func:`verify_answer` that
+    every path (assembled or voxel grid) shares."""
+    if not moved and loaded:
+        raise SolverError("the solver returned zero displacement everywhere for non-zero loads "
+                          "or prescribed displacements: the answer underflowed; use other units")
+    if not np.isfinite(reactions).all():
+        raise SolverError("the reactions are not finite: the loads or moduli overflow double "
+                          "precision; use smaller units")
 
 
 def judge_answer(info, true_res: float, resultant, scale: float, *, rtol: float) -> None:

@@ -430,18 +430,8 @@ class Result:
         return grid
 
     def summary(self) -> str:
-        h = self.backend.to_host
-        u = np.linalg.norm(h(self.displacement), axis=1)
-        vm = h(self.von_mises)
-        lines = [
-            f"nodes {self.model.n_nodes}, elements {self.model.n_elements}, dofs {self.model.n_dof}",
-            f"max displacement {u.max():.6g} mm, max von Mises {vm.max():.6g} MPa",
-            f"applied force {np.array2string(self.applied_total(), precision=4)} N, "
-            f"reaction total {np.array2string(self.reaction_total(), precision=4)} N",
-        ]
-        if self.info is not None:
-            lines.append(self.info.summary())
-        return "\n".join(lines)
+        m = self.model
+        return summary_text(self, m.n_nodes, m.n_elements, m.n_dof, self.von_mises)
 
 
 def _sed(eps, sig):
@@ -482,3 +472,19 @@ def principal(s):
     xp = array_module(s)
     w = xp.linalg.eigvalsh(_from_voigt(s, xp))
     return w[..., ::-1]
+
+
+def summary_text(result, n_nodes: int, n_elements: int, n_dof: int, von_mises_) -> str:
+    """The lines of a result's ``summary()``: sizes, the largest displacement and von Mises
+    stress, the applied and reaction totals, and the solve's own summary."""
+    h = result.backend.to_host
+    u = np.linalg.norm(h(result.displacement), axis=1)
+    lines = [
+        f"nodes {n_nodes}, elements {n_elements}, dofs {n_dof}",
+        f"max displacement {u.max():.6g} mm, max von Mises {h(von_mises_).max():.6g} MPa",
+        f"applied force {np.array2string(result.applied_total(), precision=4)} N, "
+        f"reaction total {np.array2string(result.reaction_total(), precision=4)} N",
+    ]
+    if result.info is not None:
+        lines.append(result.info.summary())
+    return "\n".join(lines)

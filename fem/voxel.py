@@ -384,13 +384,8 @@ def _verify(result: VoxelResult, vm: VoxelModel, gs, true_res: float, *, rtol: f
             "that keep loads and moduli within about 1e-100..1e100")
     del bad
     free_load = ~np.isin(gs.load_index, gs.fixed_dofs)
-    if not bool(xp.any(u != 0.0)) and (np.any(gs.load_value[free_load] != 0.0)
-                                       or np.any(gs.fixed_values != 0.0)):
-        raise SolverError("the solver returned zero displacement everywhere for non-zero loads "
-                          "or prescribed displacements: the answer underflowed; use other units")
-    if not np.isfinite(result.reaction_values).all():
-        raise SolverError("the reactions are not finite: the loads or moduli overflow double "
-                          "precision; use smaller units")
+    analysis.check_moved_and_finite(bool(xp.any(u != 0.0)), np.any(gs.load_value[free_load] != 0.0)
+                                    or np.any(gs.fixed_values != 0.0), result.reaction_values)
     resultant, scale = result.balance()
     g = np.abs(gs.fixed_values)
     if len(g) and g.max() > 0.0:

@@ -26,7 +26,7 @@ import numpy as np
 from .errors import InputFileError
 from .kernels.backend import voxel_kernels
 from .kernels.voxel import CORNER_OFFSETS, gauss_gradients
-from .result import UNITS_NOTE, VOIGT, Result, principal, von_mises
+from .result import UNITS_NOTE, VOIGT, Result, principal, summary_text, von_mises
 
 #: voxels per range of planes in the stress recovery and the streamed output (temporaries of
 #: about 1 KB a voxel of the range: a few MB)
@@ -335,18 +335,8 @@ class VoxelResult(Result):
                            field_data={UNITS_NOTE: np.array([1])})
 
     def summary(self) -> str:
-        h = self.backend.to_host
-        u = np.linalg.norm(h(self.displacement), axis=1)
-        vm = h(von_mises(self.stress))
-        lines = [
-            f"nodes {self.n_nodes}, elements {self.n_elements}, dofs {3 * self.n_nodes}",
-            f"max displacement {u.max():.6g} mm, max von Mises {vm.max():.6g} MPa",
-            f"applied force {np.array2string(self.applied_total(), precision=4)} N, "
-            f"reaction total {np.array2string(self.reaction_total(), precision=4)} N",
-        ]
-        if self.info is not None:
-            lines.append(self.info.summary())
-        return "\n".join(lines)
+        return summary_text(self, self.n_nodes, self.n_elements, 3 * self.n_nodes,
+                            von_mises(self.stress))
 
 
 # ---------------------------------------------------------------------- streamed output
