@@ -76,6 +76,7 @@ def patient_segment_model(image: CTImage, segmentation, calibration: Calibration
            else read_segmentation(segmentation))
     seg = seg.on_grid(image)
     names = seg.select(levels)
+    _check_in_view(seg, names)
     h = check_limit("voxel_size", min(image.spacing) if voxel_size is None else voxel_size)
     origin, shape = _grid(seg, names, h)
     lvl, dist = _levels_on_grid(seg, names, origin, shape, h)
@@ -93,6 +94,19 @@ def patient_segment_model(image: CTImage, segmentation, calibration: Calibration
     logger.info("patient %s at %g mm: %d elements, %d nodes", "-".join(names), h,
                 m.n_elements, m.n_nodes)
     return m
+
+
+def _check_in_view(seg: Segmentation, names) -> None:
+    """Refuse a level cut by the image's edge: its mask reaches the first or last slice of an
+    axis (the field of view holds only part of the vertebra)."""
+    for n in names:
+        m = seg.mask(n)
+        for axis, side in ((0, "x"), (1, "y"), (2, "z")):
+            ends = np.take(m, [0, m.shape[axis] - 1], axis=axis)
+            if ends.any():
+                raise MeshError(f"{seg.source}: {n}'s mask reaches the image's {side} edge: the "
+                                "scan holds only part of that vertebra; choose levels the field "
+                                "of view holds whole")
 
 
 def _grid(seg: Segmentation, names, h: float):

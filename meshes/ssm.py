@@ -260,6 +260,24 @@ def _separate(lvl) -> int:
     return removed
 
 
+def _keep_largest_pieces(lvl, names) -> int:
+    """Empty, per level, the voxels outside its largest face-connected piece (in place; a piece
+    joined to the rest only by an edge or a corner would be a mechanism); returns how many."""
+    from scipy import ndimage
+
+    removed = 0
+    for i, n in enumerate(names):
+        pieces, count = ndimage.label(lvl == i)
+        if count == 0:
+            raise MeshError(f"{n}: no voxel left at this voxel size")
+        if count > 1:
+            sizes = np.bincount(pieces.ravel())[1:]
+            stray = (pieces > 0) & (pieces != 1 + int(np.argmax(sizes)))
+            removed += int(stray.sum())
+            lvl[stray] = -1
+    return removed
+
+
 def _posterior_wall(mask, yc, xc, h, name) -> int:
     """Grid index j of the first canal voxel behind the body on the mid-sagittal strip."""
     strip = np.abs(xc - np.median(xc[np.any(mask, axis=(1, 2))])) < max(_STRIP, h)
@@ -468,11 +486,14 @@ def segment_from_levels(lvl, dist, origin, h: float, names: list[str], *, materi
     before rotation, as :func:`load_surfaces` gives them) refine the pedicle axes where given.
 
     Returns the model (translated as the module docstring says) and what was done:
-    ``{"translation": (3,) mm added to the grid's positions, "separated_voxels": n,
+    ``{"translation": (3,) mm added to the grid's positions, "separated_voxels": n (emptied
+    where they touched the level above, or lay outside the level's largest face-connected
+    piece),
     "nucleus_area_fraction": {disc: share}}``.
     """
     grid = _Grid(np.asarray(origin, dtype=float), tuple(lvl.shape), h, [])
     removed = _separate(lvl)
+    removed += _keep_largest_pieces(lvl, names)
     labels = np.zeros(grid.shape, dtype=np.int16)
     bodies, rims = [], []
     for i, n in enumerate(names):

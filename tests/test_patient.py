@@ -162,3 +162,38 @@ def test_a_study_run_names_a_patient(tmp_path):
     with pytest.raises(SpecError, match=r"masks.*no such file"):
         StudySpec.from_dict({"study": {"name": "x"},
                              "base": {**base, "masks": str(tmp_path / "none")}}).expand()
+
+
+def test_a_level_cut_by_the_field_of_view_is_refused(scan):
+    """The shared scan's top slice cuts T12 (173 of its voxels lie on it) and T11."""
+    image, seg = scan
+    with pytest.raises(fem.MeshError, match="T12's mask reaches the image's z edge"):
+        patient_segment_model(image, seg, CAL, levels="T12-L1", voxel_size=3.0)
+
+
+def test_a_piece_joined_only_by_an_edge_is_dropped(scan):
+    """A segmentation voxel that touches its level only along an edge would hinge (a mechanism);
+    the builder keeps each level's largest face-connected piece, and the model solves."""
+    from scipy import ndimage
+
+    image, seg = scan
+    lab = seg.labels.copy()
+    l2 = seg.mask("L2")
+    code = next(k for k, n in seg.names.items() if n == "L2")
+    grown = ndimage.binary_dilation(lab > 0, iterations=1)  # face neighbours of any vertebra
+    for i, j, k in np.argwhere(l2):
+        a, b = (i + 1, j + 1, k), (i - 1, j - 1, k)
+        for c in (a, b):
+            if not grown[c]:  # empty, and no vertebra voxel shares a face with it
+                lab[c] = code
+                break
+        else:
+            continue
+        break
+    stray = Segmentation(lab, seg.names, seg.spacing, seg.origin, "stray")
+    m = patient_segment_model(image, stray, CAL, levels="L2", voxel_size=3.0)
+    base = patient_segment_model(image, seg, CAL, levels="L2", voxel_size=3.0)
+    assert m.n_elements == base.n_elements
+    assert m.metadata["ct"]["separated_voxels"] == base.metadata["ct"]["separated_voxels"] + 1
+    m.fix("bottom").add(fem.Pressure("top", 0.5))
+    assert fem.solve(m).info.imbalance is not None
