@@ -172,9 +172,7 @@ class FibreLaw:
         secant moduli ``secants`` (2, m) MPa; with ``orthotropic`` the normal-shear coupling
         terms dropped (module docstring)."""
         secants = np.asarray(secants, dtype=float)
-        E, nu = self.ground
-        lam = E * nu / ((1.0 + nu) * (1.0 - 2.0 * nu))
-        mu = E / (2.0 * (1.0 + nu))
+        lam, mu = assembly.lame(*self.ground)
         C0 = np.zeros((6, 6))
         C0[:3, :3] = lam
         C0[[0, 1, 2], [0, 1, 2]] += 2.0 * mu
@@ -256,8 +254,7 @@ def disc_fibres(model) -> list[FibreRegion]:
     """One :class:`FibreRegion` per disc of a segment: the region ``"<upper>-<lower>/annulus"``
     between consecutive levels of ``model.anatomy``, winding about the line from the lower
     level's superior endplate centre to the upper level's inferior one."""
-    anatomy = getattr(model, "anatomy", None)
-    levels = [anatomy[n] for n in anatomy] if anatomy is not None else []
+    levels = list(model.anatomy.values())
     out = []
     for upper, lower in zip(levels, levels[1:]):
         name = region(f"{upper.name}-{lower.name}", "annulus")
