@@ -244,17 +244,14 @@ class Calibration:
             raise MaterialError("phantom calibration: HU values and densities must be finite")
         if np.ptp(hu) <= 0:
             raise MaterialError("phantom calibration: all rods have the same HU")
-        slope, intercept = np.polyfit(hu, rho, 1)
-        resid = rho - (intercept + slope * hu)
-        ss = float(((rho - rho.mean()) ** 2).sum())
-        r2 = 1.0 - float((resid ** 2).sum()) / ss if ss > 0 else 0.0
+        slope, intercept, r2, _ = fit_line(hu, rho)
         if r2 < MIN_R2:
             raise MaterialError(f"phantom calibration: r^2 = {r2:.3f} < {MIN_R2} over "
                                 f"{hu.size} rods (HU {hu.round(1).tolist()}, densities "
                                 f"{rho.tolist()} mg/cm^3): check the rods' regions and labels")
         if slope <= 0:
             raise MaterialError(f"phantom calibration: density falls with HU (slope {slope:g})")
-        return cls(float(slope), float(intercept), r2, f"phantom, {hu.size} rods")
+        return cls(slope, intercept, r2, f"phantom, {hu.size} rods")
 
     @classmethod
     def from_internal(cls, hu_air, hu_ref, density_ref, *, density_air: float = 0.0
@@ -280,6 +277,17 @@ class Calibration:
     def density(self, hu):
         """Equivalent mineral density (mg/cm^3) of CT numbers ``hu``."""
         return self.intercept + self.slope * np.asarray(hu, dtype=float)
+
+
+def fit_line(hu, rho):
+    """The least-squares line rho = intercept + slope x hu: (slope, intercept, r^2, residuals);
+    r^2 is 0 where the densities do not vary."""
+    hu, rho = np.asarray(hu, dtype=float), np.asarray(rho, dtype=float)
+    slope, intercept = np.polyfit(hu, rho, 1)
+    resid = rho - (intercept + slope * hu)
+    ss = float(((rho - rho.mean()) ** 2).sum())
+    r2 = 1.0 - float((resid ** 2).sum()) / ss if ss > 0 else 0.0
+    return float(slope), float(intercept), r2, resid
 
 
 def rod_means(image: CTImage, centres_xy, radius: float) -> np.ndarray:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MaterialError, MeshError
-from .ct import MIN_R2, Calibration, CTImage
+from .ct import MIN_R2, Calibration, CTImage, fit_line
 
 #: HU windows of the reference tissues (typical values at 120 kVp: air -1000, adipose tissue
 #: -150..-50, skeletal muscle 10..80; the windows are wide enough for scanner drift)
@@ -136,14 +136,11 @@ def calibrate(references: dict, densities: dict, *, min_r2: float = MIN_R2) -> C
         raise MaterialError("reference HU values and densities must be finite")
     if np.ptp(hu) <= 0:
         raise MaterialError(f"the references {', '.join(names)} read the same HU")
-    slope, intercept = np.polyfit(hu, rho, 1)
-    resid = rho - (intercept + slope * hu)
-    ss = float(((rho - rho.mean()) ** 2).sum())
-    r2 = 1.0 - float((resid ** 2).sum()) / ss if ss > 0 else 0.0
+    slope, intercept, r2, resid = fit_line(hu, rho)
     table = "; ".join(f"{n} {h:.1f} HU -> {d:g} mg/cm^3 (residual {e:+.1f})"
                       for n, h, d, e in zip(names, hu, rho, resid))
     if slope <= 0 or r2 < min_r2:
         raise MaterialError(f"internal calibration: r^2 = {r2:.3f} (< {min_r2}) or a slope "
                             f"{slope:.3g} <= 0 over {table}: a reference region or its density "
                             "is wrong")
-    return Calibration(float(slope), float(intercept), r2, f"internal references: {table}")
+    return Calibration(slope, intercept, r2, f"internal references: {table}")
