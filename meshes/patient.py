@@ -44,7 +44,7 @@ from ..errors import MeshError, ParameterError
 from ..limits import check as check_limit
 from .bone import get_law, trabecular_modulus
 from .ct import Calibration, CTImage
-from .segmentation import Segmentation, read_segmentation
+from .segmentation import Segmentation, grid_indices, read_segmentation
 from .ssm import segment_from_levels
 
 logger = logging.getLogger(__name__)
@@ -79,8 +79,10 @@ def patient_segment_model(image: CTImage, segmentation, calibration: Calibration
     _check_in_view(seg, names)
     h = check_limit("voxel_size", min(image.spacing) if voxel_size is None else voxel_size)
     origin, shape = _grid(seg, names, h)
-    lvl, dist = _levels_on_grid(seg, names, origin, shape, h)
-    hu = _sample(image.hu, image, origin, shape, h)
+    # the segmentation is on the image's grid: one set of sampling points serves both
+    pts = np.meshgrid(*grid_indices(image, origin + 0.5 * h, (h, h, h), shape), indexing="ij")
+    lvl, dist = _levels_on_grid(seg, names, pts, h)
+    hu = _sample(image.hu, pts)
     m, made = segment_from_levels(lvl, dist, origin, h, names, materials=materials,
                                   cortex=cortex, endplate=endplate)
     cores = _trabecular_moduli(m, names, hu, calibration, law, E_min)
@@ -123,32 +125,26 @@ def _grid(seg: Segmentation, names, h: float):
     return lo, shape
 
 
-def _coordinates(image_like, origin, shape, h):
-    """Fractional voxel indices of ``image_like`` at the centres of the new grid, per axis."""
-    sp, o = np.asarray(image_like.spacing), np.asarray(image_like.origin)
-    return [(origin[a] + (np.arange(shape[a]) + 0.5) * h - o[a]) / sp[a] for a in range(3)]
-
-
-def _sample(values, image_like, origin, shape, h, order: int = 1, cval: float = 0.0):
-    """``values`` (on ``image_like``'s grid) at the new grid's centres, trilinearly (separable
-    axes: one pass of scipy's map_coordinates on the open mesh)."""
+def _sample(values, pts):
+    """``values`` at the fractional voxel indices ``pts`` (three arrays), trilinearly; 0
+    outside."""
     from scipy.ndimage import map_coordinates
 
-    c = _coordinates(image_like, origin, shape, h)
-    pts = np.meshgrid(*c, indexing="ij")
-    return map_coordinates(np.asarray(values, dtype=float), pts, order=order, mode="constant",
-                           cval=cval)
+    return map_coordinates(np.asarray(values, dtype=float), pts, order=1, mode="constant",
+                           cval=0.0)
 
 
-def _levels_on_grid(seg: Segmentation, names, origin, shape, h):
-    """(level index per voxel, -1 empty; distance of each occupied voxel to its level's
+def _levels_on_grid(seg: Segmentation, names, pts, h: float):
+    """(level index per voxel of the new grid, whose centres sit at the fractional indices
+    ``pts`` of the segmentation, -1 empty; distance of each occupied voxel to its level's
     surface, mm)."""
     from scipy.ndimage import distance_transform_edt
 
+    shape = pts[0].shape
     lvl = np.full(shape, -1, dtype=np.int16)
     dist = np.full(shape, np.inf, dtype=np.float32)
     for i, n in enumerate(names):
-        frac = _sample(seg.mask(n).astype(float), seg, origin, shape, h)
+        frac = _sample(seg.mask(n).astype(float), pts)
         inside = (frac >= 0.5) & (lvl < 0)
         if not inside.any():
             raise MeshError(f"{seg.source}: {n}'s mask leaves no voxel at {h:g} mm")

@@ -120,12 +120,9 @@ class Segmentation:
     def on_grid(self, image: CTImage) -> Segmentation:
         """This segmentation resampled onto ``image``'s grid (nearest neighbour by position).
         Raises :class:`~fem.errors.MeshError` if no labelled voxel falls inside the image."""
-        src = [np.asarray(a, float) for a in (self.spacing, self.origin)]
-        dst = [np.asarray(a, float) for a in (image.spacing, image.origin)]
         index, inside = [], []
-        for a in range(3):
-            centres = dst[1][a] + np.arange(image.shape[a]) * dst[0][a]
-            j = np.rint((centres - src[1][a]) / src[0][a]).astype(np.int64)
+        for a, f in enumerate(grid_indices(self, image.origin, image.spacing, image.shape)):
+            j = np.rint(f).astype(np.int64)
             ok = (j >= 0) & (j < self.shape[a])
             index.append(np.clip(j, 0, self.shape[a] - 1))
             inside.append(ok)
@@ -137,6 +134,14 @@ class Segmentation:
                             f"{_extent(self)} mm, the CT {_extent(image)} mm in x, y, z): is "
                             "this the segmentation of this scan?")
         return Segmentation(out, self.names, image.spacing, image.origin, self.source)
+
+
+def grid_indices(src, origin, spacing, shape) -> list[np.ndarray]:
+    """Per axis, the fractional voxel indices in ``src`` (anything with ``origin``, the centre
+    of its voxel 0, and ``spacing``, mm) of the voxel centres of a grid of ``shape`` whose voxel
+    0 is centred at ``origin`` with ``spacing`` (mm)."""
+    return [(origin[a] + np.arange(shape[a]) * spacing[a] - src.origin[a]) / src.spacing[a]
+            for a in range(3)]
 
 
 def _extent(img) -> str:
