@@ -123,12 +123,28 @@ def test_nifti_oblique_affine_is_refused(tmp_path):
         ct.read_nifti(tmp_path / "o.nii")
 
 
+def dicom_dataset(sop_class: str):
+    """An empty DICOM dataset of ``sop_class`` with its file meta and a new instance UID,
+    explicit VR little endian."""
+    pytest.importorskip("pydicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    return ds
+
+
 def write_dicom_series(folder, hu, spacing, origin, *, slope=1.0, intercept=-1024.0, rng=None,
                        overrides=None):
     """One file per z slice with shuffled names; raw = (HU - intercept) / slope as uint16."""
     pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import CTImageStorage, generate_uid
 
     folder.mkdir(exist_ok=True)
     uid = generate_uid()
@@ -136,14 +152,7 @@ def write_dicom_series(folder, hu, spacing, origin, *, slope=1.0, intercept=-102
     if rng is not None:
         rng.shuffle(names)
     for k in range(hu.shape[2]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds = dicom_dataset(CTImageStorage)
         ds.Modality = "CT"
         ds.SeriesInstanceUID = uid
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]

@@ -195,19 +195,12 @@ def write_dicom_seg(path, lab: np.ndarray, names: dict, spacing, origin, *, shuf
     per entry of ``names`` (label -> SegmentLabel); frames in shuffled order when a generator
     is given (frames carry their own positions)."""
     pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.dataset import Dataset
     from pydicom.pixels import pack_bits
     from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from test_ct import dicom_dataset
 
-    seg_class = "1.2.840.10008.5.1.4.1.1.66.4"
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = seg_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = seg_class, meta.MediaStorageSOPInstanceUID
+    ds = dicom_dataset("1.2.840.10008.5.1.4.1.1.66.4")  # Segmentation Storage
     ds.Modality, ds.SegmentationType = "SEG", "BINARY"
     ds.Rows, ds.Columns = lab.shape[1], lab.shape[0]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
