@@ -93,6 +93,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--format", choices=["table", "csv", "json"], default="table")
     r.add_argument("--all", action="store_true", help="every column, not only the summary")
 
+    uq = sub.add_parser("uq", help="how sure a sampled study's predictions are ([uncertain] "
+                        "in its spec): mean, SD, 5-95 %% interval, P(fracture), paired "
+                        "comparisons of the arms and Sobol indices; tables as CSV in DIR/uq/")
+    uq.add_argument("folder", help="study folder (--out of vfem study)")
+    uq.add_argument("--reference", default=None, help="the arm restorations and changes are "
+                    "taken against (default: intact, else fractured)")
+
     rp = sub.add_parser("report", help="write a study's HTML report: table, plots and the "
                         "standard views of chosen runs (figures as PNG in <out>_files/)")
     rp.add_argument("folder", help="study folder (--out of vfem study)")
@@ -204,6 +211,8 @@ def _run(args) -> int:
             return _results(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "uq":
+            return _uq(args)
     except ModelError as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
@@ -283,6 +292,19 @@ def _report(args) -> int:
     from .viz.report import write_report
 
     print(write_report(args.folder, args.out, args.runs))
+    return 0
+
+
+def _uq(args) -> int:
+    from .study import Study
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise ModelError(f"study folder {folder} does not exist")
+    u = Study(folder).uncertainty(reference=args.reference)
+    print(u.text())
+    paths = u.write(folder / "uq")
+    print(f"\ntables: {', '.join(str(p) for p in paths)}")
     return 0
 
 

@@ -207,6 +207,13 @@ class Study:
         the summary columns of :data:`RESULT_COLUMNS`."""
         return results_frame(self.store)
 
+    def uncertainty(self, *, reference: str | None = None):
+        """How sure the predictions of a sampled study (``[uncertain]``) are: the
+        :class:`fem.study.uq.Uncertainty` of its finished runs (:func:`fem.study.uq.uncertainty`)."""
+        from .uq import uncertainty
+
+        return uncertainty(self, reference=reference)
+
     def export(self, path) -> Path:
         """Write :meth:`results` as CSV or Parquet (by the suffix), atomically."""
         from ..io.atomic import atomic_path

@@ -29,9 +29,13 @@ def build_model(p: dict):
     from ..meshes.bone import BoneQuality
     from ..meshes.vertebra import segment_model
 
-    mats = BoneQuality(bmd=p["bmd"])
+    # the sampling inputs (fem.study.uncertain) of runs recorded before they existed: defaults
+    law = p.get("density_law", "morgan2003")
+    density_error = p.get("density_error", 0.0)
+    mats = BoneQuality(bmd=p["bmd"] + (0.0 if anatomy_of(p) == "ct" else density_error),
+                       law=law)
     # runs recorded before "anatomy" and "mesh" existed lack them: the parametric voxel segment
-    anatomy, mesh = p.get("anatomy", "parametric"), p.get("mesh", "voxel")
+    anatomy, mesh = anatomy_of(p), p.get("mesh", "voxel")
     if anatomy == "ct":
         m = _patient(p, mats)
     elif anatomy == "ssm" and mesh == "tet10":
@@ -51,17 +55,37 @@ def build_model(p: dict):
     proc = p["procedure"]
     if proc != "intact" and p["fracture_level"]:
         m = pathology.compress(m, p["fracture_level"], p["fracture_shape"],
-                               grade=p["fracture_grade"], burst=p["burst"])
+                               grade=p["fracture_grade"], burst=p["burst"],
+                               cleft=p.get("cleft", False))
     level = p["treated_level"] or p["fracture_level"]
+    needle = {"approach": p["approach"], "cement": cement_of(p), "seed": p["seed"], "law": law,
+              "heterogeneity": p.get("heterogeneity", 0.5),
+              "tip_offset": (p.get("tip_offset_lateral", 0.0), 0.0,
+                             p.get("tip_offset_axial", 0.0))}
     if proc == "pvp":
-        m = augment.pvp(m, level, p["cement_volume_ml"], approach=p["approach"],
-                        cement=p["cement"], tip_depth=p["tip_depth"], seed=p["seed"])
+        m = augment.pvp(m, level, p["cement_volume_ml"], tip_depth=p["tip_depth"], **needle)
     elif proc == "pkp":
         m = augment.pkp(m, level, p["cement_volume_ml"], balloon_ml=p["balloon_ml"] or None,
-                        approach=p["approach"], cement=p["cement"],
-                        height_restoration=p["height_restoration"], seed=p["seed"])
-    m = loadcases.loaded(m, p["load_case"])
+                        height_restoration=p["height_restoration"], **needle)
+    m = loadcases.loaded(m, p["load_case"], scale=p.get("load_scale", 1.0))
     return m
+
+
+def anatomy_of(p: dict) -> str:
+    return p.get("anatomy", "parametric")
+
+
+def cement_of(p: dict):
+    """The run's cement: its name, or the named cement with ``cement_modulus`` (MPa) where that
+    is given (> 0)."""
+    from ..augment import get_cement
+
+    e = p.get("cement_modulus", 0.0)
+    if not e:
+        return p["cement"]
+    c = get_cement(p["cement"])
+    return {"name": f"{c.name} (E {e:g} MPa)", "E": float(e), "nu": c.nu,
+            "viscosity": c.viscosity, "source": f"{c.name} with the spec's cement_modulus"}
 
 
 def _patient(p: dict, mats):
@@ -72,9 +96,10 @@ def _patient(p: dict, mats):
 
     image = (ct.read_dicom_series(p["ct"]) if Path(p["ct"]).is_dir()
              else ct.read_nifti(p["ct"]))
-    cal = ct.Calibration(p["ct_slope"], p["ct_intercept"], source="study spec")
+    cal = ct.Calibration(p["ct_slope"], p["ct_intercept"] + p.get("density_error", 0.0),
+                         source="study spec")
     return patient_segment_model(image, p["masks"], cal, levels=p["levels"],
-                                 voxel_size=p["voxel_size"], materials=mats)
+                                 voxel_size=p["voxel_size"], materials=mats, law=mats.law)
 
 
 def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:

@@ -83,6 +83,12 @@ def _cements():
     return sorted(CEMENTS)
 
 
+def _density_laws():
+    from ..meshes.bone import LAWS
+
+    return sorted(LAWS)
+
+
 @dataclass(frozen=True)
 class Param:
     """One recipe parameter: type, default, check (returns an error text or None), help."""
@@ -206,7 +212,35 @@ PARAMETERS = {
                              "treated_level, else the fracture_level), all, or a list of level "
                              "names (TOML list or 'L1,L2')", check=_level_names,
                              coerce=_join_levels),
+    # inputs worth sampling ([uncertain], fem.study.uncertain); their defaults change nothing
+    "density_error": Param(float, 0.0, "error of the density calibration (mg/cm^3), added to "
+                           "the trabecular density the model gets: to bmd (parametric, ssm) or "
+                           "to the CT calibration's intercept (ct)", _range(-200.0, 200.0,
+                                                                            " mg/cm^3")),
+    "density_law": Param(str, "morgan2003", "trabecular density-modulus law "
+                         "(fem.meshes.bone.LAWS); also the law the cement filling inverts",
+                         choices=_density_laws),
+    "cement_modulus": Param(float, 0.0, "the cement's elastic modulus (MPa); 0: the named "
+                            "cement's own", _range(0.0, 20000.0, " MPa")),
+    "tip_offset_lateral": Param(float, 0.0, "needle tip offset (mm) from the planned tip along "
+                                "the level's lateral axis (fem.anatomy.LevelFrame; the "
+                                "antero-posterior place is tip_depth)",
+                                _range(-15.0, 15.0, " mm")),
+    "tip_offset_axial": Param(float, 0.0, "needle tip offset (mm) from the planned tip along "
+                              "the level's axial (cranial) axis",
+                              _range(-15.0, 15.0, " mm")),
+    "heterogeneity": Param(float, 0.5, "scatter of the cement's spread: SD of ln permeability "
+                           "of the trabecular bone (fem.augment)", _range(0.0, 3.0)),
+    "load_scale": Param(float, 1.0, "load magnitude, a factor on the load case's force and "
+                        "moment", _range(0.05, 10.0)),
+    "cleft": Param(bool, False, "an intravertebral cleft (Kuemmell) in the fractured level "
+                   "(fem.meshes.pathology.compress)"),
+    "sample": Param(int, -1, "index of the sampled patient of [uncertain] (set by it; -1: the "
+                    "run is not sampled)", _range(-1, 2**31 - 1)),
 }
+#: parameters a spec may not sample: they change how a run computes, not what it models
+NOT_SAMPLED = ("sample", "backend", "solver", "anatomy", "ct", "masks", "mesh", "levels",
+               "strength", "strength_levels")
 RECIPES = {"augmentation": PARAMETERS}
 #: the most runs a study may have unless allowed more (``vfem study --max-runs``, ``max_runs=``)
 MAX_RUNS = 10_000
@@ -224,6 +258,8 @@ class StudySpec:
     write_vtu: bool = True
     path: str | None = None
     _lines: object = field(default=None, repr=False)
+    #: the ``[uncertain]`` table (:class:`fem.study.uncertain.Uncertain`), or None
+    uncertain: object = None
 
     # ------------------------------------------------------------------ construction
 
@@ -235,11 +271,11 @@ class StudySpec:
         where = _Where(path, lines)
         if not isinstance(d, dict):
             raise SpecError("a study spec is a table", path=path)
-        unknown = set(d) - {"study", "base", "grid", "runs"}
+        unknown = set(d) - {"study", "base", "grid", "runs", "uncertain"}
         if unknown:
             k = sorted(unknown)[0]
-            raise where.error(k, None, "unknown section; use [study], [base], [grid] and "
-                              "[[runs]]")
+            raise where.error(k, None, "unknown section; use [study], [base], [grid], "
+                              "[[runs]] and [uncertain]")
         st = d.get("study", {})
         if not isinstance(st, dict) or "name" not in st:
             raise where.error("name", "study", "the [study] table needs a name")
@@ -263,8 +299,17 @@ class StudySpec:
         grid = d.get("grid", {})
         if not isinstance(grid, dict):
             raise where.error("grid", None, "grid must be a table of lists")
+        unc = None
+        if "uncertain" in d:
+            from .uncertain import Uncertain, UncertainError
+
+            try:
+                unc = Uncertain.from_dict(d["uncertain"])
+            except UncertainError as exc:
+                raise where.dotted_error(exc.key, str(exc)) from None
         spec = cls(name, recipe, dict(d.get("base", {})), dict(grid), [dict(r) for r in runs],
-                   bool(st.get("write_vtu", True)), None if path is None else str(path), where)
+                   bool(st.get("write_vtu", True)), None if path is None else str(path), where,
+                   unc)
         spec.check(max_runs)  # validate everything now, before any run starts
         return spec
 
@@ -294,8 +339,24 @@ class StudySpec:
         return cls.from_dict(d, path=path, lines=text.splitlines(), max_runs=max_runs)
 
     def to_dict(self) -> dict:
-        return {"study": {"name": self.name, "recipe": self.recipe, "write_vtu": self.write_vtu},
-                "base": self.base, "grid": self.grid, "runs": self.runs}
+        d = {"study": {"name": self.name, "recipe": self.recipe, "write_vtu": self.write_vtu},
+             "base": self.base, "grid": self.grid, "runs": self.runs}
+        if self.uncertain is not None:
+            d["uncertain"] = self.uncertain.to_dict()
+        return d
+
+    def samples(self) -> list[dict]:
+        """The sampled patients' values of ``[uncertain]`` (integers rounded), in sample order;
+        ``[{}]`` without it. Computed once."""
+        if self.uncertain is None:
+            return [{}]
+        cached = self.__dict__.get("_samples")
+        if cached is None or cached[0] != self.uncertain:
+            params = RECIPES[self.recipe]
+            values = [{k: round(v) if params[k].kind is int else v for k, v in row.items()}
+                      for row in self.uncertain.values()]
+            self.__dict__["_samples"] = cached = (self.uncertain, values)
+        return cached[1]
 
     # ------------------------------------------------------------------ runs
 
@@ -303,7 +364,7 @@ class StudySpec:
         """The number of runs: the product of the grid's lengths times the listed runs (before
         duplicates are removed), computed without listing them."""
         return math.prod(len(v) if isinstance(v, list) else 1 for v in self.grid.values()) \
-            * max(1, len(self.runs))
+            * max(1, len(self.runs)) * (1 if self.uncertain is None else self.uncertain.size)
 
     def check(self, max_runs: int | None = MAX_RUNS) -> int:
         """Check every value, the number of runs against ``max_runs`` (None: no limit) and each
@@ -324,6 +385,10 @@ class StudySpec:
         for i, r in enumerate(self.runs):
             for k, v in r.items():
                 _check(params, k, v, where, "runs", i)
+        if self.uncertain is not None:
+            self._check_uncertain(params, where)
+        elif any("sample" in t for t in [self.base, self.grid, *self.runs]):
+            raise where.error("sample", None, "sample is set by [uncertain], not written")
         n = self.count()
         if max_runs is not None and n > max_runs:
             shape = " x ".join([f"{len(v)} {k}" for k, v in self.grid.items()]
@@ -339,6 +404,43 @@ class StudySpec:
                 seen.add(key)
                 _cross_check(p, err)
         return n
+
+    def _check_uncertain(self, params, where):
+        """The sampled parameters exist, may be sampled, are not also listed, and every
+        sampled value passes the parameter's check."""
+        for name in self.uncertain.names:
+            if name not in params:
+                try:
+                    _check(params, name, None, _Where(None, None), None)  # names the near ones
+                except SpecError as exc:
+                    raise where.dotted_error(f"uncertain.parameters.{name}", str(exc)) from None
+            if name in NOT_SAMPLED:
+                raise where.dotted_error(f"uncertain.parameters.{name}", f"{name} cannot be sampled (it "
+                                         f"changes how a run computes, not what it models)")
+            dist = next(x for x in self.uncertain.inputs if x.name == name)
+            kind = params[name].kind
+            if kind in (str, bool) and not dist.categorical:
+                raise where.dotted_error(f"uncertain.parameters.{name}.distribution", f"{name} is "
+                                         f"{'text' if kind is str else 'true/false'}: sample it "
+                                         f"with distribution = 'choice'")
+            for table, t in (("base", self.base), ("grid", self.grid)):
+                if name in t:
+                    raise where.error(name, table, f"{name} is sampled in [uncertain.parameters.{name}]: "
+                                      f"remove it from [{table}]")
+            for i, r in enumerate(self.runs):
+                if name in r:
+                    raise where.error(name, "runs", f"{name} is sampled in [uncertain.parameters.{name}]: "
+                                      "remove it from [[runs]]", i)
+        for i, row in enumerate(self.samples()):
+            for name, v in row.items():
+                try:
+                    _check(params, name, v, _Where(None, None), None)
+                except SpecError as exc:
+                    hint = ("; use a truncnormal (or uniform) distribution inside the limits"
+                            if not isinstance(v, str) else "")
+                    raise where.dotted_error(f"uncertain.parameters.{name}", f"sample {i} of "
+                                             f"{self.uncertain.size}: {name} = {v!r} {exc}"
+                                             f"{hint}") from None
 
     def iter_runs(self, max_runs: int | None = MAX_RUNS):
         """Every run's complete, checked parameters, one at a time (in listing order,
@@ -366,10 +468,19 @@ class StudySpec:
         params = RECIPES[self.recipe]
         where = self._where()
         keys = [k for k in self.grid if only is None or k in only]
+        sampled = self.uncertain is not None
+        # sample-major: every run of a sampled patient is listed (and claimed) together
+        for s, values in enumerate(self.samples()):
+            yield from self._runs_of(params, where, keys, only, values, s if sampled else None)
+
+    def _runs_of(self, params, where, keys, only, values, sample):
         for i, r in enumerate(self.runs or [{}]):
             for combo in itertools.product(*(self.grid[k] for k in keys)):
                 p = {k: v.default for k, v in params.items()}
                 p.update(self.base)
+                p.update(values)
+                if sample is not None:
+                    p["sample"] = sample
                 p.update(r)
                 p.update(zip(keys, combo))
                 if only is not None:
@@ -383,6 +494,9 @@ class StudySpec:
                         return where.error(key, "runs", message, i)
                     if key in self.base:
                         return where.error(key, "base", message)
+                    if key in values:
+                        return where.dotted_error(f"uncertain.parameters.{key}", f"sample {sample}: "
+                                                  f"{message}")
                     return SpecError(f"{message} (default of {key!r})", path=self.path)
 
                 if p.get("levels") == AUTO_LEVELS:  # a run's parameters name its real levels
@@ -394,7 +508,10 @@ class StudySpec:
 #: them at these values hashes without them, so its id (and a store's runs) stay what they were
 ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "strength": "pistoia", "strength_levels": "treated", "ct": "", "masks": "",
-               "ct_slope": 0.8, "ct_intercept": -8.0}
+               "ct_slope": 0.8, "ct_intercept": -8.0, "density_error": 0.0,
+               "density_law": "morgan2003", "cement_modulus": 0.0, "tip_offset_lateral": 0.0,
+               "tip_offset_axial": 0.0, "heterogeneity": 0.5, "load_scale": 1.0,
+               "cleft": False, "sample": -1}
 
 
 def run_id(params: dict) -> str:
@@ -433,6 +550,15 @@ class _Where:
                     and re.match(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=", raw):
                 return no
         return header
+
+    def dotted_error(self, dotted: str, message: str):
+        """The error at a dotted key of a sub-table (``uncertain.bmd.sd``), or at the header of
+        the table it names (``uncertain.bmd``)."""
+        table, _, key = dotted.rpartition(".")
+        if self.lines and self.line(dotted, None) is not None:
+            return SpecError(message, path=self.path, line=self.line(dotted, None), key=dotted)
+        line = self.line(key, table or None)
+        return SpecError(message, path=self.path, line=line, key=dotted)
 
     def error(self, key, table, message, index=None):
         where_key = key if table is None else (f"{table}[{index}].{key}" if index is not None
@@ -502,7 +628,8 @@ def _coerced(param, value):
 #: the parameters :func:`_cross_check` reads (it is given only these: reading another raises
 #: KeyError), so that it runs once per combination of their values, not once per run
 CROSS_KEYS = ("levels", "anatomy", "fracture_level", "treated_level", "procedure", "strength",
-              "strength_levels", "balloon_ml", "cement_volume_ml", "ct", "masks")
+              "strength_levels", "balloon_ml", "cement_volume_ml", "ct", "masks", "bmd",
+              "density_error")
 
 
 def _segmented_levels(p, err) -> list[str]:
@@ -562,6 +689,11 @@ def _cross_check(p, err):
         if outside:
             raise err("strength_levels", f"level(s) {', '.join(outside)} are not in levels "
                       f"{p['levels']!r} ({', '.join(names)})")
+    if p["anatomy"] != "ct" and p["density_error"]:
+        lim = LIMITS["bmd"]
+        if not lim.contains(p["bmd"] + p["density_error"]):
+            raise err("density_error", f"bmd + density_error = {p['bmd']} + "
+                      f"{p['density_error']} must lie in {lim.describe()}")
     if p["procedure"] == "pkp" and p["balloon_ml"] > p["cement_volume_ml"]:
         raise err("balloon_ml", f"the balloon ({p['balloon_ml']} mL) would not be filled by "
                   f"{p['cement_volume_ml']} mL of cement")
