@@ -16,7 +16,10 @@ samples its inputs (:mod:`fem.study.uncertain`) and returns, for each headline p
   alone, from the given data (:func:`SALib.analyze.delta.analyze`, Plischke 2013; its S1), also
   with bootstrap intervals. Totals need the Saltelli design;
 * ``convergence``: the mean, SD, quantiles, P(fracture) (and with Saltelli the indices) from the
-  first 8, 16, 32, ... samples up to all of them: whether the sample was large enough.
+  first 8, 16, 32, ... samples up to all of them: whether the sample was large enough;
+* ``leaks``: for each augmented arm (procedure and volume), the probability that cement leaks
+  out of the treated level, anywhere and by site ("posterior wall", "endplate into <disc>",
+  "fracture cleft", ...), with its 95 % Wilson interval and the mean leaked volume.
 
 The headline predictions, each computed within one sampled patient:
 
@@ -78,6 +81,10 @@ class Uncertainty:
     convergence: object
     reference: str | None
     notes: list = field(default_factory=list)
+    #: arm, condition, site, n, leaks, p_leak (95 % Wilson interval p_low..p_high),
+    #: mean_leak_ml: the probability that cement leaks, by site ("any": anywhere), per augmented
+    #: arm (procedure and volume)
+    leaks: object = None
 
     def write(self, folder) -> list:
         """Write each table as ``<folder>/<table>.csv`` (atomically); returns the paths."""
@@ -88,7 +95,7 @@ class Uncertainty:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         out = []
-        for name in ("values", "summary", "comparisons", "sobol", "convergence"):
+        for name in ("values", "summary", "comparisons", "sobol", "convergence", "leaks"):
             path = folder / f"{name}.csv"
             with atomic_path(path) as tmp:
                 getattr(self, name).to_csv(tmp, index=False)
@@ -114,6 +121,9 @@ class Uncertainty:
                           self.comparisons[["prediction", "condition", "site", "arm_a", "arm_b",
                                             "p_a_better", "diff_q05", "diff_q95"]]
                           .to_string(index=False)]
+            if self.leaks is not None and len(self.leaks):
+                parts += ["", "Cement leakage: P(leak) by site (95 % Wilson interval)",
+                          self.leaks.to_string(index=False)]
             known = self.sobol[np.isfinite(self.sobol["S1"].astype(float))]
             if len(known):
                 parts += ["", f"Sensitivity ({known['method'].iloc[0]}; S1 first-order, ST "
@@ -167,6 +177,7 @@ def uncertainty(study, *, reference: str | None = None) -> Uncertainty:
     values = _predictions(df, ref)
     summary = _summary(values)
     comparisons = _comparisons(values, ref)
+    leaks = _leaks(df)
     sob, conv_sobol = _sensitivity(values, unc, notes)
     conv = _convergence(values)
     if len(conv_sobol):
@@ -174,7 +185,8 @@ def uncertainty(study, *, reference: str | None = None) -> Uncertainty:
         conv = conv.merge(conv_sobol, how="outer", on=GROUP + ["n"]).sort_values(
             GROUP + ["n"], kind="stable").reset_index(drop=True)
     return Uncertainty(unc.design, unc.names, unc.size, len(complete), values, summary,
-                       comparisons, sob, conv if len(conv) else pd.DataFrame(), ref, notes)
+                       comparisons, sob, conv if len(conv) else pd.DataFrame(), ref, notes,
+                       leaks)
 
 
 # ------------------------------------------------------------------------------ predictions
@@ -338,6 +350,31 @@ def _comparisons(values, ref):
     return pd.DataFrame(rows, columns=["prediction", "condition", "site", "arm_a", "arm_b", "n",
                                        "p_a_better", "p_low", "p_high", "diff_mean", "diff_q05",
                                        "diff_q95"])
+
+
+def _leaks(df):
+    """P(leak) of the treated level by site, per augmented arm and grid point."""
+    import pandas as pd
+
+    cols = ["arm", "condition", "site", "n", "leaks", "p_leak", "p_low", "p_high",
+            "mean_leak_ml"]
+    treated = df["treated_level"].where(df["treated_level"].astype(bool), df["fracture_level"])
+    t = df[(df["level"] == treated) & df["procedure"].isin(["pvp", "pkp"])]
+    rows = []
+    for (arm, cond), g in t.groupby(["arm", "condition"], sort=False):
+        n = len(g)
+        ml = pd.to_numeric(g["leak_ml"], errors="coerce").fillna(0.0).to_numpy()
+        where = [set(filter(None, str(x or "").split("; "))) for x in g["leak_locations"]]
+        sites = {"any": ml > 0}
+        for site in sorted(set().union(*where)):
+            sites[site] = np.array([site in w for w in where])
+        for site, hit in sites.items():
+            k = int(hit.sum())
+            lo, hi = wilson(k, n)
+            rows.append({"arm": arm, "condition": cond, "site": site, "n": n, "leaks": k,
+                         "p_leak": k / n, "p_low": lo, "p_high": hi,
+                         "mean_leak_ml": float(ml.mean()) if site == "any" else math.nan})
+    return pd.DataFrame(rows, columns=cols)
 
 
 # ------------------------------------------------------------------------------ sensitivity
