@@ -289,8 +289,9 @@ def test_summary_and_comparisons_are_the_per_patient_numbers(sampled):
     assert math.isclose(row["q95"], np.quantile(restoration, 0.95), rel_tol=1e-12)
     # the load is sampled up to 6x: some patients' levels fail, P(fracture) counts them
     for (arm, level), g in df.groupby(["procedure", "level"]):
-        r = u.summary.query("prediction == 'factor_of_risk' and arm == @arm and "
-                            "site == @level").iloc[0]
+        sm = u.summary
+        r = sm[(sm["prediction"] == "factor_of_risk") & (sm["arm"] == arm)
+               & (sm["site"] == level)].iloc[0]
         assert r["p_fracture"] == np.mean(g["factor_of_risk"] > 1.0)
         assert r["p_fracture_low"] <= r["p_fracture"] <= r["p_fracture_high"]
     p_fracture = u.summary.query("prediction == 'factor_of_risk'")["p_fracture"]
@@ -303,7 +304,7 @@ def test_summary_and_comparisons_are_the_per_patient_numbers(sampled):
     assert set(u.values["arm"]) == {"intact", "pvp"}
     for name in ("strength_restoration", "stiffness_restoration", "disc_pressure_change",
                  "endplate_bulge_change"):
-        assert set(u.values.query("prediction == @name")["arm"]) == {"pvp"}
+        assert set(u.values[u.values["prediction"] == name]["arm"]) == {"pvp"}
     conv = u.convergence.query("prediction == 'strength_restoration'")
     assert list(conv["n"]) == [8] and math.isclose(conv["mean"].iloc[0], row["mean"])
 
