@@ -311,15 +311,14 @@ def intact_modulus(model: Model, elements) -> np.ndarray:
 
 def porosity(model: Model, elements, law: str = "morgan2003") -> np.ndarray:
     """Porosity of trabecular elements from their axial modulus (before fracture damage,
-    :func:`intact_modulus`), by inverting the density law."""
-    from .meshes.bone import get_law
+    :func:`intact_modulus`), by inverting the density law that made it to its density, taken to
+    apparent density where the law is in ash or QCT density
+    (:func:`fem.meshes.bone.apparent_from_law_density`, the equivalent-density rule)."""
+    from .meshes.bone import apparent_from_law_density, get_law
 
     lw = get_law(law)
-    if lw.density != "apparent":
-        raise MaterialError(f"law {law!r} is not in apparent density; porosity needs one that is "
-                            "(e.g. morgan2003)")
     E = np.maximum(intact_modulus(model, elements) - lw.a, 1e-9)
-    rho = (E / lw.b) ** (1.0 / lw.c)
+    rho = apparent_from_law_density((E / lw.b) ** (1.0 / lw.c), law)
     return np.clip(1.0 - rho / TISSUE_DENSITY, 0.05, 1.0)
 
 

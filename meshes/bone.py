@@ -195,6 +195,18 @@ def law_density(bmd_mg_cm3, law_name: str = "morgan2003", rule: str = "equivalen
     return apparent_density(bmd_mg_cm3, rule)
 
 
+def apparent_from_law_density(rho, law_name: str = "morgan2003", rule: str = "equivalent"):
+    """Apparent density (g/cm^3) from the density ``law_name`` takes (g/cm^3): the inverse of
+    :func:`law_density` followed by :func:`apparent_density`."""
+    kind = get_law(law_name).density
+    rho = np.asarray(rho, dtype=float)
+    if kind == "apparent":
+        return rho
+    if kind == "ash":
+        return rho / ASH_FRACTION
+    return apparent_density(1000.0 * rho, rule)
+
+
 def trabecular_modulus(bmd_mg_cm3, law: str = "morgan2003", *, rule: str = "equivalent",
                        E_min: float = 1.0):
     """Trabecular Young's modulus (MPa) from QCT trabecular BMD (mg/cm^3, > 0, <= 1750) through

@@ -309,3 +309,16 @@ def test_cement_entering_a_fracture_cleft_is_reported(intact):
     # the cleft is the path of least resistance: it fills completely before much else
     assert len(filled) == len(gap)
     assert rec.volume_ml == pytest.approx(4.0, rel=0.05)
+
+
+@pytest.mark.parametrize("law", ["morgan2003", "keller1994", "kopperdahl1998", "crawford2003"])
+def test_porosity_inverts_every_density_law_to_the_builders_density(law):
+    """Whatever law made the trabecular moduli (apparent, ash or QCT density), inverting it gives
+    back the bone the builder made: the apparent density of its BMD."""
+    from fem.meshes.bone import BoneQuality, apparent_density
+    from fem.meshes.vertebra import segment_model
+
+    m = segment_model("L1-L2", voxel_size=4.0, materials=BoneQuality(bmd=70.0, law=law))
+    el = m.regions["L1/trabecular"]
+    expect = 1.0 - float(apparent_density(70.0)) / augment.TISSUE_DENSITY
+    assert np.allclose(augment.porosity(m, el, law=law), expect, rtol=1e-9)

@@ -428,6 +428,16 @@ def _nan_indices(d):
     return {"S1": nan, "S1_conf": nan, "ST": nan, "ST_conf": nan}
 
 
+@contextlib.contextmanager
+def _quiet():
+    """SALib prints its notices (bin merges, small-sample biases) to stdout and stderr; the
+    indices' intervals say what matters."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
 def _sobol_indices(unc, blocks) -> dict:
     """First-order and total indices from complete Saltelli blocks (n, d + 2)."""
     from SALib.analyze import sobol
@@ -436,8 +446,7 @@ def _sobol_indices(unc, blocks) -> dict:
     y = blocks.reshape(-1)
     if len(blocks) < 2 or not np.var(y) > 0:
         return _nan_indices(d)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
+    with _quiet():
         r = sobol.analyze(unc.problem(), y, calc_second_order=False,
                           num_resamples=BOOTSTRAP, seed=unc.seed)
     return {k: np.asarray(r[k], float) for k in ("S1", "S1_conf", "ST", "ST_conf")}
@@ -451,8 +460,7 @@ def _delta_indices(unc, x, y) -> dict:
     if len(y) < 2 * FIRST_CONVERGENCE_N or not np.var(y) > 0:
         return _nan_indices(d)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with _quiet():
             r = delta.analyze(unc.problem(), x, y, num_resamples=BOOTSTRAP, seed=unc.seed)
     except (ValueError, ZeroDivisionError, np.linalg.LinAlgError):
         return _nan_indices(d)
