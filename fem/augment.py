@@ -399,11 +399,40 @@ def _exit_sites(model: Model, level: str, elements, pos_out, keys_out) -> dict:
             site = (f"endplate into {name.split('/')[0]}" if name.split("/")[-1] in
                     ("annulus", "nucleus") else f"into {name or 'another part'}")
         sites.setdefault(int(p), site)
-    cleft = model.regions.get(f"{level}/cleft")
-    if cleft is not None and len(cleft):
-        for p in np.flatnonzero(np.isin(elements, cleft)):
-            sites[int(p)] = "fracture cleft"
+    # openings of the shell (fem.meshes.pathology.open_breach): what enters one has left the
+    # body, by the veins or into the disc, whether or not the grid shows the way out
+    disc_next = _next_disc(model, level)
+    for part, site in (("basivertebral_foramen", "basivertebral foramen"),
+                       ("endplate_breach", None), ("cleft", "fracture cleft")):
+        region = model.regions.get(f"{level}/{part}")
+        if region is not None and len(region):
+            for p in np.flatnonzero(np.isin(elements, region)):
+                sites[int(p)] = site or _breach_site(model, level, int(elements[p]), disc_next,
+                                                     sites.get(int(p)))
     return sites
+
+
+def _next_disc(model: Model, level: str) -> dict:
+    """The discs above and below ``level`` ("superior"/"inferior" -> "<L>-<L>"), where present."""
+    levels = list(model.metadata.get("levels", []))
+    out = {}
+    if level in levels:
+        i = levels.index(level)
+        if i > 0 and f"{levels[i - 1]}-{level}/nucleus" in model.regions:
+            out["superior"] = f"{levels[i - 1]}-{level}"
+        if i + 1 < len(levels) and f"{level}-{levels[i + 1]}/nucleus" in model.regions:
+            out["inferior"] = f"{level}-{levels[i + 1]}"
+    return out
+
+
+def _breach_site(model: Model, level: str, element: int, discs: dict, found) -> str:
+    """The site of an endplate breach's element: the disc its face touches where the face search
+    found one, else the disc on its side of the level (a vertebra alone: "endplate")."""
+    if found and found.startswith("endplate into"):
+        return found
+    rel = model.element_centres()[element] - level_frame(model, level).centre
+    side = "superior" if rel @ level_frame(model, level).axial > 0 else "inferior"
+    return f"endplate into {discs[side]}" if side in discs else "endplate"
 
 
 def _region_lookup(model: Model) -> dict:

@@ -26,6 +26,9 @@ PARTS = {
     "damaged_endplate": "bony endplate in a fracture's damaged band",
     "posterior_wall_breach": "breached cortex of the posterior wall (burst fracture)",
     "cleft": "intravertebral cleft (Kummell's): fluid and fibrous tissue",
+    "basivertebral_foramen": "the basivertebral veins' opening in the posterior wall, open to "
+                             "cement (fem.meshes.pathology.open_breach)",
+    "endplate_breach": "a fracture line through a bony endplate, open to cement",
     "lesion": "osteolytic metastasis: soft tissue in place of bone",
     "haemangioma": "haemangioma: bone of reduced modulus",
     # what procedures make (fem.augment)
@@ -67,14 +70,16 @@ INTERFACE_BONE = tuple(p for p in STRAIN_BODY if p not in CEMENT_IN_BODY) + (
     "endplate_superior", "endplate_inferior", "damaged_endplate")
 
 #: parts of a level the cement can enter
-FILLABLE = ("trabecular", "damaged", "haemangioma", "lesion", "posterior_wall_breach", "cleft")
+FILLABLE = ("trabecular", "damaged", "haemangioma", "lesion", "posterior_wall_breach", "cleft",
+            "basivertebral_foramen", "endplate_breach")
 #: parts that make up the vertebral body, the volume a fill fraction is taken of: cortex, bony
 #: endplates and trabecular bone, and what fractures, lesions and procedures turn them into
 #: (leaked cement included: it took the place of body elements at the body's boundary); the
 #: posterior elements are not part of it
 VERTEBRAL_BODY = ("cortex", "endplate_superior", "endplate_inferior", "trabecular", "damaged",
                   "damaged_shell", "damaged_endplate", "posterior_wall_breach", "haemangioma",
-                  "lesion", "cleft", "compacted", "cement", "cement_composite", "cement_leak")
+                  "lesion", "cleft", "compacted", "cement", "cement_composite", "cement_leak",
+                  "basivertebral_foramen", "endplate_breach")
 
 #: the strength law's classes (fem.strength): bone that yields and softens
 FAILING_BONE = ("trabecular", "compacted", "cortex", "posterior", "haemangioma", "lesion",
@@ -87,7 +92,8 @@ BULK_CEMENT = ("cement", "leak", "leaked_cement", "cement_leak")
 COMPOSITE = ("cement_composite",)
 #: parts that stay elastic in a pushover
 ELASTIC_IN_PUSHOVER = ("endplate_superior", "endplate_inferior", "damaged_endplate", "annulus",
-                       "nucleus", "cartilage", "cartilage_endplate", "cleft")
+                       "nucleus", "cartilage", "cartilage_endplate", "cleft",
+                       "basivertebral_foramen", "endplate_breach")
 
 
 def region(level: str, part: str) -> str:

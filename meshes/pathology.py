@@ -37,6 +37,12 @@ within ``cleft_thickness`` mm under the collapsed superior endplate, in the ante
 depth and the middle 60 % of the width, becomes soft tissue (``"<level>/cleft"``, E 1 MPa, nu 0.45,
 an assumption) that cement fills readily.
 
+Openings of the shell (:func:`open_breach`): the basivertebral foramen (the venous opening in the
+posterior wall) or a fracture line through a bony endplate, of a given diameter, become soft
+tissue the cement filling can enter (``"<level>/basivertebral_foramen"``,
+``"<level>/endplate_breach"``): the ways cement leaves a body besides a burst's posterior wall
+and a cleft.
+
 Lesions (:func:`add_lesion`): an osteolytic metastasis is an ellipsoidal region of soft tissue
 (``"<level>/lesion"``, E 10 MPa, nu 0.45 by default: an assumption for tumour tissue, orders of
 magnitude softer than bone) replacing trabecular bone and, with ``breach_cortex=True``, the cortex
@@ -424,6 +430,91 @@ def _move(model: Model, elements, region: str, *, factor: float | None = None, E
             model.ortho[np.ix_(elements, [0, 1, 2, 6, 7, 8])] *= factor
     else:
         model.set_material(region, E=E, nu=nu)
+
+
+#: where :func:`open_breach` opens the shell: the basivertebral foramen (the venous opening in
+#: the posterior wall, midline, mid-height) or a fracture line through either bony endplate
+BREACH_SITES = ("basivertebral", "superior", "inferior")
+
+
+@dataclass(frozen=True)
+class Breach:
+    """An opening of a level's bony shell (:func:`open_breach`): site, diameter (mm), position
+    (0 posterior .. 1 anterior, for an endplate), and the elements opened."""
+
+    level: str
+    site: str
+    diameter_mm: float
+    position: float
+    elements: int
+
+
+def open_breach(model: Model, level: str, site: str, diameter_mm: float, *,
+                position: float = 0.5) -> Model:
+    """A copy of ``model`` with an opening of ``diameter_mm`` through ``level``'s bony shell,
+    through which cement injected into the body can leave it.
+
+    ``site``: ``"basivertebral"``, the basivertebral foramen, the opening in the posterior wall
+    (midline, mid-height) through which the basivertebral veins leave the body, the cortex there
+    becoming region ``"<level>/basivertebral_foramen"``; or ``"superior"`` / ``"inferior"``, a
+    fracture line through that bony endplate on the midline at ``position`` of the body's depth
+    (0 posterior wall .. 1 anterior wall), region ``"<level>/endplate_breach"``, next to the disc.
+    The opened elements take soft tissue (the cleft's material, E 1 MPa, nu 0.45: an assumption,
+    like the cleft's), so they barely carry load, and the cement filling
+    (:func:`fem.augment.pvp`) can enter them: cement that reaches one has left the body, and is
+    reported as a leak at "basivertebral foramen" or "endplate into <disc>". The elements are
+    those of the shell (cortex, or bony endplate and its damaged band) whose centroids lie within
+    ``diameter_mm / 2`` of the opening's axis in the level's frame (:func:`fem.anatomy.
+    level_frame`), and at least the one nearest to it, so that a small foramen stays open on a
+    coarse grid. The size is an input: no measured default is assumed here."""
+    from ..anatomy import level_frame
+
+    if site not in BREACH_SITES:
+        raise ParameterError(f"breach site must be one of {', '.join(BREACH_SITES)}, got {site!r}")
+    if not (np.isfinite(diameter_mm) and 0.0 < diameter_mm <= 20.0):
+        raise ParameterError(f"breach diameter must lie in (0, 20] mm, got {diameter_mm}")
+    if not 0.0 <= position <= 1.0:
+        raise ParameterError(f"breach position must lie in 0..1 (posterior..anterior), got "
+                             f"{position}")
+    f = level_frame(model, level)
+    parts = (("cortex", "damaged_shell") if site == "basivertebral" else
+             (f"endplate_{site}", "damaged_endplate"))
+    shell = [model.regions[f"{level}/{p}"] for p in parts if f"{level}/{p}" in model.regions]
+    shell = np.concatenate(shell) if shell else np.zeros(0, np.int64)
+    if not len(shell):
+        raise SetError(f"level {level} has no {' or '.join(parts)} region to open a "
+                       f"{site} breach in")
+    rel = _centroids(model, shell) - f.centre
+    ax, ant, lat = rel @ f.axial, rel @ f.anterior, rel @ f.lateral
+    body = [model.regions[f"{level}/{p}"] for p in ("trabecular", "damaged")
+            if f"{level}/{p}" in model.regions]
+    core = (_centroids(model, np.concatenate(body)) - f.centre) @ f.anterior
+    if site == "basivertebral":
+        # the posterior wall at the midline: the shell's most posterior elements near lat = 0
+        mid = np.abs(lat) <= max(0.5 * diameter_mm, 1e-9) + _spacing(model, shell)
+        wall = ant <= (ant[mid].min() if mid.any() else ant.min()) + _spacing(model, shell)
+        dist = np.hypot(lat, ax)
+        keep = wall & (dist <= 0.5 * diameter_mm)
+        nearest = np.argmin(np.where(wall, dist, np.inf))
+    else:
+        side = ax > 0 if site == "superior" else ax < 0
+        a0 = core.min() + position * (core.max() - core.min())
+        dist = np.hypot(lat, ant - a0)
+        keep = side & (dist <= 0.5 * diameter_mm)
+        nearest = np.argmin(np.where(side, dist, np.inf))
+    keep[nearest] = True
+    hit = shell[keep]
+    out = model.copy()
+    region = f"{level}/{'basivertebral_foramen' if site == 'basivertebral' else 'endplate_breach'}"
+    _move(out, hit, region, E=CLEFT_MATERIAL[0], nu=CLEFT_MATERIAL[1], keep=region)
+    out.metadata.setdefault("breaches", []).append(
+        Breach(level, site, float(diameter_mm), float(position), int(len(hit))))
+    return out
+
+
+def _spacing(model: Model, elements) -> float:
+    """A typical element size (mm) of ``elements``: the cube root of their median volume."""
+    return float(np.median(element_volumes(model)[elements])) ** (1.0 / 3.0)
 
 
 @dataclass(frozen=True)

@@ -322,3 +322,41 @@ def test_porosity_inverts_every_density_law_to_the_builders_density(law):
     el = m.regions["L1/trabecular"]
     expect = 1.0 - float(apparent_density(70.0)) / augment.TISSUE_DENSITY
     assert np.allclose(augment.porosity(m, el, law=law), expect, rtol=1e-9)
+
+
+@pytest.mark.parametrize("site,position,tip,where", [
+    ("basivertebral", 0.5, 0.2, "basivertebral foramen"),
+    ("superior", 0.5, 0.75, "endplate into L1-L2"),
+])
+def test_cement_leaves_through_an_open_shell_and_only_there(fractured, site, position, tip, where):
+    """A basivertebral foramen or an endplate fracture line is a way out: the same injection
+    leaks through it when it is open and stays in the body when it is not."""
+    closed = _record(augment.pvp(fractured, "L2", 8.0, tip_depth=tip))
+    assert closed.leak_ml == 0.0
+    opened = pathology.open_breach(fractured, "L2", site, 5.0, position=position)
+    region = "L2/basivertebral_foramen" if site == "basivertebral" else "L2/endplate_breach"
+    hole = opened.regions[region]
+    assert 1 <= len(hole) and np.allclose(opened.E[hole], pathology.CLEFT_MATERIAL[0])
+    out = augment.pvp(opened, "L2", 8.0, tip_depth=tip)
+    rec = _record(out)
+    assert rec.leak_ml > 0 and {lk.site for lk in rec.leaks} == {where}
+    assert np.isin(out.regions["L2/cement_leak"], hole).all()
+    f = level_frame(opened, "L2")
+    rel = opened.element_centres(hole) - f.centre
+    body = opened.element_centres(fractured.regions["L2/trabecular"]) - f.centre
+    if site == "basivertebral":  # in the posterior wall, on the midline
+        assert (rel @ f.anterior < (body @ f.anterior).min()).all()
+        assert (np.abs(rel @ f.lateral) <= 2.5 + 1e-9).all()
+    else:  # in the superior endplate, above the core, within the radius of the midline point
+        assert (rel @ f.axial > (body @ f.axial).max()).all()
+        assert (np.abs(rel @ f.lateral) <= 2.5 + 1e-9).all()
+
+
+@pytest.mark.parametrize("kw,fault", [({"site": "anterior"}, "site"),
+                                      ({"diameter_mm": 0.0}, "diameter"),
+                                      ({"position": 1.5}, "position")])
+def test_open_breach_refuses_bad_input(fractured, kw, fault):
+    args = {"site": "basivertebral", "diameter_mm": 4.0, **kw}
+    pos = args.pop("position", 0.5)
+    with pytest.raises(fem.ParameterError, match=fault):
+        pathology.open_breach(fractured, "L2", args["site"], args["diameter_mm"], position=pos)

@@ -224,6 +224,12 @@ def test_the_sampling_inputs_reach_the_model():
         assert math.isclose(float((t - t0) @ axial), 4.0, rel_tol=1e-9)
     g = build_model(p(load_scale=2.5))
     assert np.allclose(g.conditions[-1].force, 2.5 * np.asarray(f.conditions[-1].force))
+    h = build_model(p(basivertebral_mm=4.0, endplate_breach_mm=4.0, endplate_breach_side="inferior"))
+    assert {"L2/basivertebral_foramen", "L2/endplate_breach"} <= set(h.regions)
+    assert "L2/cleft" in build_model(p(cleft=True, voxel_size=2.0)).regions
+    assert [b.site for b in h.metadata["breaches"]] == ["inferior", "basivertebral"]
+    assert "L2/endplate_breach" not in build_model(p(procedure="intact", endplate_breach_mm=4.0)
+                                                   ).regions
 
 
 # ------------------------------------------------------------------------------ the statistics

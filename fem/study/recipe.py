@@ -57,7 +57,13 @@ def build_model(p: dict):
         m = pathology.compress(m, p["fracture_level"], p["fracture_shape"],
                                grade=p["fracture_grade"], burst=p["burst"],
                                cleft=p.get("cleft", False))
+        if p.get("endplate_breach_mm", 0.0):
+            m = pathology.open_breach(m, p["fracture_level"], p["endplate_breach_side"],
+                                      p["endplate_breach_mm"],
+                                      position=p["endplate_breach_position"])
     level = p["treated_level"] or p["fracture_level"]
+    if p.get("basivertebral_mm", 0.0) and level:
+        m = pathology.open_breach(m, level, "basivertebral", p["basivertebral_mm"])
     needle = {"approach": p["approach"], "cement": cement_of(p), "seed": p["seed"], "law": law,
               "heterogeneity": p.get("heterogeneity", 0.5),
               "tip_offset": (p.get("tip_offset_lateral", 0.0), 0.0,

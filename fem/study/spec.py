@@ -235,6 +235,18 @@ PARAMETERS = {
                         "moment", _range(0.05, 10.0)),
     "cleft": Param(bool, False, "an intravertebral cleft (Kuemmell) in the fractured level "
                    "(fem.meshes.pathology.compress)"),
+    "basivertebral_mm": Param(float, 0.0, "diameter (mm) of an open basivertebral foramen in "
+                              "the treated level's posterior wall, a venous way out for cement "
+                              "(fem.meshes.pathology.open_breach); 0: closed",
+                              _range(0.0, 10.0, " mm")),
+    "endplate_breach_mm": Param(float, 0.0, "diameter (mm) of a fracture line through the "
+                                "fractured level's endplate, a way into the disc for cement; 0: "
+                                "none; fractured, pvp and pkp runs", _range(0.0, 15.0, " mm")),
+    "endplate_breach_side": Param(str, "superior", "which endplate the breach is in",
+                                  choices=("superior", "inferior")),
+    "endplate_breach_position": Param(float, 0.5, "where the endplate breach is: 0 posterior .. "
+                                      "1 anterior of the body's depth, on the midline",
+                                      _range(0.0, 1.0)),
     "sample": Param(int, -1, "index of the sampled patient of [uncertain] (set by it; -1: the "
                     "run is not sampled)", _range(-1, 2**31 - 1)),
 }
@@ -511,7 +523,8 @@ ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "ct_slope": 0.8, "ct_intercept": -8.0, "density_error": 0.0,
                "density_law": "morgan2003", "cement_modulus": 0.0, "tip_offset_lateral": 0.0,
                "tip_offset_axial": 0.0, "heterogeneity": 0.5, "load_scale": 1.0,
-               "cleft": False, "sample": -1}
+               "cleft": False, "sample": -1, "basivertebral_mm": 0.0, "endplate_breach_mm": 0.0,
+               "endplate_breach_side": "superior", "endplate_breach_position": 0.5}
 
 
 def run_id(params: dict) -> str:
