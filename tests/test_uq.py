@@ -203,7 +203,7 @@ def test_the_sampling_inputs_reach_the_model():
     tip offset moves the cement and load_scale the load (what a sample changes is modelled)."""
     def p(**kw):
         q = {k: v.default for k, v in PARAMETERS.items()}
-        q.update(BASE, procedure="pvp", **kw)
+        q.update(BASE, **{"procedure": "pvp", **kw})
         return q
 
     a, b = build_model(p(bmd=60.0, density_error=15.0)), build_model(p(bmd=75.0))
