@@ -16,7 +16,9 @@ from .scenes import (
     stress_map,
     treated_level,
 )
+from .uncertainty import uq_convergence, uq_distributions, uq_fracture, uq_sensitivity
 
 __all__ = ["FIELDS", "bar_title", "bulge_map", "cement_view", "endplate_deflection", "headless",
            "mid_coronal", "mid_sagittal", "risk_bars", "side_by_side", "stress_map", "study_curves",
-           "treated_level", "write_report"]
+           "treated_level", "uq_convergence", "uq_distributions", "uq_fracture", "uq_sensitivity",
+           "write_report"]

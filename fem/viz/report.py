@@ -12,6 +12,12 @@ regions, node sets and procedure records the scenes need from its model record
 (``runs/<id>.model.json``, :mod:`fem.io.record`), which the run wrote beside the VTU: nothing is
 rebuilt or solved. A VTU that does not match its record (replaced by another run's) is reported
 on the page, not drawn.
+
+A study whose spec samples its inputs (``[uncertain]``) gets an "Uncertainty" section:
+:meth:`fem.study.Study.uncertainty` drawn by :mod:`fem.viz.uncertainty` (distributions, P(fracture)
+per level, Sobol indices per prediction, convergence) with its summary, paired comparisons and
+cement leakage;
+where the analysis cannot run yet (no complete sampled patient) the section says why.
 """
 
 from __future__ import annotations
@@ -295,6 +301,58 @@ def _views(folder, chosen, figs: _Figures) -> tuple[list, list]:
     return sections, problems
 
 
+# ---------------------------------------------------------------------- uncertainty
+
+def _uncertainty(study, figs: _Figures) -> dict:
+    """The Uncertainty section of a sampled study: ``error`` (why the analysis could not run),
+    else the :class:`fem.study.uq.Uncertainty` as ``u``, its ``figures`` (caption, file) and
+    ``problems`` (figures that could not be drawn, and why)."""
+    from . import uncertainty as uv
+
+    out = {"error": None, "u": None, "figures": [], "problems": []}
+    try:
+        # SALib's delta method warns about every small bin and resets the warning filter to
+        # "once" while it runs: recording keeps the page's caller (vfem study) quiet
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            u = study.uncertainty()
+        if caught:
+            logger.debug("uncertainty: %d warnings from the analysis", len(caught))
+    except ModelError as exc:
+        out["error"] = str(exc)
+        return out
+    except Exception as exc:  # noqa: BLE001 (the rest of the report stands without it)
+        out["error"] = f"the analysis failed: {type(exc).__name__}: {exc}"
+        warnings.warn(f"report: {out['error']}", stacklevel=3)
+        return out
+    out["u"] = u
+
+    def draw(stem, caption, make):
+        try:
+            out["figures"].append((caption, figs.plot(stem, make())))
+        except ModelError as exc:
+            out["problems"].append(f"{caption}: {exc}")
+
+    preds = uv.prediction_names(u) if len(u.values) else []
+    draw("uq-distributions", "Each prediction over the sampled patients, per arm and site: "
+         "violin and dots (one per patient), mean (diamond) and 5-95 % interval (bar); the "
+         "dashed line is the value it is read against", lambda: uv.uq_distributions(u))
+    if "factor_of_risk" in preds:
+        draw("uq-fracture", "P(fracture) = P(Φ > 1) per level and arm, with its 95 % Wilson "
+             "interval (no fracture in n patients still allows up to 3.84 / (n + 3.84))", lambda: uv.uq_fracture(u))
+    known = uv.sensitivity_predictions(u) if preds else []
+    for pred in known:
+        draw(f"uq-sobol-{pred}", f"Sensitivity of {uv.PREDICTION_TITLES.get(pred, pred)} to "
+             "the sampled inputs: first-order Sobol index S1 (and total ST with a Saltelli "
+             "design), error bars the 95 % bootstrap interval",
+             lambda pred=pred: uv.uq_sensitivity(u, pred))
+    out["no_indices"] = [p for p in preds if p not in known]
+    draw("uq-convergence", "Convergence: each prediction's mean (line) and 5-95 % interval "
+         "(band) from the first 8, 16, 32, ... sampled patients; flat lines say the sample "
+         "was large enough", lambda: uv.uq_convergence(u))
+    return out
+
+
 # ---------------------------------------------------------------------- the page
 
 def write_report(study_folder, out=None, runs=None, *, views: bool = True) -> Path:
@@ -326,14 +384,18 @@ def write_report(study_folder, out=None, runs=None, *, views: bool = True) -> Pa
     files.mkdir(exist_ok=True)
     figs = _Figures(files)
     plots, sections, problems = [], [], []
+    sampled = study.spec.uncertain is not None
     if len(df):
-        plots = _plots(df, figs)
+        # a sampled study's runs are patients, not a design: one line or bar per run would
+        # say less than the distributions of its Uncertainty section
+        plots = [] if sampled else _plots(df, figs)
         if views and chosen and study.spec.write_vtu:
             sections, problems = _views(folder, chosen, figs)
+    uq = _uncertainty(study, figs) if sampled else None
     for p in problems:
         warnings.warn(f"report: {p}", stacklevel=2)
     page = _page(study, df[result_columns(df)] if len(df) else df, plots, sections, problems,
-                 files.name)
+                 files.name, uq)
     with atomic_path(out) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
     figs.remove_stale()
@@ -355,7 +417,7 @@ figcaption { font-size: 0.85em; }
 """
 
 
-def _page(study, table, plots, sections, problems, files_name: str) -> str:
+def _page(study, table, plots, sections, problems, files_name: str, uq=None) -> str:
     from .. import __version__
 
     e = html.escape
@@ -387,6 +449,8 @@ def _page(study, table, plots, sections, problems, files_name: str) -> str:
     if plots:
         parts.append("<h2>Plots</h2>")
         parts += [_figure(files_name, f, c) for c, f in plots]
+    if uq is not None:
+        parts += _uncertainty_html(spec, uq, files_name)
     if not spec.write_vtu:
         parts.append("<h2>Standard views</h2><p>None: the study keeps no fields "
                      "(<code>write_vtu = false</code>).</p>")
@@ -401,6 +465,91 @@ def _page(study, table, plots, sections, problems, files_name: str) -> str:
                 f'<li class="problem">{e(p)}</li>' for p in problems] + ["</ul>"]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+#: the summary table's columns: (header, column or (low, high) columns shown as an interval)
+UQ_SUMMARY = (("prediction", "prediction"), ("arm", "arm"), ("grid point", "condition"),
+              ("site", "site"), ("n", "n"), ("mean", "mean"), ("SD", "sd"),
+              ("5 %", "q05"), ("median", "q50"), ("95 %", "q95"),
+              ("mean, 95 % interval", ("mean_low", "mean_high")),
+              ("P(fracture)", "p_fracture"),
+              ("P(fracture), 95 % interval", ("p_fracture_low", "p_fracture_high")))
+UQ_COMPARISONS = (("prediction", "prediction"), ("grid point", "condition"), ("site", "site"),
+                  ("arm A", "arm_a"), ("arm B", "arm_b"), ("n", "n"),
+                  ("P(A better than B)", "p_a_better"),
+                  ("95 % interval", ("p_low", "p_high")),
+                  ("mean A − B", "diff_mean"), ("A − B, 5-95 %", ("diff_q05", "diff_q95")))
+UQ_LEAKS = (("arm", "arm"), ("grid point", "condition"), ("where", "site"), ("n", "n"),
+            ("leaks", "leaks"), ("P(leak)", "p_leak"), ("95 % interval", ("p_low", "p_high")),
+            ("mean leak (mL)", "mean_leak_ml"))
+
+
+def _uncertainty_html(spec, uq: dict, files_name: str) -> list[str]:
+    from ..study.uq import PREDICTIONS
+
+    e = html.escape
+    unc = spec.uncertain
+    inputs = "; ".join(f"<code>{e(x.name)}</code>: {e(x.describe())}" for x in unc.inputs)
+    parts = ["<h2>Uncertainty</h2>",
+             f"<p>The study samples its inputs ({e(unc.design)} design, {unc.size} sampled "
+             f"patients, seed {unc.seed}): {inputs}. Each arm of <code>[[runs]]</code> saw the "
+             "same sampled patients. The per-run plots (against cement volume, per level) "
+             "are left out: one line or bar per sampled patient says less than the "
+             "distributions below.</p>"]
+    u = uq["u"]
+    if u is None:
+        return parts + [f"<p>No analysis yet: {e(uq['error'])}.</p>"]
+    what = "".join(f"<li><code>{e(k)}</code>: {e(v[0])}</li>" for k, v in PREDICTIONS.items()
+                   if k in set(u.values["prediction"]))
+    parts.append(f"<p>{u.complete} of {u.samples} sampled patients complete; reference arm: "
+                 f"{e(u.reference or 'none')}. Predictions (dimensionless):</p><ul>{what}</ul>")
+    if u.notes:
+        parts += ["<p>Notes:</p><ul>"] + [f"<li>{e(n)}</li>" for n in u.notes] + ["</ul>"]
+    parts += [_figure(files_name, f, c) for c, f in uq["figures"]]
+    if uq.get("no_indices"):
+        parts.append(f"<p>No sensitivity chart for {e(', '.join(uq['no_indices']))}: their "
+                     f"Sobol indices are not defined with {u.complete} complete samples of a "
+                     f"{e(u.design)} design (too few, or the prediction does not vary).</p>")
+    if uq["problems"]:
+        parts += ["<ul>"] + [f'<li class="problem">{e(p)}</li>' for p in uq["problems"]] + [
+            "</ul>"]
+    grid = bool(spec.grid)
+    parts += ["<h3>Summary</h3>", "<p>Per prediction, arm and site: mean, SD, 5 / 50 / 95 % "
+              "quantiles over the sampled patients, the 95 % interval of the mean and, for the "
+              "factor of risk, P(fracture) = P(Φ &gt; 1) with its 95 % Wilson interval.</p>",
+              _uq_table(u.summary, UQ_SUMMARY, grid)]
+    if len(u.comparisons):
+        parts += ["<h3>Paired comparisons</h3>", "<p>Per sampled patient (both arms saw the "
+                  "same one): the probability that arm A does better than arm B (larger "
+                  "restoration, smaller risk or change) and the paired difference A − B.</p>",
+                  _uq_table(u.comparisons, UQ_COMPARISONS, grid)]
+    leaks = getattr(u, "leaks", None)
+    if leaks is not None and len(leaks):
+        parts += ["<h3>Cement leakage</h3>", "<p>Per augmented arm: the probability that cement "
+                  "leaks out of the treated level, anywhere and by site, with its 95 % Wilson "
+                  "interval.</p>", _uq_table(leaks, UQ_LEAKS, grid)]
+    return parts
+
+
+def _uq_table(df, columns, grid: bool) -> str:
+    e = html.escape
+    cols = [(h, c) for h, c in columns if grid or c != "condition"]
+    head = "".join(f"<th>{e(h)}</th>" for h, _ in cols)
+    rows = []
+    for rec in df.to_dict(orient="records"):
+        cells = []
+        for _, c in cols:
+            if isinstance(c, tuple):
+                lo, hi = rec.get(c[0]), rec.get(c[1])
+                text = "–" if _is_nan(lo) and _is_nan(hi) else \
+                    f"{format_value(lo)} – {format_value(hi)}"
+                cells.append(f"<td>{e(text)}</td>")
+            else:
+                v = rec.get(c)
+                cls = " class=t" if isinstance(v, str) else ""
+                cells.append(f"<td{cls}>{e(format_value(v))}</td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
 def _figure(files_name: str, name: str, caption: str) -> str:
