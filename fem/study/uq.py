@@ -81,6 +81,9 @@ class Uncertainty:
     convergence: object
     reference: str | None
     notes: list = field(default_factory=list)
+    #: the arms in the order of the spec's [[runs]], and the treated (else fractured) level(s)
+    arms: list = field(default_factory=list)
+    treated: list = field(default_factory=list)
     #: arm, condition, site, n, leaks, p_leak (95 % Wilson interval p_low..p_high),
     #: mean_leak_ml: the probability that cement leaks, by site ("any": anywhere), per augmented
     #: arm (procedure and volume)
@@ -184,9 +187,11 @@ def uncertainty(study, *, reference: str | None = None) -> Uncertainty:
         # the indices' points (whole Saltelli blocks) are not the statistics' points: outer
         conv = conv.merge(conv_sobol, how="outer", on=GROUP + ["n"]).sort_values(
             GROUP + ["n"], kind="stable").reset_index(drop=True)
+    treated = df["treated_level"].where(df["treated_level"].astype(bool), df["fracture_level"])
     return Uncertainty(unc.design, unc.names, unc.size, len(complete), values, summary,
                        comparisons, sob, conv if len(conv) else pd.DataFrame(), ref, notes,
-                       leaks)
+                       arms.names, sorted(set(treated[treated.astype(bool)]),
+                                          key=_level_order().index), leaks)
 
 
 # ------------------------------------------------------------------------------ predictions
@@ -210,7 +215,14 @@ def _arm_labels(spec):
                 return name
         return "?"
 
+    arm.names = names
     return arm
+
+
+def _level_order():
+    from ..meshes.vertebra import ORDER
+
+    return list(ORDER)
 
 
 def _same(a, b) -> bool:
@@ -414,6 +426,11 @@ def _sensitivity(values, unc, notes):
     if unc.design != "saltelli":
         notes.append(f"a {unc.design} design gives first-order indices only (from the given "
                      "data); total indices need design = 'saltelli'")
+        if len(sob := pd.DataFrame(rows, columns=cols)) and sob["S1"].isna().all():
+            notes.append("no first-order index could be estimated: the given-data method bins "
+                         "each input's values (at least about 10 samples per bin) and needs "
+                         "some 50 or more sampled patients; sample more, or use a Saltelli "
+                         "design")
     return pd.DataFrame(rows, columns=cols), pd.DataFrame(conv)
 
 
@@ -432,10 +449,16 @@ def _nan_indices(d):
 def _quiet():
     """SALib prints its notices (bin merges, small-sample biases) to stdout and stderr; the
     indices' intervals say what matters."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
+    # record=True: SALib's delta method resets the warning filter inside itself (and replaces
+    # warnings.formatwarning), so "ignore" alone does not hold; recorded warnings are dropped
+    fmt = warnings.formatwarning
+    try:
+        with warnings.catch_warnings(record=True), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        warnings.formatwarning = fmt
 
 
 def _sobol_indices(unc, blocks) -> dict:
