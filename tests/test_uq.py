@@ -355,3 +355,12 @@ def test_a_study_without_uncertain_inputs_is_refused(tmp_path):
                                    "base": BASE, "runs": [{"procedure": "intact"}]})
     with pytest.raises(Exception, match="samples nothing"):
         study.uncertainty()
+
+
+def test_arms_sharing_a_procedure_are_named_by_their_other_values():
+    s = spec({"samples": 2, "parameters": {"bmd": uniform(60.0, 80.0)}},
+             runs=[{"procedure": "pvp", "cement_volume_ml": 4.0},
+                   {"procedure": "pvp", "cement_volume_ml": 8.0}, {"procedure": "intact"}])
+    arm = uqmod._arm_labels(s)
+    assert arm.names == ["pvp (cement_volume_ml=4.0)", "pvp (cement_volume_ml=8.0)", "intact"]
+    assert [arm(p) for p in s.expand()[:3]] == arm.names

@@ -204,10 +204,11 @@ def _arm_labels(spec):
     for r in entries:
         proc = r.get("procedure", spec.base.get("procedure", "intact"))
         names.append(proc)
+    procs = list(names)
     for i, r in enumerate(entries):
-        if names.count(names[i]) > 1:
+        if procs.count(procs[i]) > 1:
             extra = ", ".join(f"{k}={v}" for k, v in r.items() if k != "procedure")
-            names[i] = f"{names[i]} ({extra})" if extra else names[i]
+            names[i] = f"{procs[i]} ({extra})" if extra else procs[i]
 
     def arm(p: dict) -> str:
         for name, r in zip(names, entries):
