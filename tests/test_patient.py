@@ -40,6 +40,12 @@ def patient(scan):
     return patient_segment_model(image, seg, CAL, levels="L1-L3", voxel_size=3.0)
 
 
+def test_the_clinical_scan_does_not_resolve_the_cortex_so_the_default_is_used(patient):
+    rec = patient.metadata["ct"]["cortex"]
+    assert rec["source"] == "default" and rec["thickness_mm"] == 0.5
+    assert all(not r["resolved"] and r["spacing_mm"] == 3.0 for r in rec["levels"].values())
+
+
 def test_the_patient_segment_has_every_part_and_its_anatomy(patient):
     m = patient
     assert m.anatomy.levels == LEVELS == m.metadata["levels"]
