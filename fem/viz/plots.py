@@ -90,30 +90,27 @@ def treated_levels(df) -> list[str]:
     return out
 
 
+def select(present: list, wanted, what: str, where: str = "the results") -> list:
+    """``wanted`` (None: all of ``present``; one value; or a list) checked against ``present``:
+    a value not there is a ModelError naming it, ``what`` it is and what there is."""
+    chosen = list(present) if wanted is None else (
+        [wanted] if isinstance(wanted, str) else list(wanted))
+    unknown = [c for c in chosen if c not in present]
+    if unknown:
+        raise ModelError(f"{what}(s) {', '.join(map(repr, unknown))} are not in {where} "
+                         f"({what}s: {', '.join(map(repr, present))})")
+    return chosen
+
+
 def _levels(df, level) -> list[str]:
     present = list(dict.fromkeys(df["level"]))
     if level is None:
-        chosen = [lv for lv in treated_levels(df) if lv in present] or present
-    elif level == "all":
-        chosen = present
-    else:
-        chosen = [level] if isinstance(level, str) else list(level)
-    unknown = [lv for lv in chosen if lv not in present]
-    if unknown:
-        raise ModelError(f"level(s) {', '.join(unknown)} are not in the results (levels: "
-                         f"{', '.join(present)})")
-    return chosen
+        return [lv for lv in treated_levels(df) if lv in present] or present
+    return select(present, None if level == "all" else level, "level")
 
 
 def _load_cases(df, load_case) -> list[str]:
-    present = list(dict.fromkeys(df["load_case"]))
-    chosen = present if load_case is None else (
-        [load_case] if isinstance(load_case, str) else list(load_case))
-    unknown = [c for c in chosen if c not in present]
-    if unknown:
-        raise ModelError(f"load case(s) {', '.join(unknown)} are not in the results (load "
-                         f"cases: {', '.join(present)})")
-    return chosen
+    return select(list(dict.fromkeys(df["load_case"])), load_case, "load case")
 
 
 def _label(value, key: str) -> str:

@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from ..errors import ModelError
-from .plots import COLOURS
+from .plots import COLOURS, select
 
 #: axis labels of the predictions (all dimensionless)
 PREDICTION_LABELS = {
@@ -125,14 +125,7 @@ def conditions(u) -> list[str]:
 
 
 def _conditions(u, condition) -> list[str]:
-    present = conditions(u)
-    chosen = present if condition is None else (
-        [condition] if isinstance(condition, str) else list(condition))
-    unknown = [c for c in chosen if c not in present]
-    if unknown:
-        raise ModelError(f"condition(s) {', '.join(map(repr, unknown))} are not in the "
-                         f"uncertainty (conditions: {', '.join(map(repr, present))})")
-    return chosen
+    return select(conditions(u), condition, "condition", "the uncertainty")
 
 
 def _title(*parts) -> str:
