@@ -227,8 +227,12 @@ def uq_distributions(u, *, condition=None, predictions=None):
                             f"n = {n.min()}-{n.max()}"), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"predictions over {u.complete} sampled patients ({u.design} design; "
-                 f"inputs: {', '.join(u.inputs)})", fontsize=11)
+    import textwrap
+
+    # the inputs can be many: wrapped to the figure's width (about 9 characters per inch)
+    width = max(40, int(9 * fig.get_figwidth()))
+    fig.suptitle(textwrap.fill(f"predictions over {u.complete} sampled patients ({u.design} "
+                               f"design; inputs: {', '.join(u.inputs)})", width), fontsize=11)
     return fig
 
 
