@@ -364,3 +364,14 @@ def test_arms_sharing_a_procedure_are_named_by_their_other_values():
     arm = uqmod._arm_labels(s)
     assert arm.names == ["pvp (cement_volume_ml=4.0)", "pvp (cement_volume_ml=8.0)", "intact"]
     assert [arm(p) for p in s.expand()[:3]] == arm.names
+
+
+def test_a_grid_over_the_procedure_makes_arms():
+    s = StudySpec.from_dict({"study": {"name": "g", "write_vtu": False}, "base": dict(BASE),
+                             "grid": {"procedure": ["intact", "pvp"],
+                                      "load_case": ["standing", "flexion"]},
+                             "uncertain": {"samples": 2, "parameters": {
+                                 "bmd": uniform(60.0, 80.0)}}})
+    arm = uqmod._arm_labels(s)
+    assert arm.names == ["intact", "pvp"]
+    assert {arm(p) for p in s.expand()} == {"intact", "pvp"}

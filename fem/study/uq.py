@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -158,14 +159,18 @@ def uncertainty(study, *, reference: str | None = None) -> Uncertainty:
     if not len(df):
         raise ModelError(f"study {spec.name!r} has no finished run yet: run it (vfem study) "
                          "first")
-    grid_keys = [k for k in spec.grid]
+    # a grid over the procedure makes arms, as [[runs]] entries do; the other grid keys are
+    # conditions (grid points) under which the arms are compared
+    grid_keys = [k for k in spec.grid if k != "procedure"]
     df["arm"] = [arms(row) for row in df.to_dict(orient="records")]
     df["condition"] = (df[grid_keys].astype(str).agg(lambda r: ", ".join(
         f"{k}={v}" for k, v in zip(grid_keys, r)), axis=1) if grid_keys else "")
-    n_arms = len(spec.runs or [{}])
-    runs_per_sample = df.groupby("sample")["run_id"].nunique()
-    expected = n_arms * math.prod(len(v) for v in spec.grid.values())
-    complete = runs_per_sample.index[runs_per_sample >= expected]
+    # a patient is complete when every run the store holds for it is done
+    registered = study.store.runs_frame()
+    per_sample = pd.Series([json.loads(p).get("sample", -1) for p in registered["params"]])
+    total = per_sample.value_counts()
+    done = df.groupby("sample")["run_id"].nunique()
+    complete = done.index[done.to_numpy() >= total.reindex(done.index).to_numpy()]
     df = df[df["sample"].isin(complete)]
     if len(complete) < unc.size:
         notes.append(f"{unc.size - len(complete)} sampled patient(s) left out: some of their "
@@ -199,12 +204,15 @@ def uncertainty(study, *, reference: str | None = None) -> Uncertainty:
 def _arm_labels(spec):
     """A function from a run's parameters to its arm: the entry of ``[[runs]]`` it came from,
     named by its procedure, with the entry's other values where two entries share one."""
-    entries = spec.runs or [{}]
-    names = []
-    for r in entries:
-        proc = r.get("procedure", spec.base.get("procedure", "intact"))
-        names.append(proc)
-    procs = list(names)
+    entries = []
+    gridded = spec.grid.get("procedure")
+    for r in spec.runs or [{}]:
+        # an entry without a procedure takes each of the grid's, or the base's
+        for proc in ([r["procedure"]] if "procedure" in r else
+                     gridded or [spec.base.get("procedure", "intact")]):
+            entries.append({**r, "procedure": proc})
+    procs = [r["procedure"] for r in entries]
+    names = list(procs)
     for i, r in enumerate(entries):
         if procs.count(procs[i]) > 1:
             extra = ", ".join(f"{k}={v}" for k, v in r.items() if k != "procedure")
