@@ -375,3 +375,19 @@ def test_a_grid_over_the_procedure_makes_arms():
     arm = uqmod._arm_labels(s)
     assert arm.names == ["intact", "pvp"]
     assert {arm(p) for p in s.expand()} == {"intact", "pvp"}
+
+
+def test_a_study_grows_by_more_samples_and_keeps_the_ones_it_has(tmp_path):
+    """Monte Carlo and Sobol designs extend: the first patients of 8 are those of 4, so the runs
+    done stay done, and the store's spec becomes the grown one (vfem uq reads it)."""
+    def grown(n):
+        return spec({"design": "sobol", "samples": n, "seed": 9,
+                     "parameters": {"bmd": uniform(50.0, 90.0), "seed": uniform(0, 99)}},
+                    runs=[{"procedure": "pvp"}])
+
+    small = Study(tmp_path / "s", grown(4))
+    ids4 = list(small.store.runs_frame()["run_id"])
+    big = Study(tmp_path / "s", grown(8))
+    ids8 = list(big.store.runs_frame()["run_id"])
+    assert len(ids4) == 4 and ids8[:4] == ids4 and len(ids8) == 8
+    assert Study(tmp_path / "s").spec.uncertain.samples == 8

@@ -219,6 +219,9 @@ class Store:
             elif row[0] != spec.name:
                 raise StoreError(f"{self.folder} holds study {row[0]!r}, not {spec.name!r}: "
                                  "use another --out folder")
+            else:  # the same study, perhaps grown (more grid values, more samples): its spec
+                # is the latest one, which names every run registered so far
+                self.db.execute("UPDATE study SET spec = ?", (json.dumps(spec.to_dict()),))
             n0 = self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
             for i, p in enumerate(runs):
                 self.db.execute("INSERT OR IGNORE INTO runs (run_id, idx, params, status) "

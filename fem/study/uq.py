@@ -172,6 +172,9 @@ def uncertainty(study, *, reference: str | None = None) -> Uncertainty:
     done = df.groupby("sample")["run_id"].nunique()
     complete = done.index[done.to_numpy() >= total.reindex(done.index).to_numpy()]
     df = df[df["sample"].isin(complete)]
+    if len(df) and int(df["sample"].max()) >= unc.size:  # runs of a larger design than this spec's
+        notes.append(f"runs of sampled patients beyond this spec's {unc.size} are left out")
+        df = df[df["sample"] < unc.size]
     if len(complete) < unc.size:
         notes.append(f"{unc.size - len(complete)} sampled patient(s) left out: some of their "
                      "runs are not done (pending or failed)")
