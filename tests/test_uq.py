@@ -258,7 +258,7 @@ def test_given_data_first_order_indices_from_a_latin_hypercube():
     u = Uncertain.from_dict({"design": "lhs", "samples": 600, "seed": 5, "parameters": {
         f"x{i}": uniform(-math.pi, math.pi) for i in range(3)}})
     x = np.array([[row[f"x{i}"] for i in range(3)] for row in u.values()])
-    r = uqmod._delta_indices(u, u.unit(), ishigami(x))
+    r = uqmod._given_data_indices(u, u.unit(), ishigami(x))
     assert np.allclose(r["S1"], ISHIGAMI_S1, atol=0.08)
     assert np.isnan(r["ST"]).all()
 

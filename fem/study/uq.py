@@ -13,8 +13,9 @@ samples its inputs (:mod:`fem.study.uncertain`) and returns, for each headline p
 * ``sobol``: the share of the prediction's variance each input explains. With a Saltelli design,
   first-order and total Sobol indices (:func:`SALib.analyze.sobol.analyze`: Saltelli 2010 and
   Jansen estimators) with bootstrap 95 % intervals; with the other designs, the first-order index
-  alone, from the given data (:func:`SALib.analyze.delta.analyze`, Plischke 2013; its S1), also
-  with bootstrap intervals. Totals need the Saltelli design;
+  alone, from the given data (:func:`first_order`: the correlation ratio over equiprobable bins
+  of each input, bias-corrected), also with bootstrap intervals. Totals need the Saltelli
+  design;
 * ``convergence``: the mean, SD, quantiles, P(fracture) (and with Saltelli the indices) from the
   first 8, 16, 32, ... samples up to all of them: whether the sample was large enough;
 * ``leaks``: for each augmented arm (procedure and volume), the probability that cement leaks
@@ -433,16 +434,17 @@ def _sensitivity(values, unc, notes):
                              **{f"ST[{x}]": r["ST"][j] for j, x in enumerate(unc.names)}})
         else:
             ok = np.isfinite(y)
-            res = _delta_indices(unc, unit[ok], y[ok])
-            rows += _index_rows(k, unc, "delta (S1 from given data)", int(ok.sum()), res)
+            res = _given_data_indices(unc, unit[ok], y[ok])
+            rows += _index_rows(k, unc, "correlation ratio (S1 from given data)",
+                                int(ok.sum()), res)
     if unc.design != "saltelli":
         notes.append(f"a {unc.design} design gives first-order indices only (from the given "
                      "data); total indices need design = 'saltelli'")
         if len(sob := pd.DataFrame(rows, columns=cols)) and sob["S1"].isna().all():
-            notes.append("no first-order index could be estimated: the given-data method bins "
-                         "each input's values (at least about 10 samples per bin) and needs "
-                         "some 50 or more sampled patients; sample more, or use a Saltelli "
-                         "design")
+            notes.append(f"no first-order index could be estimated: the given-data method bins "
+                         f"each input's values ({PER_BIN} patients a bin, at least 2 bins) and "
+                         f"needs {2 * PER_BIN} or more complete patients; sample more, or use a "
+                         "Saltelli design")
     return pd.DataFrame(rows, columns=cols), pd.DataFrame(conv)
 
 
@@ -461,7 +463,7 @@ def _nan_indices(d):
 def _quiet():
     """SALib prints its notices (bin merges, small-sample biases) to stdout and stderr; the
     indices' intervals say what matters."""
-    # record=True: SALib's delta method resets the warning filter inside itself (and replaces
+    # record=True: some SALib methods reset the warning filter inside themselves (and replace
     # warnings.formatwarning), so "ignore" alone does not hold; recorded warnings are dropped
     fmt = warnings.formatwarning
     try:
@@ -487,21 +489,48 @@ def _sobol_indices(unc, blocks) -> dict:
     return {k: np.asarray(r[k], float) for k in ("S1", "S1_conf", "ST", "ST_conf")}
 
 
-def _delta_indices(unc, x, y) -> dict:
-    """First-order indices from any sample (SALib's delta method, its S1)."""
-    from SALib.analyze import delta
+#: patients per bin of the given-data first-order index (at least); at most MAX_BINS bins
+PER_BIN = 10
+MAX_BINS = 50
 
+
+def _given_data_indices(unc, x, y) -> dict:
+    """First-order indices from any sample: each input's correlation ratio over equiprobable
+    bins of its values, bias-corrected (:func:`first_order`), with a bootstrap 95 % half-width."""
     d = len(unc.inputs)
-    if len(y) < 2 * FIRST_CONVERGENCE_N or not np.var(y) > 0:
+    if len(y) < 2 * PER_BIN or not np.var(y) > 0:
         return _nan_indices(d)
-    try:
-        with _quiet():
-            r = delta.analyze(unc.problem(), x, y, num_resamples=BOOTSTRAP, seed=unc.seed)
-    except (ValueError, ZeroDivisionError, np.linalg.LinAlgError):
-        return _nan_indices(d)
+    rng = np.random.default_rng(unc.seed)
+    s1 = first_order(x, y)
+    boot = np.array([first_order(x[i], y[i]) for i in
+                     rng.integers(0, len(y), size=(BOOTSTRAP, len(y)))])
+    conf = 1.96 * np.nanstd(boot, axis=0, ddof=1)
     nan = np.full(d, np.nan)
-    return {"S1": np.asarray(r["S1"], float), "S1_conf": np.asarray(r["S1_conf"], float),
-            "ST": nan, "ST_conf": nan}
+    return {"S1": s1, "S1_conf": conf, "ST": nan, "ST_conf": nan}
+
+
+def first_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """First-order sensitivity indices of ``y`` (n,) to each column of ``x`` (n, d) from one
+    sample of any design: the correlation ratio (the share of var(y) explained by E[y | x_i]),
+    E[y | x_i] estimated per equiprobable bin of x_i (n / :data:`PER_BIN` bins, at most
+    :data:`MAX_BINS`), bias-corrected as epsilon squared, (SS_between - (M - 1) MS_within) /
+    SS_total for M bins, which removes the positive bias the bin means' own scatter adds."""
+    n, d = x.shape
+    m = int(max(2, min(MAX_BINS, n // PER_BIN)))
+    yc = y - y.mean()
+    ss_total = float(yc @ yc)
+    out = np.full(d, np.nan)
+    if not ss_total > 0:
+        return out
+    for j in range(d):
+        ranks = np.argsort(np.argsort(x[:, j], kind="stable"), kind="stable")
+        b = ranks * m // n
+        cnt = np.bincount(b, minlength=m)
+        means = np.bincount(b, weights=y, minlength=m) / np.maximum(cnt, 1)
+        ss_between = float((cnt * (means - y.mean()) ** 2).sum())
+        ms_within = (ss_total - ss_between) / max(n - m, 1)
+        out[j] = (ss_between - (m - 1) * ms_within) / ss_total
+    return out
 
 
 # ------------------------------------------------------------------------------ convergence

@@ -311,8 +311,8 @@ def _uncertainty(study, figs: _Figures) -> dict:
 
     out = {"error": None, "u": None, "figures": [], "problems": []}
     try:
-        # SALib's delta method warns about every small bin and resets the warning filter to
-        # "once" while it runs: recording keeps the page's caller (vfem study) quiet
+        # whatever the analysis's libraries warn about stays off the page's caller (vfem
+        # study): recorded, and logged at debug level
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             u = study.uncertainty()
