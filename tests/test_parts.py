@@ -30,6 +30,8 @@ def procedures():
         f = pathology.compress(m, "L2", "wedge", grade=2, burst=True, cleft=True)
         f = pathology.add_lesion(f, "L3", "osteolytic", "centre", (5, 4, 4), breach_cortex=True)
         f = pathology.add_lesion(f, "L1", "haemangioma", "centre", (5, 4, 4))
+        f = pathology.open_breach(f, "L2", "basivertebral", 4.0)
+        f = pathology.open_breach(f, "L2", "inferior", 4.0)
         return [m, f, augment.pvp(f, "L2", 5.0, tip_depth=0.15),
                 augment.pkp(f, "L2", 4.0, balloon_ml=3.0)]
 
