@@ -335,17 +335,34 @@ def _bulge(fd: _Fields, level: str, f: LevelFrame, superior: bool) -> float:
     return float(d[centre].max())
 
 
-def _axial_at_centre(fd: _Fields, f: LevelFrame, node_set: str) -> float:
-    """Axial displacement of an endplate at the body's axis: a least-squares plane through its
-    nodes' axial displacements, evaluated where the axis through the level's centre crosses it.
-    Under pure compression this is the mean displacement; unlike the mean, it takes out the
-    rigid tilt of a bending segment, which would otherwise add tilt x (offset between the two
-    sets' centroids) to the shortening."""
+def _axial_at_centre(fd: _Fields, f: LevelFrame, node_set: str, at=(0.0, 0.0)) -> float:
+    """Axial displacement of an endplate at a line parallel to the body's axis: a least-squares
+    plane through its nodes' axial displacements, evaluated where that line crosses it, ``at``
+    (lateral, anterior) mm from the level's centre (default the axis itself). Under pure
+    compression this is the mean displacement; unlike the mean, it takes out the rigid tilt of a
+    bending segment, which would otherwise add tilt x (offset between the two sets' centroids)
+    to the shortening."""
     nodes = _nodes(fd.model, node_set)
     rel = fd.model.points[nodes] - f.centre
     A = np.stack([np.ones(len(nodes)), rel @ f.lateral, rel @ f.anterior], axis=1)
     coef, *_ = np.linalg.lstsq(A, fd.u[nodes] @ f.axial, rcond=None)
-    return float(coef[0])
+    return float(coef[0] + coef[1] * at[0] + coef[2] * at[1])
+
+
+def load_line(fd: _Fields, f: LevelFrame) -> tuple:
+    """Where the loading plates' resultant crosses the level's transverse plane: (lateral,
+    anterior) mm from the level's centre; (0, 0) without plates. The force's line of action is
+    offset from the centre by d = F x M_c / |F|^2 (M_c: the plates' moment about the centre),
+    which for a vertical load riding a tipped plate is the plate's offset over the level."""
+    if not fd.plates:
+        return (0.0, 0.0)
+    F = sum((p.force for p in fd.plates), np.zeros(3))
+    M = sum((p.moment_about(f.centre) for p in fd.plates), np.zeros(3))
+    ff = float(F @ F)
+    if not ff > 0.0:
+        return (0.0, 0.0)
+    d = np.cross(F, M) / ff
+    return (float(d @ f.lateral), float(d @ f.anterior))
 
 
 def _nucleus_pressure(fd: _Fields, disc: str) -> float:
@@ -400,8 +417,13 @@ def _stiffness(fd: _Fields, level: str, f: LevelFrame, load_n: float) -> dict:
     """Axial stiffness (N/mm) under axial compression; under a moment it is NaN and the
     rotational stiffness (N m/deg) about the moment's axis takes its place."""
     if fd.moment_axis is None:
-        shortening = (_axial_at_centre(fd, f, f"{level}/inferior")
-                      - _axial_at_centre(fd, f, f"{level}/superior"))
+        # along the load's line: where a tipped segment carries the load off the body's axis
+        # (the kyphosis of a fracture above), the shortening at the axis mixes in the level's
+        # bending and can reach zero or change sign; along the line of action it is the
+        # displacement the load works through, F x shortening = 2 x the level's strain energy
+        at = load_line(fd, f)
+        shortening = (_axial_at_centre(fd, f, f"{level}/inferior", at)
+                      - _axial_at_centre(fd, f, f"{level}/superior", at))
         return {"stiffness_n_per_mm": load_n / shortening if shortening != 0.0 else math.nan,
                 "rotational_stiffness_nm_per_deg": math.nan}
     n = fd.moment_axis
@@ -466,8 +488,11 @@ def level_metrics(result, *, levels=None, load: float | None = None):
 
     Columns (units in the names): ``load_n``; ``stiffness_n_per_mm`` = load / shortening of
     the body, the axial displacement of the inferior endplate minus that of the superior one,
-    each from a least-squares plane through its nodes evaluated on the axis through the
-    level's centre (the mean displacement under pure compression), under axial compression
+    each from a least-squares plane through its nodes evaluated where the load's line of action
+    crosses it (:func:`load_line`: on the axis through the level's centre for a centred load,
+    the mean displacement under pure compression; off it where a tipped segment carries the
+    load off the axis, where the shortening at the axis would mix in the level's bending),
+    under axial compression
     only: where the loading plates apply a moment (:func:`applied_moment`: flexion, extension,
     lateral bending, axial rotation) the body's axis lies near the neutral axis, the shortening
     near zero and load / shortening meaningless (it reached 2.7e5 N/mm under flexion), so it is
