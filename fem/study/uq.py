@@ -16,7 +16,7 @@ samples its inputs (:mod:`fem.study.uncertain`) and returns, for each headline p
   alone, from the given data (:func:`first_order`: the correlation ratio over equiprobable bins
   of each input, bias-corrected), also with bootstrap intervals. Totals need the Saltelli
   design;
-* ``convergence``: the mean, SD, quantiles, P(fracture) (and with Saltelli the indices) from the
+* ``convergence``: the mean, SD, quantiles, P(fracture) and the indices (from 20 patients on) from the
   first 8, 16, 32, ... samples up to all of them: whether the sample was large enough;
 * ``leaks``: for each augmented arm (procedure and volume), the probability that cement leaks
   out of the treated level, anywhere and by site ("posterior wall", "endplate into <disc>",
@@ -437,6 +437,12 @@ def _sensitivity(values, unc, notes):
             res = _given_data_indices(unc, unit[ok], y[ok])
             rows += _index_rows(k, unc, "correlation ratio (S1 from given data)",
                                 int(ok.sum()), res)
+            xs, ys = unit[ok], y[ok]
+            for n in _convergence_points(len(ys)):
+                if n >= 2 * PER_BIN:
+                    s1 = first_order(xs[:n], ys[:n])
+                    conv.append({**dict(zip(GROUP, k)), "n": n,
+                                 **{f"S1[{x}]": s1[j] for j, x in enumerate(unc.names)}})
     if unc.design != "saltelli":
         notes.append(f"a {unc.design} design gives first-order indices only (from the given "
                      "data); total indices need design = 'saltelli'")
