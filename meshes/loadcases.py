@@ -202,15 +202,44 @@ def surface_geometry(model, face_set: str) -> tuple[np.ndarray, np.ndarray, floa
     return centroid, vector, area
 
 
+#: where a plate's load acts on a segment a fracture has tipped (``line`` of :func:`loaded`)
+LOAD_LINES = ("plate", "space")
+
+
 def loaded(model, case, *, method: str = "plate", support: str = "bottom", top: str = "top",
-           scale: float = 1.0):
+           scale: float = 1.0, line: str = "plate"):
     """A copy of ``model`` with the ``support`` set fixed and the ``top`` surface loaded by
     ``case`` (a name of :data:`LOAD_CASES` or a :class:`LoadCase`), the case recorded in
     ``metadata["load_case"]``; ``model`` is not changed. ``method``, ``scale``: as
-    :func:`apply` describes."""
+    :func:`apply` describes.
+
+    ``line``: where the plate's load acts when a wedge fracture has tipped the levels above
+    (``metadata["kyphosis"]``, :func:`fem.meshes.pathology.compress`). ``"plate"`` (the
+    default): at the tipped top surface's centroid, so the load rides the segment forward and
+    adds a flexion moment on the fractured level and below (the body's weight carried forward
+    with the trunk). ``"space"``: at the top surface's centroid before the tipping (the intact
+    segment's), so the load keeps its line of action in space (the trunk held upright over the
+    pelvis). The two differ by the top plate's shift: 10 mm for a grade-2 wedge of L2 in L1-L3,
+    19 mm in T12-L4. Without a tipped segment they are the same."""
+    if line not in LOAD_LINES:
+        raise BoundaryConditionError(f"line must be one of {', '.join(LOAD_LINES)}, got "
+                                     f"{line!r}")
     out = model.copy()
-    _apply(out, case, method=method, support=support, top=top, scale=scale)
+    _apply(out, case, method=method, support=support, top=top, scale=scale, line=line)
     return out
+
+
+def _untipped(model, point) -> np.ndarray:
+    """``point`` on the top level carried back through the fractures' tipping of the levels
+    above them (``metadata["kyphosis"]``: x' = R x + t from the intact model), latest first."""
+    p = np.asarray(point, dtype=float)
+    levels = model.metadata.get("levels") or []
+    top_level = levels[0] if levels else None
+    for rec in reversed(list((model.metadata.get("kyphosis") or {}).values())):
+        if top_level in rec.get("levels", ()):
+            R, t = np.asarray(rec["rotation"], float), np.asarray(rec["translation"], float)
+            p = R.T @ (p - t)
+    return p
 
 
 def conditions(model) -> dict:
@@ -256,7 +285,7 @@ def apply(model, case, *, method: str = "plate", support: str = "bottom", top: s
     return _apply(model, case, method=method, support=support, top=top, scale=scale)
 
 
-def _apply(model, case, *, method, support, top, scale) -> dict:
+def _apply(model, case, *, method, support, top, scale, line="plate") -> dict:
     c = get(case).scaled(scale)
     if method not in ("plate", "pressure"):
         raise BoundaryConditionError(f"method must be 'plate' or 'pressure', got {method!r}")
@@ -267,6 +296,8 @@ def _apply(model, case, *, method, support, top, scale) -> dict:
             ref = surface_geometry(model, top)[0]
         else:
             ref = model.points[model.nodes_of(top)].mean(axis=0)
+        if line == "space":
+            ref = _untipped(model, ref)
         load = RigidPlate(top, force=c.force, moment=c.moment, reference=tuple(ref),
                           name=load_name)
     else:
@@ -288,5 +319,5 @@ def _apply(model, case, *, method, support, top, scale) -> dict:
     model.metadata["load_case"] = {
         "name": c.name, "force_n": [float(v) for v in c.force],
         "moment_nmm": [float(v) for v in c.moment], "method": method, "support": support,
-        "top": top, "scale": float(scale)}
+        "top": top, "scale": float(scale), "line": line}
     return conditions

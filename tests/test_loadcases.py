@@ -216,3 +216,36 @@ def test_model_solve_is_fem_solve():
     a, b = m.solve(solver="direct"), fem.solve(m, solver="direct")
     np.testing.assert_array_equal(a.displacement, b.displacement)
     np.testing.assert_allclose(a.reaction_total(), [0.0, 0.0, 500.0], atol=1e-6)
+
+
+def test_a_load_kept_in_space_does_not_ride_the_tipped_segment():
+    """After a wedge fracture tips the levels above, line='space' puts the plate's load where the
+    intact segment's top was, line='plate' where the tipped top is; with the load kept in space
+    the fractured level's answer does not depend on how many levels sit above it."""
+    import warnings
+
+    from fem import metrics
+    from fem.meshes import pathology, vertebra
+
+    out = {}
+    for levels in ("L1-L3", "T12-L3"):
+        intact = vertebra.segment_model(levels, voxel_size=3.0)
+        broken = pathology.compress(intact, "L2", "wedge", grade=2)
+        ref0 = np.asarray(lc.loaded(intact, "standing").conditions[-1].reference)
+        ride = lc.loaded(broken, "standing")
+        keep = lc.loaded(broken, "standing", line="space")
+        assert np.allclose(keep.conditions[-1].reference, ref0, atol=1e-6)
+        shift = np.asarray(ride.conditions[-1].reference) - ref0
+        assert shift[1] < -8.0  # the tipped top moved forward (y is posterior)
+        assert keep.metadata["load_case"]["line"] == "space"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            out[levels] = {line: metrics.level_metrics(fem.solve(m)).set_index("level").at[
+                "L2", "stiffness_n_per_mm"] for line, m in (("plate", ride), ("space", keep))}
+    assert out["L1-L3"]["space"] == pytest.approx(out["T12-L3"]["space"], rel=0.05)
+    assert out["T12-L3"]["plate"] < 0.8 * out["L1-L3"]["plate"]  # the longer lever
+    straight = vertebra.segment_model("L1-L2", voxel_size=4.0)  # nothing tipped: the same
+    assert (lc.loaded(straight, "standing", line="space").conditions[-1].reference
+            == lc.loaded(straight, "standing").conditions[-1].reference)
+    with pytest.raises(fem.BoundaryConditionError, match="line must be one of"):
+        lc.loaded(broken, "standing", line="pelvis")

@@ -231,6 +231,10 @@ PARAMETERS = {
                               _range(-15.0, 15.0, " mm")),
     "heterogeneity": Param(float, 0.5, "scatter of the cement's spread: SD of ln permeability "
                            "of the trabecular bone (fem.augment)", _range(0.0, 3.0)),
+    "load_line": Param(str, "plate", "where standing's load acts on a segment a fracture has "
+                       "tipped: plate (riding the tipped top plate: the trunk carried forward) "
+                       "or space (its line kept over the intact segment's top: the trunk held "
+                       "upright); fem.meshes.loadcases.loaded", choices=("plate", "space")),
     "load_scale": Param(float, 1.0, "load magnitude, a factor on the load case's force and "
                         "moment", _range(0.05, 10.0)),
     "cleft": Param(bool, False, "an intravertebral cleft (Kuemmell) in the fractured level "
@@ -524,7 +528,8 @@ ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "density_law": "morgan2003", "cement_modulus": 0.0, "tip_offset_lateral": 0.0,
                "tip_offset_axial": 0.0, "heterogeneity": 0.5, "load_scale": 1.0,
                "cleft": False, "sample": -1, "basivertebral_mm": 0.0, "endplate_breach_mm": 0.0,
-               "endplate_breach_side": "superior", "endplate_breach_position": 0.5}
+               "endplate_breach_side": "superior", "endplate_breach_position": 0.5,
+               "load_line": "plate"}
 
 
 def run_id(params: dict) -> str:
