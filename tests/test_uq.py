@@ -408,3 +408,19 @@ def test_the_indices_converge_with_the_sample():
     err = [abs(r["S1[x1]"] - ISHIGAMI_S1[1]) + abs(r["S1[x0]"] - ISHIGAMI_S1[0])
            for _, r in conv.iterrows()]
     assert err[-1] < 0.12 and err[-1] < err[0]
+
+
+def test_saltelli_indices_count_patients_and_converge_by_whole_blocks():
+    import pandas as pd
+
+    u = Uncertain.from_dict({"design": "saltelli", "samples": 64, "seed": 4, "parameters": {
+        f"x{i}": uniform(-math.pi, math.pi) for i in range(3)}})
+    x = np.array([[row[f"x{i}"] for i in range(3)] for row in u.values()])
+    y = ishigami(x)
+    y[7] = np.nan  # a patient whose run failed: its block of d + 2 is left out
+    values = pd.DataFrame({"sample": np.arange(u.size), "arm": "a", "condition": "",
+                           "prediction": "factor_of_risk", "site": "L1", "value": y})
+    sob, conv = uqmod._sensitivity(values, u, [])
+    assert set(sob["n"]) == {63 * 5} and set(sob["method"]) == {"sobol"}
+    assert list(conv["n"]) == [8 * 5, 16 * 5, 32 * 5, 63 * 5]
+    assert np.isfinite(sob["ST"]).all()

@@ -426,7 +426,7 @@ def _sensitivity(values, unc, notes):
             ok = np.isfinite(blocks).all(axis=1)
             full = blocks[ok]
             res = _sobol_indices(unc, full)
-            rows += _index_rows(k, unc, "sobol", len(full), res)
+            rows += _index_rows(k, unc, "sobol", len(full) * (d + 2), res)
             for n in _convergence_points(len(full)):
                 r = _sobol_indices(unc, full[:n])
                 conv.append({**dict(zip(GROUP, k)), "n": n * (d + 2),
