@@ -348,12 +348,7 @@ class Result:
         m = self.model
         return {
             "element_id": m.element_ids,
-            "stress": h(self.stress),
-            "strain": h(self.strain),
-            "von_mises": h(self.von_mises),
-            "principal_stress": h(self.principal_stress),
-            "principal_strain": h(self.principal_strain),
-            "strain_energy_density": h(self.strain_energy_density),
+            **{name: h(getattr(self, name)) for name in STORED_CELL_FIELDS},
             "E": m.E,
             "nu": m.nu,
             "region": m.element_region,

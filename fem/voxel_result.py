@@ -26,7 +26,15 @@ import numpy as np
 from .errors import InputFileError
 from .kernels.backend import voxel_kernels
 from .kernels.voxel import CORNER_OFFSETS, gauss_gradients
-from .result import UNITS_NOTE, VOIGT, Result, principal, summary_text, von_mises
+from .result import (
+    STORED_CELL_FIELDS,
+    UNITS_NOTE,
+    VOIGT,
+    Result,
+    principal,
+    summary_text,
+    von_mises,
+)
 
 #: voxels per range of planes in the stress recovery and the streamed output (temporaries of
 #: about 1 KB a voxel of the range: a few MB)
@@ -277,12 +285,7 @@ class VoxelResult(Result):
         n = self.n_elements
         return {
             "element_id": np.arange(1, n + 1, dtype=np.int64),
-            "stress": h(self.stress),
-            "strain": h(self.strain),
-            "von_mises": h(self.von_mises),
-            "principal_stress": h(self.principal_stress),
-            "principal_strain": h(self.principal_strain),
-            "strain_energy_density": h(self.strain_energy_density),
+            **{name: h(getattr(self, name)) for name in STORED_CELL_FIELDS},
             "E": self.voxels.grid_moduli.ravel()[h(self._elements)],
             "nu": np.full(n, self.voxels.nu),
             "region": np.full(n, -1, dtype=np.int64),
