@@ -243,13 +243,13 @@ def results_frame(store: Store):
     mets = store.metrics_frame()
     if not len(runs):
         return pd.DataFrame(columns=RESULT_COLUMNS)
-    params = pd.DataFrame([_record(store, rid, p, "parameters")
+    params = pd.DataFrame([run_record(store, rid, p, "parameters")
                            for rid, p in zip(runs["run_id"], runs["params"])])
     # the backend and solver a run used, beside the ones its parameters asked for ("auto")
     record = runs[["run_id", "status", "error", "backend", "solver", "iterations", "n_dof",
                    "attempts"]].rename(columns={"backend": "backend_used", "solver": "solver_used"})
     base = pd.concat([record, params], axis=1)
-    base["seconds"] = [_record(store, rid, t, "timings").get("total", math.nan)
+    base["seconds"] = [run_record(store, rid, t, "timings").get("total", math.nan)
                        if isinstance(t, str) else math.nan
                        for rid, t in zip(runs["run_id"], runs["timings"])]
     df = base.merge(mets, on="run_id", how="inner")
@@ -273,7 +273,7 @@ def results_frame(store: Store):
     return df
 
 
-def _record(store: Store, rid, text, what: str) -> dict:
+def run_record(store: Store, rid, text, what: str) -> dict:
     """A run's JSON record (parameters, timings) as a dict; a damaged one is a StoreError."""
     try:
         value = json.loads(text)

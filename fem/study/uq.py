@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ModelError
+from .execute import run_record
 
 #: prediction -> (what it is, unit, whether larger values are better)
 PREDICTIONS = {
@@ -137,7 +137,7 @@ class Uncertainty:
                                  "S1_conf", "ST", "ST_conf"]].to_string(index=False)]
             elif len(self.sobol):
                 parts += ["", "Sensitivity: too few complete samples for indices (at least "
-                          f"{2 * FIRST_CONVERGENCE_N}, or 2 Saltelli blocks)"]
+                          f"{2 * PER_BIN}, or 2 Saltelli blocks)"]
         return "\n".join(head + parts)
 
 
@@ -168,7 +168,8 @@ def uncertainty(study, *, reference: str | None = None) -> Uncertainty:
         f"{k}={v}" for k, v in zip(grid_keys, r)), axis=1) if grid_keys else "")
     # a patient is complete when every run the store holds for it is done
     registered = study.store.runs_frame()
-    per_sample = pd.Series([json.loads(p).get("sample", -1) for p in registered["params"]])
+    per_sample = pd.Series([run_record(study.store, rid, p, "parameters").get("sample", -1)
+                            for rid, p in zip(registered["run_id"], registered["params"])])
     total = per_sample.value_counts()
     done = df.groupby("sample")["run_id"].nunique()
     complete = done.index[done.to_numpy() >= total.reindex(done.index).to_numpy()]
@@ -196,11 +197,13 @@ def uncertainty(study, *, reference: str | None = None) -> Uncertainty:
         # the indices' points (whole Saltelli blocks) are not the statistics' points: outer
         conv = conv.merge(conv_sobol, how="outer", on=GROUP + ["n"]).sort_values(
             GROUP + ["n"], kind="stable").reset_index(drop=True)
-    treated = df["treated_level"].where(df["treated_level"].astype(bool), df["fracture_level"])
+    from ..meshes.vertebra import ORDER
+
+    treated = _treated(df)
     return Uncertainty(unc.design, unc.names, unc.size, len(complete), values, summary,
                        comparisons, sob, conv if len(conv) else pd.DataFrame(), ref, notes,
                        arms.names, sorted(set(treated[treated.astype(bool)]),
-                                          key=_level_order().index), leaks)
+                                          key=list(ORDER).index), leaks)
 
 
 # ------------------------------------------------------------------------------ predictions
@@ -230,12 +233,6 @@ def _arm_labels(spec):
 
     arm.names = names
     return arm
-
-
-def _level_order():
-    from ..meshes.vertebra import ORDER
-
-    return list(ORDER)
 
 
 def _same(a, b) -> bool:
@@ -377,14 +374,18 @@ def _comparisons(values, ref):
                                        "diff_q95"])
 
 
+def _treated(df):
+    """Each row's treated level: its treated_level, else its fracture_level."""
+    return df["treated_level"].where(df["treated_level"].astype(bool), df["fracture_level"])
+
+
 def _leaks(df):
     """P(leak) of the treated level by site, per augmented arm and grid point."""
     import pandas as pd
 
     cols = ["arm", "condition", "site", "n", "leaks", "p_leak", "p_low", "p_high",
             "mean_leak_ml"]
-    treated = df["treated_level"].where(df["treated_level"].astype(bool), df["fracture_level"])
-    t = df[(df["level"] == treated) & df["procedure"].isin(["pvp", "pkp"])]
+    t = df[(df["level"] == _treated(df)) & df["procedure"].isin(["pvp", "pkp"])]
     rows = []
     for (arm, cond), g in t.groupby(["arm", "condition"], sort=False):
         n = len(g)
@@ -405,16 +406,11 @@ def _leaks(df):
 # ------------------------------------------------------------------------------ sensitivity
 
 def _sensitivity(values, unc, notes):
-    """(indices, indices at the convergence points); empty tables where SALib is missing."""
+    """(indices, indices at the convergence points). Only the Saltelli design's indices need
+    SALib, and a spec with that design was refused without it (its design needs it too)."""
     import pandas as pd
 
     cols = GROUP + ["input", "method", "n", "S1", "S1_conf", "ST", "ST_conf"]
-    try:
-        import SALib  # noqa: F401
-    except ImportError:
-        notes.append("no Sobol indices: SALib is not installed (pip install "
-                     "'vertebra-fem[study]')")
-        return pd.DataFrame(columns=cols), pd.DataFrame()
     unit = unc.unit()
     d = len(unc.inputs)
     rows, conv = [], []
