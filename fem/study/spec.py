@@ -424,29 +424,28 @@ class StudySpec:
     def _check_uncertain(self, params, where):
         """The sampled parameters exist, may be sampled, are not also listed, and every
         sampled value passes the parameter's check."""
-        for name in self.uncertain.names:
+        for dist in self.uncertain.inputs:
+            name, key = dist.name, f"uncertain.parameters.{dist.name}"
             if name not in params:
                 try:
                     _check(params, name, None, _Where(None, None), None)  # names the near ones
                 except SpecError as exc:
-                    raise where.dotted_error(f"uncertain.parameters.{name}", str(exc)) from None
+                    raise where.dotted_error(key, str(exc)) from None
             if name in NOT_SAMPLED:
-                raise where.dotted_error(f"uncertain.parameters.{name}", f"{name} cannot be sampled (it "
-                                         f"changes how a run computes, not what it models)")
-            dist = next(x for x in self.uncertain.inputs if x.name == name)
+                raise where.dotted_error(key, f"{name} cannot be sampled (it changes how a run "
+                                         "computes, not what it models)")
             kind = params[name].kind
             if kind in (str, bool) and not dist.categorical:
-                raise where.dotted_error(f"uncertain.parameters.{name}.distribution", f"{name} is "
+                raise where.dotted_error(f"{key}.distribution", f"{name} is "
                                          f"{'text' if kind is str else 'true/false'}: sample it "
                                          f"with distribution = 'choice'")
-            for table, t in (("base", self.base), ("grid", self.grid)):
+            listed = [(table, t, None) for table, t in (("base", self.base), ("grid", self.grid))]
+            listed += [("runs", r, i) for i, r in enumerate(self.runs)]
+            for table, t, i in listed:
                 if name in t:
-                    raise where.error(name, table, f"{name} is sampled in [uncertain.parameters.{name}]: "
-                                      f"remove it from [{table}]")
-            for i, r in enumerate(self.runs):
-                if name in r:
-                    raise where.error(name, "runs", f"{name} is sampled in [uncertain.parameters.{name}]: "
-                                      "remove it from [[runs]]", i)
+                    shown = "[[runs]]" if table == "runs" else f"[{table}]"
+                    raise where.error(name, table, f"{name} is sampled in [{key}]: remove it "
+                                      f"from {shown}", i)
         for i, row in enumerate(self.samples()):
             for name, v in row.items():
                 try:
@@ -573,9 +572,9 @@ class _Where:
         """The error at a dotted key of a sub-table (``uncertain.bmd.sd``), or at the header of
         the table it names (``uncertain.bmd``)."""
         table, _, key = dotted.rpartition(".")
-        if self.lines and self.line(dotted, None) is not None:
-            return SpecError(message, path=self.path, line=self.line(dotted, None), key=dotted)
-        line = self.line(key, table or None)
+        line = self.line(dotted, None)  # the header [uncertain.parameters.bmd] itself
+        if line is None:
+            line = self.line(key, table or None)
         return SpecError(message, path=self.path, line=line, key=dotted)
 
     def error(self, key, table, message, index=None):
