@@ -401,14 +401,15 @@ def _exit_sites(model: Model, level: str, elements, pos_out, keys_out) -> dict:
         sites.setdefault(int(p), site)
     # openings of the shell (fem.meshes.pathology.open_breach): what enters one has left the
     # body, by the veins or into the disc, whether or not the grid shows the way out
-    disc_next = _next_disc(model, level)
     for part, site in (("basivertebral_foramen", "basivertebral foramen"),
                        ("endplate_breach", None), ("cleft", "fracture cleft")):
         region = model.regions.get(f"{level}/{part}")
-        if region is not None and len(region):
-            for p in np.flatnonzero(np.isin(elements, region)):
-                sites[int(p)] = site or _breach_site(model, level, int(elements[p]), disc_next,
-                                                     sites.get(int(p)))
+        if region is None or not len(region):
+            continue
+        pos = np.flatnonzero(np.isin(elements, region))
+        names = [site] * len(pos) if site else _breach_sites(model, level, elements[pos],
+                                                             [sites.get(int(p)) for p in pos])
+        sites.update(zip((int(p) for p in pos), names))
     return sites
 
 
@@ -425,14 +426,19 @@ def _next_disc(model: Model, level: str) -> dict:
     return out
 
 
-def _breach_site(model: Model, level: str, element: int, discs: dict, found) -> str:
-    """The site of an endplate breach's element: the disc its face touches where the face search
-    found one, else the disc on its side of the level (a vertebra alone: "endplate")."""
-    if found and found.startswith("endplate into"):
-        return found
-    rel = model.element_centres()[element] - level_frame(model, level).centre
-    side = "superior" if rel @ level_frame(model, level).axial > 0 else "inferior"
-    return f"endplate into {discs[side]}" if side in discs else "endplate"
+def _breach_sites(model: Model, level: str, elements, found) -> list:
+    """The sites of an endplate breach's elements: the disc each one's face touches where the
+    face search ``found`` one, else the disc on its side of the level (a vertebra alone:
+    "endplate")."""
+    discs = _next_disc(model, level)
+    f = level_frame(model, level)
+    up = (model.element_centres(elements) - f.centre) @ f.axial > 0
+    out = []
+    for above, seen in zip(up, found):
+        side = "superior" if above else "inferior"
+        out.append(seen if seen and seen.startswith("endplate into") else
+                   f"endplate into {discs[side]}" if side in discs else "endplate")
+    return out
 
 
 def _region_lookup(model: Model) -> dict:

@@ -486,17 +486,18 @@ def open_breach(model: Model, level: str, site: str, diameter_mm: float, *,
                        f"{site} breach in")
     rel = _centroids(model, shell) - f.centre
     ax, ant, lat = rel @ f.axial, rel @ f.anterior, rel @ f.lateral
-    body = [model.regions[f"{level}/{p}"] for p in ("trabecular", "damaged")
-            if f"{level}/{p}" in model.regions]
-    core = (_centroids(model, np.concatenate(body)) - f.centre) @ f.anterior
     if site == "basivertebral":
         # the posterior wall at the midline: the shell's most posterior elements near lat = 0
-        mid = np.abs(lat) <= max(0.5 * diameter_mm, 1e-9) + _spacing(model, shell)
-        wall = ant <= (ant[mid].min() if mid.any() else ant.min()) + _spacing(model, shell)
+        h = _spacing(model, shell)
+        mid = np.abs(lat) <= max(0.5 * diameter_mm, 1e-9) + h
+        wall = ant <= (ant[mid].min() if mid.any() else ant.min()) + h
         dist = np.hypot(lat, ax)
         keep = wall & (dist <= 0.5 * diameter_mm)
         nearest = np.argmin(np.where(wall, dist, np.inf))
     else:
+        body = [model.regions[f"{level}/{p}"] for p in ("trabecular", "damaged")
+                if f"{level}/{p}" in model.regions]
+        core = (_centroids(model, np.concatenate(body)) - f.centre) @ f.anterior
         side = ax > 0 if site == "superior" else ax < 0
         a0 = core.min() + position * (core.max() - core.min())
         dist = np.hypot(lat, ant - a0)
