@@ -133,11 +133,10 @@ def _title(*parts) -> str:
 
 
 def treated_sites(u) -> list[str]:
-    """The treated (else fractured) level(s): the sites of the restorations; none where the
-    study had no reference arm."""
-    v = _check(u)
-    rows = v[v["prediction"].isin(("strength_restoration", "stiffness_restoration"))]
-    return site_order(rows["site"])
+    """The treated (else fractured) level(s) (``u.treated``); none where the study had no
+    reference arm (then no prediction is read at them)."""
+    _check(u)
+    return list(u.treated) if u.reference is not None else []
 
 
 def _panels(n: int, *, width=3.8, height=3.2):
