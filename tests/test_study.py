@@ -284,16 +284,23 @@ def test_run_ids_are_stable_and_follow_every_parameter():
 
 def test_parameters_added_later_keep_the_ids_of_existing_stores():
     """``anatomy``, ``mesh`` and ``mesh_size`` at their defaults are left out of the hash: a run
-    id is what it was before they existed; any other value changes it."""
+    id is what it was before they existed; any other value changes it. ``load_line``'s default
+    moved from "plate" to "space": a run on the old load keeps its old id, and one on the new
+    default is a new run (a store computed before does not hand it the plate's answer)."""
     import hashlib
 
     from fem.study.spec import ADDED_LATER
 
-    for p in StudySpec.from_dict(CANON_DICT).expand():
+    d_old = json.loads(json.dumps(CANON_DICT))
+    d_old.setdefault("base", {})["load_line"] = "plate"
+    for p, q in zip(StudySpec.from_dict(d_old).expand(), StudySpec.from_dict(CANON_DICT).expand(),
+                    strict=True):
         old = {k: v for k, v in p.items() if k not in ADDED_LATER}
         blob = json.dumps(old, sort_keys=True, separators=(",", ":"))
         assert run_id(p) == hashlib.sha256(blob.encode()).hexdigest()[:12]
         assert run_id(p) == run_id(old)
+        assert q["load_line"] == "space" and run_id(q) != run_id(p)
+        assert run_id(q) == run_id(dict(old, load_line="space"))
         for k, v in {"anatomy": "ssm", "mesh": "tet10", "mesh_size": 4.0,
                      "strength": "pushover", "strength_levels": "all"}.items():
             assert run_id(dict(p, **{k: v})) != run_id(p), k
@@ -1496,3 +1503,25 @@ def test_a_stop_between_claim_and_record_gives_the_run_back(tmp_path, monkeypatc
     runs = runs_table(tmp_path / "study")
     assert len(runs) == 2 and {v["status"] for v in runs.values()} == {"pending"}
     assert {v["attempts"] for v in runs.values()} == {0}
+
+
+def test_an_exception_that_cannot_be_pickled_comes_back_with_its_type_and_message():
+    """A run's exception crosses the process boundary by pickling. A pushover's ConvergenceError
+    carries its partial result (arrays that name their backend module): it used to come back as
+    "TypeError: cannot pickle 'module' object", which hid why the run failed."""
+    import pickle
+    import types
+
+    from fem.errors import ConvergenceError
+    from fem.study.execute import portable
+
+    exc = ConvergenceError("step 9 did not converge", [0.1, 0.05])
+    exc.partial = types.SimpleNamespace(xp=pickle)  # a module, as the partial result holds
+    with pytest.raises(TypeError, match="pickle"):
+        pickle.dumps(exc)
+    back = pickle.loads(pickle.dumps(portable(exc)))
+    assert type(back) is ConvergenceError and str(back) == "step 9 did not converge"
+    assert back.residuals == [0.1, 0.05] and not hasattr(back, "partial")
+    plain = ValueError("fine")
+    assert portable(plain) is plain
+

@@ -383,12 +383,43 @@ def _one_line(exc) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _submit(executor, params, vtu, solve_bars):
+def worker(params: dict, vtu: str | None, progress: bool = False) -> dict:
+    """:func:`fem.study.recipe.execute` as a worker runs it: its exception comes back to the study
+    by pickling, so one that carries what cannot be pickled (a pushover's ConvergenceError holds
+    its partial result, whose arrays name their backend module) comes back as
+    :func:`portable` makes it, with its type and message, not as a pickling error."""
     from .recipe import execute
 
+    try:
+        return execute(params, vtu, progress=progress)
+    except Exception as exc:
+        raise portable(exc) from None
+
+
+def portable(exc: Exception) -> Exception:
+    """``exc`` made picklable: the attributes that cannot be pickled are dropped (its type,
+    message and the rest stay); where that is not enough, a RuntimeError saying both."""
+    import pickle
+
+    def ok(obj) -> bool:
+        try:
+            pickle.loads(pickle.dumps(obj))
+        except Exception:  # noqa: BLE001 (whatever pickling raises)
+            return False
+        return True
+
+    if ok(exc):
+        return exc
+    for name, value in list(vars(exc).items()):
+        if not ok(value):
+            delattr(exc, name)
+    return exc if ok(exc) else RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def _submit(executor, params, vtu, solve_bars):
     if isinstance(executor, _LocalPool):
-        return executor.submit(execute, params, vtu, progress=solve_bars)
-    return executor.submit(execute, params, vtu, pure=False, key=f"run-{run_id(params)}-"
+        return executor.submit(worker, params, vtu, progress=solve_bars)
+    return executor.submit(worker, params, vtu, pure=False, key=f"run-{run_id(params)}-"
                            f"{time.time_ns()}")
 
 
