@@ -1,14 +1,16 @@
 """The canonical augmentation study: does cement stop the collapse, and what does it do next door?
 
-An osteoporotic L1-L3 segment (trabecular QCT BMD 70 mg/cm^3, below the 80 mg/cm^3 osteoporosis
-threshold) with a Genant grade-2 wedge fracture of L2, in six states: intact, fractured,
+An osteoporotic T12-L4 segment (trabecular QCT BMD 70 mg/cm^3, below the 80 mg/cm^3 osteoporosis
+threshold; L1 and L3, next to the fracture, free, T12 under the loading plate and L4 on the
+support) with a Genant grade-2 wedge fracture of L2, in six states: intact, fractured,
 vertebroplasty (PVP, bipedicular PMMA) with 2, 4 and 6 mL, and balloon kyphoplasty (PKP,
 bipedicular) with 4 mL restoring 50 % of the lost height. Each state is solved under standing
-(500 N) and flexion (500 N + 7.5 N m). Prints the per-level table (stiffness: axial under
-standing, rotational under flexion; strength, factor of risk, endplate bulge, disc pressure,
-heights, cement) and the two headline predictions:
-collapse prevention at L2 and adjacent-level risk at L1 and L3. Writes the full table as CSV and
-one VTU per state and load case.
+(500 N) and flexion (500 N + 7.5 N m), the load kept over the intact segment's top when the
+wedge tips the levels above (``loadcases.loaded``'s default line, "space"). Prints the
+per-level table (stiffness: axial under standing, rotational under flexion; strength, factor of
+risk, endplate bulge, disc pressure, heights, cement) and the two headline predictions: collapse
+prevention at L2 and adjacent-level risk at L1 and L3. Writes the full table as CSV and one VTU
+per state and load case.
 
 With ``--anatomy ssm`` the same study runs on real anatomy: the mean L2-L4 of a statistical shape
 model of 87 patients (Clouthier et al. 2023, J Biomech 146:111421; data from
@@ -41,8 +43,9 @@ SHOWN = ["state", "load_case", "level", "stiffness_n_per_mm",
          "leak_ml"]
 
 
-#: the segment and the fractured level of each anatomy
-ANATOMIES = {"parametric": ("L1-L3", "L2"), "ssm": ("L2-L4", "L3")}
+#: the segment and the fractured level of each anatomy: two free levels each side of the
+#: fracture where the anatomy has them (the shape model stops at L2, so none above L3 is free)
+ANATOMIES = {"parametric": ("T12-L4", "L2"), "ssm": ("L2-L4", "L3")}
 
 
 def states(voxel: float, *, bmd: float = 70.0, seed: int = 0, anatomy: str = "parametric",
@@ -118,7 +121,7 @@ def main(argv=None) -> int:
     p.add_argument("--solver", default="auto", choices=["auto", "direct", "amg", "cg"],
                    help="linear solver (default auto)")
     p.add_argument("--anatomy", default="parametric", choices=sorted(ANATOMIES),
-                   help="parametric L1-L3 (default) or the real mean L2-L4 (ssm)")
+                   help="parametric T12-L4 (default) or the real mean L2-L4 (ssm)")
     p.add_argument("--tet10", type=float, default=None, metavar="MM",
                    help="with --anatomy ssm: tet10 mesh of this size (mm) instead of voxels")
     args = p.parse_args(argv)

@@ -207,20 +207,22 @@ LOAD_LINES = ("plate", "space")
 
 
 def loaded(model, case, *, method: str = "plate", support: str = "bottom", top: str = "top",
-           scale: float = 1.0, line: str = "plate"):
+           scale: float = 1.0, line: str = "space"):
     """A copy of ``model`` with the ``support`` set fixed and the ``top`` surface loaded by
     ``case`` (a name of :data:`LOAD_CASES` or a :class:`LoadCase`), the case recorded in
     ``metadata["load_case"]``; ``model`` is not changed. ``method``, ``scale``: as
     :func:`apply` describes.
 
     ``line``: where the plate's load acts when a wedge fracture has tipped the levels above
-    (``metadata["kyphosis"]``, :func:`fem.meshes.pathology.compress`). ``"plate"`` (the
-    default): at the tipped top surface's centroid, so the load rides the segment forward and
+    (``metadata["kyphosis"]``, :func:`fem.meshes.pathology.compress`). ``"space"`` (the
+    default): at the top surface's centroid before the tipping (the intact segment's), so the
+    load keeps its line of action in space (the trunk held upright over the pelvis) and the
+    fractured level's answer does not depend on how many levels the model puts above it.
+    ``"plate"``: at the tipped top surface's centroid, so the load rides the segment forward and
     adds a flexion moment on the fractured level and below (the body's weight carried forward
-    with the trunk). ``"space"``: at the top surface's centroid before the tipping (the intact
-    segment's), so the load keeps its line of action in space (the trunk held upright over the
-    pelvis). The two differ by the top plate's shift: 10 mm for a grade-2 wedge of L2 in L1-L3,
-    19 mm in T12-L4. Without a tipped segment they are the same."""
+    with the trunk; the default before 2026-12). The two differ by the top plate's shift: 10 mm
+    for a grade-2 wedge of L2 in L1-L3, 19 mm in T12-L4, and so does the added moment (5 and
+    10 N m at 500 N). Without a tipped segment they are the same."""
     if line not in LOAD_LINES:
         raise BoundaryConditionError(f"line must be one of {', '.join(LOAD_LINES)}, got "
                                      f"{line!r}")
@@ -285,7 +287,7 @@ def apply(model, case, *, method: str = "plate", support: str = "bottom", top: s
     return _apply(model, case, method=method, support=support, top=top, scale=scale)
 
 
-def _apply(model, case, *, method, support, top, scale, line="plate") -> dict:
+def _apply(model, case, *, method, support, top, scale, line="space") -> dict:
     c = get(case).scaled(scale)
     if method not in ("plate", "pressure"):
         raise BoundaryConditionError(f"method must be 'plate' or 'pressure', got {method!r}")

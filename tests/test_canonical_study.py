@@ -34,7 +34,7 @@ def test_table_has_every_state_case_and_level(study):
     t = comp.table
     assert sorted(set(t.state)) == sorted(STATES)
     assert sorted(set(t.load_case)) == ["flexion", "standing"]
-    assert len(t) == len(STATES) * 2 * 3
+    assert len(t) == len(STATES) * 2 * 5  # T12-L4
     back = pd.read_csv(out / "canonical_study.csv")
     assert len(back) == len(t)
     for col in ("stiffness_n_per_mm", "rotational_stiffness_nm_per_deg"):  # NaN where undefined

@@ -37,7 +37,7 @@ def test_every_builder_refuses_what_the_table_refuses(name):
 @pytest.mark.parametrize("name", ["voxel_size", "mesh_size", "bmd", "cement_volume_ml"])
 def test_the_study_spec_refuses_and_accepts_as_the_table_does(name):
     lim = LIMITS[name]
-    base = {"mesh": "tet10"} if name == "mesh_size" else {}
+    base = {"levels": "L1-L3", **({"mesh": "tet10"} if name == "mesh_size" else {})}
     for v in _outside(lim)[:2]:
         with pytest.raises(SpecError, match=name):
             StudySpec.from_dict({"study": {"name": "x"}, "base": {**base, name: v}})

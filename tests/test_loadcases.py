@@ -220,8 +220,8 @@ def test_model_solve_is_fem_solve():
 
 def test_a_load_kept_in_space_does_not_ride_the_tipped_segment():
     """After a wedge fracture tips the levels above, line='space' puts the plate's load where the
-    intact segment's top was, line='plate' where the tipped top is; with the load kept in space
-    the fractured level's answer does not depend on how many levels sit above it."""
+    intact segment's top was (the default), line='plate' where the tipped top is; with the load
+    kept in space the fractured level's answer does not depend on how many levels sit above it."""
     import warnings
 
     from fem import metrics
@@ -232,8 +232,8 @@ def test_a_load_kept_in_space_does_not_ride_the_tipped_segment():
         intact = vertebra.segment_model(levels, voxel_size=3.0)
         broken = pathology.compress(intact, "L2", "wedge", grade=2)
         ref0 = np.asarray(lc.loaded(intact, "standing").conditions[-1].reference)
-        ride = lc.loaded(broken, "standing")
-        keep = lc.loaded(broken, "standing", line="space")
+        ride = lc.loaded(broken, "standing", line="plate")
+        keep = lc.loaded(broken, "standing")  # line="space", the default
         assert np.allclose(keep.conditions[-1].reference, ref0, atol=1e-6)
         shift = np.asarray(ride.conditions[-1].reference) - ref0
         assert shift[1] < -8.0  # the tipped top moved forward (y is posterior)

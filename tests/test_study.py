@@ -329,7 +329,7 @@ def test_strength_levels_forms():
     assert run_id(listed) == run_id(run(strength_levels="L3,L1"))
     with pytest.raises(SpecError, match="needs a treated_level or a fracture_level"):
         StudySpec.from_dict({"study": {"name": "s"},
-                             "base": {"strength": "pushover"}}).expand()
+                             "base": {"levels": "L1-L3", "strength": "pushover"}}).expand()
 
 
 @pytest.mark.skipif(not (ssm_data_folder() / "L3.ply").is_file(),
@@ -362,7 +362,8 @@ def test_grid_times_runs_expansion():
     assert [p["procedure"] for p in runs[::6]] == ["intact", "fractured", "pvp"]
     assert {(p["load_case"], p["bmd"]) for p in runs} == {
         (lc, b) for lc in ("standing", "flexion") for b in (50.0, 70.0, 90.0)}
-    assert len(StudySpec.from_dict({"study": {"name": "one"}}).expand()) == 1
+    assert len(StudySpec.from_dict({"study": {"name": "one"},
+                                    "base": {"levels": "L1-L3"}}).expand()) == 1
 
 
 # (case, TOML text with "# <-" on the line the error must name (None: no line), key, words)
@@ -619,7 +620,7 @@ def test_an_allowed_huge_grid_expands_lazily():
 def test_max_runs_counts_grid_times_runs_and_is_configurable(tmp_path):
     d = {"study": {"name": "twelve"}, "grid": _grid(2, 2) | {"load_case": ["standing",
                                                                           "flexion", "flexion"]},
-         "runs": [{"seed": 1}]}  # 2 x 2 x 3 = 12 runs, 8 of them distinct
+         "runs": [{"seed": 1}], "base": {"levels": "L1-L3"}}  # 2 x 2 x 3 = 12 runs, 8 distinct
     with pytest.raises(SpecError, match=r"12 runs \(2 bmd x 2 tip_depth x 3 load_case x 1 "
                                         r"\[\[runs\]\]\), more than the limit of 11"):
         StudySpec.from_dict(d, max_runs=11)
@@ -637,7 +638,7 @@ def test_max_runs_counts_grid_times_runs_and_is_configurable(tmp_path):
 def test_max_runs_from_the_command_line(tmp_path, capsys):
     spec = tmp_path / "twelve.toml"
     spec.write_text('[study]\nname = "twelve"\n[grid]\nbmd = [50.0, 60.0, 70.0]\n'
-                    'tip_depth = [0.25, 0.5, 0.75, 1.0]\n')
+                    'tip_depth = [0.25, 0.5, 0.75, 1.0]\n[base]\nlevels = "L1-L3"\n')
     out = tmp_path / "out"
 
     def error(*args):
@@ -1478,6 +1479,13 @@ def test_levels_auto_centres_the_segment_on_the_treated_level():
     assert run_id(auto) == run_id(named)
     with pytest.raises(SpecError, match="base.levels.*centres the segment"):
         StudySpec.from_dict({"study": {"name": "a"}, "base": base}).expand()
+    # it is the default: a fractured L2 and no levels is T12-L4; with no level to centre on the
+    # spec is refused before any run, saying what to give
+    (dflt,) = StudySpec.from_dict({"study": {"name": "a"}, "base": {
+        "voxel_size": 3.0, "fracture_level": "L2"}}).expand()
+    assert dflt["levels"] == "T12-L4" and run_id(dflt) == run_id(named)
+    with pytest.raises(SpecError, match=r"the default.*name the levels.*default of 'levels'"):
+        StudySpec.from_dict({"study": {"name": "a"}, "base": {"voxel_size": 3.0}}).expand()
 
 
 @pytest.mark.parametrize("where", ["submitting", "recording"])

@@ -55,7 +55,7 @@ def models():
     fractured = pathology.compress(seg, "L2", "wedge", grade=2)
     pvp = augment.pvp(fractured, "L2", 4.0)
     intact = loadcases.loaded(seg, "standing")
-    pvp = loadcases.loaded(pvp, "standing")
+    pvp = loadcases.loaded(pvp, "standing", line="plate")  # the load the references were drawn with
     return {"intact": intact, "pvp": pvp, "fractured": fractured}
 
 

@@ -73,6 +73,7 @@ def build_model(p: dict):
     elif proc == "pkp":
         m = augment.pkp(m, level, p["cement_volume_ml"], balloon_ml=p["balloon_ml"] or None,
                         height_restoration=p["height_restoration"], **needle)
+    # a run recorded before load_line existed was loaded on the plate (spec.ADDED_LATER)
     m = loadcases.loaded(m, p["load_case"], scale=p.get("load_scale", 1.0),
                          line=p.get("load_line", "plate"))
     return m

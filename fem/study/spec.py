@@ -157,10 +157,11 @@ def strength_levels(p: dict) -> list[str]:
 
 #: parameters of the "augmentation" recipe (units in the help)
 PARAMETERS = {
-    "levels": Param(str, "L1-L3", "contiguous levels, cranial to caudal, e.g. 'L1-L3'; or "
+    "levels": Param(str, "auto", "contiguous levels, cranial to caudal, e.g. 'L1-L3'; or "
                     "auto: the treated level (else the fracture level) with two free levels "
                     "above and two below, the outermost carrying the plate and the support "
-                    "(fewer at the ends of the spine or the shape model)"),
+                    "(fewer at the ends of the spine or the shape model); a study with neither "
+                    "level names its levels"),
     "anatomy": Param(str, "parametric", "segment geometry: parametric (fem.meshes.vertebra, "
                      "T6-L5), ssm (the mean lumbar shape model, L2-L5; data from "
                      "$FEM_SSM_DATA or ../shared/data/lumbar-ssm-mean) or ct (a patient: "
@@ -231,10 +232,12 @@ PARAMETERS = {
                               _range(-15.0, 15.0, " mm")),
     "heterogeneity": Param(float, 0.5, "scatter of the cement's spread: SD of ln permeability "
                            "of the trabecular bone (fem.augment)", _range(0.0, 3.0)),
-    "load_line": Param(str, "plate", "where standing's load acts on a segment a fracture has "
-                       "tipped: plate (riding the tipped top plate: the trunk carried forward) "
-                       "or space (its line kept over the intact segment's top: the trunk held "
-                       "upright); fem.meshes.loadcases.loaded", choices=("plate", "space")),
+    "load_line": Param(str, "space", "where the load acts on a segment a fracture has "
+                       "tipped: space (its line kept over the intact segment's top: the trunk "
+                       "held upright; the answer does not depend on how many levels sit above) "
+                       "or plate (riding the tipped top plate: the trunk carried forward; the "
+                       "default before 2026-12); fem.meshes.loadcases.loaded",
+                       choices=("space", "plate")),
     "load_scale": Param(float, 1.0, "load magnitude, a factor on the load case's force and "
                         "moment", _range(0.05, 10.0)),
     "cleft": Param(bool, False, "an intravertebral cleft (Kuemmell) in the fractured level "
@@ -519,8 +522,10 @@ class StudySpec:
                 yield p, err
 
 
-#: parameters added after the first stores were written, with their defaults: a run that keeps
-#: them at these values hashes without them, so its id (and a store's runs) stay what they were
+#: parameters added after the first stores were written, with the values the runs of those stores
+#: had: a run that keeps them at these values hashes without them, so its id (and a store's runs)
+#: stay what they were. ``load_line`` is "plate" here though its default is now "space": a run
+#: computed with the old load hashes as before, and one with the new default is a new run
 ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "strength": "pistoia", "strength_levels": "treated", "ct": "", "masks": "",
                "ct_slope": 0.8, "ct_intercept": -8.0, "density_error": 0.0,
@@ -622,8 +627,9 @@ def auto_levels(p: dict, err) -> str:
 
     centre = p.get("treated_level") or p.get("fracture_level")
     if not centre:
-        raise err("levels", "levels = 'auto' centres the segment on the treated_level or the "
-                  "fracture_level: give one of them, or name the levels (e.g. 'L1-L3')")
+        raise err("levels", "levels = 'auto' (the default) centres the segment on the "
+                  "treated_level or the fracture_level: give one of them, or name the levels "
+                  "(e.g. levels = 'L1-L3')")
     if p.get("anatomy") == "ssm":
         from ..meshes.ssm import SSM_LEVELS as available
     elif p.get("anatomy") == "ct":
