@@ -98,6 +98,24 @@ def test_headlines_and_printed_table(study):
         assert s in text
 
 
+def test_the_neighbours_are_free_and_the_load_keeps_its_line(study):
+    """Issue 16, deliverable 4: on T12-L4 the levels next to the fracture (L1, L3) carry neither
+    the plate nor the support, so both their endplates deflect; and the load keeps its line in
+    space, so below the fracture, where nothing tipped, the load path is what it was intact: L3
+    and L4 see the intact state's answers, while the tipped levels above do not."""
+    t = study[2].table
+    for lv in ("L1", "L3"):
+        for side in ("superior", "inferior"):
+            assert _get(t, "fractured", "standing", lv, f"endplate_bulge_{side}_mm") > 1e-3
+    for lv in ("L3", "L4"):
+        for col in ("factor_of_risk", "stiffness_n_per_mm"):
+            assert _get(t, "fractured", "standing", lv, col) == pytest.approx(
+                _get(t, "intact", "standing", lv, col), rel=0.01), (lv, col)
+    # above the fracture the levels were tipped in front of the load's line: their answers move
+    assert abs(_get(t, "fractured", "standing", "L1", "factor_of_risk")
+               / _get(t, "intact", "standing", "L1", "factor_of_risk") - 1.0) > 0.05
+
+
 def test_the_study_on_real_anatomy(tmp_path):
     """Issue 8, deliverable 5: the canonical study on the mean L2-L4 (Clouthier et al. 2023)
     with a wedge-fractured L3, standing: the same behaviour as on the parametric segment."""
