@@ -230,6 +230,55 @@ def test_plots_say_which_strength_a_pushover_study_used(study):
     assert bars[1].get_height() == pytest.approx(value(df, rid, "L2", "factor_of_risk"))
 
 
+def test_a_strength_the_pushover_only_bounds_is_shown_as_a_bound(study):
+    """A pushover that stopped at its displacement cap before its curve fell
+    (pushover_peak_reached 0) gives a lower bound on the strength and an upper bound on the
+    factor of risk: the plots draw it open (reference lines say "(≥)"), the risk bars dotted,
+    and the table writes "≥ ..." and "≤ ..." with a note; reached peaks are drawn as before."""
+    from fem.metrics import headline_strength
+    from fem.viz.plots import BARS_LABEL, BOUND_LABEL, BOUND_WHY, bounds, risk_bars, study_curves
+    from fem.viz.report import _results_table, format_value
+
+    df = study["df"].copy()
+    l2 = df["level"] == "L2"
+    df.loc[l2, "strength_pushover_n"] = 3.0 * df.loc[l2, "strength_pistoia_n"]
+    headline_strength(df)
+    df["pushover_peak_reached"] = np.where(l2, 1.0, np.nan)
+    capped = l2 & df["run_id"].isin([run_of(df, "fractured"), run_of(df, "pvp", 2.0)])
+    df.loc[capped, "pushover_peak_reached"] = 0.0
+    np.testing.assert_array_equal(bounds(df, "strength_n"), capped.to_numpy())
+    np.testing.assert_array_equal(bounds(df, "factor_of_risk_pistoia"), False)
+
+    fig = study_curves(df, "strength_n")
+    ax = fig.axes[0]
+    labels = [ln.get_label() for ln in ax.get_lines()]
+    assert "fractured (≥)" in labels and "intact" in labels
+    opened = [ln for ln in ax.get_lines() if ln.get_markerfacecolor() == "white"]
+    assert len(opened) == 1  # PVP 2 mL alone; PVP 4 mL and PKP reached their peaks
+    np.testing.assert_allclose(opened[0].get_xdata(), [2.0])
+    np.testing.assert_allclose(opened[0].get_ydata(), [value(df, run_of(df, "pvp", 2.0), "L2",
+                                                             "strength_n")])
+    assert BOUND_LABEL in [tx.get_text() for tx in ax.get_legend().get_texts()]
+    ax, = risk_bars(df).axes
+    assert BARS_LABEL in [tx.get_text() for tx in ax.get_legend().get_texts()]
+    order = list(dict.fromkeys(df["run_id"]))
+    for rid in df["run_id"].unique():
+        l2_bar = ax.containers[order.index(rid)][1]
+        assert (l2_bar.get_hatch() == "..") == (rid in set(df.loc[capped, "run_id"]))
+        assert ax.containers[order.index(rid)][0].get_hatch() in (None, "")
+    html_table = _results_table(df[["run_id", "level", "strength_n", "factor_of_risk",
+                                    "strength_method"]], df)
+    rid = run_of(df, "fractured")
+    s = format_value(value(df, rid, "L2", "strength_n"))
+    phi = format_value(value(df, rid, "L2", "factor_of_risk"))
+    assert f"<td>≥ {s}</td>" in html_table and f"<td>≤ {phi}</td>" in html_table
+    assert BOUND_WHY in html_table
+    reached = format_value(value(df, run_of(df, "pkp"), "L2", "strength_n"))
+    assert f"<td>{reached}</td>" in html_table
+    ax = study_curves(df, "stiffness_n_per_mm").axes[0]  # no bound: drawn as before
+    assert BOUND_LABEL not in [tx.get_text() for tx in ax.get_legend().get_texts()]
+
+
 def test_plots_refuse_what_the_table_lacks(study):
     from fem.errors import ModelError
     from fem.viz.plots import risk_bars, study_curves

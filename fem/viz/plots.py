@@ -141,6 +141,34 @@ MIXED_LABELS = {"strength_n": "strength, pushover or Pistoia (N)",
                 "factor_of_risk": "factor of risk Φ = load / strength, pushover or Pistoia (-)"}
 
 
+#: the headline metrics that a pushover stopped before its curve fell leaves a bound, not a value:
+#: the force at the displacement cap is a lower bound on the strength, so the factor of risk is an
+#: upper bound (the sign a table writes before such a value)
+BOUNDED = {"strength_n": "≥", "factor_of_risk": "≤", "strength_pushover_n": "≥",
+           "factor_of_risk_pushover": "≤"}
+BOUND_WHY = ("the pushover stopped at its displacement cap before its curve fell, so the "
+             "strength there is a lower bound and Φ an upper bound")
+#: the legend entries of a bound in the plots (the report's table and captions say BOUND_WHY)
+BOUND_LABEL = "open marker, (≥)/(≤): a bound, no peak reached"
+BARS_LABEL = "dotted: Φ an upper bound, no peak reached"
+
+
+def bounds(rows, metric: str) -> np.ndarray:
+    """Which rows' ``metric`` is a bound, not a value (:data:`BOUNDED`): a strength (or factor
+    of risk) from a pushover whose curve had not fallen when it stopped
+    (``pushover_peak_reached`` 0). None where the table cannot say (no such column: an older
+    store, or a study without pushovers)."""
+    n = len(rows)
+    if metric not in BOUNDED or "pushover_peak_reached" not in rows.columns:
+        return np.zeros(n, dtype=bool)
+    capped = rows["pushover_peak_reached"].to_numpy(float) == 0.0
+    if metric in HEADLINE_METRICS:  # the headline is the pushover's only where it says so
+        if "strength_method" not in rows.columns:
+            return np.zeros(n, dtype=bool)
+        capped &= (rows["strength_method"] == "pushover").to_numpy()
+    return capped
+
+
 def _methods(rows, metric: str) -> list[str]:
     """The ``strength_method`` values of the rows where ``metric`` is a number (none where it
     is not a headline metric or the table has no such column: an older store)."""
@@ -184,7 +212,9 @@ def study_curves(df, metric: str = "factor_of_risk", level=None, x: str = "cemen
     ``level``: None (the treated level), ``"all"`` (one panel per level), a level or a list;
     ``load_case``: None (one row of panels per load case in the table), a name or a list.
     Lines are labelled "PVP", "PKP" (with any other varying parameter: "PVP, bmd=50"), reference
-    lines "intact" and "fractured"; points with a NaN metric are left out.
+    lines "intact" and "fractured"; points with a NaN metric are left out. A strength or factor
+    of risk that is a bound (:func:`bounds`) has an open marker, or "(≥)" / "(≤)" after its
+    reference line's label, and the legend says what that means.
     """
     df = _table(df)
     if metric not in df.columns:
@@ -202,6 +232,7 @@ def study_curves(df, metric: str = "factor_of_risk", level=None, x: str = "cemen
     shown = df[df["level"].isin(levels) & df["load_case"].isin(cases)]
     label, mixed = metric_label(shown, metric), len(_methods(shown, metric)) > 1
     fig, axes = _grid(len(cases), len(levels), sharey="row")
+    bounded = False
     for i, case in enumerate(cases):
         for j, lv in enumerate(levels):
             ax = axes[i, j]
@@ -213,10 +244,16 @@ def study_curves(df, metric: str = "factor_of_risk", level=None, x: str = "cemen
                 ok = np.isfinite(g[metric].to_numpy(float))
                 proc = g["procedure"].iloc[0]
                 k = seen[proc] = seen.get(proc, -1) + 1
-                ax.plot(g[x].to_numpy(float)[ok], g[metric].to_numpy(float)[ok],
-                        marker=MARKERS[k % len(MARKERS)], ls=LINE_STYLES[k % len(LINE_STYLES)],
-                        color=COLOURS.get(proc) if by == "procedure" else None,
-                        label=_group_label(keys, values))
+                xs, ys = g[x].to_numpy(float)[ok], g[metric].to_numpy(float)[ok]
+                (ln,) = ax.plot(xs, ys, marker=MARKERS[k % len(MARKERS)],
+                                ls=LINE_STYLES[k % len(LINE_STYLES)],
+                                color=COLOURS.get(proc) if by == "procedure" else None,
+                                label=_group_label(keys, values))
+                b = bounds(g, metric)[ok]
+                if b.any():  # a bound, not a value: the marker left open
+                    bounded = True
+                    ax.plot(xs[b], ys[b], ls="none", marker=ln.get_marker(), mfc="white",
+                            mec=ln.get_color(), zorder=ln.get_zorder() + 1)
             for proc in REFERENCES:
                 refs = here[here["procedure"] == proc]
                 groups = refs.groupby(ref_keys, sort=False) if ref_keys else [((), refs)]
@@ -224,11 +261,13 @@ def study_curves(df, metric: str = "factor_of_risk", level=None, x: str = "cemen
                     values = values if isinstance(values, tuple) else (values,)
                     style = REF_STYLES[proc] if k == 0 else REF_EXTRA_STYLES[
                         (k - 1) % len(REF_EXTRA_STYLES)]
-                    for v in g[metric].to_numpy(float)[:1]:
+                    for v, b in zip(g[metric].to_numpy(float)[:1], bounds(g, metric)[:1]):
                         if math.isfinite(v):
+                            bounded |= bool(b)
                             ax.axhline(v, color=COLOURS[proc], ls=style, lw=1.2,
                                        label=", ".join([proc] + [_label(a, key) for key, a in
-                                                                 zip(ref_keys, values)]))
+                                                                 zip(ref_keys, values)])
+                                       + (f" ({BOUNDED[metric]})" if b else ""))
             if metric.startswith("factor_of_risk"):
                 ax.axhline(1.0, color="k", lw=0.8, alpha=0.6, label="Φ = 1 (fracture)")
             # panels whose strengths were found differently say how (pushover at the treated
@@ -239,7 +278,13 @@ def study_curves(df, metric: str = "factor_of_risk", level=None, x: str = "cemen
             if j == 0:
                 ax.set_ylabel(label)
             ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7)
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    if bounded:  # say what an open marker means, in the legend
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], ls="none", marker="o", mfc="white", mec="0.3"))
+        labels.append(BOUND_LABEL)
+    axes[0, -1].legend(handles, labels, fontsize=7)
     fig.suptitle(f"{label} against {X_LABELS.get(x, x)}",
                  fontsize=11)
     return fig
@@ -252,7 +297,8 @@ def risk_bars(df, runs=None, load_case=None, *, levels=None):
     ``runs``: None (every run of the load case, in table order), a list of run ids, or a
     mapping label -> run id; by default bars are labelled by state ("intact", "PVP 4 mL", ...).
     ``load_case``: None (one panel per load case in the table), a name or a list.
-    Bars with a NaN factor of risk are drawn with zero height and a hatched edge.
+    Bars with a NaN factor of risk are drawn with zero height and a hatched edge; bars whose
+    factor of risk is an upper bound (:func:`bounds`) are dotted, and the legend says so.
     """
     df = _table(df)
     if isinstance(runs, dict):
@@ -269,6 +315,7 @@ def risk_bars(df, runs=None, load_case=None, *, levels=None):
     cases = _load_cases(df, load_case)
     lv_order = _levels(df, "all") if levels is None else _levels(df, levels)
     fig, axes = _grid(1, len(cases), sharey=True)
+    bounded = False
     for k, case in enumerate(cases):
         ax = axes[0, k]
         here = df[df["load_case"] == case]
@@ -286,9 +333,13 @@ def risk_bars(df, runs=None, load_case=None, *, levels=None):
             phi = np.array([rows["factor_of_risk"].get(lv, np.nan) for lv in lv_order], float)
             bars = ax.bar(pos + (b - (len(order) - 1) / 2) * width, np.nan_to_num(phi), width,
                           label=names[rid], edgecolor="k", linewidth=0.5)
-            for bar, v in zip(bars, phi):
+            capped = bounds(rows.reindex(lv_order), "factor_of_risk")
+            for bar, v, b in zip(bars, phi, capped):
                 if not math.isfinite(v):
                     bar.set_hatch("//")
+                elif b:  # an upper bound: the pushover stopped before its curve fell
+                    bar.set_hatch("..")
+                    bounded = True
         ax.axhline(1.0, color="k", lw=1.0, ls="--", label="Φ = 1 (fracture)")
         # where levels' strengths were found differently (a pushover at the treated level, the
         # Pistoia proxy elsewhere: strength_levels = "treated"), each tick says how
@@ -302,6 +353,12 @@ def risk_bars(df, runs=None, load_case=None, *, levels=None):
             ax.set_ylabel(metric_label(df[df["level"].isin(lv_order)], "factor_of_risk"))
         ax.set_title(case, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    axes[0, -1].legend(fontsize=7)
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    if bounded:  # say what a dotted bar means, in the legend
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(facecolor="white", edgecolor="0.3", hatch=".."))
+        labels.append(BARS_LABEL)
+    axes[0, -1].legend(handles, labels, fontsize=7)
     fig.suptitle("factor of risk per level", fontsize=11)
     return fig

@@ -395,7 +395,7 @@ def write_report(study_folder, out=None, runs=None, *, views: bool = True) -> Pa
     for p in problems:
         warnings.warn(f"report: {p}", stacklevel=2)
     page = _page(study, df[result_columns(df)] if len(df) else df, plots, sections, problems,
-                 files.name, uq)
+                 files.name, uq, full=df)
     with atomic_path(out) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
     figs.remove_stale()
@@ -417,7 +417,7 @@ figcaption { font-size: 0.85em; }
 """
 
 
-def _page(study, table, plots, sections, problems, files_name: str, uq=None) -> str:
+def _page(study, table, plots, sections, problems, files_name: str, uq=None, full=None) -> str:
     from .. import __version__
 
     e = html.escape
@@ -438,7 +438,7 @@ def _page(study, table, plots, sections, problems, files_name: str, uq=None) -> 
         "body's bone volume above 0.7 % strain); the column <i>strength by</i> says which, row "
         "by row.</p>",
         _spec_table(spec),
-        "<h2>Results</h2>", "<p>One row per run and level.</p>", _results_table(table),
+        "<h2>Results</h2>", "<p>One row per run and level.</p>", _results_table(table, full),
     ]
     failed = study.store.runs_frame()
     failed = failed[failed["status"] == "failed"]
@@ -571,13 +571,20 @@ def _spec_table(spec) -> str:
             + "</table>") if rows else ""
 
 
-def _results_table(df) -> str:
+def _results_table(df, full=None) -> str:
+    """The results table of ``df`` (the columns shown); ``full``, the same rows with every
+    column, says which strengths are bounds (:func:`fem.viz.plots.bounds`): written "≥ 2412",
+    and their factors of risk "≤ 0.2073", with a note under the table."""
+    from .plots import BOUND_WHY, BOUNDED, bounds
+
     e = html.escape
     if not len(df):
         return "<p>No finished runs.</p>"
+    full = df if full is None else full
+    marked = {c: bounds(full, c) for c in BOUNDED if c in df.columns}
     head = "".join(f"<th>{e(HEADERS.get(c, c))}</th>" for c in df.columns)
     rows, last, noted = [], None, False
-    for rec in df.to_dict(orient="records"):
+    for i, rec in enumerate(df.to_dict(orient="records")):
         cls = ' class="run-start"' if rec["run_id"] != last else ""
         last = rec["run_id"]
         cells = []
@@ -592,9 +599,13 @@ def _results_table(df) -> str:
             if c in ("factor_of_risk", "factor_of_risk_pistoia") and isinstance(v, float) \
                     and v > 1.0:
                 kind = "risk"
-            cells.append(f"<td{f' class={kind}' if kind else ''}>{e(format_value(v))}</td>")
+            sign = BOUNDED[c] + " " if c in marked and marked[c][i] and not _is_nan(v) else ""
+            cells.append(f"<td{f' class={kind}' if kind else ''}>{e(sign + format_value(v))}"
+                         "</td>")
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
     note = f"<p>{e(STIFFNESS_NOTE)}</p>" if noted else ""
+    if any(m.any() for m in marked.values()):
+        note += f"<p>{e('≥ and ≤: ' + BOUND_WHY)} (pushover_peak_reached = 0 in summary.csv).</p>"
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>{note}"
 
 
