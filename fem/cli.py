@@ -315,9 +315,8 @@ def _results(args) -> int:
     folder = Path(args.folder)
     if not folder.is_dir():
         raise ModelError(f"study folder {folder} does not exist")
-    df = Study(folder).results()
-    if not args.all:
-        df = df[result_columns(df)]
+    full = Study(folder).results()
+    df = full if args.all else full[result_columns(full)]
     if args.format == "csv":
         df.to_csv(sys.stdout, index=False)
     elif args.format == "json":
@@ -325,9 +324,15 @@ def _results(args) -> int:
     else:
         import pandas as pd
 
+        from .viz.plots import BOUND_WHY, with_bounds
+
+        # a strength the pushover only bounds reads "≥ 2412" (its factor of risk "≤ 0.2")
+        shown = with_bounds(df, full, lambda v: f"{v:.5g}")
         with pd.option_context("display.width", 250, "display.max_columns", None,
                                "display.max_rows", None):
-            print(df.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+            print(shown.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+        if shown is not df:
+            print(f"\n≥ and ≤: {BOUND_WHY} (pushover_peak_reached = 0).")
     return 0
 
 

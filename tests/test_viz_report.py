@@ -236,7 +236,15 @@ def test_a_strength_the_pushover_only_bounds_is_shown_as_a_bound(study):
     factor of risk: the plots draw it open (reference lines say "(≥)"), the risk bars dotted,
     and the table writes "≥ ..." and "≤ ..." with a note; reached peaks are drawn as before."""
     from fem.metrics import headline_strength
-    from fem.viz.plots import BARS_LABEL, BOUND_LABEL, BOUND_WHY, bounds, risk_bars, study_curves
+    from fem.viz.plots import (
+        BARS_LABEL,
+        BOUND_LABEL,
+        BOUND_WHY,
+        bounds,
+        risk_bars,
+        study_curves,
+        with_bounds,
+    )
     from fem.viz.report import _results_table, format_value
 
     df = study["df"].copy()
@@ -275,6 +283,14 @@ def test_a_strength_the_pushover_only_bounds_is_shown_as_a_bound(study):
     assert BOUND_WHY in html_table
     reached = format_value(value(df, run_of(df, "pkp"), "L2", "strength_n"))
     assert f"<td>{reached}</td>" in html_table
+    shown = with_bounds(df, fmt=lambda v: f"{v:.5g}")  # `vfem results` prints this
+    row = (df["run_id"] == rid) & l2
+    assert shown.loc[row, "strength_n"].item() == f"≥ {value(df, rid, 'L2', 'strength_n'):.5g}"
+    assert shown.loc[row, "factor_of_risk"].item().startswith("≤ 0.")
+    assert shown.loc[~capped, "strength_n"].tolist() == [f"{v:.5g}" for v in
+                                                       df.loc[~capped, "strength_n"]]
+    plain = df.drop(columns="pushover_peak_reached")
+    assert with_bounds(plain) is plain
     ax = study_curves(df, "stiffness_n_per_mm").axes[0]  # no bound: drawn as before
     assert BOUND_LABEL not in [tx.get_text() for tx in ax.get_legend().get_texts()]
 

@@ -169,6 +169,22 @@ def bounds(rows, metric: str) -> np.ndarray:
     return capped
 
 
+def with_bounds(df, full=None, fmt=str):
+    """``df`` with each strength or factor of risk that is a bound (:func:`bounds`, read from
+    ``full``: the same rows with every column, default ``df``) written as text, "≥ " or "≤ "
+    before ``fmt(value)``, the other values of those columns as ``fmt`` writes them; ``df``
+    itself where no value is a bound."""
+    full = df if full is None else full
+    out = df
+    for col in (c for c in BOUNDED if c in df.columns):
+        b = bounds(full, col) & df[col].notna().to_numpy()
+        if b.any():
+            out = df.copy() if out is df else out
+            out[col] = [f"{BOUNDED[col]} {fmt(v)}" if m else
+                        ("NaN" if v is None or v != v else fmt(v)) for v, m in zip(df[col], b)]
+    return out
+
+
 def _methods(rows, metric: str) -> list[str]:
     """The ``strength_method`` values of the rows where ``metric`` is a number (none where it
     is not a headline metric or the table has no such column: an older store)."""
