@@ -156,8 +156,8 @@ BARS_LABEL = "dotted: Φ an upper bound, no peak reached"
 def bounds(rows, metric: str) -> np.ndarray:
     """Which rows' ``metric`` is a bound, not a value (:data:`BOUNDED`): a strength (or factor
     of risk) from a pushover whose curve had not fallen when it stopped
-    (``pushover_peak_reached`` 0). None where the table cannot say (no such column: an older
-    store, or a study without pushovers)."""
+    (``pushover_peak_reached`` 0). All False where the table cannot say (no such column: an
+    older store, or a study without pushovers)."""
     n = len(rows)
     if metric not in BOUNDED or "pushover_peak_reached" not in rows.columns:
         return np.zeros(n, dtype=bool)
