@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -786,6 +787,32 @@ def test_failed_run_is_recorded_and_retried(finished, tmp_path):
     assert metrics_count(folder) == {r: len(LEVELS) for r in (ids[0], ids[1], ids[3])}
     check_vtus(folder, {ids[0], ids[1], ids[3]})
     assert len(pd.read_csv(folder / "summary.csv")) == 3 * len(LEVELS)
+
+
+def test_runs_of_an_earlier_version_of_the_spec_are_not_this_studys(finished, tmp_path):
+    """A spec edited (or a default changed) and run again into the same folder: the store keeps
+    the earlier runs, which have other ids, but the results, the summary and the report are the
+    current spec's runs alone, with a warning saying how many were left out."""
+    folder = copy_study(finished["out"], tmp_path / "study")
+    ids = finished["ids"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same spec: nothing left out, nothing said
+        same = Study(folder, finished["spec"]).results()
+    assert set(same["run_id"]) == {ids[0], ids[1]}
+    edited = tmp_path / "edited.toml"
+    edited.write_text(Path(finished["spec"]).read_text().replace(
+        'voxel_size = 3.0', 'voxel_size = 3.0\nbmd = 75.0'))
+    study = Study(folder, edited)
+    new_ids = {run_id(p) for p in study.spec.expand()}
+    # the run that names bmd = 60 itself is the same run; the other three are new ones
+    assert new_ids & set(ids) == {ids[3]} and study.run_ids() == new_ids
+    with pytest.warns(UserWarning, match=r"2 run\(s\) in the store are not runs of this "
+                                          r"study's spec"):
+        df = study.results()
+    assert len(df) == 0
+    assert len(runs_table(folder)) == len(ids) + len(new_ids) - 1  # nothing was deleted
+    with pytest.warns(UserWarning, match="left out of the results"):
+        assert len(Study(folder).results()) == 0  # the stored spec is the edited one
 
 
 def _poll(cond, timeout, what):
