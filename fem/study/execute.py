@@ -79,6 +79,7 @@ class Study:
             self.store = Store(self.folder, create=True)
             self.store.register(spec, spec.iter_runs(max_runs=None))  # lazily, checked above
         self.runs_dir = self.folder / "runs"
+        self._said_own = False  # whether results() warned of runs not the spec's (once)
 
     # ------------------------------------------------------------------ running
 
@@ -226,8 +227,10 @@ class Study:
         if ids is None or not len(df):
             return df
         other = ~df["run_id"].isin(ids)
-        if other.any() and warn:
+        if other.any() and warn and not self._said_own:
             import warnings
+
+            self._said_own = True  # once per Study: the summary, the report and the count ask
 
             warnings.warn(
                 f"{self.folder}: {df.loc[other, 'run_id'].nunique()} run(s) in the store are "
