@@ -792,7 +792,8 @@ def test_failed_run_is_recorded_and_retried(finished, tmp_path):
 def test_runs_of_an_earlier_version_of_the_spec_are_not_this_studys(finished, tmp_path):
     """A spec edited (or a default changed) and run again into the same folder: the store keeps
     the earlier runs, which have other ids, but the results, the summary and the report are the
-    current spec's runs alone, with a warning saying how many were left out."""
+    current spec's runs alone, with a warning saying how many were left out; and only the
+    current spec's runs are counted, claimed and retried."""
     folder = copy_study(finished["out"], tmp_path / "study")
     ids = finished["ids"]
     with warnings.catch_warnings():
@@ -813,6 +814,14 @@ def test_runs_of_an_earlier_version_of_the_spec_are_not_this_studys(finished, tm
     assert len(runs_table(folder)) == len(ids) + len(new_ids) - 1  # nothing was deleted
     with pytest.warns(UserWarning, match="left out of the results"):
         assert len(Study(folder).results()) == 0  # the stored spec is the edited one
+    # nor are the earlier runs counted or run again: the failed one of the first version
+    # (ids[2]) would have made every later `vfem study` on this folder exit 1
+    assert runs_table(folder)[ids[2]]["status"] == "failed"
+    assert study.store.counts() == {"pending": 3, "failed": 1}  # ids[3] is this spec's too
+    claimed = []
+    while (c := study.store.claim(retry_failed=True)) is not None:
+        claimed.append(c[0])
+    assert set(claimed) == new_ids and runs_table(folder)[ids[2]]["status"] == "failed"
 
 
 def _poll(cond, timeout, what):

@@ -80,6 +80,9 @@ class Study:
             self.store.register(spec, spec.iter_runs(max_runs=None))  # lazily, checked above
         self.runs_dir = self.folder / "runs"
         self._said_own = False  # whether results() warned of runs not the spec's (once)
+        self._ids = self._expand_ids()
+        if self._ids is not None:  # runs of an earlier version of the spec are not run again
+            self.store.restrict(self._ids)
 
     # ------------------------------------------------------------------ running
 
@@ -108,7 +111,8 @@ class Study:
         self._remove_temporaries()
         if retry_failed:
             with self.store.transaction() as db:
-                db.execute("UPDATE runs SET status = 'pending' WHERE status = 'failed'")
+                db.execute(f"UPDATE runs SET status = 'pending' WHERE status = 'failed'"
+                           f"{self.store.scope}")
         todo = self.store.counts().get("pending", 0)
         if todo == 0:
             log(f"study {self.spec.name!r}: nothing to run ({self._status_line()})")
@@ -213,6 +217,9 @@ class Study:
     def run_ids(self) -> set | None:
         """The ids of the runs this study's spec names; None where the spec cannot be expanded
         here (a patient's CT files moved, say): then every run of the store is the study's."""
+        return self._ids
+
+    def _expand_ids(self) -> set | None:
         try:
             return {run_id(p) for p in self.spec.iter_runs(max_runs=None)}
         except (ModelError, OSError):

@@ -75,6 +75,8 @@ class Store:
     def __init__(self, folder, *, create: bool = False):
         self.folder = Path(folder)
         self.path = self.folder / DB_NAME
+        #: the SQL condition that keeps a query to the runs of :meth:`restrict` ("" for all)
+        self.scope = ""
         if create:
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
@@ -262,6 +264,16 @@ class Store:
                     n += 1
         return n
 
+    def restrict(self, ids) -> None:
+        """From now on, through this connection, claim and count only the runs ``ids`` (a
+        study's own: :meth:`fem.study.Study.run_ids`). Runs of an earlier version of its spec
+        stay in the store as they are, pending or failed ones too, but are not run again."""
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS own_runs (run_id TEXT PRIMARY KEY)")
+        self.db.execute("DELETE FROM temp.own_runs")
+        self.db.executemany("INSERT OR IGNORE INTO temp.own_runs VALUES (?)",
+                            ((str(i),) for i in ids))
+        self.scope = " AND run_id IN (SELECT run_id FROM temp.own_runs)"
+
     def claim(self, *, retry_failed: bool = False):
         """Take the next pending (or, with ``retry_failed``, failed) run: (run_id, params) or
         None when there is none."""
@@ -270,7 +282,8 @@ class Store:
         with self.transaction():
             row = self.db.execute(
                 f"SELECT run_id, params FROM runs WHERE status IN "
-                f"({', '.join('?' * len(states))}) ORDER BY idx LIMIT 1", states).fetchone()
+                f"({', '.join('?' * len(states))}){self.scope} ORDER BY idx LIMIT 1",
+                states).fetchone()
             if row is None:
                 return None
             try:  # before the run is taken: a damaged record leaves it as it was
@@ -313,8 +326,8 @@ class Store:
 
     def counts(self) -> dict:
         try:
-            return dict(self.db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"
-                                        ).fetchall())
+            return dict(self.db.execute(f"SELECT status, COUNT(*) FROM runs WHERE 1{self.scope} "
+                                        "GROUP BY status").fetchall())
         except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise self.damaged("its runs table", exc) from None
 
