@@ -28,14 +28,15 @@ def build_model(p: dict):
     from ..meshes import loadcases, pathology
     from ..meshes.bone import BoneQuality
     from ..meshes.vertebra import segment_model
+    from .spec import ADDED_LATER
 
-    # the sampling inputs (fem.study.uncertain) of runs recorded before they existed: defaults
-    law = p.get("density_law", "morgan2003")
-    density_error = p.get("density_error", 0.0)
-    mats = BoneQuality(bmd=p["bmd"] + (0.0 if anatomy_of(p) == "ct" else density_error),
+    # a run recorded before some parameters existed lacks them: it ran with the values
+    # ADDED_LATER keeps (the parametric voxel segment, no sampling inputs, the plate's load)
+    p = {**ADDED_LATER, **p}
+    law = p["density_law"]
+    mats = BoneQuality(bmd=p["bmd"] + (0.0 if p["anatomy"] == "ct" else p["density_error"]),
                        law=law)
-    # runs recorded before "anatomy" and "mesh" existed lack them: the parametric voxel segment
-    anatomy, mesh = anatomy_of(p), p.get("mesh", "voxel")
+    anatomy, mesh = p["anatomy"], p["mesh"]
     if anatomy == "ct":
         m = _patient(p, mats)
     elif anatomy == "ssm" and mesh == "tet10":
@@ -56,39 +57,32 @@ def build_model(p: dict):
     if proc != "intact" and p["fracture_level"]:
         m = pathology.compress(m, p["fracture_level"], p["fracture_shape"],
                                grade=p["fracture_grade"], burst=p["burst"],
-                               cleft=p.get("cleft", False))
-        if p.get("endplate_breach_mm", 0.0):
+                               cleft=p["cleft"])
+        if p["endplate_breach_mm"]:
             m = pathology.open_breach(m, p["fracture_level"], p["endplate_breach_side"],
                                       p["endplate_breach_mm"],
                                       position=p["endplate_breach_position"])
     level = p["treated_level"] or p["fracture_level"]
-    if p.get("basivertebral_mm", 0.0) and level:
+    if p["basivertebral_mm"] and level:
         m = pathology.open_breach(m, level, "basivertebral", p["basivertebral_mm"])
     needle = {"approach": p["approach"], "cement": cement_of(p), "seed": p["seed"], "law": law,
-              "heterogeneity": p.get("heterogeneity", 0.5),
-              "tip_offset": (p.get("tip_offset_lateral", 0.0), 0.0,
-                             p.get("tip_offset_axial", 0.0))}
+              "heterogeneity": p["heterogeneity"],
+              "tip_offset": (p["tip_offset_lateral"], 0.0, p["tip_offset_axial"])}
     if proc == "pvp":
         m = augment.pvp(m, level, p["cement_volume_ml"], tip_depth=p["tip_depth"], **needle)
     elif proc == "pkp":
         m = augment.pkp(m, level, p["cement_volume_ml"], balloon_ml=p["balloon_ml"] or None,
                         height_restoration=p["height_restoration"], **needle)
-    # a run recorded before load_line existed was loaded on the plate (spec.ADDED_LATER)
-    m = loadcases.loaded(m, p["load_case"], scale=p.get("load_scale", 1.0),
-                         line=p.get("load_line", "plate"))
+    m = loadcases.loaded(m, p["load_case"], scale=p["load_scale"], line=p["load_line"])
     return m
-
-
-def anatomy_of(p: dict) -> str:
-    return p.get("anatomy", "parametric")
 
 
 def cement_of(p: dict):
     """The run's cement: its name, or the named cement with ``cement_modulus`` (MPa) where that
-    is given (> 0)."""
+    is given (> 0); ``p`` completed as :func:`build_model` completes it."""
     from ..augment import get_cement
 
-    e = p.get("cement_modulus", 0.0)
+    e = p["cement_modulus"]
     if not e:
         return p["cement"]
     c = get_cement(p["cement"])
@@ -104,7 +98,7 @@ def _patient(p: dict, mats):
 
     image = (ct.read_dicom_series(p["ct"]) if Path(p["ct"]).is_dir()
              else ct.read_nifti(p["ct"]))
-    cal = ct.Calibration(p["ct_slope"], p["ct_intercept"] + p.get("density_error", 0.0),
+    cal = ct.Calibration(p["ct_slope"], p["ct_intercept"] + p["density_error"],
                          source="study spec")
     return patient_segment_model(image, p["masks"], cal, levels=p["levels"],
                                  voxel_size=p["voxel_size"], materials=mats, law=mats.law)
