@@ -210,21 +210,9 @@ class Study:
         """One row per finished run and level: the run's parameters, its status and timings,
         and the metrics of :func:`fem.metrics.level_metrics` (units in the column names), with
         the summary columns of :data:`RESULT_COLUMNS`. Only the runs the study's spec names
-        (:meth:`run_ids`): a folder in which an earlier version of the spec ran (a value edited,
-        a default that changed: other ids) keeps those runs in its store, but they are not this
-        study's, and mixing them in would put two studies in one table; they are left out with
-        a warning, once per Study, that says how many."""
-        n = self.store.outside("done")
-        if n and not self._said_own:
-            import warnings
-
-            self._said_own = True  # the summary, its row count and the report all ask
-            warnings.warn(
-                f"{self.folder}: {n} run(s) in the store are not runs of this study's spec (an "
-                "earlier version of it ran in this folder: a value or a default changed "
-                "since); they are left out of the results. Run the spec into a new --out "
-                "folder to start clean", UserWarning, stacklevel=2)
-        return results_frame(self.store)
+        (:meth:`own`): a folder in which an earlier version of the spec ran keeps those runs in
+        its store, but they are not this study's."""
+        return self.own(results_frame(self.store))
 
     def run_ids(self) -> set | None:
         """The ids of the runs this study's spec names; None where the spec cannot be expanded
@@ -236,6 +224,27 @@ class Study:
             return {run_id(p) for p in self.spec.iter_runs(max_runs=None)}
         except (ModelError, OSError):
             return None
+
+    def own(self, df, *, warn: bool = True):
+        """The rows of ``df`` (a frame with ``run_id``) whose runs this study's spec names. The
+        others are runs of an earlier version of the spec in the same folder (a value edited, a
+        default that changed: they have other ids), left out with a warning that says how many:
+        mixing them in would put two studies in one table."""
+        ids = self.run_ids()
+        if ids is None or not len(df):
+            return df
+        other = ~df["run_id"].isin(ids)
+        if other.any() and warn and not self._said_own:
+            import warnings
+
+            self._said_own = True  # once per Study: the summary, the report and the count ask
+
+            warnings.warn(
+                f"{self.folder}: {df.loc[other, 'run_id'].nunique()} run(s) in the store are "
+                "not runs of this study's spec (an earlier version of it ran in this folder: a "
+                "value or a default changed since); they are left out of the results. Run the "
+                "spec into a new --out folder to start clean", UserWarning, stacklevel=3)
+        return df[~other] if other.any() else df
 
     def uncertainty(self, *, reference: str | None = None):
         """How sure the predictions of a sampled study (``[uncertain]``) are: the

@@ -221,8 +221,8 @@ class Store:
             elif row[0] != spec.name:
                 raise StoreError(f"{self.folder} holds study {row[0]!r}, not {spec.name!r}: "
                                  "use another --out folder")
-            else:  # the same study, perhaps grown (more grid values, more samples) or edited:
-                # its spec is the latest one (runs it no longer names stay: Study restricts)
+            else:  # the same study, perhaps grown (more grid values, more samples): its spec
+                # is the latest one, which names every run registered so far
                 self.db.execute("UPDATE study SET spec = ?", (json.dumps(spec.to_dict()),))
             n0 = self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
             for i, p in enumerate(runs):
@@ -267,9 +267,7 @@ class Store:
     def restrict(self, ids) -> None:
         """From now on, through this connection, claim and count only the runs ``ids`` (a
         study's own: :meth:`fem.study.Study.run_ids`). Runs of an earlier version of its spec
-        stay in the store as they are, pending or failed ones too, but are not run again, and
-        :meth:`runs_frame` and :meth:`metrics_frame` leave them out (:meth:`outside` counts
-        them)."""
+        stay in the store as they are, pending or failed ones too, but are not run again."""
         self.db.execute("CREATE TEMP TABLE IF NOT EXISTS own_runs (run_id TEXT PRIMARY KEY)")
         self.db.execute("DELETE FROM temp.own_runs")
         self.db.executemany("INSERT OR IGNORE INTO temp.own_runs VALUES (?)",
@@ -333,19 +331,11 @@ class Store:
         except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise self.damaged("its runs table", exc) from None
 
-    def outside(self, status: str = "done") -> int:
-        """How many runs of ``status`` lie outside :meth:`restrict`'s runs (0 unrestricted)."""
-        if not self.scope:
-            return 0
-        return self.db.execute("SELECT COUNT(*) FROM runs WHERE status = ? AND run_id NOT IN "
-                               "(SELECT run_id FROM temp.own_runs)", (status,)).fetchone()[0]
-
     def runs_frame(self):
-        return self._frame(f"SELECT * FROM runs WHERE 1{self.scope} ORDER BY idx",
-                           "its runs table")
+        return self._frame("SELECT * FROM runs ORDER BY idx", "its runs table")
 
     def metrics_frame(self):
-        return self._frame(f"SELECT * FROM metrics WHERE 1{self.scope}", "its metrics table")
+        return self._frame("SELECT * FROM metrics", "its metrics table")
 
     def _frame(self, query: str, what: str):
         import pandas as pd

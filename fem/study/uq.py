@@ -167,7 +167,7 @@ def uncertainty(study, *, reference: str | None = None) -> Uncertainty:
     df["condition"] = (df[grid_keys].astype(str).agg(lambda r: ", ".join(
         f"{k}={v}" for k, v in zip(grid_keys, r)), axis=1) if grid_keys else "")
     # a patient is complete when every run the store holds for it is done
-    registered = study.store.runs_frame()  # the study's own runs (Store.restrict)
+    registered = study.own(study.store.runs_frame(), warn=False)  # results() said it
     per_sample = pd.Series([run_record(study.store, rid, p, "parameters").get("sample", -1)
                             for rid, p in zip(registered["run_id"], registered["params"])])
     total = per_sample.value_counts()
