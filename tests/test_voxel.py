@@ -207,7 +207,9 @@ def test_voxel_path_on_each_backend(backend, precision):
 @pytest.mark.slow
 def test_mixed_precision_falls_back_to_double_when_float32_stalls(monkeypatch):
     """A CT phantom with a one-voxel stiff shell is too ill-conditioned for float32: the solve
-    says so and is repeated in float64, which converges. (The stall is judged over 40
+    says so and is repeated in float64, which converges. (What fails is the float32 V-cycle's
+    coarse levels: double-precision CG with a float32 V-cycle fails too, and so does one whose
+    finest level is float64; bench/mixed_iterations.py.) (The stall is judged over 40
     iterations instead of 100, which saves 20 s: the true residual moves by under 10 % either
     way.)"""
     import fem.gmg
