@@ -38,11 +38,9 @@ def _problem(model):
 
     from fem import grid, system
 
-    g = model.metadata.get("voxel_grid")  # an image's grid, margins and all, as fem.solve
+    g, why = grid.grid_of(model)  # the occupied voxels' box, where fem.solve's multigrid works
     if g is None:
-        g, why = grid.grid_of(model)
-        if g is None:
-            raise SystemExit(f"not a voxel grid: {why}")
+        raise SystemExit(f"not a voxel grid: {why}")
     conditions = grid.grid_conditions(model, g, system.compile_conditions(model))
     return conditions.problem(g, g.moduli(model.E), np)
 

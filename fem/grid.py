@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import SolverError
+from .kernels.backend import add_at_flat
 from .kernels.voxel import CORNERS
 from .model import Model
 
@@ -165,15 +166,118 @@ def grid_conditions(model: Model, grid: VoxelGrid, sysm) -> GridConditions:
                           3 * grid.node_index[nzf // 3] + nzf % 3, fm[nzf])
 
 
+class _Crop:
+    """A :class:`fem.gmg.GridProblem` cut to the bounding box of its occupied voxels, and the
+    way back to the full grid. The margins of an image (air, soft tissue below the threshold)
+    are grid nodes of no voxel: the multigrid would carry them on every level, and its coarse
+    voxels there average solid with empty children. On the 40 x 40 x 30 CT phantom (solid
+    37 x 27 x 30) double-precision CG takes 260 iterations on the box against 349 on the
+    image's grid."""
+
+    def __init__(self, problem, xp, lo, hi):
+        from .gmg import GridProblem
+
+        self.xp, self.full = xp, problem
+        self.node_shape = tuple(int(n) + 1 for n in problem.E.shape)
+        self.lo, self.hi = lo, hi  # voxel box (k, j, i), hi exclusive; its nodes lo .. hi
+        self.nodes = tuple(slice(a, b + 1) for a, b in zip(lo, hi))
+        voxels = tuple(slice(a, b) for a, b in zip(lo, hi))
+        load_index, load_value = self._inside(problem.load_index, problem.load_value)
+        u0_index = u0_value = None
+        if problem.u0_index is not None:
+            u0_index, u0_value = self._inside(problem.u0_index, problem.u0_value)
+        self.problem = GridProblem(
+            E=xp.ascontiguousarray(problem.E[voxels]), nu=problem.nu, spacing=problem.spacing,
+            bits=xp.ascontiguousarray(problem.bits[self.nodes]), load_index=load_index,
+            load_value=load_value, bbar=problem.bbar,
+            u0=None if problem.u0 is None else xp.ascontiguousarray(problem.u0[self.nodes]),
+            u0_index=u0_index, u0_value=u0_value)
+
+    @classmethod
+    def of(cls, problem, xp):
+        """The crop of ``problem``, or None where its occupied voxels fill the grid (or none
+        are occupied: the solver says what is wrong with that)."""
+        solid = problem.E > 0
+        box = []
+        for axis in range(3):
+            others = tuple(a for a in range(3) if a != axis)
+            hit = np.nonzero(np.asarray(_host(xp, xp.any(solid, axis=others))))[0]
+            if not len(hit):
+                return None
+            box.append((int(hit[0]), int(hit[-1]) + 1))
+        if all(a == 0 and b == n for (a, b), n in zip(box, problem.E.shape)):
+            return None
+        lo, hi = zip(*box)
+        return cls(problem, xp, lo, hi)
+
+    def to_box(self, dofs):
+        """(where inside, flat dof indices on the box) of flat dof indices on the full grid."""
+        xp = self.xp
+        d = xp.asarray(dofs, dtype=xp.int64)
+        _, ny1, nx1 = self.node_shape
+        node, c = d // 3, d % 3
+        k, rem = node // (ny1 * nx1), node % (ny1 * nx1)
+        j, i = rem // nx1, rem % nx1
+        (k0, j0, i0), (k1, j1, i1) = self.lo, self.hi
+        inside = (k >= k0) & (k <= k1) & (j >= j0) & (j <= j1) & (i >= i0) & (i <= i1)
+        bj, bi = j1 - j0 + 1, i1 - i0 + 1
+        return inside, 3 * (((k - k0) * bj + (j - j0)) * bi + (i - i0)) + c
+
+    def _inside(self, index, value):
+        inside, box = self.to_box(index)
+        return box[inside], self.xp.asarray(value)[inside]
+
+    def embed(self, u):
+        """The box's solution on the full grid: the prescribed displacements at nodes of no
+        voxel outside the box (as the full solve leaves them), 0 at the other such nodes."""
+        xp, p = self.xp, self.full
+        full = xp.zeros(self.node_shape + (3,), dtype=u.dtype)
+        if p.u0 is not None:
+            full[...] = xp.asarray(p.u0, dtype=u.dtype)
+        elif p.u0_index is not None:
+            add_at_flat(full, xp.asarray(p.u0_index, dtype=xp.int64),
+                        xp.asarray(p.u0_value, dtype=u.dtype))
+        full[self.nodes] = u
+        return full
+
+
+class _BoxSolver:
+    """The solver of a cropped problem, answering :meth:`apply_at` on the full grid."""
+
+    def __init__(self, solver, crop: _Crop):
+        self.solver, self.crop = solver, crop
+        self.levels = solver.levels
+
+    def apply_at(self, u, dofs):
+        """(A u) at full-grid flat dof indices (sorted): 0 at nodes outside the box, which
+        belong to no voxel."""
+        xp = self.crop.xp
+        inside, box = self.crop.to_box(dofs)
+        out = xp.zeros(inside.shape, dtype=xp.float64)
+        if bool(xp.any(inside)):
+            u_box = xp.ascontiguousarray(u[self.crop.nodes])
+            out[inside] = self.solver.apply_at(u_box, box[inside])
+        return out
+
+
+def _host(xp, a):
+    return a.get() if hasattr(a, "get") and xp is not np else a
+
+
 def run_grid_solver(problem, be, info, *, rtol: float, atol: float, maxiter, precision: str,
                     callback):
     """Solve a :class:`fem.gmg.GridProblem` by matrix-free multigrid CG on backend ``be``;
     records setup and solve times, iterations, residuals, levels, held bytes and the true
-    residual in ``info``. Returns (u on the grid (nz+1, ny+1, nx+1, 3), the solver)."""
+    residual in ``info``. Returns (u on the grid (nz+1, ny+1, nx+1, 3), the solver).
+
+    The multigrid works on the bounding box of the occupied voxels (:class:`_Crop`: an image's
+    empty margins cut away); ``u`` and the solver's ``apply_at`` are on the full grid, while
+    ``callback`` receives the iterate on the box and ``info.levels`` the box's hierarchy."""
     from .gmg import VoxelSolver
 
     t = time.perf_counter()
-    solver = VoxelSolver(problem, be.xp, precision=precision)
+    crop = _Crop.of(problem, be.xp)
+    solver = VoxelSolver(crop.problem if crop else problem, be.xp, precision=precision)
     info.times["setup"] = time.perf_counter() - t
     logger.info("voxel multigrid: %s", ", ".join(
         f"{nx}x{ny}x{nz}" for (nx, ny, nz) in (lv.shape for lv in solver.levels)))
@@ -184,7 +288,9 @@ def run_grid_solver(problem, be, info, *, rtol: float, atol: float, maxiter, pre
     info.levels = [lv.shape for lv in solver.levels]
     info.held_bytes = ginfo.held_bytes
     info.true_residual = solver.true_residual(u_grid, ginfo)
-    return u_grid, solver
+    if crop is None:
+        return u_grid, solver
+    return crop.embed(u_grid), _BoxSolver(solver, crop)
 
 
 def solve_on_grid(model: Model, grid: VoxelGrid, sysm, be, *, rtol: float, atol: float,
