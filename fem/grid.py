@@ -172,7 +172,10 @@ class _Crop:
     are grid nodes of no voxel: the multigrid would carry them on every level, and its coarse
     voxels there average solid with empty children. On the 40 x 40 x 30 CT phantom (solid
     37 x 27 x 30) double-precision CG takes 260 iterations on the box against 349 on the
-    image's grid."""
+    image's grid. Memory: the box's moduli and support bits are copied (the kernels want them
+    contiguous), about 1.4 (float32) to 2.8 (float64) bytes per DOF of the box, where the
+    margins' vectors are saved (32 bytes per DOF of margin in double precision); a grid the
+    voxels fill is solved as it is, without a copy."""
 
     def __init__(self, problem, xp, lo, hi):
         from .gmg import GridProblem
