@@ -32,14 +32,29 @@ without a full-size temporary. CG holds four vectors (x, r, p and q, which also 
 preconditioned residual); each level below holds two vectors of its size and its moduli; no
 diagonal is stored (it is recomputed range by range from the moduli). With the moduli (float64
 or float32) and one byte of support flags per node, that is about 38 bytes per dof in float64
-(:meth:`VoxelSolver.held_bytes` plus the CG vectors); in mixed precision (float32 operator, preconditioner and work vectors r, p, q;
-float64 solution, scalars and reductions, and the true residual recomputed in float64 whenever the
-recursive one has dropped by 1e-3, and before stopping) about 23. On top come what a range of
+(:meth:`VoxelSolver.held_bytes` plus the CG vectors); in mixed precision (float32 moduli,
+preconditioner and work vectors r, p, q; float64 solution, scalars and reductions, and the true
+residual recomputed in float64 whenever the recursive one has dropped by 1e-3, and before
+stopping) about 23. On top come what a range of
 node planes needs while it is processed (one product buffer per worker thread, a Jacobi update,
 the diagonal; built in place where the standard allows): on the CPU a range holds at most
 :data:`CPU_RANGE_SHARE` of a level's nodes, which keeps them to a few bytes per dof on grids of a
 few hundred thousand dofs as well (measured with tracemalloc at 1M dofs in double precision:
 about 44 bytes per dof in all, of which 32 are the four CG vectors; ``bench/voxel_memory.py``).
+
+Mixed precision that converges like double. Two things made mixed precision need more CG
+iterations than double (up to 25 % on the 32^3 bench block, 2.2 times on a CT phantom with a
+thin stiff shell; ``bench/mixed_iterations.py``), each found by swapping one part of the solve
+between precisions: the product ``A p`` of CG's direction in float32 arithmetic (a smooth
+direction's element products cancel to a small difference of large terms, so float32 loses
+digits that CG's conjugacy needs), and the restart of the directions at each residual
+replacement, which threw the Krylov space away. So the direction's product is accumulated in
+float64 (:meth:`VoxelSolver._stream64`: each range of ``p`` and of the moduli converted, the
+float64 kernel, the result rounded to float32 into ``q``: the stored vectors and their bytes are
+unchanged, the range buffers are float64), and a replacement keeps the directions. Mixed now
+takes the iterations of double on the blocks at every tolerance measured and 1.3 times on the
+phantom, where the float32 V-cycle is the remaining difference. On a GPU the conversion costs
+traffic a fused kernel (float32 in, float64 sums, float32 out) would not; issue 19's kernel work.
 
 Units as everywhere: mm, N, MPa.
 """
@@ -321,6 +336,32 @@ class VoxelSolver:
             else:
                 yield compute(items[0])
 
+    def _stream64(self, u):
+        """As :meth:`_stream` on the finest level, but (A u)[k0:k1] in float64 arithmetic
+        (:meth:`_matvec64`) whatever u's precision: the product CG's directions need in mixed
+        precision (module docstring)."""
+        xp = self.xp
+        lv = self.levels[0]
+        T = self.threads
+        bufs = self._buffers.get("float64")
+        if bufs is None:
+            step = lv.ranges[0][1] - lv.ranges[0][0]
+            bufs = [xp.empty((step,) + lv.node_shape[1:], dtype=xp.float64) for _ in range(T)]
+            self._buffers["float64"] = bufs
+
+        def compute(item):
+            (k0, k1), buf = item
+            out = buf[:k1 - k0, ...]
+            self._matvec64(u, out, k0, k1)
+            return k0, k1, out
+
+        for start in range(0, len(lv.ranges), T):
+            items = list(zip(lv.ranges[start:start + T], bufs))
+            if len(items) > 1:
+                yield from pool().map(compute, items)
+            else:
+                yield compute(items[0])
+
     def _dinv(self, lv: Level, k0: int, k1: int):
         """D^-1 on the free dofs of node planes k0..k1-1 (0 on supported and empty ones). A box
         voxel's stiffness diagonal is the same at its eight corners, so D = kdiag_c * (sum of
@@ -471,14 +512,16 @@ class VoxelSolver:
     # ------------------------------------------------------------------ CG
 
     def _matvec64(self, x, out, k0: int, k1: int) -> None:
-        """out = (A x)[k0:k1] in float64 (x float64), whatever the level's storage precision:
-        only the moduli of the touching element planes are converted (grid re-based at k0-1)."""
+        """out = (A x)[k0:k1] in float64 (x float64, or float32 converted plane by plane),
+        whatever the level's storage precision: only the moduli and the planes of x that the
+        range touches are converted (grid re-based at k0-1)."""
         xp = self.xp
         E = self._E64
         nz = E.shape[0]
         e0, e1 = max(k0 - 1, 0), min(k1, nz)
         Ef = xp.astype(E[e0:e1, ...], xp.float64, copy=False)
-        self.kern.voxel_matvec(x[e0:e1 + 1, ...], Ef, self._Ke64, out, k0 - e0, k1 - e0)
+        xs = xp.astype(x[e0:e1 + 1, ...], xp.float64, copy=False)
+        self.kern.voxel_matvec(xs, Ef, self._Ke64, out, k0 - e0, k1 - e0)
 
     def _loads_by_range(self):
         """The loads (flat dof index, N) sorted by index, zeroed where they do nothing (supported
@@ -583,9 +626,9 @@ class VoxelSolver:
         mixed = self.precision == "mixed"
         for it in range(1, maxiter + 1):
             pq = 0.0
-            for k0, k1, Ap in self._stream(lv, pv):
-                Ap *= _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)  # the stream's buffer
-                q[k0:k1, ...] = Ap
+            for k0, k1, Ap in (self._stream64(pv) if mixed else self._stream(lv, pv)):
+                Ap *= _free_mask(xp, lv.bits[k0:k1, ...], Ap.dtype)  # the stream's buffer
+                q[k0:k1, ...] = xp.astype(Ap, q.dtype, copy=False)
                 pq += _dot64(xp, pv[k0:k1, ...], Ap)
             if not pq > 0.0:
                 raise ConvergenceError(
@@ -598,13 +641,19 @@ class VoxelSolver:
                 r[k0:k1, ...] -= alpha * q[k0:k1, ...]
                 rr += _dot64(xp, r[k0:k1, ...], r[k0:k1, ...])
             rnorm = math.sqrt(rr)
-            restart = False
             stalled = mixed and it - last_true_it >= STALL_ITERATIONS
             if mixed and (rnorm < REPLACE_DROP * last_true or rnorm <= target or stalled):
-                # the float32 recursion drifts from b - A x: replace it by the true residual and
-                # restart the directions (the old ones are conjugate for the float32 operator)
+                # the float32 recursion drifts from b - A x: replace it by the true residual,
+                # keeping the directions (conjugate for the float64-accumulated operator; a
+                # restart would throw away the Krylov space: 562 iterations instead of 338 on
+                # the CT phantom of bench/mixed_iterations.py)
                 self._true_residual(x, r, loads)
                 rnorm = math.sqrt(self._dot(lv, r, r))
+                if not rnorm <= 10.0 * last_true:
+                    raise ConvergenceError(
+                        f"CG diverged at iteration {it}: the true residual grew from "
+                        f"{last_true / r0:.2e} to {rnorm / r0:.2e}; is the voxel model a "
+                        "mechanism (a part with no support)?", info.residuals + [rnorm / r0])
                 if stalled and rnorm > 0.5 * last_true:
                     raise ConvergenceError(
                         f"mixed precision stalled: the true residual fell only from "
@@ -613,7 +662,6 @@ class VoxelSolver:
                         "'double')", info.residuals + [rnorm / r0])
                 last_true, last_true_it = rnorm, it
                 info.replacements += 1
-                restart = True
             info.residuals.append(rnorm / r0)
             if callback is not None:
                 callback(x)
@@ -624,7 +672,7 @@ class VoxelSolver:
                 break
             self.vcycle(r, q)
             rz_new = self._dot(lv, r, q)
-            beta = 0.0 if restart else rz_new / rz
+            beta = rz_new / rz
             rz = rz_new
             for k0, k1 in lv.ranges:
                 pv[k0:k1, ...] *= beta

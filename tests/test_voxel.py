@@ -232,28 +232,31 @@ def test_voxel_path_on_each_backend(backend, precision):
     assert abs(r.info.iterations - ref.info.iterations) <= 2
 
 
-@pytest.mark.slow
-def test_mixed_precision_falls_back_to_double_when_float32_stalls(monkeypatch):
-    """A CT phantom with a one-voxel stiff shell is too ill-conditioned for float32: its true
-    residual stops falling (left alone, mixed takes 569 iterations where double takes 260,
-    bench/mixed_iterations.py, which also shows the float32 V-cycle's coarse levels to be the
-    cause), so the solve says so and is repeated in float64, which converges. (The stall is
-    judged over 40 iterations instead of 100, which saves 20 s: the true residual moves by
-    under 10 % either way.)"""
+def test_a_mixed_solve_that_stalls_is_repeated_in_double(monkeypatch):
+    """The stall check (the true residual has not halved within STALL_ITERATIONS iterations)
+    stops a mixed-precision solve, and fem.solve repeats it in float64 with a warning. Mixed
+    precision solves this 1e8:1 block by itself (as many iterations as double); the window is
+    cut to 3 iterations so that a plateau of its residual trips the real check."""
     import fem.gmg
 
-    monkeypatch.setattr(fem.gmg, "STALL_ITERATIONS", 40)
-    from fem.meshes.ct import Calibration, ct_voxel_model, rod_means, synthetic_vertebra_phantom
-
-    image, truth = synthetic_vertebra_phantom((40, 40, 30), bmd=90.0, seed=1)
-    rods = truth["rods"]
-    cal = Calibration.from_phantom(rod_means(image, [r["centre"] for r in rods],
-                                             rods[0]["radius"]), [r["density"] for r in rods])
-    vm = ct_voxel_model(image, cal, threshold_mg_cm3=40.0)
-    vm.fix("zmin").add(fem.Pressure("zmax", 1.0))
-    m = vm.to_model()
+    monkeypatch.setattr(fem.gmg, "STALL_ITERATIONS", 3)
+    m = bone_like_block((12, 12, 12), contrast=1e8).to_model()
     with pytest.warns(UserWarning, match="mixed precision did not converge.*stalled"):
         r = fem.solve(m, solver="gmg", precision="mixed")
     assert r.info.precision == "double" and r.info.residual <= 1e-8
     ref = fem.solve(m, solver="amg", rtol=1e-10)
     assert rel(r.displacement, ref.displacement) < 1e-6
+
+
+@pytest.mark.parametrize("rtol", [1e-8, 1e-10])
+def test_mixed_precision_takes_the_iterations_of_double(rtol):
+    """Issue 19, deliverable 3, at the size the suite affords: on the heterogeneous block of
+    bench/gpu.py (moduli 100..10 000 MPa, 0.1M DOF) mixed precision needs at most 20 % more CG
+    iterations than double. It used to need 22 % (1e-8) and 25 % (1e-10) more here: the float32
+    product of the directions lost digits, and each residual replacement restarted CG
+    (bench/mixed_iterations.py)."""
+    vm = bone_like_block((32, 32, 32))
+    its = {p: fem.solve(vm, solver="gmg", precision=p, rtol=rtol).info for p in
+           ("double", "mixed")}
+    assert its["mixed"].precision == "mixed"
+    assert its["mixed"].iterations <= 1.2 * its["double"].iterations, its
