@@ -49,9 +49,9 @@ between precisions: the product ``A p`` of CG's direction in float32 arithmetic 
 direction's element products cancel to a small difference of large terms, so float32 loses
 digits that CG's conjugacy needs), and the restart of the directions at each residual
 replacement, which threw the Krylov space away. So the direction's product is accumulated in
-float64 (:meth:`VoxelSolver._stream64`: each range of ``p`` and of the moduli converted, the
-float64 kernel, the result rounded to float32 into ``q``: the stored vectors and their bytes are
-unchanged, the range buffers are float64), and a replacement keeps the directions. Mixed now
+float64 (:meth:`VoxelSolver._stream64`: the float64 kernel on the float32 ``p``, the result
+rounded to float32 into ``q``: the stored vectors and their bytes are unchanged, the range
+buffers are float64), and a replacement keeps the directions. Mixed now
 takes the iterations of double on the blocks at every tolerance measured and 1.3 times on the
 phantom, where the float32 V-cycle is the remaining difference. On a GPU the conversion costs
 traffic a fused kernel (float32 in, float64 sums, float32 out) would not; issue 19's kernel work.
@@ -512,16 +512,17 @@ class VoxelSolver:
     # ------------------------------------------------------------------ CG
 
     def _matvec64(self, x, out, k0: int, k1: int) -> None:
-        """out = (A x)[k0:k1] in float64 (x float64, or float32 converted plane by plane),
-        whatever the level's storage precision: only the moduli and the planes of x that the
-        range touches are converted (grid re-based at k0-1)."""
+        """out = (A x)[k0:k1] in float64 (x float64, or float32), whatever the level's storage
+        precision: only the moduli of the touching element planes are converted (grid re-based
+        at k0-1)."""
         xp = self.xp
         E = self._E64
         nz = E.shape[0]
         e0, e1 = max(k0 - 1, 0), min(k1, nz)
         Ef = xp.astype(E[e0:e1, ...], xp.float64, copy=False)
-        xs = xp.astype(x[e0:e1 + 1, ...], xp.float64, copy=False)
-        self.kern.voxel_matvec(xs, Ef, self._Ke64, out, k0 - e0, k1 - e0)
+        # x as it is: the kernels compute in out's precision (the NumPy twin converts block by
+        # block, the CUDA launcher the range of planes it is given)
+        self.kern.voxel_matvec(x[e0:e1 + 1, ...], Ef, self._Ke64, out, k0 - e0, k1 - e0)
 
     def _loads_by_range(self):
         """The loads (flat dof index, N) sorted by index, zeroed where they do nothing (supported
