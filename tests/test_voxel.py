@@ -232,6 +232,7 @@ def test_voxel_path_on_each_backend(backend, precision):
     assert abs(r.info.iterations - ref.info.iterations) <= 2
 
 
+@pytest.mark.filterwarnings("ignore:the moduli span")  # 1e8:1 on purpose
 def test_a_mixed_solve_that_stalls_is_repeated_in_double(monkeypatch):
     """The stall check (the true residual has not halved within STALL_ITERATIONS iterations)
     stops a mixed-precision solve, and fem.solve repeats it in float64 with a warning. Mixed
