@@ -49,12 +49,12 @@ between precisions: the product ``A p`` of CG's direction in float32 arithmetic 
 direction's element products cancel to a small difference of large terms, so float32 loses
 digits that CG's conjugacy needs), and the restart of the directions at each residual
 replacement, which threw the Krylov space away. So the direction's product is accumulated in
-float64 (:meth:`VoxelSolver._stream64`: the float64 kernel on the float32 ``p``, the result
-rounded to float32 into ``q``: the stored vectors and their bytes are unchanged, the range
-buffers are float64), and a replacement keeps the directions. Mixed now
+float64 and rounded once per node (``voxel_matvec_acc``: float32 ``p``, moduli and ``q``, so
+the bytes stored and moved are those of the float32 product; CUDA kernel
+``voxel_matvec_acc_f32_f32``, NumPy twin in :mod:`fem.kernels.voxel`), and a replacement keeps
+the directions. Mixed now
 takes the iterations of double on the blocks at every tolerance measured and 1.3 times on the
-phantom, where the float32 V-cycle is the remaining difference. On a GPU the conversion costs
-traffic a fused kernel (float32 in, float64 sums, float32 out) would not; issue 19's kernel work.
+phantom, where the float32 V-cycle is the remaining difference.
 
 Units as everywhere: mm, N, MPa.
 """
@@ -310,10 +310,11 @@ class VoxelSolver:
 
     # ------------------------------------------------------------------ streaming operator
 
-    def _stream(self, lv: Level, u):
+    def _stream(self, lv: Level, u, *, acc64: bool = False):
         """Yield (k0, k1, (A u)[k0:k1]) range by range, in order. All ranges of a batch are
         computed (on the worker threads) before any is yielded; a consumer must copy what it
-        keeps before asking for the next range."""
+        keeps before asking for the next range. ``acc64``: float32 u and moduli, the sums in
+        float64, rounded once (``voxel_matvec_acc``: mixed precision's CG product)."""
         xp = self.xp
         ranges = lv.ranges
         T = self.threads
@@ -326,37 +327,14 @@ class VoxelSolver:
         def compute(item):
             (k0, k1), buf = item
             out = buf[:k1 - k0, ...]
-            self.kern.voxel_matvec(u, lv.E, lv.Ke, out, k0, k1)
+            if acc64:
+                self.kern.voxel_matvec_acc(u, lv.E, self._Ke64, out, k0, k1)
+            else:
+                self.kern.voxel_matvec(u, lv.E, lv.Ke, out, k0, k1)
             return k0, k1, out
 
         for start in range(0, len(ranges), T):
             items = list(zip(ranges[start:start + T], bufs))
-            if len(items) > 1:
-                yield from pool().map(compute, items)
-            else:
-                yield compute(items[0])
-
-    def _stream64(self, u):
-        """As :meth:`_stream` on the finest level, but (A u)[k0:k1] in float64 arithmetic
-        (:meth:`_matvec64`) whatever u's precision: the product CG's directions need in mixed
-        precision (module docstring)."""
-        xp = self.xp
-        lv = self.levels[0]
-        T = self.threads
-        bufs = self._buffers.get("float64")
-        if bufs is None:
-            step = lv.ranges[0][1] - lv.ranges[0][0]
-            bufs = [xp.empty((step,) + lv.node_shape[1:], dtype=xp.float64) for _ in range(T)]
-            self._buffers["float64"] = bufs
-
-        def compute(item):
-            (k0, k1), buf = item
-            out = buf[:k1 - k0, ...]
-            self._matvec64(u, out, k0, k1)
-            return k0, k1, out
-
-        for start in range(0, len(lv.ranges), T):
-            items = list(zip(lv.ranges[start:start + T], bufs))
             if len(items) > 1:
                 yield from pool().map(compute, items)
             else:
@@ -627,9 +605,9 @@ class VoxelSolver:
         mixed = self.precision == "mixed"
         for it in range(1, maxiter + 1):
             pq = 0.0
-            for k0, k1, Ap in (self._stream64(pv) if mixed else self._stream(lv, pv)):
-                Ap *= _free_mask(xp, lv.bits[k0:k1, ...], Ap.dtype)  # the stream's buffer
-                q[k0:k1, ...] = xp.astype(Ap, q.dtype, copy=False)
+            for k0, k1, Ap in self._stream(lv, pv, acc64=mixed):
+                Ap *= _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)  # the stream's buffer
+                q[k0:k1, ...] = Ap
                 pq += _dot64(xp, pv[k0:k1, ...], Ap)
             if not pq > 0.0:
                 raise ConvergenceError(

@@ -95,6 +95,21 @@ def voxel_matvec(u, E, Ke, out, k0: int, k1: int) -> None:
             (u, E, Ke, out, *_ints(nx, ny, nz, k0, k1)))
 
 
+def voxel_matvec_acc(u, E, Ke, out, k0: int, k1: int) -> None:
+    """:func:`voxel_matvec` of float32 u and E into float32 out, summed in float64 (Ke float64):
+    mixed precision's CG product (twin :func:`fem.kernels.voxel.voxel_matvec_acc`)."""
+    E = cupy.ascontiguousarray(E)
+    if E.ndim != 3 or np.dtype(E.dtype) != np.float32:
+        raise TypeError(f"E must be a float32 (nz, ny, nx) array, got {E.dtype} {E.shape}")
+    nz, ny, nx = E.shape
+    _planes(k0, k1, nz + 1, "node plane")
+    if _output(out, (k1 - k0, ny + 1, nx + 1, 3)) != "f32":
+        raise TypeError(f"out must be float32, got {out.dtype}")
+    u = _input(u, (nz + 1, ny + 1, nx + 1, 3), np.float32, "u")
+    Ke = _input(Ke, (24, 24), np.float64, "Ke")
+    _launch("voxel_matvec_acc_f32_f32", out.size // 3, (u, E, Ke, out, *_ints(nx, ny, nz, k0, k1)))
+
+
 def voxel_diagonal(E, kdiag, out, k0: int, k1: int) -> None:
     """``out[k - k0]`` = the diagonal of A at the node planes ``k0 <= k < k1``."""
     E = _moduli(E)

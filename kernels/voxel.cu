@@ -25,28 +25,31 @@ __device__ __forceinline__ i64 first_index() {
 
 __device__ __forceinline__ i64 grid_stride() { return (i64)blockDim.x * (i64)gridDim.x; }
 
-// out[k - k0] = (A u)[k]: A = sum_e E_e P_e^T Ke P_e, gathered at each node from its voxels
-template <typename T, typename TE>
+// out[k - k0] = (A u)[k]: A = sum_e E_e P_e^T Ke P_e, gathered at each node from its voxels.
+// u and out are stored as T, the sums are taken in TA (the type of Ke): TA = T for the plain
+// products, TA = double with T = float for mixed precision's CG product (a smooth u's element
+// forces cancel between neighbouring voxels, which float32 sums cannot resolve)
+template <typename T, typename TE, typename TA>
 __device__ void voxel_matvec_impl(const T* __restrict__ u, const TE* __restrict__ E,
-                                  const T* __restrict__ Ke, T* __restrict__ out, i64 nx, i64 ny,
+                                  const TA* __restrict__ Ke, T* __restrict__ out, i64 nx, i64 ny,
                                   i64 nz, i64 k0, i64 k1) {
     const i64 sy = nx + 1, sz = (nx + 1) * (ny + 1);
     const i64 n = (k1 - k0) * sz;
     for (i64 idx = first_index(); idx < n; idx += grid_stride()) {
         const i64 i = idx % sy, j = (idx / sy) % (ny + 1), k = k0 + idx / sz;
-        T acc0 = 0, acc1 = 0, acc2 = 0;
+        TA acc0 = 0, acc1 = 0, acc2 = 0;
         for (int c = 0; c < 8; ++c) {
             const i64 ei = i - corner_i(c), ej = j - corner_j(c), ek = k - corner_k(c);
             if (ei < 0 || ej < 0 || ek < 0 || ei >= nx || ej >= ny || ek >= nz) continue;
-            const T e = (T)E[ei + nx * (ej + ny * ek)];
-            if (e == (T)0) continue;  // empty voxel: most of a bone's bounding box
+            const TA e = (TA)E[ei + nx * (ej + ny * ek)];
+            if (e == (TA)0) continue;  // empty voxel: most of a bone's bounding box
             const i64 base = ei + sy * ej + sz * ek;
-            T f0 = 0, f1 = 0, f2 = 0;
+            TA f0 = 0, f1 = 0, f2 = 0;
             for (int b = 0; b < 8; ++b) {
                 const T* ub = u + 3 * (base + corner_i(b) + sy * corner_j(b) + sz * corner_k(b));
                 for (int q = 0; q < 3; ++q) {
-                    const T* row = Ke + (3 * b + q) * 24 + 3 * c;  // Ke[3b+q, 3c:3c+3]
-                    const T uq = ub[q];
+                    const TA* row = Ke + (3 * b + q) * 24 + 3 * c;  // Ke[3b+q, 3c:3c+3]
+                    const TA uq = (TA)ub[q];
                     f0 += row[0] * uq;
                     f1 += row[1] * uq;
                     f2 += row[2] * uq;
@@ -56,9 +59,9 @@ __device__ void voxel_matvec_impl(const T* __restrict__ u, const TE* __restrict_
             acc1 += e * f1;
             acc2 += e * f2;
         }
-        out[3 * idx] = acc0;
-        out[3 * idx + 1] = acc1;
-        out[3 * idx + 2] = acc2;
+        out[3 * idx] = (T)acc0;
+        out[3 * idx + 1] = (T)acc1;
+        out[3 * idx + 2] = (T)acc2;
     }
 }
 
@@ -111,7 +114,13 @@ __device__ void voxel_strain_impl(const T* __restrict__ u, const T* __restrict__
 #define VOXEL_MATVEC(NAME, T, TE)                                                                 \
     extern "C" __global__ void NAME(const T* u, const TE* E, const T* Ke, T* out, i64 nx, i64 ny, \
                                     i64 nz, i64 k0, i64 k1) {                                     \
-        voxel_matvec_impl<T, TE>(u, E, Ke, out, nx, ny, nz, k0, k1);                              \
+        voxel_matvec_impl<T, TE, T>(u, E, Ke, out, nx, ny, nz, k0, k1);                           \
+    }
+// float32 u, E and out, double Ke and sums: mixed precision's product (voxel_matvec_acc)
+#define VOXEL_MATVEC_ACC(NAME, T, TE, TA)                                                         \
+    extern "C" __global__ void NAME(const T* u, const TE* E, const TA* Ke, T* out, i64 nx,       \
+                                    i64 ny, i64 nz, i64 k0, i64 k1) {                             \
+        voxel_matvec_impl<T, TE, TA>(u, E, Ke, out, nx, ny, nz, k0, k1);                          \
     }
 #define VOXEL_DIAGONAL(NAME, T, TE)                                                        \
     extern "C" __global__ void NAME(const TE* E, const T* kdiag, T* out, i64 nx, i64 ny,   \
@@ -128,6 +137,7 @@ VOXEL_MATVEC(voxel_matvec_f64_f64, double, double)
 VOXEL_MATVEC(voxel_matvec_f64_f32, double, float)
 VOXEL_MATVEC(voxel_matvec_f32_f32, float, float)
 VOXEL_MATVEC(voxel_matvec_f32_f64, float, double)
+VOXEL_MATVEC_ACC(voxel_matvec_acc_f32_f32, float, float, double)
 VOXEL_DIAGONAL(voxel_diagonal_f64_f64, double, double)
 VOXEL_DIAGONAL(voxel_diagonal_f64_f32, double, float)
 VOXEL_DIAGONAL(voxel_diagonal_f32_f32, float, float)

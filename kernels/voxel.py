@@ -109,6 +109,31 @@ def voxel_matvec(u, E, Ke, out, k0: int, k1: int) -> None:
             _matvec_block(xp, u, E, Ke, out, k0, k1, e, j0, j1)
 
 
+def voxel_matvec_acc(u, E, Ke, out, k0: int, k1: int) -> None:
+    """:func:`voxel_matvec` with the sums in Ke's precision and the result rounded once into
+    ``out``: u, E and out float32, Ke float64 (mixed precision's CG product, CUDA twin
+    ``voxel_matvec_acc_f32_f32``). A node's force sums its voxels' forces, which cancel for a
+    smooth u: summed in float64, then rounded, as the CUDA kernel does per node. Element plane
+    by element plane into a float64 window of the two node planes it touches, so the
+    temporaries are two node planes, not the range."""
+    xp = namespace(out)
+    nx, ny, nz = _grid(E)
+    e0, e1 = max(k0 - 1, 0), min(k1, nz)
+    Ke = xp.astype(Ke, xp.float64, copy=False)
+    out[...] = 0
+    win = xp.zeros((2, ny + 1, nx + 1, 3), dtype=xp.float64)  # node planes e, e + 1
+    rows = max(1, min(ny, CHUNK_VOXELS // max(nx, 1)))
+    for e in range(e0, e1):
+        for j0 in range(0, ny, rows):
+            _matvec_block(xp, u, E, Ke, win, e, e + 2, e, j0, min(ny, j0 + rows))
+        if k0 <= e < k1:  # node plane e has had both of its element planes
+            out[e - k0, ...] = xp.astype(win[0, ...], out.dtype)
+        win[0, ...] = win[1, ...]
+        win[1, ...] = 0
+    if e0 < e1 and k0 <= e1 < k1:  # the last node plane, after the last element plane
+        out[e1 - k0, ...] = xp.astype(win[0, ...], out.dtype)
+
+
 def _matvec_block(xp, u, E, Ke, out, k0, k1, e, j0, j1):
     """Add the products of the voxels (e, j0..j1-1, all i) to the node planes in [k0, k1)."""
     nx = E.shape[2]

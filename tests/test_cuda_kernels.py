@@ -99,7 +99,8 @@ def test_cu_compiles_to_ptx(cu, arch, tmp_path):
     assert f".target {arch}" in text
     if cu.name == "voxel.cu":
         entries = {f"{k}_{TAG[t]}_{TAG[e]}" for k in ("voxel_matvec", "voxel_diagonal")
-                   for t, e in DTYPES} | {f"voxel_strain_{TAG[t]}" for t in TAG}
+                   for t, e in DTYPES} | {f"voxel_strain_{TAG[t]}" for t in TAG} | {
+                   "voxel_matvec_acc_f32_f32"}
         for name in entries:  # the names kernels/cuda.py launches
             assert f".entry {name}(" in text, f"{name} missing from the PTX"
 
@@ -131,6 +132,10 @@ class HostKernels:
         nz, ny, nx = E.shape
         self._call(f"voxel_matvec_{TAG[out.dtype.type]}_{TAG[E.dtype.type]}", out.size // 3,
                    (u, E, Ke, out), (nx, ny, nz, k0, k1))
+
+    def voxel_matvec_acc(self, u, E, Ke, out, k0, k1):
+        nz, ny, nx = E.shape
+        self._call("voxel_matvec_acc_f32_f32", out.size // 3, (u, E, Ke, out), (nx, ny, nz, k0, k1))
 
     def voxel_diagonal(self, E, kdiag, out, k0, k1):
         nz, ny, nx = E.shape
@@ -195,6 +200,46 @@ def test_host_build_matches_numpy_twin(host_lib, shape, dtype, etype, launch):
     grid, block = launch
     worst = _compare_all(HostKernels(host_lib, grid, block), shape, dtype, etype, seed=sum(shape))
     assert worst <= TOL[dtype]
+
+
+def _compare_acc(k_test, shape, seed):
+    """The float64-summed float32 product of ``k_test`` against its twin (the same bits: both
+    sum in float64 and round once) and against the float64 product (float32 rounding only),
+    on a u with a large uniform part, whose element forces cancel between voxels; returns the
+    plain float32 product's error on the same input, for scale."""
+    u, E = _voxel_case(shape, np.float32, np.float32, seed)
+    u = (u + np.float32(100.0)).astype(np.float32)
+    nx, ny, nz = shape
+    Ke = voxel.reference_stiffness(SPACING, NU)
+    plain = 0.0
+    for k0, k1 in _node_ranges(nz):
+        ref64 = np.empty((k1 - k0, ny + 1, nx + 1, 3))
+        voxel.voxel_matvec(u.astype(np.float64), E.astype(np.float64), Ke, ref64, k0, k1)
+        twin = np.full(ref64.shape, np.nan, np.float32)
+        voxel.voxel_matvec_acc(u, E, Ke, twin, k0, k1)
+        got = np.full_like(twin, np.nan)
+        k_test.voxel_matvec_acc(u, E, Ke, got, k0, k1)
+        assert _rel_err(got, twin) <= 1e-7, (k0, k1)
+        assert _rel_err(twin, ref64) <= 1e-7, (k0, k1)
+        f32 = np.empty_like(twin)
+        voxel.voxel_matvec(u, E, Ke.astype(np.float32), f32, k0, k1)
+        plain = max(plain, _rel_err(f32, ref64))
+    return plain
+
+
+@pytest.mark.parametrize("launch", LAUNCHES)
+@pytest.mark.parametrize("shape", GRIDS, ids=lambda s: "x".join(map(str, s)))
+def test_host_build_of_the_float64_summed_product_matches_its_twin(host_lib, shape, launch):
+    """voxel_matvec_acc_f32_f32 (mixed precision's CG product) on the host build."""
+    grid, block = launch
+    _compare_acc(HostKernels(host_lib, grid, block), shape, seed=sum(shape))
+
+
+def test_float64_sums_keep_the_digits_float32_sums_lose():
+    """What the float64-summed product is for: on a smooth u the plain float32 product is off by
+    about 1e-6 of its largest force, the float64-summed one by float32 rounding (< 1e-7)."""
+    plain = _compare_acc(voxel, (3, 4, 5), seed=12)
+    assert plain > 3e-7
 
 
 def test_host_matvec_is_deterministic(host_lib):
@@ -471,6 +516,17 @@ class _OnDevice:
 def test_cupy_launchers_match_numpy_twin(shape, dtype, etype):
     worst = _compare_all(_OnDevice(), shape, dtype, etype, seed=sum(shape))
     assert worst <= TOL[dtype]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(GPU_REASON is not None, reason=GPU_REASON or "")
+@pytest.mark.parametrize("shape", GRIDS + [(37, 29, 23)], ids=lambda s: "x".join(map(str, s)))
+def test_cupy_float64_summed_product_matches_numpy_twin(shape):
+    class Acc(_OnDevice):
+        def voxel_matvec_acc(self, *args):
+            self._run("voxel_matvec_acc", *args)
+
+    _compare_acc(Acc(), shape, seed=sum(shape))
 
 
 @pytest.mark.gpu

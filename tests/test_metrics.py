@@ -54,10 +54,10 @@ def rollers(m):
     return m
 
 
-def solve(m, **kw):
+def solve(m, solver="direct", **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return fem.solve(m, backend="numpy", solver="direct", **kw)
+        return fem.solve(m, backend="numpy", solver=solver, **kw)
 
 
 # ---------------------------------------------------------------------- uniaxial prism
@@ -203,7 +203,9 @@ def test_vertebra_bending_stiffness_over_axial_stiffness_is_the_sections_I_over_
     for case in ("standing", "flexion", "lateral_bending_left"):
         m = vertebra.segment_model("L1", voxel_size=2.0)
         m = loadcases.loaded(m, case)
-        rows[case] = metrics.level_metrics(solve(m)).iloc[0]
+        # AMG-CG to 1e-10 (an iterative answer that fem.solve verifies): against the 15 % this
+        # test allows, the same as SuperLU's, in a tenth of the time
+        rows[case] = metrics.level_metrics(solve(m, solver="amg", rtol=1e-10)).iloc[0]
     k_axial = rows["standing"]["stiffness_n_per_mm"]
     shortening = rows["standing"]["load_n"] / k_axial
     assert 5e3 < k_axial < 5e4 and shortening > 0  # N/mm, an osteoporotic L1 body
