@@ -199,10 +199,9 @@ def add_at_flat(target, flat_index, values) -> None:
 
 def voxel_kernels(xp) -> ModuleType:
     """The voxel-grid kernels (``voxel_matvec``, ``voxel_matvec_acc``, ``voxel_diagonal``,
-    ``voxel_strain``) for the
-    array namespace ``xp``: the CUDA launchers in :mod:`fem.kernels.cuda` for CuPy, else the
-    twins in :mod:`fem.kernels.voxel` (written against the Array API standard), which have the
-    same signatures."""
+    ``voxel_strain``) for the array namespace ``xp``: the CUDA launchers in
+    :mod:`fem.kernels.cuda` for CuPy, else the twins in :mod:`fem.kernels.voxel` (written
+    against the Array API standard), which have the same signatures."""
     if _is_cupy(xp):
         from . import cuda
 
