@@ -38,6 +38,7 @@ across restarts, machines and the order runs are listed in.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -658,8 +659,6 @@ CROSS_KEYS = ("levels", "anatomy", "fracture_level", "treated_level", "procedure
 def _segmented_levels(p, err) -> list[str]:
     """The levels the run's masks hold (anatomy = ct), cranial to caudal; the CT and masks
     must exist."""
-    from ..meshes.segmentation import read_segmentation
-
     for key in ("ct", "masks"):
         if not p[key]:
             raise err(key, f"anatomy = 'ct' needs {key} (a path)")
@@ -667,9 +666,28 @@ def _segmented_levels(p, err) -> list[str]:
             raise err(key, f"{p[key]}: no such file or folder (relative paths are taken from "
                       f"the working directory, {Path.cwd()})")
     try:
-        return read_segmentation(p["masks"]).levels
+        try:
+            stamp = _stamp(Path(p["masks"]))
+        except OSError:  # unreadable: let the reader say what is wrong
+            stamp = (object(),)
+        return list(_mask_levels(str(Path(p["masks"]).resolve()), stamp))
     except ModelError as exc:
         raise err("masks", str(exc)) from None
+
+
+def _stamp(path: Path) -> tuple:
+    """What changes when a mask file or folder does: (name, size, mtime) of each entry."""
+    entries = sorted(path.iterdir()) if path.is_dir() else [path]
+    return tuple((e.name, *(lambda st: (st.st_size, st.st_mtime_ns))(e.stat())) for e in entries)
+
+
+@functools.lru_cache(maxsize=8)
+def _mask_levels(path: str, stamp: tuple) -> tuple:
+    """The levels of a segmentation, read once per version of it (``stamp``): a spec is checked
+    run by run, and reading a TotalSegmentator folder takes a quarter of a second."""
+    from ..meshes.segmentation import read_segmentation
+
+    return tuple(read_segmentation(path).levels)
 
 
 def _cross_check(p, err):
