@@ -35,8 +35,8 @@ or float32) and one byte of support flags per node, that is about 38 bytes per d
 (:meth:`VoxelSolver.held_bytes` plus the CG vectors); in mixed precision (float32 moduli,
 preconditioner and work vectors r, p, q; float64 solution, scalars and reductions, and the true
 residual recomputed in float64 whenever the recursive one has dropped by 1e-3, and before
-stopping) about 23. On top come what a range of
-node planes needs while it is processed (one product buffer per worker thread, a Jacobi update,
+stopping) about 23. On top come what a range of node planes needs while it is processed (one
+product buffer per worker thread, a Jacobi update,
 the diagonal; built in place where the standard allows): on the CPU a range holds at most
 :data:`CPU_RANGE_SHARE` of a level's nodes, which keeps them to a few bytes per dof on grids of a
 few hundred thousand dofs as well (measured with tracemalloc at 1M dofs in double precision:
@@ -52,9 +52,8 @@ replacement, which threw the Krylov space away. So the direction's product is ac
 float64 and rounded once per node (``voxel_matvec_acc``: float32 ``p``, moduli and ``q``, so
 the bytes stored and moved are those of the float32 product; CUDA kernel
 ``voxel_matvec_acc_f32_f32``, NumPy twin in :mod:`fem.kernels.voxel`), and a replacement keeps
-the directions. Mixed now
-takes the iterations of double on the blocks at every tolerance measured and 1.3 times on the
-phantom, where the float32 V-cycle is the remaining difference.
+the directions. Mixed now takes the iterations of double on the blocks at every tolerance
+measured and 1.3 times on the phantom, where the float32 V-cycle is the remaining difference.
 
 Units as everywhere: mm, N, MPa.
 """
@@ -490,16 +489,13 @@ class VoxelSolver:
     # ------------------------------------------------------------------ CG
 
     def _matvec64(self, x, out, k0: int, k1: int) -> None:
-        """out = (A x)[k0:k1] in float64 (x float64, or float32), whatever the level's storage
-        precision: only the moduli of the touching element planes are converted (grid re-based
-        at k0-1)."""
+        """out = (A x)[k0:k1] in float64 (x float64), whatever the level's storage precision:
+        only the moduli of the touching element planes are converted (grid re-based at k0-1)."""
         xp = self.xp
         E = self._E64
         nz = E.shape[0]
         e0, e1 = max(k0 - 1, 0), min(k1, nz)
         Ef = xp.astype(E[e0:e1, ...], xp.float64, copy=False)
-        # x as it is: the kernels compute in out's precision (the NumPy twin converts block by
-        # block, the CUDA launcher the range of planes it is given)
         self.kern.voxel_matvec(x[e0:e1 + 1, ...], Ef, self._Ke64, out, k0 - e0, k1 - e0)
 
     def _loads_by_range(self):
