@@ -27,7 +27,7 @@ from . import grid as fem_grid
 from . import system as _system
 from .amg import SmoothedAggregationAMG
 from .arrays import row_of_entries, unique_sorted
-from .errors import BoundaryConditionError, ConvergenceError, SolverError
+from .errors import BoundaryConditionError, ConvergenceError, SlowConvergence, SolverError
 from .kernels.backend import BackendError, get_backend
 from .model import BBAR_NU_THRESHOLD, Model
 from .parallel import RowSplit
@@ -39,6 +39,11 @@ logger = logging.getLogger(__name__)
 SOLVERS = ("auto", "direct", "amg", "cg", "gmg")
 #: with solver="auto", models up to this many dofs are solved directly, larger ones by AMG-CG
 DIRECT_MAX_DOF = 5_000
+#: with solver="auto", a voxel grid of at most this many dofs whose multigrid converges slowly
+#: (fem.gmg.PATIENCE: a thin stiff CT shell) is solved by AMG-CG on its hex8 view instead; the
+#: assembled path holds about 2 kB per dof (1.8 GB at 1M, bench/README.md), so larger grids
+#: stay on the matrix-free multigrid
+AUTO_AMG_MAX_DOF = 2_000_000
 
 
 def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: float = 1e-8,
@@ -50,7 +55,9 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
     "gmg" (matrix-free geometric-multigrid CG, for hex8 models whose elements are the voxels of
     a regular grid: :mod:`fem.voxel`), "cg" (Jacobi-preconditioned CG, for tests) or "auto"
     (direct up to 5 000 equations; above that gmg for voxel grids without rigid plates, else amg:
-    SuperLU fill-in grows fast on 3-D meshes, AMG-CG is faster from a few thousand dofs on).
+    SuperLU fill-in grows fast on 3-D meshes, AMG-CG is faster from a few thousand dofs on; a
+    grid of at most :data:`AUTO_AMG_MAX_DOF` dofs on which the multigrid's first 30 iterations
+    project over 100 more, such as a CT model's thin stiff cortex, is handed to amg).
     ``model`` may also be a :class:`fem.voxel.VoxelModel`.
     ``rtol``/``atol``/``maxiter`` control the iterative solvers; ``precision="mixed"`` keeps the
     AMG hierarchy in float32; ``callback(x)`` is called after every CG iteration. Raises a
@@ -90,8 +97,12 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
             grid, why = None, "it has rigid plates"
             assembly.check_geometry(model, xp, xp.asarray(model.points))
         if grid is not None:
-            return _solve_voxel(model, grid, sysm, be, times, t0, rtol=rtol, atol=atol,
-                                maxiter=maxiter, precision=precision, callback=callback)
+            result = _solve_voxel(model, grid, sysm, be, times, t0, rtol=rtol, atol=atol,
+                                  maxiter=maxiter, precision=precision, callback=callback,
+                                  patience=solver == "auto" and model.n_dof <= AUTO_AMG_MAX_DOF)
+            if result is not None:
+                return result
+            grid = None  # "auto" gave up on the multigrid: the assembled path below
         if solver == "gmg":
             raise SolverError(f"solver 'gmg' needs a hex8 model whose elements are the voxels of "
                               f"a regular grid, and this one is not: {why}")
@@ -174,14 +185,19 @@ def _warn_locking_tets(model) -> None:
                 "hex8, which uses B-bar there, or tet10", stacklevel=3)
 
 
-def _solve_voxel(model, grid, sysm, be, times, t0, *, rtol, atol, maxiter, precision, callback):
-    """The matrix-free multigrid path of :func:`solve` for models on a regular voxel grid."""
+def _solve_voxel(model, grid, sysm, be, times, t0, *, rtol, atol, maxiter, precision, callback,
+                 patience=False):
+    """The matrix-free multigrid path of :func:`solve` for models on a regular voxel grid; None
+    where ``patience`` gave up on it (:class:`~fem.errors.SlowConvergence`)."""
     info = SolveInfo(solver="gmg", backend=be.name, n_dof=model.n_dof,
                      n_equations=model.n_dof - len(sysm.fixed_dofs), precision=precision)
     try:
         u, r_fixed = fem_grid.solve_on_grid(model, grid, sysm, be, rtol=rtol, atol=atol,
                                          maxiter=maxiter, precision=precision,
-                                         callback=callback, info=info)
+                                         callback=callback, info=info, patience=patience)
+    except SlowConvergence as exc:
+        logger.info("%s: solver 'auto' takes the assembled AMG path instead", exc)
+        return None
     except ConvergenceError as exc:
         if precision != "mixed":
             raise

@@ -84,6 +84,11 @@ class ConvergenceError(SolverError):
         super().__init__(message)
 
 
+class SlowConvergence(ConvergenceError):
+    """The multigrid's first iterations project far more iterations than another solver would
+    cost (``solver="auto"`` then switches; :data:`fem.gmg.PATIENCE`)."""
+
+
 def format_labels(labels, limit: int = 10) -> str:
     """'12, 57, 90' or '12, 57, ... (134 in all)' for error messages."""
     labels = [int(x) for x in labels]

@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ConvergenceError, SolverError
+from .errors import ConvergenceError, SlowConvergence, SolverError
 from .kernels.backend import add_at_flat, voxel_kernels
 from .kernels.voxel import CORNER_OFFSETS, reference_stiffness
 from .parallel import n_threads, pool
@@ -90,6 +90,12 @@ GPU_RANGE_NODES = 4_000_000
 STALL_ITERATIONS = 100
 #: semi-coarsening: halve only the axes whose spacing is this many times finer than the coarsest
 SEMI_RATIO = 1.9
+#: ``solve(patience=True)`` (what solver="auto" asks for): after this many iterations, the rate
+#: so far projects the iterations still needed; beyond PATIENCE[1] the solve raises
+#: SlowConvergence. At 1M DOF the assembled AMG path costs about as much as 100 multigrid
+#: iterations (assembly, set-up and solve, bench/README.md), less on smaller grids; the multigrid
+#: needs 20-35 iterations on a well-conditioned grid, 260 on the CT phantom's thin stiff shell
+PATIENCE = (30, 100)
 #: mixed precision: recompute the true residual in float64 when the recursive one fell by this
 REPLACE_DROP = 1e-3
 FIXED_BITS = (1, 2, 4)
@@ -549,13 +555,16 @@ class VoxelSolver:
         lv.E = xp.astype(E, lv.dtype, copy=False)
 
     def solve(self, *, rtol: float = 1e-8, atol: float = 0.0, maxiter: int | None = None,
-              callback=None, x0=None):
+              callback=None, x0=None, patience: bool = False):
         """Run PCG; returns (u (nz+1, ny+1, nx+1, 3) float64, GMGInfo). ``x0``: a starting guess
-        on the grid (its supported dofs are reset to the prescribed values)."""
+        on the grid (its supported dofs are reset to the prescribed values). ``patience``:
+        raise :class:`~fem.errors.SlowConvergence` when the first iterations project too many
+        (:data:`PATIENCE`)."""
         with _blas_limited(self.threads):
-            return self._solve(rtol=rtol, atol=atol, maxiter=maxiter, callback=callback, x0=x0)
+            return self._solve(rtol=rtol, atol=atol, maxiter=maxiter, callback=callback, x0=x0,
+                               patience=patience)
 
-    def _solve(self, *, rtol, atol, maxiter, callback, x0=None):
+    def _solve(self, *, rtol, atol, maxiter, callback, x0=None, patience=False):
         xp = self.xp
         lv = self.levels[0]
         p = self.problem
@@ -645,6 +654,8 @@ class VoxelSolver:
             if rnorm <= target:
                 info.iterations = it
                 break
+            if patience and it == PATIENCE[0]:
+                _check_patience(it, rnorm, r0, target, info.residuals)
             self.vcycle(r, q)
             rz_new = self._dot(lv, r, q)
             beta = rz_new / rz
@@ -739,6 +750,17 @@ def _blas_limited(threads: int):
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def _check_patience(it: int, rnorm: float, r0: float, target: float, residuals) -> None:
+    """Raise SlowConvergence if the mean rate of the first ``it`` iterations needs more than
+    PATIENCE[1] further ones to reach ``target``."""
+    drop = math.log(rnorm / r0) if 0.0 < rnorm < r0 else 0.0
+    need = math.log(target / rnorm) / drop * it if drop < 0.0 else math.inf
+    if need > PATIENCE[1]:
+        raise SlowConvergence(
+            f"the multigrid converges slowly here: {it} iterations reached a relative residual "
+            f"of {rnorm / r0:.1e}, a rate that needs about {need:.0f} more", residuals)
 
 
 # ---------------------------------------------------------------------- helpers (array API only)

@@ -268,14 +268,15 @@ def _host(xp, a):
 
 
 def run_grid_solver(problem, be, info, *, rtol: float, atol: float, maxiter, precision: str,
-                    callback):
+                    callback, patience: bool = False):
     """Solve a :class:`fem.gmg.GridProblem` by matrix-free multigrid CG on backend ``be``;
     records setup and solve times, iterations, residuals, levels, held bytes and the true
     residual in ``info``. Returns (u on the grid (nz+1, ny+1, nx+1, 3), the solver).
 
     The multigrid works on the bounding box of the occupied voxels (:class:`_Crop`: an image's
     empty margins cut away); ``u`` and the solver's ``apply_at`` are on the full grid, while
-    ``callback`` receives the iterate on the box and ``info.levels`` the box's hierarchy."""
+    ``callback`` receives the iterate on the box and ``info.levels`` the box's hierarchy.
+    ``patience``: give up early where the multigrid converges slowly (``fem.gmg.PATIENCE``)."""
     from .gmg import VoxelSolver
 
     t = time.perf_counter()
@@ -284,7 +285,8 @@ def run_grid_solver(problem, be, info, *, rtol: float, atol: float, maxiter, pre
     info.times["setup"] = time.perf_counter() - t
     logger.info("voxel multigrid: %s", ", ".join(
         f"{nx}x{ny}x{nz}" for (nx, ny, nz) in (lv.shape for lv in solver.levels)))
-    u_grid, ginfo = solver.solve(rtol=rtol, atol=atol, maxiter=maxiter, callback=callback)
+    u_grid, ginfo = solver.solve(rtol=rtol, atol=atol, maxiter=maxiter, callback=callback,
+                                 patience=patience)
     info.times["solve"] = ginfo.times["solve"]
     info.iterations, info.residuals, info.residual = (ginfo.iterations, ginfo.residuals,
                                                       ginfo.residual)
@@ -297,7 +299,7 @@ def run_grid_solver(problem, be, info, *, rtol: float, atol: float, maxiter, pre
 
 
 def solve_on_grid(model: Model, grid: VoxelGrid, sysm, be, *, rtol: float, atol: float,
-                  maxiter, precision: str, callback, info):
+                  maxiter, precision: str, callback, info, patience: bool = False):
     """Solve ``model`` (whose conditions are compiled in ``sysm``) on its voxel grid by
     matrix-free multigrid CG; returns (u (n_nodes, 3), reaction values at sysm.fixed_dofs)."""
     if sysm.plates:
@@ -308,7 +310,7 @@ def solve_on_grid(model: Model, grid: VoxelGrid, sysm, be, *, rtol: float, atol:
     problem = gc.problem(grid, grid.moduli(model.E), xp)
     prep = time.perf_counter() - t
     u_grid, solver = run_grid_solver(problem, be, info, rtol=rtol, atol=atol, maxiter=maxiter,
-                                     precision=precision, callback=callback)
+                                     precision=precision, callback=callback, patience=patience)
     info.times["setup"] += prep
     flat = xp.reshape(u_grid, (-1, 3))
     node_index = xp.asarray(grid.node_index)

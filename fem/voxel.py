@@ -34,7 +34,15 @@ import numpy as np
 
 from . import analysis
 from . import loads as L
-from .errors import ConvergenceError, MaterialError, MeshError, ModelError, SetError, SolverError
+from .errors import (
+    ConvergenceError,
+    MaterialError,
+    MeshError,
+    ModelError,
+    SetError,
+    SlowConvergence,
+    SolverError,
+)
 from .grid import (  # noqa: F401  (names that lived here, kept for their users)
     GRID_TOL,
     MAX_EMPTY_RATIO,
@@ -276,9 +284,17 @@ def solve_voxels(vm: VoxelModel, *, backend: str = "auto", solver: str = "auto",
     if bbar and vm.hex8_formulation == "auto":
         analysis.warn_bbar(vm.n_voxels, stacklevel=4)
     snapshot = _snapshot(vm)
-    u_grid, r_fixed, info, E = _solve_grid(vm, gs, be, bbar, n_dof, rtol=rtol, atol=atol,
-                                           maxiter=maxiter, precision=precision,
-                                           callback=callback)
+    try:
+        u_grid, r_fixed, info, E = _solve_grid(
+            vm, gs, be, bbar, n_dof, rtol=rtol, atol=atol, maxiter=maxiter,
+            precision=precision, callback=callback,
+            patience=solver == "auto" and n_dof <= analysis.AUTO_AMG_MAX_DOF)
+    except SlowConvergence as exc:
+        # a thin stiff shell (a CT cortex) that the geometric multigrid resolves slowly: AMG
+        # on the hex8 view, as for a model with a rigid plate
+        logger.info("%s: solver 'auto' takes AMG on the hex8 view instead", exc)
+        return analysis.solve(vm.to_model(), backend=backend, solver="amg", rtol=rtol,
+                              atol=atol, maxiter=maxiter, precision=precision, callback=callback)
     result = VoxelResult(snapshot, u_grid, backend=be, grid_system=gs, reaction_values=r_fixed,
                          bbar=bbar, moduli=E, info=info)
     t = time.perf_counter()
@@ -300,7 +316,7 @@ def _snapshot(vm: VoxelModel) -> VoxelModel:
 
 
 def _solve_grid(vm, gs, be, bbar: bool, n_dof: int, *, rtol, atol, maxiter, precision,
-                callback):
+                callback, patience=False):
     """The multigrid solve of ``gs`` with mixed precision falling back to float64 (as the hex8
     grid path does); returns (u on the grid, reactions at gs.fixed_dofs, SolveInfo, the
     moduli on the backend)."""
@@ -314,9 +330,9 @@ def _solve_grid(vm, gs, be, bbar: bool, n_dof: int, *, rtol, atol, maxiter, prec
         try:
             u_grid, solver = run_grid_solver(problem, be, info, rtol=rtol, atol=atol,
                                              maxiter=maxiter, precision=attempt,
-                                             callback=callback)
+                                             callback=callback, patience=patience)
         except ConvergenceError as exc:
-            if attempt != "mixed":
+            if attempt != "mixed" or isinstance(exc, SlowConvergence):
                 raise
             # float32 cannot resolve very ill-conditioned models: solve again in float64
             warnings.warn(f"mixed precision did not converge ({exc}); solving again in "

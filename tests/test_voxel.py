@@ -108,6 +108,55 @@ def test_an_images_empty_margins_are_cut_away_before_the_multigrid(rng):
     assert rel(native.displacement, hex8.displacement) < 1e-12
 
 
+def test_auto_leaves_a_slow_multigrid_for_amg():
+    """solver="auto" on a CT phantom with a one-voxel cortical shell: the geometric multigrid
+    needs 259 iterations there (AMG 26), so after 30 its rate gives up and AMG-CG solves the
+    hex8 view (a Result, verified like any other); a smooth block stays on the multigrid."""
+    from fem.meshes.ct import Calibration, ct_voxel_model, rod_means, synthetic_vertebra_phantom
+
+    image, truth = synthetic_vertebra_phantom((40, 40, 30), bmd=90.0, seed=1)
+    rods = truth["rods"]
+    cal = Calibration.from_phantom(rod_means(image, [r["centre"] for r in rods],
+                                             rods[0]["radius"]), [r["density"] for r in rods])
+    vm = ct_voxel_model(image, cal, threshold_mg_cm3=40.0)
+    vm.fix("zmin").add(fem.Pressure("zmax", 1.0))
+    r = fem.solve(vm)
+    assert r.info.solver == "amg" and r.info.residual <= 1e-8
+    assert np.allclose(r.reaction_total() + r.applied_total(), 0.0,
+                       atol=1e-6 * np.abs(r.applied_total()).max())
+    smooth = fem.solve(bone_like_block((16, 16, 16)))
+    assert smooth.info.solver == "gmg"
+
+
+@pytest.mark.parametrize("route", ["native", "hex8"])
+def test_patience_gives_up_on_the_multigrid_only_under_auto(monkeypatch, route):
+    """With a patience that any solve exhausts, "auto" switches to AMG on both routes, while an
+    explicit "gmg" is never given up."""
+    import fem.gmg
+
+    monkeypatch.setattr(fem.gmg, "PATIENCE", (2, 1))
+    vm = bone_like_block((14, 14, 14))  # 10 125 dofs: above the direct solver's range
+    model = vm if route == "native" else vm.to_model()
+    assert fem.solve(model).info.solver == "amg"
+    assert fem.solve(model, solver="gmg").info.solver == "gmg"
+
+
+@pytest.mark.parametrize("rate,gives_up", [(1e-2, False), (6.5e-2, True), (1.0, True),
+                                           (2.0, True)])
+def test_patience_projects_the_iterations_left(rate, gives_up):
+    """After 30 iterations at a relative residual ``rate``, reaching 1e-8 takes
+    30 log(1e-8 / rate) / log(rate) more: 90 at 1e-2 (kept), 131 at 6.5e-2 (given up), and
+    never where the residual has not fallen."""
+    from fem.errors import SlowConvergence
+    from fem.gmg import _check_patience
+
+    if gives_up:
+        with pytest.raises(SlowConvergence, match="converges slowly"):
+            _check_patience(30, rate, 1.0, 1e-8, [])
+    else:
+        _check_patience(30, rate, 1.0, 1e-8, [])
+
+
 def test_auto_takes_voxel_path_for_regular_hex_mesh():
     """A hex8 mesh built with another node order (z fastest) is still recognised as a grid."""
     m = hex_block(shape=(20, 15, 18), size=(2.0, 1.5, 1.8), E=1000.0, nu=0.3)
