@@ -63,13 +63,10 @@ def _count(problem, precision: str, rtol: float, maxiter: int) -> tuple[int | No
 
 def phantom():
     import fem
-    from fem.meshes.ct import Calibration, ct_voxel_model, rod_means, synthetic_vertebra_phantom
+    from fem.meshes.ct import Calibration, ct_voxel_model, synthetic_vertebra_phantom
 
     image, truth = synthetic_vertebra_phantom((40, 40, 30), bmd=90.0, seed=1)
-    rods = truth["rods"]
-    cal = Calibration.from_phantom(rod_means(image, [r["centre"] for r in rods],
-                                             rods[0]["radius"]), [r["density"] for r in rods])
-    vm = ct_voxel_model(image, cal, threshold_mg_cm3=40.0)
+    vm = ct_voxel_model(image, Calibration.from_rods(image, truth["rods"]), threshold_mg_cm3=40.0)
     vm.fix("zmin").add(fem.Pressure("zmax", 1.0))
     return vm.to_model()
 

@@ -254,6 +254,18 @@ class Calibration:
         return cls(slope, intercept, r2, f"phantom, {hu.size} rods")
 
     @classmethod
+    def from_rods(cls, image: CTImage, rods) -> Calibration:
+        """:meth:`from_phantom` on the rods of a phantom in the image: each rod a mapping with
+        ``centre`` (x, y mm), ``radius`` (mm) and ``density`` (mg/cm^3), as
+        :func:`synthetic_vertebra_phantom`'s ``truth["rods"]``; the HU are :func:`rod_means`
+        (the first rod's radius for all)."""
+        rods = list(rods)
+        if not rods:
+            raise MaterialError("phantom calibration needs at least 2 rods, got none")
+        hu = rod_means(image, [r["centre"] for r in rods], rods[0]["radius"])
+        return cls.from_phantom(hu, [r["density"] for r in rods])
+
+    @classmethod
     def from_internal(cls, hu_air, hu_ref, density_ref, *, density_air: float = 0.0
                       ) -> Calibration:
         """Phantomless calibration through two internal references: air (``hu_air``, about

@@ -14,9 +14,7 @@ def phantom():
 
 
 def phantom_calibration(image, truth):
-    rods = truth["rods"]
-    hu = ct.rod_means(image, [r["centre"] for r in rods], rods[0]["radius"])
-    return ct.Calibration.from_phantom(hu, [r["density"] for r in rods])
+    return ct.Calibration.from_rods(image, truth["rods"])
 
 
 def test_calibration_from_rods_recovers_the_phantom_line(phantom):
@@ -27,6 +25,10 @@ def test_calibration_from_rods_recovers_the_phantom_line(phantom):
     # intercept within 1 % of the rods' density span (200 mg/cm^3): it is near zero
     assert abs(cal.intercept - (-a / b)) < 0.01 * 200.0
     assert cal.r2 > 0.999
+    with pytest.raises(fem.errors.MaterialError, match="at least 2 rods"):
+        ct.Calibration.from_rods(image, truth["rods"][:1])
+    with pytest.raises(fem.errors.MaterialError, match="at least 2 rods"):
+        ct.Calibration.from_rods(image, [])
 
 
 def test_internal_calibration_through_two_points():

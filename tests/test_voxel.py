@@ -112,13 +112,10 @@ def test_auto_leaves_a_slow_multigrid_for_amg():
     """solver="auto" on a CT phantom with a one-voxel cortical shell: the geometric multigrid
     needs 259 iterations there (AMG 26), so after 30 its rate gives up and AMG-CG solves the
     hex8 view (a Result, verified like any other); a smooth block stays on the multigrid."""
-    from fem.meshes.ct import Calibration, ct_voxel_model, rod_means, synthetic_vertebra_phantom
+    from fem.meshes.ct import Calibration, ct_voxel_model, synthetic_vertebra_phantom
 
     image, truth = synthetic_vertebra_phantom((40, 40, 30), bmd=90.0, seed=1)
-    rods = truth["rods"]
-    cal = Calibration.from_phantom(rod_means(image, [r["centre"] for r in rods],
-                                             rods[0]["radius"]), [r["density"] for r in rods])
-    vm = ct_voxel_model(image, cal, threshold_mg_cm3=40.0)
+    vm = ct_voxel_model(image, Calibration.from_rods(image, truth["rods"]), threshold_mg_cm3=40.0)
     vm.fix("zmin").add(fem.Pressure("zmax", 1.0))
     r = fem.solve(vm)
     assert r.info.solver == "amg" and r.info.residual <= 1e-8

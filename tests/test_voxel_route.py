@@ -222,13 +222,10 @@ def test_other_solvers_small_models_and_plates_take_the_hex8_route():
 def test_ct_phantom_with_thresholded_voxels(rng):
     """A CT vertebra phantom thresholded at 40 mg/cm^3 (a thin stiff shell around soft
     trabecular bone, holes), as examples/ct_vertebra.py builds it."""
-    from fem.meshes.ct import Calibration, ct_voxel_model, rod_means, synthetic_vertebra_phantom
+    from fem.meshes.ct import Calibration, ct_voxel_model, synthetic_vertebra_phantom
 
     image, truth = synthetic_vertebra_phantom((24, 24, 16), bmd=90.0, seed=1)
-    rods = truth["rods"]
-    cal = Calibration.from_phantom(rod_means(image, [r["centre"] for r in rods],
-                                             rods[0]["radius"]), [r["density"] for r in rods])
-    vm = ct_voxel_model(image, cal, threshold_mg_cm3=40.0)
+    vm = ct_voxel_model(image, Calibration.from_rods(image, truth["rods"]), threshold_mg_cm3=40.0)
     assert (vm.E == 0).any()
     vm.fix("zmin").add(fem.Pressure("zmax", 1.0))
     new, old = both(vm, rtol=1e-10)
