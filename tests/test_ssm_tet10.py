@@ -57,12 +57,20 @@ def test_quality_bounds(model):
     assert model.metadata["mesh"]["min_quality"] >= MIN_QUALITY
 
 
-def test_the_last_levels_mesh_with_quality_bounds():
-    """L4-L5 (the levels the module's L2-L4 model lacks): L5's transverse processes and the
-    L4-L5 facet joint (the source surfaces overlap there by 0.2 mm) mesh as well."""
-    m = ssm_segment_model_tet10("L4-L5", mesh_size=H)
-    _quality_ok(m, H)
+@pytest.mark.ccx
+def test_the_last_levels_mesh_with_quality_bounds_and_agree_with_calculix(tmp_path, ccx):
+    """L4-L5 (the levels the module's L2-L4 model lacks) at the coarsest mesh size allowed:
+    L5's transverse processes and the L4-L5 facet joint (the source surfaces overlap there by
+    0.2 mm) mesh within the quality bounds too; and (issue 8, deliverable 6 on the tet10 form)
+    CalculiX (C3D10) solves the exported deck to the same displacements and stresses. One mesh
+    for both checks: gmsh takes 10 s of it."""
+    from ccx_compare import agree_with_ccx
+
+    m = ssm_segment_model_tet10("L4-L5", mesh_size=5.0)
+    _quality_ok(m, 5.0)
     assert m.metadata["levels"] == ["L4", "L5"]
+    m.fix("bottom").add(fem.Pressure("top", 0.5))
+    agree_with_ccx(m, tmp_path / "ssm_tet10.inp")
 
 
 def test_surface_fidelity_hausdorff(model):
@@ -205,17 +213,6 @@ def test_lesions_on_the_tet10_body(model):
     assert np.all((((centroids - c) / [8.0, 8.0, 6.0]) ** 2).sum(axis=1) <= 1.0)
     h = pathology.add_lesion(model, "L3", "haemangioma", "centre", (10.0, 10.0, 8.0), factor=0.5)
     assert len(h.regions["L3/haemangioma"]) > 0
-
-
-@pytest.mark.ccx
-def test_exported_tet10_deck_agrees_with_calculix(tmp_path, ccx):
-    """Issue 8, deliverable 6 on the tet10 form: CalculiX (C3D10) solves the exported deck to
-    the same displacements and stresses."""
-    from ccx_compare import agree_with_ccx
-
-    m = ssm_segment_model_tet10("L3-L4", mesh_size=5.0)  # the coarsest allowed: a quicker ccx
-    m.fix("bottom").add(fem.Pressure("top", 0.5))
-    agree_with_ccx(m, tmp_path / "ssm_tet10.inp")
 
 
 def test_bad_mesh_size_is_refused():
