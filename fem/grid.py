@@ -197,14 +197,15 @@ class _Crop:
             u0_index=u0_index, u0_value=u0_value)
 
     @classmethod
-    def of(cls, problem, xp):
-        """The crop of ``problem``, or None where its occupied voxels fill the grid (or none
-        are occupied: the solver says what is wrong with that)."""
+    def of(cls, problem, be):
+        """The crop of ``problem`` (on backend ``be``), or None where its occupied voxels fill
+        the grid (or none are occupied: the solver says what is wrong with that)."""
+        xp = be.xp
         solid = problem.E > 0
         box = []
         for axis in range(3):
             others = tuple(a for a in range(3) if a != axis)
-            hit = np.nonzero(np.asarray(_host(xp, xp.any(solid, axis=others))))[0]
+            hit = np.nonzero(be.to_host(xp.any(solid, axis=others)))[0]
             if not len(hit):
                 return None
             box.append((int(hit[0]), int(hit[-1]) + 1))
@@ -263,10 +264,6 @@ class _BoxSolver:
         return out
 
 
-def _host(xp, a):
-    return a.get() if hasattr(a, "get") and xp is not np else a
-
-
 def run_grid_solver(problem, be, info, *, rtol: float, atol: float, maxiter, precision: str,
                     callback, patience: bool = False):
     """Solve a :class:`fem.gmg.GridProblem` by matrix-free multigrid CG on backend ``be``;
@@ -280,7 +277,7 @@ def run_grid_solver(problem, be, info, *, rtol: float, atol: float, maxiter, pre
     from .gmg import VoxelSolver
 
     t = time.perf_counter()
-    crop = _Crop.of(problem, be.xp)
+    crop = _Crop.of(problem, be)
     solver = VoxelSolver(crop.problem if crop else problem, be.xp, precision=precision)
     info.times["setup"] = time.perf_counter() - t
     logger.info("voxel multigrid: %s", ", ".join(
