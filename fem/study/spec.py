@@ -665,20 +665,23 @@ def _segmented_levels(p, err) -> list[str]:
         if not Path(p[key]).exists():
             raise err(key, f"{p[key]}: no such file or folder (relative paths are taken from "
                       f"the working directory, {Path.cwd()})")
+    from ..meshes.segmentation import read_segmentation
+
+    path = Path(p["masks"])
     try:
         try:
-            stamp = _stamp(Path(p["masks"]))
-        except OSError:  # unreadable: let the reader say what is wrong
-            stamp = (object(),)
-        return list(_mask_levels(str(Path(p["masks"]).resolve()), stamp))
+            stamp = _stamp(path)
+        except OSError:  # unreadable: the reader says what is wrong
+            return read_segmentation(path).levels
+        return list(_mask_levels(str(path.resolve()), stamp))
     except ModelError as exc:
         raise err("masks", str(exc)) from None
 
 
 def _stamp(path: Path) -> tuple:
     """What changes when a mask file or folder does: (name, size, mtime) of each entry."""
-    entries = sorted(path.iterdir()) if path.is_dir() else [path]
-    return tuple((e.name, *(lambda st: (st.st_size, st.st_mtime_ns))(e.stat())) for e in entries)
+    stats = ((e.name, e.stat()) for e in (sorted(path.iterdir()) if path.is_dir() else [path]))
+    return tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats)
 
 
 @functools.lru_cache(maxsize=8)
