@@ -46,6 +46,12 @@ DIRECT_MAX_DOF = 5_000
 AUTO_AMG_MAX_DOF = 2_000_000
 
 
+def gives_up_slow_multigrid(solver: str, n_dof: int) -> bool:
+    """Whether a multigrid solve of ``n_dof`` dofs may give up for AMG (``patience``): only
+    under solver="auto", and only where the assembled path fits (:data:`AUTO_AMG_MAX_DOF`)."""
+    return solver == "auto" and n_dof <= AUTO_AMG_MAX_DOF
+
+
 def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: float = 1e-8,
           atol: float = 0.0, maxiter: int | None = None, precision: str = "double",
           callback=None) -> Result:
@@ -99,7 +105,7 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
         if grid is not None:
             result = _solve_voxel(model, grid, sysm, be, times, t0, rtol=rtol, atol=atol,
                                   maxiter=maxiter, precision=precision, callback=callback,
-                                  patience=solver == "auto" and model.n_dof <= AUTO_AMG_MAX_DOF)
+                                  patience=gives_up_slow_multigrid(solver, model.n_dof))
             if result is not None:
                 return result
             grid = None  # "auto" gave up on the multigrid: the assembled path below

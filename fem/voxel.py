@@ -288,7 +288,7 @@ def solve_voxels(vm: VoxelModel, *, backend: str = "auto", solver: str = "auto",
         u_grid, r_fixed, info, E = _solve_grid(
             vm, gs, be, bbar, n_dof, rtol=rtol, atol=atol, maxiter=maxiter,
             precision=precision, callback=callback,
-            patience=solver == "auto" and n_dof <= analysis.AUTO_AMG_MAX_DOF)
+            patience=analysis.gives_up_slow_multigrid(solver, n_dof))
     except SlowConvergence as exc:
         # a thin stiff shell (a CT cortex) that the geometric multigrid resolves slowly: AMG
         # on the hex8 view, as for a model with a rigid plate
