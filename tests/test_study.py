@@ -2,8 +2,8 @@
 two processes on one folder, and bad input (issue 6, deliverables 1, 3, 4 and 7).
 
 The fault tests run the real ``vfem study`` in subprocesses and really kill or race them; they
-wait by polling the store, never by sleeping a fixed time. Runs are small (3 mm voxels, the direct
-solver: about 1-2 s each) so the file stays well under a minute and a half on two cores.
+wait by polling the store, never by sleeping a fixed time. Runs are small (4 mm voxels, the direct
+solver: about half a second each) so the file stays well under a minute and a half on two cores.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ name = "faults"
 
 [base]
 levels = "L1-L2"
-voxel_size = 3.0
+voxel_size = 4.0
 solver = "direct"
 
 [[runs]]
@@ -81,7 +81,7 @@ name = "{name}"
 
 [base]
 levels = "{levels}"
-voxel_size = 3.0
+voxel_size = 4.0
 solver = "direct"
 
 [grid]
@@ -802,7 +802,7 @@ def test_runs_of_an_earlier_version_of_the_spec_are_not_this_studys(finished, tm
     assert set(same["run_id"]) == {ids[0], ids[1]}
     edited = tmp_path / "edited.toml"
     edited.write_text(Path(finished["spec"]).read_text().replace(
-        'voxel_size = 3.0', 'voxel_size = 3.0\nbmd = 75.0'))
+        'voxel_size = 4.0', 'voxel_size = 4.0\nbmd = 75.0'))
     study = Study(folder, edited)
     new_ids = {run_id(p) for p in study.spec.expand()}
     # the run that names bmd = 60 itself is the same run; the other three are new ones
