@@ -101,8 +101,14 @@ def voxel_matvec(u, E, Ke, out, k0: int, k1: int) -> None:
     e0, e1 = max(k0 - 1, 0), min(k1, nz)  # element planes touching node planes k0..k1-1
     Ke = xp.astype(Ke, out.dtype, copy=False)
     out[...] = 0
-    # rows of voxels per GEMM: bounded temporaries (about 2 x 24 x 8 bytes x CHUNK_VOXELS)
+    # voxels per GEMM: bounded temporaries (about 2 x 24 x 8 bytes x CHUNK_VOXELS): rows of a
+    # plane, or whole planes where several fit (a coarse level's few voxels in one GEMM)
     rows = max(1, min(ny, CHUNK_VOXELS // max(nx, 1)))
+    if rows == ny:
+        planes = max(1, CHUNK_VOXELS // max(nx * ny, 1))
+        for e in range(e0, e1, planes):
+            _matvec_block(xp, u, E, Ke, out, k0, k1, e, 0, ny, min(e1, e + planes))
+        return
     for e in range(e0, e1):
         for j0 in range(0, ny, rows):
             j1 = min(ny, j0 + rows)
@@ -134,21 +140,32 @@ def voxel_matvec_acc(u, E, Ke, out, k0: int, k1: int) -> None:
         out[e1 - k0, ...] = xp.astype(win[0, ...], out.dtype)
 
 
-def _matvec_block(xp, u, E, Ke, out, k0, k1, e, j0, j1):
-    """Add the products of the voxels (e, j0..j1-1, all i) to the node planes in [k0, k1)."""
+#: the order in which a block adds its corners' forces: the upper corners (dk = 1) first, so
+#: that a node plane receives the forces of the element plane below it before those of the one
+#: above, in one block of several planes as in blocks of one plane each (the same sums, bit for
+#: bit, however many planes a block takes)
+_SCATTER_ORDER = (4, 5, 6, 7, 0, 1, 2, 3)
+
+
+def _matvec_block(xp, u, E, Ke, out, k0, k1, e, j0, j1, e_end=None):
+    """Add the products of the voxels (e..e_end-1, j0..j1-1, all i) to the node planes in
+    [k0, k1); ``e_end`` defaults to e + 1 (one element plane)."""
     nx = E.shape[2]
-    m = j1 - j0
-    ue = xp.empty((m, nx, 8, 3), dtype=out.dtype)
+    e_end = e + 1 if e_end is None else e_end
+    p, m = e_end - e, j1 - j0
+    ue = xp.empty((p, m, nx, 8, 3), dtype=out.dtype)
     for c, (di, dj, dk) in enumerate(CORNER_OFFSETS):
-        ue[:, :, c, :] = xp.astype(u[e + dk, j0 + dj:j1 + dj, di:di + nx, :], out.dtype,
-                                   copy=False)
-    fe = xp.reshape(ue, (m * nx, 24)) @ Ke
-    fe *= xp.reshape(xp.astype(E[e, j0:j1, :], out.dtype, copy=False), (m * nx, 1))
-    fe = xp.reshape(fe, (m, nx, 8, 3))
-    for c, (di, dj, dk) in enumerate(CORNER_OFFSETS):
-        k = e + dk
-        if k0 <= k < k1:
-            out[k - k0, j0 + dj:j1 + dj, di:di + nx, :] += fe[:, :, c, :]
+        ue[:, :, :, c, :] = xp.astype(u[e + dk:e_end + dk, j0 + dj:j1 + dj, di:di + nx, :],
+                                      out.dtype, copy=False)
+    fe = xp.reshape(ue, (p * m * nx, 24)) @ Ke
+    fe *= xp.reshape(xp.astype(E[e:e_end, j0:j1, :], out.dtype, copy=False), (p * m * nx, 1))
+    fe = xp.reshape(fe, (p, m, nx, 8, 3))
+    for c in _SCATTER_ORDER:
+        di, dj, dk = CORNER_OFFSETS[c]
+        lo, hi = max(k0, e + dk), min(k1, e_end + dk)  # node planes this corner reaches
+        if hi > lo:
+            out[lo - k0:hi - k0, j0 + dj:j1 + dj, di:di + nx, :] += \
+                fe[lo - dk - e:hi - dk - e, :, :, c, :]
 
 
 def voxel_diagonal(E, kdiag, out, k0: int, k1: int) -> None:

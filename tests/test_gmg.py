@@ -532,3 +532,25 @@ def test_strict_kernel_twins_equal_numpy(dtype, etype, rng):
     voxel.voxel_matvec(xps.asarray(u.astype(np.float64)), xps.asarray(E), xps.asarray(Ke), out,
                        0, nz + 1)
     assert _rel(_host(out).ravel(), K @ u.astype(np.float64).ravel()) <= 1e-12
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_twin_product_does_not_depend_on_its_block_size(dtype, rng, monkeypatch):
+    """Where whole element planes fit in a GEMM's block the NumPy twin takes several at once
+    (a coarse level's few voxels in one product); the sums, and so the bits, are those of one
+    plane at a time (a node plane adds the forces of the element plane below it first, then
+    those of the one above)."""
+    nz, ny, nx = 7, 5, 6
+    E = _moduli(rng, (nx, ny, nz), empty=0.2)
+    u = rng.standard_normal((nz + 1, ny + 1, nx + 1, 3)).astype(dtype)
+    Ke = voxel.reference_stiffness((0.5, 0.7, 0.9), 0.3).astype(dtype)
+    got = {}
+    for chunk in (nx * ny, 3 * nx * ny, nz * ny * nx):  # one plane, three planes, all
+        monkeypatch.setattr(voxel, "CHUNK_VOXELS", chunk)
+        for k0, k1 in ((0, nz + 1), (2, 5), (nz, nz + 1)):
+            out = np.empty((k1 - k0, ny + 1, nx + 1, 3), dtype)
+            voxel.voxel_matvec(u, E, Ke, out, k0, k1)
+            got.setdefault((k0, k1), []).append(out)
+    for outs in got.values():
+        for out in outs[1:]:
+            np.testing.assert_array_equal(out, outs[0])
