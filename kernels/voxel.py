@@ -37,6 +37,11 @@ STRAIN_ORDER = ("xx", "yy", "zz", "xy", "yz", "xz")
 
 #: voxels per GEMM in the NumPy matvec (keeps its temporaries near 3 MB and in cache)
 CHUNK_VOXELS = 8192
+#: voxels per GEMM where the twin takes several whole element planes at once (planes of fewer
+#: voxels: a multigrid's coarse levels). Measured with one thread (bench/voxel_twin.py): blocks
+#: of 1 024 voxels cost 230-270 ns a voxel on 8^3 to 32^3 grids, larger multi-plane blocks
+#: up to 380 (out of cache), one plane a call 340-2 700 on grids of 16^3 and less
+PLANE_BLOCK_VOXELS = 1024
 
 
 def gauss_gradients(spacing):
@@ -105,7 +110,7 @@ def voxel_matvec(u, E, Ke, out, k0: int, k1: int) -> None:
     # plane, or whole planes where several fit (a coarse level's few voxels in one GEMM)
     rows = max(1, min(ny, CHUNK_VOXELS // max(nx, 1)))
     if rows == ny:
-        planes = max(1, CHUNK_VOXELS // max(nx * ny, 1))
+        planes = max(1, PLANE_BLOCK_VOXELS // max(nx * ny, 1))
         for e in range(e0, e1, planes):
             _matvec_block(xp, u, E, Ke, out, k0, k1, e, 0, ny, min(e1, e + planes))
         return

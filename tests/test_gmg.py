@@ -546,7 +546,7 @@ def test_the_twin_product_does_not_depend_on_its_block_size(dtype, rng, monkeypa
     Ke = voxel.reference_stiffness((0.5, 0.7, 0.9), 0.3).astype(dtype)
     got = {}
     for chunk in (nx * ny, 3 * nx * ny, nz * ny * nx):  # one plane, three planes, all
-        monkeypatch.setattr(voxel, "CHUNK_VOXELS", chunk)
+        monkeypatch.setattr(voxel, "PLANE_BLOCK_VOXELS", chunk)
         for k0, k1 in ((0, nz + 1), (2, 5), (nz, nz + 1)):
             out = np.empty((k1 - k0, ny + 1, nx + 1, 3), dtype)
             voxel.voxel_matvec(u, E, Ke, out, k0, k1)
