@@ -39,8 +39,8 @@ STRAIN_ORDER = ("xx", "yy", "zz", "xy", "yz", "xz")
 CHUNK_VOXELS = 8192
 #: voxels per GEMM where the twin takes several whole element planes at once (planes of fewer
 #: voxels: a multigrid's coarse levels). Measured with one thread (bench/voxel_twin.py): blocks
-#: of 1 024 voxels cost 230-270 ns a voxel on 8^3 to 32^3 grids, larger multi-plane blocks
-#: up to 380 (out of cache), one plane a call 340-2 700 on grids of 16^3 and less
+#: of 1 024 voxels cost 230-270 ns a voxel on 8^3 to 32^3 grids; larger multi-plane blocks
+#: 210-380, varying from run to run; one plane a call 340-2 700 on grids of 16^3 and less
 PLANE_BLOCK_VOXELS = 1024
 
 
