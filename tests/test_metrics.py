@@ -541,7 +541,7 @@ def test_axial_stiffness_is_taken_along_the_load_line_of_a_kyphotic_segment():
     from fem.study.spec import PARAMETERS
 
     base = {k: v.default for k, v in PARAMETERS.items()}
-    base.update(levels="T12-L4", fracture_level="L2", voxel_size=3.0, load_line="plate")
+    base.update(levels="T12-L4", fracture_level="L2", voxel_size=4.0, load_line="plate")
     k = {}
     for proc, ml in (("intact", 4.0), ("fractured", 4.0), ("pvp", 2.0), ("pvp", 4.0),
                      ("pvp", 6.0)):
