@@ -15,6 +15,8 @@ imports and starts the worker threads:
 
 * timed (no tracing): ``solve`` = ``fem.solve`` (for the hex8 route including ``to_model``),
   ``write`` = ``Result.write`` of a zlib-compressed VTU (stress recovery, nodal averages, file);
+  on the native routes then ``write .vti``, the same fields as a zlib-compressed VTK image of
+  the whole grid (``VoxelResult.write("r.vti")``, after the VTU: the stresses are computed);
 * traced: the same solve again under ``tracemalloc`` (NumPy reports its array buffers to it), its
   peak minus what was allocated before it started, per DOF: "host B/DOF beyond the moduli" (the
   VoxelModel and its moduli exist before tracing starts, so they are not counted; everything the
@@ -101,8 +103,15 @@ def row(route: str, n: int) -> dict:
         res.write(Path(tmp) / "r.vtu")
         t_write = time.perf_counter() - t
         size = (Path(tmp) / "r.vtu").stat().st_size
+        t_vti = vti_size = None
+        if route != "hex8":  # a VoxelResult also writes the image grid (.vti)
+            t = time.perf_counter()
+            res.write(Path(tmp) / "r.vti")
+            t_vti = time.perf_counter() - t
+            vti_size = (Path(tmp) / "r.vti").stat().st_size
     rec = {"route": route, "n": n, "n_dof": n_dof, "iterations": res.info.iterations,
            "solve_s": t_solve, "write_s": t_write, "vtu_bytes": size,
+           "write_vti_s": t_vti, "vti_bytes": vti_size,
            "times": dict(res.info.times), "held_bytes": int(res.info.held_bytes)}
     del res
     res, peak = traced(lambda: solve(route, vm))
@@ -139,15 +148,17 @@ def machine() -> str:
 
 def table(rows: list[dict]) -> str:
     head = ("| route | DOF | iterations | solve s | write s | write/solve | host B/DOF solve "
-            "(beyond moduli) | host B/DOF write | peak RSS MB |")
-    lines = [head, "|" + "---|" * 9]
+            "(beyond moduli) | host B/DOF write | peak RSS MB | write .vti s | .vti/.vtu bytes |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         d = r["n_dof"]
+        vti = ("- | -" if r.get("write_vti_s") is None else
+               f"{r['write_vti_s']:.2f} | {r['vti_bytes'] / r['vtu_bytes']:.2f}")
         lines.append(
             f"| {r['route']} | {d:,} | {r['iterations']} | {r['solve_s']:.2f} | "
             f"{r['write_s']:.2f} | {r['write_s'] / r['solve_s']:.2f} | "
             f"{r['solve_peak_bytes'] / d:.1f} | {r['write_peak_bytes'] / d:.1f} | "
-            f"{r['peak_rss_mb']:.0f} |")
+            f"{r['peak_rss_mb']:.0f} | {vti} |")
     return "\n".join(lines)
 
 

@@ -309,8 +309,11 @@ class VoxelResult(Result):
         from .io.vtu_stream import VTK_HEXAHEDRON, StreamedArray, write_vtu_streamed
 
         path = Path(path)
+        if path.suffix.lower() == ".vti":
+            return self._write_vti(path, compression)
         if path.suffix.lower() != ".vtu":
-            raise InputFileError(f"output file {path} must end in .vtu")
+            raise InputFileError(f"output file {path} must end in .vtu (the occupied voxels as "
+                                 "hex8 cells) or .vti (the whole image grid)")
         if compression not in ("zlib", None):
             return super().write(path, compression=compression)
         cells = _CellStreams(self)
@@ -324,6 +327,30 @@ class VoxelResult(Result):
              StreamedArray("von_mises_nodal", np.float64, 1, nodes.von_mises)],
             [StreamedArray(name, dtype, k, cells.field(name))
              for name, dtype, k in _CellStreams.fields(self)],
+            {UNITS_NOTE: 1}, compression=compression)
+
+    def _write_vti(self, path: Path, compression) -> Path:
+        """VTK ImageData of the whole grid (:meth:`write` to a ``.vti``): no points or cells are
+        written (the image's origin and spacing place them), so the file holds the fields alone.
+        The arrays of the VTU, under the same names, over every voxel and node of the image:
+        empty voxels and the nodes of none hold 0 (``region`` -1, as in the VTU); the cell
+        array ``solid`` (1 occupied, 0 empty) tells them apart (ParaView: Threshold on it)."""
+        from .io.vtu_stream import StreamedArray, write_vti_streamed
+
+        if compression not in ("zlib", None):
+            raise InputFileError(f"compression of a .vti must be 'zlib' or None, got "
+                                 f"{compression!r}")
+        cells = _CellStreams(self)
+        nodes = _NodeStreams(self)
+        vm = self.voxels
+        return write_vti_streamed(
+            path, vm.shape, vm.origin, vm.spacing,
+            [StreamedArray("displacement", np.float64, 3, nodes.grid_displacement),
+             StreamedArray("node_id", np.int64, 1, nodes.grid_ids),
+             StreamedArray("von_mises_nodal", np.float64, 1, nodes.grid_von_mises)],
+            [StreamedArray("solid", np.uint8, 1, cells.solid)]
+            + [StreamedArray(name, dtype, k, cells.on_grid(name, dtype, k))
+               for name, dtype, k in _CellStreams.fields(self)],
             {UNITS_NOTE: 1}, compression=compression)
 
     def to_meshio(self):
@@ -387,8 +414,33 @@ class _NodeStreams:
             yield np.arange(start, start + n, dtype=np.int64)
             start += n
 
+    def grid_displacement(self):
+        """Displacement of every node of the image (0 at the nodes of no occupied voxel)."""
+        h = self.r.backend.to_host
+        for k0, k1, act in self._each():
+            yield np.where(act[..., None], h(self.r.grid_displacement[k0:k1, ...]), 0.0)
+
+    def grid_ids(self):
+        """The hex8 view's node numbers on every node of the image (0: a node of none)."""
+        start = 1
+        for _, _, act in self._each():
+            ids = np.zeros(act.shape, dtype=np.int64)
+            n = int(act.sum())
+            ids[act] = np.arange(start, start + n, dtype=np.int64)
+            start += n
+            yield ids
+
     def von_mises(self):
         """The nodal average of the voxels' von Mises stress (Result.nodal_average)."""
+        for act, values in self._von_mises_planes():
+            yield values[act]
+
+    def grid_von_mises(self):
+        """The same on every node of the image (0 at the nodes of no occupied voxel)."""
+        for _, values in self._von_mises_planes():
+            yield values
+
+    def _von_mises_planes(self):
         vm_all = self.r.backend.to_host(self.r.von_mises)
         start = element_offsets(self.solid)
         nz, ny, nx = self.solid.shape
@@ -405,7 +457,7 @@ class _NodeStreams:
                     acc[lo - k0:hi - k0, dj:dj + ny, di:di + nx] += vm[lo - dk - e0:hi - dk - e0]
                     cnt[lo - k0:hi - k0, dj:dj + ny, di:di + nx] += occupied[lo - dk - e0:
                                                                              hi - dk - e0]
-            yield (acc / np.maximum(cnt, 1.0))[act]
+            yield act, acc / np.maximum(cnt, 1.0)
 
 
 def element_offsets(solid) -> np.ndarray:
@@ -418,8 +470,8 @@ class _CellStreams:
 
     def __init__(self, result: VoxelResult):
         self.r = result
-        self.solid = result._solid
-        self.ranges = result._plane_ranges(self.solid.shape[0])
+        self.solid_mask = result._solid
+        self.ranges = result._plane_ranges(self.solid_mask.shape[0])
 
     @staticmethod
     def fields(result) -> list:
@@ -434,22 +486,42 @@ class _CellStreams:
     def connectivity(self):
         """Node numbers (the hex8 view's: rank among the nodes of occupied voxels in grid
         order) of each occupied voxel's corners, VTK order."""
-        nz = self.solid.shape[0]
-        counts = [int(active_planes(self.solid, k, k + 1).sum()) for k in range(nz + 1)]
+        nz = self.solid_mask.shape[0]
+        counts = [int(active_planes(self.solid_mask, k, k + 1).sum()) for k in range(nz + 1)]
         offset = np.concatenate([[0], np.cumsum(counts)])
         for e0, e1 in self.ranges:
-            act = active_planes(self.solid, e0, e1 + 1)
+            act = active_planes(self.solid_mask, e0, e1 + 1)
             flat = act.reshape(e1 + 1 - e0, -1)
             rank = (np.cumsum(flat, axis=1) - 1 + offset[e0:e1 + 1, None]).reshape(act.shape)
-            e, j, i = np.nonzero(self.solid[e0:e1])
+            e, j, i = np.nonzero(self.solid_mask[e0:e1])
             yield np.stack([rank[e + dk, j + dj, i + di] for di, dj, dk in CORNER_OFFSETS],
                            axis=1)
+
+    def solid(self):
+        """1 on the occupied voxels, 0 on the empty ones, range by range (the image's cells)."""
+        for e0, e1 in self.ranges:
+            yield self.solid_mask[e0:e1].astype(np.uint8)
+
+    def on_grid(self, name: str, dtype, components: int):
+        """A function yielding cell array ``name`` over every voxel of the image, range by
+        range: the occupied voxels' values, 0 in the empty ones (``region``: -1)."""
+        fill = -1 if name == "region" else 0
+        chunks = self.field(name)
+
+        def grid():
+            for (e0, e1), values in zip(self.ranges, chunks()):
+                occupied = self.solid_mask[e0:e1]
+                tail = (components,) if components > 1 else ()
+                full = np.full(occupied.shape + tail, fill, dtype=dtype)
+                full[occupied] = np.asarray(values).reshape((-1,) + tail)
+                yield full
+        return grid
 
     def field(self, name: str):
         """A function yielding the chunks of cell array ``name``."""
         r = self.r
         h = r.backend.to_host
-        start = element_offsets(self.solid)
+        start = element_offsets(self.solid_mask)
         derived = {"von_mises": ("stress", von_mises), "principal_stress": ("stress", principal),
                    "principal_strain": ("strain", principal)}
 
@@ -471,7 +543,7 @@ class _CellStreams:
             for e0, e1 in self.ranges:
                 a, b = int(start[e0]), int(start[e1])
                 if name == "E":
-                    yield r.voxels.grid_moduli[e0:e1][self.solid[e0:e1]]
+                    yield r.voxels.grid_moduli[e0:e1][self.solid_mask[e0:e1]]
                 else:
                     yield values(a, b)
         return chunks

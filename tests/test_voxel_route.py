@@ -205,6 +205,55 @@ def test_streamed_vtu_equals_the_hex8_route_s(rng, monkeypatch, tmp_path, compre
     assert rel(grid.point_data["displacement"], ref.displacement) < 1e-12
 
 
+@pytest.mark.parametrize("compression", ["zlib", None])
+def test_image_output_holds_the_vtu_fields_on_the_whole_grid(rng, monkeypatch, tmp_path,
+                                                             compression):
+    """``write("x.vti")``: VTK ImageData of the whole image, read back by VTK (pyvista): its
+    origin, spacing and dimensions are the model's; every array of the VTU is there under the
+    same name, its occupied voxels' and their nodes' values those of the VTU (the hex8 view's
+    orders are the grid's C order of occupied voxels and of their nodes), the empty voxels and
+    the nodes of none 0 (``region`` -1), and ``solid`` marks the occupied voxels."""
+    pv = pytest.importorskip("pyvista")
+    import meshio
+
+    import fem.voxel_result
+
+    vm = loaded(holed_block(rng))
+    r = fem.solve(vm, solver="gmg", rtol=1e-10)
+    monkeypatch.setattr(fem.voxel_result, "RECOVERY_VOXELS", 150)  # several ranges
+    out = r.write(tmp_path / "v.vti", compression=compression)
+    img = pv.read(out)
+    nx, ny, nz = vm.shape
+    assert tuple(img.dimensions) == (nx + 1, ny + 1, nz + 1)
+    assert np.allclose(img.origin, vm.origin) and np.allclose(img.spacing, vm.spacing)
+    ref = meshio.read(r.write(tmp_path / "v.vtu"))
+    solid = vm.grid_moduli.ravel() > 0
+    assert np.array_equal(np.asarray(img.cell_data["solid"]), solid.astype(np.uint8))
+    assert set(ref.cell_data) | {"solid"} == set(img.cell_data)
+    for name, (values,) in ref.cell_data.items():
+        got = np.asarray(img.cell_data[name])
+        assert np.array_equal(got[solid], values), name
+        assert np.all(got[~solid] == (-1 if name == "region" else 0)), name
+    from fem.voxel_system import active_mask
+
+    active = active_mask(vm.grid_moduli > 0).ravel()
+    assert set(ref.point_data) == set(img.point_data)
+    for name, values in ref.point_data.items():
+        got = np.asarray(img.point_data[name])
+        assert np.array_equal(got[active], values), name
+        assert np.all(got[~active] == 0), name
+    assert rel(np.asarray(img.point_data["displacement"])[active], r.displacement) < 1e-12
+
+
+def test_an_image_output_refuses_other_compressions(tmp_path):
+    r = fem.solve(bone_like_block((12, 12, 12)), solver="gmg")
+    with pytest.raises(fem.errors.InputFileError, match="compression of a .vti"):
+        r.write(tmp_path / "v.vti", compression="lzma")
+    with pytest.raises(fem.errors.InputFileError, match=r"\.vtu .*or \.vti"):
+        r.write(tmp_path / "v.vtk")
+    assert not list(tmp_path.iterdir())
+
+
 def test_other_solvers_small_models_and_plates_take_the_hex8_route():
     vm = bone_like_block((4, 4, 4))
     assert not isinstance(fem.solve(vm), VoxelResult)  # 375 dofs: direct

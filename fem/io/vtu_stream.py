@@ -1,4 +1,5 @@
-"""Write a VTU file array by array from chunks, so that no whole field is ever in memory.
+"""Write a VTU file (or a VTI image) array by array from chunks, so that no whole field is ever
+in memory.
 
 The format is VTK's XML UnstructuredGrid with inline binary arrays (base64), zlib-compressed in
 blocks of :data:`BLOCK` bytes as VTK writes them (header ``[blocks, block size, last block size,
@@ -157,4 +158,40 @@ def write_vtu_streamed(path, n_points: int, n_cells: int, points: StreamedArray,
                 _data_array(f, arr, compress)
             f.write(f"</{tag}>\n".encode())
         f.write(b"</Piece>\n</UnstructuredGrid>\n</VTKFile>\n")
+    return path
+
+
+def write_vti_streamed(path, shape, origin, spacing, point_data: list, cell_data: list,
+                       field_data: dict | None = None, *,
+                       compression: str | None = "zlib") -> Path:
+    """Write VTK XML ImageData (``.vti``) of ``shape`` = (nx, ny, nz) cells, atomically: the
+    points and cells of a regular grid are implicit (origin, spacing), so only the arrays are
+    written, each a :class:`StreamedArray` in VTK's order (x fastest, then y, then z), point
+    arrays over the (nx+1)(ny+1)(nz+1) nodes and cell arrays over the nx ny nz cells."""
+    if compression not in ("zlib", None):
+        raise ValueError(f"compression must be 'zlib' or None, got {compression!r}")
+    compress = compression == "zlib"
+    path = Path(path)
+    extent = " ".join(f"0 {int(n)}" for n in shape)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        compressor = ' compressor="vtkZLibDataCompressor"' if compress else ""
+        f.write(b'<?xml version="1.0"?>\n')
+        f.write(f'<VTKFile type="ImageData" version="1.0" byte_order="LittleEndian" '
+                f'header_type="UInt64"{compressor}>\n'.encode())
+        f.write(f'<ImageData WholeExtent="{extent}" '
+                f'Origin="{" ".join(repr(float(v)) for v in origin)}" '
+                f'Spacing="{" ".join(repr(float(v)) for v in spacing)}">\n'.encode())
+        if field_data:
+            f.write(b"<FieldData>\n")
+            for name, value in field_data.items():
+                f.write(f'<DataArray type="Int64" Name={quoteattr(str(name))} '
+                        f'NumberOfTuples="1" format="ascii">{int(value)}</DataArray>\n'.encode())
+            f.write(b"</FieldData>\n")
+        f.write(f'<Piece Extent="{extent}">\n'.encode())
+        for tag, arrays in (("PointData", point_data), ("CellData", cell_data)):
+            f.write(f"<{tag}>\n".encode())
+            for arr in arrays:
+                _data_array(f, arr, compress)
+            f.write(f"</{tag}>\n".encode())
+        f.write(b"</Piece>\n</ImageData>\n</VTKFile>\n")
     return path
