@@ -17,6 +17,11 @@ On a machine with a CUDA GPU (``fem.kernels.backend.cupy_unavailable_reason()`` 
    DOF per second and held bytes per DOF. A size whose estimated footprint exceeds the free device
    memory is skipped with a note.
 
+4. end to end, for ``--e2e-sizes`` (1M and 10M DOF by default): ``fem.solve`` of a host-built
+   ``VoxelModel`` of the same block and the write of its result as an uncompressed VTK image
+   (``.vti``), timed as a user runs it, with the host bytes per DOF beyond the moduli
+   (tracemalloc) and the device bytes per DOF (CuPy's memory pool) (:func:`end_to_end`).
+
 Where no GPU is usable it prints why and exits 0. ``--numpy`` runs the same steps on NumPy (CPU
 timers, /proc/meminfo for free memory) to check the script itself; give it small ``--sizes``.
 
@@ -57,6 +62,9 @@ COPY_BYTES = 1 << 30
 FOOTPRINT = {"double": 48.0, "mixed": 34.0}
 FIT_FRACTION = 0.85
 TARGET_DOF, TARGET_S = 100_000_000, 60.0
+#: end-to-end sizes (fem.solve of a host-built VoxelModel, then its .vti): a 10^8-DOF block adds
+#: about a minute of host work (building the moduli, writing ~7 GB) per precision
+E2E_SIZES = "1M,10M"
 
 
 def parse_dofs(text: str) -> int:
@@ -339,6 +347,81 @@ def bench_one(dev: Device, n: int, precision: str, copy_bw: float) -> dict | Non
     return rec
 
 
+def end_to_end(dev: Device, n: int, precision: str, folder: Path) -> dict | None:
+    """What a user runs: ``fem.solve`` of a host-built :class:`fem.voxel.VoxelModel` (the same
+    bone-like block, built by ``fem.meshes.voxel.bone_like_block``) and ``write`` of its result
+    as a VTK image, uncompressed (``.vti``, ``compression=None``). Timed as a user runs it; then
+    run again under ``tracemalloc`` for the host peak beyond the model's moduli (NumPy reports
+    its buffers to it; CuPy's device buffers are not host memory), and on a GPU with CuPy's memory
+    pool emptied first, whose size after the solve and the write is the device peak it held."""
+    import gc
+    import tracemalloc
+
+    import fem
+    from fem.meshes.voxel import bone_like_block
+
+    n_dof = 3 * (n + 1) ** 3
+    need = FOOTPRINT[precision] * n_dof
+    free = dev.free_bytes()
+    if need > FIT_FRACTION * free:
+        print(f"  end to end: skipped {n_dof} DOF {precision}: needs about {need / 1e9:.1f} GB, "
+              f"{free / 1e9:.1f} GB free", flush=True)
+        return None
+    backend = "cupy" if dev.gpu else "numpy"
+    t = time.perf_counter()
+    vm = bone_like_block((n, n, n), E_min=E_MIN, contrast=CONTRAST, nu=NU, pressure=PRESSURE,
+                         correlation=CORRELATION)
+    t_build = time.perf_counter() - t
+    out = folder / f"e2e_{n}_{precision}.vti"
+
+    def solve_and_write():
+        r = fem.solve(vm, backend=backend, solver="gmg", precision=precision, rtol=RTOL)
+        t1 = time.perf_counter()
+        r.write(out, compression=None)
+        return r, time.perf_counter() - t1
+
+    dev.release()
+    t = time.perf_counter()
+    res, t_write = solve_and_write()
+    t_total = time.perf_counter() - t
+    rec = {"n": n, "n_dof": n_dof, "precision": precision, "build": t_build,
+           "total": t_total, "write": t_write, "solve": t_total - t_write,
+           "iterations": res.info.iterations, "vti_bytes": out.stat().st_size}
+    del res
+    out.unlink()
+    gc.collect()
+    dev.release()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    res, _ = solve_and_write()
+    rec["host_bytes"] = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    rec["device_bytes"] = (dev.xp.get_default_memory_pool().total_bytes() if dev.gpu
+                           else float("nan"))
+    del res
+    out.unlink()
+    dev.release()
+    return rec
+
+
+def e2e_table(rows: list) -> str:
+    head = (f"{'DOF':>11}  {'precision':<9}{'its':>5}{'build s':>9}{'solve s':>9}{'write s':>9}"
+            f"{'total s':>9}{'host B/DOF':>11}{'device B/DOF':>13}{'.vti GB':>9}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['n_dof']:>11}  {r['precision']:<9}{r['iterations']:>5}{r['build']:>9.2f}"
+            f"{r['solve']:>9.2f}{r['write']:>9.2f}{r['total']:>9.2f}"
+            f"{r['host_bytes'] / r['n_dof']:>11.1f}{r['device_bytes'] / r['n_dof']:>13.1f}"
+            f"{r['vti_bytes'] / 1e9:>9.2f}")
+    lines.append("end to end: total = fem.solve(VoxelModel) (checks, moduli to the device, "
+                 f"solve to rtol {RTOL:g}, reactions) + write of an uncompressed .vti; build = "
+                 "the host-side bone_like_block (not counted); host B/DOF = tracemalloc peak over "
+                 "solve and write beyond the moduli; device B/DOF = CuPy pool after both (nan on "
+                 "NumPy)")
+    return "\n".join(lines)
+
+
 def table(rows: list, copy_bw: float) -> str:
     head = (f"{'DOF':>11}  {'precision':<9}{'levels':>7}{'its':>5}{'build s':>9}{'setup s':>9}"
             f"{'solve s':>9}{'total s':>9}{'ms/it':>8}{'GB/it':>7}{'GB/s':>8}{'of copy':>8}"
@@ -361,6 +444,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default=SIZES, help=f"target DOF counts (default {SIZES})")
     ap.add_argument("--precision", choices=("both",) + PRECISIONS, default="both")
+    ap.add_argument("--e2e-sizes", default=E2E_SIZES,
+                    help=f"end-to-end DOF counts, fem.solve(VoxelModel) + .vti (default "
+                         f"{E2E_SIZES}; '' skips)")
     ap.add_argument("--numpy", action="store_true",
                     help="run on NumPy instead (checks this script without a GPU)")
     args = ap.parse_args(argv)
@@ -406,6 +492,20 @@ def main(argv=None) -> int:
             print(f"issue 3 target, {r['n_dof']} DOF {r['precision']}: {r['total']:.1f} s "
                   f"(< {TARGET_S:g} s on an 80 GB H100): "
                   f"{'PASS' if r['total'] < TARGET_S else 'FAIL'}")
+    e2e = []
+    if args.e2e_sizes.strip():
+        import tempfile
+
+        print("\nend to end (fem.solve(VoxelModel) and its .vti):", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            for dofs in (parse_dofs(s) for s in args.e2e_sizes.split(",") if s.strip()):
+                for p in precisions:
+                    rec = end_to_end(dev, cube_for(dofs), p, Path(tmp))
+                    if rec is not None:
+                        e2e.append(rec)
+                        print(f"  {rec['n_dof']} DOF {p}: total {rec['total']:.2f} s",
+                              flush=True)
+        print(e2e_table(e2e))
     return 0
 
 
