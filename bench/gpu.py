@@ -308,17 +308,24 @@ def check(dev: Device, n: int = CHECK_N) -> bool:
     return ok
 
 
+def fits(dev: Device, n_dof: int, precision: str, what: str) -> bool:
+    """Whether ``n_dof`` in ``precision`` fits the free device memory; says so where not."""
+    need = FOOTPRINT[precision] * n_dof
+    free = dev.free_bytes()
+    if need > FIT_FRACTION * free:
+        print(f"  {what} {n_dof} DOF {precision}: needs about {need / 1e9:.1f} GB, "
+              f"{free / 1e9:.1f} GB free", flush=True)
+        return False
+    return True
+
+
 def bench_one(dev: Device, n: int, precision: str, copy_bw: float) -> dict | None:
     """Build, set up and solve one size in one precision; None (with a note) if it won't fit."""
     from fem.gmg import VoxelSolver
 
     xp = dev.xp
     n_dof = 3 * (n + 1) ** 3
-    need = FOOTPRINT[precision] * n_dof
-    free = dev.free_bytes()
-    if need > FIT_FRACTION * free:
-        print(f"  skipped {n_dof} DOF {precision}: needs about {need / 1e9:.1f} GB, "
-              f"{free / 1e9:.1f} GB free", flush=True)
+    if not fits(dev, n_dof, precision, "skipped"):
         return None
     try:
         with dev.timer() as tb:
@@ -361,11 +368,7 @@ def end_to_end(dev: Device, n: int, precision: str, folder: Path) -> dict | None
     from fem.meshes.voxel import bone_like_block
 
     n_dof = 3 * (n + 1) ** 3
-    need = FOOTPRINT[precision] * n_dof
-    free = dev.free_bytes()
-    if need > FIT_FRACTION * free:
-        print(f"  end to end: skipped {n_dof} DOF {precision}: needs about {need / 1e9:.1f} GB, "
-              f"{free / 1e9:.1f} GB free", flush=True)
+    if not fits(dev, n_dof, precision, "end to end: skipped"):
         return None
     backend = "cupy" if dev.gpu else "numpy"
     t = time.perf_counter()

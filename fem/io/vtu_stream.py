@@ -97,6 +97,25 @@ def _data_array(f, arr: StreamedArray, compress: bool) -> None:
     f.write(b"\n</DataArray>\n")
 
 
+def _field_data(f, field_data: dict | None) -> None:
+    """One-value Int64 arrays of the dataset (``{name: integer}``), if any."""
+    if not field_data:
+        return
+    f.write(b"<FieldData>\n")
+    for name, value in field_data.items():
+        f.write(f'<DataArray type="Int64" Name={quoteattr(str(name))} '
+                f'NumberOfTuples="1" format="ascii">{int(value)}</DataArray>\n'.encode())
+    f.write(b"</FieldData>\n")
+
+
+def _point_and_cell_data(f, point_data: list, cell_data: list, compress: bool) -> None:
+    for tag, arrays in (("PointData", point_data), ("CellData", cell_data)):
+        f.write(f"<{tag}>\n".encode())
+        for arr in arrays:
+            _data_array(f, arr, compress)
+        f.write(f"</{tag}>\n".encode())
+
+
 def _write_base64(f, parts) -> None:
     """Write the base64 of the concatenated ``parts`` piece by piece (cut at multiples of 3
     bytes, where base64 of a concatenation is the concatenation of base64s)."""
@@ -138,12 +157,7 @@ def write_vtu_streamed(path, n_points: int, n_cells: int, points: StreamedArray,
         f.write(b'<?xml version="1.0"?>\n')
         f.write(f'<VTKFile type="UnstructuredGrid" version="1.0" byte_order="LittleEndian" '
                 f'header_type="UInt64"{compressor}>\n<UnstructuredGrid>\n'.encode())
-        if field_data:
-            f.write(b"<FieldData>\n")
-            for name, value in field_data.items():
-                f.write(f'<DataArray type="Int64" Name={quoteattr(str(name))} '
-                        f'NumberOfTuples="1" format="ascii">{int(value)}</DataArray>\n'.encode())
-            f.write(b"</FieldData>\n")
+        _field_data(f, field_data)
         f.write(f'<Piece NumberOfPoints="{n_points}" NumberOfCells="{n_cells}">\n'.encode())
         f.write(b"<Points>\n")
         _data_array(f, points, compress)
@@ -152,11 +166,7 @@ def write_vtu_streamed(path, n_points: int, n_cells: int, points: StreamedArray,
         _data_array(f, StreamedArray("offsets", np.int64, 1, offsets), compress)
         _data_array(f, StreamedArray("types", np.uint8, 1, types), compress)
         f.write(b"</Cells>\n")
-        for tag, arrays in (("PointData", point_data), ("CellData", cell_data)):
-            f.write(f"<{tag}>\n".encode())
-            for arr in arrays:
-                _data_array(f, arr, compress)
-            f.write(f"</{tag}>\n".encode())
+        _point_and_cell_data(f, point_data, cell_data, compress)
         f.write(b"</Piece>\n</UnstructuredGrid>\n</VTKFile>\n")
     return path
 
@@ -181,17 +191,8 @@ def write_vti_streamed(path, shape, origin, spacing, point_data: list, cell_data
         f.write(f'<ImageData WholeExtent="{extent}" '
                 f'Origin="{" ".join(repr(float(v)) for v in origin)}" '
                 f'Spacing="{" ".join(repr(float(v)) for v in spacing)}">\n'.encode())
-        if field_data:
-            f.write(b"<FieldData>\n")
-            for name, value in field_data.items():
-                f.write(f'<DataArray type="Int64" Name={quoteattr(str(name))} '
-                        f'NumberOfTuples="1" format="ascii">{int(value)}</DataArray>\n'.encode())
-            f.write(b"</FieldData>\n")
+        _field_data(f, field_data)
         f.write(f'<Piece Extent="{extent}">\n'.encode())
-        for tag, arrays in (("PointData", point_data), ("CellData", cell_data)):
-            f.write(f"<{tag}>\n".encode())
-            for arr in arrays:
-                _data_array(f, arr, compress)
-            f.write(f"</{tag}>\n".encode())
+        _point_and_cell_data(f, point_data, cell_data, compress)
         f.write(b"</Piece>\n</ImageData>\n</VTKFile>\n")
     return path
