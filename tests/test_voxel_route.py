@@ -430,3 +430,27 @@ def test_analysis_does_not_import_voxel():
              "voxel_result.py", "nonlinear_systems.py")
     for name in below:
         assert "voxel" not in {m.split(".")[0] for m in _imports(root / name)}, name
+
+
+def test_compressed_blocks_are_the_same_bytes_on_any_number_of_threads(rng, monkeypatch,
+                                                                       tmp_path):
+    """The streamed writers compress their 32 KiB blocks a batch at a time on the CPU threads;
+    each block is compressed alone, so the file is the same, byte for byte, on one thread or
+    several, and VTK's reader gets the array back."""
+    pv = pytest.importorskip("pyvista")
+    from fem.io import vtu_stream
+
+    values = rng.standard_normal((2 * vtu_stream.BATCH + 3) * vtu_stream.BLOCK // 8 + 5)
+    shape = (len(values), 1, 1)  # a row of cells
+
+    def write(path):
+        return vtu_stream.write_vti_streamed(
+            path, shape, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), [],
+            [vtu_stream.StreamedArray("v", np.float64, 1, lambda: iter([values[:7], values[7:]]))])
+
+    monkeypatch.setenv("FEM_THREADS", "1")
+    one = write(tmp_path / "one.vti").read_bytes()
+    monkeypatch.setenv("FEM_THREADS", "3")
+    several = write(tmp_path / "several.vti")
+    assert several.read_bytes() == one
+    assert np.array_equal(np.asarray(pv.read(several).cell_data["v"]), values)
