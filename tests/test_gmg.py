@@ -554,3 +554,20 @@ def test_the_twin_product_does_not_depend_on_its_block_size(dtype, rng, monkeypa
     for outs in got.values():
         for out in outs[1:]:
             np.testing.assert_array_equal(out, outs[0])
+
+
+def test_the_accumulating_twin_writes_every_plane_of_its_range(rng):
+    """voxel_matvec_acc assigns each node plane of [k0, k1) once, rounded from its float64
+    window (no zeroing of ``out`` first): an output filled with NaN comes back finite and equal
+    to the float64 product, for every range."""
+    nz, ny, nx = 4, 3, 5
+    E = _moduli(rng, (nx, ny, nz), empty=0.2).astype(np.float32)
+    u = rng.standard_normal((nz + 1, ny + 1, nx + 1, 3)).astype(np.float32)
+    Ke = voxel.reference_stiffness((0.5, 0.7, 0.9), 0.3)
+    ref = np.empty((nz + 1, ny + 1, nx + 1, 3))
+    voxel.voxel_matvec(u.astype(np.float64), E.astype(np.float64), Ke, ref, 0, nz + 1)
+    for k0 in range(nz + 1):
+        for k1 in range(k0 + 1, nz + 2):
+            out = np.full((k1 - k0, ny + 1, nx + 1, 3), np.nan, np.float32)
+            voxel.voxel_matvec_acc(u, E, Ke, out, k0, k1)
+            assert _rel(out, ref[k0:k1]) <= 1e-6, (k0, k1)
