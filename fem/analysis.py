@@ -166,9 +166,11 @@ def backend_for(solver: str, rtol: float, backend: str):
 
 
 def warn_bbar(n_bbar: int, *, stacklevel: int) -> None:
-    """Say that ``n_bbar`` hex8 elements use B-bar by default (nu >= BBAR_NU_THRESHOLD)."""
+    """Say that ``n_bbar`` hex8 elements use B-bar by default (nu >= BBAR_NU_THRESHOLD, or
+    orthotropic and as nearly incompressible: :meth:`fem.Model.bbar_mask`)."""
     warnings.warn(
-        f"{n_bbar} hex8 element(s) with nu >= {BBAR_NU_THRESHOLD} use the B-bar "
+        f"{n_bbar} hex8 element(s) with nu >= {BBAR_NU_THRESHOLD} (or orthotropic and as nearly "
+        "incompressible) use the B-bar "
         "formulation, which does not lock (CalculiX's C3D8 does; "
         "hex8_formulation='full' reproduces it)", stacklevel=stacklevel)
 

@@ -279,7 +279,8 @@ def assemble_stiffness(model: Model, backend: Backend, pattern: Pattern | None =
         if orth is not None:
             loc = xp.asarray(orth[0])
             C = orthotropic_at(model, C_all, orth, gsl, X, b.etype, xp)
-            Ke[loc] = elastic.general_stiffness_matrices(G[loc], wdet[loc], C)
+            Ke[loc] = elastic.general_stiffness_matrices(
+                G[loc], wdet[loc], C, None if bbar is None else bbar[loc])
         pos = pattern.positions[bi][sl].astype(xp.int64)  # (m, k, k)
         # flat data index of entry [a, i, b, j]: pos[a, b] * 9 + 3 i + j
         idx = pos[:, :, None, :, None] * 9 + ij[None, None]

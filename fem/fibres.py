@@ -316,7 +316,8 @@ def _coupling(model, pattern, regions, law, secants):
             R = elastic.cylinder_frames(xq, reg.cylinder[0], reg.cylinder[1])
             Cq = elastic.rotate_stiffness(
                 np.broadcast_to(C[sel][:, None], (len(sel), b.etype.n_gauss, 6, 6)), R)
-            Ke = elastic.general_stiffness_matrices(G, det * b.etype.weights, Cq)
+            bbar = model.bbar_mask()[el[sel]] if b.type == "hex8" else None
+            Ke = elastic.general_stiffness_matrices(G, det * b.etype.weights, Cq, bbar)
             pos = pattern.positions[bi][loc].astype(np.int64)
             idx.append((pos[:, :, None, :, None] * 9 + ij[None, None]).ravel())
             val.append(Ke.ravel())

@@ -48,6 +48,21 @@ ORTHO_CONSTANTS = ("Ex", "Ey", "Ez", "nu_xy", "nu_xz", "nu_yz", "Gxy", "Gxz", "G
 BBAR_NU_THRESHOLD = 0.45
 
 
+def nearly_incompressible(constants: np.ndarray) -> np.ndarray:
+    """Per row of orthotropic engineering constants (:data:`ORTHO_CONSTANTS`): True where the
+    Reuss bulk modulus over the smallest shear modulus reaches that of an isotropic material at
+    :data:`BBAR_NU_THRESHOLD` (so that an isotropic material written as orthotropic constants
+    takes the formulation its isotropic form takes)."""
+    c = np.asarray(constants, dtype=float).reshape(-1, 9)
+    Ex, Ey, Ez, nxy, nxz, nyz = (c[:, i] for i in range(6))
+    compliance = 1.0 / Ex + 1.0 / Ey + 1.0 / Ez - 2.0 * (nxy / Ex + nxz / Ex + nyz / Ey)
+    g_min = c[:, 6:9].min(axis=1)
+    nu = BBAR_NU_THRESHOLD
+    ratio = 2.0 * (1.0 + nu) / (3.0 * (1.0 - 2.0 * nu))
+    # K / G >= ratio, written without dividing by a compliance that may vanish
+    return ratio * (1.0 - 1e-12) * g_min * compliance <= 1.0
+
+
 @dataclass
 class CellBlock:
     """Consecutive elements of one type: ``conn`` (m, k) node indices, first global index ``start``."""
@@ -475,8 +490,8 @@ class Model:
         with nu_ij = -eps_j / eps_i under uniaxial stress along i (the Abaqus/CalculiX
         ``*ELASTIC, TYPE=ENGINEERING CONSTANTS`` convention; nu_ji = nu_ij E_j / E_i); 1, 2, 3 are
         x, y, z in the global axes. Each may be three scalars or an (m, 3) array, one row per
-        element. The compliance must be positive definite. Orthotropic elements never use B-bar
-        and cannot take the voxel path; an integration point on a cylinder's axis is refused
+        element. The compliance must be positive definite. Orthotropic hex8 elements use B-bar
+        where :meth:`bbar_mask` finds them nearly incompressible and cannot take the voxel path; an integration point on a cylinder's axis is refused
         when the model is assembled (its radial direction is undefined).
         """
         idx = self._material_elements(region)
@@ -599,7 +614,13 @@ class Model:
                                 f"element(s) {format_labels(self.element_ids[bad])}")
 
     def bbar_mask(self) -> np.ndarray:
-        """Per element: True where the hex8 B-bar (mean-dilatation) formulation is used."""
+        """Per element: True where the hex8 B-bar (mean-dilatation) formulation is used: every
+        hex8 with ``hex8_formulation="bbar"``, none with ``"full"``, and with ``"auto"`` those
+        that are nearly incompressible: isotropic with nu >= :data:`BBAR_NU_THRESHOLD`, or
+        orthotropic with a bulk modulus (Reuss: 1 / the sum of the normal compliances) at least
+        as many times their smallest shear modulus as an isotropic material at that nu has
+        (K / G = 2 (1 + nu) / (3 (1 - 2 nu)), 9.67): a soft, nearly incompressible ground
+        reinforced by fibres locks as the isotropic ground would."""
         if self.hex8_formulation not in HEX8_FORMULATIONS:
             raise ModelError(f"hex8_formulation must be one of {HEX8_FORMULATIONS}, "
                              f"got {self.hex8_formulation!r}")
@@ -612,7 +633,10 @@ class Model:
                     mask[b.start:b.stop] = True
                 else:
                     mask[b.start:b.stop] = self.nu[b.start:b.stop] >= BBAR_NU_THRESHOLD
-        return mask & ~self.orthotropic_mask()
+        ortho = self.orthotropic_mask()
+        if self.hex8_formulation == "auto" and ortho.any():
+            mask[ortho] &= nearly_incompressible(self.ortho[ortho])
+        return mask
 
     # ---------------------------------------------------------------- conditions
 

@@ -220,18 +220,7 @@ def _xp(a):
 def b_matrices(G, wdet, bbar=None):
     """Strain-displacement matrices (m, g, 6, 3k) (engineering shear), with the mean dilatation
     of B-bar hex8 elements where ``bbar`` (m,) is True (as :func:`fem.kernels.elastic.strains`)."""
-    xp = _xp(G)
-    B = elastic.strain_displacement(G)
-    if bbar is not None and bool(xp.any(bbar)):
-        m, g, k, _ = G.shape
-        V = wdet.sum(axis=1)
-        b = ((G * wdet[:, :, None, None]).sum(axis=1) / V[:, None, None]).reshape(m, 1, 3 * k)
-        vol = B[:, :, 0] + B[:, :, 1] + B[:, :, 2]  # (m, g, 3k)
-        corr = xp.where(bbar[:, None, None], (b - vol) / 3.0, 0.0)
-        B = B.copy()
-        for i in range(3):
-            B[:, :, i] += corr
-    return B
+    return elastic.strain_displacement(G, wdet, bbar)
 
 
 @dataclass

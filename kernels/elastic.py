@@ -174,9 +174,11 @@ def orthotropic_stiffness(constants):
     return xp.linalg.inv(S)
 
 
-def strain_displacement(G):
+def strain_displacement(G, wdetJ=None, bbar=None):
     """B matrices (m, g, 6, 3k) from gradients G (m, g, k, 3): Voigt rows of :data:`VOIGT` with
-    engineering shear strains, columns dof 3a + i (node a, direction i)."""
+    engineering shear strains, columns dof 3a + i (node a, direction i). With ``bbar`` (m,) True
+    (and the weights ``wdetJ`` (m, g)) the dilatation rows of those elements take the element's
+    mean dilatation (B-bar, as :func:`strains`): a kinematic change, valid for any material."""
     xp = array_module(G)
     m, g, k, _ = G.shape
     B = xp.zeros((m, g, 6, k, 3), dtype=G.dtype)
@@ -184,16 +186,26 @@ def strain_displacement(G):
         B[:, :, row, :, i] = G[..., j]
         if i != j:
             B[:, :, row, :, j] = G[..., i]
-    return xp.reshape(B, (m, g, 6, 3 * k))
+    B = xp.reshape(B, (m, g, 6, 3 * k))
+    if bbar is not None and bool(xp.any(bbar)):
+        V = wdetJ.sum(axis=1)
+        b = ((G * wdetJ[:, :, None, None]).sum(axis=1) / V[:, None, None]).reshape(m, 1, 3 * k)
+        vol = B[:, :, 0] + B[:, :, 1] + B[:, :, 2]  # (m, g, 3k)
+        corr = xp.where(bbar[:, None, None], (b - vol) / 3.0, 0.0)
+        for i in range(3):
+            B[:, :, i] += corr
+    return B
 
 
-def general_stiffness_matrices(G, wdetJ, C):
+def general_stiffness_matrices(G, wdetJ, C, bbar=None):
     """Element stiffness K = sum_g w detJ B^T C B for any Voigt stiffness C (m, 6, 6), or one
     per integration point (m, g, 6, 6), shaped (m, k, 3, k, 3) like :func:`stiffness_matrices`
-    (slower: for anisotropic elements only)."""
+    (slower: for anisotropic elements only); ``bbar`` (m,): B-bar where True
+    (:func:`strain_displacement`), for a nearly incompressible anisotropic material."""
     xp = array_module(G)
     m, g, k, _ = G.shape
-    K = stiffness_from_b(strain_displacement(G), wdetJ, C[:, None] if C.ndim == 3 else C)
+    K = stiffness_from_b(strain_displacement(G, wdetJ, bbar), wdetJ,
+                         C[:, None] if C.ndim == 3 else C)
     return xp.reshape(K, (m, k, 3, k, 3))
 
 

@@ -69,6 +69,35 @@ def test_auto_chooses_bbar_only_when_nearly_incompressible():
         assert np.array_equal(auto, ref)
 
 
+@pytest.mark.parametrize("cylinder", [False, True])
+def test_orthotropic_hex8_takes_bbar_when_nearly_incompressible(cylinder):
+    """The isotropic material written as orthotropic constants (in the global axes, or in
+    cylindrical axes, rotated at each integration point) goes through the anisotropic element
+    path: "auto" must find it nearly incompressible at nu 0.4999 and give the isotropic B-bar
+    answer (Lame within 1 %), "full" must lock as the isotropic hex8 does, and at nu 0.3
+    "auto" must stay fully integrated."""
+    for nu, formulation in ((0.4999, "auto"), (0.4999, "full"), (0.3, "auto")):
+        iso = _run("hex8", 4, nu, formulation)[0]
+        m = cylinder_quarter("hex8", 4, 8, 1, ri=RI, ro=RO, length=(RO - RI) / 4, E=E, nu=nu,
+                             formulation=formulation)
+        g = E / (2.0 * (1.0 + nu))
+        m.set_orthotropic(None, E=(E, E, E), nu=(nu, nu, nu), G=(g, g, g),
+                          cylinder=((0.0, 0.0, 0.0), (0.0, 0.0, 1.0)) if cylinder else None)
+        assert m.bbar_mask().all() == (formulation == "auto" and nu > 0.45)
+        res = solve_lame(m, P)
+        u, u_iso = np.asarray(res.displacement), np.asarray(iso.displacement)
+        np.testing.assert_allclose(u, u_iso, rtol=0, atol=1e-9 * np.abs(u_iso).max())
+        np.testing.assert_allclose(np.asarray(res.stress), np.asarray(iso.stress), rtol=0,
+                                   atol=1e-8 * P)
+        inner = m.node_sets["inner"]
+        ratio = (np.linalg.norm(u[inner, :2], axis=1)
+                 / lame_plane_strain(RI, P, RI, RO, E, nu)[0])
+        if formulation == "full" and nu > 0.45:
+            assert ratio.max() < 0.5, ratio
+        else:  # B-bar within 1 % (above); fully integrated and compressible within 2 %
+            assert np.abs(ratio - 1).max() < (0.01 if nu > 0.45 else 0.02), ratio
+
+
 def test_tet10_displacement_does_not_lock():
     """tet10: displacement and deviatoric stress are accurate; the element pressure is not (see
     the module docstring), but it converges under refinement."""

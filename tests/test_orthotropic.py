@@ -144,11 +144,28 @@ def test_bad_constants_in_deck_name_the_line(tmp_path):
         fem.Model.from_inp(tmp_path / "b.inp")
 
 
-def test_orthotropic_elements_never_bbar_nor_voxel():
+def test_orthotropic_elements_take_bbar_only_when_nearly_incompressible_and_never_voxel():
     m = hex_block((2, 2, 2), (1.0, 1.0, 1.0), E=100.0, nu=0.49)
     assert m.bbar_mask().all()
     m.set_orthotropic(np.arange(4), E=E, nu=NU, G=G)
     assert not m.bbar_mask()[:4].any() and m.bbar_mask()[4:].all()
+    # a soft, nearly incompressible ground with one stiff direction (a fibre-reinforced
+    # annulus's kind): Reuss bulk 12.4 MPa against a smallest shear modulus of 0.3 MPa
+    soft = fem.model.nearly_incompressible
+    ground = [0.8, 0.8, 0.8, 0.49, 0.49, 0.49, 0.8 / 2.98, 0.8 / 2.98, 0.8 / 2.98]
+    assert soft(ground)
+    for nu in (0.3, 0.4499):
+        g = 100.0 / (2.0 * (1.0 + nu))
+        assert not soft([100.0, 100.0, 100.0, nu, nu, nu, g, g, g])
+    g = 100.0 / 2.9
+    assert soft([100.0, 100.0, 100.0, 0.45, 0.45, 0.45, g, g, g])  # the isotropic threshold
+    s = m.copy()
+    s.set_orthotropic(np.arange(2), E=(0.8, 0.8, 0.8), nu=(0.49,) * 3, G=(0.8 / 2.98,) * 3)
+    assert s.bbar_mask()[:2].all() and not s.bbar_mask()[2:4].any()
+    s.hex8_formulation = "full"
+    assert not s.bbar_mask().any()
+    s.hex8_formulation = "bbar"
+    assert s.bbar_mask().all()
     grid, why = fem.voxel.grid_of(m)
     assert grid is None and "orthotropic" in why
     c = m.copy()
