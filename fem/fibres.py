@@ -9,7 +9,9 @@ straightens (a toe region, then a linear region). Each element of an annulus get
 
 * the **ground substance**, isotropic: E 0.8 MPa, the annulus's axial tensile modulus, which the
   fibres at 60 degrees to the axis hardly touch (0.8 +- 0.9 MPa, Elliott & Setton 2001, J Biomech
-  Eng 123:256), and nu 0.45 (the FE tables of ../shared/reference/biomechanics.md);
+  Eng 123:256), and nu 0.45 (the FE tables of ../shared/reference/biomechanics.md); hex8
+  annulus elements on a ground that is nearly incompressible take B-bar (:meth:`fem.Model.bbar_mask`),
+  so raising nu towards 0.5 (an undrained annulus) does not lock;
 * **two fibre families**, directions ``a = cos(t) e_theta +- sin(t) e_z`` in the cylindrical axes
   about the disc's axis at the element's centre (t = 30 degrees), each in half of the volume
   (the lamellae alternate): per unit volume each adds ``0.5 E_s(eps_f) a x a x a x a`` to the
