@@ -52,6 +52,7 @@ it reaches; a haemangioma keeps the bone but reduces the trabecular modulus insi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +61,7 @@ from scipy.spatial import cKDTree
 from ..anatomy import LevelAnatomy
 from ..assembly import check_geometry, element_volumes
 from ..errors import MeshError, ParameterError, SetError
+from ..kernels import elastic
 from ..model import Model
 from .transform import Motion
 from .vertebra import POSTERIOR_FLAT, rim_profile, superior_rim_height
@@ -136,13 +138,15 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     col = _Collapse(anat.dims, float(anat.z0), shape, loss)
     levels = model.metadata["levels"]
     i = levels.index(level)
+    below = levels[i + 1] if i + 1 < len(levels) else None
+    if below is not None and shape == "biconcave":
+        col = _conserve_disc_below(model, level, below, col)
     out = model.copy()
     pts = out.points.copy()
     moved = _collapse_level(out, pts, level, col)
     kyphosis = _tip_levels_above(model, out, pts, level, levels[:i], col, moved) if i else None
-    if i + 1 < len(levels):
-        below = levels[i + 1]
-        _follow_disc(model, out, pts, col, below, f"{level}-{below}", moved, upper=False)
+    if below is not None:
+        _follow_disc(model, out, pts, col, level, below, f"{level}-{below}", moved, upper=False)
     out.points = pts
     try:
         check_geometry(out, np)
@@ -189,6 +193,8 @@ class _Collapse:
     z0: float
     shape: str
     loss: float
+    #: how far (mm) the whole level sinks so that the disc below keeps its volume (biconcave)
+    drop: float = 0.0
 
     def top(self, y):
         """Local height of the superior endplate's rim over (.., y); posterior elements take the
@@ -199,8 +205,9 @@ class _Collapse:
         return _loss_field(self.d, self.shape, self.loss, x, y)
 
     def lift(self, L, top):
-        """How far a biconcave fracture raises the inferior endplate (half the loss)."""
-        return 0.5 * L * top if self.shape == "biconcave" else 0.0 * L
+        """How far the fracture raises the inferior endplate: half the loss for a biconcave
+        one, less the level's ``drop``."""
+        return (0.5 * L * top if self.shape == "biconcave" else 0.0 * L) - self.drop
 
     @property
     def both_endplates(self) -> bool:
@@ -226,66 +233,156 @@ def _collapse_level(out: Model, pts, level: str, col: _Collapse):
     nodes moved."""
     elems = np.concatenate([out.regions[r] for r in out.regions if r.startswith(level + "/")])
     nodes = out.element_nodes(elems)
-    x, y, z = pts[nodes].T
-    L = col.lost(x, y)
-    pts[nodes, 2] = z + col.lift(L, col.top(y)) - L * np.clip(z - col.z0, 0.0, None)
+    inferior = out.node_sets.get(f"{level}/inferior", np.zeros(0, dtype=np.int64))
+    pts[nodes, 2] += _body_motion(out, level, col, pts[nodes], np.isin(nodes, inferior))
     moved = np.zeros(out.n_nodes, dtype=bool)
     moved[nodes] = True
     return moved
 
 
+def _body_motion(model: Model, level: str, col: _Collapse, p, on_inferior=None) -> np.ndarray:
+    """The vertical motion (mm) of the collapsing level at the intact points ``p`` (n, 3): the
+    local height over the base scaled by (1 - L), the inferior endplate raised by ``lift``.
+    Heights count from the inferior endplate where it stands above the base plane (a real,
+    tilted or concave endplate; interpolated between its nodes, and a point ``on_inferior`` is
+    its own base, staircase steps included), so that a wedge or crush leaves it, and the disc
+    below, where they were; parts below the base (inferior articular processes) move with it."""
+    L = col.lost(p[:, 0], p[:, 1])
+    inferior = model.node_sets.get(f"{level}/inferior")
+    base = col.z0
+    if inferior is not None and len(inferior):
+        base = np.maximum(col.z0, _interpolate(model.points[inferior],
+                                               model.points[inferior, 2], p))
+        if on_inferior is not None:
+            base = np.where(on_inferior, np.maximum(col.z0, p[:, 2]), base)
+    return col.lift(L, col.top(p[:, 1])) - L * np.clip(p[:, 2] - base, 0.0, None)
+
+
 def _tip_levels_above(model: Model, out: Model, pts, level: str, upper, col: _Collapse, moved):
     """The levels above follow the collapsed endplate rigidly (the segment tips into kyphosis):
     the rigid motion that best carries the superior endplate's nodes from their intact to their
-    collapsed positions; the disc above blends from the endplate's own motion at its bottom to
-    that rigid motion at its top, so it keeps its shape. Returns (R, t)."""
+    collapsed positions, then moved along the axis so that the disc above keeps its volume (the
+    disc is nearly incompressible; the fit alone left it up to 4 % larger or smaller); the disc
+    above blends from the endplate's own motion at its bottom to that rigid motion at its top,
+    so it keeps its shape. Returns (R, t)."""
     sup = out.node_sets[f"{level}/superior"]
     R, t = _rigid_fit(model.points[sup], pts[sup])
+    disc = _disc_elements(out, f"{upper[-1]}-{level}")
+    if len(disc):
+        # only z moves with an axial shift of the top, so the volume is linear in it
+        v = [_volume(out, _tipped(model, out, pts.copy(), level, upper, col, moved,
+                                  (R, t + np.array([0.0, 0.0, dz]))), disc) for dz in (0.0, 1.0)]
+        if v[1] != v[0]:
+            t = t + np.array([0.0, 0.0, (_volume(out, model.points, disc) - v[0]) / (v[1] - v[0])])
+    _tipped(model, out, pts, level, upper, col, moved, (R, t))
+    return R, t
+
+
+def _tipped(model: Model, out: Model, pts, level: str, upper, col: _Collapse, moved, rigid):
+    """``pts`` with the levels ``upper`` moved by ``rigid`` = (R, t) and the disc between them
+    and ``level`` blended from its endplate's motion to that rigid motion; returns ``pts``."""
+    R, t = rigid
     up = _nodes_above(out, upper)
     up = up[~moved[up]]
     pts[up] = model.points[up] @ R.T + t
     moved_up = np.zeros(out.n_nodes, dtype=bool)
     moved_up[up] = True
     above = upper[-1]
-    _follow_disc(model, out, pts, col, above, f"{above}-{level}", moved | moved_up, upper=True,
-                 rigid=(R, t))
-    return R, t
+    _follow_disc(model, out, pts, col, level, above, f"{above}-{level}", moved | moved_up,
+                 upper=True, rigid=rigid)
+    return pts
 
 
-def _follow_disc(model: Model, out: Model, pts, col: _Collapse, neighbour: str, disc_name: str,
-                 moved, *, upper: bool, rigid=None) -> None:
-    """Move the disc between the fractured level and ``neighbour`` with the endplate (in
-    ``pts``); with ``rigid`` = (R, t), the rest of the way the disc's top follows the levels
-    above (moved by R, t). Nodes in ``moved`` are left alone."""
-    disc = [r for r in out.regions if r.startswith(disc_name + "/")]
-    if not disc:
+def _conserve_disc_below(model: Model, level: str, below: str, col: _Collapse) -> _Collapse:
+    """``col`` with the ``drop`` (mm) of the whole level that keeps the disc below at its
+    volume: a biconcave fracture raises the middle of the inferior endplate, and the disc,
+    nearly incompressible, follows it into the body only as far as its rim sinks (the levels
+    above come down with the level, through the fit of its superior endplate)."""
+    disc = _disc_elements(model, f"{level}-{below}")
+    if not len(disc):
+        return col
+    v = []
+    for drop in (0.0, 1.0):  # only z moves, linearly in the drop: so does the volume
+        c = dataclasses.replace(col, drop=drop)
+        pts = model.points.copy()
+        moved = _collapse_level(model, pts, level, c)
+        _follow_disc(model, model, pts, c, level, below, f"{level}-{below}", moved, upper=False)
+        v.append(_volume(model, pts, disc))
+    if v[1] == v[0]:
+        return col
+    return dataclasses.replace(col, drop=(_volume(model, model.points, disc) - v[0])
+                               / (v[1] - v[0]))
+
+
+def _disc_elements(model: Model, disc_name: str) -> np.ndarray:
+    regions = [model.regions[r] for r in model.regions if r.startswith(disc_name + "/")]
+    return np.concatenate(regions) if regions else np.zeros(0, dtype=np.int64)
+
+
+def _volume(model: Model, points, elements) -> float:
+    """Volume (mm^3) of ``elements`` on the nodes ``points``, by the stiffness quadrature."""
+    total = 0.0
+    for b in model.blocks:
+        sel = elements[(elements >= b.start) & (elements < b.stop)] - b.start
+        if len(sel):
+            _, det = elastic.gradients(points[b.conn[sel]], b.etype.dN)
+            total += float((det * b.etype.weights).sum())
+    return total
+
+
+def _follow_disc(model: Model, out: Model, pts, col: _Collapse, level: str, neighbour: str,
+                 disc_name: str, moved, *, upper: bool, rigid=None) -> None:
+    """Move the disc between the fractured ``level`` and ``neighbour`` (in ``pts``) with the
+    level's endplate: a node within the endplate's reach (inside its concavity, up to the
+    nearest highest point of a superior endplate or lowest of an inferior one) moves with the
+    body's own map (:func:`_body_motion`), so it cannot be pushed through the endplate; beyond,
+    it takes the endplate's motion at that reach, weighted down to 0 at the neighbour's
+    endplate; with ``rigid`` = (R, t) (the levels above), the rest of the way it follows that
+    rigid motion. Nodes in ``moved`` are left alone."""
+    disc = _disc_elements(out, disc_name)
+    if not len(disc):
         return
-    dn = out.element_nodes(np.concatenate([out.regions[r] for r in disc]))
-    dn = dn[~moved[dn]]
-    z0 = col.z0
-    xd, yd, zd = pts[dn].T
-    top_d = col.top(yd)
-    Ld = col.lost(xd, yd)
-    nb = model.anatomy[neighbour]
-    if upper:  # disc above: its bottom follows the superior endplate down
-        shift = (0.5 if col.shape == "biconcave" else 1.0) * -Ld * top_d
-        z_fixed, z_moving = float(nb.z0), z0 + top_d
-    else:  # disc below: its top follows the inferior endplate up (biconcave only)
-        shift = col.lift(Ld, top_d)
-        nd = nb.dims
-        z_fixed = float(nb.z0) + superior_rim_height(nd, np.minimum(yd, 0.5 * nd.depth * POSTERIOR_FLAT))
-        z_moving = np.full_like(zd, z0)
-    w = np.clip((z_fixed - zd) / np.where(np.abs(z_fixed - z_moving) > 1e-9,
-                                          z_fixed - z_moving, 1e-9), 0.0, 1.0)
-    # disc nodes inside the level's span (the endplate concavity) move with the body's own map,
-    # so the disc cannot be pushed through the endplate surface beneath or above it
-    inside = zd <= z_moving if upper else zd >= z_moving
-    body = col.lift(Ld, top_d) - Ld * np.clip(zd - z0, 0.0, None)
-    pts[dn, 2] = zd + np.where(inside, body, shift * w)
+    dn = out.element_nodes(disc)
+    neighbours = out.element_nodes(np.concatenate(
+        [out.regions[r] for r in out.regions if r.startswith(neighbour + "/")]))
+    dn = dn[~moved[dn] & ~np.isin(dn, neighbours)]
+    own = model.points[out.node_sets[f"{level}/{'superior' if upper else 'inferior'}"]]
+    other = model.points[out.node_sets[f"{neighbour}/{'inferior' if upper else 'superior'}"]]
+    p0 = model.points[dn]
+    z = p0[:, 2]
+    far = _interpolate(other, other[:, 2], p0)
+    if upper:
+        reach = _nearby(own, p0, np.max)
+        w, zc = (far - z) / (far - reach), np.minimum(z, reach)
+    else:
+        reach = _nearby(own, p0, np.min)
+        w, zc = (z - far) / (reach - far), np.maximum(z, reach)
+    w = np.clip(np.nan_to_num(w, nan=1.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    pts[dn, 2] = z + w * _body_motion(model, level, col, np.column_stack([p0[:, :2], zc]))
     if rigid is not None:
         R, t = rigid
-        p0 = model.points[dn]
-        pts[dn] += np.where(inside, 0.0, 1.0 - w)[:, None] * (p0 @ R.T + t - p0)
+        pts[dn] += (1.0 - w)[:, None] * (p0 @ R.T + t - p0)
+
+
+def _nearby(surface, points, reduce, k: int = 4) -> np.ndarray:
+    """``reduce`` (np.max or np.min) of the heights of the ``k`` nodes of ``surface`` (n, 3)
+    nearest to each of ``points`` in the transverse plane."""
+    k = min(k, len(surface))
+    _, i = cKDTree(surface[:, :2]).query(points[:, :2], k=k)
+    return reduce(surface[i.reshape(len(points), k), 2], axis=1)
+
+
+def _interpolate(at, values, points, k: int = 4):
+    """``values`` given at the nodes ``at`` (n, 3), interpolated at ``points`` (m, 3) by their
+    x, y: inverse-distance weights over the ``k`` nearest in the transverse plane (a node
+    straight above or below one of ``at`` takes its value)."""
+    k = min(k, len(at))
+    d, i = cKDTree(np.asarray(at)[:, :2]).query(np.asarray(points)[:, :2], k=k)
+    d, i = d.reshape(len(points), k), i.reshape(len(points), k)
+    w = 1.0 / (d + 1e-6)
+    w /= w.sum(axis=1, keepdims=True)
+    v = np.asarray(values)[i]
+    return (w[..., None] * v).sum(axis=1) if v.ndim == 3 else (w * v).sum(axis=1)
 
 
 def _damage(out: Model, level: str, col: _Collapse, depth: float, factor: float,
