@@ -15,9 +15,17 @@ above follow the collapsed superior endplate rigidly: the proper rigid motion th
 the endplate's nodes from their intact to their collapsed positions (least squares, Kabsch)
 moves every level above and the discs between them, so a wedge fracture tips the segment into
 kyphosis (the rotation is about the fractured body's wedge angle) instead of stretching the disc
-above to fill the gap. The disc above blends from the endplate's own motion at its bottom to
-that rigid motion at its top and keeps its volume within a few per cent; the disc below follows
-the inferior endplate (biconcave only) towards the unchanged vertebra beneath.
+above to fill the gap. The discs are nearly incompressible, so they keep their volume: the
+fitted motion is shifted along the axis until the disc above, which blends from the endplate's
+own motion at its bottom to that rigid motion at its top, has its intact volume; a biconcave
+fracture raises the middle of the inferior endplate, and the disc below follows it into the
+body only as far as the whole level (and everything above) sinks to keep that disc's volume
+(where the disc is too thin somewhere for that, it sinks as far as the disc's elements allow
+and a warning gives the disc's growth). Heights are counted from the level's actual inferior
+endplate, so a wedge or crush of a real (tilted, concave) vertebra leaves the disc below as it
+was. Measured: every disc of the parametric L1-L5 keeps its volume to 1e-12 for all three
+shapes up to grade 3; the mean shape model's L3 and L4 to 1 % (grade 1-2), except a biconcave
+L4 whose thin posterior disc rim lets it keep its lower disc only within 5 % (grade 2).
 ``metadata["kyphosis"][level]`` records the rotation, translation, angle (degrees) and the levels
 moved; their anatomy (centres, pedicle axes) moves with them, so the metrics' level frames tilt
 too. A tilted level cannot be fractured afterwards (fracture the upper level first). A damaged
@@ -53,6 +61,7 @@ it reaches; a haemangioma keeps the bone but reduces the trabecular modulus insi
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -297,21 +306,48 @@ def _conserve_disc_below(model: Model, level: str, below: str, col: _Collapse) -
     """``col`` with the ``drop`` (mm) of the whole level that keeps the disc below at its
     volume: a biconcave fracture raises the middle of the inferior endplate, and the disc,
     nearly incompressible, follows it into the body only as far as its rim sinks (the levels
-    above come down with the level, through the fit of its superior endplate)."""
+    above come down with the level, through the fit of its superior endplate). Where the disc
+    is thinner somewhere than that drop allows (a lordotic disc's posterior rim one voxel
+    thick), the level sinks only as far as every disc element keeps a tenth of its height, and
+    a warning says how much the disc then grows."""
     disc = _disc_elements(model, f"{level}-{below}")
     if not len(disc):
         return col
-    v = []
-    for drop in (0.0, 1.0):  # only z moves, linearly in the drop: so does the volume
+    vol, det = [], []
+    for drop in (0.0, 1.0):  # only z moves, linearly in the drop: so do volumes and Jacobians
         c = dataclasses.replace(col, drop=drop)
         pts = model.points.copy()
         moved = _collapse_level(model, pts, level, c)
         _follow_disc(model, model, pts, c, level, below, f"{level}-{below}", moved, upper=False)
-        v.append(_volume(model, pts, disc))
-    if v[1] == v[0]:
+        vol.append(_volume(model, pts, disc))
+        det.append(_jacobians(model, pts, disc))
+    if vol[1] == vol[0]:
         return col
-    return dataclasses.replace(col, drop=(_volume(model, model.points, disc) - v[0])
-                               / (v[1] - v[0]))
+    v0 = _volume(model, model.points, disc)
+    drop = (v0 - vol[0]) / (vol[1] - vol[0])
+    shrinking = det[1] < det[0]
+    if shrinking.any():
+        a, b = det[0][shrinking], det[1][shrinking] - det[0][shrinking]
+        most = float(np.min(0.9 * a / -b))
+        if most < drop:
+            grown = (vol[0] + most * (vol[1] - vol[0])) / v0 - 1.0
+            warnings.warn(f"the biconcave fracture of {level}: the disc below ({level}-{below}) "
+                          f"is too thin somewhere for the level to sink the {drop:.2f} mm that "
+                          f"would keep its volume; it sinks {max(most, 0.0):.2f} mm and the disc "
+                          f"grows by {grown:.1%} (a finer mesh resolves a thin disc rim)",
+                          stacklevel=4)
+            drop = max(most, 0.0)
+    return dataclasses.replace(col, drop=drop)
+
+
+def _jacobians(model: Model, points, elements) -> np.ndarray:
+    """det J at the integration points of ``elements`` on the nodes ``points``, flat."""
+    out = []
+    for b in model.blocks:
+        sel = elements[(elements >= b.start) & (elements < b.stop)] - b.start
+        if len(sel):
+            out.append(elastic.gradients(points[b.conn[sel]], b.etype.dN)[1].ravel())
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def _disc_elements(model: Model, disc_name: str) -> np.ndarray:
