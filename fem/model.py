@@ -491,8 +491,9 @@ class Model:
         ``*ELASTIC, TYPE=ENGINEERING CONSTANTS`` convention; nu_ji = nu_ij E_j / E_i); 1, 2, 3 are
         x, y, z in the global axes. Each may be three scalars or an (m, 3) array, one row per
         element. The compliance must be positive definite. Orthotropic hex8 elements use B-bar
-        where :meth:`bbar_mask` finds them nearly incompressible and cannot take the voxel path; an integration point on a cylinder's axis is refused
-        when the model is assembled (its radial direction is undefined).
+        where :meth:`bbar_mask` finds them nearly incompressible, and cannot take the voxel
+        path; an integration point on a cylinder's axis is refused when the model is assembled
+        (its radial direction is undefined).
         """
         idx = self._material_elements(region)
         where = f"region {region!r}" if isinstance(region, str) else "the elements"

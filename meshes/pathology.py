@@ -382,8 +382,8 @@ def _follow_disc(model: Model, out: Model, pts, col: _Collapse, level: str, neig
     neighbours = out.element_nodes(np.concatenate(
         [out.regions[r] for r in out.regions if r.startswith(neighbour + "/")]))
     dn = dn[~moved[dn] & ~np.isin(dn, neighbours)]
-    own = model.points[out.node_sets[f"{level}/{'superior' if upper else 'inferior'}"]]
-    other = model.points[out.node_sets[f"{neighbour}/{'inferior' if upper else 'superior'}"]]
+    own = model.points[_endplate(out, level, "superior" if upper else "inferior")]
+    other = model.points[_endplate(out, neighbour, "inferior" if upper else "superior")]
     p0 = model.points[dn]
     z = p0[:, 2]
     far = _interpolate(other, other[:, 2], p0)
@@ -400,6 +400,15 @@ def _follow_disc(model: Model, out: Model, pts, col: _Collapse, level: str, neig
         pts[dn] += (1.0 - w)[:, None] * (p0 @ R.T + t - p0)
 
 
+def _endplate(model: Model, level: str, side: str) -> np.ndarray:
+    nodes = model.node_sets.get(f"{level}/{side}")
+    if nodes is None or not len(nodes):
+        raise MeshError(f"node set {level}/{side} (the {side} endplate's nodes) is missing or "
+                        "empty: the fracture moves the discs between endplates; build the model "
+                        "with fem.meshes (annotate() names the endplates)")
+    return nodes
+
+
 def _nearby(surface, points, reduce, k: int = 4) -> np.ndarray:
     """``reduce`` (np.max or np.min) of the heights of the ``k`` nodes of ``surface`` (n, 3)
     nearest to each of ``points`` in the transverse plane."""
@@ -408,17 +417,15 @@ def _nearby(surface, points, reduce, k: int = 4) -> np.ndarray:
     return reduce(surface[i.reshape(len(points), k), 2], axis=1)
 
 
-def _interpolate(at, values, points, k: int = 4):
-    """``values`` given at the nodes ``at`` (n, 3), interpolated at ``points`` (m, 3) by their
-    x, y: inverse-distance weights over the ``k`` nearest in the transverse plane (a node
+def _interpolate(at, values, points, k: int = 4) -> np.ndarray:
+    """Scalar ``values`` given at the nodes ``at`` (n, 3), interpolated at ``points`` (m, 3) by
+    their x, y: inverse-distance weights over the ``k`` nearest in the transverse plane (a node
     straight above or below one of ``at`` takes its value)."""
     k = min(k, len(at))
     d, i = cKDTree(np.asarray(at)[:, :2]).query(np.asarray(points)[:, :2], k=k)
     d, i = d.reshape(len(points), k), i.reshape(len(points), k)
     w = 1.0 / (d + 1e-6)
-    w /= w.sum(axis=1, keepdims=True)
-    v = np.asarray(values)[i]
-    return (w[..., None] * v).sum(axis=1) if v.ndim == 3 else (w * v).sum(axis=1)
+    return (w * np.asarray(values)[i]).sum(axis=1) / w.sum(axis=1)
 
 
 def _damage(out: Model, level: str, col: _Collapse, depth: float, factor: float,

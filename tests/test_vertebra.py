@@ -215,6 +215,13 @@ def test_no_fracture_inflates_or_squashes_a_disc(shape):
         assert np.abs(sank).max() == 0.0
 
 
+def test_a_fracture_names_a_missing_endplate_set():
+    m = segment_model("L1-L3", voxel_size=3.0)
+    del m.node_sets["L3/superior"]
+    with pytest.raises(MeshError, match=r"node set L3/superior .* is missing"):
+        compress(m, "L2", "biconcave", grade=1)
+
+
 def test_lesions():
     m = vertebra_model("L2", voxel_size=1.0)
     lyt = add_lesion(m, "L2", "osteolytic", "centre", (6.0, 5.0, 5.0))
