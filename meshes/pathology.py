@@ -22,10 +22,13 @@ fracture raises the middle of the inferior endplate, and the disc below follows 
 body only as far as the whole level (and everything above) sinks to keep that disc's volume
 (where the disc is too thin somewhere for that, it sinks as far as the disc's elements allow
 and a warning gives the disc's growth). Heights are counted from the level's actual inferior
-endplate, so a wedge or crush of a real (tilted, concave) vertebra leaves the disc below as it
-was. Measured: every disc of the parametric L1-L5 keeps its volume to 1e-12 for all three
-shapes up to grade 3; the mean shape model's L3 and L4 to 1 % (grade 1-2), except a biconcave
-L4 whose thin posterior disc rim lets it keep its lower disc only within 5 % (grade 2).
+endplate (interpolated between its nodes), so a wedge or crush of a real (tilted, concave)
+vertebra leaves the disc below nearly as it was, and the same drop, of either sign, gives it
+its volume back. Measured (2026-12-05), every shape at grades 1-3, discs' volumes: the
+parametric L1-L5 (hex8, 2 and 3 mm), its tet10 form (L1-L3, 3 mm) and the clinical CT's L1-L3
+(3 mm) to 1e-12; the mean shape model's L3 and L4 (2 mm) to 1e-12 too, except a biconcave L4,
+whose one-voxel posterior disc rim lets its disc below grow 4.4 % (grade 2) and 17 % (grade 3,
+with the warning), and a grade-3 biconcave L3, which inverts its disc above's thin rim.
 ``metadata["kyphosis"][level]`` records the rotation, translation, angle (degrees) and the levels
 moved; their anatomy (centres, pedicle axes) moves with them, so the metrics' level frames tilt
 too. A tilted level cannot be fractured afterwards (fracture the upper level first). A damaged
@@ -148,7 +151,7 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     levels = model.metadata["levels"]
     i = levels.index(level)
     below = levels[i + 1] if i + 1 < len(levels) else None
-    if below is not None and shape == "biconcave":
+    if below is not None:
         col = _conserve_disc_below(model, level, below, col)
     out = model.copy()
     pts = out.points.copy()
@@ -242,28 +245,26 @@ def _collapse_level(out: Model, pts, level: str, col: _Collapse):
     nodes moved."""
     elems = np.concatenate([out.regions[r] for r in out.regions if r.startswith(level + "/")])
     nodes = out.element_nodes(elems)
-    inferior = out.node_sets.get(f"{level}/inferior", np.zeros(0, dtype=np.int64))
-    pts[nodes, 2] += _body_motion(out, level, col, pts[nodes], np.isin(nodes, inferior))
+    pts[nodes, 2] += _body_motion(out, level, col, pts[nodes])
     moved = np.zeros(out.n_nodes, dtype=bool)
     moved[nodes] = True
     return moved
 
 
-def _body_motion(model: Model, level: str, col: _Collapse, p, on_inferior=None) -> np.ndarray:
+def _body_motion(model: Model, level: str, col: _Collapse, p) -> np.ndarray:
     """The vertical motion (mm) of the collapsing level at the intact points ``p`` (n, 3): the
-    local height over the base scaled by (1 - L), the inferior endplate raised by ``lift``.
-    Heights count from the inferior endplate where it stands above the base plane (a real,
-    tilted or concave endplate; interpolated between its nodes, and a point ``on_inferior`` is
-    its own base, staircase steps included), so that a wedge or crush leaves it, and the disc
-    below, where they were; parts below the base (inferior articular processes) move with it."""
+    local height over the base scaled by (1 - L), the inferior endplate raised by ``lift`` (and
+    the whole level lowered by ``drop``). Heights count from the inferior endplate where it
+    stands above the base plane (a real, tilted or concave endplate, interpolated between its
+    nodes: a smooth base, so the map keeps every element the right way up), so that a wedge or
+    crush leaves it, and the disc below, nearly where they were; parts below the base (inferior
+    articular processes) move with it."""
     L = col.lost(p[:, 0], p[:, 1])
     inferior = model.node_sets.get(f"{level}/inferior")
     base = col.z0
     if inferior is not None and len(inferior):
         base = np.maximum(col.z0, _interpolate(model.points[inferior],
                                                model.points[inferior, 2], p))
-        if on_inferior is not None:
-            base = np.where(on_inferior, np.maximum(col.z0, p[:, 2]), base)
     return col.lift(L, col.top(p[:, 1])) - L * np.clip(p[:, 2] - base, 0.0, None)
 
 
@@ -306,10 +307,12 @@ def _conserve_disc_below(model: Model, level: str, below: str, col: _Collapse) -
     """``col`` with the ``drop`` (mm) of the whole level that keeps the disc below at its
     volume: a biconcave fracture raises the middle of the inferior endplate, and the disc,
     nearly incompressible, follows it into the body only as far as its rim sinks (the levels
-    above come down with the level, through the fit of its superior endplate). Where the disc
-    is thinner somewhere than that drop allows (a lordotic disc's posterior rim one voxel
-    thick), the level sinks only as far as every disc element keeps a tenth of its height, and
-    a warning says how much the disc then grows."""
+    above come down with the level, through the fit of its superior endplate); a wedge or crush
+    moves an endplate that is not flat a little (the base is interpolated between its nodes),
+    which a small drop of either sign undoes in volume. Where the disc is thinner somewhere
+    than that drop allows (a lordotic disc's posterior rim one voxel thick), the level sinks
+    only as far as every disc element keeps a tenth of its height, and a warning says how much
+    the disc then grows."""
     disc = _disc_elements(model, f"{level}-{below}")
     if not len(disc):
         return col
@@ -325,8 +328,8 @@ def _conserve_disc_below(model: Model, level: str, below: str, col: _Collapse) -
         return col
     v0 = _volume(model, model.points, disc)
     drop = (v0 - vol[0]) / (vol[1] - vol[0])
-    shrinking = det[1] < det[0]
-    if shrinking.any():
+    shrinking = det[1] < det[0]  # the elements a positive drop compresses
+    if drop > 0.0 and shrinking.any():
         a, b = det[0][shrinking], det[1][shrinking] - det[0][shrinking]
         most = float(np.min(0.9 * a / -b))
         if most < drop:
@@ -369,12 +372,13 @@ def _volume(model: Model, points, elements) -> float:
 def _follow_disc(model: Model, out: Model, pts, col: _Collapse, level: str, neighbour: str,
                  disc_name: str, moved, *, upper: bool, rigid=None) -> None:
     """Move the disc between the fractured ``level`` and ``neighbour`` (in ``pts``) with the
-    level's endplate: a node within the endplate's reach (inside its concavity, up to the
-    nearest highest point of a superior endplate or lowest of an inferior one) moves with the
-    body's own map (:func:`_body_motion`), so it cannot be pushed through the endplate; beyond,
-    it takes the endplate's motion at that reach, weighted down to 0 at the neighbour's
-    endplate; with ``rigid`` = (R, t) (the levels above), the rest of the way it follows that
-    rigid motion. Nodes in ``moved`` are left alone."""
+    level's endplate. Both endplates' heights are interpolated at each node's x, y
+    (:func:`_interpolate`, a smooth surface). A node on the level's side of its endplate surface
+    (inside the endplate's concavity) moves with the body's own map (:func:`_body_motion`), so
+    it cannot be pushed through the endplate; beyond, it takes the map's motion at the surface,
+    weighted down to 0 at the neighbour's endplate; with ``rigid`` = (R, t) (the levels above),
+    the rest of the way it follows that rigid motion. Nodes in ``moved`` and the neighbour's
+    are left alone."""
     disc = _disc_elements(out, disc_name)
     if not len(disc):
         return
@@ -386,12 +390,10 @@ def _follow_disc(model: Model, out: Model, pts, col: _Collapse, level: str, neig
     other = model.points[_endplate(out, neighbour, "inferior" if upper else "superior")]
     p0 = model.points[dn]
     z = p0[:, 2]
-    far = _interpolate(other, other[:, 2], p0)
+    far, reach = _interpolate(other, other[:, 2], p0), _interpolate(own, own[:, 2], p0)
     if upper:
-        reach = _nearby(own, p0, np.max)
         w, zc = (far - z) / (far - reach), np.minimum(z, reach)
     else:
-        reach = _nearby(own, p0, np.min)
         w, zc = (z - far) / (reach - far), np.maximum(z, reach)
     w = np.clip(np.nan_to_num(w, nan=1.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
     pts[dn, 2] = z + w * _body_motion(model, level, col, np.column_stack([p0[:, :2], zc]))
@@ -407,14 +409,6 @@ def _endplate(model: Model, level: str, side: str) -> np.ndarray:
                         "empty: the fracture moves the discs between endplates; build the model "
                         "with fem.meshes (annotate() names the endplates)")
     return nodes
-
-
-def _nearby(surface, points, reduce, k: int = 4) -> np.ndarray:
-    """``reduce`` (np.max or np.min) of the heights of the ``k`` nodes of ``surface`` (n, 3)
-    nearest to each of ``points`` in the transverse plane."""
-    k = min(k, len(surface))
-    _, i = cKDTree(surface[:, :2]).query(points[:, :2], k=k)
-    return reduce(surface[i.reshape(len(points), k), 2], axis=1)
 
 
 def _interpolate(at, values, points, k: int = 4) -> np.ndarray:

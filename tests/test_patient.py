@@ -116,6 +116,11 @@ def test_fracture_pvp_pkp_load_and_metrics_run_on_the_patient(patient):
     front_f, back_f, wedge = metrics.body_heights(f, "L2")
     front, back, wedge0 = metrics.body_heights(m, "L2")
     assert front_f < 0.8 * front and back_f > 0.9 * back and wedge - wedge0 > 5.0
+    # the discs next to the fractured patient L2 keep their volume (issue 16 D2)
+    vol0, vol1 = fem.assembly.element_volumes(m), fem.assembly.element_volumes(f)
+    for disc in ("L1-L2", "L2-L3"):
+        el = np.concatenate([m.regions[r] for r in m.regions if r.startswith(disc + "/")])
+        assert vol1[el].sum() == pytest.approx(vol0[el].sum(), rel=1e-9), disc
     pvp = augment.pvp(f, "L2", 3.0, seed=1)
     pkp = augment.pkp(f, "L2", 3.0)
     for treated in (pvp, pkp):

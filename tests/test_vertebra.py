@@ -211,8 +211,10 @@ def test_no_fracture_inflates_or_squashes_a_disc(shape):
     sank = m.points[rim, 2] - f.points[rim, 2]
     if shape == "biconcave":  # the rim sank; the middle rose into the body
         assert sank.max() > 0.5 and sank.min() < -1.0
-    else:  # the inferior endplate stays
-        assert np.abs(sank).max() == 0.0
+    else:  # the inferior endplate stays, but for the steps of its staircase (the heights
+        # count from a smooth base interpolated between its nodes) and the small drop that
+        # gives the disc below its volume back
+        assert np.median(np.abs(sank)) < 0.1 and np.abs(sank).max() < 0.25 * 3.0
 
 
 def test_a_fracture_names_a_missing_endplate_set():

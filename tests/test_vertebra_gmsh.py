@@ -209,6 +209,9 @@ def test_fracture_of_a_tet10_segment_keeps_every_element_valid(l1_l2, shape):
 
     f = compress(l1_l2, "L2", shape, grade=2)
     _check_quadratic_elements(f)
+    vol0, vol1 = (fem.assembly.element_volumes(x) for x in (l1_l2, f))
+    disc_el = np.concatenate([f.regions[r] for r in f.regions if r.startswith("L1-L2/")])
+    assert vol1[disc_el].sum() == pytest.approx(vol0[disc_el].sum(), rel=1e-9)
     moved = np.abs(f.points - l1_l2.points).max(axis=1) > 0
     disc = f.element_nodes(np.concatenate([f.regions[r] for r in f.regions
                                            if r.startswith("L1-L2/")]))
