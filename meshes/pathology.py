@@ -343,13 +343,18 @@ def _conserve_disc_below(model: Model, level: str, below: str, col: _Collapse) -
     return dataclasses.replace(col, drop=drop)
 
 
-def _jacobians(model: Model, points, elements) -> np.ndarray:
-    """det J at the integration points of ``elements`` on the nodes ``points``, flat."""
-    out = []
+def _dets(model: Model, points, elements):
+    """Per cell block holding some of ``elements``: (det J at their integration points (m, g),
+    the quadrature weights (g,)) on the nodes ``points``."""
     for b in model.blocks:
         sel = elements[(elements >= b.start) & (elements < b.stop)] - b.start
         if len(sel):
-            out.append(elastic.gradients(points[b.conn[sel]], b.etype.dN)[1].ravel())
+            yield elastic.gradients(points[b.conn[sel]], b.etype.dN)[1], b.etype.weights
+
+
+def _jacobians(model: Model, points, elements) -> np.ndarray:
+    """det J at the integration points of ``elements`` on the nodes ``points``, flat."""
+    out = [det.ravel() for det, _ in _dets(model, points, elements)]
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -360,13 +365,7 @@ def _disc_elements(model: Model, disc_name: str) -> np.ndarray:
 
 def _volume(model: Model, points, elements) -> float:
     """Volume (mm^3) of ``elements`` on the nodes ``points``, by the stiffness quadrature."""
-    total = 0.0
-    for b in model.blocks:
-        sel = elements[(elements >= b.start) & (elements < b.stop)] - b.start
-        if len(sel):
-            _, det = elastic.gradients(points[b.conn[sel]], b.etype.dN)
-            total += float((det * b.etype.weights).sum())
-    return total
+    return float(sum((det * w).sum() for det, w in _dets(model, points, elements)))
 
 
 def _follow_disc(model: Model, out: Model, pts, col: _Collapse, level: str, neighbour: str,
