@@ -34,6 +34,7 @@ point, tet10 four points); the tangent is assembled in 3x3 blocks on the pattern
 
 Increments
 ----------
+The increment loop is :mod:`fem.increments`'s (shared with :mod:`fem.finite_strain`).
 ``increments``: an int n (n equal increments), a sequence of end times (fixed increments, the
 last is the step time), a :class:`StaticControl` (initial increment, step time, minimum, maximum,
 ``direct``), or None: the deck's ``*STATIC`` line (``model.metadata["static"]``) if the model
@@ -70,15 +71,19 @@ from functools import cached_property
 
 import numpy as np
 
-from . import analysis, assembly
-from . import system as _system
-from .errors import ConvergenceError, MaterialError, SolverError, format_labels
+from . import assembly
+from .errors import MaterialError, SolverError, format_labels
+from .increments import (
+    IncrementalProblem,
+    StaticControl,  # noqa: F401  (re-exported: fem.plasticity's API)
+    drive,
+    increment_control,
+)
 from .kernels import elastic
 from .kernels.backend import BackendError, get_backend, scatter_add
 from .model import Model
-from .nonlinear_result import NonlinearResult, Step
+from .nonlinear_result import NonlinearResult
 from .result import Result
-from .solvers import SolveInfo, cg, direct, rigid_body_modes
 
 logger = logging.getLogger(__name__)
 
@@ -87,80 +92,7 @@ SIMO_HUGHES_1998 = ("Simo JC, Hughes TJR (1998) Computational Inelasticity. Spri
 
 #: Voigt vector of the identity (tensor components xx, yy, zz, xy, yz, xz)
 _ONE = (1.0, 1.0, 1.0, 0.0, 0.0, 0.0)
-#: an increment whose relative residual is below this after its first solve was linear
-LINEAR_RESIDUAL = 1e-10
-#: automatic increments grow after an increment that converged within this many iterations
-EASY_ITERATIONS = 5
-GROW = 1.5
 
-
-@dataclass(frozen=True)
-class StaticControl:
-    """Increment control of a static step, as CalculiX's ``*STATIC`` data line: ``initial``
-    increment, step time ``total``, ``minimum`` and ``maximum`` increments (defaults: the
-    smaller of the initial increment and 1e-5 of the step time; the step time). ``direct``:
-    fixed increments of ``initial`` (``*STATIC, DIRECT``)."""
-
-    initial: float = 1.0
-    total: float = 1.0
-    minimum: float | None = None
-    maximum: float | None = None
-    direct: bool = False
-
-    def __post_init__(self):
-        for name in ("initial", "total", "minimum", "maximum"):
-            v = getattr(self, name)
-            if v is None and name in ("minimum", "maximum"):
-                continue
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise SolverError(f"*STATIC {name} increment/time must be a number > 0, got {v!r}")
-        if self.initial > self.total * (1 + 1e-12):
-            raise SolverError(f"*STATIC initial increment {self.initial:g} exceeds the step time "
-                              f"{self.total:g}")
-        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
-            raise SolverError(f"*STATIC minimum increment {self.minimum:g} exceeds the maximum "
-                              f"{self.maximum:g}")
-
-    @property
-    def min_increment(self) -> float:
-        return self.minimum if self.minimum is not None else min(self.initial, 1e-5 * self.total)
-
-    @property
-    def max_increment(self) -> float:
-        return min(self.maximum, self.total) if self.maximum is not None else self.total
-
-    def end_times(self) -> tuple | None:
-        """The fixed end times of ``direct`` increments (None for automatic ones)."""
-        if not self.direct:
-            return None
-        n = max(1, math.ceil(self.total / self.initial - 1e-9))
-        return tuple(min(self.total, (k + 1) * self.initial) for k in range(n))
-
-
-def increment_control(model: Model, increments=None) -> tuple[StaticControl, tuple | None]:
-    """(control, fixed end times or None) from ``increments`` (module docstring)."""
-    if increments is None:
-        increments = model.metadata.get("static")
-        if increments is None:
-            increments = 10
-    if isinstance(increments, dict):
-        increments = StaticControl(**increments)
-    if isinstance(increments, StaticControl):
-        return increments, increments.end_times()
-    if isinstance(increments, (int, np.integer)) and not isinstance(increments, bool):
-        n = int(increments)
-        if n < 1:
-            raise SolverError(f"increments must be >= 1, got {n}")
-        return StaticControl(1.0 / n, 1.0, direct=True), tuple((k + 1) / n for k in range(n))
-    try:
-        times = [float(t) for t in increments]
-    except (TypeError, ValueError):
-        raise SolverError("increments must be an int, a sequence of end times, a StaticControl "
-                          f"or None, got {increments!r}") from None
-    if not times or not all(math.isfinite(t) for t in times) or times[0] <= 0 or any(
-            b <= a for a, b in zip(times, times[1:])):
-        raise SolverError(f"increment end times must be finite, > 0 and increasing, got {times}")
-    return StaticControl(times[0], times[-1], direct=True), tuple(times)
 
 
 # ------------------------------------------------------------------------------ the material
@@ -357,7 +289,7 @@ def solve_plastic(model: Model, *, increments=None, backend: str = "auto", solve
     control, fixed_times = increment_control(model, increments)
     t0 = time.perf_counter()
     prob = _Problem(model, be, solver=solver, rtol=rtol, initial=initial)
-    steps, histories = _drive(prob, control, fixed_times, tol=tol, utol=utol,
+    steps, histories = drive(prob, control, fixed_times, tol=tol, utol=utol,
                               max_iterations=int(max_iterations), progress=progress)
     info = {"residuals": histories, "static": dataclasses.asdict(control),
             "fixed_increments": fixed_times is not None, "solver": prob.solver_name,
@@ -366,54 +298,19 @@ def solve_plastic(model: Model, *, increments=None, backend: str = "auto", solve
     return NonlinearResult(steps, control_name="step time", law=None, info=info)
 
 
-class _Problem:
-    """The model's constant parts: geometry, materials, pattern, constraints, loads."""
+class _Problem(IncrementalProblem):
+    """The model's constant parts (:class:`~fem.increments.IncrementalProblem`) and its
+    elements' geometry and materials, in chunks."""
 
     def __init__(self, model: Model, be, *, solver, rtol, initial):
-        xp = be.xp
-        self.model, self.be, self.xp, self.rtol = model, be, xp, rtol
-        model.check_materials()
-        assembly.check_geometry(model, xp, xp.asarray(model.points))
         plastic = model.plastic_mask()
         ortho = model.orthotropic_mask()
         both = plastic & ortho
         if both.any():
             raise MaterialError(f"element(s) {format_labels(model.element_ids[both])} are "
                                 "orthotropic and plastic: von Mises plasticity is isotropic")
-        self.sysm = _system.compile_conditions(model)
-        _system.check_constraints(model, self.sysm)
-        self.n3 = 3 * model.n_nodes
-        self.pattern = assembly.build_pattern(model, xp)
+        super().__init__(model, be, solver=solver, rtol=rtol, initial=initial)
         self.chunks = self._chunks(plastic)
-        self.fixed = np.asarray(self.sysm.fixed_dofs, dtype=np.int64)
-        self.fixed_x = xp.asarray(self.fixed)
-        dead = [3 * self.sysm.slave_nodes[:, None] + np.arange(3),
-                3 * np.nonzero(~self.sysm.active_nodes)[0][:, None] + np.arange(3)]
-        free = np.ones(self.sysm.n_dof, dtype=bool)
-        free[self.fixed] = False
-        free[np.concatenate([d.ravel() for d in dead]).astype(np.int64)] = False
-        self.free = xp.asarray(free)
-        self.T = analysis.coupling_matrix(model, self.sysm, be) if self.sysm.plates else None
-        self.M = None
-        self.solver = solver
-        self.n_eq = self.sysm.n_dof
-        self.solver_name = "direct" if solver == "direct" or (
-            solver == "auto" and self.n_eq <= analysis.DIRECT_MAX_DOF) else "amg"
-        # end values of this analysis, and where it starts from
-        self.f1 = xp.asarray(self.sysm.f)
-        self.g1 = xp.asarray(self.sysm.fixed_values, dtype=float)
-        self.state = self._initial_state(initial)
-        self.g0 = self.state.z[self.fixed_x] if len(self.fixed) else xp.zeros(0)
-        self.f0 = self.state.f
-        dg = self.be.to_host(self.g1 - self.g0)
-        self.direction = dg / np.abs(dg).max() if len(dg) and np.abs(dg).max() > 0 else None
-        if self.direction is None:
-            df = self.be.to_host(self.f1 - self.f0)
-            res = df[:self.n3].reshape(-1, 3).sum(axis=0)
-            for p in self.sysm.plates:
-                res = res + df[p.first_dof:p.first_dof + 3]
-            nrm = float(np.linalg.norm(res))
-            self.load_dir = res / nrm if nrm > 0 else np.zeros(3)
 
     def _chunks(self, plastic):
         model, xp = self.model, self.xp
@@ -456,16 +353,15 @@ class _Problem:
                             xp.zeros(len(self.fixed)), six, [a.copy() for a in six],
                             [a.copy() for a in six], zeros, [z.astype(bool) for z in zeros])
 
-    # ------------------------------------------------------------------ kinematics
+    def accept(self, trial, z, f, g, force_norm) -> PlasticState:
+        return PlasticState(z, f, g, trial.strain, trial.plastic_strain, trial.stress,
+                            trial.peeq, trial.active, force_norm)
 
-    def displacement(self, z):
-        """Mesh displacements (3n,) of the unknowns z."""
-        u = self.T @ z if self.T is not None else z
-        return u[:self.n3]
+    def result(self, state, react, lam, history, iterations):
+        return _result(self, state, react, lam, history, iterations)
 
-    def to_z(self, v_mesh):
-        """A mesh-dof vector (forces) in the unknowns' space: T^T v."""
-        return self.T.T @ v_mesh if self.T is not None else v_mesh
+    def n_failed(self, result) -> int:
+        return int(result.extra_cell_fields["yielded"].sum())
 
     # ------------------------------------------------------------------ the material pass
 
@@ -526,193 +422,20 @@ class _Problem:
         tiny = xp.where(active & (norm > 0), 1e-300, 0.0)
         return consistent_tangent(c.kappa, c.mu, c.H, tiny, n, xp.where(norm > 0, norm, 1.0))
 
-    # ------------------------------------------------------------------ linear solves
-
-    def solve(self, K, r_full, dg):
-        """The correction dz of K dz = r with dz = dg on the prescribed dofs."""
-        xp = self.xp
-        sysm = dataclasses.replace(self.sysm, f=r_full, fixed_values=dg)
-        lin = analysis.constrain(self.model, sysm, K, self.be)
-        if self.solver_name == "direct":
-            dz = direct(lin.K, lin.rhs)
-        else:
-            if self.M is None:  # the AMG of the first (elastic) tangent serves every iteration
-                B = rigid_body_modes(self.model.points, np,
-                                     [p.reference for p in self.sysm.plates])
-                self.M = analysis.amg_preconditioner(lin.K, B, self.be)
-            op = lin.K
-            if self.be.name == "numpy":
-                from .parallel import RowSplit
-
-                op = RowSplit(lin.K)
-            dz, _, _ = cg(op, lin.rhs, rtol=self.rtol, M=self.M)
-        if len(self.fixed):
-            dz[self.fixed_x] = xp.asarray(dg, dtype=dz.dtype)
-        return dz
-
-    # ------------------------------------------------------------------ loads
-
-    def loads(self, lam):
-        """(applied load vector (all dofs), prescribed values) at load factor ``lam``."""
-        return self.f0 + lam * (self.f1 - self.f0), self.g0 + lam * (self.g1 - self.g0)
-
-    def residual(self, fint_z, f_full):
-        """Out-of-balance force (unknowns' space; zero on prescribed and dead dofs), its norm
-        relative to the force through the model, and the reactions at the prescribed dofs."""
-        xp = self.xp
-        fz = self.to_z(f_full[:self.n3]) if self.sysm.plates else f_full
-        if self.sysm.plates:
-            fz = fz.copy()
-            fz[self.n3:] += f_full[self.n3:]
-        r = fz - fint_z
-        react = -r[self.fixed_x] if len(self.fixed) else xp.zeros(0)
-        r = xp.where(self.free, r, 0.0)
-        # at a state of (nearly) no force, e.g. unloaded to zero, compare with the largest
-        # force so far (CalculiX and Abaqus use a time-averaged force likewise)
-        scale = max(float(xp.linalg.norm(fz)) + float(xp.linalg.norm(react)),
-                    self.state.force_norm)
-        return r, float(xp.linalg.norm(r)) / max(scale, 1e-300), react
-
-    def force(self, react, f_full) -> float:
-        if self.direction is not None:
-            return float(self.be.to_host(react) @ self.direction)
-        f = self.be.to_host(f_full)
-        res = f[:self.n3].reshape(-1, 3).sum(axis=0)
-        for p in self.sysm.plates:
-            res = res + f[p.first_dof:p.first_dof + 3]
-        return float(res @ self.load_dir)
-
-
 def elastic_voigt(C, eng):
     """Stress (tensor components) of engineering strains (m, g, 6) for Voigt C (m, 6, 6)."""
     xp = _xp(eng)
     return xp.matmul(C[:, None], eng[..., None])[..., 0]
 
 
-def _drive(prob: _Problem, control: StaticControl, fixed_times, *, tol, utol, max_iterations,
-           progress):
-    """The increment loop: Newton-Raphson per increment, cut-backs and growth."""
-    total = control.total
-    dmin, dmax = control.min_increment, control.max_increment
-    t = 0.0
-    dt = control.initial if fixed_times is None else math.inf
-    target_i = 0
-    steps: list[Step] = []
-    histories: list[list] = []
-    n_failed = 0
-    eps_t = 1e-12 * total
-    while t < total - eps_t:
-        if fixed_times is not None:
-            while fixed_times[target_i] <= t + eps_t:
-                target_i += 1
-            dt_try = min(dt, fixed_times[target_i] - t)
-        else:
-            dt_try = min(dt, dmax, total - t)
-        if total - (t + dt_try) < eps_t:
-            dt_try = total - t
-        ok, out = _increment(prob, t, t + dt_try, total, tol=tol, utol=utol,
-                             max_iterations=max_iterations)
-        if not ok:
-            n_failed += 1
-            dt = 0.5 * dt_try
-            logger.info("increment %d (step time %.6g -> %.6g) did not converge (%s); halved",
-                        len(steps) + 1, t, t + dt_try, out)
-            if dt < dmin * (1 - 1e-9):
-                raise ConvergenceError(
-                    f"increment {len(steps) + 1} did not converge ({out}) and cannot be cut back "
-                    f"below the minimum increment {dmin:g}: load factor reached {t / total:.6g} "
-                    f"(step time {t:.6g} of {total:g})", residuals=out_residuals(out))
-            continue
-        t += dt_try
-        iterations, history, result, force, z = out
-        histories.append(history)
-        step = Step(len(steps) + 1, t / total, t, force, iterations, history[-1], result,
-                    n_failed=int(result.extra_cell_fields["yielded"].sum()),
-                    linear_solves=iterations)
-        steps.append(step)
-        logger.info("increment %d: step time %.6g, load factor %.6g, force %.6g N, %d "
-                    "iterations, residual %.2e, %d elements yielded", step.index, t, t / total,
-                    force, iterations, history[-1], step.n_failed)
-        if progress is not None:
-            progress(step)
-        if fixed_times is not None:
-            if abs(t - fixed_times[target_i]) <= eps_t:
-                dt = math.inf  # back to the given increments after a cut-back
-        elif iterations <= EASY_ITERATIONS:
-            dt = min(dt_try * GROW, dmax)
-        else:
-            dt = dt_try
-    return steps, histories
-
-
-def out_residuals(out) -> list:
-    return list(out.history) if isinstance(out, _Failure) else []
-
-
-@dataclass
-class _Failure:
-    why: str
-    history: list
-
-    def __str__(self) -> str:
-        return self.why
-
-
-def _increment(prob: _Problem, t_start, t_end, total, *, tol, utol, max_iterations):
-    """One Newton-Raphson increment to step time ``t_end``; (True, (iterations, residual
-    history, result, force, z)) or (False, _Failure)."""
-    xp = prob.xp
-    lam = t_end / total
-    f_full, g = prob.loads(lam)
-    st = prob.state
-    z_n = st.z
-    history: list[float] = []
-    try:
-        fint, _, K = prob.evaluate(z_n, tangent=True, predictor=True)
-        r, _, _ = prob.residual(fint, f_full)
-        dg = g - z_n[prob.fixed_x] if len(prob.fixed) else xp.zeros(0)
-        # r is already in the unknowns' space, zero on slave dofs, where constrain's T^T is
-        # the identity: it passes as the 'load vector' unchanged
-        dz = prob.solve(K, r, dg)
-        z = z_n + dz
-        for it in range(1, max_iterations + 1):
-            fint, trial, K = prob.evaluate(z, tangent=False)
-            r, res, react = prob.residual(fint, f_full)
-            history.append(res)
-            if not math.isfinite(res):
-                return False, _Failure("the residual is not finite", history)
-            du = float(xp.linalg.norm(z - z_n))
-            corr = float(xp.linalg.norm(dz)) / max(du, 1e-300)  # 1 after the predictor
-            if res <= tol and (corr <= utol or res <= LINEAR_RESIDUAL):
-                break
-            if it == max_iterations:
-                return False, _Failure(f"relative residual {res:.2e} after {it} iterations",
-                                       history)
-            if it > 2 and res > 1e3 * history[0]:
-                return False, _Failure(f"diverging: relative residual {res:.2e}", history)
-            _, _, K = prob.evaluate(z, tangent=True)
-            dz = prob.solve(K, r, xp.zeros(len(prob.fixed)))
-            z = z + dz
-    except SolverError as exc:  # a singular tangent (a collapse mechanism at this load)
-        return False, _Failure(str(exc).split(":")[0], history)
-    fz = prob.to_z(f_full[:prob.n3])
-    norm = float(xp.linalg.norm(fz)) + float(xp.linalg.norm(react))
-    state = PlasticState(z, f_full, g, trial.strain, trial.plastic_strain, trial.stress,
-                         trial.peeq, trial.active, max(norm, st.force_norm))
-    prob.state = state
-    result = _result(prob, state, react, lam, history, it)
-    return True, (it, history, result, prob.force(react, f_full), z)
-
 
 def _result(prob: _Problem, state: PlasticState, react, lam, history, iterations):
     be = prob.be
     sysm = dataclasses.replace(prob.sysm, f=be.to_host(state.f),
                                fixed_values=be.to_host(state.g))
-    info = SolveInfo(solver=prob.solver_name, backend=be.name, n_dof=prob.model.n_dof,
-                     n_equations=prob.n_eq, residual=history[-1], iterations=iterations,
-                     residuals=list(history))
     n3 = prob.n3
     return PlasticResult(prob.model, prob.displacement(state.z).reshape(-1, 3), state=state,
                          load_factor=lam, residuals=history, backend=be, system=sysm,
                          reaction_dofs=prob.sysm.fixed_dofs, reaction_values=react,
-                         plate_dofs=state.z[n3:] if prob.sysm.plates else None, info=info)
+                         plate_dofs=state.z[n3:] if prob.sysm.plates else None,
+                         info=prob.result_info(history, iterations))
