@@ -56,6 +56,7 @@ from .errors import (  # noqa: E402
     UnderConstrainedError,
 )
 from .fibres import FibreLaw, solve_disc, solve_fibres  # noqa: E402
+from .finite_strain import solve_finite_strain  # noqa: E402
 from .loads import (  # noqa: E402
     Displacement,
     Fixed,
@@ -78,5 +79,5 @@ __all__ = [
     "InputFileError", "MaterialError", "MeshError", "Model", "ModelError", "NodalForce",
     "ParameterError", "Pressure", "Result", "RigidPlate", "SetError", "SolverError", "TotalForce", "Traction",
     "UnderConstrainedError", "MechanismError", "OutputError", "VoxelModel", "solve", "solve_plastic", "solve_nonlinear",
-    "DamageLaw", "FibreLaw", "solve_disc", "solve_fibres", "__version__",
+    "DamageLaw", "FibreLaw", "solve_disc", "solve_fibres", "solve_finite_strain", "__version__",
 ]

@@ -163,6 +163,21 @@ class FibreLaw:
         return np.where(e <= 0.0, 0.0, np.where(e < k, self.modulus * e / (2.0 * k),
                                                 self.modulus * (1.0 - 0.5 * k / safe)))
 
+    def tangent(self, strain):
+        """Tangent modulus d sigma_f / d eps (MPa) along the fibres; 0 in compression."""
+        e = np.asarray(strain, dtype=float)
+        k = self.toe_strain
+        return np.where(e <= 0.0, 0.0, np.where(e < k, self.modulus * e / k, self.modulus))
+
+    def energy(self, strain):
+        """Strain energy per unit volume of one lamella (MPa = mJ/mm^3) at fibre strain
+        ``strain``: the integral of :meth:`stress`."""
+        e = np.asarray(strain, dtype=float)
+        k = self.toe_strain
+        toe = self.modulus * np.minimum(e, k) ** 3 / (6.0 * k)
+        lin = self.modulus * (0.5 * (e * e - k * k) - 0.5 * k * (e - k))
+        return np.where(e <= 0.0, 0.0, np.where(e < k, toe, self.modulus * k * k / 6.0 + lin))
+
     def directions(self) -> np.ndarray:
         """(2, 3): the families' unit directions in the cylindrical axes (radial,
         circumferential, axial)."""
@@ -270,8 +285,9 @@ def disc_fibres(model) -> list[FibreRegion]:
     return out
 
 
-def _frames(model, regions: list[FibreRegion], law: FibreLaw):
-    """(elements, family directions (2, m, 3) in the global axes at the element centres)."""
+def fibre_directions(model, regions: list[FibreRegion], law: FibreLaw):
+    """(elements (m,), the two families' unit directions (2, m, 3) in the global axes at the
+    element centres) of the fibre regions."""
     els, dirs = [], []
     local = law.directions()
     for reg in regions:
@@ -362,7 +378,7 @@ def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None,
     t0 = time.perf_counter()
     m = model.copy()
     m.check_materials()
-    elements, dirs = _frames(m, regions, law)
+    elements, dirs = fibre_directions(m, regions, law)
     eps_f = np.full((2, len(elements)), law.toe_strain)
     _set(m, regions, law, law.secant(eps_f), elements)
     assembly.check_geometry(m, xp, xp.asarray(m.points))
@@ -487,9 +503,28 @@ def _tensor(eps):
     return t
 
 
-def solve_disc(model, law: FibreLaw | None = None, **kwargs) -> Result:
-    """Solve a segment with fibre-reinforced annuli (:func:`disc_fibres`, :class:`FibreLaw`;
-    keyword arguments as :func:`solve_fibres`): the researcher's entry point. The nucleus and
-    everything else keep the model's materials. ``fem.metrics.level_metrics`` reads the
-    result as any other (disc pressure, endplate bulge)."""
-    return solve_fibres(model, disc_fibres(model), law, **kwargs)
+KINEMATICS = ("small", "finite")
+
+
+def solve_disc(model, law: FibreLaw | None = None, *, kinematics: str = "small",
+               **kwargs) -> Result:
+    """Solve a segment with fibre-reinforced annuli (:func:`disc_fibres`, :class:`FibreLaw`):
+    the researcher's entry point. The nucleus and everything else keep the model's materials.
+    ``fem.metrics.level_metrics`` reads the result as any other (disc pressure, endplate bulge).
+
+    ``kinematics``: "small" (default): small strain, secant iterations (:func:`solve_fibres`,
+    whose keyword arguments it takes); "finite": large deformation
+    (:func:`fem.finite_strain.solve_finite_strain`, whose keyword arguments it takes, e.g.
+    ``increments``), the fibres stretched by their Green-Lagrange strain and every other
+    element neo-Hookean: the :class:`~fem.finite_strain.FiniteStrainResult` of the full load,
+    with the increments' :class:`~fem.nonlinear_result.NonlinearResult` as its ``history``."""
+    if kinematics not in KINEMATICS:
+        raise SolverError(f"kinematics must be one of {KINEMATICS}, got {kinematics!r}")
+    if kinematics == "small":
+        return solve_fibres(model, disc_fibres(model), law, **kwargs)
+    from .finite_strain import solve_finite_strain  # the finite-strain module builds on this one
+
+    history = solve_finite_strain(model, fibres=disc_fibres(model), law=law, **kwargs)
+    result = history.final
+    result.history = history
+    return result

@@ -1,0 +1,401 @@
+"""Large deformation: a total-Lagrangian analysis of hyperelastic solids on the assembled path,
+with the fibre-reinforced annulus of :mod:`fem.fibres` stretched by its Green-Lagrange strain.
+Units: mm, N, MPa.
+
+Why: a disc under a standing load shortens by a quarter of its height in the small-strain fibre
+model, and at that deformation the linear strain misses most of the fibres' stretch (the bulge
+lengthens a ±30 degree fibre to second order, and an annulus that shortens axially while it
+grows circumferentially by a third as much strains no fibre at all in small strain:
+docs/validation.md). Here the strain is the Green-Lagrange strain ``E = (F^T F - I) / 2`` of
+the deformation gradient F, and equilibrium is written on the reference configuration.
+
+Materials
+---------
+Every isotropic element (E, nu) is a decoupled neo-Hookean solid with the same small-strain
+shear and bulk moduli, ``mu = E / 2 (1 + nu)`` and ``kappa = E / 3 (1 - 2 nu)``
+(:mod:`fem.kernels.finite_strain`; CalculiX's and Abaqus's ``*HYPERELASTIC, NEO HOOKE`` with
+C10 = mu / 2, D1 = 2 / kappa), so that at small loads the analysis is :func:`fem.solve`'s. Hex8
+elements that :meth:`fem.Model.bbar_mask` marks (nearly incompressible) take the element's mean
+dilatation in the volumetric energy, the finite-strain form of B-bar. Elements of ``fibres``
+regions are the ground substance of a :class:`~fem.fibres.FibreLaw` (neo-Hookean, as above) plus
+its two fibre families, each adding the second Piola-Kirchhoff stress
+``share sigma_f(E_aa) a (x) a`` with ``E_aa = a . E . a`` the Green-Lagrange strain along the
+family's reference direction ``a`` (at the element centre), and the tangent
+``share sigma_f'(E_aa) a (x) a (x) a (x) a``: the fibre law of :mod:`fem.fibres` with the Green
+strain in place of the linear one (they agree to first order). Orthotropic elements outside the
+fibre regions and plastic elements are refused.
+
+Loads are dead: nodal forces keep their direction and size as the body deforms (a pressure on a
+face does not follow it). Rigid plates and ties are the linear constraints of :func:`fem.solve`
+(a plate's rotation is small). The increments and Newton iterations are :mod:`fem.increments`'s;
+the tangent is the consistent one (material, geometric and volumetric parts), so Newton's
+method converges quadratically.
+
+Results
+-------
+:func:`solve_finite_strain` returns a :class:`~fem.nonlinear_result.NonlinearResult` whose steps
+carry :class:`FiniteStrainResult`: displacements, Cauchy stresses and Green-Lagrange strains
+(tensor components, xx yy zz xy yz xz) at the integration points, ``jacobian`` (J = det F,
+element mean; the volume ratio) and, with fibres, ``fibre_strain_plus/minus`` (Green-Lagrange
+fibre strains) and ``fibre_stress_plus/minus`` (MPa) among the cell fields. Every metric reads it
+as any other result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from . import assembly
+from .errors import MaterialError, SolverError, format_labels
+from .fibres import FibreLaw, FibreRegion, fibre_directions
+from .increments import IncrementalProblem, drive, increment_control
+from .kernels import finite_strain as fs
+from .kernels.backend import BackendError, get_backend, scatter_add
+from .kernels.elastic import stiffness_from_b
+from .model import Model
+from .nonlinear_result import NonlinearResult
+from .result import Result
+
+logger = logging.getLogger(__name__)
+
+HOLZAPFEL_2000 = ("Holzapfel GA (2000) Nonlinear Solid Mechanics. Wiley, Chichester. Section 6.5 "
+                  "(decoupled neo-Hookean energy, its stress and elasticity tensors)")
+SIMO_TAYLOR_PISTER_1985 = ("Simo JC, Taylor RL, Pister KS (1985) Variational and projection "
+                           "methods for the volume constraint in finite deformation "
+                           "elasto-plasticity. Comput Methods Appl Mech Eng 51:177-208 (mean "
+                           "dilatation)")
+
+
+@dataclass
+class FiniteStrainState:
+    """A converged state: unknowns ``z`` (mesh dofs, then rigid plates' six), the load vector
+    ``f`` and prescribed values ``g`` reached, and the largest force through the model so far
+    (N). The material is elastic, so the state is its displacements."""
+
+    z: object
+    f: object
+    g: object
+    force_norm: float = 0.0
+
+
+@dataclass
+class _Chunk:
+    """Reference geometry and materials of a slice of one cell block."""
+
+    block: int
+    sl: slice
+    gsl: slice
+    G: object  # (m, g, k, 3)
+    wdet: object  # (m, g)
+    dofs: object  # (m, 3k)
+    mu: object  # (m, 1)
+    kappa: object  # (m,)
+    mean: object  # (m,) bool
+    fibre_local: object  # local indices of fibre elements, or None
+    dirs: object  # (2, n_f, 3) their families' reference directions, or None
+    positions: object  # (m, k, k)
+
+
+class _Material:
+    """The chunks and the fibre law: evaluates stresses, forces and tangents at displacements."""
+
+    def __init__(self, model: Model, xp, fibres, law: FibreLaw, pattern):
+        self.model, self.xp, self.law = model, xp, law
+        pts = xp.asarray(model.points)
+        E, nu = model.E, model.nu
+        mu = xp.asarray(E / (2.0 * (1.0 + nu)))
+        kappa = xp.asarray(E / (3.0 * (1.0 - 2.0 * nu)))
+        mean = xp.asarray(model.bbar_mask())
+        row = np.full(model.n_elements, -1, dtype=np.int64)
+        dirs_all = None
+        if fibres:
+            els, dirs_all = fibre_directions(model, fibres, law)
+            row[els] = np.arange(len(els))
+        self.fibre_elements = np.nonzero(row >= 0)[0]
+        self.chunks = []
+        for bi, sl in assembly.chunks(model, xp, per_element=4 * 81 * 8):
+            b = model.blocks[bi]
+            G, wdet, _ = assembly.element_geometry(model, bi, sl, xp, pts)
+            gsl = slice(b.start + sl.start, b.start + sl.stop)
+            conn = xp.asarray(b.conn[sl])
+            dofs = (3 * conn[:, :, None] + xp.arange(3)[None, None, :]).reshape(len(conn), -1)
+            loc = np.nonzero(row[gsl] >= 0)[0]
+            fl = d = None
+            if len(loc):
+                fl = xp.asarray(loc)
+                d = xp.asarray(dirs_all[:, row[gsl][loc]])
+            pos = pattern.positions[bi][sl].astype(xp.int64) if pattern is not None else None
+            m_mean = mean[gsl] if b.type == "hex8" else xp.zeros(len(conn), dtype=bool)
+            self.chunks.append(_Chunk(bi, sl, gsl, G, wdet, dofs, mu[gsl, None], kappa[gsl],
+                                      m_mean, fl, d, pos))
+
+    def fibre_strains(self, c: _Chunk, H):
+        """(Green-Lagrange strains (2, n, g) along the families, the strain tensors) of the
+        chunk's fibre elements at displacement gradients ``H``."""
+        xp = self.xp
+        E = fs.green_lagrange_h(H[c.fibre_local])
+        e = xp.einsum("fni,nqij,fnj->fnq", c.dirs, E, c.dirs)
+        return e, E
+
+    def state(self, c: _Chunk, u, *, tangent: bool):
+        """H, the isochoric + fibre second Piola-Kirchhoff stress (m, g, 3, 3), its tangent
+        (m, g, 6, 6) or None, and the fibre strains (2, n, g) or None, of chunk ``c``."""
+        H = fs.displacement_gradients(c.G, u[c.dofs].reshape(len(c.dofs), -1, 3))
+        S, D = fs.neo_hookean_isochoric(H, c.mu)
+        ef = None
+        if c.fibre_local is not None:
+            law = self.law
+            ef, _ = self.fibre_strains(c, H)
+            h = self.xp.asarray
+            sig = h(law.stress(_host(ef))) * law.share
+            aa = c.dirs[:, :, None, :, None] * c.dirs[:, :, None, None, :]  # (2, n, 1, 3, 3)
+            S[c.fibre_local] += (sig[..., None, None] * aa).sum(axis=0)
+            if tangent:
+                dsig = h(law.tangent(_host(ef))) * law.share
+                v = fs.to_voigt(aa)  # (2, n, 1, 6)
+                # engineering shear: the strain along a is sum_I a_I^2 E_II + sum_I<J a_I a_J 2E_IJ
+                D[c.fibre_local] += (dsig[..., None, None]
+                                     * (v[..., :, None] * v[..., None, :])).sum(axis=0)
+        return H, S, (D if tangent else None), ef
+
+    def forces(self, u, *, tangent: bool, pattern=None, n3: int):
+        """Internal forces (3n,) and, with ``tangent``, the assembled block data."""
+        xp = self.xp
+        fint = xp.zeros(n3)
+        data = xp.zeros(pattern.nnzb * 9) if tangent else None
+        ij = 3 * xp.arange(3)[:, None, None] + xp.arange(3)[None, None, :]
+        for c in self.chunks:
+            H, S, D, _ = self.state(c, u, tangent=tangent)
+            B = fs.b_nonlinear(c.G, H + xp.eye(3))
+            fe = fs.internal_forces(B, fs.to_voigt(S), c.wdet)
+            fv, Kv, _ = fs.volumetric(c.G, H, c.wdet, c.kappa, c.mean)
+            scatter_add(fint, c.dofs.ravel(), (fe + fv).ravel())
+            if tangent:
+                Ke = stiffness_from_b(B, c.wdet, D) + fs.geometric_stiffness(c.G, S, c.wdet) + Kv
+                k = Ke.shape[1] // 3
+                Ke = Ke.reshape(-1, k, 3, k, 3)
+                idx = c.positions[:, :, None, :, None] * 9 + ij[None, None]
+                scatter_add(data, idx.ravel(), Ke.ravel())
+        return fint, data
+
+    def fields(self, u):
+        """Per cell block: Green-Lagrange strain and Cauchy stress at the integration points
+        (m, g, 6), reference w det J (m, g), J (m, g), and per fibre element its families'
+        strains (2, n) (element mean) with their global indices."""
+        xp = self.xp
+        parts = [([], [], [], []) for _ in self.model.blocks]
+        fib_el, fib_e = [], []
+        for c in self.chunks:
+            H, S, _, ef = self.state(c, u, tangent=False)
+            _, _, p = fs.volumetric(c.G, H, c.wdet, c.kappa, c.mean)
+            sig = fs.cauchy(H, S, p)
+            parts[c.block][0].append(fs.to_voigt(fs.green_lagrange_h(H)))
+            parts[c.block][1].append(fs.to_voigt(sig))
+            parts[c.block][2].append(c.wdet)
+            parts[c.block][3].append(1.0 + fs.jacobian_minus_one(H))
+            if ef is not None:
+                fib_el.append(_host(c.fibre_local) + c.gsl.start)
+                fib_e.append(_host(ef).mean(axis=2))
+        blocks = [tuple(xp.concatenate(p) for p in blk) for blk in parts]
+        if fib_el:
+            return blocks, np.concatenate(fib_el), np.concatenate(fib_e, axis=1)
+        return blocks, np.zeros(0, dtype=np.int64), np.zeros((2, 0))
+
+
+def _host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+class FiniteStrainResult(Result):
+    """A :class:`~fem.result.Result` of a large-deformation state (module docstring): stresses
+    are Cauchy stresses (MPa), strains Green-Lagrange strains, both tensor components at the
+    integration points and their element means; ``strain_energy_density`` is the stored
+    energy per unit reference volume (mJ/mm^3); ``load_factor`` the share of the loads
+    carried."""
+
+    def __init__(self, model, displacement, *, material: _Material, state: FiniteStrainState,
+                 load_factor: float, residuals=(), **kwargs):
+        super().__init__(model, displacement, **kwargs)
+        self.material = material
+        self.state = state
+        self.load_factor = load_factor
+        self.residuals = list(residuals)
+        blocks, fel, fe = self._fields
+        J = np.concatenate([_host(b[3]).mean(axis=1) for b in blocks])
+        self.extra_cell_fields = {"jacobian": J}
+        if len(fel):
+            law = material.law
+            for i, sign in enumerate(("plus", "minus")):
+                for name, v in (("strain", fe[i]), ("stress", law.stress(fe[i]))):
+                    full = np.zeros(model.n_elements)
+                    full[fel] = v
+                    self.extra_cell_fields[f"fibre_{name}_{sign}"] = full
+
+    @cached_property
+    def _fields(self):
+        u = self.xp.asarray(self.displacement).reshape(-1)
+        return self.material.fields(u)
+
+    @cached_property
+    def _ip(self):
+        return [(e, s, w) for e, s, w, _ in self._fields[0]]
+
+    @cached_property
+    def strain_energy_density(self):
+        """Element mean of the stored energy per unit reference volume (mJ/mm^3)."""
+        xp, law = self.xp, self.material.law
+        out = []
+        u = xp.asarray(self.displacement).reshape(-1)
+        for c in self.material.chunks:
+            H = fs.displacement_gradients(c.G, u[c.dofs].reshape(len(c.dofs), -1, 3))
+            E = fs.green_lagrange_h(H)
+            Jm1 = fs.jacobian_minus_one(H)
+            I1 = 3.0 + 2.0 * (E[..., 0, 0] + E[..., 1, 1] + E[..., 2, 2])
+            W = 0.5 * c.mu * ((1.0 + Jm1) ** (-2.0 / 3.0) * I1 - 3.0)
+            if bool(xp.any(c.mean)):
+                Jbar_m1 = (c.wdet * Jm1).sum(axis=1) / c.wdet.sum(axis=1)
+                Jm1 = xp.where(c.mean[:, None], Jbar_m1[:, None], Jm1)
+            W = W + 0.5 * c.kappa[:, None] * Jm1 ** 2
+            if c.fibre_local is not None:
+                ef, _ = self.material.fibre_strains(c, H)
+                W[c.fibre_local] += xp.asarray(law.energy(_host(ef)) * law.share).sum(axis=0)
+            out.append((W * c.wdet).sum(axis=1) / c.wdet.sum(axis=1))
+        return xp.concatenate(out)
+
+    def integration_point_jacobian(self) -> list:
+        """J = det F at the integration points, one (m, g) array per cell block."""
+        return [j for _, _, _, j in self._fields[0]]
+
+
+def _prepared(model: Model, fibres, law: FibreLaw) -> Model:
+    """``model`` checked for the materials this analysis takes, with the fibre regions'
+    elements made of the law's isotropic ground substance (a copy where they are)."""
+    plastic = model.plastic_mask()
+    if plastic.any():
+        raise MaterialError(f"element(s) {format_labels(model.element_ids[plastic])} are "
+                            "plastic: solve_finite_strain takes hyperelastic materials only")
+    fib = np.zeros(model.n_elements, dtype=bool)
+    for reg in fibres or ():
+        if not isinstance(reg, FibreRegion):
+            raise MaterialError(f"fibres must be FibreRegion objects, got {reg!r:.60}")
+        if reg.elements.min() < 0 or reg.elements.max() >= model.n_elements:
+            raise MaterialError(f"fibre region {reg.name!r} names elements outside the model "
+                                f"(0 to {model.n_elements - 1})")
+        fib[reg.elements] = True
+    ortho = model.orthotropic_mask() & ~fib
+    if ortho.any():
+        raise MaterialError(f"element(s) {format_labels(model.element_ids[ortho])} are "
+                            "orthotropic outside the fibre regions: solve_finite_strain takes "
+                            "isotropic (neo-Hookean) and fibre elements")
+    if fib.any():
+        model = model.copy()
+        model.set_material(np.nonzero(fib)[0], *law.ground)
+    return model
+
+
+def internal_forces(model: Model, displacement, *, fibres: list[FibreRegion] | None = None,
+                    law: FibreLaw | None = None, tangent: bool = False):
+    """The internal nodal forces (n, 3) in N of ``model`` at ``displacement`` (n, 3) mm, with
+    the materials of :func:`solve_finite_strain`, and with ``tangent`` its consistent tangent
+    stiffness (a SciPy sparse matrix, 3n x 3n, N/mm; no supports applied): for checking
+    equilibrium or the tangent. Host (NumPy) only."""
+    law = law or FibreLaw()
+    model = _prepared(model, fibres, law)
+    u = np.asarray(displacement, dtype=float)
+    if u.shape != (model.n_nodes, 3) or not np.isfinite(u).all():
+        raise SolverError(f"displacement must be finite, shape ({model.n_nodes}, 3), got "
+                          f"shape {u.shape}")
+    be = get_backend("numpy")
+    pattern = assembly.build_pattern(model, np) if tangent else None
+    mat = _Material(model, np, fibres, law, pattern)
+    f, data = mat.forces(u.reshape(-1), tangent=tangent, pattern=pattern, n3=u.size)
+    K = assembly.to_matrix(pattern, data.reshape(-1, 3, 3), be).tocsr() if tangent else None
+    return (f.reshape(-1, 3), K) if tangent else f.reshape(-1, 3)
+
+
+class _Problem(IncrementalProblem):
+    def __init__(self, model: Model, be, *, fibres, law, solver, rtol):
+        model = _prepared(model, fibres, law)
+        super().__init__(model, be, solver=solver, rtol=rtol, initial=None)
+        self.material = _Material(self.model, self.xp, fibres, law, self.pattern)
+
+    def _initial_state(self, initial) -> FiniteStrainState:
+        xp = self.xp
+        return FiniteStrainState(xp.zeros(self.sysm.n_dof), xp.zeros(self.sysm.n_dof),
+                                 xp.zeros(len(self.fixed)))
+
+    def evaluate(self, z, *, tangent: bool, predictor: bool = False):
+        fint, data = self.material.forces(self.displacement(z), tangent=tangent,
+                                          pattern=self.pattern, n3=self.n3)
+        K = assembly.to_matrix(self.pattern, data.reshape(-1, 3, 3), self.be) if tangent \
+            else None
+        return self.to_z(fint), None, K
+
+    def accept(self, trial, z, f, g, force_norm) -> FiniteStrainState:
+        return FiniteStrainState(z, f, g, force_norm)
+
+    def result(self, state, react, lam, history, iterations):
+        be = self.be
+        sysm = dataclasses.replace(self.sysm, f=be.to_host(state.f),
+                                   fixed_values=be.to_host(state.g))
+        return FiniteStrainResult(
+            self.model, self.displacement(state.z).reshape(-1, 3), material=self.material,
+            state=state, load_factor=lam, residuals=history, backend=be, system=sysm,
+            reaction_dofs=self.sysm.fixed_dofs, reaction_values=react,
+            plate_dofs=state.z[self.n3:] if self.sysm.plates else None,
+            info=self.result_info(history, iterations))
+
+    def n_failed(self, result) -> int:
+        return 0
+
+
+def solve_finite_strain(model: Model, *, fibres: list[FibreRegion] | None = None,
+                        law: FibreLaw | None = None, increments=10, backend: str = "auto",
+                        solver: str = "auto", rtol: float = 1e-8, tol: float = 1e-6,
+                        utol: float = 1e-5, max_iterations: int = 15,
+                        progress=None) -> NonlinearResult:
+    """Large-deformation analysis of ``model`` (module docstring; mm, N, MPa): its loads and
+    prescribed displacements applied over ``increments`` (an int n: n equal increments; a
+    sequence of end times; a :class:`~fem.increments.StaticControl`; None: the deck's
+    ``*STATIC`` line), each solved by Newton's method.
+
+    ``fibres``: regions of fibre-reinforced annulus (:func:`fem.fibres.disc_fibres`) made of
+    ``law`` (:class:`~fem.fibres.FibreLaw`, default the cited one). ``solver``: "direct",
+    "amg" or "auto" (direct up to 5 000 equations); ``rtol`` the CG tolerance; ``tol``,
+    ``utol``: equilibrium and displacement-correction tolerances; ``progress(step)`` is called
+    after every converged increment. Returns a :class:`~fem.nonlinear_result.NonlinearResult`
+    whose steps' results are :class:`FiniteStrainResult`. Raises
+    :class:`~fem.ConvergenceError` when an increment cannot be cut back far enough to converge
+    (the message names the load factor reached)."""
+    if solver not in ("auto", "direct", "amg"):
+        raise SolverError(f"solver must be auto, direct or amg, got {solver!r}")
+    for name, v, hi in (("rtol", rtol, 1.0), ("tol", tol, 0.1), ("utol", utol, 0.5)):
+        if not (0.0 < v < hi):
+            raise SolverError(f"{name} must lie in (0, {hi:g}), got {v}")
+    if int(max_iterations) < 2:
+        raise SolverError(f"max_iterations must be >= 2, got {max_iterations}")
+    try:
+        be = get_backend(backend)
+    except BackendError as exc:
+        raise SolverError(str(exc)) from None
+    if hasattr(model, "to_model") and not isinstance(model, Model):  # a VoxelModel
+        model = model.to_model()
+    law = law or FibreLaw()
+    control, fixed_times = increment_control(model, increments)
+    t0 = time.perf_counter()
+    prob = _Problem(model, be, fibres=fibres, law=law, solver=solver, rtol=rtol)
+    steps, histories = drive(prob, control, fixed_times, tol=tol, utol=utol,
+                             max_iterations=int(max_iterations), progress=progress)
+    info = {"residuals": histories, "static": dataclasses.asdict(control),
+            "fixed_increments": fixed_times is not None, "solver": prob.solver_name,
+            "backend": be.name, "time_s": time.perf_counter() - t0,
+            "material": "decoupled neo-Hookean" + (", fibre-reinforced annulus" if fibres
+                                                   else ""),
+            "reference": [HOLZAPFEL_2000, SIMO_TAYLOR_PISTER_1985]}
+    return NonlinearResult(steps, control_name="step time", law=None, info=info)
