@@ -42,6 +42,9 @@ theta-z). ``coupling=True`` assembles them as well (an exact anisotropic stiffne
 pressure, +8 % endplate bulge on that segment), at the price of ``result.stress`` in the fibre
 elements holding the orthotropic part only.
 
+Large deformation: :func:`solve_disc` with ``kinematics="finite"`` solves the same annulus with
+the fibres stretched by their Green-Lagrange strain (:mod:`fem.finite_strain`).
+
 Secant iteration (:func:`solve_fibres`): the fibre strains of the last iterate set every annulus
 element's secant constants; the model is reassembled and solved again by CG, warm-started, with
 the AMG preconditioner of the first iterate or, for direct-sized models, the LU factors of the
