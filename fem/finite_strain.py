@@ -54,9 +54,9 @@ import numpy as np
 from . import assembly
 from .errors import MaterialError, SolverError, format_labels
 from .fibres import FibreLaw, FibreRegion, fibre_directions
-from .increments import IncrementalProblem, drive, increment_control
+from .increments import IncrementalProblem, drive, increment_control, prepare
 from .kernels import finite_strain as fs
-from .kernels.backend import BackendError, get_backend, scatter_add
+from .kernels.backend import get_backend, scatter_add
 from .kernels.elastic import stiffness_from_b
 from .model import Model
 from .nonlinear_result import NonlinearResult
@@ -373,19 +373,8 @@ def solve_finite_strain(model: Model, *, fibres: list[FibreRegion] | None = None
     whose steps' results are :class:`FiniteStrainResult`. Raises
     :class:`~fem.ConvergenceError` when an increment cannot be cut back far enough to converge
     (the message names the load factor reached)."""
-    if solver not in ("auto", "direct", "amg"):
-        raise SolverError(f"solver must be auto, direct or amg, got {solver!r}")
-    for name, v, hi in (("rtol", rtol, 1.0), ("tol", tol, 0.1), ("utol", utol, 0.5)):
-        if not (0.0 < v < hi):
-            raise SolverError(f"{name} must lie in (0, {hi:g}), got {v}")
-    if int(max_iterations) < 2:
-        raise SolverError(f"max_iterations must be >= 2, got {max_iterations}")
-    try:
-        be = get_backend(backend)
-    except BackendError as exc:
-        raise SolverError(str(exc)) from None
-    if hasattr(model, "to_model") and not isinstance(model, Model):  # a VoxelModel
-        model = model.to_model()
+    model, be = prepare(model, backend=backend, solver=solver, rtol=rtol, tol=tol, utol=utol,
+                        max_iterations=max_iterations, what="large deformation")
     law = law or FibreLaw()
     control, fixed_times = increment_control(model, increments)
     t0 = time.perf_counter()

@@ -30,6 +30,7 @@ import numpy as np
 from . import analysis, assembly
 from . import system as _system
 from .errors import ConvergenceError, SolverError
+from .kernels.backend import BackendError, get_backend
 from .model import Model
 from .nonlinear_result import Step
 from .solvers import SolveInfo, cg, direct, rigid_body_modes
@@ -110,6 +111,26 @@ def increment_control(model: Model, increments=None) -> tuple[StaticControl, tup
             b <= a for a, b in zip(times, times[1:])):
         raise SolverError(f"increment end times must be finite, > 0 and increasing, got {times}")
     return StaticControl(times[0], times[-1], direct=True), tuple(times)
+
+
+def prepare(model, *, backend: str, solver: str, rtol: float, tol: float, utol: float,
+            max_iterations: int, what: str):
+    """(the model, its backend) for an incremental analysis: the options checked (``what``
+    names the analysis in the messages) and a voxel model turned into its assembled form."""
+    if solver not in ("auto", "direct", "amg"):
+        raise SolverError(f"solver must be auto, direct or amg for {what}, got {solver!r}")
+    for name, v, hi in (("rtol", rtol, 1.0), ("tol", tol, 0.1), ("utol", utol, 0.5)):
+        if not (0.0 < v < hi):
+            raise SolverError(f"{name} must lie in (0, {hi:g}), got {v}")
+    if int(max_iterations) < 2:
+        raise SolverError(f"max_iterations must be >= 2, got {max_iterations}")
+    try:
+        be = get_backend(backend)
+    except BackendError as exc:
+        raise SolverError(str(exc)) from None
+    if hasattr(model, "to_model") and not isinstance(model, Model):  # a VoxelModel
+        model = model.to_model()
+    return model, be
 
 
 class IncrementalProblem:

@@ -78,9 +78,10 @@ from .increments import (
     StaticControl,  # noqa: F401  (re-exported: fem.plasticity's API)
     drive,
     increment_control,
+    prepare,
 )
 from .kernels import elastic
-from .kernels.backend import BackendError, get_backend, scatter_add
+from .kernels.backend import scatter_add
 from .model import Model
 from .nonlinear_result import NonlinearResult
 from .result import Result
@@ -273,19 +274,8 @@ def solve_plastic(model: Model, *, increments=None, backend: str = "auto", solve
     ``initial``: continue from this state (a :class:`PlasticResult`, e.g. ``r.final``);
     ``progress(step)`` is called after every converged increment.
     """
-    if solver not in ("auto", "direct", "amg"):
-        raise SolverError(f"solver must be auto, direct or amg for plasticity, got {solver!r}")
-    for name, v, hi in (("rtol", rtol, 1.0), ("tol", tol, 0.1), ("utol", utol, 0.5)):
-        if not (0.0 < v < hi):
-            raise SolverError(f"{name} must lie in (0, {hi:g}), got {v}")
-    if int(max_iterations) < 2:
-        raise SolverError(f"max_iterations must be >= 2, got {max_iterations}")
-    try:
-        be = get_backend(backend)
-    except BackendError as exc:
-        raise SolverError(str(exc)) from None
-    if hasattr(model, "to_model") and not isinstance(model, Model):  # a VoxelModel
-        model = model.to_model()
+    model, be = prepare(model, backend=backend, solver=solver, rtol=rtol, tol=tol, utol=utol,
+                        max_iterations=max_iterations, what="plasticity")
     control, fixed_times = increment_control(model, increments)
     t0 = time.perf_counter()
     prob = _Problem(model, be, solver=solver, rtol=rtol, initial=initial)
