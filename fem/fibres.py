@@ -510,7 +510,7 @@ KINEMATICS = ("small", "finite")
 
 
 def solve_disc(model, law: FibreLaw | None = None, *, kinematics: str = "small",
-               **kwargs) -> Result:
+               nucleus_pressure: float | None = None, **kwargs) -> Result:
     """Solve a segment with fibre-reinforced annuli (:func:`disc_fibres`, :class:`FibreLaw`):
     the researcher's entry point. The nucleus and everything else keep the model's materials.
     ``fem.metrics.level_metrics`` reads the result as any other (disc pressure, endplate bulge).
@@ -520,14 +520,39 @@ def solve_disc(model, law: FibreLaw | None = None, *, kinematics: str = "small",
     (:func:`fem.finite_strain.solve_finite_strain`, whose keyword arguments it takes, e.g.
     ``increments``), the fibres stretched by their Green-Lagrange strain and every other
     element neo-Hookean: the :class:`~fem.finite_strain.FiniteStrainResult` of the full load,
-    with the increments' :class:`~fem.nonlinear_result.NonlinearResult` as its ``history``."""
+    with the increments' :class:`~fem.nonlinear_result.NonlinearResult` as its ``history``.
+
+    ``nucleus_pressure`` (MPa; "finite" only): pressurise every nucleus to this before any load,
+    by the swelling that :func:`fem.finite_strain.nucleus_swelling` finds for it under the
+    model's supports (e.g. 0.1 MPa, Wilke et al. 1999's L4-L5 lying supine), then load it;
+    the swelling is ``result.swelling``, its pressurised unloaded state
+    ``result.swelling.state``. Displacements count from the unswollen reference: subtract that
+    state's to measure from the pressurised, unloaded disc, as a test would. Several
+    large-deformation solves more."""
     if kinematics not in KINEMATICS:
         raise SolverError(f"kinematics must be one of {KINEMATICS}, got {kinematics!r}")
+    fibres = disc_fibres(model)
     if kinematics == "small":
-        return solve_fibres(model, disc_fibres(model), law, **kwargs)
-    from .finite_strain import solve_finite_strain  # the finite-strain module builds on this one
+        if nucleus_pressure is not None:
+            raise SolverError("nucleus_pressure needs kinematics='finite' (a swelling nucleus "
+                              "is a large-deformation model)")
+        return solve_fibres(model, fibres, law, **kwargs)
+    from .finite_strain import nucleus_swelling, solve_finite_strain  # builds on this module
 
-    history = solve_finite_strain(model, fibres=disc_fibres(model), law=law, **kwargs)
+    swelling = None
+    if nucleus_pressure is not None:
+        nuclei = [region(reg.name.rsplit("/", 1)[0], "nucleus") for reg in fibres]
+        nuclei = [n for n in nuclei if n in model.regions]
+        if not nuclei:
+            raise SetError("nucleus_pressure: the model's discs have no nucleus regions "
+                           "('<upper>-<lower>/nucleus')")
+        opts = {k: v for k, v in kwargs.items() if k in ("backend", "solver", "rtol", "tol")}
+        swelling = nucleus_swelling(model, nucleus_pressure, nuclei, fibres=fibres, law=law,
+                                    **opts)
+    history = solve_finite_strain(model, fibres=fibres, law=law,
+                                  swelling=swelling.ratios if swelling else None,
+                                  initial=swelling.state if swelling else None, **kwargs)
     result = history.final
     result.history = history
+    result.swelling = swelling
     return result

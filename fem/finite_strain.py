@@ -52,7 +52,7 @@ from functools import cached_property
 import numpy as np
 
 from . import assembly
-from .errors import MaterialError, SolverError, format_labels
+from .errors import ConvergenceError, MaterialError, SetError, SolverError, format_labels
 from .fibres import FibreLaw, FibreRegion, fibre_directions
 from .increments import IncrementalProblem, drive, increment_control, prepare
 from .kernels import finite_strain as fs
@@ -61,6 +61,7 @@ from .kernels.elastic import stiffness_from_b
 from .model import Model
 from .nonlinear_result import NonlinearResult
 from .result import Result
+from .validate import in_range
 
 logger = logging.getLogger(__name__)
 
@@ -143,11 +144,14 @@ class _Material:
         e = xp.einsum("fni,nqij,fnj->fnq", c.dirs, E, c.dirs)
         return e, E
 
-    def state(self, c: _Chunk, u, *, tangent: bool):
+    def state(self, c: _Chunk, u, *, tangent: bool, growth=None):
         """H, the isochoric + fibre second Piola-Kirchhoff stress (m, g, 3, 3), its tangent
-        (m, g, 6, 6) or None, and the fibre strains (2, n, g) or None, of chunk ``c``."""
+        (m, g, 6, 6) or None, and the fibre strains (2, n, g) or None, of chunk ``c``;
+        ``growth`` (n_elements,) the swelling volume ratios or None."""
         H = fs.displacement_gradients(c.G, u[c.dofs].reshape(len(c.dofs), -1, 3))
-        S, D = fs.neo_hookean_isochoric(H, c.mu)
+        # a swollen element's isochoric energy counts per grown volume: mu x theta
+        mu = c.mu if growth is None else c.mu * growth[c.gsl, None]
+        S, D = fs.neo_hookean_isochoric(H, mu)
         ef = None
         if c.fibre_local is not None:
             law = self.law
@@ -164,17 +168,18 @@ class _Material:
                                      * (v[..., :, None] * v[..., None, :])).sum(axis=0)
         return H, S, (D if tangent else None), ef
 
-    def forces(self, u, *, tangent: bool, pattern=None, n3: int):
+    def forces(self, u, *, tangent: bool, pattern=None, n3: int, growth=None):
         """Internal forces (3n,) and, with ``tangent``, the assembled block data."""
         xp = self.xp
         fint = xp.zeros(n3)
         data = xp.zeros(pattern.nnzb * 9) if tangent else None
         ij = 3 * xp.arange(3)[:, None, None] + xp.arange(3)[None, None, :]
         for c in self.chunks:
-            H, S, D, _ = self.state(c, u, tangent=tangent)
+            H, S, D, _ = self.state(c, u, tangent=tangent, growth=growth)
             B = fs.b_nonlinear(c.G, H + xp.eye(3))
             fe = fs.internal_forces(B, fs.to_voigt(S), c.wdet)
-            fv, Kv, _ = fs.volumetric(c.G, H, c.wdet, c.kappa, c.mean)
+            fv, Kv, _ = fs.volumetric(c.G, H, c.wdet, c.kappa, c.mean,
+                                      None if growth is None else growth[c.gsl])
             scatter_add(fint, c.dofs.ravel(), (fe + fv).ravel())
             if tangent:
                 Ke = stiffness_from_b(B, c.wdet, D) + fs.geometric_stiffness(c.G, S, c.wdet) + Kv
@@ -184,7 +189,7 @@ class _Material:
                 scatter_add(data, idx.ravel(), Ke.ravel())
         return fint, data
 
-    def fields(self, u):
+    def fields(self, u, growth=None):
         """Per cell block: Green-Lagrange strain and Cauchy stress at the integration points
         (m, g, 6), reference w det J (m, g), J (m, g), and per fibre element its families'
         strains (2, n) (element mean) with their global indices."""
@@ -192,8 +197,9 @@ class _Material:
         parts = [([], [], [], []) for _ in self.model.blocks]
         fib_el, fib_e = [], []
         for c in self.chunks:
-            H, S, _, ef = self.state(c, u, tangent=False)
-            _, _, p = fs.volumetric(c.G, H, c.wdet, c.kappa, c.mean)
+            H, S, _, ef = self.state(c, u, tangent=False, growth=growth)
+            _, _, p = fs.volumetric(c.G, H, c.wdet, c.kappa, c.mean,
+                                    None if growth is None else growth[c.gsl])
             sig = fs.cauchy(H, S, p)
             parts[c.block][0].append(fs.to_voigt(fs.green_lagrange_h(H)))
             parts[c.block][1].append(fs.to_voigt(sig))
@@ -220,9 +226,11 @@ class FiniteStrainResult(Result):
     carried."""
 
     def __init__(self, model, displacement, *, material: _Material, state: FiniteStrainState,
-                 load_factor: float, residuals=(), **kwargs):
+                 load_factor: float, residuals=(), growth=None, **kwargs):
         super().__init__(model, displacement, **kwargs)
         self.material = material
+        #: the swelling volume ratios at this load factor (n_elements,), or None
+        self.growth = growth
         self.state = state
         self.load_factor = load_factor
         self.residuals = list(residuals)
@@ -240,7 +248,7 @@ class FiniteStrainResult(Result):
     @cached_property
     def _fields(self):
         u = self.xp.asarray(self.displacement).reshape(-1)
-        return self.material.fields(u)
+        return self.material.fields(u, self.growth)
 
     @cached_property
     def _ip(self):
@@ -257,11 +265,13 @@ class FiniteStrainResult(Result):
             E = fs.green_lagrange_h(H)
             Jm1 = fs.jacobian_minus_one(H)
             I1 = 3.0 + 2.0 * (E[..., 0, 0] + E[..., 1, 1] + E[..., 2, 2])
-            W = 0.5 * c.mu * ((1.0 + Jm1) ** (-2.0 / 3.0) * I1 - 3.0)
+            th = xp.ones(len(c.dofs)) if self.growth is None else self.growth[c.gsl]
+            W = 0.5 * c.mu * th[:, None] * (xp.where(Jm1 > -1.0, 1.0 + Jm1, xp.nan) ** (-2.0 / 3.0)
+                                             * I1 - 3.0)
             if bool(xp.any(c.mean)):
                 Jbar_m1 = (c.wdet * Jm1).sum(axis=1) / c.wdet.sum(axis=1)
                 Jm1 = xp.where(c.mean[:, None], Jbar_m1[:, None], Jm1)
-            W = W + 0.5 * c.kappa[:, None] * Jm1 ** 2
+            W = W + 0.5 * (c.kappa / th)[:, None] * (Jm1 - (th - 1.0)[:, None]) ** 2
             if c.fibre_local is not None:
                 ef, _ = self.material.fibre_strains(c, H)
                 W[c.fibre_local] += xp.asarray(law.energy(_host(ef)) * law.share).sum(axis=0)
@@ -319,20 +329,82 @@ def internal_forces(model: Model, displacement, *, fibres: list[FibreRegion] | N
     return (f.reshape(-1, 3), K) if tangent else f.reshape(-1, 3)
 
 
+def swelling_ratios(model: Model, swelling) -> np.ndarray | None:
+    """Per element stress-free volume ratios (n_elements,) from ``swelling``: None, a mapping
+    region name -> ratio, or an array of one ratio per element (1: no swelling)."""
+    if swelling is None:
+        return None
+    out = np.ones(model.n_elements)
+    if isinstance(swelling, dict):
+        for name, ratio in swelling.items():
+            if name not in model.regions:
+                raise SetError(f"swelling names region {name!r}, which the model does not have "
+                               f"(it has {sorted(model.regions)[:8]}...)")
+            out[model.regions[name]] = float(ratio)
+    else:
+        a = np.asarray(swelling, dtype=float)
+        if a.shape != (model.n_elements,):
+            raise MaterialError(f"swelling needs one volume ratio per element "
+                                f"({model.n_elements}) or a mapping region -> ratio, got "
+                                f"shape {a.shape}")
+        out[:] = a
+    bad = ~np.isfinite(out) | (out <= 0.0)
+    if bad.any():
+        raise MaterialError(f"swelling volume ratios must be finite and > 0: element(s) "
+                            f"{format_labels(model.element_ids[bad])}")
+    return out
+
+
 class _Problem(IncrementalProblem):
-    def __init__(self, model: Model, be, *, fibres, law, solver, rtol):
+    def __init__(self, model: Model, be, *, fibres, law, solver, rtol, swelling=None,
+                 loaded: bool = True, initial=None):
         model = _prepared(model, fibres, law)
-        super().__init__(model, be, solver=solver, rtol=rtol, initial=None)
+        self.swelling = swelling_ratios(model, swelling)
+        self.ramp = initial is None  # from the reference the swelling ramps; else it is held
+        self.lam = 0.0
+        super().__init__(model, be, solver=solver, rtol=rtol, initial=initial)
+        if not loaded:  # the swelling alone (the model's loads left out)
+            self.f1 = self.xp.zeros_like(self.f1)
         self.material = _Material(self.model, self.xp, fibres, law, self.pattern)
+
+    def growth(self, lam):
+        """The swelling ratios reached at load factor ``lam`` (ramped with the loads)."""
+        if self.swelling is None:
+            return None
+        return self.xp.asarray(1.0 + (lam if self.ramp else 1.0) * (self.swelling - 1.0))
+
+    def loads(self, lam):
+        self.lam = lam  # the increment's swelling follows its load factor
+        return super().loads(lam)
+
+    def internal_force_scale(self) -> float:
+        """The nodal forces the swelling reached would exert on a body held in its reference
+        shape: the residual's scale where nothing resists the swelling."""
+        if self.swelling is None:
+            return 0.0
+        key = (self.lam, self.ramp)
+        if getattr(self, "_scale_key", None) != key:
+            f, _ = self.material.forces(self.xp.zeros(self.n3), tangent=False, n3=self.n3,
+                                        growth=self.growth(self.lam))
+            self._scale_key, self._scale = key, float(self.xp.linalg.norm(f))
+        return self._scale
 
     def _initial_state(self, initial) -> FiniteStrainState:
         xp = self.xp
+        if initial is not None:
+            st = getattr(initial, "state", None)
+            if not isinstance(st, FiniteStrainState) or st.z.shape[0] != self.sysm.n_dof \
+                    or initial.model.n_elements != self.model.n_elements:
+                raise SolverError("initial must be a FiniteStrainResult of a model with the "
+                                  "same nodes, elements and rigid plates")
+            return st
         return FiniteStrainState(xp.zeros(self.sysm.n_dof), xp.zeros(self.sysm.n_dof),
                                  xp.zeros(len(self.fixed)))
 
     def evaluate(self, z, *, tangent: bool, predictor: bool = False):
         fint, data = self.material.forces(self.displacement(z), tangent=tangent,
-                                          pattern=self.pattern, n3=self.n3)
+                                          pattern=self.pattern, n3=self.n3,
+                                          growth=self.growth(self.lam))
         K = assembly.to_matrix(self.pattern, data.reshape(-1, 3, 3), self.be) if tangent \
             else None
         return self.to_z(fint), None, K
@@ -346,9 +418,9 @@ class _Problem(IncrementalProblem):
                                    fixed_values=be.to_host(state.g))
         return FiniteStrainResult(
             self.model, self.displacement(state.z).reshape(-1, 3), material=self.material,
-            state=state, load_factor=lam, residuals=history, backend=be, system=sysm,
-            reaction_dofs=self.sysm.fixed_dofs, reaction_values=react,
-            plate_dofs=state.z[self.n3:] if self.sysm.plates else None,
+            state=state, load_factor=lam, residuals=history, growth=self.growth(lam),
+            backend=be, system=sysm, reaction_dofs=self.sysm.fixed_dofs,
+            reaction_values=react, plate_dofs=state.z[self.n3:] if self.sysm.plates else None,
             info=self.result_info(history, iterations))
 
     def n_failed(self, result) -> int:
@@ -356,17 +428,24 @@ class _Problem(IncrementalProblem):
 
 
 def solve_finite_strain(model: Model, *, fibres: list[FibreRegion] | None = None,
-                        law: FibreLaw | None = None, increments=10, backend: str = "auto",
-                        solver: str = "auto", rtol: float = 1e-8, tol: float = 1e-6,
-                        utol: float = 1e-5, max_iterations: int = 15,
-                        progress=None) -> NonlinearResult:
+                        law: FibreLaw | None = None, swelling=None, loaded: bool = True,
+                        initial: FiniteStrainResult | None = None, increments=10, backend: str = "auto", solver: str = "auto",
+                        rtol: float = 1e-8, tol: float = 1e-6, utol: float = 1e-5,
+                        max_iterations: int = 15, progress=None) -> NonlinearResult:
     """Large-deformation analysis of ``model`` (module docstring; mm, N, MPa): its loads and
     prescribed displacements applied over ``increments`` (an int n: n equal increments; a
     sequence of end times; a :class:`~fem.increments.StaticControl`; None: the deck's
     ``*STATIC`` line), each solved by Newton's method.
 
     ``fibres``: regions of fibre-reinforced annulus (:func:`fem.fibres.disc_fibres`) made of
-    ``law`` (:class:`~fem.fibres.FibreLaw`, default the cited one). ``solver``: "direct",
+    ``law`` (:class:`~fem.fibres.FibreLaw`, default the cited one). ``swelling``: stress-free
+    volume ratios (a mapping region name -> ratio, or one per element; module docstring),
+    ramped from 1 with the loads: a nucleus that swells inside its annulus and endplates is
+    pressurised before any load (:func:`nucleus_swelling` finds the ratio for a pressure).
+    ``loaded=False`` leaves the model's loads out (the swelling alone). ``initial``: continue
+    from this state (a :class:`FiniteStrainResult`, e.g. of the swelling alone): the loads go
+    from its loads to the model's, and the swelling is held at its full value (displacements
+    still count from the reference configuration). ``solver``: "direct",
     "amg" or "auto" (direct up to 5 000 equations); ``rtol`` the CG tolerance; ``tol``,
     ``utol``: equilibrium and displacement-correction tolerances; ``progress(step)`` is called
     after every converged increment. Returns a :class:`~fem.nonlinear_result.NonlinearResult`
@@ -378,7 +457,8 @@ def solve_finite_strain(model: Model, *, fibres: list[FibreRegion] | None = None
     law = law or FibreLaw()
     control, fixed_times = increment_control(model, increments)
     t0 = time.perf_counter()
-    prob = _Problem(model, be, fibres=fibres, law=law, solver=solver, rtol=rtol)
+    prob = _Problem(model, be, fibres=fibres, law=law, solver=solver, rtol=rtol,
+                    swelling=swelling, loaded=loaded, initial=initial)
     steps, histories = drive(prob, control, fixed_times, tol=tol, utol=utol,
                              max_iterations=int(max_iterations), progress=progress)
     info = {"residuals": histories, "static": dataclasses.asdict(control),
@@ -388,3 +468,71 @@ def solve_finite_strain(model: Model, *, fibres: list[FibreRegion] | None = None
                                                    else ""),
             "reference": [HOLZAPFEL_2000, SIMO_TAYLOR_PISTER_1985]}
     return NonlinearResult(steps, control_name="step time", law=None, info=info)
+
+
+def region_pressure(result: Result, name: str) -> float:
+    """Volume-mean hydrostatic pressure -tr(sigma)/3 (MPa) of region ``name`` of a result."""
+    el = result.model.regions[name]
+    p = -np.asarray(result.stress)[el, :3].sum(axis=1) / 3.0
+    v = np.asarray(result.element_volume)[el]
+    return float((p * v).sum() / v.sum())
+
+
+@dataclass(frozen=True)
+class Swelling:
+    """The swelling that pressurises each nucleus before any load (:func:`nucleus_swelling`):
+    ``ratios`` region -> volume ratio, the ``pressure`` (MPa) reached in each, the target, the
+    (ratios, pressures) of every trial, and ``state``: the pressurised, unloaded
+    :class:`FiniteStrainResult` (to continue from with ``initial=``)."""
+
+    ratios: dict
+    pressure: dict
+    target: float
+    trials: tuple
+    state: object = None
+
+
+def nucleus_swelling(model: Model, pressure: float, nuclei: list[str], *,
+                     fibres: list[FibreRegion] | None = None, law: FibreLaw | None = None,
+                     rtol: float = 0.02, max_trials: int = 6, increments: int = 2,
+                     **kwargs) -> Swelling:
+    """The volume ratio of each region of ``nuclei`` that pressurises it to ``pressure`` (MPa,
+    volume-mean hydrostatic) under the model's supports without its loads, to ``rtol``: secant
+    steps on each nucleus's pressure against its ratio, the nuclei solved together (they are
+    apart, so each pressure follows its own ratio). Keyword arguments go to
+    :func:`solve_finite_strain`. Raises :class:`~fem.ConvergenceError` after ``max_trials``."""
+    pressure = in_range("nucleus pressure", pressure, 0.0, 5.0, lo_open=True, unit="MPa",
+                        error=MaterialError)
+    for name in nuclei:
+        if name not in model.regions:
+            raise SetError(f"nucleus region {name!r} is not in the model")
+    law = law or FibreLaw()
+    ratios = {n: 1.0 + pressure / float(np.median(
+        model.E[model.regions[n]] / (3.0 * (1.0 - 2.0 * model.nu[model.regions[n]]))))
+        for n in nuclei}  # a first guess: the nucleus held rigidly
+    last = {}
+    trials = []
+    for _ in range(max_trials):
+        r = solve_finite_strain(model, fibres=fibres, law=law, swelling=ratios, loaded=False,
+                                increments=increments, **kwargs).final
+        got = {n: region_pressure(r, n) for n in nuclei}
+        trials.append((dict(ratios), got))
+        logger.info("nucleus swelling %s -> pressure %s MPa", ratios, got)
+        if all(abs(got[n] - pressure) <= rtol * pressure for n in nuclei):
+            return Swelling(dict(ratios), got, pressure, tuple(trials), r)
+        new = {}
+        for n in nuclei:
+            g = ratios[n] - 1.0
+            if n in last and got[n] != last[n][1]:  # secant through the last two trials
+                g0, p0 = last[n]
+                slope = (got[n] - p0) / (g - g0)
+            else:  # through the origin: no swelling, no pressure
+                slope = got[n] / g
+            if not slope > 0:
+                raise ConvergenceError(f"nucleus {n!r}: swelling {ratios[n]:.6g} gives "
+                                       f"{got[n]:.4g} MPa; the pressure does not rise with it")
+            new[n] = 1.0 + g + (pressure - got[n]) / slope
+            last[n] = (g, got[n])
+        ratios = new
+    raise ConvergenceError(f"nucleus swelling: pressures {got} MPa after {max_trials} trials "
+                           f"(target {pressure:g} MPa, rtol {rtol:g})")

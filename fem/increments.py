@@ -242,8 +242,13 @@ class IncrementalProblem:
         # at a state of (nearly) no force, e.g. unloaded to zero, compare with the largest
         # force so far (CalculiX and Abaqus use a time-averaged force likewise)
         scale = max(float(xp.linalg.norm(fz)) + float(xp.linalg.norm(react)),
-                    self.state.force_norm)
+                    self.state.force_norm, self.internal_force_scale())
         return r, float(xp.linalg.norm(r)) / max(scale, 1e-300), react
+
+    def internal_force_scale(self) -> float:
+        """A force (N) for the residual's scale where the load is internal (a swelling that
+        no support resists has neither loads nor reactions): 0 unless a material says."""
+        return 0.0
 
     def force(self, react, f_full) -> float:
         if self.direction is not None:

@@ -121,7 +121,9 @@ def neo_hookean_isochoric(H, mu):
     J = 1.0 + jacobian_minus_one(H)
     trE = E[..., 0, 0] + E[..., 1, 1] + E[..., 2, 2]
     I1 = 3.0 + 2.0 * trE
-    a = mu * J ** (-2.0 / 3.0)
+    # an inverted point (an overshooting Newton iterate) gives NaN, which the increment loop
+    # answers with a cut-back; NaN ** p raises no floating-point warning, J <= 0 would
+    a = mu * xp.where(J > 0.0, J, xp.nan) ** (-2.0 / 3.0)
     dev = E - (trE / 3.0)[..., None, None] * eye
     S = 2.0 * a[..., None, None] * xp.matmul(Ci, dev)
     S = 0.5 * (S + xp.swapaxes(S, -1, -2))
@@ -133,11 +135,15 @@ def neo_hookean_isochoric(H, mu):
     return S, (2.0 / 3.0) * a[..., None, None] * D
 
 
-def volumetric(G, H, wdet, kappa, mean):
+def volumetric(G, H, wdet, kappa, mean, growth=None):
     """Internal forces (m, 3k), stiffness (m, 3k, 3k) and pressure ``U'(J)`` (m, g) of the
     volumetric energy ``kappa / 2 (J - 1)^2`` per unit reference volume, at each point or, where
     ``mean`` (m,) is True, of the element's mean dilatation (module docstring). ``kappa`` (m,)
-    MPa; ``wdet`` (m, g) the reference weights x det J; ``H`` the displacement gradients."""
+    MPa; ``wdet`` (m, g) the reference weights x det J; ``H`` the displacement gradients.
+
+    ``growth`` (m,): a stress-free volume ratio theta per element (isotropic swelling, F = F_e
+    theta^(1/3)): the energy per reference volume becomes ``theta kappa / 2 (J / theta - 1)^2``,
+    so an element whose neighbours hold it at J < theta is under pressure."""
     xp = array_module(G)
     m, g, k, _ = G.shape
     Fi, _ = inv3(H + xp.eye(3, dtype=H.dtype))
@@ -147,14 +153,17 @@ def volumetric(G, H, wdet, kappa, mean):
     wJ = wdet * J
     V = wdet.sum(axis=1)
     Jbar_m1 = (wdet * Jm1).sum(axis=1) / V
-    p = kappa[:, None] * xp.where(mean[:, None], Jbar_m1[:, None], Jm1)
+    theta = xp.ones_like(kappa) if growth is None else growth
+    k_eff = kappa / theta  # U''(J) = kappa / theta
+    p = k_eff[:, None] * (xp.where(mean[:, None], Jbar_m1[:, None], Jm1)
+                          - (theta - 1.0)[:, None])
     f = xp.einsum("mg,mgki->mki", p * wJ, gs).reshape(m, 3 * k)
     pw = p * wJ
     K = xp.einsum("mg,mgai,mgbk->maibk", pw, gs, gs)
     K = K - xp.einsum("mg,mgak,mgbi->maibk", pw, gs, gs)
-    point = xp.einsum("mg,mgai,mgbk->maibk", kappa[:, None] * wJ * J, gs, gs)
+    point = xp.einsum("mg,mgai,mgbk->maibk", k_eff[:, None] * wJ * J, gs, gs)
     d = xp.einsum("mg,mgai->mai", wJ, gs) / V[:, None, None]
-    avg = (kappa * V)[:, None, None, None, None] * (d[:, :, :, None, None] * d[:, None, None])
+    avg = (k_eff * V)[:, None, None, None, None] * (d[:, :, :, None, None] * d[:, None, None])
     K = K + xp.where(mean[:, None, None, None, None], avg, point)
     return f, K.reshape(m, 3 * k, 3 * k), p
 

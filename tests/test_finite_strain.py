@@ -238,6 +238,32 @@ def test_cantilever_agrees_with_calculix_nlgeom_at_every_increment(etype, ccx, t
           "(displacement, stress): " + ", ".join(f"{a:.0e}/{b:.0e}" for a, b in zip(du, ds)))
 
 
+@pytest.mark.parametrize("etype,nu", [("hex8", 0.3), ("hex8", 0.4999), ("tet4", 0.45)])
+def test_swelling_is_free_on_rollers_and_a_pressure_when_confined(etype, nu):
+    """A block that swells by theta = 1.05: on rollers (one face of each axis held normal) it
+    grows freely, J = theta everywhere and no stress; held on all six faces it keeps J = 1 and
+    carries the pressure kappa (1 - 1 / theta) of the volumetric energy, with no deviatoric
+    stress. Both exact for every element type (the mean dilatation included)."""
+    theta = 1.05
+    free = _block(etype, nu, 1.0)
+    free.conditions = [Fixed("xmin", "x"), Fixed("ymin", "y"), Fixed("zmin", "z")]
+    r = solve_finite_strain(free, swelling=np.full(free.n_elements, theta), increments=2,
+                            solver="direct", tol=1e-10).final
+    np.testing.assert_allclose(r.extra_cell_fields["jacobian"], theta, rtol=1e-10)
+    assert np.abs(np.asarray(r.stress)).max() < 1e-9 * E
+    held = _block(etype, nu, 1.0)
+    held.conditions = [Fixed(f, a) for f, a in (("xmin", "x"), ("xmax", "x"), ("ymin", "y"),
+                                                 ("ymax", "y"), ("zmin", "z"), ("zmax", "z"))]
+    held.add_region("block", np.arange(held.n_elements))
+    r = solve_finite_strain(held, swelling={"block": theta}, increments=2, solver="direct",
+                            tol=1e-10).final
+    _, kappa = _moduli(E, nu)
+    stress = np.asarray(r.stress)
+    np.testing.assert_allclose(stress[:, :3], -kappa * (1.0 - 1.0 / theta), rtol=1e-9)
+    assert np.abs(stress[:, 3:]).max() < 1e-9 * kappa
+    np.testing.assert_allclose(r.extra_cell_fields["jacobian"], 1.0, atol=1e-12)
+
+
 def test_refuses_what_it_cannot_model():
     m = hex_block((2, 1, 1), E=E, nu=NU)
     m.add(Fixed("xmin", "xyz"), TotalForce("xmax", (0.0, 0.0, -0.01)))
@@ -253,3 +279,7 @@ def test_refuses_what_it_cannot_model():
         solve_finite_strain(m, solver="lu")
     with pytest.raises(SolverError, match="displacement"):
         internal_forces(m, np.zeros((2, 3)))
+    with pytest.raises(fem.SetError, match="nucleus"):
+        solve_finite_strain(m, swelling={"nucleus": 1.1})
+    with pytest.raises(MaterialError, match="finite and > 0"):
+        solve_finite_strain(m, swelling=np.array([1.0, -1.0]))
