@@ -25,6 +25,14 @@ family's reference direction ``a`` (at the element centre), and the tangent
 strain in place of the linear one (they agree to first order). Orthotropic elements outside the
 fibre regions and plastic elements are refused.
 
+Swelling: ``swelling`` gives elements a stress-free volume ratio theta (isotropic growth,
+F = F_e theta^(1/3)): their energy per reference volume is theta W(F_e), which leaves the
+isochoric part's invariants unchanged and makes the volumetric one ``theta kappa / 2 (J / theta
+- 1)^2``. A nucleus that swells inside its annulus and endplates is pressurised before any load
+(:func:`nucleus_swelling` finds theta for a pressure, e.g. Wilke et al. 1999's 0.1 MPa lying).
+From the reference state the swelling ramps with the load factor; an analysis that continues
+from a swollen state (``initial=``) holds it.
+
 Loads are dead: nodal forces keep their direction and size as the body deforms (a pressure on a
 face does not follow it). Rigid plates and ties are the linear constraints of :func:`fem.solve`
 (a plate's rotation is small). The increments and Newton iterations are :mod:`fem.increments`'s;

@@ -283,3 +283,17 @@ def test_refuses_what_it_cannot_model():
         solve_finite_strain(m, swelling={"nucleus": 1.1})
     with pytest.raises(MaterialError, match="finite and > 0"):
         solve_finite_strain(m, swelling=np.array([1.0, -1.0]))
+
+
+def test_the_result_writes_a_vtu_with_cauchy_stress_and_the_volume_ratio(tmp_path):
+    """The state opens in ParaView/PyVista as any result, with ``jacobian`` beside the
+    stresses: read back, the file holds the exact uniaxial answer."""
+    import meshio
+
+    m = _block("hex8", NU, 1.5)
+    r = solve_finite_strain(m, increments=4, solver="direct", tol=1e-10)
+    out = r.final.write(tmp_path / "stretched.vtu")
+    back = meshio.read(out if out is not None else tmp_path / "stretched.vtu")
+    s, sigma, _ = _uniaxial(1.5, E, NU)
+    np.testing.assert_allclose(back.cell_data["stress"][0][:, 0], sigma, rtol=1e-8)
+    np.testing.assert_allclose(back.cell_data["jacobian"][0], 1.5 * s * s, rtol=1e-9)
