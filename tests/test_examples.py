@@ -12,6 +12,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CASES = {
     "parametric_vertebra.py": (["--voxel", "2.0"], ["intact", "wedge", "stiffness"]),
     "segment_flexion.py": (["--voxel", "2.5"], ["T12", "L1", "L2", "reactions balance"]),
+    "disc_large_deformation.py": (["--voxel", "5", "--load", "500", "--increments", "2"],
+                                  ["small strain", "large deformation", "undrained",
+                                   "nucleus pressure"]),
     "ct_vertebra.py": (["--shape", "40", "40", "30"], ["calibration from 4 rods", "N/mm"]),
     "patient_ct.py": (["--voxel", "4.0", "--levels", "L1-L2"],
                       ["pkp    L2", "trabecular core", "patient vs parametric", "report:"]),
