@@ -74,16 +74,6 @@ def to_voigt(T):
     return T[..., xp.asarray(_VI), xp.asarray(_VJ)]
 
 
-def from_voigt(v):
-    """Symmetric tensors (..., 3, 3) of Voigt vectors (..., 6) of tensor components."""
-    xp = array_module(v)
-    T = xp.empty(v.shape[:-1] + (3, 3), dtype=v.dtype)
-    for row, (i, j) in enumerate(VOIGT):
-        T[..., i, j] = v[..., row]
-        T[..., j, i] = v[..., row]
-    return T
-
-
 def b_nonlinear(G, F):
     """Strain-displacement matrices (m, g, 6, 3k) of the Green-Lagrange strain's variation:
     row IJ, column 3a + i holds ``F_iI G_aJ + F_iJ G_aI`` (engineering shear), ``F_iI G_aI`` on
