@@ -81,19 +81,12 @@ def disc_segment(h: float, bmd: float, force: float = 500.0, platen: bool = Fals
     """The parametric L4-L5 segment (posterior elements included) at ``bmd``, L5 fixed, the
     standing case scaled to ``force`` N on a rigid plate on L4: free (the standing replica) or,
     with ``platen``, held parallel and laterally (a testing machine's platens)."""
-    import dataclasses
-
-    from fem.loads import RigidPlate
     from fem.meshes import loadcases
     from fem.meshes.vertebra import segment_model
 
     m = segment_model("L4-L5", voxel_size=h, materials=_materials(bmd))
     m = loadcases.loaded(m, "standing", scale=force / 500.0)
-    if platen:
-        m.conditions = [dataclasses.replace(c, displacement=(0.0, 0.0, None),
-                                            rotation=(0.0, 0.0, 0.0))
-                        if isinstance(c, RigidPlate) else c for c in m.conditions]
-    return m
+    return loadcases.between_platens(m) if platen else m
 
 
 def disc_rows(h: float, bmd: float, fibres: bool, kinematics: str = "small") -> dict:

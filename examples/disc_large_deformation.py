@@ -16,14 +16,12 @@ are compared with (a motion segment's 1 400 +- 480 N/mm, Holmes et al. 1993's en
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import warnings
 from pathlib import Path
 
 import fem
 from fem import metrics
 from fem.fibres import FibreLaw
-from fem.loads import RigidPlate
 from fem.meshes import loadcases
 from fem.meshes.bone import BoneQuality
 from fem.meshes.vertebra import segment_model
@@ -38,9 +36,7 @@ def segment(voxel: float, load: float):
     """L4-L5 at 70 mg/cm^3, L5 fixed, ``load`` N on a platen held parallel on L4."""
     m = segment_model("L4-L5", voxel_size=voxel, materials=BoneQuality(bmd=70), posterior=False)
     m = loadcases.loaded(m, "standing", scale=load / 500.0)
-    m.conditions = [dataclasses.replace(c, displacement=(0.0, 0.0, None),
-                                        rotation=(0.0, 0.0, 0.0))
-                    if isinstance(c, RigidPlate) else c for c in m.conditions]
+    m = loadcases.between_platens(m)
     return m
 
 

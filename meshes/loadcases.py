@@ -231,6 +231,17 @@ def loaded(model, case, *, method: str = "plate", support: str = "bottom", top: 
     return out
 
 
+def between_platens(model):
+    """A copy of ``model`` whose rigid plates are held parallel and laterally (free only to
+    move along the axis, z), as a testing machine's platens hold a specimen; ``model`` is not
+    changed. Loads stay as they were (e.g. :func:`loaded`'s axial force on the top plate)."""
+    out = model.copy()
+    out.conditions = [dataclasses.replace(c, displacement=(0.0, 0.0, None),
+                                          rotation=(0.0, 0.0, 0.0))
+                      if isinstance(c, RigidPlate) else c for c in out.conditions]
+    return out
+
+
 def _untipped(model, point) -> np.ndarray:
     """``point`` on the top level carried back through the fractures' tipping of the levels
     above them (``metadata["kyphosis"]``: x' = R x + t from the intact model), latest first."""

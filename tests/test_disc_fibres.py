@@ -21,7 +21,6 @@ assumption); every segment-level number below is a prediction, none was fitted:
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from functools import lru_cache
 
@@ -32,7 +31,7 @@ from scipy.optimize import brentq
 import fem
 from fem import metrics
 from fem.fibres import FibreLaw, FibreRegion, disc_fibres, solve_fibres
-from fem.loads import Fixed, RigidPlate, Traction
+from fem.loads import Fixed, Traction
 from fem.meshes import experiments, loadcases
 from fem.meshes.blocks import hex_block
 from fem.meshes.bone import BoneQuality
@@ -158,9 +157,7 @@ def test_fibre_law_rejects_bad_parameters():
 def _segment(force: float):
     m = segment_model("L4-L5", voxel_size=VOXEL, materials=BoneQuality(bmd=70), posterior=False)
     m = loadcases.loaded(m, "standing", scale=force / 500.0)
-    m.conditions = [dataclasses.replace(c, displacement=(0.0, 0.0, None),
-                                        rotation=(0.0, 0.0, 0.0))
-                    if isinstance(c, RigidPlate) else c for c in m.conditions]
+    m = loadcases.between_platens(m)
     return m
 
 
@@ -232,9 +229,7 @@ def test_large_deformation_stiffens_the_disc_and_raises_its_pressure():
     increment above the secant); a bad ``kinematics`` is refused by name."""
     m = segment_model("L4-L5", voxel_size=5.0, materials=BoneQuality(bmd=70), posterior=False)
     m = loadcases.loaded(m, "standing")
-    m.conditions = [dataclasses.replace(c, displacement=(0.0, 0.0, None),
-                                        rotation=(0.0, 0.0, 0.0))
-                    if isinstance(c, RigidPlate) else c for c in m.conditions]
+    m = loadcases.between_platens(m)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*B-bar formulation.*")
         small = fem.solve_disc(m, solver="direct")
@@ -286,9 +281,7 @@ def test_an_undrained_annulus_stiffens_the_disc_more_in_large_deformation():
     the fibres): docs/validation.md's mechanism, at 5 mm voxels."""
     m = segment_model("L4-L5", voxel_size=5.0, materials=BoneQuality(bmd=70), posterior=False)
     m = loadcases.loaded(m, "standing")
-    m.conditions = [dataclasses.replace(c, displacement=(0.0, 0.0, None),
-                                        rotation=(0.0, 0.0, 0.0))
-                    if isinstance(c, RigidPlate) else c for c in m.conditions]
+    m = loadcases.between_platens(m)
     k = {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*B-bar formulation.*")

@@ -249,3 +249,20 @@ def test_a_load_kept_in_space_does_not_ride_the_tipped_segment():
             == lc.loaded(straight, "standing").conditions[-1].reference)
     with pytest.raises(fem.BoundaryConditionError, match="line must be one of"):
         lc.loaded(broken, "standing", line="pelvis")
+
+
+def test_between_platens_holds_the_plate_parallel_and_leaves_the_model_alone():
+    """A flexion moment on a plate held between platens: the plate moves only along z, it does
+    not tilt, and the axial force still reaches the support; the original model keeps its
+    free plate (which tilts under the moment)."""
+    m = hex_block((2, 2, 4), (10.0, 10.0, 20.0), E=100.0, nu=0.3)
+    m.add(fem.Fixed("zmin", "xyz"),
+          fem.RigidPlate("zmax", force=(0.0, 0.0, -100.0), moment=(50.0, 0.0, 0.0),
+                         name="plate"))
+    held = lc.between_platens(m)
+    free = fem.solve(m).plate_motion("plate")
+    fixed = fem.solve(held).plate_motion("plate")
+    assert abs(free[3]) > 1e-4  # the free plate tilts about x
+    np.testing.assert_allclose(fixed[[0, 1, 3, 4, 5]], 0.0, atol=1e-12)
+    assert fixed[2] < 0.0
+    assert m.conditions[-1].rotation is None or m.conditions[-1].rotation != (0.0, 0.0, 0.0)
