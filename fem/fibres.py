@@ -79,7 +79,7 @@ from .kernels import elastic
 from .kernels.backend import BackendError, get_backend, scatter_add
 from .nonlinear_systems import element_strain_operator
 from .parallel import RowSplit
-from .parts import region
+from .parts import region, split
 from .result import Result
 from .solvers import SolveInfo, cg, direct, factorise, rigid_body_modes
 from .validate import in_range
@@ -541,7 +541,7 @@ def solve_disc(model, law: FibreLaw | None = None, *, kinematics: str = "small",
 
     swelling = None
     if nucleus_pressure is not None:
-        nuclei = [region(reg.name.rsplit("/", 1)[0], "nucleus") for reg in fibres]
+        nuclei = [region(split(reg.name)[0], "nucleus") for reg in fibres]
         nuclei = [n for n in nuclei if n in model.regions]
         if not nuclei:
             raise SetError("nucleus_pressure: the model's discs have no nucleus regions "
