@@ -33,7 +33,7 @@ from .errors import ConvergenceError, SolverError
 from .kernels.backend import BackendError, get_backend
 from .model import Model
 from .nonlinear_result import Step
-from .solvers import SolveInfo, cg, direct, rigid_body_modes
+from .solvers import SolveInfo, cg, direct, factorise, rigid_body_modes
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ LINEAR_RESIDUAL = 1e-10
 #: automatic increments grow after an increment that converged within this many iterations
 EASY_ITERATIONS = 5
 GROW = 1.5
+#: CG iterations preconditioned by the last LU factors before a direct solve factorises anew
+REUSE_ITERATIONS = 40
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,8 @@ class IncrementalProblem:
         self.free = xp.asarray(free)
         self.T = analysis.coupling_matrix(model, self.sysm, be) if self.sysm.plates else None
         self.M = None
+        #: direct solves: new LU factorisations, and solves that reused the last ones
+        self.factorisations = self.reused = 0
         self.solver = solver
         self.n_eq = self.sysm.n_dof
         self.solver_name = "direct" if solver == "direct" or (
@@ -205,7 +209,9 @@ class IncrementalProblem:
         xp = self.xp
         sysm = dataclasses.replace(self.sysm, f=r_full, fixed_values=dg)
         lin = analysis.constrain(self.model, sysm, K, self.be)
-        if self.solver_name == "direct":
+        if self.solver_name == "direct" and self.be.name == "numpy":
+            dz = self._direct_reusing(lin)
+        elif self.solver_name == "direct":
             dz = direct(lin.K, lin.rhs)
         else:
             if self.M is None:  # the AMG of the first (elastic) tangent serves every iteration
@@ -220,6 +226,35 @@ class IncrementalProblem:
             dz, _, _ = cg(op, lin.rhs, rtol=self.rtol, M=self.M)
         if len(self.fixed):
             dz[self.fixed_x] = xp.asarray(dg, dtype=dz.dtype)
+        return dz
+
+    def _direct_reusing(self, lin):
+        """The direct solve on the host, reusing the last LU factors: CG preconditioned by them
+        (the tangents of successive iterations differ little: 5-20 iterations at 17 ms each on
+        a 12 000-equation disc, against 2.2 s for a new factorisation), to ``rtol`` of the
+        true residual; a new factorisation where CG does not get there in
+        :data:`REUSE_ITERATIONS` iterations (a tangent far from the factored one, or one that
+        is not positive definite), and for the next solve after one that needed more than half
+        of them."""
+        lu = getattr(self, "_lu", None)
+        if lu is not None and lu.shape == lin.K.shape:
+            try:
+                dz, n, _ = cg(lin.K, lin.rhs, rtol=self.rtol, M=lu.solve,
+                              maxiter=REUSE_ITERATIONS)
+            except ConvergenceError:
+                dz = None
+            if dz is not None and float(np.linalg.norm(lin.rhs - lin.K @ dz)) <= \
+                    2.0 * self.rtol * float(np.linalg.norm(lin.rhs)):
+                if n > REUSE_ITERATIONS // 2:
+                    self._lu = None
+                self.reused += 1
+                return dz
+        self._lu = factorise(lin.K)
+        self.factorisations += 1
+        dz = self._lu.solve(lin.rhs)
+        if not np.all(np.isfinite(dz)):
+            raise SolverError("the direct solver returned non-finite values: the tangent "
+                              "is singular (a mechanism?)")
         return dz
 
     # ------------------------------------------------------------------ loads
