@@ -96,6 +96,14 @@ def gradients(X, dN_ref):
     return G, det
 
 
+def mean_gradients(G, wdetJ):
+    """(the element means of the shape-function gradients (m, k, 3), ``bbar_a = (1/V) sum_g
+    w_g detJ_g dNa``; the element volumes V (m,)): the B-bar hex8's mean dilatation is
+    ``sum_a bbar_a . u_a``."""
+    V = wdetJ.sum(axis=1)
+    return (G * wdetJ[:, :, None, None]).sum(axis=1) / V[:, None, None], V
+
+
 def stiffness_matrices(G, wdetJ, lam, mu, bbar=None):
     """Element stiffness matrices, shape (m, k, 3, k, 3): entry [a, i, b, j] couples dof i of
     node a with dof j of node b (reshape to (m, 3k, 3k) for the usual element matrix).
@@ -117,8 +125,7 @@ def stiffness_matrices(G, wdetJ, lam, mu, bbar=None):
     for i in range(3):
         K[:, :, i, :, i] += mt
     if bbar is not None and bool(xp.any(bbar)):
-        V = wdetJ.sum(axis=1)
-        b = (G * wdetJ[:, :, None, None]).sum(axis=1) / V[:, None, None]  # (m, k, 3)
+        b, V = mean_gradients(G, wdetJ)
         kappa = xp.where(bbar, lam + 2.0 * mu / 3.0, 0.0) * V
         K += kappa[:, None, None, None, None] * (b[:, :, :, None, None] * b[:, None, None, :, :])
     return K
@@ -135,8 +142,7 @@ def strains(G, wdetJ, u, bbar=None):
     grad = xp.matmul(xp.swapaxes(u, 1, 2)[:, None], G)
     eps = 0.5 * (grad + xp.swapaxes(grad, -1, -2))
     if bbar is not None and bool(xp.any(bbar)):
-        V = wdetJ.sum(axis=1)
-        b = (G * wdetJ[:, :, None, None]).sum(axis=1) / V[:, None, None]
+        b, _ = mean_gradients(G, wdetJ)
         theta_bar = (b * u).sum(axis=(1, 2))  # (m,)
         theta = eps[..., 0, 0] + eps[..., 1, 1] + eps[..., 2, 2]
         corr = xp.where(bbar[:, None], (theta_bar[:, None] - theta) / 3.0, 0.0)
@@ -188,8 +194,7 @@ def strain_displacement(G, wdetJ=None, bbar=None):
             B[:, :, row, :, j] = G[..., i]
     B = xp.reshape(B, (m, g, 6, 3 * k))
     if bbar is not None and bool(xp.any(bbar)):
-        V = wdetJ.sum(axis=1)
-        b = ((G * wdetJ[:, :, None, None]).sum(axis=1) / V[:, None, None]).reshape(m, 1, 3 * k)
+        b = mean_gradients(G, wdetJ)[0].reshape(m, 1, 3 * k)
         vol = B[:, :, 0] + B[:, :, 1] + B[:, :, 2]  # (m, g, 3k)
         corr = xp.where(bbar[:, None, None], (b - vol) / 3.0, 0.0)
         for i in range(3):
