@@ -5,10 +5,13 @@ A model's regions are named ``"<level>/<part>"`` (``"L2/trabecular"``), a disc's
 intact parts, the procedures (fractures, lesions, PVP, PKP) turn them into others; the metrics,
 the strength laws and the views group them. :data:`PARTS` names every part any of them makes or
 reads, with what it is; the groups below are the selections the modules use, each said once.
-:func:`region` and :func:`split` write and read a region name.
+:func:`region` and :func:`split` write and read a region name; :func:`level_elements` gathers
+a level's (or a disc's) regions.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 #: every part name, with what it is
 PARTS = {
@@ -105,3 +108,10 @@ def split(name: str) -> tuple[str, str]:
     """(level or disc, part) of a region name; ("", name) for a name without a level."""
     level, _, part = name.rpartition("/")
     return level, part
+
+
+def level_elements(model, level: str) -> np.ndarray:
+    """The elements (sorted) of every region of ``level``, a level or a disc
+    (``"<level>/..."``); empty where it has none."""
+    got = [model.regions[r] for r in model.regions if r.startswith(level + "/")]
+    return np.unique(np.concatenate(got)) if got else np.zeros(0, dtype=np.int64)

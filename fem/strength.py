@@ -62,7 +62,14 @@ import numpy as np
 
 from .errors import MaterialError, ModelError
 from .nonlinear import BAZANT_OH_1983, PIJAUDIER_CABOT_BAZANT_1987, DamageLaw, solve_nonlinear
-from .parts import BULK_CEMENT, COMPOSITE, ELASTIC_IN_PUSHOVER, FAILING_BONE, FRACTURE_DAMAGED
+from .parts import (
+    BULK_CEMENT,
+    COMPOSITE,
+    ELASTIC_IN_PUSHOVER,
+    FAILING_BONE,
+    FRACTURE_DAMAGED,
+    level_elements,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -208,13 +215,14 @@ def bone_damage_law(model, *, yield_compression: float = YIELD_COMPRESSION,
     return law
 
 
-def level_elements(model, level: str) -> np.ndarray:
-    """The elements of a level's regions (``"<level>/..."``)."""
-    parts = [model.regions[r] for r in model.regions if r.startswith(level + "/")]
-    if not parts:
+def _level(model, level: str) -> np.ndarray:
+    """The elements of ``level`` (:func:`fem.parts.level_elements`); an error naming the
+    levels where it has none."""
+    elements = level_elements(model, level)
+    if not len(elements):
         raise ModelError(f"the model has no level {level!r} (levels: "
                          f"{', '.join(model.metadata.get('levels', [])) or 'none'})")
-    return np.unique(np.concatenate(parts))
+    return elements
 
 
 def pushover(model, *, law: DamageLaw | None = None, level: str | None = None, **kwargs):
@@ -229,7 +237,7 @@ def pushover(model, *, law: DamageLaw | None = None, level: str | None = None, *
     displacement-controlled step could follow it. ``kwargs`` go to solve_nonlinear."""
     law = bone_damage_law(model) if law is None else law
     if level is not None:
-        law = law.select(level_elements(model, level))
+        law = law.select(_level(model, level))
         sets = (f"{level}/superior", f"{level}/inferior")
         if all(s in model.node_sets for s in sets):
             kwargs.setdefault("control", sets)

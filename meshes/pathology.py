@@ -75,6 +75,7 @@ from ..assembly import check_geometry, element_volumes
 from ..errors import MeshError, ParameterError, SetError
 from ..kernels import elastic
 from ..model import Model
+from ..parts import level_elements
 from .transform import Motion
 from .vertebra import POSTERIOR_FLAT, rim_profile, superior_rim_height
 
@@ -243,8 +244,7 @@ def _collapse_level(out: Model, pts, level: str, col: _Collapse):
     superior endplate; parts hanging below the base (a real vertebra's inferior articular
     processes) move rigidly with it instead of being flattened onto it. Returns the mask of the
     nodes moved."""
-    elems = np.concatenate([out.regions[r] for r in out.regions if r.startswith(level + "/")])
-    nodes = out.element_nodes(elems)
+    nodes = out.element_nodes(level_elements(out, level))
     pts[nodes, 2] += _body_motion(out, level, col, pts[nodes])
     moved = np.zeros(out.n_nodes, dtype=bool)
     moved[nodes] = True
@@ -277,7 +277,7 @@ def _tip_levels_above(model: Model, out: Model, pts, level: str, upper, col: _Co
     so it keeps its shape. Returns (R, t)."""
     sup = out.node_sets[f"{level}/superior"]
     R, t = _rigid_fit(model.points[sup], pts[sup])
-    disc = _disc_elements(out, f"{upper[-1]}-{level}")
+    disc = level_elements(out, f"{upper[-1]}-{level}")
     if len(disc):
         # only z moves with an axial shift of the top, so the volume is linear in it
         v = [_volume(out, _tipped(model, out, pts.copy(), level, upper, col, moved,
@@ -313,7 +313,7 @@ def _conserve_disc_below(model: Model, level: str, below: str, col: _Collapse) -
     than that drop allows (a lordotic disc's posterior rim one voxel thick), the level sinks
     only as far as every disc element keeps a tenth of its height, and a warning says how much
     the disc then grows."""
-    disc = _disc_elements(model, f"{level}-{below}")
+    disc = level_elements(model, f"{level}-{below}")
     if not len(disc):
         return col
     vol, det = [], []
@@ -358,11 +358,6 @@ def _jacobians(model: Model, points, elements) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def _disc_elements(model: Model, disc_name: str) -> np.ndarray:
-    regions = [model.regions[r] for r in model.regions if r.startswith(disc_name + "/")]
-    return np.concatenate(regions) if regions else np.zeros(0, dtype=np.int64)
-
-
 def _volume(model: Model, points, elements) -> float:
     """Volume (mm^3) of ``elements`` on the nodes ``points``, by the stiffness quadrature."""
     return float(sum((det * w).sum() for det, w in _dets(model, points, elements)))
@@ -378,12 +373,11 @@ def _follow_disc(model: Model, out: Model, pts, col: _Collapse, level: str, neig
     weighted down to 0 at the neighbour's endplate; with ``rigid`` = (R, t) (the levels above),
     the rest of the way it follows that rigid motion. Nodes in ``moved`` and the neighbour's
     are left alone."""
-    disc = _disc_elements(out, disc_name)
+    disc = level_elements(out, disc_name)
     if not len(disc):
         return
     dn = out.element_nodes(disc)
-    neighbours = out.element_nodes(np.concatenate(
-        [out.regions[r] for r in out.regions if r.startswith(neighbour + "/")]))
+    neighbours = out.element_nodes(level_elements(out, neighbour))
     dn = dn[~moved[dn] & ~np.isin(dn, neighbours)]
     own = model.points[_endplate(out, level, "superior" if upper else "inferior")]
     other = model.points[_endplate(out, neighbour, "inferior" if upper else "superior")]
