@@ -64,7 +64,7 @@ from .errors import ConvergenceError, MaterialError, SetError, SolverError, form
 from .fibres import FibreLaw, FibreRegion, fibre_directions
 from .increments import IncrementalProblem, drive, increment_control, prepare
 from .kernels import finite_strain as fs
-from .kernels.backend import get_backend, scatter_add
+from .kernels.backend import backend_of, get_backend, scatter_add
 from .kernels.elastic import stiffness_from_b
 from .model import Model
 from .nonlinear_result import NonlinearResult
@@ -116,6 +116,7 @@ class _Material:
 
     def __init__(self, model: Model, xp, fibres, law: FibreLaw, pattern):
         self.model, self.xp, self.law = model, xp, law
+        self.to_host = backend_of(xp).to_host  # the fibre law is evaluated on the host
         pts = xp.asarray(model.points)
         E, nu = model.E, model.nu
         mu = xp.asarray(E / (2.0 * (1.0 + nu)))
@@ -144,6 +145,10 @@ class _Material:
             self.chunks.append(_Chunk(bi, sl, gsl, G, wdet, dofs, mu[gsl, None], kappa[gsl],
                                       m_mean, fl, d, pos))
 
+    def gradients(self, c: _Chunk, u):
+        """Displacement gradients H (m, g, 3, 3) of chunk ``c`` at displacements ``u`` (3n,)."""
+        return fs.displacement_gradients(c.G, u[c.dofs].reshape(len(c.dofs), -1, 3))
+
     def fibre_strains(self, c: _Chunk, H):
         """(Green-Lagrange strains (2, n, g) along the families, the strain tensors) of the
         chunk's fibre elements at displacement gradients ``H``."""
@@ -156,7 +161,7 @@ class _Material:
         """H, the isochoric + fibre second Piola-Kirchhoff stress (m, g, 3, 3), its tangent
         (m, g, 6, 6) or None, and the fibre strains (2, n, g) or None, of chunk ``c``;
         ``growth`` (n_elements,) the swelling volume ratios or None."""
-        H = fs.displacement_gradients(c.G, u[c.dofs].reshape(len(c.dofs), -1, 3))
+        H = self.gradients(c, u)
         # a swollen element's isochoric energy counts per grown volume: mu x theta
         mu = c.mu if growth is None else c.mu * growth[c.gsl, None]
         S, D = fs.neo_hookean_isochoric(H, mu)
@@ -165,11 +170,11 @@ class _Material:
             law = self.law
             ef, _ = self.fibre_strains(c, H)
             h = self.xp.asarray
-            sig = h(law.stress(_host(ef))) * law.share
+            sig = h(law.stress(self.to_host(ef))) * law.share
             aa = c.dirs[:, :, None, :, None] * c.dirs[:, :, None, None, :]  # (2, n, 1, 3, 3)
             S[c.fibre_local] += (sig[..., None, None] * aa).sum(axis=0)
             if tangent:
-                dsig = h(law.tangent(_host(ef))) * law.share
+                dsig = h(law.tangent(self.to_host(ef))) * law.share
                 v = fs.to_voigt(aa)  # (2, n, 1, 6)
                 # engineering shear: the strain along a is sum_I a_I^2 E_II + sum_I<J a_I a_J 2E_IJ
                 D[c.fibre_local] += (dsig[..., None, None]
@@ -187,7 +192,8 @@ class _Material:
             B = fs.b_nonlinear(c.G, H + xp.eye(3))
             fe = fs.internal_forces(B, fs.to_voigt(S), c.wdet)
             fv, Kv, _ = fs.volumetric(c.G, H, c.wdet, c.kappa, c.mean,
-                                      None if growth is None else growth[c.gsl])
+                                      None if growth is None else growth[c.gsl],
+                                      stiffness=tangent)
             scatter_add(fint, c.dofs.ravel(), (fe + fv).ravel())
             if tangent:
                 Ke = stiffness_from_b(B, c.wdet, D) + fs.geometric_stiffness(c.G, S, c.wdet) + Kv
@@ -207,23 +213,19 @@ class _Material:
         for c in self.chunks:
             H, S, _, ef = self.state(c, u, tangent=False, growth=growth)
             _, _, p = fs.volumetric(c.G, H, c.wdet, c.kappa, c.mean,
-                                    None if growth is None else growth[c.gsl])
+                                    None if growth is None else growth[c.gsl], stiffness=False)
             sig = fs.cauchy(H, S, p)
             parts[c.block][0].append(fs.to_voigt(fs.green_lagrange_h(H)))
             parts[c.block][1].append(fs.to_voigt(sig))
             parts[c.block][2].append(c.wdet)
             parts[c.block][3].append(1.0 + fs.jacobian_minus_one(H))
             if ef is not None:
-                fib_el.append(_host(c.fibre_local) + c.gsl.start)
-                fib_e.append(_host(ef).mean(axis=2))
+                fib_el.append(self.to_host(c.fibre_local) + c.gsl.start)
+                fib_e.append(self.to_host(ef).mean(axis=2))
         blocks = [tuple(xp.concatenate(p) for p in blk) for blk in parts]
         if fib_el:
             return blocks, np.concatenate(fib_el), np.concatenate(fib_e, axis=1)
         return blocks, np.zeros(0, dtype=np.int64), np.zeros((2, 0))
-
-
-def _host(a):
-    return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
 class FiniteStrainResult(Result):
@@ -243,7 +245,7 @@ class FiniteStrainResult(Result):
         self.load_factor = load_factor
         self.residuals = list(residuals)
         blocks, fel, fe = self._fields
-        J = np.concatenate([_host(b[3]).mean(axis=1) for b in blocks])
+        J = np.concatenate([self.backend.to_host(b[3]).mean(axis=1) for b in blocks])
         self.extra_cell_fields = {"jacobian": J}
         if len(fel):
             law = material.law
@@ -269,7 +271,7 @@ class FiniteStrainResult(Result):
         out = []
         u = xp.asarray(self.displacement).reshape(-1)
         for c in self.material.chunks:
-            H = fs.displacement_gradients(c.G, u[c.dofs].reshape(len(c.dofs), -1, 3))
+            H = self.material.gradients(c, u)
             E = fs.green_lagrange_h(H)
             Jm1 = fs.jacobian_minus_one(H)
             I1 = 3.0 + 2.0 * (E[..., 0, 0] + E[..., 1, 1] + E[..., 2, 2])
@@ -282,7 +284,8 @@ class FiniteStrainResult(Result):
             W = W + 0.5 * (c.kappa / th)[:, None] * (Jm1 - (th - 1.0)[:, None]) ** 2
             if c.fibre_local is not None:
                 ef, _ = self.material.fibre_strains(c, H)
-                W[c.fibre_local] += xp.asarray(law.energy(_host(ef)) * law.share).sum(axis=0)
+                W[c.fibre_local] += xp.asarray(law.energy(self.material.to_host(ef))
+                                              * law.share).sum(axis=0)
             out.append((W * c.wdet).sum(axis=1) / c.wdet.sum(axis=1))
         return xp.concatenate(out)
 

@@ -125,8 +125,9 @@ def neo_hookean_isochoric(H, mu):
     return S, (2.0 / 3.0) * a[..., None, None] * D
 
 
-def volumetric(G, H, wdet, kappa, mean, growth=None):
-    """Internal forces (m, 3k), stiffness (m, 3k, 3k) and pressure ``U'(J)`` (m, g) of the
+def volumetric(G, H, wdet, kappa, mean, growth=None, *, stiffness: bool = True):
+    """Internal forces (m, 3k), stiffness (m, 3k, 3k; None without ``stiffness``) and pressure
+    ``U'(J)`` (m, g) of the
     volumetric energy ``kappa / 2 (J - 1)^2`` per unit reference volume, at each point or, where
     ``mean`` (m,) is True, of the element's mean dilatation (module docstring). ``kappa`` (m,)
     MPa; ``wdet`` (m, g) the reference weights x det J; ``H`` the displacement gradients.
@@ -147,8 +148,10 @@ def volumetric(G, H, wdet, kappa, mean, growth=None):
     k_eff = kappa / theta  # U''(J) = kappa / theta
     p = k_eff[:, None] * (xp.where(mean[:, None], Jbar_m1[:, None], Jm1)
                           - (theta - 1.0)[:, None])
-    f = xp.einsum("mg,mgki->mki", p * wJ, gs).reshape(m, 3 * k)
     pw = p * wJ
+    f = xp.einsum("mg,mgki->mki", pw, gs).reshape(m, 3 * k)
+    if not stiffness:  # a residual or a stress recovery: the 5-index products are not wanted
+        return f, None, p
     K = xp.einsum("mg,mgai,mgbk->maibk", pw, gs, gs)
     K = K - xp.einsum("mg,mgak,mgbi->maibk", pw, gs, gs)
     point = xp.einsum("mg,mgai,mgbk->maibk", k_eff[:, None] * wJ * J, gs, gs)
