@@ -33,7 +33,7 @@ from .errors import ConvergenceError, SolverError
 from .kernels.backend import BackendError, get_backend
 from .model import Model
 from .nonlinear_result import Step
-from .solvers import SolveInfo, cg, direct, factorise, rigid_body_modes
+from .solvers import SolveInfo, cg, direct, factored_solve, factorise, rigid_body_modes
 
 logger = logging.getLogger(__name__)
 
@@ -251,11 +251,7 @@ class IncrementalProblem:
                 return dz
         self._lu = factorise(lin.K)
         self.factorisations += 1
-        dz = self._lu.solve(lin.rhs)
-        if not np.all(np.isfinite(dz)):
-            raise SolverError("the direct solver returned non-finite values: the tangent "
-                              "is singular (a mechanism?)")
-        return dz
+        return factored_solve(self._lu, lin.rhs)
 
     # ------------------------------------------------------------------ loads
 

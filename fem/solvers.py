@@ -77,9 +77,19 @@ def direct(A, b):
     """Solve A x = b with a sparse direct factorisation; raises SolverError if singular."""
     xp = array_module(b)
     if xp is np:
-        x = factorise(A).solve(b)
-    else:  # cuSOLVER's sparse QR
-        x = backend_of(xp).splinalg.spsolve(A.tocsr(), b)
+        return factored_solve(factorise(A), b)
+    # cuSOLVER's sparse QR
+    return _finite(backend_of(xp).splinalg.spsolve(A.tocsr(), b))
+
+
+def factored_solve(lu, b):
+    """x of A x = b from A's factors ``lu`` (:func:`factorise`); raises SolverError where the
+    solution is not finite (a singular A)."""
+    return _finite(lu.solve(b))
+
+
+def _finite(x):
+    xp = array_module(x)
     if not bool(xp.all(xp.isfinite(x))):
         raise SolverError("the direct solver returned non-finite values: the stiffness matrix "
                           "is singular (a mechanism in the mesh?)")
