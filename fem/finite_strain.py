@@ -68,7 +68,7 @@ from .kernels.backend import backend_of, get_backend, scatter_add
 from .kernels.elastic import stiffness_from_b
 from .model import Model
 from .nonlinear_result import NonlinearResult
-from .result import Result
+from .result import Result, mean_pressure
 from .validate import in_range
 
 logger = logging.getLogger(__name__)
@@ -484,10 +484,8 @@ def solve_finite_strain(model: Model, *, fibres: list[FibreRegion] | None = None
 
 def region_pressure(result: Result, name: str) -> float:
     """Volume-mean hydrostatic pressure -tr(sigma)/3 (MPa) of region ``name`` of a result."""
-    el = result.model.regions[name]
-    p = -np.asarray(result.stress)[el, :3].sum(axis=1) / 3.0
-    v = np.asarray(result.element_volume)[el]
-    return float((p * v).sum() / v.sum())
+    h = result.backend.to_host
+    return mean_pressure(h(result.stress), h(result.element_volume), result.model.regions[name])
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ from .assembly import element_centroids
 from .errors import ModelError, SetError
 from .loads import RigidPlate
 from .parts import CEMENT_IN_BODY, INTERFACE_BONE, SHARE_GROUPS, STRAIN_BODY, STRAIN_TRABECULAR
-from .result import von_mises
+from .result import mean_pressure, von_mises
 
 #: parts of a level's vertebral body that count as bone for the Pistoia criterion: not the
 #: posterior elements, solid cement, leaked cement, lesions or discs, and not the bony
@@ -369,8 +369,7 @@ def _nucleus_pressure(fd: _Fields, disc: str) -> float:
     el = fd.model.regions.get(f"{disc}/nucleus")
     if el is None or not len(el):
         return math.nan
-    p = -fd.stress[el, :3].sum(axis=1) / 3.0
-    return float((p * fd.volume[el]).sum() / fd.volume[el].sum())
+    return mean_pressure(fd.stress, fd.volume, el)
 
 
 def _interface_stress(fd: _Fields, level: str) -> float:

@@ -469,6 +469,14 @@ def principal(s):
     return w[..., ::-1]
 
 
+def mean_pressure(stress, volume, elements) -> float:
+    """Volume-mean hydrostatic pressure -tr(sigma)/3 (MPa) of ``elements`` from the element
+    stresses (n_elements, 6) and volumes (n_elements,) on the host (a nucleus's pressure)."""
+    p = -np.asarray(stress)[elements, :3].sum(axis=1) / 3.0
+    v = np.asarray(volume)[elements]
+    return float((p * v).sum() / v.sum())
+
+
 def summary_text(result, n_nodes: int, n_elements: int, n_dof: int, von_mises_) -> str:
     """The lines of a result's ``summary()``: sizes, the largest displacement and von Mises
     stress, the applied and reaction totals, and the solve's own summary."""
