@@ -42,6 +42,17 @@ theta-z). ``coupling=True`` assembles them as well (an exact anisotropic stiffne
 pressure, +8 % endplate bulge on that segment), at the price of ``result.stress`` in the fibre
 elements holding the orthotropic part only.
 
+Drainage (:func:`solve_disc`'s ``drainage``): the ground above is the *drained* solid, the FE
+tables' nu 0.45. Loaded for seconds to minutes, as a testing machine or standing does, disc
+tissue cannot drain: in confined compression the human annulus has an aggregate modulus
+H_A = 0.56 +- 0.21 MPa and a permeability k = 0.20 +- 0.10 e-15 m^4/(N s) (Iatridis et al. 1998,
+J Biomech 31:535; abstract checked), so fluid leaves a layer of drainage length L in about
+``L^2 / (H_A k)`` (:func:`consolidation_time`): 62 hours for 5 mm, 2.5 hours for 1 mm. Within
+minutes the tissue keeps its volume: its shear modulus is the drained one, its bulk modulus that
+of the water it holds (:func:`undrained`: ``WATER_BULK_MODULUS``, a lower bound on the mixture's;
+the biphasic theory takes both phases incompressible). ``drainage="undrained"`` gives the
+annulus ground and the nucleus that bulk modulus (nu 0.49994 and 0.49992).
+
 Large deformation: :func:`solve_disc` with ``kinematics="finite"`` solves the same annulus with
 the fibres stretched by their Green-Lagrange strain (:mod:`fem.finite_strain`).
 
@@ -64,6 +75,7 @@ constants that lag the strain.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -97,6 +109,22 @@ SKAGGS_1994 = ("Skaggs DL, Weidenbaum M, Iatridis JC, Ratcliffe A, Mow VC (1994)
 HOLZAPFEL_2005 = ("Holzapfel GA, Schulze-Bauer CAJ, Feigl G, Regitnig P (2005) Single lamellar "
                   "mechanics of the human lumbar anulus fibrosus. Biomech Model Mechanobiol "
                   "3:125-140 (fibre angles about 23-45 degrees to the horizontal)")
+
+IATRIDIS_1998 = ("Iatridis JC, Setton LA, Foster RJ, Rawlins BA, Weidenbaum M, Mow VC (1998) "
+                 "Degeneration affects the anisotropic and nonlinear behaviors of human anulus "
+                 "fibrosus in compression. J Biomech 31:535-544 (confined compression of L2-3 "
+                 "anterior outer annulus: aggregate modulus H_A0 0.56 +- 0.21 MPa non-degenerate, "
+                 "permeability k0 0.20 +- 0.10 e-15 m^4/N-s)")
+WATER = ("water's isothermal compressibility, about 4.5e-10 1/Pa at 20-37 C (Kell 1975, J Chem "
+         "Eng Data 20:97; a physical constant, recalled): bulk modulus 2.2 GPa")
+
+#: the annulus's aggregate modulus (MPa) and permeability (m^4 / (N s)), Iatridis et al. 1998
+AGGREGATE_MODULUS = 0.56
+PERMEABILITY = 0.20e-15
+#: bulk modulus of water (MPa): an undrained tissue's, keeping its drained shear modulus
+WATER_BULK_MODULUS = 2200.0
+#: how the disc's water behaves under the load (:func:`solve_disc`)
+DRAINAGES = ("drained", "undrained")
 
 #: fibre angle to the transverse plane (degrees), Holzapfel et al. 2005's range
 FIBRE_ANGLE = 30.0
@@ -181,6 +209,10 @@ class FibreLaw:
         lin = self.modulus * (0.5 * (e * e - k * k) - 0.5 * k * (e - k))
         return np.where(e <= 0.0, 0.0, np.where(e < k, toe, self.modulus * k * k / 6.0 + lin))
 
+    def undrained(self, bulk_modulus: float = WATER_BULK_MODULUS) -> FibreLaw:
+        """This law with its ground substance undrained (:func:`undrained`); fibres unchanged."""
+        return dataclasses.replace(self, ground=undrained(*self.ground, bulk_modulus))
+
     def directions(self) -> np.ndarray:
         """(2, 3): the families' unit directions in the cylindrical axes (radial,
         circumferential, axial)."""
@@ -217,6 +249,36 @@ class FibreLaw:
                       axis=1)
         G = np.stack([C[:, 3, 3], C[:, 5, 5], C[:, 4, 4]], axis=1)
         return np.concatenate([E, nu, G], axis=1)
+
+
+def consolidation_time(length: float, aggregate_modulus: float = AGGREGATE_MODULUS,
+                       permeability: float = PERMEABILITY) -> float:
+    """Time (s) a poroelastic layer needs to drain over ``length`` (mm): ``L^2 / (H_A k)``,
+    the time constant of confined consolidation, with the aggregate modulus ``H_A`` (MPa) and the
+    permeability ``k`` (m^4 / (N s)) of Iatridis et al. 1998's annulus by default. Loads held
+    for much less than this meet an undrained tissue (module docstring)."""
+    L = in_range("drainage length", length, 0.0, lo_open=True, unit="mm", error=MaterialError)
+    H = in_range("aggregate modulus", aggregate_modulus, 0.0, lo_open=True, unit="MPa",
+                 error=MaterialError)
+    k = in_range("permeability", permeability, 0.0, lo_open=True, unit="m^4/(N s)",
+                 error=MaterialError)
+    return (L * 1e-3) ** 2 / (H * 1e6 * k)
+
+
+def undrained(E, nu, bulk_modulus: float = WATER_BULK_MODULUS):
+    """(E, nu) of a drained solid (E MPa, nu; scalars or arrays) loaded too fast to drain: the
+    same shear modulus, the bulk modulus ``bulk_modulus`` (MPa; water's by default) or the
+    drained one where that is larger."""
+    E, nu = np.asarray(E, dtype=float), np.asarray(nu, dtype=float)
+    K = in_range("bulk modulus", bulk_modulus, 0.0, lo_open=True, unit="MPa",
+                 error=MaterialError)
+    mu = E / (2.0 * (1.0 + nu))
+    K = np.maximum(K, E / (3.0 * (1.0 - 2.0 * nu)))
+    E_u = 9.0 * K * mu / (3.0 * K + mu)
+    nu_u = (3.0 * K - 2.0 * mu) / (2.0 * (3.0 * K + mu))
+    if E_u.ndim == 0:
+        return float(E_u), float(nu_u)
+    return E_u, nu_u
 
 
 @dataclass(frozen=True)
@@ -510,7 +572,8 @@ KINEMATICS = ("small", "finite")
 
 
 def solve_disc(model, law: FibreLaw | None = None, *, kinematics: str = "small",
-               nucleus_pressure: float | None = None, **kwargs) -> Result:
+               drainage: str = "drained", nucleus_pressure: float | None = None,
+               **kwargs) -> Result:
     """Solve a segment with fibre-reinforced annuli (:func:`disc_fibres`, :class:`FibreLaw`):
     the researcher's entry point. The nucleus and everything else keep the model's materials.
     ``fem.metrics.level_metrics`` reads the result as any other (disc pressure, endplate bulge).
@@ -522,6 +585,13 @@ def solve_disc(model, law: FibreLaw | None = None, *, kinematics: str = "small",
     element neo-Hookean: the :class:`~fem.finite_strain.FiniteStrainResult` of the full load,
     with the increments' :class:`~fem.nonlinear_result.NonlinearResult` as its ``history``.
 
+    ``drainage``: "drained" (default: the FE tables' ground substance and the model's nucleus
+    as they are) or "undrained": loaded too fast for the disc's water to leave (seconds to
+    minutes, against the hours of :func:`consolidation_time`), the annulus ground and every
+    nucleus keep their shear moduli and take water's bulk modulus (:func:`undrained`). The
+    configuration that reproduces a motion segment's measured axial stiffness, with
+    ``kinematics="finite"`` (docs/validation.md).
+
     ``nucleus_pressure`` (MPa; "finite" only): pressurise every nucleus to this before any load,
     by the swelling that :func:`fem.finite_strain.nucleus_swelling` finds for it under the
     model's supports (e.g. 0.1 MPa, Wilke et al. 1999's L4-L5 lying supine), then load it;
@@ -531,7 +601,17 @@ def solve_disc(model, law: FibreLaw | None = None, *, kinematics: str = "small",
     large-deformation solves more."""
     if kinematics not in KINEMATICS:
         raise SolverError(f"kinematics must be one of {KINEMATICS}, got {kinematics!r}")
+    if drainage not in DRAINAGES:
+        raise SolverError(f"drainage must be one of {DRAINAGES}, got {drainage!r}")
     fibres = disc_fibres(model)
+    if drainage == "undrained":
+        law = (law or FibreLaw()).undrained()
+        model = model.copy()
+        for reg in fibres:
+            nucleus = region(split(reg.name)[0], "nucleus")
+            if nucleus in model.regions:
+                idx = model.region(nucleus)
+                model.set_material(nucleus, *undrained(model.E[idx], model.nu[idx]))
     if kinematics == "small":
         if nucleus_pressure is not None:
             raise SolverError("nucleus_pressure needs kinematics='finite' (a swelling nucleus "
