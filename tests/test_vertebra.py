@@ -9,6 +9,7 @@ import pytest
 import fem
 from fem.errors import MeshError, ParameterError, SetError
 from fem.meshes import loadcases
+from fem.meshes.bone import BoneQuality
 from fem.meshes.pathology import add_lesion, compress, genant_loss
 from fem.meshes.vertebra import (
     LEVELS,
@@ -256,8 +257,6 @@ def test_exported_vertebra_deck_agrees_with_calculix(tmp_path, ccx):
 
 
 def test_bone_quality_sets_the_materials_and_thin_layers_are_compensated():
-    from fem.meshes.bone import BoneQuality
-
     bq = BoneQuality(bmd=70.0)
     mats = bq.materials()
     m = vertebra_model("L1", voxel_size=1.0, materials=bq)
@@ -293,6 +292,41 @@ def test_default_damage_keeps_its_calibration():
 
     ratio = stiffness(compress(m, "L1", "crush", height_loss=0.25)) / stiffness(m)
     assert 0.29 <= ratio <= 0.65, ratio
+
+
+def test_a_mass_conserving_fracture_densifies_the_crushed_body_and_restores_it():
+    """``compress(..., conserve_mass=True)``: every body element keeps its bone mass, so its
+    apparent density rises by 1 / J (J its volume ratio) and its modulus by (1 / J)^e (e 1.56,
+    Morgan 2003, trabecular; 1 for the shells): rho V conserved to round-off, elements off the
+    body untouched. A kyphoplasty's restoration takes the densification back with the height:
+    all of it gives the plain fracture's moduli, half of it keeps the mass at the new volume."""
+    from fem.assembly import element_volumes
+    from fem.meshes.pathology import DENSITY_EXPONENT, restore
+
+    m = segment_model("L2-L4", voxel_size=3.0, materials=BoneQuality(bmd=70))
+    plain = compress(m, "L3", "wedge", grade=2)
+    dense = compress(m, "L3", "wedge", grade=2, conserve_mass=True)
+    rec = dense.metadata["densification"]["L3"]
+    idx, e = rec["elements"], rec["exponents"]
+    assert set(np.unique(e)) == {1.0, DENSITY_EXPONENT}
+    assert len(idx) == len(np.unique(idx))
+
+    def mass_error(fractured, undensified, intact=m):
+        J = element_volumes(fractured)[idx] / element_volumes(intact)[idx]
+        rho = (fractured.E[idx] / undensified.E[idx]) ** (1.0 / e)
+        return np.abs(rho * J - 1.0).max(), J
+
+    err, J = mass_error(dense, plain)
+    assert err < 1e-12 and J.min() < 0.75  # the wedge's front lost a quarter or more
+    other = np.setdiff1d(np.arange(m.n_elements), idx)
+    np.testing.assert_array_equal(dense.E[other], plain.E[other])
+    assert dense.metadata["fractures"][-1].conserve_mass
+    np.testing.assert_allclose(restore(dense, "L3", 1.0).E, restore(plain, "L3", 1.0).E,
+                               rtol=1e-12)
+    err, _ = mass_error(restore(dense, "L3", 0.5), restore(plain, "L3", 0.5))
+    assert err < 1e-12
+    with pytest.raises(ParameterError, match="density exponent"):
+        compress(m, "L3", "wedge", conserve_mass=True, density_exponent=0.0)
 
 
 def test_restoring_height_untips_the_levels_above():
