@@ -51,8 +51,8 @@ its volume ratio), its trabecular modulus (and with it the damage law's yield st
 yield strain times the modulus) by (1 / J)^1.56 (Morgan et al. 2003's density-modulus law) and
 its shell's (cortex, bony endplates: a thickness-scaled modulus) by 1 / J. Nothing is fitted:
 the damaged band keeps the calibrated factor. On the Wegrzyn et al. 2011 replica (parametric L3,
-25 % crush, 3 mm voxels) it changes the losses from 60 % stiffness and 30 % strength (the
-default) to 45 % and 3 %, against the measured 53 +- 18 % and 11 +- 19 % (docs/validation.md).
+25 % crush, 2 mm voxels) it changes the losses from 59 % stiffness and 35 % strength (the
+default) to 43 % and 8 %, against the measured 53 +- 18 % and 11 +- 19 % (docs/validation.md).
 The compaction is spread over the body as the collapse is, not concentrated in a band.
 :func:`restore` takes it back with the height. A burst fracture (``burst=True``) adds a breach of the
 posterior wall's cortex (region ``"<level>/posterior_wall_breach"``, damaged modulus): the path
