@@ -40,7 +40,8 @@ endplate in the same band join ``"<level>/damaged_shell"`` (cortex) and
 (5 mm, 0.2) are calibrated, not measured locally: Wegrzyn et al. 2011 (J Bone Miner Res 26:739,
 21 human L3 vertebrae compressed to 25 % deformity) found the post-fracture stiffness 53 +- 18 %
 lower than the initial one; a 25 % crush of the parametric L1 (1.5 mm voxels, standing load)
-with these defaults is 50 % less stiff than the intact one (tested against the 0.29-0.65 range).
+with these defaults is 61 % less stiff than the intact one (47 % with ``conserve_mass``; tested
+against the 0.29-0.65 range of the remaining stiffness).
 Damaging the trabecular band alone barely changes the stiffness (the shell carries the load).
 
 Densification (``conserve_mass=True``, off by default): the collapse above shortens the body's

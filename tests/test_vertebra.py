@@ -279,7 +279,7 @@ def test_default_damage_keeps_its_calibration():
     damage_depth 5 mm), not a prediction: Wegrzyn et al. 2011 (J Bone Miner Res 26:739) found
     human L3 vertebrae 53 +- 18 % less stiff after compression to 25 % deformity, and the
     defaults were chosen so that a 25 % crush of the parametric L1 (1.5 mm voxels) keeps
-    0.29-0.65 of its intact stiffness. This test guards that choice against later changes; the
+    0.29-0.65 of its intact stiffness (0.39 measured 2026-12-05; 0.53 with ``conserve_mass``). This test guards that choice against later changes; the
     canonical-study tests do not assert the band again, where it would only repeat it."""
     m = vertebra_model("L1", voxel_size=1.5)
 
