@@ -484,6 +484,8 @@ def _densify(intact: Model, out: Model, level: str, exponent: float) -> None:
     ``metadata["densification"][level]`` (elements, exponents) so that :func:`restore` can take
     it back with the height."""
     e = in_range("density exponent", exponent, 0.0, lo_open=True, error=ParameterError)
+    if level in out.metadata.get("densification", {}):
+        raise MeshError(f"{level} was already fractured with conserve_mass: fracture it once")
     idx, exps = [], []
     for part, ex in tuple((p, e) for p in TRABECULAR_PARTS) + tuple((p, 1.0) for p in SHELL_PARTS):
         el = out.regions.get(f"{level}/{part}")
@@ -495,10 +497,7 @@ def _densify(intact: Model, out: Model, level: str, exponent: float) -> None:
     idx, exps = np.concatenate(idx), np.concatenate(exps)
     J = element_volumes(out)[idx] / element_volumes(intact)[idx]
     _scale_moduli(out, idx, J ** -exps)
-    dens = out.metadata.setdefault("densification", {})
-    if level in dens:
-        raise MeshError(f"{level} was already fractured with conserve_mass: fracture it once")
-    dens[level] = {"elements": idx, "exponents": exps}
+    out.metadata.setdefault("densification", {})[level] = {"elements": idx, "exponents": exps}
 
 
 def _scale_moduli(model: Model, elements, factors) -> None:

@@ -327,6 +327,10 @@ def test_a_mass_conserving_fracture_densifies_the_crushed_body_and_restores_it()
     assert err < 1e-12
     with pytest.raises(ParameterError, match="density exponent"):
         compress(m, "L3", "wedge", conserve_mass=True, density_exponent=0.0)
+    body = vertebra_model("L3", voxel_size=4.0, posterior=False)
+    once = compress(body, "L3", "crush", height_loss=0.2, conserve_mass=True)
+    with pytest.raises(MeshError, match="already fractured with conserve_mass"):
+        compress(once, "L3", "crush", height_loss=0.1, conserve_mass=True)
 
 
 def test_restoring_height_untips_the_levels_above():
