@@ -47,15 +47,18 @@ Damaging the trabecular band alone barely changes the stiffness (the shell carri
 Densification (``conserve_mass=True``, off by default): the collapse above shortens the body's
 elements, and with their moduli unchanged the crushed body would lose a quarter of its bone
 mass at a 25 % crush. Bone is not lost when it is crushed, it is compacted: with
-``conserve_mass`` each body element keeps its mass, so its apparent density rises by 1 / J (J
-its volume ratio), its trabecular modulus (and with it the damage law's yield stress, a fixed
-yield strain times the modulus) by (1 / J)^1.56 (Morgan et al. 2003's density-modulus law) and
-its shell's (cortex, bony endplates: a thickness-scaled modulus) by 1 / J. Nothing is fitted:
-the damaged band keeps the calibrated factor. On the Wegrzyn et al. 2011 replica (parametric L3,
-25 % crush, 2 mm voxels) it changes the losses from 59 % stiffness and 35 % strength (the
-default) to 43 % and 8 %, against the measured 53 +- 18 % and 11 +- 19 % (docs/validation.md).
-The compaction is spread over the body as the collapse is, not concentrated in a band.
-:func:`restore` takes it back with the height. A burst fracture (``burst=True``) adds a breach of the
+``conserve_mass`` the body keeps its bone mass. A densified element's trabecular modulus (and
+with it the damage law's yield stress, a fixed yield strain times the modulus) rises as
+(rho / rho0)^1.56 (Morgan et al. 2003's density-modulus law), a shell's (cortex, bony endplates:
+a thickness-scaled modulus) as rho / rho0. ``compaction="band"`` (default) puts the squeezed
+mass into the damaged band, each part (core, cortex, bony endplates) keeping its own mass and
+the rest of it its intact density; ``"uniform"`` keeps every element's own mass (rho / rho0 =
+1 / J). Nothing is fitted: the damaged band keeps the calibrated factor. On the Wegrzyn et al.
+2011 replica (parametric L3, 25 % crush, 2 mm voxels) the losses go from 59 % stiffness and
+35 % strength (the default) to 38 % and 22 % (band) or 43 % and 8 % (uniform), against the
+measured 53 +- 18 % and 11 +- 19 %; in the canonical segment the band loses too little
+stiffness and the uniform compaction gains strength (docs/validation.md), so it stays off by
+default. :func:`restore` takes the densification back with the height. A burst fracture (``burst=True``) adds a breach of the
 posterior wall's cortex (region ``"<level>/posterior_wall_breach"``, damaged modulus): the path
 cement leaks along. ``cleft=True`` opens an intravertebral cleft (Kummell's): the damaged bone
 within ``cleft_thickness`` mm under the collapsed superior endplate, in the anterior 70 % of the
@@ -156,13 +159,15 @@ DENSITY_EXPONENT = 1.56
 TRABECULAR_PARTS = ("trabecular", "damaged")
 SHELL_PARTS = ("cortex", "damaged_shell", "endplate_superior", "endplate_inferior",
                "damaged_endplate")
+#: where a mass-conserving fracture puts the compacted bone (``compress``'s ``compaction``)
+COMPACTIONS = ("band", "uniform")
 
 
 def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | None = 2,
              height_loss: float | None = None, damage_depth: float = 5.0,
              damage_factor: float = 0.2, damage_shell: bool = True,
              burst: bool = False, cleft: bool = False, cleft_thickness: float = 2.0,
-             conserve_mass: bool = False,
+             conserve_mass: bool = False, compaction: str = "band",
              density_exponent: float = DENSITY_EXPONENT) -> Model:
     """A copy of ``model`` with a compression fracture of ``level`` (see the module docstring).
 
@@ -175,7 +180,11 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     each body element's apparent density rises by 1 / J (J its volume ratio, collapsed over
     intact), its trabecular modulus by (1 / J)^``density_exponent`` (Morgan et al. 2003's 1.56
     by default: give the exponent of the density-modulus law the model was built with) and its
-    shell's (cortex, bony endplates) by 1 / J. Off by default (the fracture model as calibrated).
+    shell's (cortex, bony endplates) by 1 / J. ``compaction``: where the mass the collapse
+    squeezed goes: "band" (default), into the damaged band (the crushed bone), each part (core,
+    cortex, bony endplates) keeping its own mass, the rest of the body at its intact density;
+    "uniform", every element keeps its own mass (density times 1 / J everywhere). Off by
+    default (the fracture model as calibrated).
     """
     loss = genant_loss(grade) if height_loss is None else float(height_loss)
     _check_fracture(model, level, shape, loss, damage_factor, damage_depth)
@@ -204,7 +213,7 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
                         "or a smaller height loss") from None
     _damage(out, level, col, damage_depth, damage_factor, damage_shell)
     if conserve_mass:
-        _densify(model, out, level, density_exponent)
+        _densify(model, out, level, density_exponent, compaction)
     if cleft:
         _open_cleft(out, level, col.d, cleft_thickness)
     if burst:
@@ -477,27 +486,60 @@ def _damage(out: Model, level: str, col: _Collapse, depth: float, factor: float,
             _move(out, el[hit], f"{level}/{name}", factor=factor, keep=f"{level}/{name}")
 
 
-def _densify(intact: Model, out: Model, level: str, exponent: float) -> None:
+def _densify(intact: Model, out: Model, level: str, exponent: float, compaction: str) -> None:
     """Keep the bone mass of ``level``'s body through its collapse (``compress``'s
-    ``conserve_mass``): each body element's modulus times (1 / J)^e, J its volume ratio, e
-    ``exponent`` for trabecular bone and 1 for the shells; recorded in
-    ``metadata["densification"][level]`` (elements, exponents) so that :func:`restore` can take
-    it back with the height."""
+    ``conserve_mass``; :func:`_density_factors`), recorded in
+    ``metadata["densification"][level]`` so that :func:`restore` can follow the height back."""
     e = in_range("density exponent", exponent, 0.0, lo_open=True, error=ParameterError)
+    if compaction not in COMPACTIONS:
+        raise ParameterError(f"compaction must be one of {', '.join(COMPACTIONS)}, got "
+                             f"{compaction!r}")
     if level in out.metadata.get("densification", {}):
         raise MeshError(f"{level} was already fractured with conserve_mass: fracture it once")
-    idx, exps = [], []
-    for part, ex in tuple((p, e) for p in TRABECULAR_PARTS) + tuple((p, 1.0) for p in SHELL_PARTS):
-        el = out.regions.get(f"{level}/{part}")
-        if el is not None and len(el):
-            idx.append(el)
-            exps.append(np.full(len(el), ex))
+    idx, exps, group, band = [], [], [], []
+    for g, (parts, damaged, ex) in enumerate(_body_groups(e)):
+        for part in parts:
+            el = out.regions.get(f"{level}/{part}")
+            if el is not None and len(el):
+                idx.append(el)
+                exps.append(np.full(len(el), ex))
+                group.append(np.full(len(el), g))
+                band.append(np.full(len(el), part == damaged))
     if not idx:
         raise SetError(f"{level} has no body regions ({', '.join(TRABECULAR_PARTS)}) to densify")
-    idx, exps = np.concatenate(idx), np.concatenate(exps)
-    J = element_volumes(out)[idx] / element_volumes(intact)[idx]
-    _scale_moduli(out, idx, J ** -exps)
-    out.metadata.setdefault("densification", {})[level] = {"elements": idx, "exponents": exps}
+    rec = {"elements": np.concatenate(idx), "exponents": np.concatenate(exps),
+           "group": np.concatenate(group), "band": np.concatenate(band),
+           "compaction": compaction}
+    rec["intact_volumes"] = element_volumes(intact)[rec["elements"]]
+    rec["factors"] = _density_factors(rec, element_volumes(out)[rec["elements"]])
+    _scale_moduli(out, rec["elements"], rec["factors"])
+    out.metadata.setdefault("densification", {})[level] = rec
+
+
+def _body_groups(exponent: float):
+    """The body's parts by the shell or core they form: (parts, the part of them in the
+    damaged band, density exponent)."""
+    return ((TRABECULAR_PARTS, "damaged", exponent),
+            (("cortex", "damaged_shell"), "damaged_shell", 1.0),
+            (("endplate_superior", "endplate_inferior", "damaged_endplate"),
+             "damaged_endplate", 1.0))
+
+
+def _density_factors(rec: dict, volumes) -> np.ndarray:
+    """Modulus factors (density factor ^ exponent) that keep each body element's intact mass
+    at ``volumes``: "uniform", every element's density times V0 / V; "band", each part (core,
+    shell, endplates) keeps its mass by densifying its damaged band alone, the rest at its
+    intact density (a part without a damaged band: uniform)."""
+    V0, V = rec["intact_volumes"], np.asarray(volumes, dtype=float)
+    rho = V0 / V
+    if rec["compaction"] == "band":
+        for g in np.unique(rec["group"]):
+            in_g = rec["group"] == g
+            b, rest = in_g & rec["band"], in_g & ~rec["band"]
+            if b.any():
+                rho[rest] = 1.0
+                rho[b] = (V0[in_g].sum() - V[rest].sum()) / V[b].sum()
+    return rho ** rec["exponents"]
 
 
 def _scale_moduli(model: Model, elements, factors) -> None:
@@ -584,11 +626,13 @@ def restore(model: Model, level: str, share: float) -> Model:
     out.metadata["collapse"] = {**collapse, level: pts - intact}
     dens = model.metadata.get("densification", {}).get(level)
     if dens is not None:  # the body's density follows its volume back (compress's conserve_mass)
-        idx, exps = dens["elements"], dens["exponents"]
+        idx = dens["elements"]
+        factors = _density_factors(dens, element_volumes(out)[idx])
         body = [model.regions.get(f"{level}/{p}", []) for p in TRABECULAR_PARTS + SHELL_PARTS]
         still = np.isin(idx, np.concatenate(body))  # not since made cement or a cleft
-        idx, exps = idx[still], exps[still]
-        _scale_moduli(out, idx, (element_volumes(model)[idx] / element_volumes(out)[idx]) ** exps)
+        _scale_moduli(out, idx[still], factors[still] / dens["factors"][still])
+        out.metadata["densification"] = {**model.metadata["densification"],
+                                         level: {**dens, "factors": factors}}
     return out
 
 

@@ -294,39 +294,64 @@ def test_default_damage_keeps_its_calibration():
     assert 0.29 <= ratio <= 0.65, ratio
 
 
+def _masses(fractured, undensified, rec, V0):
+    """(per element, per body part) bone mass of a mass-conserving fracture's body over the
+    intact mass: density from the modulus ratio to the plain fracture's."""
+    from fem.assembly import element_volumes
+
+    idx, e, group = rec["elements"], rec["exponents"], rec["group"]
+    mass = (fractured.E[idx] / undensified.E[idx]) ** (1.0 / e) * element_volumes(fractured)[idx]
+    parts = [mass[group == g].sum() / V0[idx][group == g].sum() for g in np.unique(group)]
+    return mass / V0[idx], np.array(parts)
+
+
 def test_a_mass_conserving_fracture_densifies_the_crushed_body_and_restores_it():
-    """``compress(..., conserve_mass=True)``: every body element keeps its bone mass, so its
-    apparent density rises by 1 / J (J its volume ratio) and its modulus by (1 / J)^e (e 1.56,
-    Morgan 2003, trabecular; 1 for the shells): rho V conserved to round-off, elements off the
-    body untouched. A kyphoplasty's restoration takes the densification back with the height:
-    all of it gives the plain fracture's moduli, half of it keeps the mass at the new volume."""
+    """``compress(..., conserve_mass=True)``: the crushed body keeps its bone mass, the density
+    rises and the modulus with it ((rho / rho0)^e: e 1.56, Morgan 2003, trabecular; 1 for the
+    shells). ``compaction="uniform"``: every element keeps its own mass (rho V conserved per
+    element); "band" (default): each part (core, cortex, bony endplates) keeps its mass by
+    densifying its damaged band alone, the rest of it at its intact density. To round-off, and
+    elements off the body untouched. A kyphoplasty's restoration takes the densification back
+    with the height: all of it gives the plain fracture's moduli, half of it keeps the mass at
+    the new volumes."""
     from fem.assembly import element_volumes
     from fem.meshes.pathology import DENSITY_EXPONENT, restore
 
     m = segment_model("L2-L4", voxel_size=3.0, materials=BoneQuality(bmd=70))
+    V0 = element_volumes(m)
     plain = compress(m, "L3", "wedge", grade=2)
-    dense = compress(m, "L3", "wedge", grade=2, conserve_mass=True)
-    rec = dense.metadata["densification"]["L3"]
-    idx, e = rec["elements"], rec["exponents"]
-    assert set(np.unique(e)) == {1.0, DENSITY_EXPONENT}
-    assert len(idx) == len(np.unique(idx))
+    for compaction in ("uniform", "band"):
+        dense = compress(m, "L3", "wedge", grade=2, conserve_mass=True, compaction=compaction)
+        rec = dense.metadata["densification"]["L3"]
+        idx, e = rec["elements"], rec["exponents"]
+        assert set(np.unique(e)) == {1.0, DENSITY_EXPONENT}
+        assert len(idx) == len(np.unique(idx)) and rec["compaction"] == compaction
 
-    def mass_error(fractured, undensified, intact=m):
-        J = element_volumes(fractured)[idx] / element_volumes(intact)[idx]
-        rho = (fractured.E[idx] / undensified.E[idx]) ** (1.0 / e)
-        return np.abs(rho * J - 1.0).max(), J
-
-    err, J = mass_error(dense, plain)
-    assert err < 1e-12 and J.min() < 0.75  # the wedge's front lost a quarter or more
-    other = np.setdiff1d(np.arange(m.n_elements), idx)
-    np.testing.assert_array_equal(dense.E[other], plain.E[other])
-    assert dense.metadata["fractures"][-1].conserve_mass
-    np.testing.assert_allclose(restore(dense, "L3", 1.0).E, restore(plain, "L3", 1.0).E,
-                               rtol=1e-12)
-    err, _ = mass_error(restore(dense, "L3", 0.5), restore(plain, "L3", 0.5))
-    assert err < 1e-12
+        per_element, per_part = _masses(dense, plain, rec, V0)
+        np.testing.assert_allclose(per_part, 1.0, rtol=1e-12)
+        if compaction == "uniform":
+            np.testing.assert_allclose(per_element, 1.0, rtol=1e-12)
+        else:  # the band holds what the rest lost; the rest keeps its density
+            rest = ~rec["band"]
+            np.testing.assert_allclose(dense.E[idx[rest]], plain.E[idx[rest]], rtol=1e-12)
+            rho = (dense.E[idx] / plain.E[idx]) ** (1.0 / e)  # one density factor per band
+            for g in np.unique(rec["group"][rec["band"]]):
+                band = rec["band"] & (rec["group"] == g)
+                assert rho[band].min() > 1.0 and np.ptp(rho[band]) < 1e-12 * rho[band].max()
+            assert (per_element[rest] < 1.0).any()
+        other = np.setdiff1d(np.arange(m.n_elements), idx)
+        np.testing.assert_array_equal(dense.E[other], plain.E[other])
+        assert dense.metadata["fractures"][-1].conserve_mass
+        np.testing.assert_allclose(restore(dense, "L3", 1.0).E, restore(plain, "L3", 1.0).E,
+                                   rtol=1e-12)
+        half_dense, half_plain = restore(dense, "L3", 0.5), restore(plain, "L3", 0.5)
+        np.testing.assert_allclose(_masses(half_dense, half_plain, rec, V0)[1], 1.0,
+                                   rtol=1e-12)
+        assert (half_dense.E[idx] < dense.E[idx]).any()
     with pytest.raises(ParameterError, match="density exponent"):
         compress(m, "L3", "wedge", conserve_mass=True, density_exponent=0.0)
+    with pytest.raises(ParameterError, match="compaction"):
+        compress(m, "L3", "wedge", conserve_mass=True, compaction="everywhere")
     body = vertebra_model("L3", voxel_size=4.0, posterior=False)
     once = compress(body, "L3", "crush", height_loss=0.2, conserve_mass=True)
     with pytest.raises(MeshError, match="already fractured with conserve_mass"):
