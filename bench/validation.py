@@ -144,7 +144,8 @@ def wegrzyn(h: float, bmd: float, pushover: bool) -> dict:
     (posterior elements cut) after the fracture model's 25 % crush (``pathology.compress``),
     between a fixed base and a rigid plate under the standing load; the failure load is the peak
     of a damage pushover of L3. Variants: "calibrated" (the fracture model's default) and
-    "mass conserved" (``conserve_mass=True``: the crushed bone keeps its mass, so it densifies)."""
+    "mass kept" (``conserve_mass=True``: the crushed bone keeps its mass, so it densifies), its
+    compaction in the damaged band or uniform."""
     import fem
     from fem.meshes import loadcases
     from fem.meshes.pathology import compress
@@ -162,8 +163,10 @@ def wegrzyn(h: float, bmd: float, pushover: bool) -> dict:
     m = vertebra_model("L3", voxel_size=h, materials=_materials(bmd), posterior=False)
     k0, s0 = measure(m)
     out = {}
-    for label, conserve in (("calibrated", False), ("mass conserved", True)):
-        k1, s1 = measure(compress(m, "L3", "crush", height_loss=0.25, conserve_mass=conserve))
+    for label, opts in (("calibrated", {}),
+                        ("mass kept, band", {"conserve_mass": True, "compaction": "band"}),
+                        ("mass kept, uniform", {"conserve_mass": True, "compaction": "uniform"})):
+        k1, s1 = measure(compress(m, "L3", "crush", height_loss=0.25, **opts))
         out[label] = (100.0 * (1.0 - k1 / k0), 100.0 * (1.0 - s1 / s0))
     return out
 
