@@ -232,6 +232,27 @@ def test_toml_and_dict_give_the_same_runs_and_ids(tmp_path):
     assert all(type(p["voxel_size"]) is float and p["voxel_size"] == 3.0 for p in a)
 
 
+def test_fracture_compaction_builds_a_mass_conserving_fracture():
+    """``fracture_compaction`` (default "none": the calibrated fracture, ids as before) hands
+    ``conserve_mass`` to the fracture, with the exponent of the run's own density law."""
+    from fem.meshes.bone import get_law
+    from fem.study.recipe import build_model
+
+    d = json.loads(json.dumps(CANON_DICT))
+    d["base"].update(fracture_compaction="band", density_law="keller1994")
+    p = next(q for q in StudySpec.from_dict(d).expand() if q["procedure"] == "pvp")
+    m = build_model(p)
+    rec = m.metadata["densification"]["L2"]
+    assert rec["compaction"] == "band" and rec["exponents"].max() == get_law("keller1994").c
+    assert m.metadata["fractures"][-1].conserve_mass
+    plain = next(q for q in StudySpec.from_dict(CANON_DICT).expand() if q["procedure"] == "pvp")
+    assert plain["fracture_compaction"] == "none"
+    assert "densification" not in build_model(plain).metadata
+    d["base"]["fracture_compaction"] = "everywhere"
+    with pytest.raises(SpecError, match="must be one of"):
+        StudySpec.from_dict(d).expand()
+
+
 def test_the_shipped_canonical_study_asks_for_both_strengths():
     """examples/canonical_study.toml (the README's main job): 12 runs of the 2 mm L1-L3
     segment, each with the Pistoia strength of every level and the pushover of L2."""
@@ -303,7 +324,8 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
         assert q["load_line"] == "space" and run_id(q) != run_id(p)
         assert run_id(q) == run_id(dict(old, load_line="space"))
         for k, v in {"anatomy": "ssm", "mesh": "tet10", "mesh_size": 4.0,
-                     "strength": "pushover", "strength_levels": "all"}.items():
+                     "strength": "pushover", "strength_levels": "all",
+                     "fracture_compaction": "band"}.items():
             assert run_id(dict(p, **{k: v})) != run_id(p), k
     # a spec without the strength keys and one giving their defaults: the same runs and ids
     d = json.loads(json.dumps(CANON_DICT))

@@ -26,7 +26,7 @@ def build_model(p: dict):
     """The loaded model of one run (parameters as completed by :meth:`StudySpec.expand`)."""
     from .. import augment
     from ..meshes import loadcases, pathology
-    from ..meshes.bone import BoneQuality
+    from ..meshes.bone import BoneQuality, get_law
     from ..meshes.vertebra import segment_model
     from .spec import ADDED_LATER
 
@@ -55,9 +55,12 @@ def build_model(p: dict):
         m = segment_model(p["levels"], voxel_size=p["voxel_size"], materials=mats)
     proc = p["procedure"]
     if proc != "intact" and p["fracture_level"]:
+        mass = {} if p["fracture_compaction"] == "none" else {
+            "conserve_mass": True, "compaction": p["fracture_compaction"],
+            "density_exponent": get_law(law).c}  # the model's own density law
         m = pathology.compress(m, p["fracture_level"], p["fracture_shape"],
                                grade=p["fracture_grade"], burst=p["burst"],
-                               cleft=p["cleft"])
+                               cleft=p["cleft"], **mass)
         if p["endplate_breach_mm"]:
             m = pathology.open_breach(m, p["fracture_level"], p["endplate_breach_side"],
                                       p["endplate_breach_mm"],

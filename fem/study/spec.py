@@ -191,6 +191,11 @@ PARAMETERS = {
     "fracture_shape": Param(str, "wedge", "Genant shape", choices=("wedge", "biconcave", "crush")),
     "fracture_grade": Param(int, 2, "Genant grade", _range(1, 3)),
     "burst": Param(bool, False, "burst fracture (posterior-wall breach)"),
+    "fracture_compaction": Param(str, "none", "where the collapsed body's bone mass goes: none "
+                                 "(lost with its volume: the calibrated fracture), band (into "
+                                 "the damaged band), uniform (every element keeps its own); "
+                                 "fem.meshes.pathology.compress's conserve_mass",
+                                 choices=("none", "band", "uniform")),
     "treated_level": Param(str, "", "augmented level (empty: the fractured level)"),
     "approach": Param(str, "bipedicular", "needle approach",
                       choices=("unipedicular", "bipedicular")),
@@ -534,7 +539,7 @@ ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "tip_offset_axial": 0.0, "heterogeneity": 0.5, "load_scale": 1.0,
                "cleft": False, "sample": -1, "basivertebral_mm": 0.0, "endplate_breach_mm": 0.0,
                "endplate_breach_side": "superior", "endplate_breach_position": 0.5,
-               "load_line": "plate"}
+               "load_line": "plate", "fracture_compaction": "none"}
 
 
 def run_id(params: dict) -> str:
