@@ -154,11 +154,13 @@ class Fracture:
 #: (J Biomech 36:897), E = 4730 rho^1.56 for vertebral bone, the default law of
 #: :mod:`fem.meshes.bone` (``compress``'s ``conserve_mass``)
 DENSITY_EXPONENT = 1.56
-#: the body's parts that ``conserve_mass`` densifies: trabecular bone (modulus by the density
-#: law) and the thin shells, whose voxel modulus is their thickness-scaled one (by mass per area)
-TRABECULAR_PARTS = ("trabecular", "damaged")
-SHELL_PARTS = ("cortex", "damaged_shell", "endplate_superior", "endplate_inferior",
-               "damaged_endplate")
+#: the body's parts that ``conserve_mass`` densifies, by the core or shell they form: (parts,
+#: the one of them in the damaged band, whether the modulus follows the density law: trabecular
+#: bone does; the thin shells, whose voxel modulus is thickness-scaled, follow their mass per area)
+BODY_PARTS = ((("trabecular", "damaged"), "damaged", True),
+              (("cortex", "damaged_shell"), "damaged_shell", False),
+              (("endplate_superior", "endplate_inferior", "damaged_endplate"), "damaged_endplate",
+               False))
 #: where a mass-conserving fracture puts the compacted bone (``compress``'s ``compaction``)
 COMPACTIONS = ("band", "uniform")
 
@@ -497,16 +499,16 @@ def _densify(intact: Model, out: Model, level: str, exponent: float, compaction:
     if level in out.metadata.get("densification", {}):
         raise MeshError(f"{level} was already fractured with conserve_mass: fracture it once")
     idx, exps, group, band = [], [], [], []
-    for g, (parts, damaged, ex) in enumerate(_body_groups(e)):
+    for g, (parts, damaged, by_law) in enumerate(BODY_PARTS):
         for part in parts:
             el = out.regions.get(f"{level}/{part}")
             if el is not None and len(el):
                 idx.append(el)
-                exps.append(np.full(len(el), ex))
+                exps.append(np.full(len(el), e if by_law else 1.0))
                 group.append(np.full(len(el), g))
                 band.append(np.full(len(el), part == damaged))
     if not idx:
-        raise SetError(f"{level} has no body regions ({', '.join(TRABECULAR_PARTS)}) to densify")
+        raise SetError(f"{level} has no body regions ({', '.join(_body_parts())}) to densify")
     rec = {"elements": np.concatenate(idx), "exponents": np.concatenate(exps),
            "group": np.concatenate(group), "band": np.concatenate(band),
            "compaction": compaction}
@@ -516,13 +518,9 @@ def _densify(intact: Model, out: Model, level: str, exponent: float, compaction:
     out.metadata.setdefault("densification", {})[level] = rec
 
 
-def _body_groups(exponent: float):
-    """The body's parts by the shell or core they form: (parts, the part of them in the
-    damaged band, density exponent)."""
-    return ((TRABECULAR_PARTS, "damaged", exponent),
-            (("cortex", "damaged_shell"), "damaged_shell", 1.0),
-            (("endplate_superior", "endplate_inferior", "damaged_endplate"),
-             "damaged_endplate", 1.0))
+def _body_parts() -> list[str]:
+    """Every part of :data:`BODY_PARTS`."""
+    return [p for parts, _, _ in BODY_PARTS for p in parts]
 
 
 def _density_factors(rec: dict, volumes) -> np.ndarray:
@@ -628,7 +626,7 @@ def restore(model: Model, level: str, share: float) -> Model:
     if dens is not None:  # the body's density follows its volume back (compress's conserve_mass)
         idx = dens["elements"]
         factors = _density_factors(dens, element_volumes(out)[idx])
-        body = [model.regions.get(f"{level}/{p}", []) for p in TRABECULAR_PARTS + SHELL_PARTS]
+        body = [model.regions.get(f"{level}/{p}", []) for p in _body_parts()]
         still = np.isin(idx, np.concatenate(body))  # not since made cement or a cleft
         _scale_moduli(out, idx[still], factors[still] / dens["factors"][still])
         out.metadata["densification"] = {**model.metadata["densification"],
