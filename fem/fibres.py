@@ -604,14 +604,14 @@ def solve_disc(model, law: FibreLaw | None = None, *, kinematics: str = "small",
     if drainage not in DRAINAGES:
         raise SolverError(f"drainage must be one of {DRAINAGES}, got {drainage!r}")
     fibres = disc_fibres(model)
+    nuclei = [n for n in (region(split(reg.name)[0], "nucleus") for reg in fibres)
+              if n in model.regions]
     if drainage == "undrained":
         law = (law or FibreLaw()).undrained()
         model = model.copy()
-        for reg in fibres:
-            nucleus = region(split(reg.name)[0], "nucleus")
-            if nucleus in model.regions:
-                idx = model.region(nucleus)
-                model.set_material(nucleus, *undrained(model.E[idx], model.nu[idx]))
+        for nucleus in nuclei:
+            idx = model.region(nucleus)
+            model.set_material(nucleus, *undrained(model.E[idx], model.nu[idx]))
     if kinematics == "small":
         if nucleus_pressure is not None:
             raise SolverError("nucleus_pressure needs kinematics='finite' (a swelling nucleus "
@@ -621,8 +621,6 @@ def solve_disc(model, law: FibreLaw | None = None, *, kinematics: str = "small",
 
     swelling = None
     if nucleus_pressure is not None:
-        nuclei = [region(split(reg.name)[0], "nucleus") for reg in fibres]
-        nuclei = [n for n in nuclei if n in model.regions]
         if not nuclei:
             raise SetError("nucleus_pressure: the model's discs have no nucleus regions "
                            "('<upper>-<lower>/nucleus')")
