@@ -164,10 +164,11 @@ def _segment(force: float):
     return m
 
 
-def _area(m) -> float:
+def _area(m, voxel: float = VOXEL) -> float:
+    """The L4-L5 disc's cross-section (mm^2): its columns of voxels x the voxel area."""
     disc = np.concatenate([m.regions["L4-L5/annulus"], m.regions["L4-L5/nucleus"]])
     ijk = m.metadata["voxel_labels"]["ijk"][disc]
-    return len({(i, j) for i, j, _ in ijk.tolist()}) * VOXEL ** 2
+    return len({(i, j) for i, j, _ in ijk.tolist()}) * voxel ** 2
 
 
 @lru_cache(maxsize=None)
@@ -267,9 +268,7 @@ def test_undrained_segment_in_large_deformation_reproduces_the_measured_disc():
     0.09 mm). No parameter was set from these: the undrained bulk modulus is water's."""
     m = segment_model("L4-L5", voxel_size=FINITE_VOXEL, materials=BoneQuality(bmd=70),
                       posterior=False)
-    disc = np.concatenate([m.regions["L4-L5/annulus"], m.regions["L4-L5/nucleus"]])
-    ijk = m.metadata["voxel_labels"]["ijk"][disc]
-    area = len({(i, j) for i, j, _ in ijk.tolist()}) * FINITE_VOXEL ** 2
+    area = _area(m, FINITE_VOXEL)
     m = loadcases.between_platens(loadcases.loaded(m, "standing", scale=1600.0 / 500.0))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*B-bar formulation.*")
