@@ -513,8 +513,7 @@ def _densify(intact: Model, out: Model, level: str, exponent: float, compaction:
            "group": np.concatenate(group), "band": np.concatenate(band),
            "compaction": compaction}
     rec["intact_volumes"] = element_volumes(intact)[rec["elements"]]
-    rec["factors"] = _density_factors(rec, element_volumes(out)[rec["elements"]])
-    _scale_moduli(out, rec["elements"], rec["factors"])
+    _scale_moduli(out, rec["elements"], _density_factors(rec, element_volumes(out)[rec["elements"]]))
     out.metadata.setdefault("densification", {})[level] = rec
 
 
@@ -625,12 +624,11 @@ def restore(model: Model, level: str, share: float) -> Model:
     dens = model.metadata.get("densification", {}).get(level)
     if dens is not None:  # the body's density follows its volume back (compress's conserve_mass)
         idx = dens["elements"]
-        factors = _density_factors(dens, element_volumes(out)[idx])
+        change = (_density_factors(dens, element_volumes(out)[idx])
+                  / _density_factors(dens, element_volumes(model)[idx]))
         body = [model.regions.get(f"{level}/{p}", []) for p in _body_parts()]
         still = np.isin(idx, np.concatenate(body))  # not since made cement or a cleft
-        _scale_moduli(out, idx[still], factors[still] / dens["factors"][still])
-        out.metadata["densification"] = {**model.metadata["densification"],
-                                         level: {**dens, "factors": factors}}
+        _scale_moduli(out, idx[still], change[still])
     return out
 
 
