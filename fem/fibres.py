@@ -468,10 +468,16 @@ def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None,
             if residuals[-1] < tol and moved < strain_tol:
                 break
             if k == max_iterations:
+                hint = ("" if coupling else
+                        "; the orthotropic secant drops the families' normal-shear coupling, "
+                        "and where the annulus shears much (FibreState.asymmetry) fibres near "
+                        "zero strain can oscillate between tension and compression: "
+                        "coupling=True (the exact anisotropic stiffness) converges there")
                 raise ConvergenceError(
                     f"fibre secant iterations: out-of-balance force {residuals[-1]:.2e} of the "
-                    f"load after {max_iterations} iterations (tol {tol:g}); history "
-                    + ", ".join(f"{r:.2e}" for r in residuals[-5:]))
+                    f"load and fibre strain step {moved:.2e} of the largest (tol {tol:g}, "
+                    f"strain_tol {strain_tol:g}) after {max_iterations} iterations; history "
+                    + ", ".join(f"{r:.2e}" for r in residuals[-5:]) + hint)
         z = solve(lin, z)
         u = be.to_host((lin.T @ z if lin.T is not None else z)[:n3])
         step = (np.einsum("fmi,mij,fmj->fm", dirs, _tensor((S @ u).reshape(-1, 6)), dirs)
