@@ -3,6 +3,7 @@
 protocols: docs/validation.md).
 
     python bench/validation.py [--voxel 1.0] [--bmd 70] [--no-pushover] [--no-fibres]
+                               [--finite] [--ssm]
 
 Rows:
 
@@ -24,6 +25,9 @@ Rows:
   between parallel platens) on the same segment;
 * the disc rows twice: the default disc (isotropic annulus) and the fibre-reinforced annulus of
   ``fem.solve_disc`` (tension-only stiffening fibres, ``fem.fibres``; ``--no-fibres`` skips it);
+  with ``--ssm`` again on real anatomy, the L4-L5 of the lumbar shape model's mean
+  (``fem.meshes.ssm``): the default disc, and the fibre disc with the exact anisotropic secant
+  (``coupling=True``: the orthotropic one stalls on that disc) drained and undrained;
 * Wegrzyn et al. 2011: the L3 body before and after the fracture model's 25 % crush, standing on
   a rigid plate: the stiffness lost (the damage factor's calibration target) and the failure
   load lost (peaks of damage pushovers of L3; ``--no-pushover`` skips it) and, with the
@@ -80,14 +84,20 @@ def spinefe_rig(level: str, h: float, bmd: float, pushover: bool):
     return k, peak
 
 
-def disc_segment(h: float, bmd: float, force: float = 500.0, platen: bool = False):
-    """The parametric L4-L5 segment (posterior elements included) at ``bmd``, L5 fixed, the
-    standing case scaled to ``force`` N on a rigid plate on L4: free (the standing replica) or,
-    with ``platen``, held parallel and laterally (a testing machine's platens)."""
-    from fem.meshes import loadcases
+def disc_segment(h: float, bmd: float, force: float = 500.0, platen: bool = False,
+                 anatomy: str = "parametric"):
+    """The L4-L5 segment (posterior elements included) at ``bmd``, L5 fixed, the standing case
+    scaled to ``force`` N on a rigid plate on L4: free (the standing replica) or, with
+    ``platen``, held parallel and laterally (a testing machine's platens). ``anatomy``:
+    "parametric" (``fem.meshes.vertebra``) or "ssm" (the mean shape of
+    ``fem.meshes.ssm``, real anatomy: its own disc heights and cross-sections)."""
+    from fem.meshes import loadcases, ssm
     from fem.meshes.vertebra import segment_model
 
-    m = segment_model("L4-L5", voxel_size=h, materials=_materials(bmd))
+    if anatomy == "ssm":
+        m = ssm.ssm_segment_model("L4-L5", voxel_size=h, materials=_materials(bmd))
+    else:
+        m = segment_model("L4-L5", voxel_size=h, materials=_materials(bmd))
     m = loadcases.loaded(m, "standing", scale=force / 500.0)
     return loadcases.between_platens(m) if platen else m
 
@@ -98,10 +108,12 @@ RAMP = (0.0625, 0.125, 0.1875, 0.25, 0.3125, 0.4375, 0.5625, 0.6875, 0.8125, 0.9
 
 
 def disc_rows(h: float, bmd: float, fibres: bool, kinematics: str = "small",
-              drainage: str = "drained") -> dict:
-    """The disc's replicas on the L4-L5 segment, with the default disc or (``fibres``) the
-    fibre-reinforced annulus of ``fem.solve_disc`` (``kinematics`` "small" or "finite": large
-    deformation; ``drainage`` "drained" or "undrained"):
+              drainage: str = "drained", anatomy: str = "parametric",
+              coupling: bool = False) -> dict:
+    """The disc's replicas on the L4-L5 segment (``anatomy``: ``disc_segment``'s), with the
+    default disc or (``fibres``) the fibre-reinforced annulus of ``fem.solve_disc``
+    (``kinematics`` "small" or "finite": large deformation; ``drainage`` "drained" or
+    "undrained"; ``coupling``: the exact anisotropic secant of small strain):
 
     * ``pressure`` (MPa) and ``ratio`` (pressure / (load / disc area); the area: columns of disc
       voxels x voxel area) under the 500 N standing case, free plate (Wilke 1999, Nachemson);
@@ -121,15 +133,15 @@ def disc_rows(h: float, bmd: float, fibres: bool, kinematics: str = "small",
         if kinematics == "finite":
             return fem.solve_disc(m, kinematics="finite", drainage=drainage,
                                   increments=increments)
-        return fem.solve_disc(m, drainage=drainage)
+        return fem.solve_disc(m, drainage=drainage, coupling=coupling)
 
-    m = disc_segment(h, bmd)
+    m = disc_segment(h, bmd, anatomy=anatomy)
     rows = metrics.level_metrics(solve(m, 5)).set_index("level")
     disc = np.concatenate([m.regions["L4-L5/annulus"], m.regions["L4-L5/nucleus"]])
     ijk = m.metadata["voxel_labels"]["ijk"][disc]
     area = len({(i, j) for i, j, _ in ijk.tolist()}) * h * h
     p = float(rows.loc["L4", "disc_pressure_mpa"])
-    r = solve(disc_segment(h, bmd, 1600.0, platen=True), RAMP)
+    r = solve(disc_segment(h, bmd, 1600.0, platen=True, anatomy=anatomy), RAMP)
     steps = getattr(getattr(r, "history", None), "steps", [])  # cut-backs add steps
     w = [0.0] + [-float(s.result.plate_motion("load:standing")[2]) for s in steps]
     f = [0.0] + [1600.0 * s.load_factor for s in steps]
@@ -201,6 +213,10 @@ def main(argv=None) -> int:
                     help="also the fibre disc in large deformation (solve_disc(kinematics="
                          "'finite')), drained and undrained: several minutes at 3 mm, much "
                          "longer at 2 mm")
+    ap.add_argument("--ssm", action="store_true",
+                    help="also the disc rows on real anatomy: the L4-L5 of the lumbar shape "
+                         "model's mean (fem.meshes.ssm; its data folder must exist), default "
+                         "disc and fibre disc (exact anisotropic secant, drained and undrained)")
     args = ap.parse_args(argv)
     h, bmd = args.voxel, args.bmd
     # the nucleus (nu 0.499) takes the B-bar hex8, as intended; the notice is not news here
@@ -216,12 +232,25 @@ def main(argv=None) -> int:
     big = disc_rows(h, bmd, fibres=True, kinematics="finite") if args.finite else None
     wet = (disc_rows(h, bmd, fibres=True, kinematics="finite", drainage="undrained")
            if args.finite else None)
+    real = {}
+    if args.ssm:
+        from fem.meshes import ssm
+
+        if not (ssm.data_folder() / "L4.ply").is_file():
+            raise SystemExit(f"--ssm: the shape model's surfaces are not in {ssm.data_folder()} "
+                             "(set FEM_SSM_DATA)")
+        real = {"L4-L5 SSM mean": disc_rows(h, bmd, fibres=False, anatomy="ssm"),
+                "L4-L5 SSM mean, fibres (exact)": disc_rows(h, bmd, fibres=True, anatomy="ssm",
+                                                            coupling=True),
+                "L4-L5 SSM mean, fibres (exact), undrained": disc_rows(
+                    h, bmd, fibres=True, anatomy="ssm", coupling=True, drainage="undrained")}
     crush = wegrzyn(h, bmd, not args.no_pushover)
     rows = [(ex.DAY_2020, "L1-L5 mean", k_day), (ex.SPINEFE_STIFFNESS, "L1", k_fe),
             (ex.SPINEFE_FAILURE, "L1", peak)]
     for d, label in ((disc, "L4-L5"), (fib, "L4-L5, fibres"),
                      (big, "L4-L5, fibres, finite strain"),
-                     (wet, "L4-L5, fibres, finite strain, undrained")):
+                     (wet, "L4-L5, fibres, finite strain, undrained"),
+                     *((d, label) for label, d in real.items())):
         if d is not None:
             rows += [(ex.WILKE_1999, label, d["pressure"]), (ex.NACHEMSON_1960, label, d["ratio"]),
                      (ex.SEGMENT_STIFFNESS, label, d["stiffness"]),
@@ -231,12 +260,12 @@ def main(argv=None) -> int:
                  (ex.WEGRZYN_STRENGTH, f"L3, {label}", s_lost),
                  (ex.WEGRZYN_RECOVERY, f"L3, {label}, elastic springback bound", recovered)]
     print()
-    print(f"{'source':58s} {'quantity':66s} {'kind':9s} {'n':>3s} {'measured':>28s} "
+    print(f"{'source':58s} {'quantity':84s} {'kind':9s} {'n':>3s} {'measured':>28s} "
           f"{'model':>10s} {'1 SD':>4s} {'range':>5s}")
     for ref, where, value in rows:
         if not math.isfinite(value):
             continue
-        print(f"{ref.source[:58]:58s} {(ref.quantity + ', ' + where)[:66]:66s} {ref.kind:9s} "
+        print(f"{ref.source[:58]:58s} {(ref.quantity + ', ' + where)[:84]:84s} {ref.kind:9s} "
               f"{ref.n:3d} {ref.describe():>28s} {value:10.4g} {_yes(ref.within(value)):>4s} "
               f"{_yes(ref.in_range(value)):>5s}")
     print()
