@@ -40,7 +40,11 @@ families strain alike (axisymmetric compression of a round disc); :attr:`FibreSt
 says how far a solution is from that (0.7 in the standing L4-L5: its bulging annulus shears in
 theta-z). ``coupling=True`` assembles them as well (an exact anisotropic stiffness: +4 % nucleus
 pressure, +8 % endplate bulge on that segment), at the price of ``result.stress`` in the fibre
-elements holding the orthotropic part only.
+elements holding the orthotropic part only. Where the annulus shears much, the orthotropic
+secant can stall: equilibrium met, but fibres near zero strain flipping between tension and
+compression from one iteration to the next (the shape model's real L4-L5, whose fixed point the
+dropped terms make unstable). The default ``coupling="auto"`` then solves again with the exact
+stiffness and warns (``FibreState.coupling``).
 
 Drainage (:func:`solve_disc`'s ``drainage``): the ground above is the *drained* solid, the FE
 tables' nu 0.45. Loaded for seconds to minutes, as a testing machine or standing does, disc
@@ -79,6 +83,7 @@ import dataclasses
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -142,6 +147,9 @@ TOL = 1e-3
 #: where it is largest consistent with the strain to 1 %)
 STRAIN_TOL = 1e-2
 RELAXATION = 0.5
+#: ``coupling="auto"``: iterations in equilibrium, in a row, with the fibre strains still moving,
+#: after which the orthotropic secant counts as stalled
+STALL_ITERATIONS = 15
 #: the least relaxation factor Aitken's update may take
 MIN_RELAXATION = 0.05
 MAX_ITERATIONS = 60
@@ -315,6 +323,8 @@ class FibreState:
     iterations: int = 0
     linear_iterations: int = 0
     seconds: float = 0.0
+    #: whether the exact anisotropic secant (True) or the orthotropic one solved it
+    coupling: bool = False
 
     @property
     def asymmetry(self) -> float:
@@ -410,7 +420,8 @@ def _coupling(model, pattern, regions, law, secants):
 def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None, *,
                  tol: float = TOL, strain_tol: float = STRAIN_TOL, relaxation: float = RELAXATION,
                  max_iterations: int = MAX_ITERATIONS, rtol: float | None = None,
-                 coupling: bool = False, backend: str = "auto", solver: str = "auto") -> Result:
+                 coupling: bool | str = "auto", backend: str = "auto",
+                 solver: str = "auto") -> Result:
     """Solve ``model`` (its loads and supports, mm, N, MPa) with the elements of ``regions``
     made of ground substance and tension-only, stiffening fibres (:class:`FibreLaw`), by secant
     iterations (module docstring). Returns a :class:`~fem.Result` on the converged secant
@@ -422,9 +433,14 @@ def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None,
     normal-shear coupling terms that the orthotropic secant drops (an exact anisotropic
     stiffness; then ``result.stress`` of the fibre elements is the orthotropic part only, while
     displacements, reactions and the other elements' stresses are exact; on the standing L4-L5
-    it moves the nucleus pressure by +4 % and the endplate bulge by +8 %). ``solver``: "auto"
-    (direct up to 5 000 equations, else AMG-CG), "direct" or "amg". Raises
-    :class:`~fem.ConvergenceError` when ``max_iterations`` pass without equilibrium."""
+    it moves the nucleus pressure by +4 % and the endplate bulge by +8 %). ``coupling="auto"``
+    (default): the orthotropic secant, and where its iterations stall (equilibrium met for
+    ``STALL_ITERATIONS`` iterations in a row while the fibre strains keep moving: fibres near
+    zero strain flipping between tension and compression where the annulus shears, as on the
+    shape model's real L4-L5) the exact stiffness from the start, with a warning;
+    ``result.fibres.coupling`` says which was used. ``solver``: "auto" (direct up to 5 000
+    equations, else AMG-CG), "direct" or "amg". Raises :class:`~fem.ConvergenceError` when
+    ``max_iterations`` pass without equilibrium."""
     law = law or FibreLaw()
     tol = in_range("tol", tol, 0.0, 1.0, lo_open=True, hi_open=True, error=SolverError)
     strain_tol = in_range("strain_tol", strain_tol, 0.0, 1.0, lo_open=True, hi_open=True,
@@ -434,13 +450,38 @@ def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None,
         raise SolverError(f"solver must be 'auto', 'direct' or 'amg', got {solver!r}")
     if int(max_iterations) < 1:
         raise SolverError(f"max_iterations must be at least 1, got {max_iterations!r}")
+    if coupling not in (True, False, "auto"):
+        raise SolverError(f"coupling must be True, False or 'auto', got {coupling!r}")
     rtol = tol / 25.0 if rtol is None else rtol
     try:
         be = get_backend(backend)
     except BackendError as exc:
         raise SolverError(str(exc)) from None
-    xp = be.xp
     t0 = time.perf_counter()
+    opts = dict(tol=tol, strain_tol=strain_tol, relaxation=w, max_iterations=int(max_iterations),
+                rtol=rtol, be=be, solver=solver)
+    if coupling != "auto":
+        return _secant(model, regions, law, coupling=bool(coupling), stall=False, t0=t0, **opts)
+    try:
+        return _secant(model, regions, law, coupling=False, stall=True, t0=t0, **opts)
+    except _Stalled as exc:
+        warnings.warn(f"{exc}; solved again with coupling=True, the exact anisotropic "
+                      "stiffness (result.stress of the fibre elements then holds the orthotropic "
+                      "part only)", stacklevel=2)
+        return _secant(model, regions, law, coupling=True, stall=False, t0=t0, **opts)
+
+
+class _Stalled(ConvergenceError):
+    """The orthotropic secant's iterations stalled (``coupling="auto"`` retries exactly)."""
+
+
+def _secant(model, regions, law, *, tol, strain_tol, relaxation, max_iterations, rtol, be,
+            solver, coupling: bool, stall: bool, t0: float) -> Result:
+    """The secant iterations of :func:`solve_fibres` with the orthotropic (``coupling``
+    False) or the exact secant stiffness; with ``stall``, :class:`_Stalled` once equilibrium
+    has held ``STALL_ITERATIONS`` iterations in a row without the fibre strains converging."""
+    w = relaxation
+    xp = be.xp
     m = model.copy()
     m.check_materials()
     elements, dirs = fibre_directions(m, regions, law)
@@ -455,6 +496,7 @@ def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None,
     solve = _LinearSolves(m, sysm, be, solver, rtol)
     z = last = None
     residuals = []
+    held = 0
     for k in range(max_iterations + 1):
         _, data = assembly.assemble_stiffness(m, be, pattern)
         if coupling:
@@ -467,6 +509,14 @@ def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None,
             moved = float(np.abs(last).max()) / max(float(np.abs(eps_f).max()), law.toe_strain)
             if residuals[-1] < tol and moved < strain_tol:
                 break
+            held = held + 1 if residuals[-1] < tol else 0
+            if stall and held >= STALL_ITERATIONS:
+                raise _Stalled(
+                    f"fibre secant iterations stalled: equilibrium met ({residuals[-1]:.2e} of "
+                    f"the load) for {held} iterations while the fibre strains still moved "
+                    f"{moved:.2e} of the largest (strain_tol {strain_tol:g}); fibres near zero "
+                    "strain flip between tension and compression where the annulus shears "
+                    "(orthotropic secant)")
             if k == max_iterations:
                 hint = ("" if coupling else
                         "; the orthotropic secant drops the families' normal-shear coupling, "
@@ -490,7 +540,7 @@ def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None,
         _set(m, regions, law, law.secant(eps_f), elements)
     result = _result(m, sysm, be, lin, z, solve, residuals, tol)
     state = FibreState(elements, eps_f, law.stress(eps_f), residuals, len(residuals),
-                       solve.iterations, time.perf_counter() - t0)
+                       solve.iterations, time.perf_counter() - t0, coupling)
     result.info.times["total"] = state.seconds
     result.fibres = state
     for i, sign in enumerate(("plus", "minus")):
