@@ -27,7 +27,8 @@ Rows:
   ``fem.solve_disc`` (tension-only stiffening fibres, ``fem.fibres``; ``--no-fibres`` skips it);
   with ``--ssm`` again on real anatomy, the L4-L5 of the lumbar shape model's mean
   (``fem.meshes.ssm``): the default disc, and the fibre disc with the exact anisotropic secant
-  (``coupling=True``: the orthotropic one stalls on that disc) drained and undrained;
+  (``coupling=True``: the orthotropic one stalls on that disc) drained and undrained, and the
+  Wegrzyn rows again on the shape model's L3;
 * Wegrzyn et al. 2011: the L3 body before and after the fracture model's 25 % crush, standing on
   a rigid plate: the stiffness lost (the damage factor's calibration target) and the failure
   load lost (peaks of damage pushovers of L3; ``--no-pushover`` skips it) and, with the
@@ -154,7 +155,7 @@ def disc_rows(h: float, bmd: float, fibres: bool, kinematics: str = "small",
     return {"pressure": p, "ratio": p / (500.0 / area), "stiffness": k, "bulge": bulge}
 
 
-def wegrzyn(h: float, bmd: float, pushover: bool) -> dict:
+def wegrzyn(h: float, bmd: float, pushover: bool, anatomy: str = "parametric") -> dict:
     """{variant: (stiffness lost %, failure load lost %, deformation recovered %)} of the
     parametric L3 body (posterior elements cut) after the fracture model's 25 % crush
     (``pathology.compress``), between a fixed base and a rigid plate under the standing load; the
@@ -165,7 +166,11 @@ def wegrzyn(h: float, bmd: float, pushover: bool) -> dict:
     The recovery is a bound, not a replica (the model imposes the crushed geometry and has no
     time-dependent term): the crushed body's elastic springback from its residual strength,
     F_crushed / k_crushed (its pushover peak over its stiffness: unloading follows the damaged
-    secant at most), over the crush, the superior endplate's mean descent."""
+    secant at most), over the crush, the superior endplate's mean descent.
+
+    ``anatomy`` "ssm": the L3 of the lumbar shape model's mean (``fem.meshes.ssm``, real
+    anatomy) instead of the parametric body; its posterior elements stay (the shape model
+    does not cut them), unloaded, as the plate sits on the body's superior endplate."""
     import fem
     from fem.meshes import loadcases
     from fem.meshes.pathology import compress
@@ -180,7 +185,12 @@ def wegrzyn(h: float, bmd: float, pushover: bool) -> dict:
         k = 500.0 / -float(r.plate_motion("load:standing")[2])
         return k, (push(model, level="L3").peak_load if pushover else math.nan)
 
-    m = vertebra_model("L3", voxel_size=h, materials=_materials(bmd), posterior=False)
+    if anatomy == "ssm":
+        from fem.meshes import ssm
+
+        m = ssm.ssm_segment_model("L3", voxel_size=h, materials=_materials(bmd))
+    else:
+        m = vertebra_model("L3", voxel_size=h, materials=_materials(bmd), posterior=False)
     k0, s0 = measure(m)
     out = {}
     for label, opts in (("calibrated", {}),
@@ -214,9 +224,10 @@ def main(argv=None) -> int:
                          "'finite')), drained and undrained: several minutes at 3 mm, much "
                          "longer at 2 mm")
     ap.add_argument("--ssm", action="store_true",
-                    help="also the disc rows on real anatomy: the L4-L5 of the lumbar shape "
-                         "model's mean (fem.meshes.ssm; its data folder must exist), default "
-                         "disc and fibre disc (exact anisotropic secant, drained and undrained)")
+                    help="also rows on real anatomy, the lumbar shape model's mean "
+                         "(fem.meshes.ssm; its data folder must exist): the disc rows on its "
+                         "L4-L5 (default disc, fibre disc with the exact anisotropic secant, "
+                         "drained and undrained) and the Wegrzyn rows on its L3")
     args = ap.parse_args(argv)
     h, bmd = args.voxel, args.bmd
     # the nucleus (nu 0.499) takes the B-bar hex8, as intended; the notice is not news here
@@ -245,6 +256,9 @@ def main(argv=None) -> int:
                 "L4-L5 SSM mean, fibres (exact), undrained": disc_rows(
                     h, bmd, fibres=True, anatomy="ssm", coupling=True, drainage="undrained")}
     crush = wegrzyn(h, bmd, not args.no_pushover)
+    if args.ssm:
+        crush.update({f"SSM mean, {label}": v for label, v in
+                      wegrzyn(h, bmd, not args.no_pushover, anatomy="ssm").items()})
     rows = [(ex.DAY_2020, "L1-L5 mean", k_day), (ex.SPINEFE_STIFFNESS, "L1", k_fe),
             (ex.SPINEFE_FAILURE, "L1", peak)]
     for d, label in ((disc, "L4-L5"), (fib, "L4-L5, fibres"),
