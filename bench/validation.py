@@ -245,16 +245,17 @@ def main(argv=None) -> int:
            if args.finite else None)
     real = {}
     if args.ssm:
+        from fem.fibres import DRAINAGES
         from fem.meshes import ssm
 
         if not (ssm.data_folder() / "L4.ply").is_file():
             raise SystemExit(f"--ssm: the shape model's surfaces are not in {ssm.data_folder()} "
                              "(set FEM_SSM_DATA)")
-        real = {"L4-L5 SSM mean": disc_rows(h, bmd, fibres=False, anatomy="ssm"),
-                "L4-L5 SSM mean, fibres (exact)": disc_rows(h, bmd, fibres=True, anatomy="ssm",
-                                                            coupling=True),
-                "L4-L5 SSM mean, fibres (exact), undrained": disc_rows(
-                    h, bmd, fibres=True, anatomy="ssm", coupling=True, drainage="undrained")}
+        real = {"L4-L5 SSM mean": disc_rows(h, bmd, fibres=False, anatomy="ssm")}
+        if not args.no_fibres:
+            for drainage in DRAINAGES:
+                real[f"L4-L5 SSM mean, fibres (exact), {drainage}"] = disc_rows(
+                    h, bmd, fibres=True, anatomy="ssm", coupling=True, drainage=drainage)
     crush = wegrzyn(h, bmd, not args.no_pushover)
     if args.ssm:
         crush.update({f"SSM mean, {label}": v for label, v in
