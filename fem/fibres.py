@@ -280,7 +280,7 @@ def undrained(E, nu, bulk_modulus: float = WATER_BULK_MODULUS):
     E, nu = np.asarray(E, dtype=float), np.asarray(nu, dtype=float)
     K = in_range("bulk modulus", bulk_modulus, 0.0, lo_open=True, unit="MPa",
                  error=MaterialError)
-    mu = E / (2.0 * (1.0 + nu))
+    _, mu = assembly.lame(E, nu)
     K = np.maximum(K, E / (3.0 * (1.0 - 2.0 * nu)))
     E_u = 9.0 * K * mu / (3.0 * K + mu)
     nu_u = (3.0 * K - 2.0 * mu) / (2.0 * (3.0 * K + mu))
