@@ -98,7 +98,7 @@ from .nonlinear_systems import element_strain_operator
 from .parallel import RowSplit
 from .parts import region, split
 from .result import Result
-from .solvers import SolveInfo, cg, direct, factorise, rigid_body_modes
+from .solvers import SolveInfo, cg, direct, factored_solve, factorise, rigid_body_modes
 from .validate import in_range
 
 logger = logging.getLogger(__name__)
@@ -570,7 +570,7 @@ class _LinearSolves:
         if self.direct and self.be.name == "numpy":
             if self.M is None:
                 self.M = factorise(lin.K)
-                z = self.M.solve(lin.rhs)
+                z = factored_solve(self.M, lin.rhs)
             else:
                 z, n, _ = cg(lin.K, lin.rhs, x0=z, rtol=self.rtol, M=self.M.solve)
                 self.iterations += n
