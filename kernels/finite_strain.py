@@ -127,10 +127,10 @@ def neo_hookean_isochoric(H, mu):
 
 def volumetric(G, H, wdet, kappa, mean, growth=None, *, stiffness: bool = True):
     """Internal forces (m, 3k), stiffness (m, 3k, 3k; None without ``stiffness``) and pressure
-    ``U'(J)`` (m, g) of the
-    volumetric energy ``kappa / 2 (J - 1)^2`` per unit reference volume, at each point or, where
-    ``mean`` (m,) is True, of the element's mean dilatation (module docstring). ``kappa`` (m,)
-    MPa; ``wdet`` (m, g) the reference weights x det J; ``H`` the displacement gradients.
+    ``U'(J)`` (m, g) of the volumetric energy ``kappa / 2 (J - 1)^2`` per unit reference volume,
+    at each point or, where ``mean`` (m,) is True, of the element's mean dilatation (module
+    docstring). ``kappa`` (m,) MPa; ``wdet`` (m, g) the reference weights x det J; ``H`` the
+    displacement gradients.
 
     ``growth`` (m,): a stress-free volume ratio theta per element (isotropic swelling, F = F_e
     theta^(1/3)): the energy per reference volume becomes ``theta kappa / 2 (J / theta - 1)^2``,
