@@ -625,23 +625,28 @@ def footprint(corners: np.ndarray, frame: np.ndarray, grid: float = _GRID):
     lo = P.reshape(-1, 2).min(axis=0) - grid
     shape = tuple(np.ceil((P.reshape(-1, 2).max(axis=0) + grid - lo) / grid).astype(int))
     mask = np.zeros(shape, bool)
-    i0 = np.floor((P.min(axis=1) - lo) / grid - 0.5).astype(int)
-    i1 = np.ceil((P.max(axis=1) - lo) / grid - 0.5).astype(int)
-    for k in range(len(P)):
-        (a0, b0), (a1, b1) = i0[k], i1[k]
-        ii, jj = np.meshgrid(np.arange(a0, a1 + 1), np.arange(b0, b1 + 1), indexing="ij")
-        cells = lo + (np.stack([ii.ravel(), jj.ravel()], axis=1) + 0.5) * grid
-        inside = np.zeros(len(cells), bool)
-        for t in ((0, 1, 2), (0, 1, 3), (0, 2, 3), (1, 2, 3)):
-            a, b, c = P[k, list(t)]
-            det = (b[0] - a[0]) * (c[1] - a[1]) - (c[0] - a[0]) * (b[1] - a[1])
-            if abs(det) < 1e-12:
-                continue
-            r = cells - a
-            u = (r[:, 0] * (c[1] - a[1]) - r[:, 1] * (c[0] - a[0])) / det
-            v = (r[:, 1] * (b[0] - a[0]) - r[:, 0] * (b[1] - a[1])) / det
-            inside |= (u >= 0) & (v >= 0) & (u + v <= 1)
-        mask[ii.ravel()[inside], jj.ravel()[inside]] = True
+    i0 = np.floor((P.min(axis=1) - lo) / grid - 0.5).astype(int)  # each element's window
+    n = np.ceil((P.max(axis=1) - lo) / grid - 0.5).astype(int) - i0 + 1
+    w = np.arange(int(n.max()))
+    tris = np.array([(0, 1, 2), (0, 1, 3), (0, 2, 3), (1, 2, 3)])
+    for at in range(0, len(P), 256):  # chunks of elements, all their windows' cells at once
+        k = slice(at, at + 256)
+        ii = i0[k, 0, None, None] + w[None, :, None]
+        jj = i0[k, 1, None, None] + w[None, None, :]
+        ok = (w[None, :, None] < n[k, 0, None, None]) & (w[None, None, :] < n[k, 1, None, None])
+        cx, cy = lo[0] + (ii + 0.5) * grid, lo[1] + (jj + 0.5) * grid
+        inside = np.zeros(ok.shape, bool)
+        for t in tris:
+            ax, ay, bx, by, cx_, cy_ = (P[k, j, q][:, None, None] for j in t for q in (0, 1))
+            det = (bx - ax) * (cy_ - ay) - (cx_ - ax) * (by - ay)
+            good = np.abs(det) > 1e-12
+            det = np.where(good, det, 1.0)
+            rx, ry = cx - ax, cy - ay
+            u = (rx * (cy_ - ay) - ry * (cx_ - ax)) / det
+            v = (ry * (bx - ax) - rx * (by - ay)) / det
+            inside |= good & (u >= 0) & (v >= 0) & (u + v <= 1)
+        hit = inside & ok
+        mask[np.broadcast_to(ii, hit.shape)[hit], np.broadcast_to(jj, hit.shape)[hit]] = True
     return mask, lo
 
 
