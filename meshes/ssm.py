@@ -225,20 +225,55 @@ def _read_csv(vpath: Path, fpath: Path) -> dict:
     return out
 
 
-def _inside(surfs_rot: list, origin, shape, h):
+def _inside(surfs_rot: list, origin, shape, h, within: float = 5.0):
     """Level index per voxel (-1 empty, cranial level wins) and the distance of each occupied
-    voxel centre to its level's surface."""
+    voxel centre to its level's surface: exact (VTK's point-to-triangle distance) up to
+    ``within`` mm, a lower bound above ``within`` beyond.
+
+    Only the voxel centres near a surface are evaluated by VTK: those within ``max(within, h)``
+    plus the longest triangle edge of a vertex (a point on a triangle lies within the longest
+    edge of each of its corners). Every other centre is farther than ``max(within, h)`` from
+    the surface, so a face-neighbour of it lies on its side of the surface: such centres take
+    the sign of the evaluated centres next to their connected region (one VTK call for a region
+    with none). The inside voxels are the ones a distance at every centre gives, in a fraction
+    of the time (the VTK call was most of a shape-model build)."""
     import pyvista as pv
+    from scipy import ndimage
+    from scipy.spatial import cKDTree
 
     lvl = np.full(shape, -1, dtype=np.int16)
     dist = np.full(shape, np.inf, dtype=np.float32)
+    band = max(float(within), float(h))
     for i, s in enumerate(surfs_rot):
         b = np.array(s.bounds).reshape(3, 2)
         lo = np.maximum(np.floor((b[:, 0] - origin) / h).astype(int), 0)
         hi = np.minimum(np.ceil((b[:, 1] - origin) / h).astype(int) + 1, shape)
         axes = [origin[a] + (np.arange(lo[a], hi[a]) + 0.5) * h for a in range(3)]
         pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-        d = pv.PolyData(pts).compute_implicit_distance(s)["implicit_distance"]
+        V = np.asarray(s.points, dtype=float)
+        tri = np.asarray(s.faces).reshape(-1, 4)[:, 1:]
+        edge = float(max(np.linalg.norm(V[tri[:, a]] - V[tri[:, (a + 1) % 3]], axis=1).max()
+                         for a in range(3)))
+        tree = cKDTree(V)
+        to_vertex, _ = tree.query(pts, distance_upper_bound=band + edge)
+        near = np.isfinite(to_vertex)
+        d = np.empty(len(pts))
+        d[near] = pv.PolyData(pts[near]).compute_implicit_distance(s)["implicit_distance"]
+        far, n_far = ndimage.label(~near.reshape(hi - lo))
+        if n_far:
+            # each far region's sign from an evaluated face-neighbour (the regions' borders)
+            grown = ndimage.grey_dilation(far, footprint=ndimage.generate_binary_structure(3, 1))
+            border = near & (grown.ravel() > 0)
+            sign = np.zeros(n_far + 1)
+            sign[grown.ravel()[border]] = np.sign(d[border])
+            for r in np.flatnonzero(sign[1:] == 0) + 1:  # no evaluated neighbour
+                first = np.flatnonzero(far.ravel() == r)[0]
+                sign[r] = np.sign(pv.PolyData(pts[first:first + 1]).compute_implicit_distance(
+                    s)["implicit_distance"][0])
+            # beyond the band: the distance from the nearest vertex less the longest edge
+            rest = ~near
+            lower = tree.query(pts[rest])[0] - edge
+            d[rest] = sign[far.ravel()[rest]] * np.maximum(lower, band)
         d = d.reshape(hi - lo)
         box = tuple(slice(lo[a], hi[a]) for a in range(3))
         sel = (d < 0) & (lvl[box] < 0)
@@ -462,7 +497,7 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
         raise ParameterError(f"cortex must lie in (0, 5] mm, got {cortex}")
     surfs = load_surfaces(names, folder)
     grid = _Grid.around(surfs, names, h)
-    lvl, dist = _inside(grid.surfaces, grid.origin, grid.shape, h)
+    lvl, dist = _inside(grid.surfaces, grid.origin, grid.shape, h, within=cortex)
     n_inside = [int((lvl == i).sum()) for i in range(len(names))]
     m, made = segment_from_levels(lvl, dist, grid.origin, h, names, materials=materials,
                                   cortex=cortex, endplate=endplate, surfaces=surfs)
