@@ -59,7 +59,7 @@ the fibre disc's nucleus pressure 0.67 MPa at 500 N against the voxel form's 0.9
 standing). The nucleus share
 of the disc volume is recorded in ``metadata["ssm"]["nucleus_volume_fraction"]``.
 
-Cost and limits. L2-L4 at ``mesh_size=4`` is 106 000 DOF (about 15 s to build on 2 cores), at 3
+Cost and limits. L2-L4 at ``mesh_size=4`` is 106 000 DOF (about 11 s to build on 2 cores), at 3
 about 205 000 and at 2.5 about 323 000: some six times the DOF of voxels of the same size, for a
 surface within 0.06-0.15 mm of the source on average instead of 0.5 (``bench/bench_ssm.py``).
 At equal element size the two forms agree: the L3 of L2-L4 at BMD 70 under standing has a
