@@ -46,6 +46,25 @@ def test_the_clinical_scan_does_not_resolve_the_cortex_so_the_default_is_used(pa
     assert all(not r["resolved"] and r["spacing_mm"] == 3.0 for r in rec["levels"].values())
 
 
+def test_the_patient_s_disc_axes_are_the_normals_of_their_discs(patient):
+    """The fibres of a patient's discs wind about each disc's own axis (``fem.fibres.disc_axis``,
+    from its rims): within 3 degrees of the disc's thinnest direction (the principal axis of
+    least spread of its volume), where the line between the endplate centres (each on its own
+    body's vertical) was 44-67 degrees off in this lordotic scan."""
+    from fem.fibres import disc_axis
+
+    vol = augment.element_volumes(patient)
+    for up, lo in zip(LEVELS, LEVELS[1:]):
+        _, axis = disc_axis(patient, up, lo)
+        el = np.concatenate([patient.regions[f"{up}-{lo}/{p}"] for p in ("annulus", "nucleus")])
+        c, w = patient.element_centres(el), vol[el]
+        mu = (c * w[:, None]).sum(axis=0) / w.sum()
+        thin = np.linalg.eigh(((c - mu).T * w) @ (c - mu))[1][:, 0]
+        assert np.degrees(np.arccos(min(1.0, abs(axis @ thin)))) < 3.0, (up, lo, axis, thin)
+        e = patient.anatomy[up].inferior_centre - patient.anatomy[lo].superior_centre
+        assert np.degrees(np.arccos(abs(axis @ e) / np.linalg.norm(e))) > 30.0
+
+
 def test_the_patient_segment_has_every_part_and_its_anatomy(patient):
     m = patient
     assert m.anatomy.levels == LEVELS == m.metadata["levels"]
