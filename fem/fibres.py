@@ -370,7 +370,7 @@ def disc_fibres(model) -> list[FibreRegion]:
 
 
 def disc_axis(model, upper: str, lower: str) -> tuple[np.ndarray, np.ndarray]:
-    """(point, unit direction, cranial) of the axis the annulus of the disc between levels
+    """(point, unit direction pointing cranially) of the axis the annulus of the disc between levels
     ``upper`` and ``lower`` winds about: the normal of the disc's mid-plane through the centre
     of its outline.
 
@@ -381,7 +381,8 @@ def disc_axis(model, upper: str, lower: str) -> tuple[np.ndarray, np.ndarray]:
     about, whatever the levels' posture: in a lordotic spine the disc is tilted (the mean shape
     model's L4-L5 by about 20 degrees) and the centres of its two endplates, each measured on
     its own body's vertical, lie 12 mm apart across it. Where a rim cannot be found (no free
-    side wall: a disc enclosed by other parts) the line between the endplate centres is used."""
+    side wall: a disc enclosed by other parts) the line between the endplate centres is used,
+    with a warning."""
     an = model.anatomy
     up, lo = an[upper], an[lower]
     fallback = (0.5 * (np.asarray(lo.superior_centre) + np.asarray(up.inferior_centre)),
@@ -389,6 +390,10 @@ def disc_axis(model, upper: str, lower: str) -> tuple[np.ndarray, np.ndarray]:
     rims = _disc_rims(model, f"{upper}-{lower}", level_elements(model, upper),
                       level_elements(model, lower))
     if rims is None:
+        warnings.warn(f"disc {upper}-{lower}: no free side wall meets both levels, so its fibres "
+                      "wind about the line between the endplate centres (model.anatomy), which "
+                      "is the disc's axis only where the levels stand on one vertical",
+                      stacklevel=3)
         return fallback
     return rim_axis(*rims, np.asarray(up.centre, float) - np.asarray(lo.centre, float))
 

@@ -250,8 +250,9 @@ def _inside(surfs_rot: list, origin, shape, h, within: float = 5.0):
         hi = np.minimum(np.ceil((b[:, 1] - origin) / h).astype(int) + 1, shape)
         axes = [origin[a] + (np.arange(lo[a], hi[a]) + 0.5) * h for a in range(3)]
         pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-        V = np.asarray(s.points, dtype=float)
-        tri = np.asarray(s.faces).reshape(-1, 4)[:, 1:]
+        tri_s = s if s.is_all_triangles else s.triangulate()
+        V = np.asarray(tri_s.points, dtype=float)
+        tri = np.asarray(tri_s.faces).reshape(-1, 4)[:, 1:]
         edge = float(max(np.linalg.norm(V[tri[:, a]] - V[tri[:, (a + 1) % 3]], axis=1).max()
                          for a in range(3)))
         tree = cKDTree(V)
