@@ -441,6 +441,25 @@ def test_the_fibres_wind_about_the_disc_s_own_axis_the_bisector_of_its_rims():
         assert m.anatomy["L5"].superior_centre[2] < point[2] < m.anatomy["L4"].inferior_centre[2]
 
 
+def test_a_disc_walled_in_by_bone_falls_back_to_the_endplate_centres_with_a_warning():
+    """A disc with no free side wall (here its outer ring of annulus elements handed to L4's
+    cortex, so bone surrounds the rest) has no rims: ``disc_axis`` warns and takes the line
+    between the endplate centres."""
+    from fem.fibres import disc_axis
+    from fem.topology import boundary_faces
+
+    m = segment_model("L4-L5", voxel_size=5.0)
+    outer, _ = boundary_faces(m)
+    ring = np.intersect1d(m.regions["L4-L5/annulus"], outer)
+    assert 0 < len(ring) < len(m.regions["L4-L5/annulus"])
+    m.move_elements(ring, "L4/cortex")
+    with pytest.warns(UserWarning, match="L4-L5: no free side wall"):
+        point, axis = disc_axis(m, "L4", "L5")
+    up, lo = m.anatomy["L4"], m.anatomy["L5"]
+    assert np.allclose(point, 0.5 * (up.inferior_centre + lo.superior_centre))
+    assert np.allclose(np.cross(axis, up.inferior_centre - lo.superior_centre), 0.0)
+
+
 @pytest.mark.skipif(not (ssm.data_folder() / "L4.ply").is_file(),
                     reason="lumbar shape model data not found (../shared/data/lumbar-ssm-mean)")
 def test_on_the_lordotic_shape_model_the_disc_axis_is_the_normal_between_its_endplates():
