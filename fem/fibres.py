@@ -385,8 +385,6 @@ def disc_axis(model, upper: str, lower: str) -> tuple[np.ndarray, np.ndarray]:
     with a warning."""
     an = model.anatomy
     up, lo = an[upper], an[lower]
-    fallback = (0.5 * (np.asarray(lo.superior_centre) + np.asarray(up.inferior_centre)),
-                np.asarray(up.inferior_centre) - np.asarray(lo.superior_centre))
     rims = _disc_rims(model, f"{upper}-{lower}", level_elements(model, upper),
                       level_elements(model, lower))
     if rims is None:
@@ -394,7 +392,8 @@ def disc_axis(model, upper: str, lower: str) -> tuple[np.ndarray, np.ndarray]:
                       "wind about the line between the endplate centres (model.anatomy), which "
                       "is the disc's axis only where the levels stand on one vertical",
                       stacklevel=3)
-        return fallback
+        a, b = np.asarray(lo.superior_centre), np.asarray(up.inferior_centre)
+        return 0.5 * (a + b), b - a
     return rim_axis(*rims, np.asarray(up.centre, float) - np.asarray(lo.centre, float))
 
 
@@ -426,11 +425,8 @@ def _disc_rims(model, disc: str, upper_elements, lower_elements):
     on_up = np.zeros(model.n_nodes, bool)
     on_lo = np.zeros(model.n_nodes, bool)
     free = np.zeros(model.n_nodes, bool)
-    for b in model.blocks:
-        on_up[np.unique(b.conn[upper_elements[(upper_elements >= b.start)
-                                              & (upper_elements < b.stop)] - b.start])] = True
-        on_lo[np.unique(b.conn[lower_elements[(lower_elements >= b.start)
-                                              & (lower_elements < b.stop)] - b.start])] = True
+    on_up[model.element_nodes(upper_elements)] = True
+    on_lo[model.element_nodes(lower_elements)] = True
     for b in model.blocks:
         mine = el[(el >= b.start) & (el < b.stop)] - b.start
         if not len(mine):
