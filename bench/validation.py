@@ -27,8 +27,8 @@ Rows:
   ``fem.solve_disc`` (tension-only stiffening fibres, ``fem.fibres``; ``--no-fibres`` skips it);
   with ``--ssm`` again on real anatomy, the L4-L5 of the lumbar shape model's mean
   (``fem.meshes.ssm``): the default disc, and the fibre disc with the exact anisotropic secant
-  (``coupling=True``: the orthotropic one stalls on that disc) drained and undrained, and the
-  Wegrzyn rows again on the shape model's L3;
+  (``coupling=True``: the orthotropic one still stalls on that disc at 1 mm) drained and
+  undrained, and the Wegrzyn rows again on the shape model's L3;
 * Wegrzyn et al. 2011: the L3 body before and after the fracture model's 25 % crush, standing on
   a rigid plate: the stiffness lost (the damage factor's calibration target) and the failure
   load lost (peaks of damage pushovers of L3; ``--no-pushover`` skips it) and, with the

@@ -271,10 +271,10 @@ def _inside(surfs_rot: list, origin, shape, h, within: float = 5.0):
                 first = np.flatnonzero(far.ravel() == r)[0]
                 sign[r] = np.sign(pv.PolyData(pts[first:first + 1]).compute_implicit_distance(
                     s)["implicit_distance"][0])
-            # beyond the band: the distance from the nearest vertex less the longest edge
+            # beyond the band: the distance from the nearest vertex less the longest edge (more
+            # than ``band``, as the centre is not near)
             rest = ~near
-            lower = tree.query(pts[rest])[0] - edge
-            d[rest] = sign[far.ravel()[rest]] * np.maximum(lower, band)
+            d[rest] = sign[far.ravel()[rest]] * (tree.query(pts[rest])[0] - edge)
         d = d.reshape(hi - lo)
         box = tuple(slice(lo[a], hi[a]) for a in range(3))
         sel = (d < 0) & (lvl[box] < 0)

@@ -51,13 +51,12 @@ farthest from its outline, extended through the height: the elements whose centr
 there. The footprint is the disc's shadow along its axis (the union of its elements'
 projections, :func:`footprint`, on a 0.25 mm grid; 2-D distance transform), as the voxel form
 takes every column of its disc voxels; the axis is the normal between the disc's two rim loops
-(:func:`fem.fibres.rim_axis`), the one its fibres wind about. Until 2026-12-05 the footprint
-was where the two endplate patches overlap, projected along the line between the endplate
-centres: the nucleus took 0.25 of the L4-L5 disc's volume against the voxel form's 0.45, and
-the fibre disc's nucleus pressure 0.67 MPa at 500 N against the voxel form's 0.91 (3 mm); now
-0.84 against 0.96 at 3 mm, the voxel form's falling to 0.86 at 1.5 mm (orthotropic secant,
-standing). The nucleus share
-of the disc volume is recorded in ``metadata["ssm"]["nucleus_volume_fraction"]``.
+(:func:`fem.fibres.rim_axis`), the one its fibres wind about. Until 2026-12-05 the footprint was
+where the two endplate patches overlap, projected along the line between the endplate centres:
+the nucleus took 0.25 of the L4-L5 disc's volume against the voxel form's 0.45, and the fibre
+disc's nucleus pressure 0.67 MPa at 500 N against the voxel form's 0.91 (3 mm); now 0.84 against
+0.96 at 3 mm, the voxel form's falling to 0.86 at 1.5 mm (orthotropic secant, standing). The
+nucleus share of the disc volume is recorded in ``metadata["ssm"]["nucleus_volume_fraction"]``.
 
 Cost and limits. L2-L4 at ``mesh_size=4`` is 106 000 DOF (about 11 s to build on 2 cores), at 3
 about 205 000 and at 2.5 about 323 000: some six times the DOF of voxels of the same size, for a
@@ -563,10 +562,10 @@ def _disc_parts(region_of, names, owner, centroid, vol, corners, X, loops, analy
     nucleus's share of each disc's footprint and of its volume. ``corners``: every element's
     four corner points (n, 4, 3); ``loops``: each disc's rim loops, node indices of ``X``."""
     nucleus_fraction, nucleus_area = {}, {}
+    an = analysis.anatomy
     for j in range(len(names) - 1):
         d = f"{names[j]}-{names[j + 1]}"
         el = np.nonzero(owner == d)[0]
-        an = analysis.anatomy
         _, axis = rim_axis(X[loops[d][0]], X[loops[d][1]],
                            an[names[j]].centre - an[names[j + 1]].centre)
         inner, nucleus_area[d] = _nucleus(corners[el], centroid[el], axis)
