@@ -519,7 +519,9 @@ def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None,
     (default): the orthotropic secant, and where its iterations stall (equilibrium met for
     ``STALL_ITERATIONS`` iterations in a row while the fibre strains keep moving: fibres near
     zero strain flipping between tension and compression where the annulus shears, as on the
-    shape model's real L4-L5) the exact stiffness from the start, with a warning;
+    shape model's real L4-L5), or where they run out of ``max_iterations`` (the canonical T12-L4
+    segment's wedge-fractured L2 at 2 mm, standing), the exact stiffness from the start, with a
+    warning;
     ``result.fibres.coupling`` says which was used. ``solver``: "auto" (direct up to 5 000
     equations, else AMG-CG), "direct" or "amg". Raises :class:`~fem.ConvergenceError` when
     ``max_iterations`` pass without equilibrium."""
@@ -547,10 +549,15 @@ def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None,
     try:
         return _secant(model, regions, law, coupling=False, stall=True, t0=t0, **opts)
     except _Stalled as exc:
-        warnings.warn(f"{exc}; solved again with coupling=True, the exact anisotropic "
-                      "stiffness (result.stress of the fibre elements then holds the orthotropic "
-                      "part only)", stacklevel=2)
+        first = str(exc)
+    warnings.warn(f"{first}; solved again with coupling=True, the exact anisotropic "
+                  "stiffness (result.stress of the fibre elements then holds the orthotropic "
+                  "part only)", stacklevel=2)
+    try:
         return _secant(model, regions, law, coupling=True, stall=False, t0=t0, **opts)
+    except ConvergenceError as exc:
+        raise ConvergenceError(f"{exc} (with coupling=True, after the orthotropic secant: "
+                               f"{first})") from None
 
 
 class _Stalled(ConvergenceError):
@@ -599,6 +606,13 @@ def _secant(model, regions, law, *, tol, strain_tol, relaxation, max_iterations,
                     f"{moved:.2e} of the largest (strain_tol {strain_tol:g}); fibres near zero "
                     "strain flip between tension and compression where the annulus shears "
                     "(orthotropic secant)")
+            if k == max_iterations and stall:
+                raise _Stalled(
+                    f"fibre secant iterations (orthotropic) did not converge in "
+                    f"{max_iterations} iterations: out-of-balance force {residuals[-1]:.2e} of "
+                    f"the load and fibre strain step {moved:.2e} of the largest (tol {tol:g}, "
+                    f"strain_tol {strain_tol:g}); history "
+                    + ", ".join(f"{r:.2e}" for r in residuals[-5:]))
             if k == max_iterations:
                 hint = ("" if coupling else
                         "; the orthotropic secant drops the families' normal-shear coupling, "

@@ -377,12 +377,20 @@ def test_a_secant_that_does_not_converge_says_so_and_names_the_exact_stiffness()
     """An iteration that runs out of iterations names the out-of-balance force and the fibre
     strains' last step, and, on the orthotropic secant (which drops the two families'
     normal-shear coupling), ``coupling=True``; with the exact stiffness there is no such hint.
-    A bad ``coupling`` is refused by name."""
+    ``coupling="auto"`` (the default) tries the exact stiffness after the orthotropic secant
+    runs out, with a warning, and when that fails too says what both did. A bad ``coupling``
+    is refused by name."""
     m = segment_model("L4-L5", voxel_size=5.0, materials=BoneQuality(bmd=70), posterior=False)
     m = loadcases.between_platens(loadcases.loaded(m, "standing"))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*B-bar formulation.*")
         with pytest.raises(fem.ConvergenceError, match=r"strain step .*coupling=True") as exc:
+            fem.solve_disc(m, max_iterations=1, coupling=False, solver="direct")
+        with pytest.warns(UserWarning, match=r"\(orthotropic\) did not converge in 1 "
+                          r"iterations.*solved again with coupling=True"), \
+                pytest.raises(fem.ConvergenceError,
+                              match=r"with coupling=True, after the orthotropic secant: fibre "
+                                    r"secant iterations \(orthotropic\) did not converge"):
             fem.solve_disc(m, max_iterations=1, solver="direct")
         with pytest.raises(fem.ConvergenceError) as exact:
             fem.solve_disc(m, max_iterations=1, coupling=True, solver="direct")

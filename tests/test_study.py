@@ -325,7 +325,7 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
         assert run_id(q) == run_id(dict(old, load_line="space"))
         for k, v in {"anatomy": "ssm", "mesh": "tet10", "mesh_size": 4.0,
                      "strength": "pushover", "strength_levels": "all",
-                     "fracture_compaction": "band"}.items():
+                     "fracture_compaction": "band", "disc": "fibres"}.items():
             assert run_id(dict(p, **{k: v})) != run_id(p), k
     # a spec without the strength keys and one giving their defaults: the same runs and ids
     d = json.loads(json.dumps(CANON_DICT))
@@ -353,6 +353,38 @@ def test_strength_levels_forms():
     with pytest.raises(SpecError, match="needs a treated_level or a fracture_level"):
         StudySpec.from_dict({"study": {"name": "s"},
                              "base": {"levels": "L1-L3", "strength": "pushover"}}).expand()
+
+
+def test_a_fibre_disc_run_solves_and_pushes_over_the_fibre_disc():
+    """``disc = "fibres"`` / ``"fibres_undrained"``: the run is ``fem.solve_disc``'s (the same
+    rows as calling it directly), and its pushover runs on the converged secant model, the
+    discs held at their state under the run's load. The fibre disc loads the endplate harder
+    than the solid default (docs/validation.md): a higher nucleus pressure and factor of risk;
+    undrained, higher still."""
+    from fem import metrics, strength
+    from fem.study.recipe import build_model, execute
+
+    def run(disc, **kw):
+        base = {"levels": "L1-L2", "voxel_size": 4.0, "solver": "direct", "disc": disc, **kw}
+        (p,) = StudySpec.from_dict({"study": {"name": "disc"}, "base": base}).expand()
+        return p, {r["level"]: r for r in execute(p)["rows"]}
+
+    p, fib = run("fibres", strength="pushover", strength_levels="L1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        direct = fem.solve_disc(build_model(p), solver="direct")
+        want = metrics.level_metrics(direct).set_index("level")
+        push = strength.pushover(direct.model, level="L1")
+    for col in ("disc_pressure_mpa", "strength_pistoia_n", "stiffness_n_per_mm"):
+        assert fib["L1"][col] == pytest.approx(want.loc["L1", col], rel=1e-9), col
+    assert fib["L1"]["strength_pushover_n"] == pytest.approx(push.peak_load, rel=1e-9)
+    _, iso = run("isotropic")
+    _, und = run("fibres_undrained")
+    assert fib["L1"]["disc_pressure_mpa"] > 1.3 * iso["L1"]["disc_pressure_mpa"]
+    assert fib["L2"]["factor_of_risk"] > 1.2 * iso["L2"]["factor_of_risk"]
+    assert und["L1"]["disc_pressure_mpa"] > fib["L1"]["disc_pressure_mpa"]
+    with pytest.raises(SpecError, match="must be one of"):
+        StudySpec.from_dict({"study": {"name": "d"}, "base": {"disc": "fibre"}}).expand()
 
 
 @pytest.mark.skipif(not (ssm_data_folder() / "L3.ply").is_file(),

@@ -5,7 +5,8 @@ A run builds the segment (bone quality from the trabecular BMD): parametric
 or the mean lumbar shape model (``anatomy = "ssm"``: :func:`fem.meshes.ssm.ssm_segment_model` or
 :func:`fem.meshes.ssm_gmsh.ssm_segment_model_tet10`), fractures it
 (:func:`fem.meshes.pathology.compress`) unless the state is intact, augments it
-(:func:`fem.augment.pvp` / :func:`fem.augment.pkp`), applies the load case, solves it and
+(:func:`fem.augment.pvp` / :func:`fem.augment.pkp`), applies the load case, solves it (with
+``disc = "fibres"`` or ``"fibres_undrained"``: :func:`fem.fibres.solve_disc`, small strain) and
 returns the per-level metrics (:func:`fem.metrics.level_metrics`). It runs in a worker process
 or on a Dask worker; it writes nothing but its own VTU file (atomically), and
 returns plain data, so the study process can record it in one transaction.
@@ -119,11 +120,17 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     _prepare(p["backend"])
     model = build_model(p)
     t1 = time.perf_counter()
-    bar = _solve_bar(model) if progress else None
+    disc = p.get("disc", "isotropic")
+    bar = _solve_bar(model) if progress and disc == "isotropic" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # B-bar hex8 in the nucleus, said once
-        result = fem.solve(model, backend=p["backend"], solver=p["solver"],
-                           callback=None if bar is None else (lambda x: bar.update()))
+        if disc == "isotropic":
+            result = fem.solve(model, backend=p["backend"], solver=p["solver"],
+                               callback=None if bar is None else (lambda x: bar.update()))
+        else:
+            result = fem.solve_disc(model, backend=p["backend"], solver=p["solver"],
+                                    drainage="undrained" if disc == "fibres_undrained"
+                                    else "drained")
     if bar is not None:
         bar.close()
     t2 = time.perf_counter()
@@ -135,7 +142,10 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     t3 = time.perf_counter()
     timings = {"build": t1 - t0, "solve": t2 - t1, "output": t3 - t2}
     if p.get("strength", "pistoia") == "pushover":
-        pushover_levels(model, table, p, None if vtu is None else _curve_path(vtu))
+        # a fibre disc's run pushes over its converged secant model: the discs held at their
+        # state under the run's load (fem.fibres.solve_fibres's result.model)
+        pushover_levels(model if disc == "isotropic" else result.model, table, p,
+                        None if vtu is None else _curve_path(vtu))
         timings["pushover"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else

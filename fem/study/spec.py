@@ -124,6 +124,9 @@ def _limit(name):
 
 PROCEDURES = ("intact", "fractured", "pvp", "pkp")
 STRENGTHS = ("pistoia", "pushover")
+#: the disc models a run can solve with: the default solid annulus (fem.solve) or the fibre
+#: disc, drained or undrained (fem.fibres.solve_disc, small strain)
+DISCS = ("isotropic", "fibres", "fibres_undrained")
 
 
 def _level_names(v):
@@ -196,6 +199,11 @@ PARAMETERS = {
                                  "the damaged band), uniform (every element keeps its own); "
                                  "fem.meshes.pathology.compress's conserve_mass",
                                  choices=("none", "band", "uniform")),
+    "disc": Param(str, "isotropic", "intervertebral disc model: isotropic (the annulus a "
+                  "4.2 MPa solid: the calibrated default), fibres (fibre-reinforced annulus, "
+                  "drained: loads the endplate as measured discs do; fem.fibres.solve_disc, "
+                  "secant iterations: 2-15 times a linear solve's time) or fibres_undrained (the same, "
+                  "loaded too fast for the disc's water to leave)", choices=DISCS),
     "treated_level": Param(str, "", "augmented level (empty: the fractured level)"),
     "approach": Param(str, "bipedicular", "needle approach",
                       choices=("unipedicular", "bipedicular")),
@@ -539,7 +547,7 @@ ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "tip_offset_axial": 0.0, "heterogeneity": 0.5, "load_scale": 1.0,
                "cleft": False, "sample": -1, "basivertebral_mm": 0.0, "endplate_breach_mm": 0.0,
                "endplate_breach_side": "superior", "endplate_breach_position": 0.5,
-               "load_line": "plate", "fracture_compaction": "none"}
+               "load_line": "plate", "fracture_compaction": "none", "disc": "isotropic"}
 
 
 def run_id(params: dict) -> str:
