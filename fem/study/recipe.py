@@ -127,10 +127,10 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
         if disc == "isotropic":
             result = fem.solve(model, backend=p["backend"], solver=p["solver"],
                                callback=None if bar is None else (lambda x: bar.update()))
-        else:
+        else:  # the exact secant stiffness in every run, so that runs compare like with like
             result = fem.solve_disc(model, backend=p["backend"], solver=p["solver"],
-                                    drainage="undrained" if disc == "fibres_undrained"
-                                    else "drained")
+                                    coupling=True, drainage="undrained"
+                                    if disc == "fibres_undrained" else "drained")
     if bar is not None:
         bar.close()
     t2 = time.perf_counter()

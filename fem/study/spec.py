@@ -200,10 +200,11 @@ PARAMETERS = {
                                  "fem.meshes.pathology.compress's conserve_mass",
                                  choices=("none", "band", "uniform")),
     "disc": Param(str, "isotropic", "intervertebral disc model: isotropic (the annulus a "
-                  "4.2 MPa solid: the calibrated default), fibres (fibre-reinforced annulus, "
-                  "drained: loads the endplate as measured discs do; fem.fibres.solve_disc, "
-                  "secant iterations: 2-15 times a linear solve's time) or fibres_undrained (the same, "
-                  "loaded too fast for the disc's water to leave)", choices=DISCS),
+                  "4.2 MPa solid: the default, as before), fibres (fibre-reinforced annulus, "
+                  "drained: loads the endplate as measured discs do; fem.fibres.solve_disc with "
+                  "its exact secant stiffness, 3-5 times a linear solve's time) or "
+                  "fibres_undrained (the same, loaded too fast for the disc's water to leave); "
+                  "docs/studies.md", choices=DISCS),
     "treated_level": Param(str, "", "augmented level (empty: the fractured level)"),
     "approach": Param(str, "bipedicular", "needle approach",
                       choices=("unipedicular", "bipedicular")),
