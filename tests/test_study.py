@@ -358,12 +358,12 @@ def test_strength_levels_forms():
 def test_a_fibre_disc_run_solves_and_pushes_over_the_fibre_disc():
     """``disc = "fibres"`` / ``"fibres_undrained"``: the run is ``fem.solve_disc``'s with the
     exact secant stiffness (the same rows as calling it so directly: every run of a study uses
-    the same form), and its pushover runs on the converged secant model, the
-    discs held at their state under the run's load. The fibre disc loads the endplate harder
-    than the solid default (docs/validation.md): a higher nucleus pressure and factor of risk;
-    undrained, higher still."""
-    from fem import metrics, strength
-    from fem.study.recipe import build_model, execute
+    the same form), and its pushover starts from the converged secant model, the discs held at
+    their state under the run's load (and runs: a damage solve beside orthotropic discs). The
+    fibre disc loads the endplate harder than the solid default (docs/studies.md): a higher
+    nucleus pressure and factor of risk; undrained, a higher pressure still."""
+    from fem import metrics
+    from fem.study.recipe import build_model, execute, pushover_model
 
     def run(disc, **kw):
         base = {"levels": "L1-L2", "voxel_size": 4.0, "solver": "direct", "disc": disc, **kw}
@@ -371,14 +371,18 @@ def test_a_fibre_disc_run_solves_and_pushes_over_the_fibre_disc():
         return p, {r["level"]: r for r in execute(p)["rows"]}
 
     p, fib = run("fibres", strength="pushover", strength_levels="L1")
+    model = build_model(p)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        direct = fem.solve_disc(build_model(p), solver="direct", coupling=True)
-        want = metrics.level_metrics(direct).set_index("level")
-        push = strength.pushover(direct.model, level="L1")
+        direct = fem.solve_disc(model, solver="direct", coupling=True)
+    want = metrics.level_metrics(direct).set_index("level")
     for col in ("disc_pressure_mpa", "strength_pistoia_n", "stiffness_n_per_mm"):
         assert fib["L1"][col] == pytest.approx(want.loc["L1", col], rel=1e-9), col
-    assert fib["L1"]["strength_pushover_n"] == pytest.approx(push.peak_load, rel=1e-9)
+    assert pushover_model(model, direct, "fibres") is direct.model
+    assert pushover_model(model, direct, "isotropic") is model
+    assert direct.model.orthotropic_mask()[direct.fibres.elements].all()
+    assert fib["L1"]["strength_pushover_n"] > fib["L1"]["load_n"]
+    assert fib["L1"]["pushover_peak_reached"] == 1.0
     _, iso = run("isotropic")
     _, und = run("fibres_undrained")
     assert fib["L1"]["disc_pressure_mpa"] > 1.3 * iso["L1"]["disc_pressure_mpa"]

@@ -142,9 +142,7 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     t3 = time.perf_counter()
     timings = {"build": t1 - t0, "solve": t2 - t1, "output": t3 - t2}
     if p.get("strength", "pistoia") == "pushover":
-        # a fibre disc's run pushes over its converged secant model: the discs held at their
-        # state under the run's load (fem.fibres.solve_fibres's result.model)
-        pushover_levels(model if disc == "isotropic" else result.model, table, p,
+        pushover_levels(pushover_model(model, result, disc), table, p,
                         None if vtu is None else _curve_path(vtu))
         timings["pushover"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0
@@ -154,6 +152,13 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     return {"rows": rows, "timings": timings,
             "backend": result.backend.name, "solver": result.info.solver,
             "iterations": int(result.info.iterations), "n_dof": int(model.n_dof)}
+
+
+def pushover_model(model, result, disc: str):
+    """The model a run's pushover starts from: the loaded model it solved, or with a fibre disc
+    its converged secant model (``result.model`` of :func:`fem.fibres.solve_fibres`: the discs
+    held at their state under the run's load, the orthotropic part of it)."""
+    return model if disc == "isotropic" else result.model
 
 
 def pushover_levels(model, table, p: dict, curve_csv: str | None = None):
