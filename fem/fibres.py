@@ -156,8 +156,9 @@ TOL = 1e-3
 #: where it is largest consistent with the strain to 1 %)
 STRAIN_TOL = 1e-2
 RELAXATION = 0.5
-#: ``coupling="auto"``: iterations in equilibrium, in a row, with the fibre strains still moving,
-#: after which the orthotropic secant counts as stalled
+#: ``coupling="auto"``: iterations in equilibrium with the fibre strains still moving (counted
+#: over the whole iteration, not in a row: a stall's out-of-balance force can spike above the
+#: tolerance now and then), after which the orthotropic secant counts as stalled
 STALL_ITERATIONS = 15
 #: the least relaxation factor Aitken's update may take
 MIN_RELAXATION = 0.05
@@ -568,7 +569,7 @@ def _secant(model, regions, law, *, tol, strain_tol, relaxation, max_iterations,
             solver, coupling: bool, stall: bool, t0: float) -> Result:
     """The secant iterations of :func:`solve_fibres` with the orthotropic (``coupling``
     False) or the exact secant stiffness; with ``stall``, :class:`_Stalled` once equilibrium
-    has held ``STALL_ITERATIONS`` iterations in a row without the fibre strains converging."""
+    has held in ``STALL_ITERATIONS`` iterations without the fibre strains converging."""
     w = relaxation
     xp = be.xp
     m = model.copy()
@@ -598,7 +599,7 @@ def _secant(model, regions, law, *, tol, strain_tol, relaxation, max_iterations,
             moved = float(np.abs(last).max()) / max(float(np.abs(eps_f).max()), law.toe_strain)
             if residuals[-1] < tol and moved < strain_tol:
                 break
-            held = held + 1 if residuals[-1] < tol else 0
+            held += residuals[-1] < tol
             if stall and held >= STALL_ITERATIONS:
                 raise _Stalled(
                     f"fibre secant iterations stalled: equilibrium met ({residuals[-1]:.2e} of "
