@@ -517,13 +517,14 @@ def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None,
     stiffness; then ``result.stress`` of the fibre elements is the orthotropic part only, while
     displacements, reactions and the other elements' stresses are exact; on the standing L4-L5
     it moves the nucleus pressure by +4 % and the endplate bulge by +8 %). ``coupling="auto"``
-    (default): the orthotropic secant, and where its iterations stall (equilibrium met for
-    ``STALL_ITERATIONS`` iterations in a row while the fibre strains keep moving: fibres near
+    (default): the orthotropic secant, and where its iterations stall (equilibrium met in
+    ``STALL_ITERATIONS`` iterations while the fibre strains keep moving: fibres near
     zero strain flipping between tension and compression where the annulus shears, as on the
     shape model's real L4-L5), or where they run out of ``max_iterations`` (the canonical T12-L4
     segment's wedge-fractured L2 at 2 mm, standing), the exact stiffness from the start, with a
-    warning;
-    ``result.fibres.coupling`` says which was used. ``solver``: "auto" (direct up to 5 000
+    warning; ``result.fibres.coupling`` says which was used. To compare models, give one form
+    to all of them (a study gives ``coupling=True``): the two differ by up to 16 % in a disc's
+    pressure under flexion (docs/studies.md), so "auto" could compare unlike with unlike. ``solver``: "auto" (direct up to 5 000
     equations, else AMG-CG), "direct" or "amg". Raises :class:`~fem.ConvergenceError` when
     ``max_iterations`` pass without equilibrium."""
     law = law or FibreLaw()
