@@ -520,12 +520,12 @@ def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None,
     (default): the orthotropic secant, and where its iterations stall (equilibrium met in
     ``STALL_ITERATIONS`` iterations while the fibre strains keep moving: fibres near
     zero strain flipping between tension and compression where the annulus shears, as on the
-    shape model's real L4-L5), or where they run out of ``max_iterations`` (the canonical T12-L4
-    segment's wedge-fractured L2 at 2 mm, standing), the exact stiffness from the start, with a
+    shape model's real L4-L5 and the canonical T12-L4 with a wedge-fractured L2 at 2 mm), or
+    where they run out of ``max_iterations``, the exact stiffness from the start, with a
     warning; ``result.fibres.coupling`` says which was used. To compare models, give one form
     to all of them (a study gives ``coupling=True``): the two differ by up to 16 % in a disc's
-    pressure under flexion (docs/studies.md), so "auto" could compare unlike with unlike. ``solver``: "auto" (direct up to 5 000
-    equations, else AMG-CG), "direct" or "amg". Raises :class:`~fem.ConvergenceError` when
+    pressure under flexion (docs/studies.md), so "auto" could compare unlike with unlike.
+    ``solver``: "auto" (direct up to 5 000 equations, else AMG-CG), "direct" or "amg". Raises :class:`~fem.ConvergenceError` when
     ``max_iterations`` pass without equilibrium."""
     law = law or FibreLaw()
     tol = in_range("tol", tol, 0.0, 1.0, lo_open=True, hi_open=True, error=SolverError)
