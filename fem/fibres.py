@@ -525,8 +525,8 @@ def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None,
     warning; ``result.fibres.coupling`` says which was used. To compare models, give one form
     to all of them (a study gives ``coupling=True``): the two differ by up to 16 % in a disc's
     pressure under flexion (docs/studies.md), so "auto" could compare unlike with unlike.
-    ``solver``: "auto" (direct up to 5 000 equations, else AMG-CG), "direct" or "amg". Raises :class:`~fem.ConvergenceError` when
-    ``max_iterations`` pass without equilibrium."""
+    ``solver``: "auto" (direct up to 5 000 equations, else AMG-CG), "direct" or "amg". Raises
+    :class:`~fem.ConvergenceError` when ``max_iterations`` pass without equilibrium."""
     law = law or FibreLaw()
     tol = in_range("tol", tol, 0.0, 1.0, lo_open=True, hi_open=True, error=SolverError)
     strain_tol = in_range("strain_tol", strain_tol, 0.0, 1.0, lo_open=True, hi_open=True,
