@@ -504,7 +504,7 @@ def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None,
                  tol: float = TOL, strain_tol: float = STRAIN_TOL, relaxation: float = RELAXATION,
                  max_iterations: int = MAX_ITERATIONS, rtol: float | None = None,
                  coupling: bool | str = "auto", backend: str = "auto",
-                 solver: str = "auto") -> Result:
+                 solver: str = "auto", callback=None) -> Result:
     """Solve ``model`` (its loads and supports, mm, N, MPa) with the elements of ``regions``
     made of ground substance and tension-only, stiffening fibres (:class:`FibreLaw`), by secant
     iterations (module docstring). Returns a :class:`~fem.Result` on the converged secant
@@ -525,7 +525,9 @@ def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None,
     warning; ``result.fibres.coupling`` says which was used. To compare models, give one form
     to all of them (a study gives ``coupling=True``): the two differ by up to 16 % in a disc's
     pressure under flexion (docs/studies.md), so "auto" could compare unlike with unlike.
-    ``solver``: "auto" (direct up to 5 000 equations, else AMG-CG), "direct" or "amg". Raises
+    ``solver``: "auto" (direct up to 5 000 equations, else AMG-CG), "direct" or "amg".
+    ``callback(x)`` is called after every CG iteration of the secant iterations' linear solves
+    (as :func:`fem.solve`'s: a progress bar counts them). Raises
     :class:`~fem.ConvergenceError` when ``max_iterations`` pass without equilibrium."""
     law = law or FibreLaw()
     tol = in_range("tol", tol, 0.0, 1.0, lo_open=True, hi_open=True, error=SolverError)
@@ -545,7 +547,7 @@ def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None,
         raise SolverError(str(exc)) from None
     t0 = time.perf_counter()
     opts = dict(tol=tol, strain_tol=strain_tol, relaxation=w, max_iterations=int(max_iterations),
-                rtol=rtol, be=be, solver=solver)
+                rtol=rtol, be=be, solver=solver, callback=callback)
     if coupling != "auto":
         return _secant(model, regions, law, coupling=bool(coupling), stall=False, t0=t0, **opts)
     try:
@@ -567,7 +569,7 @@ class _Stalled(ConvergenceError):
 
 
 def _secant(model, regions, law, *, tol, strain_tol, relaxation, max_iterations, rtol, be,
-            solver, coupling: bool, stall: bool, t0: float) -> Result:
+            solver, coupling: bool, stall: bool, t0: float, callback=None) -> Result:
     """The secant iterations of :func:`solve_fibres` with the orthotropic (``coupling``
     False) or the exact secant stiffness; with ``stall``, :class:`_Stalled` once equilibrium
     has held in ``STALL_ITERATIONS`` iterations without the fibre strains converging."""
@@ -584,7 +586,7 @@ def _secant(model, regions, law, *, tol, strain_tol, relaxation, max_iterations,
     pattern = assembly.build_pattern(m, xp)
     S = element_strain_operator(m, elements)
     n3 = 3 * m.n_nodes
-    solve = _LinearSolves(m, sysm, be, solver, rtol)
+    solve = _LinearSolves(m, sysm, be, solver, rtol, callback)
     z = last = None
     residuals = []
     held = 0
@@ -655,8 +657,9 @@ class _LinearSolves:
     stiffness's LU factors, which differ from the later stiffnesses in the fibres only (the first
     solve is the factorisation's own); cuSOLVER's direct solve each time on a GPU."""
 
-    def __init__(self, model, sysm, be, solver, rtol):
+    def __init__(self, model, sysm, be, solver, rtol, callback=None):
         self.model, self.sysm, self.be, self.solver, self.rtol = model, sysm, be, solver, rtol
+        self.callback = callback
         self.M = self.direct = None
         self.iterations = 0
 
@@ -670,7 +673,8 @@ class _LinearSolves:
                 self.M = factorise(lin.K)
                 z = factored_solve(self.M, lin.rhs)
             else:
-                z, n, _ = cg(lin.K, lin.rhs, x0=z, rtol=self.rtol, M=self.M.solve)
+                z, n, _ = cg(lin.K, lin.rhs, x0=z, rtol=self.rtol, M=self.M.solve,
+                             callback=self.callback)
                 self.iterations += n
         elif self.direct:
             z = direct(lin.K, lin.rhs)
@@ -680,7 +684,7 @@ class _LinearSolves:
                                      [p.reference for p in self.sysm.plates])
                 self.M = amg_preconditioner(lin.K, B, self.be)
             op = RowSplit(lin.K) if self.be.name == "numpy" else lin.K
-            z, n, _ = cg(op, lin.rhs, x0=z, rtol=self.rtol, M=self.M)
+            z, n, _ = cg(op, lin.rhs, x0=z, rtol=self.rtol, M=self.M, callback=self.callback)
             self.iterations += n
         if len(self.sysm.fixed_dofs):
             z[xp.asarray(self.sysm.fixed_dofs)] = xp.asarray(self.sysm.fixed_values,

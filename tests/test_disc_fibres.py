@@ -117,6 +117,13 @@ def test_secant_iterations_converge_to_the_tight_answer():
     assert 0.0 < tight.fibres.tension_fraction <= 1.0
     u, u0 = np.asarray(loose.displacement), np.asarray(tight.displacement)
     assert np.abs(u - u0).max() < 1e-2 * np.abs(u0).max()
+    # ``callback``: once per CG iteration of the linear solves (a progress bar's count), on
+    # the direct path (CG on the first stiffness's factors) and on AMG-CG
+    for solver in ("direct", "amg"):
+        calls = []
+        r = solve_fibres(m, [region], tol=1e-8, strain_tol=1e-8, solver=solver,
+                         coupling=False, callback=calls.append)
+        assert len(calls) == r.fibres.linear_iterations > 0
 
 
 @pytest.mark.parametrize("coupling", [False, True])

@@ -121,15 +121,15 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     model = build_model(p)
     t1 = time.perf_counter()
     disc = p.get("disc", "isotropic")
-    bar = _solve_bar(model) if progress and disc == "isotropic" else None
+    bar = _solve_bar(model) if progress else None
+    tick = None if bar is None else (lambda x: bar.update())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # B-bar hex8 in the nucleus, said once
         if disc == "isotropic":
-            result = fem.solve(model, backend=p["backend"], solver=p["solver"],
-                               callback=None if bar is None else (lambda x: bar.update()))
+            result = fem.solve(model, backend=p["backend"], solver=p["solver"], callback=tick)
         else:  # the exact secant stiffness in every run, so that runs compare like with like
             result = fem.solve_disc(model, backend=p["backend"], solver=p["solver"],
-                                    coupling=True, drainage="undrained"
+                                    coupling=True, callback=tick, drainage="undrained"
                                     if disc == "fibres_undrained" else "drained")
     if bar is not None:
         bar.close()
