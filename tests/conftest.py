@@ -32,10 +32,23 @@ BACKENDS = [
 ]
 
 
+#: the modules that take longest (seconds of work, ``pytest --durations=0``, 2026-12-06), run
+#: first: under ``-n 2 --dist loadfile`` a worker takes whole modules in collection order, so a
+#: long module collected last (alphabetically: test_vertebra_gmsh, 48 s) could leave the other
+#: worker idle for most of it; longest first packs the two workers evenly
+LONGEST_FIRST = ("test_disc_fibres.py", "test_study.py", "test_vertebra_gmsh.py",
+                 "test_ssm_tet10.py", "test_uq_report.py", "test_study_dask.py",
+                 "test_examples.py", "test_viz_report.py", "test_literature.py",
+                 "test_nonlinear.py", "test_canonical_study.py")
+
+
 def pytest_collection_modifyitems(items):
-    """A test marked ``gpu`` fails on a DeprecationWarning or FutureWarning issued by CuPy, so a
-    CuPy upgrade that deprecates a name the code uses shows on the GPU runner before the name is
+    """The modules of :data:`LONGEST_FIRST` first (the order within a module kept). A test
+    marked ``gpu`` fails on a DeprecationWarning or FutureWarning issued by CuPy, so a CuPy
+    upgrade that deprecates a name the code uses shows on the GPU runner before the name is
     removed."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(pytest.mark.filterwarnings(*CUPY_WARNINGS_ARE_ERRORS))

@@ -1,5 +1,5 @@
 """Pictures of a sampled study (issue 21, deliverable 4): the figures of fem.viz.uncertainty and
-the report's Uncertainty section, on one small real sampled study (4 mm voxels, 10 sampled
+the report's Uncertainty section, on one small real sampled study (5 mm voxels, 10 sampled
 patients x intact / PVP / PKP: 30 runs) made once by `vfem study`, which writes the report."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ write_vtu = false
 [base]
 levels = "L1-L3"
 fracture_level = "L2"
-voxel_size = 4.0
+voxel_size = 5.0
 """
 ARMS = """
 [[runs]]
