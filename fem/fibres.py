@@ -610,24 +610,21 @@ def _secant(model, regions, law, *, tol, strain_tol, relaxation, max_iterations,
                     f"{moved:.2e} of the largest (strain_tol {strain_tol:g}); fibres near zero "
                     "strain flip between tension and compression where the annulus shears "
                     "(orthotropic secant)")
-            if k == max_iterations and stall:
-                raise _Stalled(
-                    f"fibre secant iterations (orthotropic) did not converge in "
-                    f"{max_iterations} iterations: out-of-balance force {residuals[-1]:.2e} of "
-                    f"the load and fibre strain step {moved:.2e} of the largest (tol {tol:g}, "
-                    f"strain_tol {strain_tol:g}); history "
-                    + ", ".join(f"{r:.2e}" for r in residuals[-5:]))
             if k == max_iterations:
+                state = (f"out-of-balance force {residuals[-1]:.2e} of the load and fibre strain "
+                         f"step {moved:.2e} of the largest (tol {tol:g}, strain_tol "
+                         f"{strain_tol:g})")
+                history = "history " + ", ".join(f"{r:.2e}" for r in residuals[-5:])
+                if stall:
+                    raise _Stalled(f"fibre secant iterations (orthotropic) did not converge in "
+                                   f"{max_iterations} iterations: {state}; {history}")
                 hint = ("" if coupling else
                         "; the orthotropic secant drops the families' normal-shear coupling, "
                         "and where the annulus shears much (FibreState.asymmetry) fibres near "
                         "zero strain can oscillate between tension and compression: "
                         "coupling=True (the exact anisotropic stiffness) converges there")
-                raise ConvergenceError(
-                    f"fibre secant iterations: out-of-balance force {residuals[-1]:.2e} of the "
-                    f"load and fibre strain step {moved:.2e} of the largest (tol {tol:g}, "
-                    f"strain_tol {strain_tol:g}) after {max_iterations} iterations; history "
-                    + ", ".join(f"{r:.2e}" for r in residuals[-5:]) + hint)
+                raise ConvergenceError(f"fibre secant iterations: {state} after {max_iterations} "
+                                       f"iterations; {history}{hint}")
         z = solve(lin, z)
         u = be.to_host((lin.T @ z if lin.T is not None else z)[:n3])
         step = (np.einsum("fmi,mij,fmj->fm", dirs, _tensor((S @ u).reshape(-1, 6)), dirs)
