@@ -49,7 +49,7 @@ def displacement_gradients(G, ue):
     """H (m, g, 3, 3) = sum_a u_a (x) dN_a/dX; the deformation gradient is F = I + H (kept
     apart: J - 1 and the strains of small displacements lose their digits in I + H)."""
     xp = array_module(G)
-    return xp.einsum("mki,mgkJ->mgiJ", ue, G)
+    return xp.matmul(xp.swapaxes(ue, 1, 2)[:, None], G)
 
 
 def jacobian_minus_one(H):
@@ -140,7 +140,7 @@ def volumetric(G, H, wdet, kappa, mean, growth=None, *, stiffness: bool = True):
     Fi, _ = inv3(H + xp.eye(3, dtype=H.dtype))
     Jm1 = jacobian_minus_one(H)
     J = 1.0 + Jm1
-    gs = xp.einsum("mgkJ,mgJi->mgki", G, Fi)  # spatial gradients dN/dx
+    gs = xp.matmul(G, Fi)  # spatial gradients dN/dx (m, g, k, 3)
     wJ = wdet * J
     V = wdet.sum(axis=1)
     Jbar_m1 = (wdet * Jm1).sum(axis=1) / V
@@ -149,13 +149,20 @@ def volumetric(G, H, wdet, kappa, mean, growth=None, *, stiffness: bool = True):
     p = k_eff[:, None] * (xp.where(mean[:, None], Jbar_m1[:, None], Jm1)
                           - (theta - 1.0)[:, None])
     pw = p * wJ
-    f = xp.einsum("mg,mgki->mki", pw, gs).reshape(m, 3 * k)
+    gflat = gs.reshape(m, g, 3 * k)  # column 3a + i holds g_ai
+    f = (pw[:, :, None] * gflat).sum(axis=1)
     if not stiffness:  # a residual or a stress recovery: the 5-index products are not wanted
         return f, None, p
-    K = xp.einsum("mg,mgai,mgbk->maibk", pw, gs, gs)
-    K = K - xp.einsum("mg,mgak,mgbi->maibk", pw, gs, gs)
-    point = xp.einsum("mg,mgai,mgbk->maibk", k_eff[:, None] * wJ * J, gs, gs)
-    d = xp.einsum("mg,mgai->mai", wJ, gs) / V[:, None, None]
+
+    def weighted_outer(w):
+        """sum_g w g_ai g_bk (m, 3k, 3k), row 3a + i, column 3b + k, as one batched product."""
+        return xp.matmul(xp.swapaxes(w[:, :, None] * gflat, 1, 2), gflat)
+
+    K = weighted_outer(pw).reshape(m, k, 3, k, 3)
+    # - sum_g w g_ak g_bi: the same sum with the direction indices i and k exchanged
+    K = K - xp.transpose(K, (0, 1, 4, 3, 2))
+    point = weighted_outer(k_eff[:, None] * wJ * J).reshape(m, k, 3, k, 3)
+    d = (wJ[:, :, None] * gflat).sum(axis=1).reshape(m, k, 3) / V[:, None, None]
     avg = (k_eff * V)[:, None, None, None, None] * (d[:, :, :, None, None] * d[:, None, None])
     K = K + xp.where(mean[:, None, None, None, None], avg, point)
     return f, K.reshape(m, 3 * k, 3 * k), p
@@ -166,7 +173,10 @@ def geometric_stiffness(G, S, wdet):
     Piola-Kirchhoff stress S (m, g, 3, 3)."""
     xp = array_module(G)
     m, g, k, _ = G.shape
-    s = xp.einsum("mg,mgaI,mgIJ,mgbJ->mab", wdet, G, S, G)
+    GS = xp.matmul(G, S) * wdet[:, :, None, None]  # (m, g, k, 3): w G_aI S_IJ
+    # sum over g and J at once: (m, k, 3g) x (m, 3g, k)
+    s = xp.matmul(xp.swapaxes(GS, 1, 2).reshape(m, k, 3 * g),
+                  xp.swapaxes(G, 1, 2).reshape(m, k, 3 * g).swapaxes(1, 2))
     K = s[:, :, None, :, None] * xp.eye(3, dtype=G.dtype)[None, None, :, None, :]
     return K.reshape(m, 3 * k, 3 * k)
 
@@ -174,7 +184,9 @@ def geometric_stiffness(G, S, wdet):
 def internal_forces(B, S, wdet):
     """sum_g w B^T S (m, 3k) for Voigt stresses S (m, g, 6) (tensor components)."""
     xp = array_module(B)
-    return xp.einsum("mg,mgrn,mgr->mn", wdet, B, S)
+    m, g, r, n = B.shape
+    ws = (wdet[:, :, None] * S).reshape(m, 1, g * r)
+    return xp.matmul(ws, B.reshape(m, g * r, n))[:, 0]
 
 
 def cauchy(H, S, pressure):
