@@ -35,7 +35,10 @@ from a swollen state (``initial=``) holds it.
 
 Loads are dead: nodal forces keep their direction and size as the body deforms (a pressure on a
 face does not follow it). Rigid plates and ties are the linear constraints of :func:`fem.solve`
-(a plate's rotation is small). The increments and Newton iterations are :mod:`fem.increments`'s;
+(a plate's rotation is small: a state in which a plate has turned beyond
+:data:`MAX_PLATE_ROTATION`, 5.7 degrees, is refused with a :class:`~fem.SolverError`; a segment
+under a dead load on a plate free to tilt reaches it as it sways, see
+:meth:`_Problem.check_plate_rotations`). The increments and Newton iterations are :mod:`fem.increments`'s;
 the tangent is the consistent one (material, geometric and volumetric parts), so Newton's
 method converges quadratically.
 
@@ -72,6 +75,12 @@ from .result import Result, mean_pressure
 from .validate import in_range
 
 logger = logging.getLogger(__name__)
+
+#: the largest rotation (rad; 5.7 degrees) of a rigid plate that a large-deformation analysis
+#: accepts: the plate's coupling is linear in its rotation and stretches the plate's face by about
+#: theta^2 / 2, here 0.5 %, half the yield strain of vertebral bone (0.84 %, fem.strength). A
+#: choice, not a measurement: the L4-L5 segment's free plate turns by 3-4.3 degrees at 500 N
+MAX_PLATE_ROTATION = 0.1
 
 HOLZAPFEL_2000 = ("Holzapfel GA (2000) Nonlinear Solid Mechanics. Wiley, Chichester. Section 6.5 "
                   "(decoupled neo-Hookean energy, its stress and elasticity tensors)")
@@ -421,7 +430,34 @@ class _Problem(IncrementalProblem):
         return self.to_z(fint), None, K
 
     def accept(self, trial, z, f, g, force_norm) -> FiniteStrainState:
+        self.check_plate_rotations(z)
         return FiniteStrainState(z, f, g, force_norm)
+
+    def check_plate_rotations(self, z) -> None:
+        """Refuse a converged state in which a rigid plate has turned beyond
+        :data:`MAX_PLATE_ROTATION`: its coupling is linear in the rotation (``u = u_ref +
+        theta x r``), which stretches the plate's face by about theta^2 / 2, so beyond it the
+        answer is not the rigid plate's. The message says why a segment gets there: Crisco JJ,
+        Panjabi MM, Yamamoto I, Oxland TR (1992) Euler stability of the human ligamentous lumbar
+        spine. Part II: Experiment. Clin Biomech 7:27-32 (intact lumbar spines buckled under 88 N
+        on average); Patwardhan AG, Havey RM, Meade KP, Lee B, Dunlap B (1999) A follower load
+        increases the load-carrying capacity of the lumbar spine in compression. Spine
+        24:1003-1009."""
+        for p in self.sysm.plates:
+            rot = self.be.to_host(z[p.first_dof + 3:p.first_dof + 6])
+            angle = float(np.linalg.norm(rot))
+            if angle > MAX_PLATE_ROTATION:
+                raise SolverError(
+                    f"rigid plate {p.name!r} turned by {np.degrees(angle):.1f} degrees at load "
+                    f"factor {self.lam:.4g}, beyond the {np.degrees(MAX_PLATE_ROTATION):.1f} "
+                    "degrees up to which its linear coupling holds in large deformation (it "
+                    f"would stretch the plate's face by {100 * angle ** 2 / 2:.2f} %). Under a "
+                    "dead load a segment whose loading plate is free to tilt sways: a "
+                    "ligamentous lumbar spine is unstable under a vertical load without its "
+                    "muscles (it buckles at about 90 N, Crisco et al. 1992), and cadaver tests "
+                    "carry body-weight loads only along a follower path (Patwardhan et al. "
+                    "1999). Hold the plates as a testing machine does "
+                    "(fem.meshes.loadcases.between_platens), or solve in small strain")
 
     def result(self, state, react, lam, history, iterations):
         be = self.be

@@ -303,3 +303,49 @@ def test_the_result_writes_a_vtu_with_cauchy_stress_and_the_volume_ratio(tmp_pat
     s, sigma, _ = _uniaxial(1.5, E, NU)
     np.testing.assert_allclose(back.cell_data["stress"][0][:, 0], sigma, rtol=1e-8)
     np.testing.assert_allclose(back.cell_data["jacobian"][0], 1.5 * s * s, rtol=1e-9)
+
+
+def _column(force: float, lateral: float, held: bool = False):
+    """A 10 x 10 x 100 mm column (E 100 MPa, nu 0.3) fixed at its base, its top face on a rigid
+    plate loaded by an axial ``force`` (N, downward) and a ``lateral`` one (N, along x); with
+    ``held`` the plate is held parallel and laterally, as a testing machine's platen."""
+    m = hex_block((4, 4, 40), (10.0, 10.0, 100.0), E=100.0, nu=0.3)
+    m.hex8_formulation = "full"
+    free = (None, None, None)
+    m.add(Fixed("zmin", "xyz"),
+          fem.RigidPlate("zmax", force=(lateral, 0.0, -force), name="top",
+                         displacement=(0.0, 0.0, None) if held else free,
+                         rotation=(0.0, 0.0, 0.0) if held else free))
+    return m
+
+
+def test_a_column_sways_by_the_beam_column_amplification_and_a_turning_plate_is_refused():
+    """Large deformation with a rigid plate on a slender cantilever: under an axial load P
+    and a small lateral one H, the top sways by the exact beam-column factor over the linear
+    sway, 3 (tan kL - kL) / (kL)^3 with k = sqrt(P / EI) (Timoshenko & Gere, Theory of Elastic
+    Stability, section 1.5), EI taken from the model's own linear sway. Loaded past its Euler
+    load (pi^2 EI / 4 L^2) it sways until its plate turns beyond the
+    ``MAX_PLATE_ROTATION`` its linear coupling allows, and the analysis is refused, naming the
+    plate, the angle and the load factor; held by platens it carries the same load."""
+    from fem.finite_strain import MAX_PLATE_ROTATION
+
+    L, H = 100.0, 0.01
+    lin = fem.solve(_column(0.0, H), solver="direct")
+    sway_lin = float(lin.plate_motion("top")[0])
+    # the beam's 100 x 10^4 / 12 = 83 333 N mm^2, a few % stiffer: hex8 shear locking and the
+    # sections held plane at the base and the plate
+    EI = H * L ** 3 / (3.0 * sway_lin)
+    p_cr = np.pi ** 2 * EI / (4.0 * L ** 2)
+    assert 1.0 < EI / 83_333 < 1.1, EI
+    P = 0.4 * p_cr
+    r = solve_finite_strain(_column(P, H), increments=4, solver="direct")
+    kl = L * np.sqrt(P / EI)
+    exact = 3.0 * (np.tan(kl) - kl) / kl ** 3  # 1.66 at 0.4 of the Euler load
+    assert float(r.final.plate_motion("top")[0]) / sway_lin == pytest.approx(exact, rel=0.01)
+    with pytest.raises(SolverError, match=r"rigid plate 'top' turned by [0-9.]+ degrees at load "
+                                          r"factor .*between_platens"):
+        solve_finite_strain(_column(1.5 * p_cr, 0.01 * p_cr), increments=10, solver="direct")
+    held = solve_finite_strain(_column(1.5 * p_cr, 0.01 * p_cr, held=True), increments=2,
+                               solver="direct")
+    assert float(np.abs(held.final.plate_motion("top")[3:]).max()) == 0.0
+    assert MAX_PLATE_ROTATION == pytest.approx(0.1)
