@@ -739,6 +739,9 @@ def solve_disc(model, law: FibreLaw | None = None, *, kinematics: str = "small",
     ``increments``), the fibres stretched by their Green-Lagrange strain and every other
     element neo-Hookean: the :class:`~fem.finite_strain.FiniteStrainResult` of the full load,
     with the increments' :class:`~fem.nonlinear_result.NonlinearResult` as its ``history``.
+    Hold a segment's plates (``fem.meshes.loadcases.between_platens``): under a dead load on a
+    plate free to tilt a segment of several levels sways, and the analysis is refused once the
+    plate turns beyond :data:`fem.finite_strain.MAX_PLATE_ROTATION` (docs/validation.md).
 
     ``drainage``: "drained" (default: the FE tables' ground substance and the model's nucleus
     as they are) or "undrained": loaded too fast for the disc's water to leave (seconds to
