@@ -34,13 +34,13 @@ From the reference state the swelling ramps with the load factor; an analysis th
 from a swollen state (``initial=``) holds it.
 
 Loads are dead: nodal forces keep their direction and size as the body deforms (a pressure on a
-face does not follow it). Rigid plates and ties are the linear constraints of :func:`fem.solve`
-(a plate's rotation is small: a state in which a plate has turned beyond
-:data:`MAX_PLATE_ROTATION`, 5.7 degrees, is refused with a :class:`~fem.SolverError`; a segment
-under a dead load on a plate free to tilt reaches it as it sways, see
-:meth:`_Problem.check_plate_rotations`). The increments and Newton iterations are :mod:`fem.increments`'s;
-the tangent is the consistent one (material, geometric and volumetric parts), so Newton's
-method converges quadratically.
+face does not follow it). Rigid plates and ties are the linear constraints of :func:`fem.solve`,
+so a plate's rotation must stay small: a state in which a plate has turned beyond
+:data:`MAX_PLATE_ROTATION` (5.7 degrees) is refused with a :class:`~fem.SolverError`. A segment
+under a dead load on a plate free to tilt gets there as it sways
+(:meth:`_Problem.check_plate_rotations`). The increments and Newton iterations are
+:mod:`fem.increments`'s; the tangent is the consistent one (material, geometric and volumetric
+parts), so Newton's method converges quadratically.
 
 Results
 -------

@@ -50,7 +50,7 @@ class SolveInfo:
 #: between two hex8 gives 1e-16, a slender bar with a 10^6 stiffness contrast 8e-12
 PIVOT_TOL = 1e-14
 #: SuperLU's diagonal pivoting threshold (:func:`factorise`): a diagonal pivot is kept when it is
-#: at least this fraction of its column's largest entry (UMFPACK's default for symmetric matrices)
+#: at least this fraction of its column's largest entry (UMFPACK's default relative pivot tolerance)
 DIAG_PIVOT = 0.1
 
 
