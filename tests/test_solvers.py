@@ -224,3 +224,41 @@ def test_a_voxel_touching_the_rest_by_an_edge_is_refused(solver):
     vm.fix("zmin").add(fem.Pressure("zmax", 1.0))
     with pytest.raises(fem.MechanismError, match=r"1 element\(s\).*rotation about y"):
         fem.solve(vm, solver=solver)
+
+
+def test_the_factorisation_keeps_its_ordering_s_fill_and_still_pivots_a_zero_diagonal(
+        monkeypatch):
+    """``fem.solvers.factorise`` keeps diagonal pivots that are at least ``DIAG_PIVOT`` (0.1) of
+    their column: on the constrained stiffness of a block under a rigid plate (SPD, the plate's
+    six dofs coupled to a face) its factors hold at least 10 % less fill than with SuperLU's
+    partial pivoting (threshold 1: 16 % less here, 21 % on the L1 at 3 mm) and solve to
+    round-off; a matrix with a zero diagonal (a Lagrange multiplier prescribing one dof) is
+    still pivoted, and its solution holds the constraint."""
+    import scipy.sparse as sp
+
+    from fem import solvers, system
+    from fem.assembly import assemble_stiffness, to_matrix
+    from fem.kernels.backend import get_backend
+
+    m = hex_block((8, 8, 16), (10.0, 10.0, 20.0), distort=0.2, E=500.0, nu=0.3)
+    m.add(fem.Fixed("zmin"), fem.RigidPlate("zmax", force=(0.0, 0.0, -100.0), name="plate"))
+    be = get_backend("numpy")
+    K = to_matrix(*assemble_stiffness(m, be), be)
+    A = analysis.constrain(m, system.compile_conditions(m), K, be).K.tocsc()
+    b = np.random.default_rng(0).normal(size=A.shape[0])
+    fill = {}
+    for threshold in (solvers.DIAG_PIVOT, 1.0):
+        monkeypatch.setattr(solvers, "DIAG_PIVOT", threshold)
+        lu = solvers.factorise(A)
+        fill[threshold] = lu.L.nnz + lu.U.nnz
+        x = solvers.factored_solve(lu, b)
+        assert np.linalg.norm(A @ x - b) <= 1e-12 * np.linalg.norm(b) * np.abs(A).max()
+    assert fill[0.1] < 0.9 * fill[1.0], fill
+    monkeypatch.undo()
+    n, i = A.shape[0], 5
+    c = sp.csc_matrix(([1.0], ([i], [0])), shape=(n, 1))
+    saddle = sp.bmat([[A, c], [c.T, None]], format="csc")  # its last diagonal entry is zero
+    y = solvers.factored_solve(solvers.factorise(saddle), np.append(b, 0.25))
+    assert y[i] == pytest.approx(0.25, abs=1e-12)
+    assert np.linalg.norm(saddle @ y - np.append(b, 0.25)) <= 1e-12 * np.linalg.norm(b) * \
+        np.abs(A).max()
