@@ -72,17 +72,16 @@ from .kernels.elastic import stiffness_from_b
 from .model import Model
 from .nonlinear_result import NonlinearResult
 from .result import Result, mean_pressure
-from .strength import YIELD_COMPRESSION
 from .validate import in_range
 
 logger = logging.getLogger(__name__)
 
 #: the largest rotation (rad; 7.4 degrees) of a rigid plate that a large-deformation analysis
 #: accepts: the plate's coupling is linear in its rotation and stretches the plate's face by about
-#: theta^2 / 2, here the compressive yield strain of vertebral bone (0.84 %), beyond which that
-#: error alone would yield the bone under the plate. The README's L4-L5 at 2 mm turns by 5.7
-#: degrees at 500 N (drained, free plate)
-MAX_PLATE_ROTATION = float(np.sqrt(2.0 * YIELD_COMPRESSION))
+#: theta^2 / 2, here the compressive yield strain of vertebral bone (0.84 %,
+#: fem.strength.YIELD_COMPRESSION), beyond which that error alone would yield the bone under the
+#: plate. The README's L4-L5 at 2 mm turns by 5.7 degrees at 500 N (drained, free plate)
+MAX_PLATE_ROTATION = float(np.sqrt(2.0 * 0.0084))
 
 HOLZAPFEL_2000 = ("Holzapfel GA (2000) Nonlinear Solid Mechanics. Wiley, Chichester. Section 6.5 "
                   "(decoupled neo-Hookean energy, its stress and elasticity tensors)")
