@@ -124,12 +124,13 @@ SEGMENT_STIFFNESS = Reference(
     sd=480.0, protocol="axial compression of a vertebra-disc-vertebra segment")
 
 #: Wegrzyn et al. 2011 (J Bone Miner Res 26:739, PMC3179325): 21 human L3 compressed to 25 %
-#: deformity between platens, then retested. The stiffness loss is what the fracture model's
-#: damage factor was calibrated on (``fem.meshes.pathology``), so it checks the calibration, not a
-#: prediction; the failure-load loss is a prediction
+#: deformity between platens, then retested. Both losses are predictions since 2026-12-06: the
+#: fracture model's damaged band takes its modulus ratio from Wolfram et al. 2011's overloaded
+#: trabecular bone (``fem.meshes.pathology.CRUSHED_MODULUS_RATIO``); before, its factor was
+#: calibrated on this stiffness loss
 WEGRZYN_STIFFNESS = Reference(
     name="wegrzyn2011_stiffness", source="Wegrzyn et al. 2011, J Bone Miner Res 26:739",
-    quantity="stiffness lost after a 25 % deformity (calibration target)", unit="%",
+    quantity="stiffness lost after a 25 % deformity", unit="%",
     kind="in vitro", n=21, mean=53.0, sd=18.0,
     protocol="axial compression between platens to 25 % deformity, relaxation, retest")
 WEGRZYN_STRENGTH = Reference(

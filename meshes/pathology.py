@@ -36,29 +36,34 @@ trabecular zone of
 ``damage_depth`` mm under each collapsed endplate becomes region ``"<level>/damaged"`` with the
 trabecular modulus times ``damage_factor``; with ``damage_shell`` (default) the cortex and bony
 endplate in the same band join ``"<level>/damaged_shell"`` (cortex) and
-``"<level>/damaged_endplate"`` (bony endplate) with the same factor. The defaults
-(5 mm, 0.2) are calibrated, not measured locally: Wegrzyn et al. 2011 (J Bone Miner Res 26:739,
-21 human L3 vertebrae compressed to 25 % deformity) found the post-fracture stiffness 53 +- 18 %
-lower than the initial one; a 25 % crush of the parametric L1 (1.5 mm voxels, standing load)
-with these defaults is 61 % less stiff than the intact one (47 % with ``conserve_mass``; tested
-against the 0.29-0.65 range of the remaining stiffness).
+``"<level>/damaged_endplate"`` (bony endplate) with the same factor. The factor is measured, not
+calibrated: :data:`CRUSHED_MODULUS_RATIO` = 0.14, the modulus human vertebral trabecular bone
+keeps after repeated compressive overloads (Wolfram, Wilke & Zysset 2011, J Biomech 44:1164:
+damage, the loss of modulus, accumulated to 86 % in compression over five load steps on 251
+cores from 104 donors, T1-L3, aged 21-94; abstract checked); the cortex and endplates in the band
+take the same factor, as they take the trabecular yield strains in :mod:`fem.strength` (an
+ASSUMPTION). The depth (5 mm) is an ASSUMPTION kept from the earlier calibration of the factor
+0.2 on Wegrzyn et al. 2011's stiffness loss, which this replaced (2026-12-06).
 Damaging the trabecular band alone barely changes the stiffness (the shell carries the load).
 
-Densification (``conserve_mass=True``, off by default): the collapse above shortens the body's
-elements, and with their moduli unchanged the crushed body would lose a quarter of its bone
-mass at a 25 % crush. Bone is not lost when it is crushed, it is compacted: with
+Densification (``conserve_mass=True``, the default since 2026-12-06): the collapse above shortens
+the body's elements, and with their moduli unchanged the crushed body would lose a quarter of
+its bone mass at a 25 % crush. Bone is not lost when it is crushed, it is compacted: with
 ``conserve_mass`` the body keeps its bone mass. A densified element's trabecular modulus (and
 with it the damage law's yield stress, a fixed yield strain times the modulus) rises as
 (rho / rho0)^1.56 (Morgan et al. 2003's density-modulus law), a shell's (cortex, bony endplates:
 a thickness-scaled modulus) as rho / rho0. ``compaction="band"`` (default) puts the squeezed
 mass into the damaged band, each part (core, cortex, bony endplates) keeping its own mass and
 the rest of it its intact density; ``"uniform"`` keeps every element's own mass (rho / rho0 =
-1 / J). Nothing is fitted: the damaged band keeps the calibrated factor. On the Wegrzyn et al.
-2011 replica (parametric L3, 25 % crush, 2 mm voxels) the losses go from 59 % stiffness and
-35 % strength (the default) to 38 % and 22 % (band) or 43 % and 8 % (uniform), against the
-measured 53 +- 18 % and 11 +- 19 %; in the canonical segment the band loses too little
-stiffness and the uniform compaction gains strength (docs/validation.md), so it stays off by
-default. :func:`restore` takes the densification back with the height. A burst fracture (``burst=True``) adds a breach of the
+1 / J). Nothing is fitted to the fracture experiment: on the Wegrzyn et al. 2011 replica
+(J Bone Miner Res 26:739: 21 human L3 crushed to a 25 % deformity lost 53 +- 18 % of their
+stiffness and 11 +- 19 % of their failure load; parametric L3, 25 % crush) the defaults lose
+53 % and 28 % at 2 mm voxels, 56 % and 24 % at 3 mm, 54 % and 17 % at 5 mm; without the mass
+(``conserve_mass=False``) 70 % and 36 % at 2 mm; 52 % and 34 % at 1.5 mm, where the intact
+peak has risen 10 % from 2 mm (docs/validation.md, bench/validation.py). A 25 % crush of the
+parametric L1 (1.5 mm, standing) keeps 0.43 of its stiffness (0.39 with the old calibration).
+For a wedge, the band under the whole endplate takes the mass the front lost (the balance is per
+part, over the level), where a real crush would keep it in front. :func:`restore` takes the densification back with the height. A burst fracture (``burst=True``) adds a breach of the
 posterior wall's cortex (region ``"<level>/posterior_wall_breach"``, damaged modulus): the path
 cement leaks along. ``cleft=True`` opens an intravertebral cleft (Kummell's): the damaged bone
 within ``cleft_thickness`` mm under the collapsed superior endplate, in the anterior 70 % of the
@@ -100,6 +105,10 @@ from .vertebra import POSTERIOR_FLAT, rim_profile, superior_rim_height
 #: intravertebral cleft (E MPa, nu): fluid and fibrous tissue, an ASSUMPTION (orders of magnitude
 #: softer than bone, nearly incompressible)
 CLEFT_MATERIAL = (1.0, 0.45)
+#: the crushed band's modulus over its intact (densified) modulus, ``compress``'s default
+#: ``damage_factor``: the largest compressive damage measured on human vertebral trabecular bone,
+#: 86 % (Wolfram, Wilke & Zysset 2011, J Biomech 44:1164, abstract checked; module docstring)
+CRUSHED_MODULUS_RATIO = 1.0 - 0.86
 GENANT_LOSS = {1: (0.20, 0.25), 2: (0.25, 0.40), 3: (0.40, 0.60)}
 SHAPES = ("wedge", "biconcave", "crush")
 
@@ -144,10 +153,10 @@ class Fracture:
     shape: str = "wedge"
     height_loss: float = 0.325
     damage_depth: float = 5.0
-    damage_factor: float = 0.2
+    damage_factor: float = CRUSHED_MODULUS_RATIO
     burst: bool = False
     cleft: bool = False
-    conserve_mass: bool = False
+    conserve_mass: bool = True
 
 
 #: exponent of the trabecular modulus on apparent density: Morgan, Bayraktar & Keaveny 2003
@@ -167,9 +176,9 @@ COMPACTIONS = ("band", "uniform")
 
 def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | None = 2,
              height_loss: float | None = None, damage_depth: float = 5.0,
-             damage_factor: float = 0.2, damage_shell: bool = True,
+             damage_factor: float = CRUSHED_MODULUS_RATIO, damage_shell: bool = True,
              burst: bool = False, cleft: bool = False, cleft_thickness: float = 2.0,
-             conserve_mass: bool = False, compaction: str = "band",
+             conserve_mass: bool = True, compaction: str = "band",
              density_exponent: float = DENSITY_EXPONENT) -> Model:
     """A copy of ``model`` with a compression fracture of ``level`` (see the module docstring).
 
@@ -185,8 +194,9 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     shell's (cortex, bony endplates) by 1 / J. ``compaction``: where the mass the collapse
     squeezed goes: "band" (default), into the damaged band (the crushed bone), each part (core,
     cortex, bony endplates) keeping its own mass, the rest of the body at its intact density;
-    "uniform", every element keeps its own mass (density times 1 / J everywhere). Off by
-    default (the fracture model as calibrated).
+    "uniform", every element keeps its own mass (density times 1 / J everywhere). On by
+    default; ``conserve_mass=False`` gives the fracture model before 2026-12-06 (with
+    ``damage_factor=0.2``, its calibrated factor), in which the collapse loses the bone's mass.
     """
     loss = genant_loss(grade) if height_loss is None else float(height_loss)
     _check_fracture(model, level, shape, loss, damage_factor, damage_depth)

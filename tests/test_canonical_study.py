@@ -51,13 +51,17 @@ def test_fracture_softens_and_cement_stiffens_the_treated_level(study):
     for case, col in (("standing", "stiffness_n_per_mm"),
                       ("flexion", "rotational_stiffness_nm_per_deg")):
         k = {s: _get(t, s, case, "L2", col) for s in STATES}
-        # the fracture softens the level; how much is the calibration of the default damage
-        # (tests/test_vertebra.py::test_default_damage_keeps_its_calibration), not asserted here
+        # the fracture softens the level; how much a bare body loses is asserted against
+        # Wegrzyn 2011 in tests/test_vertebra.py and tests/test_literature.py, not here
         assert k["fractured"] < k["intact"]
         assert k["fractured"] < k["pvp_2ml"] < k["pvp_4ml"] < k["pvp_6ml"]
         assert k["fractured"] < k["pkp_4ml"]
         s = {st: _get(t, st, case, "L2", "strength_pistoia_n") for st in STATES}
-        assert s["fractured"] < min(s["pvp_2ml"], s["pvp_4ml"], s["pvp_6ml"], s["pkp_4ml"])
+        assert s["fractured"] < min(s["pvp_2ml"], s["pvp_4ml"], s["pvp_6ml"])
+        # not PKP's since the crushed bone keeps its mass (2026-12-06): its height restoration
+        # spreads the compacted band's mass over the restored height (pathology.restore), and
+        # the Pistoia estimate of the less dense band falls below the fractured one's (standing
+        # at this test's voxel size: 180 against 195 N; docs/augmentation.md)
         assert s["fractured"] < s["intact"]
         phi = {st: _get(t, st, case, "L2", "factor_of_risk") for st in STATES}
         assert phi["fractured"] > phi["intact"]
@@ -133,8 +137,8 @@ def test_the_study_on_real_anatomy(tmp_path):
                    anatomy="ssm")
     t = comp.table
     k = {s: _get(t, s, "standing", "L3", "stiffness_n_per_mm") for s in STATES}
-    # a prediction on the shape model, out of the damage's calibration (on the parametric L1,
-    # tests/test_vertebra.py): Wegrzyn 2011, 53 +- 18 % stiffness loss after a 25 % deformity
+    # a prediction on the shape model (the band's damage is measured on trabecular cores, not
+    # set on a vertebra): Wegrzyn 2011, 53 +- 18 % stiffness loss after a 25 % deformity
     assert 0.29 <= 1 - k["fractured"] / k["intact"] <= 0.65
     assert k["fractured"] < k["pvp_2ml"] < k["pvp_4ml"] < k["pvp_6ml"]
     h = {s: _get(t, s, "standing", "L3", "height_anterior_mm") for s in STATES}

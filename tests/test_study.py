@@ -233,24 +233,37 @@ def test_toml_and_dict_give_the_same_runs_and_ids(tmp_path):
 
 
 def test_fracture_compaction_builds_a_mass_conserving_fracture():
-    """``fracture_compaction`` (default "none": the calibrated fracture, ids as before) hands
-    ``conserve_mass`` to the fracture, with the exponent of the run's own density law."""
+    """``fracture_compaction`` (default "band" since 2026-12-06) hands ``conserve_mass`` to the
+    fracture, with the exponent of the run's own density law, and ``fracture_damage`` (default
+    the measured :data:`~fem.meshes.pathology.CRUSHED_MODULUS_RATIO`) its band's modulus ratio;
+    "none" with 0.2 is the fracture before that date, and its runs keep their old ids."""
     from fem.meshes.bone import get_law
+    from fem.meshes.pathology import CRUSHED_MODULUS_RATIO
     from fem.study.recipe import build_model
 
     d = json.loads(json.dumps(CANON_DICT))
-    d["base"].update(fracture_compaction="band", density_law="keller1994")
+    d["base"].update(density_law="keller1994")
     p = next(q for q in StudySpec.from_dict(d).expand() if q["procedure"] == "pvp")
+    assert p["fracture_compaction"] == "band"
+    assert p["fracture_damage"] == PARAMETERS["fracture_damage"].default == CRUSHED_MODULUS_RATIO
     m = build_model(p)
     rec = m.metadata["densification"]["L2"]
     assert rec["compaction"] == "band" and rec["exponents"].max() == get_law("keller1994").c
-    assert m.metadata["fractures"][-1].conserve_mass
-    plain = next(q for q in StudySpec.from_dict(CANON_DICT).expand() if q["procedure"] == "pvp")
-    assert plain["fracture_compaction"] == "none"
-    assert "densification" not in build_model(plain).metadata
-    d["base"]["fracture_compaction"] = "everywhere"
-    with pytest.raises(SpecError, match="must be one of"):
-        StudySpec.from_dict(d).expand()
+    fr = m.metadata["fractures"][-1]
+    assert fr.conserve_mass and fr.damage_factor == CRUSHED_MODULUS_RATIO
+    d["base"].update(fracture_compaction="none", fracture_damage=0.2)
+    old = next(q for q in StudySpec.from_dict(d).expand() if q["procedure"] == "pvp")
+    built = build_model(old)
+    assert "densification" not in built.metadata
+    assert built.metadata["fractures"][-1].damage_factor == 0.2
+    assert run_id(old) == run_id({k: v for k, v in old.items()
+                                  if k not in ("fracture_compaction", "fracture_damage")})
+    assert run_id(old) != run_id(old | {"fracture_damage": CRUSHED_MODULUS_RATIO})
+    for key, bad in (("fracture_compaction", "everywhere"), ("fracture_damage", 0.0)):
+        d["base"][key] = bad
+        with pytest.raises(SpecError, match="must"):
+            StudySpec.from_dict(d).expand()
+        d["base"][key] = PARAMETERS[key].default
 
 
 def test_the_shipped_canonical_study_asks_for_both_strengths():
@@ -308,13 +321,16 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
     """``anatomy``, ``mesh`` and ``mesh_size`` at their defaults are left out of the hash: a run
     id is what it was before they existed; any other value changes it. ``load_line``'s default
     moved from "plate" to "space": a run on the old load keeps its old id, and one on the new
-    default is a new run (a store computed before does not hand it the plate's answer)."""
+    default is a new run (a store computed before does not hand it the plate's answer). So did
+    ``fracture_compaction`` ("none" to "band") and ``fracture_damage`` (0.2 to 0.14) on
+    2026-12-06: a run on the old fracture keeps its id."""
     import hashlib
 
     from fem.study.spec import ADDED_LATER
 
     d_old = json.loads(json.dumps(CANON_DICT))
-    d_old.setdefault("base", {})["load_line"] = "plate"
+    d_old.setdefault("base", {}).update(load_line="plate", fracture_compaction="none",
+                                        fracture_damage=0.2)
     for p, q in zip(StudySpec.from_dict(d_old).expand(), StudySpec.from_dict(CANON_DICT).expand(),
                     strict=True):
         old = {k: v for k, v in p.items() if k not in ADDED_LATER}
@@ -322,10 +338,12 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
         assert run_id(p) == hashlib.sha256(blob.encode()).hexdigest()[:12]
         assert run_id(p) == run_id(old)
         assert q["load_line"] == "space" and run_id(q) != run_id(p)
-        assert run_id(q) == run_id(dict(old, load_line="space"))
+        assert run_id(q) == run_id(dict(old, load_line="space", fracture_compaction="band",
+                                        fracture_damage=0.14))
         for k, v in {"anatomy": "ssm", "mesh": "tet10", "mesh_size": 4.0,
                      "strength": "pushover", "strength_levels": "all",
-                     "fracture_compaction": "band", "disc": "fibres"}.items():
+                     "fracture_compaction": "band", "fracture_damage": 0.14,
+                     "disc": "fibres"}.items():
             assert run_id(dict(p, **{k: v})) != run_id(p), k
     # a spec without the strength keys and one giving their defaults: the same runs and ids
     d = json.loads(json.dumps(CANON_DICT))

@@ -56,12 +56,12 @@ def build_model(p: dict):
         m = segment_model(p["levels"], voxel_size=p["voxel_size"], materials=mats)
     proc = p["procedure"]
     if proc != "intact" and p["fracture_level"]:
-        mass = {} if p["fracture_compaction"] == "none" else {
+        mass = {"conserve_mass": False} if p["fracture_compaction"] == "none" else {
             "conserve_mass": True, "compaction": p["fracture_compaction"],
             "density_exponent": get_law(law).c}  # the model's own density law
         m = pathology.compress(m, p["fracture_level"], p["fracture_shape"],
                                grade=p["fracture_grade"], burst=p["burst"],
-                               cleft=p["cleft"], **mass)
+                               cleft=p["cleft"], damage_factor=p["fracture_damage"], **mass)
         if p["endplate_breach_mm"]:
             m = pathology.open_breach(m, p["fracture_level"], p["endplate_breach_side"],
                                       p["endplate_breach_mm"],

@@ -194,11 +194,15 @@ PARAMETERS = {
     "fracture_shape": Param(str, "wedge", "Genant shape", choices=("wedge", "biconcave", "crush")),
     "fracture_grade": Param(int, 2, "Genant grade", _range(1, 3)),
     "burst": Param(bool, False, "burst fracture (posterior-wall breach)"),
-    "fracture_compaction": Param(str, "none", "where the collapsed body's bone mass goes: none "
-                                 "(lost with its volume: the calibrated fracture), band (into "
-                                 "the damaged band), uniform (every element keeps its own); "
-                                 "fem.meshes.pathology.compress's conserve_mass",
-                                 choices=("none", "band", "uniform")),
+    "fracture_compaction": Param(str, "band", "where the collapsed body's bone mass goes: band "
+                                 "(into the damaged band: the default), uniform (every element "
+                                 "keeps its own), none (lost with its volume: the fracture model "
+                                 "before 2026-12-06); fem.meshes.pathology.compress's "
+                                 "conserve_mass", choices=("none", "band", "uniform")),
+    "fracture_damage": Param(float, 0.14, "modulus of the fracture's crushed band over its intact "
+                             "modulus (fem.meshes.pathology.CRUSHED_MODULUS_RATIO, measured: "
+                             "Wolfram et al. 2011; 0.2 was the earlier calibrated factor)",
+                             _range(0.01, 1.0)),
     "disc": Param(str, "isotropic", "intervertebral disc model: isotropic (the annulus a "
                   "4.2 MPa solid: the default, as before), fibres (fibre-reinforced annulus, "
                   "drained: loads the endplate as measured discs do; fem.fibres.solve_disc with "
@@ -540,7 +544,9 @@ class StudySpec:
 #: parameters added after the first stores were written, with the values the runs of those stores
 #: had: a run that keeps them at these values hashes without them, so its id (and a store's runs)
 #: stay what they were. ``load_line`` is "plate" here though its default is now "space": a run
-#: computed with the old load hashes as before, and one with the new default is a new run
+#: computed with the old load hashes as before, and one with the new default is a new run; so
+#: are ``fracture_compaction`` ("band" by default since 2026-12-06) and ``fracture_damage`` (0.14,
+#: measured, since 2026-12-06; 0.2 calibrated before)
 ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "strength": "pistoia", "strength_levels": "treated", "ct": "", "masks": "",
                "ct_slope": 0.8, "ct_intercept": -8.0, "density_error": 0.0,
@@ -548,7 +554,8 @@ ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "tip_offset_axial": 0.0, "heterogeneity": 0.5, "load_scale": 1.0,
                "cleft": False, "sample": -1, "basivertebral_mm": 0.0, "endplate_breach_mm": 0.0,
                "endplate_breach_side": "superior", "endplate_breach_position": 0.5,
-               "load_line": "plate", "fracture_compaction": "none", "disc": "isotropic"}
+               "load_line": "plate", "fracture_compaction": "none", "disc": "isotropic",
+               "fracture_damage": 0.2}
 
 
 def run_id(params: dict) -> str:
