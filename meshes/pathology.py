@@ -53,17 +53,19 @@ its bone mass at a 25 % crush. Bone is not lost when it is crushed, it is compac
 with it the damage law's yield stress, a fixed yield strain times the modulus) rises as
 (rho / rho0)^1.56 (Morgan et al. 2003's density-modulus law), a shell's (cortex, bony endplates:
 a thickness-scaled modulus) as rho / rho0. ``compaction="band"`` (default) puts the squeezed
-mass into the damaged band, each part (core, cortex, bony endplates) keeping its own mass and
-the rest of it its intact density; ``"uniform"`` keeps every element's own mass (rho / rho0 =
+mass into the damaged band of its column (below), each part (core, cortex, bony endplates)
+keeping its own mass and the rest of it its intact density; ``"uniform"`` keeps every element's own mass (rho / rho0 =
 1 / J). Nothing is fitted to the fracture experiment: on the Wegrzyn et al. 2011 replica
 (J Bone Miner Res 26:739: 21 human L3 crushed to a 25 % deformity lost 53 +- 18 % of their
 stiffness and 11 +- 19 % of their failure load; parametric L3, 25 % crush) the defaults lose
-53 % and 28 % at 2 mm voxels, 56 % and 24 % at 3 mm, 54 % and 17 % at 5 mm; without the mass
-(``conserve_mass=False``) 70 % and 36 % at 2 mm; 52 % and 34 % at 1.5 mm, where the intact
-peak has risen 10 % from 2 mm (docs/validation.md, bench/validation.py). A 25 % crush of the
+54 % and 17 % at 5 mm voxels, 56 % and 24 % at 3 mm, 53 % and 28 % at 2 mm, and 52 % and 34 %
+(outside one SD) at 1.5 mm, where the intact peak has risen 10 % from 2 mm; without the mass
+(``conserve_mass=False``) 70 % and 36 % at 2 mm (docs/validation.md, bench/validation.py). A 25 % crush of the
 parametric L1 (1.5 mm, standing) keeps 0.43 of its stiffness (0.39 with the old calibration).
-For a wedge, the band under the whole endplate takes the mass the front lost (the balance is per
-part, over the level), where a real crush would keep it in front. :func:`restore` takes the densification back with the height. A burst fracture (``burst=True``) adds a breach of the
+The balance is per column (the elements above one another, binned on the element size): the bone
+crushed in front of a wedge is compacted into the band in front, where it was crushed (until
+2026-12-06 it was spread over the band under the whole endplate). :func:`restore` takes the
+densification back with the height. A burst fracture (``burst=True``) adds a breach of the
 posterior wall's cortex (region ``"<level>/posterior_wall_breach"``, damaged modulus): the path
 cement leaks along. ``cleft=True`` opens an intravertebral cleft (Kummell's): the damaged bone
 within ``cleft_thickness`` mm under the collapsed superior endplate, in the anterior 70 % of the
@@ -192,8 +194,9 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     intact), its trabecular modulus by (1 / J)^``density_exponent`` (Morgan et al. 2003's 1.56
     by default: give the exponent of the density-modulus law the model was built with) and its
     shell's (cortex, bony endplates) by 1 / J. ``compaction``: where the mass the collapse
-    squeezed goes: "band" (default), into the damaged band (the crushed bone), each part (core,
-    cortex, bony endplates) keeping its own mass, the rest of the body at its intact density;
+    squeezed goes: "band" (default), into the damaged band (the crushed bone) of the same column,
+    each part (core, cortex, bony endplates) keeping its own mass, the rest of the body at its
+    intact density;
     "uniform", every element keeps its own mass (density times 1 / J everywhere). On by
     default; ``conserve_mass=False`` gives the fracture model before 2026-12-06 (with
     ``damage_factor=0.2``, its calibrated factor), in which the collapse loses the bone's mass.
@@ -523,6 +526,7 @@ def _densify(intact: Model, out: Model, level: str, exponent: float, compaction:
            "group": np.concatenate(group), "band": np.concatenate(band),
            "compaction": compaction}
     rec["intact_volumes"] = element_volumes(intact)[rec["elements"]]
+    rec["column"] = _columns(intact, rec["elements"])
     _scale_moduli(out, rec["elements"], _density_factors(rec, element_volumes(out)[rec["elements"]]))
     out.metadata.setdefault("densification", {})[level] = rec
 
@@ -532,20 +536,35 @@ def _body_parts() -> list[str]:
     return [p for parts, _, _ in BODY_PARTS for p in parts]
 
 
+def _columns(model: Model, elements) -> np.ndarray:
+    """A column id per element: its centre's (x, y) binned on the median element size (exactly a
+    voxel mesh's columns: the collapse moves a level's nodes vertically)."""
+    c = model.element_centres(elements)[:, :2]
+    h = float(np.cbrt(np.median(element_volumes(model)[elements])))
+    ij = np.floor((c - c.min(axis=0)) / h + 0.5).astype(np.int64)
+    return np.unique(ij, axis=0, return_inverse=True)[1].ravel()
+
+
 def _density_factors(rec: dict, volumes) -> np.ndarray:
     """Modulus factors (density factor ^ exponent) that keep each body element's intact mass
-    at ``volumes``: "uniform", every element's density times V0 / V; "band", each part (core,
-    shell, endplates) keeps its mass by densifying its damaged band alone, the rest at its
-    intact density (a part without a damaged band: uniform)."""
+    at ``volumes``: "uniform", every element's density times V0 / V; "band", in each column
+    (:func:`_columns`) each part (core, shell, endplates) keeps its mass by densifying its
+    damaged band alone, the rest at its intact density, so the bone crushed in front of a wedge
+    stays in front (a column without the part's band: uniform)."""
     V0, V = rec["intact_volumes"], np.asarray(volumes, dtype=float)
     rho = V0 / V
     if rec["compaction"] == "band":
-        for g in np.unique(rec["group"]):
-            in_g = rec["group"] == g
-            b, rest = in_g & rec["band"], in_g & ~rec["band"]
-            if b.any():
+        col = rec.get("column")  # a record written before 2026-12-06: one balance per part
+        col = np.zeros(len(V0), np.int64) if col is None else col
+        key = rec["group"] * (int(col.max()) + 1) + col
+        order = np.argsort(key, kind="stable")
+        bounds = np.flatnonzero(np.diff(key[order])) + 1
+        for idx in np.split(order, bounds):
+            band = rec["band"][idx]
+            if band.any():
+                b, rest = idx[band], idx[~band]
                 rho[rest] = 1.0
-                rho[b] = (V0[in_g].sum() - V[rest].sum()) / V[b].sum()
+                rho[b] = (V0[idx].sum() - V[rest].sum()) / V[b].sum()
     return rho ** rec["exponents"]
 
 
