@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import BoundaryConditionError
-from .validate import finite, vector3
+from .validate import finite, finite_array, vector3
 
 AXES = "xyz"
 
@@ -88,15 +88,47 @@ class Displacement:
 
 @dataclass(frozen=True, eq=False)
 class NodalForce:
-    """A force (N) applied at every node of the target (as Abaqus ``*CLOAD`` on a node set)."""
+    """A force (N) applied at every node of the target (as Abaqus ``*CLOAD`` on a node set).
+
+    ``force`` is one 3-vector for every node, or a force field: an (n, 3) array, one row per
+    node of the target in the order ``model.nodes_of(target)`` gives (sorted node indices for
+    explicit indices), e.g. the equivalent nodal forces of an eigenstrain."""
 
     target: object
     force: tuple = (0.0, 0.0, 0.0)
 
     def __post_init__(self):
         object.__setattr__(self, "target", _target(self.target))
-        object.__setattr__(self, "force", vector3("nodal force", self.force,
-                                                  error=BoundaryConditionError))
+        try:
+            f = np.asarray(self.force, dtype=float)
+        except (TypeError, ValueError):
+            f = None  # vector3 says what is wrong
+        if f is not None and f.ndim == 2:
+            if f.shape[1] != 3 or not len(f):
+                raise BoundaryConditionError(
+                    f"a nodal force field must be an (n, 3) array, got shape {f.shape}")
+            field_ = finite_array("nodal force field", f, BoundaryConditionError)
+            field_.setflags(write=False)
+            object.__setattr__(self, "force", field_)
+        else:
+            object.__setattr__(self, "force", vector3("nodal force", self.force,
+                                                      error=BoundaryConditionError))
+
+    @property
+    def is_field(self) -> bool:
+        """Whether ``force`` holds one vector per node."""
+        return isinstance(self.force, np.ndarray)
+
+    def forces(self, nodes) -> np.ndarray:
+        """The (len(nodes), 3) forces at ``nodes`` (the target's nodes); a field whose length
+        is not the target's raises :class:`BoundaryConditionError`."""
+        if not self.is_field:
+            return np.broadcast_to(np.asarray(self.force, dtype=float), (len(nodes), 3))
+        if len(self.force) != len(nodes):
+            raise BoundaryConditionError(
+                f"nodal force field {describe(self)!r} has {len(self.force)} rows for "
+                f"{len(nodes)} target nodes: give one force per node of the target")
+        return self.force
 
 
 @dataclass(frozen=True, eq=False)

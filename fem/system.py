@@ -131,7 +131,7 @@ def compile_conditions(model: Model) -> System:
                 raise BoundaryConditionError(
                     f"load {name!r} acts on node(s) {format_labels(model.node_ids[orphan])} that "
                     "belong to no element")
-            f[:3 * n].reshape(n, 3)[nodes] += np.asarray(c.force)
+            f[:3 * n].reshape(n, 3)[nodes] += c.forces(nodes)
         elif isinstance(c, L.FACE_LOADS):
             add_face_load(model, c, f[:3 * n].reshape(n, 3))
 

@@ -139,6 +139,8 @@ def _condition(c, m: Motion):
     if isinstance(c, Displacement):
         _all_or_none("value", c.value, "a Displacement")
         return dataclasses.replace(c, value=m.vector(c.value))
+    if isinstance(c, NodalForce) and c.is_field:
+        return dataclasses.replace(c, force=c.force @ m.R.T)
     if isinstance(c, NodalForce | TotalForce):
         return dataclasses.replace(c, force=m.vector(c.force))
     if isinstance(c, Traction):

@@ -18,6 +18,7 @@ import pytest
 
 import fem
 from fem.elements import ELEMENT_TYPES
+from fem.errors import BoundaryConditionError
 from fem.io.calculix import run_ccx
 from fem.loads import Displacement, Fixed, NodalForce, Pressure, RigidPlate, Traction
 from fem.meshes.blocks import hex_block, name_planes, tet_block
@@ -401,3 +402,29 @@ def test_per_element_moduli_agree_with_calculix(ccx, tmp_path, rng):
     back = fem.Model.from_inp(deck)
     assert np.allclose(back.E, E, rtol=1e-13) and len(np.unique(back.E)) == m.n_elements
     _assert_agree(back, fem.solve(back, solver="direct"), run_ccx(deck))
+
+
+def test_a_nodal_force_field_is_one_force_per_node_and_calculix_agrees(ccx, tmp_path, rng):
+    """``NodalForce(target, F)`` with an (n, 3) field: the same answer as n single-node forces
+    (to round-off), the deck carries it node by node and CalculiX agrees; a field of the wrong
+    length is refused, naming the counts."""
+    m = _block("hex8", (3, 4, 5), seed=3)
+    m.set_material(None, E=BONE[0], nu=BONE[1])
+    top = m.nodes_of("zmax")
+    F = rng.normal(size=(len(top), 3))
+    field = m.copy()
+    field.add(Fixed("zmin"), NodalForce("zmax", F))
+    single = m.copy()
+    single.add(Fixed("zmin"), *(NodalForce(np.array([n]), f) for n, f in zip(top, F)))
+    r = fem.solve(field, solver="direct")
+    assert np.abs(r.displacement - fem.solve(single, solver="direct").displacement).max() \
+        < 1e-12 * np.abs(r.displacement).max()
+    assert np.allclose(r.applied_total(), F.sum(axis=0), rtol=1e-12)
+    deck = field.to_inp(tmp_path / "field.inp")
+    _assert_agree(field, r, run_ccx(deck))
+    short = m.copy()
+    short.add(Fixed("zmin"), NodalForce("zmax", F[:-1]))
+    with pytest.raises(BoundaryConditionError, match=f"{len(top) - 1} rows for {len(top)}"):
+        fem.solve(short, solver="direct")
+    with pytest.raises(BoundaryConditionError, match=r"\(n, 3\)"):
+        NodalForce("zmax", np.zeros((4, 2)))

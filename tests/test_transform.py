@@ -89,6 +89,11 @@ def test_positions_directions_and_conditions_move(fractured_l1):
         np.testing.assert_allclose(getattr(c1, attr), R @ np.array(getattr(c0, attr)),
                                    atol=1e-15)
     assert moved["Pressure"][1].pressure == 0.1
+    field = m.copy()  # a force field turns row by row
+    F = np.arange(12.0).reshape(4, 3)
+    field.conditions = [fem.NodalForce(m.node_sets["top"][:4], F)]
+    np.testing.assert_allclose(rigid_transform(field, R, T).conditions[0].force, F @ R.T,
+                               atol=1e-12)
     assert moved["Fixed"][1].dofs == "xyz"
     assert out.metadata["rotated"] is True
     # the level frame turns with the model

@@ -454,3 +454,17 @@ def test_compressed_blocks_are_the_same_bytes_on_any_number_of_threads(rng, monk
     several = write(tmp_path / "several.vti")
     assert several.read_bytes() == one
     assert np.array_equal(np.asarray(pv.read(several).cell_data["v"]), values)
+
+
+def test_a_nodal_force_field_takes_the_same_route_as_on_hex8(rng):
+    """A force field (one vector per node of a set, ``NodalForce(target, F)``) on the voxel
+    route gives the hex8 route's answer."""
+    vm = holed_block(rng)
+    nx, ny, nz = vm.shape
+    vm.add_node_set("top_line", [(i, ny // 2, nz) for i in range(nx + 1)])
+    vm.fix("zmin")
+    F = rng.normal(size=(nx + 1, 3))
+    vm.add(fem.NodalForce("top_line", F))
+    new, old = both(vm)
+    assert_same_answers(new, old)
+    assert np.allclose(new.applied_total(), F.sum(axis=0), rtol=1e-12)

@@ -1179,6 +1179,11 @@ class _LoadCards:
     def add(self, c) -> None:
         if isinstance(c, L.CONSTRAINTS):
             self._constraint(c)
+        elif isinstance(c, L.NodalForce) and c.is_field:  # one line per node and component
+            nodes = self.model.nodes_of(c.target)
+            F = c.forces(nodes)
+            self.cload += [f"{self.ids[node]}, {d + 1}, {float(F[i, d]):.14g}"
+                           for i, node in enumerate(nodes.tolist()) for d in range(3) if F[i, d]]
         elif isinstance(c, L.NodalForce):
             s = self._nset(c.target)
             self.cload += [f"{s}, {d + 1}, {float(v):.14g}" for d, v in enumerate(c.force) if v]
