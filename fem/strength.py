@@ -45,6 +45,11 @@ The laws and their sources (units: strain, not %; MPa):
   cement (:data:`CEMENT_STRENGTH`) over its modulus; it is brittle, so its residual is 0.1 after
   a short softening. **Cement-bone composite** (``cement_composite``): the cement network carries
   the load and fails at the cement's yield strains (an ASSUMPTION).
+* **Recovery on unloading** (:func:`crush_recovery`): the law unloads along its secant, so a
+  crushed level's recovery is computed apart: its trabecular core gives back
+  :data:`TRABECULAR_RECOVERY` (0.6, a lower bound: Fyhrie & Schaffler 1994, Bone 15:105) of the
+  strain its collapse imposed, as an eigenstrain, while the cortex and bony endplates keep their
+  collapse (ASSUMPTION).
 * **Bony endplates** (``endplate_superior``, ``endplate_inferior``, ``damaged_endplate``), discs,
   cartilage and anything else stay elastic: the endplates are 0.25 mm layers represented by
   thicker elements whose through-thickness strain under the disc is inflated by element size /
@@ -248,3 +253,108 @@ def level_strength(model, level: str, **kwargs) -> float:
     """The strength (N) of ``level`` in a loaded segment: the peak load of :func:`pushover` with
     only that level able to fail."""
     return pushover(model, level=level, **kwargs).peak_load
+
+
+#: share of an overload's deformation that vertebral trabecular bone gives back when unloaded: a
+#: LOWER BOUND from Fyhrie & Schaffler 1994 (Bone 15:105, abstract checked), whose cores of human
+#: vertebral cancellous bone, compressed to 15 % strain, all recovered at least 94 % of their
+#: height (at least 60 % of the imposed deformation); the failure was microcracking, not broken
+#: trabeculae
+TRABECULAR_RECOVERY = 0.6
+#: the parts of a fractured level that give back that share: its trabecular core and the
+#: fracture's crushed band of it (the cortex, bony endplates and everything else keep their
+#: collapse: an ASSUMPTION, :func:`crush_recovery`)
+RECOVERING_PARTS = ("trabecular", "damaged")
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What a fractured level gives back when unloaded (:func:`crush_recovery`): its collapse
+    and the part of it recovered, both as the mean axial motion of its superior endplate
+    relative to its inferior one (mm)."""
+
+    level: str
+    crush_mm: float
+    recovered_mm: float
+    recoverable: float
+
+    @property
+    def fraction(self) -> float:
+        """Recovered over collapsed height."""
+        return self.recovered_mm / self.crush_mm
+
+
+def crush_recovery(model, level: str, *, recoverable: float = TRABECULAR_RECOVERY,
+                   support: str = "bottom", solver: str = "auto", axis=None) -> Recovery:
+    """The height a fractured ``level`` gives back, unloaded, from the recoverable strain of its
+    trabecular bone (:data:`TRABECULAR_RECOVERY` of the strain its collapse imposed).
+
+    ``model``: a model fractured by :func:`fem.meshes.pathology.compress` (its
+    ``metadata["collapse"][level]`` gives every node's intact position). Every element of the
+    level's :data:`RECOVERING_PARTS` that the collapse shortened to ``J`` of its volume takes an
+    eigenstrain ``recoverable x (1 / J - 1)`` along the level's axis (the strain that returns
+    that share of its lost height); everything else, the cortical shell and bony endplates
+    included, keeps its collapse (an ASSUMPTION: no overload recovery of the thin shells was
+    available; a collapsed shell that buckled or broke is taken to stay so). The eigenstrain's
+    equivalent nodal forces (each element's stiffness times the affine displacement of its
+    eigenstrain) are solved with ``support`` fixed and nothing else loaded, as
+    :func:`fem.solve` solves any model (verified, with the model's moduli: the fracture's).
+    ``axis``: the level's axial direction (default: its level frame's).
+
+    Add the elastic springback from the load the level was crushed under (force over the
+    crushed level's stiffness) for the whole recovery on unloading. Neither term depends on
+    time: creep recovery over minutes (Wegrzyn et al. 2011 measured after 30 minutes) is in
+    ``recoverable`` only as far as Fyhrie & Schaffler's unloading held it."""
+    from .analysis import solve
+    from .anatomy import level_frame
+    from .assembly import assemble_stiffness, element_volumes, to_matrix
+    from .kernels.backend import get_backend
+    from .loads import Fixed, NodalForce
+    from .model import Model
+
+    if not 0.0 <= recoverable <= 1.0:
+        raise ModelError(f"recoverable must lie in 0..1 (a share of the imposed strain), got "
+                         f"{recoverable}")
+    collapse = model.metadata.get("collapse", {}).get(level)
+    if collapse is None:
+        raise ModelError(f"{level} has no recorded collapse (metadata['collapse']): fracture it "
+                         "with fem.meshes.pathology.compress first")
+    if len(model.blocks) != 1:
+        raise ModelError("crush_recovery expects a model with one cell block")
+    _level(model, level)
+    parts = [model.regions[f"{level}/{p}"] for p in RECOVERING_PARTS
+             if len(model.regions.get(f"{level}/{p}", ()))]
+    if not parts:
+        raise ModelError(f"{level} has no trabecular regions ({', '.join(RECOVERING_PARTS)})")
+    el = np.unique(np.concatenate(parts))
+    axis = np.asarray(level_frame(model, level).axial if axis is None else axis, dtype=float)
+    axis = axis / np.linalg.norm(axis)
+    intact = model.copy()
+    intact.points = model.points - collapse
+    J = element_volumes(model)[el] / element_volumes(intact)[el]
+    eps = recoverable * (1.0 / J - 1.0)
+    block = model.blocks[0]
+    conn = block.conn[el - block.start]
+    # each element's stiffness times its eigenstrain's affine displacement, on a copy of the
+    # elements that shares no nodes, summed back onto the model's nodes
+    loose = Model.from_arrays(model.points[conn].reshape(-1, 3),
+                              [(block.type, np.arange(conn.size).reshape(conn.shape))],
+                              E=model.E[el], nu=model.nu[el])
+    loose.ortho[:] = model.ortho[el]
+    loose.ortho_axis[:] = model.ortho_axis[el]
+    loose.hex8_formulation = model.hex8_formulation
+    backend = get_backend("numpy")
+    K = to_matrix(*assemble_stiffness(loose, backend), backend)
+    x = loose.points.reshape(conn.shape + (3,))
+    s = (x - x.mean(axis=1, keepdims=True)) @ axis
+    u = (eps[:, None] * s)[..., None] * axis
+    f = np.zeros((model.n_nodes, 3))
+    np.add.at(f, conn.ravel(), (K @ u.ravel()).reshape(-1, 3))
+    nodes = np.flatnonzero(np.abs(f).sum(axis=1) > 0.0)
+    free = model.copy()
+    free.conditions = [Fixed(support, "xyz"), NodalForce(nodes, f[nodes])]
+    r = solve(free, solver=solver)
+    top, bottom = (model.node_sets[f"{level}/{side}"] for side in ("superior", "inferior"))
+    rise = float((r.displacement[top] @ axis).mean() - (r.displacement[bottom] @ axis).mean())
+    crush = float((collapse[bottom] @ axis).mean() - (collapse[top] @ axis).mean())
+    return Recovery(level, crush, rise, float(recoverable))

@@ -138,9 +138,10 @@ WEGRZYN_STRENGTH = Reference(
     quantity="failure load lost after a 25 % deformity", unit="%", kind="in vitro", n=21,
     mean=11.0, sd=19.0, protocol="as the stiffness; failure load of the retest")
 #: the height the same vertebrae recovered after the 25 % deformity, 30 minutes unloaded (the
-#: abstract: "deformation recovery averaged 31 % +- 7 %"). The fracture model imposes the crushed
-#: geometry and has no time-dependent term, so its value is a bound, not a replica: the elastic
-#: springback of the crushed body from its residual strength (bench/validation.py)
+#: abstract: "deformation recovery averaged 31 % +- 7 %"). The model's value: the crushed body's
+#: elastic springback plus what its trabecular core gives back (``fem.strength.crush_recovery``,
+#: Fyhrie & Schaffler 1994's lower bound, the shell keeping its collapse); not converged in the
+#: voxel size (bench/validation.py, docs/validation.md)
 WEGRZYN_RECOVERY = Reference(
     name="wegrzyn2011_recovery", source="Wegrzyn et al. 2011, J Bone Miner Res 26:739",
     quantity="deformation recovered after a 25 % deformity", unit="%", kind="in vitro", n=21,
