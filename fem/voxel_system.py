@@ -273,7 +273,7 @@ def compile_on_grid(vm) -> GridSystem:
         elif isinstance(c, L.NodalForce):
             nodes = targets.nodes(c.target)
             dofs = 3 * nodes[:, None] + np.arange(3)
-            loads.append((dofs.ravel(), np.asarray(c.forces(nodes), dtype=float).ravel()))
+            loads.append((dofs.ravel(), c.forces(nodes).ravel()))
         elif isinstance(c, L.FACE_LOADS):
             loads.append(targets.face_loads(c))
         else:

@@ -55,15 +55,14 @@ with it the damage law's yield stress, a fixed yield strain times the modulus) r
 a thickness-scaled modulus) as rho / rho0. ``compaction="band"`` (default) puts the squeezed
 mass into the damaged band of its column (below), each part (core, cortex, bony endplates)
 keeping its own mass and the rest of it its intact density; ``"uniform"`` keeps every element's
-own mass (rho / rho0 = 1 / J). Nothing is fitted to the fracture experiment: on the Wegrzyn et al. 2011 replica
-(J Bone Miner Res 26:739: 21 human L3 crushed to a 25 % deformity lost 53 +- 18 % of their
-stiffness and 11 +- 19 % of their failure load; parametric L3, 25 % crush) the defaults lose
-54 % and 17 % at 5 mm voxels, 56 % and 24 % at 3 mm, 53 % and 28 % at 2 mm, 52 % and 34 %
-(outside one SD: the intact pushover's peak scatters by +-7 % between voxel sizes) at 1.5 mm and
-53 % and 28 % at 1 mm; without the mass (``conserve_mass=False``) 70 % and 36 % at 2 mm
-(docs/validation.md, bench/validation.py). A 25 % crush of the parametric L1 (1.5 mm, standing)
-keeps 0.43 of its stiffness (0.39 with the old calibration).
-The balance is per column (the elements above one another, binned on the element size): the bone
+own mass (rho / rho0 = 1 / J). Nothing is fitted to the fracture experiment: on the Wegrzyn
+et al. 2011 replica (J Bone Miner Res 26:739: 21 human L3 crushed to a 25 % deformity lost
+53 +- 18 % of their stiffness and 11 +- 19 % of their failure load; parametric L3, 25 % crush)
+the defaults lose 54 % and 17 % at 5 mm voxels, 56 % and 24 % at 3 mm, 53 % and 28 % at 2 mm,
+52 % and 34 % (outside one SD: the intact pushover's peak scatters by +-7 % between voxel sizes)
+at 1.5 mm and 53 % and 28 % at 1 mm; without the mass (``conserve_mass=False``) 70 % and 36 % at
+2 mm (docs/validation.md, bench/validation.py). A 25 % crush of the parametric L1 (1.5 mm,
+standing) keeps 0.43 of its stiffness (0.39 with the old calibration). The balance is per column (the elements above one another, binned on the element size): the bone
 crushed in front of a wedge is compacted into the band in front, where it was crushed (until
 2026-12-06 it was spread over the band under the whole endplate). :func:`restore` takes the
 densification back with the height. A burst fracture (``burst=True``) adds a breach of the
@@ -197,8 +196,8 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     shell's (cortex, bony endplates) by 1 / J. ``compaction``: where the mass the collapse
     squeezed goes: "band" (default), into the damaged band (the crushed bone) of the same column,
     each part (core, cortex, bony endplates) keeping its own mass, the rest of the body at its
-    intact density;
-    "uniform", every element keeps its own mass (density times 1 / J everywhere). On by
+    intact density; "uniform", every element keeps its own mass (density times 1 / J
+    everywhere). On by
     default; ``conserve_mass=False`` gives the fracture model before 2026-12-06 (with
     ``damage_factor=0.2``, its calibrated factor), in which the collapse loses the bone's mass.
     """
@@ -555,8 +554,7 @@ def _density_factors(rec: dict, volumes) -> np.ndarray:
     V0, V = rec["intact_volumes"], np.asarray(volumes, dtype=float)
     rho = V0 / V
     if rec["compaction"] == "band":
-        col = rec.get("column")  # a record written before 2026-12-06: one balance per part
-        col = np.zeros(len(V0), np.int64) if col is None else col
+        col = rec["column"]
         key = rec["group"] * (int(col.max()) + 1) + col
         order = np.argsort(key, kind="stable")
         bounds = np.flatnonzero(np.diff(key[order])) + 1
