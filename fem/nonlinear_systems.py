@@ -207,6 +207,7 @@ class _Base:
         self.rho = xp.asarray(law.residual)
         self.ks = xp.asarray(law.kappa_s(h))
         self.kappa0 = xp.asarray(law.kappa0)
+        self.can_yield = xp.isfinite(self.eps_c) | xp.isfinite(self.eps_t)
 
     def moduli(self, kappa):
         return self.E0 * secant_ratio(kappa, self.ks, self.rho)
@@ -737,7 +738,7 @@ class VoxelSystem(_Base):
             kappa0=on_grid(law.kappa0, 0.0).ravel())
         self._setup_law(law_g, h, E0.ravel())
         self.E0 = xp.reshape(self.E0, E0.shape)
-        for name in ("eps_c", "eps_t", "rho", "ks", "kappa0"):
+        for name in ("eps_c", "eps_t", "rho", "ks", "kappa0", "can_yield"):
             setattr(self, name, xp.reshape(getattr(self, name), E0.shape))
         self.element_index = xp.asarray(grid.element_index)
         self._average = None
