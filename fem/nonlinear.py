@@ -115,7 +115,7 @@ MAX_STEP = 2.0
 #: that can yield (stiffness-weighted, :func:`_drive`), else it is halved and solved again. A
 #: damage path is path-dependent where elements unload, and a long step damages at once elements
 #: of which, followed in small steps, some would have unloaded as their neighbours failed: it
-#: lands on a more diffuse, stronger branch. Before 2026-12-06 (steps set by the displacement
+#: lands on a more diffuse, stronger branch. Before 2026-12-06 (steps set by convergence
 #: alone) the bare L3 of the Wegrzyn replica failed 7 234 elements in its first step past first
 #: yield at 1.5 mm and peaked at 4 978 N; with equal steps of 0.004 / 0.002 / 0.001 mm at 2 mm
 #: the peak converges 4 331 / 4 288 / 4 269 N (first order), with this bound 4 304 N
@@ -347,7 +347,8 @@ def solve_nonlinear(model, law=None, *, backend: str = "auto", solver: str = "au
     (stiffness-weighted) one step may destroy; a converged step that destroyed more is halved
     and solved again (down to ``min_step``), and steps grow only while they destroy less than
     half of it (``None``: steps set by convergence alone, as before 2026-12-06; the peak then
-    depends on the step size, docs/nonlinear.md). ``tol``: out-of-balance force over the force through the model; ``rtol``: the
+    depends on the step size, docs/nonlinear.md). ``tol``: out-of-balance force over the force
+    through the model; ``rtol``: the
     linear solver's tolerance (default ``tol / RTOL_PER_TOL``; at most ``tol / 10``: the
     equilibrium check at every iteration verifies the state whatever it is; the peaks of the
     benchmark L1 at 3 and 2 mm agree to 0.1 % between 2e-4 and 1e-6, docs/nonlinear.md). A step whose
@@ -475,11 +476,11 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
             n_solves += out["solves"]
             if ok:
                 monotone.append(len(steps) + 1)
-        if (ok and max_damage_step is not None and 0.5 * dc >= dmin
-                and damaged(out["E"]) - D_n > max_damage_step):
+        grew = damaged(out["E"]) - D_n if ok and max_damage_step is not None else 0.0
+        if grew > (max_damage_step or 0.0) and 0.5 * dc >= dmin:
             # too long a step: the path through the damage is not resolved (MAX_DAMAGE_STEP)
             logger.info("step %d: %.4g mm destroyed %.3g of the modulus (max_damage_step %g), "
-                        "halving", len(steps) + 1, dc, damaged(out["E"]) - D_n, max_damage_step)
+                        "halving", len(steps) + 1, dc, grew, max_damage_step)
             rejected += 1
             dc *= 0.5
             cut = True

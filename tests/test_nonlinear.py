@@ -380,6 +380,9 @@ def test_errors_name_the_fault(monkeypatch):
                            yield_strain_tension=np.inf, residual=0.5, softening_strain=0.01)
     with pytest.raises(fem.MaterialError, match="yield"):
         solve_nonlinear(m, el)
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(fem.SolverError, match="max_damage_step"):
+            solve_nonlinear(m, _law(m), max_damage_step=bad)
     # a step that cannot converge in the iterations allowed, before any peak: ConvergenceError
     # naming the step and the load reached (the monotone fallback held to one round: with the
     # default ten it settles this step)
