@@ -554,11 +554,12 @@ def test_a_crushed_vertebra_recovers_less_than_its_core():
 def test_steps_bounded_by_the_damage_follow_the_damage_path():
     """A long step damages at once elements of which, followed in small steps, some unload as
     their neighbours fail, and it lands on a more diffuse, stronger branch (``MAX_DAMAGE_STEP``).
-    The bare L3 of the Wegrzyn replica at 2.5 mm under a rigid plate: with the default
+    The bare L3 of the Wegrzyn replica at 5 mm under a rigid plate: with the default
     ``max_damage_step`` no accepted step destroys more than 0.5 % of the yieldable bone's
-    modulus (but at ``min_step``), and the peak lies within 5 % of equal steps of 1 % of the
-    displacement at first yield (+3.9 % measured); steps set by convergence alone (the control
-    before 2026-12-06) overshoot that reference by more than twice as much (+10 %)."""
+    modulus (but at ``min_step``), and the peak lies within 3 % of equal steps of 1 % of the
+    displacement at first yield (+0.6 % measured; +3.9 % at 2.5 mm, docs/nonlinear.md); steps
+    set by convergence alone (the control before 2026-12-06) overshoot that reference by more
+    than twice as much (+6.2 %)."""
     from fem.meshes import loadcases
     from fem.meshes.bone import BoneQuality
     from fem.meshes.vertebra import vertebra_model
@@ -566,7 +567,7 @@ def test_steps_bounded_by_the_damage_follow_the_damage_path():
     from fem.parts import level_elements
     from fem.strength import bone_damage_law, pushover
 
-    m = vertebra_model("L3", voxel_size=2.5, materials=BoneQuality(bmd=70.0), posterior=False)
+    m = vertebra_model("L3", voxel_size=5.0, materials=BoneQuality(bmd=70.0), posterior=False)
     m = loadcases.loaded(m, "standing")
     res = pushover(m, level="L3")
     assert res.peak_reached and res.info["damage_rejections"] > 0
@@ -581,7 +582,7 @@ def test_steps_bounded_by_the_damage_follow_the_damage_path():
     assert ((grew <= MAX_DAMAGE_STEP * (1 + 1e-9)) | (steps < first / 32)).all(), grew
     c_y = res.info["first_yield_mm"]
     fine = pushover(m, level="L3", first_step=c_y / 100, max_step=c_y / 100,
-                    max_damage_step=None, max_steps=400).peak_load
+                    max_damage_step=None, max_steps=100).peak_load
     coarse = pushover(m, level="L3", first_step=c_y / 4, max_damage_step=None).peak_load
-    assert abs(res.peak_load / fine - 1.0) < 0.05, (res.peak_load, fine)
+    assert abs(res.peak_load / fine - 1.0) < 0.03, (res.peak_load, fine)
     assert coarse / fine - 1.0 > 2.0 * abs(res.peak_load / fine - 1.0), (coarse, fine)
