@@ -81,10 +81,13 @@ HEIGHT_BAND = 0.15
 #: the columns of a level's damage pushover (:func:`add_pushover`; NaN where none was run):
 #: its peak load (N, the level's strength within the segment), the level's deformation at the
 #: peak (mm: its shortening, plus rotation x moment / force under a combined load), the energy
-#: to failure (mJ), applied load / strength, and 1.0 where the curve fell
-#: after its peak (0.0: the analysis stopped first and the strength is a lower bound)
+#: to failure (mJ), applied load / strength, 1.0 where the curve fell after its peak (0.0: the
+#: analysis stopped first and the strength is a lower bound), and the force at the curve's
+#: first failure (N: where it first fell a tenth below its running maximum, as a cadaver
+#: test's first drop; the peak load where it never did,
+#: :attr:`~fem.nonlinear_result.NonlinearResult.first_peak_load`)
 PUSHOVER_COLUMNS = ("strength_pushover_n", "displacement_at_peak_mm", "energy_to_failure_mj",
-                    "factor_of_risk_pushover", "pushover_peak_reached")
+                    "factor_of_risk_pushover", "pushover_peak_reached", "strength_first_peak_n")
 #: how a row's headline ``strength_n`` was found: the peak of a damage pushover of that level
 #: where one was run (:func:`add_pushover`), else the linear Pistoia proxy
 STRENGTH_METHODS = ("pushover", "pistoia")
@@ -565,6 +568,7 @@ def add_pushover(table, level: str, res):
     table.loc[sel, "energy_to_failure_mj"] = float(res.energy_to_failure)
     table.loc[sel, "factor_of_risk_pushover"] = load / peak if peak > 0 else math.nan
     table.loc[sel, "pushover_peak_reached"] = 1.0 if res.peak_reached else 0.0
+    table.loc[sel, "strength_first_peak_n"] = float(res.first_peak_load)
     return headline_strength(table)
 
 

@@ -14,6 +14,12 @@ import numpy as np
 
 from .errors import InputFileError
 
+#: a fall of at least this share below the curve's running maximum marks a failure
+#: (:attr:`NonlinearResult.first_peak_load`): a cadaver test's operator reads its first clear
+#: drop as the failure load, and in a segment a level's curve can drop by a fifth and then
+#: rise again as the bone around the failed region and the discs take over
+FIRST_PEAK_DROP = 0.1
+
 
 @dataclass
 class Step:
@@ -44,7 +50,8 @@ class NonlinearResult:
 
     ``curve`` starts at the origin: (n_steps + 1, 2) columns displacement (mm), force (N).
     ``peak_load`` is the largest force reached (N): the strength; ``displacement_at_peak`` (mm);
-    ``energy_to_failure`` the area under the curve up to the peak (mJ = N mm). ``peak_reached``
+    ``energy_to_failure`` the area under the curve up to the peak (mJ = N mm).
+    ``first_peak_load`` the force at the first drop of at least a tenth (N). ``peak_reached``
     says whether the curve fell after its peak (else the strength is a lower bound: the analysis
     stopped before the peak, at ``max_displacement`` or ``max_steps``).
     """
@@ -66,6 +73,20 @@ class NonlinearResult:
     @property
     def peak_load(self) -> float:
         return float(self.curve[self._peak_index, 1])
+
+    @property
+    def first_peak_load(self) -> float:
+        """The force (N) at the curve's first failure: its running maximum when the force first
+        falls at least :data:`FIRST_PEAK_DROP` below it, as a testing machine's operator reads
+        the first clear drop of a curve. :attr:`peak_load` where the force never fell so far
+        (a curve that rises to the end, or stops at its only peak before such a fall), so it
+        is never above the peak load."""
+        top = 0.0
+        for force in self.curve[:, 1]:
+            top = max(top, float(force))
+            if force < (1.0 - FIRST_PEAK_DROP) * top:
+                return top
+        return self.peak_load
 
     @property
     def displacement_at_peak(self) -> float:

@@ -586,3 +586,35 @@ def test_steps_bounded_by_the_damage_follow_the_damage_path():
     coarse = pushover(m, level="L3", first_step=c_y / 4, max_damage_step=None).peak_load
     assert abs(res.peak_load / fine - 1.0) < 0.03, (res.peak_load, fine)
     assert coarse / fine - 1.0 > 2.0 * abs(res.peak_load / fine - 1.0), (coarse, fine)
+
+
+def test_the_first_peak_is_the_first_drop_of_a_tenth():
+    """``first_peak_load``: the running maximum where the force first falls a tenth below it,
+    the peak load where it never does. On the localising bar (a real run) both are the peak;
+    on its curve with a later rise appended, the first failure stays where it was."""
+    from fem.nonlinear_result import NonlinearResult, Step
+
+    m = _bar(-1.0, n=(2, 2, 4))
+    m.nu[:] = 0.0
+    zc = m.points[m.blocks[0].conn].mean(axis=1)[:, 2]
+    weak = np.abs(zc - 2.5) < 0.25
+    law = dataclasses.replace(_law(m, softening_strain=0.05),
+                              yield_strain_compression=np.where(weak, 0.95 * EYC, EYC))
+    res = solve_nonlinear(m, law, solver="direct", max_steps=12, stop_ratio=0.6,
+                          max_damage_step=None)
+    assert res.steps[-1].force < 0.9 * res.peak_load
+    assert res.first_peak_load == res.peak_load
+
+    def curve(forces):
+        return NonlinearResult([Step(i + 1, 0.0, 0.1 * (i + 1), f, 1, 0.0, None)
+                                for i, f in enumerate(forces)])
+
+    assert curve([10, 20, 17.9, 25]).first_peak_load == 20  # fell 10.5 %, then rose past it
+    assert curve([10, 20, 18.1, 25]).first_peak_load == 25  # a 9.5 % dip is not a failure
+    assert curve([10, 20, 30]).first_peak_load == 30  # still rising: the peak load
+    rising = res.steps + [dataclasses.replace(res.steps[-1], index=len(res.steps) + 1,
+                                              control=2.0 * res.steps[-1].control,
+                                              force=2.0 * res.peak_load)]
+    later = NonlinearResult(rising)
+    assert later.first_peak_load == pytest.approx(res.peak_load)
+    assert later.peak_load == pytest.approx(2.0 * res.peak_load)

@@ -1445,6 +1445,7 @@ def test_pushover_columns_are_wired_into_a_run(tmp_path, monkeypatch):
 
     class Fake:
         peak_load, displacement_at_peak, energy_to_failure, peak_reached = 2000.0, 0.3, 310.0, True
+        first_peak_load = 1800.0
 
         def curve_table(self):
             return pd.DataFrame({"step": [0, 1], "displacement_mm": [0.0, 0.3],
@@ -1463,7 +1464,7 @@ def test_pushover_columns_are_wired_into_a_run(tmp_path, monkeypatch):
     assert all(l1[c] is None for c in PUSHOVER_COLUMNS)
     assert l2["strength_pushover_n"] == 2000.0 and l2["energy_to_failure_mj"] == 310.0
     assert l2["factor_of_risk_pushover"] == pytest.approx(l2["load_n"] / 2000.0)
-    assert l2["pushover_peak_reached"] == 1.0
+    assert l2["pushover_peak_reached"] == 1.0 and l2["strength_first_peak_n"] == 1800.0
     assert (l2["strength_n"], l2["strength_method"]) == (2000.0, "pushover")
     assert l2["factor_of_risk"] == l2["factor_of_risk_pushover"]
     assert l1["strength_method"] == "pistoia" and l1["strength_n"] == l1["strength_pistoia_n"]
