@@ -394,7 +394,7 @@ def solve_nonlinear(model, law=None, *, backend: str = "auto", solver: str = "au
 
 def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min_step, max_step,
            grow, tol, max_iterations, stop_ratio, progress, t0,
-           max_damage_step=MAX_DAMAGE_STEP) -> NonlinearResult:
+           max_damage_step) -> NonlinearResult:
     """The increment loop over a system (:mod:`fem.nonlinear_systems`)."""
     xp = sysx.xp
     kappa_n = sysx.kappa0  # converged history (backend array, the system's element layout)
@@ -476,11 +476,12 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
             n_solves += out["solves"]
             if ok:
                 monotone.append(len(steps) + 1)
-        grew = damaged(out["E"]) - D_n if ok and max_damage_step is not None else 0.0
-        if grew > (max_damage_step or 0.0) and 0.5 * dc >= dmin:
+        D_out = damaged(out["E"]) if ok else D_n
+        if (max_damage_step is not None and D_out - D_n > max_damage_step
+                and 0.5 * dc >= dmin):
             # too long a step: the path through the damage is not resolved (MAX_DAMAGE_STEP)
             logger.info("step %d: %.4g mm destroyed %.3g of the modulus (max_damage_step %g), "
-                        "halving", len(steps) + 1, dc, grew, max_damage_step)
+                        "halving", len(steps) + 1, dc, D_out - D_n, max_damage_step)
             rejected += 1
             dc *= 0.5
             cut = True
@@ -529,7 +530,7 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
         kappa_prev, c_prev, u_ref_prev = kappa_n, c, u_ref_last
         c, lam, u_ref_last = target, out["lam"], out["u_ref"]
         kappa_n, E = out["kappa"], out["E"]
-        dD, D_n = damaged(E) - D_n, damaged(E)
+        dD, D_n = D_out - D_n, D_out
         st = sysx.step(len(steps) + 1, out["u"], lam, E, kappa_n, iterations=out["iterations"],
                        residual=out["residual"], linear_solves=out["solves"])
         steps.append(st)

@@ -58,13 +58,14 @@ keeping its own mass and the rest of it its intact density; ``"uniform"`` keeps 
 own mass (rho / rho0 = 1 / J). Nothing is fitted to the fracture experiment: on the Wegrzyn
 et al. 2011 replica (J Bone Miner Res 26:739: 21 human L3 crushed to a 25 % deformity lost
 53 +- 18 % of their stiffness and 11 +- 19 % of their failure load; parametric L3, 25 % crush)
-the defaults lose 54 % and 17 % at 5 mm voxels, 56 % and 24 % at 3 mm, 53 % and 28 % at 2 mm,
-52 % and 34 % (outside one SD: the intact pushover's peak scatters by +-7 % between voxel sizes)
-at 1.5 mm and 53 % and 28 % at 1 mm; without the mass (``conserve_mass=False``) 70 % and 36 % at
-2 mm (docs/validation.md, bench/validation.py). A 25 % crush of the parametric L1 (1.5 mm,
-standing) keeps 0.43 of its stiffness (0.39 with the old calibration). The balance is per column (the elements above one another, binned on the element size): the bone
-crushed in front of a wedge is compacted into the band in front, where it was crushed (until
-2026-12-06 it was spread over the band under the whole endplate). :func:`restore` takes the
+the defaults lose 54 % and 12 % at 5 mm voxels, 56 % and 19 % at 3 mm, 53 % and 26 % at 2 mm,
+52 % and 27 % at 1.5 mm and 53 % and 28 % at 1 mm (pushover steps bounded by the damage,
+:data:`fem.nonlinear.MAX_DAMAGE_STEP`); without the mass (``conserve_mass=False``) 70 % and 33 %
+at 2 mm (docs/validation.md, bench/validation.py). A 25 % crush of the parametric L1 (1.5 mm,
+standing) keeps 0.43 of its stiffness (0.39 with the old calibration). The balance is per
+column (the elements above one another, binned on the element size): the bone crushed in front
+of a wedge is compacted into the band in front, where it was crushed (until 2026-12-06 it was
+spread over the band under the whole endplate). :func:`restore` takes the
 densification back with the height. A burst fracture (``burst=True``) adds a breach of the
 posterior wall's cortex (region ``"<level>/posterior_wall_breach"``, damaged modulus): the path
 cement leaks along. ``cleft=True`` opens an intravertebral cleft (Kummell's): the damaged bone
