@@ -205,7 +205,8 @@ def grid_problem(dev: Device, E, spacing=(1.0, 1.0, 1.0)):
     """The voxel problem of ``fem.meshes.voxel.bone_like_block`` for moduli E (nz, ny, nx), built
     on the device: z fixed on zmin, y on its edge along x, x on its edge along y; PRESSURE on zmax
     as consistent nodal forces (a quarter of each face's p h_x h_y to each of its corners)."""
-    from fem.gmg import FIXED_BITS, GridProblem
+    from fem.gmg import GridProblem
+    from fem.kernels.voxel import FIXED_BITS
 
     xp = dev.xp
     nz, ny, nx = E.shape

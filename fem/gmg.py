@@ -22,8 +22,15 @@ Backends. All array code here calls only the Array API standard on the solver's 
 (the tests run it under array-api-strict, which rejects anything else, so it calls nothing CuPy
 lacks): indexing names every axis, no array methods beyond ``.shape``/``.dtype``/``.T``, views are
 never written through. The one step beyond the standard, adding the loads at their dof indices, is
-:func:`fem.kernels.backend.add_at_flat`; the voxel products are the CUDA kernels on CuPy and their
-twins (also standard-only) everywhere else; worker threads are used on NumPy only.
+:func:`fem.kernels.backend.add_at_flat`; worker threads are used on NumPy only. The grid work of
+an iteration goes through :mod:`fem.kernels.voxel`'s functions, each one CUDA kernel on CuPy and
+its twin (also standard-only) everywhere else: the products, the V-cycle's fused steps (the first
+Jacobi sweep, a sweep's update and the residual, each with the diagonal recomputed from the
+moduli and the supports applied in the same pass; restriction; prolongation; masking) and CG's
+vector steps (the updates of x and r with |r|^2 in one pass, float64-accumulated dots, the new
+direction). So on the GPU a step reads and writes a range of the grid once instead of once per
+array operation; on the CPU the twins are the array code the solver ran before the kernels
+existed, with the same numbers bit for bit.
 
 Memory. Everything streams through the grid in ranges of node planes, so that a Jacobi sweep
 updates ``z`` in place (a range is written back only after the next range has been computed, which
@@ -69,7 +76,13 @@ import numpy as np
 
 from .errors import ConvergenceError, SlowConvergence, SolverError
 from .kernels.backend import add_at_flat, voxel_kernels
-from .kernels.voxel import CORNER_OFFSETS, reference_stiffness
+from .kernels.voxel import (
+    CORNER_OFFSETS,
+    INACTIVE,
+    free_mask,
+    inverse_diagonal,
+    reference_stiffness,
+)
 from .parallel import n_threads, pool
 
 logger = logging.getLogger(__name__)
@@ -98,8 +111,6 @@ SEMI_RATIO = 1.9
 PATIENCE = (30, 100)
 #: mixed precision: recompute the true residual in float64 when the recursive one fell by this
 REPLACE_DROP = 1e-3
-FIXED_BITS = (1, 2, 4)
-INACTIVE = 8
 
 
 def _padded(n: int) -> int:
@@ -282,7 +293,7 @@ class VoxelSolver:
         Ke = xp.asarray(box_stiffness(lv.spacing, self.problem.nu, self.problem.bbar),
                         dtype=xp.float64)
         K = _dense_stiffness(xp, xp.astype(lv.E, xp.float64), Ke)
-        free = xp.reshape(_free_mask(xp, lv.bits, xp.float64), (-1,))
+        free = xp.reshape(free_mask(xp, lv.bits, xp.float64), (-1,))
         Kf = K * free[:, None] * free[None, :] + xp.eye(n, dtype=xp.float64) * (1.0 - free)
         w, V = xp.linalg.eigh(Kf)
         wmax = float(xp.max(xp.abs(w)))
@@ -306,8 +317,8 @@ class VoxelSolver:
             if nv == 0.0:
                 break
             v /= nv
-            for k0, k1, Au in self._stream(lv, v):
-                w[k0:k1, ...] = Au * self._dinv(lv, k0, k1)
+            for k0, k1, Au in self._products(lv, v):
+                w[k0:k1, ...] = Au * inverse_diagonal(lv.E, lv.kdiag, lv.bits, k0, k1, lv.dtype)
             lam = self._dot(lv, v, w)
             v, w = w, v
         lv.lam_max = max(lam, 1e-30) * 1.05
@@ -315,83 +326,80 @@ class VoxelSolver:
 
     # ------------------------------------------------------------------ streaming operator
 
-    def _stream(self, lv: Level, u, *, acc64: bool = False):
-        """Yield (k0, k1, (A u)[k0:k1]) range by range, in order. All ranges of a batch are
-        computed (on the worker threads) before any is yielded; a consumer must copy what it
-        keeps before asking for the next range. ``acc64``: float32 u and moduli, the sums in
-        float64, rounded once (``voxel_matvec_acc``: mixed precision's CG product)."""
+    def _stream(self, lv: Level, fill, *, spare: int = 0, into=None):
+        """Yield (k0, k1, out) range by range, in order, where ``fill(k0, k1, out)`` has written
+        the range's result into ``out``: ``into[k0:k1]`` where a full-size ``into`` is given,
+        else a buffer of the level. All ranges of a batch are computed (on the worker threads)
+        before any is yielded; a consumer must copy what it keeps from a buffer before asking
+        for the next batch, except for ``spare`` ranges it may hold one batch longer (the
+        buffers are a ring of threads + spare)."""
         xp = self.xp
         ranges = lv.ranges
         T = self.threads
-        bufs = self._buffers.get(id(lv))
-        if bufs is None:
+        if into is not None:
+            bufs = [into]
+        else:  # one list per level, so that a stream with a spare reuses the others' buffers
+            bufs = self._buffers.setdefault(id(lv), [])
             step = ranges[0][1] - ranges[0][0]
-            bufs = [xp.empty((step,) + lv.node_shape[1:], dtype=lv.dtype) for _ in range(T)]
-            self._buffers[id(lv)] = bufs
+            while len(bufs) < T + spare:
+                bufs.append(xp.empty((step,) + lv.node_shape[1:], dtype=lv.dtype))
+            bufs = bufs[:T + spare]
 
         def compute(item):
             (k0, k1), buf = item
-            out = buf[:k1 - k0, ...]
-            if acc64:
-                self.kern.voxel_matvec_acc(u, lv.E, self._Ke64, out, k0, k1)
-            else:
-                self.kern.voxel_matvec(u, lv.E, lv.Ke, out, k0, k1)
+            out = buf[k0:k1, ...] if into is not None else buf[:k1 - k0, ...]
+            fill(k0, k1, out)
             return k0, k1, out
 
         for start in range(0, len(ranges), T):
-            items = list(zip(ranges[start:start + T], bufs))
+            items = [(rg, bufs[(start + t) % len(bufs)])
+                     for t, rg in enumerate(ranges[start:start + T])]
             if len(items) > 1:
                 yield from pool().map(compute, items)
             else:
                 yield compute(items[0])
 
-    def _dinv(self, lv: Level, k0: int, k1: int):
-        """D^-1 on the free dofs of node planes k0..k1-1 (0 on supported and empty ones). A box
-        voxel's stiffness diagonal is the same at its eight corners, so D = kdiag_c * (sum of
-        the moduli of the node's voxels): recomputed here from the moduli (8 shifted sums of one
-        range, a few percent of a product) rather than stored, which saves 8 bytes per node."""
-        xp = self.xp
-        E = lv.E
-        nz, ny, nx = E.shape
-        S = xp.zeros((k1 - k0, ny + 1, nx + 1), dtype=lv.dtype)
-        for dk in (0, 1):
-            # node plane k touches voxel plane k - dk
-            lo, hi = max(k0, dk), min(k1, nz + dk)
-            if hi <= lo:
-                continue
-            Ek = E[lo - dk:hi - dk, ...]
-            for dj in (0, 1):
-                for di in (0, 1):
-                    S[lo - k0:hi - k0, dj:dj + ny, di:di + nx] += Ek
-        inv = 1.0 / xp.where(S > 0, S, xp.full_like(S, math.inf))  # 0 where no voxel
-        del S
-        out = _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)  # built in place: few temporaries
-        out *= inv[..., None]
-        out /= xp.reshape(lv.kdiag[:3], (1, 1, 1, 3))
-        return out
+    def _products(self, lv: Level, u, *, acc64: bool = False, masked: bool = False, into=None):
+        """:meth:`_stream` of (A u)[k0:k1] (F A u where ``masked``), into the ranges of
+        ``into`` if given. ``acc64``: float32 u and moduli, the sums in float64, rounded once
+        (``voxel_matvec_acc``: mixed precision's CG product)."""
+        kern = self.kern
+
+        def fill(k0, k1, out):
+            if acc64:
+                kern.voxel_matvec_acc(u, lv.E, self._Ke64, out, k0, k1)
+            else:
+                kern.voxel_matvec(u, lv.E, lv.Ke, out, k0, k1)
+            if masked:
+                kern.voxel_mask(out, lv.bits, k0, k1)
+        return self._stream(lv, fill, into=into)
 
     def _mask_into(self, lv: Level, v) -> None:
-        xp = self.xp
         for k0, k1 in lv.ranges:
-            v[k0:k1, ...] *= _free_mask(xp, lv.bits[k0:k1, ...], v.dtype)
+            self.kern.voxel_mask(v[k0:k1, ...], lv.bits, k0, k1)
 
     def _dot(self, lv: Level, a, b) -> float:
         s = 0.0
         for k0, k1 in lv.ranges:
-            s += _dot64(self.xp, a[k0:k1, ...], b[k0:k1, ...])
+            s += self.kern.vector_dot(a[k0:k1, ...], b[k0:k1, ...])
         return s
 
     # ------------------------------------------------------------------ smoothing and transfer
+    #
+    # Each step is one fused kernel per range of node planes (fem.kernels.voxel's twins on the
+    # CPU, voxel.cu's kernels on the GPU), so that on the GPU a step reads and writes the level
+    # once instead of once per array operation.
 
     def _jacobi(self, lv: Level, r, z) -> None:
-        """One damped Jacobi sweep z += omega D^-1 (r - A z), in place (lagged write-back)."""
+        """One damped Jacobi sweep z += omega D^-1 (r - A z), in place (lagged write-back: a
+        range is written only once the next range, the last that reads it, is computed)."""
+        kern = self.kern
+
+        def fill(k0, k1, out):  # -(update) = omega F D^-1 (A z - r)
+            kern.voxel_jacobi(z, r, lv.E, lv.Ke, lv.kdiag, lv.bits, lv.omega, out, k0, k1)
+
         pending = None
-        for k0, k1, Az in self._stream(lv, z):
-            # -(update) = omega D^-1 (A z - r), built in place in D^-1 and the stream's buffer
-            Az -= r[k0:k1, ...]
-            neg = self._dinv(lv, k0, k1)
-            neg *= lv.omega
-            neg *= Az
+        for k0, k1, neg in self._stream(lv, fill, spare=1):
             if pending is not None:
                 pk0, pk1, pu = pending
                 z[pk0:pk1, ...] -= pu
@@ -401,79 +409,28 @@ class VoxelSolver:
             z[pk0:pk1, ...] -= pu
 
     def _first_sweep(self, lv: Level, r, z) -> None:
-        """z = omega D^-1 r (a Jacobi sweep from z = 0)."""
+        """z = omega F D^-1 r (a Jacobi sweep from z = 0)."""
         for k0, k1 in lv.ranges:
-            d = self._dinv(lv, k0, k1)
-            d *= lv.omega
-            d *= r[k0:k1, ...]
-            z[k0:k1, ...] = d
+            self.kern.voxel_jacobi_first(r, lv.E, lv.kdiag, lv.bits, lv.omega, z[k0:k1, ...],
+                                         k0, k1)
 
     def _residual_restrict(self, lv: Level, r, z, coarse: Level) -> None:
-        """coarse.r = R (r - A z), range by range."""
-        xp = self.xp
+        """coarse.r = R F (r - A z), range by range."""
+        kern = self.kern
         rc = coarse.r
         rc[...] = 0
-        ncz, ncy, ncx = coarse.node_shape[:3]
-        fx, fy, fz = lv.factors
-        for k0, k1, Az in self._stream(lv, z):
-            Az *= -1.0  # t = (r - A z) F, in the stream's buffer
-            Az += r[k0:k1, ...]
-            Az *= _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)
-            t = Az
-            if fx == 2:
-                t = _restrict_axis(xp, t, 2, ncx)
-            if fy == 2:
-                t = _restrict_axis(xp, t, 1, ncy)
-            if fz == 1:
-                rc[k0:k1, ...] += t
-                continue
-            # z: fine plane k -> coarse k/2 (even) or halves to (k-1)/2 and (k+1)/2 (odd)
-            e0 = k0 + (k0 % 2)
-            if e0 < k1:
-                rc[e0 // 2:(k1 - 1) // 2 + 1, ...] += t[e0 - k0::2, ...]
-            o0 = k0 + 1 - (k0 % 2)
-            if o0 < k1:
-                odd = 0.5 * t[o0 - k0::2, ...]
-                c0 = (o0 - 1) // 2
-                rc[c0:c0 + odd.shape[0], ...] += odd
-                rc[c0 + 1:c0 + 1 + odd.shape[0], ...] += odd
+
+        def fill(k0, k1, out):
+            kern.voxel_residual(z, r, lv.E, lv.Ke, lv.bits, out, k0, k1)
+
+        for k0, _, t in self._stream(lv, fill):
+            kern.voxel_restrict_add(t, rc, lv.factors, k0)
         self._mask_into(coarse, rc)
 
     def _prolong_add(self, coarse: Level, lv: Level, z) -> None:
-        """z += P coarse.z on the free dofs of lv, range by range."""
-        xp = self.xp
-        zc = coarse.z
-        nfz, nfy, nfx = lv.node_shape[:3]
-        fx, fy, fz = lv.factors
+        """z += F P coarse.z on the free dofs of lv, range by range."""
         for k0, k1 in lv.ranges:
-            if fz == 1:
-                f = zc[k0:k1, ...]
-                if fy == 2:
-                    f = _prolong_axis(xp, f, 1, nfy)
-                if fx == 2:
-                    f = _prolong_axis(xp, f, 2, nfx)
-                m = _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)
-                m *= f
-                z[k0:k1, ...] += m
-                continue
-            c0, c1 = k0 // 2, min(k1 // 2 + 1, zc.shape[0])  # coarse planes needed
-            sub = zc[c0:c1, ...]
-            fzp = xp.empty((k1 - k0,) + sub.shape[1:], dtype=lv.dtype)
-            ev0 = k0 + (k0 % 2)
-            if ev0 < k1:
-                n_ev = len(range(ev0, k1, 2))
-                fzp[ev0 - k0::2, ...] = sub[ev0 // 2 - c0:ev0 // 2 - c0 + n_ev, ...]
-            od0 = k0 + 1 - (k0 % 2)
-            if od0 < k1:
-                n_od = len(range(od0, k1, 2))
-                a = (od0 - 1) // 2 - c0
-                fzp[od0 - k0::2, ...] = 0.5 * (sub[a:a + n_od, ...] + sub[a + 1:a + 1 + n_od, ...])
-            f = fzp
-            if fy == 2:
-                f = _prolong_axis(xp, f, 1, nfy)
-            if fx == 2:
-                f = _prolong_axis(xp, f, 2, nfx)
-            z[k0:k1, ...] += f * _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)
+            self.kern.voxel_prolong_add(coarse.z, lv.bits, z, lv.factors, k0, k1)
 
     def vcycle(self, r, z, level: int = 0) -> None:
         """z = M^-1 r by one V-cycle from ``level`` down (z is overwritten)."""
@@ -533,7 +490,7 @@ class VoxelSolver:
             res = -Ax
             if b > a:
                 add_at_flat(res, idx[a:b] - k0 * per_plane, val[a:b])
-            out[k0:k1, ...] = xp.astype(res * _free_mask(xp, lv.bits[k0:k1, ...], xp.float64),
+            out[k0:k1, ...] = xp.astype(res * free_mask(xp, lv.bits[k0:k1, ...], xp.float64),
                                         out.dtype)
 
     def set_moduli(self, E) -> None:
@@ -586,7 +543,7 @@ class VoxelSolver:
             # the tolerance stays relative to the residual of the prescribed values alone (the
             # right-hand side), not to the smaller residual of a good guess
             for k0, k1 in lv.ranges:
-                x[k0:k1, ...] += xp.asarray(x0[k0:k1, ...], dtype=xp.float64) * _free_mask(
+                x[k0:k1, ...] += xp.asarray(x0[k0:k1, ...], dtype=xp.float64) * free_mask(
                     xp, lv.bits[k0:k1, ...], xp.float64)
             self._true_residual(x, r, loads)
         info.residuals = [math.sqrt(self._dot(lv, r, r)) / r0 if r0 > 0.0 else 1.0]
@@ -610,20 +567,17 @@ class VoxelSolver:
         mixed = self.precision == "mixed"
         for it in range(1, maxiter + 1):
             pq = 0.0
-            for k0, k1, Ap in self._stream(lv, pv, acc64=mixed):
-                Ap *= _free_mask(xp, lv.bits[k0:k1, ...], lv.dtype)  # the stream's buffer
-                q[k0:k1, ...] = Ap
-                pq += _dot64(xp, pv[k0:k1, ...], Ap)
+            for k0, k1, Ap in self._products(lv, pv, acc64=mixed, masked=True, into=q):
+                pq += self.kern.vector_dot(pv[k0:k1, ...], Ap)
             if not pq > 0.0:
                 raise ConvergenceError(
                     f"CG broke down at iteration {it}: p.Ap = {pq:.3e} <= 0; the voxel model "
                     "is a mechanism (a part with no support?)", info.residuals)
             alpha = rz / pq
             rr = 0.0
-            for k0, k1 in lv.ranges:
-                x[k0:k1, ...] += alpha * xp.astype(pv[k0:k1, ...], xp.float64, copy=False)
-                r[k0:k1, ...] -= alpha * q[k0:k1, ...]
-                rr += _dot64(xp, r[k0:k1, ...], r[k0:k1, ...])
+            for k0, k1 in lv.ranges:  # x += alpha p, r -= alpha q, |r|^2: one pass
+                rr += self.kern.cg_update(x[k0:k1, ...], r[k0:k1, ...], pv[k0:k1, ...],
+                                          q[k0:k1, ...], alpha)
             rnorm = math.sqrt(rr)
             stalled = mixed and it - last_true_it >= STALL_ITERATIONS
             if mixed and (rnorm < REPLACE_DROP * last_true or rnorm <= target or stalled):
@@ -661,8 +615,7 @@ class VoxelSolver:
             beta = rz_new / rz
             rz = rz_new
             for k0, k1 in lv.ranges:
-                pv[k0:k1, ...] *= beta
-                pv[k0:k1, ...] += q[k0:k1, ...]
+                self.kern.cg_direction(pv[k0:k1, ...], q[k0:k1, ...], beta)
         else:
             raise ConvergenceError(
                 f"CG did not converge in {maxiter} iterations: relative residual "
@@ -765,18 +718,6 @@ def _check_patience(it: int, rnorm: float, r0: float, target: float, residuals) 
 
 # ---------------------------------------------------------------------- helpers (array API only)
 
-def _dot64(xp, a, b) -> float:
-    """sum(a * b) accumulated in float64 (no copy of float64 operands)."""
-    return float(xp.sum(xp.astype(a, xp.float64, copy=False)
-                        * xp.astype(b, xp.float64, copy=False)))
-
-
-def _free_mask(xp, bits, dtype):
-    """(…, 3) 1.0 on free dofs, 0.0 on supported dofs and on nodes of no voxel."""
-    comps = [((bits & (FIXED_BITS[c] | INACTIVE)) == 0) for c in range(3)]
-    return xp.astype(xp.stack(comps, axis=-1), dtype)
-
-
 def _free_at(xp, bits, dof_index):
     """1.0 where the flat dof indices are free, 0.0 where supported or on a node of no voxel."""
     node = xp.astype(xp.take(xp.reshape(bits, (-1,)), dof_index // 3), xp.int64)
@@ -877,43 +818,3 @@ def _coarsen_bits(xp, bits, factors):
         idx = xp.asarray(_coarse_index(b.shape[axis], f), dtype=xp.int64)
         b = xp.take(b, idx, axis=axis)
     return b
-
-
-def _axis_key(ndim: int, axis: int, s: slice) -> tuple:
-    """An index selecting ``s`` along ``axis`` and everything along the other axes."""
-    key = [slice(None)] * ndim
-    key[axis] = s
-    return tuple(key)
-
-
-def _restrict_axis(xp, f, axis: int, nc: int):
-    """R along one axis: c[I] = f[2I] + (f[2I-1] + f[2I+1]) / 2."""
-    shape = list(f.shape)
-    shape[axis] = nc
-    out = xp.zeros(tuple(shape), dtype=f.dtype)
-
-    def sl(s):
-        return _axis_key(f.ndim, axis, s)
-
-    even = f[sl(slice(0, None, 2))]
-    odd = 0.5 * f[sl(slice(1, None, 2))]
-    ne, no = even.shape[axis], odd.shape[axis]
-    out[sl(slice(0, ne))] += even
-    out[sl(slice(0, no))] += odd
-    out[sl(slice(1, no + 1))] += odd
-    return out
-
-
-def _prolong_axis(xp, c, axis: int, nf: int):
-    """P along one axis: f[2I] = c[I], f[2I+1] = (c[I] + c[I+1]) / 2, for nf fine nodes."""
-    shape = list(c.shape)
-    shape[axis] = nf
-    out = xp.empty(tuple(shape), dtype=c.dtype)
-
-    def sl(s):
-        return _axis_key(c.ndim, axis, s)
-
-    ne, no = (nf + 1) // 2, nf // 2
-    out[sl(slice(0, None, 2))] = c[sl(slice(0, ne))]
-    out[sl(slice(1, None, 2))] = 0.5 * (c[sl(slice(0, no))] + c[sl(slice(1, no + 1))])
-    return out

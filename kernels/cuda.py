@@ -132,3 +132,150 @@ def voxel_strain(u, B, out, e0: int, e1: int) -> None:
     u = _input(u, (nz + 1, ny + 1, nx + 1, 3), out.dtype, "u")
     B = _input(B, (6, 24), out.dtype, "B")
     _launch(f"voxel_strain_{t}", out.size // 6, (u, B, out, *_ints(nx, ny, nz, e0, e1)))
+
+
+# --- the V-cycle's fused steps (twins in fem.kernels.voxel) ----------------------------------
+
+_SMOOTH_FIRST, _SMOOTH_JACOBI, _SMOOTH_RESIDUAL = 0, 1, 2
+
+
+def _bits(bits, shape):
+    return _input(bits, shape, np.uint8, "bits")
+
+
+def _smooth(z, r, E, Ke, kdiag, bits, omega, out, k0, k1, mode):
+    E = _moduli(E)
+    nz, ny, nx = E.shape
+    _planes(k0, k1, nz + 1, "node plane")
+    t = _output(out, (k1 - k0, ny + 1, nx + 1, 3))
+    nodes = (nz + 1, ny + 1, nx + 1, 3)
+    r = _input(r, nodes, out.dtype, "r")
+    # what a mode does not read (z and Ke of the first sweep, kdiag of the residual) is passed
+    # as another array of the call: the kernel never dereferences it
+    z = r if z is None else _input(z, nodes, out.dtype, "z")
+    kdiag = None if kdiag is None else _input(kdiag, (24,), out.dtype, "kdiag")
+    Ke = None if Ke is None else _input(Ke, (24, 24), out.dtype, "Ke")
+    Ke, kdiag = (kdiag if Ke is None else Ke), (Ke if kdiag is None else kdiag)
+    bits = _bits(bits, nodes[:3])
+    _launch(f"voxel_smooth_{t}_{_tag(E, 'E')}", out.size // 3,
+            (z, r, E, Ke, kdiag, bits, out.dtype.type(omega), out, *_ints(nx, ny, nz, k0, k1),
+             np.int32(mode)))
+
+
+def voxel_jacobi_first(r, E, kdiag, bits, omega: float, out, k0: int, k1: int) -> None:
+    """``out = omega F D^-1 r`` at the node planes k0..k1-1 (one thread per node)."""
+    _smooth(None, r, E, None, kdiag, bits, omega, out, k0, k1, _SMOOTH_FIRST)
+
+
+def voxel_jacobi(z, r, E, Ke, kdiag, bits, omega: float, out, k0: int, k1: int) -> None:
+    """``out = omega F D^-1 (A z - r)`` at the node planes k0..k1-1 (one thread per node)."""
+    _smooth(z, r, E, Ke, kdiag, bits, omega, out, k0, k1, _SMOOTH_JACOBI)
+
+
+def voxel_residual(z, r, E, Ke, bits, out, k0: int, k1: int) -> None:
+    """``out = F (r - A z)`` at the node planes k0..k1-1 (one thread per node)."""
+    _smooth(z, r, E, Ke, None, bits, 0.0, out, k0, k1, _SMOOTH_RESIDUAL)
+
+
+def _coarse_fits(coarse, fine, factors) -> None:
+    """A coarse grid too small for the fine one would be read or written past its end."""
+    for nc, nf, f in zip(coarse, fine, factors):
+        if nc < -(-(nf - 1) // int(f)) + 1:
+            raise ValueError(f"a coarse grid of {tuple(coarse)} nodes cannot take a fine grid of "
+                             f"{tuple(fine)} nodes coarsened by {tuple(factors)}")
+
+
+def voxel_mask(v, bits, k0: int, k1: int) -> None:
+    """``v *= F`` for v the node planes k0..k1-1 of a grid with support flags ``bits``."""
+    if v.ndim != 4:
+        raise ValueError(f"v must be (k1-k0, ny+1, nx+1, 3), got shape {v.shape}")
+    t = _output(v, (k1 - k0,) + tuple(v.shape[1:]), "v")
+    ny, nx = v.shape[1] - 1, v.shape[2] - 1
+    _planes(k0, k1, bits.shape[0], "node plane")
+    bits = _bits(bits, (bits.shape[0], ny + 1, nx + 1))
+    _launch(f"voxel_mask_{t}", v.size // 3, (v, bits, *_ints(nx, ny, k0, k1)))
+
+
+def voxel_restrict_add(t, rc, factors, k0: int) -> None:
+    """``rc += R t`` for t the fine node planes k0..k0+len(t)-1 (one thread per coarse node)."""
+    if t.ndim != 4 or rc.ndim != 4:
+        raise ValueError(f"t and rc must be nodal vectors, got shapes {t.shape} and {rc.shape}")
+    tag = _output(rc, rc.shape, "rc")
+    ncz, ncy, ncx = rc.shape[:3]
+    m, nfy, nfx = t.shape[:3]
+    _coarse_fits((ncx, ncy), (nfx, nfy), factors[:2])
+    t = _input(t, (m, nfy, nfx, 3), rc.dtype, "t")
+    fx, fy, fz = (int(f) for f in factors)
+    c0, c1 = (k0 // 2, min(ncz, (k0 + m) // 2 + 1)) if fz == 2 else (k0, min(ncz, k0 + m))
+    _launch(f"voxel_restrict_{tag}", max(0, c1 - c0) * ncy * ncx,
+            (t, rc, *_ints(nfx, nfy, ncx, ncy, ncz), np.int32(fx), np.int32(fy), np.int32(fz),
+             *_ints(k0, m)))
+
+
+def voxel_prolong_add(zc, bits, z, factors, k0: int, k1: int) -> None:
+    """``z += F P zc`` at the fine node planes k0..k1-1 (one thread per fine node)."""
+    tag = _output(z, z.shape, "z")
+    nfz, nfy, nfx = z.shape[:3]
+    _planes(k0, k1, nfz, "node plane")
+    zc = _input(zc, zc.shape, z.dtype, "zc")
+    ncy, ncx = zc.shape[1], zc.shape[2]
+    _coarse_fits((ncx, ncy, zc.shape[0]), (nfx, nfy, nfz), factors)
+    bits = _bits(bits, (nfz, nfy, nfx))
+    fx, fy, fz = (int(f) for f in factors)
+    _launch(f"voxel_prolong_{tag}", (k1 - k0) * nfy * nfx,
+            (zc, bits, z, *_ints(nfx, nfy, ncx, ncy), np.int32(fx), np.int32(fy), np.int32(fz),
+             *_ints(k0, k1)))
+
+
+# --- CG's vector steps (twins in fem.kernels.voxel) --------------------------------------------
+
+#: most threads of a reduction's launch: each leaves one float64 partial sum (2 MB at most)
+REDUCE_THREADS = 1024 * BLOCK
+
+
+def _flat(a, what: str):
+    if not isinstance(a, cupy.ndarray) or not a.flags.c_contiguous:
+        raise ValueError(f"{what} must be a C-contiguous cupy array")
+    return a
+
+
+def _reduce(name: str, n: int, args) -> float:
+    """Launch a reduction kernel (``args`` then the partials and n) and sum its partials."""
+    if n <= 0:
+        return 0.0
+    grid = min(REDUCE_THREADS, n + BLOCK - 1) // BLOCK
+    partial = cupy.empty(grid * BLOCK, dtype=np.float64)
+    _module().get_function(name)((grid,), (BLOCK,), (*args, partial, np.int64(n)))
+    return float(partial.sum())
+
+
+def _same(a, b, what: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{what}: shapes {a.shape} and {b.shape} differ")
+
+
+def vector_dot(a, b) -> float:
+    """``sum(a * b)`` accumulated in float64 (one pass; partial sums per thread)."""
+    a, b = _flat(a, "a"), _flat(b, "b")
+    _same(a, b, "vector_dot")
+    return _reduce(f"vector_dot_{_tag(a, 'a')}_{_tag(b, 'b')}", a.size, (a, b))
+
+
+def cg_update(x, r, p, q, alpha: float) -> float:
+    """``x += alpha p`` (x float64), ``r -= alpha q``; returns the new ``sum(r * r)``."""
+    x, r, p, q = (_flat(a, w) for a, w in ((x, "x"), (r, "r"), (p, "p"), (q, "q")))
+    for a, w in ((x, "x"), (p, "p"), (q, "q")):
+        _same(r, a, f"cg_update {w}")
+    if x.dtype != np.float64 or p.dtype != r.dtype or q.dtype != r.dtype:
+        raise TypeError(f"cg_update takes float64 x and r, p, q of one dtype, got {x.dtype}, "
+                        f"{r.dtype}, {p.dtype}, {q.dtype}")
+    return _reduce(f"cg_update_{_tag(r, 'r')}", r.size, (x, r, p, q, np.float64(alpha)))
+
+
+def cg_direction(p, z, beta: float) -> None:
+    """``p = beta p + z``, in place."""
+    p, z = _flat(p, "p"), _flat(z, "z")
+    _same(p, z, "cg_direction")
+    if z.dtype != p.dtype:
+        raise TypeError(f"cg_direction takes p and z of one dtype, got {p.dtype}, {z.dtype}")
+    _launch(f"cg_direction_{_tag(p, 'p')}", p.size, (p, z, np.float64(beta), np.int64(p.size)))

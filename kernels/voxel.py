@@ -208,3 +208,213 @@ def voxel_strain(u, B, out, e0: int, e1: int) -> None:
                                       copy=False)
     Bt = xp.astype(B, out.dtype, copy=False).T
     out[...] = xp.reshape(xp.reshape(ue, (m * ny * nx, 24)) @ Bt, (m, ny, nx, 6))
+
+
+# --- the V-cycle's fused steps ---------------------------------------------------------------
+#
+# Each function below is one CUDA kernel in voxel.cu (one thread per node), so that a multigrid
+# level's Jacobi sweep, residual, transfers and masking each read and write the grid once on the
+# GPU instead of once per array operation. The twins are the array code the multigrid ran before
+# the kernels existed, operation for operation, so the CPU's numbers are those of that code.
+
+#: bits of the per-node support flags (fem.gmg): bits 0-2 supported x/y/z, bit 3 in no voxel
+FIXED_BITS = (1, 2, 4)
+INACTIVE = 8
+
+
+def free_mask(xp, bits, dtype):
+    """F: 1 on the free dofs of the nodes ``bits`` (..., 3), 0 on supported dofs and on nodes
+    of no voxel."""
+    comps = [((bits & b) == 0) & ((bits & INACTIVE) == 0) for b in FIXED_BITS]
+    return xp.astype(xp.stack(comps, axis=-1), dtype)
+
+
+def inverse_diagonal(E, kdiag, bits, k0: int, k1: int, dtype):
+    """F D^-1 at the node planes k0..k1-1 (0 on supported dofs and nodes of no voxel). A box
+    voxel's stiffness diagonal is the same at its eight corners, so D = kdiag[:3] x (the sum of
+    the moduli of the node's voxels), recomputed from the moduli (8 shifted sums of one range)
+    rather than stored, which saves 8 bytes per node."""
+    xp = namespace(E)
+    nz, ny, nx = E.shape
+    S = xp.zeros((k1 - k0, ny + 1, nx + 1), dtype=dtype)
+    for dk in (0, 1):
+        # node plane k touches voxel plane k - dk
+        lo, hi = max(k0, dk), min(k1, nz + dk)
+        if hi <= lo:
+            continue
+        Ek = E[lo - dk:hi - dk, ...]
+        for dj in (0, 1):
+            for di in (0, 1):
+                S[lo - k0:hi - k0, dj:dj + ny, di:di + nx] += Ek
+    inv = 1.0 / xp.where(S > 0, S, xp.full_like(S, float("inf")))  # 0 where no voxel
+    del S
+    out = free_mask(xp, bits[k0:k1, ...], dtype)  # built in place: few temporaries
+    out *= inv[..., None]
+    out /= xp.reshape(xp.astype(kdiag[:3], dtype, copy=False), (1, 1, 1, 3))
+    return out
+
+
+def voxel_jacobi_first(r, E, kdiag, bits, omega: float, out, k0: int, k1: int) -> None:
+    """``out = omega F D^-1 r`` at the node planes k0..k1-1: a damped Jacobi sweep from z = 0.
+
+    r: (nz+1, ny+1, nx+1, 3); E: (nz, ny, nx); kdiag: (24,) the reference stiffness's diagonal;
+    bits: (nz+1, ny+1, nx+1) uint8 support flags; out: (k1-k0, ny+1, nx+1, 3), its dtype the
+    compute precision."""
+    d = inverse_diagonal(E, kdiag, bits, k0, k1, out.dtype)
+    d *= omega
+    d *= r[k0:k1, ...]
+    out[...] = d
+
+
+def voxel_jacobi(z, r, E, Ke, kdiag, bits, omega: float, out, k0: int, k1: int) -> None:
+    """``out = omega F D^-1 (A z - r)`` at the node planes k0..k1-1: the negative of a damped
+    Jacobi sweep's update of z (the caller subtracts it once no other range reads z there)."""
+    voxel_matvec(z, E, Ke, out, k0, k1)
+    out -= r[k0:k1, ...]
+    d = inverse_diagonal(E, kdiag, bits, k0, k1, out.dtype)
+    d *= omega
+    out *= d
+
+
+def voxel_residual(z, r, E, Ke, bits, out, k0: int, k1: int) -> None:
+    """``out = F (r - A z)`` at the node planes k0..k1-1."""
+    xp = namespace(out)
+    voxel_matvec(z, E, Ke, out, k0, k1)
+    out *= -1.0
+    out += r[k0:k1, ...]
+    out *= free_mask(xp, bits[k0:k1, ...], out.dtype)
+
+
+def voxel_mask(v, bits, k0: int, k1: int) -> None:
+    """``v *= F`` for v the node planes k0..k1-1 ((k1-k0, ny+1, nx+1, 3)) of a grid with support
+    flags ``bits``."""
+    v *= free_mask(namespace(v), bits[k0:k1, ...], v.dtype)
+
+
+def voxel_restrict_add(t, rc, factors, k0: int) -> None:
+    """``rc += R t``: the trilinear restriction of the fine node planes k0..k0+len(t)-1 (t:
+    (m, nfy, nfx, 3)) added into the coarse nodal vector rc (ncz, ncy, ncx, 3). ``factors``
+    (fx, fy, fz): 2 where the axis is coarsened (coarse node I takes fine 2I, and half of 2I-1
+    and 2I+1), 1 where it is kept. Called range after range, it sums R over the whole grid."""
+    xp = namespace(rc)
+    fx, fy, fz = factors
+    k1 = k0 + t.shape[0]
+    ncz, ncy, ncx = rc.shape[:3]
+    if fx == 2:
+        t = restrict_axis(xp, t, 2, ncx)
+    if fy == 2:
+        t = restrict_axis(xp, t, 1, ncy)
+    if fz == 1:
+        rc[k0:k1, ...] += t
+        return
+    # z: fine plane k -> coarse k/2 (even) or halves to (k-1)/2 and (k+1)/2 (odd)
+    e0 = k0 + (k0 % 2)
+    if e0 < k1:
+        rc[e0 // 2:(k1 - 1) // 2 + 1, ...] += t[e0 - k0::2, ...]
+    o0 = k0 + 1 - (k0 % 2)
+    if o0 < k1:
+        odd = 0.5 * t[o0 - k0::2, ...]
+        c0 = (o0 - 1) // 2
+        rc[c0:c0 + odd.shape[0], ...] += odd
+        rc[c0 + 1:c0 + 1 + odd.shape[0], ...] += odd
+
+
+def voxel_prolong_add(zc, bits, z, factors, k0: int, k1: int) -> None:
+    """``z += F P zc`` at the fine node planes k0..k1-1: each fine node takes the coarse node it
+    coincides with, or the mean of the two it lies between, axis by axis (``factors`` as in
+    :func:`voxel_restrict_add`); bits: the fine grid's support flags."""
+    xp = namespace(z)
+    nfz, nfy, nfx = z.shape[:3]
+    fx, fy, fz = factors
+    if fz == 1:
+        f = zc[k0:k1, ...]
+        if fy == 2:
+            f = prolong_axis(xp, f, 1, nfy)
+        if fx == 2:
+            f = prolong_axis(xp, f, 2, nfx)
+        m = free_mask(xp, bits[k0:k1, ...], z.dtype)
+        m *= f
+        z[k0:k1, ...] += m
+        return
+    c0, c1 = k0 // 2, min(k1 // 2 + 1, zc.shape[0])  # coarse planes needed
+    sub = zc[c0:c1, ...]
+    fzp = xp.empty((k1 - k0,) + sub.shape[1:], dtype=z.dtype)
+    ev0 = k0 + (k0 % 2)
+    if ev0 < k1:
+        n_ev = len(range(ev0, k1, 2))
+        fzp[ev0 - k0::2, ...] = sub[ev0 // 2 - c0:ev0 // 2 - c0 + n_ev, ...]
+    od0 = k0 + 1 - (k0 % 2)
+    if od0 < k1:
+        n_od = len(range(od0, k1, 2))
+        a = (od0 - 1) // 2 - c0
+        fzp[od0 - k0::2, ...] = 0.5 * (sub[a:a + n_od, ...] + sub[a + 1:a + 1 + n_od, ...])
+    f = fzp
+    if fy == 2:
+        f = prolong_axis(xp, f, 1, nfy)
+    if fx == 2:
+        f = prolong_axis(xp, f, 2, nfx)
+    z[k0:k1, ...] += f * free_mask(xp, bits[k0:k1, ...], z.dtype)
+
+
+def _axis_key(ndim: int, axis: int, s: slice) -> tuple:
+    """An index selecting ``s`` along ``axis`` and everything along the other axes."""
+    key = [slice(None)] * ndim
+    key[axis] = s
+    return tuple(key)
+
+
+def restrict_axis(xp, f, axis: int, nc: int):
+    """R along one axis: c[I] = f[2I] + (f[2I-1] + f[2I+1]) / 2."""
+    shape = list(f.shape)
+    shape[axis] = nc
+    out = xp.zeros(tuple(shape), dtype=f.dtype)
+
+    def sl(s):
+        return _axis_key(f.ndim, axis, s)
+
+    even = f[sl(slice(0, None, 2))]
+    odd = 0.5 * f[sl(slice(1, None, 2))]
+    ne, no = even.shape[axis], odd.shape[axis]
+    out[sl(slice(0, ne))] += even
+    out[sl(slice(0, no))] += odd
+    out[sl(slice(1, no + 1))] += odd
+    return out
+
+
+def prolong_axis(xp, c, axis: int, nf: int):
+    """P along one axis: f[2I] = c[I], f[2I+1] = (c[I] + c[I+1]) / 2, for nf fine nodes."""
+    shape = list(c.shape)
+    shape[axis] = nf
+    out = xp.empty(tuple(shape), dtype=c.dtype)
+
+    def sl(s):
+        return _axis_key(c.ndim, axis, s)
+
+    ne, no = (nf + 1) // 2, nf // 2
+    out[sl(slice(0, None, 2))] = c[sl(slice(0, ne))]
+    out[sl(slice(1, None, 2))] = 0.5 * (c[sl(slice(0, no))] + c[sl(slice(1, no + 1))])
+    return out
+
+
+# --- CG's vector steps (CUDA: vector_dot, cg_update, cg_direction) ----------------------------
+
+def vector_dot(a, b) -> float:
+    """``sum(a * b)`` accumulated in float64 (no copy of float64 operands)."""
+    xp = namespace(a, b)
+    return float(xp.sum(xp.astype(a, xp.float64, copy=False)
+                        * xp.astype(b, xp.float64, copy=False)))
+
+
+def cg_update(x, r, p, q, alpha: float) -> float:
+    """``x += alpha p`` (x float64), ``r -= alpha q``, in place; returns the new ``sum(r * r)``
+    in float64. x, r, p, q: arrays of one shape (a range of a CG's vectors)."""
+    xp = namespace(r)
+    x += alpha * xp.astype(p, xp.float64, copy=False)
+    r -= alpha * q
+    return vector_dot(r, r)
+
+
+def cg_direction(p, z, beta: float) -> None:
+    """``p = beta p + z``, in place."""
+    p *= beta
+    p += z

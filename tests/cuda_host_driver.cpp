@@ -30,6 +30,58 @@ typedef long long i64;
         LAUNCH(NAME, dim3(grid), dim3(block), u, B, out, nx, ny, nz, e0, e1);                   \
     }
 
+#define HOST_SMOOTH(NAME, T, TE)                                                                \
+    extern "C" void NAME(const T*, const T*, const TE*, const T*, const T*, const unsigned char*, \
+                         T, T*, i64, i64, i64, i64, i64, int);                                    \
+    extern "C" void host_##NAME(unsigned grid, unsigned block, const T* z, const T* r,            \
+                                const TE* E, const T* Ke, const T* kdiag,                         \
+                                const unsigned char* bits, T omega, T* out, i64 nx, i64 ny,       \
+                                i64 nz, i64 k0, i64 k1, int mode) {                               \
+        LAUNCH(NAME, dim3(grid), dim3(block), z, r, E, Ke, kdiag, bits, omega, out, nx, ny, nz,   \
+               k0, k1, mode);                                                                     \
+    }
+#define HOST_MASK(NAME, T)                                                                      \
+    extern "C" void NAME(T*, const unsigned char*, i64, i64, i64, i64);                         \
+    extern "C" void host_##NAME(unsigned grid, unsigned block, T* v, const unsigned char* bits, \
+                                i64 nx, i64 ny, i64 k0, i64 k1) {                               \
+        LAUNCH(NAME, dim3(grid), dim3(block), v, bits, nx, ny, k0, k1);                         \
+    }
+#define HOST_RESTRICT(NAME, T)                                                                   \
+    extern "C" void NAME(const T*, T*, i64, i64, i64, i64, i64, int, int, int, i64, i64);        \
+    extern "C" void host_##NAME(unsigned grid, unsigned block, const T* t, T* rc, i64 nfx,       \
+                                i64 nfy, i64 ncx, i64 ncy, i64 ncz, int fx, int fy, int fz,      \
+                                i64 k0, i64 m) {                                                 \
+        LAUNCH(NAME, dim3(grid), dim3(block), t, rc, nfx, nfy, ncx, ncy, ncz, fx, fy, fz, k0, m); \
+    }
+#define HOST_PROLONG(NAME, T)                                                                    \
+    extern "C" void NAME(const T*, const unsigned char*, T*, i64, i64, i64, i64, int, int, int,  \
+                         i64, i64);                                                              \
+    extern "C" void host_##NAME(unsigned grid, unsigned block, const T* zc,                      \
+                                const unsigned char* bits, T* z, i64 nfx, i64 nfy, i64 ncx,      \
+                                i64 ncy, int fx, int fy, int fz, i64 k0, i64 k1) {               \
+        LAUNCH(NAME, dim3(grid), dim3(block), zc, bits, z, nfx, nfy, ncx, ncy, fx, fy, fz, k0,    \
+               k1);                                                                              \
+    }
+
+#define HOST_DOT(NAME, TA, TB)                                                              \
+    extern "C" void NAME(const TA*, const TB*, double*, i64);                               \
+    extern "C" void host_##NAME(unsigned grid, unsigned block, const TA* a, const TB* b,    \
+                                double* partial, i64 n) {                                   \
+        LAUNCH(NAME, dim3(grid), dim3(block), a, b, partial, n);                            \
+    }
+#define HOST_CG_UPDATE(NAME, T)                                                              \
+    extern "C" void NAME(double*, T*, const T*, const T*, double, double*, i64);             \
+    extern "C" void host_##NAME(unsigned grid, unsigned block, double* x, T* r, const T* p,  \
+                                const T* q, double alpha, double* partial, i64 n) {          \
+        LAUNCH(NAME, dim3(grid), dim3(block), x, r, p, q, alpha, partial, n);                \
+    }
+#define HOST_CG_DIRECTION(NAME, T)                                                           \
+    extern "C" void NAME(T*, const T*, double, i64);                                         \
+    extern "C" void host_##NAME(unsigned grid, unsigned block, T* p, const T* z, double beta, \
+                                i64 n) {                                                     \
+        LAUNCH(NAME, dim3(grid), dim3(block), p, z, beta, n);                                \
+    }
+
 HOST_MATVEC(voxel_matvec_f64_f64, double, double)
 HOST_MATVEC(voxel_matvec_f64_f32, double, float)
 HOST_MATVEC(voxel_matvec_f32_f32, float, float)
@@ -41,3 +93,21 @@ HOST_DIAGONAL(voxel_diagonal_f32_f32, float, float)
 HOST_DIAGONAL(voxel_diagonal_f32_f64, float, double)
 HOST_STRAIN(voxel_strain_f64, double)
 HOST_STRAIN(voxel_strain_f32, float)
+HOST_SMOOTH(voxel_smooth_f64_f64, double, double)
+HOST_SMOOTH(voxel_smooth_f64_f32, double, float)
+HOST_SMOOTH(voxel_smooth_f32_f32, float, float)
+HOST_SMOOTH(voxel_smooth_f32_f64, float, double)
+HOST_MASK(voxel_mask_f64, double)
+HOST_MASK(voxel_mask_f32, float)
+HOST_RESTRICT(voxel_restrict_f64, double)
+HOST_RESTRICT(voxel_restrict_f32, float)
+HOST_PROLONG(voxel_prolong_f64, double)
+HOST_PROLONG(voxel_prolong_f32, float)
+HOST_DOT(vector_dot_f64_f64, double, double)
+HOST_DOT(vector_dot_f64_f32, double, float)
+HOST_DOT(vector_dot_f32_f64, float, double)
+HOST_DOT(vector_dot_f32_f32, float, float)
+HOST_CG_UPDATE(cg_update_f64, double)
+HOST_CG_UPDATE(cg_update_f32, float)
+HOST_CG_DIRECTION(cg_direction_f64, double)
+HOST_CG_DIRECTION(cg_direction_f32, float)

@@ -100,7 +100,11 @@ def test_cu_compiles_to_ptx(cu, arch, tmp_path):
     if cu.name == "voxel.cu":
         entries = {f"{k}_{TAG[t]}_{TAG[e]}" for k in ("voxel_matvec", "voxel_diagonal")
                    for t, e in DTYPES} | {f"voxel_strain_{TAG[t]}" for t in TAG} | {
-                   "voxel_matvec_acc_f32_f32"}
+                   "voxel_matvec_acc_f32_f32"} | {f"voxel_smooth_{TAG[t]}_{TAG[e]}"
+                                                 for t, e in DTYPES} | {
+                   f"voxel_{k}_{TAG[t]}" for k in ("mask", "restrict", "prolong") for t in TAG} | {
+                   f"vector_dot_{TAG[a]}_{TAG[b]}" for a in TAG for b in TAG} | {
+                   f"cg_{k}_{TAG[t]}" for k in ("update", "direction") for t in TAG}
         for name in entries:  # the names kernels/cuda.py launches
             assert f".entry {name}(" in text, f"{name} missing from the PTX"
 
@@ -146,6 +150,79 @@ class HostKernels:
         nz = u.shape[0] - 1
         self._call(f"voxel_strain_{TAG[out.dtype.type]}", out.size // 6, (u, B, out),
                    (out.shape[2], out.shape[1], nz, e0, e1))
+
+    # the V-cycle's fused steps: scalars other than the grid's are passed typed
+    def _smooth(self, z, r, E, Ke, kdiag, bits, omega, out, k0, k1, mode):
+        nz, ny, nx = E.shape
+        f = getattr(self.lib, f"host_voxel_smooth_{TAG[out.dtype.type]}_{TAG[E.dtype.type]}")
+        real = ctypes.c_double if out.dtype == np.float64 else ctypes.c_float
+        f.argtypes = ([ctypes.c_uint] * 2 + [ctypes.c_void_p] * 6 + [real, ctypes.c_void_p]
+                      + [ctypes.c_longlong] * 5 + [ctypes.c_int])
+        f.restype = None
+        n = out.size // 3
+        grid = self.grid if self.grid is not None else max(1, -(-n // self.block))
+        f(grid, self.block, *(a.ctypes.data for a in (z, r, E, Ke, kdiag, bits)), omega,
+          out.ctypes.data, nx, ny, nz, k0, k1, mode)
+
+    def voxel_jacobi_first(self, r, E, kdiag, bits, omega, out, k0, k1):
+        self._smooth(r, r, E, kdiag, kdiag, bits, omega, out, k0, k1, 0)
+
+    def voxel_jacobi(self, z, r, E, Ke, kdiag, bits, omega, out, k0, k1):
+        self._smooth(z, r, E, Ke, kdiag, bits, omega, out, k0, k1, 1)
+
+    def voxel_residual(self, z, r, E, Ke, bits, out, k0, k1):
+        self._smooth(z, r, E, Ke, Ke, bits, 0.0, out, k0, k1, 2)
+
+    def _typed(self, name, n, arrays, ints, int32s=(), tail=()):
+        f = getattr(self.lib, f"host_{name}")
+        f.argtypes = ([ctypes.c_uint] * 2 + [ctypes.c_void_p] * len(arrays)
+                      + [ctypes.c_longlong] * len(ints) + [ctypes.c_int] * len(int32s)
+                      + [ctypes.c_longlong] * len(tail))
+        f.restype = None
+        grid = self.grid if self.grid is not None else max(1, -(-n // self.block))
+        f(grid, self.block, *(a.ctypes.data for a in arrays), *ints, *int32s, *tail)
+
+    def _reduce(self, name, n, arrays, doubles=()):
+        grid = self.grid if self.grid is not None else max(1, -(-n // self.block))
+        partial = np.full(grid * self.block, np.nan)
+        f = getattr(self.lib, f"host_{name}")
+        f.argtypes = ([ctypes.c_uint] * 2 + [ctypes.c_void_p] * len(arrays)
+                      + [ctypes.c_double] * len(doubles) + [ctypes.c_void_p, ctypes.c_longlong])
+        f.restype = None
+        f(grid, self.block, *(a.ctypes.data for a in arrays), *doubles, partial.ctypes.data, n)
+        assert np.isfinite(partial).all()  # every thread leaves its partial
+        return float(partial.sum())
+
+    def vector_dot(self, a, b):
+        return self._reduce(f"vector_dot_{TAG[a.dtype.type]}_{TAG[b.dtype.type]}", a.size, (a, b))
+
+    def cg_update(self, x, r, p, q, alpha):
+        return self._reduce(f"cg_update_{TAG[r.dtype.type]}", r.size, (x, r, p, q), (alpha,))
+
+    def cg_direction(self, p, z, beta):
+        f = getattr(self.lib, f"host_cg_direction_{TAG[p.dtype.type]}")
+        f.argtypes = [ctypes.c_uint] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_double,
+                                                                   ctypes.c_longlong]
+        f.restype = None
+        grid = self.grid if self.grid is not None else max(1, -(-p.size // self.block))
+        f(grid, self.block, p.ctypes.data, z.ctypes.data, beta, p.size)
+
+    def voxel_mask(self, v, bits, k0, k1):
+        ny, nx = v.shape[1] - 1, v.shape[2] - 1
+        self._typed(f"voxel_mask_{TAG[v.dtype.type]}", v.size // 3, (v, bits),
+                    (nx, ny, k0, k1))
+
+    def voxel_restrict_add(self, t, rc, factors, k0):
+        ncz, ncy, ncx = rc.shape[:3]
+        m, nfy, nfx = t.shape[:3]
+        c0, c1 = (k0 // 2, min(ncz, (k0 + m) // 2 + 1)) if factors[2] == 2 else (k0, k0 + m)
+        self._typed(f"voxel_restrict_{TAG[rc.dtype.type]}", max(0, c1 - c0) * ncy * ncx,
+                    (t, rc), (nfx, nfy, ncx, ncy, ncz), factors, (k0, m))
+
+    def voxel_prolong_add(self, zc, bits, z, factors, k0, k1):
+        nfz, nfy, nfx = z.shape[:3]
+        self._typed(f"voxel_prolong_{TAG[z.dtype.type]}", (k1 - k0) * nfy * nfx,
+                    (zc, bits, z), (nfx, nfy, zc.shape[2], zc.shape[1]), factors, (k0, k1))
 
 
 @pytest.fixture(scope="module")
@@ -254,6 +331,140 @@ def test_host_matvec_is_deterministic(host_lib):
     assert all(np.array_equal(outs[0], o) for o in outs[1:])
 
 
+def _support_bits(E, rng):
+    """Support flags of a random grid: a fifth of the dofs supported, and the no-voxel bit on
+    every node that no non-empty voxel touches (as fem.gmg sets them)."""
+    nz, ny, nx = E.shape
+    bits = np.zeros((nz + 1, ny + 1, nx + 1), np.uint8)
+    for b in voxel.FIXED_BITS:
+        bits[rng.random(bits.shape) < 0.2] |= b
+    touch = np.zeros(bits.shape, bool)
+    for di, dj, dk in voxel.CORNER_OFFSETS:
+        touch[dk:dk + nz, dj:dj + ny, di:di + nx] |= E > 0
+    bits[~touch] |= voxel.INACTIVE
+    return bits
+
+
+@pytest.mark.parametrize("launch", LAUNCHES)
+@pytest.mark.parametrize("dtype,etype", DTYPES, ids=lambda t: TAG.get(t, str(t)))
+@pytest.mark.parametrize("shape", GRIDS, ids=lambda s: "x".join(map(str, s)))
+def test_host_build_of_the_smoother_matches_its_twins(host_lib, shape, dtype, etype, launch):
+    """voxel_smooth's three modes (the first Jacobi sweep, a sweep's update, the residual) and
+    voxel_mask, each one pass over the nodes, against the array code they replace."""
+    _compare_smoother(HostKernels(host_lib, *launch), shape, dtype, etype)
+
+
+def _compare_smoother(k_test, shape, dtype, etype):
+    z, E = _voxel_case(shape, dtype, etype, sum(shape))
+    rng = np.random.default_rng(len(shape) + sum(shape))
+    r = rng.standard_normal(z.shape).astype(dtype)
+    bits = _support_bits(E, rng)
+    nx, ny, nz = shape
+    Ke = voxel.reference_stiffness(SPACING, NU).astype(dtype)
+    kdiag = np.ascontiguousarray(np.diag(Ke))
+    omega = 0.61
+    calls = (("voxel_jacobi_first", (r, E, kdiag, bits, omega)),
+             ("voxel_jacobi", (z, r, E, Ke, kdiag, bits, omega)),
+             ("voxel_residual", (z, r, E, Ke, bits)))
+    for k0, k1 in _node_ranges(nz):
+        for fn, args in calls:
+            ref = np.empty((k1 - k0, ny + 1, nx + 1, 3), dtype)
+            got = np.full_like(ref, np.nan)
+            getattr(voxel, fn)(*args, ref, k0, k1)
+            getattr(k_test, fn)(*args, got, k0, k1)
+            assert _rel_err(got, ref) <= TOL[dtype], (fn, k0, k1, _rel_err(got, ref))
+            assert not got[~voxel.free_mask(np, bits[k0:k1], bool)].any(), fn
+        ref = r[k0:k1].copy()
+        got = r[k0:k1].copy()
+        voxel.voxel_mask(ref, bits, k0, k1)
+        k_test.voxel_mask(got, bits, k0, k1)
+        np.testing.assert_array_equal(got, ref)
+
+
+def _coarse_nodes(nf: int, f: int) -> int:
+    """Nodes of the coarse axis (fem.gmg: an odd voxel count is padded with an empty voxel)."""
+    n = nf - 1
+    return (n + n % 2) // 2 + 1 if f == 2 else nf
+
+
+#: coarsening factors (x, y, z): full, and the semi-coarsenings of anisotropic voxels
+FACTORS = [(2, 2, 2), (2, 2, 1), (1, 2, 2), (2, 1, 2), (1, 1, 2), (2, 1, 1)]
+
+
+@pytest.mark.parametrize("launch", LAUNCHES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=lambda t: TAG[t])
+@pytest.mark.parametrize("factors", FACTORS, ids=lambda f: "".join(map(str, f)))
+@pytest.mark.parametrize("fine", [(5, 4, 7), (4, 3, 2), (2, 2, 2)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_host_build_of_the_transfers_matches_its_twins(host_lib, fine, factors, dtype, launch):
+    """Restriction (one thread per coarse node, range of fine planes by range) and prolongation
+    (one thread per fine node) against the axis-by-axis array code, for every split of the fine
+    planes into ranges of 1, 2 and all planes."""
+    _compare_transfers(HostKernels(host_lib, *launch), fine, factors, dtype)
+
+
+def _compare_transfers(k_test, fine, factors, dtype):
+    nfx, nfy, nfz = fine
+    rng = np.random.default_rng(nfx + 10 * nfy + 100 * nfz)
+    ncx, ncy, ncz = (_coarse_nodes(n, f) for n, f in zip(fine, factors))
+    t = rng.standard_normal((nfz, nfy, nfx, 3)).astype(dtype)
+    zc = rng.standard_normal((ncz, ncy, ncx, 3)).astype(dtype)
+    bits = rng.integers(0, 16, (nfz, nfy, nfx), dtype=np.uint8)
+    for step in (1, 2, nfz):
+        ranges = [(k, min(nfz, k + step)) for k in range(0, nfz, step)]
+        ref = np.zeros_like(zc)
+        got = np.zeros_like(zc)
+        for k0, k1 in ranges:
+            voxel.voxel_restrict_add(t[k0:k1], ref, factors, k0)
+            k_test.voxel_restrict_add(np.ascontiguousarray(t[k0:k1]), got, factors, k0)
+        assert _rel_err(got, ref) <= TOL[dtype], ("restrict", step)
+        ref = t.copy()
+        got = t.copy()
+        for k0, k1 in ranges:
+            voxel.voxel_prolong_add(zc, bits, ref, factors, k0, k1)
+            k_test.voxel_prolong_add(zc, bits, got, factors, k0, k1)
+        assert _rel_err(got, ref) <= TOL[dtype], ("prolong", step)
+    # restriction is prolongation transposed (on the free dofs of the fine grid)
+    F = voxel.free_mask(np, bits, np.float64)
+    v = rng.standard_normal(t.shape) * F
+    Pw = np.zeros(t.shape)
+    k_test.voxel_prolong_add(zc.astype(np.float64), bits, Pw, factors, 0, nfz)
+    Rv = np.zeros(zc.shape)
+    k_test.voxel_restrict_add(v, Rv, factors, 0)
+    assert float(np.sum(v * Pw)) == pytest.approx(float(np.sum(Rv * zc)), rel=1e-12)
+
+
+def _compare_vectors(k_test, n, dtype):
+    """CG's fused vector steps against their twins: the dot of every dtype pair, the update of
+    x and r with the new |r|^2, the new direction."""
+    rng = np.random.default_rng(n)
+    a, b = rng.standard_normal(n), rng.standard_normal(n)
+    for ta in (np.float64, np.float32):
+        for tb in (np.float64, np.float32):
+            at, bt = a.astype(ta), b.astype(tb)
+            assert k_test.vector_dot(at, bt) == pytest.approx(voxel.vector_dot(at, bt),
+                                                              rel=1e-12, abs=1e-12)
+    x = rng.standard_normal(n)
+    r, p, q = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    refs = [v.copy() for v in (x, r, p, q)]
+    gots = [v.copy() for v in (x, r, p, q)]
+    rr_ref = voxel.cg_update(*refs, 0.37)
+    rr_got = k_test.cg_update(*gots, 0.37)
+    assert rr_got == pytest.approx(rr_ref, rel=1e-12 if dtype == np.float64 else 1e-6)
+    for got, ref in zip(gots, refs):
+        assert _rel_err(got, ref) <= TOL[dtype]
+    voxel.cg_direction(refs[2], refs[3], 0.81)
+    k_test.cg_direction(gots[2], gots[3], 0.81)
+    assert _rel_err(gots[2], refs[2]) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("launch", LAUNCHES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=lambda t: TAG[t])
+@pytest.mark.parametrize("n", [1, 300, 5001])
+def test_host_build_of_the_cg_vector_steps_matches_its_twins(host_lib, n, dtype, launch):
+    _compare_vectors(HostKernels(host_lib, *launch), n, dtype)
+
+
 # --- the twin itself against the assembled hex8 model --------------------------------------------
 
 def _hex8_model(shape, E):
@@ -306,7 +517,9 @@ def test_voxel_kernels_for_cupy_read_the_packaged_source():
     k = voxel_kernels(cupy)
     assert k.__name__ == "fem.kernels.cuda"
     assert k.source() == (KERNEL_DIR / "voxel.cu").read_text(encoding="utf-8")
-    for name in ("voxel_matvec", "voxel_diagonal", "voxel_strain"):
+    for name in ("voxel_matvec", "voxel_diagonal", "voxel_strain", "voxel_jacobi_first",
+                 "voxel_jacobi", "voxel_residual", "voxel_mask", "voxel_restrict_add",
+                 "voxel_prolong_add", "vector_dot", "cg_update", "cg_direction"):
         assert inspect.signature(getattr(k, name)) == inspect.signature(getattr(voxel, name))
 
 
@@ -527,6 +740,64 @@ def test_cupy_float64_summed_product_matches_numpy_twin(shape):
             self._run("voxel_matvec_acc", *args)
 
     _compare_acc(Acc(), shape, seed=sum(shape))
+
+
+class _Copied:
+    """A kernel module's function run on the device: every NumPy array argument is copied there
+    and back (so the in-place outputs return), scalars pass as they are."""
+
+    def __init__(self):
+        import cupy
+
+        self.cp, self.k = cupy, voxel_kernels(cupy)
+
+    def __getattr__(self, name):
+        def run(*args):
+            dev = [self.cp.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+            getattr(self.k, name)(*dev)
+            for a, d in zip(args, dev):
+                if isinstance(a, np.ndarray):
+                    a[...] = self.cp.asnumpy(d)
+        return run
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(GPU_REASON is not None, reason=GPU_REASON or "")
+@pytest.mark.parametrize("dtype,etype", DTYPES, ids=lambda t: TAG.get(t, str(t)))
+@pytest.mark.parametrize("shape", GRIDS + [(37, 29, 23)], ids=lambda s: "x".join(map(str, s)))
+def test_cupy_smoother_matches_numpy_twins(shape, dtype, etype):
+    _compare_smoother(_Copied(), shape, dtype, etype)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(GPU_REASON is not None, reason=GPU_REASON or "")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=lambda t: TAG[t])
+@pytest.mark.parametrize("factors", FACTORS, ids=lambda f: "".join(map(str, f)))
+@pytest.mark.parametrize("fine", [(5, 4, 7), (38, 30, 24)], ids=lambda s: "x".join(map(str, s)))
+def test_cupy_transfers_match_numpy_twins(fine, factors, dtype):
+    _compare_transfers(_Copied(), fine, factors, dtype)
+
+
+class _CopiedVectors(_Copied):
+    """As :class:`_Copied`, returning the function's value (the reductions' sums)."""
+
+    def __getattr__(self, name):
+        def run(*args):
+            dev = [self.cp.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+            value = getattr(self.k, name)(*dev)
+            for a, d in zip(args, dev):
+                if isinstance(a, np.ndarray):
+                    a[...] = self.cp.asnumpy(d)
+            return value
+        return run
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(GPU_REASON is not None, reason=GPU_REASON or "")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=lambda t: TAG[t])
+@pytest.mark.parametrize("n", [1, 300, 5001, 3_000_001])
+def test_cupy_cg_vector_steps_match_numpy_twins(n, dtype):
+    _compare_vectors(_CopiedVectors(), n, dtype)
 
 
 @pytest.mark.gpu

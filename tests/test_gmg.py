@@ -189,8 +189,8 @@ def _matrix_of(op, n_in: int, axis: int, ndim: int, n_out: int) -> np.ndarray:
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_restriction_is_prolongation_transposed(nf, axis):
     nc = gmg._padded(nf - 1) // 2 + 1
-    P = _matrix_of(lambda c: gmg._prolong_axis(np, c, axis, nf), nc, axis, 4, nf)
-    R = _matrix_of(lambda f: gmg._restrict_axis(np, f, axis, nc), nf, axis, 4, nc)
+    P = _matrix_of(lambda c: voxel.prolong_axis(np, c, axis, nf), nc, axis, 4, nf)
+    R = _matrix_of(lambda f: voxel.restrict_axis(np, f, axis, nc), nf, axis, 4, nc)
     np.testing.assert_array_equal(R, P.T)
     # linear interpolation: reproduces constants on the fine nodes and the coarse node positions
     np.testing.assert_array_equal(P.sum(axis=1), np.ones(nf))
@@ -213,7 +213,7 @@ def test_streamed_restriction_is_adjoint_of_prolongation(shape, planes, rng):
     if planes and E.shape[0] >= 4:
         assert len(fine.ranges) > 1
     r = rng.standard_normal(fine.node_shape)
-    zc = rng.standard_normal(coarse.node_shape) * gmg._free_mask(np, coarse.bits, np.float64)
+    zc = rng.standard_normal(coarse.node_shape) * voxel.free_mask(np, coarse.bits, np.float64)
     s._residual_restrict(fine, r, np.zeros(fine.node_shape), coarse)
     z = np.zeros(fine.node_shape)
     coarse.z[...] = zc
@@ -250,7 +250,7 @@ def test_matrix_free_product_equals_assembled_stiffness(name, rng):
     s = gmg.VoxelSolver(case.problem(), np, precision="mixed", range_nodes=_planes(case, 2))
     lv = s.levels[0]
     got = np.empty(case.node_shape, np.float32)
-    for k0, k1, Au in s._stream(lv, u.astype(np.float32)):
+    for k0, k1, Au in s._products(lv, u.astype(np.float32)):
         got[k0:k1] = Au
     assert _rel(got, ref) <= 1e-5
 
@@ -272,7 +272,7 @@ def test_vcycle_is_symmetric_positive_definite(name, rng):
     case = make_case(name)
     s = gmg.VoxelSolver(case.problem(), np, range_nodes=_planes(case, 3), coarse_max_dof=60)
     assert len(s.levels) >= 3
-    mask = gmg._free_mask(np, s.levels[0].bits, np.float64)
+    mask = voxel.free_mask(np, s.levels[0].bits, np.float64)
     for _ in range(3):
         x = rng.standard_normal(case.node_shape) * mask
         y = rng.standard_normal(case.node_shape) * mask
@@ -366,8 +366,9 @@ def test_smoother_diagonal_is_the_stiffness_diagonal(rng):
     lv = s.levels[0]
     D = np.empty(lv.node_shape)
     voxel_diagonal(lv.E, lv.kdiag, D, 0, 6)
-    dinv = np.concatenate([s._dinv(lv, k0, k1) for k0, k1 in lv.ranges])
-    free = gmg._free_mask(np, lv.bits, np.float64) > 0
+    dinv = np.concatenate([voxel.inverse_diagonal(lv.E, lv.kdiag, lv.bits, k0, k1, lv.dtype)
+                           for k0, k1 in lv.ranges])
+    free = voxel.free_mask(np, lv.bits, np.float64) > 0
     assert free.sum() > 100
     np.testing.assert_allclose(dinv[free], 1.0 / D[free], rtol=1e-13)
     assert not dinv[~free].any()
@@ -458,19 +459,19 @@ def test_strict_transfer_and_coarsening_helpers(rng):
     f = rng.standard_normal((8, 7, 6, 3))
     for axis, n in ((0, 8), (1, 7), (2, 6)):
         nc = gmg._padded(n - 1) // 2 + 1
-        got = gmg._restrict_axis(xps, xps.asarray(f), axis, nc)
-        np.testing.assert_array_equal(_host(got), gmg._restrict_axis(np, f, axis, nc))
+        got = voxel.restrict_axis(xps, xps.asarray(f), axis, nc)
+        np.testing.assert_array_equal(_host(got), voxel.restrict_axis(np, f, axis, nc))
         c = np.take(f, np.arange(nc) % n, axis=axis)
-        got = gmg._prolong_axis(xps, xps.asarray(c), axis, n)
-        np.testing.assert_array_equal(_host(got), gmg._prolong_axis(np, c, axis, n))
+        got = voxel.prolong_axis(xps, xps.asarray(c), axis, n)
+        np.testing.assert_array_equal(_host(got), voxel.prolong_axis(np, c, axis, n))
     for factors in ((2, 2, 2), (2, 1, 2), (1, 2, 1)):
         np.testing.assert_array_equal(_host(gmg._coarsen_moduli(xps, Es, factors, xps.float64)),
                                       gmg._coarsen_moduli(np, E, factors, np.float64))
         np.testing.assert_array_equal(_host(gmg._coarsen_bits(xps, bs, factors)),
                                       gmg._coarsen_bits(np, bits, factors))
     np.testing.assert_array_equal(_host(gmg._inactive_bits(xps, Es)), gmg._inactive_bits(np, E))
-    np.testing.assert_array_equal(_host(gmg._free_mask(xps, bs, xps.float32)),
-                                  gmg._free_mask(np, bits, np.float32))
+    np.testing.assert_array_equal(_host(voxel.free_mask(xps, bs, xps.float32)),
+                                  voxel.free_mask(np, bits, np.float32))
     idx = rng.integers(0, bits.size * 3, 50)
     np.testing.assert_array_equal(_host(gmg._free_at(xps, bs, xps.asarray(idx))),
                                   gmg._free_at(np, bits, idx))
