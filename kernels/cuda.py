@@ -66,6 +66,16 @@ def _moduli(E):
     return E
 
 
+def _upload_ke(Ke) -> None:
+    """Copy the reference stiffness (24 x 24, float64 or float32, contiguous on the device) into
+    the constant ``voxel_ke_<dtype>`` of ``voxel.cu`` that the next product launch reads. The copy
+    is queued on the current stream before the launch, so launches with different Ke (the levels
+    of a multigrid) follow each other correctly on one stream; launches on several streams at
+    once must not use different Ke."""
+    sym = _module().get_global(f"voxel_ke_{_tag(Ke, 'Ke')}")
+    sym.copy_from_device_async(Ke.data, Ke.nbytes, cupy.cuda.get_current_stream())
+
+
 def _launch(name: str, n: int, args) -> None:
     if n <= 0:
         return
@@ -90,9 +100,9 @@ def voxel_matvec(u, E, Ke, out, k0: int, k1: int) -> None:
     _planes(k0, k1, nz + 1, "node plane")
     t = _output(out, (k1 - k0, ny + 1, nx + 1, 3))
     u = _input(u, (nz + 1, ny + 1, nx + 1, 3), out.dtype, "u")
-    Ke = _input(Ke, (24, 24), out.dtype, "Ke")
+    _upload_ke(_input(Ke, (24, 24), out.dtype, "Ke"))
     _launch(f"voxel_matvec_{t}_{_tag(E, 'E')}", out.size // 3,
-            (u, E, Ke, out, *_ints(nx, ny, nz, k0, k1)))
+            (u, E, out, *_ints(nx, ny, nz, k0, k1)))
 
 
 def voxel_matvec_acc(u, E, Ke, out, k0: int, k1: int) -> None:
@@ -106,8 +116,8 @@ def voxel_matvec_acc(u, E, Ke, out, k0: int, k1: int) -> None:
     if _output(out, (k1 - k0, ny + 1, nx + 1, 3)) != "f32":
         raise TypeError(f"out must be float32, got {out.dtype}")
     u = _input(u, (nz + 1, ny + 1, nx + 1, 3), np.float32, "u")
-    Ke = _input(Ke, (24, 24), np.float64, "Ke")
-    _launch("voxel_matvec_acc_f32_f32", out.size // 3, (u, E, Ke, out, *_ints(nx, ny, nz, k0, k1)))
+    _upload_ke(_input(Ke, (24, 24), np.float64, "Ke"))
+    _launch("voxel_matvec_acc_f32_f32", out.size // 3, (u, E, out, *_ints(nx, ny, nz, k0, k1)))
 
 
 def voxel_diagonal(E, kdiag, out, k0: int, k1: int) -> None:
@@ -150,15 +160,15 @@ def _smooth(z, r, E, Ke, kdiag, bits, omega, out, k0, k1, mode):
     t = _output(out, (k1 - k0, ny + 1, nx + 1, 3))
     nodes = (nz + 1, ny + 1, nx + 1, 3)
     r = _input(r, nodes, out.dtype, "r")
-    # what a mode does not read (z and Ke of the first sweep, kdiag of the residual) is passed
-    # as another array of the call: the kernel never dereferences it
+    # what a mode does not read (z of the first sweep, kdiag of the residual) is passed as
+    # another array of the call: the kernel never dereferences it
     z = r if z is None else _input(z, nodes, out.dtype, "z")
-    kdiag = None if kdiag is None else _input(kdiag, (24,), out.dtype, "kdiag")
-    Ke = None if Ke is None else _input(Ke, (24, 24), out.dtype, "Ke")
-    Ke, kdiag = (kdiag if Ke is None else Ke), (Ke if kdiag is None else kdiag)
+    kdiag = r if kdiag is None else _input(kdiag, (24,), out.dtype, "kdiag")
+    if Ke is not None:  # the first sweep needs no product
+        _upload_ke(_input(Ke, (24, 24), out.dtype, "Ke"))
     bits = _bits(bits, nodes[:3])
     _launch(f"voxel_smooth_{t}_{_tag(E, 'E')}", out.size // 3,
-            (z, r, E, Ke, kdiag, bits, out.dtype.type(omega), out, *_ints(nx, ny, nz, k0, k1),
+            (z, r, E, kdiag, bits, out.dtype.type(omega), out, *_ints(nx, ny, nz, k0, k1),
              np.int32(mode)))
 
 

@@ -13,6 +13,31 @@
 
 typedef long long i64;
 
+#ifdef __CUDACC__
+#define UNROLL _Pragma("unroll")
+#else
+#define UNROLL
+#endif
+
+// The reference stiffness Ke (24 x 24, row-major, E = 1) of the launch, in constant memory: all
+// threads of a warp read the same entry at the same time, which constant memory serves as one
+// broadcast, and with the loops unrolled every entry is an operand of its multiply-add instead
+// of a load (576 per node). The launcher copies the level's Ke here before each launch, on the
+// launch's stream (kernels/cuda.py: _upload_ke; the host driver: memcpy).
+__constant__ double voxel_ke_f64[576];
+__constant__ float voxel_ke_f32[576];
+
+template <typename TA>
+__device__ __forceinline__ TA ke(int i);
+template <>
+__device__ __forceinline__ double ke<double>(int i) {
+    return voxel_ke_f64[i];
+}
+template <>
+__device__ __forceinline__ float ke<float>(int i) {
+    return voxel_ke_f32[i];
+}
+
 // corner offsets of the VTK hex8 order (0,0,0) (1,0,0) (1,1,0) (0,1,0) (0,0,1) (1,0,1) (1,1,1)
 // (0,1,1), as bit tricks so the kernels need no constant memory
 __device__ __forceinline__ i64 corner_i(int c) { return ((c + 1) >> 1) & 1; }
@@ -32,10 +57,11 @@ __device__ __forceinline__ i64 grid_stride() { return (i64)blockDim.x * (i64)gri
 // which float32 sums cannot resolve)
 template <typename T, typename TE, typename TA>
 __device__ __forceinline__ void node_product(const T* __restrict__ u, const TE* __restrict__ E,
-                                             const TA* __restrict__ Ke, i64 nx, i64 ny, i64 nz,
-                                             i64 i, i64 j, i64 k, TA f[3], TA* S) {
+                                             i64 nx, i64 ny, i64 nz, i64 i, i64 j, i64 k, TA f[3],
+                                             TA* S) {
     const i64 sy = nx + 1, sz = (nx + 1) * (ny + 1);
     TA acc0 = 0, acc1 = 0, acc2 = 0, s = 0;
+    UNROLL
     for (int c = 0; c < 8; ++c) {
         const i64 ei = i - corner_i(c), ej = j - corner_j(c), ek = k - corner_k(c);
         if (ei < 0 || ej < 0 || ek < 0 || ei >= nx || ej >= ny || ek >= nz) continue;
@@ -44,14 +70,16 @@ __device__ __forceinline__ void node_product(const T* __restrict__ u, const TE* 
         s += e;
         const i64 base = ei + sy * ej + sz * ek;
         TA f0 = 0, f1 = 0, f2 = 0;
+        UNROLL
         for (int b = 0; b < 8; ++b) {
             const T* ub = u + 3 * (base + corner_i(b) + sy * corner_j(b) + sz * corner_k(b));
+            UNROLL
             for (int q = 0; q < 3; ++q) {
-                const TA* row = Ke + (3 * b + q) * 24 + 3 * c;  // Ke[3b+q, 3c:3c+3]
+                const int row = (3 * b + q) * 24 + 3 * c;  // Ke[3b+q, 3c:3c+3] (Ke symmetric)
                 const TA uq = (TA)ub[q];
-                f0 += row[0] * uq;
-                f1 += row[1] * uq;
-                f2 += row[2] * uq;
+                f0 += ke<TA>(row) * uq;
+                f1 += ke<TA>(row + 1) * uq;
+                f2 += ke<TA>(row + 2) * uq;
             }
         }
         acc0 += e * f0;
@@ -85,14 +113,13 @@ __device__ __forceinline__ bool free_dof(unsigned char b, int q) {
 // out[k - k0] = (A u)[k]: A = sum_e E_e P_e^T Ke P_e, gathered at each node from its voxels
 template <typename T, typename TE, typename TA>
 __device__ void voxel_matvec_impl(const T* __restrict__ u, const TE* __restrict__ E,
-                                  const TA* __restrict__ Ke, T* __restrict__ out, i64 nx, i64 ny,
-                                  i64 nz, i64 k0, i64 k1) {
+                                  T* __restrict__ out, i64 nx, i64 ny, i64 nz, i64 k0, i64 k1) {
     const i64 sy = nx + 1, sz = (nx + 1) * (ny + 1);
     const i64 n = (k1 - k0) * sz;
     for (i64 idx = first_index(); idx < n; idx += grid_stride()) {
         const i64 i = idx % sy, j = (idx / sy) % (ny + 1), k = k0 + idx / sz;
         TA f[3], s;
-        node_product<T, TE, TA>(u, E, Ke, nx, ny, nz, i, j, k, f, &s);
+        node_product<T, TE, TA>(u, E, nx, ny, nz, i, j, k, f, &s);
         out[3 * idx] = (T)f[0];
         out[3 * idx + 1] = (T)f[1];
         out[3 * idx + 2] = (T)f[2];
@@ -148,12 +175,13 @@ __device__ void voxel_strain_impl(const T* __restrict__ u, const T* __restrict__
 // grid once (twins in voxel.py: voxel_jacobi_first, voxel_jacobi, voxel_residual). With F the
 // free-dof factor and D = kdiag[q] x (the sum of the node's moduli), out[k - k0] is
 //   mode 0: omega F D^-1 r            (a damped Jacobi sweep from z = 0; z and Ke unused)
+// (Ke: the constant voxel_ke_* of T, as for the products)
 //   mode 1: omega F D^-1 (A z - r)    (the negative of a damped Jacobi sweep's update)
 //   mode 2: F (r - A z)               (the residual)
 template <typename T, typename TE>
 __device__ void voxel_smooth_impl(const T* __restrict__ z, const T* __restrict__ r,
-                                  const TE* __restrict__ E, const T* __restrict__ Ke,
-                                  const T* __restrict__ kdiag, const unsigned char* __restrict__ bits,
+                                  const TE* __restrict__ E, const T* __restrict__ kdiag,
+                                  const unsigned char* __restrict__ bits,
                                   T omega, T* __restrict__ out, i64 nx, i64 ny, i64 nz, i64 k0,
                                   i64 k1, int mode) {
     const i64 sy = nx + 1, sz = (nx + 1) * (ny + 1);
@@ -166,7 +194,7 @@ __device__ void voxel_smooth_impl(const T* __restrict__ z, const T* __restrict__
         if (mode == 0)
             s = node_moduli<T, TE>(E, nx, ny, nz, i, j, k);
         else
-            node_product<T, TE, T>(z, E, Ke, nx, ny, nz, i, j, k, f, &s);
+            node_product<T, TE, T>(z, E, nx, ny, nz, i, j, k, f, &s);
         for (int q = 0; q < 3; ++q) {
             const T rq = r[3 * node + q];
             T v = 0;
@@ -314,16 +342,16 @@ __device__ void cg_direction_impl(T* __restrict__ p, const T* __restrict__ z, do
 }
 
 // C entry points, named <kernel>_<compute dtype>_<modulus dtype> (strain has no modulus)
-#define VOXEL_MATVEC(NAME, T, TE)                                                                 \
-    extern "C" __global__ void NAME(const T* u, const TE* E, const T* Ke, T* out, i64 nx, i64 ny, \
-                                    i64 nz, i64 k0, i64 k1) {                                     \
-        voxel_matvec_impl<T, TE, T>(u, E, Ke, out, nx, ny, nz, k0, k1);                           \
+#define VOXEL_MATVEC(NAME, T, TE)                                                              \
+    extern "C" __global__ void NAME(const T* u, const TE* E, T* out, i64 nx, i64 ny, i64 nz,   \
+                                    i64 k0, i64 k1) {                                          \
+        voxel_matvec_impl<T, TE, T>(u, E, out, nx, ny, nz, k0, k1);                            \
     }
 // float32 u, E and out, double Ke and sums: mixed precision's product (voxel_matvec_acc)
-#define VOXEL_MATVEC_ACC(NAME, T, TE, TA)                                                         \
-    extern "C" __global__ void NAME(const T* u, const TE* E, const TA* Ke, T* out, i64 nx,       \
-                                    i64 ny, i64 nz, i64 k0, i64 k1) {                             \
-        voxel_matvec_impl<T, TE, TA>(u, E, Ke, out, nx, ny, nz, k0, k1);                          \
+#define VOXEL_MATVEC_ACC(NAME, T, TE, TA)                                                      \
+    extern "C" __global__ void NAME(const T* u, const TE* E, T* out, i64 nx, i64 ny, i64 nz,   \
+                                    i64 k0, i64 k1) {                                          \
+        voxel_matvec_impl<T, TE, TA>(u, E, out, nx, ny, nz, k0, k1);                           \
     }
 #define VOXEL_DIAGONAL(NAME, T, TE)                                                        \
     extern "C" __global__ void NAME(const TE* E, const T* kdiag, T* out, i64 nx, i64 ny,   \
@@ -337,11 +365,10 @@ __device__ void cg_direction_impl(T* __restrict__ p, const T* __restrict__ z, do
     }
 
 #define VOXEL_SMOOTH(NAME, T, TE)                                                             \
-    extern "C" __global__ void NAME(const T* z, const T* r, const TE* E, const T* Ke,           \
-                                    const T* kdiag, const unsigned char* bits, T omega, T* out, \
-                                    i64 nx, i64 ny, i64 nz, i64 k0, i64 k1, int mode) {         \
-        voxel_smooth_impl<T, TE>(z, r, E, Ke, kdiag, bits, omega, out, nx, ny, nz, k0, k1,      \
-                                 mode);                                                         \
+    extern "C" __global__ void NAME(const T* z, const T* r, const TE* E, const T* kdiag,        \
+                                    const unsigned char* bits, T omega, T* out, i64 nx, i64 ny, \
+                                    i64 nz, i64 k0, i64 k1, int mode) {                         \
+        voxel_smooth_impl<T, TE>(z, r, E, kdiag, bits, omega, out, nx, ny, nz, k0, k1, mode);   \
     }
 #define VOXEL_MASK(NAME, T)                                                                      \
     extern "C" __global__ void NAME(T* v, const unsigned char* bits, i64 nx, i64 ny, i64 k0,     \

@@ -3,19 +3,30 @@
 // the .cu serially on the CPU, with an explicit grid and block, and compare it with its NumPy twin.
 #include "cuda_emulation.h"
 
+#include <cstring>
+
 typedef long long i64;
 
+// the constant reference stiffness of voxel.cu (plain globals in the host build): the wrappers
+// copy the Ke they are given into it before the launch, as kernels/cuda.py does on the device
+extern double voxel_ke_f64[576];
+extern float voxel_ke_f32[576];
+inline void upload_ke(const double* Ke) { std::memcpy(voxel_ke_f64, Ke, sizeof voxel_ke_f64); }
+inline void upload_ke(const float* Ke) { std::memcpy(voxel_ke_f32, Ke, sizeof voxel_ke_f32); }
+
 #define HOST_MATVEC(NAME, T, TE)                                                               \
-    extern "C" void NAME(const T*, const TE*, const T*, T*, i64, i64, i64, i64, i64);          \
+    extern "C" void NAME(const T*, const TE*, T*, i64, i64, i64, i64, i64);                    \
     extern "C" void host_##NAME(unsigned grid, unsigned block, const T* u, const TE* E,         \
                                 const T* Ke, T* out, i64 nx, i64 ny, i64 nz, i64 k0, i64 k1) { \
-        LAUNCH(NAME, dim3(grid), dim3(block), u, E, Ke, out, nx, ny, nz, k0, k1);              \
+        upload_ke(Ke);                                                                         \
+        LAUNCH(NAME, dim3(grid), dim3(block), u, E, out, nx, ny, nz, k0, k1);                  \
     }
 #define HOST_MATVEC_ACC(NAME, T, TE, TA)                                                        \
-    extern "C" void NAME(const T*, const TE*, const TA*, T*, i64, i64, i64, i64, i64);         \
+    extern "C" void NAME(const T*, const TE*, T*, i64, i64, i64, i64, i64);                     \
     extern "C" void host_##NAME(unsigned grid, unsigned block, const T* u, const TE* E,         \
                                 const TA* Ke, T* out, i64 nx, i64 ny, i64 nz, i64 k0, i64 k1) { \
-        LAUNCH(NAME, dim3(grid), dim3(block), u, E, Ke, out, nx, ny, nz, k0, k1);              \
+        upload_ke(Ke);                                                                          \
+        LAUNCH(NAME, dim3(grid), dim3(block), u, E, out, nx, ny, nz, k0, k1);                   \
     }
 #define HOST_DIAGONAL(NAME, T, TE)                                                              \
     extern "C" void NAME(const TE*, const T*, T*, i64, i64, i64, i64, i64);                     \
@@ -31,14 +42,15 @@ typedef long long i64;
     }
 
 #define HOST_SMOOTH(NAME, T, TE)                                                                \
-    extern "C" void NAME(const T*, const T*, const TE*, const T*, const T*, const unsigned char*, \
-                         T, T*, i64, i64, i64, i64, i64, int);                                    \
+    extern "C" void NAME(const T*, const T*, const TE*, const T*, const unsigned char*, T, T*,    \
+                         i64, i64, i64, i64, i64, int);                                           \
     extern "C" void host_##NAME(unsigned grid, unsigned block, const T* z, const T* r,            \
                                 const TE* E, const T* Ke, const T* kdiag,                         \
                                 const unsigned char* bits, T omega, T* out, i64 nx, i64 ny,       \
                                 i64 nz, i64 k0, i64 k1, int mode) {                               \
-        LAUNCH(NAME, dim3(grid), dim3(block), z, r, E, Ke, kdiag, bits, omega, out, nx, ny, nz,   \
-               k0, k1, mode);                                                                     \
+        upload_ke(Ke);                                                                            \
+        LAUNCH(NAME, dim3(grid), dim3(block), z, r, E, kdiag, bits, omega, out, nx, ny, nz, k0,   \
+               k1, mode);                                                                         \
     }
 #define HOST_MASK(NAME, T)                                                                      \
     extern "C" void NAME(T*, const unsigned char*, i64, i64, i64, i64);                         \
