@@ -15,7 +15,10 @@ On a machine with a CUDA GPU (``fem.kernels.backend.cupy_unavailable_reason()`` 
    ``fem.gmg.VoxelSolver`` to rtol 1e-6 in double and mixed precision and prints setup and solve
    times, iterations, time per CG iteration, achieved bandwidth against the copy bandwidth,
    DOF per second and held bytes per DOF. A size whose estimated footprint exceeds the free device
-   memory is skipped with a note.
+   memory is skipped with a note. Then each grid step of an iteration on the fine level (the
+   product, the three smoother modes, mask, CG's vector steps, restriction, prolongation), run
+   range by range as the solver runs it and timed alone, with its useful bytes and their share of
+   the copy bandwidth (:func:`step_times`): where the iteration's time goes.
 
 4. end to end, for ``--e2e-sizes`` (1M and 10M DOF by default): ``fem.solve`` of a host-built
    ``VoxelModel`` of the same block and the write of its result as an uncompressed VTK image
@@ -350,9 +353,78 @@ def bench_one(dev: Device, n: int, precision: str, copy_bw: float) -> dict | Non
            "held_bytes": info.held_bytes, "levels": len(solver.levels)}
     rec["fraction"] = rec["bandwidth"] / copy_bw
     rec["dof_per_s"] = n_dof / rec["total"]
+    rec["steps"] = step_times(dev, solver)
     del problem, solver
     dev.release()
     return rec
+
+
+def step_times(dev: Device, solver, repeats: int = 5) -> list:
+    """Each grid step of a PCG iteration on the fine level, range by range as the solver runs
+    it, timed alone (mean of ``repeats`` after a warm-up): (step, ms, useful bytes) with the
+    bytes of :func:`iteration_bytes`'s model. Where the iteration's time goes, kernel by kernel."""
+    xp, k = dev.xp, solver.kern
+    lv = solver.levels[0]
+    s = np.dtype(lv.dtype).itemsize
+    nz, ny, nx = lv.E.shape
+    N = (nz + 1) * (ny + 1) * (nx + 1)
+    V, Ev, B = 3 * N * s, nz * ny * nx * s, N
+    noise = xp.asarray(np.random.default_rng(0).standard_normal(lv.node_shape[1:]))
+    z = xp.empty(lv.node_shape, dtype=lv.dtype)
+    z[...] = noise  # the same plane everywhere: values, not zeros, in every kernel
+    r, out = xp.ones_like(z), xp.empty_like(z)
+    x = xp.zeros(lv.node_shape, dtype=xp.float64)
+    ranges = lv.ranges
+    if solver.precision == "mixed":  # CG's product: float32 in and out, float64 sums
+        Ke64 = xp.asarray(solver.Ke_ref, dtype=xp.float64)
+
+        def product():
+            return [k.voxel_matvec_acc(z, lv.E, Ke64, out[a:b], a, b) for a, b in ranges]
+    else:
+        def product():
+            return [k.voxel_matvec(z, lv.E, lv.Ke, out[a:b], a, b) for a, b in ranges]
+    steps = [("product A p", 2 * V + Ev, product),
+             ("first sweep", 2 * V + Ev + B,
+              lambda: [k.voxel_jacobi_first(r, lv.E, lv.kdiag, lv.bits, lv.omega, out[a:b], a, b)
+                       for a, b in ranges]),
+             ("Jacobi update", 3 * V + Ev + B,
+              lambda: [k.voxel_jacobi(z, r, lv.E, lv.Ke, lv.kdiag, lv.bits, lv.omega, out[a:b],
+                                      a, b) for a, b in ranges]),
+             ("residual", 3 * V + Ev + B,
+              lambda: [k.voxel_residual(z, r, lv.E, lv.Ke, lv.bits, out[a:b], a, b)
+                       for a, b in ranges]),
+             ("mask", 2 * V + B, lambda: [k.voxel_mask(out[a:b], lv.bits, a, b) for a, b in ranges]),
+             ("x, r update + r.r", 2 * 3 * N * 8 + 4 * V,
+              lambda: [k.cg_update(x[a:b], r[a:b], z[a:b], out[a:b], 1e-9) for a, b in ranges]),
+             ("dot", 2 * V, lambda: [k.vector_dot(z[a:b], out[a:b]) for a, b in ranges]),
+             ("direction", 3 * V, lambda: [k.cg_direction(out[a:b], z[a:b], 0.5)
+                                           for a, b in ranges])]
+    if len(solver.levels) > 1:
+        co = solver.levels[1]
+        Vc = 3 * math.prod(co.node_shape[:3]) * np.dtype(co.dtype).itemsize
+        steps += [("restrict", V + 2 * Vc,
+                   lambda: [k.voxel_restrict_add(out[a:b], co.r, lv.factors, a) for a, b in ranges]),
+                  ("prolong", 2 * V + B + Vc,
+                   lambda: [k.voxel_prolong_add(co.z, lv.bits, out, lv.factors, a, b)
+                            for a, b in ranges])]
+    rows = []
+    for name, nbytes, run in steps:
+        run()
+        with dev.timer() as t:
+            for _ in range(repeats):
+                run()
+        rows.append((name, 1e3 * t.seconds / repeats, nbytes))
+    return rows
+
+
+def steps_table(n_dof: int, precision: str, rows: list, copy_bw: float) -> str:
+    lines = [f"{n_dof} DOF {precision}, fine level, step by step:",
+             f"  {'step':<20}{'ms':>9}{'GB':>7}{'GB/s':>8}{'of copy':>9}"]
+    for name, ms, nbytes in rows:
+        bw = nbytes / (ms / 1e3)
+        lines.append(f"  {name:<20}{ms:>9.3f}{nbytes / 1e9:>7.2f}{bw / 1e9:>8.1f}"
+                     f"{100 * bw / copy_bw:>8.0f}%")
+    return "\n".join(lines)
 
 
 def end_to_end(dev: Device, n: int, precision: str, folder: Path) -> dict | None:
@@ -491,6 +563,8 @@ def main(argv=None) -> int:
     print(f"bone-like cubes: moduli {E_MIN:g}..{E_MIN * CONTRAST:g} MPa (smooth log-uniform "
           f"field), nu {NU:g}, z fixed on zmin, {PRESSURE:g} MPa on zmax; CG rtol {RTOL:g}")
     print(table(rows, copy_bw))
+    for r in rows:
+        print(steps_table(r["n_dof"], r["precision"], r["steps"], copy_bw))
     for r in rows:
         if r["n_dof"] >= 0.9 * TARGET_DOF:
             print(f"issue 3 target, {r['n_dof']} DOF {r['precision']}: {r['total']:.1f} s "
