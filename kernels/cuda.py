@@ -16,6 +16,8 @@ import numpy as np
 BLOCK = 256
 _SOURCE = "voxel.cu"
 _modules: dict[int, cupy.RawModule] = {}
+_functions: dict[tuple, cupy.RawKernel] = {}
+_symbols: dict[tuple, cupy.cuda.MemoryPointer] = {}
 _TAGS = {np.dtype(np.float64): "f64", np.dtype(np.float32): "f32"}
 
 
@@ -32,6 +34,16 @@ def _module() -> cupy.RawModule:
         mod = cupy.RawModule(code=source(), options=("--std=c++14",))
         _modules[dev] = mod
     return mod
+
+
+def _function(name: str):
+    """The kernel ``name`` of the current device's module (looked up once: a multigrid iteration
+    launches some fifty kernels, so per-launch Python work counts on small grids)."""
+    key = (cupy.cuda.Device().id, name)
+    fn = _functions.get(key)
+    if fn is None:
+        fn = _functions[key] = _module().get_function(name)
+    return fn
 
 
 def _tag(a, what: str) -> str:
@@ -72,15 +84,27 @@ def _upload_ke(Ke) -> None:
     is queued on the current stream before the launch, so launches with different Ke (the levels
     of a multigrid) follow each other correctly on one stream; launches on several streams at
     once must not use different Ke."""
-    sym = _module().get_global(f"voxel_ke_{_tag(Ke, 'Ke')}")
+    key = (cupy.cuda.Device().id, _tag(Ke, "Ke"))
+    sym = _symbols.get(key)
+    if sym is None:
+        sym = _symbols[key] = _module().get_global(f"voxel_ke_{key[1]}")
     sym.copy_from_device_async(Ke.data, Ke.nbytes, cupy.cuda.get_current_stream())
+
+
+#: most items (nodes, elements, vector entries) one launch may cover: the kernels split an
+#: item's index into grid coordinates in 32-bit arithmetic (voxel.cu, split3); the solvers'
+#: ranges of node planes (GPU_RANGE_NODES in fem.gmg) stay far below it
+MAX_ITEMS = 2**32 - 1
 
 
 def _launch(name: str, n: int, args) -> None:
     if n <= 0:
         return
+    if n > MAX_ITEMS:
+        raise ValueError(f"{name}: a launch over {n} items; at most {MAX_ITEMS} (split the "
+                         "range of planes)")
     grid = (n + BLOCK - 1) // BLOCK
-    _module().get_function(name)((grid,), (BLOCK,), args)
+    _function(name)((grid,), (BLOCK,), args)
 
 
 def _planes(lo: int, hi: int, top: int, what: str) -> None:
@@ -255,7 +279,7 @@ def _reduce(name: str, n: int, args) -> float:
         return 0.0
     grid = min(REDUCE_THREADS, n + BLOCK - 1) // BLOCK
     partial = cupy.empty(grid * BLOCK, dtype=np.float64)
-    _module().get_function(name)((grid,), (BLOCK,), (*args, partial, np.int64(n)))
+    _function(name)((grid,), (BLOCK,), (*args, partial, np.int64(n)))
     return float(partial.sum())
 
 

@@ -50,6 +50,18 @@ __device__ __forceinline__ i64 first_index() {
 
 __device__ __forceinline__ i64 grid_stride() { return (i64)blockDim.x * (i64)gridDim.x; }
 
+// (a, b, c) of item idx of a launch over c-planes of nb rows of na items: idx = a + na (b + nb c).
+// In 32-bit arithmetic: the launchers refuse launches of 2^32 items or more (kernels/cuda.py,
+// MAX_ITEMS), and a 64-bit division costs a GPU a subroutine of about a hundred instructions,
+// three per item, against a few for 32 bits
+__device__ __forceinline__ void split3(i64 idx, i64 na, i64 nb, i64* a, i64* b, i64* c) {
+    const unsigned int u = (unsigned int)idx, ua = (unsigned int)na, ub = (unsigned int)nb;
+    const unsigned int row = u / ua, plane = row / ub;
+    *a = (i64)(u - row * ua);
+    *b = (i64)(row - plane * ub);
+    *c = (i64)plane;
+}
+
 // f = (A u) at node (i, j, k), gathered from its (up to) 8 voxels, and S = the sum of their
 // moduli (the node's stiffness diagonal over the reference one's). u is stored as T, the sums are
 // taken in TA (the type of Ke): TA = T for the plain products, TA = double with T = float for
@@ -117,7 +129,9 @@ __device__ void voxel_matvec_impl(const T* __restrict__ u, const TE* __restrict_
     const i64 sy = nx + 1, sz = (nx + 1) * (ny + 1);
     const i64 n = (k1 - k0) * sz;
     for (i64 idx = first_index(); idx < n; idx += grid_stride()) {
-        const i64 i = idx % sy, j = (idx / sy) % (ny + 1), k = k0 + idx / sz;
+        i64 i, j, k;
+        split3(idx, sy, ny + 1, &i, &j, &k);
+        k += k0;
         TA f[3], s;
         node_product<T, TE, TA>(u, E, nx, ny, nz, i, j, k, f, &s);
         out[3 * idx] = (T)f[0];
@@ -133,7 +147,9 @@ __device__ void voxel_diagonal_impl(const TE* __restrict__ E, const T* __restric
     const i64 sy = nx + 1, sz = (nx + 1) * (ny + 1);
     const i64 n = (k1 - k0) * sz;
     for (i64 idx = first_index(); idx < n; idx += grid_stride()) {
-        const i64 i = idx % sy, j = (idx / sy) % (ny + 1), k = k0 + idx / sz;
+        i64 i, j, k;
+        split3(idx, sy, ny + 1, &i, &j, &k);
+        k += k0;
         T acc0 = 0, acc1 = 0, acc2 = 0;
         for (int c = 0; c < 8; ++c) {
             const i64 ei = i - corner_i(c), ej = j - corner_j(c), ek = k - corner_k(c);
@@ -157,7 +173,9 @@ __device__ void voxel_strain_impl(const T* __restrict__ u, const T* __restrict__
     const i64 sy = nx + 1, sz = (nx + 1) * (ny + 1);
     const i64 n = (e1 - e0) * nx * ny;
     for (i64 idx = first_index(); idx < n; idx += grid_stride()) {
-        const i64 ei = idx % nx, ej = (idx / nx) % ny, ek = e0 + idx / (nx * ny);
+        i64 ei, ej, ek;
+        split3(idx, nx, ny, &ei, &ej, &ek);
+        ek += e0;
         const i64 base = ei + sy * ej + sz * ek;
         T s[6] = {0, 0, 0, 0, 0, 0};
         for (int b = 0; b < 8; ++b) {
@@ -187,7 +205,9 @@ __device__ void voxel_smooth_impl(const T* __restrict__ z, const T* __restrict__
     const i64 sy = nx + 1, sz = (nx + 1) * (ny + 1);
     const i64 n = (k1 - k0) * sz;
     for (i64 idx = first_index(); idx < n; idx += grid_stride()) {
-        const i64 i = idx % sy, j = (idx / sy) % (ny + 1), k = k0 + idx / sz;
+        i64 i, j, k;
+        split3(idx, sy, ny + 1, &i, &j, &k);
+        k += k0;
         const i64 node = idx + k0 * sz;
         const unsigned char b = bits[node];
         T f[3] = {0, 0, 0}, s;
@@ -243,7 +263,9 @@ __device__ void voxel_restrict_impl(const T* __restrict__ t, T* __restrict__ rc,
     const i64 n = (c1 - c0) * plane;
     const int sx = transfer_span(fx), sy = transfer_span(fy), sz = transfer_span(fz);
     for (i64 idx = first_index(); idx < n; idx += grid_stride()) {
-        const i64 I = idx % ncx, J = (idx / ncx) % ncy, K = c0 + idx / plane;
+        i64 I, J, K;
+        split3(idx, ncx, ncy, &I, &J, &K);
+        K += c0;
         T acc0 = 0, acc1 = 0, acc2 = 0;
         for (int dk = -sz; dk <= sz; ++dk) {
             const i64 k = fz * K + dk;
@@ -280,11 +302,13 @@ __device__ void voxel_prolong_impl(const T* __restrict__ zc, const unsigned char
     const i64 plane = nfx * nfy;
     const i64 n = (k1 - k0) * plane;
     for (i64 idx = first_index(); idx < n; idx += grid_stride()) {
-        const i64 i = idx % nfx, j = (idx / nfx) % nfy, k = k0 + idx / plane;
+        i64 i, j, k;
+        split3(idx, nfx, nfy, &i, &j, &k);
+        k += k0;
         const i64 node = idx + k0 * plane;
         const unsigned char b = bits[node];
         // the coarse nodes around: index lo and, on an odd fine node of a coarsened axis, lo + 1
-        const i64 Ilo = i / fx, Jlo = j / fy, Klo = k / fz;
+        const i64 Ilo = fx == 2 ? i >> 1 : i, Jlo = fy == 2 ? j >> 1 : j, Klo = fz == 2 ? k >> 1 : k;
         const int ni = (fx == 2 && (i & 1)) ? 2 : 1, nj = (fy == 2 && (j & 1)) ? 2 : 1,
                   nk = (fz == 2 && (k & 1)) ? 2 : 1;
         const T w = (T)1 / (T)(ni * nj * nk);
