@@ -2,10 +2,13 @@
 // layout and semantics and are the reference these kernels are tested against.
 //
 // Nodal vectors are (nz+1, ny+1, nx+1, 3) in C order, moduli E are (nz, ny, nx), element dofs
-// are corner-major in VTK hex8 order. matvec and diagonal run one thread per node of the node
-// planes k0 <= k < k1 and gather from the (up to) 8 voxels around the node, so every output is
-// written by exactly one thread: no atomics, and the same numbers on every run. strain runs one
-// thread per element of the element planes e0 <= e < e1. Indices are 64-bit (grids of 10^8 nodes).
+// are corner-major in VTK hex8 order. matvec, diagonal and the multigrid's fused steps (smooth,
+// mask, prolong) run one thread per node of the node planes k0 <= k < k1 and gather from the (up
+// to) 8 voxels around the node; restrict runs one thread per coarse node and gathers its fine
+// neighbours; so every output is written by exactly one thread: no atomics, and the same numbers
+// on every run. strain runs one thread per element of the element planes e0 <= e < e1. The
+// vector steps of CG reduce into one partial sum per thread, which the launcher adds. Offsets are
+// 64-bit (grids of 10^9 nodes); a launch covers fewer than 2^32 items (split3).
 // The file compiles unchanged with nvcc / NVRTC and, through cuda_emulation.h, with g++ -x c++.
 #ifndef __CUDACC__
 #include "cuda_emulation.h"
