@@ -375,15 +375,13 @@ def step_times(dev: Device, solver, repeats: int = 5) -> list:
     r, out = xp.ones_like(z), xp.empty_like(z)
     x = xp.zeros(lv.node_shape, dtype=xp.float64)
     ranges = lv.ranges
-    if solver.precision == "mixed":  # CG's product: float32 in and out, float64 sums
-        Ke64 = xp.asarray(solver.Ke_ref, dtype=xp.float64)
+    acc64 = solver.precision == "mixed"  # CG's product: float32 in and out, float64 sums
+    Ke = xp.asarray(solver.Ke_ref, dtype=xp.float64) if acc64 else lv.Ke
 
-        def product():
-            return [k.voxel_matvec_acc(z, lv.E, Ke64, out[a:b], a, b) for a, b in ranges]
-    else:
-        def product():
-            return [k.voxel_matvec(z, lv.E, lv.Ke, out[a:b], a, b) for a, b in ranges]
-    steps = [("product A p", 2 * V + Ev, product),
+    def product():
+        return [k.voxel_cg_product(z, lv.E, Ke, lv.bits, out[a:b], a, b, acc64)
+                for a, b in ranges]
+    steps = [("F A p and p.Ap", 2 * V + Ev + B, product),
              ("first sweep", 2 * V + Ev + B,
               lambda: [k.voxel_jacobi_first(r, lv.E, lv.kdiag, lv.bits, lv.omega, out[a:b], a, b)
                        for a, b in ranges]),

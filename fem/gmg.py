@@ -27,8 +27,8 @@ an iteration goes through :mod:`fem.kernels.voxel`'s functions, each one CUDA ke
 its twin (also standard-only) everywhere else: the products, the V-cycle's fused steps (the first
 Jacobi sweep, a sweep's update and the residual, each with the diagonal recomputed from the
 moduli and the supports applied in the same pass; restriction; prolongation; masking) and CG's
-vector steps (the updates of x and r with |r|^2 in one pass, float64-accumulated dots, the new
-direction). So on the GPU a step reads and writes a range of the grid once instead of once per
+steps (the product with its supports and p.Ap in one pass, the updates of x and r with |r|^2 in
+one pass, float64-accumulated dots, the new direction). So on the GPU a step reads and writes a range of the grid once instead of once per
 array operation; on the CPU the twins are the array code the solver ran before the kernels
 existed, with the same numbers bit for bit.
 
@@ -359,10 +359,9 @@ class VoxelSolver:
             else:
                 yield compute(items[0])
 
-    def _products(self, lv: Level, u, *, acc64: bool = False, masked: bool = False, into=None):
-        """:meth:`_stream` of (A u)[k0:k1] (F A u where ``masked``), into the ranges of
-        ``into`` if given. ``acc64``: float32 u and moduli, the sums in float64, rounded once
-        (``voxel_matvec_acc``: mixed precision's CG product)."""
+    def _products(self, lv: Level, u, *, acc64: bool = False):
+        """:meth:`_stream` of (A u)[k0:k1]. ``acc64``: float32 u and moduli, the sums in
+        float64, rounded once (``voxel_matvec_acc``: mixed precision's CG product)."""
         kern = self.kern
 
         def fill(k0, k1, out):
@@ -370,9 +369,24 @@ class VoxelSolver:
                 kern.voxel_matvec_acc(u, lv.E, self._Ke64, out, k0, k1)
             else:
                 kern.voxel_matvec(u, lv.E, lv.Ke, out, k0, k1)
-            if masked:
-                kern.voxel_mask(out, lv.bits, k0, k1)
-        return self._stream(lv, fill, into=into)
+        return self._stream(lv, fill)
+
+    def _cg_product(self, lv: Level, p, q, *, acc64: bool) -> float:
+        """q = F A p range by range (worker threads on the CPU); returns p . q (float64, summed
+        over the ranges in order). ``acc64``: mixed precision's float64-summed product."""
+        kern = self.kern
+        Ke = self._Ke64 if acc64 else lv.Ke
+        parts = {}
+
+        def fill(k0, k1, out):
+            parts[k0] = kern.voxel_cg_product(p, lv.E, Ke, lv.bits, out, k0, k1, acc64)
+
+        for _ in self._stream(lv, fill, into=q):
+            pass
+        pq = 0.0
+        for k0, _ in lv.ranges:
+            pq += parts[k0]
+        return pq
 
     def _mask_into(self, lv: Level, v) -> None:
         for k0, k1 in lv.ranges:
@@ -566,9 +580,7 @@ class VoxelSolver:
         last_true, last_true_it = rnorm, 0
         mixed = self.precision == "mixed"
         for it in range(1, maxiter + 1):
-            pq = 0.0
-            for k0, k1, Ap in self._products(lv, pv, acc64=mixed, masked=True, into=q):
-                pq += self.kern.vector_dot(pv[k0:k1, ...], Ap)
+            pq = self._cg_product(lv, pv, q, acc64=mixed)
             if not pq > 0.0:
                 raise ConvergenceError(
                     f"CG broke down at iteration {it}: p.Ap = {pq:.3e} <= 0; the voxel model "

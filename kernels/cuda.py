@@ -219,6 +219,29 @@ def _coarse_fits(coarse, fine, factors) -> None:
                              f"{tuple(fine)} nodes coarsened by {tuple(factors)}")
 
 
+def voxel_cg_product(p, E, Ke, bits, out, k0: int, k1: int, acc64: bool = False) -> float:
+    """``out = F A p`` at the node planes k0..k1-1 and ``p . out`` over them, in one pass (one
+    thread per node; float64 partial sums per thread). ``acc64``: float32 p, E and out, float64
+    Ke and sums."""
+    if acc64:
+        E = cupy.ascontiguousarray(E)
+        if E.ndim != 3 or np.dtype(E.dtype) != np.float32:
+            raise TypeError(f"E must be a float32 (nz, ny, nx) array, got {E.dtype} {E.shape}")
+    else:
+        E = _moduli(E)
+    nz, ny, nx = E.shape
+    _planes(k0, k1, nz + 1, "node plane")
+    t = _output(out, (k1 - k0, ny + 1, nx + 1, 3))
+    if acc64 and t != "f32":
+        raise TypeError(f"out must be float32, got {out.dtype}")
+    nodes = (nz + 1, ny + 1, nx + 1, 3)
+    p = _input(p, nodes, out.dtype, "p")
+    _upload_ke(_input(Ke, (24, 24), np.float64 if acc64 else out.dtype, "Ke"))
+    bits = _bits(bits, nodes[:3])
+    name = "voxel_cg_product_acc_f32_f32" if acc64 else f"voxel_cg_product_{t}_{_tag(E, 'E')}"
+    return _reduce(name, out.size // 3, (p, E, bits, out), _ints(nx, ny, nz, k0, k1))
+
+
 def voxel_mask(v, bits, k0: int, k1: int) -> None:
     """``v *= F`` for v the node planes k0..k1-1 of a grid with support flags ``bits``."""
     if v.ndim != 4:
@@ -273,13 +296,17 @@ def _flat(a, what: str):
     return a
 
 
-def _reduce(name: str, n: int, args) -> float:
-    """Launch a reduction kernel (``args`` then the partials and n) and sum its partials."""
+def _reduce(name: str, n: int, args, tail=None) -> float:
+    """Launch a reduction kernel over n items (arguments ``args``, the partials, then ``tail``,
+    by default n) and sum its partials."""
     if n <= 0:
         return 0.0
+    if n > MAX_ITEMS:
+        raise ValueError(f"{name}: a launch over {n} items; at most {MAX_ITEMS}")
     grid = min(REDUCE_THREADS, n + BLOCK - 1) // BLOCK
     partial = cupy.empty(grid * BLOCK, dtype=np.float64)
-    _function(name)((grid,), (BLOCK,), (*args, partial, np.int64(n)))
+    tail = (np.int64(n),) if tail is None else tuple(tail)
+    _function(name)((grid,), (BLOCK,), (*args, partial, *tail))
     return float(partial.sum())
 
 

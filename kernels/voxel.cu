@@ -234,6 +234,33 @@ __device__ void voxel_smooth_impl(const T* __restrict__ z, const T* __restrict__
     }
 }
 
+// CG's product in one pass: out[k - k0] = F (A p)[k] at the node planes k0 <= k < k1 (sums in TA,
+// as voxel_matvec_impl) and partial[thread] = the sum of p . out over the thread's nodes in double
+template <typename T, typename TE, typename TA>
+__device__ void voxel_cg_product_impl(const T* __restrict__ p, const TE* __restrict__ E,
+                                      const unsigned char* __restrict__ bits, T* __restrict__ out,
+                                      double* __restrict__ partial, i64 nx, i64 ny, i64 nz, i64 k0,
+                                      i64 k1) {
+    const i64 sy = nx + 1, sz = (nx + 1) * (ny + 1);
+    const i64 n = (k1 - k0) * sz;
+    double acc = 0;
+    for (i64 idx = first_index(); idx < n; idx += grid_stride()) {
+        i64 i, j, k;
+        split3(idx, sy, ny + 1, &i, &j, &k);
+        k += k0;
+        const i64 node = idx + k0 * sz;
+        const unsigned char b = bits[node];
+        TA f[3], s;
+        node_product<T, TE, TA>(p, E, nx, ny, nz, i, j, k, f, &s);
+        for (int q = 0; q < 3; ++q) {
+            const T v = free_dof(b, q) ? (T)f[q] : (T)0;
+            out[3 * idx + q] = v;
+            acc += (double)p[3 * node + q] * (double)v;
+        }
+    }
+    partial[first_index()] = acc;
+}
+
 // v[k - k0] *= F at the node planes k0 <= k < k1
 template <typename T>
 __device__ void voxel_mask_impl(T* __restrict__ v, const unsigned char* __restrict__ bits,
@@ -397,6 +424,11 @@ __device__ void cg_direction_impl(T* __restrict__ p, const T* __restrict__ z, do
                                     i64 nz, i64 k0, i64 k1, int mode) {                         \
         voxel_smooth_impl<T, TE>(z, r, E, kdiag, bits, omega, out, nx, ny, nz, k0, k1, mode);   \
     }
+#define VOXEL_CG_PRODUCT(NAME, T, TE, TA)                                                      \
+    extern "C" __global__ void NAME(const T* p, const TE* E, const unsigned char* bits, T* out, \
+                                    double* partial, i64 nx, i64 ny, i64 nz, i64 k0, i64 k1) {  \
+        voxel_cg_product_impl<T, TE, TA>(p, E, bits, out, partial, nx, ny, nz, k0, k1);          \
+    }
 #define VOXEL_MASK(NAME, T)                                                                      \
     extern "C" __global__ void NAME(T* v, const unsigned char* bits, i64 nx, i64 ny, i64 k0,     \
                                     i64 k1) {                                                    \
@@ -457,3 +489,8 @@ CG_UPDATE(cg_update_f64, double)
 CG_UPDATE(cg_update_f32, float)
 CG_DIRECTION(cg_direction_f64, double)
 CG_DIRECTION(cg_direction_f32, float)
+VOXEL_CG_PRODUCT(voxel_cg_product_f64_f64, double, double, double)
+VOXEL_CG_PRODUCT(voxel_cg_product_f64_f32, double, float, double)
+VOXEL_CG_PRODUCT(voxel_cg_product_f32_f32, float, float, float)
+VOXEL_CG_PRODUCT(voxel_cg_product_f32_f64, float, double, float)
+VOXEL_CG_PRODUCT(voxel_cg_product_acc_f32_f32, float, float, double)

@@ -285,6 +285,18 @@ def voxel_residual(z, r, E, Ke, bits, out, k0: int, k1: int) -> None:
     out *= free_mask(xp, bits[k0:k1, ...], out.dtype)
 
 
+def voxel_cg_product(p, E, Ke, bits, out, k0: int, k1: int, acc64: bool = False) -> float:
+    """CG's product: ``out = F A p`` at the node planes k0..k1-1; returns ``p . out`` over them
+    (float64). ``acc64``: :func:`voxel_matvec_acc`'s product (float32 p, E and out, float64 Ke
+    and sums), else :func:`voxel_matvec`'s."""
+    if acc64:
+        voxel_matvec_acc(p, E, Ke, out, k0, k1)
+    else:
+        voxel_matvec(p, E, Ke, out, k0, k1)
+    voxel_mask(out, bits, k0, k1)
+    return vector_dot(p[k0:k1, ...], out)
+
+
 def voxel_mask(v, bits, k0: int, k1: int) -> None:
     """``v *= F`` for v the node planes k0..k1-1 ((k1-k0, ny+1, nx+1, 3)) of a grid with support
     flags ``bits``."""

@@ -52,6 +52,15 @@ inline void upload_ke(const float* Ke) { std::memcpy(voxel_ke_f32, Ke, sizeof vo
         LAUNCH(NAME, dim3(grid), dim3(block), z, r, E, kdiag, bits, omega, out, nx, ny, nz, k0,   \
                k1, mode);                                                                         \
     }
+#define HOST_CG_PRODUCT(NAME, T, TE, TA)                                                        \
+    extern "C" void NAME(const T*, const TE*, const unsigned char*, T*, double*, i64, i64, i64,  \
+                         i64, i64);                                                              \
+    extern "C" void host_##NAME(unsigned grid, unsigned block, const T* p, const TE* E,          \
+                                const TA* Ke, const unsigned char* bits, T* out, double* partial, \
+                                i64 nx, i64 ny, i64 nz, i64 k0, i64 k1) {                        \
+        upload_ke(Ke);                                                                           \
+        LAUNCH(NAME, dim3(grid), dim3(block), p, E, bits, out, partial, nx, ny, nz, k0, k1);     \
+    }
 #define HOST_MASK(NAME, T)                                                                      \
     extern "C" void NAME(T*, const unsigned char*, i64, i64, i64, i64);                         \
     extern "C" void host_##NAME(unsigned grid, unsigned block, T* v, const unsigned char* bits, \
@@ -123,3 +132,8 @@ HOST_CG_UPDATE(cg_update_f64, double)
 HOST_CG_UPDATE(cg_update_f32, float)
 HOST_CG_DIRECTION(cg_direction_f64, double)
 HOST_CG_DIRECTION(cg_direction_f32, float)
+HOST_CG_PRODUCT(voxel_cg_product_f64_f64, double, double, double)
+HOST_CG_PRODUCT(voxel_cg_product_f64_f32, double, float, double)
+HOST_CG_PRODUCT(voxel_cg_product_f32_f32, float, float, float)
+HOST_CG_PRODUCT(voxel_cg_product_f32_f64, float, double, float)
+HOST_CG_PRODUCT(voxel_cg_product_acc_f32_f32, float, float, double)

@@ -104,7 +104,9 @@ def test_cu_compiles_to_ptx(cu, arch, tmp_path):
                                                  for t, e in DTYPES} | {
                    f"voxel_{k}_{TAG[t]}" for k in ("mask", "restrict", "prolong") for t in TAG} | {
                    f"vector_dot_{TAG[a]}_{TAG[b]}" for a in TAG for b in TAG} | {
-                   f"cg_{k}_{TAG[t]}" for k in ("update", "direction") for t in TAG}
+                   f"cg_{k}_{TAG[t]}" for k in ("update", "direction") for t in TAG} | {
+                   f"voxel_cg_product_{TAG[t]}_{TAG[e]}" for t, e in DTYPES} | {
+                   "voxel_cg_product_acc_f32_f32"}
         for name in entries:  # the names kernels/cuda.py launches
             assert f".entry {name}(" in text, f"{name} missing from the PTX"
 
@@ -207,6 +209,21 @@ class HostKernels:
         grid = self.grid if self.grid is not None else max(1, -(-p.size // self.block))
         f(grid, self.block, p.ctypes.data, z.ctypes.data, beta, p.size)
 
+    def voxel_cg_product(self, p, E, Ke, bits, out, k0, k1, acc64=False):
+        nz, ny, nx = E.shape
+        name = ("voxel_cg_product_acc_f32_f32" if acc64 else
+                f"voxel_cg_product_{TAG[out.dtype.type]}_{TAG[E.dtype.type]}")
+        n = out.size // 3
+        grid = self.grid if self.grid is not None else max(1, -(-n // self.block))
+        partial = np.full(grid * self.block, np.nan)
+        f = getattr(self.lib, f"host_{name}")
+        f.argtypes = [ctypes.c_uint] * 2 + [ctypes.c_void_p] * 6 + [ctypes.c_longlong] * 5
+        f.restype = None
+        f(grid, self.block, *(a.ctypes.data for a in (p, E, Ke, bits, out, partial)), nx, ny, nz,
+          k0, k1)
+        assert np.isfinite(partial).all()
+        return float(partial.sum())
+
     def voxel_mask(self, v, bits, k0, k1):
         ny, nx = v.shape[1] - 1, v.shape[2] - 1
         self._typed(f"voxel_mask_{TAG[v.dtype.type]}", v.size // 3, (v, bits),
@@ -297,6 +314,14 @@ def _compare_acc(k_test, shape, seed):
         got = np.full_like(twin, np.nan)
         k_test.voxel_matvec_acc(u, E, Ke, got, k0, k1)
         assert _rel_err(got, twin) <= 1e-7, (k0, k1)
+        if hasattr(k_test, "voxel_cg_product"):  # the same product in CG's fused kernel
+            bits = _support_bits(E, np.random.default_rng(k0 + k1))
+            ref = np.full_like(twin, np.nan)
+            pq_ref = voxel.voxel_cg_product(u, E, Ke, bits, ref, k0, k1, True)
+            got = np.full_like(twin, np.nan)
+            pq_got = k_test.voxel_cg_product(u, E, Ke, bits, got, k0, k1, True)
+            assert _rel_err(got, ref) <= 1e-7, (k0, k1)
+            assert pq_got == pytest.approx(pq_ref, rel=1e-6, abs=1e-9 * abs(pq_ref) + 1e-30)
         assert _rel_err(twin, ref64) <= 1e-7, (k0, k1)
         f32 = np.empty_like(twin)
         voxel.voxel_matvec(u, E, Ke.astype(np.float32), f32, k0, k1)
@@ -374,6 +399,13 @@ def _compare_smoother(k_test, shape, dtype, etype):
             getattr(k_test, fn)(*args, got, k0, k1)
             assert _rel_err(got, ref) <= TOL[dtype], (fn, k0, k1, _rel_err(got, ref))
             assert not got[~voxel.free_mask(np, bits[k0:k1], bool)].any(), fn
+        ref = np.empty((k1 - k0, ny + 1, nx + 1, 3), dtype)  # CG's product and its p.Ap
+        got = np.full_like(ref, np.nan)
+        pq_ref = voxel.voxel_cg_product(z, E, Ke, bits, ref, k0, k1)
+        pq_got = k_test.voxel_cg_product(z, E, Ke, bits, got, k0, k1)
+        assert _rel_err(got, ref) <= TOL[dtype], ("voxel_cg_product", k0, k1)
+        scale = float(np.abs(ref).max() * np.abs(z).max() * ref.size) if ref.size else 0.0
+        assert pq_got == pytest.approx(pq_ref, rel=TOL[dtype], abs=TOL[dtype] * scale)
         ref = r[k0:k1].copy()
         got = r[k0:k1].copy()
         voxel.voxel_mask(ref, bits, k0, k1)
@@ -519,7 +551,8 @@ def test_voxel_kernels_for_cupy_read_the_packaged_source():
     assert k.source() == (KERNEL_DIR / "voxel.cu").read_text(encoding="utf-8")
     for name in ("voxel_matvec", "voxel_diagonal", "voxel_strain", "voxel_jacobi_first",
                  "voxel_jacobi", "voxel_residual", "voxel_mask", "voxel_restrict_add",
-                 "voxel_prolong_add", "vector_dot", "cg_update", "cg_direction"):
+                 "voxel_prolong_add", "vector_dot", "cg_update", "cg_direction",
+                 "voxel_cg_product"):
         assert inspect.signature(getattr(k, name)) == inspect.signature(getattr(voxel, name))
 
 
