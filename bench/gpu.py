@@ -391,7 +391,8 @@ def step_times(dev: Device, solver, repeats: int = 5) -> list:
              ("residual", 3 * V + Ev + B,
               lambda: [k.voxel_residual(z, r, lv.E, lv.Ke, lv.bits, out[a:b], a, b)
                        for a, b in ranges]),
-             ("mask", 2 * V + B, lambda: [k.voxel_mask(out[a:b], lv.bits, a, b) for a, b in ranges]),
+             ("mask", 2 * V + B,
+              lambda: [k.voxel_mask(out[a:b], lv.bits, a, b) for a, b in ranges]),
              ("x, r update + r.r", 2 * 3 * N * 8 + 4 * V,
               lambda: [k.cg_update(x[a:b], r[a:b], z[a:b], out[a:b], 1e-9) for a, b in ranges]),
              ("dot", 2 * V, lambda: [k.vector_dot(z[a:b], out[a:b]) for a, b in ranges]),
@@ -401,7 +402,8 @@ def step_times(dev: Device, solver, repeats: int = 5) -> list:
         co = solver.levels[1]
         Vc = 3 * math.prod(co.node_shape[:3]) * np.dtype(co.dtype).itemsize
         steps += [("restrict", V + 2 * Vc,
-                   lambda: [k.voxel_restrict_add(out[a:b], co.r, lv.factors, a) for a, b in ranges]),
+                   lambda: [k.voxel_restrict_add(out[a:b], co.r, lv.factors, a)
+                            for a, b in ranges]),
                   ("prolong", 2 * V + B + Vc,
                    lambda: [k.voxel_prolong_add(co.z, lv.bits, out, lv.factors, a, b)
                             for a, b in ranges])]

@@ -28,9 +28,9 @@ its twin (also standard-only) everywhere else: the products, the V-cycle's fused
 Jacobi sweep, a sweep's update and the residual, each with the diagonal recomputed from the
 moduli and the supports applied in the same pass; restriction; prolongation; masking) and CG's
 steps (the product with its supports and p.Ap in one pass, the updates of x and r with |r|^2 in
-one pass, float64-accumulated dots, the new direction). So on the GPU a step reads and writes a range of the grid once instead of once per
-array operation; on the CPU the twins are the array code the solver ran before the kernels
-existed, with the same numbers bit for bit.
+one pass, float64-accumulated dots, the new direction). So on the GPU a step reads and writes a
+range of the grid once instead of once per array operation; on the CPU the twins are the array
+code the solver ran before the kernels existed, with the same numbers bit for bit.
 
 Memory. Everything streams through the grid in ranges of node planes, so that a Jacobi sweep
 updates ``z`` in place (a range is written back only after the next range has been computed, which

@@ -278,8 +278,8 @@ __device__ void voxel_mask_impl(T* __restrict__ v, const unsigned char* __restri
 // coarse I, the fine nodes 2I -+ 1 take 1/2 (f = 1: the same node, weight 1)
 __device__ __forceinline__ int transfer_span(int f) { return f == 2 ? 1 : 0; }
 
-// rc += R t: t holds the fine node planes k0 <= k < k0 + m (rows of nfy x nfx nodes); one thread per
-// coarse node of the coarse planes that range reaches, summing its fine neighbours in the range
+// rc += R t: t holds the fine node planes k0 <= k < k0 + m (rows of nfy x nfx nodes); one thread
+// per coarse node of the coarse planes that range reaches, summing its fine neighbours in the range
 template <typename T>
 __device__ void voxel_restrict_impl(const T* __restrict__ t, T* __restrict__ rc, i64 nfx, i64 nfy,
                                     i64 ncx, i64 ncy, i64 ncz, int fx, int fy, int fz, i64 k0,
@@ -338,7 +338,8 @@ __device__ void voxel_prolong_impl(const T* __restrict__ zc, const unsigned char
         const i64 node = idx + k0 * plane;
         const unsigned char b = bits[node];
         // the coarse nodes around: index lo and, on an odd fine node of a coarsened axis, lo + 1
-        const i64 Ilo = fx == 2 ? i >> 1 : i, Jlo = fy == 2 ? j >> 1 : j, Klo = fz == 2 ? k >> 1 : k;
+        const i64 Ilo = fx == 2 ? i >> 1 : i, Jlo = fy == 2 ? j >> 1 : j;
+        const i64 Klo = fz == 2 ? k >> 1 : k;
         const int ni = (fx == 2 && (i & 1)) ? 2 : 1, nj = (fy == 2 && (j & 1)) ? 2 : 1,
                   nk = (fz == 2 && (k & 1)) ? 2 : 1;
         const T w = (T)1 / (T)(ni * nj * nk);
