@@ -764,20 +764,9 @@ def test_cupy_launchers_match_numpy_twin(shape, dtype, etype):
     assert worst <= TOL[dtype]
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(GPU_REASON is not None, reason=GPU_REASON or "")
-@pytest.mark.parametrize("shape", GRIDS + [(37, 29, 23)], ids=lambda s: "x".join(map(str, s)))
-def test_cupy_float64_summed_product_matches_numpy_twin(shape):
-    class Acc(_OnDevice):
-        def voxel_matvec_acc(self, *args):
-            self._run("voxel_matvec_acc", *args)
-
-    _compare_acc(Acc(), shape, seed=sum(shape))
-
-
 class _Copied:
     """A kernel module's function run on the device: every NumPy array argument is copied there
-    and back (so the in-place outputs return), scalars pass as they are."""
+    and back (so the in-place outputs return), scalars pass as they are, the value returns."""
 
     def __init__(self):
         import cupy
@@ -787,11 +776,20 @@ class _Copied:
     def __getattr__(self, name):
         def run(*args):
             dev = [self.cp.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
-            getattr(self.k, name)(*dev)
+            value = getattr(self.k, name)(*dev)  # the reductions' sums
             for a, d in zip(args, dev):
                 if isinstance(a, np.ndarray):
                     a[...] = self.cp.asnumpy(d)
+            return value
         return run
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(GPU_REASON is not None, reason=GPU_REASON or "")
+@pytest.mark.parametrize("shape", GRIDS + [(37, 29, 23)], ids=lambda s: "x".join(map(str, s)))
+def test_cupy_float64_summed_product_matches_numpy_twin(shape):
+    """voxel_matvec_acc and CG's float64-summed product (voxel_cg_product_acc) on the device."""
+    _compare_acc(_Copied(), shape, seed=sum(shape))
 
 
 @pytest.mark.gpu
@@ -811,26 +809,12 @@ def test_cupy_transfers_match_numpy_twins(fine, factors, dtype):
     _compare_transfers(_Copied(), fine, factors, dtype)
 
 
-class _CopiedVectors(_Copied):
-    """As :class:`_Copied`, returning the function's value (the reductions' sums)."""
-
-    def __getattr__(self, name):
-        def run(*args):
-            dev = [self.cp.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
-            value = getattr(self.k, name)(*dev)
-            for a, d in zip(args, dev):
-                if isinstance(a, np.ndarray):
-                    a[...] = self.cp.asnumpy(d)
-            return value
-        return run
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(GPU_REASON is not None, reason=GPU_REASON or "")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=lambda t: TAG[t])
 @pytest.mark.parametrize("n", [1, 300, 5001, 3_000_001])
 def test_cupy_cg_vector_steps_match_numpy_twins(n, dtype):
-    _compare_vectors(_CopiedVectors(), n, dtype)
+    _compare_vectors(_Copied(), n, dtype)
 
 
 @pytest.mark.gpu
