@@ -250,7 +250,7 @@ class VoxelSolver:
         limit = _cpu_range_nodes(E.shape) if self._scaled else self.range_nodes
         step = max(2, min(nz + 1, limit // max(plane, 1)))
         ranges = [(k, min(nz + 1, k + step)) for k in range(0, nz + 1, step)]
-        return Level(E=E, bits=bits, Ke=Ke, kdiag=xp.asarray(np.diag(Ke_np), dtype=dtype),
+        return Level(E=E, bits=bits, Ke=Ke, kdiag=xp.asarray(np.diag(Ke_np).copy(), dtype=dtype),
                      dtype=dtype, ranges=ranges, spacing=tuple(spacing))
 
     def _hierarchy(self, coarse_max_dof: int) -> list:

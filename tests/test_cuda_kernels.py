@@ -119,15 +119,22 @@ def test_kernel_sources_beside_the_package():
 
 # --- (b) host build of the .cu against the NumPy twins -------------------------------------------
 
+def _ptr(a) -> int:
+    """The data pointer of a C-contiguous NumPy array (a strided view would be read wrongly)."""
+    assert isinstance(a, np.ndarray) and a.flags.c_contiguous, "host kernels take C-order arrays"
+    return a.ctypes.data
+
+
 class HostKernels:
-    """voxel.cu compiled for the CPU; ``grid``/``block`` choose the emulated launch."""
+    """voxel.cu compiled for the CPU; ``grid``/``block`` choose the emulated launch. The emulation
+    keeps its thread and block indices in globals: call it from one thread at a time."""
 
     def __init__(self, lib: ctypes.CDLL, grid: int | None = None, block: int = 256):
         self.lib, self.grid, self.block = lib, grid, block
 
     def _call(self, name, n, arrays, ints):
         f = getattr(self.lib, f"host_{name}")
-        ptrs = [ctypes.c_void_p(a.ctypes.data) for a in arrays]
+        ptrs = [ctypes.c_void_p(_ptr(a)) for a in arrays]
         grid = self.grid if self.grid is not None else max(1, -(-n // self.block))
         f.argtypes = ([ctypes.c_uint, ctypes.c_uint] + [ctypes.c_void_p] * len(ptrs)
                       + [ctypes.c_longlong] * len(ints))
@@ -163,8 +170,8 @@ class HostKernels:
         f.restype = None
         n = out.size // 3
         grid = self.grid if self.grid is not None else max(1, -(-n // self.block))
-        f(grid, self.block, *(a.ctypes.data for a in (z, r, E, Ke, kdiag, bits)), omega,
-          out.ctypes.data, nx, ny, nz, k0, k1, mode)
+        f(grid, self.block, *(_ptr(a) for a in (z, r, E, Ke, kdiag, bits)), omega, _ptr(out),
+          nx, ny, nz, k0, k1, mode)
 
     def voxel_jacobi_first(self, r, E, kdiag, bits, omega, out, k0, k1):
         self._smooth(r, r, E, kdiag, kdiag, bits, omega, out, k0, k1, 0)
@@ -182,7 +189,7 @@ class HostKernels:
                       + [ctypes.c_longlong] * len(tail))
         f.restype = None
         grid = self.grid if self.grid is not None else max(1, -(-n // self.block))
-        f(grid, self.block, *(a.ctypes.data for a in arrays), *ints, *int32s, *tail)
+        f(grid, self.block, *(_ptr(a) for a in arrays), *ints, *int32s, *tail)
 
     def _reduce(self, name, n, arrays, doubles=()):
         grid = self.grid if self.grid is not None else max(1, -(-n // self.block))
@@ -191,7 +198,7 @@ class HostKernels:
         f.argtypes = ([ctypes.c_uint] * 2 + [ctypes.c_void_p] * len(arrays)
                       + [ctypes.c_double] * len(doubles) + [ctypes.c_void_p, ctypes.c_longlong])
         f.restype = None
-        f(grid, self.block, *(a.ctypes.data for a in arrays), *doubles, partial.ctypes.data, n)
+        f(grid, self.block, *(_ptr(a) for a in arrays), *doubles, _ptr(partial), n)
         assert np.isfinite(partial).all()  # every thread leaves its partial
         return float(partial.sum())
 
@@ -207,7 +214,7 @@ class HostKernels:
                                                                    ctypes.c_longlong]
         f.restype = None
         grid = self.grid if self.grid is not None else max(1, -(-p.size // self.block))
-        f(grid, self.block, p.ctypes.data, z.ctypes.data, beta, p.size)
+        f(grid, self.block, _ptr(p), _ptr(z), beta, p.size)
 
     def voxel_cg_product(self, p, E, Ke, bits, out, k0, k1, acc64=False):
         nz, ny, nx = E.shape
@@ -219,7 +226,7 @@ class HostKernels:
         f = getattr(self.lib, f"host_{name}")
         f.argtypes = [ctypes.c_uint] * 2 + [ctypes.c_void_p] * 6 + [ctypes.c_longlong] * 5
         f.restype = None
-        f(grid, self.block, *(a.ctypes.data for a in (p, E, Ke, bits, out, partial)), nx, ny, nz,
+        f(grid, self.block, *(_ptr(a) for a in (p, E, Ke, bits, out, partial)), nx, ny, nz,
           k0, k1)
         assert np.isfinite(partial).all()
         return float(partial.sum())
@@ -495,6 +502,40 @@ def _compare_vectors(k_test, n, dtype):
 @pytest.mark.parametrize("n", [1, 300, 5001])
 def test_host_build_of_the_cg_vector_steps_matches_its_twins(host_lib, n, dtype, launch):
     _compare_vectors(HostKernels(host_lib, *launch), n, dtype)
+
+
+@pytest.mark.parametrize("precision", ["double", "mixed"])
+def test_the_multigrid_solves_alike_with_the_host_built_kernels(host_lib, precision):
+    """The whole VoxelSolver with every grid kernel of its iterations taken from the host build
+    of voxel.cu instead of the twins: the kernels as the solver composes them (the Jacobi
+    sweep's lagged write-back through its ring of buffers, restriction range by range into the
+    coarse residual, CG's fused product into q, the partial sums of the reductions), several
+    ranges of node planes per level, full and semi-coarsening. The same iterations and the same
+    solution as with the twins, to the rounding of sums taken in another order."""
+    from fem import gmg
+
+    rng = np.random.default_rng(5)
+    shape = (9, 8, 7)  # (nz, ny, nx) voxels
+    E = rng.uniform(100.0, 3000.0, shape)
+    E[rng.random(shape) < 0.15] = 0.0
+    E[0] = 500.0
+    bits = np.zeros((10, 9, 8), np.uint8)
+    bits[0] = 7
+    top = np.arange(9 * 9 * 8, 10 * 9 * 8)
+    problem = gmg.GridProblem(E=E, nu=0.3, spacing=(0.5, 0.6, 1.1), bits=bits,
+                              load_index=3 * top + 2, load_value=-np.ones(top.size))
+    sols = []
+    for kern in (voxel, HostKernels(host_lib, grid=3, block=32)):
+        s = gmg.VoxelSolver(problem, np, precision=precision, range_nodes=2 * 9 * 8)
+        s.kern, s.threads = kern, 1  # the emulation runs one launch at a time
+        u, info = s.solve(rtol=1e-10)
+        sols.append((u, info))
+    (u0, i0), (u1, i1) = sols
+    assert len(s.levels) >= 3 and len(s.levels[0].ranges) >= 3
+    assert s.levels[0].factors != (2, 2, 2)  # the z voxels are twice as long: semi-coarsened
+    assert i1.iterations == i0.iterations
+    np.testing.assert_allclose(u1, u0, rtol=0, atol=1e-8 * np.abs(u0).max())
+    assert s.true_residual(u1, i1) <= 1e-9
 
 
 # --- the twin itself against the assembled hex8 model --------------------------------------------
