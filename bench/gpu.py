@@ -401,9 +401,13 @@ def step_times(dev: Device, solver, repeats: int = 5) -> list:
     if len(solver.levels) > 1:
         co = solver.levels[1]
         Vc = 3 * math.prod(co.node_shape[:3]) * np.dtype(co.dtype).itemsize
-        steps += [("restrict", V + 2 * Vc,
-                   lambda: [k.voxel_restrict_add(out[a:b], co.r, lv.factors, a)
-                            for a, b in ranges]),
+        if len(ranges) == 1:  # as the solver: written at once with the coarse supports
+            def restrict():
+                return k.voxel_restrict(out, co.r, co.bits, lv.factors)
+        else:
+            def restrict():
+                return [k.voxel_restrict_add(out[a:b], co.r, lv.factors, a) for a, b in ranges]
+        steps += [("restrict", V + 2 * Vc, restrict),
                   ("prolong", 2 * V + B + Vc,
                    lambda: [k.voxel_prolong_add(co.z, lv.bits, out, lv.factors, a, b)
                             for a, b in ranges])]

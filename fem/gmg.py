@@ -429,14 +429,19 @@ class VoxelSolver:
                                          k0, k1)
 
     def _residual_restrict(self, lv: Level, r, z, coarse: Level) -> None:
-        """coarse.r = R F (r - A z), range by range."""
+        """coarse.r = F_c R F (r - A z), range by range (a level of one range, as every level
+        below GPU_RANGE_NODES on the GPU: restricted, masked and written in one launch)."""
         kern = self.kern
         rc = coarse.r
-        rc[...] = 0
 
         def fill(k0, k1, out):
             kern.voxel_residual(z, r, lv.E, lv.Ke, lv.bits, out, k0, k1)
 
+        if len(lv.ranges) == 1:
+            for _, _, t in self._stream(lv, fill):
+                kern.voxel_restrict(t, rc, coarse.bits, lv.factors)
+            return
+        rc[...] = 0
         for k0, _, t in self._stream(lv, fill):
             kern.voxel_restrict_add(t, rc, lv.factors, k0)
         self._mask_into(coarse, rc)

@@ -255,6 +255,16 @@ def voxel_mask(v, bits, k0: int, k1: int) -> None:
 
 def voxel_restrict_add(t, rc, factors, k0: int) -> None:
     """``rc += R t`` for t the fine node planes k0..k0+len(t)-1 (one thread per coarse node)."""
+    _restrict(t, rc, None, factors, k0)
+
+
+def voxel_restrict(t, rc, coarse_bits, factors) -> None:
+    """``rc = F_c R t`` for t the whole fine grid, written at once with the coarse supports
+    applied (one thread per coarse node; no zeroing or masking launch)."""
+    _restrict(t, rc, coarse_bits, factors, 0)
+
+
+def _restrict(t, rc, coarse_bits, factors, k0: int) -> None:
     if t.ndim != 4 or rc.ndim != 4:
         raise ValueError(f"t and rc must be nodal vectors, got shapes {t.shape} and {rc.shape}")
     tag = _output(rc, rc.shape, "rc")
@@ -263,10 +273,19 @@ def voxel_restrict_add(t, rc, factors, k0: int) -> None:
     _coarse_fits((ncx, ncy), (nfx, nfy), factors[:2])
     t = _input(t, (m, nfy, nfx, 3), rc.dtype, "t")
     fx, fy, fz = (int(f) for f in factors)
+    whole = coarse_bits is not None
+    if whole:  # every coarse plane must be written: t must reach them all
+        _coarse_fits((ncz,), (m,), (fz,))
+        bits_c = _bits(coarse_bits, (ncz, ncy, ncx))
+    else:
+        bits_c = rc  # not read
     c0, c1 = (k0 // 2, min(ncz, (k0 + m) // 2 + 1)) if fz == 2 else (k0, min(ncz, k0 + m))
+    if whole and (c0, c1) != (0, ncz):
+        raise ValueError(f"voxel_restrict: {m} fine planes reach coarse planes [{c0}, {c1}) of "
+                         f"{ncz}: the whole fine grid is needed")
     _launch(f"voxel_restrict_{tag}", max(0, c1 - c0) * ncy * ncx,
-            (t, rc, *_ints(nfx, nfy, ncx, ncy, ncz), np.int32(fx), np.int32(fy), np.int32(fz),
-             *_ints(k0, m)))
+            (t, rc, bits_c, *_ints(nfx, nfy, ncx, ncy, ncz), np.int32(fx), np.int32(fy),
+             np.int32(fz), *_ints(k0, m), np.int32(whole)))
 
 
 def voxel_prolong_add(zc, bits, z, factors, k0: int, k1: int) -> None:

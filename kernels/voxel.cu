@@ -279,11 +279,14 @@ __device__ void voxel_mask_impl(T* __restrict__ v, const unsigned char* __restri
 __device__ __forceinline__ int transfer_span(int f) { return f == 2 ? 1 : 0; }
 
 // rc += R t: t holds the fine node planes k0 <= k < k0 + m (rows of nfy x nfx nodes); one thread
-// per coarse node of the coarse planes that range reaches, summing its fine neighbours in the range
+// per coarse node of the coarse planes that range reaches, summing its fine neighbours in the range.
+// whole != 0: t is the whole fine grid, and rc = F_c R t is written, not added to, with the coarse
+// supports bits_c applied (a level of one range: no zeroing and no masking launch)
 template <typename T>
-__device__ void voxel_restrict_impl(const T* __restrict__ t, T* __restrict__ rc, i64 nfx, i64 nfy,
+__device__ void voxel_restrict_impl(const T* __restrict__ t, T* __restrict__ rc,
+                                    const unsigned char* __restrict__ bits_c, i64 nfx, i64 nfy,
                                     i64 ncx, i64 ncy, i64 ncz, int fx, int fy, int fz, i64 k0,
-                                    i64 m) {
+                                    i64 m, int whole) {
     const i64 k1 = k0 + m;
     const i64 c0 = fz == 2 ? k0 / 2 : k0;
     i64 c1 = fz == 2 ? k1 / 2 + 1 : k1;
@@ -317,9 +320,16 @@ __device__ void voxel_restrict_impl(const T* __restrict__ t, T* __restrict__ rc,
             }
         }
         T* o = rc + 3 * (idx + c0 * plane);
-        o[0] += acc0;
-        o[1] += acc1;
-        o[2] += acc2;
+        if (whole) {
+            const unsigned char b = bits_c[idx + c0 * plane];
+            o[0] = free_dof(b, 0) ? acc0 : (T)0;
+            o[1] = free_dof(b, 1) ? acc1 : (T)0;
+            o[2] = free_dof(b, 2) ? acc2 : (T)0;
+        } else {
+            o[0] += acc0;
+            o[1] += acc1;
+            o[2] += acc2;
+        }
     }
 }
 
@@ -436,9 +446,11 @@ __device__ void cg_direction_impl(T* __restrict__ p, const T* __restrict__ z, do
         voxel_mask_impl<T>(v, bits, nx, ny, k0, k1);                                             \
     }
 #define VOXEL_RESTRICT(NAME, T)                                                                  \
-    extern "C" __global__ void NAME(const T* t, T* rc, i64 nfx, i64 nfy, i64 ncx, i64 ncy,       \
-                                    i64 ncz, int fx, int fy, int fz, i64 k0, i64 m) {            \
-        voxel_restrict_impl<T>(t, rc, nfx, nfy, ncx, ncy, ncz, fx, fy, fz, k0, m);               \
+    extern "C" __global__ void NAME(const T* t, T* rc, const unsigned char* bits_c, i64 nfx,     \
+                                    i64 nfy, i64 ncx, i64 ncy, i64 ncz, int fx, int fy, int fz,  \
+                                    i64 k0, i64 m, int whole) {                                  \
+        voxel_restrict_impl<T>(t, rc, bits_c, nfx, nfy, ncx, ncy, ncz, fx, fy, fz, k0, m,       \
+                               whole);                                                           \
     }
 #define VOXEL_PROLONG(NAME, T)                                                                   \
     extern "C" __global__ void NAME(const T* zc, const unsigned char* bits, T* z, i64 nfx,       \

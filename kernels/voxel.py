@@ -331,6 +331,15 @@ def voxel_restrict_add(t, rc, factors, k0: int) -> None:
         rc[c0 + 1:c0 + 1 + odd.shape[0], ...] += odd
 
 
+def voxel_restrict(t, rc, coarse_bits, factors) -> None:
+    """``rc = F_c R t`` for t the whole fine grid (a level of one range of node planes): the
+    coarse residual written at once with the coarse supports ``coarse_bits`` applied, where
+    ranges need ``rc = 0``, :func:`voxel_restrict_add` per range and :func:`voxel_mask`."""
+    rc[...] = 0
+    voxel_restrict_add(t, rc, factors, 0)
+    voxel_mask(rc, coarse_bits, 0, rc.shape[0])
+
+
 def voxel_prolong_add(zc, bits, z, factors, k0: int, k1: int) -> None:
     """``z += F P zc`` at the fine node planes k0..k1-1: each fine node takes the coarse node it
     coincides with, or the mean of the two it lies between, axis by axis (``factors`` as in

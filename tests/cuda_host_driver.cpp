@@ -68,11 +68,13 @@ inline void upload_ke(const float* Ke) { std::memcpy(voxel_ke_f32, Ke, sizeof vo
         LAUNCH(NAME, dim3(grid), dim3(block), v, bits, nx, ny, k0, k1);                         \
     }
 #define HOST_RESTRICT(NAME, T)                                                                   \
-    extern "C" void NAME(const T*, T*, i64, i64, i64, i64, i64, int, int, int, i64, i64);        \
-    extern "C" void host_##NAME(unsigned grid, unsigned block, const T* t, T* rc, i64 nfx,       \
-                                i64 nfy, i64 ncx, i64 ncy, i64 ncz, int fx, int fy, int fz,      \
-                                i64 k0, i64 m) {                                                 \
-        LAUNCH(NAME, dim3(grid), dim3(block), t, rc, nfx, nfy, ncx, ncy, ncz, fx, fy, fz, k0, m); \
+    extern "C" void NAME(const T*, T*, const unsigned char*, i64, i64, i64, i64, i64, int, int,  \
+                         int, i64, i64, int);                                                    \
+    extern "C" void host_##NAME(unsigned grid, unsigned block, const T* t, T* rc,                \
+                                const unsigned char* bits_c, i64 nfx, i64 nfy, i64 ncx, i64 ncy, \
+                                i64 ncz, int fx, int fy, int fz, i64 k0, i64 m, int whole) {     \
+        LAUNCH(NAME, dim3(grid), dim3(block), t, rc, bits_c, nfx, nfy, ncx, ncy, ncz, fx, fy,    \
+               fz, k0, m, whole);                                                                \
     }
 #define HOST_PROLONG(NAME, T)                                                                    \
     extern "C" void NAME(const T*, const unsigned char*, T*, i64, i64, i64, i64, int, int, int,  \

@@ -237,11 +237,23 @@ class HostKernels:
                     (nx, ny, k0, k1))
 
     def voxel_restrict_add(self, t, rc, factors, k0):
+        self._restrict(t, rc, rc.view(np.uint8), factors, k0, 0)  # bits_c not read
+
+    def voxel_restrict(self, t, rc, coarse_bits, factors):
+        self._restrict(t, rc, coarse_bits, factors, 0, 1)
+
+    def _restrict(self, t, rc, bits_c, factors, k0, whole):
         ncz, ncy, ncx = rc.shape[:3]
         m, nfy, nfx = t.shape[:3]
         c0, c1 = (k0 // 2, min(ncz, (k0 + m) // 2 + 1)) if factors[2] == 2 else (k0, k0 + m)
-        self._typed(f"voxel_restrict_{TAG[rc.dtype.type]}", max(0, c1 - c0) * ncy * ncx,
-                    (t, rc), (nfx, nfy, ncx, ncy, ncz), factors, (k0, m))
+        n = max(0, c1 - c0) * ncy * ncx
+        f = getattr(self.lib, f"host_voxel_restrict_{TAG[rc.dtype.type]}")
+        f.argtypes = ([ctypes.c_uint] * 2 + [ctypes.c_void_p] * 3 + [ctypes.c_longlong] * 5
+                      + [ctypes.c_int] * 3 + [ctypes.c_longlong] * 2 + [ctypes.c_int])
+        f.restype = None
+        grid = self.grid if self.grid is not None else max(1, -(-n // self.block))
+        f(grid, self.block, _ptr(t), _ptr(rc), _ptr(bits_c), nfx, nfy, ncx, ncy, ncz, *factors,
+          k0, m, whole)
 
     def voxel_prolong_add(self, zc, bits, z, factors, k0, k1):
         nfz, nfy, nfx = z.shape[:3]
@@ -457,6 +469,14 @@ def _compare_transfers(k_test, fine, factors, dtype):
             voxel.voxel_restrict_add(t[k0:k1], ref, factors, k0)
             k_test.voxel_restrict_add(np.ascontiguousarray(t[k0:k1]), got, factors, k0)
         assert _rel_err(got, ref) <= TOL[dtype], ("restrict", step)
+        if step == nfz:  # a level of one range: written at once with the coarse supports
+            bits_c = rng.integers(0, 16, zc.shape[:3], dtype=np.uint8)
+            ref = np.full_like(zc, np.nan)
+            got = np.full_like(zc, np.nan)
+            voxel.voxel_restrict(t, ref, bits_c, factors)
+            k_test.voxel_restrict(t, got, bits_c, factors)
+            assert _rel_err(got, ref) <= TOL[dtype], "restrict, whole grid"
+            assert not got[~voxel.free_mask(np, bits_c, bool)].any()
         ref = t.copy()
         got = t.copy()
         for k0, k1 in ranges:
@@ -532,6 +552,8 @@ def test_the_multigrid_solves_alike_with_the_host_built_kernels(host_lib, precis
         sols.append((u, info))
     (u0, i0), (u1, i1) = sols
     assert len(s.levels) >= 3 and len(s.levels[0].ranges) >= 3
+    # a level of one range above the coarsest: its restriction writes the coarse residual at once
+    assert any(len(lv.ranges) == 1 for lv in s.levels[:-1])
     assert s.levels[0].factors != (2, 2, 2)  # the z voxels are twice as long: semi-coarsened
     assert i1.iterations == i0.iterations
     np.testing.assert_allclose(u1, u0, rtol=0, atol=1e-8 * np.abs(u0).max())
@@ -593,7 +615,7 @@ def test_voxel_kernels_for_cupy_read_the_packaged_source():
     for name in ("voxel_matvec", "voxel_diagonal", "voxel_strain", "voxel_jacobi_first",
                  "voxel_jacobi", "voxel_residual", "voxel_mask", "voxel_restrict_add",
                  "voxel_prolong_add", "vector_dot", "cg_update", "cg_direction",
-                 "voxel_cg_product"):
+                 "voxel_cg_product", "voxel_restrict"):
         assert inspect.signature(getattr(k, name)) == inspect.signature(getattr(voxel, name))
 
 
