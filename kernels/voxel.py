@@ -212,10 +212,12 @@ def voxel_strain(u, B, out, e0: int, e1: int) -> None:
 
 # --- the V-cycle's fused steps ---------------------------------------------------------------
 #
-# Each function below is one CUDA kernel in voxel.cu (one thread per node), so that a multigrid
-# level's Jacobi sweep, residual, transfers and masking each read and write the grid once on the
-# GPU instead of once per array operation. The twins are the array code the multigrid ran before
-# the kernels existed, operation for operation, so the CPU's numbers are those of that code.
+# Each voxel_* function below is one CUDA kernel in voxel.cu (one thread per node), so that a
+# multigrid level's Jacobi sweep, residual, transfers and masking each read and write the grid
+# once on the GPU instead of once per array operation. The twins are the array code the multigrid
+# ran before the kernels existed, operation for operation, so the CPU's numbers are those of that
+# code. free_mask, inverse_diagonal, restrict_axis and prolong_axis are their array helpers (the
+# multigrid's set-up uses them too); vector_dot, cg_update and cg_direction, at the end, are CG's.
 
 #: bits of the per-node support flags (fem.gmg): bits 0-2 supported x/y/z, bit 3 in no voxel
 FIXED_BITS = (1, 2, 4)
