@@ -125,6 +125,18 @@ def _ptr(a) -> int:
     return a.ctypes.data
 
 
+def _arrays(*arrays):
+    return [ctypes.c_void_p(_ptr(a)) for a in arrays]
+
+
+def _i64(*values):
+    return [ctypes.c_longlong(int(v)) for v in values]
+
+
+def _i32(*values):
+    return [ctypes.c_int(int(v)) for v in values]
+
+
 class HostKernels:
     """voxel.cu compiled for the CPU; ``grid``/``block`` choose the emulated launch. The emulation
     keeps its thread and block indices in globals: call it from one thread at a time."""
@@ -132,46 +144,51 @@ class HostKernels:
     def __init__(self, lib: ctypes.CDLL, grid: int | None = None, block: int = 256):
         self.lib, self.grid, self.block = lib, grid, block
 
-    def _call(self, name, n, arrays, ints):
+    def _grid(self, n: int) -> int:
+        return self.grid if self.grid is not None else max(1, -(-n // self.block))
+
+    def _launch(self, name, n, args):
+        """host_<name> over n items; ``args``: ctypes values in the wrapper's order after its
+        grid and block, which also give its argument types."""
         f = getattr(self.lib, f"host_{name}")
-        ptrs = [ctypes.c_void_p(_ptr(a)) for a in arrays]
-        grid = self.grid if self.grid is not None else max(1, -(-n // self.block))
-        f.argtypes = ([ctypes.c_uint, ctypes.c_uint] + [ctypes.c_void_p] * len(ptrs)
-                      + [ctypes.c_longlong] * len(ints))
+        f.argtypes = [ctypes.c_uint, ctypes.c_uint] + [type(a) for a in args]
         f.restype = None
-        f(grid, self.block, *ptrs, *ints)
+        f(self._grid(n), self.block, *args)
+
+    def _reduce(self, name, n, head, tail):
+        """A reduction's launch (``head``, its partials, ``tail``) and the sum of its partials."""
+        partial = np.full(self._grid(n) * self.block, np.nan)
+        self._launch(name, n, [*head, *_arrays(partial), *tail])
+        assert np.isfinite(partial).all()  # every thread leaves its partial
+        return float(partial.sum())
 
     def voxel_matvec(self, u, E, Ke, out, k0, k1):
         nz, ny, nx = E.shape
-        self._call(f"voxel_matvec_{TAG[out.dtype.type]}_{TAG[E.dtype.type]}", out.size // 3,
-                   (u, E, Ke, out), (nx, ny, nz, k0, k1))
+        self._launch(f"voxel_matvec_{TAG[out.dtype.type]}_{TAG[E.dtype.type]}", out.size // 3,
+                     _arrays(u, E, Ke, out) + _i64(nx, ny, nz, k0, k1))
 
     def voxel_matvec_acc(self, u, E, Ke, out, k0, k1):
         nz, ny, nx = E.shape
-        self._call("voxel_matvec_acc_f32_f32", out.size // 3, (u, E, Ke, out), (nx, ny, nz, k0, k1))
+        self._launch("voxel_matvec_acc_f32_f32", out.size // 3,
+                     _arrays(u, E, Ke, out) + _i64(nx, ny, nz, k0, k1))
 
     def voxel_diagonal(self, E, kdiag, out, k0, k1):
         nz, ny, nx = E.shape
-        self._call(f"voxel_diagonal_{TAG[out.dtype.type]}_{TAG[E.dtype.type]}", out.size // 3,
-                   (E, kdiag, out), (nx, ny, nz, k0, k1))
+        self._launch(f"voxel_diagonal_{TAG[out.dtype.type]}_{TAG[E.dtype.type]}", out.size // 3,
+                     _arrays(E, kdiag, out) + _i64(nx, ny, nz, k0, k1))
 
     def voxel_strain(self, u, B, out, e0, e1):
         nz = u.shape[0] - 1
-        self._call(f"voxel_strain_{TAG[out.dtype.type]}", out.size // 6, (u, B, out),
-                   (out.shape[2], out.shape[1], nz, e0, e1))
+        self._launch(f"voxel_strain_{TAG[out.dtype.type]}", out.size // 6,
+                     _arrays(u, B, out) + _i64(out.shape[2], out.shape[1], nz, e0, e1))
 
-    # the V-cycle's fused steps: scalars other than the grid's are passed typed
+    # the V-cycle's fused steps
     def _smooth(self, z, r, E, Ke, kdiag, bits, omega, out, k0, k1, mode):
         nz, ny, nx = E.shape
-        f = getattr(self.lib, f"host_voxel_smooth_{TAG[out.dtype.type]}_{TAG[E.dtype.type]}")
         real = ctypes.c_double if out.dtype == np.float64 else ctypes.c_float
-        f.argtypes = ([ctypes.c_uint] * 2 + [ctypes.c_void_p] * 6 + [real, ctypes.c_void_p]
-                      + [ctypes.c_longlong] * 5 + [ctypes.c_int])
-        f.restype = None
-        n = out.size // 3
-        grid = self.grid if self.grid is not None else max(1, -(-n // self.block))
-        f(grid, self.block, *(_ptr(a) for a in (z, r, E, Ke, kdiag, bits)), omega, _ptr(out),
-          nx, ny, nz, k0, k1, mode)
+        self._launch(f"voxel_smooth_{TAG[out.dtype.type]}_{TAG[E.dtype.type]}", out.size // 3,
+                     _arrays(z, r, E, Ke, kdiag, bits) + [real(omega)] + _arrays(out)
+                     + _i64(nx, ny, nz, k0, k1) + _i32(mode))
 
     def voxel_jacobi_first(self, r, E, kdiag, bits, omega, out, k0, k1):
         self._smooth(r, r, E, kdiag, kdiag, bits, omega, out, k0, k1, 0)
@@ -182,59 +199,10 @@ class HostKernels:
     def voxel_residual(self, z, r, E, Ke, bits, out, k0, k1):
         self._smooth(z, r, E, Ke, Ke, bits, 0.0, out, k0, k1, 2)
 
-    def _typed(self, name, n, arrays, ints, int32s=(), tail=()):
-        f = getattr(self.lib, f"host_{name}")
-        f.argtypes = ([ctypes.c_uint] * 2 + [ctypes.c_void_p] * len(arrays)
-                      + [ctypes.c_longlong] * len(ints) + [ctypes.c_int] * len(int32s)
-                      + [ctypes.c_longlong] * len(tail))
-        f.restype = None
-        grid = self.grid if self.grid is not None else max(1, -(-n // self.block))
-        f(grid, self.block, *(_ptr(a) for a in arrays), *ints, *int32s, *tail)
-
-    def _reduce(self, name, n, arrays, doubles=()):
-        grid = self.grid if self.grid is not None else max(1, -(-n // self.block))
-        partial = np.full(grid * self.block, np.nan)
-        f = getattr(self.lib, f"host_{name}")
-        f.argtypes = ([ctypes.c_uint] * 2 + [ctypes.c_void_p] * len(arrays)
-                      + [ctypes.c_double] * len(doubles) + [ctypes.c_void_p, ctypes.c_longlong])
-        f.restype = None
-        f(grid, self.block, *(_ptr(a) for a in arrays), *doubles, _ptr(partial), n)
-        assert np.isfinite(partial).all()  # every thread leaves its partial
-        return float(partial.sum())
-
-    def vector_dot(self, a, b):
-        return self._reduce(f"vector_dot_{TAG[a.dtype.type]}_{TAG[b.dtype.type]}", a.size, (a, b))
-
-    def cg_update(self, x, r, p, q, alpha):
-        return self._reduce(f"cg_update_{TAG[r.dtype.type]}", r.size, (x, r, p, q), (alpha,))
-
-    def cg_direction(self, p, z, beta):
-        f = getattr(self.lib, f"host_cg_direction_{TAG[p.dtype.type]}")
-        f.argtypes = [ctypes.c_uint] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_double,
-                                                                   ctypes.c_longlong]
-        f.restype = None
-        grid = self.grid if self.grid is not None else max(1, -(-p.size // self.block))
-        f(grid, self.block, _ptr(p), _ptr(z), beta, p.size)
-
-    def voxel_cg_product(self, p, E, Ke, bits, out, k0, k1, acc64=False):
-        nz, ny, nx = E.shape
-        name = ("voxel_cg_product_acc_f32_f32" if acc64 else
-                f"voxel_cg_product_{TAG[out.dtype.type]}_{TAG[E.dtype.type]}")
-        n = out.size // 3
-        grid = self.grid if self.grid is not None else max(1, -(-n // self.block))
-        partial = np.full(grid * self.block, np.nan)
-        f = getattr(self.lib, f"host_{name}")
-        f.argtypes = [ctypes.c_uint] * 2 + [ctypes.c_void_p] * 6 + [ctypes.c_longlong] * 5
-        f.restype = None
-        f(grid, self.block, *(_ptr(a) for a in (p, E, Ke, bits, out, partial)), nx, ny, nz,
-          k0, k1)
-        assert np.isfinite(partial).all()
-        return float(partial.sum())
-
     def voxel_mask(self, v, bits, k0, k1):
         ny, nx = v.shape[1] - 1, v.shape[2] - 1
-        self._typed(f"voxel_mask_{TAG[v.dtype.type]}", v.size // 3, (v, bits),
-                    (nx, ny, k0, k1))
+        self._launch(f"voxel_mask_{TAG[v.dtype.type]}", v.size // 3,
+                     _arrays(v, bits) + _i64(nx, ny, k0, k1))
 
     def voxel_restrict_add(self, t, rc, factors, k0):
         self._restrict(t, rc, rc.view(np.uint8), factors, k0, 0)  # bits_c not read
@@ -246,19 +214,35 @@ class HostKernels:
         ncz, ncy, ncx = rc.shape[:3]
         m, nfy, nfx = t.shape[:3]
         c0, c1 = (k0 // 2, min(ncz, (k0 + m) // 2 + 1)) if factors[2] == 2 else (k0, k0 + m)
-        n = max(0, c1 - c0) * ncy * ncx
-        f = getattr(self.lib, f"host_voxel_restrict_{TAG[rc.dtype.type]}")
-        f.argtypes = ([ctypes.c_uint] * 2 + [ctypes.c_void_p] * 3 + [ctypes.c_longlong] * 5
-                      + [ctypes.c_int] * 3 + [ctypes.c_longlong] * 2 + [ctypes.c_int])
-        f.restype = None
-        grid = self.grid if self.grid is not None else max(1, -(-n // self.block))
-        f(grid, self.block, _ptr(t), _ptr(rc), _ptr(bits_c), nfx, nfy, ncx, ncy, ncz, *factors,
-          k0, m, whole)
+        self._launch(f"voxel_restrict_{TAG[rc.dtype.type]}", max(0, c1 - c0) * ncy * ncx,
+                     _arrays(t, rc, bits_c) + _i64(nfx, nfy, ncx, ncy, ncz) + _i32(*factors)
+                     + _i64(k0, m) + _i32(whole))
 
     def voxel_prolong_add(self, zc, bits, z, factors, k0, k1):
         nfz, nfy, nfx = z.shape[:3]
-        self._typed(f"voxel_prolong_{TAG[z.dtype.type]}", (k1 - k0) * nfy * nfx,
-                    (zc, bits, z), (nfx, nfy, zc.shape[2], zc.shape[1]), factors, (k0, k1))
+        self._launch(f"voxel_prolong_{TAG[z.dtype.type]}", (k1 - k0) * nfy * nfx,
+                     _arrays(zc, bits, z) + _i64(nfx, nfy, zc.shape[2], zc.shape[1])
+                     + _i32(*factors) + _i64(k0, k1))
+
+    # CG's steps: reductions leave one partial sum per thread
+    def voxel_cg_product(self, p, E, Ke, bits, out, k0, k1, acc64=False):
+        nz, ny, nx = E.shape
+        name = ("voxel_cg_product_acc_f32_f32" if acc64 else
+                f"voxel_cg_product_{TAG[out.dtype.type]}_{TAG[E.dtype.type]}")
+        return self._reduce(name, out.size // 3, _arrays(p, E, Ke, bits, out),
+                            _i64(nx, ny, nz, k0, k1))
+
+    def vector_dot(self, a, b):
+        return self._reduce(f"vector_dot_{TAG[a.dtype.type]}_{TAG[b.dtype.type]}", a.size,
+                            _arrays(a, b), _i64(a.size))
+
+    def cg_update(self, x, r, p, q, alpha):
+        return self._reduce(f"cg_update_{TAG[r.dtype.type]}", r.size,
+                            _arrays(x, r, p, q) + [ctypes.c_double(alpha)], _i64(r.size))
+
+    def cg_direction(self, p, z, beta):
+        self._launch(f"cg_direction_{TAG[p.dtype.type]}", p.size,
+                     _arrays(p, z) + [ctypes.c_double(beta)] + _i64(p.size))
 
 
 @pytest.fixture(scope="module")
