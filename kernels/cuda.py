@@ -129,9 +129,9 @@ def voxel_matvec(u, E, Ke, out, k0: int, k1: int) -> None:
             (u, E, out, *_ints(nx, ny, nz, k0, k1)))
 
 
-def voxel_matvec_acc(u, E, Ke, out, k0: int, k1: int) -> None:
-    """:func:`voxel_matvec` of float32 u and E into float32 out, summed in float64 (Ke float64):
-    mixed precision's CG product (twin :func:`fem.kernels.voxel.voxel_matvec_acc`)."""
+def _acc_operands(E, out, k0: int, k1: int):
+    """The float32 moduli of a float64-summed product (mixed precision's CG product), checked
+    with its float32 output over the node planes k0..k1-1."""
     E = cupy.ascontiguousarray(E)
     if E.ndim != 3 or np.dtype(E.dtype) != np.float32:
         raise TypeError(f"E must be a float32 (nz, ny, nx) array, got {E.dtype} {E.shape}")
@@ -139,6 +139,14 @@ def voxel_matvec_acc(u, E, Ke, out, k0: int, k1: int) -> None:
     _planes(k0, k1, nz + 1, "node plane")
     if _output(out, (k1 - k0, ny + 1, nx + 1, 3)) != "f32":
         raise TypeError(f"out must be float32, got {out.dtype}")
+    return E
+
+
+def voxel_matvec_acc(u, E, Ke, out, k0: int, k1: int) -> None:
+    """:func:`voxel_matvec` of float32 u and E into float32 out, summed in float64 (Ke float64):
+    mixed precision's CG product (twin :func:`fem.kernels.voxel.voxel_matvec_acc`)."""
+    E = _acc_operands(E, out, k0, k1)
+    nz, ny, nx = E.shape
     u = _input(u, (nz + 1, ny + 1, nx + 1, 3), np.float32, "u")
     _upload_ke(_input(Ke, (24, 24), np.float64, "Ke"))
     _launch("voxel_matvec_acc_f32_f32", out.size // 3, (u, E, out, *_ints(nx, ny, nz, k0, k1)))
@@ -224,16 +232,12 @@ def voxel_cg_product(p, E, Ke, bits, out, k0: int, k1: int, acc64: bool = False)
     thread per node; float64 partial sums per thread). ``acc64``: float32 p, E and out, float64
     Ke and sums."""
     if acc64:
-        E = cupy.ascontiguousarray(E)
-        if E.ndim != 3 or np.dtype(E.dtype) != np.float32:
-            raise TypeError(f"E must be a float32 (nz, ny, nx) array, got {E.dtype} {E.shape}")
+        E, t = _acc_operands(E, out, k0, k1), "f32"
     else:
         E = _moduli(E)
+        _planes(k0, k1, E.shape[0] + 1, "node plane")
+        t = _output(out, (k1 - k0, E.shape[1] + 1, E.shape[2] + 1, 3))
     nz, ny, nx = E.shape
-    _planes(k0, k1, nz + 1, "node plane")
-    t = _output(out, (k1 - k0, ny + 1, nx + 1, 3))
-    if acc64 and t != "f32":
-        raise TypeError(f"out must be float32, got {out.dtype}")
     nodes = (nz + 1, ny + 1, nx + 1, 3)
     p = _input(p, nodes, out.dtype, "p")
     _upload_ke(_input(Ke, (24, 24), np.float64 if acc64 else out.dtype, "Ke"))
