@@ -136,8 +136,10 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     t2 = time.perf_counter()
     table = metrics.level_metrics(result)
     if vtu is not None:
-        # the model record first: a run's VTU on disk has its record beside it
-        write_model_record(model, record_path(vtu))
+        # the model record first: a run's VTU on disk has its record beside it. The record is
+        # of the model the VTU holds: a fibre disc's run writes its converged secant model,
+        # whose annulus moduli differ from the built model's
+        write_model_record(result.model, record_path(vtu))
         result.write(Path(vtu))
     t3 = time.perf_counter()
     timings = {"build": t1 - t0, "solve": t2 - t1, "output": t3 - t2}
