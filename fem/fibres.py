@@ -99,11 +99,17 @@ import numpy as np
 
 from . import assembly
 from . import system as _system
-from .analysis import DIRECT_MAX_DOF, amg_preconditioner, constrain, verify_answer
+from .analysis import (
+    DIRECT_MAX_DOF,
+    amg_preconditioner,
+    constrain,
+    dead_dofs,
+    verify_answer,
+)
 from .errors import ConvergenceError, MaterialError, SetError, SolverError
 from .kernels import elastic
 from .kernels.backend import BackendError, get_backend, scatter_add
-from .nonlinear_systems import element_strain_operator
+from .nonlinear_systems import Perturbed, change_pieces, element_strain_operator
 from .parallel import RowSplit
 from .parts import level_elements, region, split
 from .result import Result
@@ -163,6 +169,12 @@ STALL_ITERATIONS = 15
 #: the least relaxation factor Aitken's update may take
 MIN_RELAXATION = 0.05
 MAX_ITERATIONS = 60
+#: a secant iteration's linear solve stops at FORCING x the out-of-balance force it starts
+#: from (Eisenstat & Walker 1996, SIAM J Sci Comput 17:16: an inexact Newton method's forcing
+#: term; a fixed-point iteration converges as it does with exact solves while the solve's
+#: error stays a fraction of the step), and at most FIRST_RTOL (the first solve)
+FORCING = 0.1
+FIRST_RTOL = 1e-2
 
 
 #: the entries of a Voigt stiffness an orthotropic material has in its own axes
@@ -587,7 +599,7 @@ def _secant(model, regions, law, *, tol, strain_tol, relaxation, max_iterations,
     S = element_strain_operator(m, elements)
     n3 = 3 * m.n_nodes
     solve = _LinearSolves(m, sysm, be, solver, rtol, callback)
-    z = last = None
+    z = last = changes = None
     residuals = []
     held = 0
     for k in range(max_iterations + 1):
@@ -595,7 +607,13 @@ def _secant(model, regions, law, *, tol, strain_tol, relaxation, max_iterations,
         if coupling:
             idx, val = _coupling(m, pattern, regions, law, law.secant(eps_f))
             scatter_add(data.reshape(-1), xp.asarray(idx), xp.asarray(val))
-        lin = constrain(m, sysm, assembly.to_matrix(pattern, data, be), be)
+        if changes:
+            lin = changes.system(data)
+        else:
+            first = data.copy() if changes is None and be.name == "numpy" else None
+            lin = constrain(m, sysm, assembly.to_matrix(pattern, data, be), be)
+            if first is not None:
+                changes = _SecantChanges(m, sysm, pattern, first, lin, be)
         if z is not None:
             residuals.append(_out_of_balance(lin, z, xp))
             logger.info("fibre iteration %d: out-of-balance %.3e", k, residuals[-1])
@@ -625,7 +643,12 @@ def _secant(model, regions, law, *, tol, strain_tol, relaxation, max_iterations,
                         "coupling=True (the exact anisotropic stiffness) converges there")
                 raise ConvergenceError(f"fibre secant iterations: {state} after {max_iterations} "
                                        f"iterations; {history}{hint}")
-        z = solve(lin, z)
+        # inexact solves (Eisenstat & Walker 1996): each linear solve only as accurate as a
+        # share of the out-of-balance force it starts from; the converged iterate is checked
+        # above on the exact out-of-balance of its own secant stiffness, which the last solves
+        # (the force by then below tol) resolve to at least FORCING * tol
+        z = solve(lin, z, max(rtol, min(FIRST_RTOL, FORCING * residuals[-1]) if residuals
+                              else FIRST_RTOL))
         u = be.to_host((lin.T @ z if lin.T is not None else z)[:n3])
         step = (np.einsum("fmi,mij,fmj->fm", dirs, _tensor((S @ u).reshape(-1, 6)), dirs)
                 - eps_f).ravel()
@@ -648,6 +671,43 @@ def _secant(model, regions, law, *, tol, strain_tol, relaxation, max_iterations,
     return result
 
 
+class _SecantChanges:
+    """The secant stiffness of a later iteration as the first one's constrained system plus the
+    change of the fibre elements' blocks (:class:`fem.nonlinear_systems.Perturbed`): only the
+    blocks whose assembled values changed are constrained again (T^T dK T through the plates'
+    coupling, the supports' rows and columns zeroed), instead of the whole matrix at every
+    iteration (on the canonical T12-L4 at 2 mm, 0.7 s of a 1.1 s reassembly). Host only."""
+
+    def __init__(self, model, sysm, pattern, data0, lin0, be):
+        self.data0, self.lin0, self.be = data0.reshape(-1, 9), lin0, be
+        self.brow = pattern.block_rows(np)
+        self.bcol = np.asarray(pattern.indices, dtype=np.int64)
+        self.n3 = 3 * model.n_nodes
+        keep = np.ones(lin0.n_eq, dtype=bool)
+        fixed = np.asarray(sysm.fixed_dofs, dtype=np.int64)
+        keep[np.concatenate([fixed, dead_dofs(model, sysm)])] = False
+        g = np.zeros(lin0.n_eq)
+        g[fixed] = sysm.fixed_values
+        self.keep, self.g, self.fixed = keep, g, fixed
+
+    def system(self, data) -> Perturbed:
+        import scipy.sparse as sp
+
+        diff = data.reshape(-1, 9) - self.data0
+        blocks = np.nonzero(np.any(diff != 0.0, axis=1))[0]
+        i = np.arange(3)
+        rows = 3 * self.brow[blocks, None, None] + i[None, :, None]
+        cols = 3 * self.bcol[blocks, None, None] + i[None, None, :]
+        rows, cols = np.broadcast_arrays(rows, cols)
+        dK = sp.csr_matrix((diff[blocks].ravel(), (rows.ravel(), cols.ravel())),
+                           shape=(self.n3, self.n3))
+        T = self.lin0.T
+        if T is not None:
+            dK = (T.T @ dK @ T).tocsr()
+        return Perturbed(self.lin0, *change_pieces(dK, self.keep, self.g, self.fixed, self.be),
+                         self.be)
+
+
 class _LinearSolves:
     """The linear solve of each secant iteration, warm-started from the last solution: CG with
     the AMG of the first stiffness, or for direct-sized models (host) CG with the first
@@ -660,7 +720,8 @@ class _LinearSolves:
         self.M = self.direct = None
         self.iterations = 0
 
-    def __call__(self, lin, z):
+    def __call__(self, lin, z, rtol=None):
+        rtol = self.rtol if rtol is None else rtol
         xp = self.be.xp
         if self.direct is None:
             self.direct = self.solver == "direct" or (self.solver == "auto"
@@ -670,7 +731,7 @@ class _LinearSolves:
                 self.M = factorise(lin.K)
                 z = factored_solve(self.M, lin.rhs)
             else:
-                z, n, _ = cg(lin.K, lin.rhs, x0=z, rtol=self.rtol, M=self.M.solve,
+                z, n, _ = cg(lin.K, lin.rhs, x0=z, rtol=rtol, M=self.M.solve,
                              callback=self.callback)
                 self.iterations += n
         elif self.direct:
@@ -680,8 +741,9 @@ class _LinearSolves:
                 B = rigid_body_modes(self.model.points, np,
                                      [p.reference for p in self.sysm.plates])
                 self.M = amg_preconditioner(lin.K, B, self.be)
-            op = RowSplit(lin.K) if self.be.name == "numpy" else lin.K
-            z, n, _ = cg(op, lin.rhs, x0=z, rtol=self.rtol, M=self.M, callback=self.callback)
+            op = (lin if isinstance(lin, Perturbed) else
+                  RowSplit(lin.K) if self.be.name == "numpy" else lin.K)
+            z, n, _ = cg(op, lin.rhs, x0=z, rtol=rtol, M=self.M, callback=self.callback)
             self.iterations += n
         if len(self.sysm.fixed_dofs):
             z[xp.asarray(self.sysm.fixed_dofs)] = xp.asarray(self.sysm.fixed_values,

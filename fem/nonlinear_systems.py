@@ -374,9 +374,9 @@ class AssembledSystem(_Base):
         if self._change is not False and np.isin(changed, self._yielding).all():
             pieces = self._change.pieces(dE[self._yielding], self._g_full)
         else:
-            pieces = _pieces(self._delta(changed, dE[changed]), self._keep, self._g_full,
+            pieces = change_pieces(self._delta(changed, dE[changed]), self._keep, self._g_full,
                              self.sysm.fixed_dofs, self.be)
-        self._lin = _Perturbed(self._lin0, *pieces, self.be)
+        self._lin = Perturbed(self._lin0, *pieces, self.be)
         self._lin_E = E
         return self._lin
 
@@ -403,9 +403,9 @@ class AssembledSystem(_Base):
         lin = self._system(E)
         xp = self.xp
         if self.use_direct:
-            z = direct(lin.matrix() if isinstance(lin, _Perturbed) else lin.K, lin.rhs)
+            z = direct(lin.matrix() if isinstance(lin, Perturbed) else lin.K, lin.rhs)
         else:
-            op = lin if isinstance(lin, _Perturbed) else self._op0()
+            op = lin if isinstance(lin, Perturbed) else self._op0()
             z, _, _ = cg(op, lin.rhs, x0=guess, rtol=self.rtol, M=self.M)
         if len(self.sysm.fixed_dofs):
             z[self.fixed] = xp.asarray(self.g0, dtype=z.dtype)
@@ -500,8 +500,8 @@ def _stiffness_triplets(model, elements, moduli, chunk: int = 5_000):
                    Ke.reshape(len(el), k3 * k3).ravel())
 
 
-def _pieces(dK, keep, g_full, fixed, be):
-    """What :class:`_Perturbed` needs of a change dK (host CSR, constrained dof space): D dK D
+def change_pieces(dK, keep, g_full, fixed, be):
+    """What :class:`Perturbed` needs of a change dK (host CSR, constrained dof space): D dK D
     (D zeroing the eliminated dofs), the rows of the prescribed dofs and D dK g (g: the
     prescribed values at load factor 1), on the backend."""
     import scipy.sparse as sp
@@ -572,7 +572,7 @@ class ChangeMap:
         return self
 
     def pieces(self, dE, g_full):
-        """:func:`_pieces` of the change dE (host, per element of the map)."""
+        """:func:`change_pieces` of the change dE (host, per element of the map)."""
         be, xp = self.be, self.be.xp
         if be.name == "numpy":
             import scipy.sparse as sparse
@@ -589,10 +589,10 @@ class ChangeMap:
         return dKc, rows, self.keep * (dK @ xp.asarray(g_full))
 
 
-class _Perturbed:
+class Perturbed:
     """The constrained elastic system plus a change dK (damaged elements): ``K = K0 + D dK D``
     with D zeroing the eliminated dofs (their rows keep K0's scaled identity), the right-hand
-    side and the reaction rows corrected alike (:func:`_pieces`). Acts as CG's operator
+    side and the reaction rows corrected alike (:func:`change_pieces`). Acts as CG's operator
     (``matvec``)."""
 
     def __init__(self, lin0, dKc, dK_rows, dKg, be):

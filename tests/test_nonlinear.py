@@ -295,8 +295,8 @@ def test_the_change_map_is_the_reassembled_change(backend):
     rng = np.random.default_rng(5)
     dE = np.zeros(m.n_elements)
     dE[can] = -rng.uniform(0.0, 250.0, len(can))
-    want = nonlinear_systems._pieces(sysx._delta(can, dE[can]), sysx._keep, sysx._g_full,
-                                     sysx.sysm.fixed_dofs, be)
+    want = nonlinear_systems.change_pieces(sysx._delta(can, dE[can]), sysx._keep,
+                                           sysx._g_full, sysx.sysm.fixed_dofs, be)
     got = change.pieces(dE[sysx._yielding], sysx._g_full)
     scale = abs(want[0]).max()
     assert abs(got[0] - want[0]).max() < 1e-12 * scale
