@@ -322,15 +322,15 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
     id is what it was before they existed; any other value changes it. ``load_line``'s default
     moved from "plate" to "space": a run on the old load keeps its old id, and one on the new
     default is a new run (a store computed before does not hand it the plate's answer). So did
-    ``fracture_compaction`` ("none" to "band") and ``fracture_damage`` (0.2 to 0.14) on
-    2026-12-06: a run on the old fracture keeps its id."""
+    ``fracture_compaction`` ("none" to "band"), ``fracture_damage`` (0.2 to 0.14) and ``disc``
+    ("isotropic" to "fibres") on 2026-12-06: a run on the old fracture or disc keeps its id."""
     import hashlib
 
     from fem.study.spec import ADDED_LATER
 
     d_old = json.loads(json.dumps(CANON_DICT))
     d_old.setdefault("base", {}).update(load_line="plate", fracture_compaction="none",
-                                        fracture_damage=0.2)
+                                        fracture_damage=0.2, disc="isotropic")
     for p, q in zip(StudySpec.from_dict(d_old).expand(), StudySpec.from_dict(CANON_DICT).expand(),
                     strict=True):
         old = {k: v for k, v in p.items() if k not in ADDED_LATER}
@@ -338,12 +338,13 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
         assert run_id(p) == hashlib.sha256(blob.encode()).hexdigest()[:12]
         assert run_id(p) == run_id(old)
         assert q["load_line"] == "space" and run_id(q) != run_id(p)
+        assert q["disc"] == "fibres"
         assert run_id(q) == run_id(dict(old, load_line="space", fracture_compaction="band",
-                                        fracture_damage=0.14))
+                                        fracture_damage=0.14, disc="fibres"))
         for k, v in {"anatomy": "ssm", "mesh": "tet10", "mesh_size": 4.0,
                      "strength": "pushover", "strength_levels": "all",
                      "fracture_compaction": "band", "fracture_damage": 0.14,
-                     "disc": "fibres"}.items():
+                     "disc": "fibres_undrained"}.items():
             assert run_id(dict(p, **{k: v})) != run_id(p), k
     # a spec without the strength keys and one giving their defaults: the same runs and ids
     d = json.loads(json.dumps(CANON_DICT))
@@ -371,6 +372,26 @@ def test_strength_levels_forms():
     with pytest.raises(SpecError, match="needs a treated_level or a fracture_level"):
         StudySpec.from_dict({"study": {"name": "s"},
                              "base": {"levels": "L1-L3", "strength": "pushover"}}).expand()
+
+
+def test_runs_solve_the_fibre_disc_by_default_and_a_single_level_plainly():
+    """``disc``'s default is "fibres" (since 2026-12-06): a segment's run is ``fem.solve_disc``'s;
+    a single level has no disc, and its run is the plain solve whatever ``disc`` says (the same
+    rows as ``disc = "isotropic"``)."""
+    from fem.study.recipe import execute
+
+    def run(**base):
+        (p,) = StudySpec.from_dict({"study": {"name": "d"},
+                                    "base": {"voxel_size": 5.0, "solver": "direct", **base}
+                                    }).expand()
+        return p, execute(p)
+
+    p, seg = run(levels="L1-L2")
+    assert p["disc"] == "fibres" and seg["solver"].endswith("(fibre secant)")
+    _, one = run(levels="L1")
+    _, iso = run(levels="L1", disc="isotropic")
+    assert one["solver"] == iso["solver"] == "direct"
+    assert one["rows"] == iso["rows"]
 
 
 def test_a_fibre_disc_run_writes_the_model_its_vtu_holds(tmp_path):

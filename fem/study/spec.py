@@ -124,8 +124,8 @@ def _limit(name):
 
 PROCEDURES = ("intact", "fractured", "pvp", "pkp")
 STRENGTHS = ("pistoia", "pushover")
-#: the disc models a run can solve with: the default solid annulus (fem.solve) or the fibre
-#: disc, drained or undrained (fem.fibres.solve_disc, small strain)
+#: the disc models a run can solve with: the fibre disc, drained (the default) or undrained
+#: (fem.fibres.solve_disc, small strain), or the solid annulus of the builders (fem.solve)
 DISCS = ("isotropic", "fibres", "fibres_undrained")
 
 
@@ -203,11 +203,12 @@ PARAMETERS = {
                              "modulus (fem.meshes.pathology.CRUSHED_MODULUS_RATIO, measured: "
                              "Wolfram et al. 2011; 0.2 was the earlier calibrated factor)",
                              _range(0.01, 1.0)),
-    "disc": Param(str, "isotropic", "intervertebral disc model: isotropic (the annulus a "
-                  "4.2 MPa solid: the default, as before), fibres (fibre-reinforced annulus, "
-                  "drained: loads the endplate as measured discs do; fem.fibres.solve_disc with "
-                  "its exact secant stiffness, 3-5 times a linear solve's time) or "
-                  "fibres_undrained (the same, loaded too fast for the disc's water to leave); "
+    "disc": Param(str, "fibres", "intervertebral disc model: fibres (the default since "
+                  "2026-12-06: a fibre-reinforced annulus, drained, that loads the endplate as "
+                  "measured discs do; fem.fibres.solve_disc with its exact secant stiffness, "
+                  "about twice a linear solve's time), fibres_undrained (the same, loaded too "
+                  "fast for the disc's water to leave) or isotropic (the annulus a 4.2 MPa "
+                  "solid, the default before); a single level has no disc and solves plainly; "
                   "docs/studies.md", choices=DISCS),
     "treated_level": Param(str, "", "augmented level (empty: the fractured level)"),
     "approach": Param(str, "bipedicular", "needle approach",
@@ -545,8 +546,9 @@ class StudySpec:
 #: had: a run that keeps them at these values hashes without them, so its id (and a store's runs)
 #: stay what they were. ``load_line`` is "plate" here though its default is now "space": a run
 #: computed with the old load hashes as before, and one with the new default is a new run; so
-#: are ``fracture_compaction`` ("band" by default since 2026-12-06) and ``fracture_damage`` (0.14,
-#: measured, since 2026-12-06; 0.2 calibrated before)
+#: are ``fracture_compaction`` ("band" by default since 2026-12-06), ``fracture_damage`` (0.14,
+#: measured, since 2026-12-06; 0.2 calibrated before) and ``disc`` ("fibres" by default since
+#: 2026-12-06)
 ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "strength": "pistoia", "strength_levels": "treated", "ct": "", "masks": "",
                "ct_slope": 0.8, "ct_intercept": -8.0, "density_error": 0.0,
