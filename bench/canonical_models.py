@@ -4,9 +4,9 @@ The runs of ``examples/canonical_study.toml`` (T12-L4, QCT BMD 70 mg/cm^3, a gra
 L2; intact, fractured, PVP 4 mL, PKP 4 mL restoring half the height), built by the study's own
 recipe (:func:`fem.study.recipe.build_model`), so that a row here is the run a study makes.
 
-``--disc`` (default): each state and load case solved with the default disc (``fem.solve``) and
-with the fibre-reinforced annulus (``fem.solve_disc(..., coupling=True)``, what a study's
-``disc = "fibres"`` runs): per level the pressure of the disc below it (MPa), the endplate bulges
+``--disc`` (default): each state and load case solved with the builders' solid annulus
+(``fem.solve``, what a study's ``disc = "isotropic"`` runs) and with the fibre-reinforced annulus
+(``fem.solve_disc(..., coupling=True)``, what a study's default ``disc = "fibres"`` runs): per level the pressure of the disc below it (MPa), the endplate bulges
 (mm), the Pistoia factor of risk and the axial stiffness (N/mm), and each solve's time.
 ``--orthotropic`` adds the fibre disc's orthotropic secant (``coupling=False``) for the
 fractured state, the form ``fem.solve_disc`` tries first.
