@@ -10,7 +10,9 @@ wedge tips the levels above (``loadcases.loaded``'s default line, "space"). Prin
 per-level table (stiffness: axial under standing, rotational under flexion; strength, factor of
 risk, endplate bulge, disc pressure, heights, cement) and the two headline predictions: collapse
 prevention at L2 and adjacent-level risk at L1 and L3. Writes the full table as CSV and one VTU
-per state and load case.
+per state and load case. The discs are the fibre-reinforced annulus, as a study's default
+(``fem.solve_disc(..., coupling=True)``, docs/studies.md, "The disc"); ``--disc isotropic``
+solves the builders' solid annulus (``fem.solve``) instead.
 
 With ``--anatomy ssm`` the same study runs on real anatomy: the mean L2-L4 of a statistical shape
 model of 87 patients (Clouthier et al. 2023, J Biomech 146:111421; data from
@@ -18,7 +20,7 @@ model of 87 patients (Clouthier et al. 2023, J Biomech 146:111421; data from
 ``--tet10 3.5`` to mesh it with quadratic tetrahedra of that size (gmsh) instead of voxels.
 
     python examples/augmentation_study.py [--voxel 1.5] [--anatomy parametric|ssm]
-                                          [--tet10 MM] [--out results/]
+                                          [--tet10 MM] [--disc fibres|isotropic] [--out results/]
 """
 
 from __future__ import annotations
@@ -76,8 +78,12 @@ def states(voxel: float, *, bmd: float = 70.0, seed: int = 0, anatomy: str = "pa
 
 
 def run(voxel: float, out: Path, *, load_cases=LOAD_CASES, write_vtu: bool = True,
-        solver: str = "auto", anatomy: str = "parametric", tet10: float | None = None):
-    """Solve every state under every load case; return the :class:`fem.metrics.Comparison`."""
+        solver: str = "auto", anatomy: str = "parametric", tet10: float | None = None,
+        disc: str = "fibres"):
+    """Solve every state under every load case; return the :class:`fem.metrics.Comparison`.
+    ``disc``: "fibres" (the fibre-reinforced annulus, as a study's default) or "isotropic"."""
+    if disc not in ("fibres", "isotropic"):
+        raise ValueError(f"disc must be 'fibres' or 'isotropic', got {disc!r}")
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name, model in states(voxel, anatomy=anatomy, tet10=tet10).items():
@@ -88,7 +94,8 @@ def run(voxel: float, out: Path, *, load_cases=LOAD_CASES, write_vtu: bool = Tru
             t = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # B-bar hex8 in the nucleus
-                r = fem.solve(m, solver=solver)
+                r = (fem.solve(m, solver=solver) if disc == "isotropic" else
+                     fem.solve_disc(m, solver=solver, coupling=True))
             print(f"solved {name:10s} {case:9s} {m.n_dof:7d} DOF in "
                   f"{time.perf_counter() - t:5.1f} s", file=sys.stderr)
             results[name][case] = metrics.level_metrics(r)
@@ -119,13 +126,20 @@ def main(argv=None) -> int:
     p.add_argument("--voxel", type=float, default=1.5, help="voxel size in mm (default 1.5)")
     p.add_argument("--out", type=Path, default=Path("results"), help="folder for CSV and VTU")
     p.add_argument("--solver", default="auto", choices=["auto", "direct", "amg", "cg"],
-                   help="linear solver (default auto)")
+                   help="linear solver (default auto; cg only with --disc isotropic)")
+    p.add_argument("--disc", default="fibres", choices=["fibres", "isotropic"],
+                   help="disc model: the fibre-reinforced annulus (default, a study's) or the "
+                        "builders' solid annulus")
     p.add_argument("--anatomy", default="parametric", choices=sorted(ANATOMIES),
                    help="parametric T12-L4 (default) or the real mean L2-L4 (ssm)")
     p.add_argument("--tet10", type=float, default=None, metavar="MM",
                    help="with --anatomy ssm: tet10 mesh of this size (mm) instead of voxels")
     args = p.parse_args(argv)
-    comp = run(args.voxel, args.out, solver=args.solver, anatomy=args.anatomy, tet10=args.tet10)
+    if args.solver == "cg" and args.disc == "fibres":
+        p.error("--solver cg solves the solid annulus only: add --disc isotropic, or use "
+                "auto, direct or amg")
+    comp = run(args.voxel, args.out, solver=args.solver, anatomy=args.anatomy, tet10=args.tet10,
+               disc=args.disc)
     print(report(comp))
     print(f"\nfull table: {args.out / 'canonical_study.csv'}")
     return 0

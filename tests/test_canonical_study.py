@@ -1,6 +1,7 @@
 """The canonical augmentation study (issue 5): examples/augmentation_study.py at 4 mm voxels
-(the behaviour below holds at 3 mm too; 4 mm halves the suite's cost of it), its printed table
-and the behaviour it must show."""
+(4 mm halves the suite's cost of it against 3 mm) with its default
+disc, the fibre-reinforced annulus of a study, its printed table and the behaviour it must
+show."""
 
 from __future__ import annotations
 
@@ -57,7 +58,15 @@ def test_fracture_softens_and_cement_stiffens_the_treated_level(study):
         assert k["fractured"] < k["pvp_2ml"] < k["pvp_4ml"] < k["pvp_6ml"]
         assert k["fractured"] < k["pkp_4ml"]
         s = {st: _get(t, st, case, "L2", "strength_pistoia_n") for st in STATES}
-        assert s["fractured"] < min(s["pvp_2ml"], s["pvp_4ml"], s["pvp_6ml"])
+        pvp = [s["pvp_2ml"], s["pvp_4ml"], s["pvp_6ml"]]
+        if case == "standing":
+            assert s["fractured"] < min(pvp)
+        else:
+            # under flexion the most strained 2 % of bone, Pistoia's criterion, is the damaged
+            # band under the collapsed front of the endplate, which the cement around the needle
+            # tips does not reach: with the fibre disc the estimate stays within 2 % of the
+            # fractured one (153.6 against 152.0-153.7 N here; docs/augmentation.md)
+            assert max(abs(v / s["fractured"] - 1.0) for v in pvp) < 0.02
         # not PKP's since the crushed bone keeps its mass (2026-12-06): its height restoration
         # spreads the compacted band's mass over the restored height (pathology.restore), and
         # the Pistoia estimate of the less dense band falls below the fractured one's (standing
