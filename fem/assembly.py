@@ -255,8 +255,24 @@ def orthotropic_at(model: Model, C_all, orth, gsl: slice, X, etype, xp):
     return Cq
 
 
-def assemble_stiffness(model: Model, backend: Backend, pattern: Pattern | None = None):
+def element_chunks(model: Model, elements, xp) -> list:
+    """(block index, local element indices) pairs covering ``elements`` (global indices) in
+    chunks of :func:`chunks`' size: the work of an assembly of those elements only."""
+    elements = np.unique(np.asarray(elements, dtype=np.int64))
+    out = []
+    budget = CHUNK_ENTRIES if xp is np else GPU_CHUNK_ENTRIES
+    for bi, b in enumerate(model.blocks):
+        local = elements[(elements >= b.start) & (elements < b.stop)] - b.start
+        step = max(1, budget // (b.etype.n_nodes ** 2 * 9))
+        out.extend((bi, local[s0:s0 + step]) for s0 in range(0, len(local), step))
+    return out
+
+
+def assemble_stiffness(model: Model, backend: Backend, pattern: Pattern | None = None,
+                       elements=None):
     """Assemble the global stiffness matrix; returns (pattern, block data (nnzb, 3, 3)).
+    ``elements``: only these elements' contributions (global indices; the data of the others'
+    blocks stay 0), e.g. the change of a few elements' stiffness.
 
     Element geometry must already have been checked (:func:`check_geometry`).
     """
@@ -272,7 +288,8 @@ def assemble_stiffness(model: Model, backend: Backend, pattern: Pattern | None =
         bi, sl = item
         b = model.blocks[bi]
         G, wdet, X = element_geometry(model, bi, sl, xp, pts)
-        gsl = slice(b.start + sl.start, b.start + sl.stop)
+        gsl = (slice(b.start + sl.start, b.start + sl.stop) if isinstance(sl, slice)
+               else b.start + sl)
         bbar = bbar_all[gsl] if b.type == "hex8" else None
         Ke = elastic.stiffness_matrices(G, wdet, lam_all[gsl], mu_all[gsl], bbar)
         orth = orthotropic_rows(ortho_row, gsl)
@@ -286,7 +303,7 @@ def assemble_stiffness(model: Model, backend: Backend, pattern: Pattern | None =
         idx = pos[:, :, None, :, None] * 9 + ij[None, None]
         return idx.ravel(), Ke.ravel()
 
-    work = chunks(model, xp)
+    work = chunks(model, xp) if elements is None else element_chunks(model, elements, xp)
     results = map_ordered(element_matrices, work) if xp is np else map(element_matrices, work)
     for idx, ke in results:
         scatter_add(data, idx, ke)
