@@ -22,7 +22,7 @@ def study(tmp_path_factory):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out = tmp_path_factory.mktemp("canonical")
-    return mod, out, mod.run(4.0, out, solver="auto")
+    return mod, out, mod.run(4.0, out, solver="direct")
 
 
 def _get(t, state, case, level, col):
