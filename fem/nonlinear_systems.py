@@ -375,7 +375,7 @@ class AssembledSystem(_Base):
             pieces = self._change.pieces(dE[self._yielding], self._g_full)
         else:
             pieces = change_pieces(self._delta(changed, dE[changed]), self._keep, self._g_full,
-                             self.sysm.fixed_dofs, self.be)
+                                   self.sysm.fixed_dofs, self.be)
         self._lin = Perturbed(self._lin0, *pieces, self.be)
         self._lin_E = E
         return self._lin
