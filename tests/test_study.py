@@ -1149,6 +1149,38 @@ def test_worker_killed_mid_run_is_a_failed_run(tmp_path):
     check_vtus(folder, set(ids))
 
 
+def _open_store(folder, barrier, queue):
+    from fem.study.store import Store
+
+    barrier.wait()
+    try:
+        Store(folder, create=True).close()
+        queue.put("ok")
+    except Exception as exc:  # reported to the test, which names it
+        queue.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_a_new_store_together_all_open_it(tmp_path):
+    """Three processes open the store of one new folder at the same instant, 30 times over:
+    every open succeeds. (Switching a new store to WAL mode needs the database to itself, and
+    SQLite answered "database is locked" at once to the others: about 1 open in 8 failed so,
+    and two `vfem study` processes started together on a new folder could fail.)"""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    failed = []
+    for i in range(30):
+        barrier, queue = ctx.Barrier(3), ctx.Queue()
+        procs = [ctx.Process(target=_open_store, args=(tmp_path / f"s{i}", barrier, queue))
+                 for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=60)
+        failed += [r for r in (queue.get(timeout=10) for _ in procs) if r != "ok"]
+    assert not failed, failed[:3]
+
+
 def test_two_processes_on_one_folder(tmp_path):
     # 6 short runs (one level: about 0.5 s each), so the two processes take turns often
     spec = grid_spec(tmp_path / "grid.toml", "raced", bmd=[60.0, 70.0, 80.0], levels="L2")

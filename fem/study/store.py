@@ -29,6 +29,8 @@ SCHEMA_VERSION = 2
 #: a level holds ``cement_placed_ml`` (``cement_volume_ml`` is the volume a run asked for)
 RENAMED_METRICS = {"cement_volume_ml": "cement_placed_ml"}
 DB_NAME = "study.sqlite"
+#: seconds a process waits for another's lock on the store before it gives up
+BUSY_TIMEOUT = 120.0
 #: SQLite's application id of a vertebra-fem store ("vfem" in ASCII): a database with another
 #: id, or with tables but no ``meta``, is someone else's and is never adopted
 APPLICATION_ID = 0x7666656D
@@ -89,15 +91,15 @@ class Store:
             raise StoreError(f"{self.folder} holds no study (no {DB_NAME}); run "
                              "`vfem study SPEC.toml --out DIR` first")
         try:
-            self.db = sqlite3.connect(self.path, timeout=120.0, isolation_level=None)
+            self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a usable SQLite database ({exc})") from None
         try:
-            self.db.execute("PRAGMA busy_timeout = 120000")
+            self.db.execute(f"PRAGMA busy_timeout = {int(1000 * BUSY_TIMEOUT)}")
             # before anything writes: a newer, foreign or damaged store stays as it was
             self._check_integrity()
             self._check_version()
-            self.db.execute("PRAGMA journal_mode = WAL")
+            self._write_ahead_log()
             self.db.execute("PRAGMA synchronous = NORMAL")
         except (sqlite3.DatabaseError, StoreError, UnicodeDecodeError) as exc:
             self.db.close()
@@ -108,6 +110,29 @@ class Store:
 
     def close(self):
         self.db.close()
+
+    def _write_ahead_log(self, timeout: float = BUSY_TIMEOUT):
+        """Put the store in WAL mode. Changing the journal mode needs the database to itself,
+        and SQLite answers "database is locked" at once instead of waiting when another
+        process holds it (two studies started together on a new folder: 1 open in 8 failed
+        so), so the change is retried for up to ``timeout`` seconds; once one process has made
+        the store WAL, the others find it so."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            try:
+                # a file system without shared memory answers with the old mode, no error:
+                # the store then keeps its rollback journal, as before
+                self.db.execute("PRAGMA journal_mode = WAL").fetchone()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError(
+                    f"database is locked: could not switch it to WAL mode in {timeout:g} s")
+            time.sleep(delay)
+            delay = min(0.25, 2.0 * delay)
 
     # ------------------------------------------------------------------ schema
 
