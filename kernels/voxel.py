@@ -351,32 +351,26 @@ def voxel_prolong_add(zc, bits, z, factors, k0: int, k1: int) -> None:
     fx, fy, fz = factors
     if fz == 1:
         f = zc[k0:k1, ...]
-        if fy == 2:
-            f = prolong_axis(xp, f, 1, nfy)
-        if fx == 2:
-            f = prolong_axis(xp, f, 2, nfx)
-        m = free_mask(xp, bits[k0:k1, ...], z.dtype)
-        m *= f
-        z[k0:k1, ...] += m
-        return
-    c0, c1 = k0 // 2, min(k1 // 2 + 1, zc.shape[0])  # coarse planes needed
-    sub = zc[c0:c1, ...]
-    fzp = xp.empty((k1 - k0,) + sub.shape[1:], dtype=z.dtype)
-    ev0 = k0 + (k0 % 2)
-    if ev0 < k1:
-        n_ev = len(range(ev0, k1, 2))
-        fzp[ev0 - k0::2, ...] = sub[ev0 // 2 - c0:ev0 // 2 - c0 + n_ev, ...]
-    od0 = k0 + 1 - (k0 % 2)
-    if od0 < k1:
-        n_od = len(range(od0, k1, 2))
-        a = (od0 - 1) // 2 - c0
-        fzp[od0 - k0::2, ...] = 0.5 * (sub[a:a + n_od, ...] + sub[a + 1:a + 1 + n_od, ...])
-    f = fzp
+    else:
+        c0, c1 = k0 // 2, min(k1 // 2 + 1, zc.shape[0])  # coarse planes needed
+        sub = zc[c0:c1, ...]
+        f = xp.empty((k1 - k0,) + sub.shape[1:], dtype=z.dtype)
+        ev0 = k0 + (k0 % 2)
+        if ev0 < k1:
+            n_ev = len(range(ev0, k1, 2))
+            f[ev0 - k0::2, ...] = sub[ev0 // 2 - c0:ev0 // 2 - c0 + n_ev, ...]
+        od0 = k0 + 1 - (k0 % 2)
+        if od0 < k1:
+            n_od = len(range(od0, k1, 2))
+            a = (od0 - 1) // 2 - c0
+            f[od0 - k0::2, ...] = 0.5 * (sub[a:a + n_od, ...] + sub[a + 1:a + 1 + n_od, ...])
     if fy == 2:
         f = prolong_axis(xp, f, 1, nfy)
     if fx == 2:
         f = prolong_axis(xp, f, 2, nfx)
-    z[k0:k1, ...] += f * free_mask(xp, bits[k0:k1, ...], z.dtype)
+    m = free_mask(xp, bits[k0:k1, ...], z.dtype)
+    m *= f
+    z[k0:k1, ...] += m
 
 
 def _axis_key(ndim: int, axis: int, s: slice) -> tuple:
