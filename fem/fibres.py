@@ -99,17 +99,11 @@ import numpy as np
 
 from . import assembly
 from . import system as _system
-from .analysis import (
-    DIRECT_MAX_DOF,
-    amg_preconditioner,
-    constrain,
-    dead_dofs,
-    verify_answer,
-)
+from .analysis import DIRECT_MAX_DOF, amg_preconditioner, constrain, verify_answer
 from .errors import ConvergenceError, MaterialError, SetError, SolverError
 from .kernels import elastic
 from .kernels.backend import BackendError, get_backend, scatter_add
-from .nonlinear_systems import Perturbed, change_pieces, element_strain_operator
+from .nonlinear_systems import Perturbed, change_pieces, element_strain_operator, kept_dofs
 from .parallel import RowSplit
 from .parts import level_elements, region, split
 from .result import Result
@@ -364,18 +358,20 @@ class FibreState:
         return float((self.strain > 0.0).mean()) if self.strain.size else 0.0
 
 
+def annuli(model) -> list[tuple[str, str, str]]:
+    """(region, upper level, lower level) of each disc of a segment: the regions
+    ``"<upper>-<lower>/annulus"`` between consecutive levels of ``model.anatomy`` (none for a
+    single level)."""
+    levels = [lv.name for lv in model.anatomy.values()]
+    names = [(region(f"{a}-{b}", "annulus"), a, b) for a, b in zip(levels, levels[1:])]
+    return [n for n in names if n[0] in model.regions]
+
+
 def disc_fibres(model) -> list[FibreRegion]:
-    """One :class:`FibreRegion` per disc of a segment: the region ``"<upper>-<lower>/annulus"``
-    between consecutive levels of ``model.anatomy``, winding about the disc's axis
-    (:func:`disc_axis`)."""
-    levels = list(model.anatomy.values())
-    out = []
-    for upper, lower in zip(levels, levels[1:]):
-        name = region(f"{upper.name}-{lower.name}", "annulus")
-        if name not in model.regions:
-            continue
-        out.append(FibreRegion(name, model.regions[name],
-                               disc_axis(model, upper.name, lower.name)))
+    """One :class:`FibreRegion` per disc of a segment (:func:`annuli`), winding about the
+    disc's axis (:func:`disc_axis`)."""
+    out = [FibreRegion(name, model.regions[name], disc_axis(model, upper, lower))
+           for name, upper, lower in annuli(model)]
     if not out:
         raise SetError("the model has no disc between two levels of its anatomy "
                        "(regions '<upper>-<lower>/annulus'): nothing for the fibres")
@@ -691,12 +687,8 @@ class _SecantChanges:
         self.brow = pattern.block_rows(np)
         self.bcol = np.asarray(pattern.indices, dtype=np.int64)
         self.n3 = 3 * model.n_nodes
-        keep = np.ones(lin0.n_eq, dtype=bool)
-        fixed = np.asarray(sysm.fixed_dofs, dtype=np.int64)
-        keep[np.concatenate([fixed, dead_dofs(model, sysm)])] = False
-        g = np.zeros(lin0.n_eq)
-        g[fixed] = sysm.fixed_values
-        self.keep, self.g, self.fixed = keep, g, fixed
+        self.keep, self.g = kept_dofs(model, sysm, lin0.n_eq)
+        self.fixed = sysm.fixed_dofs
 
     def system(self, data) -> Perturbed:
         import scipy.sparse as sp

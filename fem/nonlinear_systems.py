@@ -353,13 +353,7 @@ class AssembledSystem(_Base):
             K = assembly.to_matrix(self.pattern, data, self.be)
             self._lin0 = analysis.constrain(m, self.sysm, K, self.be)
             lin = self._lin0
-            keep = np.ones(lin.n_eq, dtype=bool)
-            keep[np.concatenate([np.asarray(self.sysm.fixed_dofs, dtype=np.int64),
-                                 analysis.dead_dofs(self.model, self.sysm)])] = False
-            self._keep = keep
-            g = np.zeros(lin.n_eq)
-            g[self.sysm.fixed_dofs] = self.g0
-            self._g_full = g
+            self._keep, self._g_full = kept_dofs(self.model, self.sysm, lin.n_eq)
             self._lin, self._lin_E = lin, E
             if E is self.E0:
                 return lin
@@ -498,6 +492,19 @@ def _stiffness_triplets(model, elements, moduli, chunk: int = 5_000):
             dof = (3 * conn[:, :, None] + np.arange(3)).reshape(len(el), k3)
             yield (part, conn, np.repeat(dof, k3, axis=1).ravel(), np.tile(dof, (1, k3)).ravel(),
                    Ke.reshape(len(el), k3 * k3).ravel())
+
+
+def kept_dofs(model, sysm, n_eq: int):
+    """(keep, g) of a constrained system of n_eq equations: keep is False on the dofs
+    :func:`fem.analysis.constrain` eliminated (the prescribed ones, and the plates' coupled and
+    unused ones), g the prescribed values in the same numbering (0 elsewhere): what
+    :func:`change_pieces` takes."""
+    fixed = np.asarray(sysm.fixed_dofs, dtype=np.int64)
+    keep = np.ones(n_eq, dtype=bool)
+    keep[np.concatenate([fixed, analysis.dead_dofs(model, sysm)])] = False
+    g = np.zeros(n_eq)
+    g[fixed] = sysm.fixed_values
+    return keep, g
 
 
 def change_pieces(dK, keep, g_full, fixed, be):

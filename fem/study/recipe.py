@@ -21,7 +21,6 @@ import warnings
 from pathlib import Path
 
 from ..io.record import write_model_record
-from ..parts import region
 
 
 def build_model(p: dict):
@@ -116,13 +115,14 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     import fem
 
     from .. import metrics
+    from ..fibres import annuli
 
     t0 = time.perf_counter()
     _prepare(p["backend"])
     model = build_model(p)
     t1 = time.perf_counter()
     disc = p.get("disc", "fibres")
-    if disc != "isotropic" and not has_discs(model):
+    if disc != "isotropic" and not annuli(model):
         disc = "isotropic"  # a single level: no disc for the fibres, the plain solve
     bar = _solve_bar(model) if progress else None
     tick = None if bar is None else (lambda x: bar.update())
@@ -157,13 +157,6 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     return {"rows": rows, "timings": timings,
             "backend": result.backend.name, "solver": result.info.solver,
             "iterations": int(result.info.iterations), "n_dof": int(model.n_dof)}
-
-
-def has_discs(model) -> bool:
-    """Whether ``model`` has a disc between two of its levels (what a fibre disc needs)."""
-    levels = [lv.name for lv in model.anatomy.values()]
-    return any(region(f"{a}-{b}", "annulus") in model.regions
-               for a, b in zip(levels, levels[1:]))
 
 
 def pushover_model(model, result, disc: str):
