@@ -97,15 +97,22 @@ def build_pattern(model: Model, xp) -> Pattern:
     return Pattern(n, indptr, cols, positions)
 
 
-def chunks(model: Model, xp, per_element: int | None = None):
-    """(block index, slice) pairs covering every element in cache-sized chunks."""
+def chunks(model: Model, xp, per_element: int | None = None, elements=None):
+    """(block index, slice) pairs covering every element in cache-sized chunks; with
+    ``elements`` (global indices), (block index, local indices) pairs covering just those."""
     out = []
     budget = CHUNK_ENTRIES if xp is np else GPU_CHUNK_ENTRIES
+    if elements is not None:
+        elements = np.unique(np.asarray(elements, dtype=np.int64))
     for bi, b in enumerate(model.blocks):
         k = b.etype.n_nodes
         step = max(1, budget // (per_element or (k * k * 9)))
-        for s0 in range(0, len(b.conn), step):
-            out.append((bi, slice(s0, min(len(b.conn), s0 + step))))
+        if elements is None:
+            out.extend((bi, slice(s0, min(len(b.conn), s0 + step)))
+                       for s0 in range(0, len(b.conn), step))
+        else:
+            local = elements[(elements >= b.start) & (elements < b.stop)] - b.start
+            out.extend((bi, local[s0:s0 + step]) for s0 in range(0, len(local), step))
     return out
 
 
@@ -255,19 +262,6 @@ def orthotropic_at(model: Model, C_all, orth, gsl: slice, X, etype, xp):
     return Cq
 
 
-def element_chunks(model: Model, elements, xp) -> list:
-    """(block index, local element indices) pairs covering ``elements`` (global indices) in
-    chunks of :func:`chunks`' size: the work of an assembly of those elements only."""
-    elements = np.unique(np.asarray(elements, dtype=np.int64))
-    out = []
-    budget = CHUNK_ENTRIES if xp is np else GPU_CHUNK_ENTRIES
-    for bi, b in enumerate(model.blocks):
-        local = elements[(elements >= b.start) & (elements < b.stop)] - b.start
-        step = max(1, budget // (b.etype.n_nodes ** 2 * 9))
-        out.extend((bi, local[s0:s0 + step]) for s0 in range(0, len(local), step))
-    return out
-
-
 def assemble_stiffness(model: Model, backend: Backend, pattern: Pattern | None = None,
                        elements=None):
     """Assemble the global stiffness matrix; returns (pattern, block data (nnzb, 3, 3)).
@@ -303,7 +297,7 @@ def assemble_stiffness(model: Model, backend: Backend, pattern: Pattern | None =
         idx = pos[:, :, None, :, None] * 9 + ij[None, None]
         return idx.ravel(), Ke.ravel()
 
-    work = chunks(model, xp) if elements is None else element_chunks(model, elements, xp)
+    work = chunks(model, xp, elements=elements)
     results = map_ordered(element_matrices, work) if xp is np else map(element_matrices, work)
     for idx, ke in results:
         scatter_add(data, idx, ke)
