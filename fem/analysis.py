@@ -25,7 +25,7 @@ import numpy as np
 from . import assembly
 from . import grid as fem_grid
 from . import system as _system
-from .amg import SmoothedAggregationAMG
+from .amg import IncompressibleBlocks, SmoothedAggregationAMG
 from .arrays import row_of_entries, unique_sorted
 from .errors import BoundaryConditionError, ConvergenceError, SlowConvergence, SolverError
 from .kernels.backend import BackendError, get_backend
@@ -459,7 +459,7 @@ def _linear_solve(name, lin: Constrained, model, sysm, be, info, times, *, rtol,
         return z
     if name == "amg":
         B = rigid_body_modes(model.points, np, [p.reference for p in sysm.plates])
-        M = amg_preconditioner(lin.K, B, be, precision)
+        M = amg_preconditioner(lin.K, B, be, precision, model=model, sysm=sysm, T=lin.T)
         logger.info("AMG: %s", M.describe())
     else:
         M = _Jacobi(1.0 / lin.K.diagonal())
@@ -472,14 +472,89 @@ def _linear_solve(name, lin: Constrained, model, sysm, be, info, times, *, rtol,
     return z
 
 
-def amg_preconditioner(K, B, be, precision: str = "double") -> SmoothedAggregationAMG:
+#: lambda / mu from which an isotropic element counts as nearly incompressible for the AMG
+#: preconditioner (nu 0.49; a disc nucleus is at 0.499, an undrained one at 0.4999):
+#: :func:`amg_preconditioner`
+INCOMPRESSIBLE_RATIO = 49.0
+#: lambda / mu of the compressible stand-in the AMG hierarchy is then built on (nu 0.4). Any
+#: value from 0 to 9 served (bench/amg_segments.py, 2026-12-06: parametric T12-L4 at 2 mm,
+#: 109 iterations plain, 58 / 62 / 46 / 85 at 0 / 1 / 4 / 9; the shape model's L2-L4 at 2 mm,
+#: 103 plain, 44 / 50 / 50 / 48; an undrained nucleus, L4-L5 at 3 mm, 378 plain, 34-36); 4 was
+#: the best on the canonical segment
+STAND_IN_RATIO = 4.0
+
+
+def amg_preconditioner(K, B, be, precision: str = "double", *, model: Model | None = None,
+                       sysm=None, T=None):
     """The AMG preconditioner of K. A NumPy block matrix gets the threaded host cycle; any other
     (a CuPy CSR, or a SciPy CSR in the CPU tests of this path) is set up on the host and cycled
-    on its backend (:meth:`SmoothedAggregationAMG.to_backend` says why)."""
+    on its backend (:meth:`SmoothedAggregationAMG.to_backend` says why).
+
+    With the ``model`` and ``sysm`` that K was constrained from (and the plates' coupling ``T``,
+    ``Constrained.T``), on the NumPy backend: where the model has nearly incompressible elements
+    (isotropic, lambda / mu >= :data:`INCOMPRESSIBLE_RATIO`), the hierarchy is built on a
+    stand-in with their lambda lowered to :data:`STAND_IN_RATIO` mu, and each connected region of
+    them is solved exactly (:class:`fem.amg.IncompressibleBlocks`, which says why). The answer
+    is K's either way: only the preconditioner changes."""
+    parts = None
+    if model is not None and be.name == "numpy" and K.format == "bsr":
+        parts = incompressible_parts(model, sysm, T, K.shape[0])
+    if parts is not None:
+        dK, blocks = parts
+        stand_in = (K - dK).tobsr(blocksize=(3, 3))
+        stand_in.sort_indices()
+        return IncompressibleBlocks(SmoothedAggregationAMG(stand_in, B, precision=precision),
+                                    K, blocks)
     if be.name == "numpy" and K.format == "bsr":
         return SmoothedAggregationAMG(K, B, precision=precision)
     host = be.sparse_to_host(K).tobsr(blocksize=(3, 3))
     return SmoothedAggregationAMG(host, B, precision=precision).to_backend(be, finest=K)
+
+
+def incompressible_parts(model: Model, sysm, T, n_eq: int):
+    """(dK, blocks) of :func:`amg_preconditioner`'s stand-in, or None where the model has no
+    nearly incompressible element: dK (host CSR, the constrained dof space of n_eq equations,
+    eliminated dofs zero) is what lowering their lambda takes off K; blocks are the kept dofs of
+    each connected region of them (elements sharing a node)."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    lam, mu = assembly.lame(np.asarray(model.E, dtype=float), np.asarray(model.nu, dtype=float))
+    stiff = (lam >= INCOMPRESSIBLE_RATIO * mu) & ~model.orthotropic_mask()
+    elements = np.nonzero(stiff)[0]
+    if not len(elements):
+        return None
+    d_lam = lam[elements] - STAND_IN_RATIO * mu[elements]
+    rows, cols, vals, conns = [], [], [], []
+    for _, conn, r, c, v in assembly.stiffness_triplets(
+            model, elements, lame_constants=(d_lam, np.zeros(len(elements)))):
+        rows.append(r)
+        cols.append(c)
+        vals.append(v)
+        conns.append(conn.reshape(len(conn), -1))
+    n3 = 3 * model.n_nodes
+    dK = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                       shape=(n3, n3))
+    if T is not None:
+        dK = (T.T @ dK @ T).tocsr()
+    keep = ~_dof_mask(n_eq, np.concatenate([np.asarray(sysm.fixed_dofs, dtype=np.int64),
+                                            dead_dofs(model, sysm)]))
+    D = sp.diags(keep.astype(float))
+    dK = (D @ dK @ D).tocsr()
+    # connected regions: elements joined through shared nodes
+    inc_cols = np.concatenate([c.ravel() for c in conns])
+    offsets = np.cumsum([0] + [len(c) for c in conns])
+    inc_rows = np.concatenate([np.repeat(np.arange(len(c)) + off, c.shape[1])
+                               for c, off in zip(conns, offsets[:-1])])
+    E2N = sp.csr_matrix((np.ones(len(inc_rows)), (inc_rows, inc_cols)),
+                        shape=(offsets[-1], model.n_nodes))
+    n_comp, label = connected_components(E2N @ E2N.T, directed=False)
+    blocks = []
+    for i in range(n_comp):
+        nodes = np.unique(E2N[np.nonzero(label == i)[0]].indices)
+        dofs = (3 * nodes[:, None] + np.arange(3)).ravel()
+        blocks.append(dofs[keep[dofs]])
+    return dK, blocks
 
 
 class _Jacobi:

@@ -304,6 +304,38 @@ def assemble_stiffness(model: Model, backend: Backend, pattern: Pattern | None =
     return pattern, data.reshape(-1, 3, 3)
 
 
+def stiffness_triplets(model: Model, elements, moduli=None, *, lame_constants=None,
+                       chunk: int = 5_000):
+    """The element stiffness matrices of the isotropic ``elements`` as COO triplets in the full
+    dof space (host), a block chunk at a time: yields (positions of the chunk's elements in
+    ``elements``, their connectivity, rows, cols, values). The elements' moduli are ``moduli``
+    (MPa, one per element) with the model's nu, or ``lame_constants`` = (lambda, mu) (MPa, one
+    pair per element: any pair, e.g. a change of lambda alone); the hex8 formulation is the
+    model's (:meth:`~fem.model.Model.bbar_mask`)."""
+    if (moduli is None) == (lame_constants is None):
+        raise ValueError("give moduli or lame_constants")
+    elements = np.asarray(elements, dtype=np.int64)
+    nu_all = np.asarray(model.nu)
+    bbar_all = model.bbar_mask()
+    for b in model.blocks:
+        pos = np.nonzero((elements >= b.start) & (elements < b.stop))[0]
+        for lo in range(0, len(pos), chunk):
+            part = pos[lo:lo + chunk]
+            el = elements[part]
+            conn = b.conn[el - b.start]
+            G, det = elastic.gradients(model.points[conn], b.etype.dN)
+            if lame_constants is None:
+                lam, mu = lame(np.asarray(moduli)[part], nu_all[el])
+            else:
+                lam, mu = (np.asarray(c, dtype=float)[part] for c in lame_constants)
+            Ke = elastic.stiffness_matrices(G, det * b.etype.weights, lam, mu,
+                                            bbar_all[el] if b.type == "hex8" else None)
+            k3 = 3 * conn.shape[1]
+            dof = (3 * conn[:, :, None] + np.arange(3)).reshape(len(el), k3)
+            yield (part, conn, np.repeat(dof, k3, axis=1).ravel(), np.tile(dof, (1, k3)).ravel(),
+                   Ke.reshape(len(el), k3 * k3).ravel())
+
+
 def to_matrix(pattern: Pattern, data, backend: Backend):
     """The assembled block data as a sparse matrix of the backend (BSR on SciPy, CSR on CuPy)."""
     n = 3 * pattern.n_nodes

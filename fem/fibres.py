@@ -740,7 +740,8 @@ class _LinearSolves:
             if self.M is None:
                 B = rigid_body_modes(self.model.points, np,
                                      [p.reference for p in self.sysm.plates])
-                self.M = amg_preconditioner(lin.K, B, self.be)
+                self.M = amg_preconditioner(lin.K, B, self.be, model=self.model,
+                                            sysm=self.sysm, T=lin.T)
             op = (lin if isinstance(lin, Perturbed) else
                   RowSplit(lin.K) if self.be.name == "numpy" else lin.K)
             z, n, _ = cg(op, lin.rhs, x0=z, rtol=rtol, M=self.M, callback=self.callback)

@@ -332,7 +332,9 @@ class AssembledSystem(_Base):
         self.solver_name = "direct" if self.use_direct else "amg-cg"
         if not self.use_direct:
             B = rigid_body_modes(model.points, np, [p.reference for p in sysm.plates])
-            self.M = analysis.amg_preconditioner(lin.K, B, be)
+            self.M = analysis.amg_preconditioner(
+                lin.K, B, be, model=model_with_moduli(model, be.to_host(self.E0)), sysm=sysm,
+                T=lin.T)
         if self.mode == "load":
             self.F0, self.control_name = _resultant(model, sysm)
             self.f_red = lin.f
@@ -380,7 +382,7 @@ class AssembledSystem(_Base):
 
         model = self.model
         rows, cols, vals = [], [], []
-        for _, _, r, c, v in _stiffness_triplets(model, elements, dE):
+        for _, _, r, c, v in assembly.stiffness_triplets(model, elements, dE):
             rows.append(r)
             cols.append(c)
             vals.append(v)
@@ -472,28 +474,6 @@ class AssembledSystem(_Base):
                     result, int(result.extra_cell_fields["failed"].sum()), linear_solves)
 
 
-def _stiffness_triplets(model, elements, moduli, chunk: int = 5_000):
-    """The element stiffness matrices of ``elements`` at ``moduli`` (one per element, MPa) as
-    COO triplets in the full dof space (host), a block chunk at a time: yields (positions of the
-    chunk's elements in ``elements``, their connectivity, rows, cols, values)."""
-    nu_all = np.asarray(model.nu)
-    bbar_all = model.bbar_mask()
-    for b in model.blocks:
-        pos = np.nonzero((elements >= b.start) & (elements < b.stop))[0]
-        for lo in range(0, len(pos), chunk):
-            part = pos[lo:lo + chunk]
-            el = elements[part]
-            conn = b.conn[el - b.start]
-            G, det = elastic.gradients(model.points[conn], b.etype.dN)
-            lam, mu = assembly.lame(moduli[part], nu_all[el])
-            Ke = elastic.stiffness_matrices(G, det * b.etype.weights, lam, mu,
-                                            bbar_all[el] if b.type == "hex8" else None)
-            k3 = 3 * conn.shape[1]
-            dof = (3 * conn[:, :, None] + np.arange(3)).reshape(len(el), k3)
-            yield (part, conn, np.repeat(dof, k3, axis=1).ravel(), np.tile(dof, (1, k3)).ravel(),
-                   Ke.reshape(len(el), k3 * k3).ravel())
-
-
 def kept_dofs(model, sysm, n_eq: int):
     """(keep, g) of a constrained system of n_eq equations: keep is False on the dofs
     :func:`fem.analysis.constrain` eliminated (the prescribed ones, and the plates' coupled and
@@ -542,7 +522,8 @@ class ChangeMap:
             slave[p.nodes] = True
         n = lin0.K.shape[0]
         rows, cols, vals, owner = [], [], [], []
-        for part, conn, r, c, v in _stiffness_triplets(model, elements, np.ones(len(elements))):
+        for part, conn, r, c, v in assembly.stiffness_triplets(model, elements,
+                                                                     np.ones(len(elements))):
             if slave[conn].any():
                 return False
             rows.append(r)
