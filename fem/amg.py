@@ -27,6 +27,11 @@ iterations, so the value stays small.
     shape model L2-L4, 2 mm         98 646   174, 10.2 s 115, 7.1 s   154, 16.4 s
     shape model L3-L4, tet10 4 mm   70 056   207, 9.1 s  147, 6.7 s   207, 16.3 s
     homogeneous 30^3 hex block      89 373    10, 0.7 s   11, 0.7 s    10, 1.3 s
+
+Nearly incompressible regions (a disc nucleus at nu 0.499) lock the aggregation's coarse spaces:
+:class:`IncompressibleBlocks` eliminates them exactly and builds the hierarchy on a compressible
+stand-in, the default of :func:`fem.analysis.amg_preconditioner` since 2026-12-06 (its
+docstring, and ``bench/amg_segments.py`` for the table).
 """
 
 from __future__ import annotations
