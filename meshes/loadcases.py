@@ -25,6 +25,12 @@ preload of PVP/PKP FE studies; lifting 20 kg with flexed knees 1.7 MPa -> 1700 N
 "forces up to 1650 N" telemetered on a vertebral body replacement when lifting weights from the
 ground (Rohlmann et al. 2014, PLoS One, doi:10.1371/journal.pone.0098510, abstract checked).
 
+Level. Every case is the L4-L5 disc's load, applied unchanged at whatever level a model puts
+under the plate (as PVP/PKP FE studies apply their 500 N at any level); musculoskeletal modelling
+puts the compressive peaks at the thoracolumbar junction and the lower lumbar spine (Bruno et al.
+2017, J Bone Miner Res 32:1282, doi:10.1002/jbmr.3113, abstract checked), so mid-thoracic
+models should scale the case (``scale``) rather than take it as that level's load.
+
 Coughing. Wilke 1999 recorded sneezing and laughing, but the values are not in its abstract and
 could not be checked. The case uses Nachemson's relative disc loads instead, cough = 140 % of
 standing (secondary: the table as quoted at sittingsafely.com/loading, the primary 1960s studies
