@@ -1719,3 +1719,20 @@ def test_an_exception_that_cannot_be_pickled_comes_back_with_its_type_and_messag
     plain = ValueError("fine")
     assert portable(plain) is plain
 
+
+
+def test_a_cleft_too_fine_for_the_voxels_names_the_specs_remedy():
+    """At 4 mm voxels the damaged band under L3's collapsed endplate holds no element close
+    enough for compress to open a cleft in: the error names the spec's keys (voxel_size, cleft),
+    not compress's arguments alone; at 3 mm the same spec builds a cleft."""
+    from fem.errors import MeshError
+    from fem.study.recipe import build_model
+
+    def params(voxel):
+        return StudySpec.from_dict({"study": {"name": "c"}, "base": {
+            "fracture_level": "L3", "procedure": "fractured", "cleft": True,
+            "voxel_size": voxel}, "runs": [{}]}).expand()[0]
+
+    with pytest.raises(MeshError, match=r"cleft.*voxel_size 4 mm.*finer mesh"):
+        build_model(params(4.0))
+    assert len(build_model(params(3.0)).regions["L3/cleft"]) > 0

@@ -20,6 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
+from ..errors import MeshError
 from ..io.record import write_model_record
 
 
@@ -59,9 +60,20 @@ def build_model(p: dict):
         mass = {"conserve_mass": False} if p["fracture_compaction"] == "none" else {
             "conserve_mass": True, "compaction": p["fracture_compaction"],
             "density_exponent": get_law(law).c}  # the model's own density law
-        m = pathology.compress(m, p["fracture_level"], p["fracture_shape"],
-                               grade=p["fracture_grade"], burst=p["burst"],
-                               cleft=p["cleft"], damage_factor=p["fracture_damage"], **mass)
+        try:
+            m = pathology.compress(m, p["fracture_level"], p["fracture_shape"],
+                                   grade=p["fracture_grade"], burst=p["burst"],
+                                   cleft=p["cleft"], damage_factor=p["fracture_damage"], **mass)
+        except MeshError as exc:
+            if not (p["cleft"] and "cleft" in str(exc)):
+                raise
+            # its remedies are compress's arguments, which a spec does not set: say the spec's
+            size = (f"mesh_size {p['mesh_size']:g}" if mesh == "tet10"
+                    else f"voxel_size {p['voxel_size']:g}")
+            raise MeshError(f"{exc}. In a study spec: cleft = true needs elements fine enough "
+                            f"to resolve the damaged band under the endplate; with {size} mm "
+                            "none lies close enough, so use a finer mesh (3 mm or less) or "
+                            "cleft = false") from None
         if p["endplate_breach_mm"]:
             m = pathology.open_breach(m, p["fracture_level"], p["endplate_breach_side"],
                                       p["endplate_breach_mm"],
