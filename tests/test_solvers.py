@@ -279,19 +279,14 @@ def _two_levels(formulation="auto"):
 
 
 def _constrained(m):
+    """(backend, system, constrained stiffness) of m, as fem.solve builds them."""
     from fem import assembly, system
     from fem.kernels.backend import get_backend
 
     be = get_backend("numpy")
     sysm = system.compile_conditions(m)
-    K = assembly.to_matrix(*assemble(m, be), be)
+    K = assembly.to_matrix(*assembly.assemble_stiffness(m, be), be)
     return be, sysm, analysis.constrain(m, sysm, K, be)
-
-
-def assemble(m, be):
-    from fem import assembly
-
-    return assembly.assemble_stiffness(m, be)
 
 
 def test_the_stand_in_is_k_with_the_nuclei_lambda_lowered_and_nothing_else():
