@@ -531,28 +531,25 @@ def incompressible_parts(model: Model, sysm, T, n_eq: int):
         rows.append(r)
         cols.append(c)
         vals.append(v)
-        conns.append(conn.reshape(len(conn), -1))
+        conns.append(conn)
     n3 = 3 * model.n_nodes
     dK = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                        shape=(n3, n3))
     if T is not None:
         dK = (T.T @ dK @ T).tocsr()
-    keep = ~_dof_mask(n_eq, np.concatenate([np.asarray(sysm.fixed_dofs, dtype=np.int64),
-                                            dead_dofs(model, sysm)]))
+    keep = ~eliminated(model, sysm, n_eq)
     D = sp.diags(keep.astype(float))
     dK = (D @ dK @ D).tocsr()
-    # connected regions: elements joined through shared nodes
-    inc_cols = np.concatenate([c.ravel() for c in conns])
-    offsets = np.cumsum([0] + [len(c) for c in conns])
-    inc_rows = np.concatenate([np.repeat(np.arange(len(c)) + off, c.shape[1])
-                               for c, off in zip(conns, offsets[:-1])])
-    E2N = sp.csr_matrix((np.ones(len(inc_rows)), (inc_rows, inc_cols)),
-                        shape=(offsets[-1], model.n_nodes))
-    n_comp, label = connected_components(E2N @ E2N.T, directed=False)
+    # connected regions: each element joins its nodes to its first one
+    nodes = np.concatenate([c.ravel() for c in conns])
+    first = np.concatenate([np.repeat(c[:, :1], c.shape[1], axis=1).ravel() for c in conns])
+    graph = sp.coo_matrix((np.ones(len(nodes), dtype=np.int8), (first, nodes)),
+                          shape=(model.n_nodes, model.n_nodes))
+    _, label = connected_components(graph, directed=False)
+    nodes = np.unique(nodes)
     blocks = []
-    for i in range(n_comp):
-        nodes = np.unique(E2N[np.nonzero(label == i)[0]].indices)
-        dofs = (3 * nodes[:, None] + np.arange(3)).ravel()
+    for i in np.unique(label[nodes]):
+        dofs = (3 * nodes[label[nodes] == i, None] + np.arange(3)).ravel()
         blocks.append(dofs[keep[dofs]])
     return dK, blocks
 
@@ -569,6 +566,13 @@ def _dof_mask(n: int, dofs) -> np.ndarray:
     m = np.zeros(n, dtype=bool)
     m[dofs] = True
     return m
+
+
+def eliminated(model: Model, sysm, n_eq: int) -> np.ndarray:
+    """Per dof of a constrained system of n_eq equations: True where :func:`constrain`
+    eliminated it (the prescribed dofs, and the plates' coupled and unused ones)."""
+    return _dof_mask(n_eq, np.concatenate([np.asarray(sysm.fixed_dofs, dtype=np.int64),
+                                           dead_dofs(model, sysm)]))
 
 
 def dead_dofs(model: Model, sysm) -> np.ndarray:

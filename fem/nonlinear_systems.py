@@ -479,12 +479,9 @@ def kept_dofs(model, sysm, n_eq: int):
     :func:`fem.analysis.constrain` eliminated (the prescribed ones, and the plates' coupled and
     unused ones), g the prescribed values in the same numbering (0 elsewhere): what
     :func:`change_pieces` takes."""
-    fixed = np.asarray(sysm.fixed_dofs, dtype=np.int64)
-    keep = np.ones(n_eq, dtype=bool)
-    keep[np.concatenate([fixed, analysis.dead_dofs(model, sysm)])] = False
     g = np.zeros(n_eq)
-    g[fixed] = sysm.fixed_values
-    return keep, g
+    g[np.asarray(sysm.fixed_dofs, dtype=np.int64)] = sysm.fixed_values
+    return ~analysis.eliminated(model, sysm, n_eq), g
 
 
 def change_pieces(dK, keep, g_full, fixed, be):
