@@ -421,12 +421,12 @@ def constrain(model: Model, sysm, K, be) -> Constrained:
     xp = be.xp
     f = xp.asarray(sysm.f)
     T = coupling_matrix(model, sysm, be) if sysm.plates else None
-    dead = dead_dofs(model, sysm)
     if T is not None:
         block = K.format == "bsr"
         K = T.T @ K.tocsr() @ T
         # keep a stored diagonal on the eliminated (slave) dofs, whose rows are now empty
-        K = K + be.sparse.diags(xp.asarray(_dof_mask(sysm.n_dof, dead), dtype=float))
+        K = K + be.sparse.diags(xp.asarray(_dof_mask(sysm.n_dof, dead_dofs(model, sysm)),
+                                           dtype=float))
         K = K.tobsr(blocksize=(3, 3)) if block else K.tocsr()
         K.sort_indices()
         # loads on coupled nodes move to the plate; the plate's own force and moment stay
@@ -439,7 +439,7 @@ def constrain(model: Model, sysm, K, be) -> Constrained:
     g[fixed] = xp.asarray(sysm.fixed_values)
     K_rows = _rows(K, sysm.fixed_dofs, be)
     rhs = f - K @ g
-    mask = xp.asarray(_dof_mask(K.shape[0], np.concatenate([sysm.fixed_dofs, dead])))
+    mask = xp.asarray(eliminated(model, sysm, K.shape[0]))
     diag_scale = _eliminate(K, mask, be)
     rhs[mask] = 0.0
     rhs[fixed] = diag_scale * g[fixed]
