@@ -525,22 +525,14 @@ def incompressible_parts(model: Model, sysm, T, n_eq: int):
     if not len(elements):
         return None
     d_lam = lam[elements] - STAND_IN_RATIO * mu[elements]
-    rows, cols, vals, conns = [], [], [], []
-    for _, conn, r, c, v in assembly.stiffness_triplets(
-            model, elements, lame_constants=(d_lam, np.zeros(len(elements)))):
-        rows.append(r)
-        cols.append(c)
-        vals.append(v)
-        conns.append(conn)
-    n3 = 3 * model.n_nodes
-    dK = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                       shape=(n3, n3))
-    if T is not None:
-        dK = (T.T @ dK @ T).tocsr()
+    dK = assembly.stiffness_of(model, elements, lame_constants=(d_lam, np.zeros(len(elements))),
+                               T=T)
     keep = ~eliminated(model, sysm, n_eq)
     D = sp.diags(keep.astype(float))
     dK = (D @ dK @ D).tocsr()
     # connected regions: each element joins its nodes to its first one
+    conns = [b.conn[sel - b.start] for b in model.blocks
+             for sel in [elements[(elements >= b.start) & (elements < b.stop)]] if len(sel)]
     nodes = np.concatenate([c.ravel() for c in conns])
     first = np.concatenate([np.repeat(c[:, :1], c.shape[1], axis=1).ravel() for c in conns])
     graph = sp.coo_matrix((np.ones(len(nodes), dtype=np.int8), (first, nodes)),

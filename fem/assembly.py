@@ -336,6 +336,24 @@ def stiffness_triplets(model: Model, elements, moduli=None, *, lame_constants=No
                    Ke.reshape(len(el), k3 * k3).ravel())
 
 
+def stiffness_of(model: Model, elements, moduli=None, *, lame_constants=None, T=None):
+    """The stiffness of the isotropic ``elements`` alone (:func:`stiffness_triplets`, the same
+    ``moduli`` or ``lame_constants``) as a host CSR matrix over the model's dofs, or ``T^T K T``
+    with a plates' coupling ``T`` (host; :func:`fem.analysis.coupling_matrix`)."""
+    import scipy.sparse as sp
+
+    rows, cols, vals = [], [], []
+    for _, _, r, c, v in stiffness_triplets(model, elements, moduli,
+                                            lame_constants=lame_constants):
+        rows.append(r)
+        cols.append(c)
+        vals.append(v)
+    n3 = 3 * model.n_nodes
+    K = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(n3, n3))
+    return K if T is None else (T.T @ K @ T).tocsr()
+
+
 def to_matrix(pattern: Pattern, data, backend: Backend):
     """The assembled block data as a sparse matrix of the backend (BSR on SciPy, CSR on CuPy)."""
     n = 3 * pattern.n_nodes

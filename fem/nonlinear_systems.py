@@ -378,22 +378,10 @@ class AssembledSystem(_Base):
 
     def _delta(self, elements, dE):
         """T^T dK T of the stiffness change dK = sum_e dE_e Ke(E=1) (host CSR)."""
-        import scipy.sparse as sp
-
-        model = self.model
-        rows, cols, vals = [], [], []
-        for _, _, r, c, v in assembly.stiffness_triplets(model, elements, dE):
-            rows.append(r)
-            cols.append(c)
-            vals.append(v)
-        n3 = 3 * model.n_nodes
-        dK = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                           shape=(n3, n3))
         T = self._lin0.T
-        if T is not None:
-            Th = self.be.sparse_to_host(T) if self.be.name != "numpy" else T
-            dK = (Th.T @ dK @ Th).tocsr()
-        return dK
+        if T is not None and self.be.name != "numpy":
+            T = self.be.sparse_to_host(T)
+        return assembly.stiffness_of(self.model, elements, dE, T=T)
 
     def solve(self, E, guess):
         lin = self._system(E)
