@@ -378,9 +378,6 @@ class IncompressibleBlocks:
     dof index arrays, one per region."""
 
     def __init__(self, M, K, blocks):
-        import scipy.sparse as sp
-        import scipy.sparse.linalg as sla
-
         t0 = time.perf_counter()
         self.M = M
         self.blocks = [np.asarray(b, dtype=np.int64) for b in blocks if len(b)]
@@ -388,19 +385,46 @@ class IncompressibleBlocks:
         if len(np.unique(self.U)) != len(self.U):
             raise SolverError("the nearly incompressible blocks share dofs: give each connected "
                               "region one block")
+        self._factor(K)
+        self.offsets = np.cumsum([0] + [len(b) for b in self.blocks])
+        self.shape = K.shape
+        self.setup_time = getattr(M, "setup_time", 0.0) + time.perf_counter() - t0
+
+    def _factor(self, K):
+        """The rows of U and the exact (LU) solves of each block, from ``K``."""
+        import scipy.sparse as sp
+        import scipy.sparse.linalg as sla
+
         Kc = K.tocsr()
         self.KU = Kc[self.U]  # the rows of U
         self.KUt = self.KU.T.tocsr()  # their columns (K is symmetric)
         self.lu = []
         for b in self.blocks:
             try:
-                self.lu.append(sla.splu(sp.csc_matrix(Kc[b][:, b]), permc_spec="MMD_AT_PLUS_A"))
+                # symmetric mode (diagonal pivots; a block of an SPD K is SPD): 0.43 s and
+                # 6.0 M factor entries for an 8 256-dof disc, against 3.1 s and 11.1 M unsymmetric
+                self.lu.append(sla.splu(sp.csc_matrix(Kc[b][:, b]), permc_spec="MMD_AT_PLUS_A",
+                                        diag_pivot_thresh=0.0,
+                                        options={"SymmetricMode": True}))
             except RuntimeError as exc:
                 raise SolverError(f"a nearly incompressible block of {len(b)} dofs is singular "
                                   f"({exc}): is the region held by its neighbours?") from None
-        self.offsets = np.cumsum([0] + [len(b) for b in self.blocks])
-        self.shape = K.shape
-        self.setup_time = getattr(M, "setup_time", 0.0) + time.perf_counter() - t0
+
+    def with_matrix(self, K):
+        """The same preconditioner for another matrix of the same pattern of regions (a later
+        tangent of an incremental analysis): the stand-in's AMG kept, the blocks solved exactly
+        with ``K``'s. A nearly incompressible region's volumetric stiffness moves with its
+        deformation and with the tissue's tangent, which the kept AMG need not follow but its
+        exact solve must: on the large-deformation L4-L5 with an undrained disc (4 mm voxels,
+        1 440 dofs in the block), CG took 15-250 iterations with the first tangent's blocks and
+        12-17 with each tangent's own."""
+        if K.shape != self.shape:
+            raise SolverError(f"the matrix has shape {K.shape}, the preconditioner {self.shape}")
+        t0 = time.perf_counter()
+        out = copy.copy(self)
+        out._factor(K)
+        out.setup_time = time.perf_counter() - t0
+        return out
 
     def _solve_blocks(self, rU):
         zU = np.empty_like(rU)

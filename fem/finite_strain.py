@@ -512,7 +512,7 @@ def solve_finite_strain(model: Model, *, fibres: list[FibreRegion] | None = None
     info = {"residuals": histories, "static": dataclasses.asdict(control),
             "fixed_increments": fixed_times is not None, "solver": prob.solver_name,
             "backend": be.name, "time_s": time.perf_counter() - t0,
-            "factorisations": prob.factorisations, "reused_factorisations": prob.reused,
+            **prob.solver_info(),
             "material": "decoupled neo-Hookean" + (", fibre-reinforced annulus" if fibres
                                                    else ""),
             "reference": [HOLZAPFEL_2000, SIMO_TAYLOR_PISTER_1985]}

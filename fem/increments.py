@@ -29,6 +29,7 @@ import numpy as np
 
 from . import analysis, assembly
 from . import system as _system
+from .amg import IncompressibleBlocks
 from .errors import ConvergenceError, SolverError
 from .kernels.backend import BackendError, get_backend
 from .model import Model
@@ -165,6 +166,8 @@ class IncrementalProblem:
         self.M = None
         #: direct solves: new LU factorisations, and solves that reused the last ones
         self.factorisations = self.reused = 0
+        #: AMG-CG solves: the iterations of each
+        self.cg_iterations: list[int] = []
         self.solver = solver
         self.n_eq = self.sysm.n_dof
         self.solver_name = "direct" if solver == "direct" or (
@@ -184,6 +187,15 @@ class IncrementalProblem:
                 res = res + df[p.first_dof:p.first_dof + 3]
             nrm = float(np.linalg.norm(res))
             self.load_dir = res / nrm if nrm > 0 else np.zeros(3)
+
+    def solver_info(self) -> dict:
+        """What the linear solves did, for the analysis' ``info``: the direct path's
+        factorisations (new and reused), the AMG path's preconditioner and CG iterations."""
+        out = {"factorisations": self.factorisations, "reused_factorisations": self.reused}
+        if self.M is not None:
+            out["preconditioner"] = self.M.describe()
+            out["cg_iterations"] = list(self.cg_iterations)
+        return out
 
     def result_info(self, history, iterations) -> SolveInfo:
         """The :class:`~fem.solvers.SolveInfo` of a converged increment."""
@@ -217,13 +229,20 @@ class IncrementalProblem:
             if self.M is None:  # the AMG of the first (elastic) tangent serves every iteration
                 B = rigid_body_modes(self.model.points, np,
                                      [p.reference for p in self.sysm.plates])
-                self.M = analysis.amg_preconditioner(lin.K, B, self.be)
+                # where the model has nearly incompressible regions (an undrained disc), on
+                # NumPy: the AMG of the first tangent's compressible stand-in, and their blocks
+                # solved exactly with each tangent's own (IncompressibleBlocks.with_matrix)
+                self.M = analysis.amg_preconditioner(lin.K, B, self.be, model=self.model,
+                                                     sysm=self.sysm, T=lin.T)
+            elif isinstance(self.M, IncompressibleBlocks):
+                self.M = self.M.with_matrix(lin.K)
             op = lin.K
             if self.be.name == "numpy":
                 from .parallel import RowSplit
 
                 op = RowSplit(lin.K)
-            dz, _, _ = cg(op, lin.rhs, rtol=self.rtol, M=self.M)
+            dz, its, _ = cg(op, lin.rhs, rtol=self.rtol, M=self.M)
+            self.cg_iterations.append(its)
         if len(self.fixed):
             dz[self.fixed_x] = xp.asarray(dg, dtype=dz.dtype)
         return dz

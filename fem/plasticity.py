@@ -283,7 +283,7 @@ def solve_plastic(model: Model, *, increments=None, backend: str = "auto", solve
                               max_iterations=int(max_iterations), progress=progress)
     info = {"residuals": histories, "static": dataclasses.asdict(control),
             "fixed_increments": fixed_times is not None, "solver": prob.solver_name,
-            "factorisations": prob.factorisations, "reused_factorisations": prob.reused,
+            **prob.solver_info(),
             "backend": be.name, "time_s": time.perf_counter() - t0, "reference": SIMO_HUGHES_1998}
     info["material"] = "von Mises plasticity, linear isotropic hardening"
     return NonlinearResult(steps, control_name="step time", law=None, info=info)
