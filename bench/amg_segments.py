@@ -10,6 +10,21 @@ pyamg gets the very same matrix and rigid-body modes), solved to a relative resi
 
     python bench/amg_segments.py            # the five models of the fem.amg docstring table
     python bench/amg_segments.py --quick    # the two smallest
+    python bench/amg_segments.py --finite 4 3 [--plain-up-to 4]   # the increments' solves
+
+``--finite H ...``: the large-deformation increments (``fem.increments``) instead, on the disc
+configuration that reproduces a motion segment's stiffness: the parametric L4-L5 (posterior
+elements cut) with an undrained fibre disc (``fem.solve_disc(kinematics="finite",
+drainage="undrained")``: lambda / mu about 8 000 in the whole disc) ramped to 1.6 kN between
+parallel platens, at each voxel size H mm. Columns: the direct solver (SuperLU, reusing its
+factors as preconditioner, the peer: time, factorisations), the plain AMG of the first tangent
+(the default before 2026-12-06; only up to ``--plain-up-to`` mm, it is slow) and the AMG of the
+first tangent's stand-in with the disc refactored from each tangent (the default since): time,
+CG iterations in all and the most in one solve; and the steepest force-travel slope each found.
+Then, for the default solver's runs, the disc's numbers (docs/validation.md, "An undrained
+disc"): that steepest slope, the secant and the tangent (chord over the increments either side)
+at the standing 500 N, the nucleus pressure at 500 N over load / disc area (Nachemson's ratio)
+and the caudal endplate's deflection at 1.6 kN (Holmes et al. 1993).
 
 Columns: DOF (equations after constraints), CG iterations and solve time (s; set-up excluded,
 shown apart) of vertebra-fem's AMG on K itself ("plain", the default before 2026-12-06) and on
@@ -102,13 +117,104 @@ def peer(model):
     return len(res) - 1, setup, time.perf_counter() - t
 
 
+#: load factors of the ramp to 1.6 kN (bench/validation.py's RAMP)
+RAMP = (0.0625, 0.125, 0.1875, 0.25, 0.3125, 0.4375, 0.5625, 0.6875, 0.8125, 0.9375, 1.0)
+
+
+def finite_disc(h: float, solver: str, stand_in: bool = True):
+    """(DOF, seconds, CG iterations (all, most in a solve) or factorisations, steepest slope
+    N/mm) of the undrained L4-L5 ramp at voxel ``h`` with ``solver``."""
+    import math
+
+    import fem
+    import fem.analysis
+    from fem.meshes import loadcases
+    from fem.meshes.bone import BoneQuality
+    from fem.meshes.vertebra import segment_model
+
+    m = segment_model("L4-L5", voxel_size=h, materials=BoneQuality(bmd=70), posterior=False)
+    m = loadcases.between_platens(loadcases.loaded(m, "standing", scale=1600.0 / 500.0))
+    old = fem.analysis.INCOMPRESSIBLE_RATIO
+    if not stand_in:
+        fem.analysis.INCOMPRESSIBLE_RATIO = math.inf
+    t = time.perf_counter()
+    try:
+        r = fem.solve_disc(m, kinematics="finite", drainage="undrained", increments=RAMP,
+                           solver=solver)
+    finally:
+        fem.analysis.INCOMPRESSIBLE_RATIO = old
+    t = time.perf_counter() - t
+    f = [0.0] + [1600.0 * s.load_factor for s in r.history.steps]
+    w = [0.0] + [-float(s.result.plate_motion("load:standing")[2]) for s in r.history.steps]
+    k = max((f[i + 1] - f[i]) / (w[i + 1] - w[i]) for i in range(len(f) - 1))
+    info = r.history.info
+    its = info.get("cg_iterations", [])
+    work = (f"{sum(its):6d} {max(its):4d}" if its else
+            f"{info['factorisations']:6d} {'':4s}")
+    return m.n_dof, t, work, k, _disc_numbers(m, h, r, f, w, k)
+
+
+def _disc_numbers(m, h, r, f, w, k) -> str:
+    """The disc's numbers of a ramp (module docstring) as a table row's cells."""
+    from fem import metrics
+
+    at = [i for i, x in enumerate(f) if abs(x - 500.0) < 1e-6]
+    if not at or at[0] + 1 >= len(f):
+        return "the ramp has no step end at 500 N"
+    i = at[0]
+    disc = np.concatenate([m.regions["L4-L5/annulus"], m.regions["L4-L5/nucleus"]])
+    ijk = m.metadata["voxel_labels"]["ijk"][disc]
+    area = len({(a, b) for a, b, _ in ijk.tolist()}) * h * h
+    p = float(metrics.level_metrics(r.history.steps[i - 1].result).set_index("level").loc[
+        "L4", "disc_pressure_mpa"])
+    bulge = float(metrics.level_metrics(r).set_index("level").loc[
+        "L5", "endplate_bulge_superior_mm"])
+    tangent = (f[i + 1] - f[i - 1]) / (w[i + 1] - w[i - 1])
+    return (f"{k:8.0f} {500.0 / w[i]:8.0f} {tangent:8.0f} {p / (500.0 / area):6.2f} "
+            f"{bulge:8.3f}")
+
+
+def finite_table(sizes, plain_up_to: float) -> None:
+    print(f"{'L4-L5 undrained, finite':24s} {'DOF':>7s} | {'direct (peer)':>25s} | "
+          f"{'plain AMG':>25s} | {'stand-in + disc blocks':>25s}")
+    head = f"{'s':>6s} {'its':>6s} {'max':>4s} {'N/mm':>6s}"
+    lus = f"{'s':>6s} {'LUs':>6s} {'':4s} {'N/mm':>6s}"
+    print(f"{'':24s} {'':>7s} | {lus:>25s} | {head:>25s} | {head:>25s}")
+    disc = {}
+    for h in sizes:
+        n, td, wd, kd, _ = finite_disc(h, "direct")
+        plain = "not run".rjust(25)
+        if h >= plain_up_to:
+            _, tp, wp, kp, _ = finite_disc(h, "amg", stand_in=False)
+            plain = f"{tp:6.1f} {wp} {kp:6.0f}"
+        _, tb, wb, kb, disc[h] = finite_disc(h, "amg")
+        print(f"{f'{h:g} mm voxels':24s} {n:7d} | {td:6.1f} {wd} {kd:6.0f} | {plain} | "
+              f"{tb:6.1f} {wb} {kb:6.0f}", flush=True)
+    print()
+    print(f"{'voxel':8s} {'steepest':>8s} {'secant':>8s} {'tangent':>8s} {'ratio':>6s} "
+          f"{'endplate':>8s}")
+    print(f"{'mm':8s} {'N/mm':>8s} {'@500 N':>8s} {'@500 N':>8s} {'@500 N':>6s} "
+          f"{'mm@1.6kN':>8s}")
+    for h, row in disc.items():
+        print(f"{h:<8g} {row}")
+
+
 def main(argv=None) -> int:
     import fem.amg
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the two smallest models only")
+    ap.add_argument("--finite", type=float, nargs="+", metavar="H",
+                    help="the large-deformation undrained L4-L5 at these voxel sizes (mm)")
+    ap.add_argument("--plain-up-to", type=float, default=4.0, metavar="H",
+                    help="with --finite: run the plain AMG only at voxels this size or larger")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
+    if args.finite:
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python "
+              f"{platform.python_version()}; Newton to 1e-6, CG to 1e-8")
+        finite_table(args.finite, args.plain_up_to)
+        return 0
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python "
           f"{platform.python_version()}; rtol 1e-8; theta {fem.amg.THETA:g}")
     print(f"{'model':32s} {'DOF':>8s} | {'plain':>16s} | {'stand-in':>16s} | "

@@ -28,7 +28,8 @@ Rows:
   with ``--ssm`` again on real anatomy, the L4-L5 of the lumbar shape model's mean
   (``fem.meshes.ssm``): the default disc, and the fibre disc with the exact anisotropic secant
   (``coupling=True``: the orthotropic one still stalls on that disc at 1 mm) drained and
-  undrained, and the Wegrzyn rows again on the shape model's L3;
+  undrained, with ``--finite`` also the undrained disc in large deformation, and the Wegrzyn
+  rows again on the shape model's L3;
 * Wegrzyn et al. 2011: the L3 body before and after the fracture model's 25 % crush, standing on
   a rigid plate: the stiffness lost (a prediction: the damage factor is measured) and the
   failure load lost (peaks of damage pushovers of L3; ``--no-pushover`` skips it) and, with the
@@ -235,7 +236,8 @@ def main(argv=None) -> int:
                     help="also rows on real anatomy, the lumbar shape model's mean "
                          "(fem.meshes.ssm; its data folder must exist): the disc rows on its "
                          "L4-L5 (default disc, fibre disc with the exact anisotropic secant, "
-                         "drained and undrained) and the Wegrzyn rows on its L3")
+                         "drained and undrained; with --finite also the undrained disc in "
+                         "large deformation) and the Wegrzyn rows on its L3")
     args = ap.parse_args(argv)
     h, bmd = args.voxel, args.bmd
     # the nucleus (nu 0.499) takes the B-bar hex8, as intended; the notice is not news here
@@ -264,6 +266,10 @@ def main(argv=None) -> int:
             for drainage in DRAINAGES:
                 real[f"L4-L5 SSM mean, fibres (exact), {drainage}"] = disc_rows(
                     h, bmd, fibres=True, anatomy="ssm", coupling=True, drainage=drainage)
+            if args.finite:  # the configuration that reproduces the parametric segment's
+                real["L4-L5 SSM mean, fibres, finite strain, undrained"] = disc_rows(
+                    h, bmd, fibres=True, kinematics="finite", drainage="undrained",
+                    anatomy="ssm")
     crush = wegrzyn(h, bmd, not args.no_pushover)
     if args.ssm:
         crush.update({f"SSM mean, {label}": v for label, v in
