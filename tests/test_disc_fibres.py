@@ -20,8 +20,9 @@ assumption); every segment-level number below is a prediction, none was fitted:
   the disc stiffens with load, and the steepest slope of a ramp to 1.6 kN (a testing machine's
   stiffness) is within one SD; the same run keeps Nachemson's ratio and Holmes's deflection
   (docs/validation.md, "An undrained disc"). Much of the default disc's miss is the parametric
-  disc's height: on the shape model's real L4-L5 the same disc is 2.4x too soft, not 9x
-  (docs/validation.md, "The disc on real anatomy"; not asserted here, it needs 1 mm voxels).
+  disc's height: on the shape model's real L4-L5 the same disc is 2.4x too soft, not 9x, and
+  the undrained large-deformation disc is about 3x too stiff there (docs/validation.md, "The
+  disc on real anatomy"; not asserted here, it needs 1.5-1 mm voxels and minutes).
 """
 
 from __future__ import annotations
