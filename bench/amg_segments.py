@@ -36,6 +36,7 @@ smoothed_aggregation_solver (symmetric strength theta 0, block Gauss-Seidel smoo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import time
@@ -66,19 +67,28 @@ def models(quick: bool):
     yield "homogeneous 30^3 hex block", block
 
 
-def ours(model, stand_in: bool):
+@contextlib.contextmanager
+def _stand_in(on: bool):
+    """The AMG on its compressible stand-in (the default) or, with ``on`` False, plain: no
+    element counts as nearly incompressible while the block runs."""
     import math
 
-    import fem
     import fem.analysis
 
     old = fem.analysis.INCOMPRESSIBLE_RATIO
-    if not stand_in:
-        fem.analysis.INCOMPRESSIBLE_RATIO = math.inf  # no element counts: the plain AMG
+    if not on:
+        fem.analysis.INCOMPRESSIBLE_RATIO = math.inf
     try:
-        r = fem.solve(model, solver="amg", backend="numpy", rtol=1e-8)
+        yield
     finally:
         fem.analysis.INCOMPRESSIBLE_RATIO = old
+
+
+def ours(model, stand_in: bool):
+    import fem
+
+    with _stand_in(stand_in):
+        r = fem.solve(model, solver="amg", backend="numpy", rtol=1e-8)
     return r.info.n_equations, r.info.iterations, r.info.times["setup"], r.info.times["solve"]
 
 
@@ -117,32 +127,23 @@ def peer(model):
     return len(res) - 1, setup, time.perf_counter() - t
 
 
-#: load factors of the ramp to 1.6 kN (bench/validation.py's RAMP)
-RAMP = (0.0625, 0.125, 0.1875, 0.25, 0.3125, 0.4375, 0.5625, 0.6875, 0.8125, 0.9375, 1.0)
-
-
 def finite_disc(h: float, solver: str, stand_in: bool = True):
     """(DOF, seconds, CG iterations (all, most in a solve) or factorisations, steepest slope
-    N/mm) of the undrained L4-L5 ramp at voxel ``h`` with ``solver``."""
-    import math
+    N/mm) of the undrained L4-L5 ramp (bench/validation.py's RAMP) at voxel ``h`` with
+    ``solver``."""
+    from validation import RAMP  # bench/, beside this script
 
     import fem
-    import fem.analysis
     from fem.meshes import loadcases
     from fem.meshes.bone import BoneQuality
     from fem.meshes.vertebra import segment_model
 
     m = segment_model("L4-L5", voxel_size=h, materials=BoneQuality(bmd=70), posterior=False)
     m = loadcases.between_platens(loadcases.loaded(m, "standing", scale=1600.0 / 500.0))
-    old = fem.analysis.INCOMPRESSIBLE_RATIO
-    if not stand_in:
-        fem.analysis.INCOMPRESSIBLE_RATIO = math.inf
     t = time.perf_counter()
-    try:
+    with _stand_in(stand_in):
         r = fem.solve_disc(m, kinematics="finite", drainage="undrained", increments=RAMP,
                            solver=solver)
-    finally:
-        fem.analysis.INCOMPRESSIBLE_RATIO = old
     t = time.perf_counter() - t
     f = [0.0] + [1600.0 * s.load_factor for s in r.history.steps]
     w = [0.0] + [-float(s.result.plate_motion("load:standing")[2]) for s in r.history.steps]
@@ -156,15 +157,15 @@ def finite_disc(h: float, solver: str, stand_in: bool = True):
 
 def _disc_numbers(m, h, r, f, w, k) -> str:
     """The disc's numbers of a ramp (module docstring) as a table row's cells."""
+    from validation import disc_area
+
     from fem import metrics
 
     at = [i for i, x in enumerate(f) if abs(x - 500.0) < 1e-6]
     if not at or at[0] + 1 >= len(f):
         return "the ramp has no step end at 500 N"
     i = at[0]
-    disc = np.concatenate([m.regions["L4-L5/annulus"], m.regions["L4-L5/nucleus"]])
-    ijk = m.metadata["voxel_labels"]["ijk"][disc]
-    area = len({(a, b) for a, b, _ in ijk.tolist()}) * h * h
+    area = disc_area(m, h)
     p = float(metrics.level_metrics(r.history.steps[i - 1].result).set_index("level").loc[
         "L4", "disc_pressure_mpa"])
     bulge = float(metrics.level_metrics(r).set_index("level").loc[

@@ -110,6 +110,16 @@ def disc_segment(h: float, bmd: float, force: float = 500.0, platen: bool = Fals
 RAMP = (0.0625, 0.125, 0.1875, 0.25, 0.3125, 0.4375, 0.5625, 0.6875, 0.8125, 0.9375, 1.0)
 
 
+def disc_area(m, h: float) -> float:
+    """The L4-L5 disc's cross-section (mm^2) of a voxel model at voxel ``h`` mm: its columns of
+    voxels x the voxel area."""
+    import numpy as np
+
+    disc = np.concatenate([m.regions["L4-L5/annulus"], m.regions["L4-L5/nucleus"]])
+    ijk = m.metadata["voxel_labels"]["ijk"][disc]
+    return len({(i, j) for i, j, _ in ijk.tolist()}) * h * h
+
+
 def disc_rows(h: float, bmd: float, fibres: bool, kinematics: str = "small",
               drainage: str = "drained", anatomy: str = "parametric",
               coupling: bool = False) -> dict:
@@ -125,7 +135,6 @@ def disc_rows(h: float, bmd: float, fibres: bool, kinematics: str = "small",
       1.6 kN over the travel (the response is linear);
     * ``bulge`` (mm): the caudal endplate's (L5 superior) deflection at the end of that ramp
       (Holmes et al. 1993's load)."""
-    import numpy as np
 
     import fem
     from fem import metrics
@@ -140,9 +149,7 @@ def disc_rows(h: float, bmd: float, fibres: bool, kinematics: str = "small",
 
     m = disc_segment(h, bmd, anatomy=anatomy)
     rows = metrics.level_metrics(solve(m, 5)).set_index("level")
-    disc = np.concatenate([m.regions["L4-L5/annulus"], m.regions["L4-L5/nucleus"]])
-    ijk = m.metadata["voxel_labels"]["ijk"][disc]
-    area = len({(i, j) for i, j, _ in ijk.tolist()}) * h * h
+    area = disc_area(m, h)
     p = float(rows.loc["L4", "disc_pressure_mpa"])
     r = solve(disc_segment(h, bmd, 1600.0, platen=True, anatomy=anatomy), RAMP)
     steps = getattr(getattr(r, "history", None), "steps", [])  # cut-backs add steps
