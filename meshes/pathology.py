@@ -148,6 +148,10 @@ def _loss_field(d, shape: str, loss: float, x, y):
     return loss * rim_profile(d, x, np.maximum(yc, -0.5 * d.depth))
 
 
+class CleftError(MeshError):
+    """No damaged bone lies close enough under the endplate to open the cleft asked for."""
+
+
 @dataclass(frozen=True)
 class Fracture:
     """A compression fracture of one level: shape, fractional height loss, damage, burst."""
@@ -590,7 +594,7 @@ def _open_cleft(out: Model, level: str, d, thickness: float) -> None:
     gap = (dist <= d.endplate + thickness + 0.5 * h) \
         & (c[:, 1] <= y_wall - 0.25 * d.depth) & (np.abs(c[:, 0]) <= 0.3 * d.width)
     if not gap.any():
-        raise MeshError(f"no damaged bone of {level} lies within {thickness} mm of its superior "
+        raise CleftError(f"no damaged bone of {level} lies within {thickness} mm of its superior "
                         "endplate to open a cleft in: raise cleft_thickness or damage_depth")
     _move(out, damaged[gap], f"{level}/cleft", E=CLEFT_MATERIAL[0], nu=CLEFT_MATERIAL[1])
 

@@ -64,9 +64,7 @@ def build_model(p: dict):
             m = pathology.compress(m, p["fracture_level"], p["fracture_shape"],
                                    grade=p["fracture_grade"], burst=p["burst"],
                                    cleft=p["cleft"], damage_factor=p["fracture_damage"], **mass)
-        except MeshError as exc:
-            if not (p["cleft"] and "cleft" in str(exc)):
-                raise
+        except pathology.CleftError as exc:
             # its remedies are compress's arguments, which a spec does not set: say the spec's
             size = (f"mesh_size {p['mesh_size']:g}" if mesh == "tet10"
                     else f"voxel_size {p['voxel_size']:g}")
