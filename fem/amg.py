@@ -76,7 +76,7 @@ def _safe_block_inverse(D):
     """Inverse of each diagonal block; blocks that are singular (unused dofs) get identity."""
     R = D.shape[1]
     ok = np.abs(np.linalg.det(D)) > 1e-300
-    Dinv = np.broadcast_to(np.eye(R), D.shape).copy()
+    Dinv = np.broadcast_to(np.eye(R, dtype=D.dtype), D.shape).copy()
     if ok.any():
         Dinv[ok] = np.linalg.inv(D[ok])
     return Dinv
