@@ -199,6 +199,9 @@ def element_average_matrix(model, groups, length: float):
 class _Base:
     """Shared parts: the law on the backend, the control, the damage fields of a step."""
 
+    #: CG iterations of all solves so far (0 with the direct solver)
+    cg_iterations = 0
+
     def _setup_law(self, law, h, E0):
         xp = self.xp
         self.E0 = xp.asarray(E0, dtype=xp.float64)
@@ -390,7 +393,8 @@ class AssembledSystem(_Base):
             z = direct(lin.matrix() if isinstance(lin, Perturbed) else lin.K, lin.rhs)
         else:
             op = lin if isinstance(lin, Perturbed) else self._op0()
-            z, _, _ = cg(op, lin.rhs, x0=guess, rtol=self.rtol, M=self.M)
+            z, its, _ = cg(op, lin.rhs, x0=guess, rtol=self.rtol, M=self.M)
+            self.cg_iterations += its
         if len(self.sysm.fixed_dofs):
             z[self.fixed] = xp.asarray(self.g0, dtype=z.dtype)
         return z
@@ -733,7 +737,8 @@ class VoxelSystem(_Base):
 
     def solve(self, E, guess):
         self._set(E)
-        u, _ = self.solver.solve(rtol=self.rtol, x0=guess)
+        u, info = self.solver.solve(rtol=self.rtol, x0=guess)
+        self.cg_iterations += info.iterations
         return u
 
     def set_control_sets(self, upper: str, lower: str):

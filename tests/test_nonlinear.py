@@ -202,6 +202,8 @@ def test_voxel_and_assembled_paths_agree(nonlocal_length):
     a = solve_nonlinear(m, law, solver="direct", **kw)
     v = solve_nonlinear(m, law, solver="gmg", **kw)
     assert v.info["solver"] == "gmg" and a.info["solver"] == "direct"
+    # the multigrid's CG iterations are counted, the direct solver has none
+    assert v.info["cg_iterations"] > 0 and a.info["cg_iterations"] == 0
     n = min(len(a.steps), len(v.steps))
     assert n >= 4
     ca, cv = a.curve[:n + 1], v.curve[:n + 1]
@@ -571,6 +573,10 @@ def test_steps_bounded_by_the_damage_follow_the_damage_path():
     m = loadcases.loaded(m, "standing")
     res = pushover(m, level="L3")
     assert res.peak_reached and res.info["damage_rejections"] > 0
+    # every linear solve is a converged step's or a cut attempt's
+    assert res.info["cut_solves"] > 0
+    assert res.info["linear_solves"] == (sum(st.linear_solves for st in res.steps)
+                                         + res.info["cut_solves"])
     can_yield = ~bone_damage_law(m).select(level_elements(m, "L3")).elastic
     E0 = res.steps[0].result.extra_cell_fields["E_intact"]
     lost = [float((E0 - st.result.model.E)[can_yield].sum() / E0[can_yield].sum())
