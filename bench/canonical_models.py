@@ -16,16 +16,31 @@ able to fail) for each state at each of ``--voxels``: peak force (N), whether th
 over (else the force at the displacement cap, a lower bound), the level's shortening at the
 peak and the axial stiffness.
 
+``--cost``: where the canonical study's time goes. The runs of ``examples/canonical_study.toml``
+itself (``--only`` picks some, e.g. ``pvp-4-standing``), each solved as the study solves it (the
+fibre disc's secant solve, then L2's pushover on its converged model): per run the fibre solve's
+and the pushover's seconds, the pushover's steps, linear solves, the solves of attempts that
+were cut (a step that did not converge or destroyed too much, solved again shorter), CG
+iterations, and the seconds in the preconditioner (the AMG V-cycle with the nuclei's exact block
+solves) with its cost per application. ``--mixed`` runs each pushover again with the AMG
+hierarchy in float32 (``precision="mixed"``).
+
     python bench/canonical_models.py --voxel 2 --cases standing,flexion [--orthotropic]
     python bench/canonical_models.py --pushover --voxels 2 1.5
+    python bench/canonical_models.py --cost [--only pvp-4-standing intact-standing] [--mixed]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import platform
 import time
 import warnings
+from pathlib import Path
+
+CANONICAL = Path(__file__).resolve().parent.parent / "examples" / "canonical_study.toml"
 
 STATES = ({"procedure": "intact"}, {"procedure": "fractured"},
           {"procedure": "pvp", "cement_volume_ml": 4.0},
@@ -97,6 +112,80 @@ def pushover_table(voxels) -> None:
                   f"{k:7.0f}", flush=True)
 
 
+class _Timed:
+    """A preconditioner whose applications are counted and timed."""
+
+    def __init__(self, M):
+        self.M, self.seconds, self.calls = M, 0.0, 0
+
+    def matvec(self, r):
+        t = time.perf_counter()
+        z = self.M.matvec(r)
+        self.seconds += time.perf_counter() - t
+        self.calls += 1
+        return z
+
+
+@contextlib.contextmanager
+def _timed_preconditioner(precision: str, timers: list):
+    """fem.analysis.amg_preconditioner, in ``precision``, handing out timed preconditioners."""
+    from fem import analysis
+
+    plain = analysis.amg_preconditioner
+
+    def timed(*args, **kwargs):
+        kwargs.setdefault("precision", precision)
+        timers.append(_Timed(plain(*args, **kwargs)))
+        return timers[-1]
+
+    analysis.amg_preconditioner = timed
+    try:
+        yield
+    finally:
+        analysis.amg_preconditioner = plain
+
+
+def _run_name(p) -> str:
+    vol = f"-{p['cement_volume_ml']:g}" if p["procedure"] in ("pvp", "pkp") else ""
+    return f"{p['procedure']}{vol}-{p['load_case']}"
+
+
+def cost_table(only, mixed: bool) -> None:
+    from threadpoolctl import threadpool_limits
+
+    import fem
+    from fem import strength
+    from fem.study.recipe import build_model, pushover_model
+    from fem.study.spec import StudySpec
+
+    threadpool_limits(limits=1, user_api="blas")  # as a study's run (fem.study.recipe)
+    todo = [p for p in StudySpec.from_toml(CANONICAL).expand()
+            if not only or _run_name(p) in only]
+    print(f"{'run':>20} {'DOF':>7} {'prec':>6} {'fibre s':>7} {'push s':>6} {'steps':>5} "
+          f"{'solves':>6} {'cut':>9} {'CG its':>6} {'its/sol':>7} {'M s':>6} {'M share':>7} "
+          f"{'ms/M':>5} {'peak N':>7}")
+    for p in todo:
+        m = build_model(p)
+        t = time.perf_counter()
+        res = fem.solve_disc(m, coupling=True, drainage="drained")
+        t_fibre = time.perf_counter() - t
+        model = pushover_model(m, res, "fibres")
+        for precision in ("double", "mixed") if mixed else ("double",):
+            timers = []
+            t = time.perf_counter()
+            with _timed_preconditioner(precision, timers):
+                po = strength.pushover(model, level="L2")
+            dt = time.perf_counter() - t
+            i = po.info
+            ms, calls = sum(x.seconds for x in timers), sum(x.calls for x in timers)
+            n, cut = i["linear_solves"], i["cut_solves"]
+            print(f"{_run_name(p):>20} {m.n_dof:7d} {precision:>6} {t_fibre:7.1f} {dt:6.1f} "
+                  f"{len(po.steps):5d} {n:6d} {cut:4d} ({100 * cut / n:2.0f}%) "
+                  f"{i['cg_iterations']:6d} {i['cg_iterations'] / n:7.1f} {ms:6.1f} "
+                  f"{100 * ms / dt:6.0f}% {1000 * ms / max(calls, 1):5.1f} "
+                  f"{po.peak_load:7.0f}", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pushover", action="store_true", help="L2's standing pushover by voxels")
@@ -106,11 +195,19 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", default="standing,flexion", help="load cases of --disc")
     ap.add_argument("--orthotropic", action="store_true",
                     help="--disc: also the orthotropic secant of the fractured state")
+    ap.add_argument("--cost", action="store_true",
+                    help="where the canonical study's time goes, run by run")
+    ap.add_argument("--only", nargs="+", default=[],
+                    help="--cost: these runs only (e.g. pvp-4-standing intact-flexion)")
+    ap.add_argument("--mixed", action="store_true",
+                    help="--cost: each pushover again with a float32 AMG hierarchy")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
-    print(f"machine: {platform.processor() or platform.machine()}, "
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}")
-    if args.pushover:
+    if args.cost:
+        cost_table(set(args.only), args.mixed)
+    elif args.pushover:
         pushover_table(args.voxels)
     else:
         disc_table(args.voxel, args.cases.split(","), args.orthotropic)
