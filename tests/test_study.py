@@ -12,6 +12,7 @@ import io
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -413,7 +414,7 @@ def test_a_fibre_disc_run_writes_the_model_its_vtu_holds(tmp_path):
     assert mismatch(model, model_record(build_model(p))) is not None  # what was written before
 
 
-def test_a_fibre_disc_run_solves_and_pushes_over_the_fibre_disc():
+def test_a_fibre_disc_run_solves_and_pushes_over_the_fibre_disc(capsys):
     """``disc = "fibres"`` / ``"fibres_undrained"``: the run is ``fem.solve_disc``'s with the
     exact secant stiffness (the same rows as calling it so directly: every run of a study uses
     the same form), and its pushover starts from the converged secant model, the discs held at
@@ -423,12 +424,17 @@ def test_a_fibre_disc_run_solves_and_pushes_over_the_fibre_disc():
     from fem import metrics
     from fem.study.recipe import build_model, execute, pushover_model
 
-    def run(disc, **kw):
+    def run(disc, progress=False, **kw):
         base = {"levels": "L1-L2", "voxel_size": 4.0, "solver": "direct", "disc": disc, **kw}
         (p,) = StudySpec.from_dict({"study": {"name": "disc"}, "base": base}).expand()
-        return p, {r["level"]: r for r in execute(p)["rows"]}
+        return p, {r["level"]: r for r in execute(p, progress=progress)["rows"]}
 
-    p, fib = run("fibres", strength="pushover", strength_levels="L1")
+    p, fib = run("fibres", progress=True, strength="pushover", strength_levels="L1")
+    # with progress, the pushover draws each of its steps and the force reached
+    err = capsys.readouterr().err
+    drawn = [int(n) for n in re.findall(r"pushover L1: (\d+) step", err)]
+    assert drawn and max(drawn) >= 3 and drawn == sorted(drawn), err[-500:]
+    assert re.search(r"pushover L1: \d+ step.*, \d+ N", err), err[-500:]
     model = build_model(p)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

@@ -158,7 +158,7 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     timings = {"build": t1 - t0, "solve": t2 - t1, "output": t3 - t2}
     if p.get("strength", "pistoia") == "pushover":
         pushover_levels(pushover_model(model, result, disc), table, p,
-                        None if vtu is None else _curve_path(vtu))
+                        None if vtu is None else _curve_path(vtu), progress=progress)
         timings["pushover"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else
@@ -176,11 +176,14 @@ def pushover_model(model, result, disc: str):
     return model if disc == "isotropic" else result.model
 
 
-def pushover_levels(model, table, p: dict, curve_csv: str | None = None):
+def pushover_levels(model, table, p: dict, curve_csv: str | None = None, *,
+                    progress: bool = False):
     """Fill ``table``'s pushover columns (:data:`fem.metrics.PUSHOVER_COLUMNS`) for the levels of
     ``strength_levels``: one :func:`fem.strength.pushover` each, in which only that level can
     fail, on the loaded model of the linear solve (which it leaves as it was). ``curve_csv``:
-    where to write the curves (level, step, displacement_mm, force_n, ...), atomically."""
+    where to write the curves (level, step, displacement_mm, force_n, ...), atomically.
+    ``progress``: a bar of each pushover's converged steps and the force reached (a pushover is
+    most of a run's time: tens of linear solves)."""
     import pandas as pd
 
     from .. import metrics, strength
@@ -189,9 +192,15 @@ def pushover_levels(model, table, p: dict, curve_csv: str | None = None):
 
     curves = []
     for level in strength_levels(p):
+        bar = _PushoverBar(level) if progress else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            res = strength.pushover(model, level=level, backend=p["backend"])
+            try:
+                res = strength.pushover(model, level=level, backend=p["backend"],
+                                        progress=None if bar is None else bar.step)
+            finally:
+                if bar is not None:
+                    bar.close()
         metrics.add_pushover(table, level, res)
         curves.append(res.curve_table().assign(level=level))
     if curve_csv is not None and curves:
@@ -238,6 +247,24 @@ def _prepare(backend: str):
         except Exception:  # noqa: BLE001 (fem.solve raises it again, as the run's error)
             pass
         threadpool_limits(limits=1, user_api="blas")
+
+
+class _PushoverBar:
+    """The bar of a pushover's converged steps, with the force reached (under the runs bar)."""
+
+    def __init__(self, level: str):
+        from tqdm import tqdm
+
+        # every step drawn: a step is one or more linear solves of the model, never a flood
+        self.bar = tqdm(desc=f"  pushover {level}", unit=" step", leave=False, position=1,
+                        mininterval=0, miniters=1)
+
+    def step(self, st):
+        self.bar.set_postfix_str(f"{st.force:.0f} N", refresh=False)
+        self.bar.update()
+
+    def close(self):
+        self.bar.close()
 
 
 def _solve_bar(model):
