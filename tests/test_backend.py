@@ -147,7 +147,8 @@ def test_device_assembly_and_constraints_match_the_block_path():
 def test_device_amg_cycle_gives_the_host_iterates(kind, precision):
     """The AMG hierarchy moved to a backend (CSR levels, R = P^T stored, block-diagonal CSR
     Jacobi, coarse inverse) and cycled with sparse products only, here on SciPy: every CG
-    iterate equals the threaded host cycle's to 1e-10."""
+    iterate equals the threaded host cycle's to 1e-10, or in mixed precision to float32's
+    rounding (both cycles smooth in float32, their sums in different orders)."""
     m = _model(kind)
     lin, sysm = _constrained(m)
     B = rigid_body_modes(m.points, np, [p.reference for p in sysm.plates])
@@ -163,7 +164,7 @@ def test_device_amg_cycle_gives_the_host_iterates(kind, precision):
     its_d = cg(lin.K, lin.rhs, rtol=1e-10, M=dev, callback=lambda x: xs_d.append(x.copy()))[1]
     assert its_h == its_d
     for a, b in zip(xs_d, xs_h):
-        assert _close(a, b, 1e-10)
+        assert _close(a, b, 1e-10 if precision == "double" else 1e-5)
 
 
 @pytest.mark.parametrize("coarse", ["cholesky", "sparse LU"])
