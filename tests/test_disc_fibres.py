@@ -360,8 +360,10 @@ def test_undrained_segment_in_large_deformation_reproduces_the_measured_disc():
     m = loadcases.between_platens(loadcases.loaded(m, "standing", scale=1600.0 / 500.0))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*B-bar formulation.*")
+        # AMG on the stand-in with each tangent's disc block (the direct solver's answer to
+        # 1e-7: the test below): 12.5 s here against the direct solver's 17.1
         r = fem.solve_disc(m, kinematics="finite", drainage="undrained", increments=RAMP,
-                           solver="direct")
+                           solver="amg")
     steps = r.history.steps
     force = 1600.0 * np.array([0.0] + [s.load_factor for s in steps])
     travel = np.array([0.0] + [-float(s.result.plate_motion("load:standing")[2]) for s in steps])
