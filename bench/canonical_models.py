@@ -178,10 +178,10 @@ def cost_table(only, mixed: bool) -> None:
             dt = time.perf_counter() - t
             i = po.info
             ms, calls = sum(x.seconds for x in timers), sum(x.calls for x in timers)
-            n, cut = i["linear_solves"], i["cut_solves"]
+            n, cut, its = i["linear_solves"], i["cut_solves"], sum(i["cg_iterations"])
             print(f"{_run_name(p):>20} {m.n_dof:7d} {precision:>6} {t_fibre:7.1f} {dt:6.1f} "
                   f"{len(po.steps):5d} {n:6d} {cut:4d} ({100 * cut / n:2.0f}%) "
-                  f"{i['cg_iterations']:6d} {i['cg_iterations'] / n:7.1f} {ms:6.1f} "
+                  f"{its:6d} {its / n:7.1f} {ms:6.1f} "
                   f"{100 * ms / dt:6.0f}% {1000 * ms / max(calls, 1):5.1f} "
                   f"{po.peak_load:7.0f}", flush=True)
 

@@ -337,8 +337,9 @@ def solve_nonlinear(model, law=None, *, backend: str = "auto", solver: str = "au
     (the strength, N), the displacement at the peak and the energy to failure (mJ). Its
     ``info`` says what the analysis cost: ``linear_solves`` (all of them), ``cut_solves`` (those
     of attempts that were cut: a step that did not converge, or destroyed more than
-    ``max_damage_step``, solved again shorter), ``cg_iterations`` (of all solves; 0 with the
-    direct solver), ``damage_rejections``, ``monotone_steps``, ``time_s`` and ``setup_s``.
+    ``max_damage_step``, solved again shorter), ``cg_iterations`` (of each CG solve, as the
+    large-deformation and plastic analyses give them; empty with the direct solver),
+    ``damage_rejections``, ``monotone_steps``, ``time_s`` and ``setup_s``.
 
     ``law=None`` on a model with von Mises plastic elements (``*PLASTIC`` in a deck,
     :meth:`Model.set_plastic`) runs the elasto-plastic analysis (:func:`fem.plasticity.solve_plastic`,
@@ -561,7 +562,7 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
                 "first_yield_mm": c_y, "first_yield_n": steps[0].force,
                 "setup_s": sysx.setup_time, "monotone_steps": monotone,
                 "damage_rejections": rejected, "cut_solves": cut_solves,
-                "cg_iterations": int(sysx.cg_iterations)}
+                "cg_iterations": list(sysx.cg_iterations)}
     return res
 
 

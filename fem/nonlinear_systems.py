@@ -199,9 +199,6 @@ def element_average_matrix(model, groups, length: float):
 class _Base:
     """Shared parts: the law on the backend, the control, the damage fields of a step."""
 
-    #: CG iterations of all solves so far (0 with the direct solver)
-    cg_iterations = 0
-
     def _setup_law(self, law, h, E0):
         xp = self.xp
         self.E0 = xp.asarray(E0, dtype=xp.float64)
@@ -293,6 +290,7 @@ class AssembledSystem(_Base):
 
     def __init__(self, model, law, sysm, be, *, solver, rtol, control):
         t = time.perf_counter()
+        self.cg_iterations: list[int] = []  # of each CG solve (none with the direct solver)
         self.model, self.sysm, self.be, self.xp = model, sysm, be, be.xp
         self.rtol = rtol
         xp = self.xp
@@ -394,7 +392,7 @@ class AssembledSystem(_Base):
         else:
             op = lin if isinstance(lin, Perturbed) else self._op0()
             z, its, _ = cg(op, lin.rhs, x0=guess, rtol=self.rtol, M=self.M)
-            self.cg_iterations += its
+            self.cg_iterations.append(its)
         if len(self.sysm.fixed_dofs):
             z[self.fixed] = xp.asarray(self.g0, dtype=z.dtype)
         return z
@@ -680,6 +678,7 @@ class VoxelSystem(_Base):
         from .gmg import VoxelSolver
 
         t = time.perf_counter()
+        self.cg_iterations: list[int] = []  # of each CG solve
         self.model, self.sysm, self.grid, self.be, self.xp = model, sysm, grid, be, be.xp
         xp = self.xp
         self.rtol = rtol
@@ -738,7 +737,7 @@ class VoxelSystem(_Base):
     def solve(self, E, guess):
         self._set(E)
         u, info = self.solver.solve(rtol=self.rtol, x0=guess)
-        self.cg_iterations += info.iterations
+        self.cg_iterations.append(info.iterations)
         return u
 
     def set_control_sets(self, upper: str, lower: str):

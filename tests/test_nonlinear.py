@@ -203,7 +203,7 @@ def test_voxel_and_assembled_paths_agree(nonlocal_length):
     v = solve_nonlinear(m, law, solver="gmg", **kw)
     assert v.info["solver"] == "gmg" and a.info["solver"] == "direct"
     # the multigrid's CG iterations are counted, the direct solver has none
-    assert v.info["cg_iterations"] > 0 and a.info["cg_iterations"] == 0
+    assert sum(v.info["cg_iterations"]) > 0 and a.info["cg_iterations"] == []
     n = min(len(a.steps), len(v.steps))
     assert n >= 4
     ca, cv = a.curve[:n + 1], v.curve[:n + 1]
