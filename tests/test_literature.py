@@ -124,7 +124,7 @@ def test_the_default_crush_loses_stiffness_much_more_than_strength():
     whose modulus ratio is measured on overloaded trabecular bone, Wolfram et al. 2011; no
     parameter set from this experiment) on the parametric L3, posterior elements cut, standing
     load on a rigid plate, pushover of L3 (steps bounded by the damage, since 2026-12-06):
-    54 % and 12 % at 5 mm (seconds), 53 % and 26 % at 2 mm (docs/validation.md). Asserted:
+    54 % and 13 % at 5 mm (seconds), 53 % and 26 % at 2 mm (docs/validation.md). Asserted:
     both within one SD, and the measured pattern, stiffness lost more than twice as fast as
     strength. Without the mass the same measured damage loses 69 % and 16 % at 5 mm, 70 % and
     33 % at 2 mm (outside one SD)."""
