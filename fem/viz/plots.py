@@ -142,12 +142,14 @@ MIXED_LABELS = {"strength_n": "strength, pushover or Pistoia (N)",
 
 
 #: the headline metrics that a pushover stopped before its curve fell leaves a bound, not a value:
-#: the force at the displacement cap is a lower bound on the strength, so the factor of risk is an
-#: upper bound (the sign a table writes before such a value)
+#: the force where the curve ended (its displacement cap, or its last allowed step: the canonical
+#: intact and fractured L2 under standing load use all 60) is a lower bound on the strength, so
+#: the factor of risk is an upper bound (the sign a table writes before such a value)
 BOUNDED = {"strength_n": "≥", "factor_of_risk": "≤", "strength_pushover_n": "≥",
            "factor_of_risk_pushover": "≤"}
-BOUND_WHY = ("the pushover stopped at its displacement cap before its curve fell, so the "
-             "strength there is a lower bound and Φ an upper bound")
+BOUND_WHY = ("the pushover stopped (at its displacement cap or after its last allowed step) "
+             "before its curve fell, so the strength there is a lower bound and Φ an upper "
+             "bound")
 #: the legend entries of a bound in the plots (the report's table and captions say BOUND_WHY)
 BOUND_LABEL = "open marker, (≥)/(≤): a bound, no peak reached"
 BARS_LABEL = "dotted: Φ an upper bound, no peak reached"
