@@ -61,7 +61,8 @@ goes exactly to first yield (found from the linear solution, so the curve is lin
 then steps grow by ``grow`` after easy steps and are halved when ``max_iterations`` pass without
 convergence, or when a converged step destroyed more than ``max_damage_step`` of the yieldable
 elements' modulus (a step must resolve the path through the damage: ``MAX_DAMAGE_STEP``), down
-to ``min_step``, after which :class:`~fem.ConvergenceError` names the step and
+to ``min_step`` (at once, where a halving did not lower the out-of-balance force by a fifth:
+``FUTILE_HALVING``), after which :class:`~fem.ConvergenceError` names the step and
 the load reached. The analysis stops after the peak once the force has fallen to ``stop_ratio``
 of it, at ``max_displacement`` or after ``max_steps``. A step that stalls at ``min_step`` is
 iterated once more monotonically (each iterate's history at least the last one's: a bounded
