@@ -139,8 +139,9 @@ STAGNATION_CHECK = 6
 #: unloading, whatever the step. It is cut at once to the smallest step (where the monotone
 #: fallback settles it), not halved a few times more. Where every attempt between would have
 #: failed too, the curve is the same to the last bit; the canonical segment's L2 under flexion
-#: (PVP 4 mL, 2 mm) stalled at 7.1, 7.1, 6.4, 6.4, 6.2, 6.0 ... 6.1e-3 (tol 5e-3) over ten
-#: halvings before its monotone step, 70 of its 141 linear solves (2026-12-06). None disables
+#: (PVP 4 mL, 2 mm) stalled at 7.4, 7.1, 6.5, 6.4, 6.4, 6.2, 6.0 ... 6.1e-3 (tol 5e-3; each
+#: attempt's best) over ten halvings before its monotone step, 70 of its 141 linear solves
+#: (2026-12-06). None disables
 FUTILE_HALVING = 0.8
 
 BAZANT_OH_1983 = ("Bazant ZP, Oh BH (1983) Crack band theory for fracture of concrete. Materiaux "
