@@ -74,9 +74,17 @@ def test_the_mixed_precision_cycle_stays_in_float32():
     M = SmoothedAggregationAMG(A, rigid_body_modes(m.points), precision="mixed")
     assert M.n_levels >= 2
     seen = []
+
+    def recording(prec):
+        def apply(r):
+            z = prec(r)
+            seen.append(z.dtype)
+            return z
+        return apply
+
     for lv in M.levels:
         assert lv.A.dtype == np.float32 and lv.smooth.prec.Dinv.dtype == np.float32
-        lv.smooth.prec = (lambda f: lambda r: seen.append(f(r).dtype) or f(r))(lv.smooth.prec)
+        lv.smooth.prec = recording(lv.smooth.prec)
     z = M.matvec(np.ones(A.shape[0]))
     assert z.dtype == np.float64 and np.isfinite(z).all()
     assert seen and set(seen) == {np.dtype(np.float32)}
