@@ -106,6 +106,8 @@ PAST_PEAK = 0.01
 #: a rising curve whose slope over its last three steps fell below this fraction of the initial
 #: stiffness, and that cannot be followed further, has reached its limit load
 LIMIT_TANGENT = 0.05
+#: default ``stop_ratio``: the analysis ends once the force has fallen to this share of its peak
+STOP_RATIO = 0.8
 #: the linear solves' default tolerance is the equilibrium tolerance over this
 RTOL_PER_TOL = 25.0
 #: default first step beyond first yield and largest step, as multiples of the displacement at
@@ -338,7 +340,7 @@ def solve_nonlinear(model, law=None, *, backend: str = "auto", solver: str = "au
                     max_steps: int = 60, first_step: float | None = None,
                     min_step: float | None = None, max_step: float | None = None,
                     grow: float = 1.5, tol: float = 5e-3, max_iterations: int = 20,
-                    stop_ratio: float = 0.8, rtol: float | None = None, progress=None,
+                    stop_ratio: float = STOP_RATIO, rtol: float | None = None, progress=None,
                     increments=None, max_damage_step: float | None = MAX_DAMAGE_STEP,
                     ) -> NonlinearResult:
     """Pushover of ``model`` with the damage ``law`` (:class:`DamageLaw`) past its peak.

@@ -38,6 +38,7 @@ from fem.study import (
     StudySpec,
     run_id,
 )
+from fem.study.spec import PUSHOVER_ONLY
 
 _EXE = Path(sys.executable).with_name("vfem")
 VFEM = [str(_EXE)] if _EXE.exists() else [sys.executable, "-m", "fem.cli"]
@@ -304,13 +305,16 @@ def test_run_ids_are_stable_and_follow_every_parameter():
     assert out.stdout.strip() == ids[0], out.stderr
     # any change of any parameter gives another id
     changed = {}
+    assert p["strength"] == "pistoia"
     for k, v in p.items():
+        if k in PUSHOVER_ONLY:  # hashed only with a pushover: test_parameters_added_later_...
+            continue
         q = dict(p)
         q[k] = (not v) if isinstance(v, bool) else v + 1 if isinstance(v, (int, float)) \
             else v + "x"
         changed[k] = run_id(q)
     assert ids[0] not in changed.values()
-    assert len(set(changed.values())) == len(PARAMETERS)
+    assert len(set(changed.values())) == len(PARAMETERS) - len(PUSHOVER_ONLY)
     # and through a spec: one value changed in one run changes that run's id only
     d = json.loads(json.dumps(CANON_DICT))
     d["runs"][1]["cement_volume_ml"] = 4.5
@@ -324,10 +328,12 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
     moved from "plate" to "space": a run on the old load keeps its old id, and one on the new
     default is a new run (a store computed before does not hand it the plate's answer). So did
     ``fracture_compaction`` ("none" to "band"), ``fracture_damage`` (0.2 to 0.14) and ``disc``
-    ("isotropic" to "fibres") on 2026-12-06: a run on the old fracture or disc keeps its id."""
+    ("isotropic" to "fibres") on 2026-12-06: a run on the old fracture or disc keeps its id, and
+    ``pushover_end`` ("full" to "first_failure") on 2026-12-06: a pushover run to the full curve
+    keeps its id, and a run without a pushover hashes without it, whatever it holds."""
     import hashlib
 
-    from fem.study.spec import ADDED_LATER
+    from fem.study.spec import ADDED_LATER, PUSHOVER_ONLY
 
     d_old = json.loads(json.dumps(CANON_DICT))
     d_old.setdefault("base", {}).update(load_line="plate", fracture_compaction="none",
@@ -347,6 +353,11 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
                      "fracture_compaction": "band", "fracture_damage": 0.14,
                      "disc": "fibres_undrained"}.items():
             assert run_id(dict(p, **{k: v})) != run_id(p), k
+        assert PUSHOVER_ONLY == ("pushover_end",) and p["strength"] == "pistoia"
+        assert run_id(dict(p, pushover_end="first_failure")) == run_id(p)
+        push = dict(old, strength="pushover")
+        assert run_id(dict(push, pushover_end="full")) == run_id(push)
+        assert run_id(dict(push, pushover_end="first_failure")) != run_id(push)
     # a spec without the strength keys and one giving their defaults: the same runs and ids
     d = json.loads(json.dumps(CANON_DICT))
     d.setdefault("base", {}).update(strength="pistoia", strength_levels="treated")
@@ -458,6 +469,45 @@ def test_a_fibre_disc_run_solves_and_pushes_over_the_fibre_disc(capsys):
 
 @pytest.mark.skipif(not (ssm_data_folder() / "L3.ply").is_file(),
                     reason="lumbar shape model data not found (set FEM_SSM_DATA)")
+def test_a_study_pushover_ends_at_the_first_failure_unless_asked_for_the_full_curve(tmp_path):
+    """``pushover_end``: "first_failure" (the default) stops the pushover at the first step whose
+    force falls a tenth below the running maximum, so its strength is the first failure load
+    (``strength_pushover_n`` = ``strength_first_peak_n``); "full" follows the same path past it
+    (the same steps, force for force) and on until the force falls to 0.8 of its peak."""
+    import numpy as np
+    import pandas as pd
+
+    from fem import metrics
+    from fem.nonlinear import STOP_RATIO
+    from fem.nonlinear_result import FIRST_PEAK_DROP
+    from fem.study.recipe import build_model, pushover_levels, pushover_stop_ratio
+
+    curves, rows = {}, {}
+    for end in ("first_failure", "full"):
+        base = {"levels": "L1", "voxel_size": 4.0, "solver": "direct", "strength": "pushover",
+                "strength_levels": "L1", "pushover_end": end}
+        (p,) = StudySpec.from_dict({"study": {"name": "end"}, "base": base}).expand()
+        model = build_model(p)
+        table = metrics.level_metrics(fem.solve(model, solver="direct"))
+        pushover_levels(model, table, p, str(tmp_path / f"{end}.csv"))
+        curves[end] = pd.read_csv(tmp_path / f"{end}.csv")["force_n"].to_numpy()
+        rows[end] = table.set_index("level").loc["L1"]
+    assert pushover_stop_ratio({"pushover_end": "first_failure"}) == 1.0 - FIRST_PEAK_DROP
+    assert pushover_stop_ratio({"pushover_end": "full"}) == STOP_RATIO
+    first, full = curves["first_failure"], curves["full"]
+    top = np.maximum.accumulate(first)
+    assert first[-1] < (1.0 - FIRST_PEAK_DROP) * top[-2]  # it stopped on a drop of a tenth,
+    assert (first[:-1] >= (1.0 - FIRST_PEAK_DROP) * top[:-1]).all()  # the first one
+    assert len(full) > len(first) and full[-1] < STOP_RATIO * full.max()
+    np.testing.assert_allclose(full[:len(first)], first, rtol=1e-9)
+    r = rows["first_failure"]
+    assert r["pushover_peak_reached"] == 1.0
+    assert r["strength_pushover_n"] == r["strength_first_peak_n"] == pytest.approx(first.max())
+    assert rows["full"]["strength_first_peak_n"] == pytest.approx(r["strength_first_peak_n"])
+    with pytest.raises(SpecError, match="must be one of"):
+        StudySpec.from_dict({"study": {"name": "end"}, "base": {"pushover_end": "peak"}})
+
+
 def test_a_shape_model_run_executes():
     """A spec can run the real anatomy: a fractured L3 of the mean L3-L4 (3 mm voxels)."""
     from fem.study.recipe import execute

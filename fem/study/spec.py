@@ -124,6 +124,9 @@ def _limit(name):
 
 PROCEDURES = ("intact", "fractured", "pvp", "pkp")
 STRENGTHS = ("pistoia", "pushover")
+#: where a study's pushover ends (``pushover_end``): at the level's first failure, or run on
+#: (:func:`fem.study.recipe.pushover_stop_ratio` gives each its stop)
+PUSHOVER_ENDS = ("first_failure", "full")
 #: the disc models a run can solve with: the fibre disc, drained (the default) or undrained
 #: (fem.fibres.solve_disc, small strain), or the solid annulus of the builders (fem.solve)
 DISCS = ("isotropic", "fibres", "fibres_undrained")
@@ -233,6 +236,14 @@ PARAMETERS = {
                              "treated_level, else the fracture_level), all, or a list of level "
                              "names (TOML list or 'L1,L2')", check=_level_names,
                              coerce=_join_levels),
+    "pushover_end": Param(str, "first_failure", "where the pushover stops: first_failure (the "
+                          "default since 2026-12-06: once the force falls a tenth below its "
+                          "running maximum, the first clear drop a cadaver test reads as the "
+                          "failure load; strength_pushover_n is then that failure load) or full "
+                          "(on until the force falls to 0.8 of its peak or the displacement or "
+                          "step cap, the default before: the largest force of the curve, which "
+                          "in a segment can rise again after a first failure); docs/studies.md",
+                          choices=PUSHOVER_ENDS),
     # inputs worth sampling ([uncertain], fem.study.uncertain); their defaults change nothing
     "density_error": Param(float, 0.0, "error of the density calibration (mg/cm^3), added to "
                            "the trabecular density the model gets: to bmd (parametric, ssm) or "
@@ -279,7 +290,7 @@ PARAMETERS = {
 }
 #: parameters a spec may not sample: they change how a run computes, not what it models
 NOT_SAMPLED = ("sample", "backend", "solver", "anatomy", "ct", "masks", "mesh", "levels",
-               "strength", "strength_levels")
+               "strength", "strength_levels", "pushover_end")
 RECIPES = {"augmentation": PARAMETERS}
 #: the most runs a study may have unless allowed more (``vfem study --max-runs``, ``max_runs=``)
 MAX_RUNS = 10_000
@@ -548,7 +559,7 @@ class StudySpec:
 #: computed with the old load hashes as before, and one with the new default is a new run; so
 #: are ``fracture_compaction`` ("band" by default since 2026-12-06), ``fracture_damage`` (0.14,
 #: measured, since 2026-12-06; 0.2 calibrated before) and ``disc`` ("fibres" by default since
-#: 2026-12-06)
+#: 2026-12-06), and ``pushover_end`` ("first_failure" by default since 2026-12-06)
 ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "strength": "pistoia", "strength_levels": "treated", "ct": "", "masks": "",
                "ct_slope": 0.8, "ct_intercept": -8.0, "density_error": 0.0,
@@ -557,13 +568,19 @@ ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "cleft": False, "sample": -1, "basivertebral_mm": 0.0, "endplate_breach_mm": 0.0,
                "endplate_breach_side": "superior", "endplate_breach_position": 0.5,
                "load_line": "plate", "fracture_compaction": "none", "disc": "isotropic",
-               "fracture_damage": 0.2}
+               "fracture_damage": 0.2, "pushover_end": "full"}
+#: parameters that change nothing unless ``strength = "pushover"``: a run without a pushover
+#: hashes without them, so a linear-only run keeps its id whatever they hold
+PUSHOVER_ONLY = ("pushover_end",)
 
 
 def run_id(params: dict) -> str:
     """A stable id: the first 12 hex digits of the SHA-256 of the sorted parameters (those of
-    :data:`ADDED_LATER` left out where they hold their defaults)."""
+    :data:`ADDED_LATER` left out where they hold their defaults, and those of
+    :data:`PUSHOVER_ONLY` where the run has no pushover)."""
     kept = {k: v for k, v in params.items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
+    if params.get("strength", "pistoia") != "pushover":
+        kept = {k: v for k, v in kept.items() if k not in PUSHOVER_ONLY}
     blob = json.dumps(kept, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -434,7 +434,9 @@ def _page(study, table, plots, sections, problems, files_name: str, uq=None, ful
         + f". Written {e(when)} by vertebra-fem {e(str(__version__))}. Units: mm, N, MPa, mL; "
         "the factor of risk Φ is load / strength; Φ &gt; 1 predicts fracture. The strength is "
         "the peak load of a damage pushover of the level where the study ran one ("
-        "<code>strength = \"pushover\"</code>), else the linear Pistoia proxy (2 % of the "
+        "<code>strength = \"pushover\"</code>; its first failure, where the force first fell "
+        "a tenth below its running maximum, unless <code>pushover_end = \"full\"</code>), "
+        "else the linear Pistoia proxy (2 % of the "
         "body's bone volume above 0.7 % strain); the column <i>strength by</i> says which, row "
         "by row.</p>",
         _spec_table(spec),
