@@ -18,7 +18,8 @@ peak and the axial stiffness.
 
 ``--cost``: where the canonical study's time goes. The runs of ``examples/canonical_study.toml``
 itself (``--only`` picks some, e.g. ``pvp-4-standing``), each solved as the study solves it (the
-fibre disc's secant solve, then L2's pushover on its converged model): per run the fibre solve's
+fibre disc's secant solve, then L2's pushover on its converged model, to the first failure
+since 2026-12-06, ``pushover_end``): per run the fibre solve's
 and the pushover's seconds, the pushover's steps, linear solves, the solves of attempts that
 were cut (a step that did not converge or destroyed too much, solved again shorter), CG
 iterations, and the seconds in the preconditioner (the AMG V-cycle with the nuclei's exact block
@@ -151,14 +152,20 @@ def _run_name(p) -> str:
 
 
 def cost_table(only, mixed: bool) -> None:
+    # every BLAS loaded before it is pinned to one thread, as a study's run does
+    # (fem.study.recipe._prepare): else the one loaded later keeps its threads, its dot products
+    # round otherwise, and a pushover near a snap can take another path (PKP 4 mL's standing
+    # first failure came out at 1 053 N here against the study's 1 075)
+    import scipy.linalg  # noqa: F401
+    import scipy.sparse.linalg  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     import fem
     from fem import strength
-    from fem.study.recipe import build_model, pushover_model
+    from fem.study.recipe import build_model, pushover_model, pushover_stop_ratio
     from fem.study.spec import StudySpec
 
-    threadpool_limits(limits=1, user_api="blas")  # as a study's run (fem.study.recipe)
+    threadpool_limits(limits=1, user_api="blas")
     todo = [p for p in StudySpec.from_toml(CANONICAL).expand()
             if not only or _run_name(p) in only]
     print(f"{'run':>20} {'DOF':>7} {'prec':>6} {'fibre s':>7} {'push s':>6} {'steps':>5} "
@@ -174,7 +181,7 @@ def cost_table(only, mixed: bool) -> None:
             timers = []
             t = time.perf_counter()
             with _timed_preconditioner(precision, timers):
-                po = strength.pushover(model, level="L2")
+                po = strength.pushover(model, level="L2", stop_ratio=pushover_stop_ratio(p))
             dt = time.perf_counter() - t
             i = po.info
             ms, calls = sum(x.seconds for x in timers), sum(x.calls for x in timers)
