@@ -143,7 +143,10 @@ STAGNATION_CHECK = 6
 #: failed too, the curve is the same to the last bit; the canonical segment's L2 under flexion
 #: (PVP 4 mL, 2 mm) stalled at 7.4, 7.1, 6.5, 6.4, 6.4, 6.2, 6.0 ... 6.1e-3 (tol 5e-3; each
 #: attempt's best) over ten halvings before its monotone step, 70 of its 141 linear solves
-#: (2026-12-06). None disables
+#: (2026-12-06). Should the smallest step then fail too, monotone fallback included, where the
+#: analysis would otherwise raise :class:`~fem.ConvergenceError`, the skipped sizes are tried
+#: after all, halving one by one from the first of them (a run the cut made fail would have
+#: been carried on by halving there). None disables
 FUTILE_HALVING = 0.8
 
 BAZANT_OH_1983 = ("Bazant ZP, Oh BH (1983) Crack band theory for fracture of concrete. Materiaux "
@@ -474,6 +477,8 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
     rejected = 0  # converged steps solved again for destroying more than max_damage_step
     cut_solves = 0  # linear solves of the attempts that were cut (not converged or rejected)
     stalled = None  # best out-of-balance of the last attempt from here that did not converge
+    skipped = None  # the first step size a straight cut (FUTILE_HALVING) skipped from here
+    resumed = False  # the skipped sizes are being tried: no straight cut again from here
     while len(steps) < max_steps and c < cmax - 1e-12 * cmax:
         target = min(c + dc, cmax)
         pred, guess = None, u_ref_last
@@ -513,8 +518,9 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
             cut_solves += out["solves"]
             tried, dc = dc, 0.5 * dc
             best = min(out.get("history") or [math.inf])
-            if (FUTILE_HALVING is not None and stalled is not None
-                    and best > FUTILE_HALVING * stalled):
+            if (FUTILE_HALVING is not None and stalled is not None and not resumed
+                    and best > FUTILE_HALVING * stalled and 0.5 * dc >= dmin):
+                skipped = dc
                 while 0.5 * dc >= dmin:  # halving did not help: straight to the smallest step
                     dc *= 0.5
             stalled = best
@@ -539,6 +545,13 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
                            "is the largest force reached, a lower bound")
                 warnings.warn(f"pushover: {stopped}", stacklevel=3)
                 break
+            if dc < dmin and skipped is not None:
+                # the smallest step failed after a straight cut: the sizes it skipped, one by one
+                logger.info("step %d: no convergence at the smallest step after a straight cut; "
+                            "halving from %.4g mm instead", len(steps) + 1, skipped)
+                dc, skipped, resumed, stalled = skipped, None, True, None
+                cut = True
+                continue
             if dc < dmin:
                 exc = ConvergenceError(
                     f"step {len(steps) + 1} did not converge: the out-of-balance force stayed at "
@@ -558,7 +571,7 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
                         len(steps) + 1, tried, best, dc)
             cut = True
             continue
-        stalled = None
+        stalled, skipped, resumed = None, None, False
         kappa_prev, c_prev, u_ref_prev = kappa_n, c, u_ref_last
         c, lam, u_ref_last = target, out["lam"], out["u_ref"]
         kappa_n, E = out["kappa"], out["E"]

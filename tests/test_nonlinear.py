@@ -612,6 +612,43 @@ def test_steps_bounded_by_the_damage_follow_the_damage_path(monkeypatch, caplog)
     assert coarse / fine - 1.0 > 2.0 * abs(res.peak_load / fine - 1.0), (coarse, fine)
 
 
+def test_a_straight_cut_whose_smallest_step_fails_halves_through_the_skipped_sizes(monkeypatch,
+                                                                                  caplog):
+    """``FUTILE_HALVING``'s straight cut skips step sizes that halving would have tried. Where
+    the smallest step then fails too, monotone fallback included, the analysis would raise
+    ConvergenceError; it tries the skipped sizes first, halving one by one. The bare L3 of the
+    Wegrzyn replica at 5 mm, with the first monotone fallback made to fail (at step 18, after a
+    straight cut from 0.0011 to 0.00013 mm): the skipped sizes are tried, the real fallback at
+    the smallest step then settles the step, and the curve is the one of the undisturbed run."""
+    import logging
+
+    from fem.meshes import loadcases
+    from fem.meshes.bone import BoneQuality
+    from fem.meshes.vertebra import vertebra_model
+    from fem.strength import pushover
+
+    m = vertebra_model("L3", voxel_size=5.0, materials=BoneQuality(bmd=70.0), posterior=False)
+    m = loadcases.loaded(m, "standing")
+    plain = pushover(m, level="L3")
+    step, calls = fem.nonlinear._step, []
+
+    def first_fallback_fails(*args, **kwargs):
+        ok, out = step(*args, **kwargs)
+        if kwargs.get("monotone"):
+            calls.append(ok)
+            if len(calls) == 1:
+                return False, out
+        return ok, out
+
+    monkeypatch.setattr(fem.nonlinear, "_step", first_fallback_fails)
+    with caplog.at_level(logging.INFO, logger="fem.nonlinear"):
+        res = pushover(m, level="L3")
+    assert len(calls) >= 2 and calls[0]  # the fallback that was made to fail had converged
+    assert "no convergence at the smallest step after a straight cut; halving from" in caplog.text
+    assert res.info["cut_solves"] > plain.info["cut_solves"]
+    np.testing.assert_allclose(res.curve, plain.curve, rtol=1e-6)
+
+
 def test_the_first_peak_is_the_first_drop_of_a_tenth():
     """``first_peak_load``: the running maximum where the force first falls a tenth below it,
     the peak load where it never does. On the localising bar (a real run) both are the peak;
