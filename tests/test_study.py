@@ -467,8 +467,6 @@ def test_a_fibre_disc_run_solves_and_pushes_over_the_fibre_disc(capsys):
         StudySpec.from_dict({"study": {"name": "d"}, "base": {"disc": "fibre"}}).expand()
 
 
-@pytest.mark.skipif(not (ssm_data_folder() / "L3.ply").is_file(),
-                    reason="lumbar shape model data not found (set FEM_SSM_DATA)")
 def test_a_study_pushover_ends_at_the_first_failure_unless_asked_for_the_full_curve(tmp_path):
     """``pushover_end``: "first_failure" (the default) stops the pushover at the first step whose
     force falls a tenth below the running maximum, so its strength is the first failure load
@@ -508,6 +506,8 @@ def test_a_study_pushover_ends_at_the_first_failure_unless_asked_for_the_full_cu
         StudySpec.from_dict({"study": {"name": "end"}, "base": {"pushover_end": "peak"}})
 
 
+@pytest.mark.skipif(not (ssm_data_folder() / "L3.ply").is_file(),
+                    reason="lumbar shape model data not found (set FEM_SSM_DATA)")
 def test_a_shape_model_run_executes():
     """A spec can run the real anatomy: a fractured L3 of the mean L3-L4 (3 mm voxels)."""
     from fem.study.recipe import execute
