@@ -104,7 +104,7 @@ from .errors import ConvergenceError, MaterialError, SetError, SolverError
 from .kernels import elastic
 from .kernels.backend import BackendError, get_backend, scatter_add
 from .nonlinear_systems import Perturbed, change_pieces, element_strain_operator, kept_dofs
-from .parallel import RowSplit
+from .parallel import RowSplit, serial_blas
 from .parts import level_elements, region, split
 from .result import Result
 from .solvers import SolveInfo, cg, direct, factored_solve, factorise, rigid_body_modes
@@ -508,6 +508,7 @@ def _coupling(model, pattern, regions, law, secants):
     return np.concatenate(idx), np.concatenate(val)
 
 
+@serial_blas()  # the same path whatever the caller's BLAS threads
 def solve_fibres(model, regions: list[FibreRegion], law: FibreLaw | None = None, *,
                  tol: float = TOL, strain_tol: float = STRAIN_TOL, relaxation: float = RELAXATION,
                  max_iterations: int = MAX_ITERATIONS, rtol: float | None = None,

@@ -71,6 +71,7 @@ from .kernels.backend import backend_of, get_backend, scatter_add
 from .kernels.elastic import stiffness_from_b
 from .model import Model
 from .nonlinear_result import NonlinearResult
+from .parallel import serial_blas
 from .result import Result, mean_pressure
 from .validate import in_range
 
@@ -475,6 +476,7 @@ class _Problem(IncrementalProblem):
         return 0
 
 
+@serial_blas()  # the same path whatever the caller's BLAS threads
 def solve_finite_strain(model: Model, *, fibres: list[FibreRegion] | None = None,
                         law: FibreLaw | None = None, swelling=None, loaded: bool = True,
                         initial: FiniteStrainResult | None = None, increments=10, backend: str = "auto", solver: str = "auto",

@@ -404,13 +404,16 @@ def solve_nonlinear(model, law=None, *, backend: str = "auto", solver: str = "au
     if int(max_steps) < 1 or int(max_iterations) < 2:
         raise SolverError("max_steps must be >= 1 and max_iterations >= 2")
     from .nonlinear_systems import make_system
+    from .parallel import serial_blas
 
     t0 = time.perf_counter()
-    sysx = make_system(model, law, backend=backend, solver=solver, rtol=rtol, control=control)
-    return _drive(sysx, law, max_displacement=max_displacement, max_steps=int(max_steps),
-                  first_step=first_step, min_step=min_step, max_step=max_step, grow=grow,
-                  tol=tol, max_iterations=int(max_iterations), stop_ratio=stop_ratio,
-                  progress=progress, t0=t0, max_damage_step=max_damage_step)
+    with serial_blas():  # the same path whatever the caller's BLAS threads
+        sysx = make_system(model, law, backend=backend, solver=solver, rtol=rtol,
+                           control=control)
+        return _drive(sysx, law, max_displacement=max_displacement, max_steps=int(max_steps),
+                      first_step=first_step, min_step=min_step, max_step=max_step, grow=grow,
+                      tol=tol, max_iterations=int(max_iterations), stop_ratio=stop_ratio,
+                      progress=progress, t0=t0, max_damage_step=max_damage_step)
 
 
 def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min_step, max_step,

@@ -8,6 +8,7 @@ backend nothing here is used: the GPU is parallel already.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,6 +35,32 @@ def n_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def serial_blas():
+    """BLAS held to one thread while the block runs, then given back the caller's setting.
+
+    Why. A multi-threaded BLAS sums a long dot product in parts, in an order set by its thread
+    count, so CG's inner products, and every iterate after them, differ in the last digits
+    between one BLAS thread and two (1e-13 on a 13 083-dof pushover). A linear answer does not
+    care; a nonlinear analysis can: near a snap its path turns on those digits, and the
+    canonical PKP 4 mL pushover first failed at 1 053 N with SciPy's BLAS on two threads and at
+    1 075 N on one (bench/README.md). The nonlinear solvers (:func:`fem.solve_nonlinear`,
+    :func:`fem.fibres.solve_fibres`, :func:`fem.finite_strain.solve_finite_strain`) run in this
+    block, so the answer is the same whatever the caller's BLAS threads, and the same as a
+    study's run, which pins BLAS to one thread for good (``fem.study.recipe._prepare``). The
+    analyses' sparse products run on this module's own threads, which it leaves alone; one BLAS
+    thread was also the faster on 2 busy cores. Every BLAS is loaded before it is limited (a
+    library loaded later would keep its threads). ``threadpoolctl``'s limits are per process:
+    two analyses on threads of a process that has not pinned BLAS itself can give each other
+    back the other's setting on leaving, so such a program pins BLAS once, as a study does."""
+    import scipy.linalg  # noqa: F401 (every BLAS loaded before it is limited)
+    import scipy.sparse.linalg  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def pool() -> ThreadPoolExecutor:

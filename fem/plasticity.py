@@ -84,6 +84,7 @@ from .kernels import elastic
 from .kernels.backend import scatter_add
 from .model import Model
 from .nonlinear_result import NonlinearResult
+from .parallel import serial_blas
 from .result import Result
 
 logger = logging.getLogger(__name__)
@@ -253,6 +254,7 @@ class PlasticResult(Result):
 # ------------------------------------------------------------------------------ the solver
 
 
+@serial_blas()  # the same path whatever the caller's BLAS threads
 def solve_plastic(model: Model, *, increments=None, backend: str = "auto", solver: str = "auto",
                   rtol: float = 1e-8, tol: float = 1e-6, utol: float = 1e-5,
                   max_iterations: int = 12, initial: PlasticResult | None = None,

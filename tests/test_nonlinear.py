@@ -649,6 +649,40 @@ def test_a_straight_cut_whose_smallest_step_fails_halves_through_the_skipped_siz
     np.testing.assert_allclose(res.curve, plain.curve, rtol=1e-6)
 
 
+def test_a_pushover_takes_the_same_path_whatever_the_callers_blas_threads():
+    """A multi-threaded BLAS sums CG's inner products in another order than a single thread
+    (here: curves 1e-13 apart), and near a snap a pushover's path turns on such digits (the
+    canonical PKP 4 mL: 1 053 against 1 075 N). The nonlinear solvers run with BLAS on one
+    thread (``fem.parallel.serial_blas``), so a caller's BLAS threads do not reach the answer,
+    and give the caller its own setting back. The bare L3 at 2 mm (13 083 DOF, AMG-CG: long
+    enough vectors for OpenBLAS to split its dot products), four steps, with BLAS at 2 and at
+    1 thread: the same curve to the bit; every BLAS at one thread inside, at 2 after."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from fem.meshes import loadcases
+    from fem.meshes.bone import BoneQuality
+    from fem.meshes.vertebra import vertebra_model
+    from fem.strength import pushover
+
+    m = vertebra_model("L3", voxel_size=2.0, materials=BoneQuality(bmd=70.0), posterior=False)
+    m = loadcases.loaded(m, "standing")
+    assert m.n_dof > 10_000
+    inside, curves = [], {}
+
+    def blas_threads(step):
+        inside.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+
+    for n in (2, 1):
+        with threadpool_limits(limits=n, user_api="blas"):
+            res = pushover(m, level="L3", solver="amg", max_steps=4, progress=blas_threads)
+            after = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+        assert res.info["solver"] == "amg-cg" and len(res.steps) == 4
+        curves[n] = res.curve
+        assert after == {n}
+    assert inside and all(t == {1} for t in inside), inside
+    assert np.array_equal(curves[2], curves[1])
+
+
 def test_the_first_peak_is_the_first_drop_of_a_tenth():
     """``first_peak_load``: the running maximum where the force first falls a tenth below it,
     the peak load where it never does. On the localising bar (a real run) both are the peak;
