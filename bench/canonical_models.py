@@ -19,7 +19,7 @@ peak and the axial stiffness.
 ``--cost``: where the canonical study's time goes. The runs of ``examples/canonical_study.toml``
 itself (``--only`` picks some, e.g. ``pvp-4-standing``), each solved as the study solves it (the
 fibre disc's secant solve, then L2's pushover on its converged model, to the first failure
-since 2026-12-06, ``pushover_end``): per run the fibre solve's
+since 2026-12-07, ``pushover_end``): per run the fibre solve's
 and the pushover's seconds, the pushover's steps, linear solves, the solves of attempts that
 were cut (a step that did not converge or destroyed too much, solved again shorter), CG
 iterations, and the seconds in the preconditioner (the AMG V-cycle with the nuclei's exact block

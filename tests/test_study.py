@@ -329,7 +329,7 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
     default is a new run (a store computed before does not hand it the plate's answer). So did
     ``fracture_compaction`` ("none" to "band"), ``fracture_damage`` (0.2 to 0.14) and ``disc``
     ("isotropic" to "fibres") on 2026-12-06: a run on the old fracture or disc keeps its id, and
-    ``pushover_end`` ("full" to "first_failure") on 2026-12-06: a pushover run to the full curve
+    ``pushover_end`` ("full" to "first_failure") on 2026-12-07: a pushover run to the full curve
     keeps its id, and a run without a pushover hashes without it, whatever it holds."""
     import hashlib
 

@@ -237,7 +237,7 @@ PARAMETERS = {
                              "names (TOML list or 'L1,L2')", check=_level_names,
                              coerce=_join_levels),
     "pushover_end": Param(str, "first_failure", "where the pushover stops: first_failure (the "
-                          "default since 2026-12-06: once the force falls a tenth below its "
+                          "default since 2026-12-07: once the force falls a tenth below its "
                           "running maximum, the first clear drop a cadaver test reads as the "
                           "failure load; strength_pushover_n is then that failure load) or full "
                           "(on until the force falls to 0.8 of its peak or the displacement or "
@@ -559,7 +559,7 @@ class StudySpec:
 #: computed with the old load hashes as before, and one with the new default is a new run; so
 #: are ``fracture_compaction`` ("band" by default since 2026-12-06), ``fracture_damage`` (0.14,
 #: measured, since 2026-12-06; 0.2 calibrated before) and ``disc`` ("fibres" by default since
-#: 2026-12-06), and ``pushover_end`` ("first_failure" by default since 2026-12-06)
+#: 2026-12-06), and ``pushover_end`` ("first_failure" by default since 2026-12-07)
 ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "strength": "pistoia", "strength_levels": "treated", "ct": "", "masks": "",
                "ct_slope": 0.8, "ct_intercept": -8.0, "density_error": 0.0,
