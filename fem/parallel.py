@@ -1,4 +1,5 @@
-"""CPU threads for the NumPy backend: row-split sparse products and chunked element loops.
+"""CPU threads for the NumPy backend: row-split sparse products and chunked element loops, and
+BLAS held to one thread where an answer must not depend on it (:func:`serial_blas`).
 
 SciPy's sparse kernels and NumPy's array operations release the GIL, so a few threads give real
 speed-up on a multi-core CPU (1.9x for a 1M-dof block-CSR product on 2 cores). The number of
