@@ -162,7 +162,7 @@ def cost_table(only, mixed: bool) -> None:
 
     import fem
     from fem import strength
-    from fem.study.recipe import build_model, pushover_model, pushover_stop_ratio
+    from fem.study.recipe import build_model, pushover_model, pushover_stops
     from fem.study.spec import StudySpec
 
     threadpool_limits(limits=1, user_api="blas")
@@ -181,7 +181,7 @@ def cost_table(only, mixed: bool) -> None:
             timers = []
             t = time.perf_counter()
             with _timed_preconditioner(precision, timers):
-                po = strength.pushover(model, level="L2", stop_ratio=pushover_stop_ratio(p))
+                po = strength.pushover(model, level="L2", **pushover_stops(p))
             dt = time.perf_counter() - t
             i = po.info
             ms, calls = sum(x.seconds for x in timers), sum(x.calls for x in timers)

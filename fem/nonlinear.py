@@ -64,7 +64,9 @@ elements' modulus (a step must resolve the path through the damage: ``MAX_DAMAGE
 to ``min_step`` (at once, where a halving did not lower the out-of-balance force by a fifth:
 ``FUTILE_HALVING``), after which :class:`~fem.ConvergenceError` names the step and
 the load reached. The analysis stops after the peak once the force has fallen to ``stop_ratio``
-of it, at ``max_displacement`` or after ``max_steps``. A step that stalls at ``min_step`` is
+of it, with ``stop_plateau`` once the curve has stopped rising (a plateau: its slope over the
+last first-yield displacement below that share of the initial stiffness), at
+``max_displacement`` or after ``max_steps``. A step that stalls at ``min_step`` is
 iterated once more monotonically (each iterate's history at least the last one's: a bounded
 non-decreasing sequence that settles, linearly, so it gets ``MONOTONE_ITERATIONS`` times
 ``max_iterations``; the steps are listed in ``info["monotone_steps"]``).
@@ -343,7 +345,8 @@ def solve_nonlinear(model, law=None, *, backend: str = "auto", solver: str = "au
                     max_steps: int = 60, first_step: float | None = None,
                     min_step: float | None = None, max_step: float | None = None,
                     grow: float = 1.5, tol: float = 5e-3, max_iterations: int = 20,
-                    stop_ratio: float = STOP_RATIO, rtol: float | None = None, progress=None,
+                    stop_ratio: float = STOP_RATIO, stop_plateau: float | None = None,
+                    rtol: float | None = None, progress=None,
                     increments=None, max_damage_step: float | None = MAX_DAMAGE_STEP,
                     ) -> NonlinearResult:
     """Pushover of ``model`` with the damage ``law`` (:class:`DamageLaw`) past its peak.
@@ -376,6 +379,13 @@ def solve_nonlinear(model, law=None, *, backend: str = "auto", solver: str = "au
     out-of-balance force stagnates (:func:`_hopeless`) is cut at once. ``progress(step)`` is called after
     each converged step. ``solver``: as :func:`fem.solve` ("auto": the voxel multigrid for voxel
     grids without rigid plates, else direct or AMG-CG).
+
+    Where it ends: once the force has fallen below ``stop_ratio`` of its peak; with
+    ``stop_plateau`` (a share of the initial stiffness, e.g. :data:`LIMIT_TANGENT`) also once
+    the curve's chord over the last first-yield displacement is flatter than that, a plateau:
+    the strength is then the limit load the curve reached (``info["plateau"]`` True, and
+    :attr:`~fem.nonlinear_result.NonlinearResult.peak_reached` counts it as reached). A study's
+    ``pushover_end = "first_failure"`` uses both (``fem.study.recipe.pushover_stops``).
     """
     if law is None:
         if hasattr(model, "plastic_mask") and model.plastic_mask().any():
@@ -393,6 +403,9 @@ def solve_nonlinear(model, law=None, *, backend: str = "auto", solver: str = "au
                             f"{model.n_elements}")
     in_range("tol", tol, 0.0, 0.1, lo_open=True, error=SolverError)
     in_range("stop_ratio", stop_ratio, 0.0, 1.0, hi_open=True, error=SolverError)
+    if stop_plateau is not None:
+        in_range("stop_plateau", stop_plateau, 0.0, 1.0, lo_open=True, hi_open=True,
+                 error=SolverError)
     in_range("grow", grow, 1.0, 4.0, error=SolverError)
     if max_damage_step is not None:
         in_range("max_damage_step", max_damage_step, 0.0, 1.0, lo_open=True, error=SolverError)
@@ -413,11 +426,12 @@ def solve_nonlinear(model, law=None, *, backend: str = "auto", solver: str = "au
         return _drive(sysx, law, max_displacement=max_displacement, max_steps=int(max_steps),
                       first_step=first_step, min_step=min_step, max_step=max_step, grow=grow,
                       tol=tol, max_iterations=int(max_iterations), stop_ratio=stop_ratio,
+                      stop_plateau=stop_plateau,
                       progress=progress, t0=t0, max_damage_step=max_damage_step)
 
 
 def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min_step, max_step,
-           grow, tol, max_iterations, stop_ratio, progress, t0,
+           grow, tol, max_iterations, stop_ratio, progress, t0, stop_plateau=None,
            max_damage_step) -> NonlinearResult:
     """The increment loop over a system (:mod:`fem.nonlinear_systems`)."""
     xp = sysx.xp
@@ -473,6 +487,7 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
     kappa_prev, c_prev, u_ref_prev = None, 0.0, None
     monotone = []  # steps that converged only with the monotone iteration
     stopped = ""
+    plateau = False  # stopped by stop_plateau: the strength is a limit load, not a bound
     dc = first
     cut = False
     peak = steps[-1].force
@@ -590,19 +605,39 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
         if st.force < stop_ratio * peak:
             stopped = f"the force fell below {stop_ratio:g} of the peak"
             break
+        slope = _window_slope(steps, c_y) if stop_plateau is not None else None
+        if slope is not None and slope < stop_plateau * k_initial:
+            plateau = True
+            stopped = (f"the curve reached a plateau: its slope over the last {c_y:.3g} mm (the "
+                       f"displacement at first yield) is {100 * slope / k_initial:.1f} % of the "
+                       f"initial stiffness, below stop_plateau {stop_plateau:g}")
+            break
         easy = out["iterations"] <= 3 and (max_damage_step is None
                                            or dD <= 0.5 * max_damage_step)
         if easy and not cut:  # no growth right after a cut-back
             dc = min(dc * grow, dmax)
         cut = False
     res = NonlinearResult(steps, control_name=sysx.control_name, law=law)
-    res.info = {"stopped": stopped,"backend": sysx.be.name, "solver": sysx.solver_name, "n_dof": sysx.n_dof,
+    res.info = {"stopped": stopped, "plateau": plateau, "backend": sysx.be.name, "solver": sysx.solver_name, "n_dof": sysx.n_dof,
                 "linear_solves": n_solves, "time_s": time.perf_counter() - t0,
                 "first_yield_mm": c_y, "first_yield_n": steps[0].force,
                 "setup_s": sysx.setup_time, "monotone_steps": monotone,
                 "damage_rejections": rejected, "cut_solves": cut_solves,
                 "cg_iterations": list(sysx.cg_iterations)}
     return res
+
+
+def _window_slope(steps, width: float) -> float | None:
+    """The chord slope (N/mm) of the curve from the last converged step at least ``width`` mm
+    behind the newest one (never the origin: the first step's end, first yield, at the
+    earliest) to the newest; None where the curve is not yet that long. The window is as long
+    as the elastic range, so that the equilibrium tolerance's scatter of the forces (about
+    0.5 %) over short steps near a snap cannot read as a plateau."""
+    c = steps[-1].control
+    behind = [s for s in steps[:-1] if s.control <= c - width]
+    if not behind:
+        return None
+    return (steps[-1].force - behind[-1].force) / max(c - behind[-1].control, 1e-300)
 
 
 def _flat(steps) -> float:

@@ -52,8 +52,9 @@ class NonlinearResult:
     ``peak_load`` is the largest force reached (N): the strength; ``displacement_at_peak`` (mm);
     ``energy_to_failure`` the area under the curve up to the peak (mJ = N mm).
     ``first_peak_load`` the force at the first drop of at least a tenth (N). ``peak_reached``
-    says whether the curve fell after its peak (else the strength is a lower bound: the analysis
-    stopped before the peak, at ``max_displacement`` or ``max_steps``).
+    says whether the curve fell after its peak, or stopped on a plateau (else the strength is a
+    lower bound: the analysis stopped before the peak, at ``max_displacement`` or
+    ``max_steps``).
     """
 
     steps: list
@@ -99,7 +100,9 @@ class NonlinearResult:
 
     @property
     def peak_reached(self) -> bool:
-        return self._peak_index < len(self.curve) - 1
+        """The curve fell after its peak, or the analysis stopped on a plateau (``stop_plateau``
+        of :func:`fem.solve_nonlinear`: a limit load); else the strength is a lower bound."""
+        return self._peak_index < len(self.curve) - 1 or bool(self.info.get("plateau"))
 
     @property
     def final(self):

@@ -15,7 +15,13 @@ import fem.assembly
 from fem import nonlinear_systems
 from fem.kernels.backend import Backend
 from fem.meshes.blocks import hex_block, tet_block
-from fem.nonlinear import DamageLaw, secant_ratio, solve_nonlinear, stress_fraction
+from fem.nonlinear import (
+    LIMIT_TANGENT,
+    DamageLaw,
+    secant_ratio,
+    solve_nonlinear,
+    stress_fraction,
+)
 from fem.result import principal
 
 E0, NU = 100.0, 0.3
@@ -681,6 +687,33 @@ def test_a_pushover_takes_the_same_path_whatever_the_callers_blas_threads():
         assert after == {n}
     assert inside and all(t == {1} for t in inside), inside
     assert np.array_equal(curves[2], curves[1])
+
+
+def test_stop_plateau_ends_a_curve_that_stops_rising_at_its_limit_load():
+    """A law that keeps its yield stress (residual 1: no softening) gives a bar a flat curve
+    after first yield, which never falls. Without ``stop_plateau`` the analysis runs on to its
+    displacement cap; with it, it stops once the chord over
+    the last first-yield displacement is flatter than ``stop_plateau`` of the initial stiffness:
+    one first-yield displacement past first yield, the strength the limit load, counted as
+    reached. (A curve that keeps rising is not stopped: the canonical standing curves, which
+    rise to their first drop, end at the same step as without it, docs/augmentation.md.)"""
+    m = _bar(-1.0)
+    flat = _law(m, residual=1.0)
+    A, c_y = 4.0, EYC * L
+    run_on = solve_nonlinear(m, flat, solver="direct", max_damage_step=None)
+    stopped = solve_nonlinear(m, flat, solver="direct", max_damage_step=None,
+                              stop_plateau=LIMIT_TANGENT)
+    for res in (run_on, stopped):
+        np.testing.assert_allclose([st.force for st in res.steps], A * E0 * EYC, rtol=1e-6)
+    assert run_on.steps[-1].control == pytest.approx(30.0 * c_y, rel=1e-9)
+    assert not run_on.info["plateau"] and "plateau" not in run_on.info["stopped"]
+    assert stopped.info["plateau"] and stopped.peak_reached and "plateau" in stopped.info["stopped"]
+    assert c_y * 2.0 <= stopped.steps[-1].control < c_y * 2.0 + stopped.steps[-1].control \
+        - stopped.steps[-2].control + 1e-12  # the first step a first-yield length past it
+    assert len(stopped.steps) < len(run_on.steps)
+    assert stopped.peak_load == pytest.approx(A * E0 * EYC, rel=1e-6)
+    with pytest.raises(fem.SolverError, match="stop_plateau"):
+        solve_nonlinear(m, flat, solver="direct", stop_plateau=0.0)
 
 
 def test_the_first_peak_is_the_first_drop_of_a_tenth():

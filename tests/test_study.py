@@ -469,16 +469,17 @@ def test_a_fibre_disc_run_solves_and_pushes_over_the_fibre_disc(capsys):
 
 def test_a_study_pushover_ends_at_the_first_failure_unless_asked_for_the_full_curve(tmp_path):
     """``pushover_end``: "first_failure" (the default) stops the pushover at the first step whose
-    force falls a tenth below the running maximum, so its strength is the first failure load
+    force falls a tenth below the running maximum (or where the curve flattens to a plateau:
+    tests/test_nonlinear.py), so its strength is the first failure load
     (``strength_pushover_n`` = ``strength_first_peak_n``); "full" follows the same path past it
     (the same steps, force for force) and on until the force falls to 0.8 of its peak."""
     import numpy as np
     import pandas as pd
 
     from fem import metrics
-    from fem.nonlinear import STOP_RATIO
+    from fem.nonlinear import LIMIT_TANGENT, STOP_RATIO
     from fem.nonlinear_result import FIRST_PEAK_DROP
-    from fem.study.recipe import build_model, pushover_levels, pushover_stop_ratio
+    from fem.study.recipe import build_model, pushover_levels, pushover_stops
 
     curves, rows = {}, {}
     for end in ("first_failure", "full"):
@@ -490,8 +491,9 @@ def test_a_study_pushover_ends_at_the_first_failure_unless_asked_for_the_full_cu
         pushover_levels(model, table, p, str(tmp_path / f"{end}.csv"))
         curves[end] = pd.read_csv(tmp_path / f"{end}.csv")["force_n"].to_numpy()
         rows[end] = table.set_index("level").loc["L1"]
-    assert pushover_stop_ratio({"pushover_end": "first_failure"}) == 1.0 - FIRST_PEAK_DROP
-    assert pushover_stop_ratio({"pushover_end": "full"}) == STOP_RATIO
+    assert pushover_stops({"pushover_end": "first_failure"}) == {
+        "stop_ratio": 1.0 - FIRST_PEAK_DROP, "stop_plateau": LIMIT_TANGENT}
+    assert pushover_stops({"pushover_end": "full"}) == {"stop_ratio": STOP_RATIO}
     first, full = curves["first_failure"], curves["full"]
     top = np.maximum.accumulate(first)
     assert first[-1] < (1.0 - FIRST_PEAK_DROP) * top[-2]  # it stopped on a drop of a tenth,

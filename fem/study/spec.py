@@ -125,7 +125,7 @@ def _limit(name):
 PROCEDURES = ("intact", "fractured", "pvp", "pkp")
 STRENGTHS = ("pistoia", "pushover")
 #: where a study's pushover ends (``pushover_end``): at the level's first failure, or run on
-#: (:func:`fem.study.recipe.pushover_stop_ratio` gives each its stop)
+#: (:func:`fem.study.recipe.pushover_stops` gives each its stops)
 PUSHOVER_ENDS = ("first_failure", "full")
 #: the disc models a run can solve with: the fibre disc, drained (the default) or undrained
 #: (fem.fibres.solve_disc, small strain), or the solid annulus of the builders (fem.solve)
@@ -237,9 +237,10 @@ PARAMETERS = {
                              "names (TOML list or 'L1,L2')", check=_level_names,
                              coerce=_join_levels),
     "pushover_end": Param(str, "first_failure", "where the pushover stops: first_failure (the "
-                          "default since 2026-12-07: once the force falls a tenth below its "
-                          "running maximum, the first clear drop a cadaver test reads as the "
-                          "failure load; strength_pushover_n is then that failure load) or full "
+                          "default since 2026-12-07: at the level's first failure, where its "
+                          "force falls a tenth below its running maximum or its curve flattens "
+                          "to a plateau, as a cadaver test reads the failure load; "
+                          "strength_pushover_n is then that failure load) or full "
                           "(on until the force falls to 0.8 of its peak or the displacement or "
                           "step cap, the default before: the largest force of the curve, which "
                           "in a segment can rise again after a first failure); docs/studies.md",

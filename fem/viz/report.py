@@ -435,7 +435,8 @@ def _page(study, table, plots, sections, problems, files_name: str, uq=None, ful
         "the factor of risk Φ is load / strength; Φ &gt; 1 predicts fracture. The strength is "
         "the peak load of a damage pushover of the level where the study ran one ("
         "<code>strength = \"pushover\"</code>; its first failure, where the force first fell "
-        "a tenth below its running maximum, unless <code>pushover_end = \"full\"</code>), "
+        "a tenth below its running maximum or the curve flattened to a plateau, unless "
+        "<code>pushover_end = \"full\"</code>), "
         "else the linear Pistoia proxy (2 % of the "
         "body's bone volume above 0.7 % strain); the column <i>strength by</i> says which, row "
         "by row.</p>",
