@@ -618,7 +618,8 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
             dc = min(dc * grow, dmax)
         cut = False
     res = NonlinearResult(steps, control_name=sysx.control_name, law=law)
-    res.info = {"stopped": stopped, "plateau": plateau, "backend": sysx.be.name, "solver": sysx.solver_name, "n_dof": sysx.n_dof,
+    res.info = {"stopped": stopped, "plateau": plateau, "backend": sysx.be.name,
+                "solver": sysx.solver_name, "n_dof": sysx.n_dof,
                 "linear_solves": n_solves, "time_s": time.perf_counter() - t0,
                 "first_yield_mm": c_y, "first_yield_n": steps[0].force,
                 "setup_s": sysx.setup_time, "monotone_steps": monotone,
