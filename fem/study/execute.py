@@ -356,13 +356,22 @@ class _LocalPool:
             return self.pool.submit(fn, *args, **kwargs)
 
     def close(self, stop: bool = False):
-        """Shut the pool down; ``stop``: end the workers now (their runs were given back)."""
+        """Shut the pool down; ``stop``: end the workers now (their runs were given back).
+
+        After a stop the pool's manager thread, which finds its workers gone, is waited for
+        (briefly): on Python before 3.12 the interpreter's exit wakes every such thread through
+        a pipe that the thread closes as it ends, without a lock between the two, and a stopped
+        study then printed "Exception ignored ... OSError: [Errno 9] Bad file descriptor"
+        after its own error line (seen once in CI, under load)."""
+        manager = getattr(self.pool, "_executor_manager_thread", None)
         if stop:
             for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
                 proc.terminate()
             for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
                 proc.join(timeout=10)
         self.pool.shutdown(wait=not stop, cancel_futures=True)
+        if stop and manager is not None:
+            manager.join(timeout=10)
 
 
 def _end_with_parent():
