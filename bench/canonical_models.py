@@ -152,12 +152,6 @@ def _run_name(p) -> str:
 
 
 def cost_table(only, mixed: bool) -> None:
-    # every BLAS loaded before it is pinned to one thread, as a study's run does
-    # (fem.study.recipe._prepare): else the one loaded later keeps its threads, its dot products
-    # round otherwise, and a pushover near a snap can take another path (PKP 4 mL's standing
-    # first failure came out at 1 053 N here against the study's 1 075)
-    import scipy.linalg  # noqa: F401
-    import scipy.sparse.linalg  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     import fem
@@ -165,6 +159,8 @@ def cost_table(only, mixed: bool) -> None:
     from fem.study.recipe import build_model, pushover_model, pushover_stops
     from fem.study.spec import StudySpec
 
+    # as a study's run (fem.study.recipe); the fibre and pushover solves hold BLAS to one thread
+    # themselves (fem.parallel.serial_blas), so their paths are the study's to the bit
     threadpool_limits(limits=1, user_api="blas")
     todo = [p for p in StudySpec.from_toml(CANONICAL).expand()
             if not only or _run_name(p) in only]
