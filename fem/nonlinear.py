@@ -12,7 +12,11 @@ element's volume-average strain). With principal strains e1 >= e2 >= e3, the nor
 
     r = max(-e3 / eps_yc, e1 / eps_yt, 0)
 
-(eps_yc, eps_yt: yield strains in compression and tension), so yield is asymmetric. Its history
+(eps_yc, eps_yt: yield strains in compression and tension), so yield is asymmetric. A thin layer
+represented by thicker elements (a bony endplate, whose modulus the mesh scales by thickness /
+element size) has a through-thickness strain inflated by that ratio and a physical in-plane
+strain: its ``layer_normal`` n makes r the same measure of the in-plane strain ``P eps P``
+(``P = I - n n``), the through-thickness and transverse-shear components left out. Its history
 maximum kappa (kappa = 1 at first yield) sets the stress the element carries, as a fraction
 ``s(kappa)`` of its yield stress ``E0 eps_y``: 1 up to yield, falling linearly to the residual
 fraction ``residual`` at ``kappa_s`` and constant after (a plateau, the crushed bone's residual
@@ -173,7 +177,9 @@ class DamageLaw:
     ``intact_modulus``: the undamaged modulus (MPa) of pre-damaged elements, whose model
     modulus must then be their secant at kappa0 (NaN or None: the model's modulus is intact).
     ``nonlocal_length``: l (mm) of the nonlocal average of the damage driver; 0: local, crack
-    band (module docstring).
+    band (module docstring). ``layer_normal``: None, or (n, 3) unit normals of the elements
+    that represent a thin layer (rows of zeros for the others): their damage is driven by their
+    in-plane strain (module docstring), and they average nonlocally among themselves.
     """
 
     yield_strain_compression: np.ndarray
@@ -185,6 +191,7 @@ class DamageLaw:
     sources: tuple = ()
     intact_modulus: object = None
     nonlocal_length: float = 0.0
+    layer_normal: object = None
 
     def __post_init__(self):
         n = None
@@ -227,6 +234,25 @@ class DamageLaw:
                 raise MaterialError("damage law intact_modulus must be > 0 MPa (NaN: the "
                                     "model's modulus)")
             object.__setattr__(self, "intact_modulus", e)
+        if self.layer_normal is not None:
+            a = np.asarray(self.layer_normal, dtype=float)
+            if a.shape != (n, 3) or not np.isfinite(a).all():
+                raise MaterialError(f"damage law layer_normal must be finite, one (3,) normal "
+                                    f"per element ({n}), got shape {a.shape}")
+            norm = np.linalg.norm(a, axis=1)
+            bad = (norm > 0) & (np.abs(norm - 1.0) > 1e-6)
+            if bad.any():
+                i = int(np.nonzero(bad)[0][0])
+                raise MaterialError(f"damage law layer_normal must be a unit vector or zero, got "
+                                    f"length {norm[i]:g} at element index {i}")
+            object.__setattr__(self, "layer_normal", a if (norm > 0).any() else None)
+
+    @property
+    def layer(self) -> np.ndarray:
+        """Elements whose damage follows their in-plane strain (``layer_normal``)."""
+        if self.layer_normal is None:
+            return np.zeros(self.n_elements, dtype=bool)
+        return np.linalg.norm(self.layer_normal, axis=1) > 0
 
     def intact_moduli(self, E_model) -> np.ndarray:
         """The undamaged moduli E0 the law scales (MPa): ``intact_modulus`` where given, else
@@ -240,13 +266,15 @@ class DamageLaw:
     def uniform(cls, n_elements: int, *, yield_strain_compression: float,
                 yield_strain_tension: float, residual: float, softening_strain: float,
                 reference_size: float = 1.0, sources=(),
-                nonlocal_length: float = 0.0) -> DamageLaw:
-        """The same law for every element."""
+                nonlocal_length: float = 0.0, layer_normal=None) -> DamageLaw:
+        """The same law for every element (``layer_normal``: the thin-layer elements' normals,
+        class docstring)."""
         def full(v):
             return np.full(int(n_elements), float(v))
         return cls(full(yield_strain_compression), full(yield_strain_tension), full(residual),
                    full(softening_strain), np.zeros(int(n_elements)), float(reference_size),
-                   tuple(sources), nonlocal_length=float(nonlocal_length))
+                   tuple(sources), nonlocal_length=float(nonlocal_length),
+                   layer_normal=layer_normal)
 
     @property
     def n_elements(self) -> int:
@@ -325,13 +353,22 @@ def _xp(a):
     return array_module(a)
 
 
-def normalised_strain(strain, eps_c, eps_t):
+def normalised_strain(strain, eps_c, eps_t, normal=None):
     """r = max(-e3 / eps_c, e1 / eps_t, 0) of element strains (n, 6) (Voigt xx, yy, zz, xy, yz,
-    xz, tensor shear components); infinite yield strains give 0."""
-    from .result import principal
+    xz, tensor shear components); infinite yield strains give 0. ``normal``: None, or (n, 3)
+    unit normals (zero rows: bulk elements) of thin-layer elements, whose principal strains are
+    then those of their in-plane strain ``P eps P``, ``P = I - n n`` (module docstring)."""
+    from .result import _from_voigt, principal
 
     xp = _xp(strain)
     p = principal(strain)
+    if normal is not None:
+        layer = xp.nonzero(xp.any(normal != 0.0, axis=1))[0]
+        if len(layer):
+            p = xp.ascontiguousarray(p)
+            n = normal[layer]
+            P = xp.eye(3)[None, :, :] - n[:, :, None] * n[:, None, :]
+            p[layer] = xp.linalg.eigvalsh(P @ _from_voigt(strain[layer], xp) @ P)[:, ::-1]
     rc = -p[:, 2] / eps_c
     rt = p[:, 0] / eps_t
     return xp.maximum(xp.maximum(rc, rt), 0.0)

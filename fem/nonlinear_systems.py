@@ -122,16 +122,21 @@ def _resultant(model, sysm) -> tuple[float, str]:
                                  " a pushover needs one of them to scale")
 
 
-def law_groups(eps_c, eps_t) -> np.ndarray:
+def law_groups(eps_c, eps_t, layer=None) -> np.ndarray:
     """Per element, the index of its pair of yield strains among the elements that can yield
     (-1 for elastic ones): the nonlocal average runs within a group only, so that cement and
-    bone, whose strains mean different things, do not mix."""
+    bone, whose strains mean different things, do not mix. ``layer``: a mask of thin-layer
+    elements (:attr:`fem.nonlinear.DamageLaw.layer`), whose in-plane measure forms groups of
+    its own."""
     eps_c, eps_t = np.asarray(eps_c, dtype=float), np.asarray(eps_t, dtype=float)
     can = np.isfinite(eps_c) | np.isfinite(eps_t)
     gid = np.full(eps_c.shape, -1, dtype=np.int64)
     if can.any():
-        keys = np.stack([np.where(np.isfinite(eps_c), eps_c, -1.0),
-                         np.where(np.isfinite(eps_t), eps_t, -1.0)], axis=-1)[can]
+        cols = [np.where(np.isfinite(eps_c), eps_c, -1.0),
+                np.where(np.isfinite(eps_t), eps_t, -1.0)]
+        if layer is not None:
+            cols.append(np.broadcast_to(np.asarray(layer, dtype=float), eps_c.shape))
+        keys = np.stack(cols, axis=-1)[can]
         gid[can] = np.unique(keys, axis=0, return_inverse=True)[1].ravel()
     return gid
 
@@ -299,7 +304,8 @@ class AssembledSystem(_Base):
         vol = assembly.element_volumes(model)
         self._setup_law(law, np.cbrt(vol), law.intact_moduli(model.E))
         self._average = None
-        groups = law_groups(law.yield_strain_compression, law.yield_strain_tension)
+        layer = law.layer
+        groups = law_groups(law.yield_strain_compression, law.yield_strain_tension, layer)
         # the strains of the elements that can yield, one sparse product (the others' normalised
         # strain is 0: in a segment whose one level can fail, most of the model)
         self._yielding = np.nonzero(groups >= 0)[0]
@@ -307,6 +313,8 @@ class AssembledSystem(_Base):
         self._S = S if xp is np else be.sparse.csr_matrix(S)
         self._sel = xp.asarray(self._yielding)
         self._eps_sel = (self.eps_c[self._sel], self.eps_t[self._sel])
+        self._normal_sel = (xp.asarray(law.layer_normal[self._yielding])
+                            if layer[self._yielding].any() else None)
         if law.nonlocal_length > 0.0:
             W = element_average_matrix(model, groups, law.nonlocal_length)
             if xp is not np:  # pragma: no cover - needs a GPU
@@ -428,7 +436,7 @@ class AssembledSystem(_Base):
         xp = self.xp
         strain = (self._S @ self._displacement(z).reshape(-1)).reshape(-1, 6)
         r = xp.zeros(self.model.n_elements)
-        r[self._sel] = normalised_strain(strain, *self._eps_sel)
+        r[self._sel] = normalised_strain(strain, *self._eps_sel, self._normal_sel)
         return r if self._average is None else self._average @ r
 
     def _reactions(self, lin, z, lam):
@@ -711,15 +719,20 @@ class VoxelSystem(_Base):
             yield_strain_tension=on_grid(law.yield_strain_tension, np.inf).ravel(),
             residual=on_grid(law.residual, 1.0).ravel(),
             softening_strain=on_grid(law.softening_strain, 1.0).ravel(),
-            kappa0=on_grid(law.kappa0, 0.0).ravel())
+            kappa0=on_grid(law.kappa0, 0.0).ravel(),
+            layer_normal=None if law.layer_normal is None else np.stack(
+                [on_grid(law.layer_normal[:, k], 0.0).ravel() for k in range(3)], axis=1))
         self._setup_law(law_g, h, E0.ravel())
+        self._normal = (None if law_g.layer_normal is None
+                        else xp.asarray(law_g.layer_normal))
         self.E0 = xp.reshape(self.E0, E0.shape)
         for name in ("eps_c", "eps_t", "rho", "ks", "kappa0", "can_yield"):
             setattr(self, name, xp.reshape(getattr(self, name), E0.shape))
         self.element_index = xp.asarray(grid.element_index)
         self._average = None
         if law.nonlocal_length > 0.0:
-            groups = law_groups(law_g.yield_strain_compression, law_g.yield_strain_tension)
+            groups = law_groups(law_g.yield_strain_compression, law_g.yield_strain_tension,
+                                law_g.layer)
             self._average = GridAverage(groups.reshape(E0.shape), grid.spacing,
                                         law.nonlocal_length, xp)
         if self.mode == "load":
@@ -759,7 +772,7 @@ class VoxelSystem(_Base):
 
     def measure(self, u):
         r = normalised_strain(grid_strains(u, self.grid.spacing, self.xp), self.eps_c.ravel(),
-                              self.eps_t.ravel()).reshape(self.E0.shape)
+                              self.eps_t.ravel(), self._normal).reshape(self.E0.shape)
         return r if self._average is None else self._average(r)
 
     def _Au(self, E, u):

@@ -88,14 +88,15 @@ VERTEBRAL_BODY = ("cortex", "endplate_superior", "endplate_inferior", "trabecula
 FAILING_BONE = ("trabecular", "compacted", "cortex", "posterior", "haemangioma", "lesion",
                 "pedicle")
 #: bone a fracture damaged (it carries the overload's history)
-FRACTURE_DAMAGED = ("damaged", "damaged_shell", "posterior_wall_breach")
+FRACTURE_DAMAGED = ("damaged", "damaged_shell", "posterior_wall_breach", "damaged_endplate")
+#: bony endplates: thin layers that yield and soften by their in-plane strain (fem.strength)
+FAILING_LAYER = ("endplate_superior", "endplate_inferior", "damaged_endplate")
 #: bulk and leaked cement (brittle)
 BULK_CEMENT = ("cement", "leak", "leaked_cement", "cement_leak")
 #: cement-bone composite (fails at the cement's strains)
 COMPOSITE = ("cement_composite",)
 #: parts that stay elastic in a pushover
-ELASTIC_IN_PUSHOVER = ("endplate_superior", "endplate_inferior", "damaged_endplate", "annulus",
-                       "nucleus", "cartilage", "cartilage_endplate", "cleft",
+ELASTIC_IN_PUSHOVER = ("annulus", "nucleus", "cartilage", "cartilage_endplate", "cleft",
                        "basivertebral_foramen", "endplate_breach")
 
 

@@ -197,13 +197,27 @@ def _heterogeneous_voxels():
     return vm.to_model()
 
 
+def _middle_layer(m):
+    """Normals of a layer: the elements of a vertical slab of the block (x in 1..2 mm), normal
+    x, whose in-plane strain holds the block's axial compression: they yield, by a measure
+    that leaves their strain across the slab out."""
+    cent = fem.assembly.element_centroids(m)
+    normal = np.zeros((m.n_elements, 3))
+    normal[(cent[:, 0] > 1.0) & (cent[:, 0] < 2.0), 0] = 1.0
+    return normal
+
+
+@pytest.mark.parametrize("layer", [False, True])
 @pytest.mark.parametrize("nonlocal_length", [0.0, 1.0])
-def test_voxel_and_assembled_paths_agree(nonlocal_length):
+def test_voxel_and_assembled_paths_agree(nonlocal_length, layer):
     """Matrix-free multigrid (secant moduli swapped on the grid) and the assembled direct path
     give the same curve on a heterogeneous voxel block, past its peak, with a local law and a
-    nonlocal one (Gaussian filter on the grid, sparse average on the mesh)."""
+    nonlocal one (Gaussian filter on the grid, sparse average on the mesh), and with a slab of
+    thin-layer elements that yield by their in-plane strain (their normals mapped to the
+    grid)."""
     m = _heterogeneous_voxels()
-    law = _uniform_law(m, nonlocal_length=nonlocal_length)
+    law = _uniform_law(m, nonlocal_length=nonlocal_length,
+                       layer_normal=_middle_layer(m) if layer else None)
     kw = dict(max_steps=8, first_step=0.01, max_step=0.01, tol=1e-3, rtol=1e-9)
     a = solve_nonlinear(m, law, solver="direct", **kw)
     v = solve_nonlinear(m, law, solver="gmg", **kw)
@@ -219,6 +233,54 @@ def test_voxel_and_assembled_paths_agree(nonlocal_length):
     for st in v.steps:
         assert st.residual <= 1e-3
         assert abs(st.result.reaction_total()[2]) <= 2e-3 * st.force
+    if layer:  # the layer took part: some of it yielded, on both paths alike
+        d = [np.asarray(r.steps[n - 1].result.extra_cell_fields["damage"])[law.layer]
+             for r in (a, v)]
+        assert (d[0] > 0).any()
+        np.testing.assert_allclose(d[0], d[1], atol=1e-6)
+
+
+def test_a_thin_layer_yields_by_its_in_plane_strain():
+    """A layer element (a bony endplate whose modulus the mesh scales by thickness / element
+    size) has an inflated through-thickness strain and a physical in-plane one: with its normal
+    n, the normalised strain is that of ``P eps P`` (P = I - n n). Through-thickness strain and
+    transverse shear drive nothing; in-plane strain drives exactly what it drives in bulk bone;
+    a zero normal is bulk bone."""
+    from fem.nonlinear import normalised_strain
+
+    ec, et = np.full(6, 0.008), np.full(6, 0.006)
+    eps = np.zeros((6, 6))  # Voigt xx yy zz xy yz xz, tensor shears
+    eps[0, 2] = -0.02   # through the thickness (n = z)
+    eps[1, 5] = 0.01    # transverse shear xz
+    eps[2, 0] = -0.01   # in-plane compression
+    eps[3, 3] = 0.004   # in-plane shear: principal +-0.004
+    eps[4, 0] = 0.009   # along x, with n = x: through the thickness
+    eps[5, 2] = -0.02   # bulk: zero normal
+    n = np.zeros((6, 3))
+    n[:4, 2] = 1.0
+    n[4, 0] = 1.0
+    r = normalised_strain(eps, ec, et, n)
+    bulk = normalised_strain(eps, ec, et)
+    np.testing.assert_allclose(r, [0.0, 0.0, 0.01 / 0.008, 0.004 / 0.006, 0.0, 0.02 / 0.008],
+                               atol=1e-14)
+    np.testing.assert_allclose(bulk[[2, 3, 5]], r[[2, 3, 5]], rtol=1e-12)
+    assert bulk[0] == pytest.approx(0.02 / 0.008) and bulk[1] > 1.0  # what the layer ignores
+    # a tilted normal: in-plane strain of that plane, whatever the axes
+    t = np.array([0.0, np.sin(0.3), np.cos(0.3)])
+    a = np.cross(t, [1.0, 0.0, 0.0])
+    a /= np.linalg.norm(a)
+    T = -0.01 * np.outer(a, a) - 0.05 * np.outer(t, t)  # in-plane along a, through t
+    voigt = np.array([[T[0, 0], T[1, 1], T[2, 2], T[0, 1], T[1, 2], T[0, 2]]])
+    assert normalised_strain(voigt, ec[:1], et[:1], t[None, :])[0] \
+        == pytest.approx(0.01 / 0.008, rel=1e-12)
+    # the law checks its normals
+    kw = dict(yield_strain_compression=0.008, yield_strain_tension=0.006, residual=0.6,
+              softening_strain=0.02)
+    with pytest.raises(fem.MaterialError, match="layer_normal must be a unit vector"):
+        DamageLaw.uniform(2, layer_normal=[[0.0, 0.0, 2.0], [0.0, 0.0, 0.0]], **kw)
+    with pytest.raises(fem.MaterialError, match="one \\(3,\\) normal per element"):
+        DamageLaw.uniform(2, layer_normal=np.zeros((3, 3)) + [0, 0, 1], **kw)
+    assert DamageLaw.uniform(2, layer_normal=np.zeros((2, 3)), **kw).layer_normal is None
 
 
 def test_nonlocal_softening_is_the_materials_up_to_the_reference_size():
@@ -451,19 +513,91 @@ def test_a_curve_stalled_at_its_peak_counts_as_flat():
     assert _flat(stalled) < LIMIT_TANGENT * 1000.0 / 0.1 < _flat(rising)
 
 
+def test_endplate_normals_are_each_endplates_own_plane_and_turn_with_the_body():
+    """``fem.strength.layer_normals``: each endplate element's normal is its local plane's (the
+    least spread of the layer's centroids nearby). On a parametric L4 the superior and inferior
+    endplates' normals follow the planes fitted to their own element sets (the inferior one is
+    tilted by the body's wedge), within 6 degrees in the median and 35 at the concave rim
+    (measured: 5.8 and 30); tilted by 25 degrees, the body's normals turn with it, to
+    rounding."""
+    from fem.meshes.bone import BoneQuality
+    from fem.meshes.transform import rigid_transform, rotation_matrix
+    from fem.meshes.vertebra import vertebra_model
+    from fem.strength import layer_normals
+
+    m = vertebra_model("L4", voxel_size=2.0, materials=BoneQuality(bmd=70.0), posterior=False)
+    layer = np.zeros(m.n_elements, dtype=bool)
+    sets = [np.asarray(m.regions[f"L4/endplate_{s}"]) for s in ("superior", "inferior")]
+    for el in sets:
+        layer[el] = True
+    n = layer_normals(m, layer)
+    assert (np.linalg.norm(n[~layer], axis=1) == 0).all()
+    np.testing.assert_allclose(np.linalg.norm(n[layer], axis=1), 1.0, rtol=1e-12)
+    cent = fem.assembly.element_centroids(m)
+    for el in sets:
+        c = cent[el] - cent[el].mean(axis=0)
+        plane = np.linalg.eigh(c.T @ c)[1][:, 0]
+        assert np.median(np.abs(n[el] @ plane)) > np.cos(np.radians(6.0))
+        assert np.abs(n[el] @ plane).min() > np.cos(np.radians(35.0))
+    R = rotation_matrix((1.0, 0.3, 0.0), 25.0)
+    turned = layer_normals(rigid_transform(m, R), layer)
+    np.testing.assert_allclose(np.abs(np.sum(turned[layer] * (n[layer] @ R.T), axis=1)), 1.0,
+                               atol=1e-9)
+    assert (np.linalg.norm(turned[~layer], axis=1) == 0).all()
+
+
+def test_endplates_that_can_yield_bound_a_bridging_bolus():
+    """A cement bolus that bridges the treated body carries the load straight through its
+    endplates. With elastic endplates (the law before 2026-12-07) nothing on that path could
+    fail; with endplates that yield by their in-plane strain the level fails lower, its
+    endplates among the elements that yielded. L1-L3 at 4 mm, the fibre disc's secant model,
+    L2 with 6 mL of PMMA under standing, the study's stops: 4 629 N against 5 004 N
+    (-7.5 %; at 3 mm 4 262 against 6 590 N, at 2 mm in the canonical segment 2 648 N against
+    more than 4 112 N at the cap; docs/nonlinear.md)."""
+    import warnings
+
+    from fem.strength import bone_damage_law, pushover
+    from fem.study import recipe
+    from fem.study.spec import StudySpec
+
+    p = StudySpec.from_dict({"study": {"name": "bridge"}, "base": {
+        "levels": "L1-L3", "voxel_size": 4.0, "fracture_level": "L2", "procedure": "pvp",
+        "cement_volume_ml": 6.0, "strength": "pushover"}}).expand()[0]
+    model = recipe.build_model(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        secant = fem.solve_disc(model, coupling=True).model
+    law = bone_damage_law(secant)
+    l2 = fem.parts.level_elements(secant, "L2")
+    layer = np.intersect1d(np.nonzero(law.layer)[0], l2)
+    assert len(layer) and law.layer_normal is not None
+    elastic = bone_damage_law(secant, endplates="elastic")
+    assert elastic.layer_normal is None and elastic.elastic[layer].all()
+    stops = recipe.pushover_stops(p)
+    new = pushover(secant, law=law, level="L2", **stops)
+    old = pushover(secant, law=elastic, level="L2", **stops)
+    assert new.peak_reached
+    assert new.peak_load < 0.95 * old.peak_load, (new.peak_load, old.peak_load)
+    d0 = new.steps[0].result.extra_cell_fields["damage"]
+    d = new.steps[int(np.argmax(new.curve[1:, 1]))].result.extra_cell_fields["damage"]
+    assert (np.asarray(d - d0)[layer] > 0.01).any()
+
+
 def test_fractured_band_carries_its_damage_with_its_intact_modulus():
     """The fracture's damaged band keeps its material region (trabecular) but lost modulus: the
     bone law finds it by its element set, gives it the history at which the secant of its
     undamaged modulus is the model's (damaged) modulus, and keeps the residual strength."""
+    from fem.anatomy import level_frame
     from fem.meshes import pathology
     from fem.meshes.bone import BoneQuality
     from fem.meshes.vertebra import vertebra_model
-    from fem.strength import RESIDUAL, bone_damage_law
+    from fem.strength import RESIDUAL, YIELD_COMPRESSION, bone_damage_law
 
     m = vertebra_model("L2", voxel_size=4.0, materials=BoneQuality(bmd=70.0))
     f = pathology.compress(m, "L2", "wedge", grade=2)
     law = bone_damage_law(f)
-    band = np.union1d(f.regions["L2/damaged"], f.regions["L2/damaged_shell"])
+    band = np.concatenate([f.regions[f"L2/{p}"] for p in ("damaged", "damaged_shell",
+                                                           "damaged_endplate")])
     assert len(band) and (law.kappa0[band] > 1.0).all()
     others = np.setdiff1d(np.arange(f.n_elements), band)
     assert (law.kappa0[others] == 0.0).all()
@@ -475,9 +609,13 @@ def test_fractured_band_carries_its_damage_with_its_intact_modulus():
     # the band's strength: the residual of its undamaged bone, 4x what its damaged modulus gives
     s = stress_fraction(law.kappa0[band], law.kappa_s(h)[band], law.residual[band])
     assert np.allclose(s, RESIDUAL)
-    # the bony endplates stay elastic, bone yields at the measured strains
-    ep = f.regions["L2/endplate_superior"]
-    assert np.isinf(law.yield_strain_compression[ep]).all()
+    # the bony endplates yield at bone's strains, by their in-plane strain: their layer normal
+    # is the endplate's (here the inferior one's: the superior one collapsed into the band)
+    ep = f.regions["L2/endplate_inferior"]
+    assert (law.yield_strain_compression[ep] == YIELD_COMPRESSION).all()
+    assert law.layer[ep].all() and not law.layer[f.regions["L2/trabecular"]].any()
+    axial = level_frame(f, "L2").axial
+    assert np.abs(law.layer_normal[ep] @ axial).min() > np.cos(np.radians(10.0))
     assert np.allclose(law.yield_strain_compression[f.regions["L2/trabecular"]], 0.0084)
 
 
@@ -625,17 +763,21 @@ def test_a_straight_cut_whose_smallest_step_fails_halves_through_the_skipped_siz
     ConvergenceError; it tries the skipped sizes first, halving one by one. The bare L3 of the
     Wegrzyn replica at 5 mm, with the first monotone fallback made to fail (at step 18, after a
     straight cut from 0.0011 to 0.00013 mm): the skipped sizes are tried, the real fallback at
-    the smallest step then settles the step, and the curve is the one of the undisturbed run."""
+    the smallest step then settles the step, and the curve is the one of the undisturbed run.
+    (The path is the one of the bone law with elastic endplates, the law before 2026-12-07,
+    on which this case was found: the step control, not the law, is under test.)"""
+    import dataclasses
     import logging
 
     from fem.meshes import loadcases
     from fem.meshes.bone import BoneQuality
     from fem.meshes.vertebra import vertebra_model
-    from fem.strength import pushover
+    from fem.strength import bone_damage_law, pushover
 
     m = vertebra_model("L3", voxel_size=5.0, materials=BoneQuality(bmd=70.0), posterior=False)
     m = loadcases.loaded(m, "standing")
-    plain = pushover(m, level="L3")
+    law = bone_damage_law(m, endplates="elastic")
+    plain = pushover(m, law=law, level="L3")
     step, calls = fem.nonlinear._step, []
 
     def first_fallback_fails(*args, **kwargs):
@@ -648,7 +790,7 @@ def test_a_straight_cut_whose_smallest_step_fails_halves_through_the_skipped_siz
 
     monkeypatch.setattr(fem.nonlinear, "_step", first_fallback_fails)
     with caplog.at_level(logging.INFO, logger="fem.nonlinear"):
-        res = pushover(m, level="L3")
+        res = pushover(m, law=law, level="L3")
     assert len(calls) >= 2 and calls[0]  # the fallback that was made to fail had converged
     assert "no convergence at the smallest step after a straight cut; halving from" in caplog.text
     assert res.info["cut_solves"] > plain.info["cut_solves"]

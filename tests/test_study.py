@@ -329,8 +329,9 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
     default is a new run (a store computed before does not hand it the plate's answer). So did
     ``fracture_compaction`` ("none" to "band"), ``fracture_damage`` (0.2 to 0.14) and ``disc``
     ("isotropic" to "fibres") on 2026-12-06: a run on the old fracture or disc keeps its id, and
-    ``pushover_end`` ("full" to "first_failure") on 2026-12-07: a pushover run to the full curve
-    keeps its id, and a run without a pushover hashes without it, whatever it holds."""
+    ``pushover_end`` ("full" to "first_failure") and ``endplate_failure`` ("elastic" to
+    "in_plane") on 2026-12-07: a pushover run to the full curve, or with elastic endplates,
+    keeps its id, and a run without a pushover hashes without them, whatever they hold."""
     import hashlib
 
     from fem.study.spec import ADDED_LATER, PUSHOVER_ONLY
@@ -353,11 +354,15 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
                      "fracture_compaction": "band", "fracture_damage": 0.14,
                      "disc": "fibres_undrained"}.items():
             assert run_id(dict(p, **{k: v})) != run_id(p), k
-        assert PUSHOVER_ONLY == ("pushover_end",) and p["strength"] == "pistoia"
+        assert PUSHOVER_ONLY == ("pushover_end", "endplate_failure")
+        assert p["strength"] == "pistoia" and q["endplate_failure"] == "in_plane"
         assert run_id(dict(p, pushover_end="first_failure")) == run_id(p)
+        assert run_id(dict(p, endplate_failure="in_plane")) == run_id(p)
         push = dict(old, strength="pushover")
         assert run_id(dict(push, pushover_end="full")) == run_id(push)
         assert run_id(dict(push, pushover_end="first_failure")) != run_id(push)
+        assert run_id(dict(push, endplate_failure="elastic")) == run_id(push)
+        assert run_id(dict(push, endplate_failure="in_plane")) != run_id(push)
     # a spec without the strength keys and one giving their defaults: the same runs and ids
     d = json.loads(json.dumps(CANON_DICT))
     d.setdefault("base", {}).update(strength="pistoia", strength_levels="treated")

@@ -229,6 +229,9 @@ def pushover_levels(model, table, p: dict, curve_csv: str | None = None, *,
             warnings.simplefilter("ignore", UserWarning)
             try:
                 res = strength.pushover(model, level=level, backend=p["backend"],
+                                        law=strength.bone_damage_law(
+                                            model, endplates=p.get("endplate_failure",
+                                                                   "in_plane")),
                                         **pushover_stops(p),
                                         progress=None if bar is None else bar.step)
             finally:

@@ -127,6 +127,8 @@ STRENGTHS = ("pistoia", "pushover")
 #: where a study's pushover ends (``pushover_end``): at the level's first failure, or run on
 #: (:func:`fem.study.recipe.pushover_stops` gives each its stops)
 PUSHOVER_ENDS = ("first_failure", "full")
+#: how a pushover's bony endplates fail (``endplate_failure``; fem.strength.ENDPLATE_LAWS)
+ENDPLATE_FAILURES = ("in_plane", "elastic")
 #: the disc models a run can solve with: the fibre disc, drained (the default) or undrained
 #: (fem.fibres.solve_disc, small strain), or the solid annulus of the builders (fem.solve)
 DISCS = ("isotropic", "fibres", "fibres_undrained")
@@ -245,6 +247,12 @@ PARAMETERS = {
                           "step cap, the default before: the largest force of the curve, which "
                           "in a segment can rise again after a first failure); docs/studies.md",
                           choices=PUSHOVER_ENDS),
+    "endplate_failure": Param(str, "in_plane", "how the pushover's bony endplates fail: "
+                              "in_plane (the default since 2026-12-07: bone's yield strains on "
+                              "their in-plane strain, the strains across the thin layer, "
+                              "inflated by its thickness-scaled modulus, left out; "
+                              "fem.strength.bone_damage_law) or elastic (they never fail, the "
+                              "law before); docs/nonlinear.md", choices=ENDPLATE_FAILURES),
     # inputs worth sampling ([uncertain], fem.study.uncertain); their defaults change nothing
     "density_error": Param(float, 0.0, "error of the density calibration (mg/cm^3), added to "
                            "the trabecular density the model gets: to bmd (parametric, ssm) or "
@@ -291,7 +299,7 @@ PARAMETERS = {
 }
 #: parameters a spec may not sample: they change how a run computes, not what it models
 NOT_SAMPLED = ("sample", "backend", "solver", "anatomy", "ct", "masks", "mesh", "levels",
-               "strength", "strength_levels", "pushover_end")
+               "strength", "strength_levels", "pushover_end", "endplate_failure")
 RECIPES = {"augmentation": PARAMETERS}
 #: the most runs a study may have unless allowed more (``vfem study --max-runs``, ``max_runs=``)
 MAX_RUNS = 10_000
@@ -560,7 +568,8 @@ class StudySpec:
 #: computed with the old load hashes as before, and one with the new default is a new run; so
 #: are ``fracture_compaction`` ("band" by default since 2026-12-06), ``fracture_damage`` (0.14,
 #: measured, since 2026-12-06; 0.2 calibrated before) and ``disc`` ("fibres" by default since
-#: 2026-12-06), and ``pushover_end`` ("first_failure" by default since 2026-12-07)
+#: 2026-12-06), ``pushover_end`` ("first_failure" by default since 2026-12-07) and
+#: ``endplate_failure`` ("in_plane" by default since 2026-12-07)
 ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "strength": "pistoia", "strength_levels": "treated", "ct": "", "masks": "",
                "ct_slope": 0.8, "ct_intercept": -8.0, "density_error": 0.0,
@@ -569,10 +578,10 @@ ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "cleft": False, "sample": -1, "basivertebral_mm": 0.0, "endplate_breach_mm": 0.0,
                "endplate_breach_side": "superior", "endplate_breach_position": 0.5,
                "load_line": "plate", "fracture_compaction": "none", "disc": "isotropic",
-               "fracture_damage": 0.2, "pushover_end": "full"}
+               "fracture_damage": 0.2, "pushover_end": "full", "endplate_failure": "elastic"}
 #: parameters that change nothing unless ``strength = "pushover"``: a run without a pushover
 #: hashes without them, so a linear-only run keeps its id whatever they hold
-PUSHOVER_ONLY = ("pushover_end",)
+PUSHOVER_ONLY = ("pushover_end", "endplate_failure")
 
 
 def run_id(params: dict) -> str:
