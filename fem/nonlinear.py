@@ -358,7 +358,7 @@ def normalised_strain(strain, eps_c, eps_t, normal=None):
     xz, tensor shear components); infinite yield strains give 0. ``normal``: None, or (n, 3)
     unit normals (zero rows: bulk elements) of thin-layer elements, whose principal strains are
     then those of their in-plane strain ``P eps P``, ``P = I - n n`` (module docstring)."""
-    from .result import _from_voigt, principal
+    from .result import principal, tensors
 
     xp = _xp(strain)
     p = principal(strain)
@@ -368,7 +368,7 @@ def normalised_strain(strain, eps_c, eps_t, normal=None):
             p = xp.ascontiguousarray(p)
             n = normal[layer]
             P = xp.eye(3)[None, :, :] - n[:, :, None] * n[:, None, :]
-            p[layer] = xp.linalg.eigvalsh(P @ _from_voigt(strain[layer], xp) @ P)[:, ::-1]
+            p[layer] = xp.linalg.eigvalsh(P @ tensors(strain[layer]) @ P)[:, ::-1]
     rc = -p[:, 2] / eps_c
     rt = p[:, 0] / eps_t
     return xp.maximum(xp.maximum(rc, rt), 0.0)

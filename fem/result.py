@@ -460,6 +460,13 @@ def von_mises(s):
                    + 3.0 * (s[..., 3] ** 2 + s[..., 4] ** 2 + s[..., 5] ** 2))
 
 
+def tensors(v):
+    """Symmetric 3 x 3 tensors (..., 3, 3) of Voigt-ordered ones (..., 6), on their backend."""
+    from .kernels.backend import array_module
+
+    return _from_voigt(v, array_module(v))
+
+
 def principal(s):
     """Principal values of Voigt-ordered symmetric tensors (..., 6), descending (..., 3)."""
     from .kernels.backend import array_module
