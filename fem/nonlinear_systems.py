@@ -723,8 +723,12 @@ class VoxelSystem(_Base):
             layer_normal=None if law.layer_normal is None else np.stack(
                 [on_grid(law.layer_normal[:, k], 0.0).ravel() for k in range(3)], axis=1))
         self._setup_law(law_g, h, E0.ravel())
-        self._normal = (None if law_g.layer_normal is None
-                        else xp.asarray(law_g.layer_normal))
+        # the layer's cells and their normals alone (a grid's cells are mostly bulk)
+        self._layer_cells = None
+        if law_g.layer_normal is not None:
+            cells = np.nonzero(law_g.layer)[0]
+            self._layer_cells = xp.asarray(cells)
+            self._layer_normal = xp.asarray(law_g.layer_normal[cells])
         self.E0 = xp.reshape(self.E0, E0.shape)
         for name in ("eps_c", "eps_t", "rho", "ks", "kappa0", "can_yield"):
             setattr(self, name, xp.reshape(getattr(self, name), E0.shape))
@@ -771,8 +775,13 @@ class VoxelSystem(_Base):
         return float(g @ self.g0) / float(self.g0 @ self.g0) * self.gmax
 
     def measure(self, u):
-        r = normalised_strain(grid_strains(u, self.grid.spacing, self.xp), self.eps_c.ravel(),
-                              self.eps_t.ravel(), self._normal).reshape(self.E0.shape)
+        strain = grid_strains(u, self.grid.spacing, self.xp)
+        eps_c, eps_t = self.eps_c.ravel(), self.eps_t.ravel()
+        r = normalised_strain(strain, eps_c, eps_t)
+        if self._layer_cells is not None:
+            c = self._layer_cells
+            r[c] = normalised_strain(strain[c], eps_c[c], eps_t[c], self._layer_normal)
+        r = r.reshape(self.E0.shape)
         return r if self._average is None else self._average(r)
 
     def _Au(self, E, u):

@@ -57,9 +57,9 @@ The laws and their sources (units: strain, not %; MPa):
   modulus is scaled by thickness / element size: the strains across the layer (through its
   thickness and its transverse shears) answer tractions that the layer shares with the disc
   and the bone, so they are inflated by element size / thickness, and a criterion on them
-  would fail the endplates first for a numerical reason (the old full-strain measure broke a
-  cemented T11 at 744 N where the in-plane one gives 5 999 N); its in-plane strains follow its
-  neighbours and are physical. The normal is each element's local plane of the layer
+  would fail the endplates first for a numerical reason (a full-strain criterion broke the
+  crushed, cemented T11 of a probe study at 744 N, the in-plane one at 5 999 N); its in-plane
+  strains follow its neighbours and are physical. The normal is each element's local plane of the layer
   (:func:`layer_normals`). Endplates are where initial failure is most likely: in micro-FE
   of 22 elderly vertebrae compressed through discs the highest tensile strains, and the
   highest ratios of strain to yield strain, lay in the endplates, from the disc's Poisson
