@@ -172,6 +172,39 @@ def test_study_curves_tell_apart_runs_at_other_parameters(study):
     assert lines["fractured, bmd=70"].get_linestyle() != lines["fractured, bmd=90"].get_linestyle()
 
 
+def test_plots_of_runs_that_differ_in_many_long_parameters_stay_legible(study, tmp_path):
+    """Runs on another patient's CT and other settings vary many parameters, some of them paths:
+    a path shows its name, a long value is cut, and a legend label wraps a few parameters to a
+    line, so the figures keep their layout (a one-line label of every varying parameter had
+    collapsed the panels: matplotlib's "axes sizes collapsed to zero"). A summary.csv read back
+    by pandas (empty levels as NaN) still names the treated level."""
+    import warnings
+
+    import pandas as pd
+
+    from fem.viz.plots import LABEL_CHARS, risk_bars, study_curves, treated_levels
+
+    df = study["df"]
+    scan = "/data/patients/patient-0042/ct_abdomen_portal_venous_phase.nii.gz"
+    other = df.assign(run_id=df["run_id"] + "-ct", anatomy="ct", ct=scan,
+                      masks="/data/patients/patient-0042/masks/", mesh="tet10", mesh_size=4.0,
+                      density_law="kopperdahl1998", load_line="plate")
+    both = pd.concat([df, other], ignore_index=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for fig in (study_curves(both, "factor_of_risk"),
+                    risk_bars(both, load_case="standing")):
+            fig.savefig(tmp_path / "f.png")
+            labels = [t for ax in fig.axes for t in ax.get_legend_handles_labels()[1]]
+            assert any("ct=ct_abdomen_portal_venou…" in t for t in labels), labels
+            assert any("masks=masks" in t for t in labels), labels
+            assert max(len(line) for t in labels for line in t.split("\n")) <= 2 * LABEL_CHARS + 8
+            assert "/data/" not in " ".join(labels)
+    csv = tmp_path / "summary.csv"
+    df.to_csv(csv, index=False)
+    assert treated_levels(pd.read_csv(csv)) == treated_levels(df) == ["L2"]
+
+
 def test_risk_bars_one_group_per_level_one_bar_per_run(study):
     from fem.viz.plots import risk_bars
 

@@ -13,6 +13,7 @@ value instead of a zig-zag through them.
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 
@@ -82,11 +83,14 @@ def treated_levels(df) -> list[str]:
     rows = df[df["procedure"].isin(CEMENTED)]
     if not len(rows):
         rows = df[df["procedure"] == "fractured"]
+    def name(v):  # "" in the store, NaN in a summary.csv read back by pandas: no level
+        return str(v) if isinstance(v, str) and v else ""
+
     out = []
     for _, r in rows.drop_duplicates("run_id").iterrows():
-        lv = r.get("treated_level") or r.get("fracture_level")
+        lv = name(r.get("treated_level")) or name(r.get("fracture_level"))
         if lv and lv not in out:
-            out.append(str(lv))
+            out.append(lv)
     return out
 
 
@@ -113,16 +117,32 @@ def _load_cases(df, load_case) -> list[str]:
     return select(list(dict.fromkeys(df["load_case"])), load_case, "load case")
 
 
+#: the longest parameter value a legend label shows (longer ones are cut, a path shows its name)
+LABEL_CHARS = 24
+
+
 def _label(value, key: str) -> str:
     if key == "procedure":
         return str(value).upper() if value in CEMENTED else str(value)
     if isinstance(value, float):
         value = f"{value:g}"
+    value = str(value)
+    if "/" in value.rstrip("/"):  # a path (a CT image, its masks): its name
+        value = value.rstrip("/").rsplit("/", 1)[-1]
+    if len(value) > LABEL_CHARS:
+        value = value[:LABEL_CHARS - 1] + "…"
     return f"{key}={value}"
 
 
+def _wrap(label: str) -> str:
+    """A legend label a few parameters to a line: a study that varies many keeps its legend
+    narrow enough for the panel."""
+    return textwrap.fill(label, width=2 * LABEL_CHARS + 8, break_long_words=False,
+                         break_on_hyphens=False)
+
+
 def _group_label(keys, values) -> str:
-    return ", ".join(_label(v, k) for k, v in zip(keys, values))
+    return _wrap(", ".join(_label(v, k) for k, v in zip(keys, values)))
 
 
 def state_label(row, extra=()) -> str:
@@ -130,7 +150,7 @@ def state_label(row, extra=()) -> str:
     parameters (``"bmd=50"``)."""
     proc = row["procedure"]
     name = f"{proc.upper()} {row['cement_volume_ml']:g} mL" if proc in CEMENTED else str(proc)
-    return ", ".join([name] + [_label(row[k], k) for k in extra])
+    return _wrap(", ".join([name] + [_label(row[k], k) for k in extra]))
 
 
 #: the metrics whose method a row's ``strength_method`` names (fem.metrics.headline_strength),
@@ -213,6 +233,26 @@ def metric_label(rows, metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
 
+#: a legend of more text lines than this goes beside the panels, not over the last one
+LEGEND_LINES_INSIDE = 12
+
+
+def _legend(fig, ax, handles, labels, title):
+    """The legend in the last panel, or, where its labels run to many lines (a study that
+    varies many parameters), beside the panels, so that it does not crowd them out (the
+    figure's ``title`` then stands over the panels, left of it)."""
+    lines = sum(str(t).count("\n") + 1 for t in labels)
+    if lines <= LEGEND_LINES_INSIDE:
+        return ax.legend(handles, labels, fontsize=7)
+    # the figure widens by the legend's width (7 pt text: about 0.055 in a character, plus
+    # the handles), so the panels keep theirs
+    chars = max(len(line) for t in labels for line in str(t).split("\n"))
+    w, h = fig.get_size_inches()
+    fig.set_size_inches(w + 0.7 + 0.055 * chars, max(h, 0.8 + 0.17 * lines))
+    title.set_x(0.5 * w / fig.get_size_inches()[0])
+    return fig.legend(handles, labels, fontsize=7, loc="outside right upper")
+
+
 def _grid(n_rows, n_cols, sharey):
     from matplotlib.figure import Figure
 
@@ -283,9 +323,10 @@ def study_curves(df, metric: str = "factor_of_risk", level=None, x: str = "cemen
                         if math.isfinite(v):
                             bounded |= bool(b)
                             ax.axhline(v, color=COLOURS[proc], ls=style, lw=1.2,
-                                       label=", ".join([proc] + [_label(a, key) for key, a in
-                                                                 zip(ref_keys, values)])
-                                       + (f" ({BOUNDED[metric]})" if b else ""))
+                                       label=_wrap(", ".join(
+                                           [proc] + [_label(a, key) for key, a in
+                                                     zip(ref_keys, values)])
+                                           + (f" ({BOUNDED[metric]})" if b else "")))
             if metric.startswith("factor_of_risk"):
                 ax.axhline(1.0, color="k", lw=0.8, alpha=0.6, label="Φ = 1 (fracture)")
             # panels whose strengths were found differently say how (pushover at the treated
@@ -302,9 +343,8 @@ def study_curves(df, metric: str = "factor_of_risk", level=None, x: str = "cemen
 
         handles.append(Line2D([], [], ls="none", marker="o", mfc="white", mec="0.3"))
         labels.append(BOUND_LABEL)
-    axes[0, -1].legend(handles, labels, fontsize=7)
-    fig.suptitle(f"{label} against {X_LABELS.get(x, x)}",
-                 fontsize=11)
+    title = fig.suptitle(f"{label} against {X_LABELS.get(x, x)}", fontsize=11)
+    _legend(fig, axes[0, -1], handles, labels, title)
     return fig
 
 
@@ -377,6 +417,6 @@ def risk_bars(df, runs=None, load_case=None, *, levels=None):
 
         handles.append(Patch(facecolor="white", edgecolor="0.3", hatch=".."))
         labels.append(BARS_LABEL)
-    axes[0, -1].legend(handles, labels, fontsize=7)
-    fig.suptitle("factor of risk per level", fontsize=11)
+    title = fig.suptitle("factor of risk per level", fontsize=11)
+    _legend(fig, axes[0, -1], handles, labels, title)
     return fig
