@@ -205,7 +205,8 @@ def test_every_executor_gives_the_local_results(reference, scheduler, tmp_path):
 
     # a relative --out, from another folder than the workers': the VTU paths must not depend
     # on a worker's working directory
-    r = _vfem("study", spec.name, "--out", "cli", "--scheduler", scheduler, cwd=tmp_path)
+    r = _vfem("study", spec.name, "--out", "cli", "--scheduler", scheduler, *_no_report(),
+              cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert len(LOG_LINE.findall(r.stderr)) == 4
     assert "INFO" not in r.stderr  # Dask's own logging stays quiet without -v
@@ -261,7 +262,7 @@ def test_unreachable_scheduler_is_a_clear_error(address, tmp_path):
 
 def test_plain_log_lines_off_a_terminal(tmp_path):
     spec = _write(tmp_path, PROGRESS)
-    r = _vfem("study", spec, "--out", tmp_path / "out")
+    r = _vfem("study", spec, "--out", tmp_path / "out", *_no_report())
     assert r.returncode == 0, r.stderr
     found = LOG_LINE.findall(r.stderr)
     assert [int(k) for k, *_ in found] == [1, 2]
