@@ -22,7 +22,11 @@ BODY = ("cortex", "trabecular", "endplate_superior", "endplate_inferior")
 
 @pytest.fixture(scope="module")
 def l1():
-    return segment_model_tet10("L1", mesh_size=3.0)
+    """L1 at 3 mm with a study's bone (BMD 70 mg/cm^3: cortex and endplates 8 040 MPa,
+    trabecular bone 165.7 MPa)."""
+    from fem.meshes.bone import BoneQuality
+
+    return segment_model_tet10("L1", mesh_size=3.0, materials=BoneQuality(bmd=70.0))
 
 
 def _volumes(m):
@@ -37,8 +41,42 @@ def test_regions_sets_metadata(l1):
         assert s in l1.face_sets and s in l1.node_sets and len(l1.face_sets[s].elements) > 50
     assert l1.metadata["levels"] == ["L1"]
     assert set(l1.anatomy["L1"].pedicle_axes) == {"left", "right"}
-    E = l1.E[l1.regions["L1/cortex"]]
-    assert np.all(E == 8040.0)
+    # the layers are 1.5 mm thick (half the mesh size) for a 0.4 mm cortex and 0.25 mm
+    # endplates: the cortex layer holds 0.4 mm of cortex and 1.1 mm of trabecular bone, an
+    # endplate keeps its membrane stiffness E t (8 040 MPa x 0.25 mm)
+    layer = l1.metadata["mesh"]["min_layer"]
+    assert layer == 1.5
+    E_c, E_t = 8040.0, float(l1.E[l1.regions["L1/trabecular"]][0])
+    assert E_t == pytest.approx(165.69, abs=0.01)
+    np.testing.assert_allclose(l1.E[l1.regions["L1/cortex"]], (0.4 * E_c + 1.1 * E_t) / 1.5,
+                               rtol=1e-12)
+    for side in ("superior", "inferior"):
+        E = l1.E[l1.regions[f"L1/endplate_{side}"]]
+        np.testing.assert_allclose(E * layer, E_c * 0.25, rtol=1e-12)
+        assert l1.metadata["layer_factors"][f"L1/endplate_{side}"] == pytest.approx(0.25 / 1.5)
+    assert l1.metadata["layer_factors"]["L1/cortex"] == pytest.approx(
+        (0.4 * E_c + 1.1 * E_t) / 1.5 / E_c)
+
+
+def test_tet10_and_voxel_forms_give_the_same_vertebra(l1):
+    """The two forms of one parametric L1 with a study's bone (the ``l1`` fixture's) under the
+    standing load (a plate on the superior endplate, the inferior one fixed): axial stiffness
+    and Pistoia strength within 10 % (tet10 at 3 mm 19 270 N/mm and 2 537 N against voxels at
+    2 mm 20 512 N/mm and 2 699 N, at 1 mm 20 292 and 2 769). Until 2026-12-07 the tet10 form's
+    1.5 mm layers kept the full cortical and endplate moduli for a 0.4 mm cortex and 0.25 mm
+    endplates: 56 030 N/mm and 7 351 N, 2.7 times the voxel form."""
+    from fem import metrics
+    from fem.meshes import loadcases
+    from fem.meshes.bone import BoneQuality
+
+    bone = BoneQuality(bmd=70.0)
+    rows = {}
+    for name, m in (("tet10", l1), ("voxel", segment_model("L1", voxel_size=2.0,
+                                                           materials=bone))):
+        r = fem.solve(loadcases.loaded(m, "standing"))
+        rows[name] = metrics.level_metrics(r).set_index("level").loc["L1"]
+    for col in ("stiffness_n_per_mm", "strength_pistoia_n"):
+        assert rows["tet10"][col] == pytest.approx(rows["voxel"][col], rel=0.10), col
 
 
 def _check_quadratic_elements(m):
