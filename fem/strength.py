@@ -272,10 +272,12 @@ def layer_normals(model, layer) -> np.ndarray:
     :data:`LAYER_NORMAL_RADIUS` element sizes (the local plane of a bony endplate, curved or
     tilted as it is). The layers of a level's two endplates are told apart by their parts
     (``endplate_superior`` / ``endplate_inferior``; a fracture's ``damaged_endplate`` joins
-    the nearer), so a thin body's two endplates do not share a plane; where a neighbourhood
-    has too few elements to span a plane, its whole layer's plane is used."""
+    the side of the level's centre it lies on, along the level's axis, or without an anatomy
+    the nearer endplate), so a thin body's two endplates do not share a plane; where a
+    neighbourhood has too few elements to span a plane, its whole layer's plane is used."""
     from scipy.spatial import cKDTree
 
+    from .anatomy import anatomy_of
     from .assembly import element_centroids, element_volumes
 
     layer = np.asarray(layer, dtype=bool)
@@ -300,7 +302,13 @@ def layer_normals(model, layer) -> np.ndarray:
         if part != "damaged_endplate" or not len(el):
             continue
         el = el[layer[el]]
-        own = [k for k, v in sheets.items() if k[0] == level]
+        if level in anatomy_of(model).levels:
+            f = anatomy_of(model)[level].frame()
+            up = (cent[el] - f.centre) @ f.axial > 0.0
+            for side, sel in (("endplate_superior", up), ("endplate_inferior", ~up)):
+                sheet[el[sel]] = sheets.setdefault((level, side), len(sheets))
+            continue
+        own = [k for k in sheets if k[0] == level]
         if not own:
             sheet[el] = sheets.setdefault((level, part), len(sheets))
             continue

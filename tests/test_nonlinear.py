@@ -503,6 +503,11 @@ def test_fractured_band_carries_its_damage_with_its_intact_modulus():
     assert law.layer[ep].all() and not law.layer[f.regions["L2/trabecular"]].any()
     axial = level_frame(f, "L2").axial
     assert np.abs(law.layer_normal[ep] @ axial).min() > np.cos(np.radians(10.0))
+    # the collapsed superior endplate (damaged) keeps its own plane, tilted by the wedge, not
+    # one shared with the inferior endplate across the thinned body
+    dep = f.regions["L2/damaged_endplate"]
+    assert law.layer[dep].all()
+    assert np.median(np.abs(law.layer_normal[dep] @ axial)) > np.cos(np.radians(30.0))
     assert np.allclose(law.yield_strain_compression[f.regions["L2/trabecular"]], 0.0084)
 
 
