@@ -361,14 +361,11 @@ def normalised_strain(strain, eps_c, eps_t, normal=None):
     from .result import principal, tensors
 
     xp = _xp(strain)
-    p = principal(strain)
-    if normal is not None:
-        layer = xp.nonzero(xp.any(normal != 0.0, axis=1))[0]
-        if len(layer):
-            p = xp.ascontiguousarray(p)
-            n = normal[layer]
-            P = xp.eye(3)[None, :, :] - n[:, :, None] * n[:, None, :]
-            p[layer] = xp.linalg.eigvalsh(P @ tensors(strain[layer]) @ P)[:, ::-1]
+    if normal is None:
+        p = principal(strain)
+    else:  # a zero normal gives P = I: the bulk measure
+        P = xp.eye(3)[None, :, :] - normal[:, :, None] * normal[:, None, :]
+        p = xp.linalg.eigvalsh(P @ tensors(strain) @ P)[:, ::-1]
     rc = -p[:, 2] / eps_c
     rt = p[:, 0] / eps_t
     return xp.maximum(xp.maximum(rc, rt), 0.0)

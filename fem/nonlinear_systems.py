@@ -141,6 +141,31 @@ def law_groups(eps_c, eps_t, layer=None) -> np.ndarray:
     return gid
 
 
+def _layer_rows(layer_normal, rows, xp, index=None):
+    """(where they sit in the measured array, their unit normals) of the thin-layer elements
+    among ``rows`` of a law's ``layer_normal``, on the backend; None without any. ``index``:
+    the place of each of ``rows`` in the measured array (default: its position among them; a
+    grid's cell of each element). Only these take the in-plane measure: most elements are
+    bulk."""
+    if layer_normal is None:
+        return None
+    n = np.asarray(layer_normal)[rows]
+    at = np.nonzero(np.linalg.norm(n, axis=1) > 0)[0]
+    if not len(at):
+        return None
+    return xp.asarray(at if index is None else np.asarray(index)[at]), xp.asarray(n[at])
+
+
+def _measure(strain, eps_c, eps_t, layer):
+    """The normalised strain of elements (:func:`fem.nonlinear.normalised_strain`), in-plane at
+    the thin-layer positions of ``layer`` (:func:`_layer_rows`)."""
+    r = normalised_strain(strain, eps_c, eps_t)
+    if layer is not None:
+        at, n = layer
+        r[at] = normalised_strain(strain[at], eps_c[at], eps_t[at], n)
+    return r
+
+
 class GridAverage:
     """The nonlocal average (:mod:`fem.nonlinear`) of an element field on a voxel grid (array
     shape (nz, ny, nx), spacing (hx, hy, hz) mm): a separable Gaussian of standard deviation
@@ -304,8 +329,7 @@ class AssembledSystem(_Base):
         vol = assembly.element_volumes(model)
         self._setup_law(law, np.cbrt(vol), law.intact_moduli(model.E))
         self._average = None
-        layer = law.layer
-        groups = law_groups(law.yield_strain_compression, law.yield_strain_tension, layer)
+        groups = law_groups(law.yield_strain_compression, law.yield_strain_tension, law.layer)
         # the strains of the elements that can yield, one sparse product (the others' normalised
         # strain is 0: in a segment whose one level can fail, most of the model)
         self._yielding = np.nonzero(groups >= 0)[0]
@@ -313,8 +337,7 @@ class AssembledSystem(_Base):
         self._S = S if xp is np else be.sparse.csr_matrix(S)
         self._sel = xp.asarray(self._yielding)
         self._eps_sel = (self.eps_c[self._sel], self.eps_t[self._sel])
-        self._normal_sel = (xp.asarray(law.layer_normal[self._yielding])
-                            if layer[self._yielding].any() else None)
+        self._layer = _layer_rows(law.layer_normal, self._yielding, xp)
         if law.nonlocal_length > 0.0:
             W = element_average_matrix(model, groups, law.nonlocal_length)
             if xp is not np:  # pragma: no cover - needs a GPU
@@ -436,7 +459,7 @@ class AssembledSystem(_Base):
         xp = self.xp
         strain = (self._S @ self._displacement(z).reshape(-1)).reshape(-1, 6)
         r = xp.zeros(self.model.n_elements)
-        r[self._sel] = normalised_strain(strain, *self._eps_sel, self._normal_sel)
+        r[self._sel] = _measure(strain, *self._eps_sel, self._layer)
         return r if self._average is None else self._average @ r
 
     def _reactions(self, lin, z, lam):
@@ -719,16 +742,9 @@ class VoxelSystem(_Base):
             yield_strain_tension=on_grid(law.yield_strain_tension, np.inf).ravel(),
             residual=on_grid(law.residual, 1.0).ravel(),
             softening_strain=on_grid(law.softening_strain, 1.0).ravel(),
-            kappa0=on_grid(law.kappa0, 0.0).ravel(),
-            layer_normal=None if law.layer_normal is None else np.stack(
-                [on_grid(law.layer_normal[:, k], 0.0).ravel() for k in range(3)], axis=1))
+            kappa0=on_grid(law.kappa0, 0.0).ravel(), layer_normal=None)
         self._setup_law(law_g, h, E0.ravel())
-        # the layer's cells and their normals alone (a grid's cells are mostly bulk)
-        self._layer_cells = None
-        if law_g.layer_normal is not None:
-            cells = np.nonzero(law_g.layer)[0]
-            self._layer_cells = xp.asarray(cells)
-            self._layer_normal = xp.asarray(law_g.layer_normal[cells])
+        self._layer = _layer_rows(law.layer_normal, slice(None), xp, index=grid.element_index)
         self.E0 = xp.reshape(self.E0, E0.shape)
         for name in ("eps_c", "eps_t", "rho", "ks", "kappa0", "can_yield"):
             setattr(self, name, xp.reshape(getattr(self, name), E0.shape))
@@ -736,7 +752,7 @@ class VoxelSystem(_Base):
         self._average = None
         if law.nonlocal_length > 0.0:
             groups = law_groups(law_g.yield_strain_compression, law_g.yield_strain_tension,
-                                law_g.layer)
+                                on_grid(law.layer, 0.0).ravel())
             self._average = GridAverage(groups.reshape(E0.shape), grid.spacing,
                                         law.nonlocal_length, xp)
         if self.mode == "load":
@@ -775,13 +791,8 @@ class VoxelSystem(_Base):
         return float(g @ self.g0) / float(self.g0 @ self.g0) * self.gmax
 
     def measure(self, u):
-        strain = grid_strains(u, self.grid.spacing, self.xp)
-        eps_c, eps_t = self.eps_c.ravel(), self.eps_t.ravel()
-        r = normalised_strain(strain, eps_c, eps_t)
-        if self._layer_cells is not None:
-            c = self._layer_cells
-            r[c] = normalised_strain(strain[c], eps_c[c], eps_t[c], self._layer_normal)
-        r = r.reshape(self.E0.shape)
+        r = _measure(grid_strains(u, self.grid.spacing, self.xp), self.eps_c.ravel(),
+                     self.eps_t.ravel(), self._layer).reshape(self.E0.shape)
         return r if self._average is None else self._average(r)
 
     def _Au(self, E, u):

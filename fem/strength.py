@@ -202,26 +202,21 @@ def bone_damage_law(model, *, yield_compression: float = YIELD_COMPRESSION,
     unknown = []
 
     def assign(el, name, part):
-        if endplates == "elastic" and part in LAYER_PARTS:
+        # a later, overlapping set (cement carved out of a layer) takes the element whole
+        layer[el] = part in LAYER_PARTS and endplates == "in_plane"
+        if part in LAYER_PARTS and endplates == "elastic" or part in ELASTIC_PARTS:
             ec[el], et[el] = np.inf, np.inf
             kappa_ratio[el] = 1.0
-            layer[el] = False
         elif part in BONE_PARTS or part in DAMAGED_PARTS or part in LAYER_PARTS:
             ec[el], et[el] = yield_compression, yield_tension
             rho[el], soft[el] = residual, softening_strain
             kappa_ratio[el] = factors.get(name.split("/", 1)[0], 1.0) \
                 if part in DAMAGED_PARTS else 1.0
-            layer[el] = part in LAYER_PARTS
         elif part in CEMENT_PARTS or part in COMPOSITE_PARTS or part.startswith("cement"):
             s, E_c = _cement_strength(model, name)
             ec[el], et[el] = s.compressive / E_c, s.tensile / E_c
             rho[el], soft[el] = CEMENT_RESIDUAL, CEMENT_SOFTENING
             kappa_ratio[el] = 1.0
-            layer[el] = False
-        elif part in ELASTIC_PARTS:
-            ec[el], et[el] = np.inf, np.inf
-            kappa_ratio[el] = 1.0
-            layer[el] = False
         else:
             return False
         return True

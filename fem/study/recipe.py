@@ -223,15 +223,15 @@ def pushover_levels(model, table, p: dict, curve_csv: str | None = None, *,
     from .spec import strength_levels
 
     curves = []
+    # one law for every level's pushover (each selects its level from it): the endplates'
+    # normals are found once
+    law = strength.bone_damage_law(model, endplates=p.get("endplate_failure", "in_plane"))
     for level in strength_levels(p):
         bar = _PushoverBar(level) if progress else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             try:
-                res = strength.pushover(model, level=level, backend=p["backend"],
-                                        law=strength.bone_damage_law(
-                                            model, endplates=p.get("endplate_failure",
-                                                                   "in_plane")),
+                res = strength.pushover(model, level=level, backend=p["backend"], law=law,
                                         **pushover_stops(p),
                                         progress=None if bar is None else bar.step)
             finally:
