@@ -83,8 +83,8 @@ HEIGHT_BAND = 0.15
 #: peak (mm: its shortening, plus rotation x moment / force under a combined load), the energy
 #: to failure (mJ), applied load / strength, 1.0 where the curve fell after its peak (0.0: the
 #: analysis stopped first and the strength is a lower bound), and the force at the curve's
-#: first failure (N: where it first fell a tenth below its running maximum, as a cadaver
-#: test's first drop; the peak load where it never did,
+#: first failure (N: where it first fell 2 % (a study's ``first_failure_drop``) below its
+#: running maximum, as a cadaver test's first drop; the peak load where it never did,
 #: :attr:`~fem.nonlinear_result.NonlinearResult.first_peak_load`)
 PUSHOVER_COLUMNS = ("strength_pushover_n", "displacement_at_peak_mm", "energy_to_failure_mj",
                     "factor_of_risk_pushover", "pushover_peak_reached", "strength_first_peak_n")
@@ -551,12 +551,14 @@ def level_metrics(result, *, levels=None, load: float | None = None):
     return df
 
 
-def add_pushover(table, level: str, res):
+def add_pushover(table, level: str, res, drop: float | None = None):
     """Write the :data:`PUSHOVER_COLUMNS` of ``level`` into its row of a :func:`level_metrics`
     ``table`` (in place) from ``res``, a :class:`~fem.nonlinear_result.NonlinearResult` of
     :func:`fem.strength.pushover` with ``level=level``. The factor of risk is the row's
     ``load_n`` over the peak load. The row's headline ``strength_n`` and ``factor_of_risk``
-    become the pushover's (``strength_method`` = ``"pushover"``)."""
+    become the pushover's (``strength_method`` = ``"pushover"``). ``drop``: the fall that marks
+    the first failure (``strength_first_peak_n``; None:
+    :data:`~fem.nonlinear_result.FIRST_PEAK_DROP`)."""
     sel = table["level"] == level
     if not sel.any():
         raise SetError(f"level {level!r} is not in the table (levels: "
@@ -568,7 +570,8 @@ def add_pushover(table, level: str, res):
     table.loc[sel, "energy_to_failure_mj"] = float(res.energy_to_failure)
     table.loc[sel, "factor_of_risk_pushover"] = load / peak if peak > 0 else math.nan
     table.loc[sel, "pushover_peak_reached"] = 1.0 if res.peak_reached else 0.0
-    table.loc[sel, "strength_first_peak_n"] = float(res.first_peak_load)
+    first = res.first_peak_load if drop is None else res.first_failure(drop)
+    table.loc[sel, "strength_first_peak_n"] = float(first)
     return headline_strength(table)
 
 

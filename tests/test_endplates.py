@@ -92,11 +92,14 @@ def test_endplate_normals_are_each_endplates_own_plane_and_turn_with_the_body():
 def test_endplates_that_can_yield_bound_a_bridging_bolus():
     """A cement bolus that bridges the treated body carries the load straight through its
     endplates. With elastic endplates (the law before 2026-12-07) nothing on that path could
-    fail; with endplates that yield by their in-plane strain the level fails lower, its
-    endplates among the elements that yielded. L1-L3 at 4 mm, the fibre disc's secant model,
-    L2 with 6 mL of PMMA under standing, the study's stops: 4 629 N against 5 004 N
-    (-7.5 %; at 3 mm 4 262 against 6 590 N, at 2 mm in the canonical segment 2 647 N against
-    more than 4 112 N at the cap; docs/nonlinear.md)."""
+    fail, and after the bone's first failure the level's curve rises on to the pushover's cap;
+    with endplates that yield by their in-plane strain it falls for good, its endplates among
+    the elements that yielded. L1-L3 at 4 mm, the fibre disc's secant model, L2 with 6 mL of
+    PMMA under standing, curves run on (``pushover_end = "full"``): both first fail at about
+    4.6 kN (4 629 and 4 617 N: the trabecular bone fails first at this voxel size), then the
+    yielding endplates' curve falls below 0.8 of its peak while the elastic one rises to 5 574 N
+    at the 60-step cap. (At 3 mm the first failures are 4 262 and 4 834 N, at 2 mm in the
+    canonical segment 2 647 N against more than 4 112 N; docs/nonlinear.md.)"""
     import warnings
 
     from fem.strength import bone_damage_law, pushover
@@ -116,11 +119,12 @@ def test_endplates_that_can_yield_bound_a_bridging_bolus():
     assert len(layer) and law.layer_normal is not None
     elastic = bone_damage_law(secant, endplates="elastic")
     assert elastic.layer_normal is None and elastic.elastic[layer].all()
-    stops = recipe.pushover_stops(p)
+    stops = recipe.pushover_stops(dict(p, pushover_end="full"))
     new = pushover(secant, law=law, level="L2", **stops)
     old = pushover(secant, law=elastic, level="L2", **stops)
-    assert new.peak_reached
-    assert new.peak_load < 0.95 * old.peak_load, (new.peak_load, old.peak_load)
+    assert new.peak_reached and new.steps[-1].force < 0.8 * new.peak_load  # fell for good
+    assert new.first_peak_load == pytest.approx(old.first_peak_load, rel=0.02)
+    assert new.peak_load < 0.9 * old.peak_load, (new.peak_load, old.peak_load)
     d0 = new.steps[0].result.extra_cell_fields["damage"]
     d = new.steps[int(np.argmax(new.curve[1:, 1]))].result.extra_cell_fields["damage"]
     assert (np.asarray(d - d0)[layer] > 0.01).any()

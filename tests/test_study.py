@@ -331,7 +331,8 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
     ("isotropic" to "fibres") on 2026-12-06: a run on the old fracture or disc keeps its id, and
     ``pushover_end`` ("full" to "first_failure") and ``endplate_failure`` ("elastic" to
     "in_plane") on 2026-12-07: a pushover run to the full curve, or with elastic endplates,
-    keeps its id, and a run without a pushover hashes without them, whatever they hold."""
+    keeps its id, and a run without a pushover hashes without them, whatever they hold; so
+    does ``first_failure_drop`` (0.1 to 0.02, the same day)."""
     import hashlib
 
     from fem.study.spec import ADDED_LATER, PUSHOVER_ONLY
@@ -354,7 +355,7 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
                      "fracture_compaction": "band", "fracture_damage": 0.14,
                      "disc": "fibres_undrained"}.items():
             assert run_id(dict(p, **{k: v})) != run_id(p), k
-        assert PUSHOVER_ONLY == ("pushover_end", "endplate_failure")
+        assert PUSHOVER_ONLY == ("pushover_end", "endplate_failure", "first_failure_drop")
         assert p["strength"] == "pistoia" and q["endplate_failure"] == "in_plane"
         assert run_id(dict(p, pushover_end="first_failure")) == run_id(p)
         assert run_id(dict(p, endplate_failure="in_plane")) == run_id(p)
@@ -363,6 +364,10 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
         assert run_id(dict(push, pushover_end="first_failure")) != run_id(push)
         assert run_id(dict(push, endplate_failure="elastic")) == run_id(push)
         assert run_id(dict(push, endplate_failure="in_plane")) != run_id(push)
+        assert q["first_failure_drop"] == 0.02
+        assert run_id(dict(p, first_failure_drop=0.02)) == run_id(p)
+        assert run_id(dict(push, first_failure_drop=0.1)) == run_id(push)
+        assert run_id(dict(push, first_failure_drop=0.02)) != run_id(push)
     # a spec without the strength keys and one giving their defaults: the same runs and ids
     d = json.loads(json.dumps(CANON_DICT))
     d.setdefault("base", {}).update(strength="pistoia", strength_levels="treated")
@@ -474,7 +479,7 @@ def test_a_fibre_disc_run_solves_and_pushes_over_the_fibre_disc(capsys):
 
 def test_a_study_pushover_ends_at_the_first_failure_unless_asked_for_the_full_curve(tmp_path):
     """``pushover_end``: "first_failure" (the default) stops the pushover at the first step whose
-    force falls a tenth below the running maximum (or where the curve flattens to a plateau:
+    force falls ``first_failure_drop`` (2 %) below the running maximum (or where the curve flattens to a plateau:
     tests/test_nonlinear.py), so its strength is the first failure load
     (``strength_pushover_n`` = ``strength_first_peak_n``); "full" follows the same path past it
     (the same steps, force for force) and on until the force falls to 0.8 of its peak."""
@@ -496,12 +501,15 @@ def test_a_study_pushover_ends_at_the_first_failure_unless_asked_for_the_full_cu
         pushover_levels(model, table, p, str(tmp_path / f"{end}.csv"))
         curves[end] = pd.read_csv(tmp_path / f"{end}.csv")["force_n"].to_numpy()
         rows[end] = table.set_index("level").loc["L1"]
-    assert pushover_stops({"pushover_end": "first_failure"}) == {
+    assert p["first_failure_drop"] == FIRST_PEAK_DROP == 0.02
+    assert pushover_stops(dict(p, pushover_end="first_failure")) == {
         "stop_ratio": 1.0 - FIRST_PEAK_DROP, "stop_plateau": LIMIT_TANGENT}
+    # a run recorded before the parameter existed stopped at a fall of a tenth
+    assert pushover_stops({"pushover_end": "first_failure"})["stop_ratio"] == 0.9
     assert pushover_stops({"pushover_end": "full"}) == {"stop_ratio": STOP_RATIO}
     first, full = curves["first_failure"], curves["full"]
     top = np.maximum.accumulate(first)
-    assert first[-1] < (1.0 - FIRST_PEAK_DROP) * top[-2]  # it stopped on a drop of a tenth,
+    assert first[-1] < (1.0 - FIRST_PEAK_DROP) * top[-2]  # it stopped on a fall of 2 %,
     assert (first[:-1] >= (1.0 - FIRST_PEAK_DROP) * top[:-1]).all()  # the first one
     assert len(full) > len(first) and full[-1] < STOP_RATIO * full.max()
     np.testing.assert_allclose(full[:len(first)], first, rtol=1e-9)
@@ -1582,11 +1590,15 @@ def test_pushover_columns_are_wired_into_a_run(tmp_path, monkeypatch):
         peak_load, displacement_at_peak, energy_to_failure, peak_reached = 2000.0, 0.3, 310.0, True
         first_peak_load = 1800.0
 
+        def first_failure(self, drop):
+            drops.append(drop)
+            return self.first_peak_load
+
         def curve_table(self):
             return pd.DataFrame({"step": [0, 1], "displacement_mm": [0.0, 0.3],
                                  "force_n": [0.0, 2000.0]})
 
-    calls = []
+    calls, drops = [], []
     monkeypatch.setattr(fem.strength, "pushover",
                         lambda model, **kw: calls.append((model.n_dof, kw)) or Fake())
     p = _pushover_run(levels="L1-L2", voxel_size=4.0)
@@ -1600,6 +1612,7 @@ def test_pushover_columns_are_wired_into_a_run(tmp_path, monkeypatch):
     assert l2["strength_pushover_n"] == 2000.0 and l2["energy_to_failure_mj"] == 310.0
     assert l2["factor_of_risk_pushover"] == pytest.approx(l2["load_n"] / 2000.0)
     assert l2["pushover_peak_reached"] == 1.0 and l2["strength_first_peak_n"] == 1800.0
+    assert drops == [p["first_failure_drop"]] == [0.02]  # read with the run's threshold
     assert (l2["strength_n"], l2["strength_method"]) == (2000.0, "pushover")
     assert l2["factor_of_risk"] == l2["factor_of_risk_pushover"]
     assert l1["strength_method"] == "pistoia" and l1["strength_n"] == l1["strength_pistoia_n"]

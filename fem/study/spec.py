@@ -240,13 +240,21 @@ PARAMETERS = {
                              coerce=_join_levels),
     "pushover_end": Param(str, "first_failure", "where the pushover stops: first_failure (the "
                           "default since 2026-12-07: at the level's first failure, where its "
-                          "force falls a tenth below its running maximum or its curve flattens "
-                          "to a plateau, as a cadaver test reads the failure load; "
+                          "force falls first_failure_drop below its running maximum or its "
+                          "curve flattens to a plateau, as a cadaver test reads the failure "
+                          "load; "
                           "strength_pushover_n is then that failure load) or full "
                           "(on until the force falls to 0.8 of its peak or the displacement or "
                           "step cap, the default before: the largest force of the curve, which "
                           "in a segment can rise again after a first failure); docs/studies.md",
                           choices=PUSHOVER_ENDS),
+    "first_failure_drop": Param(float, 0.02, "the fall below the running maximum of a level's "
+                                "pushover curve that marks its first failure "
+                                "(strength_first_peak_n, and where pushover_end = first_failure "
+                                "stops): 0.02 since 2026-12-07, four times the equilibrium "
+                                "tolerance (0.1 before: on some inputs it read a later rise "
+                                "past a first failure; fem.nonlinear_result.FIRST_PEAK_DROP)",
+                                _range(0.005, 0.5)),
     "endplate_failure": Param(str, "in_plane", "how the pushover's bony endplates fail: "
                               "in_plane (the default since 2026-12-07: bone's yield strains on "
                               "their in-plane strain, the strains across the thin layer, "
@@ -299,7 +307,8 @@ PARAMETERS = {
 }
 #: parameters a spec may not sample: they change how a run computes, not what it models
 NOT_SAMPLED = ("sample", "backend", "solver", "anatomy", "ct", "masks", "mesh", "levels",
-               "strength", "strength_levels", "pushover_end", "endplate_failure")
+               "strength", "strength_levels", "pushover_end", "first_failure_drop",
+               "endplate_failure")
 RECIPES = {"augmentation": PARAMETERS}
 #: the most runs a study may have unless allowed more (``vfem study --max-runs``, ``max_runs=``)
 MAX_RUNS = 10_000
@@ -578,10 +587,11 @@ ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "cleft": False, "sample": -1, "basivertebral_mm": 0.0, "endplate_breach_mm": 0.0,
                "endplate_breach_side": "superior", "endplate_breach_position": 0.5,
                "load_line": "plate", "fracture_compaction": "none", "disc": "isotropic",
-               "fracture_damage": 0.2, "pushover_end": "full", "endplate_failure": "elastic"}
+               "fracture_damage": 0.2, "pushover_end": "full", "endplate_failure": "elastic",
+               "first_failure_drop": 0.1}
 #: parameters that change nothing unless ``strength = "pushover"``: a run without a pushover
 #: hashes without them, so a linear-only run keeps its id whatever they hold
-PUSHOVER_ONLY = ("pushover_end", "endplate_failure")
+PUSHOVER_ONLY = ("pushover_end", "endplate_failure", "first_failure_drop")
 
 
 def run_id(params: dict) -> str:
