@@ -97,8 +97,8 @@ def test_endplates_that_can_yield_bound_a_bridging_bolus():
     the elements that yielded. L1-L3 at 4 mm, the fibre disc's secant model, L2 with 6 mL of
     PMMA under standing, curves run on (``pushover_end = "full"``): both first fail at about
     4.6 kN (4 629 and 4 617 N: the trabecular bone fails first at this voxel size), then the
-    yielding endplates' curve falls below 0.8 of its peak while the elastic one rises to 5 574 N
-    at the 60-step cap. (At 3 mm the first failures are 4 262 and 4 834 N, at 2 mm in the
+    yielding endplates' curve falls below 0.8 of its peak while the elastic one rises to 5 003 N
+    by step 25 (5 574 N at the 60-step cap). (At 3 mm the first failures are 4 262 and 4 834 N, at 2 mm in the
     canonical segment 2 647 N against more than 4 112 N; docs/nonlinear.md.)"""
     import warnings
 
@@ -121,10 +121,11 @@ def test_endplates_that_can_yield_bound_a_bridging_bolus():
     assert elastic.layer_normal is None and elastic.elastic[layer].all()
     stops = recipe.pushover_stops(dict(p, pushover_end="full"))
     new = pushover(secant, law=law, level="L2", **stops)
-    old = pushover(secant, law=elastic, level="L2", **stops)
+    old = pushover(secant, law=elastic, level="L2", max_steps=25, **stops)
     assert new.peak_reached and new.steps[-1].force < 0.8 * new.peak_load  # fell for good
     assert new.first_peak_load == pytest.approx(old.first_peak_load, rel=0.02)
-    assert new.peak_load < 0.9 * old.peak_load, (new.peak_load, old.peak_load)
+    assert old.peak_load > 1.05 * old.first_peak_load  # rose on past its first failure
+    assert new.peak_load < 0.95 * old.peak_load, (new.peak_load, old.peak_load)
     d0 = new.steps[0].result.extra_cell_fields["damage"]
     d = new.steps[int(np.argmax(new.curve[1:, 1]))].result.extra_cell_fields["damage"]
     assert (np.asarray(d - d0)[layer] > 0.01).any()
