@@ -3,8 +3,8 @@
 :func:`bone_damage_law` gives every element of a vertebra or segment model (parametric, shape
 model or patient) a :class:`fem.nonlinear.DamageLaw` from its region (``"<level>/<part>"``) and
 its modulus; :func:`pushover` runs :func:`fem.solve_nonlinear` on a loaded model; and
-:func:`level_strength` finds the strength of one level of a segment, the peak load of a pushover
-in which only that level's bone can fail.
+:func:`level_strength` finds the strength of one level of a segment, the first failure of a pushover
+in which only that level's bone can fail (as a study reports it, :func:`first_failure_stops`).
 
 The laws and their sources (units: strain, not %; MPa):
 
@@ -81,7 +81,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import MaterialError, ModelError
-from .nonlinear import BAZANT_OH_1983, PIJAUDIER_CABOT_BAZANT_1987, DamageLaw, solve_nonlinear
+from .nonlinear import (
+    BAZANT_OH_1983,
+    LIMIT_TANGENT,
+    PIJAUDIER_CABOT_BAZANT_1987,
+    DamageLaw,
+    solve_nonlinear,
+)
+from .nonlinear_result import FIRST_PEAK_DROP
 from .parts import (
     BULK_CEMENT,
     COMPOSITE,
@@ -372,10 +379,25 @@ def pushover(model, *, law: DamageLaw | None = None, level: str | None = None, *
     return solve_nonlinear(model, law, **kwargs)
 
 
-def level_strength(model, level: str, **kwargs) -> float:
-    """The strength (N) of ``level`` in a loaded segment: the peak load of :func:`pushover` with
-    only that level able to fail."""
-    return pushover(model, level=level, **kwargs).peak_load
+def first_failure_stops(drop: float = FIRST_PEAK_DROP) -> dict:
+    """The stop keywords of :func:`fem.solve_nonlinear` that end a pushover at its first failure:
+    the first step whose force falls ``drop`` below its running maximum (``stop_ratio``), or where
+    the curve has flattened to a plateau (``stop_plateau``, :data:`fem.nonlinear.LIMIT_TANGENT`).
+    What a study's ``pushover_end = "first_failure"`` uses (docs/nonlinear.md, "The first
+    failure")."""
+    return {"stop_ratio": 1.0 - float(drop), "stop_plateau": LIMIT_TANGENT}
+
+
+def level_strength(model, level: str, *, drop: float = FIRST_PEAK_DROP, **kwargs) -> float:
+    """The strength (N) of ``level`` in a loaded segment, as a study reports it: the first failure
+    (:meth:`~fem.nonlinear_result.NonlinearResult.first_failure` with ``drop``) of a
+    :func:`pushover` with only that level able to fail, stopped there
+    (:func:`first_failure_stops`; ``kwargs`` go to the pushover and may override the stops).
+    In a segment a level's curve can fall at its first failure and then rise again, far past it,
+    to the pushover's caps: its largest force (``pushover(...).peak_load`` of a curve run on) is
+    then a bound that moves with the caps, not a failure load."""
+    kwargs = {**first_failure_stops(drop), **kwargs}
+    return pushover(model, level=level, **kwargs).first_failure(drop)
 
 
 #: share of an overload's deformation that vertebral trabecular bone gives back when unloaded: a

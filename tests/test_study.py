@@ -489,9 +489,10 @@ def test_a_study_pushover_ends_at_the_first_failure_unless_asked_for_the_full_cu
     from fem import metrics
     from fem.nonlinear import LIMIT_TANGENT, STOP_RATIO
     from fem.nonlinear_result import FIRST_PEAK_DROP
+    from fem.strength import level_strength
     from fem.study.recipe import build_model, pushover_levels, pushover_stops
 
-    curves, rows = {}, {}
+    curves, rows, direct = {}, {}, None
     for end in ("first_failure", "full"):
         base = {"levels": "L1", "voxel_size": 4.0, "solver": "direct", "strength": "pushover",
                 "strength_levels": "L1", "pushover_end": end}
@@ -501,6 +502,8 @@ def test_a_study_pushover_ends_at_the_first_failure_unless_asked_for_the_full_cu
         pushover_levels(model, table, p, str(tmp_path / f"{end}.csv"))
         curves[end] = pd.read_csv(tmp_path / f"{end}.csv")["force_n"].to_numpy()
         rows[end] = table.set_index("level").loc["L1"]
+        if end == "first_failure":  # the library's level strength is the study's
+            direct = level_strength(model, "L1", backend=p["backend"])
     assert p["first_failure_drop"] == FIRST_PEAK_DROP == 0.02
     assert pushover_stops(dict(p, pushover_end="first_failure")) == {
         "stop_ratio": 1.0 - FIRST_PEAK_DROP, "stop_plateau": LIMIT_TANGENT}
@@ -516,6 +519,7 @@ def test_a_study_pushover_ends_at_the_first_failure_unless_asked_for_the_full_cu
     r = rows["first_failure"]
     assert r["pushover_peak_reached"] == 1.0
     assert r["strength_pushover_n"] == r["strength_first_peak_n"] == pytest.approx(first.max())
+    assert direct == pytest.approx(r["strength_pushover_n"], rel=1e-9)
     assert rows["full"]["strength_first_peak_n"] == pytest.approx(r["strength_first_peak_n"])
     with pytest.raises(SpecError, match="must be one of"):
         StudySpec.from_dict({"study": {"name": "end"}, "base": {"pushover_end": "peak"}})

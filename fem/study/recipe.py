@@ -200,11 +200,12 @@ def pushover_stops(p: dict) -> dict:
     2 % and not more: the first fall of such a curve is 4-10 % on different inputs, and a
     larger threshold reads the later rise where the fall was smaller (docs/nonlinear.md,
     "The first failure")."""
-    from ..nonlinear import LIMIT_TANGENT, STOP_RATIO
+    from ..nonlinear import STOP_RATIO
+    from ..strength import first_failure_stops
 
     end = p.get("pushover_end", "first_failure")
     if end == "first_failure":
-        return {"stop_ratio": 1.0 - failure_drop(p), "stop_plateau": LIMIT_TANGENT}
+        return first_failure_stops(failure_drop(p))
     if end == "full":
         return {"stop_ratio": STOP_RATIO}
     raise ValueError(f"pushover_end must be 'first_failure' or 'full', got {end!r}")
