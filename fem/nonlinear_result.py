@@ -19,12 +19,13 @@ from .validate import in_range
 #: (:attr:`NonlinearResult.first_peak_load`): the curve's first local maximum that a real fall
 #: follows, as a cadaver test's operator reads the first drop of its curve as the failure load.
 #: Two per cent is four times the default equilibrium tolerance (``tol`` of
-#: :func:`fem.solve_nonlinear`, 5e-3 of the force), so that no fall within a step's force error counts, and nothing more:
-#: in a segment a level's curve can fall by 4-10 % where its first region fails and then rise
-#: far past it as the bone around that region and the discs take over (docs/nonlinear.md,
-#: "The first failure"), and a larger threshold then reads that later rise on some inputs and
-#: not on others. It was 0.1 until 2026-12-07: the intact canonical L2 under standing read
-#: 1 235, 1 369, 1 091, 1 696 and 1 847 N at BMD 50, 60, 70, 80 and 100 mg/cm^3
+#: :func:`fem.solve_nonlinear`, 5e-3 of the force), so that no fall within a step's force
+#: error counts, and nothing more: in a segment a level's curve can fall by 4-10 % where its
+#: first region fails and then rise far past it as the bone around that region and the discs
+#: take over (docs/nonlinear.md, "The first failure"), and a larger threshold then reads that
+#: later rise on some inputs and not on others. It was 0.1 until 2026-12-07: the intact
+#: canonical L2 under standing read 1 235, 1 369, 1 091, 1 696 and 1 847 N at BMD 50, 60, 70,
+#: 80 and 100 mg/cm^3
 FIRST_PEAK_DROP = 0.02
 
 
@@ -58,10 +59,10 @@ class NonlinearResult:
     ``curve`` starts at the origin: (n_steps + 1, 2) columns displacement (mm), force (N).
     ``peak_load`` is the largest force reached (N): the strength; ``displacement_at_peak`` (mm);
     ``energy_to_failure`` the area under the curve up to the peak (mJ = N mm).
-    ``first_peak_load`` the force at the first fall of at least :data:`FIRST_PEAK_DROP` (N). ``peak_reached``
-    says whether the curve fell after its peak, or stopped on a plateau (else the strength is a
-    lower bound: the analysis stopped before the peak, at ``max_displacement`` or
-    ``max_steps``).
+    ``first_peak_load`` the force at the first fall of at least :data:`FIRST_PEAK_DROP` (N).
+    ``peak_reached`` says whether the curve fell after its peak, or stopped on a plateau (else
+    the strength is a lower bound: the analysis stopped before the peak, at
+    ``max_displacement`` or ``max_steps``).
     """
 
     steps: list

@@ -98,8 +98,8 @@ def test_endplates_that_can_yield_bound_a_bridging_bolus():
     PMMA under standing, curves run on (``pushover_end = "full"``): both first fail at about
     4.6 kN (4 629 and 4 617 N: the trabecular bone fails first at this voxel size), then the
     yielding endplates' curve falls below 0.8 of its peak while the elastic one rises to 5 003 N
-    by step 25 (5 574 N at the 60-step cap). (At 3 mm the first failures are 4 262 and 4 834 N, at 2 mm in the
-    canonical segment 2 647 N against more than 4 112 N; docs/nonlinear.md.)"""
+    by step 25 (5 574 N at the 60-step cap). (At 3 mm the first failures are 4 262 and 4 834 N,
+    at 2 mm in the canonical segment 2 647 N against more than 4 112 N; docs/nonlinear.md.)"""
     import warnings
 
     from fem.strength import bone_damage_law, pushover

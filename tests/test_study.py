@@ -479,8 +479,8 @@ def test_a_fibre_disc_run_solves_and_pushes_over_the_fibre_disc(capsys):
 
 def test_a_study_pushover_ends_at_the_first_failure_unless_asked_for_the_full_curve(tmp_path):
     """``pushover_end``: "first_failure" (the default) stops the pushover at the first step whose
-    force falls ``first_failure_drop`` (2 %) below the running maximum (or where the curve flattens to a plateau:
-    tests/test_nonlinear.py), so its strength is the first failure load
+    force falls ``first_failure_drop`` (2 %) below the running maximum (or where the curve
+    flattens to a plateau: tests/test_nonlinear.py), so its strength is the first failure load
     (``strength_pushover_n`` = ``strength_first_peak_n``); "full" follows the same path past it
     (the same steps, force for force) and on until the force falls to 0.8 of its peak."""
     import numpy as np
