@@ -85,9 +85,16 @@ HEIGHT_BAND = 0.15
 #: analysis stopped first and the strength is a lower bound), and the force at the curve's
 #: first failure (N: where it first fell 2 % (a study's ``first_failure_drop``) below its
 #: running maximum, as a cadaver test's first drop; the peak load where it never did,
-#: :attr:`~fem.nonlinear_result.NonlinearResult.first_peak_load`)
+#: :attr:`~fem.nonlinear_result.NonlinearResult.first_peak_load`), and the force where the curve
+#: crosses its initial stiffness's line shifted by 0.2 % of the level's height (N, the offset
+#: yield, :data:`OFFSET_YIELD`; NaN where the pushover stopped before it: a reading beside the
+#: first failure for curves that bend over without falling, docs/nonlinear.md)
 PUSHOVER_COLUMNS = ("strength_pushover_n", "displacement_at_peak_mm", "energy_to_failure_mj",
-                    "factor_of_risk_pushover", "pushover_peak_reached", "strength_first_peak_n")
+                    "factor_of_risk_pushover", "pushover_peak_reached", "strength_first_peak_n",
+                    "strength_offset_yield_n")
+#: the offset of ``strength_offset_yield_n``, a share of the level's height (its mean anterior and
+#: posterior height): 0.2 %, the offset yield of materials testing (a convention, not a fit)
+OFFSET_YIELD = 0.002
 #: how a row's headline ``strength_n`` was found: the peak of a damage pushover of that level
 #: where one was run (:func:`add_pushover`), else the linear Pistoia proxy
 STRENGTH_METHODS = ("pushover", "pistoia")
@@ -572,6 +579,11 @@ def add_pushover(table, level: str, res, drop: float | None = None):
     table.loc[sel, "pushover_peak_reached"] = 1.0 if res.peak_reached else 0.0
     first = res.first_peak_load if drop is None else res.first_failure(drop)
     table.loc[sel, "strength_first_peak_n"] = float(first)
+    height = float(table.loc[sel, ["height_anterior_mm", "height_posterior_mm"]].astype(float)
+                   .to_numpy().mean()) if "height_anterior_mm" in table.columns else math.nan
+    table.loc[sel, "strength_offset_yield_n"] = (res.offset_yield(OFFSET_YIELD * height)
+                                                 if math.isfinite(height) and height > 0
+                                                 else math.nan)
     return headline_strength(table)
 
 

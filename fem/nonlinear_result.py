@@ -103,6 +103,27 @@ class NonlinearResult:
                 return top
         return self.peak_load
 
+    def offset_yield(self, offset: float) -> float:
+        """The force (N) where the curve crosses the line of its initial stiffness shifted by
+        ``offset`` (mm of the controlled displacement): the offset yield of materials testing
+        (``offset`` = 0.2 % of a level's height is the usual choice), linear between converged
+        steps. The initial stiffness is the first step's secant (the curve is elastic up to
+        first yield, where the first step ends). NaN where the curve has not crossed it (the
+        analysis stopped first). A reading beside :meth:`first_failure` for curves that bend
+        over without falling (docs/nonlinear.md, "The first failure"); not used by studies."""
+        in_range("offset", offset, 0.0, lo_open=True, error=ParameterError)
+        c = self.curve
+        if len(c) < 2 or c[1, 0] <= 0.0:
+            return float("nan")
+        k0 = c[1, 1] / c[1, 0]
+        gap = c[:, 1] - k0 * (c[:, 0] - offset)  # curve above the line: positive
+        below = np.nonzero(gap <= 0.0)[0]
+        if not len(below):
+            return float("nan")
+        i = int(below[0])  # gap[0] = k0 offset > 0, so i >= 1
+        t = gap[i - 1] / (gap[i - 1] - gap[i])
+        return float(c[i - 1, 1] + t * (c[i, 1] - c[i - 1, 1]))
+
     @property
     def displacement_at_peak(self) -> float:
         return float(self.curve[self._peak_index, 0])

@@ -823,3 +823,24 @@ def test_a_first_failure_that_falls_less_than_a_tenth_and_then_rises_is_read_at_
                               stop_ratio=1.0 - FIRST_PEAK_DROP, max_damage_step=None, tol=1e-8)
     assert stopped.peak_load == pytest.approx(first, rel=1e-3)
     assert stopped.steps[-1].control < 1.5 * eps_w * L  # ended on the fall, not past it
+
+
+@pytest.mark.parametrize("offset", [0.002 * L, 0.01, 0.02])
+def test_the_offset_yield_is_where_the_curve_crosses_its_shifted_elastic_line(offset):
+    """``offset_yield``: the uniform bar yields at A E EYC, then softens linearly to RHO over
+    SOFT; the line of its initial stiffness shifted by ``offset`` meets that softening branch at
+    a strain e with EYC (1 - (1 - RHO)(e - EYC) / SOFT) = e - offset / L, force A E (e - e_o).
+    NaN on a curve stopped before it crosses; an offset that is not positive is refused."""
+    m = _bar(-1.0)
+    res = solve_nonlinear(m, _law(m), solver="direct", max_steps=12, stop_ratio=0.3,
+                          max_damage_step=None, tol=1e-8)
+    a, e_o = (1.0 - RHO) * EYC / SOFT, offset / L
+    e = (EYC * (1.0 + a) + e_o) / (1.0 + a)
+    assert EYC < e < EYC + SOFT  # on the softening branch, where the curve is linear
+    assert res.offset_yield(offset) == pytest.approx(4.0 * E0 * (e - e_o), rel=1e-9)
+    from fem.nonlinear_result import NonlinearResult
+
+    early = NonlinearResult(res.steps[:1])  # stopped at first yield: no crossing yet
+    assert np.isnan(early.offset_yield(offset))
+    with pytest.raises(fem.ParameterError, match="offset"):
+        res.offset_yield(0.0)

@@ -520,6 +520,17 @@ def test_a_study_pushover_ends_at_the_first_failure_unless_asked_for_the_full_cu
     assert r["pushover_peak_reached"] == 1.0
     assert r["strength_pushover_n"] == r["strength_first_peak_n"] == pytest.approx(first.max())
     assert direct == pytest.approx(r["strength_pushover_n"], rel=1e-9)
+    # the offset yield, read again from the curve written beside the run
+    from fem.nonlinear_result import NonlinearResult, Step
+
+    c = pd.read_csv(tmp_path / "full.csv")
+    again = NonlinearResult([Step(int(s), 0.0, float(u), float(f), 1, 0.0, None) for s, u, f
+                             in zip(c["step"], c["displacement_mm"], c["force_n"], strict=True)
+                             if s > 0])
+    h = 0.5 * (rows["full"]["height_anterior_mm"] + rows["full"]["height_posterior_mm"])
+    oy = rows["full"]["strength_offset_yield_n"]
+    assert oy == pytest.approx(again.offset_yield(0.002 * h), rel=1e-9)
+    assert 0.0 < oy <= rows["full"]["strength_pushover_n"]
     assert rows["full"]["strength_first_peak_n"] == pytest.approx(r["strength_first_peak_n"])
     with pytest.raises(SpecError, match="must be one of"):
         StudySpec.from_dict({"study": {"name": "end"}, "base": {"pushover_end": "peak"}})
@@ -1598,11 +1609,15 @@ def test_pushover_columns_are_wired_into_a_run(tmp_path, monkeypatch):
             drops.append(drop)
             return self.first_peak_load
 
+        def offset_yield(self, offset):
+            offsets.append(offset)
+            return 1700.0
+
         def curve_table(self):
             return pd.DataFrame({"step": [0, 1], "displacement_mm": [0.0, 0.3],
                                  "force_n": [0.0, 2000.0]})
 
-    calls, drops = [], []
+    calls, drops, offsets = [], [], []
     monkeypatch.setattr(fem.strength, "pushover",
                         lambda model, **kw: calls.append((model.n_dof, kw)) or Fake())
     p = _pushover_run(levels="L1-L2", voxel_size=4.0)
@@ -1617,6 +1632,9 @@ def test_pushover_columns_are_wired_into_a_run(tmp_path, monkeypatch):
     assert l2["factor_of_risk_pushover"] == pytest.approx(l2["load_n"] / 2000.0)
     assert l2["pushover_peak_reached"] == 1.0 and l2["strength_first_peak_n"] == 1800.0
     assert drops == [p["first_failure_drop"]] == [0.02]  # read with the run's threshold
+    # the offset yield at 0.2 % of the level's mean height
+    h = 0.5 * (l2["height_anterior_mm"] + l2["height_posterior_mm"])
+    assert offsets == [pytest.approx(0.002 * h)] and l2["strength_offset_yield_n"] == 1700.0
     assert (l2["strength_n"], l2["strength_method"]) == (2000.0, "pushover")
     assert l2["factor_of_risk"] == l2["factor_of_risk_pushover"]
     assert l1["strength_method"] == "pistoia" and l1["strength_n"] == l1["strength_pistoia_n"]
