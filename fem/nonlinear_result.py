@@ -109,8 +109,10 @@ class NonlinearResult:
         (``offset`` = 0.2 % of a level's height is the usual choice), linear between converged
         steps. The initial stiffness is the first step's secant (the curve is elastic up to
         first yield, where the first step ends). NaN where the curve has not crossed it (the
-        analysis stopped first). A reading beside :meth:`first_failure` for curves that bend
-        over without falling (docs/nonlinear.md, "The first failure"); not used by studies."""
+        analysis stopped first); on a curve run on past a fall, the first crossing wherever it
+        is. A reading beside :meth:`first_failure` for curves that bend over without falling
+        (docs/nonlinear.md, "The first failure"): studies write it as
+        ``strength_offset_yield_n``, and their headline strength does not use it."""
         in_range("offset", offset, 0.0, lo_open=True, error=ParameterError)
         c = self.curve
         if len(c) < 2 or c[1, 0] <= 0.0:
