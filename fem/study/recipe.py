@@ -24,17 +24,24 @@ from ..errors import MeshError
 from ..io.record import write_model_record
 
 
+def recorded(p: dict) -> dict:
+    """A run's parameters, those it lacks at the values it ran with: a run recorded before some
+    parameters existed ran with the values :data:`~fem.study.spec.ADDED_LATER` keeps (the
+    parametric voxel segment, no sampling inputs, the plate's load, the pushover run on with
+    elastic endplates and read at a fall of a tenth)."""
+    from .spec import ADDED_LATER
+
+    return {**ADDED_LATER, **p}
+
+
 def build_model(p: dict):
     """The loaded model of one run (parameters as completed by :meth:`StudySpec.expand`)."""
     from .. import augment
     from ..meshes import loadcases, pathology
     from ..meshes.bone import BoneQuality, get_law
     from ..meshes.vertebra import segment_model
-    from .spec import ADDED_LATER
 
-    # a run recorded before some parameters existed lacks them: it ran with the values
-    # ADDED_LATER keeps (the parametric voxel segment, no sampling inputs, the plate's load)
-    p = {**ADDED_LATER, **p}
+    p = recorded(p)
     law = p["density_law"]
     mats = BoneQuality(bmd=p["bmd"] + (0.0 if p["anatomy"] == "ct" else p["density_error"]),
                        law=law)
@@ -131,7 +138,7 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     _prepare(p["backend"])
     model = build_model(p)
     t1 = time.perf_counter()
-    disc = p.get("disc", "fibres")
+    disc = recorded(p)["disc"]
     if disc != "isotropic" and not annuli(model):
         disc = "isotropic"  # a single level: no disc for the fibres, the plain solve
     bar = _solve_bar(model) if progress else None
@@ -203,7 +210,7 @@ def pushover_stops(p: dict) -> dict:
     from ..nonlinear import STOP_RATIO
     from ..strength import first_failure_stops
 
-    end = p.get("pushover_end", "first_failure")
+    end = recorded(p)["pushover_end"]
     if end == "first_failure":
         return first_failure_stops(failure_drop(p))
     if end == "full":
@@ -212,11 +219,8 @@ def pushover_stops(p: dict) -> dict:
 
 
 def failure_drop(p: dict) -> float:
-    """The fall that marks a run's first failure (``first_failure_drop``); a run recorded before
-    that parameter existed read a tenth (:data:`~fem.study.spec.ADDED_LATER`)."""
-    from .spec import ADDED_LATER
-
-    return float(p.get("first_failure_drop", ADDED_LATER["first_failure_drop"]))
+    """The fall that marks a run's first failure (``first_failure_drop``; :func:`recorded`)."""
+    return float(recorded(p)["first_failure_drop"])
 
 
 def pushover_levels(model, table, p: dict, curve_csv: str | None = None, *,
@@ -237,7 +241,7 @@ def pushover_levels(model, table, p: dict, curve_csv: str | None = None, *,
     curves = []
     # one law for every level's pushover (each selects its level from it): the endplates'
     # normals are found once
-    law = strength.bone_damage_law(model, endplates=p.get("endplate_failure", "in_plane"))
+    law = strength.bone_damage_law(model, endplates=recorded(p)["endplate_failure"])
     for level in strength_levels(p):
         bar = _PushoverBar(level) if progress else None
         with warnings.catch_warnings():
