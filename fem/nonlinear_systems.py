@@ -141,19 +141,20 @@ def law_groups(eps_c, eps_t, layer=None) -> np.ndarray:
     return gid
 
 
-def _layer_rows(layer_normal, rows, xp, index=None):
+def _layer_rows(law, rows, xp, index=None):
     """(where they sit in the measured array, their unit normals) of the thin-layer elements
-    among ``rows`` of a law's ``layer_normal``, on the backend; None without any. ``index``:
+    (:attr:`fem.nonlinear.DamageLaw.layer`) among ``rows`` of ``law``, on the backend; None
+    without any. ``index``:
     the place of each of ``rows`` in the measured array (default: its position among them; a
     grid's cell of each element). Only these take the in-plane measure: most elements are
     bulk."""
-    if layer_normal is None:
+    if law.layer_normal is None:
         return None
-    n = np.asarray(layer_normal)[rows]
-    at = np.nonzero(np.linalg.norm(n, axis=1) > 0)[0]
+    at = np.nonzero(law.layer[rows])[0]
     if not len(at):
         return None
-    return xp.asarray(at if index is None else np.asarray(index)[at]), xp.asarray(n[at])
+    n = np.asarray(law.layer_normal)[rows][at]
+    return xp.asarray(at if index is None else np.asarray(index)[at]), xp.asarray(n)
 
 
 def _measure(strain, eps_c, eps_t, layer):
@@ -337,7 +338,7 @@ class AssembledSystem(_Base):
         self._S = S if xp is np else be.sparse.csr_matrix(S)
         self._sel = xp.asarray(self._yielding)
         self._eps_sel = (self.eps_c[self._sel], self.eps_t[self._sel])
-        self._layer = _layer_rows(law.layer_normal, self._yielding, xp)
+        self._layer = _layer_rows(law, self._yielding, xp)
         if law.nonlocal_length > 0.0:
             W = element_average_matrix(model, groups, law.nonlocal_length)
             if xp is not np:  # pragma: no cover - needs a GPU
@@ -744,7 +745,7 @@ class VoxelSystem(_Base):
             softening_strain=on_grid(law.softening_strain, 1.0).ravel(),
             kappa0=on_grid(law.kappa0, 0.0).ravel(), layer_normal=None)
         self._setup_law(law_g, h, E0.ravel())
-        self._layer = _layer_rows(law.layer_normal, slice(None), xp, index=grid.element_index)
+        self._layer = _layer_rows(law, slice(None), xp, index=grid.element_index)
         self.E0 = xp.reshape(self.E0, E0.shape)
         for name in ("eps_c", "eps_t", "rho", "ks", "kappa0", "can_yield"):
             setattr(self, name, xp.reshape(getattr(self, name), E0.shape))

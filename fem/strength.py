@@ -288,6 +288,7 @@ def layer_normals(model, layer) -> np.ndarray:
     if not len(idx):
         return out
     cent = element_centroids(model)
+    anatomy = anatomy_of(model)
     radius = LAYER_NORMAL_RADIUS * float(np.median(np.cbrt(element_volumes(model)[idx])))
     # one sheet per level and side
     sheet = np.full(len(layer), -1, dtype=np.int64)
@@ -304,8 +305,8 @@ def layer_normals(model, layer) -> np.ndarray:
         if part != "damaged_endplate" or not len(el):
             continue
         el = el[layer[el]]
-        if level in anatomy_of(model).levels:
-            f = anatomy_of(model)[level].frame()
+        if level in anatomy.levels:
+            f = anatomy[level].frame()
             up = (cent[el] - f.centre) @ f.axial > 0.0
             for side, sel in (("endplate_superior", up), ("endplate_inferior", ~up)):
                 sheet[el[sel]] = sheets.setdefault((level, side), len(sheets))
