@@ -21,6 +21,7 @@ The part names (``"<level>/<part>"`` regions) are those of :mod:`fem.parts`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -264,3 +265,52 @@ def anatomy_of(model) -> Anatomy:
 def level_frame(model, level: str) -> LevelFrame:
     """The anatomical frame of ``level`` of ``model`` (module docstring)."""
     return anatomy_of(model)[level].frame()
+
+
+#: anterior and posterior bands for the body heights, as a fraction of the depth
+HEIGHT_BAND = 0.15
+
+
+def _endplate_nodes(model, name: str) -> np.ndarray:
+    if name not in model.node_sets or not len(model.node_sets[name]):
+        raise SetError(f"node set {name!r} is missing or empty: a level's heights need the "
+                       "'<level>/superior' and '<level>/inferior' endplate node sets")
+    return model.node_sets[name]
+
+
+def body_heights(model, level: str, points=None) -> tuple[float, float, float]:
+    """(anterior height mm, posterior height mm, wedge angle deg) of a level's body.
+
+    Nodes of ``"<level>/superior"`` and ``"<level>/inferior"`` within 15 % of the depth of the
+    anterior and of the posterior extreme (of both sets together); a height is the mean axial
+    coordinate of the superior band minus that of the inferior band; the wedge angle is
+    atan2(h_post - h_ant, distance between the band centres), positive for anterior wedging
+    (kyphotic). Geometric: ``points`` default to the model's (undisplaced) points.
+    """
+    f = level_frame(model, level)
+    pts = model.points if points is None else np.asarray(points)
+    sup = pts[_endplate_nodes(model, f"{level}/superior")]
+    inf = pts[_endplate_nodes(model, f"{level}/inferior")]
+    a_sup, a_inf = sup @ f.anterior, inf @ f.anterior
+    lo = min(a_sup.min(), a_inf.min())
+    hi = max(a_sup.max(), a_inf.max())
+    band = HEIGHT_BAND * f.depth
+    out = []
+    for sel_sup, sel_inf in ((a_sup >= hi - band, a_inf >= hi - band),
+                             (a_sup <= lo + band, a_inf <= lo + band)):
+        if not sel_sup.any() or not sel_inf.any():
+            out.append((math.nan, math.nan))
+            continue
+        h = (sup[sel_sup] @ f.axial).mean() - (inf[sel_inf] @ f.axial).mean()
+        centre = np.concatenate([a_sup[sel_sup], a_inf[sel_inf]]).mean()
+        out.append((float(h), float(centre)))
+    (h_ant, c_ant), (h_post, c_post) = out
+    wedge = math.degrees(math.atan2(h_post - h_ant, c_ant - c_post))
+    return h_ant, h_post, wedge
+
+
+def level_height(model, level: str) -> float:
+    """The mean of a level's anterior and posterior body heights (mm, :func:`body_heights`):
+    the length over which a share of a level's height (an offset yield) is read."""
+    h_ant, h_post, _ = body_heights(model, level)
+    return 0.5 * (h_ant + h_post)

@@ -49,10 +49,18 @@ from functools import cached_property
 
 import numpy as np
 
-from .anatomy import DEFAULT_RIM, LevelFrame, level_frame  # noqa: F401 (public here too)
+from .anatomy import (  # noqa: F401 (public here too)
+    DEFAULT_RIM,
+    HEIGHT_BAND,
+    LevelFrame,
+    body_heights,
+    level_frame,
+    level_height,
+)
 from .assembly import element_centroids
 from .errors import ModelError, SetError
 from .loads import RigidPlate
+from .nonlinear_result import FIRST_PEAK_DROP, OFFSET_YIELD
 from .parts import CEMENT_IN_BODY, INTERFACE_BONE, SHARE_GROUPS, STRAIN_BODY, STRAIN_TRABECULAR
 from .result import mean_pressure, von_mises
 
@@ -75,26 +83,23 @@ PISTOIA_STRAIN = 0.007
 PISTOIA_VOLUME = 0.02
 YIELD_COMPRESSION = 0.0084
 YIELD_TENSION = 0.0078
-#: anterior and posterior bands for the body heights, as a fraction of the depth
-HEIGHT_BAND = 0.15
 
 #: the columns of a level's damage pushover (:func:`add_pushover`; NaN where none was run):
-#: its peak load (N, the level's strength within the segment), the level's deformation at the
-#: peak (mm: its shortening, plus rotation x moment / force under a combined load), the energy
-#: to failure (mJ), applied load / strength, 1.0 where the curve fell after its peak (0.0: the
-#: analysis stopped first and the strength is a lower bound), and the force at the curve's
-#: first failure (N: where it first fell 2 % (a study's ``first_failure_drop``) below its
-#: running maximum, as a cadaver test's first drop; the peak load where it never did,
+#: its strength (N, the level's strength within the segment: in a study that stops at the first
+#: failure, the first of a fall of 2 % (``first_failure_drop``) below the curve's running
+#: maximum and its offset yield (``first_failure_offset``, 0.2 % of the level's height); else
+#: the curve's largest force), the level's deformation at the curve's peak (mm: its shortening,
+#: plus rotation x moment / force under a combined load), the energy to the peak (mJ), applied
+#: load / strength, 1.0 where the curve fell after its peak, flattened to a plateau or passed
+#: its offset yield (0.0: the analysis stopped first and the strength is a lower bound), the
+#: force at the curve's first fall of 2 % (N: its running maximum there, as a cadaver test's
+#: first drop; the peak load where it never fell,
 #: :attr:`~fem.nonlinear_result.NonlinearResult.first_peak_load`), and the force where the curve
 #: crosses its initial stiffness's line shifted by 0.2 % of the level's height (N, the offset
-#: yield, :data:`OFFSET_YIELD`; NaN where the pushover stopped before it: a reading beside the
-#: first failure for curves that bend over without falling, docs/nonlinear.md)
+#: yield, :data:`OFFSET_YIELD`; NaN where the pushover stopped before it, docs/nonlinear.md)
 PUSHOVER_COLUMNS = ("strength_pushover_n", "displacement_at_peak_mm", "energy_to_failure_mj",
                     "factor_of_risk_pushover", "pushover_peak_reached", "strength_first_peak_n",
                     "strength_offset_yield_n")
-#: the offset of ``strength_offset_yield_n``, a share of the level's height (its mean anterior and
-#: posterior height): 0.2 %, the offset yield of materials testing (a convention, not a fit)
-OFFSET_YIELD = 0.002
 #: how a row's headline ``strength_n`` was found: the peak of a damage pushover of that level
 #: where one was run (:func:`add_pushover`), else the linear Pistoia proxy
 STRENGTH_METHODS = ("pushover", "pistoia")
@@ -128,37 +133,6 @@ def _nodes(model, name: str) -> np.ndarray:
         raise SetError(f"node set {name!r} is missing or empty: level metrics need the "
                        "'<level>/superior' and '<level>/inferior' endplate node sets")
     return model.node_sets[name]
-
-
-def body_heights(model, level: str, points=None) -> tuple[float, float, float]:
-    """(anterior height mm, posterior height mm, wedge angle deg) of a level's body.
-
-    Nodes of ``"<level>/superior"`` and ``"<level>/inferior"`` within 15 % of the depth of the
-    anterior and of the posterior extreme (of both sets together); a height is the mean axial
-    coordinate of the superior band minus that of the inferior band; the wedge angle is
-    atan2(h_post - h_ant, distance between the band centres), positive for anterior wedging
-    (kyphotic). Geometric: ``points`` default to the model's (undisplaced) points.
-    """
-    f = level_frame(model, level)
-    pts = model.points if points is None else np.asarray(points)
-    sup = pts[_nodes(model, f"{level}/superior")]
-    inf = pts[_nodes(model, f"{level}/inferior")]
-    a_sup, a_inf = sup @ f.anterior, inf @ f.anterior
-    lo = min(a_sup.min(), a_inf.min())
-    hi = max(a_sup.max(), a_inf.max())
-    band = HEIGHT_BAND * f.depth
-    out = []
-    for sel_sup, sel_inf in ((a_sup >= hi - band, a_inf >= hi - band),
-                             (a_sup <= lo + band, a_inf <= lo + band)):
-        if not sel_sup.any() or not sel_inf.any():
-            out.append((math.nan, math.nan))
-            continue
-        h = (sup[sel_sup] @ f.axial).mean() - (inf[sel_inf] @ f.axial).mean()
-        centre = np.concatenate([a_sup[sel_sup], a_inf[sel_inf]]).mean()
-        out.append((float(h), float(centre)))
-    (h_ant, c_ant), (h_post, c_post) = out
-    wedge = math.degrees(math.atan2(h_post - h_ant, c_ant - c_post))
-    return h_ant, h_post, wedge
 
 
 # ---------------------------------------------------------------------- helpers
@@ -558,32 +532,40 @@ def level_metrics(result, *, levels=None, load: float | None = None):
     return df
 
 
-def add_pushover(table, level: str, res, drop: float | None = None):
+def add_pushover(table, level: str, res, drop: float | None = None,
+                 offset: float | None = None):
     """Write the :data:`PUSHOVER_COLUMNS` of ``level`` into its row of a :func:`level_metrics`
     ``table`` (in place) from ``res``, a :class:`~fem.nonlinear_result.NonlinearResult` of
-    :func:`fem.strength.pushover` with ``level=level``. The factor of risk is the row's
-    ``load_n`` over the peak load. The row's headline ``strength_n`` and ``factor_of_risk``
-    become the pushover's (``strength_method`` = ``"pushover"``). ``drop``: the fall that marks
-    the first failure (``strength_first_peak_n``; None:
-    :data:`~fem.nonlinear_result.FIRST_PEAK_DROP`)."""
+    :func:`fem.strength.pushover` with ``level=level``. ``drop``: the fall that marks the first
+    failure (``strength_first_peak_n``; None: :data:`~fem.nonlinear_result.FIRST_PEAK_DROP`).
+    ``offset`` (a share of the level's mean height): the row's ``strength_pushover_n`` is the
+    curve's first failure with that offset yield
+    (:meth:`~fem.nonlinear_result.NonlinearResult.first_failure`: the first of the fall and the
+    offset yield), as a study with ``pushover_end = "first_failure"`` reads it; None: the
+    curve's largest force (its peak load). The factor of risk is the row's ``load_n`` over
+    that strength. The row's headline ``strength_n`` and ``factor_of_risk`` become the
+    pushover's (``strength_method`` = ``"pushover"``)."""
     sel = table["level"] == level
     if not sel.any():
         raise SetError(f"level {level!r} is not in the table (levels: "
                        f"{', '.join(table['level'])})")
-    peak = float(res.peak_load)
-    load = table.loc[sel, "load_n"].astype(float)
-    table.loc[sel, "strength_pushover_n"] = peak
-    table.loc[sel, "displacement_at_peak_mm"] = float(res.displacement_at_peak)
-    table.loc[sel, "energy_to_failure_mj"] = float(res.energy_to_failure)
-    table.loc[sel, "factor_of_risk_pushover"] = load / peak if peak > 0 else math.nan
-    table.loc[sel, "pushover_peak_reached"] = 1.0 if res.peak_reached else 0.0
-    first = res.first_peak_load if drop is None else res.first_failure(drop)
-    table.loc[sel, "strength_first_peak_n"] = float(first)
+    drop = FIRST_PEAK_DROP if drop is None else drop
     height = float(table.loc[sel, ["height_anterior_mm", "height_posterior_mm"]].astype(float)
                    .to_numpy().mean()) if "height_anterior_mm" in table.columns else math.nan
+    known = math.isfinite(height) and height > 0
+    if offset is not None and not known:
+        raise SetError(f"level {level!r} has no height in the table: its offset yield needs one")
+    strength = (float(res.peak_load) if offset is None
+                else float(res.first_failure(drop, offset * height)))
+    load = table.loc[sel, "load_n"].astype(float)
+    table.loc[sel, "strength_pushover_n"] = strength
+    table.loc[sel, "displacement_at_peak_mm"] = float(res.displacement_at_peak)
+    table.loc[sel, "energy_to_failure_mj"] = float(res.energy_to_failure)
+    table.loc[sel, "factor_of_risk_pushover"] = load / strength if strength > 0 else math.nan
+    table.loc[sel, "pushover_peak_reached"] = 1.0 if res.peak_reached else 0.0
+    table.loc[sel, "strength_first_peak_n"] = float(res.first_failure(drop))
     table.loc[sel, "strength_offset_yield_n"] = (res.offset_yield(OFFSET_YIELD * height)
-                                                 if math.isfinite(height) and height > 0
-                                                 else math.nan)
+                                                 if known else math.nan)
     return headline_strength(table)
 
 

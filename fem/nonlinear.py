@@ -380,7 +380,7 @@ def solve_nonlinear(model, law=None, *, backend: str = "auto", solver: str = "au
                     min_step: float | None = None, max_step: float | None = None,
                     grow: float = 1.5, tol: float = 5e-3, max_iterations: int = 20,
                     stop_ratio: float = STOP_RATIO, stop_plateau: float | None = None,
-                    rtol: float | None = None, progress=None,
+                    stop_offset: float | None = None, rtol: float | None = None, progress=None,
                     increments=None, max_damage_step: float | None = MAX_DAMAGE_STEP,
                     ) -> NonlinearResult:
     """Pushover of ``model`` with the damage ``law`` (:class:`DamageLaw`) past its peak.
@@ -418,8 +418,13 @@ def solve_nonlinear(model, law=None, *, backend: str = "auto", solver: str = "au
     ``stop_plateau`` (a share of the initial stiffness, e.g. :data:`LIMIT_TANGENT`) also once
     the curve's chord over the last first-yield displacement is flatter than that, a plateau:
     the strength is then the limit load the curve reached (``info["plateau"]`` True, and
-    :attr:`~fem.nonlinear_result.NonlinearResult.peak_reached` counts it as reached). A study's
-    ``pushover_end = "first_failure"`` uses both (``fem.study.recipe.pushover_stops``).
+    :attr:`~fem.nonlinear_result.NonlinearResult.peak_reached` counts it as reached); with
+    ``stop_offset`` (mm of the controlled displacement) also at the first step past the curve's
+    offset yield, where it crosses the line of its initial stiffness (the first step's secant)
+    shifted by ``stop_offset`` (``info["offset_yield"]`` True, counted as reached:
+    :meth:`~fem.nonlinear_result.NonlinearResult.first_failure` with that ``offset`` reads the
+    crossing). A study's ``pushover_end = "first_failure"`` uses all three
+    (``fem.study.recipe.pushover_stops``).
     """
     if law is None:
         if hasattr(model, "plastic_mask") and model.plastic_mask().any():
@@ -440,6 +445,8 @@ def solve_nonlinear(model, law=None, *, backend: str = "auto", solver: str = "au
     if stop_plateau is not None:
         in_range("stop_plateau", stop_plateau, 0.0, 1.0, lo_open=True, hi_open=True,
                  error=SolverError)
+    if stop_offset is not None:
+        in_range("stop_offset", stop_offset, 0.0, lo_open=True, error=SolverError)
     in_range("grow", grow, 1.0, 4.0, error=SolverError)
     if max_damage_step is not None:
         in_range("max_damage_step", max_damage_step, 0.0, 1.0, lo_open=True, error=SolverError)
@@ -460,13 +467,13 @@ def solve_nonlinear(model, law=None, *, backend: str = "auto", solver: str = "au
         return _drive(sysx, law, max_displacement=max_displacement, max_steps=int(max_steps),
                       first_step=first_step, min_step=min_step, max_step=max_step, grow=grow,
                       tol=tol, max_iterations=int(max_iterations), stop_ratio=stop_ratio,
-                      stop_plateau=stop_plateau,
+                      stop_plateau=stop_plateau, stop_offset=stop_offset,
                       progress=progress, t0=t0, max_damage_step=max_damage_step)
 
 
 def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min_step, max_step,
            grow, tol, max_iterations, stop_ratio, progress, t0, stop_plateau=None,
-           max_damage_step) -> NonlinearResult:
+           stop_offset=None, max_damage_step) -> NonlinearResult:
     """The increment loop over a system (:mod:`fem.nonlinear_systems`)."""
     xp = sysx.xp
     kappa_n = sysx.kappa0  # converged history (backend array, the system's element layout)
@@ -522,6 +529,7 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
     monotone = []  # steps that converged only with the monotone iteration
     stopped = ""
     plateau = False  # stopped by stop_plateau: the strength is a limit load, not a bound
+    offset_yield = False  # stopped by stop_offset: past the curve's offset yield
     dc = first
     cut = False
     peak = steps[-1].force
@@ -646,13 +654,19 @@ def _drive(sysx, law: DamageLaw, *, max_displacement, max_steps, first_step, min
                        f"displacement at first yield) is {100 * slope / k_initial:.1f} % of the "
                        f"initial stiffness, below stop_plateau {stop_plateau:g}")
             break
+        if stop_offset is not None and st.force <= k_initial * (st.control - stop_offset):
+            offset_yield = True
+            stopped = (f"the curve crossed its initial stiffness's line shifted by "
+                       f"{stop_offset:.4g} mm (stop_offset): its offset yield")
+            break
         easy = out["iterations"] <= 3 and (max_damage_step is None
                                            or dD <= 0.5 * max_damage_step)
         if easy and not cut:  # no growth right after a cut-back
             dc = min(dc * grow, dmax)
         cut = False
     res = NonlinearResult(steps, control_name=sysx.control_name, law=law)
-    res.info = {"stopped": stopped, "plateau": plateau, "backend": sysx.be.name,
+    res.info = {"stopped": stopped, "plateau": plateau, "offset_yield": offset_yield,
+                "backend": sysx.be.name,
                 "solver": sysx.solver_name, "n_dof": sysx.n_dof,
                 "linear_solves": n_solves, "time_s": time.perf_counter() - t0,
                 "first_yield_mm": c_y, "first_yield_n": steps[0].force,

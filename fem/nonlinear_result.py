@@ -27,6 +27,14 @@ from .validate import in_range
 #: canonical L2 under standing read 1 235, 1 369, 1 091, 1 696 and 1 847 N at BMD 50, 60, 70,
 #: 80 and 100 mg/cm^3
 FIRST_PEAK_DROP = 0.02
+#: the offset of a level's offset yield, a share of its height (its mean anterior and posterior
+#: height, :func:`fem.anatomy.level_height`): 0.2 %, the offset yield of materials testing (a
+#: convention, not a fit). Since 2026-12-07 a level's first failure is the first of a fall of
+#: :data:`FIRST_PEAK_DROP` and this offset yield (:meth:`NonlinearResult.first_failure` with
+#: ``offset``): a level loaded through its discs can bend over without falling, and its curve's
+#: plateau, millimetres on, read a fractured or cemented level stronger than it yields
+#: (docs/nonlinear.md, "The first failure")
+OFFSET_YIELD = 0.002
 
 
 @dataclass
@@ -89,42 +97,74 @@ class NonlinearResult:
         :data:`FIRST_PEAK_DROP`."""
         return self.first_failure()
 
-    def first_failure(self, drop: float = FIRST_PEAK_DROP) -> float:
+    def first_failure(self, drop: float = FIRST_PEAK_DROP, offset: float | None = None) -> float:
         """The force (N) at the curve's first failure: its running maximum when the force first
         falls at least ``drop`` (a share) below it, as a testing machine's operator reads the
         first drop of a curve. :attr:`peak_load` where the force never fell so far (a curve
         that rises to the end, or stops at its only peak before such a fall), so it is never
-        above the peak load."""
+        above the peak load.
+
+        With ``offset`` (mm of the controlled displacement), whichever comes first along the
+        curve: that fall, or the curve crossing its initial stiffness's line shifted by
+        ``offset`` (:meth:`offset_yield`, read at the crossing), as the yield of a curve that
+        bends over without falling. A fall found at the step that crosses counts as the fall.
+        ``None``: the fall alone."""
+        return self._first_failure(drop, offset)[0]
+
+    def first_failure_kind(self, drop: float = FIRST_PEAK_DROP,
+                           offset: float | None = None) -> str:
+        """What :meth:`first_failure` read with these arguments: ``"fall"``, ``"offset"`` (the
+        offset yield) or ``"peak"`` (neither happened: the curve's largest force, a plateau's
+        or a lower bound, :attr:`peak_reached`)."""
+        return self._first_failure(drop, offset)[1]
+
+    def _first_failure(self, drop: float, offset: float | None) -> tuple[float, str]:
         in_range("drop", drop, 0.0, 1.0, lo_open=True, hi_open=True, error=ParameterError)
+        gap = None
+        if offset is not None:
+            in_range("offset", offset, 0.0, lo_open=True, error=ParameterError)
+            gap = self._offset_gap(offset)
         top = 0.0
-        for force in self.curve[:, 1]:
+        for i, force in enumerate(self.curve[:, 1]):
             top = max(top, float(force))
             if force < (1.0 - drop) * top:
-                return top
-        return self.peak_load
+                return top, "fall"
+            if gap is not None and i >= 1 and gap[i] <= 0.0:
+                return self._crossing(gap, i), "offset"
+        return self.peak_load, "peak"
+
+    def _offset_gap(self, offset: float):
+        """The curve's force above its initial stiffness's line shifted by ``offset`` (N, one per
+        point of :attr:`curve`), or None where the curve has no first step to take it from."""
+        c = self.curve
+        if len(c) < 2 or c[1, 0] <= 0.0:
+            return None
+        k0 = c[1, 1] / c[1, 0]
+        return c[:, 1] - k0 * (c[:, 0] - offset)
+
+    def _crossing(self, gap, i: int) -> float:
+        """The force where the curve crosses the shifted line between points i - 1 and i."""
+        c = self.curve
+        t = gap[i - 1] / (gap[i - 1] - gap[i])
+        return float(c[i - 1, 1] + t * (c[i, 1] - c[i - 1, 1]))
 
     def offset_yield(self, offset: float) -> float:
         """The force (N) where the curve crosses the line of its initial stiffness shifted by
         ``offset`` (mm of the controlled displacement): the offset yield of materials testing
-        (``offset`` = 0.2 % of a level's height is the usual choice), linear between converged
-        steps. The initial stiffness is the first step's secant (the curve is elastic up to
-        first yield, where the first step ends). NaN where the curve has not crossed it (the
-        analysis stopped first); on a curve run on past a fall, the first crossing wherever it
-        is. A reading beside :meth:`first_failure` for curves that bend over without falling
-        (docs/nonlinear.md, "The first failure"): studies write it as
-        ``strength_offset_yield_n``, and their headline strength does not use it."""
+        (``offset`` = :data:`OFFSET_YIELD` of a level's height is the usual choice), linear
+        between converged steps. The initial stiffness is the first step's secant (the curve is
+        elastic up to first yield, where the first step ends). NaN where the curve has not
+        crossed it (the analysis stopped first); on a curve run on past a fall, the first
+        crossing wherever it is. Studies write it as ``strength_offset_yield_n``; their headline
+        strength is :meth:`first_failure` with this offset (the first of a fall and this)."""
         in_range("offset", offset, 0.0, lo_open=True, error=ParameterError)
-        c = self.curve
-        if len(c) < 2 or c[1, 0] <= 0.0:
+        gap = self._offset_gap(offset)
+        if gap is None:
             return float("nan")
-        k0 = c[1, 1] / c[1, 0]
-        gap = c[:, 1] - k0 * (c[:, 0] - offset)  # curve above the line: positive
         below = np.nonzero(gap <= 0.0)[0]
         if not len(below):
             return float("nan")
-        i = int(below[0])  # gap[0] = k0 offset > 0, so i >= 1
-        t = gap[i - 1] / (gap[i - 1] - gap[i])
-        return float(c[i - 1, 1] + t * (c[i, 1] - c[i - 1, 1]))
+        return self._crossing(gap, int(below[0]))  # gap[0] = k0 offset > 0, so i >= 1
 
     @property
     def displacement_at_peak(self) -> float:
@@ -138,8 +178,10 @@ class NonlinearResult:
     @property
     def peak_reached(self) -> bool:
         """The curve fell after its peak, or the analysis stopped on a plateau (``stop_plateau``
-        of :func:`fem.solve_nonlinear`: a limit load); else the strength is a lower bound."""
-        return self._peak_index < len(self.curve) - 1 or bool(self.info.get("plateau"))
+        of :func:`fem.solve_nonlinear`: a limit load) or at its offset yield (``stop_offset``);
+        else the strength is a lower bound."""
+        return (self._peak_index < len(self.curve) - 1 or bool(self.info.get("plateau"))
+                or bool(self.info.get("offset_yield")))
 
     @property
     def final(self):

@@ -80,7 +80,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import MaterialError, ModelError
+from .anatomy import level_height
+from .errors import MaterialError, ModelError, ParameterError
 from .nonlinear import (
     BAZANT_OH_1983,
     LIMIT_TANGENT,
@@ -88,7 +89,7 @@ from .nonlinear import (
     DamageLaw,
     solve_nonlinear,
 )
-from .nonlinear_result import FIRST_PEAK_DROP
+from .nonlinear_result import FIRST_PEAK_DROP, OFFSET_YIELD
 from .parts import (
     BULK_CEMENT,
     COMPOSITE,
@@ -98,6 +99,7 @@ from .parts import (
     FRACTURE_DAMAGED,
     level_elements,
 )
+from .validate import in_range
 
 logger = logging.getLogger(__name__)
 
@@ -380,25 +382,38 @@ def pushover(model, *, law: DamageLaw | None = None, level: str | None = None, *
     return solve_nonlinear(model, law, **kwargs)
 
 
-def first_failure_stops(drop: float = FIRST_PEAK_DROP) -> dict:
+def first_failure_stops(drop: float = FIRST_PEAK_DROP, offset: float | None = None) -> dict:
     """The stop keywords of :func:`fem.solve_nonlinear` that end a pushover at its first failure:
-    the first step whose force falls ``drop`` below its running maximum (``stop_ratio``), or where
-    the curve has flattened to a plateau (``stop_plateau``, :data:`fem.nonlinear.LIMIT_TANGENT`).
-    What a study's ``pushover_end = "first_failure"`` uses (docs/nonlinear.md, "The first
-    failure")."""
-    return {"stop_ratio": 1.0 - float(drop), "stop_plateau": LIMIT_TANGENT}
+    the first step whose force falls ``drop`` below its running maximum (``stop_ratio``), where
+    the curve has flattened to a plateau (``stop_plateau``, :data:`fem.nonlinear.LIMIT_TANGENT`),
+    or, with ``offset`` (mm of the level's shortening), the first step past its offset yield
+    (``stop_offset``). What a study's ``pushover_end = "first_failure"`` uses (docs/nonlinear.md,
+    "The first failure")."""
+    stops = {"stop_ratio": 1.0 - float(drop), "stop_plateau": LIMIT_TANGENT}
+    if offset is not None:
+        stops["stop_offset"] = float(offset)
+    return stops
 
 
-def level_strength(model, level: str, *, drop: float = FIRST_PEAK_DROP, **kwargs) -> float:
+def level_strength(model, level: str, *, drop: float = FIRST_PEAK_DROP,
+                   offset: float | None = OFFSET_YIELD, **kwargs) -> float:
     """The strength (N) of ``level`` in a loaded segment, as a study reports it: the first failure
-    (:meth:`~fem.nonlinear_result.NonlinearResult.first_failure` with ``drop``) of a
-    :func:`pushover` with only that level able to fail, stopped there
-    (:func:`first_failure_stops`; ``kwargs`` go to the pushover and may override the stops).
+    (:meth:`~fem.nonlinear_result.NonlinearResult.first_failure`) of a :func:`pushover` with
+    only that level able to fail, stopped there (:func:`first_failure_stops`; ``kwargs`` go to
+    the pushover and may override the stops): the first of a fall of ``drop`` below the
+    curve's running maximum and its offset yield, the crossing of its initial stiffness's line
+    shifted by ``offset`` times the level's mean height (:func:`fem.anatomy.level_height`;
+    ``None``: the fall alone, as before 2026-12-07).
     In a segment a level's curve can fall at its first failure and then rise again, far past it,
     to the pushover's caps: its largest force (``pushover(...).peak_load`` of a curve run on) is
-    then a bound that moves with the caps, not a failure load."""
-    kwargs = {**first_failure_stops(drop), **kwargs}
-    return pushover(model, level=level, **kwargs).first_failure(drop)
+    then a bound that moves with the caps, not a failure load; and a level loaded through its
+    discs can bend over without falling, to a plateau millimetres on."""
+    mm = None
+    if offset is not None:
+        in_range("offset", offset, 0.0, 0.05, lo_open=True, error=ParameterError)
+        mm = offset * level_height(model, level)
+    kwargs = {**first_failure_stops(drop, mm), **kwargs}
+    return pushover(model, level=level, **kwargs).first_failure(drop, mm)
 
 
 #: share of an overload's deformation that vertebral trabecular bone gives back when unloaded: a

@@ -844,3 +844,60 @@ def test_the_offset_yield_is_where_the_curve_crosses_its_shifted_elastic_line(of
     assert np.isnan(early.offset_yield(offset))
     with pytest.raises(fem.ParameterError, match="offset"):
         res.offset_yield(0.0)
+
+
+def test_a_curve_that_bends_over_without_falling_fails_at_its_offset_yield():
+    """Four parallel one-element columns under uniform shortening (cross-section 1 mm^2 each),
+    one of them weak: it yields at eps_w and softens slowly to RHO over soft_w, so the force
+    keeps rising with the tangent E (3 - b), b = eps_w (1 - RHO) / soft_w: the curve bends over
+    and never falls. Its offset yield, the crossing of the line 4 E (eps - e_o), is at
+    eps* = eps_w + 4 e_o / (1 + b), force 4 E (eps* - e_o), on a branch linear in eps, so
+    the reading between steps is exact. ``stop_offset`` ends the run on the first step past it
+    and counts it as reached; ``first_failure`` with that offset reads it (kind "offset");
+    without one, only the fall counts, and there is none (the last step's force, a bound).
+    Where a fall comes first (a brittle weak column) the offset changes nothing."""
+    from fem.nonlinear_result import FIRST_PEAK_DROP, NonlinearResult, Step
+
+    h = 1.0  # unit cubes: the crack band leaves the softening strain as it is
+    m = hex_block((2, 2, 1), (2.0, 2.0, h), E=E0, nu=0.0)
+    m.add(fem.Displacement("xmin", (0.0, None, None)), fem.Displacement("ymin", (None, 0.0, None)),
+          fem.Displacement("zmin", (None, None, 0.0)), fem.Displacement("zmax", (None, None, -0.1)))
+    c = m.points[m.blocks[0].conn].mean(axis=1)
+    weak = (c[:, 0] < 1.0) & (c[:, 1] < 1.0)
+    eps_w, soft_w, strong = 0.5 * EYC, 0.02, 0.05
+    law = dataclasses.replace(_law(m, reference_size=h),
+                              yield_strain_compression=np.where(weak, eps_w, strong),
+                              softening_strain=np.where(weak, soft_w, SOFT))
+    offset = 0.0005  # mm of the columns' shortening
+    b, e_o = eps_w * (1.0 - RHO) / soft_w, offset / h
+    eps = eps_w + 4.0 * e_o / (1.0 + b)
+    assert eps - eps_w < soft_w and eps < strong  # on the weak column's softening branch
+    exact = 4.0 * E0 * (eps - e_o)
+    res = solve_nonlinear(m, law, solver="direct", max_steps=60, max_damage_step=None,
+                          tol=1e-9, stop_ratio=1.0 - FIRST_PEAK_DROP, stop_offset=offset)
+    f = res.curve[:, 1]
+    assert (np.diff(f) > 0).all()  # it never fell
+    assert res.info["offset_yield"] and res.peak_reached
+    assert res.steps[-2].control < eps * h <= res.steps[-1].control  # stopped just past it
+    assert res.first_failure(offset=offset) == pytest.approx(exact, rel=1e-7)
+    assert res.first_failure_kind(offset=offset) == "offset"
+    assert res.offset_yield(offset) == res.first_failure(offset=offset)
+    assert res.first_failure() == res.peak_load == f[-1] > exact  # the fall alone: a bound
+    assert res.first_failure_kind() == "peak"
+    with pytest.raises(fem.SolverError, match="stop_offset"):
+        solve_nonlinear(m, law, solver="direct", stop_offset=0.0)
+
+    def curve(forces):
+        return NonlinearResult([Step(i + 1, 0.0, 0.1 * (i + 1), f, 1, 0.0, None)
+                                for i, f in enumerate(forces)])
+
+    # initial stiffness 100 N/mm; offset 0.1 mm: the line is 100 (u - 0.1)
+    fall = curve([10, 20, 19, 20.5, 25])  # falls 5 % at 0.3 mm, crosses at 0.4-0.5 mm
+    assert fall.first_failure(offset=0.1) == 20 and fall.first_failure_kind(offset=0.1) == "fall"
+    bend = curve([10, 20, 22, 23, 23.5])  # gap 10, 10, 2, -7: crosses at 0.3 + 0.1 * 2/9 mm
+    assert bend.first_failure(offset=0.1) == pytest.approx(22 + 2 / 9)
+    assert bend.first_failure_kind(offset=0.1) == "offset"
+    assert bend.first_failure() == 23.5 and bend.first_failure_kind() == "peak"
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(fem.ParameterError, match="offset"):
+            bend.first_failure(offset=bad)

@@ -332,7 +332,8 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
     ``pushover_end`` ("full" to "first_failure") and ``endplate_failure`` ("elastic" to
     "in_plane") on 2026-12-07: a pushover run to the full curve, or with elastic endplates,
     keeps its id, and a run without a pushover hashes without them, whatever they hold; so
-    does ``first_failure_drop`` (0.1 to 0.02, the same day)."""
+    does ``first_failure_drop`` (0.1 to 0.02, the same day) and ``first_failure_offset`` (0, off,
+    to 0.002, the same day)."""
     import hashlib
 
     from fem.study.spec import ADDED_LATER, PUSHOVER_ONLY
@@ -355,7 +356,8 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
                      "fracture_compaction": "band", "fracture_damage": 0.14,
                      "disc": "fibres_undrained"}.items():
             assert run_id(dict(p, **{k: v})) != run_id(p), k
-        assert PUSHOVER_ONLY == ("pushover_end", "endplate_failure", "first_failure_drop")
+        assert PUSHOVER_ONLY == ("pushover_end", "endplate_failure", "first_failure_drop",
+                                 "first_failure_offset")
         assert p["strength"] == "pistoia" and q["endplate_failure"] == "in_plane"
         assert run_id(dict(p, pushover_end="first_failure")) == run_id(p)
         assert run_id(dict(p, endplate_failure="in_plane")) == run_id(p)
@@ -368,6 +370,10 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
         assert run_id(dict(p, first_failure_drop=0.02)) == run_id(p)
         assert run_id(dict(push, first_failure_drop=0.1)) == run_id(push)
         assert run_id(dict(push, first_failure_drop=0.02)) != run_id(push)
+        assert q["first_failure_offset"] == 0.002
+        assert run_id(dict(p, first_failure_offset=0.002)) == run_id(p)
+        assert run_id(dict(push, first_failure_offset=0.0)) == run_id(push)
+        assert run_id(dict(push, first_failure_offset=0.002)) != run_id(push)
     # a spec without the strength keys and one giving their defaults: the same runs and ids
     d = json.loads(json.dumps(CANON_DICT))
     d.setdefault("base", {}).update(strength="pistoia", strength_levels="treated")
@@ -1592,34 +1598,27 @@ def _pushover_run(**kw):
 
 
 def test_pushover_columns_are_wired_into_a_run(tmp_path, monkeypatch):
-    """strength = "pushover": the pushed level's row gets the pushover's numbers and
+    """strength = "pushover": the pushed level's row gets the pushover's readings and
     load / strength, the others NaN (None); the curve is written beside the VTU; a pistoia run
-    has no pushover. The pushover itself is stood in for (its own tests are fem.strength's)."""
+    has no pushover. The pushover's solve is stood in for by a curve that bends over without
+    falling (a real :class:`NonlinearResult`, so every reading is the real one; the solves
+    have their own tests in fem.strength's and tests/test_nonlinear.py): its strength is its
+    offset yield at 0.2 % of the level's mean height, below the curve's largest force."""
     import numpy as np
 
     import fem.strength
     from fem.metrics import PUSHOVER_COLUMNS
+    from fem.nonlinear_result import NonlinearResult, Step
     from fem.study.recipe import execute
 
-    class Fake:
-        peak_load, displacement_at_peak, energy_to_failure, peak_reached = 2000.0, 0.3, 310.0, True
-        first_peak_load = 1800.0
-
-        def first_failure(self, drop):
-            drops.append(drop)
-            return self.first_peak_load
-
-        def offset_yield(self, offset):
-            offsets.append(offset)
-            return 1700.0
-
-        def curve_table(self):
-            return pd.DataFrame({"step": [0, 1], "displacement_mm": [0.0, 0.3],
-                                 "force_n": [0.0, 2000.0]})
-
-    calls, drops, offsets = [], [], []
+    u = [0.05, 0.10, 0.15, 0.20, 0.25]
+    f = [1000.0, 1800.0, 2000.0, 2050.0, 2060.0]
+    bent = NonlinearResult([Step(i + 1, 0.0, x, y, 1, 0.0, None)
+                            for i, (x, y) in enumerate(zip(u, f, strict=True))])
+    bent.info = {"offset_yield": True}
+    calls = []
     monkeypatch.setattr(fem.strength, "pushover",
-                        lambda model, **kw: calls.append((model.n_dof, kw)) or Fake())
+                        lambda model, **kw: calls.append((model.n_dof, kw)) or bent)
     p = _pushover_run(levels="L1-L2", voxel_size=4.0)
     vtu = tmp_path / "abc.vtu"
     out = execute(p, str(vtu))
@@ -1628,18 +1627,28 @@ def test_pushover_columns_are_wired_into_a_run(tmp_path, monkeypatch):
     assert "pushover" in out["timings"]
     l1, l2 = out["rows"]
     assert all(l1[c] is None for c in PUSHOVER_COLUMNS)
-    assert l2["strength_pushover_n"] == 2000.0 and l2["energy_to_failure_mj"] == 310.0
-    assert l2["factor_of_risk_pushover"] == pytest.approx(l2["load_n"] / 2000.0)
-    assert l2["pushover_peak_reached"] == 1.0 and l2["strength_first_peak_n"] == 1800.0
-    assert drops == [p["first_failure_drop"]] == [0.02]  # read with the run's threshold
-    # the offset yield at 0.2 % of the level's mean height
     h = 0.5 * (l2["height_anterior_mm"] + l2["height_posterior_mm"])
-    assert offsets == [pytest.approx(0.002 * h)] and l2["strength_offset_yield_n"] == 1700.0
-    assert (l2["strength_n"], l2["strength_method"]) == (2000.0, "pushover")
+    assert calls[0][1]["stop_offset"] == pytest.approx(0.002 * h)  # stopped at the run's offset
+    assert calls[0][1]["stop_ratio"] == 1.0 - p["first_failure_drop"] == 0.98
+    oy = bent.offset_yield(0.002 * h)
+    assert 1800.0 < oy < 2050.0 and bent.first_failure_kind(0.02, 0.002 * h) == "offset"
+    assert l2["strength_pushover_n"] == pytest.approx(oy, rel=1e-12)
+    assert l2["strength_offset_yield_n"] == pytest.approx(oy, rel=1e-12)
+    assert l2["strength_first_peak_n"] == 2060.0  # never fell 2 %: the largest force, a bound
+    assert l2["energy_to_failure_mj"] == pytest.approx(bent.energy_to_failure)
+    assert l2["factor_of_risk_pushover"] == pytest.approx(l2["load_n"] / oy)
+    assert l2["pushover_peak_reached"] == 1.0
+    assert (l2["strength_n"], l2["strength_method"]) == (l2["strength_pushover_n"], "pushover")
     assert l2["factor_of_risk"] == l2["factor_of_risk_pushover"]
     assert l1["strength_method"] == "pistoia" and l1["strength_n"] == l1["strength_pistoia_n"]
     curve = pd.read_csv(tmp_path / "abc_curve.csv")
-    assert list(curve["level"]) == ["L2", "L2"] and list(curve["force_n"]) == [0.0, 2000.0]
+    assert list(curve["level"]) == ["L2"] * 6 and list(curve["force_n"]) == [0.0] + f
+    # a run without the offset (0: as before 2026-12-07) reads its largest force
+    calls.clear()
+    off = execute(dict(p, first_failure_offset=0.0), str(tmp_path / "off.vtu"))
+    assert "stop_offset" not in calls[0][1]
+    assert off["rows"][1]["strength_pushover_n"] == 2060.0
+    assert off["rows"][1]["strength_offset_yield_n"] == pytest.approx(oy, rel=1e-12)
     calls.clear()
     plain = execute(dict(p, strength="pistoia"))
     assert not calls and "pushover" not in plain["timings"]

@@ -255,6 +255,15 @@ PARAMETERS = {
                                 "tolerance (0.1 before: on some inputs it read a later rise "
                                 "past a first failure; fem.nonlinear_result.FIRST_PEAK_DROP)",
                                 _range(0.005, 0.5)),
+    "first_failure_offset": Param(float, 0.002, "the offset yield that also marks a level's first "
+                                  "failure, a share of the level's mean height: where the "
+                                  "pushover curve crosses its initial stiffness's line shifted "
+                                  "by it, if that comes before a fall of first_failure_drop "
+                                  "(a curve that bends over without falling); 0.002 since "
+                                  "2026-12-07, the offset yield of materials testing (0: the "
+                                  "fall alone, as before); strength_pushover_n and strength_n "
+                                  "read it where pushover_end = first_failure "
+                                  "(fem.nonlinear_result.OFFSET_YIELD)", _range(0.0, 0.05)),
     "endplate_failure": Param(str, "in_plane", "how the pushover's bony endplates fail: "
                               "in_plane (the default since 2026-12-07: bone's yield strains on "
                               "their in-plane strain, the strains across the thin layer, "
@@ -308,7 +317,7 @@ PARAMETERS = {
 #: parameters a spec may not sample: they change how a run computes, not what it models
 NOT_SAMPLED = ("sample", "backend", "solver", "anatomy", "ct", "masks", "mesh", "levels",
                "strength", "strength_levels", "pushover_end", "first_failure_drop",
-               "endplate_failure")
+               "first_failure_offset", "endplate_failure")
 RECIPES = {"augmentation": PARAMETERS}
 #: the most runs a study may have unless allowed more (``vfem study --max-runs``, ``max_runs=``)
 MAX_RUNS = 10_000
@@ -577,8 +586,9 @@ class StudySpec:
 #: computed with the old load hashes as before, and one with the new default is a new run; so
 #: are ``fracture_compaction`` ("band" by default since 2026-12-06), ``fracture_damage`` (0.14,
 #: measured, since 2026-12-06; 0.2 calibrated before) and ``disc`` ("fibres" by default since
-#: 2026-12-06), ``pushover_end`` ("first_failure" by default since 2026-12-07) and
-#: ``endplate_failure`` ("in_plane" by default since 2026-12-07)
+#: 2026-12-06), ``pushover_end`` ("first_failure" by default since 2026-12-07),
+#: ``endplate_failure`` ("in_plane" by default since 2026-12-07), ``first_failure_drop`` (0.02
+#: since 2026-12-07) and ``first_failure_offset`` (0.002 since 2026-12-07; 0, off, before)
 ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "strength": "pistoia", "strength_levels": "treated", "ct": "", "masks": "",
                "ct_slope": 0.8, "ct_intercept": -8.0, "density_error": 0.0,
@@ -588,10 +598,11 @@ ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "endplate_breach_side": "superior", "endplate_breach_position": 0.5,
                "load_line": "plate", "fracture_compaction": "none", "disc": "isotropic",
                "fracture_damage": 0.2, "pushover_end": "full", "endplate_failure": "elastic",
-               "first_failure_drop": 0.1}
+               "first_failure_drop": 0.1, "first_failure_offset": 0.0}
 #: parameters that change nothing unless ``strength = "pushover"``: a run without a pushover
 #: hashes without them, so a linear-only run keeps its id whatever they hold
-PUSHOVER_ONLY = ("pushover_end", "endplate_failure", "first_failure_drop")
+PUSHOVER_ONLY = ("pushover_end", "endplate_failure", "first_failure_drop",
+                 "first_failure_offset")
 
 
 def run_id(params: dict) -> str:
