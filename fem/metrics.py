@@ -96,10 +96,15 @@ YIELD_TENSION = 0.0078
 #: first drop; the peak load where it never fell,
 #: :attr:`~fem.nonlinear_result.NonlinearResult.first_peak_load`), and the force where the curve
 #: crosses its initial stiffness's line shifted by 0.2 % of the level's height (N, the offset
-#: yield, :data:`OFFSET_YIELD`; NaN where the pushover stopped before it, docs/nonlinear.md)
+#: yield, :data:`OFFSET_YIELD`; NaN where the pushover stopped before it, docs/nonlinear.md),
+#: and what set the strength (text, :data:`STRENGTH_READINGS`)
 PUSHOVER_COLUMNS = ("strength_pushover_n", "displacement_at_peak_mm", "energy_to_failure_mj",
                     "factor_of_risk_pushover", "pushover_peak_reached", "strength_first_peak_n",
-                    "strength_offset_yield_n")
+                    "strength_offset_yield_n", "strength_pushover_by")
+#: what ``strength_pushover_n`` was read at: the curve's fall (its running maximum there), its
+#: offset yield (the force at the crossing), its plateau (a limit load), or the pushover's
+#: displacement or step cap with the curve still rising (a lower bound)
+STRENGTH_READINGS = ("fall", "offset", "plateau", "cap")
 #: how a row's headline ``strength_n`` was found: the peak of a damage pushover of that level
 #: where one was run (:func:`add_pushover`), else the linear Pistoia proxy
 STRENGTH_METHODS = ("pushover", "pistoia")
@@ -543,8 +548,11 @@ def add_pushover(table, level: str, res, drop: float | None = None,
     (:meth:`~fem.nonlinear_result.NonlinearResult.first_failure`: the first of the fall and the
     offset yield), as a study with ``pushover_end = "first_failure"`` reads it; None: the
     curve's largest force (its peak load). The factor of risk is the row's ``load_n`` over
-    that strength. The row's headline ``strength_n`` and ``factor_of_risk`` become the
-    pushover's (``strength_method`` = ``"pushover"``)."""
+    that strength; ``strength_pushover_by`` says what set it (:data:`STRENGTH_READINGS`). The
+    row's headline ``strength_n`` and ``factor_of_risk`` become the pushover's
+    (``strength_method`` = ``"pushover"``)."""
+    import pandas as pd
+
     sel = table["level"] == level
     if not sel.any():
         raise SetError(f"level {level!r} is not in the table (levels: "
@@ -555,8 +563,14 @@ def add_pushover(table, level: str, res, drop: float | None = None,
     known = math.isfinite(height) and height > 0
     if offset is not None and not known:
         raise SetError(f"level {level!r} has no height in the table: its offset yield needs one")
-    strength = (float(res.peak_load) if offset is None
-                else float(res.first_failure(drop, offset * height)))
+    if offset is None:
+        strength = float(res.peak_load)
+        kind = "fall" if strength > float(res.curve[-1, 1]) else "peak"
+    else:
+        strength = float(res.first_failure(drop, offset * height))
+        kind = res.first_failure_kind(drop, offset * height)
+    if kind == "peak":  # neither a fall nor the offset yield: a plateau's, or a bound
+        kind = "plateau" if res.info.get("plateau") else "cap"
     load = table.loc[sel, "load_n"].astype(float)
     table.loc[sel, "strength_pushover_n"] = strength
     table.loc[sel, "displacement_at_peak_mm"] = float(res.displacement_at_peak)
@@ -566,6 +580,10 @@ def add_pushover(table, level: str, res, drop: float | None = None,
     table.loc[sel, "strength_first_peak_n"] = float(res.first_failure(drop))
     table.loc[sel, "strength_offset_yield_n"] = (res.offset_yield(OFFSET_YIELD * height)
                                                  if known else math.nan)
+    by = table["strength_pushover_by"] if "strength_pushover_by" in table.columns else None
+    if by is None or by.dtype != object:  # text in a column of NaN (no level pushed yet)
+        table["strength_pushover_by"] = pd.Series(None, index=table.index, dtype=object)
+    table.loc[sel, "strength_pushover_by"] = kind
     return headline_strength(table)
 
 

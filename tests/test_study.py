@@ -523,7 +523,8 @@ def test_a_study_pushover_ends_at_the_first_failure_unless_asked_for_the_full_cu
     assert len(full) > len(first) and full[-1] < STOP_RATIO * full.max()
     np.testing.assert_allclose(full[:len(first)], first, rtol=1e-9)
     r = rows["first_failure"]
-    assert r["pushover_peak_reached"] == 1.0
+    assert r["pushover_peak_reached"] == 1.0 and r["strength_pushover_by"] == "fall"
+    assert rows["full"]["strength_pushover_by"] == "fall"  # fell to 0.8 of its peak
     assert r["strength_pushover_n"] == r["strength_first_peak_n"] == pytest.approx(first.max())
     assert direct == pytest.approx(r["strength_pushover_n"], rel=1e-9)
     # the offset yield, read again from the curve written beside the run
@@ -1637,7 +1638,8 @@ def test_pushover_columns_are_wired_into_a_run(tmp_path, monkeypatch):
     assert l2["strength_first_peak_n"] == 2060.0  # never fell 2 %: the largest force, a bound
     assert l2["energy_to_failure_mj"] == pytest.approx(bent.energy_to_failure)
     assert l2["factor_of_risk_pushover"] == pytest.approx(l2["load_n"] / oy)
-    assert l2["pushover_peak_reached"] == 1.0
+    assert l2["pushover_peak_reached"] == 1.0 and l2["strength_pushover_by"] == "offset"
+    assert l1["strength_pushover_by"] is None
     assert (l2["strength_n"], l2["strength_method"]) == (l2["strength_pushover_n"], "pushover")
     assert l2["factor_of_risk"] == l2["factor_of_risk_pushover"]
     assert l1["strength_method"] == "pistoia" and l1["strength_n"] == l1["strength_pistoia_n"]
@@ -1648,6 +1650,7 @@ def test_pushover_columns_are_wired_into_a_run(tmp_path, monkeypatch):
     off = execute(dict(p, first_failure_offset=0.0), str(tmp_path / "off.vtu"))
     assert "stop_offset" not in calls[0][1]
     assert off["rows"][1]["strength_pushover_n"] == 2060.0
+    assert off["rows"][1]["strength_pushover_by"] == "cap"  # still rising where it stopped
     assert off["rows"][1]["strength_offset_yield_n"] == pytest.approx(oy, rel=1e-12)
     calls.clear()
     plain = execute(dict(p, strength="pistoia"))

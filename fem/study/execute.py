@@ -39,13 +39,15 @@ PISTOIA_RESULT_COLUMNS = ["strength_pistoia_n", "factor_of_risk_pistoia"]
 
 
 def result_columns(df) -> list:
-    """:data:`RESULT_COLUMNS`, with :data:`PISTOIA_RESULT_COLUMNS` after ``strength_method``
-    where some row's headline strength is a pushover's (pistoia-only studies and older stores:
-    the headline is the Pistoia strength already)."""
+    """:data:`RESULT_COLUMNS`, with ``strength_pushover_by`` (what set a pushover's strength:
+    a fall, the offset yield, a plateau or the cap) and :data:`PISTOIA_RESULT_COLUMNS` after
+    ``strength_method`` where some row's headline strength is a pushover's (pistoia-only
+    studies and older stores: the headline is the Pistoia strength already)."""
     cols = list(RESULT_COLUMNS)
     if "strength_method" in df.columns and (df["strength_method"] == "pushover").any():
         i = cols.index("strength_method") + 1
-        cols[i:i] = PISTOIA_RESULT_COLUMNS
+        by = ["strength_pushover_by"] if "strength_pushover_by" in df.columns else []
+        cols[i:i] = by + PISTOIA_RESULT_COLUMNS
     return cols
 
 

@@ -58,7 +58,7 @@ def _versions() -> dict:
 
 
 #: the metric columns that hold text, not numbers
-TEXT_METRICS = ("leak_locations", "strength_method")
+TEXT_METRICS = ("leak_locations", "strength_method", "strength_pushover_by")
 
 
 def _sql_type(column: str) -> str:
