@@ -598,3 +598,55 @@ def test_report_leaves_the_axial_stiffness_out_under_a_moment(tmp_path):
     assert f"stiffness (N/mm) {where} (standing):" in text
     assert f"rotational stiffness (N m/deg) {where} (flexion):" in text
     assert f"strength, Pistoia (N) {where}:" in text  # every case where both define it
+
+
+def test_the_report_draws_each_pushover_curve_marked_where_its_strength_was_read(tmp_path):
+    """A pushover study (L1-L2 at 4 mm, L2 pushed under standing and flexion): the report has
+    the curves figure; each run's line is its ``runs/<id>_curve.csv``, and its marker sits on
+    the line at the headline strength, shaped by ``strength_pushover_by``. ``strength_point`` reads a crossing between points linearly; a study without curves
+    (no pushover) gets no such figure."""
+    import pandas as pd
+
+    from fem.viz.plots import READING_MARKERS, pushover_curves, strength_point
+
+    c = np.array([[0.0, 0.0], [0.1, 10.0], [0.2, 14.0], [0.3, 13.0]])
+    assert strength_point(c, 14.0) == pytest.approx(0.2)  # a running maximum: a point
+    assert strength_point(c, 12.0) == pytest.approx(0.15)  # between two points
+    assert np.isnan(strength_point(c, 15.0))
+    spec = tmp_path / "push.toml"
+    spec.write_text('[study]\nname = "push"\n\n' + BASE.replace("voxel_size = 3.0",
+                                                                 "voxel_size = 4.0")
+                    + 'strength = "pushover"\n\n[grid]\nload_case = ["standing", "flexion"]\n\n'
+                    '[[runs]]\nprocedure = "intact"\n\n[[runs]]\nprocedure = "fractured"\n')
+    folder = tmp_path / "push"
+    code, out, err = run_cli("study", spec, "--out", folder)
+    assert code == 0, err
+    df = Study(folder).results()
+    df = df.loc[:, ~df.columns.duplicated()]
+    pushed = df[df["strength_method"] == "pushover"]
+    assert len(pushed) == 4 and set(pushed["level"]) == {"L2"}
+    assert set(pushed["strength_pushover_by"]) <= set(READING_MARKERS)
+    fig = pushover_curves(df, folder)
+    assert [a.get_title() for a in fig.axes] == ["L2, standing", "L2, flexion"]
+    seen = set()
+    for ax, case in zip(fig.axes, ("standing", "flexion")):
+        lines = ax.get_lines()
+        for _, r in pushed[pushed["load_case"] == case].iterrows():
+            curve = pd.read_csv(folder / "runs" / f"{r['run_id']}_curve.csv")
+            x, f = curve["displacement_mm"].to_numpy(), curve["force_n"].to_numpy()
+            line = [ln for ln in lines if ln.get_linestyle() == "-"
+                    and np.array_equal(ln.get_xdata(), x)]
+            assert len(line) == 1 and np.array_equal(line[0].get_ydata(), f)
+            marker = READING_MARKERS[r["strength_pushover_by"]][0]
+            mark = [ln for ln in lines if ln.get_marker() == marker
+                    and ln.get_color() == line[0].get_color()]
+            assert len(mark) == 1
+            mx, my = mark[0].get_xdata()[0], mark[0].get_ydata()[0]
+            assert my == pytest.approx(r["strength_pushover_n"], rel=1e-12)
+            assert np.interp(mx, x, f) == pytest.approx(my, rel=1e-9)  # on the line
+            seen.add(r["strength_pushover_by"])
+    assert "fall" in seen  # (this small isotropic-disc segment falls under both loads)
+    assert pushover_curves(df[df["strength_method"] != "pushover"], folder) is None
+    page = folder / "report.html"
+    assert "pushover-curves.png" in page.read_text()
+    assert (folder / "report_files" / "pushover-curves.png").is_file()

@@ -420,3 +420,104 @@ def risk_bars(df, runs=None, load_case=None, *, levels=None):
     title = fig.suptitle("factor of risk per level", fontsize=11)
     _legend(fig, axes[0, -1], handles, labels, title)
     return fig
+
+
+#: colours of the pushover curves of runs with cement (the intact and fractured ones take
+#: :data:`COLOURS`), none of them theirs
+CURVE_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink",
+                 "tab:olive", "tab:cyan")
+#: the marker of where a pushover's strength was read (``strength_pushover_by``,
+#: :data:`fem.metrics.STRENGTH_READINGS`), and what the legend says of it
+READING_MARKERS = {"fall": ("v", "a fall of 2 %: its running maximum"),
+                   "offset": ("X", "the offset yield (0.2 % of the height)"),
+                   "plateau": ("s", "a plateau (a limit load)"),
+                   "cap": (">", "the cap, still rising (a lower bound)")}
+
+
+def strength_point(curve, strength: float) -> float:
+    """The deformation (mm) at which a pushover ``curve`` ((n, 2): deformation, force) first
+    reaches ``strength`` (N), linear between its points: where its strength was read (the
+    running maximum of a fall or a plateau is a point of the curve; the offset yield lies
+    between two). NaN where it never does."""
+    c = np.asarray(curve, dtype=float)
+    tol = 1e-9 * max(abs(strength), 1.0)
+    hit = np.nonzero(c[:, 1] >= strength - tol)[0]
+    if not len(hit) or not math.isfinite(strength):
+        return math.nan
+    i = int(hit[0])
+    if i == 0 or c[i, 1] - c[i - 1, 1] <= 0.0:
+        return float(c[i, 0])
+    t = (strength - c[i - 1, 1]) / (c[i, 1] - c[i - 1, 1])
+    return float(c[i - 1, 0] + min(max(t, 0.0), 1.0) * (c[i, 0] - c[i - 1, 0]))
+
+
+def pushover_curves(df, folder, load_case=None):
+    """The pushover curves of a study's pushed levels (``runs/<run_id>_curve.csv`` in the study
+    ``folder``, written with its VTU files): force (N) against the level's deformation (mm: its
+    shortening, plus rotation x moment / force under a combined load), one panel per load case
+    (rows) and pushed level (columns), one line per run, and a marker where its strength
+    (``strength_pushover_n``) was read, shaped by ``strength_pushover_by``
+    (:data:`READING_MARKERS`). None where no pushed row has its curve."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    df = _table(df)
+    if "strength_pushover_n" not in df.columns:
+        return None
+    pushed = df[np.isfinite(df["strength_pushover_n"].to_numpy(float))]
+    curves = {}
+    for rid in dict.fromkeys(pushed["run_id"]):
+        path = Path(folder) / "runs" / f"{rid}_curve.csv"
+        if path.is_file():
+            curves[rid] = pd.read_csv(path)
+    pushed = pushed[pushed["run_id"].isin(list(curves))]
+    if not len(pushed):
+        return None
+    cases = _load_cases(pushed, load_case)
+    levels = list(dict.fromkeys(pushed["level"]))
+    extra = varying(pushed, exclude=("procedure", "cement_volume_ml", "load_case"))
+    fig, axes = _grid(len(cases), len(levels), sharey="row")
+    readings, colour = set(), {}
+    for i, case in enumerate(cases):
+        for j, lv in enumerate(levels):
+            ax = axes[i, j]
+            rows = pushed[(pushed["load_case"] == case) & (pushed["level"] == lv)]
+            for _, r in rows.iterrows():
+                c = curves[r["run_id"]]
+                c = c[c["level"] == lv][["displacement_mm", "force_n"]].to_numpy(float)
+                name = state_label(r, extra)
+                if name not in colour:  # one colour per run across the panels
+                    n = sum(1 for v in colour.values() if v in CURVE_COLOURS)
+                    colour[name] = (COLOURS[r["procedure"]] if r["procedure"] in REFERENCES
+                                    else CURVE_COLOURS[n % len(CURVE_COLOURS)])
+                (ln,) = ax.plot(c[:, 0], c[:, 1], lw=1.2, label=name, color=colour[name])
+                by = r.get("strength_pushover_by")
+                if isinstance(by, str) and by in READING_MARKERS:
+                    s = float(r["strength_pushover_n"])
+                    ax.plot([strength_point(c, s)], [s], ls="none", color=ln.get_color(),
+                            marker=READING_MARKERS[by][0], ms=8, mec="k", mew=0.6)
+                    readings.add(by)
+            ax.set_title(f"{lv}, {case}", fontsize=10)
+            ax.set_xlabel(f"deformation of {lv} (mm)")
+            if j == 0:
+                ax.set_ylabel("force (N)")
+            ax.grid(alpha=0.3)
+    from matplotlib.lines import Line2D
+
+    seen = {}
+    for ax in axes.ravel():  # every run once, whichever panels it is in
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    labels, handles = list(seen), list(seen.values())
+    for by in READING_MARKERS:
+        if by in readings:
+            handles.append(Line2D([], [], ls="none", marker=READING_MARKERS[by][0], color="0.5",
+                                  mec="k", mew=0.6, ms=8))
+            labels.append(f"strength at {READING_MARKERS[by][1]}")
+    title = fig.suptitle("pushover curves, strengths marked", fontsize=11)
+    w, h = fig.get_size_inches()
+    fig.set_size_inches(w + 2.6, h)
+    title.set_x(0.5 * w / (w + 2.6))  # over the panels, not the legend
+    fig.legend(handles, labels, fontsize=7, loc="outside right upper")  # off the curves
+    return fig

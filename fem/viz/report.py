@@ -217,9 +217,10 @@ def _write_png(path, img: np.ndarray):
     imsave(path, np.ascontiguousarray(img), format="png")
 
 
-def _plots(df, figs: _Figures) -> list[tuple[str, str]]:
-    """(caption, file) of the study plots."""
-    from .plots import metric_label, risk_bars, study_curves, treated_levels
+def _plots(df, figs: _Figures, folder=None) -> list[tuple[str, str]]:
+    """(caption, file) of the study plots; with the study ``folder``, also its pushover curves
+    (where the runs wrote them)."""
+    from .plots import metric_label, pushover_curves, risk_bars, study_curves, treated_levels
 
     out = []
     treated = treated_levels(df)
@@ -245,6 +246,12 @@ def _plots(df, figs: _Figures) -> list[tuple[str, str]]:
                     "risk after augmentation", figs.plot("curves-factor_of_risk-all", fig)))
     out.append(("Factor of risk per level and run; Φ > 1 predicts fracture",
                 figs.plot("risk-bars", risk_bars(df))))
+    fig = pushover_curves(df, folder) if folder is not None else None
+    if fig is not None:
+        out.append(("Pushover curves of the pushed levels: force against the level's "
+                    "deformation, each marked where its strength was read (its first fall of "
+                    "2 %, its offset yield, a plateau, or the cap's lower bound: "
+                    "strength_pushover_by)", figs.plot("pushover-curves", fig)))
     return out
 
 
@@ -388,7 +395,7 @@ def write_report(study_folder, out=None, runs=None, *, views: bool = True) -> Pa
     if len(df):
         # a sampled study's runs are patients, not a design: one line or bar per run would
         # say less than the distributions of its Uncertainty section
-        plots = [] if sampled else _plots(df, figs)
+        plots = [] if sampled else _plots(df, figs, folder)
         if views and chosen and study.spec.write_vtu:
             sections, problems = _views(folder, chosen, figs)
     uq = _uncertainty(study, figs) if sampled else None
