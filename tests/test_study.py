@@ -372,8 +372,14 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
         assert run_id(dict(push, first_failure_drop=0.02)) != run_id(push)
         assert q["first_failure_offset"] == 0.002
         assert run_id(dict(p, first_failure_offset=0.002)) == run_id(p)
-        assert run_id(dict(push, first_failure_offset=0.0)) == run_id(push)
-        assert run_id(dict(push, first_failure_offset=0.002)) != run_id(push)
+        first = dict(push, pushover_end="first_failure")
+        assert run_id(dict(first, first_failure_offset=0.0)) == run_id(first)
+        assert run_id(dict(first, first_failure_offset=0.002)) != run_id(first)
+        # a run that reads the full curve (pushover_end "full", or absent: a store of before)
+        # hashes without the offset, which changes nothing there
+        full = dict(push, pushover_end="full")
+        assert run_id(dict(full, first_failure_offset=0.002)) == run_id(full) == run_id(push)
+        assert run_id(dict(push, first_failure_offset=0.002)) == run_id(push)
     # a spec without the strength keys and one giving their defaults: the same runs and ids
     d = json.loads(json.dumps(CANON_DICT))
     d.setdefault("base", {}).update(strength="pistoia", strength_levels="treated")

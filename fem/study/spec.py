@@ -603,15 +603,21 @@ ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
 #: hashes without them, so a linear-only run keeps its id whatever they hold
 PUSHOVER_ONLY = ("pushover_end", "endplate_failure", "first_failure_drop",
                  "first_failure_offset")
+#: parameters that change nothing unless the pushover stops at the first failure
+#: (``pushover_end = "first_failure"``): a run that reads the full curve hashes without them
+FIRST_FAILURE_ONLY = ("first_failure_offset",)
 
 
 def run_id(params: dict) -> str:
     """A stable id: the first 12 hex digits of the SHA-256 of the sorted parameters (those of
-    :data:`ADDED_LATER` left out where they hold their defaults, and those of
-    :data:`PUSHOVER_ONLY` where the run has no pushover)."""
+    :data:`ADDED_LATER` left out where they hold their defaults, those of
+    :data:`PUSHOVER_ONLY` where the run has no pushover, and those of
+    :data:`FIRST_FAILURE_ONLY` where its pushover reads the full curve)."""
     kept = {k: v for k, v in params.items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
     if params.get("strength", "pistoia") != "pushover":
         kept = {k: v for k, v in kept.items() if k not in PUSHOVER_ONLY}
+    if params.get("pushover_end", ADDED_LATER["pushover_end"]) != "first_failure":
+        kept = {k: v for k, v in kept.items() if k not in FIRST_FAILURE_ONLY}
     blob = json.dumps(kept, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
