@@ -60,7 +60,7 @@ from .anatomy import (  # noqa: F401 (public here too)
 from .assembly import element_centroids
 from .errors import ModelError, SetError
 from .loads import RigidPlate
-from .nonlinear_result import FIRST_PEAK_DROP, OFFSET_YIELD
+from .nonlinear_result import FIRST_PEAK_DROP, OFFSET_YIELD, reached_at
 from .parts import CEMENT_IN_BODY, INTERFACE_BONE, SHARE_GROUPS, STRAIN_BODY, STRAIN_TRABECULAR
 from .result import mean_pressure, von_mises
 
@@ -88,8 +88,9 @@ YIELD_TENSION = 0.0078
 #: its strength (N, the level's strength within the segment: in a study that stops at the first
 #: failure, the first of a fall of 2 % (``first_failure_drop``) below the curve's running
 #: maximum and its offset yield (``first_failure_offset``, 0.2 % of the level's height); else
-#: the curve's largest force), the level's deformation at the curve's peak (mm: its shortening,
-#: plus rotation x moment / force under a combined load), the energy to the peak (mJ), applied
+#: the curve's largest force), the level's deformation where the curve reached that strength
+#: (mm: its shortening, plus rotation x moment / force under a combined load; the column keeps
+#: its old name), the energy to there (mJ), applied
 #: load / strength, 1.0 where the curve fell after its peak, flattened to a plateau or passed
 #: its offset yield (0.0: the analysis stopped first and the strength is a lower bound), the
 #: force at the curve's first fall of 2 % (N: its running maximum there, as a cadaver test's
@@ -573,8 +574,9 @@ def add_pushover(table, level: str, res, drop: float | None = None,
         kind = "plateau" if res.info.get("plateau") else "cap"
     load = table.loc[sel, "load_n"].astype(float)
     table.loc[sel, "strength_pushover_n"] = strength
-    table.loc[sel, "displacement_at_peak_mm"] = float(res.displacement_at_peak)
-    table.loc[sel, "energy_to_failure_mj"] = float(res.energy_to_failure)
+    at, energy = reached_at(res.curve, strength)  # where the strength was read
+    table.loc[sel, "displacement_at_peak_mm"] = at
+    table.loc[sel, "energy_to_failure_mj"] = energy
     table.loc[sel, "factor_of_risk_pushover"] = load / strength if strength > 0 else math.nan
     table.loc[sel, "pushover_peak_reached"] = 1.0 if res.peak_reached else 0.0
     table.loc[sel, "strength_first_peak_n"] = float(res.first_failure(drop))

@@ -37,6 +37,27 @@ FIRST_PEAK_DROP = 0.02
 OFFSET_YIELD = 0.002
 
 
+def reached_at(curve, force: float) -> tuple[float, float]:
+    """(deformation mm, energy mJ) where a force-displacement ``curve`` ((n, 2): displacement,
+    force, from the origin) first reaches ``force`` (N), linear between its points, and the
+    area under it up to there: where a strength read off the curve was reached (a running
+    maximum or a plateau's is a point of the curve, an offset yield lies between two). NaN
+    where the curve never reaches it."""
+    c = np.asarray(curve, dtype=float)
+    tol = 1e-9 * max(abs(force), 1.0)
+    hit = np.nonzero(c[:, 1] >= force - tol)[0] if np.isfinite(force) else []
+    if not len(hit):
+        return float("nan"), float("nan")
+    i = int(hit[0])
+    if i == 0 or c[i, 1] - c[i - 1, 1] <= 0.0:
+        x = float(c[i, 0])
+        return x, float(np.trapezoid(c[: i + 1, 1], c[: i + 1, 0])) if i else 0.0
+    t = min(max((force - c[i - 1, 1]) / (c[i, 1] - c[i - 1, 1]), 0.0), 1.0)
+    x = float(c[i - 1, 0] + t * (c[i, 0] - c[i - 1, 0]))
+    head = np.trapezoid(c[:i, 1], c[:i, 0]) if i > 1 else 0.0
+    return x, float(head + 0.5 * (c[i - 1, 1] + force) * (x - c[i - 1, 0]))
+
+
 @dataclass
 class Step:
     """One converged increment.

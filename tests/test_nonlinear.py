@@ -901,3 +901,22 @@ def test_a_curve_that_bends_over_without_falling_fails_at_its_offset_yield():
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(fem.ParameterError, match="offset"):
             bend.first_failure(offset=bad)
+
+
+def test_where_a_curve_reaches_a_force_and_the_work_done_to_there():
+    """``reached_at``: on a linear curve F = k u the force F is reached at F / k with the work
+    F^2 / (2 k); on a point of a curve, that point and the trapezoid area to it; NaN where the
+    curve never gets there."""
+    from fem.nonlinear_result import reached_at
+
+    k = 250.0
+    c = np.column_stack([np.linspace(0.0, 2.0, 5), k * np.linspace(0.0, 2.0, 5)])
+    for force in (100.0, 125.0, 499.0):
+        x, w = reached_at(c, force)
+        assert x == pytest.approx(force / k, rel=1e-12)
+        assert w == pytest.approx(force ** 2 / (2.0 * k), rel=1e-12)
+    bent = np.array([[0.0, 0.0], [0.1, 10.0], [0.2, 14.0], [0.3, 13.0], [0.4, 16.0]])
+    assert reached_at(bent, 14.0) == pytest.approx((0.2, 0.5 * 0.1 * 10 + 0.5 * 0.1 * 24))
+    assert reached_at(bent, 15.0)[0] == pytest.approx(0.3 + 0.1 * 2.0 / 3.0)  # after the dip
+    assert all(np.isnan(reached_at(bent, 17.0)))
+    assert reached_at(bent, 0.0) == (0.0, 0.0)

@@ -1642,7 +1642,14 @@ def test_pushover_columns_are_wired_into_a_run(tmp_path, monkeypatch):
     assert l2["strength_pushover_n"] == pytest.approx(oy, rel=1e-12)
     assert l2["strength_offset_yield_n"] == pytest.approx(oy, rel=1e-12)
     assert l2["strength_first_peak_n"] == 2060.0  # never fell 2 %: the largest force, a bound
-    assert l2["energy_to_failure_mj"] == pytest.approx(bent.energy_to_failure)
+    # the deformation and energy where the strength was read, on the crossing between steps
+    x = np.concatenate([[0.0], u])
+    y = np.concatenate([[0.0], f])
+    at = l2["displacement_at_peak_mm"]
+    assert 0.1 < at < 0.25 and np.interp(at, x, y) == pytest.approx(oy, rel=1e-9)
+    fine = np.linspace(0.0, at, 200_001)
+    assert l2["energy_to_failure_mj"] == pytest.approx(np.trapezoid(np.interp(fine, x, y), fine),
+                                                       rel=1e-8)
     assert l2["factor_of_risk_pushover"] == pytest.approx(l2["load_n"] / oy)
     assert l2["pushover_peak_reached"] == 1.0 and l2["strength_pushover_by"] == "offset"
     assert l1["strength_pushover_by"] is None

@@ -436,19 +436,11 @@ READING_MARKERS = {"fall": ("v", "a fall of 2 %: its running maximum"),
 
 def strength_point(curve, strength: float) -> float:
     """The deformation (mm) at which a pushover ``curve`` ((n, 2): deformation, force) first
-    reaches ``strength`` (N), linear between its points: where its strength was read (the
-    running maximum of a fall or a plateau is a point of the curve; the offset yield lies
-    between two). NaN where it never does."""
-    c = np.asarray(curve, dtype=float)
-    tol = 1e-9 * max(abs(strength), 1.0)
-    hit = np.nonzero(c[:, 1] >= strength - tol)[0]
-    if not len(hit) or not math.isfinite(strength):
-        return math.nan
-    i = int(hit[0])
-    if i == 0 or c[i, 1] - c[i - 1, 1] <= 0.0:
-        return float(c[i, 0])
-    t = (strength - c[i - 1, 1]) / (c[i, 1] - c[i - 1, 1])
-    return float(c[i - 1, 0] + min(max(t, 0.0), 1.0) * (c[i, 0] - c[i - 1, 0]))
+    reaches ``strength`` (N): :func:`fem.nonlinear_result.reached_at`'s. NaN where it never
+    does."""
+    from ..nonlinear_result import reached_at
+
+    return reached_at(curve, strength)[0]
 
 
 def pushover_curves(df, folder, load_case=None):
