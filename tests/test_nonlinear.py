@@ -514,7 +514,8 @@ def test_fractured_band_carries_its_damage_with_its_intact_modulus():
 def test_intact_l1_peak_converges_from_2_to_1_5_mm():
     """The strength of the intact benchmark L1 (bench/pushover.py: BMD 70, posterior elements,
     bonded platen, Poisson's ratio 0.3) changes by less than 5 % from 2 mm to 1.5 mm voxels with
-    the bone law's nonlocal regularisation (-0.8 % measured, +2.6 % with the steps of before
+    the bone law's nonlocal regularisation (+0.7 % measured 2026-12-07, 3 691 and 3 716 N;
+    -0.8 % before the endplates could yield; +2.6 % with the steps of before
     2026-12-06; from 2 to 1 mm +2.8 %, docs/nonlinear.md: that pair takes a minute, this one
     20 s)."""
     from fem.meshes.bone import BoneQuality
@@ -526,7 +527,9 @@ def test_intact_l1_peak_converges_from_2_to_1_5_mm():
         m = vertebra_model("L1", voxel_size=h, materials=BoneQuality(bmd=70.0))
         m.nu[:] = 0.3
         m.add(fem.Fixed("bottom"), fem.Displacement("top", (0.0, 0.0, -0.5)))
-        res = pushover(m, backend="numpy")
+        # stopped once the force is 5 % past the peak: the same peaks as run on to 0.8 of it
+        # (3 691 / 3 716 N, 2026-12-07), in 60 % of the time
+        res = pushover(m, backend="numpy", stop_ratio=0.95)
         assert res.peak_reached
         peaks.append(res.peak_load)
     assert abs(peaks[1] / peaks[0] - 1.0) < 0.05
