@@ -239,6 +239,11 @@ def main(argv=None) -> int:
                     help="also the fibre disc in large deformation (solve_disc(kinematics="
                          "'finite')), drained and undrained: several minutes at 3 mm, much "
                          "longer at 2 mm")
+    ap.add_argument("--disc-vs-caps", action="store_true",
+                    help="also the same L2 potted in PMMA caps and through its discs in the "
+                         "canonical T12-L4 (bench/disc_vs_caps.py; at 2 mm whatever --voxel "
+                         "says: the segment at 1 mm would take long), against Maquer et al.'s "
+                         "FE ratio")
     ap.add_argument("--ssm", action="store_true",
                     help="also rows on real anatomy, the lumbar shape model's mean "
                          "(fem.meshes.ssm; its data folder must exist): the disc rows on its "
@@ -291,6 +296,11 @@ def main(argv=None) -> int:
             rows += [(ex.WILKE_1999, label, d["pressure"]), (ex.NACHEMSON_1960, label, d["ratio"]),
                      (ex.SEGMENT_STIFFNESS, label, d["stiffness"]),
                      (ex.HOLMES_1993, label, d["bulge"])]
+    if args.disc_vs_caps:
+        from disc_vs_caps import caps, segment  # bench/disc_vs_caps.py, beside this script
+
+        ratio = caps(2.0, bmd)["first"] / segment(2.0, bmd)["first"]
+        rows.append((ex.MAQUER_EMBEDDING, "L2, 2 mm, first failures", ratio))
     for label, (k_lost, s_lost, recovered) in crush.items():
         rows += [(ex.WEGRZYN_STIFFNESS, f"L3, {label}", k_lost),
                  (ex.WEGRZYN_STRENGTH, f"L3, {label}", s_lost),

@@ -147,6 +147,17 @@ WEGRZYN_RECOVERY = Reference(
     quantity="deformation recovered after a 25 % deformity", unit="%", kind="in vitro", n=21,
     mean=31.0, sd=7.0, protocol="as the stiffness; height after 30 min of relaxation")
 
+#: Maquer, Schwiedrzik & Zysset (accepted manuscript 2014, Comput Methods Biomech Biomed Engin;
+#: the abstract read, not the paper): homogenised HR-pQCT FE of 12 vertebral bodies under axial
+#: compression, embedded in PMMA against bonded to a healthy disc; "ultimate forces obtained
+#: with PMMA were 22 % higher than with IVD". An FE number, no SD; the model's value is the
+#: same L2 potted in caps over through its discs in the canonical segment, each at its first
+#: failure (bench/disc_vs_caps.py)
+MAQUER_EMBEDDING = Reference(
+    name="maquer_embedding", source="Maquer, Schwiedrzik & Zysset, CMBBE (FE)",
+    quantity="strength in PMMA caps / through a healthy disc", unit="-", kind="fe", n=12,
+    mean=1.22, protocol="the same vertebral body embedded in PMMA and bonded to a disc")
+
 ALL = (DAY_2020, SPINEFE_STIFFNESS, SPINEFE_FAILURE, WILKE_1999, NACHEMSON_1960,
        HOLMES_1993, SEGMENT_STIFFNESS, WEGRZYN_STIFFNESS, WEGRZYN_STRENGTH,
-       WEGRZYN_RECOVERY)
+       WEGRZYN_RECOVERY, MAQUER_EMBEDDING)
