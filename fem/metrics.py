@@ -564,14 +564,13 @@ def add_pushover(table, level: str, res, drop: float | None = None,
     known = math.isfinite(height) and height > 0
     if offset is not None and not known:
         raise SetError(f"level {level!r} has no height in the table: its offset yield needs one")
-    if offset is None:
+    if offset is None:  # the largest force: after a fall, on a plateau, or a bound
         strength = float(res.peak_load)
-        kind = "fall" if strength > float(res.curve[-1, 1]) else "peak"
+        kind = ("fall" if strength > float(res.curve[-1, 1])
+                else "plateau" if res.info.get("plateau") else "cap")
     else:
         strength = float(res.first_failure(drop, offset * height))
         kind = res.first_failure_kind(drop, offset * height)
-    if kind == "peak":  # neither a fall nor the offset yield: a plateau's, or a bound
-        kind = "plateau" if res.info.get("plateau") else "cap"
     load = table.loc[sel, "load_n"].astype(float)
     table.loc[sel, "strength_pushover_n"] = strength
     at, energy = reached_at(res.curve, strength)  # where the strength was read

@@ -135,8 +135,9 @@ class NonlinearResult:
     def first_failure_kind(self, drop: float = FIRST_PEAK_DROP,
                            offset: float | None = None) -> str:
         """What :meth:`first_failure` read with these arguments: ``"fall"``, ``"offset"`` (the
-        offset yield) or ``"peak"`` (neither happened: the curve's largest force, a plateau's
-        or a lower bound, :attr:`peak_reached`)."""
+        offset yield), or, where neither happened, the curve's largest force: ``"plateau"``
+        where the analysis stopped on one (``info["plateau"]``, a limit load), else ``"cap"``
+        (it stopped still rising: a lower bound). A study's ``strength_pushover_by``."""
         return self._first_failure(drop, offset)[1]
 
     def _first_failure(self, drop: float, offset: float | None) -> tuple[float, str]:
@@ -152,7 +153,7 @@ class NonlinearResult:
                 return top, "fall"
             if gap is not None and i >= 1 and gap[i] <= 0.0:
                 return self._crossing(gap, i), "offset"
-        return self.peak_load, "peak"
+        return self.peak_load, "plateau" if self.info.get("plateau") else "cap"
 
     def _offset_gap(self, offset: float):
         """The curve's force above its initial stiffness's line shifted by ``offset`` (N, one per

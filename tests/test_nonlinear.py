@@ -886,7 +886,7 @@ def test_a_curve_that_bends_over_without_falling_fails_at_its_offset_yield():
     assert res.first_failure_kind(offset=offset) == "offset"
     assert res.offset_yield(offset) == res.first_failure(offset=offset)
     assert res.first_failure() == res.peak_load == f[-1] > exact  # the fall alone: a bound
-    assert res.first_failure_kind() == "peak"
+    assert res.first_failure_kind() == "cap"  # stopped still rising: a lower bound
     with pytest.raises(fem.SolverError, match="stop_offset"):
         solve_nonlinear(m, law, solver="direct", stop_offset=0.0)
 
@@ -900,7 +900,9 @@ def test_a_curve_that_bends_over_without_falling_fails_at_its_offset_yield():
     bend = curve([10, 20, 22, 23, 23.5])  # gap 10, 10, 2, -7: crosses at 0.3 + 0.1 * 2/9 mm
     assert bend.first_failure(offset=0.1) == pytest.approx(22 + 2 / 9)
     assert bend.first_failure_kind(offset=0.1) == "offset"
-    assert bend.first_failure() == 23.5 and bend.first_failure_kind() == "peak"
+    assert bend.first_failure() == 23.5 and bend.first_failure_kind() == "cap"
+    bend.info = {"plateau": True}  # had the analysis stopped on a plateau: a limit load
+    assert bend.first_failure_kind() == "plateau"
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(fem.ParameterError, match="offset"):
             bend.first_failure(offset=bad)
