@@ -81,7 +81,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .anatomy import level_height
-from .errors import MaterialError, ModelError, ParameterError
+from .errors import MaterialError, ModelError, ParameterError, SetError
 from .nonlinear import (
     BAZANT_OH_1983,
     LIMIT_TANGENT,
@@ -411,7 +411,12 @@ def level_strength(model, level: str, *, drop: float = FIRST_PEAK_DROP,
     mm = None
     if offset is not None:
         in_range("offset", offset, 0.0, 0.05, lo_open=True, error=ParameterError)
-        mm = offset * level_height(model, level)
+        try:
+            mm = offset * level_height(model, level)
+        except SetError as e:
+            raise SetError(f"{e}; level_strength reads the offset yield at a share of the "
+                           "level's height, which needs the level's anatomy and endplate node "
+                           "sets: pass offset=None for the fall alone") from e
     kwargs = {**first_failure_stops(drop, mm), **kwargs}
     return pushover(model, level=level, **kwargs).first_failure(drop, mm)
 

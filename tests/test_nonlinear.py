@@ -925,3 +925,18 @@ def test_where_a_curve_reaches_a_force_and_the_work_done_to_there():
     assert reached_at(bent, 15.0)[0] == pytest.approx(0.3 + 0.1 * 2.0 / 3.0)  # after the dip
     assert all(np.isnan(reached_at(bent, 17.0)))
     assert reached_at(bent, 0.0) == (0.0, 0.0)
+
+
+def test_level_strength_says_what_its_offset_yield_needs():
+    """``level_strength`` reads the offset yield at a share of the level's height: on a model
+    without the level's anatomy it says so and how to read the fall alone; a share outside
+    (0, 0.05] is refused before any solve."""
+    from fem.strength import level_strength
+
+    m = _bar(-1.0)
+    m.add_region("B/trabecular", np.arange(m.n_elements))
+    with pytest.raises(fem.SetError, match="offset=None"):
+        level_strength(m, "B")
+    for bad in (0.0, 0.2, float("nan")):
+        with pytest.raises(fem.ParameterError, match="offset"):
+            level_strength(m, "B", offset=bad)
