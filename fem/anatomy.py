@@ -271,10 +271,12 @@ def level_frame(model, level: str) -> LevelFrame:
 HEIGHT_BAND = 0.15
 
 
-def _endplate_nodes(model, name: str) -> np.ndarray:
+def endplate_nodes(model, name: str) -> np.ndarray:
+    """The nodes of an endplate node set (``"<level>/superior"`` or ``"<level>/inferior"``); a
+    missing or empty one is a SetError that names it."""
     if name not in model.node_sets or not len(model.node_sets[name]):
-        raise SetError(f"node set {name!r} is missing or empty: a level's heights need the "
-                       "'<level>/superior' and '<level>/inferior' endplate node sets")
+        raise SetError(f"node set {name!r} is missing or empty: a level's heights and metrics "
+                       "need the '<level>/superior' and '<level>/inferior' endplate node sets")
     return model.node_sets[name]
 
 
@@ -289,8 +291,8 @@ def body_heights(model, level: str, points=None) -> tuple[float, float, float]:
     """
     f = level_frame(model, level)
     pts = model.points if points is None else np.asarray(points)
-    sup = pts[_endplate_nodes(model, f"{level}/superior")]
-    inf = pts[_endplate_nodes(model, f"{level}/inferior")]
+    sup = pts[endplate_nodes(model, f"{level}/superior")]
+    inf = pts[endplate_nodes(model, f"{level}/inferior")]
     a_sup, a_inf = sup @ f.anterior, inf @ f.anterior
     lo = min(a_sup.min(), a_inf.min())
     hi = max(a_sup.max(), a_inf.max())

@@ -54,6 +54,7 @@ from .anatomy import (  # noqa: F401 (public here too)
     HEIGHT_BAND,
     LevelFrame,
     body_heights,
+    endplate_nodes,
     level_frame,
     level_height,
 )
@@ -130,15 +131,6 @@ DEPRECATED_COLUMNS = {"cement_volume_ml": "cement_placed_ml"}
 
 class MetricsError(ModelError):
     """A metric or comparison that cannot be computed from what it was given."""
-
-
-# ---------------------------------------------------------------------- frame and geometry
-
-def _nodes(model, name: str) -> np.ndarray:
-    if name not in model.node_sets or not len(model.node_sets[name]):
-        raise SetError(f"node set {name!r} is missing or empty: level metrics need the "
-                       "'<level>/superior' and '<level>/inferior' endplate node sets")
-    return model.node_sets[name]
 
 
 # ---------------------------------------------------------------------- helpers
@@ -243,7 +235,7 @@ def endplate_rotation(model, u, node_set: str) -> np.ndarray:
     drops out and theta = J^-1 sum(r_i x u_i), J = sum(|r_i|^2 I - r_i r_i^T) the set's
     inertia tensor: for a flat endplate the tilt is the slope of a plane fitted to the axial
     displacements, so a bulge symmetric about the centroid does not tilt it."""
-    nodes = _nodes(model, node_set)
+    nodes = endplate_nodes(model, node_set)
     r = model.points[nodes] - model.points[nodes].mean(axis=0)
     J = (r * r).sum() * np.eye(3) - r.T @ r
     return np.linalg.solve(J, np.cross(r, np.asarray(u)[nodes]).sum(axis=0))
@@ -299,7 +291,7 @@ def endplate_deflection(result, level: str, side: str):
     the pedicles (rim-plane artefacts, not the endplate's bending) out of the metric."""
     m = result.model
     f = level_frame(m, level)
-    nodes = _nodes(m, f"{level}/{side}")
+    nodes = endplate_nodes(m, f"{level}/{side}")
     rel = m.points[nodes] - m.points[nodes].mean(axis=0)
     lat, ant = rel @ f.lateral, rel @ f.anterior
     rho = np.hypot(lat / (0.5 * f.width), ant / (0.5 * f.depth))
@@ -332,7 +324,7 @@ def _axial_at_centre(fd: _Fields, f: LevelFrame, node_set: str, at=(0.0, 0.0)) -
     compression this is the mean displacement; unlike the mean, it takes out the rigid tilt of a
     bending segment, which would otherwise add tilt x (offset between the two sets' centroids)
     to the shortening."""
-    nodes = _nodes(fd.model, node_set)
+    nodes = endplate_nodes(fd.model, node_set)
     rel = fd.model.points[nodes] - f.centre
     A = np.stack([np.ones(len(nodes)), rel @ f.lateral, rel @ f.anterior], axis=1)
     coef, *_ = np.linalg.lstsq(A, fd.u[nodes] @ f.axial, rcond=None)
