@@ -41,17 +41,15 @@ def caps(voxel: float, bmd: float) -> dict:
 
 
 def segment(voxel: float, bmd: float) -> dict:
+    from first_failure import intact_segment  # bench/first_failure.py, beside this script
+
     import fem
     from fem.anatomy import level_height
     from fem.nonlinear_result import FIRST_PEAK_DROP
     from fem.strength import bone_damage_law, pushover
-    from fem.study.recipe import build_model, failure_offset, pushover_model, pushover_stops
-    from fem.study.spec import StudySpec
+    from fem.study.recipe import failure_offset, pushover_model, pushover_stops
 
-    (p,) = StudySpec.from_dict({"study": {"name": "bench"}, "base": {
-        "levels": "auto", "fracture_level": "L2", "procedure": "intact", "bmd": bmd,
-        "voxel_size": voxel, "load_case": "standing", "strength": "pushover"}}).expand()
-    model = build_model(p)
+    p, model = intact_segment(bmd, voxel, "standing")
     t = time.perf_counter()
     res = fem.solve_disc(model, coupling=True)
     secant = pushover_model(model, res, p["disc"])
@@ -62,16 +60,12 @@ def segment(voxel: float, bmd: float) -> dict:
 
 
 def _row(name, res, offset, drop, seconds, n_dof) -> dict:
-    import numpy as np
+    from fem.nonlinear_result import reached_at
 
-    c = res.curve
     first = res.first_failure(drop, offset)
-
-    def at(force):  # the deformation (mm) where the curve reached ``force``
-        return float(c[int(np.argmin(np.abs(c[:, 1] - force))), 0])
-
     return {"name": name, "yield": res.info["first_yield_n"], "d_yield": res.info["first_yield_mm"],
-            "first": first, "d_first": at(first), "kind": res.first_failure_kind(drop, offset),
+            "first": first, "d_first": reached_at(res.curve, first)[0],
+            "kind": res.first_failure_kind(drop, offset),
             "peak": res.peak_load, "d_peak": res.displacement_at_peak, "steps": len(res.steps),
             "s": seconds, "dof": n_dof}
 

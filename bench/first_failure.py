@@ -23,22 +23,29 @@ import time
 import warnings
 
 
-def row(bmd: float, voxel: float, load_case: str) -> dict:
-    import numpy as np
-
-    import fem
-    from fem import metrics
-    from fem.anatomy import level_height
-    from fem.nonlinear import LIMIT_TANGENT
-    from fem.nonlinear_result import FIRST_PEAK_DROP, OFFSET_YIELD
-    from fem.strength import bone_damage_law, pushover
-    from fem.study.recipe import build_model, pushover_model
+def intact_segment(bmd: float, voxel: float, load_case: str):
+    """(a run's parameters, its model): the canonical intact T12-L4 (levels "auto" about L2)
+    at ``bmd`` and ``voxel``, loaded by ``load_case``, as a study with an L2 pushover builds
+    it (also bench/disc_vs_caps.py's)."""
+    from fem.study.recipe import build_model
     from fem.study.spec import StudySpec
 
     (p,) = StudySpec.from_dict({"study": {"name": "bench"}, "base": {
         "levels": "auto", "fracture_level": "L2", "procedure": "intact", "bmd": bmd,
         "voxel_size": voxel, "load_case": load_case, "strength": "pushover"}}).expand()
-    model = build_model(p)
+    return p, build_model(p)
+
+
+def row(bmd: float, voxel: float, load_case: str) -> dict:
+    import fem
+    from fem import metrics
+    from fem.anatomy import level_height
+    from fem.nonlinear import LIMIT_TANGENT
+    from fem.nonlinear_result import FIRST_PEAK_DROP, OFFSET_YIELD, reached_at
+    from fem.strength import bone_damage_law, pushover
+    from fem.study.recipe import pushover_model
+
+    p, model = intact_segment(bmd, voxel, load_case)
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -48,10 +55,9 @@ def row(bmd: float, voxel: float, load_case: str) -> dict:
                          stop_plateau=LIMIT_TANGENT)
     pistoia = float(metrics.level_metrics(res).set_index("level").loc["L2",
                                                                      "strength_pistoia_n"])
-    c = curve.curve
 
     def at(force):  # the shortening (mm) where the curve reached ``force``
-        return float(c[int(np.argmin(np.abs(c[:, 1] - force))), 0])
+        return reached_at(curve.curve, force)[0]
 
     two, tenth = curve.first_failure(FIRST_PEAK_DROP), curve.first_failure(0.1)
     offset = OFFSET_YIELD * level_height(secant, "L2")
