@@ -266,6 +266,9 @@ def _study(args) -> int:
     print(f"summary: {summary} ({len(study.results())} rows: run x level)")
     print(f"fields: {study.runs_dir}/<run_id>.vtu")
     if counts.get("failed"):
+        print(f"report: not written, {counts['failed']} run(s) failed (their errors are above): "
+              "fix the spec and run again with --retry-failed, or write the report of the runs "
+              f"done with vfem report {args.out}")
         return 1
     if not args.no_report:
         _study_report(args.out)

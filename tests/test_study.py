@@ -989,6 +989,11 @@ def test_failed_run_is_recorded_and_retried(finished, tmp_path):
     assert f"run {ids[2]} failed: MeshError" in proc.stderr
     assert f"run {ids[3]} failed: OutputError: cannot write" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # no report of a study with failed runs, and the last line says why and what to do
+    assert not (finished["out"] / "report.html").exists()
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("report: not written, 2 run(s) failed"), proc.stdout
+    assert "--retry-failed" in last and f"vfem report {finished['out']}" in last
     folder = copy_study(finished["out"], tmp_path / "study")
     done_before = {r: v for r, v in runs_table(folder).items() if v["status"] == "done"}
     (folder / "runs" / f"{ids[3]}.vtu").rmdir()  # the transient fault is gone
