@@ -158,6 +158,24 @@ MAQUER_EMBEDDING = Reference(
     quantity="strength in PMMA caps / through a healthy disc", unit="-", kind="fe", n=12,
     mean=1.22, protocol="the same vertebral body embedded in PMMA and bonded to a disc")
 
+#: Molloy, Mathis & Belkoff 2003 (Spine 28:1549; the abstract read): 120 vertebral bodies (T6-L5)
+#: of 10 osteoporotic female spines, their volumes by Archimedean displacement; compression
+#: fractures created, the initial strength and stiffness measured; bipedicular PMMA, 2-8 mL;
+#: recompressed. Restored strength and stiffness (% of initial) against the cement's share of
+#: the body's volume, by linear regression (weak: r^2 0.21 and 0.27): on average 16.2 % fill
+#: restored the strength and 29.8 % the stiffness. Regression intercepts, no SD. Not used to set
+#: anything: the model's fills come from the fracture model and the cement fill of fem.augment
+#: (bench/validation.py --molloy)
+MOLLOY_STRENGTH_FILL = Reference(
+    name="molloy2003_strength", source="Molloy, Mathis & Belkoff 2003, Spine 28:1549",
+    quantity="cement fill that restores the failure load", unit="% of body", kind="in vitro",
+    n=120, mean=16.2, protocol="compression fracture, bipedicular PMMA 2-8 mL, recompression; "
+    "fill where restored strength reaches 100 % of initial (regression)")
+MOLLOY_STIFFNESS_FILL = Reference(
+    name="molloy2003_stiffness", source="Molloy, Mathis & Belkoff 2003, Spine 28:1549",
+    quantity="cement fill that restores the stiffness", unit="% of body", kind="in vitro",
+    n=120, mean=29.8, protocol="as the strength; fill where restored stiffness reaches 100 %")
+
 ALL = (DAY_2020, SPINEFE_STIFFNESS, SPINEFE_FAILURE, WILKE_1999, NACHEMSON_1960,
        HOLMES_1993, SEGMENT_STIFFNESS, WEGRZYN_STIFFNESS, WEGRZYN_STRENGTH,
-       WEGRZYN_RECOVERY, MAQUER_EMBEDDING)
+       WEGRZYN_RECOVERY, MAQUER_EMBEDDING, MOLLOY_STRENGTH_FILL, MOLLOY_STIFFNESS_FILL)
