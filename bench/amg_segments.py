@@ -131,22 +131,17 @@ def finite_disc(h: float, solver: str, stand_in: bool = True):
     """(DOF, seconds, CG iterations (all, most in a solve) or factorisations, steepest slope
     N/mm) of the undrained L4-L5 ramp (bench/validation.py's RAMP) at voxel ``h`` with
     ``solver``."""
-    from validation import RAMP  # bench/, beside this script
+    from validation import RAMP, disc_segment, force_travel  # bench/, beside this script
 
     import fem
-    from fem.meshes import loadcases
-    from fem.meshes.bone import BoneQuality
-    from fem.meshes.vertebra import segment_model
 
-    m = segment_model("L4-L5", voxel_size=h, materials=BoneQuality(bmd=70), posterior=False)
-    m = loadcases.between_platens(loadcases.loaded(m, "standing", scale=1600.0 / 500.0))
+    m = disc_segment(h, 70.0, 1600.0, platen=True, posterior=False)
     t = time.perf_counter()
     with _stand_in(stand_in):
         r = fem.solve_disc(m, kinematics="finite", drainage="undrained", increments=RAMP,
                            solver=solver)
     t = time.perf_counter() - t
-    f = [0.0] + [1600.0 * s.load_factor for s in r.history.steps]
-    w = [0.0] + [-float(s.result.plate_motion("load:standing")[2]) for s in r.history.steps]
+    f, w = force_travel(r, 1600.0)
     k = max((f[i + 1] - f[i]) / (w[i + 1] - w[i]) for i in range(len(f) - 1))
     info = r.history.info
     its = info.get("cg_iterations", [])

@@ -39,22 +39,19 @@ CONFIGURATIONS = (("finite", "undrained"), ("finite", "drained"), ("small", "dra
 
 def curve(voxel: float, kinematics: str, drainage: str):
     """(force N, platen travel mm) of the L4-L5 ramp, from zero."""
-    import fem
-    from fem.meshes import loadcases
-    from fem.meshes.bone import BoneQuality
-    from fem.meshes.vertebra import segment_model
+    from validation import disc_segment, force_travel  # bench/, beside this script
 
-    m = segment_model("L4-L5", voxel_size=voxel, materials=BoneQuality(bmd=70), posterior=False)
-    m = loadcases.between_platens(loadcases.loaded(m, "standing", scale=TOP / 500.0))
+    import fem
+
+    m = disc_segment(voxel, 70.0, TOP, platen=True, posterior=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # B-bar hex8 in the disc, said once
         if kinematics == "small":  # linear: the chord is the same about every preload
             r = fem.solve_disc(m, drainage=drainage)
-            return np.array([0.0, TOP]), np.array([0.0, -float(r.plate_motion("load:standing")[2])])
-        r = fem.solve_disc(m, kinematics=kinematics, drainage=drainage, solver="amg",
-                           increments=tuple(np.arange(1, STEPS + 1) / STEPS))
-    f = [0.0] + [TOP * s.load_factor for s in r.history.steps]
-    w = [0.0] + [-float(s.result.plate_motion("load:standing")[2]) for s in r.history.steps]
+        else:
+            r = fem.solve_disc(m, kinematics=kinematics, drainage=drainage, solver="amg",
+                               increments=tuple(np.arange(1, STEPS + 1) / STEPS))
+    f, w = force_travel(r, TOP)
     return np.array(f), np.array(w)
 
 

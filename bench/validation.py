@@ -93,19 +93,19 @@ def spinefe_rig(level: str, h: float, bmd: float, pushover: bool):
 
 
 def disc_segment(h: float, bmd: float, force: float = 500.0, platen: bool = False,
-                 anatomy: str = "parametric"):
-    """The L4-L5 segment (posterior elements included) at ``bmd``, L5 fixed, the standing case
-    scaled to ``force`` N on a rigid plate on L4: free (the standing replica) or, with
-    ``platen``, held parallel and laterally (a testing machine's platens). ``anatomy``:
-    "parametric" (``fem.meshes.vertebra``) or "ssm" (the mean shape of
-    ``fem.meshes.ssm``, real anatomy: its own disc heights and cross-sections)."""
+                 anatomy: str = "parametric", posterior: bool = True):
+    """The L4-L5 segment (posterior elements included; parametric with ``posterior=False``:
+    cut) at ``bmd``, L5 fixed, the standing case scaled to ``force`` N on a rigid plate on L4:
+    free (the standing replica) or, with ``platen``, held parallel and laterally (a testing
+    machine's platens). ``anatomy``: "parametric" (``fem.meshes.vertebra``) or "ssm" (the mean
+    shape of ``fem.meshes.ssm``, real anatomy: its own disc heights and cross-sections)."""
     from fem.meshes import loadcases, ssm
     from fem.meshes.vertebra import segment_model
 
     if anatomy == "ssm":
         m = ssm.ssm_segment_model("L4-L5", voxel_size=h, materials=_materials(bmd))
     else:
-        m = segment_model("L4-L5", voxel_size=h, materials=_materials(bmd))
+        m = segment_model("L4-L5", voxel_size=h, materials=_materials(bmd), posterior=posterior)
     m = loadcases.loaded(m, "standing", scale=force / 500.0)
     return loadcases.between_platens(m) if platen else m
 
@@ -123,6 +123,17 @@ def disc_area(m, h: float) -> float:
     disc = np.concatenate([m.regions["L4-L5/annulus"], m.regions["L4-L5/nucleus"]])
     ijk = m.metadata["voxel_labels"]["ijk"][disc]
     return len({(i, j) for i, j, _ in ijk.tolist()}) * h * h
+
+
+def force_travel(result, force: float) -> tuple[list, list]:
+    """(forces N, plate travels mm) of a loaded segment's solve, from the origin: each
+    increment of a large-deformation ramp (``result.history``, cut-backs included) at its share
+    of ``force``, or the one point of a linear solve."""
+    steps = getattr(getattr(result, "history", None), "steps", None)
+    if not steps:
+        return [0.0, force], [0.0, -float(result.plate_motion("load:standing")[2])]
+    return ([0.0] + [force * s.load_factor for s in steps],
+            [0.0] + [-float(s.result.plate_motion("load:standing")[2]) for s in steps])
 
 
 def disc_rows(h: float, bmd: float, fibres: bool, kinematics: str = "small",
@@ -157,16 +168,26 @@ def disc_rows(h: float, bmd: float, fibres: bool, kinematics: str = "small",
     area = disc_area(m, h)
     p = float(rows.loc["L4", "disc_pressure_mpa"])
     r = solve(disc_segment(h, bmd, 1600.0, platen=True, anatomy=anatomy), RAMP)
-    steps = getattr(getattr(r, "history", None), "steps", [])  # cut-backs add steps
-    w = [0.0] + [-float(s.result.plate_motion("load:standing")[2]) for s in steps]
-    f = [0.0] + [1600.0 * s.load_factor for s in steps]
-    if len(w) > 1:
-        k = max((f[i + 1] - f[i]) / (w[i + 1] - w[i]) for i in range(len(w) - 1))
-    else:
-        k = 1600.0 / -float(r.plate_motion("load:standing")[2])
+    f, w = force_travel(r, 1600.0)  # a linear solve: one slope, 1.6 kN over the travel
+    k = max((f[i + 1] - f[i]) / (w[i + 1] - w[i]) for i in range(len(w) - 1))
     bulge = float(metrics.level_metrics(r).set_index("level").loc["L5",
                                                                   "endplate_bulge_superior_mm"])
     return {"pressure": p, "ratio": p / (500.0 / area), "stiffness": k, "bulge": bulge}
+
+
+def bare_l3(model, pushover: bool = True) -> tuple[float, float]:
+    """(stiffness N/mm, strength N) of an L3 body standing on its base under a rigid plate (the
+    Wegrzyn and Molloy replicas): the standing 500 N over the plate's travel, and the peak of a
+    damage pushover of L3 (NaN without ``pushover``)."""
+    import fem
+    from fem.meshes import loadcases
+    from fem.strength import pushover as push
+
+    model = model.copy()
+    model.conditions = []
+    model = loadcases.loaded(model, "standing")
+    k = 500.0 / -float(fem.solve(model, rtol=1e-8).plate_motion("load:standing")[2])
+    return k, (push(model, level="L3").peak_load if pushover else math.nan)
 
 
 def wegrzyn(h: float, bmd: float, pushover: bool, anatomy: str = "parametric") -> dict:
@@ -189,20 +210,9 @@ def wegrzyn(h: float, bmd: float, pushover: bool, anatomy: str = "parametric") -
     ``anatomy`` "ssm": the L3 of the lumbar shape model's mean (``fem.meshes.ssm``, real
     anatomy) instead of the parametric body; its posterior elements stay (the shape model
     does not cut them), unloaded, as the plate sits on the body's superior endplate."""
-    import fem
-    from fem.meshes import loadcases
     from fem.meshes.pathology import compress
     from fem.meshes.vertebra import vertebra_model
     from fem.strength import crush_recovery
-    from fem.strength import pushover as push
-
-    def measure(model):
-        model = model.copy()
-        model.conditions = []
-        model = loadcases.loaded(model, "standing")
-        r = fem.solve(model, rtol=1e-8)
-        k = 500.0 / -float(r.plate_motion("load:standing")[2])
-        return k, (push(model, level="L3").peak_load if pushover else math.nan)
 
     if anatomy == "ssm":
         from fem.meshes import ssm
@@ -210,7 +220,7 @@ def wegrzyn(h: float, bmd: float, pushover: bool, anatomy: str = "parametric") -
         m = ssm.ssm_segment_model("L3", voxel_size=h, materials=_materials(bmd))
     else:
         m = vertebra_model("L3", voxel_size=h, materials=_materials(bmd), posterior=False)
-    k0, s0 = measure(m)
+    k0, s0 = bare_l3(m, pushover)
     out = {}
     for label, opts in (("default", {}),
                         ("mass lost, measured damage", {"conserve_mass": False}),
@@ -218,7 +228,7 @@ def wegrzyn(h: float, bmd: float, pushover: bool, anatomy: str = "parametric") -
                          {"conserve_mass": False, "damage_factor": 0.2}),
                         ("mass kept, uniform", {"compaction": "uniform"})):
         crushed = compress(m, "L3", "crush", height_loss=0.25, **opts)
-        k1, s1 = measure(crushed)
+        k1, s1 = bare_l3(crushed, pushover)
         core = crush_recovery(crushed, "L3")
         springback = s1 / k1 if pushover else 0.0
         out[label] = (100.0 * (1.0 - k1 / k0), 100.0 * (1.0 - s1 / s0),
@@ -240,25 +250,15 @@ def molloy(h: float, bmd: float) -> dict:
     over the body's volume) at which each ratio first reaches 1, linear between the volumes
     (NaN if it does not by the largest volume the body takes). Returns {"rows": [(volume mL,
     fill, stiffness ratio, strength ratio)], "strength_fill": %, "stiffness_fill": %}."""
-    import fem
     from fem import augment
     from fem.errors import MeshError
-    from fem.meshes import loadcases
     from fem.meshes.pathology import compress
     from fem.meshes.vertebra import vertebra_model
-    from fem.strength import pushover as push
-
-    def measure(model):
-        model = model.copy()
-        model.conditions = []
-        model = loadcases.loaded(model, "standing")
-        k = 500.0 / -float(fem.solve(model, rtol=1e-8).plate_motion("load:standing")[2])
-        return k, push(model, level="L3").peak_load
 
     m = vertebra_model("L3", voxel_size=h, materials=_materials(bmd), posterior=False)
-    k0, s0 = measure(m)
+    k0, s0 = bare_l3(m)
     crushed = compress(m, "L3", "crush", height_loss=0.25)
-    k, s = measure(crushed)
+    k, s = bare_l3(crushed)
     rows = [(0.0, 0.0, k / k0, s / s0)]
     for volume in MOLLOY_VOLUMES:
         try:
@@ -266,7 +266,7 @@ def molloy(h: float, bmd: float) -> dict:
         except MeshError:  # the body takes no more from these needle tips
             break
         fill = treated.metadata["augmentations"][-1].fill_fraction
-        k, s = measure(treated)
+        k, s = bare_l3(treated)
         rows.append((volume, fill, k / k0, s / s0))
     return {"rows": rows, "strength_fill": 100.0 * restoring_fill(rows, 3),
             "stiffness_fill": 100.0 * restoring_fill(rows, 2)}
