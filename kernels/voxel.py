@@ -147,8 +147,10 @@ def voxel_matvec_acc(u, E, Ke, out, k0: int, k1: int) -> None:
 
 #: the order in which a block adds its corners' forces: the upper corners (dk = 1) first, so
 #: that a node plane receives the forces of the element plane below it before those of the one
-#: above, in one block of several planes as in blocks of one plane each (the same sums, bit for
-#: bit, however many planes a block takes)
+#: above, in one block of several planes as in blocks of one plane each (the same sums in the
+#: same order however many planes a block takes; the GEMM's own rows are bit-identical across
+#: block sizes only where the BLAS rounds a row the same whatever the number of rows, which
+#: OpenBLAS on an AMD EPYC does not for float32: an ulp apart)
 _SCATTER_ORDER = (4, 5, 6, 7, 0, 1, 2, 3)
 
 
