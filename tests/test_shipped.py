@@ -29,6 +29,23 @@ def test_regenerated_bit_for_bit(name, tmp_path):
         f"{name} differs from what its builder makes now: run `python -m fem.meshes.shipped`")
 
 
+def test_moduli_an_ulp_apart_are_one_material_so_a_deck_is_the_same_on_any_cpu(tmp_path):
+    """A power or logarithm may round its last bit differently on another CPU (NumPy's AVX-512
+    routines against glibc's): the shipped wedge deck, rebuilt on an AMD EPYC, had the same
+    moduli to 14 digits but in other material groups. Constants that print alike are one
+    material; constants that print differently stay apart."""
+    m = fem.Model.from_inp(shipped.path("L1_voxel_2mm.inp"))
+    trab = np.asarray(m.regions["L1/trabecular"])
+    m.E[trab] = 50.0
+    m.E[trab[::2]] = np.nextafter(50.0, 60.0)  # an ulp apart: the region is no longer uniform
+    text = m.to_inp(tmp_path / "ulp.inp").read_text()
+    assert text.count("*MATERIAL, NAME=VFEM_MAT") == 1
+    assert np.array_equal(fem.Model.from_inp(tmp_path / "ulp.inp").E[trab], np.full(len(trab), 50.0))
+    m.E[trab[:3]] = 50.0 * (1 + 1e-12)  # prints differently at 14 significant digits
+    text = m.to_inp(tmp_path / "apart.inp").read_text()
+    assert text.count("*MATERIAL, NAME=VFEM_MAT") == 2
+
+
 @pytest.mark.parametrize("name, regions", [
     ("L1_voxel_2mm.inp", ["L1/cortex", "L1/trabecular", "L1/posterior"]),
     ("T12-L2_voxel_2.5mm.inp", ["T12-L1/nucleus", "L1-L2/annulus", "L2/endplate_inferior"]),

@@ -1150,8 +1150,19 @@ def _material_cards(model: Model) -> list[str]:
     if len(rest):
         rows, inv = np.unique(np.nan_to_num(table[rest], nan=-np.inf), axis=0,
                               return_inverse=True)
-        inv = inv.ravel()
-        for k, c in enumerate(np.where(np.isneginf(rows), np.nan, rows)):
+        rows = np.where(np.isneginf(rows), np.nan, rows)
+        # one material per constants as written: rows a few ulps apart (a power or logarithm
+        # rounds its last bit differently on another CPU) print alike and are one material, so
+        # a deck does not depend on the machine that wrote it (rounding is monotonic, so the
+        # groups keep the order of their values)
+        group, texts = {}, []
+        for c in rows:
+            text = _elastic_card(c) + "\n" + _section_card("", "", c)
+            texts.append(group.setdefault(text, len(group)))
+        inv = np.asarray(texts, np.int64)[inv.ravel()]
+        firsts = {g: c for g, c in zip(texts[::-1], rows[::-1])}  # each group's first row
+        for k in range(len(group)):
+            c = firsts[k]
             labels = _labels_lines(model.element_ids[rest[inv == k]])
             cards += [f"*ELSET, ELSET=VFEM_MAT{k}\n{labels}",
                       f"*MATERIAL, NAME=VFEM_MAT{k}\n{_elastic_card(c)}",
