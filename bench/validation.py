@@ -240,7 +240,7 @@ def wegrzyn(h: float, bmd: float, pushover: bool, anatomy: str = "parametric") -
 MOLLOY_VOLUMES = (2.0, 4.0, 6.0, 8.0)
 
 
-def molloy(h: float, bmd: float) -> dict:
+def molloy(h: float, bmd: float, anisotropy: float | None = None) -> dict:
     """Molloy, Mathis & Belkoff 2003's protocol on the parametric L3 body (posterior elements
     cut): intact, then the Wegrzyn replica's 25 % crush (the fracture model's defaults; the
     height their fractures lost is not in the abstract, an ASSUMPTION), then bipedicular PVP
@@ -248,7 +248,8 @@ def molloy(h: float, bmd: float) -> dict:
     stiffness (standing load on a rigid plate, 500 N over its travel) and strength (the peak of
     a damage pushover of L3) as a ratio to the intact body's, and the fill (cement in the body
     over the body's volume) at which each ratio first reaches 1, linear between the volumes
-    (NaN if it does not by the largest volume the body takes). Returns {"rows": [(volume mL,
+    (NaN if it does not by the largest volume the body takes). ``anisotropy``: the bone's axial
+    over transverse permeability (default ``fem.augment.PERMEABILITY_ANISOTROPY``). Returns {"rows": [(volume mL,
     fill, stiffness ratio, strength ratio)], "strength_fill": %, "stiffness_fill": %}."""
     from fem import augment
     from fem.errors import MeshError
@@ -256,13 +257,15 @@ def molloy(h: float, bmd: float) -> dict:
     from fem.meshes.vertebra import vertebra_model
 
     m = vertebra_model("L3", voxel_size=h, materials=_materials(bmd), posterior=False)
+    a = augment.PERMEABILITY_ANISOTROPY if anisotropy is None else anisotropy
     k0, s0 = bare_l3(m)
     crushed = compress(m, "L3", "crush", height_loss=0.25)
     k, s = bare_l3(crushed)
     rows = [(0.0, 0.0, k / k0, s / s0)]
     for volume in MOLLOY_VOLUMES:
         try:
-            treated = augment.pvp(crushed, "L3", volume, approach="bipedicular")
+            treated = augment.pvp(crushed, "L3", volume, approach="bipedicular",
+                                  permeability_anisotropy=a)
         except MeshError:  # the body takes no more from these needle tips
             break
         fill = treated.metadata["augmentations"][-1].fill_fraction
@@ -308,6 +311,10 @@ def main(argv=None) -> int:
                     help="also Molloy et al. 2003's fills: the crushed L3 with 2-8 mL of "
                          "bipedicular PMMA, the fill that restores its strength and its "
                          "stiffness (six pushovers: minutes at 2 mm, long at 1 mm)")
+    ap.add_argument("--permeability-anisotropy", type=float, default=None, metavar="A",
+                    help="with --molloy: the bone's axial over transverse permeability "
+                         "(default fem.augment.PERMEABILITY_ANISOTROPY, 2.05, Nauman et al. "
+                         "1999; 1.29 is Baroud et al. 2004's SI over AP cores, 1 isotropic)")
     ap.add_argument("--ssm", action="store_true",
                     help="also rows on real anatomy, the lumbar shape model's mean "
                          "(fem.meshes.ssm; its data folder must exist): the disc rows on its "
@@ -365,12 +372,14 @@ def main(argv=None) -> int:
 
         ratio = caps(2.0, bmd)["first"] / segment(2.0, bmd)["first"]
         rows.append((ex.MAQUER_EMBEDDING, "L2, 2 mm, first failures", ratio))
-    fills = molloy(h, bmd) if args.molloy and not args.no_pushover else None
+    fills = (molloy(h, bmd, args.permeability_anisotropy)
+             if args.molloy and not args.no_pushover else None)
     if fills is not None:
-        rows += [(ex.MOLLOY_STRENGTH_FILL, "L3, 25 % crush, bipedicular PVP",
-                  fills["strength_fill"]),
-                 (ex.MOLLOY_STIFFNESS_FILL, "L3, 25 % crush, bipedicular PVP",
-                  fills["stiffness_fill"])]
+        label = "L3, 25 % crush, bipedicular PVP"
+        if args.permeability_anisotropy is not None:
+            label += f", permeability anisotropy {args.permeability_anisotropy:g}"
+        rows += [(ex.MOLLOY_STRENGTH_FILL, label, fills["strength_fill"]),
+                 (ex.MOLLOY_STIFFNESS_FILL, label, fills["stiffness_fill"])]
     for label, (k_lost, s_lost, recovered) in crush.items():
         rows += [(ex.WEGRZYN_STIFFNESS, f"L3, {label}", k_lost),
                  (ex.WEGRZYN_STRENGTH, f"L3, {label}", s_lost),
