@@ -22,6 +22,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -38,7 +39,7 @@ from fem.study import (
     StudySpec,
     run_id,
 )
-from fem.study.spec import PUSHOVER_ONLY
+from fem.study.spec import CEMENT_ONLY, CEMENT_PROCEDURES, PUSHOVER_ONLY
 
 _EXE = Path(sys.executable).with_name("vfem")
 VFEM = [str(_EXE)] if _EXE.exists() else [sys.executable, "-m", "fem.cli"]
@@ -306,15 +307,18 @@ def test_run_ids_are_stable_and_follow_every_parameter():
     # any change of any parameter gives another id
     changed = {}
     assert p["strength"] == "pistoia"
+    assert p["procedure"] not in CEMENT_PROCEDURES
     for k, v in p.items():
         if k in PUSHOVER_ONLY:  # hashed only with a pushover: test_parameters_added_later_...
+            continue
+        if k in CEMENT_ONLY:  # hashed only with cement: test_parameters_added_later_...
             continue
         q = dict(p)
         q[k] = (not v) if isinstance(v, bool) else v + 1 if isinstance(v, (int, float)) \
             else v + "x"
         changed[k] = run_id(q)
     assert ids[0] not in changed.values()
-    assert len(set(changed.values())) == len(PARAMETERS) - len(PUSHOVER_ONLY)
+    assert len(set(changed.values())) == len(PARAMETERS) - len(PUSHOVER_ONLY) - len(CEMENT_ONLY)
     # and through a spec: one value changed in one run changes that run's id only
     d = json.loads(json.dumps(CANON_DICT))
     d["runs"][1]["cement_volume_ml"] = 4.5
@@ -333,14 +337,17 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
     "in_plane") on 2026-12-07: a pushover run to the full curve, or with elastic endplates,
     keeps its id, and a run without a pushover hashes without them, whatever they hold; so
     does ``first_failure_drop`` (0.1 to 0.02, the same day) and ``first_failure_offset`` (0, off,
-    to 0.002, the same day)."""
+    to 0.002, the same day). ``permeability_anisotropy`` (1, an isotropic cement front, to 2.05,
+    the same day) is hashed only where cement goes in: a cement run of before keeps its id, one
+    with the new front is a new run, and a run without cement keeps its id whatever it holds."""
     import hashlib
 
     from fem.study.spec import ADDED_LATER, PUSHOVER_ONLY
 
     d_old = json.loads(json.dumps(CANON_DICT))
     d_old.setdefault("base", {}).update(load_line="plate", fracture_compaction="none",
-                                        fracture_damage=0.2, disc="isotropic")
+                                        fracture_damage=0.2, disc="isotropic",
+                                        permeability_anisotropy=1.0)
     for p, q in zip(StudySpec.from_dict(d_old).expand(), StudySpec.from_dict(CANON_DICT).expand(),
                     strict=True):
         old = {k: v for k, v in p.items() if k not in ADDED_LATER}
@@ -349,8 +356,10 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
         assert run_id(p) == run_id(old)
         assert q["load_line"] == "space" and run_id(q) != run_id(p)
         assert q["disc"] == "fibres"
+        front = ({"permeability_anisotropy": 2.05} if q["procedure"] in CEMENT_PROCEDURES
+                 else {})
         assert run_id(q) == run_id(dict(old, load_line="space", fracture_compaction="band",
-                                        fracture_damage=0.14, disc="fibres"))
+                                        fracture_damage=0.14, disc="fibres", **front))
         for k, v in {"anatomy": "ssm", "mesh": "tet10", "mesh_size": 4.0,
                      "strength": "pushover", "strength_levels": "all",
                      "fracture_compaction": "band", "fracture_damage": 0.14,
@@ -380,11 +389,36 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
         full = dict(push, pushover_end="full")
         assert run_id(dict(full, first_failure_offset=0.002)) == run_id(full) == run_id(push)
         assert run_id(dict(push, first_failure_offset=0.002)) == run_id(push)
+        assert q["permeability_anisotropy"] == 2.05 and CEMENT_ONLY == ("permeability_anisotropy",)
+        cem = dict(old, procedure="pvp")
+        assert run_id(dict(cem, permeability_anisotropy=1.0)) == run_id(cem)
+        assert run_id(dict(cem, permeability_anisotropy=2.05)) != run_id(cem)
+        bare = dict(old, procedure="fractured")
+        assert run_id(dict(bare, permeability_anisotropy=2.05)) == run_id(bare)
     # a spec without the strength keys and one giving their defaults: the same runs and ids
     d = json.loads(json.dumps(CANON_DICT))
     d.setdefault("base", {}).update(strength="pistoia", strength_levels="treated")
     assert ([run_id(q) for q in StudySpec.from_dict(d).expand()]
             == [run_id(q) for q in StudySpec.from_dict(CANON_DICT).expand()])
+
+
+def test_a_runs_permeability_anisotropy_shapes_its_cement_front():
+    """``permeability_anisotropy`` reaches ``fem.augment.pvp``: the run's model holds the cement
+    that pvp places with it (the default 2.05, and 1, the isotropic front of before), and the
+    two fronts differ."""
+    from fem import augment
+    from fem.study import recipe
+
+    p = next(q for q in StudySpec.from_dict(CANON_DICT).expand() if q["procedure"] == "pvp")
+    assert p["permeability_anisotropy"] == augment.PERMEABILITY_ANISOTROPY
+    got = {}
+    for a in (2.05, 1.0):
+        m = recipe.build_model(dict(p, permeability_anisotropy=a))
+        got[a] = np.sort(m.regions["L2/cement_composite"])
+        base = recipe.build_model(dict(p, procedure="fractured", cement_volume_ml=0.0))
+        ref = augment.pvp(base, "L2", 4.0, approach="unipedicular", permeability_anisotropy=a)
+        assert np.array_equal(got[a], np.sort(ref.regions["L2/cement_composite"]))
+    assert not np.array_equal(got[2.05], got[1.0])
 
 
 def test_strength_levels_forms():

@@ -289,6 +289,12 @@ PARAMETERS = {
                               _range(-15.0, 15.0, " mm")),
     "heterogeneity": Param(float, 0.5, "scatter of the cement's spread: SD of ln permeability "
                            "of the trabecular bone (fem.augment)", _range(0.0, 3.0)),
+    "permeability_anisotropy": Param(float, 2.05, "the trabecular bone's permeability along "
+                                     "the level's axis over across it, which makes the cement "
+                                     "front sqrt of it times as tall as wide (Nauman et al. "
+                                     "1999, fem.augment.PERMEABILITY_ANISOTROPY; 1: the "
+                                     "isotropic front of before 2026-12-07); pvp and pkp runs",
+                                     _range(0.1, 10.0)),
     "load_line": Param(str, "space", "where the load acts on a segment a fracture has "
                        "tipped: space (its line kept over the intact segment's top: the trunk "
                        "held upright; the answer does not depend on how many levels sit above) "
@@ -588,7 +594,8 @@ class StudySpec:
 #: measured, since 2026-12-06; 0.2 calibrated before) and ``disc`` ("fibres" by default since
 #: 2026-12-06), ``pushover_end`` ("first_failure" by default since 2026-12-07),
 #: ``endplate_failure`` ("in_plane" by default since 2026-12-07), ``first_failure_drop`` (0.02
-#: since 2026-12-07) and ``first_failure_offset`` (0.002 since 2026-12-07; 0, off, before)
+#: since 2026-12-07), ``first_failure_offset`` (0.002 since 2026-12-07; 0, off, before) and
+#: ``permeability_anisotropy`` (2.05 since 2026-12-07; 1, an isotropic cement front, before)
 ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "strength": "pistoia", "strength_levels": "treated", "ct": "", "masks": "",
                "ct_slope": 0.8, "ct_intercept": -8.0, "density_error": 0.0,
@@ -598,7 +605,8 @@ ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "endplate_breach_side": "superior", "endplate_breach_position": 0.5,
                "load_line": "plate", "fracture_compaction": "none", "disc": "isotropic",
                "fracture_damage": 0.2, "pushover_end": "full", "endplate_failure": "elastic",
-               "first_failure_drop": 0.1, "first_failure_offset": 0.0}
+               "first_failure_drop": 0.1, "first_failure_offset": 0.0,
+               "permeability_anisotropy": 1.0}
 #: parameters that change nothing unless ``strength = "pushover"``: a run without a pushover
 #: hashes without them, so a linear-only run keeps its id whatever they hold
 PUSHOVER_ONLY = ("pushover_end", "endplate_failure", "first_failure_drop",
@@ -606,14 +614,22 @@ PUSHOVER_ONLY = ("pushover_end", "endplate_failure", "first_failure_drop",
 #: parameters that change nothing unless the pushover stops at the first failure
 #: (``pushover_end = "first_failure"``): a run that reads the full curve hashes without them
 FIRST_FAILURE_ONLY = ("first_failure_offset",)
+#: parameters that change nothing unless cement goes in (``procedure`` pvp or pkp): a run
+#: without cement hashes without them
+CEMENT_ONLY = ("permeability_anisotropy",)
+#: the procedures that put cement in
+CEMENT_PROCEDURES = ("pvp", "pkp")
 
 
 def run_id(params: dict) -> str:
     """A stable id: the first 12 hex digits of the SHA-256 of the sorted parameters (those of
     :data:`ADDED_LATER` left out where they hold their defaults, those of
-    :data:`PUSHOVER_ONLY` where the run has no pushover, and those of
-    :data:`FIRST_FAILURE_ONLY` where its pushover reads the full curve)."""
+    :data:`PUSHOVER_ONLY` where the run has no pushover, those of :data:`FIRST_FAILURE_ONLY`
+    where its pushover reads the full curve, and those of :data:`CEMENT_ONLY` where it puts no
+    cement in)."""
     kept = {k: v for k, v in params.items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
+    if params.get("procedure") not in CEMENT_PROCEDURES:
+        kept = {k: v for k, v in kept.items() if k not in CEMENT_ONLY}
     if params.get("strength", "pistoia") != "pushover":
         kept = {k: v for k, v in kept.items() if k not in PUSHOVER_ONLY}
     if params.get("pushover_end", ADDED_LATER["pushover_end"]) != "first_failure":
