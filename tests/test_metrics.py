@@ -563,3 +563,48 @@ def test_axial_stiffness_is_taken_along_the_load_line_of_a_kyphotic_segment():
             assert metrics.load_line(fd, f)[1] > 10.0
     assert k[("fractured", 4.0)] < k[("pvp", 2.0)] < k[("pvp", 4.0)] < k[("pvp", 6.0)]
     assert k[("fractured", 4.0)] > 0 and k[("pvp", 6.0)] < k[("intact", 4.0)]
+
+
+def test_cement_endplate_contact_counts_the_endplate_cement_lies_against():
+    """``cement_endplate_contact``: on a voxel L2, cement put in the trabecular voxels right
+    under the superior endplate touches exactly the endplate voxels above them (found here from
+    the voxel centroids, not from shared faces), and none of the inferior endplate; the columns
+    come out of ``level_metrics``; a PVP's cloud touches more as its volume grows, and more with
+    the anisotropic front than with the isotropic one."""
+    from fem import augment
+
+    m = vertebra.vertebra_model("L2", voxel_size=2.0, posterior=False)
+    assert metrics.cement_endplate_contact(m, "L2") == {"superior": 0.0, "inferior": 0.0}
+    c = fem.assembly.element_centroids(m)
+    sup, trab = m.regions["L2/endplate_superior"], m.regions["L2/trabecular"]
+    def cell(x):  # the voxel's index (centroids lie at half-voxels: no rounding ties)
+        return tuple(np.floor((x - c.min(axis=0)) / 2.0 + 0.5).astype(int))
+
+    key = {cell(x): e for e, x in zip(trab, c[trab])}
+    below = [key.get(cell(c[e] - [0, 0, 2.0])) for e in sup]
+    take = np.array([b for b in below if b is not None])[::2]  # half of those under it
+    out = m.copy()
+    augment._move(out, take, "L2/cement_composite", E=2000.0, nu=0.3)
+    cemented = {cell(c[e]) for e in take}
+    steps = 2.0 * np.vstack([np.eye(3), -np.eye(3)])  # the six face neighbours
+    expected = np.mean([any(cell(c[e] + d) in cemented for d in steps) for e in sup])
+    got = metrics.cement_endplate_contact(out, "L2")
+    assert got["superior"] == pytest.approx(expected, rel=1e-12) and 0.2 < expected < 0.6
+    assert got["inferior"] == 0.0
+    loaded = loadcases.loaded(out, "standing")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        row = metrics.level_metrics(fem.solve(loaded)).iloc[0]
+    assert row["cement_contact_superior"] == pytest.approx(expected, rel=1e-12)
+    assert row["cement_contact_inferior"] == 0.0
+
+    fr = pathology.compress(vertebra.segment_model("L1-L3", voxel_size=2.0), "L2", "wedge",
+                            grade=2)
+    both = {}
+    for a in (1.0, 2.05):
+        for v in (2.0, 5.0):
+            t = metrics.cement_endplate_contact(
+                augment.pvp(fr, "L2", v, permeability_anisotropy=a), "L2")
+            both[a, v] = t["superior"] + t["inferior"]
+    assert both[2.05, 5.0] > both[2.05, 2.0] and both[1.0, 5.0] > both[1.0, 2.0]
+    assert both[2.05, 5.0] > both[1.0, 5.0]
