@@ -249,12 +249,16 @@ def molloy(h: float, bmd: float, anisotropy: float | None = None) -> dict:
     a damage pushover of L3) as a ratio to the intact body's, and the fill (cement in the body
     over the body's volume) at which each ratio first reaches 1, linear between the volumes
     (NaN if it does not by the largest volume the body takes). ``anisotropy``: the bone's axial
-    over transverse permeability (default ``fem.augment.PERMEABILITY_ANISOTROPY``). Returns {"rows": [(volume mL,
-    fill, stiffness ratio, strength ratio)], "strength_fill": %, "stiffness_fill": %}."""
+    over transverse permeability (default ``fem.augment.PERMEABILITY_ANISOTROPY``). Returns
+    {"rows": [(volume mL, fill, stiffness ratio, strength ratio)], "contact": [(superior,
+    inferior)] (the share of each endplate the cement touches,
+    ``fem.metrics.cement_endplate_contact``, one per row), "strength_fill": %,
+    "stiffness_fill": %}."""
     from fem import augment
     from fem.errors import MeshError
     from fem.meshes.pathology import compress
     from fem.meshes.vertebra import vertebra_model
+    from fem.metrics import cement_endplate_contact
 
     m = vertebra_model("L3", voxel_size=h, materials=_materials(bmd), posterior=False)
     a = augment.PERMEABILITY_ANISOTROPY if anisotropy is None else anisotropy
@@ -262,6 +266,7 @@ def molloy(h: float, bmd: float, anisotropy: float | None = None) -> dict:
     crushed = compress(m, "L3", "crush", height_loss=0.25)
     k, s = bare_l3(crushed)
     rows = [(0.0, 0.0, k / k0, s / s0)]
+    contact = [(0.0, 0.0)]
     for volume in MOLLOY_VOLUMES:
         try:
             treated = augment.pvp(crushed, "L3", volume, approach="bipedicular",
@@ -271,7 +276,9 @@ def molloy(h: float, bmd: float, anisotropy: float | None = None) -> dict:
         fill = treated.metadata["augmentations"][-1].fill_fraction
         k, s = bare_l3(treated)
         rows.append((volume, fill, k / k0, s / s0))
-    return {"rows": rows, "strength_fill": 100.0 * restoring_fill(rows, 3),
+        touch = cement_endplate_contact(treated, "L3")
+        contact.append((touch["superior"], touch["inferior"]))
+    return {"rows": rows, "contact": contact, "strength_fill": 100.0 * restoring_fill(rows, 3),
             "stiffness_fill": 100.0 * restoring_fill(rows, 2)}
 
 
@@ -404,9 +411,10 @@ def main(argv=None) -> int:
     if fills is not None:
         print("\nMolloy et al. 2003 replica: L3 crushed 25 %, then bipedicular PVP; ratios to "
               "the intact body")
-        print(f"{'PMMA mL':>7s} {'fill %':>7s} {'stiffness':>9s} {'strength':>9s}")
-        for volume, fill, k, s in fills["rows"]:
-            print(f"{volume:7.0f} {100.0 * fill:7.1f} {k:9.2f} {s:9.2f}")
+        print(f"{'PMMA mL':>7s} {'fill %':>7s} {'stiffness':>9s} {'strength':>9s} "
+              f"{'endplate contact sup / inf':>27s}")
+        for (volume, fill, k, s), (up, down) in zip(fills["rows"], fills["contact"]):
+            print(f"{volume:7.0f} {100.0 * fill:7.1f} {k:9.2f} {s:9.2f} {up:13.3f} / {down:.3f}")
         largest = 100.0 * fills["rows"][-1][1]
         said = {key: (f"{fills[key]:.1f} %" if math.isfinite(fills[key]) else
                       f"not by {largest:.1f} % (the largest fill)")
