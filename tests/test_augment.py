@@ -394,6 +394,15 @@ def test_cement_front_is_as_tall_as_the_permeability_anisotropy_says():
         assert iso == pytest.approx(1.0, abs=0.06)  # the isotropic front is as tall as wide
         for a in (2.05, 4.0):
             assert shape(a, volume) / iso == pytest.approx(np.sqrt(a), rel=0.06), (a, volume)
+    # PKP's cement beyond the balloon interdigitates by the same front: taller with a > 1
+    fr = pathology.compress(m, "L2", "wedge", grade=2)
+    spread = {}
+    for a in (1.0, 4.0):
+        out = augment.pkp(fr, "L2", 4.0, balloon_ml=2.0, permeability_anisotropy=a)
+        c = augment._centroids(out, out.regions["L2/cement_composite"]) - f.centre
+        spread[a] = (c @ f.axial).std() / np.sqrt((c @ f.lateral).std() * (c @ f.anterior).std())
+        assert _record(out).volume_ml == pytest.approx(4.0, rel=0.05)
+    assert spread[4.0] > 1.1 * spread[1.0]  # 0.66 against 0.57: the shell around the cavity
     with pytest.raises(fem.ParameterError, match="permeability_anisotropy"):
         augment.pvp(m, "L2", 1.0, permeability_anisotropy=0.0)
     with pytest.raises(fem.ParameterError, match="permeability_anisotropy"):
