@@ -107,6 +107,7 @@ from .limits import LIMITS
 from .meshes.pathology import restore
 from .model import Model
 from .parts import FILLABLE, VERTEBRAL_BODY
+from .validate import in_range
 
 #: Cement-volume unit: 1 mL = 1000 mm^3.
 ML = 1000.0
@@ -467,11 +468,15 @@ def _region_lookup(model: Model) -> dict:
 
 
 def _check_anisotropy(a) -> float:
-    a = float(a)
-    if not (np.isfinite(a) and a > 0):
-        raise ParameterError(f"permeability_anisotropy must be a positive number (axial over "
-                             f"transverse permeability; 1 = isotropic), got {a}")
-    return a
+    """``permeability_anisotropy`` (axial over transverse permeability; 1 isotropic), > 0."""
+    return in_range("permeability_anisotropy", a, 0.0, lo_open=True, error=ParameterError)
+
+
+def _radial_permeability(k, anisotropy: float) -> float:
+    """The permeability radial flow from a tip meets in bone of axial permeabilities ``k``:
+    their harmonic mean, times ``anisotropy ** (-2/3)`` (the geometric mean of the three
+    principal permeabilities)."""
+    return len(k) / float(np.sum(1.0 / k)) * anisotropy ** (-2.0 / 3.0)
 
 
 def _fill_order(model, level, elements, sources_xyz, cap, k, *, source_positions=None,
@@ -629,7 +634,7 @@ def pvp(model: Model, level: str, volume_ml: float, *, approach: str = "bipedicu
     placed, cap = _apply_fill(out, level, fill, taken, phi, vol, exits, cem)
     leaks = _leaks(out, level, fill, taken, exits, cap)
     body = np.setdiff1d(taken, list(exits))
-    k_h = len(body) / np.sum(1.0 / k[body]) * a ** (-2.0 / 3.0) if len(body) else None
+    k_h = _radial_permeability(k[body], a) if len(body) else None
     p = injection_pressure(cem, flow_ml_min=flow_ml_min, cannula_diameter_mm=cannula_diameter_mm,
                            cannula_length_mm=cannula_length_mm, k_bone=k_h,
                            bone_volume_mm3=float(vol[fill[body]].sum()), n_needles=len(nds))
@@ -783,7 +788,7 @@ def _interdigitate(out: Model, level: str, fill, vol, phi, k, graph, cavity, exi
     body = np.setdiff1d(taken, list(sub_exits))
     if not len(body):
         return more, leaks, None, 0.0
-    return (more, leaks, len(body) / np.sum(1.0 / k[others][body]) * anisotropy ** (-2.0 / 3.0),
+    return (more, leaks, _radial_permeability(k[others][body], anisotropy),
             float(vol[sub[body]].sum()))
 
 

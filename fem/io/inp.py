@@ -1155,14 +1155,15 @@ def _material_cards(model: Model) -> list[str]:
         # rounds its last bit differently on another CPU) print alike and are one material, so
         # a deck does not depend on the machine that wrote it (rounding is monotonic, so the
         # groups keep the order of their values)
-        group, texts = {}, []
+        group, firsts, ids = {}, [], []
         for c in rows:
             text = _elastic_card(c) + "\n" + _section_card("", "", c)
-            texts.append(group.setdefault(text, len(group)))
-        inv = np.asarray(texts, np.int64)[inv.ravel()]
-        firsts = {g: c for g, c in zip(texts[::-1], rows[::-1])}  # each group's first row
-        for k in range(len(group)):
-            c = firsts[k]
+            if text not in group:
+                group[text] = len(firsts)
+                firsts.append(c)  # the group's constants: its first row
+            ids.append(group[text])
+        inv = np.asarray(ids, np.int64)[inv.ravel()]
+        for k, c in enumerate(firsts):
             labels = _labels_lines(model.element_ids[rest[inv == k]])
             cards += [f"*ELSET, ELSET=VFEM_MAT{k}\n{labels}",
                       f"*MATERIAL, NAME=VFEM_MAT{k}\n{_elastic_card(c)}",
