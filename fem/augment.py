@@ -10,8 +10,11 @@ bipedicular approach each needle follows its pedicle's axis; with the unipedicul
 single needle is angled from its pedicle's entry point to the midline, as clinicians do to reach
 the middle of the body from one side. The tip lies at ``tip_depth`` of the body's
 antero-posterior extent (0 = posterior wall, 1 = anterior wall; default 0.75, the anterior third
-where the needle is usually placed), on the entry's axial level, plus ``tip_offset`` (lateral,
-anterior, axial mm in the level's frame).
+where the needle is usually placed), at the height its pedicle's path reaches there (the
+entry's, where the path runs square to the axis, as in an intact parametric level; in a fractured
+level the path was carried with the collapsed bone, :func:`fem.meshes.pathology.carried_anatomy`,
+so it aims at the same bone), plus ``tip_offset`` (lateral, anterior, axial mm in the level's
+frame).
 
 **Cement spreading (PVP)**. Cement invades the trabecular bone along the path of least hydraulic
 resistance from the needle tips: the fillable elements (trabecular bone, its damaged and
@@ -304,8 +307,9 @@ def needles(model: Model, level: str, approach: str = "bipedicular", *, tip_dept
         if approach == "bipedicular":
             t = (a_tip - (entry - centre) @ e_ant) / (d @ e_ant)
             tip = entry + t * d
-        else:
-            tip = centre + a_tip * e_ant + ((entry - centre) @ e_ax) * e_ax
+        else:  # to the midline, at the height the pedicle's path reaches at that depth
+            rise = (a_tip - (entry - centre) @ e_ant) * (d @ e_ax) / (d @ e_ant)
+            tip = centre + a_tip * e_ant + ((entry - centre) @ e_ax + rise) * e_ax
         tip = tip + shift
         direction = (tip - entry) / np.linalg.norm(tip - entry)
         out.append(Needle(s, tuple(entry), tuple(tip), tuple(direction)))

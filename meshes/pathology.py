@@ -31,7 +31,11 @@ whose one-voxel posterior disc rim lets its disc below grow 4.4 % (grade 2) and 
 with the warning), and a grade-3 biconcave L3, which inverts its disc above's thin rim.
 ``metadata["kyphosis"][level]`` records the rotation, translation, angle (degrees) and the levels
 moved; their anatomy (centres, pedicle axes) moves with them, so the metrics' level frames tilt
-too. A tilted level cannot be fractured afterwards (fracture the upper level first). A damaged
+too. The fractured level's own anatomy follows its collapsed bone (:func:`carried_anatomy`, since
+2026-12-07 evening): its centre stays in the middle of the crushed body and its transpedicular
+paths run through the pedicles where the crushed mesh has them (before, they stayed at the intact
+level's height: a grade-3 crush's needle tips ended above its body, and the frame's centre, which
+splits a damaged band into its superior and inferior parts, near the collapsed top). A tilted level cannot be fractured afterwards (fracture the upper level first). A damaged
 trabecular zone of
 ``damage_depth`` mm under each collapsed endplate becomes region ``"<level>/damaged"`` with the
 trabecular modulus times ``damage_factor``; with ``damage_shell`` (default) the cortex and bony
@@ -186,7 +190,7 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
              damage_factor: float = CRUSHED_MODULUS_RATIO, damage_shell: bool = True,
              burst: bool = False, cleft: bool = False, cleft_thickness: float = 2.0,
              conserve_mass: bool = True, compaction: str = "band",
-             density_exponent: float = DENSITY_EXPONENT) -> Model:
+             density_exponent: float = DENSITY_EXPONENT, carry_anatomy: bool = True) -> Model:
     """A copy of ``model`` with a compression fracture of ``level`` (see the module docstring).
 
     ``height_loss`` (fraction, 0.05..0.8) overrides ``grade``. Returns the new model; its
@@ -205,6 +209,12 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     everywhere). On by
     default; ``conserve_mass=False`` gives the fracture model before 2026-12-06 (with
     ``damage_factor=0.2``, its calibrated factor), in which the collapse loses the bone's mass.
+
+    ``carry_anatomy``: the fractured level's anatomy (its centre, endplate centres and
+    transpedicular paths, ``model.anatomy[level]``) follows its collapsed bone
+    (:func:`carried_anatomy`), so that a needle goes through the pedicle where the crushed mesh
+    has it and the level's frame is centred in the crushed body. ``False`` leaves them where the
+    intact level had them (the fracture model before 2026-12-07 evening).
     """
     loss = genant_loss(grade) if height_loss is None else float(height_loss)
     _check_fracture(model, level, shape, loss, damage_factor, damage_depth)
@@ -225,6 +235,9 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     if below is not None:
         _follow_disc(model, out, pts, col, level, below, f"{level}-{below}", moved, upper=False)
     out.points = pts
+    if carry_anatomy:
+        out.anatomy = out.anatomy.replaced(carried_anatomy(model, pts, level))
+        out.metadata["anatomy_carried"] = [*model.metadata.get("anatomy_carried", ()), level]
     try:
         check_geometry(out, np)
     except MeshError as exc:
@@ -629,8 +642,9 @@ def restore(model: Model, level: str, share: float) -> Model:
     kyphoplasty's height restoration): the body and its discs move back by that share of the
     collapse field, and the levels a wedge's kyphosis tipped move by the rigid motion that best
     carries the endplate's intact nodes to their restored positions (so they stay rigid, and their
-    anatomy and ``metadata["kyphosis"]`` follow). ``metadata["collapse"][level]`` keeps what is
-    left of the collapse. The geometry is checked afterwards by the caller."""
+    anatomy and ``metadata["kyphosis"]`` follow); the level's own anatomy, where ``compress``
+    carried it with the collapse, is carried back with the bone. ``metadata["collapse"][level]``
+    keeps what is left of the collapse. The geometry is checked afterwards by the caller."""
     collapse = model.metadata.get("collapse", {})
     if level not in collapse:
         raise MeshError(f"{level} has no recorded fracture to restore (fracture it with "
@@ -653,6 +667,8 @@ def restore(model: Model, level: str, share: float) -> Model:
         _record_kyphosis(out, level, k["levels"], R, t,
                          moved_by=(Rc, t - Rc @ np.asarray(k["translation"])))
     out.points = pts
+    if level in model.metadata.get("anatomy_carried", ()):  # compress's carry_anatomy
+        out.anatomy = out.anatomy.replaced(carried_anatomy(model, pts, level))
     out.metadata["collapse"] = {**collapse, level: pts - intact}
     dens = model.metadata.get("densification", {}).get(level)
     if dens is not None:  # the body's density follows its volume back (compress's conserve_mass)
@@ -663,6 +679,49 @@ def restore(model: Model, level: str, share: float) -> Model:
         still = np.isin(idx, np.concatenate(body))  # not since made cement or a cleft
         _scale_moduli(out, idx[still], change[still])
     return out
+
+
+#: nodes in each local linear fit of :func:`carried_anatomy` (a voxel's corners; 27 nodes fit a
+#: biconcave collapse's curved motion twice as far off, 0.3 mm at 2 mm voxels)
+CARRY_NODES = 8
+
+
+def carried_anatomy(model: Model, moved, level: str, *, before=None) -> LevelAnatomy:
+    """``model.anatomy[level]`` carried by the motion of its own bone, from ``before`` (default
+    ``model.points``) to ``moved`` (both (n_nodes, 3)): each anatomical point moves as a linear
+    fit (least squares) of the displacements of the level's :data:`CARRY_NODES` nearest nodes
+    does, exact for a motion linear in space (a uniform crush); a transpedicular path keeps its
+    entry and the point where it crosses the body's frontal plane through the centre, each
+    carried, so that it still runs through the pedicle and aims at the same bone; the height
+    scales with the distance between the endplate centres."""
+    anat = model.anatomy[level]
+    x0 = np.asarray(model.points if before is None else before, dtype=float)
+    nodes = model.element_nodes(level_elements(model, level))
+    if not len(nodes):
+        return anat
+    x0 = x0[nodes]
+    u = np.asarray(moved, dtype=float)[nodes] - x0
+    tree = cKDTree(x0)
+    k = min(CARRY_NODES, len(nodes))
+
+    def point(p):
+        p = np.asarray(p, dtype=float)
+        _, i = tree.query(p, k=k)
+        i = np.atleast_1d(i)
+        X = np.c_[np.ones(len(i)), x0[i] - p]
+        return p + np.linalg.lstsq(X, u[i], rcond=None)[0][0]
+
+    ant = anat.frame().anterior
+    axes = {}
+    for side, (e, d) in anat.pedicle_axes.items():
+        w = e + ((anat.centre - e) @ ant) / (d @ ant) * d
+        e1, w1 = point(e), point(w)
+        axes[side] = (e1, (w1 - e1) / np.linalg.norm(w1 - e1))
+    sup, inf = point(anat.superior_centre), point(anat.inferior_centre)
+    span = np.linalg.norm(anat.superior_centre - anat.inferior_centre)
+    return dataclasses.replace(
+        anat, centre=point(anat.centre), superior_centre=sup, inferior_centre=inf,
+        pedicle_axes=axes, height=anat.height * np.linalg.norm(sup - inf) / span)
 
 
 def _angle(R: np.ndarray) -> float:

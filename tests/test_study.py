@@ -39,7 +39,7 @@ from fem.study import (
     StudySpec,
     run_id,
 )
-from fem.study.spec import CEMENT_ONLY, CEMENT_PROCEDURES, PUSHOVER_ONLY
+from fem.study.spec import CEMENT_ONLY, CEMENT_PROCEDURES, FRACTURE_ONLY, PUSHOVER_ONLY
 
 _EXE = Path(sys.executable).with_name("vfem")
 VFEM = [str(_EXE)] if _EXE.exists() else [sys.executable, "-m", "fem.cli"]
@@ -307,18 +307,21 @@ def test_run_ids_are_stable_and_follow_every_parameter():
     # any change of any parameter gives another id
     changed = {}
     assert p["strength"] == "pistoia"
-    assert p["procedure"] not in CEMENT_PROCEDURES
+    assert p["procedure"] not in CEMENT_PROCEDURES and p["procedure"] == "intact"
     for k, v in p.items():
         if k in PUSHOVER_ONLY:  # hashed only with a pushover: test_parameters_added_later_...
             continue
         if k in CEMENT_ONLY:  # hashed only with cement: test_parameters_added_later_...
+            continue
+        if k in FRACTURE_ONLY:  # hashed only with a fracture: test_parameters_added_later_...
             continue
         q = dict(p)
         q[k] = (not v) if isinstance(v, bool) else v + 1 if isinstance(v, (int, float)) \
             else v + "x"
         changed[k] = run_id(q)
     assert ids[0] not in changed.values()
-    assert len(set(changed.values())) == len(PARAMETERS) - len(PUSHOVER_ONLY) - len(CEMENT_ONLY)
+    assert len(set(changed.values())) == (len(PARAMETERS) - len(PUSHOVER_ONLY) - len(CEMENT_ONLY)
+                                          - len(FRACTURE_ONLY))
     # and through a spec: one value changed in one run changes that run's id only
     d = json.loads(json.dumps(CANON_DICT))
     d["runs"][1]["cement_volume_ml"] = 4.5
@@ -339,7 +342,9 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
     does ``first_failure_drop`` (0.1 to 0.02, the same day) and ``first_failure_offset`` (0, off,
     to 0.002, the same day). ``permeability_anisotropy`` (1, an isotropic cement front, to 2.05,
     the same day) is hashed only where cement goes in: a cement run of before keeps its id, one
-    with the new front is a new run, and a run without cement keeps its id whatever it holds."""
+    with the new front is a new run, and a run without cement keeps its id whatever it holds.
+    ``fracture_anatomy`` ("intact" to "carried", the same evening) likewise only where a level
+    is fractured."""
     import hashlib
 
     from fem.study.spec import ADDED_LATER, PUSHOVER_ONLY
@@ -347,7 +352,7 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
     d_old = json.loads(json.dumps(CANON_DICT))
     d_old.setdefault("base", {}).update(load_line="plate", fracture_compaction="none",
                                         fracture_damage=0.2, disc="isotropic",
-                                        permeability_anisotropy=1.0)
+                                        permeability_anisotropy=1.0, fracture_anatomy="intact")
     for p, q in zip(StudySpec.from_dict(d_old).expand(), StudySpec.from_dict(CANON_DICT).expand(),
                     strict=True):
         old = {k: v for k, v in p.items() if k not in ADDED_LATER}
@@ -358,6 +363,8 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
         assert q["disc"] == "fibres"
         front = ({"permeability_anisotropy": 2.05} if q["procedure"] in CEMENT_PROCEDURES
                  else {})
+        if q["procedure"] != "intact":
+            front["fracture_anatomy"] = "carried"
         assert run_id(q) == run_id(dict(old, load_line="space", fracture_compaction="band",
                                         fracture_damage=0.14, disc="fibres", **front))
         for k, v in {"anatomy": "ssm", "mesh": "tet10", "mesh_size": 4.0,
@@ -395,6 +402,14 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
         assert run_id(dict(cem, permeability_anisotropy=2.05)) != run_id(cem)
         bare = dict(old, procedure="fractured")
         assert run_id(dict(bare, permeability_anisotropy=2.05)) == run_id(bare)
+        assert q["fracture_anatomy"] == "carried" and FRACTURE_ONLY == ("fracture_anatomy",)
+        assert run_id(dict(bare, fracture_anatomy="intact")) == run_id(bare)
+        assert run_id(dict(bare, fracture_anatomy="carried")) != run_id(bare)
+        assert run_id(dict(cem, fracture_anatomy="carried")) != run_id(cem)
+        whole = dict(old, procedure="intact")
+        assert run_id(dict(whole, fracture_anatomy="carried")) == run_id(whole)
+        assert run_id(dict(bare, fracture_level="", fracture_anatomy="carried")) == \
+            run_id(dict(bare, fracture_level=""))
     # a spec without the strength keys and one giving their defaults: the same runs and ids
     d = json.loads(json.dumps(CANON_DICT))
     d.setdefault("base", {}).update(strength="pistoia", strength_levels="treated")

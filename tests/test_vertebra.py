@@ -409,3 +409,61 @@ def test_a_rigid_motion_carries_the_kyphosis_record():
                                          if r.startswith("L1/")]))
     np.testing.assert_allclose(mf.points[l1], mm.points[l1] @ k["rotation"].T + k["translation"],
                                atol=1e-9)
+
+
+def _height_in_column(model, level, p, half=1.5):
+    """Where ``p`` stands in its level's body at its (x, y): 0 at the inferior bony surface, 1 at
+    the superior one (the body's nodes within ``half`` mm of p's column)."""
+    body = np.concatenate([model.regions[r] for r in model.regions
+                           if r.startswith(level + "/") and not r.endswith("posterior")])
+    P = model.points[model.element_nodes(body)]
+    z = P[(np.abs(P[:, 0] - p[0]) < half) & (np.abs(P[:, 1] - p[1]) < half), 2]
+    return (p[2] - z.min()) / (z.max() - z.min())
+
+
+@pytest.mark.parametrize("shape,grade", [("crush", 3), ("wedge", 2), ("biconcave", 3)])
+def test_the_fractured_levels_anatomy_follows_its_collapsed_bone(shape, grade):
+    """The needle paths, centre and endplate centres of a fractured level move with its bone:
+    a transpedicular needle still reaches the same bone (the same share of the column's height)
+    and the level's frame is centred in the crushed body. Left where the intact level had them
+    (``carry_anatomy=False``, the model before), a grade-3 crush's needles end above the body."""
+    from fem.augment import needles
+    from fem.meshes.pathology import restore
+
+    m = segment_model("L1-L3", voxel_size=2.0)
+    f = compress(m, "L2", shape, grade=grade)
+    old = compress(m, "L2", shape, grade=grade, carry_anatomy=False)
+    assert np.allclose(old.anatomy["L2"].centre, m.anatomy["L2"].centre)
+    for approach in ("bipedicular", "unipedicular"):
+        for n0, n1, nx in zip(needles(m, "L2", approach), needles(f, "L2", approach),
+                              needles(old, "L2", approach), strict=True):
+            r0 = _height_in_column(m, "L2", n0.tip)
+            r1 = _height_in_column(f, "L2", n1.tip)
+            assert 0.2 < r0 < 0.8
+            assert r1 == pytest.approx(r0, abs=0.06), (approach, r0, r1)
+            rx = _height_in_column(old, "L2", nx.tip)
+            if shape == "crush":  # the old paths stayed at the intact pedicles' height
+                assert rx > 0.95
+    a0, a1 = m.anatomy["L2"], f.anatomy["L2"]
+    for a, model in ((a0, m), (a1, f)):
+        r = _height_in_column(model, "L2", a.centre)
+        assert r == pytest.approx(_height_in_column(m, "L2", a0.centre), abs=0.06)
+    assert a1.height < a0.height
+    # the frame's centre splits the damaged band into its superior and inferior parts, as the
+    # strength and metrics read it: every damaged element above it is under the superior endplate
+    fr = fem.anatomy.level_frame(f, "L2")
+    c = f.element_centres(f.regions["L2/damaged"])
+    top = (c - fr.centre) @ fr.axial > 0
+    sup_z = f.points[f.node_sets["L2/superior"], 2].min()
+    assert (c[top, 2] > sup_z - 5.0 - 2.0).all()
+    if shape != "wedge":
+        assert (~top).any()
+    # undoing the whole collapse carries the anatomy back (within a twentieth of a voxel: the
+    # local linear fits of a biconcave collapse's curved motion, there and back, 0.07 mm)
+    back = restore(f, "L2", 1.0).anatomy["L2"]
+    for key in ("centre", "superior_centre", "inferior_centre"):
+        assert np.allclose(getattr(back, key), getattr(a0, key), atol=0.1), key
+    for s in ("left", "right"):
+        assert np.allclose(back.pedicle_axes[s][0], a0.pedicle_axes[s][0], atol=0.1)
+        assert np.allclose(back.pedicle_axes[s][1], a0.pedicle_axes[s][1], atol=1e-3)
+    assert back.height == pytest.approx(a0.height, abs=0.1)

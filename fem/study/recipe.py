@@ -70,7 +70,8 @@ def build_model(p: dict):
         try:
             m = pathology.compress(m, p["fracture_level"], p["fracture_shape"],
                                    grade=p["fracture_grade"], burst=p["burst"],
-                                   cleft=p["cleft"], damage_factor=p["fracture_damage"], **mass)
+                                   cleft=p["cleft"], damage_factor=p["fracture_damage"],
+                                   carry_anatomy=p["fracture_anatomy"] == "carried", **mass)
         except pathology.CleftError as exc:
             # its remedies are compress's arguments, which a spec does not set: say the spec's
             size = (f"mesh_size {p['mesh_size']:g}" if mesh == "tet10"

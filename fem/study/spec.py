@@ -204,6 +204,13 @@ PARAMETERS = {
                                  "keeps its own), none (lost with its volume: the fracture model "
                                  "before 2026-12-06); fem.meshes.pathology.compress's "
                                  "conserve_mass", choices=("none", "band", "uniform")),
+    "fracture_anatomy": Param(str, "carried", "where the fractured level's anatomy (centre, "
+                              "endplate centres, transpedicular needle paths) stands: carried "
+                              "(with its collapsed bone: the default) or intact (where the "
+                              "intact level had it: before 2026-12-07 evening, when a crushed "
+                              "body's needles stayed at the intact pedicles' height); "
+                              "fem.meshes.pathology.compress's carry_anatomy",
+                              choices=("carried", "intact")),
     "fracture_damage": Param(float, 0.14, "modulus of the fracture's crushed band over its intact "
                              "modulus (fem.meshes.pathology.CRUSHED_MODULUS_RATIO, measured: "
                              "Wolfram et al. 2011; 0.2 was the earlier calibrated factor)",
@@ -595,7 +602,8 @@ class StudySpec:
 #: 2026-12-06), ``pushover_end`` ("first_failure" by default since 2026-12-07),
 #: ``endplate_failure`` ("in_plane" by default since 2026-12-07), ``first_failure_drop`` (0.02
 #: since 2026-12-07), ``first_failure_offset`` (0.002 since 2026-12-07; 0, off, before) and
-#: ``permeability_anisotropy`` (2.05 since 2026-12-07; 1, an isotropic cement front, before)
+#: ``permeability_anisotropy`` (2.05 since 2026-12-07; 1, an isotropic cement front, before);
+#: ``fracture_anatomy`` ("carried" since 2026-12-07 evening; "intact" before)
 ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "strength": "pistoia", "strength_levels": "treated", "ct": "", "masks": "",
                "ct_slope": 0.8, "ct_intercept": -8.0, "density_error": 0.0,
@@ -606,7 +614,7 @@ ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "load_line": "plate", "fracture_compaction": "none", "disc": "isotropic",
                "fracture_damage": 0.2, "pushover_end": "full", "endplate_failure": "elastic",
                "first_failure_drop": 0.1, "first_failure_offset": 0.0,
-               "permeability_anisotropy": 1.0}
+               "permeability_anisotropy": 1.0, "fracture_anatomy": "intact"}
 #: parameters that change nothing unless ``strength = "pushover"``: a run without a pushover
 #: hashes without them, so a linear-only run keeps its id whatever they hold
 PUSHOVER_ONLY = ("pushover_end", "endplate_failure", "first_failure_drop",
@@ -617,6 +625,9 @@ FIRST_FAILURE_ONLY = ("first_failure_offset",)
 #: parameters that change nothing unless cement goes in (``procedure`` pvp or pkp): a run
 #: without cement hashes without them
 CEMENT_ONLY = ("permeability_anisotropy",)
+#: parameters that change nothing unless a level is fractured (a procedure other than intact
+#: with a ``fracture_level``): a run without a fracture hashes without them
+FRACTURE_ONLY = ("fracture_anatomy",)
 #: the procedures that put cement in
 CEMENT_PROCEDURES = ("pvp", "pkp")
 
@@ -625,11 +636,13 @@ def run_id(params: dict) -> str:
     """A stable id: the first 12 hex digits of the SHA-256 of the sorted parameters (those of
     :data:`ADDED_LATER` left out where they hold their defaults, those of
     :data:`PUSHOVER_ONLY` where the run has no pushover, those of :data:`FIRST_FAILURE_ONLY`
-    where its pushover reads the full curve, and those of :data:`CEMENT_ONLY` where it puts no
-    cement in)."""
+    where its pushover reads the full curve, those of :data:`CEMENT_ONLY` where it puts no
+    cement in, and those of :data:`FRACTURE_ONLY` where it fractures no level)."""
     kept = {k: v for k, v in params.items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
     if params.get("procedure") not in CEMENT_PROCEDURES:
         kept = {k: v for k, v in kept.items() if k not in CEMENT_ONLY}
+    if params.get("procedure", "intact") == "intact" or not params.get("fracture_level"):
+        kept = {k: v for k, v in kept.items() if k not in FRACTURE_ONLY}
     if params.get("strength", "pistoia") != "pushover":
         kept = {k: v for k, v in kept.items() if k not in PUSHOVER_ONLY}
     if params.get("pushover_end", ADDED_LATER["pushover_end"]) != "first_failure":
