@@ -187,12 +187,13 @@ def bone_damage_law(model, *, yield_compression: float = YIELD_COMPRESSION,
                     softening_strain: float = SOFTENING_STRAIN,
                     reference_size: float = REFERENCE_SIZE,
                     nonlocal_length: float = NONLOCAL_LENGTH,
-                    endplates: str = "in_plane") -> DamageLaw:
+                    endplates: str = "in_plane", cement_strengths: bool = True) -> DamageLaw:
     """The damage law of every element of a vertebra or segment model, from its material region
     (module docstring). Elements of no region, or of a part not listed, are elastic (logged).
     ``nonlocal_length`` 0: a local law with the crack band alone. ``endplates``: "in_plane"
     (the bony endplates yield by their in-plane strain) or "elastic" (they never fail, the law
-    before 2026-12-07)."""
+    before 2026-12-07). ``cement_strengths`` False leaves cement elastic instead of looking its
+    strength up (:func:`damage_history` needs only the bone's state, whatever the cement)."""
     from .assembly import element_volumes
 
     if endplates not in ENDPLATE_LAWS:
@@ -222,9 +223,12 @@ def bone_damage_law(model, *, yield_compression: float = YIELD_COMPRESSION,
             kappa_ratio[el] = factors.get(name.split("/", 1)[0], 1.0) \
                 if part in DAMAGED_PARTS else 1.0
         elif part in CEMENT_PARTS or part in COMPOSITE_PARTS or part.startswith("cement"):
-            s, E_c = _cement_strength(model, name)
-            ec[el], et[el] = s.compressive / E_c, s.tensile / E_c
-            rho[el], soft[el] = CEMENT_RESIDUAL, CEMENT_SOFTENING
+            if cement_strengths:
+                s, E_c = _cement_strength(model, name)
+                ec[el], et[el] = s.compressive / E_c, s.tensile / E_c
+                rho[el], soft[el] = CEMENT_RESIDUAL, CEMENT_SOFTENING
+            else:
+                ec[el], et[el] = np.inf, np.inf
             kappa_ratio[el] = 1.0
         else:
             return False
@@ -268,6 +272,16 @@ def bone_damage_law(model, *, yield_compression: float = YIELD_COMPRESSION,
         intact = np.where(damaged, np.asarray(model.E) / kappa_ratio, np.nan)
         law = dataclasses.replace(law, kappa0=np.where(damaged, k0, 0.0), intact_modulus=intact)
     return law
+
+
+def damage_history(model) -> np.ndarray:
+    """The damage history ``kappa0`` of every element (normalised strain, in units of its
+    yield strain; 0 where the bone is intact): a fracture's damaged bone reloads along its
+    reduced modulus up to ``kappa0`` times its yield strain, where it stands on the law's
+    envelope again (module docstring, "Damaged bone"; with the defaults and the measured
+    damage factor 0.14, on the residual plateau: 0.6 / 0.14 = 4.3). The linear strain criteria
+    of :mod:`fem.metrics` read a damaged element's strain over it."""
+    return np.asarray(bone_damage_law(model, cement_strengths=False).kappa0, dtype=float)
 
 
 def layer_normals(model, layer) -> np.ndarray:

@@ -57,21 +57,16 @@ def test_fracture_softens_and_cement_stiffens_the_treated_level(study):
         assert k["fractured"] < k["intact"]
         assert k["fractured"] < k["pvp_2ml"] < k["pvp_4ml"] < k["pvp_6ml"]
         assert k["fractured"] < k["pkp_4ml"]
+        # Pistoia's criterion reads the crushed band's strain over its damage history
+        # (fem.metrics, "Damaged bone"), so the fracture costs the level a part of its strength
+        # within about one SD of Wegrzyn et al. 2011's loss (11 +- 19 %; here 16 % standing and
+        # 24 % under flexion at 4 mm, 2026-12-07), and cement and PKP's restored, cemented body
+        # give it back (until then the band's raw strain set the estimate: -70 %, and under
+        # flexion cement, which did not reach the band's front, left it within 2 %)
         s = {st: _get(t, st, case, "L2", "strength_pistoia_n") for st in STATES}
         pvp = [s["pvp_2ml"], s["pvp_4ml"], s["pvp_6ml"]]
-        if case == "standing":
-            assert s["fractured"] < min(pvp)
-        else:
-            # under flexion the most strained 2 % of bone, Pistoia's criterion, is the damaged
-            # band under the collapsed front of the endplate, which the cement around the needle
-            # tips does not reach: with the fibre disc the estimate stays within 2 % of the
-            # fractured one (153.6 against 152.0-153.7 N here; docs/augmentation.md)
-            assert max(abs(v / s["fractured"] - 1.0) for v in pvp) < 0.02
-        # not PKP's since the crushed bone keeps its mass (2026-12-06): its height restoration
-        # spreads the compacted band's mass over the restored height (pathology.restore), and
-        # the Pistoia estimate of the less dense band falls below the fractured one's (standing
-        # at this test's voxel size: 180 against 195 N; docs/augmentation.md)
-        assert s["fractured"] < s["intact"]
+        assert 0.7 * s["intact"] < s["fractured"] < s["intact"]
+        assert s["fractured"] < min(pvp) and s["fractured"] < s["pkp_4ml"]
         phi = {st: _get(t, st, case, "L2", "factor_of_risk") for st in STATES}
         assert phi["fractured"] > phi["intact"]
         assert phi["fractured"] == pytest.approx(_get(t, "fractured", case, "L2", "load_n")

@@ -101,6 +101,31 @@ def test_prism_geometry_and_flat_endplates(prism):
     assert row["cement_placed_ml"] == 0.0 and row["leak_locations"] == ""
 
 
+def test_crushed_bone_fails_by_the_strain_criteria_at_its_residual_strength():
+    """A fracture's damaged bone (modulus 0.14 of what it was, Wolfram et al. 2011's measured
+    damage) reloads along that modulus up to its damage history kappa0 before it yields again
+    (the pushover's law, fem.strength): on the law's residual plateau, kappa0 = 0.6 / 0.14. The
+    Pistoia and principal-strain criteria read its strain over kappa0, so a prism of crushed
+    bone fails by them at the residual share (0.6) of the intact prism's strengths, the stress
+    the damage law carries there, not at 0.14 of them (its raw strain, before 2026-12-07)."""
+    from fem.strength import RESIDUAL, damage_history
+
+    E0, r, F, size = 1200.0, pathology.CRUSHED_MODULUS_RATIO, 250.0, (20.0, 16.0, 12.0)
+    m = rollers(block_level((5, 4, 6), size, E=r * E0))
+    m.add_region("L1/damaged", np.arange(m.n_elements))
+    m.metadata["fractures"] = [pathology.Fracture("L1", damage_factor=r)]
+    m.add(fem.TotalForce("zmax", (0.0, 0.0, -F)))
+    assert np.allclose(damage_history(m), RESIDUAL / r, rtol=1e-12)
+    row = metrics.level_metrics(solve(m)).iloc[0]
+    EA = E0 * size[0] * size[1]
+    assert row["strength_pistoia_n"] == pytest.approx(RESIDUAL * EA * 0.007, rel=1e-9)
+    assert row["strength_strain_n"] == pytest.approx(RESIDUAL * EA * 0.0084, rel=1e-9)
+    # the same prism without the fracture's record is bone of that modulus, intact
+    del m.metadata["fractures"]
+    row = metrics.level_metrics(solve(m)).iloc[0]
+    assert row["strength_pistoia_n"] == pytest.approx(r * EA * 0.007, rel=1e-9)
+
+
 def test_tension_uses_the_tensile_yield_strain():
     E, nu, F, size = 800.0, 0.3, 90.0, (6.0, 6.0, 9.0)
     m = rollers(block_level((3, 3, 3), size, E=E, nu=nu))

@@ -226,7 +226,9 @@ def test_risk_bars_one_group_per_level_one_bar_per_run(study):
     assert len(phi1) == 1 and list(phi1[0].get_ydata()) == [1.0, 1.0]
     lo, hi = ax.get_ylim()
     assert lo <= 0.0 and df["factor_of_risk"].max() <= hi
-    assert df["factor_of_risk"].max() > 1.0  # the fractured L2: the line Φ = 1 is crossed
+    # the line Φ = 1 stays in view where no bar reaches it (the fractured L2 no longer does since
+    # the Pistoia criterion reads crushed bone's strain over its damage history, 2026-12-07)
+    assert hi >= 1.0
     labelled = risk_bars(df, {"before": run_of(df, "fractured"), "after": run_of(df, "pkp")})
     assert [c.get_label() for c in labelled.axes[0].containers] == ["before", "after"]
 
