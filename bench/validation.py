@@ -175,23 +175,29 @@ def disc_rows(h: float, bmd: float, fibres: bool, kinematics: str = "small",
     return {"pressure": p, "ratio": p / (500.0 / area), "stiffness": k, "bulge": bulge}
 
 
-def bare_l3(model, pushover: bool = True) -> tuple[float, float]:
-    """(stiffness N/mm, strength N) of an L3 body standing on its base under a rigid plate (the
-    Wegrzyn and Molloy replicas): the standing 500 N over the plate's travel, and the peak of a
-    damage pushover of L3 (NaN without ``pushover``)."""
+def bare_l3(model, pushover: bool = True) -> tuple[float, float, float]:
+    """(stiffness N/mm, strength N, Pistoia strength N) of an L3 body standing on its base under
+    a rigid plate (the Wegrzyn and Molloy replicas): the standing 500 N over the plate's travel,
+    the peak of a damage pushover of L3 (NaN without ``pushover``) and the linear Pistoia
+    estimate of the same solve (``fem.metrics``)."""
     import fem
+    from fem import metrics
     from fem.meshes import loadcases
     from fem.strength import pushover as push
 
     model = model.copy()
     model.conditions = []
     model = loadcases.loaded(model, "standing")
-    k = 500.0 / -float(fem.solve(model, rtol=1e-8).plate_motion("load:standing")[2])
-    return k, (push(model, level="L3").peak_load if pushover else math.nan)
+    res = fem.solve(model, rtol=1e-8)
+    k = 500.0 / -float(res.plate_motion("load:standing")[2])
+    pistoia = float(metrics.level_metrics(res).set_index("level").loc["L3",
+                                                                      "strength_pistoia_n"])
+    return k, (push(model, level="L3").peak_load if pushover else math.nan), pistoia
 
 
 def wegrzyn(h: float, bmd: float, pushover: bool, anatomy: str = "parametric") -> dict:
-    """{variant: (stiffness lost %, failure load lost %, deformation recovered %)} of the
+    """{variant: (stiffness lost %, failure load lost %, deformation recovered %, Pistoia
+    strength lost %)} of the
     parametric L3 body (posterior elements cut) after the fracture model's 25 % crush
     (``pathology.compress``), between a fixed base and a rigid plate under the standing load; the
     failure load is the peak of a damage pushover of L3 (NaN without ``pushover``). Variants:
@@ -220,7 +226,7 @@ def wegrzyn(h: float, bmd: float, pushover: bool, anatomy: str = "parametric") -
         m = ssm.ssm_segment_model("L3", voxel_size=h, materials=_materials(bmd))
     else:
         m = vertebra_model("L3", voxel_size=h, materials=_materials(bmd), posterior=False)
-    k0, s0 = bare_l3(m, pushover)
+    k0, s0, p0 = bare_l3(m, pushover)
     out = {}
     for label, opts in (("default", {}),
                         ("mass lost, measured damage", {"conserve_mass": False}),
@@ -228,11 +234,12 @@ def wegrzyn(h: float, bmd: float, pushover: bool, anatomy: str = "parametric") -
                          {"conserve_mass": False, "damage_factor": 0.2}),
                         ("mass kept, uniform", {"compaction": "uniform"})):
         crushed = compress(m, "L3", "crush", height_loss=0.25, **opts)
-        k1, s1 = bare_l3(crushed, pushover)
+        k1, s1, p1 = bare_l3(crushed, pushover)
         core = crush_recovery(crushed, "L3")
         springback = s1 / k1 if pushover else 0.0
         out[label] = (100.0 * (1.0 - k1 / k0), 100.0 * (1.0 - s1 / s0),
-                      100.0 * (springback + core.recovered_mm) / core.crush_mm)
+                      100.0 * (springback + core.recovered_mm) / core.crush_mm,
+                      100.0 * (1.0 - p1 / p0))
     return out
 
 
@@ -262,9 +269,9 @@ def molloy(h: float, bmd: float, anisotropy: float | None = None) -> dict:
 
     m = vertebra_model("L3", voxel_size=h, materials=_materials(bmd), posterior=False)
     a = augment.PERMEABILITY_ANISOTROPY if anisotropy is None else anisotropy
-    k0, s0 = bare_l3(m)
+    k0, s0, _ = bare_l3(m)
     crushed = compress(m, "L3", "crush", height_loss=0.25)
-    k, s = bare_l3(crushed)
+    k, s, _ = bare_l3(crushed)
     rows = [(0.0, 0.0, k / k0, s / s0)]
     contact = [(0.0, 0.0)]
     for volume in MOLLOY_VOLUMES:
@@ -274,7 +281,7 @@ def molloy(h: float, bmd: float, anisotropy: float | None = None) -> dict:
         except MeshError:  # the body takes no more from these needle tips
             break
         fill = treated.metadata["augmentations"][-1].fill_fraction
-        k, s = bare_l3(treated)
+        k, s, _ = bare_l3(treated)
         rows.append((volume, fill, k / k0, s / s0))
         touch = cement_endplate_contact(treated, "L3")
         contact.append((touch["superior"], touch["inferior"]))
@@ -387,9 +394,10 @@ def main(argv=None) -> int:
             label += f", permeability anisotropy {args.permeability_anisotropy:g}"
         rows += [(ex.MOLLOY_STRENGTH_FILL, label, fills["strength_fill"]),
                  (ex.MOLLOY_STIFFNESS_FILL, label, fills["stiffness_fill"])]
-    for label, (k_lost, s_lost, recovered) in crush.items():
+    for label, (k_lost, s_lost, recovered, p_lost) in crush.items():
         rows += [(ex.WEGRZYN_STIFFNESS, f"L3, {label}", k_lost),
                  (ex.WEGRZYN_STRENGTH, f"L3, {label}", s_lost),
+                 (ex.WEGRZYN_STRENGTH, f"L3, {label}, linear Pistoia estimate", p_lost),
                  (ex.WEGRZYN_RECOVERY, f"L3, {label}, springback + core (Fyhrie), shell kept",
                   recovered)]
     print()
