@@ -34,8 +34,9 @@ moved; their anatomy (centres, pedicle axes) moves with them, so the metrics' le
 too. The fractured level's own anatomy follows its collapsed bone (:func:`carried_anatomy`, since
 2026-12-07 evening): its centre stays in the middle of the crushed body and its transpedicular
 paths run through the pedicles where the crushed mesh has them (before, they stayed at the intact
-level's height: a grade-3 crush's needle tips ended above its body, and the frame's centre, which
-splits a damaged band into its superior and inferior parts, near the collapsed top). A tilted level cannot be fractured afterwards (fracture the upper level first). A damaged
+level's height: a grade-3 crush's needle tips ended above its body, and the frame's centre,
+which splits a damaged band into its superior and inferior parts, near the collapsed top). A
+tilted level cannot be fractured afterwards (fracture the upper level first). A damaged
 trabecular zone of
 ``damage_depth`` mm under each collapsed endplate becomes region ``"<level>/damaged"`` with the
 trabecular modulus times ``damage_factor``; with ``damage_shell`` (default) the cortex and bony
@@ -686,20 +687,19 @@ def restore(model: Model, level: str, share: float) -> Model:
 CARRY_NODES = 8
 
 
-def carried_anatomy(model: Model, moved, level: str, *, before=None) -> LevelAnatomy:
-    """``model.anatomy[level]`` carried by the motion of its own bone, from ``before`` (default
-    ``model.points``) to ``moved`` (both (n_nodes, 3)): each anatomical point moves as a linear
+def carried_anatomy(model: Model, moved, level: str) -> LevelAnatomy:
+    """``model.anatomy[level]`` carried by the motion of its own bone, from ``model.points`` to
+    ``moved`` (n_nodes, 3): each anatomical point moves as a linear
     fit (least squares) of the displacements of the level's :data:`CARRY_NODES` nearest nodes
     does, exact for a motion linear in space (a uniform crush); a transpedicular path keeps its
     entry and the point where it crosses the body's frontal plane through the centre, each
     carried, so that it still runs through the pedicle and aims at the same bone; the height
     scales with the distance between the endplate centres."""
     anat = model.anatomy[level]
-    x0 = np.asarray(model.points if before is None else before, dtype=float)
     nodes = model.element_nodes(level_elements(model, level))
     if not len(nodes):
         return anat
-    x0 = x0[nodes]
+    x0 = np.asarray(model.points, dtype=float)[nodes]
     u = np.asarray(moved, dtype=float)[nodes] - x0
     tree = cKDTree(x0)
     k = min(CARRY_NODES, len(nodes))
