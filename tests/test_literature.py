@@ -192,12 +192,12 @@ def test_vertebroplasty_restores_the_strength_before_the_stiffness(crushed_l3):
     volume on average and the stiffness at 29.8 %: strength first. (Issue 16 found the model
     the other way round: 36-40 % for the strength, 12-13 % for the stiffness.) The crushed L3
     of the Wegrzyn replica with 2 mL of bipedicular PMMA, nothing set from this experiment:
-    at 5 mm its fill is 9.4 % and the strength is back (1.21 of intact) while the stiffness is
-    not (0.50). Asserted: the fill is a few percent of the body, and at it the strength is
+    at 5 mm its fill is 9.4 % and the strength is back (1.49 of intact) while the stiffness is
+    not (0.52). Asserted: the fill is a few percent of the body, and at it the strength is
     restored and the stiffness is not. The fills themselves are not converged in the voxel size
-    and are not asserted: the strength comes back at 16 / 28 / 36 % fill at 3 / 2 / 1.5 mm and
-    not by 38 % at 1 mm, the stiffness at 34 % and beyond 37 % (docs/validation.md,
-    ``bench/validation.py --molloy``)."""
+    and are not asserted: the strength comes back at 11.5 / 20.4 / 25.3 / 30.7 % fill at 3 / 2 /
+    1.5 / 1 mm, the stiffness at 33-35 % from 3 to 1.5 mm and not by 38 % at 1 mm
+    (docs/validation.md, ``bench/validation.py --molloy``, 2026-12-07 evening)."""
     from fem import augment
 
     (k0, s0), (k1, s1) = crushed_l3["k0s0"], crushed_l3["k1s1"]
