@@ -47,6 +47,11 @@ class LevelFrame:
     depth: float
     rim: float
 
+    def superior(self, points) -> np.ndarray:
+        """Which of ``points`` (n, 3) lie on the superior side of the level's centre, along its
+        axis (how a damaged endplate's elements are told superior from inferior)."""
+        return (np.asarray(points, dtype=float) - self.centre) @ self.axial > 0.0
+
 
 def _point(value, what: str) -> np.ndarray:
     a = np.array(value, dtype=float)

@@ -454,7 +454,7 @@ def _breach_sites(model: Model, level: str, elements, found) -> list:
     "endplate")."""
     discs = _next_disc(model, level)
     f = level_frame(model, level)
-    up = (model.element_centres(elements) - f.centre) @ f.axial > 0
+    up = f.superior(model.element_centres(elements))
     out = []
     for above, seen in zip(up, found):
         side = "superior" if above else "inferior"

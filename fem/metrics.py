@@ -437,7 +437,7 @@ def cement_endplate_contact(model, level: str, pairs=None) -> dict:
              for s, part in ENDPLATE_PARTS.items()}
     damaged = np.asarray(model.regions.get(f"{level}/damaged_endplate", []), np.int64)
     if len(damaged):
-        up = (element_centroids(model)[damaged] - f.centre) @ f.axial > 0.0
+        up = f.superior(element_centroids(model)[damaged])
         sides = {"superior": np.r_[sides["superior"], damaged[up]],
                  "inferior": np.r_[sides["inferior"], damaged[~up]]}
     out = {s: (math.nan if not len(e) else 0.0) for s, e in sides.items()}

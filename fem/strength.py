@@ -323,7 +323,7 @@ def layer_normals(model, layer) -> np.ndarray:
         el = el[layer[el]]
         if level in anatomy.levels:
             f = anatomy[level].frame()
-            up = (cent[el] - f.centre) @ f.axial > 0.0
+            up = f.superior(cent[el])
             for side, sel in (("endplate_superior", up), ("endplate_inferior", ~up)):
                 sheet[el[sel]] = sheets.setdefault((level, side), len(sheets))
             continue

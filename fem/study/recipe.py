@@ -40,6 +40,7 @@ def build_model(p: dict):
     from ..meshes import loadcases, pathology
     from ..meshes.bone import BoneQuality, get_law
     from ..meshes.vertebra import segment_model
+    from .spec import fractures
 
     p = recorded(p)
     law = p["density_law"]
@@ -63,7 +64,7 @@ def build_model(p: dict):
     else:
         m = segment_model(p["levels"], voxel_size=p["voxel_size"], materials=mats)
     proc = p["procedure"]
-    if proc != "intact" and p["fracture_level"]:
+    if fractures(p):
         mass = {"conserve_mass": False} if p["fracture_compaction"] == "none" else {
             "conserve_mass": True, "compaction": p["fracture_compaction"],
             "density_exponent": get_law(law).c}  # the model's own density law

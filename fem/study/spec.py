@@ -632,21 +632,29 @@ FRACTURE_ONLY = ("fracture_anatomy",)
 CEMENT_PROCEDURES = ("pvp", "pkp")
 
 
+def fractures(params: dict) -> bool:
+    """Whether the run fractures a level: a procedure other than intact, with a
+    ``fracture_level`` (what :func:`fem.study.recipe.build_model` compresses)."""
+    return params.get("procedure", "intact") != "intact" and bool(params.get("fracture_level"))
+
+
 def run_id(params: dict) -> str:
     """A stable id: the first 12 hex digits of the SHA-256 of the sorted parameters (those of
     :data:`ADDED_LATER` left out where they hold their defaults, those of
     :data:`PUSHOVER_ONLY` where the run has no pushover, those of :data:`FIRST_FAILURE_ONLY`
     where its pushover reads the full curve, those of :data:`CEMENT_ONLY` where it puts no
     cement in, and those of :data:`FRACTURE_ONLY` where it fractures no level)."""
-    kept = {k: v for k, v in params.items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
+    unused = set()  # parameters that change nothing in this run
     if params.get("procedure") not in CEMENT_PROCEDURES:
-        kept = {k: v for k, v in kept.items() if k not in CEMENT_ONLY}
-    if params.get("procedure", "intact") == "intact" or not params.get("fracture_level"):
-        kept = {k: v for k, v in kept.items() if k not in FRACTURE_ONLY}
+        unused.update(CEMENT_ONLY)
+    if not fractures(params):
+        unused.update(FRACTURE_ONLY)
     if params.get("strength", "pistoia") != "pushover":
-        kept = {k: v for k, v in kept.items() if k not in PUSHOVER_ONLY}
+        unused.update(PUSHOVER_ONLY)
     if params.get("pushover_end", ADDED_LATER["pushover_end"]) != "first_failure":
-        kept = {k: v for k, v in kept.items() if k not in FIRST_FAILURE_ONLY}
+        unused.update(FIRST_FAILURE_ONLY)
+    kept = {k: v for k, v in params.items()
+            if k not in unused and (k not in ADDED_LATER or v != ADDED_LATER[k])}
     blob = json.dumps(kept, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
