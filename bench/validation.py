@@ -204,7 +204,9 @@ def wegrzyn(h: float, bmd: float, pushover: bool, anatomy: str = "parametric") -
     "default" (the crushed bone keeps its mass, compacted into the damaged band, whose modulus
     ratio is the measured ``CRUSHED_MODULUS_RATIO``), "mass lost" (``conserve_mass=False``, with
     the measured damage and with the factor 0.2 calibrated on this experiment's stiffness loss
-    before 2026-12-06) and "mass kept, uniform" (every element keeps its own mass).
+    before 2026-12-06), "mass kept, uniform" (every element keeps its own mass) and "mass kept,
+    original envelope" (the band's strength envelope that of the bone it was crushed from,
+    ``compress``'s ``envelope="original"``).
 
     The recovery (the model imposes the crushed geometry and has no time-dependent term) is the
     crushed body's elastic springback from its residual strength, F_crushed / k_crushed (its
@@ -232,7 +234,8 @@ def wegrzyn(h: float, bmd: float, pushover: bool, anatomy: str = "parametric") -
                         ("mass lost, measured damage", {"conserve_mass": False}),
                         ("mass lost, damage 0.2 (before 2026-12-06)",
                          {"conserve_mass": False, "damage_factor": 0.2}),
-                        ("mass kept, uniform", {"compaction": "uniform"})):
+                        ("mass kept, uniform", {"compaction": "uniform"}),
+                        ("mass kept, original envelope", {"envelope": "original"})):
         crushed = compress(m, "L3", "crush", height_loss=0.25, **opts)
         k1, s1, p1 = bare_l3(crushed, pushover)
         core = crush_recovery(crushed, "L3")
@@ -247,7 +250,8 @@ def wegrzyn(h: float, bmd: float, pushover: bool, anatomy: str = "parametric") -
 MOLLOY_VOLUMES = (2.0, 4.0, 6.0, 8.0)
 
 
-def molloy(h: float, bmd: float, anisotropy: float | None = None) -> dict:
+def molloy(h: float, bmd: float, anisotropy: float | None = None,
+           envelope: str = "compacted") -> dict:
     """Molloy, Mathis & Belkoff 2003's protocol on the parametric L3 body (posterior elements
     cut): intact, then the Wegrzyn replica's 25 % crush (the fracture model's defaults; the
     height their fractures lost is not in the abstract, an ASSUMPTION), then bipedicular PVP
@@ -256,7 +260,8 @@ def molloy(h: float, bmd: float, anisotropy: float | None = None) -> dict:
     a damage pushover of L3) as a ratio to the intact body's, and the fill (cement in the body
     over the body's volume) at which each ratio first reaches 1, linear between the volumes
     (NaN if it does not by the largest volume the body takes). ``anisotropy``: the bone's axial
-    over transverse permeability (default ``fem.augment.PERMEABILITY_ANISOTROPY``). Returns
+    over transverse permeability (default ``fem.augment.PERMEABILITY_ANISOTROPY``).
+    ``envelope``: the crushed band's strength envelope (``pathology.compress``'s). Returns
     {"rows": [(volume mL, fill, stiffness ratio, strength ratio)], "contact": [(superior,
     inferior)] (the share of each endplate the cement touches,
     ``fem.metrics.cement_endplate_contact``, one per row), "strength_fill": %,
@@ -270,7 +275,7 @@ def molloy(h: float, bmd: float, anisotropy: float | None = None) -> dict:
     m = vertebra_model("L3", voxel_size=h, materials=_materials(bmd), posterior=False)
     a = augment.PERMEABILITY_ANISOTROPY if anisotropy is None else anisotropy
     k0, s0, _ = bare_l3(m)
-    crushed = compress(m, "L3", "crush", height_loss=0.25)
+    crushed = compress(m, "L3", "crush", height_loss=0.25, envelope=envelope)
     k, s, _ = bare_l3(crushed)
     rows = [(0.0, 0.0, k / k0, s / s0)]
     contact = [(0.0, 0.0)]
@@ -329,6 +334,9 @@ def main(argv=None) -> int:
                     help="with --molloy: the bone's axial over transverse permeability "
                          "(default fem.augment.PERMEABILITY_ANISOTROPY, 2.05, Nauman et al. "
                          "1999; 1.29 is Baroud et al. 2004's SI over AP cores, 1 isotropic)")
+    ap.add_argument("--crushed-envelope", default="compacted", choices=("compacted", "original"),
+                    help="with --molloy: the crushed band's strength envelope "
+                         "(pathology.compress's envelope; default compacted)")
     ap.add_argument("--ssm", action="store_true",
                     help="also rows on real anatomy, the lumbar shape model's mean "
                          "(fem.meshes.ssm; its data folder must exist): the disc rows on its "
@@ -386,12 +394,14 @@ def main(argv=None) -> int:
 
         ratio = caps(2.0, bmd)["first"] / segment(2.0, bmd)["first"]
         rows.append((ex.MAQUER_EMBEDDING, "L2, 2 mm, first failures", ratio))
-    fills = (molloy(h, bmd, args.permeability_anisotropy)
+    fills = (molloy(h, bmd, args.permeability_anisotropy, args.crushed_envelope)
              if args.molloy and not args.no_pushover else None)
     if fills is not None:
         label = "L3, 25 % crush, bipedicular PVP"
         if args.permeability_anisotropy is not None:
             label += f", permeability anisotropy {args.permeability_anisotropy:g}"
+        if args.crushed_envelope != "compacted":
+            label += f", {args.crushed_envelope} envelope"
         rows += [(ex.MOLLOY_STRENGTH_FILL, label, fills["strength_fill"]),
                  (ex.MOLLOY_STIFFNESS_FILL, label, fills["stiffness_fill"])]
     for label, (k_lost, s_lost, recovered, p_lost) in crush.items():

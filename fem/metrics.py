@@ -284,8 +284,8 @@ class _Fields:
 
     @cached_property
     def strain_history(self) -> np.ndarray:
-        """Per element, the strain (in units of its yield strain) up to which it reloads
-        elastically: the damage history ``kappa0`` of a fracture's damaged bone
+        """Per element, the strain (in units of bone's yield strain) up to which it reloads
+        elastically: the damage history of a fracture's damaged bone
         (:func:`fem.strength.damage_history`), 1 elsewhere. Damaged bone reloads along its
         reduced modulus up to that strain before it yields again, so a strain criterion reads
         its strain over it (:data:`PISTOIA_STRAIN`, :data:`YIELD_COMPRESSION`)."""
@@ -293,7 +293,8 @@ class _Fields:
             return np.ones(self.model.n_elements)
         from .strength import damage_history
 
-        return np.maximum(damage_history(self.model), 1.0)
+        h = damage_history(self.model)
+        return np.where(h > 0.0, h, 1.0)
 
     @cached_property
     def face_pairs(self):

@@ -41,6 +41,12 @@ The laws and their sources (units: strain, not %; MPa):
   modulus up to the residual stress of its pre-fracture modulus: much of its stiffness is lost,
   less of its strength. (Wegrzyn et al. 2011, J Bone Miner Res 26:739: L3 vertebrae compressed to
   25 % deformity lost 53 +- 18 % of their stiffness but 11 +- 19 % of their failure load.)
+  Where the fracture kept the bone's mass (``pathology.compress``'s ``conserve_mass``), the
+  band's pre-fracture modulus is that of its compacted density, and with it its yield stress;
+  a fracture made with ``envelope="original"`` gives the band the envelope of the bone it was
+  crushed from instead: its yield and softening strains divided by its densification's modulus
+  factor (``metadata["densification"]``), so it yields at the stresses of the uncompacted bone
+  (the same normalised history; :func:`crushed_strain_scale`).
 * **Cement** (solid bolus ``cement``, leaked cement): compressive and tensile strengths of the
   cement (:data:`CEMENT_STRENGTH`) over its modulus; it is brittle, so its residual is 0.1 after
   a short softening. **Cement-bone composite** (``cement_composite``): the cement network carries
@@ -266,6 +272,11 @@ def bone_damage_law(model, *, yield_compression: float = YIELD_COMPRESSION,
                     layer_normal=layer_normals(model, layer) if layer.any() else None)
     damaged = kappa_ratio < 1.0
     if damaged.any():
+        scale = np.where(damaged, crushed_strain_scale(model), 1.0)
+        if (scale != 1.0).any():  # the "original" envelope of compacted crushed bone
+            law = dataclasses.replace(law, yield_strain_compression=ec * scale,
+                                      yield_strain_tension=et * scale,
+                                      softening_strain=soft * scale)
         # the model holds the damaged modulus; the law scales the bone's undamaged one
         h = np.cbrt(element_volumes(model))
         k0 = law.kappa_for_modulus_ratio(np.where(damaged, kappa_ratio, 1.0), h)
@@ -274,14 +285,39 @@ def bone_damage_law(model, *, yield_compression: float = YIELD_COMPRESSION,
     return law
 
 
+def crushed_strain_scale(model) -> np.ndarray:
+    """Per element, the factor on the strains of the damage law's envelope: 1 / the modulus
+    factor of the densification (``metadata["densification"][level]["factors"]``) for the body
+    elements of a level whose fracture asked for the ``"original"`` envelope
+    (``pathology.compress``'s ``envelope``), 1 elsewhere. :func:`bone_damage_law` applies it to
+    the damaged elements."""
+    scale = np.ones(model.n_elements)
+    dens = model.metadata.get("densification", {})
+    for fr in model.metadata.get("fractures", []):
+        rec = dens.get(getattr(fr, "level", None))
+        if getattr(fr, "envelope", "compacted") == "original" and rec is not None:
+            if rec.get("factors") is None:
+                raise ModelError(f"{fr.level}'s densification record has no modulus factors "
+                                 "(metadata['densification'][level]['factors']), which the "
+                                 "'original' envelope needs: fracture the level with "
+                                 "fem.meshes.pathology.compress")
+            scale[np.asarray(rec["elements"])] = 1.0 / np.asarray(rec["factors"], dtype=float)
+    return scale
+
+
 def damage_history(model) -> np.ndarray:
-    """The damage history ``kappa0`` of every element (normalised strain, in units of its
-    yield strain; 0 where the bone is intact): a fracture's damaged bone reloads along its
-    reduced modulus up to ``kappa0`` times its yield strain, where it stands on the law's
-    envelope again (module docstring, "Damaged bone"; with the defaults and the measured
-    damage factor 0.14, on the residual plateau: 0.6 / 0.14 = 4.3). The linear strain criteria
-    of :mod:`fem.metrics` read a damaged element's strain over it."""
-    return np.asarray(bone_damage_law(model, cement_strengths=False).kappa0, dtype=float)
+    """The damage history of every element as a strain, in units of bone's yield strain
+    (:data:`YIELD_COMPRESSION`; 0 where the bone is intact): a fracture's damaged bone reloads
+    along its reduced modulus up to ``kappa0`` times its own yield strain, where it stands on
+    the law's envelope again (module docstring, "Damaged bone"; with the defaults and the
+    measured damage factor 0.14, on the residual plateau: 0.6 / 0.14 = 4.3; with the
+    ``"original"`` envelope of compacted bone, that over its modulus factor). The linear strain
+    criteria of :mod:`fem.metrics` read a damaged element's strain over it."""
+    law = bone_damage_law(model, cement_strengths=False)
+    k0 = np.asarray(law.kappa0, dtype=float)
+    with np.errstate(invalid="ignore"):
+        own = law.yield_strain_compression / YIELD_COMPRESSION
+    return np.where(k0 > 0.0, k0 * own, 0.0)
 
 
 def layer_normals(model, layer) -> np.ndarray:

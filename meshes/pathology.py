@@ -66,7 +66,20 @@ et al. 2011 replica (J Bone Miner Res 26:739: 21 human L3 crushed to a 25 % defo
 the defaults lose 54 % and 12 % at 5 mm voxels, 56 % and 19 % at 3 mm, 53 % and 26 % at 2 mm,
 52 % and 27 % at 1.5 mm and 53 % and 28 % at 1 mm (pushover steps bounded by the damage,
 :data:`fem.nonlinear.MAX_DAMAGE_STEP`); without the mass (``conserve_mass=False``) 70 % and 33 %
-at 2 mm (docs/validation.md, bench/validation.py). A 25 % crush of the parametric L1 (1.5 mm,
+at 2 mm (docs/validation.md, bench/validation.py).
+
+The strength envelope of the compacted band (``envelope``) is an ASSUMPTION either way.
+"compacted" (default): the band is intact bone of its compacted density, damaged to the measured
+modulus ratio, so its residual stress rises with its density as its modulus does (a 25 % crush
+compacts a 5 mm band by about 2.3 times: a residual stress 3.8 times that of the bone it came
+from). "original": the band keeps the stress envelope of the bone it was crushed from, its
+strains scaled down by its stiffening (its yield and softening strains over the modulus factor),
+as a cellular solid crushed on its plateau carries the plateau stress until it densifies
+(Gibson 1985, J Biomech 18:317, cellular-solid model of cancellous bone: recalled, not re-read):
+denser and stiffer, no stronger. The Wegrzyn replica loses 24 % / 30 % / 30 % of its strength at
+3 / 2 / 1.5 mm with "original" (19 / 26 / 27 % by default): both within one SD; in a segment,
+under the disc, "original" turns the biconcave fractures' gain over the intact level into losses
+(docs/augmentation.md, "Limits"). A 25 % crush of the parametric L1 (1.5 mm,
 standing) keeps 0.43 of its stiffness (0.39 with the old calibration). The balance is per
 column (the elements above one another, binned on the element size): the bone crushed in front
 of a wedge is compacted into the band in front, where it was crushed (until 2026-12-06 it was
@@ -169,6 +182,7 @@ class Fracture:
     burst: bool = False
     cleft: bool = False
     conserve_mass: bool = True
+    envelope: str = "compacted"
 
 
 #: exponent of the trabecular modulus on apparent density: Morgan, Bayraktar & Keaveny 2003
@@ -184,6 +198,10 @@ BODY_PARTS = ((("trabecular", "damaged"), "damaged", True),
                False))
 #: where a mass-conserving fracture puts the compacted bone (``compress``'s ``compaction``)
 COMPACTIONS = ("band", "uniform")
+#: the strength envelope of the crushed, densified bone (``compress``'s ``envelope``): that of
+#: intact bone of its compacted density ("compacted"), or that of the bone it was crushed from
+#: ("original"; module docstring, "Densification")
+ENVELOPES = ("compacted", "original")
 
 
 def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | None = 2,
@@ -191,7 +209,8 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
              damage_factor: float = CRUSHED_MODULUS_RATIO, damage_shell: bool = True,
              burst: bool = False, cleft: bool = False, cleft_thickness: float = 2.0,
              conserve_mass: bool = True, compaction: str = "band",
-             density_exponent: float = DENSITY_EXPONENT, carry_anatomy: bool = True) -> Model:
+             density_exponent: float = DENSITY_EXPONENT, carry_anatomy: bool = True,
+             envelope: str = "compacted") -> Model:
     """A copy of ``model`` with a compression fracture of ``level`` (see the module docstring).
 
     ``height_loss`` (fraction, 0.05..0.8) overrides ``grade``. Returns the new model; its
@@ -211,6 +230,13 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     default; ``conserve_mass=False`` gives the fracture model before 2026-12-06 (with
     ``damage_factor=0.2``, its calibrated factor), in which the collapse loses the bone's mass.
 
+    ``envelope``: the strength envelope the damage law (:func:`fem.strength.bone_damage_law`)
+    gives the densified bone of the damaged band: "compacted" (default), that of intact bone of
+    its compacted density, damaged to ``damage_factor`` of its modulus; "original", that of the
+    bone it was crushed from, its strains scaled by the band's stiffening (module docstring,
+    "Densification"). Recorded in the :class:`Fracture`; the same as "compacted" without
+    ``conserve_mass``.
+
     ``carry_anatomy``: the fractured level's anatomy (its centre, endplate centres and
     transpedicular paths, ``model.anatomy[level]``) follows its collapsed bone
     (:func:`carried_anatomy`), so that a needle goes through the pedicle where the crushed mesh
@@ -219,6 +245,9 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     """
     loss = genant_loss(grade) if height_loss is None else float(height_loss)
     _check_fracture(model, level, shape, loss, damage_factor, damage_depth)
+    if envelope not in ENVELOPES:
+        raise ParameterError(f"envelope must be one of {', '.join(ENVELOPES)}, got "
+                             f"{envelope!r}")
     anat = _anatomy(model, level)
     if anat.dims is None or anat.z0 is None:
         raise MeshError(f"{level}'s anatomy has no parametric dimensions (dims, z0): the "
@@ -255,7 +284,8 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     if kyphosis is not None:
         _record_kyphosis(out, level, levels[:i], *kyphosis)
     out.metadata.setdefault("fractures", []).append(
-        Fracture(level, shape, loss, damage_depth, damage_factor, burst, cleft, conserve_mass))
+        Fracture(level, shape, loss, damage_depth, damage_factor, burst, cleft, conserve_mass,
+                 envelope))
     collapse = out.metadata.setdefault("collapse", {})
     collapse[level] = collapse.get(level, 0.0) + (out.points - model.points)
     return out
@@ -523,7 +553,10 @@ def _damage(out: Model, level: str, col: _Collapse, depth: float, factor: float,
 def _densify(intact: Model, out: Model, level: str, exponent: float, compaction: str) -> None:
     """Keep the bone mass of ``level``'s body through its collapse (``compress``'s
     ``conserve_mass``; :func:`_density_factors`), recorded in
-    ``metadata["densification"][level]`` so that :func:`restore` can follow the height back."""
+    ``metadata["densification"][level]`` so that :func:`restore` can follow the height back;
+    its ``"factors"`` are the modulus factors of its ``"elements"`` now (density factor ^
+    exponent), which :func:`fem.strength.bone_damage_law` reads for the ``"original"``
+    envelope."""
     e = in_range("density exponent", exponent, 0.0, lo_open=True, error=ParameterError)
     if compaction not in COMPACTIONS:
         raise ParameterError(f"compaction must be one of {', '.join(COMPACTIONS)}, got "
@@ -546,7 +579,8 @@ def _densify(intact: Model, out: Model, level: str, exponent: float, compaction:
            "compaction": compaction}
     rec["intact_volumes"] = element_volumes(intact)[rec["elements"]]
     rec["column"] = _columns(intact, rec["elements"])
-    _scale_moduli(out, rec["elements"], _density_factors(rec, element_volumes(out)[rec["elements"]]))
+    rec["factors"] = _density_factors(rec, element_volumes(out)[rec["elements"]])
+    _scale_moduli(out, rec["elements"], rec["factors"])
     out.metadata.setdefault("densification", {})[level] = rec
 
 
@@ -674,11 +708,12 @@ def restore(model: Model, level: str, share: float) -> Model:
     dens = model.metadata.get("densification", {}).get(level)
     if dens is not None:  # the body's density follows its volume back (compress's conserve_mass)
         idx = dens["elements"]
-        change = (_density_factors(dens, element_volumes(out)[idx])
-                  / _density_factors(dens, element_volumes(model)[idx]))
+        factors = _density_factors(dens, element_volumes(out)[idx])
+        change = factors / _density_factors(dens, element_volumes(model)[idx])
         body = [model.regions.get(f"{level}/{p}", []) for p in _body_parts()]
         still = np.isin(idx, np.concatenate(body))  # not since made cement or a cleft
         _scale_moduli(out, idx[still], change[still])
+        out.metadata["densification"][level]["factors"] = factors
     return out
 
 

@@ -126,6 +126,28 @@ def test_crushed_bone_fails_by_the_strain_criteria_at_its_residual_strength():
     assert row["strength_pistoia_n"] == pytest.approx(r * EA * 0.007, rel=1e-9)
 
 
+@pytest.mark.parametrize("envelope", ["compacted", "original"])
+def test_compacted_crushed_bone_fails_at_the_residual_of_its_envelope(envelope):
+    """Crushed bone compacted to a modulus factor f (pathology.compress's conserve_mass):
+    with the "compacted" envelope it carries the residual stress of intact bone of its new
+    density, f x the original's; with "original", that of the bone it was crushed from. A prism
+    of it fails by the strain criteria at that residual share of the original prism's
+    strength (times f, or not), analytic."""
+    from fem.strength import RESIDUAL
+
+    E0, r, f, F, size = 1200.0, pathology.CRUSHED_MODULUS_RATIO, 2.5, 250.0, (20.0, 16.0, 12.0)
+    m = rollers(block_level((5, 4, 6), size, E=r * f * E0))
+    every = np.arange(m.n_elements)
+    m.add_region("L1/damaged", every)
+    m.metadata["fractures"] = [pathology.Fracture("L1", damage_factor=r, envelope=envelope)]
+    m.metadata["densification"] = {"L1": {"elements": every, "factors": np.full(len(every), f)}}
+    m.add(fem.TotalForce("zmax", (0.0, 0.0, -F)))
+    row = metrics.level_metrics(solve(m)).iloc[0]
+    EA = E0 * size[0] * size[1] * (f if envelope == "compacted" else 1.0)
+    assert row["strength_pistoia_n"] == pytest.approx(RESIDUAL * EA * 0.007, rel=1e-9)
+    assert row["strength_strain_n"] == pytest.approx(RESIDUAL * EA * 0.0084, rel=1e-9)
+
+
 def test_tension_uses_the_tensile_yield_strain():
     E, nu, F, size = 800.0, 0.3, 90.0, (6.0, 6.0, 9.0)
     m = rollers(block_level((3, 3, 3), size, E=E, nu=nu))

@@ -511,6 +511,59 @@ def test_fractured_band_carries_its_damage_with_its_intact_modulus():
     assert np.allclose(law.yield_strain_compression[f.regions["L2/trabecular"]], 0.0084)
 
 
+def test_the_original_envelope_gives_compacted_bone_the_stresses_of_the_bone_it_came_from():
+    """``pathology.compress(..., envelope="original")``: the same fractured model (moduli,
+    history), but the compacted band yields at the stress of the bone it was crushed from,
+    eps_y x its modulus before the fracture, not at that times its densification's modulus
+    factor (the "compacted" default); the strain history the linear criteria read is divided
+    by the same factor; outside the band nothing changes."""
+    from fem.meshes import pathology
+    from fem.meshes.bone import BoneQuality
+    from fem.meshes.vertebra import vertebra_model
+    from fem.strength import YIELD_COMPRESSION, bone_damage_law, damage_history
+
+    m = vertebra_model("L2", voxel_size=4.0, materials=BoneQuality(bmd=70.0))
+    c = pathology.compress(m, "L2", "crush", grade=2)
+    o = pathology.compress(m, "L2", "crush", grade=2, envelope="original")
+    np.testing.assert_array_equal(c.E, o.E)
+    lc, lo = bone_damage_law(c), bone_damage_law(o)
+    band = np.concatenate([o.regions[f"L2/{p}"] for p in ("damaged", "damaged_shell",
+                                                           "damaged_endplate")])
+    rec = o.metadata["densification"]["L2"]
+    factor = np.ones(o.n_elements)
+    factor[rec["elements"]] = rec["factors"]
+    assert factor[band].min() > 1.4  # a 32 % crush compacts the band (shells: rho / rho0)
+    # the same model: the damaged moduli are the pre-fracture ones x 0.14 x the factor
+    np.testing.assert_allclose(o.E[band], m.E[band] * pathology.CRUSHED_MODULUS_RATIO
+                               * factor[band], rtol=1e-12)
+    E0 = lo.intact_moduli(o.E)
+    np.testing.assert_allclose(E0, lc.intact_moduli(c.E), rtol=1e-12)
+    np.testing.assert_allclose(lo.yield_strain_compression[band] * E0[band],
+                               YIELD_COMPRESSION * m.E[band], rtol=1e-12)
+    np.testing.assert_allclose(lc.yield_strain_compression[band] * E0[band],
+                               YIELD_COMPRESSION * m.E[band] * factor[band], rtol=1e-12)
+    np.testing.assert_allclose(lo.kappa0, lc.kappa0, rtol=1e-12)  # the same state
+    others = np.setdiff1d(np.arange(o.n_elements), band)
+    for name in ("yield_strain_compression", "yield_strain_tension", "softening_strain"):
+        np.testing.assert_array_equal(getattr(lo, name)[others], getattr(lc, name)[others])
+    np.testing.assert_allclose(damage_history(o)[band], damage_history(c)[band] / factor[band],
+                               rtol=1e-12)
+    assert (damage_history(o)[others] == 0.0).all()
+    # a kyphoplasty that restores the whole height takes the densification back, and with it
+    # the difference between the envelopes
+    back = pathology.restore(o, "L2", 1.0)
+    np.testing.assert_allclose(back.metadata["densification"]["L2"]["factors"], 1.0, rtol=1e-9)
+    np.testing.assert_allclose(bone_damage_law(back).yield_strain_compression,
+                               bone_damage_law(pathology.restore(c, "L2", 1.0))
+                               .yield_strain_compression, rtol=1e-9)
+    # without the mass kept there is no densification: both envelopes are the same law
+    n = pathology.compress(m, "L2", "crush", grade=2, conserve_mass=False, envelope="original")
+    np.testing.assert_array_equal(bone_damage_law(n).yield_strain_compression,
+                                  lc.yield_strain_compression)
+    with pytest.raises(fem.ParameterError, match="envelope"):
+        pathology.compress(m, "L2", "crush", envelope="dense")
+
+
 def test_intact_l1_peak_converges_from_2_to_1_5_mm():
     """The strength of the intact benchmark L1 (bench/pushover.py: BMD 70, posterior elements,
     bonded platen, Poisson's ratio 0.3) changes by less than 5 % from 2 mm to 1.5 mm voxels with

@@ -254,6 +254,9 @@ def test_fracture_compaction_builds_a_mass_conserving_fracture():
     assert rec["compaction"] == "band" and rec["exponents"].max() == get_law("keller1994").c
     fr = m.metadata["fractures"][-1]
     assert fr.conserve_mass and fr.damage_factor == CRUSHED_MODULUS_RATIO
+    assert fr.envelope == "compacted" and (rec["factors"] >= 1.0).all()
+    assert build_model(dict(p, crushed_envelope="original")).metadata["fractures"][-1] \
+        .envelope == "original"
     d["base"].update(fracture_compaction="none", fracture_damage=0.2)
     old = next(q for q in StudySpec.from_dict(d).expand() if q["procedure"] == "pvp")
     built = build_model(old)
@@ -262,7 +265,8 @@ def test_fracture_compaction_builds_a_mass_conserving_fracture():
     assert run_id(old) == run_id({k: v for k, v in old.items()
                                   if k not in ("fracture_compaction", "fracture_damage")})
     assert run_id(old) != run_id(old | {"fracture_damage": CRUSHED_MODULUS_RATIO})
-    for key, bad in (("fracture_compaction", "everywhere"), ("fracture_damage", 0.0)):
+    for key, bad in (("fracture_compaction", "everywhere"), ("fracture_damage", 0.0),
+                     ("crushed_envelope", "dense")):
         d["base"][key] = bad
         with pytest.raises(SpecError, match="must"):
             StudySpec.from_dict(d).expand()
@@ -402,7 +406,8 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
         assert run_id(dict(cem, permeability_anisotropy=2.05)) != run_id(cem)
         bare = dict(old, procedure="fractured")
         assert run_id(dict(bare, permeability_anisotropy=2.05)) == run_id(bare)
-        assert q["fracture_anatomy"] == "carried" and FRACTURE_ONLY == ("fracture_anatomy",)
+        assert q["fracture_anatomy"] == "carried"
+        assert FRACTURE_ONLY == ("fracture_anatomy", "crushed_envelope")
         assert run_id(dict(bare, fracture_anatomy="intact")) == run_id(bare)
         assert run_id(dict(bare, fracture_anatomy="carried")) != run_id(bare)
         assert run_id(dict(cem, fracture_anatomy="carried")) != run_id(cem)
@@ -410,6 +415,12 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
         assert run_id(dict(whole, fracture_anatomy="carried")) == run_id(whole)
         assert run_id(dict(bare, fracture_level="", fracture_anatomy="carried")) == \
             run_id(dict(bare, fracture_level=""))
+        # crushed_envelope (added later, its default what every run had): hashed only where a
+        # level is fractured and it is not the default
+        assert q["crushed_envelope"] == "compacted"
+        assert run_id(dict(bare, crushed_envelope="compacted")) == run_id(bare)
+        assert run_id(dict(bare, crushed_envelope="original")) != run_id(bare)
+        assert run_id(dict(whole, crushed_envelope="original")) == run_id(whole)
     # a spec without the strength keys and one giving their defaults: the same runs and ids
     d = json.loads(json.dumps(CANON_DICT))
     d.setdefault("base", {}).update(strength="pistoia", strength_levels="treated")

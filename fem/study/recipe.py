@@ -67,6 +67,7 @@ def build_model(p: dict):
     if fractures(p):
         mass = {"conserve_mass": False} if p["fracture_compaction"] == "none" else {
             "conserve_mass": True, "compaction": p["fracture_compaction"],
+            "envelope": p["crushed_envelope"],
             "density_exponent": get_law(law).c}  # the model's own density law
         try:
             m = pathology.compress(m, p["fracture_level"], p["fracture_shape"],

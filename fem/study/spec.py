@@ -211,6 +211,14 @@ PARAMETERS = {
                               "body's needles stayed at the intact pedicles' height); "
                               "fem.meshes.pathology.compress's carry_anatomy",
                               choices=("carried", "intact")),
+    "crushed_envelope": Param(str, "compacted", "the strength envelope of the fracture's "
+                              "crushed band where it kept its mass (fracture_compaction band or "
+                              "uniform): compacted (that of intact bone of its compacted density: "
+                              "the default) or original (that of the bone it was crushed from, "
+                              "a cellular solid's crushing plateau: denser and stiffer, no "
+                              "stronger); the pushover and the linear strengths both read it; "
+                              "fem.meshes.pathology.compress's envelope, docs/augmentation.md",
+                              choices=("compacted", "original")),
     "fracture_damage": Param(float, 0.14, "modulus of the fracture's crushed band over its intact "
                              "modulus (fem.meshes.pathology.CRUSHED_MODULUS_RATIO, measured: "
                              "Wolfram et al. 2011; 0.2 was the earlier calibrated factor)",
@@ -603,7 +611,8 @@ class StudySpec:
 #: ``endplate_failure`` ("in_plane" by default since 2026-12-07), ``first_failure_drop`` (0.02
 #: since 2026-12-07), ``first_failure_offset`` (0.002 since 2026-12-07; 0, off, before) and
 #: ``permeability_anisotropy`` (2.05 since 2026-12-07; 1, an isotropic cement front, before);
-#: ``fracture_anatomy`` ("carried" since 2026-12-07 evening; "intact" before)
+#: ``fracture_anatomy`` ("carried" since 2026-12-07 evening; "intact" before);
+#: ``crushed_envelope`` (added 2026-12-07 late, "compacted": what every run had before)
 ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "strength": "pistoia", "strength_levels": "treated", "ct": "", "masks": "",
                "ct_slope": 0.8, "ct_intercept": -8.0, "density_error": 0.0,
@@ -614,7 +623,8 @@ ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "load_line": "plate", "fracture_compaction": "none", "disc": "isotropic",
                "fracture_damage": 0.2, "pushover_end": "full", "endplate_failure": "elastic",
                "first_failure_drop": 0.1, "first_failure_offset": 0.0,
-               "permeability_anisotropy": 1.0, "fracture_anatomy": "intact"}
+               "permeability_anisotropy": 1.0, "fracture_anatomy": "intact",
+               "crushed_envelope": "compacted"}
 #: parameters that change nothing unless ``strength = "pushover"``: a run without a pushover
 #: hashes without them, so a linear-only run keeps its id whatever they hold
 PUSHOVER_ONLY = ("pushover_end", "endplate_failure", "first_failure_drop",
@@ -627,7 +637,7 @@ FIRST_FAILURE_ONLY = ("first_failure_offset",)
 CEMENT_ONLY = ("permeability_anisotropy",)
 #: parameters that change nothing unless a level is fractured (a procedure other than intact
 #: with a ``fracture_level``): a run without a fracture hashes without them
-FRACTURE_ONLY = ("fracture_anatomy",)
+FRACTURE_ONLY = ("fracture_anatomy", "crushed_envelope")
 #: the procedures that put cement in
 CEMENT_PROCEDURES = ("pvp", "pkp")
 
