@@ -315,9 +315,10 @@ def damage_history(model) -> np.ndarray:
     criteria of :mod:`fem.metrics` read a damaged element's strain over it."""
     law = bone_damage_law(model, cement_strengths=False)
     k0 = np.asarray(law.kappa0, dtype=float)
-    with np.errstate(invalid="ignore"):
-        own = law.yield_strain_compression / YIELD_COMPRESSION
-    return np.where(k0 > 0.0, k0 * own, 0.0)
+    out = np.zeros_like(k0)
+    hit = k0 > 0.0  # damaged bone: finite yield strains (cement and the elastic parts: 0)
+    out[hit] = k0[hit] * law.yield_strain_compression[hit] / YIELD_COMPRESSION
+    return out
 
 
 def layer_normals(model, layer) -> np.ndarray:
