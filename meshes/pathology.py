@@ -76,10 +76,11 @@ from). "original": the band keeps the stress envelope of the bone it was crushed
 strains scaled down by its stiffening (its yield and softening strains over the modulus factor),
 as a cellular solid crushed on its plateau carries the plateau stress until it densifies
 (Gibson 1985, J Biomech 18:317, cellular-solid model of cancellous bone: recalled, not re-read):
-denser and stiffer, no stronger. The Wegrzyn replica loses 24 % / 30 % / 30 % of its strength at
-3 / 2 / 1.5 mm with "original" (19 / 26 / 27 % by default): both within one SD; in a segment,
-under the disc, "original" turns the biconcave fractures' gain over the intact level into losses
-(docs/augmentation.md, "Limits"). A 25 % crush of the parametric L1 (1.5 mm,
+denser and stiffer, no stronger. The Wegrzyn replica's pushover loses 24 / 30 / 30 % of its
+strength at 3 / 2 / 1.5 mm with "original" (20 / 27 / 28 % by default; one SD reaches 30 %) and
+its Pistoia estimate about 50 % (21-26 %); in a segment, under the disc, "original" turns the
+biconcave fractures' gain over the intact level into losses (docs/validation.md, "The compacted
+band's strength envelope"). A 25 % crush of the parametric L1 (1.5 mm,
 standing) keeps 0.43 of its stiffness (0.39 with the old calibration). The balance is per
 column (the elements above one another, binned on the element size): the bone crushed in front
 of a wedge is compacted into the band in front, where it was crushed (until 2026-12-06 it was
