@@ -70,9 +70,9 @@ at 2 mm (docs/validation.md, bench/validation.py).
 
 The strength envelope of the compacted band (``envelope``) is an ASSUMPTION either way.
 "compacted" (default): the band is intact bone of its compacted density, damaged to the measured
-modulus ratio, so its residual stress rises with its density as its modulus does (a 25 % crush
-compacts a 5 mm band by about 2.3 times: a residual stress 3.8 times that of the bone it came
-from). "original": the band keeps the stress envelope of the bone it was crushed from, its
+modulus ratio, so its residual stress rises with its density as its modulus does (the Wegrzyn
+replica's 25 % crush makes the core of the band 1.6 times as dense, its modulus 2.1 times: a
+residual stress 1.25 times the yield stress of the bone it came from). "original": the band keeps the stress envelope of the bone it was crushed from, its
 strains scaled down by its stiffening (its yield and softening strains over the modulus factor),
 as a cellular solid crushed on its plateau carries the plateau stress until it densifies
 (Gibson 1985, J Biomech 18:317, cellular-solid model of cancellous bone: recalled, not re-read):
