@@ -251,7 +251,7 @@ MOLLOY_VOLUMES = (2.0, 4.0, 6.0, 8.0)
 
 
 def molloy(h: float, bmd: float, anisotropy: float | None = None,
-           envelope: str = "compacted") -> dict:
+           envelope: str = "compacted", permeability: str = "compacted") -> dict:
     """Molloy, Mathis & Belkoff 2003's protocol on the parametric L3 body (posterior elements
     cut): intact, then the Wegrzyn replica's 25 % crush (the fracture model's defaults; the
     height their fractures lost is not in the abstract, an ASSUMPTION), then bipedicular PVP
@@ -261,7 +261,9 @@ def molloy(h: float, bmd: float, anisotropy: float | None = None,
     over the body's volume) at which each ratio first reaches 1, linear between the volumes
     (NaN if it does not by the largest volume the body takes). ``anisotropy``: the bone's axial
     over transverse permeability (default ``fem.augment.PERMEABILITY_ANISOTROPY``).
-    ``envelope``: the crushed band's strength envelope (``pathology.compress``'s). Returns
+    ``envelope``: the crushed band's strength envelope (``pathology.compress``'s);
+    ``permeability``: how cement flows through it (``augment.pvp``'s ``crushed_permeability``).
+    Returns
     {"rows": [(volume mL, fill, stiffness ratio, strength ratio)], "contact": [(superior,
     inferior)] (the share of each endplate the cement touches,
     ``fem.metrics.cement_endplate_contact``, one per row), "strength_fill": %,
@@ -282,7 +284,7 @@ def molloy(h: float, bmd: float, anisotropy: float | None = None,
     for volume in MOLLOY_VOLUMES:
         try:
             treated = augment.pvp(crushed, "L3", volume, approach="bipedicular",
-                                  permeability_anisotropy=a)
+                                  permeability_anisotropy=a, crushed_permeability=permeability)
         except MeshError:  # the body takes no more from these needle tips
             break
         fill = treated.metadata["augmentations"][-1].fill_fraction
@@ -337,6 +339,10 @@ def main(argv=None) -> int:
     ap.add_argument("--crushed-envelope", default="compacted", choices=("compacted", "original"),
                     help="with --molloy: the crushed band's strength envelope "
                          "(pathology.compress's envelope; default compacted)")
+    ap.add_argument("--crushed-permeability", default="compacted",
+                    choices=("compacted", "original"),
+                    help="with --molloy: how cement flows through the crushed, compacted band "
+                         "(fem.augment.pvp's crushed_permeability; default compacted)")
     ap.add_argument("--ssm", action="store_true",
                     help="also rows on real anatomy, the lumbar shape model's mean "
                          "(fem.meshes.ssm; its data folder must exist): the disc rows on its "
@@ -394,7 +400,8 @@ def main(argv=None) -> int:
 
         ratio = caps(2.0, bmd)["first"] / segment(2.0, bmd)["first"]
         rows.append((ex.MAQUER_EMBEDDING, "L2, 2 mm, first failures", ratio))
-    fills = (molloy(h, bmd, args.permeability_anisotropy, args.crushed_envelope)
+    fills = (molloy(h, bmd, args.permeability_anisotropy, args.crushed_envelope,
+                    args.crushed_permeability)
              if args.molloy and not args.no_pushover else None)
     if fills is not None:
         label = "L3, 25 % crush, bipedicular PVP"
@@ -402,6 +409,8 @@ def main(argv=None) -> int:
             label += f", permeability anisotropy {args.permeability_anisotropy:g}"
         if args.crushed_envelope != "compacted":
             label += f", {args.crushed_envelope} envelope"
+        if args.crushed_permeability != "compacted":
+            label += f", {args.crushed_permeability} permeability"
         rows += [(ex.MOLLOY_STRENGTH_FILL, label, fills["strength_fill"]),
                  (ex.MOLLOY_STIFFNESS_FILL, label, fills["stiffness_fill"])]
     for label, (k_lost, s_lost, recovered, p_lost) in crush.items():

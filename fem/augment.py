@@ -40,6 +40,15 @@ Kozeny-Carman form k = K0 phi^3 / (1 - phi)^2, calibrated by :data:`PERMEABILITY
 seeded log-normal factor (``heterogeneity``, standard deviation of ln k; an assumption standing for
 the local scatter of trabecular architecture) that makes the cloud irregular and reproducible.
 
+Bone a fracture compacted (``pathology.compress``'s ``conserve_mass``: the crushed band is denser)
+has less pore space, so it takes less cement; how easily cement flows through it is an
+ASSUMPTION either way (``crushed_permeability``): "compacted" (default), Kozeny-Carman on its
+compacted porosity (a third of the permeability in the Wegrzyn replica's band, 1.6 times as
+dense); "original", the permeability of the bone before the compaction, as if the fracture's
+cracks and fragments kept the flow paths open (no source on cement flow in crushed trabecular
+bone was found). On the Molloy et al. 2003 replica at 2 mm the two bracket the measured fills
+(docs/validation.md, "Molloy, Mathis & Belkoff 2003").
+
 **Leakage**. A fillable element with a face on the model's outer surface or against a disc or
 another level is an exit: the cement it takes is outside the body's bony envelope (through a
 posterior-wall breach of a burst fracture, a cortex breached by a lytic lesion, or a fractured
@@ -318,28 +327,38 @@ def needles(model: Model, level: str, approach: str = "bipedicular", *, tip_dept
 
 # ------------------------------------------------------------------------------- bone state
 
-def intact_modulus(model: Model, elements) -> np.ndarray:
+def intact_modulus(model: Model, elements, *, before_compaction: bool = False) -> np.ndarray:
     """The elements' moduli before fracture damage: a fracture's damaged band
     (``"<L>/damaged"``) lost stiffness to microdamage, not bone mass, so its density (and
-    porosity) is that of the bone it was; the damage factor is undone here."""
+    porosity) is that of the bone it was; the damage factor is undone here.
+    ``before_compaction``: also undo the densification of a fracture that kept the bone's mass
+    (``metadata["densification"][level]["factors"]``): the moduli of the uncompacted bone."""
     elements = np.asarray(elements, dtype=np.int64)
     E = model.E[elements].astype(float)
     for fr in model.metadata.get("fractures", []):
         band = model.regions.get(f"{fr.level}/damaged")
         if band is not None and len(band) and fr.damage_factor > 0:
             E[np.isin(elements, band)] /= fr.damage_factor
+    if before_compaction:
+        for rec in model.metadata.get("densification", {}).values():
+            factor = np.ones(model.n_elements)
+            factor[np.asarray(rec["elements"])] = rec["factors"]
+            E /= factor[elements]
     return E
 
 
-def porosity(model: Model, elements, law: str = "morgan2003") -> np.ndarray:
+def porosity(model: Model, elements, law: str = "morgan2003", *,
+             before_compaction: bool = False) -> np.ndarray:
     """Porosity of trabecular elements from their axial modulus (before fracture damage,
-    :func:`intact_modulus`), by inverting the density law that made it to its density, taken to
-    apparent density where the law is in ash or QCT density
-    (:func:`fem.meshes.bone.apparent_from_law_density`, the equivalent-density rule)."""
+    :func:`intact_modulus`, and with ``before_compaction`` before a fracture's densification),
+    by inverting the density law that made it to its density, taken to apparent density where
+    the law is in ash or QCT density (:func:`fem.meshes.bone.apparent_from_law_density`, the
+    equivalent-density rule)."""
     from .meshes.bone import apparent_from_law_density, get_law
 
     lw = get_law(law)
-    E = np.maximum(intact_modulus(model, elements) - lw.a, 1e-9)
+    E = np.maximum(intact_modulus(model, elements, before_compaction=before_compaction) - lw.a,
+                   1e-9)
     rho = apparent_from_law_density((E / lw.b) ** (1.0 / lw.c), law)
     return np.clip(1.0 - rho / TISSUE_DENSITY, 0.05, 1.0)
 
@@ -578,15 +597,26 @@ def _check_level(model, level):
                        f"{', '.join(model.metadata.get('levels', [])) or 'none'})")
 
 
-def _prepare(model, level, law, seed, heterogeneity):
+#: how cement flows through bone a fracture compacted (``crushed_permeability`` of :func:`pvp`
+#: and :func:`pkp`; module docstring): Kozeny-Carman on its compacted porosity, or on the
+#: porosity the bone had before
+CRUSHED_PERMEABILITIES = ("compacted", "original")
+
+
+def _prepare(model, level, law, seed, heterogeneity, crushed_permeability="compacted"):
     _check_level(model, level)
+    if crushed_permeability not in CRUSHED_PERMEABILITIES:
+        raise ParameterError(f"crushed_permeability must be one of "
+                             f"{', '.join(CRUSHED_PERMEABILITIES)}, got {crushed_permeability!r}")
     fill = _regions_of(model, level, FILLABLE)
     if not len(fill):
         raise SetError(f"level {level} has no trabecular bone left to fill")
     vol = element_volumes(model)
     phi = porosity(model, fill, law)
+    flow = phi if crushed_permeability == "compacted" else porosity(model, fill, law,
+                                                                     before_compaction=True)
     rng = np.random.default_rng(seed)
-    k = permeability(phi) * np.exp(heterogeneity * rng.standard_normal(len(fill)))
+    k = permeability(flow) * np.exp(heterogeneity * rng.standard_normal(len(fill)))
     return fill, vol, phi, k, body_volume(model, level, vol)
 
 
@@ -614,17 +644,20 @@ def pvp(model: Model, level: str, volume_ml: float, *, approach: str = "bipedicu
         seed: int = 0, heterogeneity: float = 0.5, law: str = "morgan2003",
         flow_ml_min: float = 3.0, cannula_diameter_mm: float = 2.0,
         cannula_length_mm: float = 120.0,
-        permeability_anisotropy: float = PERMEABILITY_ANISOTROPY) -> Model:
+        permeability_anisotropy: float = PERMEABILITY_ANISOTROPY,
+        crushed_permeability: str = "compacted") -> Model:
     """Percutaneous vertebroplasty of ``level`` with ``volume_ml`` of ``cement``: a copy of the
     model with regions ``"<L>/cement_composite"`` (and ``"<L>/cement_leak"``) and an
     :class:`Augmentation` record (see the module docstring). ``permeability_anisotropy``: the
-    bone's axial over transverse permeability (1 for an isotropic front)."""
+    bone's axial over transverse permeability (1 for an isotropic front).
+    ``crushed_permeability``: :data:`CRUSHED_PERMEABILITIES` (module docstring)."""
     v = _check_volume(volume_ml)
     a = _check_anisotropy(permeability_anisotropy)
     cem = get_cement(cement)
     nds = needles(model, level, approach, tip_depth=tip_depth, tip_offset=tip_offset, side=side)
     out = model.copy()
-    fill, vol, phi, k, body_vol = _prepare(out, level, law, seed, heterogeneity)
+    fill, vol, phi, k, body_vol = _prepare(out, level, law, seed, heterogeneity,
+                                           crushed_permeability)
     order, pos_out, keys_out = _fill_order(out, level, fill, [n.tip for n in nds], None, k,
                                            anisotropy=a)
     exits = _exit_sites(out, level, fill, pos_out, keys_out)
@@ -655,18 +688,21 @@ def pkp(model: Model, level: str, volume_ml: float, *, balloon_ml: float | None 
         rim_thickness: float = 2.0, seed: int = 0, heterogeneity: float = 0.5,
         law: str = "morgan2003", flow_ml_min: float = 3.0, cannula_diameter_mm: float = 3.0,
         cannula_length_mm: float = 120.0,
-        permeability_anisotropy: float = PERMEABILITY_ANISOTROPY) -> Model:
+        permeability_anisotropy: float = PERMEABILITY_ANISOTROPY,
+        crushed_permeability: str = "compacted") -> Model:
     """Balloon kyphoplasty of ``level``: ``volume_ml`` of cement into a cavity of ``balloon_ml``
     (default: the same volume), restoring ``height_restoration`` (0..1) of the fracture's lost
     height; cement beyond the balloon volume interdigitates around the cavity. Regions
     ``"<L>/cement"``, ``"<L>/compacted"``, ``"<L>/cement_composite"``; see the module docstring.
-    ``permeability_anisotropy`` as in :func:`pvp` (the interdigitating cement's front)."""
+    ``permeability_anisotropy`` and ``crushed_permeability`` as in :func:`pvp` (the
+    interdigitating cement's front)."""
     v, vb, s = _pkp_amounts(volume_ml, balloon_ml, height_restoration, rim_thickness)
     a = _check_anisotropy(permeability_anisotropy)
     cem = get_cement(cement)
     out = _restore_height(model.copy(), level, s)
     nds = needles(out, level, approach, tip_depth=tip_depth, tip_offset=tip_offset, side=side)
-    fill, vol, phi, k, body_vol = _prepare(out, level, law, seed, heterogeneity)
+    fill, vol, phi, k, body_vol = _prepare(out, level, law, seed, heterogeneity,
+                                           crushed_permeability)
     c = _centroids(out, fill)
     i, j, pos_out, keys_out = _face_graph(out, fill)
     exits = _exit_sites(out, level, fill, pos_out, keys_out)

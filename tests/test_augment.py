@@ -409,3 +409,36 @@ def test_cement_front_is_as_tall_as_the_permeability_anisotropy_says():
         augment.pvp(m, "L2", 1.0, permeability_anisotropy=0.0)
     with pytest.raises(fem.ParameterError, match="permeability_anisotropy"):
         augment.pkp(m, "L2", 1.0, permeability_anisotropy=float("nan"))
+
+
+def test_crushed_bone_takes_cement_by_its_compacted_or_its_original_permeability():
+    """``crushed_permeability``: a crush that keeps the bone's mass (the Wegrzyn replica's 25 %
+    crush of L3, 3 mm) makes its band denser, so Kozeny-Carman on its porosity makes it less
+    permeable ("compacted", the default); "original" takes the porosity the bone had before,
+    which ``porosity(..., before_compaction=True)`` gives back exactly: the intact model's. The
+    band's capacity (porosity x volume) stays the compacted one either way, so the same volume
+    goes in, and with the crushed bands as permeable as the bone around them the cloud reaches
+    the endplates sooner (the Molloy replica, docs/validation.md)."""
+    from fem.metrics import cement_endplate_contact
+
+    m = vertebra.vertebra_model("L3", voxel_size=3.0, posterior=False)
+    c = pathology.compress(m, "L3", "crush", height_loss=0.25)
+    fill = augment._regions_of(c, "L3", augment.FILLABLE)
+    band = np.isin(fill, c.regions["L3/damaged"])
+    assert band.any()
+    now = augment.porosity(c, fill)
+    before = augment.porosity(c, fill, before_compaction=True)
+    np.testing.assert_allclose(before, augment.porosity(m, fill), rtol=1e-12)
+    assert (now[band] < before[band] - 0.01).all()  # the band was compacted
+    np.testing.assert_allclose(now[~band], before[~band], rtol=1e-12)  # the rest was not
+    k_ratio = augment.permeability(before[band]) / augment.permeability(now[band])
+    assert k_ratio.min() > 2.0  # Kozeny-Carman: a third of the permeability at 1.6 x density
+    touch = {}
+    for how in augment.CRUSHED_PERMEABILITIES:
+        out = augment.pvp(c, "L3", 4.0, crushed_permeability=how)
+        assert _record(out).volume_ml == pytest.approx(4.0, rel=0.05)
+        t = cement_endplate_contact(out, "L3")
+        touch[how] = t["superior"] + t["inferior"]
+    assert touch["original"] > touch["compacted"] + 0.05
+    with pytest.raises(fem.ParameterError, match="crushed_permeability"):
+        augment.pvp(c, "L3", 1.0, crushed_permeability="open")

@@ -324,8 +324,8 @@ def test_run_ids_are_stable_and_follow_every_parameter():
             else v + "x"
         changed[k] = run_id(q)
     assert ids[0] not in changed.values()
-    assert len(set(changed.values())) == (len(PARAMETERS) - len(PUSHOVER_ONLY) - len(CEMENT_ONLY)
-                                          - len(FRACTURE_ONLY))
+    assert len(set(changed.values())) == len(PARAMETERS) - len({*PUSHOVER_ONLY, *CEMENT_ONLY,
+                                                                *FRACTURE_ONLY})
     # and through a spec: one value changed in one run changes that run's id only
     d = json.loads(json.dumps(CANON_DICT))
     d["runs"][1]["cement_volume_ml"] = 4.5
@@ -400,14 +400,15 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
         full = dict(push, pushover_end="full")
         assert run_id(dict(full, first_failure_offset=0.002)) == run_id(full) == run_id(push)
         assert run_id(dict(push, first_failure_offset=0.002)) == run_id(push)
-        assert q["permeability_anisotropy"] == 2.05 and CEMENT_ONLY == ("permeability_anisotropy",)
+        assert q["permeability_anisotropy"] == 2.05
+        assert CEMENT_ONLY == ("permeability_anisotropy", "crushed_permeability")
         cem = dict(old, procedure="pvp")
         assert run_id(dict(cem, permeability_anisotropy=1.0)) == run_id(cem)
         assert run_id(dict(cem, permeability_anisotropy=2.05)) != run_id(cem)
         bare = dict(old, procedure="fractured")
         assert run_id(dict(bare, permeability_anisotropy=2.05)) == run_id(bare)
         assert q["fracture_anatomy"] == "carried"
-        assert FRACTURE_ONLY == ("fracture_anatomy", "crushed_envelope")
+        assert FRACTURE_ONLY == ("fracture_anatomy", "crushed_envelope", "crushed_permeability")
         assert run_id(dict(bare, fracture_anatomy="intact")) == run_id(bare)
         assert run_id(dict(bare, fracture_anatomy="carried")) != run_id(bare)
         assert run_id(dict(cem, fracture_anatomy="carried")) != run_id(cem)
@@ -421,6 +422,12 @@ def test_parameters_added_later_keep_the_ids_of_existing_stores():
         assert run_id(dict(bare, crushed_envelope="compacted")) == run_id(bare)
         assert run_id(dict(bare, crushed_envelope="original")) != run_id(bare)
         assert run_id(dict(whole, crushed_envelope="original")) == run_id(whole)
+        # crushed_permeability: only where cement goes into a fractured level
+        assert run_id(dict(cem, crushed_permeability="original")) != run_id(cem)
+        assert run_id(dict(cem, crushed_permeability="compacted")) == run_id(cem)
+        assert run_id(dict(bare, crushed_permeability="original")) == run_id(bare)
+        assert run_id(dict(cem, fracture_level="", crushed_permeability="original")) == \
+            run_id(dict(cem, fracture_level=""))
     # a spec without the strength keys and one giving their defaults: the same runs and ids
     d = json.loads(json.dumps(CANON_DICT))
     d.setdefault("base", {}).update(strength="pistoia", strength_levels="treated")

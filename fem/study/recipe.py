@@ -92,6 +92,7 @@ def build_model(p: dict):
     needle = {"approach": p["approach"], "cement": cement_of(p), "seed": p["seed"], "law": law,
               "heterogeneity": p["heterogeneity"],
               "permeability_anisotropy": p["permeability_anisotropy"],
+              "crushed_permeability": p["crushed_permeability"],
               "tip_offset": (p["tip_offset_lateral"], 0.0, p["tip_offset_axial"])}
     if proc == "pvp":
         m = augment.pvp(m, level, p["cement_volume_ml"], tip_depth=p["tip_depth"], **needle)

@@ -219,6 +219,14 @@ PARAMETERS = {
                               "stronger); the pushover and the linear strengths both read it; "
                               "fem.meshes.pathology.compress's envelope, docs/augmentation.md",
                               choices=("compacted", "original")),
+    "crushed_permeability": Param(str, "compacted", "how cement flows through the fracture's "
+                                  "compacted bone (fracture_compaction band or uniform): "
+                                  "compacted (Kozeny-Carman on its compacted porosity: the "
+                                  "default) or original (the permeability of the bone before the "
+                                  "compaction, as if the fracture's cracks kept the flow paths "
+                                  "open); pvp and pkp runs; fem.augment.pvp's "
+                                  "crushed_permeability, docs/validation.md",
+                                  choices=("compacted", "original")),
     "fracture_damage": Param(float, 0.14, "modulus of the fracture's crushed band over its intact "
                              "modulus (fem.meshes.pathology.CRUSHED_MODULUS_RATIO, measured: "
                              "Wolfram et al. 2011; 0.2 was the earlier calibrated factor)",
@@ -612,7 +620,8 @@ class StudySpec:
 #: since 2026-12-07), ``first_failure_offset`` (0.002 since 2026-12-07; 0, off, before) and
 #: ``permeability_anisotropy`` (2.05 since 2026-12-07; 1, an isotropic cement front, before);
 #: ``fracture_anatomy`` ("carried" since 2026-12-07 evening; "intact" before);
-#: ``crushed_envelope`` (added 2026-12-07 late, "compacted": what every run had before)
+#: ``crushed_envelope`` and ``crushed_permeability`` (added 2026-12-07 late, "compacted": what
+#: every run had before)
 ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "strength": "pistoia", "strength_levels": "treated", "ct": "", "masks": "",
                "ct_slope": 0.8, "ct_intercept": -8.0, "density_error": 0.0,
@@ -624,7 +633,7 @@ ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "fracture_damage": 0.2, "pushover_end": "full", "endplate_failure": "elastic",
                "first_failure_drop": 0.1, "first_failure_offset": 0.0,
                "permeability_anisotropy": 1.0, "fracture_anatomy": "intact",
-               "crushed_envelope": "compacted"}
+               "crushed_envelope": "compacted", "crushed_permeability": "compacted"}
 #: parameters that change nothing unless ``strength = "pushover"``: a run without a pushover
 #: hashes without them, so a linear-only run keeps its id whatever they hold
 PUSHOVER_ONLY = ("pushover_end", "endplate_failure", "first_failure_drop",
@@ -634,10 +643,10 @@ PUSHOVER_ONLY = ("pushover_end", "endplate_failure", "first_failure_drop",
 FIRST_FAILURE_ONLY = ("first_failure_offset",)
 #: parameters that change nothing unless cement goes in (``procedure`` pvp or pkp): a run
 #: without cement hashes without them
-CEMENT_ONLY = ("permeability_anisotropy",)
+CEMENT_ONLY = ("permeability_anisotropy", "crushed_permeability")
 #: parameters that change nothing unless a level is fractured (a procedure other than intact
 #: with a ``fracture_level``): a run without a fracture hashes without them
-FRACTURE_ONLY = ("fracture_anatomy", "crushed_envelope")
+FRACTURE_ONLY = ("fracture_anatomy", "crushed_envelope", "crushed_permeability")
 #: the procedures that put cement in
 CEMENT_PROCEDURES = ("pvp", "pkp")
 
