@@ -252,6 +252,26 @@ def test_side_by_side_shares_the_union_of_the_data_ranges(models, results):
     assert _foreground_share(left) > 0.05 and _foreground_share(right) > 0.05
 
 
+def test_side_by_side_of_runs_on_different_levels_shows_each_its_own(results):
+    """A study whose runs treat different levels (a report's side-by-side cut): the common
+    treated level is not in every model, so each column cuts through its own run's treated
+    level (it raised "level 'L2' is not in this model" before)."""
+    other = vertebra.segment_model("T11-T12", voxel_size=3.0)
+    other = _solve(loadcases.loaded(augment.pvp(other, "T12", 2.0), "standing"))
+    pl = viz.side_by_side({"L2 PVP": results["pvp"], "T12 PVP": other}, viz.mid_sagittal,
+                          off_screen=True, window_size=(480, 240))
+    for i, (r, level) in enumerate(((results["pvp"], "L2"), (other, "T12"))):
+        pl.subplot(0, i)
+        cut = np.asarray(pl.renderer.actors["cut"].mapper.dataset.points)
+        f = level_frame(r.model, level)
+        assert np.abs((cut - f.centre) @ f.lateral).max() < 1e-6  # the plane holds its centre
+        # and the cut is of that level: its points span the level's body about its centre
+        assert np.abs((cut - f.centre) @ f.axial).min() < 1.0
+    img = _image(pl)
+    assert _foreground_share(img[:, :240]) > 0.05 and _foreground_share(img[:, 240:]) > 0.05
+    pl.close()
+
+
 # ---------------------------------------------------------------------- cuts and cement
 
 @pytest.mark.parametrize("plane", ["sagittal", "coronal"])

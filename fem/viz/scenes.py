@@ -543,17 +543,23 @@ def side_by_side(results: dict, view=None, *, off_screen: bool | None = None,
     :func:`mid_sagittal`) of each result in a column, titled with the dict's keys, on ONE
     colour scale: the union of the data ranges. ``kwargs`` go to the view (``field``,
     ``level``, ...); ``level=None``: :func:`treated_level` of the results together (the first
-    augmented level), so every column shows the same level."""
+    augmented level), so every column shows the same level; where some result has no such level
+    (a study whose runs treat different levels, or segments of different levels), each column
+    shows its own result's treated level instead."""
     name = getattr(view, "__name__", view) or "mid_sagittal"
     if name not in _BUILDERS:
         raise ValueError(f"unknown view {name!r}: one of {', '.join(_BUILDERS)}")
     if not results:
         raise ValueError("side_by_side needs at least one result")
+    levels = {label: kwargs.get("level") for label in results}
     if kwargs.get("level") is None:
-        kwargs["level"] = treated_level(*(_model(r) for r in results.values()))
+        models = {label: _model(r) for label, r in results.items()}
+        common = treated_level(*models.values())
+        own = all(common in (m.metadata.get("levels") or ()) for m in models.values())
+        levels = {label: common if own else treated_level(m) for label, m in models.items()}
     columns = []
     for label, r in results.items():
-        scenes = _BUILDERS[name](r, **kwargs)
+        scenes = _BUILDERS[name](r, **{**kwargs, "level": levels[label]})
         for s in scenes:
             s.title = f"{label}: {s.title}"
         columns.append(scenes)
