@@ -155,13 +155,16 @@ APPROACHES = ("unipedicular", "bipedicular")
 @dataclass(frozen=True)
 class Cement:
     """A bone cement: elastic modulus E (MPa), Poisson's ratio, viscosity during injection
-    (Pa s) and where the numbers come from."""
+    (Pa s) and where the numbers come from. ``base``: the listed cement (:data:`CEMENTS`) this
+    one is a variant of (a study's ``cement_modulus``), whose yield strains its strength keeps
+    (:mod:`fem.strength`); empty for a cement of its own."""
 
     name: str
     E: float
     nu: float
     viscosity: float = 100.0
     source: str = "user-defined"
+    base: str = ""
 
     def __post_init__(self):
         if not (np.isfinite(self.E) and self.E > 0):
@@ -210,7 +213,7 @@ def get_cement(spec) -> Cement:
             return Cement(**{"name": "user", **spec})
         except TypeError as exc:
             raise MaterialError(f"cement dict: {exc}; keys are name, E, nu, viscosity, "
-                                "source") from None
+                                "source, base") from None
     raise MaterialError(f"cement must be a name, a Cement or a dict, got {type(spec).__name__}")
 
 

@@ -173,17 +173,27 @@ def _part(name: str) -> str:
 
 
 def _cement_strength(model, region_name: str) -> tuple[CementStrength, float]:
-    """(strength, modulus of the bulk cement) of the cement a region holds."""
-    from .augment import get_cement
+    """(strength, modulus of the bulk cement) of the cement a region holds. A variant of a
+    listed cement (``Cement.base``: a study's ``cement_modulus``) keeps its base's yield
+    strains, so its strengths scale with its modulus (an ASSUMPTION: low-modulus PMMA lost 72 %
+    of its compressive strength, Robo et al. 2021, :data:`CEMENT_STRENGTH`)."""
+    from .augment import CEMENTS, get_cement
 
     level = region_name.split("/", 1)[0]
     for rec in model.metadata.get("augmentations", []):
         if getattr(rec, "level", None) == level:
             cem = get_cement(getattr(rec, "cement", "pmma"))
-            if cem.name not in CEMENT_STRENGTH:
-                raise MaterialError(f"cement {cem.name!r} of {region_name!r} has no strength in "
-                                    "fem.strength.CEMENT_STRENGTH: add one to run a pushover")
-            return CEMENT_STRENGTH[cem.name], cem.E
+            if cem.name in CEMENT_STRENGTH:
+                return CEMENT_STRENGTH[cem.name], cem.E
+            base = getattr(cem, "base", "")
+            if base in CEMENT_STRENGTH and base in CEMENTS:
+                s, f = CEMENT_STRENGTH[base], cem.E / CEMENTS[base].E
+                return CementStrength(s.compressive * f, s.tensile * f,
+                                      f"{base}'s yield strains at E {cem.E:g} MPa: "
+                                      f"{s.source}"), cem.E
+            raise MaterialError(f"cement {cem.name!r} of {region_name!r} has no strength in "
+                                "fem.strength.CEMENT_STRENGTH and no base cement that has one "
+                                "(Cement.base): add one to run a pushover")
     cem = get_cement("pmma")
     return CEMENT_STRENGTH["pmma"], cem.E
 

@@ -564,6 +564,37 @@ def test_the_original_envelope_gives_compacted_bone_the_stresses_of_the_bone_it_
         pathology.compress(m, "L2", "crush", envelope="dense")
 
 
+def test_cement_strengths_are_the_listed_ones_and_a_variant_keeps_its_bases_yield_strains():
+    """The cement-bone composite fails at the cement's strengths over its modulus (ISO 5833's
+    70 / 50 MPa for PMMA); a variant of a listed cement of another modulus (a study's
+    ``cement_modulus``: ``Cement.base``) keeps its base's yield strains, so its strengths scale
+    with its modulus; a cement of its own with no listed strength cannot run a pushover and the
+    error says why."""
+    from fem import augment
+    from fem.meshes import pathology
+    from fem.meshes.vertebra import vertebra_model
+    from fem.strength import CEMENT_STRENGTH, _cement_strength, bone_damage_law
+
+    m = pathology.compress(vertebra_model("L2", voxel_size=4.0), "L2", "wedge", grade=2)
+    pmma = augment.CEMENTS["pmma"]
+    listed = augment.pvp(m, "L2", 2.0)
+    variant = augment.pvp(m, "L2", 2.0, cement={"name": "soft pmma", "E": 1500.0, "nu": pmma.nu,
+                                                 "base": "pmma"})
+    el = listed.regions["L2/cement_composite"]
+    np.testing.assert_array_equal(el, variant.regions["L2/cement_composite"])
+    s, E = _cement_strength(variant, "L2/cement_composite")
+    assert E == 1500.0 and s.compressive == pytest.approx(70.0 * 1500.0 / pmma.E, rel=1e-12)
+    assert s.tensile == pytest.approx(50.0 * 1500.0 / pmma.E, rel=1e-12)
+    assert CEMENT_STRENGTH["pmma"].compressive == 70.0
+    np.testing.assert_allclose(bone_damage_law(variant).yield_strain_compression[el],
+                               bone_damage_law(listed).yield_strain_compression[el], rtol=1e-12)
+    np.testing.assert_allclose(bone_damage_law(listed).yield_strain_compression[el],
+                               70.0 / pmma.E, rtol=1e-12)
+    own = augment.pvp(m, "L2", 2.0, cement={"name": "glue", "E": 900.0, "nu": 0.3})
+    with pytest.raises(fem.MaterialError, match="no base cement"):
+        bone_damage_law(own)
+
+
 def test_intact_l1_peak_converges_from_2_to_1_5_mm():
     """The strength of the intact benchmark L1 (bench/pushover.py: BMD 70, posterior elements,
     bonded platen, Poisson's ratio 0.3) changes by less than 5 % from 2 mm to 1.5 mm voxels with

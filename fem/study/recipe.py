@@ -113,7 +113,8 @@ def cement_of(p: dict):
         return p["cement"]
     c = get_cement(p["cement"])
     return {"name": f"{c.name} (E {e:g} MPa)", "E": float(e), "nu": c.nu,
-            "viscosity": c.viscosity, "source": f"{c.name} with the spec's cement_modulus"}
+            "viscosity": c.viscosity, "source": f"{c.name} with the spec's cement_modulus",
+            "base": c.name}
 
 
 def _patient(p: dict, mats):
