@@ -114,7 +114,7 @@ from scipy.spatial import cKDTree
 
 from .anatomy import level_frame
 from .assembly import check_geometry, element_volumes
-from .errors import MaterialError, MeshError, ParameterError, SetError
+from .errors import MaterialError, MeshError, ModelError, ParameterError, SetError
 from .limits import LIMITS
 from .meshes.pathology import restore
 from .model import Model
@@ -330,6 +330,23 @@ def needles(model: Model, level: str, approach: str = "bipedicular", *, tip_dept
 
 # ------------------------------------------------------------------------------- bone state
 
+def compaction_factors(model: Model, levels=None) -> np.ndarray:
+    """Per element, the modulus factor the densification of a fracture that kept the bone's
+    mass gave it (``metadata["densification"][level]["factors"]``, :mod:`fem.meshes.pathology`),
+    1 elsewhere; ``levels``: only those levels' records (default every one). A record without
+    its factors is a ModelError."""
+    out = np.ones(model.n_elements)
+    for level, rec in model.metadata.get("densification", {}).items():
+        if levels is not None and level not in levels:
+            continue
+        if rec.get("factors") is None:
+            raise ModelError(f"{level}'s densification record has no modulus factors "
+                             "(metadata['densification'][level]['factors']): fracture the "
+                             "level with fem.meshes.pathology.compress")
+        out[np.asarray(rec["elements"])] = np.asarray(rec["factors"], dtype=float)
+    return out
+
+
 def intact_modulus(model: Model, elements, *, before_compaction: bool = False) -> np.ndarray:
     """The elements' moduli before fracture damage: a fracture's damaged band
     (``"<L>/damaged"``) lost stiffness to microdamage, not bone mass, so its density (and
@@ -343,10 +360,7 @@ def intact_modulus(model: Model, elements, *, before_compaction: bool = False) -
         if band is not None and len(band) and fr.damage_factor > 0:
             E[np.isin(elements, band)] /= fr.damage_factor
     if before_compaction:
-        for rec in model.metadata.get("densification", {}).values():
-            factor = np.ones(model.n_elements)
-            factor[np.asarray(rec["elements"])] = rec["factors"]
-            E /= factor[elements]
+        E /= compaction_factors(model)[elements]
     return E
 
 

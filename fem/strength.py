@@ -297,22 +297,14 @@ def bone_damage_law(model, *, yield_compression: float = YIELD_COMPRESSION,
 
 def crushed_strain_scale(model) -> np.ndarray:
     """Per element, the factor on the strains of the damage law's envelope: 1 / the modulus
-    factor of the densification (``metadata["densification"][level]["factors"]``) for the body
-    elements of a level whose fracture asked for the ``"original"`` envelope
-    (``pathology.compress``'s ``envelope``), 1 elsewhere. :func:`bone_damage_law` applies it to
-    the damaged elements."""
-    scale = np.ones(model.n_elements)
-    dens = model.metadata.get("densification", {})
-    for fr in model.metadata.get("fractures", []):
-        rec = dens.get(getattr(fr, "level", None))
-        if getattr(fr, "envelope", "compacted") == "original" and rec is not None:
-            if rec.get("factors") is None:
-                raise ModelError(f"{fr.level}'s densification record has no modulus factors "
-                                 "(metadata['densification'][level]['factors']), which the "
-                                 "'original' envelope needs: fracture the level with "
-                                 "fem.meshes.pathology.compress")
-            scale[np.asarray(rec["elements"])] = 1.0 / np.asarray(rec["factors"], dtype=float)
-    return scale
+    factor of the densification (:func:`fem.augment.compaction_factors`) for the body elements
+    of a level whose fracture asked for the ``"original"`` envelope (``pathology.compress``'s
+    ``envelope``), 1 elsewhere. :func:`bone_damage_law` applies it to the damaged elements."""
+    from .augment import compaction_factors
+
+    original = [getattr(fr, "level", None) for fr in model.metadata.get("fractures", [])
+                if getattr(fr, "envelope", "compacted") == "original"]
+    return 1.0 / compaction_factors(model, original)
 
 
 def damage_history(model) -> np.ndarray:

@@ -710,7 +710,7 @@ def restore(model: Model, level: str, share: float) -> Model:
     if dens is not None:  # the body's density follows its volume back (compress's conserve_mass)
         idx = dens["elements"]
         factors = _density_factors(dens, element_volumes(out)[idx])
-        change = factors / _density_factors(dens, element_volumes(model)[idx])
+        change = factors / dens["factors"]  # the moduli hold the factors compress recorded
         body = [model.regions.get(f"{level}/{p}", []) for p in _body_parts()]
         still = np.isin(idx, np.concatenate(body))  # not since made cement or a cleft
         _scale_moduli(out, idx[still], change[still])
