@@ -310,7 +310,9 @@ def _yes(flag) -> str:
 
 
 def main(argv=None) -> int:
+    from fem.augment import CRUSHED_PERMEABILITIES
     from fem.meshes import experiments as ex
+    from fem.meshes.pathology import ENVELOPES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--voxel", type=float, default=1.0, help="voxel size (mm), default 1")
@@ -336,11 +338,11 @@ def main(argv=None) -> int:
                     help="with --molloy: the bone's axial over transverse permeability "
                          "(default fem.augment.PERMEABILITY_ANISOTROPY, 2.05, Nauman et al. "
                          "1999; 1.29 is Baroud et al. 2004's SI over AP cores, 1 isotropic)")
-    ap.add_argument("--crushed-envelope", default="compacted", choices=("compacted", "original"),
+    ap.add_argument("--crushed-envelope", default="compacted", choices=ENVELOPES,
                     help="with --molloy: the crushed band's strength envelope "
                          "(pathology.compress's envelope; default compacted)")
     ap.add_argument("--crushed-permeability", default="compacted",
-                    choices=("compacted", "original"),
+                    choices=CRUSHED_PERMEABILITIES,
                     help="with --molloy: how cement flows through the crushed, compacted band "
                          "(fem.augment.pvp's crushed_permeability; default compacted)")
     ap.add_argument("--ssm", action="store_true",

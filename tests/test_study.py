@@ -265,6 +265,12 @@ def test_fracture_compaction_builds_a_mass_conserving_fracture():
     assert run_id(old) == run_id({k: v for k, v in old.items()
                                   if k not in ("fracture_compaction", "fracture_damage")})
     assert run_id(old) != run_id(old | {"fracture_damage": CRUSHED_MODULUS_RATIO})
+    # the spec's choices are the library's (the spec module imports neither)
+    from fem.augment import CRUSHED_PERMEABILITIES
+    from fem.meshes.pathology import ENVELOPES
+
+    assert tuple(PARAMETERS["crushed_envelope"].choices) == ENVELOPES
+    assert tuple(PARAMETERS["crushed_permeability"].choices) == CRUSHED_PERMEABILITIES
     for key, bad in (("fracture_compaction", "everywhere"), ("fracture_damage", 0.0),
                      ("crushed_envelope", "dense")):
         d["base"][key] = bad
