@@ -3,7 +3,7 @@
 protocols: docs/validation.md).
 
     python bench/validation.py [--voxel 1.0] [--bmd 70] [--no-pushover] [--no-fibres]
-                               [--finite] [--ssm] [--molloy]
+                               [--finite] [--ssm] [--molloy] [--load-shift]
 
 Rows:
 
@@ -37,6 +37,10 @@ Rows:
   residual strength over its stiffness) plus what its trabecular core gives back
   (``fem.strength.crush_recovery``: the recoverable share of crushed vertebral trabecular bone
   from Fyhrie & Schaffler 1994, a lower bound, the shell keeping its collapse), over the crush.
+
+* with ``--load-shift``, Baroud et al. 2003's pillar (``bench/load_shift.py``): the rise of the
+  L4-L5 nucleus pressure when L5's trabecular bone under the nucleus is cement composite from
+  endplate to endplate, the segment between parallel platens at 500 N, the studies' fibre disc;
 
 * with ``--molloy``, Molloy, Mathis & Belkoff 2003: the crushed L3 of the Wegrzyn rows treated
   by bipedicular PVP with 2, 4, 6 and 8 mL of PMMA, each state's stiffness and strength over
@@ -330,6 +334,10 @@ def main(argv=None) -> int:
                          "canonical T12-L4 (bench/disc_vs_caps.py; at 2 mm whatever --voxel "
                          "says: the segment at 1 mm would take long), against Maquer et al.'s "
                          "FE ratio")
+    ap.add_argument("--load-shift", action="store_true",
+                    help="also Baroud et al. 2003's pillar: the L4-L5 nucleus pressure rise when "
+                         "L5 under it is cemented from endplate to endplate, the studies' fibre "
+                         "disc (bench/load_shift.py, which also runs the other disc models)")
     ap.add_argument("--molloy", action="store_true",
                     help="also Molloy et al. 2003's fills: the crushed L3 with 2-8 mL of "
                          "bipedicular PMMA, the fill that restores its strength and its "
@@ -402,6 +410,12 @@ def main(argv=None) -> int:
 
         ratio = caps(2.0, bmd)["first"] / segment(2.0, bmd)["first"]
         rows.append((ex.MAQUER_EMBEDDING, "L2, 2 mm, first failures", ratio))
+    if args.load_shift:
+        from load_shift import replica  # bench/load_shift.py, beside this script
+
+        shift = replica(h, bmd, discs=("fibres",))["rows"]["fibres"]
+        rows.append((ex.BAROUD_2003_PRESSURE, "L4-L5, pillar in L5, fibre disc",
+                     100.0 * (shift["pillar"]["pressure"] / shift["intact"]["pressure"] - 1.0)))
     fills = (molloy(h, bmd, args.permeability_anisotropy, args.crushed_envelope,
                     args.crushed_permeability)
              if args.molloy and not args.no_pushover else None)

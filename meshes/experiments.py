@@ -176,6 +176,25 @@ MOLLOY_STIFFNESS_FILL = Reference(
     quantity="cement fill that restores the stiffness", unit="% of body", kind="in vitro",
     n=120, mean=29.8, protocol="as the strength; fill where restored stiffness reaches 100 %")
 
+#: Baroud, Nemes, Heini & Steffen 2003 (Eur Spine J 12:421; the abstract read): FE of an L4-L5
+#: motion segment in quasi-static compression, one vertebra augmented by a rigid cement pillar
+#: under its endplates: the augmented endplate's bulge fell to 7 % of its value, the disc
+#: stiffened by about 17 %, the segment by 11 %, and "the IV pressure accordingly increased by
+#: approximately 19 %". One model, an FE number (bench/load_shift.py replicates the pillar)
+BAROUD_2003_PRESSURE = Reference(
+    name="baroud2003_pressure", source="Baroud, Nemes, Heini & Steffen 2003, Eur Spine J 12:421",
+    quantity="disc pressure rise next to a cement pillar", unit="%", kind="fe", n=1, mean=19.0,
+    protocol="L4-L5 motion segment FE, one body augmented by a rigid pillar under its "
+    "endplates, axial compression")
+#: Rohlmann, Zander & Bergmann 2006 (Eur Spine J 15:1255; the abstract read): nonlinear FE of the
+#: lumbar spine; "augmentation of the vertebral body with bone cement ... increase [of the
+#: intradiscal pressure] only about 2.4 % for the intact as well as for the fractured vertebra"
+ROHLMANN_2006_PRESSURE = Reference(
+    name="rohlmann2006_pressure", source="Rohlmann, Zander & Bergmann 2006, Eur Spine J 15:1255",
+    quantity="adjacent disc pressure rise from cement", unit="%", kind="fe", n=1, mean=2.4,
+    protocol="nonlinear FE of the lumbar spine, upper body weight, vertebra augmented")
+
 ALL = (DAY_2020, SPINEFE_STIFFNESS, SPINEFE_FAILURE, WILKE_1999, NACHEMSON_1960,
        HOLMES_1993, SEGMENT_STIFFNESS, WEGRZYN_STIFFNESS, WEGRZYN_STRENGTH,
-       WEGRZYN_RECOVERY, MAQUER_EMBEDDING, MOLLOY_STRENGTH_FILL, MOLLOY_STIFFNESS_FILL)
+       WEGRZYN_RECOVERY, MAQUER_EMBEDDING, MOLLOY_STRENGTH_FILL, MOLLOY_STIFFNESS_FILL,
+       BAROUD_2003_PRESSURE, ROHLMANN_2006_PRESSURE)
