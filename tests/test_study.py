@@ -1507,6 +1507,55 @@ def test_unwritable_and_unreadable_folders(finished, tmp_path):
     assert integrity(locked) == "ok"
 
 
+def _as_unprivileged() -> list[str] | None:
+    """The command prefix that makes permission bits hold for a child process: none for a user,
+    for root util-linux's setpriv without the capabilities that override them (None where
+    there is no setpriv)."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    exe = shutil.which("setpriv")
+    caps = "-dac_override,-dac_read_search"
+    return None if exe is None else [exe, f"--bounding-set={caps}", f"--inh-caps={caps}", "--"]
+
+
+@pytest.mark.parametrize("locked", ["folder", "store file"])
+def test_a_read_only_study_reads_untouched(finished, tmp_path, locked):
+    """Archived or shared results: a study folder (or its store file) this process cannot write
+    still gives its results and, written elsewhere, its report; nothing in it changes and no
+    file appears beside the store (it had said "attempt to write a readonly database")."""
+    prefix = _as_unprivileged()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: permission bits cannot hold")
+    folder = copy_study(finished["out"], tmp_path / "archived")
+    db = folder / "study.sqlite"
+    db.chmod(0o444)
+    if locked == "folder":
+        for p in [*folder.rglob("*")]:
+            p.chmod(p.stat().st_mode & 0o555)
+        folder.chmod(0o555)
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    try:
+        res = subprocess.run([*prefix, *VFEM, "results", str(folder), "--format", "csv"],
+                             capture_output=True, text=True, env=ENV, timeout=180)
+        assert res.returncode == 0, res.stderr
+        table = pd.read_csv(io.StringIO(res.stdout))
+        assert len(table) == 2 * len(LEVELS) and table["stiffness_n_per_mm"].notna().any()
+        page = tmp_path / "elsewhere" / "report.html"
+        page.parent.mkdir()
+        rep = subprocess.run([*prefix, *VFEM, "report", str(folder), "--out", str(page)],
+                             capture_output=True, text=True, env=ENV, timeout=300)
+        assert rep.returncode == 0, rep.stderr
+        assert page.is_file()
+        after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        assert after == before
+    finally:
+        folder.chmod(0o755)
+        for p in folder.rglob("*"):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+
+
 @pytest.mark.parametrize("journal", ["wal", "delete"])
 def test_store_from_a_newer_version_is_refused_untouched(finished, tmp_path, journal):
     folder = copy_study(finished["out"], tmp_path / "newer")

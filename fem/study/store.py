@@ -72,13 +72,18 @@ def _metric_columns():
 
 
 class Store:
-    """The SQLite store of one study folder."""
+    """The SQLite store of one study folder. Opened without ``create`` on a folder or store
+    this process cannot write (archived or shared results), it is opened read-only
+    (:attr:`read_only`): its results, report and uncertainty read as from a writable one, with
+    metric columns added since it was written read as missing (NaN), and nothing is written."""
 
     def __init__(self, folder, *, create: bool = False):
         self.folder = Path(folder)
         self.path = self.folder / DB_NAME
         #: the SQL condition that keeps a query to the runs of :meth:`restrict` ("" for all)
         self.scope = ""
+        #: whether the store was opened read-only (a folder or file this process cannot write)
+        self.read_only = False
         if create:
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
@@ -90,8 +95,11 @@ class Store:
         elif not self.path.exists():
             raise StoreError(f"{self.folder} holds no study (no {DB_NAME}); run "
                              "`vfem study SPEC.toml --out DIR` first")
+        else:
+            self.read_only = not (os.access(self.path, os.W_OK)
+                                  and os.access(self.folder, os.W_OK | os.X_OK))
         try:
-            self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+            self.db = self._connect()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a usable SQLite database ({exc})") from None
         try:
@@ -99,14 +107,50 @@ class Store:
             # before anything writes: a newer, foreign or damaged store stays as it was
             self._check_integrity()
             self._check_version()
-            self._write_ahead_log()
-            self.db.execute("PRAGMA synchronous = NORMAL")
+            if not self.read_only:
+                self._write_ahead_log()
+                self.db.execute("PRAGMA synchronous = NORMAL")
         except (sqlite3.DatabaseError, StoreError, UnicodeDecodeError) as exc:
             self.db.close()
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(f"{self.path} is not a usable SQLite database ({exc})") from None
-        self._schema()
+        if self.read_only:
+            self._check_readable()
+        else:
+            self._schema()
+
+    def _connect(self):
+        """The connection: read-write, or for a store this process cannot write, read-only:
+        ``immutable=1`` (no locks and no files made beside it, as for a file on read-only
+        media) where no write-ahead log is beside it, i.e. every change is in the file; else
+        ``mode=ro``, which reads the log too (SQLite then makes its shared-memory file where
+        the folder lets it), and ``immutable=1`` where SQLite cannot open even that."""
+        if not self.read_only:
+            return sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        uri = self.path.absolute().as_uri()
+        wal = self.path.with_name(self.path.name + "-wal")
+        if not (wal.exists() and wal.stat().st_size):
+            return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=BUSY_TIMEOUT,
+                                   isolation_level=None)
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT,
+                                 isolation_level=None)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=BUSY_TIMEOUT,
+                                   isolation_level=None)
+
+    def _check_readable(self):
+        """A read-only store must already hold a study's tables (nothing can create them)."""
+        tables = {r[0] for r in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not set(TABLES) <= tables:
+            self.db.close()
+            raise StoreError(f"{self.path} holds no study yet and cannot be written (a "
+                             "read-only folder or file): run the study into a writable --out "
+                             "folder")
 
     def close(self):
         self.db.close()
@@ -360,7 +404,15 @@ class Store:
         return self._frame("SELECT * FROM runs ORDER BY idx", "its runs table")
 
     def metrics_frame(self):
-        return self._frame("SELECT * FROM metrics", "its metrics table")
+        """The metrics table; a store opened read-only, not migrated, reads with its renamed
+        columns under their new names and the columns added since it was written as NaN."""
+        df = self._frame("SELECT * FROM metrics", "its metrics table")
+        df = df.rename(columns={old: new for old, new in RENAMED_METRICS.items()
+                                if old in df.columns and new not in df.columns})
+        for c in _metric_columns():
+            if c not in df.columns:
+                df[c] = None if c in TEXT_METRICS else float("nan")
+        return df
 
     def _frame(self, query: str, what: str):
         import pandas as pd
