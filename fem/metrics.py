@@ -130,6 +130,7 @@ COLUMNS = (
     "load_share_cortex", "load_share_trabecular", "load_share_cement", "height_anterior_mm",
     "height_posterior_mm", "wedge_angle_deg", "cement_placed_ml", "fill_fraction", "leak_ml",
     "leak_locations", "cement_contact_superior", "cement_contact_inferior",
+    "disc_rotation_deg",
 ) + PUSHOVER_COLUMNS
 #: former column names kept one release beside :data:`COLUMNS` (old name: the column it copies);
 #: ``cement_volume_ml`` is the *requested* volume in a study (its spec parameter), so the placed
@@ -139,6 +140,31 @@ DEPRECATED_COLUMNS = {"cement_volume_ml": "cement_placed_ml"}
 
 class MetricsError(ModelError):
     """A metric or comparison that cannot be computed from what it was given."""
+
+
+#: the rotation across a disc (deg) up to which a linear (small-strain) answer's kinematics
+#: hold: a rigid rotation theta, linearised, stretches the body by about theta^2 / 2, which
+#: reaches bone's compressive yield strain (0.84 %) at 7.4 degrees (the limit
+#: fem.finite_strain.MAX_PLATE_ROTATION puts on a rigid plate for the same reason)
+SMALL_ROTATION_DEG = float(np.degrees(np.sqrt(2.0 * YIELD_COMPRESSION)))
+
+
+class SmallStrainWarning(UserWarning):
+    """A linear answer whose segment turns beyond :data:`SMALL_ROTATION_DEG` across a disc."""
+
+
+def beyond_small_strain(table) -> str | None:
+    """Which discs of a :func:`level_metrics` table turn by more than
+    :data:`SMALL_ROTATION_DEG` (``"L1-L2 51 deg, ..."``), or None."""
+    if "disc_rotation_deg" not in table:
+        return None
+    rows = [(str(lv), float(a)) for lv, a in zip(table["level"], table["disc_rotation_deg"])
+            if a is not None and np.isfinite(a) and a > SMALL_ROTATION_DEG]
+    if not rows:
+        return None
+    order = list(table["level"])
+    return ", ".join(f"{lv}-{order[order.index(lv) + 1]} {a:.0f} deg" for lv, a in rows
+                     if order.index(lv) + 1 < len(order))
 
 
 # ---------------------------------------------------------------------- helpers
@@ -387,6 +413,18 @@ def _nucleus_pressure(fd: _Fields, disc: str) -> float:
     return mean_pressure(fd.stress, fd.volume, el)
 
 
+def _disc_rotation(fd: _Fields, level: str, below: str) -> float:
+    """The rotation (deg) across the disc between ``level`` and ``below``: the magnitude of the
+    rotation of ``level``'s inferior endplate relative to ``below``'s superior one
+    (:func:`endplate_rotation`), NaN where a set is missing."""
+    m = fd.model
+    sets = (f"{level}/inferior", f"{below}/superior")
+    if not all(s in m.node_sets and len(m.node_sets[s]) >= 3 for s in sets):
+        return math.nan
+    turn = endplate_rotation(m, fd.u, sets[0]) - endplate_rotation(m, fd.u, sets[1])
+    return float(np.degrees(np.linalg.norm(turn)))
+
+
 def _interface_stress(fd: _Fields, level: str) -> float:
     m = fd.model
     cement = _parts(m, level, CEMENT_PARTS)
@@ -530,6 +568,7 @@ def _level_row(fd: _Fields, level: str, below: str | None, load: float | None) -
     row["endplate_bulge_inferior_mm"] = _bulge(fd, level, f, superior=False)
     row["disc_pressure_mpa"] = (_nucleus_pressure(fd, f"{level}-{below}") if below
                                 else math.nan)
+    row["disc_rotation_deg"] = _disc_rotation(fd, level, below) if below else math.nan
     row["interface_stress_mpa"] = _interface_stress(fd, level)
     row.update(_load_shares(fd, level, f))
     h_ant, h_post, wedge = body_heights(m, level)
@@ -569,7 +608,10 @@ def level_metrics(result, *, levels=None, load: float | None = None):
     their factors of risk (module docstring);
     ``endplate_bulge_*_mm``, the largest deflection into the body over the endplate's centre
     relative to a least-squares plane through the rim nodes (:func:`endplate_deflection`); ``disc_pressure_mpa``, the volume-mean hydrostatic
-    pressure -tr(sigma)/3 of the nucleus of the disc below; ``interface_stress_mpa``, the peak
+    pressure -tr(sigma)/3 of the nucleus of the disc below; ``disc_rotation_deg``, the rotation
+    across the disc below (:func:`_disc_rotation`; NaN for the lowest level): beyond
+    :data:`SMALL_ROTATION_DEG` the linear answer's kinematics do not hold, and the table is
+    returned with a :class:`SmallStrainWarning`; ``interface_stress_mpa``, the peak
     von Mises stress of the cement and bone elements sharing a node across the cement-bone
     interface (NaN without cement), at the physical thickness of thin layers
     (:attr:`fem.Result.physical_stress`: a cortex or endplate voxel whose modulus carries a
@@ -608,6 +650,15 @@ def level_metrics(result, *, levels=None, load: float | None = None):
     for old, new in DEPRECATED_COLUMNS.items():
         df[old] = df[new]
     df.attrs["load_case"] = _load_case_name(m)
+    beyond = beyond_small_strain(df)
+    if beyond:
+        import warnings
+
+        warnings.warn(f"the linear answer turns {beyond} across the disc (small strain holds "
+                      f"to about {SMALL_ROTATION_DEG:.1f} deg): its displacements and deformed "
+                      "shape are not physical; stresses, pressures and strengths are the linear "
+                      "answer's (docs/validation.md, 'A segment in bending')",
+                      SmallStrainWarning, stacklevel=2)
     return df
 
 

@@ -655,3 +655,41 @@ def test_cement_endplate_contact_counts_the_endplate_cement_lies_against():
             both[a, v] = t["superior"] + t["inferior"]
     assert both[2.05, 5.0] > both[2.05, 2.0] and both[1.0, 5.0] > both[1.0, 2.0]
     assert both[2.05, 5.0] > both[1.0, 5.0]
+
+
+@pytest.mark.parametrize("degrees", [0.5, 12.0])
+def test_disc_rotation_is_the_turn_across_the_disc_and_warns_beyond_small_strain(degrees):
+    """A displacement field that turns every node of L1 rigidly (linearised, u = theta x r)
+    about a tilted axis through its centre and leaves L2 where it is: the rotation across the
+    L1-L2 disc is theta exactly (least-squares rigid fits of exact rigid fields), the lowest
+    level has none; beyond SMALL_ROTATION_DEG the table comes with a SmallStrainWarning that
+    names the disc, and the study's log note says so."""
+    import copy
+
+    from fem.study.execute import _small_strain_note
+
+    m = loadcases.loaded(vertebra.segment_model("L1-L2", voxel_size=4.0, posterior=False),
+                         "standing")
+    r = fem.solve(m, rtol=1e-8)
+    l1 = np.unique(m.element_nodes(np.concatenate(
+        [e for name, e in m.regions.items() if name.startswith("L1/")])))
+    l1 = np.setdiff1d(l1, m.node_sets["L2/superior"])  # the disc keeps L2's endplate still
+    axis = np.array([1.0, 0.4, 0.2]) / np.linalg.norm([1.0, 0.4, 0.2])
+    theta = np.radians(degrees) * axis
+    centre = m.anatomy["L1"].centre
+    u = np.zeros((m.n_nodes, 3))
+    u[l1] = np.cross(theta, m.points[l1] - centre)
+    turned = copy.copy(r)
+    turned.displacement = u
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t = metrics.level_metrics(turned).set_index("level")
+    assert t.loc["L1", "disc_rotation_deg"] == pytest.approx(degrees, rel=1e-9)
+    assert math.isnan(t.loc["L2", "disc_rotation_deg"])
+    said = [str(w.message) for w in caught if issubclass(w.category, metrics.SmallStrainWarning)]
+    note = _small_strain_note(t.reset_index().to_dict("records"))
+    if degrees > metrics.SMALL_ROTATION_DEG:
+        assert len(said) == 1 and f"L1-L2 {degrees:.0f} deg" in said[0]
+        assert f"beyond small strain: L1-L2 {degrees:.0f} deg" in note
+    else:
+        assert not said and note == ""

@@ -93,7 +93,10 @@ procedure = "intact"
 procedure = "fractured"
 """
 
-LOG_LINE = re.compile(r"^\[(\d+)\] run ([0-9a-f]{12}) done in (\d+\.\d) s \((\d+) DOF\)$", re.M)
+#: a finished run's log line; a run whose linear answer turns a disc beyond small strain adds
+#: a note (fem.study.execute._small_strain_note)
+LOG_LINE = re.compile(r"^\[(\d+)\] run ([0-9a-f]{12}) done in (\d+\.\d) s \((\d+) DOF\)"
+                      r"(?:; beyond small strain: [^\n]*)?$", re.M)
 
 
 def _write(folder: Path, text: str, name="spec.toml") -> Path:

@@ -57,6 +57,19 @@ SCHEDULER_TIMEOUT_S = 10
 DASK_POLL_S = 5
 
 
+def _small_strain_note(rows) -> str:
+    """A run's log note where its linear answer turns a disc beyond small strain
+    (:func:`fem.metrics.beyond_small_strain`), else ""."""
+    from ..metrics import SMALL_ROTATION_DEG, beyond_small_strain
+
+    beyond = beyond_small_strain({"level": [r.get("level") for r in rows],
+                                  "disc_rotation_deg": [r.get("disc_rotation_deg")
+                                                        for r in rows]})
+    return (f"; beyond small strain: {beyond} across the disc (holds to about "
+            f"{SMALL_ROTATION_DEG:.1f} deg; disc_rotation_deg, docs/validation.md)"
+            if beyond else "")
+
+
 class Study:
     """A study folder: its spec, its SQLite store, its runs' VTU files (``runs/<id>.vtu``)."""
 
@@ -185,11 +198,13 @@ class Study:
                     else:
                         self.store.finish(rid, out, vtu)
                         msg = f"run {rid} done in {time.time() - t0:.1f} s ({out['n_dof']} DOF)"
+                        msg += _small_strain_note(out["rows"])
                     held.discard(rid)
                     done += 1
                     if bar is not None:
                         bar.update()
-                        bar.write(msg) if "failed" in msg else None
+                        bar.write(msg) if ("failed" in msg or "beyond small strain" in msg
+                                           ) else None
                     else:
                         log(f"[{done}] {msg}")
         except BaseException:

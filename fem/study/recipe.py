@@ -160,7 +160,9 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     if bar is not None:
         bar.close()
     t2 = time.perf_counter()
-    table = metrics.level_metrics(result)
+    with warnings.catch_warnings():  # the study's log says so, once per run (execute.py)
+        warnings.simplefilter("ignore", metrics.SmallStrainWarning)
+        table = metrics.level_metrics(result)
     if vtu is not None:
         # the model record first: a run's VTU on disk has its record beside it. The record is
         # of the model the VTU holds: a fibre disc's run writes its converged secant model,
