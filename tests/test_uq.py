@@ -172,6 +172,12 @@ def test_unsampled_runs_keep_their_ids():
     ({"design": "saltelli", "samples": 4, "parameters": {"bmd": uniform(50, 90)}},
      "at least 2"),
     ({"samples": 4, "foo": 1, "parameters": {"bmd": uniform(50, 90)}}, "unknown key"),
+    # a whole-number parameter's choices are whole numbers (1.5 and 2.5 had both rounded to 2)
+    ({"samples": 4, "parameters": {"fracture_grade": {"distribution": "choice",
+                                                      "values": [1.5, 2.5]}}},
+     "whole numbers, got 1.5, 2.5"),
+    # the discretisation is how a run computes, not what it models
+    ({"samples": 4, "parameters": {"voxel_size": uniform(2, 4)}}, "cannot be sampled"),
 ])
 def test_bad_uncertain_tables_name_their_fault(uncertain, fault):
     with pytest.raises(SpecError, match=fault) as e:

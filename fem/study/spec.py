@@ -346,7 +346,7 @@ PARAMETERS = {
 #: parameters a spec may not sample: they change how a run computes, not what it models
 NOT_SAMPLED = ("sample", "backend", "solver", "anatomy", "ct", "masks", "mesh", "levels",
                "strength", "strength_levels", "pushover_end", "first_failure_drop",
-               "first_failure_offset", "endplate_failure")
+               "first_failure_offset", "endplate_failure", "voxel_size", "mesh_size")
 RECIPES = {"augmentation": PARAMETERS}
 #: the most runs a study may have unless allowed more (``vfem study --max-runs``, ``max_runs=``)
 MAX_RUNS = 10_000
@@ -525,6 +525,13 @@ class StudySpec:
                 raise where.dotted_error(key, f"{name} cannot be sampled (it changes how a run "
                                          "computes, not what it models)")
             kind = params[name].kind
+            if kind is int and dist.categorical:
+                odd = [v for v in dist.arg["values"]
+                       if not (isinstance(v, (int, float)) and float(v).is_integer())]
+                if odd:
+                    raise where.dotted_error(f"{key}.values", f"{name} is a whole number: its "
+                                             f"choices must be whole numbers, got "
+                                             f"{', '.join(repr(v) for v in odd)}")
             if kind in (str, bool) and not dist.categorical:
                 raise where.dotted_error(f"{key}.distribution", f"{name} is "
                                          f"{'text' if kind is str else 'true/false'}: sample it "

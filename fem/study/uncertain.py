@@ -26,7 +26,9 @@ a run parameter, the cement spread's seed, which can be sampled too). Distributi
 value itself, > 0), ``uniform`` (low, high), ``truncnormal`` (mean, sd, low, high: the normal cut
 to [low, high]) and ``choice`` (values, optional weights; the only one for text and true/false
 parameters). An integer parameter (``seed``, ``fracture_grade``) takes the continuous value
-rounded to the nearest integer.
+rounded to the nearest integer, so a ``uniform`` from 1 to 3 gives the end values half the
+weight of the middle one (1 / 2 / 3 at 25 / 50 / 25 %): for whole numbers at chosen weights use
+``choice``, whose values must then be whole numbers.
 
 Every design draws points ``u`` in the unit cube, one coordinate per uncertain input, and maps each
 coordinate through its distribution's inverse CDF (``ppf``), so the same machinery serves
