@@ -348,24 +348,39 @@ def segment_model_tet10(levels: str | list[str] = "L1", *, mesh_size: float = 2.
     """
     names = level_names(levels)
     h = check_limit("mesh_size", mesh_size)
-    layer = _least_layer(h, layers, min_layer)
+    _least_layer(h, layers, min_layer)  # its checks, before gmsh starts
     mats = resolve_materials(materials)
     stack = LevelStack.of(names)
-    dims = [replace(d, cortex=max(d.cortex, layer), endplate=max(d.endplate, layer))
-            for d in stack.levels]
     gmsh = load_gmsh()
     t0 = time.perf_counter()
-    gmsh.initialize(interruptible=False)
-    try:
-        gmsh.option.setNumber("General.Terminal", 0)
-        gmsh.model.add("vertebra")
-        owner = _segment_volumes(gmsh, dims, stack.z0, names, posterior)
-        _thin_layer_sizes(gmsh, owner, dims[0], h)
-        _generate(gmsh, names, h, optimize)
-        t_mesh = time.perf_counter() - t0
-        node_tags, coords, conns, region_of = _read_tet10(gmsh, owner)
-    finally:
-        gmsh.finalize()
+    asked, first = h, None
+    for factor in RETRY_SIZES:
+        h = asked * factor
+        layer = _least_layer(h, layers, min_layer)
+        dims = [replace(d, cortex=max(d.cortex, layer), endplate=max(d.endplate, layer))
+                for d in stack.levels]
+        gmsh.initialize(interruptible=False)
+        try:
+            gmsh.option.setNumber("General.Terminal", 0)
+            gmsh.model.add("vertebra")
+            owner = _segment_volumes(gmsh, dims, stack.z0, names, posterior)
+            _thin_layer_sizes(gmsh, owner, dims[0], h)
+            _generate(gmsh, names, h, optimize)
+            t_mesh = time.perf_counter() - t0
+            node_tags, coords, conns, region_of = _read_tet10(gmsh, owner)
+            break
+        except MeshError as exc:
+            first = first or exc
+            if factor == RETRY_SIZES[-1]:
+                tried = ", ".join(f"{asked * f:.3g}" for f in RETRY_SIZES[1:])
+                raise MeshError(f"{first}; also at {tried} mm: try another mesh_size") from None
+        finally:
+            gmsh.finalize()
+    if h != asked:
+        import warnings
+
+        warnings.warn(f"{str(first).splitlines()[0]}; meshed at {h:.3g} mm instead, its "
+                      "elements no larger than asked", stacklevel=2)
     # layers thickened to the mesh carry the modulus of what they hold (the voxel form's rule,
     # fem.meshes.vertebra.thickness_compensated): t of cortex and the rest trabecular bone, an
     # endplate's modulus x t / thickness; at full modulus a 2 mm shell standing in for a 0.4 mm
@@ -375,12 +390,19 @@ def segment_model_tet10(levels: str | list[str] = "L1", *, mesh_size: float = 2.
     m.metadata["layer_factors"] = layer_factors(names, mats, stack.levels[0], layer)
     _endplate_faces(m, names)
     annotate(m, names, stack)
-    m.metadata["mesh"] = dict(mesh_size=h, layers=layers, min_layer=layer, cortex=dims[0].cortex,
+    m.metadata["mesh"] = dict(mesh_size=h, asked_mesh_size=asked, layers=layers, min_layer=layer, cortex=dims[0].cortex,
                               endplate=dims[0].endplate, time_s=t_mesh,
                               straightened=n_straight)
     logger.info("tet10 %s: %d elements, %d nodes, %.1f s", "-".join(names), m.n_elements,
                 m.n_nodes, t_mesh)
     return m
+
+
+#: the mesh sizes tried, as factors of the one asked for: gmsh's boundary recovery fails at some
+#: sizes on some segments ("PLC Error: a segment and a facet intersect"; L1-L3 at 8 and 9 mm,
+#: T12-L2 at 8 mm) and succeeds a little below; a smaller size keeps mesh_size's promise (the
+#: largest element edge), so it is tried, with a warning, before the run fails
+RETRY_SIZES = (1.0, 0.97, 0.94, 0.9)
 
 
 def _least_layer(h: float, layers: str, min_layer) -> float:

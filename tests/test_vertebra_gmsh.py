@@ -229,6 +229,22 @@ def test_segments_and_levels_mesh_conformally(levels, size):
             assert free_nz.max() < 0.5
 
 
+@pytest.mark.slow
+def test_a_size_gmsh_cannot_mesh_is_meshed_a_little_finer_with_a_warning():
+    """gmsh's boundary recovery fails on L1-L3 at mesh_size 8 ("PLC Error: a segment and a
+    facet intersect"; a study's tet10 runs had failed so): the segment is meshed at the next of
+    RETRY_SIZES that works, no coarser than asked, with a warning naming both sizes."""
+    from fem.meshes.vertebra_gmsh import RETRY_SIZES
+
+    with pytest.warns(UserWarning, match=r"mesh_size=8.0.*meshed at 7\.\d+ mm instead"):
+        m = segment_model_tet10("L1-L3", mesh_size=8.0, posterior=False)
+    _check_quadratic_elements(m)
+    info = m.metadata["mesh"]
+    assert info["asked_mesh_size"] == 8.0
+    assert info["mesh_size"] in [8.0 * f for f in RETRY_SIZES[1:]]
+    assert info["min_layer"] == pytest.approx(info["mesh_size"] / 2)
+
+
 def test_two_level_segment_shares_disc_nodes(l1_l2):
     """Was a strict xfail: at 3 mm gmsh failed on the disc/endplate interfaces."""
     conn = l1_l2.blocks[0].conn
