@@ -857,6 +857,24 @@ def test_invalid_dict_spec_fails_before_the_folder_is_made(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_spec_built_with_numpy_values_is_the_plain_specs():
+    """A spec written in Python with NumPy numbers (``list(np.arange(...))`` for a grid, an
+    ``np.int64`` grade, an ``np.bool_``) gives the runs, and run ids, of the same spec in plain
+    Python numbers (it had been refused: "must be float, got np.int64(50)")."""
+    import numpy as np
+
+    plain = json.loads(json.dumps(CANON_DICT))
+    plain["grid"]["bmd"] = [50.0, 75.0]
+    plain["base"].update(fracture_grade=2, burst=True)
+    numpy = json.loads(json.dumps(CANON_DICT))
+    numpy["grid"]["bmd"] = list(np.arange(50, 100, 25))
+    numpy["base"].update(fracture_grade=np.int64(2), burst=np.bool_(True))
+    ids = [[run_id(p) for p in StudySpec.from_dict(d).expand()] for d in (plain, numpy)]
+    assert ids[0] == ids[1] and len(ids[0]) > 1
+    numpy["grid"]["bmd"] = np.array([50.0, 75.0])
+    assert [run_id(p) for p in StudySpec.from_dict(numpy).expand()] == ids[0]
+
+
 def test_every_integer_parameter_has_its_range():
     assert all(p.check is not None for p in PARAMETERS.values() if p.kind is int)
     with pytest.raises(TypeError, match="range"):

@@ -377,6 +377,7 @@ class StudySpec:
         where = _Where(path, lines)
         if not isinstance(d, dict):
             raise SpecError("a study spec is a table", path=path)
+        d = _plain(d)
         unknown = set(d) - {"study", "base", "grid", "runs", "uncertain"}
         if unknown:
             k = sorted(unknown)[0]
@@ -728,6 +729,23 @@ class _Where:
                                                else f"{table}.{key}")
         return SpecError(message, path=self.path, line=self.line(key, table, index),
                          key=where_key)
+
+
+def _plain(x):
+    """``x`` with NumPy scalars as the Python numbers and booleans they hold and NumPy arrays as
+    lists, in dicts and lists at any depth (a spec built in Python, ``list(np.arange(...))``
+    for a grid, reads as the same TOML would)."""
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [_plain(v) for v in x.tolist()]
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
 
 
 def _check(params, key, value, where, table, index=None):
