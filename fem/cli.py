@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -216,6 +217,10 @@ def _run(args) -> int:
     except ModelError as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `vfem results DIR | head`: the reader has what it wanted
+        # Python flushes stdout again at exit: point it at devnull so that flush is quiet too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # writing the output: disk full, permission denied
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
