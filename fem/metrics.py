@@ -105,8 +105,9 @@ YIELD_TENSION = 0.0078
 #: force at the curve's first fall of 2 % (N: its running maximum there, as a cadaver test's
 #: first drop; the peak load where it never fell,
 #: :attr:`~fem.nonlinear_result.NonlinearResult.first_peak_load`), and the force where the curve
-#: crosses its initial stiffness's line shifted by 0.2 % of the level's height (N, the offset
-#: yield, :data:`OFFSET_YIELD`; NaN where the pushover stopped before it, docs/nonlinear.md),
+#: crosses its initial stiffness's line shifted by 0.2 % of the level's height, or by the
+#: offset the strength was read with where one was given (N, the offset yield,
+#: :data:`OFFSET_YIELD`; NaN where the pushover stopped before it, docs/nonlinear.md),
 #: and what set the strength (text, :data:`STRENGTH_READINGS`)
 PUSHOVER_COLUMNS = ("strength_pushover_n", "displacement_at_peak_mm", "energy_to_failure_mj",
                     "factor_of_risk_pushover", "pushover_peak_reached", "strength_first_peak_n",
@@ -703,7 +704,10 @@ def add_pushover(table, level: str, res, drop: float | None = None,
     table.loc[sel, "factor_of_risk_pushover"] = load / strength if strength > 0 else math.nan
     table.loc[sel, "pushover_peak_reached"] = 1.0 if res.peak_reached else 0.0
     table.loc[sel, "strength_first_peak_n"] = float(res.first_failure(drop))
-    table.loc[sel, "strength_offset_yield_n"] = (res.offset_yield(OFFSET_YIELD * height)
+    # at the offset the strength was read with (first_failure_offset), the default 0.2 % where
+    # none was (it had stayed at 0.2 % whatever the run's offset)
+    table.loc[sel, "strength_offset_yield_n"] = (res.offset_yield((offset or OFFSET_YIELD)
+                                                                  * height)
                                                  if known else math.nan)
     by = table["strength_pushover_by"] if "strength_pushover_by" in table.columns else None
     if by is None or by.dtype != object:  # text in a column of NaN (no level pushed yet)

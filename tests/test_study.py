@@ -1810,6 +1810,12 @@ def test_pushover_columns_are_wired_into_a_run(tmp_path, monkeypatch):
     assert off["rows"][1]["strength_pushover_n"] == 2060.0
     assert off["rows"][1]["strength_pushover_by"] == "cap"  # still rising where it stopped
     assert off["rows"][1]["strength_offset_yield_n"] == pytest.approx(oy, rel=1e-12)
+    # another offset: the offset-yield column is read at it too (it had stayed at 0.2 %)
+    calls.clear()
+    wide = execute(dict(p, first_failure_offset=0.001), str(tmp_path / "wide.vtu"))
+    assert wide["rows"][1]["strength_offset_yield_n"] == pytest.approx(
+        bent.offset_yield(0.001 * h), rel=1e-12)
+    assert bent.offset_yield(0.001 * h) < oy
     calls.clear()
     plain = execute(dict(p, strength="pistoia"))
     assert not calls and "pushover" not in plain["timings"]
