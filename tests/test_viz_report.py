@@ -172,6 +172,34 @@ def test_study_curves_tell_apart_runs_at_other_parameters(study):
     assert lines["fractured, bmd=70"].get_linestyle() != lines["fractured, bmd=90"].get_linestyle()
 
 
+def test_one_legend_names_the_series_of_every_panel(study):
+    """Runs treating two levels (a panel each): the figure's legend names both panels' series,
+    each label keeps one style wherever it is drawn, and different series of one procedure
+    differ in style (each panel had styled its own series from the first, and the legend, the
+    last panel's, named the first panel's lines after the last panel's fracture level)."""
+    import pandas as pd
+
+    from fem.viz.plots import study_curves
+
+    df = study["df"]
+    other = df.assign(fracture_level="L1", run_id=df["run_id"] + "-L1")
+    fig = study_curves(pd.concat([df, other], ignore_index=True), "factor_of_risk")
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert sorted(ax.get_title().split(",")[0] for ax in panels) == ["L1", "L2"]
+    legend = fig.legends[0] if fig.legends else next(ax.get_legend() for ax in fig.axes
+                                                      if ax.get_legend())
+    names = [t.get_text().replace("\n", " ") for t in legend.get_texts()]
+    for level in ("L1", "L2"):
+        assert any(n.startswith("PVP") and f"fracture_level={level}" in n for n in names), names
+    drawn = {}
+    for ax in panels:
+        for ln in ax.get_lines():
+            key = (ln.get_marker(), ln.get_linestyle(), ln.get_color())
+            assert drawn.setdefault(ln.get_label(), key) == key  # one style per series
+    pvp = {k: v for k, v in drawn.items() if k.startswith("PVP")}
+    assert len(pvp) == 2 and len(set(pvp.values())) == 2
+
+
 def test_plots_of_runs_that_differ_in_many_long_parameters_stay_legible(study, tmp_path):
     """Runs on another patient's CT and other settings vary many parameters, some of them paths:
     a path shows its name, a long value is cut, and a legend label wraps a few parameters to a

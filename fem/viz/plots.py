@@ -290,18 +290,32 @@ def study_curves(df, metric: str = "factor_of_risk", level=None, x: str = "cemen
     shown = df[df["level"].isin(levels) & df["load_case"].isin(cases)]
     label, mixed = metric_label(shown, metric), len(_methods(shown, metric)) > 1
     fig, axes = _grid(len(cases), len(levels), sharey="row")
+    # one style per series over the whole figure, so that one legend names every panel's lines
+    # (each panel had counted its own from the first style, and the legend, the last panel's,
+    # named the lines of a panel showing other series, such as another fracture level, wrongly)
+    style, count = {}, {}
+    for values, g in cemented.groupby(keys, sort=False, dropna=False):
+        proc, name = g["procedure"].iloc[0], _group_label(keys, values)
+        if name not in style:
+            style[name] = count.get(proc, 0)
+            count[proc] = style[name] + 1
+    ref_style = {}
+    for proc in REFERENCES:
+        refs = df[df["procedure"] == proc]
+        for values, _ in (refs.groupby(ref_keys, sort=False) if ref_keys else [((), refs)]):
+            values = values if isinstance(values, tuple) else (values,)
+            ref_style.setdefault((proc, values), sum(1 for p, _ in ref_style if p == proc))
     bounded = False
     for i, case in enumerate(cases):
         for j, lv in enumerate(levels):
             ax = axes[i, j]
             here = df[(df["level"] == lv) & (df["load_case"] == case)]
             lines = here[here["procedure"].isin(CEMENTED)]
-            seen = {}
             for values, g in lines.groupby(keys, sort=False, dropna=False):
                 g = g.sort_values(x)
                 ok = np.isfinite(g[metric].to_numpy(float))
                 proc = g["procedure"].iloc[0]
-                k = seen[proc] = seen.get(proc, -1) + 1
+                k = style[_group_label(keys, values)]
                 xs, ys = g[x].to_numpy(float)[ok], g[metric].to_numpy(float)[ok]
                 (ln,) = ax.plot(xs, ys, marker=MARKERS[k % len(MARKERS)],
                                 ls=LINE_STYLES[k % len(LINE_STYLES)],
@@ -315,14 +329,15 @@ def study_curves(df, metric: str = "factor_of_risk", level=None, x: str = "cemen
             for proc in REFERENCES:
                 refs = here[here["procedure"] == proc]
                 groups = refs.groupby(ref_keys, sort=False) if ref_keys else [((), refs)]
-                for k, (values, g) in enumerate(groups):
+                for values, g in groups:
                     values = values if isinstance(values, tuple) else (values,)
-                    style = REF_STYLES[proc] if k == 0 else REF_EXTRA_STYLES[
+                    k = ref_style[(proc, values)]
+                    ls = REF_STYLES[proc] if k == 0 else REF_EXTRA_STYLES[
                         (k - 1) % len(REF_EXTRA_STYLES)]
                     for v, b in zip(g[metric].to_numpy(float)[:1], bounds(g, metric)[:1]):
                         if math.isfinite(v):
                             bounded |= bool(b)
-                            ax.axhline(v, color=COLOURS[proc], ls=style, lw=1.2,
+                            ax.axhline(v, color=COLOURS[proc], ls=ls, lw=1.2,
                                        label=_wrap(", ".join(
                                            [proc] + [_label(a, key) for key, a in
                                                      zip(ref_keys, values)])
@@ -337,7 +352,11 @@ def study_curves(df, metric: str = "factor_of_risk", level=None, x: str = "cemen
             if j == 0:
                 ax.set_ylabel(label)
             ax.grid(alpha=0.3)
-    handles, labels = axes[0, -1].get_legend_handles_labels()
+    named = {}  # every panel's series, each once (the styles are the figure's)
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            named.setdefault(lab, h)
+    handles, labels = list(named.values()), list(named)
     if bounded:  # say what an open marker means, in the legend
         from matplotlib.lines import Line2D
 
