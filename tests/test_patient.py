@@ -192,6 +192,18 @@ def test_a_study_run_names_a_patient(tmp_path):
     with pytest.raises(SpecError, match=r"masks.*no such file"):
         StudySpec.from_dict({"study": {"name": "x"},
                              "base": {**base, "masks": str(tmp_path / "none")}}).expand()
+    # the scan cuts T11 and T12 (their masks reach its top slice): refused at spec time, not by
+    # the run; levels = "auto" spans the levels it holds whole (L1 fractured: L1-L3, where it
+    # had reached T11 and failed in the run)
+    with pytest.raises(SpecError, match=r"T12 reach the edge of the image.*\(L1, L2, L3, L4, L5\)"):
+        StudySpec.from_dict({"study": {"name": "x"}, "base": {**base, "levels": "T12-L1"}}
+                            ).expand()
+    with pytest.raises(SpecError, match=r"'T12' reaches the edge of the image"):
+        StudySpec.from_dict({"study": {"name": "x"}, "base": {
+            **base, "levels": "auto", "fracture_level": "T12"}}).expand()
+    (auto,) = StudySpec.from_dict({"study": {"name": "x"}, "base": {
+        **base, "levels": "auto", "fracture_level": "L1"}}).expand()
+    assert auto["levels"] == "L1-L3"
 
 
 def test_a_level_cut_by_the_field_of_view_is_refused(scan):

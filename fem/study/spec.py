@@ -798,6 +798,16 @@ def auto_levels(p: dict, err) -> str:
     if centre not in available:
         raise err("levels", f"level {centre!r} is not one of the {p.get('anatomy')} anatomy's "
                   f"levels ({', '.join(available)})")
+    if p.get("anatomy") == "ct":  # the levels the scan holds whole, around the centre
+        cut = set(_cut_levels(p, available))
+        if centre in cut:
+            raise err("levels", f"level {centre!r} reaches the edge of the image in "
+                      f"{p['masks']}: the scan holds only part of it")
+        i = list(available).index(centre)
+        lo = max([j + 1 for j in range(i) if available[j] in cut], default=0)
+        hi = min([j for j in range(i + 1, len(available)) if available[j] in cut],
+                 default=len(available))
+        available = list(available)[lo:hi]
     i = list(available).index(centre)
     names = list(available)[max(0, i - AUTO_REACH):i + AUTO_REACH + 1]
     return f"{names[0]}-{names[-1]}"
@@ -846,9 +856,35 @@ def _stamp(path: Path) -> tuple:
 def _mask_levels(path: str, stamp: tuple) -> tuple:
     """The levels of a segmentation, read once per version of it (``stamp``): a spec is checked
     run by run, and reading a TotalSegmentator folder takes a quarter of a second."""
+    return tuple(_mask_view(path, stamp))
+
+
+@functools.lru_cache(maxsize=16)
+def _mask_view(path: str, stamp: tuple) -> dict:
+    """{level: whether the image holds it whole} of a segmentation (cranial to caudal): a mask
+    that reaches the first or last slice of an axis is cut by the field of view
+    (:func:`fem.meshes.patient`'s check, which refuses such a level when a run builds it)."""
+    import numpy as np
+
     from ..meshes.segmentation import read_segmentation
 
-    return tuple(read_segmentation(path).levels)
+    seg = read_segmentation(path)
+    out = {}
+    for n in seg.levels:
+        m = seg.mask(n)
+        out[n] = not any(np.take(m, [0, m.shape[a] - 1], axis=a).any() for a in range(3))
+    return out
+
+
+def _cut_levels(p, names) -> list[str]:
+    """The levels of ``names`` the run's CT holds only in part (anatomy = ct); [] where its
+    masks cannot be stamped (the run's own check then says so)."""
+    path = Path(p["masks"])
+    try:
+        view = _mask_view(str(path.resolve()), _stamp(path))
+    except (OSError, ModelError):
+        return []
+    return [n for n in names if n in view and not view[n]]
 
 
 def _cross_check(p, err):
@@ -864,6 +900,12 @@ def _cross_check(p, err):
         if missing:
             raise err("levels", f"level(s) {', '.join(missing)} are not segmented in "
                       f"{p['masks']} (levels: {', '.join(segmented) or 'none'})")
+        cut = _cut_levels(p, names)
+        if cut:
+            whole = [n for n in segmented if n not in _cut_levels(p, segmented)]
+            raise err("levels", f"level(s) {', '.join(cut)} reach the edge of the image: the "
+                      f"scan holds only part of them; choose levels it holds whole "
+                      f"({', '.join(whole) or 'none'})")
     if p["anatomy"] == "ssm":
         from ..meshes.ssm import SSM_LEVELS, data_folder, has_data
 
