@@ -154,18 +154,18 @@ class SmallStrainWarning(UserWarning):
     """A linear answer whose segment turns beyond :data:`SMALL_ROTATION_DEG` across a disc."""
 
 
-def beyond_small_strain(table) -> str | None:
+def beyond_small_strain(table, order=None) -> str | None:
     """Which discs of a :func:`level_metrics` table turn by more than
-    :data:`SMALL_ROTATION_DEG` (``"L1-L2 51 deg, ..."``), or None."""
+    :data:`SMALL_ROTATION_DEG` (``"L1-L2 51 deg, ..."``), or None. ``order``: the model's
+    levels, cranial to caudal (default the table's, which names the disc below each level
+    where the table holds every level)."""
     if "disc_rotation_deg" not in table:
         return None
+    order = list(table["level"]) if order is None else list(order)
     rows = [(str(lv), float(a)) for lv, a in zip(table["level"], table["disc_rotation_deg"])
             if a is not None and np.isfinite(a) and a > SMALL_ROTATION_DEG]
-    if not rows:
-        return None
-    order = list(table["level"])
     return ", ".join(f"{lv}-{order[order.index(lv) + 1]} {a:.0f} deg" for lv, a in rows
-                     if order.index(lv) + 1 < len(order))
+                     if lv in order and order.index(lv) + 1 < len(order)) or None
 
 
 # ---------------------------------------------------------------------- helpers
@@ -651,7 +651,7 @@ def level_metrics(result, *, levels=None, load: float | None = None):
     for old, new in DEPRECATED_COLUMNS.items():
         df[old] = df[new]
     df.attrs["load_case"] = _load_case_name(m)
-    beyond = beyond_small_strain(df)
+    beyond = beyond_small_strain(df, order)
     if beyond:
         import warnings
 
