@@ -686,3 +686,21 @@ def test_the_report_draws_each_pushover_curve_marked_where_its_strength_was_read
     page = write_report(folder, views=False)  # the plots and the table, no 3-D views
     assert "pushover-curves.png" in page.read_text()
     assert (folder / "report_files" / "pushover-curves.png").is_file()
+
+
+def test_the_table_notes_runs_beyond_small_strain(study):
+    """Runs whose linear answer turns a disc beyond SMALL_ROTATION_DEG get a note under the
+    results table that counts them and says what is not physical; runs inside it get none."""
+    from fem.metrics import SMALL_ROTATION_DEG
+    from fem.viz.report import _results_table
+
+    df = study["df"].copy()
+    shown = ["run_id", "level", "strength_n"]
+    inside = df.assign(disc_rotation_deg=0.5 * SMALL_ROTATION_DEG)
+    assert "beyond small strain" not in _results_table(inside[shown], inside)
+    beyond = inside.copy()
+    rid = df["run_id"].iloc[0]
+    beyond.loc[beyond["run_id"] == rid, "disc_rotation_deg"] = 53.0
+    note = _results_table(beyond[shown], beyond)
+    assert (f"1 of {df['run_id'].nunique()} runs turn a disc beyond small strain" in note
+            and "up to 53°" in note and "not physical" in note)

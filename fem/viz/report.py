@@ -617,9 +617,31 @@ def _results_table(df, full=None) -> str:
                          "</td>")
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
     note = f"<p>{e(STIFFNESS_NOTE)}</p>" if noted else ""
+    note += _small_strain_note(full)
     if any(m.any() for m in marked.values()):
         note += f"<p>{e('≥ and ≤: ' + BOUND_WHY)} (pushover_peak_reached = 0 in summary.csv).</p>"
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>{note}"
+
+
+def _small_strain_note(full) -> str:
+    """The note under the table where runs turn a disc beyond small strain
+    (``disc_rotation_deg`` over :data:`fem.metrics.SMALL_ROTATION_DEG`), else ""."""
+    import pandas as pd
+
+    from ..metrics import SMALL_ROTATION_DEG
+
+    if "disc_rotation_deg" not in full.columns:
+        return ""
+    turn = pd.to_numeric(full["disc_rotation_deg"], errors="coerce")
+    beyond = full.loc[turn > SMALL_ROTATION_DEG, "run_id"].unique()
+    if not len(beyond):
+        return ""
+    return "<p>" + html.escape(
+        f"{len(beyond)} of {full['run_id'].nunique()} runs turn a disc beyond small strain "
+        f"(disc_rotation_deg above {SMALL_ROTATION_DEG:.1f}°, up to {turn.max():.0f}°): their "
+        "displacements and deformed shapes are not physical, and a segment that flexible in "
+        "bending is not a spine's (no ligaments or facets); stresses, pressures and strengths "
+        "are the linear answer's. docs/validation.md, \"A segment in bending\".") + "</p>"
 
 
 def _is_nan(v) -> bool:
