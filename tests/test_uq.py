@@ -202,8 +202,12 @@ def test_a_sampled_parameter_may_not_also_be_listed(tmp_path):
                     'distribution = "uniform"\nlow = 50.0\nhigh = 90.0\n')
     with pytest.raises(SpecError, match=r"line 5.*sampled in \[uncertain.parameters.bmd\]"):
         StudySpec.from_toml(path)
-    with pytest.raises(SpecError, match="set by \\[uncertain\\]"):
+    with pytest.raises(SpecError, match="set by \\[uncertain\\]") as e:
         StudySpec.from_dict({"study": {"name": "t"}, "base": {"sample": 3}})
+    assert e.value.key == "base.sample"
+    path.write_text('[study]\nname = "t"\n\n[base]\nlevels = "L1-L3"\nsample = 3\n')
+    with pytest.raises(SpecError, match=r"line 6, key 'base.sample'.*set by \[uncertain\]"):
+        StudySpec.from_toml(path)  # named where it was written (it had had no line)
 
 
 def test_the_sampling_inputs_reach_the_model():

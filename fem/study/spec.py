@@ -494,8 +494,13 @@ class StudySpec:
                 _check(params, k, v, where, "runs", i)
         if self.uncertain is not None:
             self._check_uncertain(params, where)
-        elif any("sample" in t for t in [self.base, self.grid, *self.runs]):
-            raise where.error("sample", None, "sample is set by [uncertain], not written")
+        else:
+            listed = [("base", self.base, None), ("grid", self.grid, None)]
+            listed += [("runs", r, i) for i, r in enumerate(self.runs)]
+            for table, t, i in listed:
+                if "sample" in t:  # named where it was written, with its line
+                    raise where.error("sample", table, "sample is set by [uncertain], not "
+                                      "written", i)
         n = self.count()
         if max_runs is not None and n > max_runs:
             shape = " x ".join([f"{len(v)} {k}" for k, v in self.grid.items()]
