@@ -198,13 +198,11 @@ def _check_in_view(seg: Segmentation, names) -> None:
     """Refuse a level cut by the image's edge: its mask reaches the first or last slice of an
     axis (the field of view holds only part of the vertebra)."""
     for n in names:
-        m = seg.mask(n)
-        for axis, side in ((0, "x"), (1, "y"), (2, "z")):
-            ends = np.take(m, [0, m.shape[axis] - 1], axis=axis)
-            if ends.any():
-                raise MeshError(f"{seg.source}: {n}'s mask reaches the image's {side} edge: the "
-                                "scan holds only part of that vertebra; choose levels the field "
-                                "of view holds whole")
+        side = seg.edge_reached(n)
+        if side is not None:
+            raise MeshError(f"{seg.source}: {n}'s mask reaches the image's {side} edge: the "
+                            "scan holds only part of that vertebra; choose levels the field "
+                            "of view holds whole")
 
 
 def _grid(seg: Segmentation, names, h: float):

@@ -97,6 +97,15 @@ class Segmentation:
                                  f"{', '.join(self.levels) or 'none'})")
         return self.labels == code
 
+    def edge_reached(self, level: str) -> str | None:
+        """The image axis ("x", "y" or "z") whose first or last slice ``level``'s mask reaches
+        (the field of view holds only part of that vertebra), or None where it holds it whole."""
+        m = self.mask(level)
+        for axis, side in ((0, "x"), (1, "y"), (2, "z")):
+            if np.take(m, [0, m.shape[axis] - 1], axis=axis).any():
+                return side
+        return None
+
     def voxel_counts(self) -> dict[str, int]:
         """Voxels per named level (0 for an empty mask)."""
         counts = np.bincount(self.labels.ravel(), minlength=max(self.names, default=0) + 1)

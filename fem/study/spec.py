@@ -846,7 +846,7 @@ def _segmented_levels(p, err) -> list[str]:
             stamp = _stamp(path)
         except OSError:  # unreadable: the reader says what is wrong
             return read_segmentation(path).levels
-        return list(_mask_levels(str(path.resolve()), stamp))
+        return list(_mask_view(str(path.resolve()), stamp))
     except ModelError as exc:
         raise err("masks", str(exc)) from None
 
@@ -857,28 +857,17 @@ def _stamp(path: Path) -> tuple:
     return tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats)
 
 
-@functools.lru_cache(maxsize=8)
-def _mask_levels(path: str, stamp: tuple) -> tuple:
-    """The levels of a segmentation, read once per version of it (``stamp``): a spec is checked
-    run by run, and reading a TotalSegmentator folder takes a quarter of a second."""
-    return tuple(_mask_view(path, stamp))
-
-
 @functools.lru_cache(maxsize=16)
 def _mask_view(path: str, stamp: tuple) -> dict:
-    """{level: whether the image holds it whole} of a segmentation (cranial to caudal): a mask
-    that reaches the first or last slice of an axis is cut by the field of view
-    (:func:`fem.meshes.patient`'s check, which refuses such a level when a run builds it)."""
-    import numpy as np
-
+    """{level: whether the image holds it whole} of a segmentation (cranial to caudal), read
+    once per version of it (``stamp``): a spec is checked run by run, and reading a
+    TotalSegmentator folder takes a quarter of a second. A mask that reaches the first or last
+    slice of an axis is cut by the field of view (``Segmentation.edge_reached``, by which
+    :mod:`fem.meshes.patient` refuses such a level when a run builds it)."""
     from ..meshes.segmentation import read_segmentation
 
     seg = read_segmentation(path)
-    out = {}
-    for n in seg.levels:
-        m = seg.mask(n)
-        out[n] = not any(np.take(m, [0, m.shape[a] - 1], axis=a).any() for a in range(3))
-    return out
+    return {n: seg.edge_reached(n) is None for n in seg.levels}
 
 
 def _cut_levels(p, names) -> list[str]:
