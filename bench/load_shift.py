@@ -133,12 +133,15 @@ def measure(result, h: float) -> dict:
 
 
 def replica(h: float, bmd: float = 70.0, volume_ml: float = 3.0, discs=DISCS,
-            anatomy: str = "parametric") -> dict:
-    """{disc model: {"intact"|"pillar"|"pvp": measure(...)}} and the model's disc area."""
+            anatomy: str = "parametric", states=("intact", "pillar", "pvp")) -> dict:
+    """{disc model: {state: measure(...)}} for ``states`` of "intact", "pillar" and "pvp", and
+    the model's disc area."""
     from validation import disc_area
 
     m0 = segment(h, bmd, anatomy)
-    states = {"intact": m0, "pillar": pillar(m0), "pvp": pvp(m0, volume_ml)}
+    make = {"intact": lambda: m0, "pillar": lambda: pillar(m0),
+            "pvp": lambda: pvp(m0, volume_ml)}
+    states = {name: make[name]() for name in states}
     out = {}
     for disc in discs:
         out[disc] = {}

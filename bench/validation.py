@@ -413,7 +413,7 @@ def main(argv=None) -> int:
     if args.load_shift:
         from load_shift import replica  # bench/load_shift.py, beside this script
 
-        shift = replica(h, bmd, discs=("fibres",))["rows"]["fibres"]
+        shift = replica(h, bmd, discs=("fibres",), states=("intact", "pillar"))["rows"]["fibres"]
         rows.append((ex.BAROUD_2003_PRESSURE, "L4-L5, pillar in L5, fibre disc",
                      100.0 * (shift["pillar"]["pressure"] / shift["intact"]["pressure"] - 1.0)))
     fills = (molloy(h, bmd, args.permeability_anisotropy, args.crushed_envelope,
