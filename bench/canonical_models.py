@@ -172,7 +172,7 @@ def cost_table(only, mixed: bool) -> None:
         t = time.perf_counter()
         res = fem.solve_disc(m, coupling=True, drainage="drained")
         t_fibre = time.perf_counter() - t
-        model = pushover_model(m, res, "fibres")
+        model = pushover_model(m, res)
         for precision in ("double", "mixed") if mixed else ("double",):
             timers = []
             t = time.perf_counter()

@@ -52,7 +52,7 @@ def segment(voxel: float, bmd: float) -> dict:
     p, model = intact_segment(bmd, voxel, "standing")
     t = time.perf_counter()
     res = fem.solve_disc(model, coupling=True)
-    secant = pushover_model(model, res, p["disc"])
+    secant = pushover_model(model, res)
     h = level_height(secant, "L2")
     curve = pushover(secant, law=bone_damage_law(secant), level="L2", **pushover_stops(p, h))
     return _row("L2 in T12-L4, fibre discs (its shortening)", curve, failure_offset(p) * h,

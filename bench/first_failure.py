@@ -50,7 +50,7 @@ def row(bmd: float, voxel: float, load_case: str) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         res = fem.solve_disc(model, coupling=True)
-        secant = pushover_model(model, res, p["disc"])
+        secant = pushover_model(model, res)
         curve = pushover(secant, law=bone_damage_law(secant), level="L2", stop_ratio=0.9,
                          stop_plateau=LIMIT_TANGENT)
     pistoia = float(metrics.level_metrics(res).set_index("level").loc["L2",

@@ -3,7 +3,7 @@
 protocols: docs/validation.md).
 
     python bench/validation.py [--voxel 1.0] [--bmd 70] [--no-pushover] [--no-fibres]
-                               [--finite] [--ssm] [--molloy] [--load-shift]
+                               [--finite] [--ssm] [--molloy] [--load-shift] [--bending]
 
 Rows:
 
@@ -41,6 +41,10 @@ Rows:
 * with ``--load-shift``, Baroud et al. 2003's pillar (``bench/load_shift.py``): the rise of the
   L4-L5 nucleus pressure when L5's trabecular bone under the nucleus is cement composite from
   endplate to endplate, the segment between parallel platens at 500 N, the studies' fibre disc;
+
+* with ``--bending``, Niosi et al. 2006's flexibility tests (``bench/bending.py``): L3-L4 with
+  its posterior ligaments (``fem.ligaments``) under a pure 7.5 N·m in flexion and extension and
+  flexion with 600 N, the rotation across the disc, both disc models;
 
 * with ``--molloy``, Molloy, Mathis & Belkoff 2003: the crushed L3 of the Wegrzyn rows treated
   by bipedicular PVP with 2, 4, 6 and 8 mL of PMMA, each state's stiffness and strength over
@@ -338,6 +342,10 @@ def main(argv=None) -> int:
                     help="also Baroud et al. 2003's pillar: the L4-L5 nucleus pressure rise when "
                          "L5 under it is cemented from endplate to endplate, the studies' fibre "
                          "disc (bench/load_shift.py, which also runs the other disc models)")
+    ap.add_argument("--bending", action="store_true",
+                    help="also Niosi et al. 2006's flexibility tests: L3-L4 with its posterior "
+                         "ligaments under 7.5 N·m, both disc models (bench/bending.py, which "
+                         "also runs the segment without ligaments)")
     ap.add_argument("--molloy", action="store_true",
                     help="also Molloy et al. 2003's fills: the crushed L3 with 2-8 mL of "
                          "bipedicular PMMA, the fill that restores its strength and its "
@@ -416,6 +424,11 @@ def main(argv=None) -> int:
         shift = replica(h, bmd, discs=("fibres",), states=("intact", "pillar"))["rows"]["fibres"]
         rows.append((ex.BAROUD_2003_PRESSURE, "L4-L5, pillar in L5, fibre disc",
                      100.0 * (shift["pillar"]["pressure"] / shift["intact"]["pressure"] - 1.0)))
+    if args.bending:
+        from bending import replica as bending  # bench/bending.py, beside this script
+
+        for r in bending(h, bmd, ligaments=(True,)):
+            rows.append((r["reference"], f"L3-L4, ligaments, {r['disc']} disc", r["rotation"]))
     fills = (molloy(h, bmd, args.permeability_anisotropy, args.crushed_envelope,
                     args.crushed_permeability)
              if args.molloy and not args.no_pushover else None)

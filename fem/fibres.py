@@ -191,8 +191,7 @@ class FibreLaw:
     def __post_init__(self):
         in_range("fibre modulus", self.modulus, 0.0, unit="MPa", error=MaterialError)
         in_range("toe strain", self.toe_strain, 0.0, 0.5, lo_open=True, error=MaterialError)
-        in_range("fibre angle", self.angle, 0.0, 90.0, hi_open=True, unit="degrees",
-                 error=MaterialError)
+        in_range("fibre angle", self.angle, 0.0, 90.0, unit="degrees", error=MaterialError)
         in_range("family share", self.share, 0.0, 1.0, error=MaterialError)
         try:
             E, nu = (float(v) for v in self.ground)
@@ -308,11 +307,14 @@ def undrained(E, nu, bulk_modulus: float = WATER_BULK_MODULUS):
 @dataclass(frozen=True)
 class FibreRegion:
     """Elements whose fibres wind about one axis: ``cylinder`` = (point, direction) in mm,
-    as ``Model.set_orthotropic(..., cylinder=...)`` takes it; ``name`` says which (a disc)."""
+    as ``Model.set_orthotropic(..., cylinder=...)`` takes it; ``name`` says which (a disc).
+    ``law``: the region's own :class:`FibreLaw` (a ligament's, :mod:`fem.ligaments`), or None
+    for the solve's (a disc's)."""
 
     name: str
     elements: np.ndarray
     cylinder: tuple
+    law: FibreLaw | None = None
 
     def __post_init__(self):
         el = np.asarray(self.elements, dtype=np.int64).ravel()
@@ -323,6 +325,9 @@ class FibreRegion:
         if not (np.isfinite(point).all() and np.isfinite(direction).all() and n > 0):
             raise MaterialError(f"fibre region {self.name!r}: the axis must be a finite point "
                                 f"and a non-zero direction, got {self.cylinder!r}")
+        if self.law is not None and not isinstance(self.law, FibreLaw):
+            raise MaterialError(f"fibre region {self.name!r}: law must be a FibreLaw, got "
+                                f"{self.law!r:.60}")
         object.__setattr__(self, "elements", el)
         object.__setattr__(self, "cylinder", (point, direction / n))
 
@@ -455,8 +460,8 @@ def fibre_directions(model, regions: list[FibreRegion], law: FibreLaw):
     """(elements (m,), the two families' unit directions (2, m, 3) in the global axes at the
     element centres) of the fibre regions."""
     els, dirs = [], []
-    local = law.directions()
     for reg in regions:
+        local = (reg.law or law).directions()
         x = model.element_centres(reg.elements)
         R = elastic.cylinder_frames(x, reg.cylinder[0][None], reg.cylinder[1][None])
         if not np.isfinite(R).all():
@@ -464,6 +469,40 @@ def fibre_directions(model, regions: list[FibreRegion], law: FibreLaw):
         els.append(reg.elements)
         dirs.append(np.einsum("mij,fj->fmi", R, local))
     return np.concatenate(els), np.concatenate(dirs, axis=1)
+
+
+class RegionLaws:
+    """The fibre laws of ``regions``' elements, in the regions' order (each region's own
+    :attr:`FibreRegion.law`, or ``law``): :class:`FibreLaw`'s per-element methods, each
+    region's slice by its own law."""
+
+    def __init__(self, regions, law: FibreLaw):
+        self.parts, at = [], 0
+        for reg in regions:
+            self.parts.append((slice(at, at + len(reg.elements)), reg.law or law))
+            at += len(reg.elements)
+        self.n = at
+        #: the least toe strain: the scale below which a fibre strain counts as none
+        self.toe_strain = min(lw.toe_strain for _, lw in self.parts)
+        #: each element's toe strain (m,), where the iterations start
+        self.toe_strains = np.concatenate([np.full(s.stop - s.start, lw.toe_strain)
+                                           for s, lw in self.parts])
+
+    def _each(self, method, values, **kw):
+        return [getattr(lw, method)(values[..., s], **kw) for s, lw in self.parts]
+
+    def secant(self, strain):
+        return np.concatenate(self._each("secant", np.asarray(strain, float)), axis=-1)
+
+    def stress(self, strain):
+        return np.concatenate(self._each("stress", np.asarray(strain, float)), axis=-1)
+
+    def stiffness(self, secants, *, orthotropic: bool = True):
+        return np.concatenate(self._each("stiffness", np.asarray(secants, float),
+                                         orthotropic=orthotropic), axis=0)
+
+    def constants(self, secants):
+        return np.concatenate(self._each("constants", np.asarray(secants, float)), axis=0)
 
 
 def _set(model, regions, law, secants, elements):
@@ -587,7 +626,8 @@ def _secant(model, regions, law, *, tol, strain_tol, relaxation, max_iterations,
     m = model.copy()
     m.check_materials()
     elements, dirs = fibre_directions(m, regions, law)
-    eps_f = np.full((2, len(elements)), law.toe_strain)
+    law = RegionLaws(regions, law)
+    eps_f = np.broadcast_to(law.toe_strains, (2, len(elements))).copy()
     _set(m, regions, law, law.secant(eps_f), elements)
     assembly.check_geometry(m, xp, xp.asarray(m.points))
     sysm = _system.compile_conditions(m)
@@ -825,9 +865,15 @@ def solve_disc(model, law: FibreLaw | None = None, *, kinematics: str = "small",
         raise SolverError(f"kinematics must be one of {KINEMATICS}, got {kinematics!r}")
     if drainage not in DRAINAGES:
         raise SolverError(f"drainage must be one of {DRAINAGES}, got {drainage!r}")
+    from .ligaments import ligament_fibres  # builds on this module
+
     fibres = disc_fibres(model)
     nuclei = [n for n in (region(split(reg.name)[0], "nucleus") for reg in fibres)
               if n in model.regions]
+    ligaments = ligament_fibres(model)
+    if ligaments and kinematics != "small":
+        raise SolverError(f"the model has posterior ligaments ({ligaments[0].name}, ...): "
+                          "they are solved in small strain only (kinematics='small')")
     if drainage == "undrained":
         law = (law or FibreLaw()).undrained()
         model = model.copy()
@@ -838,7 +884,7 @@ def solve_disc(model, law: FibreLaw | None = None, *, kinematics: str = "small",
         if nucleus_pressure is not None:
             raise SolverError("nucleus_pressure needs kinematics='finite' (a swelling nucleus "
                               "is a large-deformation model)")
-        return solve_fibres(model, fibres, law, **kwargs)
+        return solve_fibres(model, fibres + ligaments, law, **kwargs)
     from .finite_strain import nucleus_swelling, solve_finite_strain  # builds on this module
 
     swelling = None

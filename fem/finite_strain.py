@@ -316,6 +316,10 @@ def _prepared(model: Model, fibres, law: FibreLaw) -> Model:
     for reg in fibres or ():
         if not isinstance(reg, FibreRegion):
             raise MaterialError(f"fibres must be FibreRegion objects, got {reg!r:.60}")
+        if reg.law is not None:
+            raise MaterialError(f"fibre region {reg.name!r} has a law of its own (a ligament's): "
+                                "solve_finite_strain takes one law for every region; solve it "
+                                "in small strain (fem.solve_fibres)")
         if reg.elements.min() < 0 or reg.elements.max() >= model.n_elements:
             raise MaterialError(f"fibre region {reg.name!r} names elements outside the model "
                                 f"(0 to {model.n_elements - 1})")

@@ -23,6 +23,10 @@ PARTS = {
     "posterior": "posterior elements (pedicles, laminae, processes)",
     "annulus": "annulus fibrosus of a disc",
     "nucleus": "nucleus pulposus of a disc",
+    "ligament_interspinous": "interspinous and supraspinous ligaments between two levels "
+                             "(fem.ligaments)",
+    "ligament_flavum": "ligamentum flavum between two levels' laminae (fem.ligaments)",
+    "ligament_capsular": "the facet capsules between two levels' laminae (fem.ligaments)",
     # what fractures and lesions make (fem.meshes.pathology)
     "damaged": "trabecular bone in a fracture's damaged band",
     "damaged_shell": "cortex in a fracture's damaged band",
@@ -51,6 +55,8 @@ PARTS = {
 BUILT_BONE = ("cortex", "trabecular", "endplate_superior", "endplate_inferior", "posterior")
 #: a disc's parts
 DISC = ("annulus", "nucleus")
+#: the posterior ligaments between two levels (fem.ligaments)
+LIGAMENT = ("ligament_interspinous", "ligament_flavum", "ligament_capsular")
 
 #: parts of the vertebral body whose strain decides the Pistoia strength (fem.metrics): the
 #: endplates are left out, since a layer represented by thicker elements has an inflated
@@ -97,7 +103,7 @@ BULK_CEMENT = ("cement", "leak", "leaked_cement", "cement_leak")
 COMPOSITE = ("cement_composite",)
 #: parts that stay elastic in a pushover
 ELASTIC_IN_PUSHOVER = ("annulus", "nucleus", "cartilage", "cartilage_endplate", "cleft",
-                       "basivertebral_foramen", "endplate_breach")
+                       "basivertebral_foramen", "endplate_breach") + LIGAMENT
 
 
 def region(level: str, part: str) -> str:

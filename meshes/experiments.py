@@ -194,7 +194,27 @@ ROHLMANN_2006_PRESSURE = Reference(
     quantity="adjacent disc pressure rise from cement", unit="%", kind="fe", n=1, mean=2.4,
     protocol="nonlinear FE of the lumbar spine, upper body weight, vertebra augmented")
 
+#: Niosi et al. 2006 (Eur Spine J 15:913, Table 1, PMC3489456; read in the table, not the whole
+#: paper): 10 L2-L5 specimens, intact, +-7.5 N·m pure moments with and without a 600 N follower
+#: preload; the rotation of one segment (the caption does not name the level: presumably L3-L4,
+#: where the device under test went). Ligamentous segments with facets; the model has no facets
+#: (fem.ligaments), so only flexion is compared
+NIOSI_2006_FLEXION = Reference(
+    name="niosi2006_flexion", source="Niosi et al. 2006, Eur Spine J 15:913",
+    quantity="segment rotation, 7.5 N·m pure flexion", unit="deg", kind="in vitro", n=10,
+    mean=3.7, sd=1.5, protocol="intact L2-L5 specimens, pure moment, no preload")
+NIOSI_2006_FLEXION_PRELOAD = Reference(
+    name="niosi2006_flexion_preload", source="Niosi et al. 2006, Eur Spine J 15:913",
+    quantity="segment rotation, 7.5 N·m flexion + 600 N follower load", unit="deg",
+    kind="in vitro", n=10, mean=4.4, sd=2.0,
+    protocol="intact L2-L5 specimens, pure moment with a 600 N follower preload")
+NIOSI_2006_EXTENSION = Reference(
+    name="niosi2006_extension", source="Niosi et al. 2006, Eur Spine J 15:913",
+    quantity="segment rotation, 7.5 N·m pure extension", unit="deg", kind="in vitro", n=10,
+    mean=3.3, sd=1.5, protocol="intact L2-L5 specimens, pure moment, no preload")
+
 ALL = (DAY_2020, SPINEFE_STIFFNESS, SPINEFE_FAILURE, WILKE_1999, NACHEMSON_1960,
        HOLMES_1993, SEGMENT_STIFFNESS, WEGRZYN_STIFFNESS, WEGRZYN_STRENGTH,
        WEGRZYN_RECOVERY, MAQUER_EMBEDDING, MOLLOY_STRENGTH_FILL, MOLLOY_STIFFNESS_FILL,
-       BAROUD_2003_PRESSURE, ROHLMANN_2006_PRESSURE)
+       BAROUD_2003_PRESSURE, ROHLMANN_2006_PRESSURE, NIOSI_2006_FLEXION,
+       NIOSI_2006_FLEXION_PRELOAD, NIOSI_2006_EXTENSION)

@@ -64,9 +64,10 @@ import numpy as np
 from ..anatomy import Anatomy, LevelAnatomy
 from ..errors import MeshError
 from ..kernels.voxel import CORNERS
+from ..ligaments import GROUND as LIGAMENT_GROUND
 from ..limits import check as check_limit
 from ..model import Model
-from ..parts import BUILT_BONE, DISC, PARTS
+from ..parts import BUILT_BONE, DISC, LIGAMENT, PARTS
 
 POSTERIOR_FLAT = 0.72
 #: nucleus semi-axes as a fraction of the disc's (area fraction 0.55^2 = 30 %, assumption within
@@ -85,6 +86,9 @@ DEFAULT_MATERIALS = {
     "posterior": (2800.0, 0.25),
     "annulus": (4.2, 0.45),
     "nucleus": (1.0, 0.499),
+    # the posterior ligaments' ground substance: their fibres come with the fibre solve
+    # (fem.ligaments)
+    **{part: LIGAMENT_GROUND for part in LIGAMENT},
 }
 BONE_PARTS = BUILT_BONE
 DISC_PARTS = DISC
@@ -217,6 +221,53 @@ def pedicle_axes(d: LevelDims) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class _Box:
+    """An axis-aligned box (lo, hi) of 3 floats each, in a level's local frame or the model's."""
+
+    lo: tuple
+    hi: tuple
+
+    def lifted(self, dz: float) -> _Box:
+        return _Box((self.lo[0], self.lo[1], self.lo[2] + dz),
+                    (self.hi[0], self.hi[1], self.hi[2] + dz))
+
+
+def _posterior_boxes(d: LevelDims) -> dict:
+    """The spinous process and the lamina of :func:`_posterior` as boxes (local frame)."""
+    w, h = d.pedicle
+    zc = 0.55 * d.height
+    y_lam = 0.5 * d.depth * POSTERIOR_FLAT + 0.3 * d.depth + 0.5 * h
+    half_lam = 0.5 * d.width * 0.55 + 0.5 * w
+    t_lam = 0.5 * w
+    zs = zc - 0.1 * h
+    return {"spinous": _Box((-0.35 * w, y_lam, zs - 0.45 * h),
+                            (0.35 * w, y_lam + 0.9 * d.depth, zs + 0.45 * h)),
+            "lamina": _Box((-half_lam, y_lam - t_lam, zc - 0.5 * h),
+                           (half_lam, y_lam + t_lam, zc + 0.5 * h))}
+
+
+def _ligament_boxes(upper: LevelDims, z_upper: float, lower: LevelDims, z_lower: float):
+    """{ligament part: [boxes]} in the model's frame filling the gaps between two levels'
+    posterior elements (:mod:`fem.ligaments`): between the spinous processes, and between the
+    laminae, the medial half of their width (the flavum) and the lateral quarters (the
+    capsules), each spanning what both levels' boxes share across."""
+    a = {k: b.lifted(z_upper) for k, b in _posterior_boxes(upper).items()}
+    b = {k: v.lifted(z_lower) for k, v in _posterior_boxes(lower).items()}
+
+    def between(key, x_lo, x_hi):
+        lo = (x_lo, max(a[key].lo[1], b[key].lo[1]), b[key].hi[2])
+        hi = (x_hi, min(a[key].hi[1], b[key].hi[1]), a[key].lo[2])
+        return _Box(lo, hi)
+
+    half = min(a["lamina"].hi[0], b["lamina"].hi[0])
+    spin = min(a["spinous"].hi[0], b["spinous"].hi[0])
+    return {"ligament_interspinous": [between("spinous", -spin, spin)],
+            "ligament_flavum": [between("lamina", -0.5 * half, 0.5 * half)],
+            "ligament_capsular": [between("lamina", -half, -0.5 * half),
+                                  between("lamina", 0.5 * half, half)]}
+
+
 def _posterior(d: LevelDims, x, y, z):
     """Posterior elements: pedicles, lamina, spinous and transverse processes (local frame)."""
     w, h = d.pedicle
@@ -284,9 +335,11 @@ def _max_top(d: LevelDims) -> float:
     return float(superior_rim_height(d, 0.0))
 
 
-def grid_labels(stack: LevelStack, h: float, with_posterior: bool):
+def grid_labels(stack: LevelStack, h: float, with_posterior: bool, ligaments: bool = False):
     """Labels on a voxel grid (codes: level i part p -> 1 + 10 i + (p-1); disc i (below level i)
-    part q -> 1 + 10 i + 5 + q), the grid's origin and shape."""
+    part q -> 1 + 10 i + 5 + q; with ``ligaments`` (and ``with_posterior``) the ligaments
+    between level i and i + 1 -> 1 + 10 i + 7 + r, r indexing :data:`fem.parts.LIGAMENT`), the
+    grid's origin and shape."""
     xs, ys, zs = [], [], []
     for d in stack.levels:
         w, hp = d.pedicle
@@ -335,7 +388,29 @@ def grid_labels(stack: LevelStack, h: float, with_posterior: bool):
                 lab = labels[:, :, k]
                 lab[inside & ~nuc] = 1 + 10 * i + 5
                 lab[inside & nuc] = 1 + 10 * i + 6
+    if ligaments and with_posterior:
+        _fill_ligaments(labels, origin, h, stack)
     return labels, origin
+
+
+def _fill_ligaments(labels, origin, h: float, stack: LevelStack) -> None:
+    """Label the empty voxels whose centres lie in :func:`_ligament_boxes` of each pair of
+    neighbouring levels (codes of :func:`grid_labels`)."""
+    centres = [origin[a] + (np.arange(labels.shape[a]) + 0.5) * h for a in range(3)]
+    for i in range(len(stack.levels) - 1):
+        boxes = _ligament_boxes(stack.levels[i], stack.z0[i], stack.levels[i + 1],
+                                stack.z0[i + 1])
+        for r, part in enumerate(LIGAMENT):
+            for box in boxes[part]:
+                sel = [np.nonzero((c > lo) & (c < hi))[0]
+                       for c, lo, hi in zip(centres, box.lo, box.hi, strict=True)]
+                if not all(len(v) for v in sel):
+                    raise MeshError(f"voxel size {h:g} mm leaves no voxel for the {part} "
+                                    f"between {stack.levels[i].name} and "
+                                    f"{stack.levels[i + 1].name}: use a finer voxel size")
+                block = labels[np.ix_(*sel)]
+                block[block == 0] = 1 + 10 * i + 7 + r
+                labels[np.ix_(*sel)] = block
 
 
 def label_names(names: list[str]) -> dict[int, str]:
@@ -349,6 +424,8 @@ def label_names(names: list[str]) -> dict[int, str]:
             disc = f"{n}-{names[i + 1]}"
             out[1 + 10 * i + 5] = f"{disc}/annulus"
             out[1 + 10 * i + 6] = f"{disc}/nucleus"
+            for r, part in enumerate(LIGAMENT):
+                out[1 + 10 * i + 7 + r] = f"{disc}/{part}"
     return out
 
 
@@ -503,7 +580,8 @@ def layer_factors(names, materials: dict, d: LevelDims, h: float) -> dict:
 
 
 def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
-                  materials: dict | None = None, posterior: bool = True) -> Model:
+                  materials: dict | None = None, posterior: bool = True,
+                  ligaments: bool = False) -> Model:
     """A voxel (hex8) model of one vertebra or a segment of contiguous levels with their discs.
 
     ``levels``: "L1", "T12-L2" or a list of names cranial to caudal; ``voxel_size`` mm;
@@ -514,14 +592,21 @@ def segment_model(levels: str | list[str] = "L1", *, voxel_size: float = 1.0,
     given as a dict ``{E: (Ex, Ey, Ez), nu: (nu_xy, nu_xz, nu_yz), G: (Gxy, Gxz, Gyz)}`` (e.g.
     the trabecular bone of ``BoneQuality(anisotropic=True)``) is orthotropic in the model's axes
     (:meth:`fem.Model.set_orthotropic`); such a model has no voxel fast path.
+    ``ligaments``: also the posterior ligaments between neighbouring levels (regions
+    ``"<upper>-<lower>/ligament_interspinous"``, ``.../ligament_flavum``,
+    ``.../ligament_capsular``; :mod:`fem.ligaments`), which need the posterior elements and
+    carry their fibres only where the fibre solve runs (:func:`fem.fibres.solve_disc`).
     Regions, sets and metadata as in the module docstring.
     """
     names = level_names(levels)
     h = check_limit("voxel_size", voxel_size)
     physical = resolve_materials(materials)
     mats = thickness_compensated(physical, LEVELS[names[0]], h)
+    if ligaments and not posterior:
+        raise MeshError("ligaments=True needs posterior=True: the ligaments join the levels' "
+                        "posterior elements")
     stack = LevelStack.of(names)
-    labels, origin = grid_labels(stack, h, posterior)
+    labels, origin = grid_labels(stack, h, posterior, ligaments)
     m = model_from_labels(labels, origin, h, label_names(names), mats)
     add_endplate_sets(m, labels, names)
     annotate(m, names, stack)

@@ -24,7 +24,7 @@ def test_every_group_names_catalogued_parts():
 
 @pytest.fixture(scope="module")
 def procedures():
-    m = vertebra.segment_model("L1-L3", voxel_size=3.0)
+    m = vertebra.segment_model("L1-L3", voxel_size=3.0, ligaments=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         f = pathology.compress(m, "L2", "wedge", grade=2, burst=True, cleft=True)

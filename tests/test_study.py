@@ -548,8 +548,8 @@ def test_a_fibre_disc_run_solves_and_pushes_over_the_fibre_disc(capsys):
     want = metrics.level_metrics(direct).set_index("level")
     for col in ("disc_pressure_mpa", "strength_pistoia_n", "stiffness_n_per_mm"):
         assert fib["L1"][col] == pytest.approx(want.loc["L1", col], rel=1e-9), col
-    assert pushover_model(model, direct, "fibres") is direct.model
-    assert pushover_model(model, direct, "isotropic") is model
+    assert pushover_model(model, direct) is direct.model
+    assert pushover_model(model, fem.solve(model, solver="direct")) is model
     assert direct.model.orthotropic_mask()[direct.fibres.elements].all()
     assert fib["L1"]["strength_pushover_n"] > fib["L1"]["load_n"]
     assert fib["L1"]["pushover_peak_reached"] == 1.0

@@ -62,7 +62,8 @@ def build_model(p: dict):
 
         m = segment_model_tet10(p["levels"], mesh_size=p["mesh_size"], materials=mats)
     else:
-        m = segment_model(p["levels"], voxel_size=p["voxel_size"], materials=mats)
+        m = segment_model(p["levels"], voxel_size=p["voxel_size"], materials=mats,
+                          ligaments=p["ligaments"])
     proc = p["procedure"]
     if fractures(p):
         mass = {"conserve_mass": False} if p["fracture_compaction"] == "none" else {
@@ -138,7 +139,8 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     import fem
 
     from .. import metrics
-    from ..fibres import annuli
+    from ..fibres import annuli, solve_fibres
+    from ..ligaments import ligament_fibres
 
     t0 = time.perf_counter()
     _prepare(p["backend"])
@@ -147,11 +149,15 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     disc = recorded(p)["disc"]
     if disc != "isotropic" and not annuli(model):
         disc = "isotropic"  # a single level: no disc for the fibres, the plain solve
+    ligaments = ligament_fibres(model)
     bar = _solve_bar(model) if progress else None
     tick = None if bar is None else (lambda x: bar.update())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # B-bar hex8 in the nucleus, said once
-        if disc == "isotropic":
+        if disc == "isotropic" and ligaments:  # the solid annulus, the ligaments' fibres
+            result = solve_fibres(model, ligaments, backend=p["backend"], solver=p["solver"],
+                                  coupling=True, callback=tick)
+        elif disc == "isotropic":
             result = fem.solve(model, backend=p["backend"], solver=p["solver"], callback=tick)
         else:  # the exact secant stiffness in every run, so that runs compare like with like
             result = fem.solve_disc(model, backend=p["backend"], solver=p["solver"],
@@ -172,7 +178,7 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     t3 = time.perf_counter()
     timings = {"build": t1 - t0, "solve": t2 - t1, "output": t3 - t2}
     if p.get("strength", "pistoia") == "pushover":
-        pushover_levels(pushover_model(model, result, disc), table, p,
+        pushover_levels(pushover_model(model, result), table, p,
                         None if vtu is None else _curve_path(vtu), progress=progress)
         timings["pushover"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0
@@ -184,11 +190,12 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
             "iterations": int(result.info.iterations), "n_dof": int(model.n_dof)}
 
 
-def pushover_model(model, result, disc: str):
-    """The model a run's pushover starts from: the loaded model it solved, or with a fibre disc
-    its converged secant model (``result.model`` of :func:`fem.fibres.solve_fibres`: the discs
-    held at their state under the run's load, the orthotropic part of it)."""
-    return model if disc == "isotropic" else result.model
+def pushover_model(model, result):
+    """The model a run's pushover starts from: the loaded model it solved, or where fibres were
+    solved (a fibre disc, ligaments) its converged secant model (``result.model`` of
+    :func:`fem.fibres.solve_fibres`: the discs and ligaments held at their state under the
+    run's load, the orthotropic part of it)."""
+    return model if getattr(result, "fibres", None) is None else result.model
 
 
 def pushover_stops(p: dict, height: float | None = None) -> dict:

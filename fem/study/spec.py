@@ -238,6 +238,12 @@ PARAMETERS = {
                   "fast for the disc's water to leave) or isotropic (the annulus a 4.2 MPa "
                   "solid, the default before); a single level has no disc and solves plainly; "
                   "docs/studies.md", choices=DISCS),
+    "ligaments": Param(bool, False, "posterior ligaments between neighbouring levels "
+                       "(interspinous and supraspinous, flavum, facet capsules): tension-only "
+                       "fibres solved with the discs (fem.ligaments), which hold a bending "
+                       "moment as a ligamentous segment does (without them the discs alone "
+                       "hold it, and a segment turns tens of degrees); parametric voxel "
+                       "segments only; docs/studies.md"),
     "treated_level": Param(str, "", "augmented level (empty: the fractured level)"),
     "approach": Param(str, "bipedicular", "needle approach",
                       choices=("unipedicular", "bipedicular")),
@@ -646,7 +652,8 @@ ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "fracture_damage": 0.2, "pushover_end": "full", "endplate_failure": "elastic",
                "first_failure_drop": 0.1, "first_failure_offset": 0.0,
                "permeability_anisotropy": 1.0, "fracture_anatomy": "intact",
-               "crushed_envelope": "compacted", "crushed_permeability": "compacted"}
+               "crushed_envelope": "compacted", "crushed_permeability": "compacted",
+               "ligaments": False}
 #: parameters that change nothing unless ``strength = "pushover"``: a run without a pushover
 #: hashes without them, so a linear-only run keeps its id whatever they hold
 PUSHOVER_ONLY = ("pushover_end", "endplate_failure", "first_failure_drop",
@@ -826,7 +833,7 @@ def _coerced(param, value):
 #: KeyError), so that it runs once per combination of their values, not once per run
 CROSS_KEYS = ("levels", "anatomy", "fracture_level", "treated_level", "procedure", "strength",
               "strength_levels", "balloon_ml", "cement_volume_ml", "ct", "masks", "bmd",
-              "density_error")
+              "density_error", "ligaments", "mesh")
 
 
 def _segmented_levels(p, err) -> list[str]:
@@ -910,6 +917,10 @@ def _cross_check(p, err):
         if not has_data(names):
             raise err("anatomy", f"the lumbar shape model's surfaces are not in "
                       f"{data_folder()}: set FEM_SSM_DATA to the folder holding L2.ply..L5.ply")
+    if p["ligaments"] and (p["anatomy"] != "parametric" or p["mesh"] != "voxel"):
+        raise err("ligaments", f"ligaments = true is built for the parametric voxel segment "
+                  f"only (anatomy = 'parametric', mesh = 'voxel'), not anatomy = "
+                  f"{p['anatomy']!r}, mesh = {p['mesh']!r}")
     for key in ("fracture_level", "treated_level"):
         if p[key] and p[key] not in names:
             raise err(key, f"level {p[key]!r} is not in levels {p['levels']!r} "

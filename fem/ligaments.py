@@ -1,0 +1,143 @@
+"""Posterior ligaments of a segment: tension-only fibres between the posterior elements of
+neighbouring levels. Units: mm, N, MPa.
+
+A segment without ligaments holds a bending moment with its discs alone, and the discs of this
+project are far softer in bending than a ligamentous motion segment (docs/validation.md, "A
+segment in bending"). In flexion the posterior ligaments are the structures furthest from the
+disc's centre of rotation and, stretched, carry most of the moment; in extension and under
+axial compression they go slack. A builder that makes them (``fem.meshes.vertebra.segment_model
+(..., ligaments=True)``) fills the gaps between the neighbouring levels' posterior elements with
+three regions per disc, ``"<upper>-<lower>/<part>"`` of :data:`LIGAMENT_PARTS`:
+
+* ``ligament_interspinous``: between the spinous processes, the interspinous and supraspinous
+  ligaments together;
+* ``ligament_flavum``: between the laminae, medially (the ligamentum flavum);
+* ``ligament_capsular``: between the laminae, laterally, standing in for the facet capsules
+  (the parametric vertebra has no articular processes; both sides are one region).
+
+Each is solved as fibres along the line between its two attachments, tension-only, on a soft
+ground (:class:`fem.fibres.FibreLaw` at 90 degrees to the transverse plane, so both families run
+along that line), by the secant iterations of :func:`fem.fibres.solve_fibres` with the discs'
+fibres (:func:`fem.fibres.solve_disc` takes both). The fibres' modulus makes the region's axial
+stiffness the ligament's measured one: ``E = k L / A``, with ``L`` the distance between the
+centroids of the region's nodes on the upper and on the lower level's bone and ``A`` its volume
+over ``L`` (:func:`ligament_fibres`), so the stiffness does not depend on the voxel size or the
+block's shape; its strain does (the block is longer than the ligament, so it strains less for a
+given stretch), which moves only where the toe ends. Where no fibre solve runs (``fem.solve``)
+a ligament is its ground substance alone: nearly nothing.
+
+Stiffness (:data:`LIGAMENTS`): the linear-region tensile stiffness of each ligament, from the
+properties FE models of the lumbar spine take (modulus, cross-section and length, whose
+product over the length is the stiffness). The toe (:data:`TOE_STRAIN`) is an ASSUMPTION of the
+order of the transition strains those tables give. What the model leaves out: facet contact
+(extension and axial rotation are resisted by the discs and the slack ligaments' ground alone),
+the anterior and posterior longitudinal ligaments (next to the disc's centre, they add little
+in flexion), the ligaments' pre-strain (the ligamentum flavum is pre-tensioned in vivo) and
+their stiffening at large strain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .assembly import element_volumes
+from .errors import SetError
+from .fibres import FibreLaw, FibreRegion
+from .parts import LIGAMENT, level_elements, split
+from .validate import in_range
+
+#: the ligament parts a builder makes, between the posterior elements of two levels
+LIGAMENT_PARTS = LIGAMENT
+
+KUO_2010 = (
+    "Kuo C-S et al. (2010) BMC Musculoskelet Disord 11:151, Table 3 "
+    "(https://pmc.ncbi.nlm.nih.gov/articles/PMC2913991/table/T3; the bilinear ligament "
+    "properties of their lumbar FE model, from its references): small-strain modulus, "
+    "cross-section, length")
+
+
+@dataclass(frozen=True)
+class Ligament:
+    """A posterior ligament: its linear-region tensile ``stiffness`` (N/mm) and where it is
+    from."""
+
+    part: str
+    stiffness: float
+    source: str
+
+    def __post_init__(self):
+        in_range(f"{self.part} stiffness", self.stiffness, 0.0, lo_open=True, unit="N/mm")
+
+
+#: the ligaments' stiffnesses (N/mm): modulus x area / length of the FE table
+LIGAMENTS = {
+    "ligament_interspinous": Ligament(
+        "ligament_interspinous", 10.0 * 26.0 / 13.0 + 8.0 * 23.0 / 11.0,
+        f"interspinous (10 MPa, 26 mm^2, 13 mm) and supraspinous (8 MPa, 23 mm^2, 11 mm) "
+        f"ligaments in parallel: {KUO_2010}"),
+    "ligament_flavum": Ligament(
+        "ligament_flavum", 15.0 * 67.0 / 19.0,
+        f"ligamentum flavum (15 MPa, 67 mm^2, 19 mm): {KUO_2010}"),
+    "ligament_capsular": Ligament(
+        "ligament_capsular", 36.0,
+        "facet capsules, 36 N/mm up to 25 % strain: the piecewise ligament table of "
+        "J Healthc Eng 2021:5542595, Table 2 (https://pmc.ncbi.nlm.nih.gov/articles/PMC8147546/"
+        "table/tab2), taken for both capsules together (the table does not say whether it is "
+        "per side)"),
+}
+
+#: the ligaments' ground substance (E MPa, nu): ASSUMPTION, soft (the annulus's ground of
+#: fem.fibres): it holds the region together across its fibres and carries little else
+GROUND = (0.8, 0.45)
+#: strain at the end of the fibres' toe: ASSUMPTION, the order of the 6-20 % transition strains
+#: of the FE table (where its modulus steps up)
+TOE_STRAIN = 0.05
+#: how far off a ligament the axis of its fibres' cylindrical frame passes (mm): the fibres run
+#: along the axis, so the frame's radial direction is immaterial, but it must exist
+_OFF_AXIS = 1.0e4
+
+
+def has_ligaments(model) -> bool:
+    """Whether ``model`` has ligament regions (:data:`LIGAMENT_PARTS`)."""
+    return any(split(name)[1] in LIGAMENT_PARTS for name in model.regions)
+
+
+def ligament_fibres(model) -> list[FibreRegion]:
+    """One :class:`~fem.fibres.FibreRegion` per ligament region ``"<upper>-<lower>/<part>"`` of
+    ``model``, with its own law: fibres along the line from the centroid of its nodes on the
+    lower level's bone to that of its nodes on the upper level's, of modulus
+    ``stiffness x L / A`` (module docstring); none where the model has no ligaments."""
+    out = []
+    vol = None
+    for name in model.regions:
+        span, part = split(name)
+        if part not in LIGAMENT_PARTS:
+            continue
+        upper, _, lower = span.partition("-")
+        el = model.regions[name]
+        own = np.unique(model.element_nodes(el))
+        ends = []
+        for level in (upper, lower):
+            bone = np.intersect1d(own, model.element_nodes(level_elements(model, level)))
+            if not len(bone):
+                raise SetError(f"ligament {name!r} does not touch level {level!r}'s bone: a "
+                               "ligament region must join the two levels its name gives")
+            ends.append(model.points[bone].mean(axis=0))
+        axis = ends[0] - ends[1]
+        length = float(np.linalg.norm(axis))
+        if length <= 0.0:
+            raise SetError(f"ligament {name!r}: its two attachments coincide")
+        if vol is None:
+            vol = element_volumes(model)
+        area = float(vol[el].sum()) / length
+        direction = axis / length
+        # any direction square to the fibres, for the frame's axis to pass far off the region
+        perp = np.cross(direction, np.eye(3)[np.argmin(np.abs(direction))])
+        centre = 0.5 * (ends[0] + ends[1])
+        law = FibreLaw(modulus=LIGAMENTS[part].stiffness * length / area, toe_strain=TOE_STRAIN,
+                       angle=90.0, ground=GROUND)
+        out.append(FibreRegion(name, el, (centre + _OFF_AXIS * perp / np.linalg.norm(perp),
+                                          direction), law=law))
+    return out
