@@ -31,6 +31,7 @@ from .errors import BoundaryConditionError, ConvergenceError, SlowConvergence, S
 from .kernels.backend import BackendError, get_backend
 from .model import BBAR_NU_THRESHOLD, Model
 from .parallel import RowSplit
+from .parts import LIGAMENT, split
 from .result import Result
 from .solvers import SolveInfo, cg, direct, rigid_body_modes
 
@@ -93,6 +94,7 @@ def solve(model: Model, *, backend: str = "auto", solver: str = "auto", rtol: fl
 
     _warn_locking_tets(model)
     _warn_ill_conditioning(model)
+    _warn_bare_ligaments(model)
     if model.hex8_formulation == "auto":
         n_bbar = int(model.bbar_mask().sum())
         if n_bbar:
@@ -250,6 +252,18 @@ MAGNITUDE_MIN = 1e-100
 #: more iterations and the displacement of the soft part is resolved only to about rtol x the
 #: contrast relative to the stiff part's (the answer is still verified against rtol)
 CONTRAST_WARNING = 1e6
+
+
+def _warn_bare_ligaments(model) -> None:
+    """Say so where a model's ligament regions (:mod:`fem.ligaments`) are their isotropic ground
+    alone: a linear solve does not give them their fibres, the fibre solve does."""
+    names = [n for n in model.regions if split(n)[1] in LIGAMENT]
+    if names and not model.orthotropic_mask()[np.concatenate(
+            [model.regions[n] for n in names])].any():
+        warnings.warn(f"the model's ligaments ({names[0]}, ...) are solved as their soft ground "
+                      "alone: their tension-only fibres come with fem.solve_disc (or "
+                      "fem.fibres.solve_fibres with fem.ligaments.ligament_fibres)",
+                      stacklevel=3)
 
 
 def _warn_ill_conditioning(model) -> None:

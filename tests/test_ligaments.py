@@ -147,3 +147,37 @@ def test_ligaments_are_solved_in_small_strain_only():
     m = loadcases.between_platens(loadcases.loaded(_segment(True), "standing"))
     with pytest.raises(SolverError, match="small strain only"):
         fem.solve_disc(m, kinematics="finite")
+
+
+def test_a_study_run_with_ligaments_holds_its_flexion_and_keeps_the_old_run_ids():
+    """``ligaments = true`` in a study: the isotropic disc's run solves the ligaments' fibres
+    (fem.fibres.solve_fibres) and turns its disc less than half as far under flexion; a run
+    without them keeps the id it had before the key existed; anatomy the ligaments are not
+    built for is refused at the spec, naming the key."""
+    from fem.study import SpecError, StudySpec, run_id
+    from fem.study.recipe import execute
+
+    base = {"levels": "L1-L2", "voxel_size": 4.0, "solver": "direct", "load_case": "flexion",
+            "disc": "isotropic"}
+    rows, ids = {}, {}
+    for lig in (False, True):
+        (p,) = StudySpec.from_dict({"study": {"name": "lig"},
+                                    "base": {**base, "ligaments": lig}}).expand()
+        ids[lig] = run_id(p)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            rows[lig] = {r["level"]: r for r in execute(p)["rows"]}
+    assert rows[True]["L1"]["disc_rotation_deg"] < 0.5 * rows[False]["L1"]["disc_rotation_deg"]
+    (old,) = StudySpec.from_dict({"study": {"name": "lig"}, "base": base}).expand()
+    assert ids[False] == run_id({k: v for k, v in old.items() if k != "ligaments"})
+    assert ids[True] != ids[False]
+    with pytest.raises(SpecError, match="ligaments"):
+        StudySpec.from_dict({"study": {"name": "lig"},
+                             "base": {**base, "ligaments": True, "mesh": "tet10"}})
+
+
+@pytest.mark.filterwarnings("ignore:.*B-bar formulation")
+def test_a_linear_solve_of_bare_ligaments_says_so():
+    m = loadcases.loaded(_segment(True, 4.0), "standing")
+    with pytest.warns(UserWarning, match="soft ground alone"):
+        fem.solve(m)
