@@ -155,19 +155,25 @@ def test_a_study_run_with_ligaments_holds_its_flexion_and_keeps_the_old_run_ids(
     without them keeps the id it had before the key existed; anatomy the ligaments are not
     built for is refused at the spec, naming the key."""
     from fem.study import SpecError, StudySpec, run_id
+    from fem.study.execute import _small_strain_note
     from fem.study.recipe import execute
 
     base = {"levels": "L1-L2", "voxel_size": 4.0, "solver": "direct", "load_case": "flexion",
             "disc": "isotropic"}
-    rows, ids = {}, {}
+    rows, ids, notes = {}, {}, {}
     for lig in (False, True):
         (p,) = StudySpec.from_dict({"study": {"name": "lig"},
                                     "base": {**base, "ligaments": lig}}).expand()
         ids[lig] = run_id(p)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            rows[lig] = {r["level"]: r for r in execute(p)["rows"]}
+            out = execute(p)
+        rows[lig] = {r["level"]: r for r in out["rows"]}
+        notes[lig] = _small_strain_note(out["rows"], out["ligaments"])
     assert rows[True]["L1"]["disc_rotation_deg"] < 0.5 * rows[False]["L1"]["disc_rotation_deg"]
+    # the log's note on a run beyond small strain names the remedy where it has no ligaments
+    assert "beyond small strain" in notes[False] and "ligaments = true" in notes[False]
+    assert "ligaments = true" not in notes[True]
     (old,) = StudySpec.from_dict({"study": {"name": "lig"}, "base": base}).expand()
     assert ids[False] == run_id({k: v for k, v in old.items() if k != "ligaments"})
     assert ids[True] != ids[False]

@@ -57,16 +57,19 @@ SCHEDULER_TIMEOUT_S = 10
 DASK_POLL_S = 5
 
 
-def _small_strain_note(rows) -> str:
+def _small_strain_note(rows, ligaments: bool | None = None) -> str:
     """A run's log note where its linear answer turns a disc beyond small strain
-    (:func:`fem.metrics.beyond_small_strain`), else ""."""
+    (:func:`fem.metrics.beyond_small_strain`), else ""; where the run had no posterior
+    ligaments (``ligaments`` False), the note says what holds a segment in bending."""
     from ..metrics import SMALL_ROTATION_DEG, beyond_small_strain
 
     beyond = beyond_small_strain({"level": [r.get("level") for r in rows],
                                   "disc_rotation_deg": [r.get("disc_rotation_deg")
                                                         for r in rows]})
+    hint = ("; without posterior ligaments only the discs hold the bending: ligaments = true "
+            "(parametric segments)" if ligaments is False else "")
     return (f"; beyond small strain: {beyond} across the disc (holds to about "
-            f"{SMALL_ROTATION_DEG:.1f} deg; disc_rotation_deg, docs/validation.md)"
+            f"{SMALL_ROTATION_DEG:.1f} deg; disc_rotation_deg, docs/validation.md{hint})"
             if beyond else "")
 
 
@@ -198,7 +201,7 @@ class Study:
                     else:
                         self.store.finish(rid, out, vtu)
                         msg = f"run {rid} done in {time.time() - t0:.1f} s ({out['n_dof']} DOF)"
-                        msg += _small_strain_note(out["rows"])
+                        msg += _small_strain_note(out["rows"], out.get("ligaments"))
                     held.discard(rid)
                     done += 1
                     if bar is not None:

@@ -187,7 +187,8 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
             for r in table.to_dict(orient="records")]
     return {"rows": rows, "timings": timings,
             "backend": result.backend.name, "solver": result.info.solver,
-            "iterations": int(result.info.iterations), "n_dof": int(model.n_dof)}
+            "iterations": int(result.info.iterations), "n_dof": int(model.n_dof),
+            "ligaments": bool(ligaments)}
 
 
 def pushover_model(model, result):
