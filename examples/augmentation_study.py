@@ -12,7 +12,9 @@ risk, endplate bulge, disc pressure, heights, cement) and the two headline predi
 prevention at L2 and adjacent-level risk at L1 and L3. Writes the full table as CSV and one VTU
 per state and load case. The discs are the fibre-reinforced annulus, as a study's default
 (``fem.solve_disc(..., coupling=True)``, docs/studies.md, "The disc"); ``--disc isotropic``
-solves the builders' solid annulus (``fem.solve``) instead.
+solves the builders' solid annulus instead. ``--ligaments`` gives the parametric segment its
+posterior ligaments (``fem.ligaments``, solved with the discs' fibres), as a study's
+``ligaments = "yes"``.
 
 With ``--anatomy ssm`` the same study runs on real anatomy: the mean L2-L4 of a statistical shape
 model of 87 patients (Clouthier et al. 2023, J Biomech 146:111421; data from
@@ -20,7 +22,8 @@ model of 87 patients (Clouthier et al. 2023, J Biomech 146:111421; data from
 ``--tet10 3.5`` to mesh it with quadratic tetrahedra of that size (gmsh) instead of voxels.
 
     python examples/augmentation_study.py [--voxel 1.5] [--anatomy parametric|ssm]
-                                          [--tet10 MM] [--disc fibres|isotropic] [--out results/]
+                                          [--tet10 MM] [--disc fibres|isotropic]
+                                          [--ligaments] [--out results/]
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from pathlib import Path
 
 import fem
 from fem import augment, metrics
+from fem.fibres import solve_fibres
+from fem.ligaments import ligament_fibres
 from fem.meshes import loadcases, pathology
 from fem.meshes.bone import BoneQuality
 from fem.meshes.vertebra import segment_model
@@ -51,9 +56,10 @@ ANATOMIES = {"parametric": ("T12-L4", "L2"), "ssm": ("L2-L4", "L3")}
 
 
 def states(voxel: float, *, bmd: float = 70.0, seed: int = 0, anatomy: str = "parametric",
-           tet10: float | None = None) -> dict:
+           tet10: float | None = None, ligaments: bool = False) -> dict:
     """The six model states of the canonical study (name -> Model, no loads applied);
-    ``tet10``: mesh size (mm) of the real anatomy's tet10 form, instead of voxels."""
+    ``tet10``: mesh size (mm) of the real anatomy's tet10 form, instead of voxels;
+    ``ligaments``: the parametric segment's posterior ligaments (the shape model has none)."""
     levels, level = ANATOMIES[anatomy]
     if tet10 is not None and anatomy != "ssm":
         raise SystemExit("--tet10 applies to --anatomy ssm (the parametric tet10 segments are "
@@ -67,7 +73,8 @@ def states(voxel: float, *, bmd: float = 70.0, seed: int = 0, anatomy: str = "pa
 
         intact = ssm_segment_model(levels, voxel_size=voxel, materials=BoneQuality(bmd=bmd))
     else:
-        intact = segment_model(levels, voxel_size=voxel, materials=BoneQuality(bmd=bmd))
+        intact = segment_model(levels, voxel_size=voxel, materials=BoneQuality(bmd=bmd),
+                               ligaments=ligaments)
     fractured = pathology.compress(intact, level, "wedge", grade=2)
     out = {"intact": intact, "fractured": fractured}
     for v in (2.0, 4.0, 6.0):
@@ -79,14 +86,16 @@ def states(voxel: float, *, bmd: float = 70.0, seed: int = 0, anatomy: str = "pa
 
 def run(voxel: float, out: Path, *, load_cases=LOAD_CASES, write_vtu: bool = True,
         solver: str = "auto", anatomy: str = "parametric", tet10: float | None = None,
-        disc: str = "fibres"):
+        disc: str = "fibres", ligaments: bool = False):
     """Solve every state under every load case; return the :class:`fem.metrics.Comparison`.
-    ``disc``: "fibres" (the fibre-reinforced annulus, as a study's default) or "isotropic"."""
+    ``disc``: "fibres" (the fibre-reinforced annulus, as a study's default) or "isotropic";
+    ``ligaments``: the parametric segment's posterior ligaments."""
     if disc not in ("fibres", "isotropic"):
         raise ValueError(f"disc must be 'fibres' or 'isotropic', got {disc!r}")
     out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for name, model in states(voxel, anatomy=anatomy, tet10=tet10).items():
+    for name, model in states(voxel, anatomy=anatomy, tet10=tet10,
+                              ligaments=ligaments).items():
         results[name] = {}
         for case in load_cases:
             m = model.copy()
@@ -94,8 +103,12 @@ def run(voxel: float, out: Path, *, load_cases=LOAD_CASES, write_vtu: bool = Tru
             t = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # B-bar hex8 in the nucleus
-                r = (fem.solve(m, solver=solver) if disc == "isotropic" else
-                     fem.solve_disc(m, solver=solver, coupling=True))
+                if disc == "fibres":
+                    r = fem.solve_disc(m, solver=solver, coupling=True)
+                elif ligament_fibres(m):  # the solid annulus, the ligaments' fibres
+                    r = solve_fibres(m, ligament_fibres(m), solver=solver, coupling=True)
+                else:
+                    r = fem.solve(m, solver=solver)
             print(f"solved {name:10s} {case:9s} {m.n_dof:7d} DOF in "
                   f"{time.perf_counter() - t:5.1f} s", file=sys.stderr)
             results[name][case] = metrics.level_metrics(r)
@@ -134,12 +147,17 @@ def main(argv=None) -> int:
                    help="parametric T12-L4 (default) or the real mean L2-L4 (ssm)")
     p.add_argument("--tet10", type=float, default=None, metavar="MM",
                    help="with --anatomy ssm: tet10 mesh of this size (mm) instead of voxels")
+    p.add_argument("--ligaments", action="store_true",
+                   help="give the parametric segment its posterior ligaments (fem.ligaments): "
+                        "it then holds a bending moment as a ligamentous segment does")
     args = p.parse_args(argv)
-    if args.solver == "cg" and args.disc == "fibres":
-        p.error("--solver cg solves the solid annulus only: add --disc isotropic, or use "
-                "auto, direct or amg")
+    if args.ligaments and args.anatomy != "parametric":
+        p.error("--ligaments is built for the parametric segment only")
+    if args.solver == "cg" and (args.disc == "fibres" or args.ligaments):
+        p.error("--solver cg solves the solid annulus without ligaments only: use --disc "
+                "isotropic without --ligaments, or auto, direct or amg")
     comp = run(args.voxel, args.out, solver=args.solver, anatomy=args.anatomy, tet10=args.tet10,
-               disc=args.disc)
+               disc=args.disc, ligaments=args.ligaments)
     print(report(comp))
     print(f"\nfull table: {args.out / 'canonical_study.csv'}")
     return 0

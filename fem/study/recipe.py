@@ -63,7 +63,7 @@ def build_model(p: dict):
         m = segment_model_tet10(p["levels"], mesh_size=p["mesh_size"], materials=mats)
     else:
         m = segment_model(p["levels"], voxel_size=p["voxel_size"], materials=mats,
-                          ligaments=p["ligaments"])
+                          ligaments=p["ligaments"] == "yes")
     proc = p["procedure"]
     if fractures(p):
         mass = {"conserve_mass": False} if p["fracture_compaction"] == "none" else {

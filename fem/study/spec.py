@@ -152,6 +152,24 @@ def _join_levels(v):
     return v
 
 
+#: ``ligaments``: built where the anatomy allows (auto), always (yes: refused where it does not)
+#: or never; TOML's true and false read as yes and no
+LIGAMENT_CHOICES = ("auto", "yes", "no")
+
+
+def _yes_no(v):
+    return {True: "yes", False: "no"}.get(v, v) if isinstance(v, bool) else v
+
+
+def ligaments_built(p: dict) -> bool:
+    """Whether ``ligaments = "auto"`` builds ligaments in run ``p``: a parametric voxel segment
+    of two levels or more (``p["levels"]`` resolved)."""
+    from ..meshes.vertebra import level_range
+
+    return (p.get("anatomy") == "parametric" and p.get("mesh") == "voxel"
+            and len(level_range(p["levels"])) > 1)
+
+
 def strength_levels(p: dict) -> list[str]:
     """The levels a run's pushover covers (``strength_levels`` resolved against the run)."""
     from ..meshes.vertebra import level_range
@@ -238,12 +256,17 @@ PARAMETERS = {
                   "fast for the disc's water to leave) or isotropic (the annulus a 4.2 MPa "
                   "solid, the default before); a single level has no disc and solves plainly; "
                   "docs/studies.md", choices=DISCS),
-    "ligaments": Param(bool, False, "posterior ligaments between neighbouring levels "
+    "ligaments": Param(str, "no", "posterior ligaments between neighbouring levels "
                        "(interspinous and supraspinous, flavum, facet capsules): tension-only "
                        "fibres solved with the discs (fem.ligaments), which hold a bending "
                        "moment as a ligamentous segment does (without them the discs alone "
-                       "hold it, and a segment turns tens of degrees); parametric voxel "
-                       "segments only; docs/studies.md"),
+                       "hold it, and a segment turns tens of degrees). no (false; the default: "
+                       "the segments of before), yes (true: refused where they are not built, "
+                       "which is everywhere but parametric voxel segments) or auto (yes for "
+                       "parametric voxel segments of two levels or more, no elsewhere); with "
+                       "them rotational_stiffness_nm_per_deg is NaN (the arch carries the "
+                       "moment past the body); docs/studies.md",
+                       choices=LIGAMENT_CHOICES, coerce=_yes_no),
     "treated_level": Param(str, "", "augmented level (empty: the fractured level)"),
     "approach": Param(str, "bipedicular", "needle approach",
                       choices=("unipedicular", "bipedicular")),
@@ -625,6 +648,8 @@ class StudySpec:
 
                 if p.get("levels") == AUTO_LEVELS:  # a run's parameters name its real levels
                     p["levels"] = auto_levels(p, err)
+                if p.get("ligaments") == "auto" and "levels" in p:  # ... and its ligaments
+                    p["ligaments"] = "yes" if ligaments_built(p) else "no"
                 yield p, err
 
 
@@ -653,7 +678,7 @@ ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "first_failure_drop": 0.1, "first_failure_offset": 0.0,
                "permeability_anisotropy": 1.0, "fracture_anatomy": "intact",
                "crushed_envelope": "compacted", "crushed_permeability": "compacted",
-               "ligaments": False}
+               "ligaments": "no"}
 #: parameters that change nothing unless ``strength = "pushover"``: a run without a pushover
 #: hashes without them, so a linear-only run keeps its id whatever they hold
 PUSHOVER_ONLY = ("pushover_end", "endplate_failure", "first_failure_drop",
@@ -917,10 +942,10 @@ def _cross_check(p, err):
         if not has_data(names):
             raise err("anatomy", f"the lumbar shape model's surfaces are not in "
                       f"{data_folder()}: set FEM_SSM_DATA to the folder holding L2.ply..L5.ply")
-    if p["ligaments"] and (p["anatomy"] != "parametric" or p["mesh"] != "voxel"):
-        raise err("ligaments", f"ligaments = true is built for the parametric voxel segment "
+    if p["ligaments"] == "yes" and (p["anatomy"] != "parametric" or p["mesh"] != "voxel"):
+        raise err("ligaments", f"ligaments = 'yes' is built for the parametric voxel segment "
                   f"only (anatomy = 'parametric', mesh = 'voxel'), not anatomy = "
-                  f"{p['anatomy']!r}, mesh = {p['mesh']!r}")
+                  f"{p['anatomy']!r}, mesh = {p['mesh']!r}: use 'auto' or 'no'")
     for key in ("fracture_level", "treated_level"):
         if p[key] and p[key] not in names:
             raise err(key, f"level {p[key]!r} is not in levels {p['levels']!r} "
