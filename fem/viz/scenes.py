@@ -27,7 +27,7 @@ import numpy as np
 from .. import metrics
 from ..anatomy import level_frame
 from ..errors import SetError
-from ..parts import DISC
+from ..parts import DISC, LIGAMENT
 from ..result import FIELD_UNITS, add_region_parts
 
 #: fields the views colour by: name -> (label, colour map). Cell arrays of
@@ -47,8 +47,9 @@ CEMENT_COLOURS = {"cement": "royalblue", "cement_composite": "deepskyblue",
 BONE_COLOUR = "wheat"
 DISC_COLOUR = "lightgray"
 #: parts drawn grey, outside the colour scale, unless a view is asked to colour them: their
-#: strains (tens of %) would squeeze the bone's into one colour
-DISC_PARTS = DISC
+#: strains (tens of %) would squeeze the bone's into one colour (the discs, and the posterior
+#: ligaments, soft tissue as they are)
+DISC_PARTS = DISC + LIGAMENT
 OUTLINE_COLOUR = "red"
 BULGE_LABEL = "endplate bulge into the body [mm]"
 WINDOW = (800, 600)
