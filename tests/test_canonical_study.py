@@ -149,3 +149,20 @@ def test_the_study_on_real_anatomy(tmp_path):
     assert h["fractured"] < h["pkp_4ml"] < h["intact"]
     assert set(comp.adjacent_risk.level) == {"L2", "L4"}
     assert "Collapse prevention at L3" in mod.report(comp)
+
+
+def test_with_ligaments_every_state_keeps_them():
+    """``--ligaments``: the six states of the study (fracture, PVP, PKP transform the model)
+    keep the posterior ligaments, whole, between every pair of levels."""
+    from fem.ligaments import ligament_fibres
+
+    spec = importlib.util.spec_from_file_location("augmentation_study", EXAMPLE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    states = mod.states(4.0, ligaments=True)
+    assert sorted(states) == sorted(STATES)
+    counts = {name: {r.name: len(r.elements) for r in ligament_fibres(m)}
+              for name, m in states.items()}
+    assert len(counts["intact"]) == 3 * 4  # three ligaments x four discs of T12-L4
+    for name, c in counts.items():
+        assert c == counts["intact"], name

@@ -21,7 +21,7 @@ import pytest
 
 import fem
 from fem import metrics
-from fem.errors import MeshError, SolverError
+from fem.errors import MeshError, SetError, SolverError
 from fem.fibres import solve_fibres
 from fem.ligaments import GROUND, LIGAMENTS, TOE_STRAIN, has_ligaments, ligament_fibres
 from fem.loads import Displacement, Fixed
@@ -232,3 +232,13 @@ def test_the_converged_ligaments_solve_the_same_in_calculix(ccx, tmp_path):
     deck = tmp_path / "ligaments.inp"
     agree_with_ccx(secant, deck, u_tol=1e-6, s_tol=1e-5)
     assert "SYSTEM=CYLINDRICAL" in deck.read_text()
+
+
+def test_a_ligament_that_misses_a_level_is_refused_naming_it():
+    m = hex_block((1, 1, 3), size=(2.0, 2.0, 6.0), E=1.0e3, nu=0.3)
+    z = m.element_centres()[:, 2]
+    m.add_region("B/posterior", np.nonzero(z < 2.0)[0])
+    m.add_region("C/posterior", np.nonzero(z > 4.0)[0])
+    m.add_region(f"A-B/{PART}", np.nonzero((z > 2.0) & (z < 4.0))[0])
+    with pytest.raises(SetError, match=f"A-B/{PART}.*level 'A'"):
+        ligament_fibres(m)
