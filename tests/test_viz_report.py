@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import html
 import io
 import json
 import os
@@ -704,3 +705,23 @@ def test_the_table_notes_runs_beyond_small_strain(study):
     note = _results_table(beyond[shown], beyond)
     assert (f"1 of {df['run_id'].nunique()} runs turn a disc beyond small strain" in note
             and "up to 53°" in note and "not physical" in note)
+
+
+def test_the_table_says_why_a_ligamentous_level_has_no_rotational_stiffness(study):
+    """Where a run has posterior ligaments and both stiffnesses are NaN (under a moment), the
+    rotational stiffness cell says so and a note under the table says why; the small-strain
+    note then does not blame missing ligaments."""
+    from fem.viz.report import LIGAMENT_NOTE, ROTATION_WITH_LIGAMENTS, _results_table
+
+    df = study["df"].copy()
+    shown = ["run_id", "level", "stiffness_n_per_mm", "rotational_stiffness_nm_per_deg"]
+    held = df.assign(ligaments="yes", stiffness_n_per_mm=np.nan,
+                     rotational_stiffness_nm_per_deg=np.nan, disc_rotation_deg=9.0)
+    page = _results_table(held[shown], held)
+    assert page.count(html.escape(ROTATION_WITH_LIGAMENTS)) == len(df)
+    assert html.escape(LIGAMENT_NOTE) in page
+    assert "posterior ligaments alone hold it" in page
+    bare = held.assign(ligaments="no")
+    page = _results_table(bare[shown], bare)
+    assert html.escape(ROTATION_WITH_LIGAMENTS) not in page
+    assert "no ligaments unless ligaments = yes" in page

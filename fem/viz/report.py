@@ -63,6 +63,13 @@ STIFFNESS_NOTE = (
     "neutral axis, so the shortening is near zero and that ratio meaningless (it read 2.7 × 10⁵ "
     "N/mm under flexion); the rotational stiffness (moment / relative rotation of the endplates, "
     "N m/deg) stands in its place, and no plot shows the axial one for these cases.")
+#: the rotational stiffness of a level in a segment with posterior ligaments, and why
+ROTATION_WITH_LIGAMENTS = "– (ligaments)†"
+LIGAMENT_NOTE = (
+    "† With posterior ligaments (ligaments = yes) a level's rotational stiffness is not read: "
+    "the ligaments and the neural arch carry most of the moment past the body, whose own turn "
+    "between its endplates (hundredths of a degree) is then of the order of the endplates' "
+    "local deflection (fem.metrics); disc_rotation_deg says how far each disc turns.")
 #: pixels of a rendered view (width, height), of each column of a side-by-side view (height,
 #: widest) and dots per inch of the plots
 VIEW_SIZE = (640, 480)
@@ -596,7 +603,9 @@ def _results_table(df, full=None) -> str:
     full = df if full is None else full
     marked = {c: bounds(full, c) for c in BOUNDED if c in df.columns}
     head = "".join(f"<th>{e(HEADERS.get(c, c))}</th>" for c in df.columns)
-    rows, last, noted = [], None, False
+    rows, last, noted, lig_noted = [], None, False, False
+    held = (full["ligaments"] == "yes").tolist() if "ligaments" in full.columns \
+        else [False] * len(df)
     for i, rec in enumerate(df.to_dict(orient="records")):
         cls = ' class="run-start"' if rec["run_id"] != last else ""
         last = rec["run_id"]
@@ -609,6 +618,11 @@ def _results_table(df, full=None) -> str:
                 noted = True
                 cells.append(f"<td>{e(STIFFNESS_UNDER_MOMENT)}</td>")
                 continue
+            if c == "rotational_stiffness_nm_per_deg" and _is_nan(v) and held[i] and _is_nan(
+                    rec.get("stiffness_n_per_mm", math.nan)):
+                lig_noted = True
+                cells.append(f"<td>{e(ROTATION_WITH_LIGAMENTS)}</td>")
+                continue
             if c in ("factor_of_risk", "factor_of_risk_pistoia") and isinstance(v, float) \
                     and v > 1.0:
                 kind = "risk"
@@ -617,6 +631,7 @@ def _results_table(df, full=None) -> str:
                          "</td>")
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
     note = f"<p>{e(STIFFNESS_NOTE)}</p>" if noted else ""
+    note += f"<p>{e(LIGAMENT_NOTE)}</p>" if lig_noted else ""
     note += _small_strain_note(full)
     if any(m.any() for m in marked.values()):
         note += f"<p>{e('≥ and ≤: ' + BOUND_WHY)} (pushover_peak_reached = 0 in summary.csv).</p>"
@@ -636,11 +651,15 @@ def _small_strain_note(full) -> str:
     beyond = full.loc[turn > SMALL_ROTATION_DEG, "run_id"].unique()
     if not len(beyond):
         return ""
+    with_ligaments = ("ligaments" in full.columns
+                      and (full.loc[turn > SMALL_ROTATION_DEG, "ligaments"] == "yes").all())
+    held = ("no facets: posterior ligaments alone hold it" if with_ligaments else
+            "no facets, and no ligaments unless ligaments = yes")
     return "<p>" + html.escape(
         f"{len(beyond)} of {full['run_id'].nunique()} runs turn a disc beyond small strain "
         f"(disc_rotation_deg above {SMALL_ROTATION_DEG:.1f}°, up to {turn.max():.0f}°): their "
         "displacements and deformed shapes are not physical, and a segment that flexible in "
-        "bending is not a spine's (no ligaments or facets); stresses, pressures and strengths "
+        f"bending is not a spine's ({held}); stresses, pressures and strengths "
         "are the linear answer's. docs/validation.md, \"A segment in bending\".") + "</p>"
 
 
