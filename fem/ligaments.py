@@ -104,11 +104,28 @@ def has_ligaments(model) -> bool:
     return any(split(name)[1] in LIGAMENT_PARTS for name in model.regions)
 
 
-def ligament_fibres(model) -> list[FibreRegion]:
-    """One :class:`~fem.fibres.FibreRegion` per ligament region ``"<upper>-<lower>/<part>"`` of
-    ``model``, with its own law: fibres along the line from the centroid of its nodes on the
-    lower level's bone to that of its nodes on the upper level's, of modulus
-    ``stiffness x L / A`` (module docstring); none where the model has no ligaments."""
+@dataclass(frozen=True)
+class Span:
+    """Where a ligament region runs: ``name``, its ``elements``, the centroids of its nodes on
+    the upper and on the lower level's bone (``upper``, ``lower``, mm), the distance between
+    them (``length``, mm) and its volume over that (``area``, mm^2)."""
+
+    name: str
+    elements: np.ndarray
+    upper: np.ndarray
+    lower: np.ndarray
+    length: float
+    area: float
+
+    @property
+    def direction(self) -> np.ndarray:
+        """Unit vector from the lower attachment to the upper one (along the fibres)."""
+        return (self.upper - self.lower) / self.length
+
+
+def spans(model) -> list[Span]:
+    """The :class:`Span` of every ligament region ``"<upper>-<lower>/<part>"`` of ``model``
+    (:data:`LIGAMENT_PARTS`), in the model's region order; none where it has no ligaments."""
     out = []
     vol = None
     for name in model.regions:
@@ -125,19 +142,45 @@ def ligament_fibres(model) -> list[FibreRegion]:
                 raise SetError(f"ligament {name!r} does not touch level {level!r}'s bone: a "
                                "ligament region must join the two levels its name gives")
             ends.append(model.points[bone].mean(axis=0))
-        axis = ends[0] - ends[1]
-        length = float(np.linalg.norm(axis))
+        length = float(np.linalg.norm(ends[0] - ends[1]))
         if length <= 0.0:
             raise SetError(f"ligament {name!r}: its two attachments coincide")
         if vol is None:
             vol = element_volumes(model)
-        area = float(vol[el].sum()) / length
-        direction = axis / length
+        out.append(Span(name, el, ends[0], ends[1], length, float(vol[el].sum()) / length))
+    return out
+
+
+def ligament_fibres(model) -> list[FibreRegion]:
+    """One :class:`~fem.fibres.FibreRegion` per ligament region ``"<upper>-<lower>/<part>"`` of
+    ``model``, with its own law: fibres along the line from the centroid of its nodes on the
+    lower level's bone to that of its nodes on the upper level's, of modulus
+    ``stiffness x L / A`` (module docstring); none where the model has no ligaments."""
+    out = []
+    for sp in spans(model):
+        direction = sp.direction
         # any direction square to the fibres, for the frame's axis to pass far off the region
         perp = np.cross(direction, np.eye(3)[np.argmin(np.abs(direction))])
-        centre = 0.5 * (ends[0] + ends[1])
-        law = FibreLaw(modulus=LIGAMENTS[part].stiffness * length / area, toe_strain=TOE_STRAIN,
-                       angle=90.0, ground=GROUND)
-        out.append(FibreRegion(name, el, (centre + _OFF_AXIS * perp / np.linalg.norm(perp),
-                                          direction), law=law))
+        centre = 0.5 * (sp.upper + sp.lower)
+        law = FibreLaw(modulus=LIGAMENTS[split(sp.name)[1]].stiffness * sp.length / sp.area,
+                       toe_strain=TOE_STRAIN, angle=90.0, ground=GROUND)
+        out.append(FibreRegion(sp.name, sp.elements,
+                               (centre + _OFF_AXIS * perp / np.linalg.norm(perp), direction),
+                               law=law))
+    return out
+
+
+def ligament_forces(model, stress, volume) -> dict[str, float]:
+    """The tension (N; negative: compression) each ligament region of ``model`` carries, from
+    the element ``stress`` (Voigt rows, MPa) and ``volume`` (mm^3) of a solution: the stress
+    along its fibres, ``a . sigma . a``, volume-averaged over the region, times its cross-section
+    ``A = V / L`` (:class:`Span`), i.e. ``sum(a . sigma . a V) / L``: the axial force through a
+    prism under uniform stress exactly, and the mean force over the length elsewhere."""
+    out = {}
+    for sp in spans(model):
+        a = sp.direction
+        s = np.asarray(stress)[sp.elements]
+        along = (s[:, 0] * a[0] ** 2 + s[:, 1] * a[1] ** 2 + s[:, 2] * a[2] ** 2
+                 + 2.0 * (s[:, 3] * a[0] * a[1] + s[:, 4] * a[1] * a[2] + s[:, 5] * a[0] * a[2]))
+        out[sp.name] = float((along * np.asarray(volume)[sp.elements]).sum()) / sp.length
     return out

@@ -139,7 +139,7 @@ COLUMNS = (
     "load_share_cortex", "load_share_trabecular", "load_share_cement", "height_anterior_mm",
     "height_posterior_mm", "wedge_angle_deg", "cement_placed_ml", "fill_fraction", "leak_ml",
     "leak_locations", "cement_contact_superior", "cement_contact_inferior",
-    "disc_rotation_deg",
+    "disc_rotation_deg", "ligament_force_n",
 ) + PUSHOVER_COLUMNS
 #: former column names kept one release beside :data:`COLUMNS` (old name: the column it copies);
 #: ``cement_volume_ml`` is the *requested* volume in a study (its spec parameter), so the placed
@@ -332,6 +332,19 @@ class _Fields:
 
         h = damage_history(self.model)
         return np.where(h > 0.0, h, 1.0)
+
+    @cached_property
+    def _ligament_forces(self) -> dict:
+        from .ligaments import ligament_forces
+
+        return ligament_forces(self.model, self.stress, self.volume) if self.ligaments else {}
+
+    def ligament_force(self, level: str, below: str) -> float:
+        """The tension (N) of the posterior ligaments between ``level`` and ``below`` together
+        (:func:`fem.ligaments.ligament_forces`); NaN where they have none."""
+        own = [f for name, f in self._ligament_forces.items()
+               if split(name)[0] == f"{level}-{below}"]
+        return float(sum(own)) if own else math.nan
 
     @cached_property
     def face_pairs(self):
@@ -586,6 +599,7 @@ def _level_row(fd: _Fields, level: str, below: str | None, load: float | None) -
     row["disc_pressure_mpa"] = (_nucleus_pressure(fd, f"{level}-{below}") if below
                                 else math.nan)
     row["disc_rotation_deg"] = _disc_rotation(fd, level, below) if below else math.nan
+    row["ligament_force_n"] = fd.ligament_force(level, below) if below else math.nan
     row["interface_stress_mpa"] = _interface_stress(fd, level)
     row.update(_load_shares(fd, level, f))
     h_ant, h_post, wedge = body_heights(m, level)
@@ -630,7 +644,9 @@ def level_metrics(result, *, levels=None, load: float | None = None):
     pressure -tr(sigma)/3 of the nucleus of the disc below; ``disc_rotation_deg``, the rotation
     across the disc below (:func:`_disc_rotation`; NaN for the lowest level): beyond
     :data:`SMALL_ROTATION_DEG` the linear answer's kinematics do not hold, and the table is
-    returned with a :class:`SmallStrainWarning`; ``interface_stress_mpa``, the peak
+    returned with a :class:`SmallStrainWarning`; ``ligament_force_n``, the tension of the
+    posterior ligaments between the level and the one below together
+    (:func:`fem.ligaments.ligament_forces`; NaN without ligaments); ``interface_stress_mpa``, the peak
     von Mises stress of the cement and bone elements sharing a node across the cement-bone
     interface (NaN without cement), at the physical thickness of thin layers
     (:attr:`fem.Result.physical_stress`: a cortex or endplate voxel whose modulus carries a

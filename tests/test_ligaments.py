@@ -23,7 +23,14 @@ import fem
 from fem import metrics
 from fem.errors import MeshError, SetError, SolverError
 from fem.fibres import solve_fibres
-from fem.ligaments import GROUND, LIGAMENTS, TOE_STRAIN, has_ligaments, ligament_fibres
+from fem.ligaments import (
+    GROUND,
+    LIGAMENTS,
+    TOE_STRAIN,
+    has_ligaments,
+    ligament_fibres,
+    ligament_forces,
+)
 from fem.loads import Displacement, Fixed
 from fem.meshes import experiments, loadcases
 from fem.meshes.blocks import hex_block
@@ -65,6 +72,9 @@ def test_a_pulled_ligament_carries_its_cited_stiffness_and_a_pushed_one_its_grou
     reg = replace(reg, law=replace(reg.law, ground=(GROUND[0], 0.0)))
     r = solve_fibres(m, [reg], tol=1e-10, strain_tol=1e-7, coupling=True, solver="direct")
     force = -float(r.reactions["zmin"][2])  # what the bottom holds back
+    # the force the metrics read from the stresses is the one the supports feel
+    (read,) = ligament_forces(r.model, r.stress, r.element_volume).values()
+    assert read == pytest.approx(force, rel=1e-6)
     ground = GROUND[0] * A * stretch / L
     if stretch > 0:
         assert stretch / L > TOE_STRAIN
@@ -242,3 +252,28 @@ def test_a_ligament_that_misses_a_level_is_refused_naming_it():
     m.add_region(f"A-B/{PART}", np.nonzero((z > 2.0) & (z < 4.0))[0])
     with pytest.raises(SetError, match=f"A-B/{PART}.*level 'A'"):
         ligament_fibres(m)
+
+
+@pytest.mark.parametrize("moment", [7500.0, -7500.0])
+def test_under_a_pure_moment_the_ligaments_pull_what_the_disc_pushes(moment):
+    """Across the disc's mid-plane only the disc and the ligaments pass (the parametric arches do
+    not reach it), and a pure moment has no axial force: the disc's axial force through a layer
+    of its elements balances the ligaments' ``ligament_force_n``. In flexion they pull (and the
+    disc is compressed by as much); in extension their fibres are slack and their ground,
+    squeezed between the arches, pushes (about 140 N at 3 mm: the role the facets, which the
+    model lacks, play in a spine)."""
+    case = LoadCase("pure moment", 0.0, mx=moment, source="in-vitro flexibility protocol")
+    m = loadcases.loaded(_segment(True, 3.0), case)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        r = fem.solve_disc(m, coupling=True)
+        rows = metrics.level_metrics(r, load=1.0).set_index("level")
+    pulled = float(rows.loc["L3", "ligament_force_n"])
+    assert np.isnan(rows.loc["L4", "ligament_force_n"])  # no disc below the lowest level
+    disc = np.concatenate([m.regions["L3-L4/annulus"], m.regions["L3-L4/nucleus"]])
+    z = m.element_centres(disc)[:, 2]
+    layer = disc[np.isclose(z, np.median(z))]
+    h = m.metadata["voxel_size"]
+    pushed = float((np.asarray(r.stress)[layer, 2] * h * h).sum())  # sigma_zz x area
+    assert pulled == pytest.approx(-pushed, rel=0.05)
+    assert (pulled > 100.0) if moment > 0 else (pulled < -50.0)  # 7.5 N m over a few cm
