@@ -31,7 +31,7 @@ from .errors import BoundaryConditionError, ConvergenceError, SlowConvergence, S
 from .kernels.backend import BackendError, get_backend
 from .model import BBAR_NU_THRESHOLD, Model
 from .parallel import RowSplit
-from .parts import LIGAMENT, split
+from .parts import LIGAMENT, regions_of
 from .result import Result
 from .solvers import SolveInfo, cg, direct, rigid_body_modes
 
@@ -257,7 +257,7 @@ CONTRAST_WARNING = 1e6
 def _warn_bare_ligaments(model) -> None:
     """Say so where a model's ligament regions (:mod:`fem.ligaments`) are their isotropic ground
     alone: a linear solve does not give them their fibres, the fibre solve does."""
-    names = [n for n in model.regions if split(n)[1] in LIGAMENT]
+    names = regions_of(model, LIGAMENT)
     if names and not model.orthotropic_mask()[np.concatenate(
             [model.regions[n] for n in names])].any():
         warnings.warn(f"the model's ligaments ({names[0]}, ...) are solved as their soft ground "

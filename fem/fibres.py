@@ -481,7 +481,6 @@ class RegionLaws:
         for reg in regions:
             self.parts.append((slice(at, at + len(reg.elements)), reg.law or law))
             at += len(reg.elements)
-        self.n = at
         #: the least toe strain: the scale below which a fibre strain counts as none
         self.toe_strain = min(lw.toe_strain for _, lw in self.parts)
         #: each element's toe strain (m,), where the iterations start

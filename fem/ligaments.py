@@ -45,7 +45,7 @@ import numpy as np
 from .assembly import element_volumes
 from .errors import SetError
 from .fibres import FibreLaw, FibreRegion
-from .parts import LIGAMENT, level_elements, split
+from .parts import LIGAMENT, level_elements, regions_of, split
 from .validate import in_range
 
 #: the ligament parts a builder makes, between the posterior elements of two levels
@@ -101,7 +101,7 @@ _OFF_AXIS = 1.0e4
 
 def has_ligaments(model) -> bool:
     """Whether ``model`` has ligament regions (:data:`LIGAMENT_PARTS`)."""
-    return any(split(name)[1] in LIGAMENT_PARTS for name in model.regions)
+    return bool(regions_of(model, LIGAMENT_PARTS))
 
 
 @dataclass(frozen=True)
@@ -123,16 +123,13 @@ class Span:
         return (self.upper - self.lower) / self.length
 
 
-def spans(model) -> list[Span]:
+def spans(model, volume=None) -> list[Span]:
     """The :class:`Span` of every ligament region ``"<upper>-<lower>/<part>"`` of ``model``
-    (:data:`LIGAMENT_PARTS`), in the model's region order; none where it has no ligaments."""
+    (:data:`LIGAMENT_PARTS`), in the model's region order; none where it has no ligaments.
+    ``volume``: the elements' volumes (mm^3) where the caller has them."""
     out = []
-    vol = None
-    for name in model.regions:
-        span, part = split(name)
-        if part not in LIGAMENT_PARTS:
-            continue
-        upper, _, lower = span.partition("-")
+    for name in regions_of(model, LIGAMENT_PARTS):
+        upper, _, lower = split(name)[0].partition("-")
         el = model.regions[name]
         own = np.unique(model.element_nodes(el))
         ends = []
@@ -145,9 +142,10 @@ def spans(model) -> list[Span]:
         length = float(np.linalg.norm(ends[0] - ends[1]))
         if length <= 0.0:
             raise SetError(f"ligament {name!r}: its two attachments coincide")
-        if vol is None:
-            vol = element_volumes(model)
-        out.append(Span(name, el, ends[0], ends[1], length, float(vol[el].sum()) / length))
+        if volume is None:
+            volume = element_volumes(model)
+        out.append(Span(name, el, ends[0], ends[1], length,
+                        float(np.asarray(volume)[el].sum()) / length))
     return out
 
 
@@ -177,7 +175,7 @@ def ligament_forces(model, stress, volume) -> dict[str, float]:
     ``A = V / L`` (:class:`Span`), i.e. ``sum(a . sigma . a V) / L``: the axial force through a
     prism under uniform stress exactly, and the mean force over the length elsewhere."""
     out = {}
-    for sp in spans(model):
+    for sp in spans(model, volume):
         a = sp.direction
         s = np.asarray(stress)[sp.elements]
         along = (s[:, 0] * a[0] ** 2 + s[:, 1] * a[1] ** 2 + s[:, 2] * a[2] ** 2

@@ -77,6 +77,7 @@ from .parts import (
     SHARE_GROUPS,
     STRAIN_BODY,
     STRAIN_TRABECULAR,
+    regions_of,
     split,
 )
 from .result import mean_pressure, von_mises
@@ -317,7 +318,7 @@ class _Fields:
         #: the axis of the applied moment, None under axial compression
         self.moment_axis = moment / norm if norm > 0.0 else None
         #: whether the levels are joined by posterior ligaments (fem.ligaments)
-        self.ligaments = any(split(name)[1] in LIGAMENT for name in m.regions)
+        self.ligaments = bool(regions_of(m, LIGAMENT))
 
     @cached_property
     def strain_history(self) -> np.ndarray:

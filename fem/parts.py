@@ -117,6 +117,12 @@ def split(name: str) -> tuple[str, str]:
     return level, part
 
 
+def regions_of(model, parts) -> list[str]:
+    """The names of ``model``'s regions whose part (:func:`split`) is one of ``parts``, in the
+    model's region order."""
+    return [name for name in model.regions if split(name)[1] in parts]
+
+
 def level_elements(model, level: str) -> np.ndarray:
     """The elements (sorted) of every region of ``level``, a level or a disc
     (``"<level>/..."``); empty where it has none."""
