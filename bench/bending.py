@@ -35,30 +35,22 @@ def rotation(model, force: float, moment: float, disc: str) -> dict:
     ligament's share of fibres in tension and the seconds the solve took."""
     import fem
     from fem import metrics
-    from fem.fibres import solve_fibres
-    from fem.ligaments import ligament_fibres
+    from fem.ligaments import solve_solid_discs
     from fem.meshes import loadcases
     from fem.meshes.loadcases import LoadCase
 
     case = LoadCase("bending", force, mx=moment, source="in-vitro flexibility protocol")
     m = loadcases.loaded(model, case)
-    ligaments = ligament_fibres(m)
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        if disc == "fibres":
-            r = fem.solve_disc(m, coupling=True)
-        elif ligaments:
-            r = solve_fibres(m, ligaments, coupling=True)
-        else:
-            r = fem.solve(m)
+        r = fem.solve_disc(m, coupling=True) if disc == "fibres" else solve_solid_discs(m)
         seconds = time.perf_counter() - t
         row = metrics.level_metrics(r, load=max(force, 1.0)).iloc[0]
     tension = float("nan")
-    for reg in ligaments:
-        if reg.name.endswith("ligament_interspinous"):
-            strain = r.extra_cell_fields["fibre_strain_plus"][reg.elements]
-            tension = float((strain > 0.0).mean())
+    for name, el in m.regions.items():
+        if name.endswith("/ligament_interspinous"):
+            tension = float((r.extra_cell_fields["fibre_strain_plus"][el] > 0.0).mean())
     return {"rotation": float(row["disc_rotation_deg"]),
             "pressure": float(row["disc_pressure_mpa"]), "tension": tension, "seconds": seconds}
 

@@ -36,8 +36,7 @@ from pathlib import Path
 
 import fem
 from fem import augment, metrics
-from fem.fibres import solve_fibres
-from fem.ligaments import ligament_fibres
+from fem.ligaments import solve_solid_discs
 from fem.meshes import loadcases, pathology
 from fem.meshes.bone import BoneQuality
 from fem.meshes.vertebra import segment_model
@@ -103,12 +102,8 @@ def run(voxel: float, out: Path, *, load_cases=LOAD_CASES, write_vtu: bool = Tru
             t = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # B-bar hex8 in the nucleus
-                if disc == "fibres":
-                    r = fem.solve_disc(m, solver=solver, coupling=True)
-                elif ligament_fibres(m):  # the solid annulus, the ligaments' fibres
-                    r = solve_fibres(m, ligament_fibres(m), solver=solver, coupling=True)
-                else:
-                    r = fem.solve(m, solver=solver)
+                r = (fem.solve_disc(m, solver=solver, coupling=True) if disc == "fibres" else
+                     solve_solid_discs(m, solver=solver))
             print(f"solved {name:10s} {case:9s} {m.n_dof:7d} DOF in "
                   f"{time.perf_counter() - t:5.1f} s", file=sys.stderr)
             results[name][case] = metrics.level_metrics(r)

@@ -42,9 +42,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .analysis import solve
 from .assembly import element_volumes
 from .errors import SetError
-from .fibres import FibreLaw, FibreRegion
+from .fibres import FibreLaw, FibreRegion, solve_fibres
 from .parts import LIGAMENT, level_elements, regions_of, split
 from .validate import in_range
 
@@ -166,6 +167,18 @@ def ligament_fibres(model) -> list[FibreRegion]:
                                (centre + _OFF_AXIS * perp / np.linalg.norm(perp), direction),
                                law=law))
     return out
+
+
+def solve_solid_discs(model, **kwargs):
+    """Solve a segment whose discs are the builders' solid annulus: where it has posterior
+    ligaments, their tension-only fibres by the secant iterations (:func:`fem.fibres.
+    solve_fibres` with the exact stiffness, which for fibres along their axis drops nothing),
+    else the one linear solve (:func:`fem.solve`). ``kwargs``: the solver's (``backend``,
+    ``solver``, ``callback``, ...). The discs' fibres too: :func:`fem.fibres.solve_disc`."""
+    fibres = ligament_fibres(model)
+    if fibres:
+        return solve_fibres(model, fibres, coupling=True, **kwargs)
+    return solve(model, **kwargs)
 
 
 def ligament_forces(model, stress, volume) -> dict[str, float]:

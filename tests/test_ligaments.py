@@ -30,6 +30,7 @@ from fem.ligaments import (
     has_ligaments,
     ligament_fibres,
     ligament_forces,
+    solve_solid_discs,
 )
 from fem.loads import Displacement, Fixed
 from fem.meshes import experiments, loadcases
@@ -118,12 +119,7 @@ def _rotation(ligaments: bool, moment: float, disc: str = "fibres"):
     m = loadcases.loaded(_segment(ligaments), case)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        if disc == "fibres":
-            r = fem.solve_disc(m, coupling=True)
-        elif ligaments:
-            r = solve_fibres(m, ligament_fibres(m), coupling=True)
-        else:
-            r = fem.solve(m)
+        r = fem.solve_disc(m, coupling=True) if disc == "fibres" else solve_solid_discs(m)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", metrics.SmallStrainWarning)
         rows = metrics.level_metrics(r, load=1.0).set_index("level")

@@ -139,8 +139,8 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     import fem
 
     from .. import metrics
-    from ..fibres import annuli, solve_fibres
-    from ..ligaments import ligament_fibres
+    from ..fibres import annuli
+    from ..ligaments import has_ligaments, solve_solid_discs
 
     t0 = time.perf_counter()
     _prepare(p["backend"])
@@ -149,16 +149,13 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     disc = recorded(p)["disc"]
     if disc != "isotropic" and not annuli(model):
         disc = "isotropic"  # a single level: no disc for the fibres, the plain solve
-    ligaments = ligament_fibres(model)
     bar = _solve_bar(model) if progress else None
     tick = None if bar is None else (lambda x: bar.update())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # B-bar hex8 in the nucleus, said once
-        if disc == "isotropic" and ligaments:  # the solid annulus, the ligaments' fibres
-            result = solve_fibres(model, ligaments, backend=p["backend"], solver=p["solver"],
-                                  coupling=True, callback=tick)
-        elif disc == "isotropic":
-            result = fem.solve(model, backend=p["backend"], solver=p["solver"], callback=tick)
+        if disc == "isotropic":  # the solid annulus (and the ligaments' fibres, if any)
+            result = solve_solid_discs(model, backend=p["backend"], solver=p["solver"],
+                                       callback=tick)
         else:  # the exact secant stiffness in every run, so that runs compare like with like
             result = fem.solve_disc(model, backend=p["backend"], solver=p["solver"],
                                     coupling=True, callback=tick, drainage="undrained"
@@ -188,7 +185,7 @@ def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:
     return {"rows": rows, "timings": timings,
             "backend": result.backend.name, "solver": result.info.solver,
             "iterations": int(result.info.iterations), "n_dof": int(model.n_dof),
-            "ligaments": bool(ligaments)}
+            "ligaments": has_ligaments(model)}
 
 
 def pushover_model(model, result):
