@@ -204,14 +204,40 @@ def surfaces(d: LevelDims, x, y):
     return d.concavity_inferior * prof, superior_rim_height(d, y) - d.concavity_superior * prof
 
 
+@dataclass(frozen=True)
+class _Arch:
+    """The dimensions of a level's posterior elements (mm, local frame): pedicle width ``w``
+    and height ``h``, the pedicles' height ``zc``, the posterior wall ``ybody``, the pedicles'
+    ``length`` from it to the lamina at ``y_lam``, the lamina's half-width ``half_lam`` and
+    half-thickness ``t_lam``, the spinous process's mid-height ``zs``; one place for
+    :func:`pedicle_axes`, :func:`_posterior` and the ligaments' boxes."""
+
+    w: float
+    h: float
+    zc: float
+    ybody: float
+    length: float
+    y_lam: float
+    half_lam: float
+    t_lam: float
+    zs: float
+
+    @classmethod
+    def of(cls, d: LevelDims) -> _Arch:
+        w, h = d.pedicle
+        zc = 0.55 * d.height
+        ybody = 0.5 * d.depth * POSTERIOR_FLAT
+        length = 0.3 * d.depth + 0.5 * h
+        return cls(w, h, zc, ybody, length, ybody + length, 0.5 * d.width * 0.55 + 0.5 * w,
+                   0.5 * w, zc - 0.1 * h)
+
+
 def pedicle_axes(d: LevelDims) -> dict:
     """Transpedicular paths: entry point on the posterior surface of each pedicle's root at the
     lamina and the unit direction into the body (towards anterior, converging medially)."""
-    w, h = d.pedicle
+    a = _Arch.of(d)
     ang = np.radians(d.pedicle_angle)
-    zc = 0.55 * d.height
-    ybody = 0.5 * d.depth * POSTERIOR_FLAT
-    length = 0.3 * d.depth + 0.5 * h
+    zc, ybody, length = a.zc, a.ybody, a.length
     out = {}
     for side, s in (("left", 1.0), ("right", -1.0)):
         x_root = s * (0.5 * d.width * 0.55)
@@ -235,16 +261,11 @@ class _Box:
 
 def _posterior_boxes(d: LevelDims) -> dict:
     """The spinous process and the lamina of :func:`_posterior` as boxes (local frame)."""
-    w, h = d.pedicle
-    zc = 0.55 * d.height
-    y_lam = 0.5 * d.depth * POSTERIOR_FLAT + 0.3 * d.depth + 0.5 * h
-    half_lam = 0.5 * d.width * 0.55 + 0.5 * w
-    t_lam = 0.5 * w
-    zs = zc - 0.1 * h
-    return {"spinous": _Box((-0.35 * w, y_lam, zs - 0.45 * h),
-                            (0.35 * w, y_lam + 0.9 * d.depth, zs + 0.45 * h)),
-            "lamina": _Box((-half_lam, y_lam - t_lam, zc - 0.5 * h),
-                           (half_lam, y_lam + t_lam, zc + 0.5 * h))}
+    a = _Arch.of(d)
+    return {"spinous": _Box((-0.35 * a.w, a.y_lam, a.zs - 0.45 * a.h),
+                            (0.35 * a.w, a.y_lam + 0.9 * d.depth, a.zs + 0.45 * a.h)),
+            "lamina": _Box((-a.half_lam, a.y_lam - a.t_lam, a.zc - 0.5 * a.h),
+                           (a.half_lam, a.y_lam + a.t_lam, a.zc + 0.5 * a.h))}
 
 
 def _ligament_boxes(upper: LevelDims, z_upper: float, lower: LevelDims, z_lower: float):
@@ -270,11 +291,9 @@ def _ligament_boxes(upper: LevelDims, z_upper: float, lower: LevelDims, z_lower:
 
 def _posterior(d: LevelDims, x, y, z):
     """Posterior elements: pedicles, lamina, spinous and transverse processes (local frame)."""
-    w, h = d.pedicle
-    ybody = 0.5 * d.depth * POSTERIOR_FLAT
-    zc = 0.55 * d.height
+    a = _Arch.of(d)
+    w, h, zc, length = a.w, a.h, a.zc, a.length
     inside = np.zeros(np.broadcast(x, y, z).shape, dtype=bool)
-    length = 0.3 * d.depth + 0.5 * h
     for entry, direction in pedicle_axes(d).values():
         # points along the axis from the body wall (t = length) back to the entry (t = 0)
         rel = np.stack(np.broadcast_arrays(x - entry[0], y - entry[1], z - entry[2]), axis=-1)
@@ -284,13 +303,11 @@ def _posterior(d: LevelDims, x, y, z):
         horiz = perp[..., 0] * direction[1] - perp[..., 1] * direction[0]
         ell = (horiz / (0.5 * w)) ** 2 + (perp[..., 2] / (0.5 * h)) ** 2 <= 1.0
         inside |= ell & (along >= -0.5 * w) & (along <= length + 0.5 * w)
-    y_lam = ybody + length
-    half_lam = 0.5 * d.width * 0.55 + 0.5 * w
-    t_lam = 0.5 * w
+    y_lam, half_lam, t_lam = a.y_lam, a.half_lam, a.t_lam
     lamina = (np.abs(x) <= half_lam) & (y >= y_lam - t_lam) & (y <= y_lam + t_lam) \
         & (np.abs(z - zc) <= 0.5 * h)
     spinous = (np.abs(x) <= 0.35 * w) & (y >= y_lam) & (y <= y_lam + 0.9 * d.depth) \
-        & (np.abs(z - (zc - 0.1 * h)) <= 0.45 * h)
+        & (np.abs(z - a.zs) <= 0.45 * h)
     transverse = (np.abs(x) >= half_lam - 0.5 * w) & (np.abs(x) <= half_lam + 0.45 * d.width) \
         & (np.abs(y - (y_lam - 0.5 * w)) <= 0.35 * w) & (np.abs(z - zc) <= 0.3 * h)
     return inside | lamina | spinous | transverse
