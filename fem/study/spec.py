@@ -926,9 +926,10 @@ def _cross_check(p, err):
         if missing:
             raise err("levels", f"level(s) {', '.join(missing)} are not segmented in "
                       f"{p['masks']} (levels: {', '.join(segmented) or 'none'})")
-        cut = _cut_levels(p, names)
+        cut_any = set(_cut_levels(p, segmented))
+        cut = [n for n in names if n in cut_any]
         if cut:
-            whole = [n for n in segmented if n not in _cut_levels(p, segmented)]
+            whole = [n for n in segmented if n not in cut_any]
             raise err("levels", f"level(s) {', '.join(cut)} reach the edge of the image: the "
                       f"scan holds only part of them; choose levels it holds whole "
                       f"({', '.join(whole) or 'none'})")

@@ -126,21 +126,21 @@ class Store:
         media) where no write-ahead log is beside it, i.e. every change is in the file; else
         ``mode=ro``, which reads the log too (SQLite then makes its shared-memory file where
         the folder lets it), and ``immutable=1`` where SQLite cannot open even that."""
+        def connect(target, **kw):
+            return sqlite3.connect(target, timeout=BUSY_TIMEOUT, isolation_level=None, **kw)
+
         if not self.read_only:
-            return sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+            return connect(self.path)
         uri = self.path.absolute().as_uri()
         wal = self.path.with_name(self.path.name + "-wal")
         if not (wal.exists() and wal.stat().st_size):
-            return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=BUSY_TIMEOUT,
-                                   isolation_level=None)
+            return connect(f"{uri}?immutable=1", uri=True)
         try:
-            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT,
-                                 isolation_level=None)
+            db = connect(f"{uri}?mode=ro", uri=True)
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return db
         except sqlite3.OperationalError:
-            return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=BUSY_TIMEOUT,
-                                   isolation_level=None)
+            return connect(f"{uri}?immutable=1", uri=True)
 
     def _check_readable(self):
         """A read-only store must already hold a study's tables (nothing can create them)."""
