@@ -163,11 +163,17 @@ def _yes_no(v):
 
 def ligaments_built(p: dict) -> bool:
     """Whether ``ligaments = "auto"`` builds ligaments in run ``p``: a parametric voxel segment
-    of two levels or more (``p["levels"]`` resolved)."""
+    of two levels or more (``p["levels"]`` resolved). Levels that name no range build none
+    here: the spec's own check of ``levels`` says what is wrong with them."""
+    from ..errors import MeshError
     from ..meshes.vertebra import level_range
 
-    return (p.get("anatomy") == "parametric" and p.get("mesh") == "voxel"
-            and len(level_range(p["levels"])) > 1)
+    if p.get("anatomy") != "parametric" or p.get("mesh") != "voxel":
+        return False
+    try:
+        return len(level_range(p["levels"])) > 1
+    except MeshError:
+        return False
 
 
 def strength_levels(p: dict) -> list[str]:
