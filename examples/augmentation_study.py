@@ -12,9 +12,10 @@ risk, endplate bulge, disc pressure, heights, cement) and the two headline predi
 prevention at L2 and adjacent-level risk at L1 and L3. Writes the full table as CSV and one VTU
 per state and load case. The discs are the fibre-reinforced annulus, as a study's default
 (``fem.solve_disc(..., coupling=True)``, docs/studies.md, "The disc"); ``--disc isotropic``
-solves the builders' solid annulus instead. ``--ligaments`` gives the parametric segment its
-posterior ligaments (``fem.ligaments``, solved with the discs' fibres), as a study's
-``ligaments = "yes"``.
+solves the builders' solid annulus instead. The parametric segment has its posterior ligaments
+(``fem.ligaments``, solved with the discs' fibres), as a study's default ``ligaments = "auto"``;
+``--no-ligaments`` leaves them out (the segment of before, whose discs alone hold a bending
+moment).
 
 With ``--anatomy ssm`` the same study runs on real anatomy: the mean L2-L4 of a statistical shape
 model of 87 patients (Clouthier et al. 2023, J Biomech 146:111421; data from
@@ -23,7 +24,7 @@ model of 87 patients (Clouthier et al. 2023, J Biomech 146:111421; data from
 
     python examples/augmentation_study.py [--voxel 1.5] [--anatomy parametric|ssm]
                                           [--tet10 MM] [--disc fibres|isotropic]
-                                          [--ligaments] [--out results/]
+                                          [--no-ligaments] [--out results/]
 """
 
 from __future__ import annotations
@@ -55,11 +56,16 @@ ANATOMIES = {"parametric": ("T12-L4", "L2"), "ssm": ("L2-L4", "L3")}
 
 
 def states(voxel: float, *, bmd: float = 70.0, seed: int = 0, anatomy: str = "parametric",
-           tet10: float | None = None, ligaments: bool = False) -> dict:
+           tet10: float | None = None, ligaments: bool | None = None) -> dict:
     """The six model states of the canonical study (name -> Model, no loads applied);
     ``tet10``: mesh size (mm) of the real anatomy's tet10 form, instead of voxels;
-    ``ligaments``: the parametric segment's posterior ligaments (the shape model has none)."""
+    ``ligaments``: the parametric segment's posterior ligaments (None, the default: where
+    they are built, the parametric segment; the shape model has none)."""
     levels, level = ANATOMIES[anatomy]
+    if ligaments and anatomy != "parametric":
+        raise SystemExit("the posterior ligaments are built for the parametric segment only")
+    if ligaments is None:
+        ligaments = anatomy == "parametric"
     if tet10 is not None and anatomy != "ssm":
         raise SystemExit("--tet10 applies to --anatomy ssm (the parametric tet10 segments are "
                          "fem.meshes.vertebra_gmsh)")
@@ -85,10 +91,11 @@ def states(voxel: float, *, bmd: float = 70.0, seed: int = 0, anatomy: str = "pa
 
 def run(voxel: float, out: Path, *, load_cases=LOAD_CASES, write_vtu: bool = True,
         solver: str = "auto", anatomy: str = "parametric", tet10: float | None = None,
-        disc: str = "fibres", ligaments: bool = False):
+        disc: str = "fibres", ligaments: bool | None = None):
     """Solve every state under every load case; return the :class:`fem.metrics.Comparison`.
     ``disc``: "fibres" (the fibre-reinforced annulus, as a study's default) or "isotropic";
-    ``ligaments``: the parametric segment's posterior ligaments."""
+    ``ligaments``: the parametric segment's posterior ligaments (None: where they are built,
+    as a study's "auto")."""
     if disc not in ("fibres", "isotropic"):
         raise ValueError(f"disc must be 'fibres' or 'isotropic', got {disc!r}")
     out.mkdir(parents=True, exist_ok=True)
@@ -142,17 +149,20 @@ def main(argv=None) -> int:
                    help="parametric T12-L4 (default) or the real mean L2-L4 (ssm)")
     p.add_argument("--tet10", type=float, default=None, metavar="MM",
                    help="with --anatomy ssm: tet10 mesh of this size (mm) instead of voxels")
-    p.add_argument("--ligaments", action="store_true",
-                   help="give the parametric segment its posterior ligaments (fem.ligaments): "
-                        "it then holds a bending moment as a ligamentous segment does")
+    p.add_argument("--ligaments", action=argparse.BooleanOptionalAction, default=None,
+                   help="the parametric segment's posterior ligaments (fem.ligaments), which "
+                        "hold a bending moment as a ligamentous segment does (default: with "
+                        "them on the parametric segment, without on the shape model, which "
+                        "has none)")
     args = p.parse_args(argv)
     if args.ligaments and args.anatomy != "parametric":
         p.error("--ligaments is built for the parametric segment only")
-    if args.solver == "cg" and (args.disc == "fibres" or args.ligaments):
+    ligaments = args.anatomy == "parametric" if args.ligaments is None else args.ligaments
+    if args.solver == "cg" and (args.disc == "fibres" or ligaments):
         p.error("--solver cg solves the solid annulus without ligaments only: use --disc "
-                "isotropic without --ligaments, or auto, direct or amg")
+                "isotropic --no-ligaments, or auto, direct or amg")
     comp = run(args.voxel, args.out, solver=args.solver, anatomy=args.anatomy, tet10=args.tet10,
-               disc=args.disc, ligaments=args.ligaments)
+               disc=args.disc, ligaments=ligaments)
     print(report(comp))
     print(f"\nfull table: {args.out / 'canonical_study.csv'}")
     return 0

@@ -108,7 +108,11 @@ def test_endplates_that_can_yield_bound_a_bridging_bolus():
 
     p = StudySpec.from_dict({"study": {"name": "bridge"}, "base": {
         "levels": "L1-L3", "voxel_size": 4.0, "fracture_level": "L2", "procedure": "pvp",
-        "cement_volume_ml": 6.0, "strength": "pushover"}}).expand()[0]
+        "cement_volume_ml": 6.0, "strength": "pushover",
+        # the segment these numbers were measured on; with the posterior ligaments (the
+        # default since the night of 2026-12-07) the bone's first failure comes first, at
+        # 4 697 N, and the endplates yield on the curve's second rise, 12 steps later
+        "ligaments": "no"}}).expand()[0]
     model = recipe.build_model(p)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

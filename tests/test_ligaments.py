@@ -180,10 +180,11 @@ def test_a_study_builds_ligaments_where_it_can_and_keeps_the_old_run_ids():
     # the log's note on a run beyond small strain names the remedy where it has no ligaments
     assert "beyond small strain" in notes[False] and "ligaments = true" in notes[False]
     assert "ligaments = true" not in notes[True]
-    # a run without them (the default) keeps the id it had before the key existed; "auto"
-    # builds them in a parametric voxel segment, so its run is the "yes" one
+    # a run without them keeps the id it had before the key existed; "auto" (the default since
+    # the night of 2026-12-07) builds them in a parametric voxel segment, so its run is the
+    # "yes" one, a new run
     (plain,) = StudySpec.from_dict({"study": {"name": "lig"}, "base": base}).expand()
-    assert plain["ligaments"] == "no"
+    assert plain["ligaments"] == "yes" and run_id(plain) == ids[True]
     assert ids[False] == run_id({k: v for k, v in plain.items() if k != "ligaments"})
     (auto,) = StudySpec.from_dict({"study": {"name": "lig"},
                                    "base": {**base, "ligaments": "auto"}}).expand()

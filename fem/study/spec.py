@@ -262,16 +262,17 @@ PARAMETERS = {
                   "fast for the disc's water to leave) or isotropic (the annulus a 4.2 MPa "
                   "solid, the default before); a single level has no disc and solves plainly; "
                   "docs/studies.md", choices=DISCS),
-    "ligaments": Param(str, "no", "posterior ligaments between neighbouring levels "
+    "ligaments": Param(str, "auto", "posterior ligaments between neighbouring levels "
                        "(interspinous and supraspinous, flavum, facet capsules): tension-only "
                        "fibres solved with the discs (fem.ligaments), which hold a bending "
                        "moment as a ligamentous segment does (without them the discs alone "
-                       "hold it, and a segment turns tens of degrees). no (false; the default: "
-                       "the segments of before), yes (true: refused where they are not built, "
-                       "which is everywhere but parametric voxel segments) or auto (yes for "
-                       "parametric voxel segments of two levels or more, no elsewhere); with "
-                       "them rotational_stiffness_nm_per_deg is NaN (the arch carries the "
-                       "moment past the body); docs/studies.md",
+                       "hold it, and a segment turns tens of degrees). auto (the default since "
+                       "the night of 2026-12-07: yes for parametric voxel segments of two "
+                       "levels or more, no elsewhere), yes (true: refused where they are not "
+                       "built, which is everywhere but parametric voxel segments) or no "
+                       "(false: the segments of before); with them "
+                       "rotational_stiffness_nm_per_deg is NaN (the arch carries the moment "
+                       "past the body); docs/studies.md",
                        choices=LIGAMENT_CHOICES, coerce=_yes_no),
     "treated_level": Param(str, "", "augmented level (empty: the fractured level)"),
     "approach": Param(str, "bipedicular", "needle approach",
@@ -671,7 +672,8 @@ class StudySpec:
 #: ``permeability_anisotropy`` (2.05 since 2026-12-07; 1, an isotropic cement front, before);
 #: ``fracture_anatomy`` ("carried" since 2026-12-07 evening; "intact" before);
 #: ``crushed_envelope`` and ``crushed_permeability`` (added 2026-12-07 late, "compacted": what
-#: every run had before)
+#: every run had before); ``ligaments`` ("auto" since the night of 2026-12-07, which a
+#: parametric voxel segment resolves to "yes" and every other run to "no": those keep their ids)
 ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "strength": "pistoia", "strength_levels": "treated", "ct": "", "masks": "",
                "ct_slope": 0.8, "ct_intercept": -8.0, "density_error": 0.0,
