@@ -29,8 +29,10 @@ write_vtu = false
 levels = "L1-L3"
 fracture_level = "L2"
 voxel_size = 5.0
-# the solid annulus: these tests are of the report, not of the disc (half the runs' cost)
+# the solid annulus without the posterior ligaments: these tests are of the report, not of the
+# disc or the ligaments (half the runs' cost)
 disc = "isotropic"
+ligaments = "no"
 """
 ARMS = """
 [[runs]]
