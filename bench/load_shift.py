@@ -78,13 +78,7 @@ def pillar(model, level: str = "L5", disc: str = "L4-L5", cement: str = "pmma"):
     under = body[[(i, j) in columns for i, j, _ in ijk[body].tolist()]]
     out = model.copy()
     E, nu = composite_modulus(out.E[under], porosity(out, under), get_cement(cement))
-    region = f"{level}/cement_composite"
-    out.move_elements(under, region)
-    E_all, nu_all = out.E.copy(), out.nu.copy()
-    E_all[under], nu_all[under] = E, nu
-    el = out.regions[region]
-    out.set_material(region, E=E_all[el], nu=nu_all[el])
-    return out
+    return out.move_elements(under, f"{level}/cement_composite", E=E, nu=nu)
 
 
 def pvp(model, volume_ml: float, level: str = "L5"):

@@ -647,12 +647,12 @@ def _apply_fill(out, level, fill, taken, phi, vol, exits, cem):
     cap[leak_pos] = vol[fill[leak_pos]]
     if len(body_pos):
         E, nu = composite_modulus(out.E[fill[body_pos]], phi[body_pos], cem)
-        _move(out, fill[body_pos], f"{level}/cement_composite", E=E, nu=nu)
+        out.move_elements(fill[body_pos], f"{level}/cement_composite", E=E, nu=nu)
     in_cleft = np.asarray([exits[int(p)] == "fracture cleft" for p in leak_pos], bool)
     if (~in_cleft).any():
-        _move(out, fill[leak_pos[~in_cleft]], f"{level}/cement_leak", E=cem.E, nu=cem.nu)
+        out.move_elements(fill[leak_pos[~in_cleft]], f"{level}/cement_leak", E=cem.E, nu=cem.nu)
     if in_cleft.any():  # a void inside the body: the cement in it is solid
-        _move(out, fill[leak_pos[in_cleft]], f"{level}/cement", E=cem.E, nu=cem.nu)
+        out.move_elements(fill[leak_pos[in_cleft]], f"{level}/cement", E=cem.E, nu=cem.nu)
     return float(cap[body_pos].sum()), cap
 
 
@@ -725,7 +725,7 @@ def pkp(model: Model, level: str, volume_ml: float, *, balloon_ml: float | None 
     exits = _exit_sites(out, level, fill, pos_out, keys_out)
     cavity = _balloon_cavity(out, level, nds, c, vol[fill], exits, vb)
     _compact_rim(out, level, fill, vol, phi, k, c, cavity, exits, rim_thickness, law)
-    _move(out, fill[cavity], f"{level}/cement", E=cem.E, nu=cem.nu)
+    out.move_elements(fill[cavity], f"{level}/cement", E=cem.E, nu=cem.nu)
     cav_vol = float(vol[fill[cavity]].sum())
     extra = v * ML - cav_vol
     placed, leaks, p_bone_k, bone_vol = cav_vol, (), None, 0.0
@@ -815,8 +815,8 @@ def _compact_rim(out: Model, level: str, fill, vol, phi, k, c, cavity, exits,
     gain = float((rho_cav * vol[fill[cavity]]).sum() / vol[fill[rim]].sum())
     ratio = ((rho_rim + gain) / rho_rim) ** get_law(law).c
     phi[rim] = 1.0 - (rho_rim + gain) / TISSUE_DENSITY
-    _move(out, fill[rim], f"{level}/compacted", E=intact_modulus(out, fill[rim]) * ratio,
-          nu=out.nu[fill[rim]])
+    out.move_elements(fill[rim], f"{level}/compacted",
+                      E=intact_modulus(out, fill[rim]) * ratio, nu=out.nu[fill[rim]])
     k[rim] = permeability(phi[rim])
 
 
@@ -847,16 +847,6 @@ def _interdigitate(out: Model, level: str, fill, vol, phi, k, graph, cavity, exi
         return more, leaks, None, 0.0
     return (more, leaks, _radial_permeability(k[others][body], anisotropy),
             float(vol[sub[body]].sum()))
-
-
-def _move(model: Model, elements, region: str, *, E, nu) -> None:
-    """Move elements out of their regions into ``region`` with an isotropic material."""
-    elements = np.asarray(elements, dtype=np.int64)
-    model.move_elements(elements, region)
-    E_all, nu_all = model.E.copy(), model.nu.copy()
-    E_all[elements], nu_all[elements] = E, nu
-    el = model.regions[region]
-    model.set_material(region, E=E_all[el], nu=nu_all[el])
 
 
 def _neighbours(i, j, positions) -> np.ndarray:

@@ -303,14 +303,25 @@ class Model:
         self.regions[self._check_name(name)] = e
         return self
 
-    def move_elements(self, elements, region: str) -> Model:
+    def move_elements(self, elements, region: str, *, E=None, nu=None) -> Model:
         """Take ``elements`` out of every region and add them to ``region`` (created, or
-        extended): what a procedure does when it turns bone into cement or damaged bone. The
-        material is the caller's to set."""
+        extended): what a procedure does when it turns bone into cement or damaged bone. With
+        ``E`` (MPa) and ``nu`` (scalars, or one value per element of ``elements``) the moved
+        elements take that isotropic material and ``region`` becomes their material region,
+        its other elements keeping theirs; without them the material is the caller's to set."""
         elements = np.asarray(elements, dtype=np.int64).ravel()
+        if (E is None) != (nu is None):
+            raise MaterialError(f"moving elements into region {region!r}: give both E and nu "
+                                "for their new material, or neither")
         for name in list(self.regions):
             self.regions[name] = np.setdiff1d(self.regions[name], elements)
-        return self.add_region(region, np.union1d(self.regions.get(region, []), elements))
+        self.add_region(region, np.union1d(self.regions.get(region, []), elements))
+        if E is None:
+            return self
+        E_all, nu_all = self.E.copy(), self.nu.copy()
+        E_all[elements], nu_all[elements] = E, nu
+        el = self.regions[region]
+        return self.set_material(region, E=E_all[el], nu=nu_all[el])
 
     def element_centres(self, elements=None) -> np.ndarray:
         """Mean of all nodes of each element (mid-edge nodes included), (n, 3) mm, of

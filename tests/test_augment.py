@@ -442,3 +442,26 @@ def test_crushed_bone_takes_cement_by_its_compacted_or_its_original_permeability
     assert touch["original"] > touch["compacted"] + 0.05
     with pytest.raises(fem.ParameterError, match="crushed_permeability"):
         augment.pvp(c, "L3", 1.0, crushed_permeability="open")
+
+
+def test_moving_elements_into_a_region_gives_them_its_new_material_only():
+    """``Model.move_elements(..., E=, nu=)``, what every procedure does to the bone it fills:
+    the moved elements leave their regions and take the given material; the region's elements
+    already there, and every other element, keep theirs; E without nu is refused."""
+    from fem.errors import MaterialError
+
+    m = vertebra.segment_model("L1", voxel_size=4.0)
+    core = m.regions["L1/trabecular"]
+    first, second = core[:5], core[5:9]
+    before = m.E.copy(), m.nu.copy()
+    m.move_elements(first, "L1/cement", E=3000.0, nu=0.3)
+    m.move_elements(second, "L1/cement", E=np.arange(4) + 100.0, nu=np.full(4, 0.25))
+    assert set(m.regions["L1/cement"]) == set(first) | set(second)
+    assert not np.isin(m.regions["L1/trabecular"], m.regions["L1/cement"]).any()
+    assert np.all(m.E[first] == 3000.0) and np.all(m.nu[first] == 0.3)
+    assert np.array_equal(m.E[second], np.arange(4) + 100.0) and np.all(m.nu[second] == 0.25)
+    rest = np.setdiff1d(np.arange(m.n_elements), np.r_[first, second])
+    assert np.array_equal(m.E[rest], before[0][rest]) and np.array_equal(m.nu[rest],
+                                                                           before[1][rest])
+    with pytest.raises(MaterialError, match="L1/cement.*both E and nu"):
+        m.move_elements(core[9:10], "L1/cement", E=10.0)

@@ -631,7 +631,7 @@ def test_cement_endplate_contact_counts_the_endplate_cement_lies_against():
     below = [key.get(cell(c[e] - [0, 0, 2.0])) for e in sup]
     take = np.array([b for b in below if b is not None])[::2]  # half of those under it
     out = m.copy()
-    augment._move(out, take, "L2/cement_composite", E=2000.0, nu=0.3)
+    out.move_elements(take, "L2/cement_composite", E=2000.0, nu=0.3)
     cemented = {cell(c[e]) for e in take}
     steps = 2.0 * np.vstack([np.eye(3), -np.eye(3)])  # the six face neighbours
     expected = np.mean([any(cell(c[e] + d) in cemented for d in steps) for e in sup])
