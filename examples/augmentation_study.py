@@ -12,10 +12,10 @@ risk, endplate bulge, disc pressure, heights, cement) and the two headline predi
 prevention at L2 and adjacent-level risk at L1 and L3. Writes the full table as CSV and one VTU
 per state and load case. The discs are the fibre-reinforced annulus, as a study's default
 (``fem.solve_disc(..., coupling=True)``, docs/studies.md, "The disc"); ``--disc isotropic``
-solves the builders' solid annulus instead. The parametric segment has its posterior ligaments
+solves the builders' solid annulus instead. The voxel segments have their posterior ligaments
 (``fem.ligaments``, solved with the discs' fibres), as a study's default ``ligaments = "auto"``;
 ``--no-ligaments`` leaves them out (the segment of before, whose discs alone hold a bending
-moment).
+moment); the tet10 form has none.
 
 With ``--anatomy ssm`` the same study runs on real anatomy: the mean L2-L4 of a statistical shape
 model of 87 patients (Clouthier et al. 2023, J Biomech 146:111421; data from
@@ -59,13 +59,13 @@ def states(voxel: float, *, bmd: float = 70.0, seed: int = 0, anatomy: str = "pa
            tet10: float | None = None, ligaments: bool | None = None) -> dict:
     """The six model states of the canonical study (name -> Model, no loads applied);
     ``tet10``: mesh size (mm) of the real anatomy's tet10 form, instead of voxels;
-    ``ligaments``: the parametric segment's posterior ligaments (None, the default: where
-    they are built, the parametric segment; the shape model has none)."""
+    ``ligaments``: the segment's posterior ligaments (None, the default: where they are
+    built, the voxel segments; the tet10 form has none)."""
     levels, level = ANATOMIES[anatomy]
-    if ligaments and anatomy != "parametric":
-        raise SystemExit("the posterior ligaments are built for the parametric segment only")
+    if ligaments and tet10 is not None:
+        raise SystemExit("the posterior ligaments are built on voxel segments only, not --tet10")
     if ligaments is None:
-        ligaments = anatomy == "parametric"
+        ligaments = tet10 is None
     if tet10 is not None and anatomy != "ssm":
         raise SystemExit("--tet10 applies to --anatomy ssm (the parametric tet10 segments are "
                          "fem.meshes.vertebra_gmsh)")
@@ -76,7 +76,8 @@ def states(voxel: float, *, bmd: float = 70.0, seed: int = 0, anatomy: str = "pa
     elif anatomy == "ssm":
         from fem.meshes.ssm import ssm_segment_model
 
-        intact = ssm_segment_model(levels, voxel_size=voxel, materials=BoneQuality(bmd=bmd))
+        intact = ssm_segment_model(levels, voxel_size=voxel, materials=BoneQuality(bmd=bmd),
+                                   ligaments=ligaments)
     else:
         intact = segment_model(levels, voxel_size=voxel, materials=BoneQuality(bmd=bmd),
                                ligaments=ligaments)
@@ -94,8 +95,8 @@ def run(voxel: float, out: Path, *, load_cases=LOAD_CASES, write_vtu: bool = Tru
         disc: str = "fibres", ligaments: bool | None = None):
     """Solve every state under every load case; return the :class:`fem.metrics.Comparison`.
     ``disc``: "fibres" (the fibre-reinforced annulus, as a study's default) or "isotropic";
-    ``ligaments``: the parametric segment's posterior ligaments (None: where they are built,
-    as a study's "auto")."""
+    ``ligaments``: the segment's posterior ligaments (None: where they are built, as a
+    study's "auto")."""
     if disc not in ("fibres", "isotropic"):
         raise ValueError(f"disc must be 'fibres' or 'isotropic', got {disc!r}")
     out.mkdir(parents=True, exist_ok=True)
@@ -150,14 +151,13 @@ def main(argv=None) -> int:
     p.add_argument("--tet10", type=float, default=None, metavar="MM",
                    help="with --anatomy ssm: tet10 mesh of this size (mm) instead of voxels")
     p.add_argument("--ligaments", action=argparse.BooleanOptionalAction, default=None,
-                   help="the parametric segment's posterior ligaments (fem.ligaments), which "
-                        "hold a bending moment as a ligamentous segment does (default: with "
-                        "them on the parametric segment, without on the shape model, which "
-                        "has none)")
+                   help="the segment's posterior ligaments (fem.ligaments), which hold a "
+                        "bending moment as a ligamentous segment does (default: with them on "
+                        "voxel segments, without on the tet10 form, which has none)")
     args = p.parse_args(argv)
-    if args.ligaments and args.anatomy != "parametric":
-        p.error("--ligaments is built for the parametric segment only")
-    ligaments = args.anatomy == "parametric" if args.ligaments is None else args.ligaments
+    if args.ligaments and args.tet10 is not None:
+        p.error("--ligaments is built on voxel segments only, not with --tet10")
+    ligaments = args.tet10 is None if args.ligaments is None else args.ligaments
     if args.solver == "cg" and (args.disc == "fibres" or ligaments):
         p.error("--solver cg solves the solid annulus without ligaments only: use --disc "
                 "isotropic --no-ligaments, or auto, direct or amg")

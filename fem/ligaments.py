@@ -5,15 +5,19 @@ A segment without ligaments holds a bending moment with its discs alone, and the
 project are far softer in bending than a ligamentous motion segment (docs/validation.md, "A
 segment in bending"). In flexion the posterior ligaments are the structures furthest from the
 disc's centre of rotation and, stretched, carry most of the moment; in extension and under
-axial compression they go slack. A builder that makes them (``fem.meshes.vertebra.segment_model
-(..., ligaments=True)``) fills the gaps between the neighbouring levels' posterior elements with
-three regions per disc, ``"<upper>-<lower>/<part>"`` of :data:`LIGAMENT_PARTS`:
+axial compression they go slack. A builder that makes them (``ligaments=True`` of
+``fem.meshes.vertebra.segment_model``, ``fem.meshes.ssm.ssm_segment_model`` and
+``fem.meshes.patient.patient_segment_model``) fills the gaps between the neighbouring levels'
+posterior elements with three regions per disc, ``"<upper>-<lower>/<part>"`` of
+:data:`LIGAMENT_PARTS`:
 
 * ``ligament_interspinous``: between the spinous processes, the interspinous and supraspinous
   ligaments together;
 * ``ligament_flavum``: between the laminae, medially (the ligamentum flavum);
-* ``ligament_capsular``: between the laminae, laterally, standing in for the facet capsules
-  (the parametric vertebra has no articular processes; both sides are one region).
+* ``ligament_capsular``: laterally, standing in for the facet capsules: between the laminae of
+  the parametric vertebra, which has no articular processes, and between the articular
+  processes of real anatomy (the shape model, a patient's CT), where the gap filled is the
+  joint's; both sides are one region.
 
 Each is solved as fibres along the line between its two attachments, tension-only, on a soft
 ground (:class:`fem.fibres.FibreLaw` at 90 degrees to the transverse plane, so both families run

@@ -119,7 +119,7 @@ def measure_cortex(image: CTImage, mask, *, band: float = CORTEX_BAND) -> dict:
 def patient_segment_model(image: CTImage, segmentation, calibration: Calibration, *,
                           levels: str = "L1-L3", voxel_size: float | None = None,
                           law: str = "morgan2003", E_min: float = 1.0, materials=None,
-                          cortex="image", endplate: float = 0.25):
+                          cortex="image", endplate: float = 0.25, ligaments: bool = False):
     """A hex8 voxel model of ``levels`` of a patient (module docstring).
 
     ``image``: the CT (HU); ``segmentation``: a :class:`~fem.meshes.segmentation.Segmentation`
@@ -130,7 +130,9 @@ def patient_segment_model(image: CTImage, segmentation, calibration: Calibration
     the physical layer thicknesses (mm), as :func:`fem.meshes.ssm.ssm_segment_model`;
     ``cortex="image"`` (the default) measures it on each level (:func:`measure_cortex`) and uses
     the levels' median where the image resolves every level's cortex, else
-    :data:`CORTEX_DEFAULT` (``metadata["ct"]["cortex"]`` says which, and why).
+    :data:`CORTEX_DEFAULT` (``metadata["ct"]["cortex"]`` says which, and why);
+    ``ligaments``: the posterior ligaments between neighbouring levels' posterior elements
+    (:func:`fem.meshes.ssm.segment_from_levels`, :mod:`fem.ligaments`).
     """
     if not isinstance(image, CTImage):
         raise ParameterError(f"image must be a fem.meshes.ct.CTImage, got {type(image).__name__}")
@@ -151,7 +153,7 @@ def patient_segment_model(image: CTImage, segmentation, calibration: Calibration
     lvl, dist = _levels_on_grid(seg, names, pts, h)
     hu = _sample(image.hu, pts)
     m, made = segment_from_levels(lvl, dist, origin, h, names, materials=materials,
-                                  cortex=cortex, endplate=endplate)
+                                  cortex=cortex, endplate=endplate, ligaments=ligaments)
     cores = _trabecular_moduli(m, names, hu, calibration, law, E_min)
     m.source = f"<patient CT {seg.source}>"
     m.metadata["ct"] = dict(segmentation=seg.source, calibration=dict(

@@ -46,6 +46,15 @@ the :data:`NUCLEUS_AREA` (40 %, inside the 30-50 % usually modelled; an assumpti
 cross-section farthest from its outline (2-D distance transform, ties broken towards the
 centroid), the annulus the rest.
 
+Posterior ligaments (``ligaments=True``, :func:`_label_ligaments`, :mod:`fem.ligaments`) fill,
+column by column behind the front of the laminae (the first posterior-element voxel behind each
+body in the mid-sagittal strip; the later of the two levels'), the empty voxels between the
+upper level's lowest and the lower level's highest posterior-element voxel, at most
+:data:`LIGAMENT_MAX_GAP` tall: within :data:`LIGAMENT_MEDIAL` of the body width from the midline
+the flavum, and behind it, beyond :data:`LIGAMENT_FLAVUM_DEPTH` of the body depth, the
+interspinous ligament; laterally the facet capsules, which fill the facet joints' gap between the
+articular processes. The canal and the foramina (in front of the laminae) stay empty.
+
 Anatomy (``model.anatomy[level]``, estimated from the voxels): ``centre`` the body
 centroid; ``superior_centre`` / ``inferior_centre`` the mean of the endplate surface nodes within
 a quarter of the body's smaller dimension from the centre's axis; ``height`` their distance;
@@ -483,7 +492,8 @@ def _surface_axis(surface, c0, d, y_wall, e_ax, side):
 
 
 def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
-                      cortex: float = 0.5, endplate: float = 0.25, folder=None):
+                      cortex: float = 0.5, endplate: float = 0.25, folder=None,
+                      ligaments: bool = False):
     """A hex8 voxel model of contiguous levels of the mean lumbar spine (L2-L5) with discs.
 
     ``voxel_size`` mm; ``materials`` as :func:`fem.meshes.vertebra.resolve_materials`;
@@ -501,7 +511,8 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
     lvl, dist = _inside(grid.surfaces, grid.origin, grid.shape, h, within=cortex)
     n_inside = [int((lvl == i).sum()) for i in range(len(names))]
     m, made = segment_from_levels(lvl, dist, grid.origin, h, names, materials=materials,
-                                  cortex=cortex, endplate=endplate, surfaces=surfs)
+                                  cortex=cortex, endplate=endplate, surfaces=surfs,
+                                  ligaments=ligaments)
     m.metadata["ssm"] = dict(folder=str(data_folder(folder)), rotation=ROTATION.tolist(),
                              translation=made["translation"].tolist(), citation=CITATION,
                              surface_volumes={n: float(surfs[n].volume) for n in names},
@@ -512,7 +523,8 @@ def ssm_segment_model(levels="L2-L4", voxel_size: float = 1.0, materials=None,
 
 
 def segment_from_levels(lvl, dist, origin, h: float, names: list[str], *, materials=None,
-                        cortex: float = 0.5, endplate: float = 0.25, surfaces=None):
+                        cortex: float = 0.5, endplate: float = 0.25, surfaces=None,
+                        ligaments: bool = False):
     """A hex8 segment model from a grid of vertebrae: ``lvl`` (nx, ny, nz) the index into
     ``names`` (cranial to caudal) of each voxel's level, -1 empty (changed in place: voxels
     touching the level above are emptied); ``dist`` the distance (mm) of each occupied voxel's
@@ -537,6 +549,8 @@ def segment_from_levels(lvl, dist, origin, h: float, names: list[str], *, materi
         bodies.append(body)
         rims.append(rim)
     fractions = _label_discs(labels, lvl, bodies, names)
+    ligament_voxels = (_label_ligaments(labels, lvl, bodies, names, grid)
+                       if ligaments and len(names) > 1 else {})
     shift = _model_shift(bodies, grid.origin, h)
     o_model = grid.origin + shift
     layers = LevelDims("ssm", 1.0, 1.0, 1.0, 1.0, 0.0, cortex=cortex, endplate=endplate)
@@ -548,7 +562,7 @@ def segment_from_levels(lvl, dist, origin, h: float, names: list[str], *, materi
     _annotate_levels(m, names, bodies, lvl, o_model, h, surfaces, shift, cortex, endplate)
     m.metadata["voxel_size"] = h
     return m, {"translation": shift, "separated_voxels": removed,
-               "nucleus_area_fraction": fractions}
+               "nucleus_area_fraction": fractions, "ligament_voxels": ligament_voxels}
 
 
 @dataclass(frozen=True)
@@ -646,6 +660,70 @@ def _label_discs(labels, lvl, bodies, names) -> dict:
         labels[gap] = 1 + 10 * i + 5
         labels[gap & nuc2[..., None]] = 1 + 10 * i + 6
     return fractions
+
+
+#: the posterior ligaments between real posterior elements (:func:`_label_ligaments`):
+#: ASSUMPTIONS of the anatomy's proportions, as the parametric builder's boxes are. The gaps are
+#: filled behind the front of the laminae (the canal and the foramina stay empty); within
+#: ``LIGAMENT_MEDIAL`` of the body width from the midline they are the flavum, and behind it,
+#: more than ``LIGAMENT_FLAVUM_DEPTH`` of the body depth behind the laminae's front, the
+#: interspinous ligament; laterally the facet capsules. A gap taller than
+#: ``LIGAMENT_MAX_GAP`` mm is no ligament's.
+LIGAMENT_MEDIAL = 0.2
+LIGAMENT_FLAVUM_DEPTH = 0.2
+LIGAMENT_MAX_GAP = 30.0
+
+
+def _label_ligaments(labels, lvl, bodies, names, grid: _Grid) -> dict:
+    """Label the posterior ligaments between each pair of neighbouring levels (``labels`` in
+    place, codes ``1 + 10 i + 7 + r`` of :data:`fem.parts.LIGAMENT`, as the parametric
+    builder's): in every vertical column of voxels behind the laminae's front where the upper
+    level's posterior elements lie above the lower level's, the empty voxels between them,
+    split into the three parts by :data:`LIGAMENT_MEDIAL` and :data:`LIGAMENT_FLAVUM_DEPTH`.
+    Returns {region name: voxels}; raises :class:`MeshError` where a part gets no voxel."""
+    h = grid.h
+    kz = np.arange(labels.shape[2])
+    x, y = grid.centres(0), grid.centres(1)
+    counts = {}
+    for i in range(len(names) - 1):
+        post = [labels == 1 + 10 * (i + d) + 4 for d in (0, 1)]
+        body = bodies[i][0] | bodies[i + 1][0]
+        bc = np.argwhere(body)
+        xc = grid.origin[0] + (bc[:, 0].mean() + 0.5) * h
+        width = (np.ptp(bc[:, 0]) + 1) * h
+        depth = (np.ptp(bc[:, 1]) + 1) * h
+        strip = np.abs(x - xc) < max(3.0, h)
+        fronts = []
+        for d in (0, 1):
+            js = np.nonzero(post[d][strip].any(axis=(0, 2)))[0]
+            js = js[js > bodies[i + d][3]]
+            if not len(js):
+                raise MeshError(f"{names[i + d]}: no lamina found in the midline behind the "
+                                "body at this voxel size, for the posterior ligaments")
+            fronts.append(y[js.min()])
+        front = max(fronts)
+        # the lowest voxel of the upper level's arch and the highest of the lower's, per column
+        bot_up = np.where(post[0].any(axis=2), np.argmax(post[0], axis=2), -1)
+        top_lo = np.where(post[1].any(axis=2),
+                          labels.shape[2] - 1 - np.argmax(post[1][:, :, ::-1], axis=2), -1)
+        behind = (y >= front)[None, :]
+        cols = behind & (bot_up >= 0) & (top_lo >= 0) & (bot_up > top_lo + 1) \
+            & ((bot_up - top_lo - 1) * h <= LIGAMENT_MAX_GAP)
+        gap = cols[..., None] & (kz > top_lo[..., None]) & (kz < bot_up[..., None]) \
+            & (labels == 0) & (lvl < 0)
+        medial = (np.abs(x - xc) < LIGAMENT_MEDIAL * width)[:, None]
+        spinous = (y > front + LIGAMENT_FLAVUM_DEPTH * depth)[None, :]
+        parts = {"ligament_interspinous": medial & spinous, "ligament_flavum": medial & ~spinous,
+                 "ligament_capsular": ~medial}
+        for r, (part, where) in enumerate(parts.items()):
+            sel = gap & where[..., None]
+            name = f"{names[i]}-{names[i + 1]}/{part}"
+            if not sel.any():
+                raise MeshError(f"voxel size {h:g} mm leaves no voxel for the {part} between "
+                                f"{names[i]} and {names[i + 1]}: use a finer voxel size")
+            labels[sel] = 1 + 10 * i + 7 + r
+            counts[name] = int(sel.sum())
+    return counts
 
 
 def _model_shift(bodies, origin, h: float) -> np.ndarray:

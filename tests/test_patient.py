@@ -239,3 +239,14 @@ def test_a_piece_joined_only_by_an_edge_is_dropped(scan):
     assert m.metadata["ct"]["separated_voxels"] == base.metadata["ct"]["separated_voxels"] + 1
     m.fix("bottom").add(fem.Pressure("top", 0.5))
     assert fem.solve(m).info.imbalance is not None
+
+
+def test_a_patient_gets_ligaments_between_its_own_posterior_elements(scan, patient):
+    """``patient_segment_model(..., ligaments=True)`` (3 mm): the gaps between the scan's real
+    posterior elements behind the laminae hold the three ligaments of each disc, joined to
+    nothing but the two arches (the checks of tests/test_ligaments.py's shape model)."""
+    from test_ligaments import check_real_ligaments
+
+    image, seg = scan
+    m = patient_segment_model(image, seg, CAL, levels="L1-L3", voxel_size=3.0, ligaments=True)
+    check_real_ligaments(m, patient, ("L1-L2", "L2-L3"))

@@ -67,7 +67,7 @@ def _small_strain_note(rows, ligaments: bool | None = None) -> str:
                                   "disc_rotation_deg": [r.get("disc_rotation_deg")
                                                         for r in rows]})
     hint = ("; without posterior ligaments only the discs hold the bending: ligaments = true "
-            "(parametric segments)" if ligaments is False else "")
+            "(voxel segments)" if ligaments is False else "")
     return (f"; beyond small strain: {beyond} across the disc (holds to about "
             f"{SMALL_ROTATION_DEG:.1f} deg; disc_rotation_deg, docs/validation.md{hint})"
             if beyond else "")

@@ -56,7 +56,8 @@ def build_model(p: dict):
     elif anatomy == "ssm":
         from ..meshes.ssm import ssm_segment_model
 
-        m = ssm_segment_model(p["levels"], voxel_size=p["voxel_size"], materials=mats)
+        m = ssm_segment_model(p["levels"], voxel_size=p["voxel_size"], materials=mats,
+                              ligaments=p["ligaments"] == "yes")
     elif mesh == "tet10":
         from ..meshes.vertebra_gmsh import segment_model_tet10
 
@@ -129,7 +130,8 @@ def _patient(p: dict, mats):
     cal = ct.Calibration(p["ct_slope"], p["ct_intercept"] + p["density_error"],
                          source="study spec")
     return patient_segment_model(image, p["masks"], cal, levels=p["levels"],
-                                 voxel_size=p["voxel_size"], materials=mats, law=mats.law)
+                                 voxel_size=p["voxel_size"], materials=mats, law=mats.law,
+                                 ligaments=p["ligaments"] == "yes")
 
 
 def execute(p: dict, vtu: str | None = None, *, progress: bool = False) -> dict:

@@ -162,13 +162,13 @@ def _yes_no(v):
 
 
 def ligaments_built(p: dict) -> bool:
-    """Whether ``ligaments = "auto"`` builds ligaments in run ``p``: a parametric voxel segment
-    of two levels or more (``p["levels"]`` resolved). Levels that name no range build none
-    here: the spec's own check of ``levels`` says what is wrong with them."""
+    """Whether ``ligaments = "auto"`` builds ligaments in run ``p``: a voxel segment (any
+    anatomy) of two levels or more (``p["levels"]`` resolved). Levels that name no range build
+    none here: the spec's own check of ``levels`` says what is wrong with them."""
     from ..errors import MeshError
     from ..meshes.vertebra import level_range
 
-    if p.get("anatomy") != "parametric" or p.get("mesh") != "voxel":
+    if p.get("mesh") != "voxel":
         return False
     try:
         return len(level_range(p["levels"])) > 1
@@ -267,12 +267,11 @@ PARAMETERS = {
                        "fibres solved with the discs (fem.ligaments), which hold a bending "
                        "moment as a ligamentous segment does (without them the discs alone "
                        "hold it, and a segment turns tens of degrees). auto (the default since "
-                       "the night of 2026-12-07: yes for parametric voxel segments of two "
-                       "levels or more, no elsewhere), yes (true: refused where they are not "
-                       "built, which is everywhere but parametric voxel segments) or no "
-                       "(false: the segments of before); with them "
-                       "rotational_stiffness_nm_per_deg is NaN (the arch carries the moment "
-                       "past the body); docs/studies.md",
+                       "the night of 2026-12-07: yes for voxel segments of two levels or more, "
+                       "parametric, shape model or CT, no elsewhere), yes (true: refused where "
+                       "they are not built, tet10 meshes) or no (false: the segments of "
+                       "before); with them rotational_stiffness_nm_per_deg is NaN (the arch "
+                       "carries the moment past the body); docs/studies.md",
                        choices=LIGAMENT_CHOICES, coerce=_yes_no),
     "treated_level": Param(str, "", "augmented level (empty: the fractured level)"),
     "approach": Param(str, "bipedicular", "needle approach",
@@ -672,8 +671,8 @@ class StudySpec:
 #: ``permeability_anisotropy`` (2.05 since 2026-12-07; 1, an isotropic cement front, before);
 #: ``fracture_anatomy`` ("carried" since 2026-12-07 evening; "intact" before);
 #: ``crushed_envelope`` and ``crushed_permeability`` (added 2026-12-07 late, "compacted": what
-#: every run had before); ``ligaments`` ("auto" since the night of 2026-12-07, which a
-#: parametric voxel segment resolves to "yes" and every other run to "no": those keep their ids)
+#: every run had before); ``ligaments`` ("auto" since the night of 2026-12-07, which a voxel
+#: segment resolves to "yes" and every other run to "no": those keep their ids)
 ADDED_LATER = {"anatomy": "parametric", "mesh": "voxel", "mesh_size": 3.0,
                "strength": "pistoia", "strength_levels": "treated", "ct": "", "masks": "",
                "ct_slope": 0.8, "ct_intercept": -8.0, "density_error": 0.0,
@@ -951,10 +950,9 @@ def _cross_check(p, err):
         if not has_data(names):
             raise err("anatomy", f"the lumbar shape model's surfaces are not in "
                       f"{data_folder()}: set FEM_SSM_DATA to the folder holding L2.ply..L5.ply")
-    if p["ligaments"] == "yes" and (p["anatomy"] != "parametric" or p["mesh"] != "voxel"):
-        raise err("ligaments", f"ligaments = 'yes' is built for the parametric voxel segment "
-                  f"only (anatomy = 'parametric', mesh = 'voxel'), not anatomy = "
-                  f"{p['anatomy']!r}, mesh = {p['mesh']!r}: use 'auto' or 'no'")
+    if p["ligaments"] == "yes" and p["mesh"] != "voxel":
+        raise err("ligaments", f"ligaments = 'yes' is built on voxel segments only (mesh = "
+                  f"'voxel'), not mesh = {p['mesh']!r}: use 'auto' or 'no'")
     for key in ("fracture_level", "treated_level"):
         if p[key] and p[key] not in names:
             raise err(key, f"level {p[key]!r} is not in levels {p['levels']!r} "

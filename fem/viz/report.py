@@ -654,8 +654,7 @@ def _small_strain_note(full) -> str:
     with_ligaments = ("ligaments" in full.columns
                       and (full.loc[turn > SMALL_ROTATION_DEG, "ligaments"] == "yes").all())
     held = ("no facets: posterior ligaments alone hold it" if with_ligaments else
-            "no facets, and no ligaments: ligaments = no, or an anatomy they are not built "
-            "on")
+            "no facets, and no ligaments: ligaments = no, or a tet10 mesh, which has none")
     return "<p>" + html.escape(
         f"{len(beyond)} of {full['run_id'].nunique()} runs turn a disc beyond small strain "
         f"(disc_rotation_deg above {SMALL_ROTATION_DEG:.1f}°, up to {turn.max():.0f}°): their "
