@@ -2,10 +2,12 @@
 2006's intact segments (``fem.meshes.experiments.NIOSI_2006_*``; docs/validation.md, "A segment
 in bending").
 
-    python bench/bending.py [--voxel 3] [--levels L3-L4] [--bmd 70]
+    python bench/bending.py [--voxel 3] [--levels L3-L4] [--bmd 70] [--anatomy ssm]
 
-The parametric segment (``segment_model(..., ligaments=)``, posterior elements kept, lower level
-fixed at its inferior endplate, a rigid plate on the upper one), each disc model (the studies'
+The parametric segment (``segment_model(..., ligaments=)``; with ``--anatomy ssm`` the mean shape
+model's, ``ssm_segment_model(..., ligaments=)``, whose ligaments join its real posterior
+elements; posterior elements kept, lower level fixed at its inferior endplate, a rigid plate on
+the upper one), each disc model (the studies'
 fibre disc, small strain, exact secant; the isotropic annulus) with and without the ligaments of
 ``fem.ligaments``, under the protocol of flexibility tests: a pure 7.5 N·m moment in flexion and
 in extension, and flexion with a 600 N compression (Niosi's follower preload; here a dead load on
@@ -56,18 +58,20 @@ def rotation(model, force: float, moment: float, disc: str) -> dict:
 
 
 def replica(h: float, bmd: float, levels: str = "L3-L4", discs=DISCS,
-            ligaments=(False, True)) -> list[dict]:
+            ligaments=(False, True), anatomy: str = "parametric") -> list[dict]:
     """Every case of :data:`CASES` on ``levels`` at voxel ``h`` (mm), trabecular BMD ``bmd``,
-    for each disc model and with / without ligaments: rows of :func:`rotation` with
-    ``case``, ``disc``, ``ligaments`` and the measured ``reference``."""
+    for each disc model and with / without ligaments, on the ``anatomy`` ("parametric" or
+    "ssm"): rows of :func:`rotation` with ``case``, ``disc``, ``ligaments`` and the measured
+    ``reference``."""
     from fem.meshes import experiments
     from fem.meshes.bone import BoneQuality
+    from fem.meshes.ssm import ssm_segment_model
     from fem.meshes.vertebra import segment_model
 
+    build = {"parametric": segment_model, "ssm": ssm_segment_model}[anatomy]
     rows = []
     for lig in ligaments:
-        model = segment_model(levels, voxel_size=h, materials=BoneQuality(bmd=bmd),
-                              ligaments=lig)
+        model = build(levels, voxel_size=h, materials=BoneQuality(bmd=bmd), ligaments=lig)
         for disc in discs:
             for name, force, moment, ref in CASES:
                 rows.append({"case": name, "disc": disc, "ligaments": lig,
@@ -82,14 +86,16 @@ def main(argv=None) -> int:
     ap.add_argument("--levels", default="L3-L4", help="the two levels, default L3-L4")
     ap.add_argument("--bmd", type=float, default=70.0,
                     help="trabecular QCT BMD (mg/cm^3), default 70")
+    ap.add_argument("--anatomy", default="parametric", choices=("parametric", "ssm"),
+                    help="the parametric segment (default) or the mean shape model's")
     args = ap.parse_args(argv)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python "
-          f"{platform.python_version()}; {args.levels}, voxel {args.voxel:g} mm, trabecular BMD "
-          f"{args.bmd:g} mg/cm^3")
+          f"{platform.python_version()}; {args.anatomy} {args.levels}, voxel {args.voxel:g} mm, "
+          f"trabecular BMD {args.bmd:g} mg/cm^3")
     print(f"{'case':16s} {'disc':9s} {'ligaments':9s} {'rotation deg':>12s} "
           f"{'measured deg':>13s} {'2 SD':>4s} {'pressure MPa':>12s} {'ISL taut':>8s} "
           f"{'solve s':>7s}")
-    for r in replica(args.voxel, args.bmd, args.levels):
+    for r in replica(args.voxel, args.bmd, args.levels, anatomy=args.anatomy):
         ref = r["reference"]
         inside = "yes" if ref.within(r["rotation"], 2.0) else "no"
         print(f"{r['case']:16s} {r['disc']:9s} {'yes' if r['ligaments'] else 'no':9s} "
