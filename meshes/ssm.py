@@ -84,6 +84,7 @@ import numpy as np
 from ..anatomy import LevelAnatomy
 from ..errors import InputFileError, MeshError, ParameterError
 from ..limits import check as check_limit
+from ..parts import LIGAMENT
 from .vertebra import (
     LevelDims,
     add_endplate_sets,
@@ -715,8 +716,8 @@ def _label_ligaments(labels, lvl, bodies, names, grid: _Grid) -> dict:
         spinous = (y > front + LIGAMENT_FLAVUM_DEPTH * depth)[None, :]
         parts = {"ligament_interspinous": medial & spinous, "ligament_flavum": medial & ~spinous,
                  "ligament_capsular": ~medial}
-        for r, (part, where) in enumerate(parts.items()):
-            sel = gap & where[..., None]
+        for r, part in enumerate(LIGAMENT):  # the order of label_names' codes
+            sel = gap & parts[part][..., None]
             name = f"{names[i]}-{names[i + 1]}/{part}"
             if not sel.any():
                 raise MeshError(f"voxel size {h:g} mm leaves no voxel for the {part} between "

@@ -320,6 +320,15 @@ def check_real_ligaments(m, bare, discs):
     for name, el in bare.regions.items():
         assert len(m.regions[name]) == len(el), name
     assert m.n_elements - bare.n_elements == sum(len(sp.elements) for sp in got.values())
+    # each part where its name says: the capsules lateral, the interspinous ligament behind
+    # the flavum
+    for disc in discs:
+        c = {p: m.element_centres(got[disc, p].elements) for p in LIGAMENT}
+        x0 = np.mean([m.anatomy[lv].centre[0] for lv in disc.split("-")])
+        off = {p: np.abs(v[:, 0] - x0).mean() for p, v in c.items()}
+        assert off["ligament_capsular"] > max(off["ligament_flavum"],
+                                              off["ligament_interspinous"]), (disc, off)
+        assert c["ligament_interspinous"][:, 1].mean() > c["ligament_flavum"][:, 1].mean()
 
 
 def test_the_shape_model_gets_ligaments_between_its_own_posterior_elements():
