@@ -119,7 +119,7 @@ from ..assembly import check_geometry, element_volumes
 from ..errors import MeshError, ParameterError, SetError
 from ..kernels import elastic
 from ..model import Model
-from ..parts import level_elements
+from ..parts import DISC, LIGAMENT, level_elements
 from ..validate import in_range
 from .transform import Motion
 from .vertebra import POSTERIOR_FLAT, rim_profile, superior_rim_height
@@ -265,6 +265,9 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     kyphosis = _tip_levels_above(model, out, pts, level, levels[:i], col, moved) if i else None
     if below is not None:
         _follow_disc(model, out, pts, col, level, below, f"{level}-{below}", moved, upper=False)
+    for disc in ([f"{levels[i - 1]}-{level}"] if i else []) + ([f"{level}-{below}"] if below
+                                                               else []):
+        _follow_ligaments(model, out, pts, disc)
     out.points = pts
     if carry_anatomy:
         out.anatomy = out.anatomy.replaced(carried_anatomy(model, pts, level))
@@ -388,7 +391,7 @@ def _tip_levels_above(model: Model, out: Model, pts, level: str, upper, col: _Co
     so it keeps its shape. Returns (R, t)."""
     sup = out.node_sets[f"{level}/superior"]
     R, t = _rigid_fit(model.points[sup], pts[sup])
-    disc = level_elements(out, f"{upper[-1]}-{level}")
+    disc = _disc_elements(out, f"{upper[-1]}-{level}")
     if len(disc):
         # only z moves with an axial shift of the top, so the volume is linear in it
         v = [_volume(out, _tipped(model, out, pts.copy(), level, upper, col, moved,
@@ -424,7 +427,7 @@ def _conserve_disc_below(model: Model, level: str, below: str, col: _Collapse) -
     than that drop allows (a lordotic disc's posterior rim one voxel thick), the level sinks
     only as far as every disc element keeps a tenth of its height, and a warning says how much
     the disc then grows."""
-    disc = level_elements(model, f"{level}-{below}")
+    disc = _disc_elements(model, f"{level}-{below}")
     if not len(disc):
         return col
     vol, det = [], []
@@ -484,7 +487,7 @@ def _follow_disc(model: Model, out: Model, pts, col: _Collapse, level: str, neig
     weighted down to 0 at the neighbour's endplate; with ``rigid`` = (R, t) (the levels above),
     the rest of the way it follows that rigid motion. Nodes in ``moved`` and the neighbour's
     are left alone."""
-    disc = level_elements(out, disc_name)
+    disc = _disc_elements(out, disc_name)
     if not len(disc):
         return
     dn = out.element_nodes(disc)
@@ -504,6 +507,50 @@ def _follow_disc(model: Model, out: Model, pts, col: _Collapse, level: str, neig
     if rigid is not None:
         R, t = rigid
         pts[dn] += (1.0 - w)[:, None] * (p0 @ R.T + t - p0)
+
+
+def _disc_elements(model: Model, disc: str) -> np.ndarray:
+    """The elements of the disc ``disc`` (``"<upper>-<lower>"``): its annulus and nucleus, not
+    the posterior ligaments that share its name (:func:`_follow_ligaments` moves those)."""
+    got = [model.regions[f"{disc}/{p}"] for p in DISC if f"{disc}/{p}" in model.regions]
+    return np.unique(np.concatenate(got)) if got else np.zeros(0, dtype=np.int64)
+
+
+def _follow_ligaments(model: Model, out: Model, pts, disc: str) -> None:
+    """Move the posterior ligaments of ``disc`` (in ``pts``) with the arches they join: their
+    nodes on either level's bone have moved with it; the others take the harmonic extension of
+    that motion over the ligament's mesh (each node the mean of its neighbours' motion, over the
+    edges of its elements), so a ligament stretches or shortens smoothly between its
+    attachments, without stress (a fracture moves the geometry; fem.ligaments)."""
+    from scipy.sparse import coo_matrix, identity
+    from scipy.sparse.linalg import spsolve
+
+    names = [f"{disc}/{p}" for p in LIGAMENT if f"{disc}/{p}" in out.regions]
+    if not names:
+        return
+    el = np.concatenate([out.regions[n] for n in names])
+    rows = [b.conn[el[(el >= b.start) & (el < b.stop)] - b.start] for b in out.blocks]
+    conn = np.concatenate([r for r in rows if len(r)])
+    nodes, local = np.unique(conn, return_inverse=True)
+    local = local.reshape(conn.shape)
+    a, b = np.triu_indices(conn.shape[1], 1)
+    i, j = local[:, a].ravel(), local[:, b].ravel()
+    n = len(nodes)
+    adj = coo_matrix((np.ones(2 * len(i)), (np.r_[i, j], np.r_[j, i])), shape=(n, n)).tocsr()
+    adj.data[:] = 1.0  # an edge shared by elements counts once
+    lap = (identity(n, format="csr").multiply(np.asarray(adj.sum(axis=1)).ravel()) - adj).tocsr()
+    bone = np.zeros(out.n_nodes, dtype=bool)
+    for level in disc.split("-"):
+        bone[out.element_nodes(level_elements(out, level))] = True
+    fixed = bone[nodes]
+    if fixed.all() or not fixed.any():
+        return
+    d = pts[nodes] - model.points[nodes]
+    free = ~fixed
+    # a free piece no attachment reaches (none is built) would be singular: it stays put
+    a_ff = lap[free][:, free] + 1e-9 * identity(int(free.sum()), format="csr")
+    d[free] = spsolve(a_ff.tocsc(), -(lap[free][:, fixed] @ d[fixed])).reshape(-1, 3)
+    pts[nodes[free]] = model.points[nodes[free]] + d[free]
 
 
 def _endplate(model: Model, level: str, side: str) -> np.ndarray:

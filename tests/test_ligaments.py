@@ -345,8 +345,9 @@ def test_the_shape_model_bends_within_niosis_segments_with_its_ligaments():
     protocol (7.5 N·m pure flexion and extension, and flexion with 600 N): with its ligaments
     every rotation lies within two SD of the ligamentous segments measured, nothing fitted
     (the stiffnesses are the FE tables', the geometry the shape model's). The ligaments cut
-    the flexion turn by more than half; and extension too, which on this anatomy meets the
-    capsules' ground in the facet joints' gap (their stand-in for facet contact)."""
+    the flexion turn by more than half; and extension too: the real arches stand close above
+    one another, and extension squeezes the ligaments' ground between them (their stand-in for
+    facet and spinous contact)."""
     ssm = _ssm_or_skip()
     cases = {"flexion": (0.0, 7500.0, experiments.NIOSI_2006_FLEXION),
              "extension": (0.0, -7500.0, experiments.NIOSI_2006_EXTENSION),
@@ -367,3 +368,49 @@ def test_the_shape_model_bends_within_niosis_segments_with_its_ligaments():
                 assert ref.within(turn[name, lig], 2.0), (name, turn[name, lig], ref)
     assert turn["flexion", True] < 0.5 * turn["flexion", False], turn
     assert turn["extension", True] < 0.5 * turn["extension", False], turn
+
+
+@pytest.mark.parametrize("shape", ["wedge", "biconcave"])
+def test_a_fracture_moves_bone_and_discs_as_without_ligaments_and_carries_them(shape):
+    """A fracture of a ligamentous segment (parametric L1-L3, 4 mm, grade 2) moves every bone
+    and disc node exactly as it moves the bare segment's (the discs keep their volume by their
+    annulus and nucleus alone; until the night of 2026-12-07 the ligaments counted as disc and
+    moved the levels above by up to 1.7 mm); the ligaments' own nodes follow their arches
+    smoothly: each free node's motion is the mean of its neighbours' (a harmonic extension)."""
+    from scipy.spatial import cKDTree
+
+    from fem.meshes import pathology
+
+    lig, bare = segment_model("L1-L3", voxel_size=4.0, ligaments=True), _bare_l1_l3()
+    fl = pathology.compress(lig, "L2", shape, grade=2)
+    fb = pathology.compress(bare, "L2", shape, grade=2)
+    dist, at = cKDTree(lig.points).query(bare.points)
+    assert dist.max() < 1e-9
+    assert np.abs(fl.points[at] - fb.points).max() < 1e-9
+    moved = fl.points - lig.points
+    el = np.concatenate([lig.regions[f"L1-L2/{p}"] for p in LIGAMENT])
+    own = np.setdiff1d(lig.element_nodes(el), np.union1d(
+        lig.element_nodes(fem.parts.level_elements(lig, "L1")),
+        lig.element_nodes(fem.parts.level_elements(lig, "L2"))))
+    assert len(own) and np.abs(moved[own]).max() > 0.1  # the gap above the fracture moved
+    conn = lig.blocks[0].conn[el]
+    for n in own:
+        nb = np.setdiff1d(conn[(conn == n).any(axis=1)], [n])
+        assert np.allclose(moved[n], moved[nb].mean(axis=0), atol=1e-6)
+
+
+@lru_cache(maxsize=1)
+def _bare_l1_l3():
+    return segment_model("L1-L3", voxel_size=4.0)
+
+
+def test_the_shape_model_s_ligaments_survive_a_fracture_at_fine_voxels():
+    """The shape model's L2-L4 at 2 mm with its ligaments takes a grade-2 wedge of L3 without
+    inverting an element: no capsule voxel joins the two articular processes side by side
+    (where the tipped level's process slides past the lower one's by several millimetres)."""
+    ssm = _ssm_or_skip()
+    from fem.meshes import pathology
+
+    m = ssm.ssm_segment_model("L2-L4", voxel_size=2.0, ligaments=True)
+    out = pathology.compress(m, "L3", "wedge", grade=2)  # raises where an element inverts
+    assert fem.ligaments.has_ligaments(out)
