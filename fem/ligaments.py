@@ -16,8 +16,9 @@ posterior elements with three regions per disc, ``"<upper>-<lower>/<part>"`` of
 * ``ligament_flavum``: between the laminae, medially (the ligamentum flavum);
 * ``ligament_capsular``: laterally, standing in for the facet capsules: between the laminae of
   the parametric vertebra, which has no articular processes, and between the articular
-  processes of real anatomy (the shape model, a patient's CT), where the gap filled is the
-  joint's; both sides are one region.
+  processes of real anatomy (the shape model, a patient's CT) where one stands above the other
+  (the joint's own gap, where they stand side by side, stays empty); both sides are one
+  region.
 
 Each is solved as fibres along the line between its two attachments, tension-only, on a soft
 ground (:class:`fem.fibres.FibreLaw` at 90 degrees to the transverse plane, so both families run

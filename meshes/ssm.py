@@ -52,8 +52,10 @@ body in the mid-sagittal strip; the later of the two levels'), the empty voxels 
 upper level's lowest and the lower level's highest posterior-element voxel, at most
 :data:`LIGAMENT_MAX_GAP` tall: within :data:`LIGAMENT_MEDIAL` of the body width from the midline
 the flavum, and behind it, beyond :data:`LIGAMENT_FLAVUM_DEPTH` of the body depth, the
-interspinous ligament; laterally the facet capsules, which fill the facet joints' gap between the
-articular processes. The canal and the foramina (in front of the laminae) stay empty.
+interspinous ligament; laterally the facet capsules, between the articular processes where one
+stands above the other. A voxel that would join the two levels side by side (its lower face on
+the upper level's bone or its upper face on the lower level's: a facet joint's own gap) stays
+empty, as the canal and the foramina (in front of the laminae) do.
 
 Anatomy (``model.anatomy[level]``, estimated from the voxels): ``centre`` the body
 centroid; ``superior_centre`` / ``inferior_centre`` the mean of the endplate surface nodes within
@@ -675,6 +677,21 @@ LIGAMENT_FLAVUM_DEPTH = 0.2
 LIGAMENT_MAX_GAP = 30.0
 
 
+def _beside(lvl, i: int) -> np.ndarray:
+    """The voxels whose lower face touches level ``i``'s bone or whose upper face touches level
+    ``i + 1``'s (by a node): in a facet joint's gap, where the two articular processes stand side
+    by side, such a voxel would join them sideways, and a fracture that slides one past the
+    other (the levels above tip) would shear it through itself."""
+    from scipy.ndimage import binary_dilation
+
+    ring = np.ones((3, 3, 1), bool)
+    up, lo = (binary_dilation(lvl == i + d, structure=ring) for d in (0, 1))
+    below, above = np.zeros_like(up), np.zeros_like(lo)
+    below[:, :, 1:] = up[:, :, :-1]  # the upper level's bone in the layer below
+    above[:, :, :-1] = lo[:, :, 1:]  # the lower level's bone in the layer above
+    return up | below | lo | above
+
+
 def _label_ligaments(labels, lvl, bodies, names, grid: _Grid) -> dict:
     """Label the posterior ligaments between each pair of neighbouring levels (``labels`` in
     place, codes ``1 + 10 i + 7 + r`` of :data:`fem.parts.LIGAMENT`, as the parametric
@@ -711,7 +728,7 @@ def _label_ligaments(labels, lvl, bodies, names, grid: _Grid) -> dict:
         cols = behind & (bot_up >= 0) & (top_lo >= 0) & (bot_up > top_lo + 1) \
             & ((bot_up - top_lo - 1) * h <= LIGAMENT_MAX_GAP)
         gap = cols[..., None] & (kz > top_lo[..., None]) & (kz < bot_up[..., None]) \
-            & (labels == 0) & (lvl < 0)
+            & (labels == 0) & (lvl < 0) & ~_beside(lvl, i)
         medial = (np.abs(x - xc) < LIGAMENT_MEDIAL * width)[:, None]
         spinous = (y > front + LIGAMENT_FLAVUM_DEPTH * depth)[None, :]
         parts = {"ligament_interspinous": medial & spinous, "ligament_flavum": medial & ~spinous,
