@@ -678,18 +678,23 @@ LIGAMENT_MAX_GAP = 30.0
 
 
 def _beside(lvl, i: int) -> np.ndarray:
-    """The voxels whose lower face touches level ``i``'s bone or whose upper face touches level
-    ``i + 1``'s (by a node): in a facet joint's gap, where the two articular processes stand side
-    by side, such a voxel would join them sideways, and a fracture that slides one past the
-    other (the levels above tip) would shear it through itself."""
+    """The voxels whose lower face, or whose upper face, touches both level ``i``'s bone and
+    level ``i + 1``'s (by a node): in a facet joint's gap, where the two articular processes
+    stand side by side, such a voxel would join them sideways, and a fracture that slides one
+    past the other (the levels above tip) would shear it through itself."""
     from scipy.ndimage import binary_dilation
 
     ring = np.ones((3, 3, 1), bool)
-    up, lo = (binary_dilation(lvl == i + d, structure=ring) for d in (0, 1))
-    below, above = np.zeros_like(up), np.zeros_like(lo)
-    below[:, :, 1:] = up[:, :, :-1]  # the upper level's bone in the layer below
-    above[:, :, :-1] = lo[:, :, 1:]  # the lower level's bone in the layer above
-    return up | below | lo | above
+
+    def faces(bone):
+        near = binary_dilation(bone, structure=ring)  # in the voxel's layer, by an edge
+        lower, upper = near.copy(), near.copy()
+        lower[:, :, 1:] |= near[:, :, :-1]  # ... or in the layer below
+        upper[:, :, :-1] |= near[:, :, 1:]  # ... or above
+        return lower, upper
+
+    (lo_u, up_u), (lo_l, up_l) = faces(lvl == i), faces(lvl == i + 1)
+    return (lo_u & lo_l) | (up_u & up_l)
 
 
 def _label_ligaments(labels, lvl, bodies, names, grid: _Grid) -> dict:
