@@ -53,9 +53,9 @@ upper level's lowest and the lower level's highest posterior-element voxel, at m
 :data:`LIGAMENT_MAX_GAP` tall: within :data:`LIGAMENT_MEDIAL` of the body width from the midline
 the flavum, and behind it, beyond :data:`LIGAMENT_FLAVUM_DEPTH` of the body depth, the
 interspinous ligament; laterally the facet capsules, between the articular processes where one
-stands above the other. A voxel that would join the two levels side by side (its lower face on
-the upper level's bone or its upper face on the lower level's: a facet joint's own gap) stays
-empty, as the canal and the foramina (in front of the laminae) do.
+stands above the other. A voxel that would join the two levels side by side (its lower face, or
+its upper face, touching both levels' bone: a facet joint's own gap) stays empty, as the canal
+and the foramina (in front of the laminae) do.
 
 Anatomy (``model.anatomy[level]``, estimated from the voxels): ``centre`` the body
 centroid; ``superior_centre`` / ``inferior_centre`` the mean of the endplate surface nodes within
