@@ -523,6 +523,7 @@ def _follow_ligaments(model: Model, out: Model, pts, disc: str) -> None:
     edges of its elements), so a ligament stretches or shortens smoothly between its
     attachments, without stress (a fracture moves the geometry; fem.ligaments)."""
     from scipy.sparse import coo_matrix, identity
+    from scipy.sparse.csgraph import laplacian
     from scipy.sparse.linalg import spsolve
 
     names = [f"{disc}/{p}" for p in LIGAMENT if f"{disc}/{p}" in out.regions]
@@ -538,7 +539,7 @@ def _follow_ligaments(model: Model, out: Model, pts, disc: str) -> None:
     n = len(nodes)
     adj = coo_matrix((np.ones(2 * len(i)), (np.r_[i, j], np.r_[j, i])), shape=(n, n)).tocsr()
     adj.data[:] = 1.0  # an edge shared by elements counts once
-    lap = (identity(n, format="csr").multiply(np.asarray(adj.sum(axis=1)).ravel()) - adj).tocsr()
+    lap = laplacian(adj).tocsr()
     bone = np.zeros(out.n_nodes, dtype=bool)
     for level in disc.split("-"):
         bone[out.element_nodes(level_elements(out, level))] = True
