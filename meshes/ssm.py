@@ -552,8 +552,8 @@ def segment_from_levels(lvl, dist, origin, h: float, names: list[str], *, materi
         bodies.append(body)
         rims.append(rim)
     fractions = _label_discs(labels, lvl, bodies, names)
-    ligament_voxels = (_label_ligaments(labels, lvl, bodies, names, grid)
-                       if ligaments and len(names) > 1 else {})
+    if ligaments and len(names) > 1:
+        _label_ligaments(labels, lvl, bodies, names, grid)
     shift = _model_shift(bodies, grid.origin, h)
     o_model = grid.origin + shift
     layers = LevelDims("ssm", 1.0, 1.0, 1.0, 1.0, 0.0, cortex=cortex, endplate=endplate)
@@ -565,7 +565,7 @@ def segment_from_levels(lvl, dist, origin, h: float, names: list[str], *, materi
     _annotate_levels(m, names, bodies, lvl, o_model, h, surfaces, shift, cortex, endplate)
     m.metadata["voxel_size"] = h
     return m, {"translation": shift, "separated_voxels": removed,
-               "nucleus_area_fraction": fractions, "ligament_voxels": ligament_voxels}
+               "nucleus_area_fraction": fractions}
 
 
 @dataclass(frozen=True)
@@ -697,17 +697,16 @@ def _beside(lvl, i: int) -> np.ndarray:
     return (lo_u & lo_l) | (up_u & up_l)
 
 
-def _label_ligaments(labels, lvl, bodies, names, grid: _Grid) -> dict:
+def _label_ligaments(labels, lvl, bodies, names, grid: _Grid) -> None:
     """Label the posterior ligaments between each pair of neighbouring levels (``labels`` in
     place, codes ``1 + 10 i + 7 + r`` of :data:`fem.parts.LIGAMENT`, as the parametric
     builder's): in every vertical column of voxels behind the laminae's front where the upper
     level's posterior elements lie above the lower level's, the empty voxels between them,
     split into the three parts by :data:`LIGAMENT_MEDIAL` and :data:`LIGAMENT_FLAVUM_DEPTH`.
-    Returns {region name: voxels}; raises :class:`MeshError` where a part gets no voxel."""
+    Raises :class:`MeshError` where a part gets no voxel."""
     h = grid.h
     kz = np.arange(labels.shape[2])
     x, y = grid.centres(0), grid.centres(1)
-    counts = {}
     for i in range(len(names) - 1):
         post = [labels == 1 + 10 * (i + d) + 4 for d in (0, 1)]
         body = bodies[i][0] | bodies[i + 1][0]
@@ -740,13 +739,10 @@ def _label_ligaments(labels, lvl, bodies, names, grid: _Grid) -> dict:
                  "ligament_capsular": ~medial}
         for r, part in enumerate(LIGAMENT):  # the order of label_names' codes
             sel = gap & parts[part][..., None]
-            name = f"{names[i]}-{names[i + 1]}/{part}"
             if not sel.any():
                 raise MeshError(f"voxel size {h:g} mm leaves no voxel for the {part} between "
                                 f"{names[i]} and {names[i + 1]}: use a finer voxel size")
             labels[sel] = 1 + 10 * i + 7 + r
-            counts[name] = int(sel.sum())
-    return counts
 
 
 def _model_shift(bodies, origin, h: float) -> np.ndarray:
