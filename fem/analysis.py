@@ -545,8 +545,7 @@ def incompressible_parts(model: Model, sysm, T, n_eq: int):
     D = sp.diags(keep.astype(float))
     dK = (D @ dK @ D).tocsr()
     # connected regions: each element joins its nodes to its first one
-    conns = [b.conn[sel - b.start] for b in model.blocks
-             for sel in [elements[(elements >= b.start) & (elements < b.stop)]] if len(sel)]
+    conns = [b.conn[sel] for b in model.blocks for sel in [b.local(elements)] if len(sel)]
     nodes = np.concatenate([c.ravel() for c in conns])
     first = np.concatenate([np.repeat(c[:, :1], c.shape[1], axis=1).ravel() for c in conns])
     graph = sp.coo_matrix((np.ones(len(nodes), dtype=np.int8), (first, nodes)),

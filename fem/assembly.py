@@ -111,7 +111,7 @@ def chunks(model: Model, xp, per_element: int | None = None, elements=None):
             out.extend((bi, slice(s0, min(len(b.conn), s0 + step)))
                        for s0 in range(0, len(b.conn), step))
         else:
-            local = elements[(elements >= b.start) & (elements < b.stop)] - b.start
+            local = b.local(elements)
             out.extend((bi, local[s0:s0 + step]) for s0 in range(0, len(local), step))
     return out
 
@@ -318,7 +318,7 @@ def stiffness_triplets(model: Model, elements, moduli=None, *, lame_constants=No
     nu_all = np.asarray(model.nu)
     bbar_all = model.bbar_mask()
     for b in model.blocks:
-        pos = np.nonzero((elements >= b.start) & (elements < b.stop))[0]
+        pos = np.nonzero(b.holds(elements))[0]
         for lo in range(0, len(pos), chunk):
             part = pos[lo:lo + chunk]
             el = elements[part]

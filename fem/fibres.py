@@ -442,7 +442,7 @@ def _disc_rims(model, disc: str, upper_elements, lower_elements):
     on_up[model.element_nodes(upper_elements)] = True
     on_lo[model.element_nodes(lower_elements)] = True
     for b in model.blocks:
-        mine = el[(el >= b.start) & (el < b.stop)] - b.start
+        mine = b.local(el)
         if not len(mine):
             continue
         sub = Model.from_arrays(model.points, [(b.type, b.conn[mine])])
@@ -528,7 +528,7 @@ def _coupling(model, pattern, regions, law, secants):
         el, C = reg.elements, Cc[at:at + len(reg.elements)]
         at += len(el)
         for bi, b in enumerate(model.blocks):
-            sel = np.nonzero((el >= b.start) & (el < b.stop))[0]
+            sel = np.nonzero(b.holds(el))[0]
             if not len(sel):
                 continue
             loc = el[sel] - b.start

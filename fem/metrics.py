@@ -201,7 +201,7 @@ def _touching(model, elements: np.ndarray, node_mask: np.ndarray) -> np.ndarray:
     """The elements among ``elements`` that have a node where ``node_mask`` is True."""
     keep = np.zeros(len(elements), dtype=bool)
     for b in model.blocks:
-        inb = (elements >= b.start) & (elements < b.stop)
+        inb = b.holds(elements)
         keep[inb] = node_mask[b.conn[elements[inb] - b.start]].any(axis=1)
     return elements[keep]
 

@@ -79,6 +79,14 @@ class CellBlock:
     def stop(self) -> int:
         return self.start + len(self.conn)
 
+    def holds(self, elements: np.ndarray) -> np.ndarray:
+        """Boolean mask over ``elements`` (global indices): which lie in this block."""
+        return (elements >= self.start) & (elements < self.stop)
+
+    def local(self, elements: np.ndarray) -> np.ndarray:
+        """The block's own (local) indices of those of ``elements`` that lie in it, in order."""
+        return elements[self.holds(elements)] - self.start
+
 
 @dataclass
 class FaceSet:
@@ -271,7 +279,7 @@ class Model:
         elements = np.asarray(elements, dtype=np.int64)
         out = []
         for b in self.blocks:
-            sel = elements[(elements >= b.start) & (elements < b.stop)] - b.start
+            sel = b.local(elements)
             if len(sel):
                 out.append(b.conn[sel].ravel())
         return unique_sorted(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)

@@ -682,7 +682,7 @@ def element_strain_operator(model, elements):
     elements = np.asarray(elements, dtype=np.int64)
     rows, cols, vals = [], [], []
     for b in model.blocks:
-        pos = np.nonzero((elements >= b.start) & (elements < b.stop))[0]
+        pos = np.nonzero(b.holds(elements))[0]
         for lo in range(0, len(pos), 20_000):
             part = pos[lo:lo + 20_000]
             conn = b.conn[elements[part] - b.start]

@@ -461,7 +461,7 @@ def _dets(model: Model, points, elements):
     """Per cell block holding some of ``elements``: (det J at their integration points (m, g),
     the quadrature weights (g,)) on the nodes ``points``."""
     for b in model.blocks:
-        sel = elements[(elements >= b.start) & (elements < b.stop)] - b.start
+        sel = b.local(elements)
         if len(sel):
             yield elastic.gradients(points[b.conn[sel]], b.etype.dN)[1], b.etype.weights
 
@@ -530,7 +530,7 @@ def _follow_ligaments(model: Model, out: Model, pts, disc: str) -> None:
     if not names:
         return
     el = np.concatenate([out.regions[n] for n in names])
-    rows = [b.conn[el[(el >= b.start) & (el < b.stop)] - b.start] for b in out.blocks]
+    rows = [b.conn[b.local(el)] for b in out.blocks]
     conn = np.concatenate([r for r in rows if len(r)])
     nodes, local = np.unique(conn, return_inverse=True)
     local = local.reshape(conn.shape)

@@ -85,3 +85,24 @@ def test_bbar_equals_full_for_compressible_volumetric_part(rng):
     Kb = elastic.stiffness_matrices(G, det * et.weights, lam, mu, np.array([True])).reshape(24, 24)
     assert np.allclose(Kf @ u.ravel(), Kb @ u.ravel(), rtol=1e-12, atol=1e-12)
     assert np.allclose(Kb, Kb.T, atol=1e-12 * np.abs(Kb).max())
+
+
+def test_a_blocks_elements_are_picked_out_of_global_indices():
+    """``CellBlock.holds`` / ``CellBlock.local``: which of a set of global element indices lie
+    in a block, and their indices within it, on a model of a tet4 block followed by a hex8
+    block; ``Model.element_nodes`` reads the right connectivity through them."""
+    from fem.model import Model
+
+    pts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1],
+                    [0, 1, 1], [1, 1, 1]], dtype=float)
+    tets = np.array([[0, 1, 2, 3], [1, 4, 2, 7]])
+    hexes = np.array([[0, 1, 4, 2, 3, 5, 7, 6]])
+    m = Model.from_arrays(pts, [("tet4", tets), ("hex8", hexes)])
+    tet, hexa = m.blocks
+    assert (tet.start, tet.stop, hexa.start, hexa.stop) == (0, 2, 2, 3)
+    el = np.array([2, 1, 0, 2])
+    assert tet.holds(el).tolist() == [False, True, True, False]
+    assert tet.local(el).tolist() == [1, 0] and hexa.local(el).tolist() == [0, 0]
+    assert hexa.local(np.array([0, 1], dtype=np.int64)).size == 0
+    assert m.element_nodes([1]).tolist() == [1, 2, 4, 7]
+    assert m.element_nodes([2, 0]).tolist() == list(range(8))
