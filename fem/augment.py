@@ -791,7 +791,11 @@ def _balloon_cavity(out: Model, level: str, nds, c, vol_fill, exits, vb: float) 
     order = order[np.isfinite(r[order])]
     cavity = _take(order, vol_fill, vb * ML)
     if cavity is None:
-        raise MeshError(f"{level} cannot hold a {vb} mL balloon cavity")
+        room = float(vol_fill[order].sum()) / ML
+        raise MeshError(
+            f"{level} cannot hold a {vb:g} mL balloon cavity: its trabecular bone away from "
+            f"the exit sites holds {room:.2f} mL at this mesh; give a smaller balloon "
+            f"(balloon_ml, else cement_volume_ml, below {room:.2f} mL) or a larger level")
     return cavity
 
 

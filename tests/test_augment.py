@@ -1,5 +1,6 @@
 """PVP and PKP procedures (fem.augment): volumes, reproducibility, leakage, restoration, materials."""
 
+import re
 import warnings
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 import fem
 from fem import augment
 from fem.anatomy import level_frame
+from fem.errors import MeshError
 from fem.meshes import loadcases, pathology, vertebra
 
 
@@ -465,3 +467,17 @@ def test_moving_elements_into_a_region_gives_them_its_new_material_only():
                                                                            before[1][rest])
     with pytest.raises(MaterialError, match="L1/cement.*both E and nu"):
         m.move_elements(core[9:10], "L1/cement", E=10.0)
+
+
+def test_a_balloon_too_large_for_the_level_is_refused_with_the_room_there_is(fractured):
+    """A balloon larger than the level's fillable trabecular bone: the error names the level,
+    the room there is at this mesh and what to change; a balloon just inside that room is
+    made."""
+    with pytest.raises(MeshError, match=r"L2 cannot hold a 14 mL balloon cavity: .* holds "
+                       r"(\d+\.\d\d) mL .*balloon_ml") as exc:
+        augment.pkp(fractured, "L2", 14.0, height_restoration=0.0)
+    room = float(re.search(r"holds (\d+\.\d\d) mL", str(exc.value)).group(1))
+    assert 4.0 < room < 14.0
+    out = augment.pkp(fractured, "L2", 0.9 * room, height_restoration=0.0)
+    solid, leak = _cement_volume(out)
+    assert (solid + leak) / 1000.0 == pytest.approx(0.9 * room, rel=0.05)
