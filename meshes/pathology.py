@@ -28,7 +28,18 @@ its volume back. Measured (2026-12-05), every shape at grades 1-3, discs' volume
 parametric L1-L5 (hex8, 2 and 3 mm), its tet10 form (L1-L3, 3 mm) and the clinical CT's L1-L3
 (3 mm) to 1e-12; the mean shape model's L3 and L4 (2 mm) to 1e-12 too, except a biconcave L4,
 whose one-voxel posterior disc rim lets its disc below grow 4.4 % (grade 2) and 17 % (grade 3,
-with the warning), and a grade-3 biconcave L3, which inverts its disc above's thin rim.
+with the warning), and a grade-3 biconcave L3, which inverted its disc above's thin rim until
+the arch below stopped the levels above (next).
+
+The levels above stop on the arch below: where the fractured level's posterior elements keep
+their height and its body does not (biconcave, crush), the levels above would come down
+through that arch, closing a gap between the two arches (a column of the grid where the upper
+level's posterior bone stands over the lower's) past its height. They stop where the closing
+gap keeps :data:`ARCH_GAP_KEPT` of its height and turn forward about that contact until the
+disc above has its volume again (:func:`_stop_on_arches`; a warning where a turn of
+:data:`ARCH_MAX_TURN` degrees cannot do it). Bone on bone by a geometric rule: the contact
+carries no load (facets are not modelled). The parametric segment's arches stand far enough
+apart that it never acts there; on real anatomy it does (docs/augmentation.md).
 ``metadata["kyphosis"][level]`` records the rotation, translation, angle (degrees) and the levels
 moved; their anatomy (centres, pedicle axes) moves with them, so the metrics' level frames tilt
 too. The fractured level's own anatomy follows its collapsed bone (:func:`carried_anatomy`, since
@@ -398,8 +409,123 @@ def _tip_levels_above(model: Model, out: Model, pts, level: str, upper, col: _Co
                                   (R, t + np.array([0.0, 0.0, dz]))), disc) for dz in (0.0, 1.0)]
         if v[1] != v[0]:
             t = t + np.array([0.0, 0.0, (_volume(out, model.points, disc) - v[0]) / (v[1] - v[0])])
+    R, t = _stop_on_arches(model, out, pts, level, upper, col, moved, disc, R, t)
     _tipped(model, out, pts, level, upper, col, moved, (R, t))
     return R, t
+
+
+def _stop_on_arches(model: Model, out: Model, pts, level: str, upper, col: _Collapse, moved,
+                    disc, R, t):
+    """(R, t) of the levels above, stopped where their posterior arch would come down through
+    the fractured level's (:func:`_arch_lift`): raised until the closing gap keeps
+    :data:`ARCH_GAP_KEPT` of its height, then turned forward about that contact (about the
+    lateral axis through it) until the disc above has its intact volume again, as a segment
+    whose inferior articular processes strike the lamina below tips into kyphosis; repeated
+    while another gap closes. Where turning cannot give the disc its volume back (more than
+    :data:`ARCH_MAX_TURN`), the disc keeps more and a warning says how much."""
+    from scipy.optimize import brentq
+
+    v0 = _volume(out, model.points, disc) if len(disc) else 0.0
+
+    def volume(R_, t_):
+        return _volume(out, _tipped(model, out, pts.copy(), level, upper, col, moved, (R_, t_)),
+                       disc)
+
+    turned, lifted = 0.0, 0.0
+    for _ in range(ARCH_STEPS):
+        lift, pivot = _arch_lift(model, pts, upper[-1], level, R, t)
+        if lift <= 0.0:
+            break
+        t = t + np.array([0.0, 0.0, lift])
+        lifted += lift
+        if not len(disc) or volume(R, t) <= v0:
+            continue
+        P = model.points[pivot] @ R.T + t
+        top = np.radians(ARCH_MAX_TURN) - turned
+        if volume(*_forward(R, t, P, top)) > v0:
+            R, t = _forward(R, t, P, top)
+            turned += top
+            break
+        angle = brentq(lambda a, R=R, t=t, P=P: volume(*_forward(R, t, P, a)) - v0, 0.0, top,
+                       xtol=1e-12)
+        R, t = _forward(R, t, P, angle)
+        turned += angle
+    lift, _ = _arch_lift(model, pts, upper[-1], level, R, t)
+    t = t + np.array([0.0, 0.0, max(lift, 0.0)])
+    if lifted > 0.0 and len(disc):
+        change = volume(R, t) / v0 - 1.0
+        if change > 1e-3:
+            warnings.warn(f"the {col.shape} fracture of {level}: the posterior arch of "
+                          f"{upper[-1]} comes down onto {level}'s, and turning the levels above "
+                          f"forward {np.degrees(turned):.1f} degrees about that contact leaves "
+                          f"the disc above ({upper[-1]}-{level}) {change:.1%} larger than it "
+                          "was (facet contact is not modelled)", stacklevel=4)
+    return R, t
+
+
+def _forward(R, t, P, angle: float):
+    """The rigid motion (R, t) followed by a forward turn of ``angle`` (radians) about the
+    lateral (x) axis through the point ``P``: the front (-y) comes down, the back goes up."""
+    c, s = np.cos(angle), np.sin(angle)
+    Q = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    return Q @ R, Q @ (t - P) + P
+
+
+#: how many times :func:`_stop_on_arches` lifts and turns the levels above onto another closing
+#: gap between the arches
+ARCH_STEPS = 6
+#: the most (degrees) the levels above turn forward about their arches' contact to keep the disc
+#: above at its volume
+ARCH_MAX_TURN = 20.0
+#: the share of its intact height a gap between two levels' posterior arches keeps, at least,
+#: when a fracture brings the levels above down (the disc rim's rule, _conserve_disc_below)
+ARCH_GAP_KEPT = 0.1
+
+
+def _arch_lift(model: Model, pts, upper: str, level: str, R, t) -> tuple[float, int]:
+    """How far (mm, >= 0; 0 where no gap closes) the levels above, moved by (R, t), must be raised so that no gap
+    between the posterior arches of ``upper`` and the fractured ``level`` (in ``pts``) closes
+    below :data:`ARCH_GAP_KEPT` of its intact height: the bone of one arch cannot pass through
+    the other's. A gap is a column of the grid (nodes with the same x, y) where ``upper``'s
+    lowest posterior node stands above ``level``'s highest below it; a mesh whose nodes do not
+    stand in columns (tet10) has none. Also returns the upper node of the gap that sets the
+    lift (-1 where none does)."""
+    names = [f"{upper}/posterior", f"{level}/posterior"]
+    if not all(n in model.regions for n in names):
+        return 0.0, -1
+    up, low = (model.element_nodes(model.regions[n]) for n in names)
+    up, low = np.setdiff1d(up, low), np.setdiff1d(low, up)
+    if not len(up) or not len(low):
+        return 0.0, -1
+    xy = np.round(model.points[np.r_[up, low], :2] / 1e-6).astype(np.int64)
+    _, column = np.unique(xy, axis=0, return_inverse=True)
+    column = column.ravel()
+    cu, cl = column[:len(up)], column[len(up):]
+    n = int(column.max()) + 1
+    first = _extreme(up, cu, model.points[up, 2], n, lowest=True)
+    z_up = np.where(first >= 0, model.points[np.maximum(first, 0), 2], np.inf)
+    below = model.points[low, 2] < z_up[cl]
+    low, cl = low[below], cl[below]
+    last = _extreme(low, cl, model.points[low, 2], n, lowest=False)
+    cols = np.nonzero((first >= 0) & (last >= 0))[0]
+    if not len(cols):
+        return 0.0, -1
+    a, b = first[cols], last[cols]
+    gap0 = model.points[a, 2] - model.points[b, 2]
+    need = ARCH_GAP_KEPT * gap0 - ((model.points[a] @ R.T + t)[:, 2] - pts[b, 2])
+    k = int(np.argmax(need))
+    return (float(need[k]), int(a[k])) if need[k] > 1e-9 else (0.0, -1)  # a nanometre
+
+
+def _extreme(nodes, column, z, n: int, *, lowest: bool) -> np.ndarray:
+    """Per column ``0..n-1``: the node of ``nodes`` (in ``column``, at heights ``z``) lowest
+    (or highest) in it; -1 where the column has none."""
+    out = np.full(n, -1)
+    if len(nodes):
+        order = np.lexsort((z if lowest else -z, column))  # by column, the extreme first
+        cols, at = np.unique(column[order], return_index=True)
+        out[cols] = nodes[order[at]]
+    return out
 
 
 def _tipped(model: Model, out: Model, pts, level: str, upper, col: _Collapse, moved, rigid):

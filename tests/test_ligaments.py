@@ -414,3 +414,66 @@ def test_the_shape_model_s_ligaments_survive_a_fracture_at_fine_voxels():
     m = ssm.ssm_segment_model("L2-L4", voxel_size=2.0, ligaments=True)
     out = pathology.compress(m, "L3", "wedge", grade=2)  # raises where an element inverts
     assert fem.ligaments.has_ligaments(out)
+
+
+def _arch_gaps(model, points, upper, lower):
+    """Per column of the grid (nodes with the same x, y) where ``upper``'s posterior bone stands
+    above ``lower``'s: the vertical gap between ``upper``'s lowest node and ``lower``'s highest
+    below it, on the intact points and on ``points`` (the same nodes, moved)."""
+    up = model.element_nodes(model.regions[f"{upper}/posterior"])
+    low = model.element_nodes(model.regions[f"{lower}/posterior"])
+    columns = {}
+    for n in up:
+        columns.setdefault(tuple(np.round(model.points[n, :2], 6)), [[], []])[0].append(n)
+    for n in low:
+        key = tuple(np.round(model.points[n, :2], 6))
+        if key in columns:
+            columns[key][1].append(n)
+    before, after = [], []
+    for ups, lows in columns.values():
+        a = min(ups, key=lambda n: model.points[n, 2])
+        lows = [n for n in lows if model.points[n, 2] < model.points[a, 2]]
+        if lows:
+            b = max(lows, key=lambda n: model.points[n, 2])
+            before.append(model.points[a, 2] - model.points[b, 2])
+            after.append(points[a, 2] - points[b, 2])
+    return np.array(before), np.array(after)
+
+
+@pytest.mark.parametrize("shape, grade", [("biconcave", 3), ("crush", 2)])
+def test_the_levels_above_a_real_fracture_stop_on_the_arch_below_and_tip(shape, grade):
+    """On real anatomy the lamina below stands close under the inferior articular processes
+    above (3 mm on the shape model's L2-L3 at 3 mm voxels), and a grade-3 biconcave or grade-2
+    crush fracture of L3 brings L2 down further than that to keep the disc above at its volume: L2's arch came
+    down through L3's (without ligaments, unseen: nothing meshes the gap), and the ligaments
+    between them inverted (with them, the default, the fracture was refused). The levels above
+    now stop where the closing gap keeps a tenth of its height and turn forward about that
+    contact until the disc above has its volume again (pathology._stop_on_arches): no gap
+    between the arches closes below a tenth, one is held at exactly that, the disc above keeps
+    its volume, and bone and disc nodes move as without ligaments."""
+    ssm = _ssm_or_skip()
+    from scipy.spatial import cKDTree
+
+    from fem.meshes import pathology
+
+    lig = ssm.ssm_segment_model("L2-L4", voxel_size=3.0, ligaments=True)
+    bare = ssm.ssm_segment_model("L2-L4", voxel_size=3.0)
+    fl = pathology.compress(lig, "L3", shape, grade=grade)  # raised MeshError before
+    fb = pathology.compress(bare, "L3", shape, grade=grade)
+    dist, at = cKDTree(lig.points).query(bare.points)
+    assert dist.max() < 1e-9
+    assert np.abs(fl.points[at] - fb.points).max() < 1e-9
+    before, after = _arch_gaps(bare, fb.points, "L2", "L3")
+    ratio = after / before
+    assert len(ratio) > 10
+    assert ratio.min() == pytest.approx(pathology.ARCH_GAP_KEPT, abs=1e-6)
+    vol0, vol1 = (fem.assembly.element_volumes(x) for x in (bare, fb))
+    el = np.concatenate([fb.regions[f"L2-L3/{p}"] for p in ("annulus", "nucleus")])
+    assert vol1[el].sum() == pytest.approx(vol0[el].sum(), rel=1e-9)
+    # the turn about the arches, past the rigid fit to the collapsed endplate, is forward about
+    # the lateral axis: L2's front comes down, its back goes up
+    sup = bare.node_sets["L3/superior"]
+    fit, _ = pathology._rigid_fit(bare.points[sup], fb.points[sup])
+    turn = fb.metadata["kyphosis"]["L3"]["rotation"] @ fit.T
+    assert (turn @ [0.0, -1.0, 0.0])[2] < -1e-3 and (turn @ [0.0, 1.0, 0.0])[2] > 1e-3
+    assert abs((turn @ [1.0, 0.0, 0.0])[2]) < 1e-9  # about x only
