@@ -297,7 +297,7 @@ def compress(model: Model, level: str, shape: str = "wedge", *, grade: int | Non
     if burst:
         _breach_posterior_wall(out, level, col, damage_factor)
     if kyphosis is not None:
-        _record_kyphosis(out, level, levels[:i], *kyphosis)
+        _record_kyphosis(out, level, levels[:i], *kyphosis[:2], arch_turn=kyphosis[2])
     out.metadata.setdefault("fractures", []).append(
         Fracture(level, shape, loss, damage_depth, damage_factor, burst, cleft, conserve_mass,
                  envelope))
@@ -409,9 +409,9 @@ def _tip_levels_above(model: Model, out: Model, pts, level: str, upper, col: _Co
                                   (R, t + np.array([0.0, 0.0, dz]))), disc) for dz in (0.0, 1.0)]
         if v[1] != v[0]:
             t = t + np.array([0.0, 0.0, (_volume(out, model.points, disc) - v[0]) / (v[1] - v[0])])
-    R, t = _stop_on_arches(model, out, pts, level, upper, col, moved, disc, R, t)
+    R, t, turned = _stop_on_arches(model, out, pts, level, upper, col, moved, disc, R, t)
     _tipped(model, out, pts, level, upper, col, moved, (R, t))
-    return R, t
+    return R, t, turned
 
 
 def _stop_on_arches(model: Model, out: Model, pts, level: str, upper, col: _Collapse, moved,
@@ -422,7 +422,8 @@ def _stop_on_arches(model: Model, out: Model, pts, level: str, upper, col: _Coll
     lateral axis through it) until the disc above has its intact volume again, as a segment
     whose inferior articular processes strike the lamina below tips into kyphosis; repeated
     while another gap closes. Where turning cannot give the disc its volume back (more than
-    :data:`ARCH_MAX_TURN`), the disc keeps more and a warning says how much."""
+    :data:`ARCH_MAX_TURN`), the disc keeps more and a warning says how much. Also returns how
+    far (degrees) the levels above turned about the arches."""
     from scipy.optimize import brentq
 
     v0 = _volume(out, model.points, disc) if len(disc) else 0.0
@@ -460,7 +461,7 @@ def _stop_on_arches(model: Model, out: Model, pts, level: str, upper, col: _Coll
                           f"forward {np.degrees(turned):.1f} degrees about that contact leaves "
                           f"the disc above ({upper[-1]}-{level}) {change:.1%} larger than it "
                           "was (facet contact is not modelled)", stacklevel=4)
-    return R, t
+    return R, t, float(np.degrees(turned))
 
 
 def _forward(R, t, P, angle: float):
@@ -837,14 +838,17 @@ def _breach_posterior_wall(out: Model, level: str, col: _Collapse, factor: float
         _move(out, cort[hole], f"{level}/posterior_wall_breach", E=E_trab * factor, nu=0.2)
 
 
-def _record_kyphosis(out: Model, level: str, upper, R, t, moved_by=None) -> None:
+def _record_kyphosis(out: Model, level: str, upper, R, t, moved_by=None,
+                     arch_turn: float = 0.0) -> None:
     """``metadata["kyphosis"][level]`` = the tipped levels' rigid motion (R, t) from the intact
     model, and their anatomy moved with them (by ``moved_by`` = (R, t) of the motion from where
-    the anatomy stands now, default the whole (R, t))."""
+    the anatomy stands now, default the whole (R, t)); ``arch_turn_deg``: how far of it they
+    turned about the arch below (:func:`_stop_on_arches`)."""
     motion = Motion(*(moved_by or (R, t)))
     out.anatomy = motion.anatomy(out.anatomy, upper)
     out.metadata.setdefault("kyphosis", {})[level] = {
-        "rotation": R, "translation": t, "angle_deg": _angle(R), "levels": list(upper)}
+        "rotation": R, "translation": t, "angle_deg": _angle(R), "levels": list(upper),
+        "arch_turn_deg": float(arch_turn)}
 
 
 def restore(model: Model, level: str, share: float) -> Model:
@@ -852,7 +856,8 @@ def restore(model: Model, level: str, share: float) -> Model:
     kyphoplasty's height restoration): the body and its discs move back by that share of the
     collapse field, and the levels a wedge's kyphosis tipped move by the rigid motion that best
     carries the endplate's intact nodes to their restored positions (so they stay rigid, and their
-    anatomy and ``metadata["kyphosis"]`` follow); the level's own anatomy, where ``compress``
+    anatomy and ``metadata["kyphosis"]`` follow), or, where they turned about the arch below
+    (``arch_turn_deg``), their own nodes to that share of their way back; the level's own anatomy, where ``compress``
     carried it with the collapse, is carried back with the bone. ``metadata["collapse"][level]``
     keeps what is left of the collapse. The geometry is checked afterwards by the caller."""
     collapse = model.metadata.get("collapse", {})
@@ -868,14 +873,20 @@ def restore(model: Model, level: str, share: float) -> Model:
     pts = model.points - s * col
     k = model.metadata.get("kyphosis", {}).get(level)
     if k is not None:
-        sup = model.node_sets[f"{level}/superior"]
-        R, t = _rigid_fit(intact[sup], pts[sup])
         up = _nodes_above(model, k["levels"])
+        if k.get("arch_turn_deg", 0.0) > 0.0:
+            # they turned about the arch below, which the endplate does not carry: they go
+            # back by the rigid motion nearest their own share of the way
+            R, t = _rigid_fit(intact[up], pts[up])
+        else:
+            sup = model.node_sets[f"{level}/superior"]
+            R, t = _rigid_fit(intact[sup], pts[sup])
         pts[up] = intact[up] @ R.T + t
         # their anatomy was moved by the old kyphosis: move it on by the difference
         Rc = R @ np.asarray(k["rotation"]).T
         _record_kyphosis(out, level, k["levels"], R, t,
-                         moved_by=(Rc, t - Rc @ np.asarray(k["translation"])))
+                         moved_by=(Rc, t - Rc @ np.asarray(k["translation"])),
+                         arch_turn=(1.0 - s) * k.get("arch_turn_deg", 0.0))
     out.points = pts
     if level in model.metadata.get("anatomy_carried", ()):  # compress's carry_anatomy
         out.anatomy = out.anatomy.replaced(carried_anatomy(model, pts, level))

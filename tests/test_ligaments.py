@@ -440,17 +440,19 @@ def _arch_gaps(model, points, upper, lower):
     return np.array(before), np.array(after)
 
 
-@pytest.mark.parametrize("shape, grade", [("biconcave", 3), ("crush", 2)])
+@pytest.mark.parametrize("shape, grade", [("biconcave", 3), ("crush", 3)])
 def test_the_levels_above_a_real_fracture_stop_on_the_arch_below_and_tip(shape, grade):
     """On real anatomy the lamina below stands close under the inferior articular processes
-    above (3 mm on the shape model's L2-L3 at 3 mm voxels), and a grade-3 biconcave or grade-2
-    crush fracture of L3 brings L2 down further than that to keep the disc above at its volume: L2's arch came
-    down through L3's (without ligaments, unseen: nothing meshes the gap), and the ligaments
-    between them inverted (with them, the default, the fracture was refused). The levels above
-    now stop where the closing gap keeps a tenth of its height and turn forward about that
-    contact until the disc above has its volume again (pathology._stop_on_arches): no gap
-    between the arches closes below a tenth, one is held at exactly that, the disc above keeps
-    its volume, and bone and disc nodes move as without ligaments."""
+    above (3 mm on the shape model's L2-L3 at 3 mm voxels), and a grade-3 biconcave or crush
+    fracture of L3 brings L2 down further than that to keep the disc above at its volume: L2's
+    arch came down through L3's (without ligaments, unseen: nothing meshes the gap), and the
+    ligaments between them inverted (with them, the default, the fracture was refused). The
+    levels above now stop where the closing gap keeps a tenth of its height and turn forward
+    about that contact until the disc above has its volume again (pathology._stop_on_arches):
+    no gap between the arches closes below a tenth, one is held at exactly that, the disc above
+    keeps its volume, and bone and disc nodes move as without ligaments. A kyphoplasty's
+    restoration of half the height then keeps every element valid (refitting the levels above
+    to the endplate, which does not carry the turn, inverted the grade-3 crush's ligaments)."""
     ssm = _ssm_or_skip()
     from scipy.spatial import cKDTree
 
@@ -477,3 +479,14 @@ def test_the_levels_above_a_real_fracture_stop_on_the_arch_below_and_tip(shape, 
     turn = fb.metadata["kyphosis"]["L3"]["rotation"] @ fit.T
     assert (turn @ [0.0, -1.0, 0.0])[2] < -1e-3 and (turn @ [0.0, 1.0, 0.0])[2] > 1e-3
     assert abs((turn @ [1.0, 0.0, 0.0])[2]) < 1e-9  # about x only
+    assert fb.metadata["kyphosis"]["L3"]["arch_turn_deg"] > 0.5
+    # a kyphoplasty's restoration takes them back rigidly along their own way (it refitted them
+    # to the endplate, which does not carry the turn, and inverted the ligaments): half-way
+    # valid with the gaps still open, all the way where they were
+    half = pathology.restore(fl, "L3", 0.5)
+    fem.assembly.check_geometry(half, np)
+    before, after = _arch_gaps(lig, half.points, "L2", "L3")
+    assert (after >= pathology.ARCH_GAP_KEPT * before - 1e-9).all()
+    up = lig.element_nodes(fem.parts.level_elements(lig, "L2"))
+    full = pathology.restore(fl, "L3", 1.0)
+    assert np.abs(full.points[up] - lig.points[up]).max() < 1e-9
