@@ -855,7 +855,8 @@ def restore(model: Model, level: str, share: float) -> Model:
     """A copy of ``model`` with ``share`` (0..1) of ``level``'s recorded collapse undone (a
     kyphoplasty's height restoration): the body and its discs move back by that share of the
     collapse field, and the levels a wedge's kyphosis tipped move by the rigid motion that best
-    carries the endplate's intact nodes to their restored positions (so they stay rigid, and their
+    carries the endplate's intact nodes to their restored positions, shifted along the axis so
+    that the disc above keeps its volume, as in :func:`compress` (so they stay rigid, and their
     anatomy and ``metadata["kyphosis"]`` follow), or, where they turned about the arch below
     (``arch_turn_deg``), their own nodes to that share of their way back; the level's own anatomy, where ``compress``
     carried it with the collapse, is carried back with the bone. ``metadata["collapse"][level]``
@@ -879,8 +880,13 @@ def restore(model: Model, level: str, share: float) -> Model:
             # back by the rigid motion nearest their own share of the way
             R, t = _rigid_fit(intact[up], pts[up])
         else:
+            # refitted to the restored endplate, then shifted along the axis until the disc
+            # above has its intact volume, as compress did (without the shift a tet10 disc's
+            # thin elements inverted)
             sup = model.node_sets[f"{level}/superior"]
             R, t = _rigid_fit(intact[sup], pts[sup])
+            t = t + np.array([0.0, 0.0, _keep_volume(model, pts, intact, up, R, t,
+                                                     f"{k['levels'][-1]}-{level}")])
         pts[up] = intact[up] @ R.T + t
         # their anatomy was moved by the old kyphosis: move it on by the difference
         Rc = R @ np.asarray(k["rotation"]).T
@@ -901,6 +907,23 @@ def restore(model: Model, level: str, share: float) -> Model:
         _scale_moduli(out, idx[still], change[still])
         out.metadata["densification"][level]["factors"] = factors
     return out
+
+
+def _keep_volume(model: Model, pts, intact, up, R, t, disc_name: str) -> float:
+    """The axial shift (mm) of the nodes ``up``, moved by (R, t) from ``intact``, that gives the
+    disc ``disc_name`` (the rest of it at ``pts``) its volume on ``intact``: only z moves, so
+    the volume is linear in the shift; 0 where the disc has no elements or does not change."""
+    disc = _disc_elements(model, disc_name)
+    if not len(disc):
+        return 0.0
+    vol = []
+    for dz in (0.0, 1.0):
+        p = pts.copy()
+        p[up] = intact[up] @ R.T + t + np.array([0.0, 0.0, dz])
+        vol.append(_volume(model, p, disc))
+    if vol[1] == vol[0]:
+        return 0.0
+    return (_volume(model, intact, disc) - vol[0]) / (vol[1] - vol[0])
 
 
 #: nodes in each local linear fit of :func:`carried_anatomy` (a voxel's corners; 27 nodes fit a
