@@ -484,13 +484,13 @@ ARCH_GAP_KEPT = 0.1
 
 
 def _arch_lift(model: Model, pts, upper: str, level: str, R, t) -> tuple[float, int]:
-    """How far (mm, >= 0; 0 where no gap closes) the levels above, moved by (R, t), must be raised so that no gap
-    between the posterior arches of ``upper`` and the fractured ``level`` (in ``pts``) closes
-    below :data:`ARCH_GAP_KEPT` of its intact height: the bone of one arch cannot pass through
-    the other's. A gap is a column of the grid (nodes with the same x, y) where ``upper``'s
-    lowest posterior node stands above ``level``'s highest below it; a mesh whose nodes do not
-    stand in columns (tet10) has none. Also returns the upper node of the gap that sets the
-    lift (-1 where none does)."""
+    """How far (mm, >= 0; 0 where no gap closes) the levels above, moved by (R, t), must be
+    raised so that no gap between the posterior arches of ``upper`` and the fractured
+    ``level`` (in ``pts``) closes below :data:`ARCH_GAP_KEPT` of its intact height: the bone of one arch
+    cannot pass through the other's. A gap is a column of the grid (nodes with the same x, y)
+    where ``upper``'s lowest posterior node stands above ``level``'s highest below it; a mesh
+    whose nodes do not stand in columns (tet10) has none. Also returns the upper node of the gap
+    that sets the lift (-1 where none does)."""
     names = [f"{upper}/posterior", f"{level}/posterior"]
     if not all(n in model.regions for n in names):
         return 0.0, -1
@@ -858,9 +858,10 @@ def restore(model: Model, level: str, share: float) -> Model:
     carries the endplate's intact nodes to their restored positions, shifted along the axis so
     that the disc above keeps its volume, as in :func:`compress` (so they stay rigid, and their
     anatomy and ``metadata["kyphosis"]`` follow), or, where they turned about the arch below
-    (``arch_turn_deg``), their own nodes to that share of their way back; the level's own anatomy, where ``compress``
-    carried it with the collapse, is carried back with the bone. ``metadata["collapse"][level]``
-    keeps what is left of the collapse. The geometry is checked afterwards by the caller."""
+    (``arch_turn_deg``), their own nodes to that share of their way back; the level's own
+    anatomy, where ``compress`` carried it with the collapse, is carried back with the bone.
+    ``metadata["collapse"][level]`` keeps what is left of the collapse. The geometry is checked
+    afterwards by the caller."""
     collapse = model.metadata.get("collapse", {})
     if level not in collapse:
         raise MeshError(f"{level} has no recorded fracture to restore (fracture it with "
