@@ -487,10 +487,10 @@ def _arch_lift(model: Model, pts, upper: str, level: str, R, t) -> tuple[float, 
     """How far (mm, >= 0; 0 where no gap closes) the levels above, moved by (R, t), must be
     raised so that no gap between the posterior arches of ``upper`` and the fractured
     ``level`` (in ``pts``) closes below :data:`ARCH_GAP_KEPT` of its intact height: the bone
-    of one arch cannot pass through the other's. A gap is a column of the grid (nodes with the same x, y)
-    where ``upper``'s lowest posterior node stands above ``level``'s highest below it; a mesh
-    whose nodes do not stand in columns (tet10) has none. Also returns the upper node of the gap
-    that sets the lift (-1 where none does)."""
+    of one arch cannot pass through the other's. A gap is a column of the grid (nodes with the
+    same x, y) where ``upper``'s lowest posterior node stands above ``level``'s highest below
+    it; a mesh whose nodes do not stand in columns (tet10) has none. Also returns the upper
+    node of the gap that sets the lift (-1 where none does)."""
     names = [f"{upper}/posterior", f"{level}/posterior"]
     if not all(n in model.regions for n in names):
         return 0.0, -1
