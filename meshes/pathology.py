@@ -410,7 +410,9 @@ def _tip_levels_above(model: Model, out: Model, pts, level: str, upper, col: _Co
         if v[1] != v[0]:
             t = t + np.array([0.0, 0.0, (_volume(out, model.points, disc) - v[0]) / (v[1] - v[0])])
     R, t, turned = _stop_on_arches(model, out, pts, level, upper, col, moved, disc, R, t)
-    _tipped(model, out, pts, level, upper, col, moved, (R, t))
+    blend = {}
+    _tipped(model, out, pts, level, upper, col, moved, (R, t), blend)
+    out.metadata.setdefault("disc_blend", {})[level] = blend
     return R, t, turned
 
 
@@ -529,9 +531,12 @@ def _extreme(nodes, column, z, n: int, *, lowest: bool) -> np.ndarray:
     return out
 
 
-def _tipped(model: Model, out: Model, pts, level: str, upper, col: _Collapse, moved, rigid):
+def _tipped(model: Model, out: Model, pts, level: str, upper, col: _Collapse, moved, rigid,
+            blend: dict | None = None):
     """``pts`` with the levels ``upper`` moved by ``rigid`` = (R, t) and the disc between them
-    and ``level`` blended from its endplate's motion to that rigid motion; returns ``pts``."""
+    and ``level`` blended from its endplate's motion to that rigid motion; returns ``pts``.
+    ``blend``: a dict that gets the disc's blended ``nodes`` and their weights ``w``
+    (:func:`_follow_disc`)."""
     R, t = rigid
     up = _nodes_above(out, upper)
     up = up[~moved[up]]
@@ -539,8 +544,10 @@ def _tipped(model: Model, out: Model, pts, level: str, upper, col: _Collapse, mo
     moved_up = np.zeros(out.n_nodes, dtype=bool)
     moved_up[up] = True
     above = upper[-1]
-    _follow_disc(model, out, pts, col, level, above, f"{above}-{level}", moved | moved_up,
-                 upper=True, rigid=rigid)
+    dn, w = _follow_disc(model, out, pts, col, level, above, f"{above}-{level}",
+                         moved | moved_up, upper=True, rigid=rigid)
+    if blend is not None:
+        blend.update(nodes=dn, w=w)
     return pts
 
 
@@ -605,18 +612,19 @@ def _volume(model: Model, points, elements) -> float:
 
 
 def _follow_disc(model: Model, out: Model, pts, col: _Collapse, level: str, neighbour: str,
-                 disc_name: str, moved, *, upper: bool, rigid=None) -> None:
-    """Move the disc between the fractured ``level`` and ``neighbour`` (in ``pts``) with the
-    level's endplate. Both endplates' heights are interpolated at each node's x, y
-    (:func:`_interpolate`, a smooth surface). A node on the level's side of its endplate surface
-    (inside the endplate's concavity) moves with the body's own map (:func:`_body_motion`), so
-    it cannot be pushed through the endplate; beyond, it takes the map's motion at the surface,
-    weighted down to 0 at the neighbour's endplate; with ``rigid`` = (R, t) (the levels above),
-    the rest of the way it follows that rigid motion. Nodes in ``moved`` and the neighbour's
-    are left alone."""
+                 disc_name: str, moved, *, upper: bool, rigid=None):
+    """Move the disc between the fractured ``level`` and ``neighbour`` (in ``pts``) with the level's
+    endplate; returns the nodes moved and the weight ``w`` of the body's motion in each (the
+    rest, ``1 - w``, the rigid motion's). Both endplates' heights are interpolated at each
+    node's x, y (:func:`_interpolate`, a smooth surface). A node on the level's side of its
+    endplate surface (inside the endplate's concavity) moves with the body's own map
+    (:func:`_body_motion`), so it cannot be pushed through the endplate; beyond, it takes the
+    map's motion at the surface, weighted down to 0 at the neighbour's endplate; with ``rigid``
+    = (R, t) (the levels above), the rest of the way it follows that rigid motion. Nodes in
+    ``moved`` and the neighbour's are left alone."""
     disc = _disc_elements(out, disc_name)
     if not len(disc):
-        return
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
     dn = out.element_nodes(disc)
     neighbours = out.element_nodes(level_elements(out, neighbour))
     dn = dn[~moved[dn] & ~np.isin(dn, neighbours)]
@@ -634,6 +642,7 @@ def _follow_disc(model: Model, out: Model, pts, col: _Collapse, level: str, neig
     if rigid is not None:
         R, t = rigid
         pts[dn] += (1.0 - w)[:, None] * (p0 @ R.T + t - p0)
+    return dn, w
 
 
 def _disc_elements(model: Model, disc: str) -> np.ndarray:
@@ -856,8 +865,9 @@ def restore(model: Model, level: str, share: float) -> Model:
     kyphoplasty's height restoration): the body and its discs move back by that share of the
     collapse field, and the levels a wedge's kyphosis tipped move by the rigid motion that best
     carries the endplate's intact nodes to their restored positions, shifted along the axis so
-    that the disc above keeps its volume, as in :func:`compress` (so they stay rigid, and their
-    anatomy and ``metadata["kyphosis"]`` follow), or, where they turned about the arch below
+    that the disc above keeps its volume, as in :func:`compress`, the disc above on the
+    fracture's blend between its endplate and them (:func:`_placing`; so they stay rigid, and
+    their anatomy and ``metadata["kyphosis"]`` follow), or, where they turned about the arch below
     (``arch_turn_deg``), their own nodes to that share of their way back; the level's own
     anatomy, where ``compress`` carried it with the collapse, is carried back with the bone.
     ``metadata["collapse"][level]`` keeps what is left of the collapse. The geometry is checked
@@ -876,19 +886,19 @@ def restore(model: Model, level: str, share: float) -> Model:
     k = model.metadata.get("kyphosis", {}).get(level)
     if k is not None:
         up = _nodes_above(model, k["levels"])
+        placed = _placing(model, level, intact, pts, up, k, s)
         if k.get("arch_turn_deg", 0.0) > 0.0:
             # they turned about the arch below, which the endplate does not carry: they go
             # back by the rigid motion nearest their own share of the way
             R, t = _rigid_fit(intact[up], pts[up])
         else:
-            # refitted to the restored endplate, then shifted along the axis until the disc
-            # above has its intact volume, as compress did (without the shift a tet10 disc's
-            # thin elements inverted)
             sup = model.node_sets[f"{level}/superior"]
             R, t = _rigid_fit(intact[sup], pts[sup])
-            t = t + np.array([0.0, 0.0, _keep_volume(model, pts, intact, up, R, t,
-                                                     f"{k['levels'][-1]}-{level}")])
-        pts[up] = intact[up] @ R.T + t
+        # then shifted along the axis until the disc above has its intact volume, as compress
+        # did (without the shift a tet10 disc's thin elements inverted)
+        t = t + np.array([0.0, 0.0, _keep_volume(model, placed, intact, R, t,
+                                                 f"{k['levels'][-1]}-{level}")])
+        pts = placed(R, t)
         # their anatomy was moved by the old kyphosis: move it on by the difference
         Rc = R @ np.asarray(k["rotation"]).T
         _record_kyphosis(out, level, k["levels"], R, t,
@@ -910,18 +920,38 @@ def restore(model: Model, level: str, share: float) -> Model:
     return out
 
 
-def _keep_volume(model: Model, pts, intact, up, R, t, disc_name: str) -> float:
-    """The axial shift (mm) of the nodes ``up``, moved by (R, t) from ``intact``, that gives the
-    disc ``disc_name`` (the rest of it at ``pts``) its volume on ``intact``: only z moves, so
-    the volume is linear in the shift; 0 where the disc has no elements or does not change."""
+def _placing(model: Model, level: str, intact, pts, up, k: dict, s: float):
+    """A function (R, t) -> the points of a restoration of ``s`` of ``level``'s collapse: the
+    levels above (nodes ``up``) at (R, t) from ``intact``, the disc above blended between its
+    endplate's motion, ``1 - s`` of what the fracture gave it, and that rigid motion, with the
+    weights the fracture blended it by (``metadata["disc_blend"]``; :func:`_follow_disc`), so
+    that its nodes move with the levels above as it turns back (a straight line from where the
+    fracture put them left tet10 elements inverted); the rest at ``pts``."""
+    blend = model.metadata.get("disc_blend", {}).get(level)
+    R0, t0 = np.asarray(k["rotation"]), np.asarray(k["translation"])
+
+    def placed(R, t):
+        p = pts.copy()
+        p[up] = intact[up] @ R.T + t
+        if blend is not None and len(blend["nodes"]):
+            dn, w = blend["nodes"], np.asarray(blend["w"])[:, None]
+            x0 = intact[dn]
+            body = model.points[dn] - x0 - (1.0 - w) * (x0 @ R0.T + t0 - x0)
+            p[dn] = x0 + (1.0 - s) * body + (1.0 - w) * (x0 @ R.T + t - x0)
+        return p
+
+    return placed
+
+
+def _keep_volume(model: Model, placed, intact, R, t, disc_name: str) -> float:
+    """The axial shift (mm) of the levels above, at (R, t), that gives the disc ``disc_name``
+    its volume on ``intact``, the points for a motion given by ``placed`` (:func:`_placing`):
+    only z moves, so the volume is linear in the shift; 0 where the disc has no elements or
+    does not change."""
     disc = _disc_elements(model, disc_name)
     if not len(disc):
         return 0.0
-    vol = []
-    for dz in (0.0, 1.0):
-        p = pts.copy()
-        p[up] = intact[up] @ R.T + t + np.array([0.0, 0.0, dz])
-        vol.append(_volume(model, p, disc))
+    vol = [_volume(model, placed(R, t + np.array([0.0, 0.0, dz])), disc) for dz in (0.0, 1.0)]
     if vol[1] == vol[0]:
         return 0.0
     return (_volume(model, intact, disc) - vol[0]) / (vol[1] - vol[0])
