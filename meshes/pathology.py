@@ -399,44 +399,45 @@ def _tip_levels_above(model: Model, out: Model, pts, level: str, upper, col: _Co
     collapsed positions, then moved along the axis so that the disc above keeps its volume (the
     disc is nearly incompressible; the fit alone left it up to 4 % larger or smaller); the disc
     above blends from the endplate's own motion at its bottom to that rigid motion at its top,
-    so it keeps its shape. Returns (R, t)."""
+    so it keeps its shape; where the arches meet, :func:`_stop_on_arches`. Returns (R, t) and
+    the turn about the arches (degrees)."""
     sup = out.node_sets[f"{level}/superior"]
     R, t = _rigid_fit(model.points[sup], pts[sup])
-    disc = _disc_elements(out, f"{upper[-1]}-{level}")
-    if len(disc):
-        # only z moves with an axial shift of the top, so the volume is linear in it
-        v = [_volume(out, _tipped(model, out, pts.copy(), level, upper, col, moved,
-                                  (R, t + np.array([0.0, 0.0, dz]))), disc) for dz in (0.0, 1.0)]
-        if v[1] != v[0]:
-            t = t + np.array([0.0, 0.0, (_volume(out, model.points, disc) - v[0]) / (v[1] - v[0])])
-    R, t, turned = _stop_on_arches(model, out, pts, level, upper, col, moved, disc, R, t)
+    disc_name = f"{upper[-1]}-{level}"
+
+    def placed(R_, t_):
+        return _tipped(model, out, pts.copy(), level, upper, col, moved, (R_, t_))
+
+    t = t + np.array([0.0, 0.0, _keep_volume(out, placed, model.points, R, t, disc_name)])
+    R, t, turned = _stop_on_arches(model, pts, upper[-1], level, col.shape, placed,
+                                   _disc_elements(out, disc_name), R, t)
     blend = {}
     _tipped(model, out, pts, level, upper, col, moved, (R, t), blend)
     out.metadata.setdefault("disc_blend", {})[level] = blend
     return R, t, turned
 
 
-def _stop_on_arches(model: Model, out: Model, pts, level: str, upper, col: _Collapse, moved,
-                    disc, R, t):
-    """(R, t) of the levels above, stopped where their posterior arch would come down through
-    the fractured level's (:func:`_arch_lift`): raised until the closing gap keeps
-    :data:`ARCH_GAP_KEPT` of its height, then turned forward about that contact (about the
-    lateral axis through it) until the disc above has its intact volume again, as a segment
-    whose inferior articular processes strike the lamina below tips into kyphosis; repeated
-    while another gap closes. Where turning cannot give the disc its volume back (more than
-    :data:`ARCH_MAX_TURN`), the disc keeps more and a warning says how much. Also returns how
-    far (degrees) the levels above turned about the arches."""
+def _stop_on_arches(model: Model, pts, upper: str, level: str, shape: str, placed, disc, R, t):
+    """(R, t) of the levels above, stopped where their posterior arch (``upper``'s) would come
+    down through the fractured ``level``'s (:func:`_arch_lift`): raised until the closing gap
+    keeps :data:`ARCH_GAP_KEPT` of its height, then turned forward about that contact (about
+    the lateral axis through it) until the disc above (elements ``disc``, at the points
+    ``placed(R, t)`` gives) has its intact volume again, as a segment whose inferior articular
+    processes strike the lamina below tips into kyphosis; repeated while another gap closes.
+    Where turning cannot give the disc its volume back (more than :data:`ARCH_MAX_TURN`), the
+    disc keeps more and a warning says how much. Also returns how far (degrees) the levels
+    above turned about the arches."""
     from scipy.optimize import brentq
 
-    v0 = _volume(out, model.points, disc) if len(disc) else 0.0
+    gaps = _arch_gaps(model, upper, level)
+    v0 = _volume(model, model.points, disc) if len(disc) else 0.0
 
     def volume(R_, t_):
-        return _volume(out, _tipped(model, out, pts.copy(), level, upper, col, moved, (R_, t_)),
-                       disc)
+        return _volume(model, placed(R_, t_), disc)
 
     turned, lifted = 0.0, 0.0
     for _ in range(ARCH_STEPS):
-        lift, pivot = _arch_lift(model, pts, upper[-1], level, R, t)
+        lift, pivot = _arch_lift(gaps, model, pts, R, t)
         if lift <= 0.0:
             break
         t = t + np.array([0.0, 0.0, lift])
@@ -453,15 +454,15 @@ def _stop_on_arches(model: Model, out: Model, pts, level: str, upper, col: _Coll
                        xtol=1e-12)
         R, t = _forward(R, t, P, angle)
         turned += angle
-    lift, _ = _arch_lift(model, pts, upper[-1], level, R, t)
+    lift, _ = _arch_lift(gaps, model, pts, R, t)
     t = t + np.array([0.0, 0.0, max(lift, 0.0)])
     if lifted > 0.0 and len(disc):
         change = volume(R, t) / v0 - 1.0
         if change > 1e-3:
-            warnings.warn(f"the {col.shape} fracture of {level}: the posterior arch of "
-                          f"{upper[-1]} comes down onto {level}'s, and turning the levels above "
+            warnings.warn(f"the {shape} fracture of {level}: the posterior arch of "
+                          f"{upper} comes down onto {level}'s, and turning the levels above "
                           f"forward {np.degrees(turned):.1f} degrees about that contact leaves "
-                          f"the disc above ({upper[-1]}-{level}) {change:.1%} larger than it "
+                          f"the disc above ({upper}-{level}) {change:.1%} larger than it "
                           "was (facet contact is not modelled)", stacklevel=4)
     return R, t, float(np.degrees(turned))
 
@@ -485,21 +486,19 @@ ARCH_MAX_TURN = 20.0
 ARCH_GAP_KEPT = 0.1
 
 
-def _arch_lift(model: Model, pts, upper: str, level: str, R, t) -> tuple[float, int]:
-    """How far (mm, >= 0; 0 where no gap closes) the levels above, moved by (R, t), must be
-    raised so that no gap between the posterior arches of ``upper`` and the fractured
-    ``level`` (in ``pts``) closes below :data:`ARCH_GAP_KEPT` of its intact height: the bone
-    of one arch cannot pass through the other's. A gap is a column of the grid (nodes with the
-    same x, y) where ``upper``'s lowest posterior node stands above ``level``'s highest below
-    it; a mesh whose nodes do not stand in columns (tet10) has none. Also returns the upper
-    node of the gap that sets the lift (-1 where none does)."""
+def _arch_gaps(model: Model, upper: str, level: str):
+    """The gaps between the posterior arches of ``upper`` and ``level`` (intact): per column of
+    the grid (nodes with the same x, y) where ``upper``'s lowest posterior node stands above
+    ``level``'s highest below it, those two nodes and the gap's height (mm); none where a level
+    has no posterior elements or the mesh's nodes do not stand in columns (tet10)."""
+    none = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
     names = [f"{upper}/posterior", f"{level}/posterior"]
     if not all(n in model.regions for n in names):
-        return 0.0, -1
+        return none
     up, low = (model.element_nodes(model.regions[n]) for n in names)
     up, low = np.setdiff1d(up, low), np.setdiff1d(low, up)
     if not len(up) or not len(low):
-        return 0.0, -1
+        return none
     xy = np.round(model.points[np.r_[up, low], :2] / 1e-6).astype(np.int64)
     _, column = np.unique(xy, axis=0, return_inverse=True)
     column = column.ravel()
@@ -511,10 +510,19 @@ def _arch_lift(model: Model, pts, upper: str, level: str, R, t) -> tuple[float, 
     low, cl = low[below], cl[below]
     last = _extreme(low, cl, model.points[low, 2], n, lowest=False)
     cols = np.nonzero((first >= 0) & (last >= 0))[0]
-    if not len(cols):
-        return 0.0, -1
     a, b = first[cols], last[cols]
-    gap0 = model.points[a, 2] - model.points[b, 2]
+    return a, b, model.points[a, 2] - model.points[b, 2]
+
+
+def _arch_lift(gaps, model: Model, pts, R, t) -> tuple[float, int]:
+    """How far (mm, >= 0; 0 where no gap closes) the levels above, moved by (R, t), must be
+    raised so that none of the ``gaps`` between the arches (:func:`_arch_gaps`; the lower
+    arch's nodes at ``pts``) closes below :data:`ARCH_GAP_KEPT` of its intact height: the bone
+    of one arch cannot pass through the other's. Also returns the upper node of the gap that
+    sets the lift (-1 where none does)."""
+    a, b, gap0 = gaps
+    if not len(a):
+        return 0.0, -1
     need = ARCH_GAP_KEPT * gap0 - ((model.points[a] @ R.T + t)[:, 2] - pts[b, 2])
     k = int(np.argmax(need))
     return (float(need[k]), int(a[k])) if need[k] > 1e-9 else (0.0, -1)  # a nanometre
@@ -945,9 +953,9 @@ def _placing(model: Model, level: str, intact, pts, up, k: dict, s: float):
 
 def _keep_volume(model: Model, placed, intact, R, t, disc_name: str) -> float:
     """The axial shift (mm) of the levels above, at (R, t), that gives the disc ``disc_name``
-    its volume on ``intact``, the points for a motion given by ``placed`` (:func:`_placing`):
-    only z moves, so the volume is linear in the shift; 0 where the disc has no elements or
-    does not change."""
+    its volume on ``intact``, the points for a motion (R, t) being ``placed(R, t)`` (the
+    fracture's :func:`_tipped`, a restoration's :func:`_placing`): only z moves, so the volume
+    is linear in the shift; 0 where the disc has no elements or does not change."""
     disc = _disc_elements(model, disc_name)
     if not len(disc):
         return 0.0
